@@ -1,0 +1,378 @@
+"""Pydantic models of the YAML config (DESIGN §3): field names are the user-facing contract."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from router.config.units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds; accepts ``30``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"6h"``."""
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+"""Bytes; accepts ``1048576``, ``"6MB"``, ``"256KiB"``."""
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PYTHON_RUNTIME = re.compile(r"^python3\.\d{1,2}$")
+
+
+class Model(BaseModel):
+    """Base: unknown keys are errors, defaults are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+
+# --- server, state, aws -------------------------------------------------------------------------------
+
+
+class ServerConfig(Model):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on its own port")
+    max_body: Size = Field(6 * 1024 * 1024, description="largest request body (sync payload limit)")
+    max_async_body: Size = Field(256 * 1024, description="largest async event payload")
+    shutdown_timeout: Duration = Field(25.0, description="time given to in-flight work on SIGTERM")
+    invoke_api: bool = Field(True, description="serve the Lambda Invoke API")
+    invoke_token: str | None = Field(
+        None, description="when set, the Invoke API requires 'Authorization: Bearer <token>'"
+    )
+
+
+class LoggingConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class AwsConfig(Model):
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    account_id: str = Field("000000000000", description="used to build function ARNs")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+
+# --- destinations -------------------------------------------------------------------------------------
+
+
+class FileDestinationConfig(Model):
+    type: Literal["file"]
+    path: str
+
+
+class HttpDestinationConfig(Model):
+    type: Literal["http"]
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 10.0
+
+
+class FunctionDestinationConfig(Model):
+    type: Literal["function"]
+    function: str
+
+
+class SqsDestinationConfig(Model):
+    type: Literal["sqs"]
+    queue_url: str
+
+
+class AmqpDestinationConfig(Model):
+    type: Literal["amqp"]
+    url: str
+    exchange: str = ""
+    routing_key: str = ""
+
+
+DestinationConfig = Annotated[
+    FileDestinationConfig
+    | HttpDestinationConfig
+    | FunctionDestinationConfig
+    | SqsDestinationConfig
+    | AmqpDestinationConfig,
+    Field(discriminator="type"),
+]
+
+
+# --- functions ----------------------------------------------------------------------------------------
+
+
+class BackoffConfig(Model):
+    initial: Duration = 1.0
+    max: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _order(self) -> BackoffConfig:
+        if self.initial <= 0:
+            raise ValueError("initial must be greater than 0")
+        if self.max < self.initial:
+            raise ValueError(f"max ({self.max}s) must be at least initial ({self.initial}s)")
+        return self
+
+
+class AsyncConfig(Model):
+    retries: int = Field(2, ge=0, le=100, description="retries after the first attempt (Lambda: 0..2)")
+    max_event_age: Duration = Field(6 * 3600.0, ge=1.0, le=6 * 3600.0)
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig)  # type: ignore[arg-type]
+    on_success: DestinationConfig | None = None
+    on_failure: DestinationConfig | None = None
+
+
+class HttpTargetConfig(Model):
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class LambdaTargetConfig(Model):
+    function_name: str
+    qualifier: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+
+
+class FunctionConfig(Model):
+    # local function
+    runtime: str | None = Field(None, description="python3.X | provided")
+    handler: str | None = Field(None, description="module.function (python); passed as _HANDLER")
+    code: str | None = Field(None, description="code directory, relative to the config file")
+    # remote targets
+    http: HttpTargetConfig | None = None
+    # ``lambda`` is a Python keyword: the attribute is ``lambda_`` and the YAML key is ``lambda``.
+    lambda_: LambdaTargetConfig | None = Field(None, alias="lambda")
+
+    description: str = ""
+    timeout: Duration = Field(3.0, gt=0, le=900.0)
+    memory: int = Field(128, ge=128, le=10240, description="MB; enforced for local functions")
+    environment: dict[str, str] = Field(default_factory=dict)
+    concurrency: int | None = Field(None, ge=1, le=10000, description="reserved concurrency")
+    provisioned: int = Field(0, ge=0, le=1000, description="environments kept warm")
+    idle_timeout: Duration = Field(600.0, ge=1.0, description="reap idle environments after this")
+    async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")  # type: ignore[arg-type]
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _stringify_env(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: ("" if val is None else str(val).lower() if isinstance(val, bool) else str(val))
+                    for k, val in v.items()}
+        return v
+
+    @property
+    def kind(self) -> Literal["local", "http", "lambda"]:
+        if self.http is not None:
+            return "http"
+        if self.lambda_ is not None:
+            return "lambda"
+        return "local"
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> FunctionConfig:
+        given = [k for k, v in (("runtime", self.runtime), ("http", self.http), ("lambda", self.lambda_))
+                 if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a function needs exactly one of 'runtime', 'http', 'lambda'"
+                + (f", got {', '.join(given)}" if given else ", got none")
+            )
+        if self.runtime is not None:
+            if self.runtime != "provided" and not _PYTHON_RUNTIME.match(self.runtime):
+                raise ValueError(
+                    f"unsupported runtime {self.runtime!r}; use python3.X (e.g. python3.11) or provided"
+                )
+            if self.code is None:
+                raise ValueError("a local function needs 'code' (its code directory)")
+            if self.runtime != "provided" and not self.handler:
+                raise ValueError("a python function needs 'handler' (module.function, e.g. app.handler)")
+            if self.handler and self.runtime != "provided" and "." not in self.handler:
+                raise ValueError(f"handler must be module.function, got {self.handler!r}")
+        if self.provisioned and self.concurrency is not None and self.provisioned > self.concurrency:
+            raise ValueError(
+                f"provisioned ({self.provisioned}) cannot exceed concurrency ({self.concurrency})"
+            )
+        return self
+
+
+# --- sources ------------------------------------------------------------------------------------------
+
+
+class HmacAuthConfig(Model):
+    type: Literal["hmac"]
+    secret: str
+    header: str = "X-Hub-Signature-256"
+    prefix: str = "sha256="
+    algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
+
+
+class StandardWebhooksAuthConfig(Model):
+    """Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature (v1,base64)."""
+
+    type: Literal["standard_webhooks"]
+    secret: str = Field(description="whsec_<base64> or the raw secret")
+    tolerance: Duration = Field(300.0, description="accepted clock skew of webhook-timestamp")
+
+
+class BearerAuthConfig(Model):
+    type: Literal["bearer"]
+    token: str
+
+
+class ApiKeyAuthConfig(Model):
+    type: Literal["api_key"]
+    key: str
+    header: str = "X-Api-Key"
+
+
+WebhookAuthConfig = Annotated[
+    HmacAuthConfig | StandardWebhooksAuthConfig | BearerAuthConfig | ApiKeyAuthConfig,
+    Field(discriminator="type"),
+]
+
+
+class WebhookSourceConfig(Model):
+    type: Literal["webhook"]
+    path: str
+    methods: list[str] = Field(default_factory=lambda: ["POST"])
+    auth: WebhookAuthConfig | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"path must start with '/', got {v!r}")
+        if v.startswith("/2015-03-31/") or v in ("/metrics", "/livez", "/healthz", "/readyz"):
+            raise ValueError(f"path {v!r} is reserved by the router")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        allowed = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"}
+        out = [m.upper() for m in v]
+        bad = [m for m in out if m not in allowed]
+        if bad:
+            raise ValueError(f"unknown HTTP method {bad[0]!r}; use one of {', '.join(sorted(allowed))}")
+        if not out:
+            raise ValueError("methods cannot be empty")
+        return out
+
+
+class ScheduleSourceConfig(Model):
+    type: Literal["schedule"]
+    cron: str | None = Field(None, description="5 or 6 fields (second first when 6)")
+    rate: Duration | None = Field(None, gt=0)
+    timezone: str = "UTC"
+    catch_up: Duration = Field(0.0, description="missed ticks younger than this fire late")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ScheduleSourceConfig:
+        if (self.cron is None) == (self.rate is None):
+            raise ValueError("a schedule needs exactly one of 'cron' or 'rate'")
+        return self
+
+
+class SqsSourceConfig(Model):
+    type: Literal["sqs"]
+    queue_url: str
+    batch_size: int = Field(10, ge=1, le=10000)
+    batch_window: Duration = 0.0
+    max_concurrency: int = Field(2, ge=2, le=1000)
+    report_batch_item_failures: bool = False
+
+
+class StreamSourceBase(Model):
+    stream_arn: str
+    starting_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "LATEST"
+    starting_position_timestamp: float | None = None
+    batch_size: int = Field(100, ge=1, le=10000)
+    batch_window: Duration = 0.0
+    parallelization: int = Field(1, ge=1, le=10)
+    bisect_on_error: bool = False
+    max_retry_attempts: int = Field(-1, ge=-1, le=10000)
+    max_record_age: Duration | Literal[-1] = -1
+    report_batch_item_failures: bool = False
+    on_failure: DestinationConfig | None = None
+
+
+class KinesisSourceConfig(StreamSourceBase):
+    type: Literal["kinesis"]
+
+
+class DynamodbStreamSourceConfig(StreamSourceBase):
+    type: Literal["dynamodb_stream"]
+
+
+class AmqpSourceConfig(Model):
+    type: Literal["amqp"]
+    url: str
+    queue: str
+    prefetch: int = Field(10, ge=1, le=65535)
+    on_error: Literal["dead_letter", "requeue"] = "dead_letter"
+
+
+SourceConfig = Annotated[
+    WebhookSourceConfig
+    | ScheduleSourceConfig
+    | SqsSourceConfig
+    | KinesisSourceConfig
+    | DynamodbStreamSourceConfig
+    | AmqpSourceConfig,
+    Field(discriminator="type"),
+]
+
+# Source types whose runtime comes in a later issue: accepted by the schema, refused at start-up.
+NOT_YET_RUNNABLE = {"sqs", "kinesis", "dynamodb_stream", "amqp"}
+
+
+class RouteConfig(Model):
+    name: str
+    source: SourceConfig
+    function: str
+    invocation: Literal["sync", "async"] | None = Field(
+        None, description="webhook/schedule default: sync; pollers are always sync"
+    )
+    input: Any = Field(None, description="constant event instead of the source's own event")
+    filters: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"route name must be 1-64 of A-Z a-z 0-9 _ -, got {v!r}")
+        return v
+
+    @property
+    def invocation_type(self) -> Literal["sync", "async"]:
+        return self.invocation or "sync"
+
+
+# --- root ---------------------------------------------------------------------------------------------
+
+
+class RouterConfig(Model):
+    version: Literal[1] = 1
+    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)  # type: ignore[arg-type]
+    state: str = Field("sqlite:///var/lib/router/state.db", description="sqlite:///PATH or postgresql://...")
+    aws: AwsConfig = Field(default_factory=AwsConfig)  # type: ignore[arg-type]
+    functions: dict[str, FunctionConfig] = Field(default_factory=dict)
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    @field_validator("functions")
+    @classmethod
+    def _function_names(cls, v: dict[str, FunctionConfig]) -> dict[str, FunctionConfig]:
+        for name in v:
+            if not _NAME.match(name):
+                raise ValueError(f"function name must be 1-64 of A-Z a-z 0-9 _ -, got {name!r}")
+        return v
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, v: str) -> str:
+        if not (v.startswith("sqlite://") or v.startswith(("postgresql://", "postgres://"))):
+            raise ValueError(f"state must be sqlite:///PATH or postgresql://..., got {v.split(':')[0]}://...")
+        return v

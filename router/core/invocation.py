@@ -1,0 +1,117 @@
+"""Invocation and Result: what flows from sources through the dispatcher to invokers and back."""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+InvocationType = Literal["sync", "async"]
+
+
+class Outcome(enum.StrEnum):
+    """Label value of ``router_invocations_total{outcome}``."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    THROTTLED = "throttled"
+
+
+class ErrorType(enum.StrEnum):
+    """The closed set of error kinds shared by logs and metrics (STYLE: Errors and logs)."""
+
+    TIMEOUT = "timeout"
+    THROTTLED = "throttled"
+    CONNECTION = "connection"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    HANDLER = "handler"
+    DECODE = "decode"
+    CONFIG = "config"
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(slots=True)
+class Invocation:
+    """One call of one function with one event payload.
+
+    ``payload`` is the event as JSON bytes, exactly as the handler will receive it. ``request_id`` stays
+    the same across the retries of an async invocation. ``source`` is a metric label: webhook, schedule,
+    invoke_api, cli, function (a destination), sqs, ...
+    """
+
+    function: str
+    payload: bytes
+    source: str
+    route: str | None = None
+    request_id: str = field(default_factory=new_request_id)
+    invocation_type: InvocationType = "sync"
+    attempt: int = 1
+    log_tail: bool = False
+    client_context: str | None = None  # base64 JSON, as X-Amz-Client-Context
+    enqueued_at: float = field(default_factory=time.time)  # wall clock, for event age
+
+    def event(self) -> Any:
+        return json.loads(self.payload)
+
+
+@dataclass(slots=True)
+class Result:
+    """What an invoker returns. ``payload`` is the response JSON bytes; on a function error it is
+    Lambda's error object ``{"errorType", "errorMessage", "stackTrace"}`` as JSON bytes.
+
+    ``retryable`` tells the async path whether another attempt may help (a 400 from an http target is
+    not); ``throttle`` marks results that must not use up a retry (DESIGN §4.1); ``retry_after`` is a
+    hint in seconds (an http target's Retry-After).
+    """
+
+    payload: bytes
+    outcome: Outcome = Outcome.SUCCESS
+    function_error: str | None = None  # "Unhandled" for X-Amz-Function-Error, None on success
+    error_type: ErrorType | None = None
+    retryable: bool = True
+    throttle: bool = False
+    retry_after: float | None = None
+    status_code: int = 200
+    executed_version: str = "$LATEST"
+    logs: str = ""  # this invocation's log lines (for X-Amz-Log-Type: Tail)
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.SUCCESS
+
+    @classmethod
+    def error(
+        cls,
+        error_type_name: str,
+        message: str,
+        *,
+        outcome: Outcome = Outcome.ERROR,
+        error_type: ErrorType = ErrorType.HANDLER,
+        stack: list[str] | None = None,
+        **kw: Any,
+    ) -> Result:
+        """An error result with Lambda's error shape, for errors the router itself detects."""
+        body: dict[str, Any] = {"errorMessage": message, "errorType": error_type_name}
+        if stack is not None:
+            body["stackTrace"] = stack
+        return cls(
+            payload=json.dumps(body).encode(),
+            outcome=outcome,
+            function_error=kw.pop("function_error", "Unhandled"),
+            error_type=error_type,
+            **kw,
+        )
+
+
+Ack = Callable[[Result], Awaitable[None]]
+"""A source's acknowledge callback: called once with the final result of the invocation it made."""

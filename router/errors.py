@@ -1,0 +1,59 @@
+"""The whole exception hierarchy of the router; each class says when it is raised."""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    """Base of every error the router raises on purpose."""
+
+
+class ConfigError(RouterError):
+    """Raised when the YAML config cannot be loaded or fails validation.
+
+    ``problems`` holds one line per problem, already formatted as
+    ``FILE:LINE:COL: path: message``.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class FunctionNotFound(RouterError):
+    """Raised when an invocation names a function that is not configured."""
+
+    def __init__(self, name: str, hint: str = "") -> None:
+        self.name = name
+        msg = f"function not found: {name}"
+        if hint:
+            msg += f"; {hint}"
+        super().__init__(msg)
+
+
+class Throttled(RouterError):
+    """Raised when a sync invocation finds its function at its concurrency cap."""
+
+    def __init__(self, function: str, limit: int) -> None:
+        self.function = function
+        self.limit = limit
+        super().__init__(
+            f"function '{function}': rate exceeded, all {limit} concurrent executions are busy; "
+            "raise functions.{function}.concurrency or retry later".replace("{function}", function)
+        )
+
+
+class PayloadTooLarge(RouterError):
+    """Raised when a request or response payload exceeds its limit."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what}: {size} bytes is over the limit of {limit} bytes")
+
+
+class StateStoreError(RouterError):
+    """Raised when the state store cannot be opened or written."""
+
+
+class EnvironmentError_(RouterError):
+    """Raised when an execution environment cannot be started (bad code dir, bootstrap missing)."""

@@ -1,0 +1,70 @@
+"""Every Prometheus metric of DESIGN §5, declared once; one ``Metrics`` per app (a fresh registry per test)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Invocation durations reach 900 s, the longest function timeout.
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900,
+)
+AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 10800, 21600)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60)
+
+
+class Metrics:
+    """The router's metrics. Labels never carry request ids, message ids or user data."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.invocations = Counter(
+            "router_invocations_total", "Invocations by final outcome of each attempt",
+            ["function", "source", "outcome"], registry=r)
+        self.invocation_duration = Histogram(
+            "router_invocation_duration_seconds", "Invocation duration", ["function"],
+            buckets=DURATION_BUCKETS, registry=r)
+        self.concurrent_executions = Gauge(
+            "router_concurrent_executions", "Invocations running now", ["function"], registry=r)
+        self.throttles = Counter(
+            "router_throttles_total", "Invocations refused or delayed at the concurrency cap",
+            ["function", "source"], registry=r)
+        self.retries = Counter("router_retries_total", "Async retries scheduled", ["function"], registry=r)
+        self.async_events_received = Counter(
+            "router_async_events_received_total", "Async events persisted", ["function"], registry=r)
+        self.async_event_age = Histogram(
+            "router_async_event_age_seconds", "Age of async events when an attempt starts", ["function"],
+            buckets=AGE_BUCKETS, registry=r)
+        self.async_events_dropped = Counter(
+            "router_async_events_dropped_total", "Async events dropped without a destination",
+            ["function", "reason"], registry=r)
+        self.async_queue_depth = Gauge(
+            "router_async_queue_depth", "Async events waiting in the state store", ["function"], registry=r)
+        self.destination_deliveries = Counter(
+            "router_destination_deliveries_total", "Destination records delivered",
+            ["function", "kind", "outcome"], registry=r)
+        self.cold_starts = Counter(
+            "router_cold_starts_total", "Execution environments started for an invocation", ["function"],
+            registry=r)
+        self.init_duration = Histogram(
+            "router_init_duration_seconds", "Environment init duration", ["function"],
+            buckets=DURATION_BUCKETS, registry=r)
+        self.environments = Gauge(
+            "router_environments", "Execution environments by state (idle, busy, starting)",
+            ["function", "state"], registry=r)
+        self.source_events = Counter(
+            "router_source_events_total", "Events received from sources", ["route", "type"], registry=r)
+        self.source_errors = Counter(
+            "router_source_errors_total", "Errors of sources", ["route", "type"], registry=r)
+        self.iterator_age = Gauge(
+            "router_iterator_age_seconds", "Age of the last record read", ["route", "shard"], registry=r)
+        self.schedule_runs = Counter(
+            "router_schedule_runs_total", "Schedule fires by outcome (fired, missed, error)",
+            ["route", "outcome"], registry=r)
+        self.schedule_lag = Histogram(
+            "router_schedule_lag_seconds", "Delay between nominal and actual fire time", ["route"],
+            buckets=LAG_BUCKETS, registry=r)
+        self.webhook_requests = Counter(
+            "router_webhook_requests_total", "Webhook requests by HTTP status", ["route", "status"],
+            registry=r)
+        self.build_info = Gauge("router_build_info", "Build information", ["version"], registry=r)
