@@ -57,3 +57,7 @@ class StateStoreError(RouterError):
 
 class EnvironmentError_(RouterError):
     """Raised when an execution environment cannot be started (bad code dir, bootstrap missing)."""
+
+
+class DestinationError(RouterError):
+    """Raised when a destination record cannot be delivered (write failed, non-2xx answer)."""

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from router.config.units import parse_duration, parse_size
 
@@ -357,10 +366,22 @@ class RouterConfig(Model):
     version: Literal[1] = 1
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     logging: LoggingConfig = Field(default_factory=LoggingConfig)  # type: ignore[arg-type]
-    state: str = Field("sqlite:///var/lib/router/state.db", description="sqlite:///PATH or postgresql://...")
+    state: str = Field(
+        "sqlite:///state.db",
+        description="sqlite:///REL/PATH (relative to the config file), sqlite:////ABS/PATH or postgresql://...",
+    )
     aws: AwsConfig = Field(default_factory=AwsConfig)  # type: ignore[arg-type]
     functions: dict[str, FunctionConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
+
+    # Set by the loader to the config file's directory; not part of the YAML or the schema.
+    _config_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def config_dir(self) -> Path:
+        """Directory that relative paths in the config (code dirs, files, sqlite) are relative to:
+        the config file's directory, or the current directory for a config not loaded from a file."""
+        return self._config_dir if self._config_dir is not None else Path.cwd()
 
     @field_validator("functions")
     @classmethod

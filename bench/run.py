@@ -1,0 +1,125 @@
+"""Run the benchmarks of DESIGN §8: every router scenario beside its raw baseline, in one run.
+
+    .venv/bin/python bench/run.py                 # all scenarios, full length (a few minutes)
+    .venv/bin/python bench/run.py --quick 1 2     # only scenarios 1 and 2, short runs
+    .venv/bin/python bench/run.py --write         # ... and record the table in bench/RESULTS.md
+
+Only 127.0.0.1 is used; every server is started here on a free port and stopped with SIGTERM at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import BenchError, Ctx, machine_info
+from bench.load import WRK_MISSING, wrk_path
+from bench.report import Row, results_block, text_table, write_results
+from bench.scenarios import accept, config_load, http_sync, invoke, memory
+
+SCENARIOS: dict[str, tuple[str, ModuleType]] = {
+    "1": ("webhook -> python handler, sync, 32 connections", http_sync),
+    "2": ("webhook -> python handler, sync, 1 connection", http_sync),
+    "3": ("warm invoke overhead through an environment", invoke),
+    "4": ("cold start of a python environment", invoke),
+    "5": ("async accept: webhook events persisted in SQLite", accept),
+    "6": ("memory: idle router, warm environment", memory),
+    "7": ("config: 1,000 routes load + validate", config_load),
+}
+
+
+def select(filters: list[str]) -> set[str]:
+    """Scenario ids matching any filter: an id (``3``) or a word of the title (``cold``)."""
+    if not filters:
+        return set(SCENARIOS)
+    chosen = {sid for sid, (title, _m) in SCENARIOS.items()
+              for f in filters if f == sid or (not f.isdigit() and f.lower() in title.lower())}
+    if not chosen:
+        known = ", ".join(f"{k} ({t})" for k, (t, _m) in SCENARIOS.items())
+        raise SystemExit(f"bench/run.py: no scenario matches {' '.join(filters)!r}; known: {known}")
+    return chosen
+
+
+async def run_all(ctx: Ctx) -> list[Row]:
+    rows: list[Row] = []
+    done: set[int] = set()
+    for sid in sorted(ctx.selected):
+        module = SCENARIOS[sid][1]
+        if id(module) in done:
+            continue
+        done.add(id(module))
+        runner: Callable[[Ctx], Awaitable[list[Row]]] = module.run
+        ids = ", ".join(sorted(s for s in ctx.selected if SCENARIOS[s][1] is module))
+        print(f"== {module.__name__.rsplit('.', 1)[1]} ({ids})", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        try:
+            got = await runner(ctx)
+        except BenchError as exc:
+            ctx.notes.append(f"{module.__name__}: {exc}")
+            print(f"  !! {exc}", file=sys.stderr, flush=True)
+            continue
+        rows += got
+        print(text_table(got), file=sys.stderr, flush=True)
+        print(f"  ({time.monotonic() - t0:.0f}s)", file=sys.stderr, flush=True)
+    rows.sort(key=lambda r: r.scenario.split(" ", 1)[0])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenarios", nargs="*", help="ids or title words to run (default: all)")
+    p.add_argument("--quick", action="store_true", help="short runs (about a minute): a smoke test")
+    p.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--keep", action="store_true", help="keep the scratch dir (configs, server logs)")
+    args = p.parse_args(argv)
+    if args.list:
+        for sid, (title, _m) in SCENARIOS.items():
+            print(f"{sid}  {title}")
+        return 0
+    selected = select(args.scenarios)
+    machine = machine_info()
+    machine["load client"] = "wrk (-t1)" if wrk_path() else "aiohttp (wrk missing)"
+    if not wrk_path():
+        print(f"bench/run.py: {WRK_MISSING}", file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix="router-bench-"))
+    ctx = Ctx(quick=args.quick, tmp=tmp, selected=selected)
+    if not wrk_path():
+        ctx.notes.append(WRK_MISSING)
+    try:
+        rows = asyncio.run(run_all(ctx))
+    finally:
+        if args.keep:
+            print(f"scratch dir kept: {tmp}", file=sys.stderr)
+        else:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    if ctx.leaked:
+        ctx.notes.append("processes left behind after SIGTERM (killed by the harness): "
+                         + "; ".join(ctx.leaked))
+    print()
+    print(text_table(rows))
+    for note in ctx.notes:
+        print(f"note: {note}")
+    misses = [f"{r.scenario}: {r.measure}" for r in rows if r.ok is False]
+    print("missed targets: " + ("; ".join(misses) if misses else "none"))
+    if args.write:
+        command = "bench/run.py " + shlex.join(a for a in (argv if argv is not None else sys.argv[1:]))
+        write_results(results_block(rows, machine, ctx.notes, command.strip()))
+        print(f"wrote {os.path.relpath(Path(__file__).parent / 'RESULTS.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Composition root: config -> components, one TaskGroup, signals, ordered shutdown (DESIGN §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from router import __version__
+from router.config.models import NOT_YET_RUNNABLE, RouterConfig
+from router.errors import ConfigError, RouterError
+from router.invokers.base import Invoker
+from router.logs import setup_logging
+from router.metrics import Metrics
+
+log = logging.getLogger("router")
+
+
+def function_arn(config: RouterConfig, name: str) -> str:
+    return f"arn:aws:lambda:{config.aws.region}:{config.aws.account_id}:function:{name}"
+
+
+def build_invoker(
+    name: str,
+    config: RouterConfig,
+    *,
+    metrics: Metrics,
+    runtime_api: Any,
+    http_session: aiohttp.ClientSession,
+) -> Invoker:
+    """The invoker of one function, by its kind (local, http, lambda)."""
+    fn = config.functions[name]
+    if fn.kind == "local":
+        from router.invokers.local import LocalInvoker
+
+        assert fn.code is not None
+        code_dir = (config.config_dir / fn.code).resolve()
+        return LocalInvoker(
+            name, fn, code_dir=code_dir, aws=config.aws, metrics=metrics, runtime_api=runtime_api,
+            arn=function_arn(config, name),
+        )
+    if fn.kind == "http":
+        from router.invokers.http import HttpInvoker
+
+        return HttpInvoker(name, fn, session=http_session)
+    raise ConfigError([f"functions.{name}.lambda: 'lambda' functions are not supported yet"])
+
+
+def check_runnable(config: RouterConfig) -> None:
+    """Refuse, at start-up, parts of the config whose runtime comes in a later release."""
+    problems = []
+    for i, route in enumerate(config.routes):
+        if route.source.type in NOT_YET_RUNNABLE:
+            problems.append(
+                f"routes[{i}].source.type: source type '{route.source.type}' (route '{route.name}') "
+                "is not supported yet; use webhook or schedule"
+            )
+    for name, fn in config.functions.items():
+        if fn.kind == "lambda":
+            problems.append(f"functions.{name}.lambda: 'lambda' functions are not supported yet")
+        for which in ("on_success", "on_failure"):
+            dest = getattr(fn.async_, which)
+            if dest is not None and dest.type in ("sqs", "amqp"):
+                problems.append(
+                    f"functions.{name}.async.{which}.type: destination type '{dest.type}' "
+                    "is not supported yet; use file, http or function"
+                )
+    if problems:
+        raise ConfigError(problems)
+
+
+class Router:
+    """One running router: owns every component and shuts them down in order."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.metrics.build_info.labels(__version__).set(1)
+        self.stopping = asyncio.Event()
+
+    async def serve(self) -> None:
+        from router.core.dispatcher import Dispatcher
+        from router.http.server import HttpContext, Readiness, build_app, build_metrics_app
+        from router.runtime.api import RuntimeApiServer
+        from router.sources.schedule import ScheduleSource
+        from router.state.store import StateStore
+
+        config = self.config
+        check_runnable(config)
+        server = config.server
+
+        store = StateStore.from_url(config.state, config.config_dir)
+        await store.open()
+        runtime_api = RuntimeApiServer()
+        http_session = aiohttp.ClientSession()
+        invokers: dict[str, Invoker] = {}
+        runners: list[web.AppRunner] = []
+        schedule: ScheduleSource | None = None
+        dispatcher: Dispatcher | None = None
+        try:
+            if config.state.startswith("sqlite"):
+                # A single replica owns its SQLite file: leases of a crashed run are free at once.
+                released = await store.release_all_leases()
+                if released:
+                    log.info("re-queued %d async events left in flight by the previous run", released)
+            await runtime_api.start()
+            for name in config.functions:
+                invokers[name] = build_invoker(
+                    name, config, metrics=self.metrics, runtime_api=runtime_api, http_session=http_session
+                )
+            dispatcher = Dispatcher(
+                config=config, invokers=invokers, store=store, metrics=self.metrics,
+                http_session=http_session,
+            )
+            readiness = Readiness()
+            readiness.add_check("state_store", store.ping)
+            ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness)
+
+            runner = web.AppRunner(build_app(ctx), shutdown_timeout=server.shutdown_timeout,
+                                   access_log=None)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, server.host, server.port, reuse_address=True).start()
+            if server.metrics_port is not None:
+                mrunner = web.AppRunner(build_metrics_app(ctx), access_log=None)
+                await mrunner.setup()
+                runners.append(mrunner)
+                await web.TCPSite(mrunner, server.host, server.metrics_port, reuse_address=True).start()
+
+            async with asyncio.TaskGroup() as tg:
+                dispatcher_task = tg.create_task(dispatcher.run(), name="dispatcher")
+                for invoker in invokers.values():
+                    await invoker.start()
+                schedule = ScheduleSource(
+                    [r for r in config.routes if r.source.type == "schedule"],
+                    dispatcher, self.metrics, config.aws,
+                )
+                await schedule.start()
+                readiness.set_started()
+                log.info(
+                    "router %s listening on http://%s:%d (%d functions, %d routes)",
+                    __version__, server.host, server.port, len(config.functions), len(config.routes),
+                )
+                await self.stopping.wait()
+
+                # Ordered shutdown: not ready at once, stop sources, finish in-flight work, close.
+                log.info("shutting down: finishing in-flight work (up to %gs)", server.shutdown_timeout)
+                readiness.begin_shutdown()
+                await schedule.close()
+                schedule = None
+                # Stops listening, then waits up to shutdown_timeout for in-flight HTTP requests.
+                await runners.pop(0).cleanup()
+                await dispatcher.drain(server.shutdown_timeout)
+                dispatcher_task.cancel()
+        finally:
+            if schedule is not None:
+                await schedule.close()
+            for r in reversed(runners):
+                await r.cleanup()
+            for invoker in invokers.values():
+                with contextlib.suppress(Exception):
+                    await invoker.close()
+            await runtime_api.close()
+            await http_session.close()
+            await store.close()
+            log.info("router stopped")
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+
+async def _main(config: RouterConfig) -> int:
+    router = Router(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, router.request_stop)
+    try:
+        await router.serve()
+    except ConfigError as exc:
+        for line in exc.problems:
+            log.error(line)
+        return 1
+    except RouterError as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def run(path: str) -> int:
+    """``router run``: load, validate and serve ``path`` until SIGTERM/SIGINT."""
+    from router.config.loader import load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+    setup_logging(config.logging.level, config.logging.format)
+    return asyncio.run(_main(config))

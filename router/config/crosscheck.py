@@ -1,0 +1,177 @@
+"""Checks across the config that one model cannot make alone: names that refer to other entries,
+duplicates, cron expressions, time zones and code directories.
+
+They read the parsed data (not the validated models) so that they run, and report, even when model
+validation found other problems; each check skips values of the wrong type (validation reports those).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from router.config.cron import CronError, cron_trigger, zone
+from router.config.problems import Loc, Problem, format_loc, suggestion
+from router.config.yaml_source import Document
+
+_PATH_PARAM = re.compile(r"\{[^}]*\}")
+
+
+def cross_check(doc: Document, config_dir: Path) -> list[Problem]:
+    """Every cross-reference problem in ``doc``."""
+    data = doc.data
+    functions = data.get("functions")
+    names = [n for n in functions if isinstance(n, str)] if isinstance(functions, dict) else []
+    routes = data.get("routes")
+    routes = routes if isinstance(routes, list) else []
+    problems: list[Problem] = []
+    problems += _function_refs(doc, names, functions if isinstance(functions, dict) else {}, routes)
+    problems += _route_names(doc, routes)
+    problems += _webhook_paths(doc, routes)
+    problems += _schedules(doc, routes)
+    if isinstance(functions, dict):
+        problems += _code_dirs(doc, functions, config_dir)
+    return problems
+
+
+def show(doc: Document, loc: Loc, value: Any) -> str:
+    """``repr(value)``, or ``value from ${VAR}`` when it came from the environment."""
+    origin = doc.origins.get(loc)
+    return origin.describe() if origin is not None else repr(value)
+
+
+def _unknown_function(doc: Document, loc: Loc, name: str, names: list[str]) -> Problem:
+    hidden = loc in doc.origins
+    hint = "" if hidden else suggestion(name, names, "functions")
+    if not names:
+        hint = "; no functions are defined under 'functions'"
+    return Problem(doc.position(loc), format_loc(loc), f"unknown function {show(doc, loc, name)}{hint}")
+
+
+def _function_refs(doc: Document, names: list[str], functions: dict[str, Any],
+                   routes: list[Any]) -> list[Problem]:
+    known = set(names)
+    out: list[Problem] = []
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        fn = route.get("function")
+        if isinstance(fn, str) and fn not in known:
+            out.append(_unknown_function(doc, ("routes", i, "function"), fn, names))
+        source = route.get("source")
+        if isinstance(source, dict) and isinstance(source.get("on_failure"), dict):
+            out += _destination(doc, ("routes", i, "source", "on_failure"), source["on_failure"], names)
+    for fname, fn_cfg in functions.items():
+        if not isinstance(fn_cfg, dict) or not isinstance(fn_cfg.get("async"), dict):
+            continue
+        for which in ("on_success", "on_failure"):
+            dest = fn_cfg["async"].get(which)
+            if isinstance(dest, dict):
+                out += _destination(doc, ("functions", fname, "async", which), dest, names)
+    return out
+
+
+def _destination(doc: Document, loc: Loc, dest: dict[str, Any], names: list[str]) -> list[Problem]:
+    target = dest.get("function")
+    if dest.get("type") == "function" and isinstance(target, str) and target not in names:
+        return [_unknown_function(doc, (*loc, "function"), target, names)]
+    return []
+
+
+def _route_names(doc: Document, routes: list[Any]) -> list[Problem]:
+    first: dict[str, int] = {}
+    out: list[Problem] = []
+    for i, route in enumerate(routes):
+        name = route.get("name") if isinstance(route, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            loc: Loc = ("routes", i, "name")
+            line = doc.position(("routes", first[name], "name")).line
+            out.append(Problem(doc.position(loc), format_loc(loc),
+                               f"duplicate route name {show(doc, loc, name)} (first used at line {line})"))
+        else:
+            first[name] = i
+    return out
+
+
+def _webhook_paths(doc: Document, routes: list[Any]) -> list[Problem]:
+    seen: dict[str, list[tuple[int, set[str]]]] = {}
+    out: list[Problem] = []
+    for i, route in enumerate(routes):
+        source = route.get("source") if isinstance(route, dict) else None
+        if not isinstance(source, dict) or source.get("type") != "webhook":
+            continue
+        path = source.get("path")
+        methods = source.get("methods", ["POST"])
+        if not isinstance(path, str) or not isinstance(methods, list):
+            continue
+        wanted = {str(m).upper() for m in methods}
+        key = _PATH_PARAM.sub("{}", path.rstrip("/") or "/")
+        for j, other in seen.get(key, []):
+            both = wanted & other if "ANY" not in wanted | other else wanted | other
+            if both:
+                loc: Loc = ("routes", i, "source", "path")
+                shown = sorted(both - {"ANY"}) or ["ANY"]
+                out.append(Problem(
+                    doc.position(loc), format_loc(loc),
+                    f"webhook path {show(doc, loc, path)} with {', '.join(shown)} is already served by "
+                    f"route {_route_name(routes, j)} (routes[{j}]); "
+                    "give one of them another path or other methods",
+                ))
+                break
+        seen.setdefault(key, []).append((i, wanted))
+    return out
+
+
+def _route_name(routes: list[Any], i: int) -> str:
+    name = routes[i].get("name") if isinstance(routes[i], dict) else None
+    return repr(name) if isinstance(name, str) else f"#{i}"
+
+
+def _schedules(doc: Document, routes: list[Any]) -> list[Problem]:
+    out: list[Problem] = []
+    for i, route in enumerate(routes):
+        source = route.get("source") if isinstance(route, dict) else None
+        if not isinstance(source, dict) or source.get("type") != "schedule":
+            continue
+        base: Loc = ("routes", i, "source")
+        tz = source.get("timezone", "UTC")
+        tz_ok = True
+        if isinstance(tz, str):
+            try:
+                zone(tz)
+            except CronError as exc:
+                tz_ok = False
+                out.append(_at(doc, (*base, "timezone"), str(exc)))
+        cron = source.get("cron")
+        if isinstance(cron, str):
+            try:
+                cron_trigger(cron, tz if tz_ok and isinstance(tz, str) else "UTC")
+            except CronError as exc:
+                out.append(_at(doc, (*base, "cron"), str(exc)))
+    return out
+
+
+def _code_dirs(doc: Document, functions: dict[str, Any], config_dir: Path) -> list[Problem]:
+    out: list[Problem] = []
+    for name, fn in functions.items():
+        if not isinstance(fn, dict) or not isinstance(fn.get("code"), str) or "runtime" not in fn:
+            continue
+        loc: Loc = ("functions", name, "code")
+        path = (config_dir / Path(fn["code"]).expanduser()).resolve()
+        if not path.is_dir():
+            what = "not a directory" if path.exists() else "directory not found"
+            shown = doc.origins[loc].describe() if loc in doc.origins else str(path)
+            out.append(Problem(doc.position(loc), format_loc(loc), f"{what}: {shown}"))
+    return out
+
+
+def _at(doc: Document, loc: Loc, message: str) -> Problem:
+    """A problem at ``loc`` whose message quotes the value: when that came from the environment, the
+    message (which may quote parts of it) is replaced by one that names only its origin."""
+    origin = doc.origins.get(loc)
+    if origin is not None:
+        message = f"invalid {loc[-1]} ({origin.describe()})"
+    return Problem(doc.position(loc), format_loc(loc), message)

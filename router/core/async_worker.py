@@ -1,0 +1,318 @@
+"""The async worker of one function: claims persisted events, invokes, retries, sends destination records.
+
+Loop: take a concurrency slot, claim up to ``min(free slots, 10)`` due events, run each as a task owned by
+this worker, then sleep until ``wake()`` (a new event), the next retry's due time, or the poll interval
+(events of other replicas). Per event, see ``_process``; the policy itself is pure (``core/retry.py``).
+
+A destination record that cannot be delivered is not lost: it is stored back in the state store as a
+*delivery event* (``source="destination"``) and the original event is completed, so the function is not
+invoked again; the worker retries the delivery with backoff until it succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from router.config.models import FunctionConfig
+from router.core.clock import Clock
+from router.core.destination_record import build_record
+from router.core.invocation import Invocation, Result
+from router.core.limits import FunctionLimit
+from router.core.retry import (
+    EVENT_AGE_EXCEEDED,
+    SUCCESS,
+    Action,
+    Uniform,
+    backoff_delay,
+    decide,
+    is_too_old,
+)
+from router.destinations.base import Destination
+from router.destinations.factory import FunctionDestinations
+from router.metrics import Metrics
+
+if TYPE_CHECKING:
+    from router.state.store import QueuedEvent, StateStore
+
+log = logging.getLogger("router.async")
+
+CLAIM_BATCH = 10
+"""Most events claimed in one round trip."""
+LEASE_MARGIN = 60.0
+"""A claim's lease is the function timeout plus this, time for the destination and bookkeeping."""
+DELIVERY_SOURCE = "destination"
+"""``source`` of delivery events: a destination record waiting for its delivery, not an invocation."""
+
+Execute = Callable[[Invocation], Awaitable[Result]]
+
+
+@dataclass(slots=True)
+class _Claim:
+    """One claimed event; ``settled`` once its fate was handed to the store (complete, retry_later)."""
+
+    event: QueuedEvent
+    settled: bool = False
+
+
+class AsyncWorker:
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: FunctionConfig,
+        arn: str,
+        store: StateStore,
+        limit: FunctionLimit,
+        execute: Execute,
+        destinations: FunctionDestinations,
+        metrics: Metrics,
+        clock: Clock,
+        uniform: Uniform = random.uniform,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.name = name
+        self._async = config.async_
+        self._lease = config.timeout + LEASE_MARGIN
+        self._arn = arn
+        self._store = store
+        self._limit = limit
+        self._execute = execute
+        self._dests = destinations
+        self._metrics = metrics
+        self._clock = clock
+        self._uniform = uniform
+        self._poll = poll_interval
+        self._wake = asyncio.Event()
+        self.inflight: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """Claim now: a new event was submitted or a retry was scheduled."""
+        self._wake.set()
+
+    # --- claiming ---------------------------------------------------------------------------------------
+
+    async def claim_loop(self) -> None:
+        """Run until cancelled. Cancelling stops claiming only; in-flight events keep running."""
+        while True:
+            await self._limit.acquire()
+            held = 1  # slots taken before claiming (STYLE: capacity before work)
+            try:
+                while held < CLAIM_BATCH and self._limit.try_acquire():
+                    held += 1
+                asked = held
+                self._wake.clear()
+                events = await self._claim(asked)
+                for ev in events:
+                    task = asyncio.create_task(self._run_event(ev), name=f"async:{self.name}:{ev.id}")
+                    self.inflight.add(task)
+                    task.add_done_callback(self.inflight.discard)
+                    held -= 1  # the task owns its slot now
+            finally:
+                for _ in range(held):
+                    self._limit.release()
+            if len(events) < asked:  # nothing more is due now
+                await self._idle()
+
+    async def _claim(self, n: int) -> list[QueuedEvent]:
+        """Claim up to ``n`` due events; [] after logging when the store fails. Cancel-safe: a claim that
+        completes after cancellation is handed back."""
+        fut = asyncio.ensure_future(
+            self._store.claim(self.name, n, now=self._clock.time(), lease=self._lease)
+        )
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await asyncio.wait({fut})
+            if not fut.cancelled() and fut.exception() is None:
+                for ev in fut.result():
+                    await self._store.release(ev.id)
+            raise
+        except Exception as exc:
+            log.error("async worker: cannot claim events: %s: %s", type(exc).__name__, exc,
+                      extra={"function": self.name})
+            await self._clock.sleep(self._poll)
+            return []
+
+    async def _idle(self) -> None:
+        """Sleep until woken, the next due retry, or the poll interval."""
+        delay = self._poll
+        try:
+            due = await self._store.next_available_at(self.name)
+        except Exception:
+            due = None
+        if due is not None:
+            delay = min(delay, max(0.0, due - self._clock.time()))
+        if delay <= 0 or self._wake.is_set():
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+    # --- one event --------------------------------------------------------------------------------------
+
+    async def _run_event(self, ev: QueuedEvent) -> None:
+        """Owns one slot and one claim: settles the event, or hands it back when cancelled or failing."""
+        claim = _Claim(ev)
+        try:
+            await self._process(claim)
+        except asyncio.CancelledError:
+            if not claim.settled:
+                await asyncio.shield(self._release(ev))
+            raise
+        except Exception:
+            log.exception("async worker: unexpected error; the event goes back to the queue",
+                          extra=self._extra(ev, ev.attempts + 1))
+            if not claim.settled:
+                await self._release(ev)
+        finally:
+            self._limit.release()
+
+    async def _release(self, ev: QueuedEvent) -> None:
+        try:
+            await self._store.release(ev.id)
+        except Exception as exc:
+            # The lease runs out on its own; the event is delivered again then.
+            log.error("async worker: cannot hand back event: %s: %s", type(exc).__name__, exc,
+                      extra=self._extra(ev, ev.attempts))
+
+    async def _settle(self, claim: _Claim, action: Awaitable[None]) -> None:
+        claim.settled = True
+        await asyncio.shield(action)
+
+    async def _process(self, claim: _Claim) -> None:
+        ev = claim.event
+        if ev.source == DELIVERY_SOURCE:
+            await self._redeliver(claim)
+            return
+        cfg = self._async
+        now = self._clock.time()
+        if is_too_old(now, ev.enqueued_at, cfg.max_event_age):
+            log.warning("async event is older than max_event_age (%gs): not invoked", cfg.max_event_age,
+                        extra=self._extra(ev, ev.attempts))
+            await self._finish(claim, EVENT_AGE_EXCEEDED, ev.attempts, None)
+            return
+        self._metrics.async_event_age.labels(self.name).observe(max(0.0, now - ev.enqueued_at))
+        inv = Invocation(
+            function=self.name, payload=ev.payload, source=ev.source, route=ev.route,
+            request_id=ev.request_id, invocation_type="async", attempt=ev.attempts + 1,
+            enqueued_at=ev.enqueued_at,
+        )
+        result = await self._execute(inv)
+        now = self._clock.time()
+        d = decide(
+            result, attempts=ev.attempts, retries=cfg.retries, now=now, enqueued_at=ev.enqueued_at,
+            max_event_age=cfg.max_event_age, initial=cfg.backoff.initial, maximum=cfg.backoff.max,
+            uniform=self._uniform,
+        )
+        if d.action is Action.RETRY:
+            if not d.throttled:
+                self._metrics.retries.labels(self.name).inc()
+            log.info(
+                "async attempt %d failed (%s); %s in %.3fs", inv.attempt, _summary(result),
+                "retrying (throttled, no retry used)" if d.throttled else "retrying", d.delay,
+                extra=self._extra(ev, inv.attempt, result),
+            )
+            await self._settle(claim, self._store.retry_later(
+                ev.id, available_at=now + d.delay, attempts=d.attempts))
+            self.wake()
+            return
+        if d.action is Action.FAIL:
+            log.warning("async event failed for good (%s) after %d attempts: %s", d.condition, d.attempts,
+                        _summary(result), extra=self._extra(ev, inv.attempt, result))
+        await self._finish(claim, d.condition, d.attempts, result)
+
+    async def _finish(self, claim: _Claim, condition: str, attempts: int, result: Result | None) -> None:
+        """Send the destination record of a finished event (or count the drop), then complete it."""
+        ev = claim.event
+        which = "on_success" if condition == SUCCESS else "on_failure"
+        dest = self._dests.get(which)
+        if dest is None:
+            if which == "on_failure":
+                self._metrics.async_events_dropped.labels(self.name, condition).inc()
+                log.warning("async event dropped (%s): no on_failure destination", condition,
+                            extra=self._extra(ev, attempts, result))
+            await self._settle(claim, self._store.complete(ev.id))
+            return
+        record = build_record(
+            request_id=ev.request_id, function_arn=self._arn, condition=condition,
+            approximate_invoke_count=attempts, payload=ev.payload, result=result, now=self._clock.time(),
+        )
+        if await self._deliver(dest, record, ev, attempts):
+            await self._settle(claim, self._store.complete(ev.id))
+        else:
+            await self._settle(claim, self._park(ev, which, record))
+
+    async def _park(self, ev: QueuedEvent, which: str, record: dict[str, Any]) -> None:
+        """Keep an undelivered record as a delivery event, then complete the invocation's event."""
+        payload = json.dumps({"destination": which, "record": record}, separators=(",", ":")).encode()
+        await self._store.enqueue(
+            function=self.name, request_id=ev.request_id, payload=payload, source=DELIVERY_SOURCE,
+            route=ev.route, now=self._clock.time(),
+        )
+        await self._store.complete(ev.id)
+
+    async def _redeliver(self, claim: _Claim) -> None:
+        ev = claim.event
+        try:
+            envelope = json.loads(ev.payload)
+            which, record = envelope["destination"], envelope["record"]
+        except (ValueError, KeyError, TypeError):
+            which, record = "", None
+        dest = self._dests.get(which) if record is not None else None
+        if dest is None:
+            self._metrics.async_events_dropped.labels(self.name, "DestinationRemoved").inc()
+            log.warning("destination record dropped: the function has no %s destination any more",
+                        which or "such", extra=self._extra(ev, ev.attempts))
+            await self._settle(claim, self._store.complete(ev.id))
+            return
+        assert record is not None
+        if await self._deliver(dest, record, ev, ev.attempts):
+            await self._settle(claim, self._store.complete(ev.id))
+            return
+        delay = backoff_delay(ev.attempts + 1, self._async.backoff.initial, self._async.backoff.max,
+                              self._uniform)
+        await self._settle(claim, self._store.retry_later(
+            ev.id, available_at=self._clock.time() + delay, attempts=ev.attempts + 1))
+        self.wake()
+
+    async def _deliver(
+        self, dest: Destination, record: dict[str, Any], ev: QueuedEvent, attempt: int
+    ) -> bool:
+        try:
+            await dest.send(record)
+        except Exception as exc:
+            self._metrics.destination_deliveries.labels(self.name, dest.kind, "error").inc()
+            log.warning("%s destination failed, the record is kept and retried: %s", dest.kind, exc,
+                        extra=self._extra(ev, attempt))
+            return False
+        self._metrics.destination_deliveries.labels(self.name, dest.kind, "success").inc()
+        return True
+
+    def _extra(self, ev: QueuedEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "function": self.name, "route": ev.route, "request_id": ev.request_id, "attempt": attempt,
+        }
+        if result is not None and result.error_type is not None:
+            extra["error_type"] = result.error_type.value
+        return extra
+
+
+def _summary(result: Result) -> str:
+    """``errorType: errorMessage`` of an error result (first 200 characters)."""
+    try:
+        body = json.loads(result.payload)
+        text = f"{body.get('errorType', 'Error')}: {body.get('errorMessage', '')}"
+    except (ValueError, AttributeError):
+        text = result.outcome.value
+    return text[:200]

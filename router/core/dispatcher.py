@@ -1,0 +1,224 @@
+"""The Dispatcher: concurrency caps, the sync path (429 at the cap), and the async path (persist, deliver).
+
+Sources, the HTTP layer and the CLI call ``invoke`` / ``invoke_waiting`` / ``submit``; ``run`` owns one
+``AsyncWorker`` per function; ``drain`` is the graceful half of shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from router.config.models import RouterConfig
+from router.core.async_worker import AsyncWorker
+from router.core.clock import Clock, SystemClock
+from router.core.invocation import ErrorType, Invocation, Outcome, Result
+from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
+from router.core.retry import Uniform
+from router.destinations.factory import build_destinations
+from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
+from router.invokers.base import Invoker
+from router.metrics import Metrics
+from router.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from router.state.store import StateStore
+
+log = logging.getLogger("router.dispatcher")
+
+
+class Dispatcher:
+    """Routes invocations to invokers under each function's concurrency cap.
+
+    ``poll_interval``: how often idle async workers look for events of other replicas; ``depth_interval``:
+    how often ``router_async_queue_depth`` is refreshed. Functions without a ``concurrency`` cap run sync
+    invocations unbounded and at most ``DEFAULT_ASYNC_PARALLELISM`` (64) async events at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: RouterConfig,
+        invokers: Mapping[str, Invoker],
+        store: StateStore,
+        metrics: Metrics,
+        http_session: aiohttp.ClientSession,
+        clock: Clock | None = None,
+        uniform: Uniform = random.uniform,
+        poll_interval: float = 1.0,
+        depth_interval: float = 5.0,
+    ) -> None:
+        missing = sorted(set(config.functions) - set(invokers))
+        if missing:
+            raise ValueError(f"Dispatcher: no invoker for function(s) {', '.join(missing)}")
+        self._config = config
+        self._invokers = dict(invokers)
+        self._store = store
+        self._metrics = metrics
+        self._clock: Clock = clock or SystemClock()
+        self._depth_interval = depth_interval
+        self._limits = Limits({name: fn.concurrency for name, fn in config.functions.items()})
+        destinations = build_destinations(config, session=http_session, submit=self.submit)
+        self._workers: dict[str, AsyncWorker] = {}
+        for name, fn in config.functions.items():
+            shared = self._limits[name]
+            self._workers[name] = AsyncWorker(
+                name=name, config=fn, arn=self.arn(name), store=store,
+                limit=shared if shared.cap is not None else FunctionLimit(DEFAULT_ASYNC_PARALLELISM),
+                execute=self._execute, destinations=destinations[name], metrics=metrics,
+                clock=self._clock, uniform=uniform, poll_interval=poll_interval,
+            )
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._drained = asyncio.Event()
+
+    # --- lookups ----------------------------------------------------------------------------------------
+
+    def has_function(self, name: str) -> bool:
+        return name in self._config.functions
+
+    def function_names(self) -> list[str]:
+        return list(self._config.functions)
+
+    def arn(self, name: str) -> str:
+        aws = self._config.aws
+        return f"arn:aws:lambda:{aws.region}:{aws.account_id}:function:{name}"
+
+    def _check(self, name: str) -> None:
+        if name not in self._config.functions:
+            raise FunctionNotFound(name, did_you_mean(name, self._config.functions))
+
+    # --- sync path --------------------------------------------------------------------------------------
+
+    async def invoke(self, inv: Invocation) -> Result:
+        """Run ``inv`` now. Raises ``FunctionNotFound``, or ``Throttled`` at once at the cap."""
+        self._check(inv.function)
+        limit = self._limits[inv.function]
+        if not limit.try_acquire():
+            self._count_throttle(inv)
+            self._metrics.invocations.labels(inv.function, inv.source, Outcome.THROTTLED.value).inc()
+            assert limit.cap is not None
+            raise Throttled(inv.function, limit.cap)
+        try:
+            return await self._execute(inv)
+        finally:
+            limit.release()
+
+    async def invoke_waiting(self, inv: Invocation) -> Result:
+        """Run ``inv``, waiting for a free slot at the cap (backpressure for pollers and schedules)."""
+        self._check(inv.function)
+        limit = self._limits[inv.function]
+        if not limit.try_acquire():
+            self._count_throttle(inv)
+            await limit.acquire()
+        try:
+            return await self._execute(inv)
+        finally:
+            limit.release()
+
+    def _count_throttle(self, inv: Invocation) -> None:
+        self._metrics.throttles.labels(inv.function, inv.source).inc()
+
+    async def _execute(self, inv: Invocation) -> Result:
+        """Run the invoker (the caller holds a slot) and count the attempt. Never raises but cancellation."""
+        fn = inv.function
+        gauge = self._metrics.concurrent_executions.labels(fn)
+        gauge.inc()
+        started = self._clock.monotonic()
+        try:
+            result = await self._invokers[fn].invoke(inv)
+        except Exception as exc:
+            log.exception("invoker failed", extra={"function": fn, "route": inv.route,
+                                                   "request_id": inv.request_id, "attempt": inv.attempt})
+            result = Result.error(
+                "Router.InvokerError", f"function '{fn}': the invoker failed: {type(exc).__name__}: {exc}",
+                error_type=ErrorType.CONNECTION, throttle=True,
+            )
+        finally:
+            gauge.dec()
+        duration = self._clock.monotonic() - started
+        self._metrics.invocations.labels(fn, inv.source, result.outcome.value).inc()
+        self._metrics.invocation_duration.labels(fn).observe(duration)
+        if not result.ok and inv.invocation_type == "sync":
+            log.info("sync invocation ended with %s", result.outcome.value, extra={
+                "function": fn, "route": inv.route, "request_id": inv.request_id, "source": inv.source,
+                "error_type": result.error_type.value if result.error_type else None})
+        return result
+
+    # --- async path -------------------------------------------------------------------------------------
+
+    async def submit(self, inv: Invocation) -> str:
+        """Persist ``inv`` for async delivery; durable when this returns. Returns its request id.
+
+        Raises ``FunctionNotFound`` or ``PayloadTooLarge`` (over ``server.max_async_body``).
+        """
+        self._check(inv.function)
+        limit = self._config.server.max_async_body
+        if len(inv.payload) > limit:
+            raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
+        await self._store.enqueue(
+            function=inv.function, request_id=inv.request_id, payload=inv.payload, source=inv.source,
+            route=inv.route, now=self._clock.time(),
+        )
+        self._metrics.async_events_received.labels(inv.function).inc()
+        self._workers[inv.function].wake()
+        return inv.request_id
+
+    async def run(self) -> None:
+        """Run every function's async worker until cancelled or drained; then hand back unfinished events."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                if self._stopping:
+                    return
+                for name, worker in self._workers.items():
+                    self._loops.append(tg.create_task(worker.claim_loop(), name=f"async-worker:{name}"))
+                self._loops.append(tg.create_task(self._depth_loop(), name="async-queue-depth"))
+            if self._stopping:
+                await self._drained.wait()  # drain() is finishing the in-flight events
+        finally:
+            await self._cancel_inflight()
+
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (the app's shutdown contract)
+        """Stop claiming; let in-flight events finish within ``timeout``; hand back the rest."""
+        self._stopping = True
+        for task in self._loops:
+            task.cancel()
+        if self._loops:
+            await asyncio.wait(self._loops)
+        inflight = self._inflight()
+        if inflight:
+            log.info("draining %d in-flight async events (up to %gs)", len(inflight), timeout)
+            _, pending = await asyncio.wait(inflight, timeout=timeout)
+            if pending:
+                log.warning("%d async events did not finish in time: handed back to the queue", len(pending))
+        try:
+            await self._cancel_inflight()
+        finally:
+            self._drained.set()
+
+    def _inflight(self) -> set[asyncio.Task[None]]:
+        return {t for w in self._workers.values() for t in w.inflight}
+
+    async def _cancel_inflight(self) -> None:
+        tasks = self._inflight()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _depth_loop(self) -> None:
+        gauge = self._metrics.async_queue_depth
+        while True:
+            try:
+                depth = await self._store.depth()
+            except Exception as exc:
+                log.warning("cannot read the async queue depth: %s: %s", type(exc).__name__, exc)
+            else:
+                for name in self._config.functions:
+                    gauge.labels(name).set(depth.get(name, 0))
+            await self._clock.sleep(self._depth_interval)

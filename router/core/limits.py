@@ -1,0 +1,77 @@
+"""Per-function concurrency: a counter of slots that sync callers try, and waiters queue for.
+
+One ``FunctionLimit`` per function is shared by every source in this replica (DESIGN §4.2). Sync callers
+``try_acquire`` and are throttled at once when it fails; pollers, schedules and the async worker
+``await acquire()`` (backpressure). Waiters are served first come, first served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+DEFAULT_ASYNC_PARALLELISM = 64
+"""Async events a function's worker runs at once when the function has no ``concurrency`` cap."""
+
+
+class FunctionLimit:
+    """Slots of one function; ``cap=None`` is unbounded (every acquire succeeds at once)."""
+
+    def __init__(self, cap: int | None) -> None:
+        if cap is not None and cap < 1:
+            raise ValueError(f"FunctionLimit: cap must be at least 1, got {cap}")
+        self.cap = cap
+        self.in_use = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def free(self) -> int | None:
+        """Slots free now (None when unbounded)."""
+        return None if self.cap is None else self.cap - self.in_use
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody is queued for one; never waits."""
+        if self.cap is not None and (self.in_use >= self.cap or self._has_waiters()):
+            return False
+        self.in_use += 1
+        return True
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting for one when all are busy. Cancel-safe: a cancelled waiter holds none."""
+        if self.try_acquire():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # The slot was handed to us just as we were cancelled: pass it on.
+                self.release()
+            raise
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    def release(self) -> None:
+        """Give a slot back; hands it straight to the first live waiter, if any."""
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot moves to the waiter: in_use unchanged
+                return
+        if self.in_use <= 0:
+            raise RuntimeError("FunctionLimit.release: no slot is held")
+        self.in_use -= 1
+
+    def _has_waiters(self) -> bool:
+        return any(not f.done() for f in self._waiters)
+
+
+class Limits:
+    """The ``FunctionLimit`` of every function, built from the config's ``concurrency`` caps."""
+
+    def __init__(self, caps: dict[str, int | None]) -> None:
+        self._limits = {name: FunctionLimit(cap) for name, cap in caps.items()}
+
+    def __getitem__(self, function: str) -> FunctionLimit:
+        return self._limits[function]

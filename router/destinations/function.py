@@ -1,0 +1,26 @@
+"""``function`` destination: the record becomes the event of a new async invocation of another function."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from router.core.invocation import Invocation
+
+Submit = Callable[[Invocation], Awaitable[str]]
+"""``Dispatcher.submit``: persists an async invocation, returns its request id."""
+
+
+class FunctionDestination:
+    kind = "function"
+
+    def __init__(self, function: str, submit: Submit) -> None:
+        self.function = function
+        self._submit = submit
+
+    async def send(self, record: dict[str, Any]) -> None:
+        payload = json.dumps(record, separators=(",", ":")).encode()
+        await self._submit(
+            Invocation(function=self.function, payload=payload, source="function", invocation_type="async")
+        )

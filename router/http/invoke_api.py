@@ -1,0 +1,180 @@
+"""The Lambda Invoke API (DESIGN §4.5): ``POST /2015-03-31/functions/{name}/invocations``.
+
+boto3 and the AWS CLI work against it with ``endpoint_url`` set to the router. When
+``server.invoke_token`` is set, a request must carry the token, either as
+``Authorization: Bearer <token>`` (curl, HTTP clients) or as ``X-Api-Key: <token>``. The second exists
+for the AWS SDKs, which put their own SigV4 signature in ``Authorization``; with boto3, add the header
+from an event hook (any credentials will do, the signature is not checked)::
+
+    client = boto3.client("lambda", endpoint_url="http://router:8080", region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+    def _token(request, **_):
+        request.headers["X-Api-Key"] = TOKEN
+    client.meta.events.register("before-sign.lambda.Invoke", _token)
+
+Versions and aliases come later: a qualifier other than ``$LATEST`` is ResourceNotFoundException.
+An empty payload reaches the function as ``{}``, as in Lambda.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from router.core.invocation import Invocation, Outcome, new_request_id
+from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
+from router.http import aws_errors
+from router.http.context import CTX, HttpContext
+from router.http.limits import BodyTooLarge, read_body
+
+log = logging.getLogger("router.http.invoke_api")
+
+PATH = "/2015-03-31/functions/{name}/invocations"
+SOURCE = "invoke_api"
+LOG_TAIL_BYTES = 4096
+
+_NAME = re.compile(
+    r"^(?:arn:(?P<partition>aws[a-zA-Z-]*):lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
+    r"|(?P<account2>\d{12}):function:)?"
+    r"(?P<name>[A-Za-z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[A-Za-z0-9_-]{1,128}))?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRef:
+    """A parsed ``FunctionName``: plain name, partial ARN or full ARN, with an optional qualifier."""
+
+    name: str
+    qualifier: str | None
+    region: str | None
+    account: str | None
+
+
+def parse_function_name(value: str) -> FunctionRef | None:
+    """Parse ``name``, ``name:qualifier``, ``ACCOUNT:function:name[:q]`` or a full ARN; None if malformed."""
+    m = _NAME.match(value)
+    if m is None:
+        return None
+    return FunctionRef(
+        name=m["name"], qualifier=m["qualifier"], region=m["region"], account=m["account"] or m["account2"]
+    )
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    want = token.encode()
+    auth = request.headers.get("Authorization", "")
+    scheme, _, given = auth.partition(" ")
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), want)
+    api_key = request.headers.get("X-Api-Key")
+    if api_key is not None:
+        ok = hmac.compare_digest(api_key.encode(), want) or ok
+    return ok
+
+
+def _log_result(logs: str) -> str:
+    return base64.b64encode(logs.encode()[-LOG_TAIL_BYTES:]).decode("ascii")
+
+
+async def invoke(request: web.Request) -> web.StreamResponse:
+    ctx: HttpContext = request.app[CTX]
+    request_id = new_request_id()
+    token = ctx.config.server.invoke_token
+    if token and not _authorized(request, token):
+        log.info("invoke api: request refused, missing or wrong token", extra={"source": SOURCE})
+        return aws_errors.access_denied(
+            "Invoke API: missing or wrong token; send 'Authorization: Bearer <token>' or "
+            "'X-Api-Key: <token>' (server.invoke_token)",
+            request_id,
+        )
+
+    raw_name = request.match_info["name"]
+    ref = parse_function_name(raw_name)
+    if ref is None:
+        return aws_errors.validation(
+            f"1 validation error detected: Value '{raw_name}' at 'functionName' failed to satisfy "
+            "constraint: must be a function name, a partial ARN or a function ARN",
+            request_id,
+        )
+    aws = ctx.config.aws
+    qualifier = request.query.get("Qualifier") or ref.qualifier
+    base_arn = f"arn:aws:lambda:{aws.region}:{aws.account_id}:function:{ref.name}"
+    if (
+        (qualifier not in (None, "$LATEST"))
+        or (ref.region is not None and ref.region != aws.region)
+        or (ref.account is not None and ref.account != aws.account_id)
+        or not ctx.dispatcher.has_function(ref.name)
+    ):
+        shown = raw_name if raw_name.startswith("arn:") else base_arn
+        if qualifier and not shown.endswith(f":{qualifier}"):
+            shown += f":{qualifier}"
+        return aws_errors.not_found(shown, request_id)
+
+    kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    if kind not in ("RequestResponse", "Event", "DryRun"):
+        return aws_errors.validation(
+            f"1 validation error detected: Value '{kind}' at 'invocationType' failed to satisfy "
+            "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
+            request_id,
+        )
+    if kind == "DryRun":
+        return web.Response(status=204, headers={"x-amzn-RequestId": request_id})
+
+    limit = ctx.config.server.max_body
+    try:
+        body = await read_body(request, limit)
+    except BodyTooLarge:
+        return aws_errors.too_large(limit, request_id)
+    if not body.strip():
+        body = b"{}"
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        return aws_errors.bad_content(_json_error(exc), request_id)
+
+    inv = Invocation(
+        function=ref.name,
+        payload=body,
+        source=SOURCE,
+        request_id=request_id,
+        invocation_type="async" if kind == "Event" else "sync",
+        log_tail=request.headers.get("X-Amz-Log-Type") == "Tail",
+        client_context=request.headers.get("X-Amz-Client-Context"),
+    )
+    extra = {"function": ref.name, "request_id": request_id, "source": SOURCE}
+    try:
+        if kind == "Event":
+            await ctx.dispatcher.submit(inv)
+            return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
+        result = await ctx.dispatcher.invoke(inv)
+    except FunctionNotFound:
+        return aws_errors.not_found(base_arn, request_id)
+    except Throttled:
+        log.info("invoke api: throttled", extra={**extra, "error_type": "throttled"})
+        return aws_errors.too_many_requests(request_id)
+    except PayloadTooLarge as exc:
+        return aws_errors.too_large(exc.limit, request_id)
+
+    if result.outcome is Outcome.THROTTLED:
+        return aws_errors.too_many_requests(request_id)
+    headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": result.executed_version}
+    if result.function_error:
+        headers["X-Amz-Function-Error"] = result.function_error
+    if inv.log_tail:
+        headers["X-Amz-Log-Result"] = _log_result(result.logs)
+    return web.Response(status=200, body=result.payload, content_type="application/json", headers=headers)
+
+
+def _json_error(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"Could not parse payload into json: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    return "Could not parse payload into json: the body is not valid UTF-8"
+
+
+def add_invoke_routes(app: web.Application) -> None:
+    app.router.add_post(PATH, invoke)

@@ -1,0 +1,360 @@
+# mypy: allow-untyped-defs, allow-untyped-calls
+"""Lambda Python runtime bootstrap used by the router's execution environments.
+
+Standalone and stdlib only: it runs under the function's interpreter (python3.X), not the router's
+package. It behaves like AWS's Python runtime interface client (awslambdaric): the handler named by
+``_HANDLER`` is imported once, init errors are posted to ``/runtime/init/error``, then the loop is
+``/invocation/next`` -> ``handler(event, context)`` -> ``/response`` or ``/error``. Error objects,
+the context object and the log line format follow awslambdaric. Imports that only errors need are lazy
+so a cold start stays short; the Runtime API connection is kept alive between requests.
+"""
+
+import http.client
+import json
+import logging
+import os
+import sys
+import time
+
+_API = "/2018-06-01/runtime"
+_ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
+_ENSURE_ASCII = sys.version_info < (3, 12)  # awslambdaric keeps unicode as-is from python3.12 on
+_ERROR_LOG_LINE_TERMINATE = "\r"
+_ERROR_LOG_IDENT = "\u00a0"
+_UNHANDLED_WARNING = (
+    "LAMBDA_WARNING: Unhandled exception. The most likely cause is an issue in the function code. "
+    "However, in rare cases, a Lambda runtime update can cause unexpected function behavior. "
+    "For functions using managed runtimes, runtime updates can be triggered by a function change, "
+    "or can be applied automatically. To determine if the runtime has been updated, check the runtime "
+    "version in the INIT_START log entry. If this error correlates with a change in the runtime "
+    "version, you may be able to mitigate this error by temporarily rolling back to the previous "
+    "runtime version. For more information, see "
+    "https://docs.aws.amazon.com/lambda/latest/dg/runtimes-update.html\r"
+)
+
+_request_id = ""  # the invocation being handled, for the log lines
+
+
+class FaultError(Exception):
+    """A runtime fault with Lambda's errorType (Runtime.ImportModuleError, Runtime.MarshalError ...)."""
+
+    def __init__(self, error_type, msg, trace=None):
+        super().__init__(msg)
+        self.error_type = error_type
+        self.msg = msg
+        self.trace = trace
+
+
+# --- the Runtime API client ---------------------------------------------------------------------------
+
+
+class RuntimeClient:
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self._conn = http.client.HTTPConnection(host, int(port))
+
+    def _call(self, method, path, body=None, headers=None):
+        for attempt in (1, 2):
+            try:
+                self._conn.request(method, path, body=body, headers=headers or {})
+                response = self._conn.getresponse()
+                return response.status, response.headers, response.read()
+            except (http.client.HTTPException, ConnectionError):
+                # A kept-alive connection the server closed: reconnect once.
+                self._conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def next(self):
+        status, headers, body = self._call("GET", _API + "/invocation/next")
+        if status != 200:
+            raise RuntimeError(f"runtime API: /invocation/next answered {status}: {body[:200]!r}")
+        return headers, body
+
+    def post_response(self, request_id, payload):
+        self._call("POST", f"{_API}/invocation/{request_id}/response", payload,
+                   {"Content-Type": "application/json"})
+
+    def post_error(self, request_id, error):
+        self._call("POST", f"{_API}/invocation/{request_id}/error", _to_json(error).encode(),
+                   {"Content-Type": "application/json", _ERROR_TYPE_HEADER: error["errorType"]})
+
+    def post_init_error(self, error):
+        self._call("POST", _API + "/init/error", _to_json(error).encode(),
+                   {"Content-Type": "application/json", _ERROR_TYPE_HEADER: error["errorType"]})
+
+
+# --- the context object (as awslambdaric's LambdaContext) ---------------------------------------------
+
+
+class CognitoIdentity:
+    __slots__ = ["cognito_identity_id", "cognito_identity_pool_id"]
+    cognito_identity_id: object
+    cognito_identity_pool_id: object
+
+    def __repr__(self):
+        return (f"CognitoIdentity([cognito_identity_id={self.cognito_identity_id},"
+                f"cognito_identity_pool_id={self.cognito_identity_pool_id}])")
+
+
+class Client:
+    __slots__ = ["app_package_name", "app_title", "app_version_code", "app_version_name", "installation_id"]
+
+
+class ClientContext:
+    __slots__ = ["client", "custom", "env"]
+
+
+def _obj_from_dict(cls, values):
+    if values is None:
+        return None
+    obj = cls()
+    for name in cls.__slots__:
+        setattr(obj, name, values.get(name))
+    return obj
+
+
+class LambdaContext:
+    def __init__(self, request_id, client_context, cognito_identity, deadline_ms, invoked_function_arn):
+        env = os.environ
+        self.aws_request_id = request_id
+        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
+        # A string, exactly as in Lambda's Python runtime (it reads the environment variable).
+        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.invoked_function_arn = invoked_function_arn
+        self.tenant_id = None
+        self.client_context = _obj_from_dict(ClientContext, client_context)
+        if self.client_context is not None:
+            self.client_context.client = _obj_from_dict(Client, self.client_context.client)
+        self.identity = _obj_from_dict(CognitoIdentity, {})
+        if cognito_identity is not None:
+            self.identity.cognito_identity_id = cognito_identity.get("cognitoIdentityId")
+            self.identity.cognito_identity_pool_id = cognito_identity.get("cognitoIdentityPoolId")
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        remaining = self._deadline_ms - int(time.time() * 1000)
+        return remaining if remaining > 0 else 0
+
+    def log(self, msg):
+        sys.stdout.write(str(msg))
+
+    def __repr__(self):
+        return (f"LambdaContext([aws_request_id={self.aws_request_id},"
+                f"log_group_name={self.log_group_name},log_stream_name={self.log_stream_name},"
+                f"function_name={self.function_name},memory_limit_in_mb={self.memory_limit_in_mb},"
+                f"function_version={self.function_version},"
+                f"invoked_function_arn={self.invoked_function_arn},"
+                f"client_context={self.client_context},identity={self.identity}])")
+
+
+def _parse_json_header(value, name):
+    try:
+        return json.loads(value)
+    except Exception as e:
+        raise FaultError("Runtime.LambdaContextUnmarshalError",
+                         f"Unable to parse {name} JSON: {e}") from None
+
+
+# --- marshalling and errors ---------------------------------------------------------------------------
+
+
+def _default(obj):
+    import decimal
+
+    if isinstance(obj, decimal.Decimal):
+        return int(obj) if obj == obj.to_integral_value() else float(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _to_json(obj):
+    return json.dumps(obj, default=_default, ensure_ascii=_ENSURE_ASCII)
+
+
+def _make_error(message, error_type, stack_trace, request_id=None):
+    return {
+        "errorMessage": message if message else "",
+        "errorType": error_type if error_type else "",
+        "requestId": request_id if request_id is not None else "",
+        "stackTrace": stack_trace if stack_trace else [],
+    }
+
+
+def _error_from_exception(exc, request_id=None):
+    import traceback
+
+    frames = list(traceback.extract_tb(exc.__traceback__))
+    here = os.path.abspath(__file__)
+    while frames and os.path.abspath(frames[0].filename) == here:
+        frames = frames[1:]
+    return _make_error(str(exc), type(exc).__name__, traceback.format_list(frames), request_id)
+
+
+def _log_error(error):
+    """Write the error to stdout as awslambdaric does: one record, lines joined by CR."""
+    description = "[ERROR]"
+    if error.get("errorType"):
+        description += " " + error["errorType"]
+    if error.get("errorMessage"):
+        if error.get("errorType"):
+            description += ":"
+        description += " " + error["errorMessage"]
+    lines = [description]
+    stack = error.get("stackTrace")
+    if stack is not None:
+        lines.append("Traceback (most recent call last):")
+        for element in stack:
+            if element == "":
+                lines.append("")
+                continue
+            for line in element.splitlines():
+                stripped = line.lstrip(" ")
+                lines.append(_ERROR_LOG_IDENT * (len(line) - len(stripped)) + stripped)
+    sys.stdout.write(_ERROR_LOG_LINE_TERMINATE.join(lines) + "\n")
+
+
+# --- logging ------------------------------------------------------------------------------------------
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record):
+        record.aws_request_id = _request_id
+        return True
+
+
+class _StdoutHandler(logging.Handler):
+    def emit(self, record):
+        try:
+            sys.stdout.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging():
+    logging.Formatter.converter = time.gmtime
+    handler = _StdoutHandler()
+    handler.setFormatter(logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+        "%Y-%m-%dT%H:%M:%S",
+    ))
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    raw = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
+    level = {None: "", "TRACE": "DEBUG"}.get(raw, raw or "").upper()
+    if level in logging._nameToLevel:
+        root.setLevel(level)
+
+
+# --- handler import -----------------------------------------------------------------------------------
+
+
+def _get_handler(handler):
+    import importlib
+
+    try:
+        modname, fname = handler.rsplit(".", 1)
+    except ValueError as e:
+        raise FaultError("Runtime.MalformedHandlerName", f"Bad handler '{handler}': {e}") from None
+    try:
+        if modname.split(".")[0] in sys.builtin_module_names:
+            raise FaultError("Runtime.BuiltInModuleConflict",
+                             f"Cannot use built-in module {modname} as a handler module")
+        module = importlib.import_module(modname.replace("/", "."))
+    except ImportError as e:
+        raise FaultError("Runtime.ImportModuleError",
+                         f"Unable to import module '{modname}': {e}") from None
+    except SyntaxError as e:
+        trace = [f'  File "{e.filename}" Line {e.lineno}\n    {e.text}']
+        raise FaultError("Runtime.UserCodeSyntaxError",
+                         f"Syntax error in module '{modname}': {e}", trace) from None
+    try:
+        return getattr(module, fname)
+    except AttributeError:
+        raise FaultError("Runtime.HandlerNotFound",
+                         f"Handler '{fname}' missing on module '{modname}'") from None
+
+
+# --- the loop -----------------------------------------------------------------------------------------
+
+
+def _handle(client, request_handler, headers, body):
+    global _request_id
+    request_id = headers.get("Lambda-Runtime-Aws-Request-Id") or ""
+    _request_id = request_id
+    trace_id = headers.get("Lambda-Runtime-Trace-Id")
+    if trace_id is not None:
+        os.environ["_X_AMZN_TRACE_ID"] = trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    error = None
+    try:
+        client_context = headers.get("Lambda-Runtime-Client-Context")
+        cognito = headers.get("Lambda-Runtime-Cognito-Identity")
+        context = LambdaContext(
+            request_id,
+            _parse_json_header(client_context, "Client Context") if client_context else None,
+            _parse_json_header(cognito, "Cognito Identity") if cognito else None,
+            int(headers.get("Lambda-Runtime-Deadline-Ms") or 0),
+            headers.get("Lambda-Runtime-Invoked-Function-Arn"),
+        )
+        if (headers.get("Content-Type") or "application/json") == "application/json":
+            try:
+                event = json.loads(body)
+            except Exception as e:
+                raise FaultError("Runtime.UnmarshalError", f"Unable to unmarshal input: {e}") from None
+        else:
+            event = body
+        response = request_handler(event, context)
+        if isinstance(response, bytes):
+            payload = response
+        else:
+            try:
+                payload = _to_json(response).encode()
+            except Exception as e:
+                raise FaultError("Runtime.MarshalError", f"Unable to marshal response: {e}") from None
+    except FaultError as e:
+        error = _make_error(e.msg, e.error_type, e.trace, request_id)
+    except Exception as e:
+        error = _error_from_exception(e, request_id)
+    if error is not None:
+        _log_error(error)
+    # Everything the function printed must reach the router before the result does.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if error is not None:
+        client.post_error(request_id, error)
+    else:
+        client.post_response(request_id, payload)
+
+
+def main():
+    client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    task_root = os.environ.get("LAMBDA_TASK_ROOT")
+    if task_root and task_root not in sys.path:
+        sys.path.insert(0, task_root)
+    error = None
+    try:
+        _setup_logging()
+        request_handler = _get_handler(os.environ.get("_HANDLER", ""))
+    except FaultError as e:
+        error = _make_error(e.msg, e.error_type, e.trace)
+    except Exception as e:
+        error = _error_from_exception(e)
+    if error is not None:
+        logging.warning(_UNHANDLED_WARNING)
+        _log_error(error)
+        sys.stdout.flush()
+        client.post_init_error(error)
+        sys.exit(1)
+    while True:
+        headers, body = client.next()
+        _handle(client, request_handler, headers, body)
+
+
+if __name__ == "__main__":
+    main()

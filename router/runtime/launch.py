@@ -1,0 +1,121 @@
+"""How a function's worker process is started: command line, working directory, environment variables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from router.config.models import AwsConfig, FunctionConfig
+from router.errors import EnvironmentError_
+
+BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
+PYTHON_BOOTSTRAP = BOOTSTRAP_DIR / "python_bootstrap.py"
+
+# The router's own AWS credentials reach the function (as Lambda's execution role would); nothing else
+# of the router's environment does.
+CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """Everything needed to start one environment of a function, but the per-environment values."""
+
+    function: str
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+    memory: int  # MB
+
+    def environment(self, *, runtime_api: str, scratch: str, init_type: str) -> dict[str, str]:
+        """The full environment of one worker process."""
+        env = dict(self.env)
+        env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
+        env["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
+        env["AWS_LAMBDA_LOG_STREAM_NAME"] = log_stream_name()
+        env["TMPDIR"] = scratch
+        env["HOME"] = scratch
+        return env
+
+
+def log_stream_name() -> str:
+    """``YYYY/MM/DD/[$LATEST]<32 hex>`` as Lambda names an environment's log stream."""
+    return time.strftime("%Y/%m/%d", time.gmtime()) + "/[$LATEST]" + uuid.uuid4().hex
+
+
+def _python_interpreter(name: str, runtime: str, path: str) -> str:
+    version = runtime.removeprefix("python")
+    if version == f"{sys.version_info.major}.{sys.version_info.minor}":
+        return sys.executable
+    found = shutil.which(runtime, path=path)
+    if found is None:
+        own = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        raise EnvironmentError_(
+            f"function '{name}': runtime {runtime} needs a {runtime} interpreter, got none on PATH "
+            f"(the router itself runs {own}); install {runtime} or set functions.{name}.runtime: {own}"
+        )
+    return found
+
+
+def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsConfig) -> LaunchSpec:
+    """Check the function's code and runtime and build its ``LaunchSpec``.
+
+    Blocking (stats files, searches PATH): call it through ``asyncio.to_thread``. Raises
+    ``EnvironmentError_`` with a message naming the function and the fix.
+    """
+    runtime = config.runtime
+    if runtime is None:
+        raise EnvironmentError_(f"function '{name}': not a local function (no runtime)")
+    root = code_dir.resolve()
+    if not root.is_dir():
+        raise EnvironmentError_(
+            f"function '{name}': code directory does not exist, got {str(root)!r}; "
+            f"check functions.{name}.code"
+        )
+    path = os.environ.get("PATH") or DEFAULT_PATH
+    env: dict[str, str] = {"MALLOC_ARENA_MAX": "2"}
+    env.update({k: os.environ[k] for k in CREDENTIAL_VARS if os.environ.get(k)})
+    env.update(config.environment)
+    reserved = {
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+        "AWS_REGION": aws.region,
+        "AWS_DEFAULT_REGION": aws.region,
+        "LAMBDA_TASK_ROOT": str(root),
+        "LAMBDA_RUNTIME_DIR": str(BOOTSTRAP_DIR),
+        "TZ": ":UTC",
+        "LANG": "en_US.UTF-8",
+        "PATH": path,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if config.handler:
+        reserved["_HANDLER"] = config.handler
+    if runtime == "provided":
+        bootstrap = root / "bootstrap"
+        if not bootstrap.is_file():
+            raise EnvironmentError_(
+                f"function '{name}': runtime provided needs an executable file 'bootstrap' in the code "
+                f"directory, got none in {str(root)!r}; add one that runs your runtime interface client"
+            )
+        if not os.access(bootstrap, os.X_OK):
+            raise EnvironmentError_(
+                f"function '{name}': {str(bootstrap)!r} is not executable; run chmod +x on it"
+            )
+        argv: tuple[str, ...] = (str(bootstrap),)
+    else:
+        interpreter = _python_interpreter(name, runtime, path)
+        reserved["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{runtime}"
+        reserved["PYTHONPATH"] = str(root)
+        argv = (interpreter, str(PYTHON_BOOTSTRAP))
+    env.update(reserved)
+    for key in ("AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_STREAM_NAME",
+                "TMPDIR", "HOME"):
+        env.pop(key, None)  # set per environment
+    return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory)

@@ -1,0 +1,140 @@
+"""Lambda's wording for what an execution environment reports: error results and the REPORT line."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+
+from router.core.invocation import ErrorType, Outcome, Result
+from router.runtime.api import MAX_RESPONSE_BYTES, InitError
+
+# Go's names for signals, as Lambda prints them in "Runtime exited with error: signal: killed".
+_SIGNAL_TEXT = {
+    signal.SIGKILL: "killed",
+    signal.SIGTERM: "terminated",
+    signal.SIGSEGV: "segmentation fault",
+    signal.SIGABRT: "aborted",
+    signal.SIGINT: "interrupt",
+    signal.SIGHUP: "hangup",
+    signal.SIGBUS: "bus error",
+    signal.SIGFPE: "floating point exception",
+    signal.SIGILL: "illegal instruction",
+    signal.SIGPIPE: "broken pipe",
+    signal.SIGUSR1: "user defined signal 1",
+    signal.SIGUSR2: "user defined signal 2",
+}
+
+
+def exit_text(returncode: int | None) -> str:
+    """``exit status 1`` or ``signal: killed``, as Lambda (Go's ProcessState) words a process's end."""
+    if returncode is None:
+        return "unknown"
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        sig = signal.Signals(-returncode)
+    except ValueError:
+        return f"signal: signal {-returncode}"
+    return "signal: " + _SIGNAL_TEXT.get(sig, sig.name.lower())
+
+
+def exit_error(request_id: str, returncode: int | None, *, oom: bool = False) -> Result:
+    """The result of an invocation whose runtime process ended before it answered."""
+    return Result.error(
+        "Runtime.OutOfMemory" if oom else "Runtime.ExitError",
+        f"RequestId: {request_id} Error: Runtime exited with error: {exit_text(returncode)}",
+    )
+
+
+def timeout_error(request_id: str, seconds: float, *, phase: str = "Task") -> Result:
+    return Result.error(
+        "Sandbox.Timedout",
+        f"RequestId: {request_id} Error: {phase} timed out after {seconds:.2f} seconds",
+        outcome=Outcome.TIMEOUT,
+        error_type=ErrorType.TIMEOUT,
+    )
+
+
+def too_large_error() -> Result:
+    return Result.error(
+        "Function.ResponseSizeTooLarge",
+        f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+    )
+
+
+def closed_error(request_id: str) -> Result:
+    """The router closed the environment while the invocation ran (shutdown)."""
+    return Result.error(
+        "Runtime.ExitError",
+        f"RequestId: {request_id} Error: execution environment shut down by the router",
+        error_type=ErrorType.CONNECTION,
+    )
+
+
+def spawn_error(request_id: str, argv0: str, exc: OSError) -> Result:
+    """The worker process could not be started (Lambda: Runtime.InvalidEntrypoint)."""
+    return Result.error(
+        "Runtime.InvalidEntrypoint",
+        f"RequestId: {request_id} Error: fork/exec {argv0}: {exc.strerror or exc}",
+        error_type=ErrorType.CONFIG,
+    )
+
+
+def init_error(init: InitError) -> Result:
+    """The error the runtime posted to /init/error, returned as the invocation's result."""
+    try:
+        body = json.loads(init.body)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"errorMessage": init.body.decode("utf-8", "replace"), "errorType": init.error_type}
+    return Result(
+        payload=json.dumps(body).encode(), outcome=Outcome.ERROR, function_error="Unhandled",
+        error_type=ErrorType.HANDLER,
+    )
+
+
+def handler_error(body: bytes, error_type: str | None) -> Result:
+    """A function error posted to /invocation/{id}/error; the body is kept as the runtime sent it."""
+    try:
+        valid = isinstance(json.loads(body), dict)
+    except ValueError:
+        valid = False
+    if not valid:
+        body = json.dumps({
+            "errorMessage": body.decode("utf-8", "replace"),
+            "errorType": error_type or "Unhandled",
+        }).encode()
+    return Result(
+        payload=body, outcome=Outcome.ERROR, function_error="Unhandled", error_type=ErrorType.HANDLER)
+
+
+def timeout_log_line(request_id: str, seconds: float) -> str:
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    return f"{stamp} {request_id} Task timed out after {seconds:.2f} seconds"
+
+
+def report_line(
+    request_id: str,
+    duration: float,
+    memory: int,
+    max_memory: int,
+    init_duration: float | None,
+    status: str | None = None,
+    error_type: str | None = None,
+) -> str:
+    ms = duration * 1000
+    line = (
+        f"REPORT RequestId: {request_id}\tDuration: {ms:.2f} ms\tBilled Duration: {max(1, math.ceil(ms))} ms"
+        f"\tMemory Size: {memory} MB\tMax Memory Used: {max_memory} MB"
+    )
+    if init_duration is not None:
+        line += f"\tInit Duration: {init_duration * 1000:.2f} ms"
+    if status is not None:
+        line += f"\tStatus: {status}"
+    if error_type is not None:
+        line += f"\tError Type: {error_type}"
+    return line

@@ -1,0 +1,171 @@
+"""Webhook authentication: GitHub-style HMAC, Standard Webhooks, bearer token, API key.
+
+Every compare is constant-time (``hmac.compare_digest``). A failure is only ``False``: the caller
+answers 401 without saying which part failed, and nothing here logs a secret or a signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from router.config.models import (
+    ApiKeyAuthConfig,
+    BearerAuthConfig,
+    HmacAuthConfig,
+    StandardWebhooksAuthConfig,
+)
+
+AuthConfig = HmacAuthConfig | StandardWebhooksAuthConfig | BearerAuthConfig | ApiKeyAuthConfig
+
+
+class WebhookAuth(Protocol):
+    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+        """True when the request is authentic; ``headers`` are case-insensitive (aiohttp's)."""
+        ...
+
+
+def _same(a: str | bytes, b: str | bytes) -> bool:
+    return hmac.compare_digest(
+        a.encode() if isinstance(a, str) else a, b.encode() if isinstance(b, str) else b
+    )
+
+
+class HmacAuth:
+    """GitHub style: ``<header>: <prefix><hex HMAC(secret, raw body)>``."""
+
+    def __init__(self, cfg: HmacAuthConfig) -> None:
+        self._secret = cfg.secret.encode()
+        self._header = cfg.header
+        self._prefix = cfg.prefix
+        self._algorithm = cfg.algorithm
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+        given = headers.get(self._header)
+        if given is None:
+            return False
+        expected = self._prefix + hmac.new(self._secret, body, self._algorithm).hexdigest()
+        return _same(given.strip(), expected)
+
+
+class ReplayGuard:
+    """Remembers keys until they expire, at most ``max_entries`` of them (the oldest go first)."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> expiry, in insertion order
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def check_and_remember(self, key: str, expires: float, now: float) -> bool:
+        """False when ``key`` was seen and has not expired; otherwise remember it and return True."""
+        while self._seen:
+            oldest, expiry = next(iter(self._seen.items()))
+            if expiry > now:
+                break
+            del self._seen[oldest]
+        seen = self._seen.get(key)
+        if seen is not None and seen > now:
+            return False
+        self._seen[key] = expires
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._max:
+            self._seen.popitem(last=False)
+        return True
+
+
+class StandardWebhooksAuth:
+    """Standard Webhooks (standardwebhooks.com): ``webhook-id``, ``webhook-timestamp`` and
+    ``webhook-signature: v1,<base64> [v1,<base64> ...]`` over ``{id}.{timestamp}.{body}``.
+
+    The secret is ``whsec_<base64>`` (decoded) or else used as raw bytes. A timestamp further than
+    ``tolerance`` from now fails. A replay (the same id and timestamp, that is the same signed message,
+    seen again within the tolerance window) fails; a sender's retry, which carries the same id with a
+    new timestamp and signature, passes, so a retried delivery after a 5xx is not refused.
+    """
+
+    def __init__(self, cfg: StandardWebhooksAuthConfig, *, clock: Callable[[], float] = time.time,
+                 guard: ReplayGuard | None = None) -> None:
+        self._secret = self.decode_secret(cfg.secret)
+        self._tolerance = cfg.tolerance
+        self._now = clock
+        self._guard = guard or ReplayGuard()
+
+    @staticmethod
+    def decode_secret(secret: str) -> bytes:
+        if secret.startswith("whsec_"):
+            try:
+                return base64.b64decode(secret[len("whsec_"):], validate=True)
+            except (binascii.Error, ValueError):
+                pass
+        return secret.encode()
+
+    def sign(self, msg_id: str, timestamp: str, body: bytes) -> str:
+        mac = hmac.new(self._secret, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+        return base64.b64encode(mac).decode("ascii")
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+        msg_id = headers.get("webhook-id")
+        timestamp = headers.get("webhook-timestamp")
+        signatures = headers.get("webhook-signature")
+        if not msg_id or not timestamp or not signatures:
+            return False
+        try:
+            sent = int(timestamp)
+        except ValueError:
+            return False
+        now = self._now()
+        if abs(now - sent) > self._tolerance:
+            return False
+        expected = self.sign(msg_id, timestamp, body)
+        ok = False
+        for candidate in signatures.split():
+            version, _, sig = candidate.partition(",")
+            if version == "v1" and _same(sig, expected):
+                ok = True
+        if not ok:
+            return False
+        return self._guard.check_and_remember(f"{msg_id}\n{timestamp}", now + self._tolerance, now)
+
+
+class BearerAuth:
+    """``Authorization: Bearer <token>``."""
+
+    def __init__(self, cfg: BearerAuthConfig) -> None:
+        self._token = cfg.token
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+        scheme, _, given = headers.get("Authorization", "").partition(" ")
+        # Compare even on a wrong scheme, so both failures take the same time.
+        return _same(given.strip(), self._token) and scheme.lower() == "bearer"
+
+
+class ApiKeyAuth:
+    """``<header>: <key>`` (default header ``X-Api-Key``)."""
+
+    def __init__(self, cfg: ApiKeyAuthConfig) -> None:
+        self._key = cfg.key
+        self._header = cfg.header
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+        return _same(headers.get(self._header, ""), self._key)
+
+
+def build_auth(cfg: AuthConfig | None) -> WebhookAuth | None:
+    """The verifier for a route's ``source.auth``; None when the route has no auth."""
+    if cfg is None:
+        return None
+    if isinstance(cfg, HmacAuthConfig):
+        return HmacAuth(cfg)
+    if isinstance(cfg, StandardWebhooksAuthConfig):
+        return StandardWebhooksAuth(cfg)
+    if isinstance(cfg, BearerAuthConfig):
+        return BearerAuth(cfg)
+    return ApiKeyAuth(cfg)

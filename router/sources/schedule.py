@@ -1,0 +1,214 @@
+"""The schedule source: cron and rate routes fired by APScheduler, events shaped as EventBridge's.
+
+Each fire sends the EventBridge Scheduled Event (or the route's constant ``input``) to the route's
+function: sync routes through ``dispatcher.invoke_waiting`` (waits for a concurrency slot), async routes
+through ``dispatcher.submit``. A job never overlaps itself (``max_instances=1``): a tick that comes
+while the previous run is still going is skipped and counted as ``missed``, as is a tick that could not
+start within its grace time. ``router_schedule_runs_total{outcome}``: ``fired`` when the function ran
+fine (sync) or the event was persisted (async), ``error`` when it failed or could not be dispatched.
+
+``catch_up`` (rounded up to whole seconds) is APScheduler's ``misfire_grace_time``, with
+``coalesce=True`` (missed ticks fire once).
+``catch_up: 0`` means "on time only"; a grace of ``MIN_GRACE`` (1 s) is still given so that a busy
+event loop does not turn a tick into a miss. Ticks missed while the router was down are not seen yet:
+that needs the schedule fires claimed in the state store (DESIGN §4.4), which comes later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from router.config.cron import cron_trigger, zone
+from router.config.models import AwsConfig, RouteConfig, ScheduleSourceConfig
+from router.core.invocation import Invocation
+from router.errors import ConfigError
+from router.http.context import DispatcherLike
+from router.metrics import Metrics
+
+log = logging.getLogger("router.sources.schedule")
+
+TYPE = "schedule"
+MIN_GRACE = 1  # seconds; APScheduler takes whole seconds
+
+
+def build_trigger(cfg: ScheduleSourceConfig) -> BaseTrigger:
+    """The trigger of a schedule: cron (crontab weekdays, see ``router.config.cron``) or rate.
+
+    Raises ``ValueError`` (``CronError``) with a message fit for users."""
+    if cfg.rate is not None:
+        return IntervalTrigger(seconds=cfg.rate, timezone=zone(cfg.timezone))
+    return cron_trigger(cfg.cron or "", cfg.timezone)
+
+
+def scheduled_event(route: str, nominal: datetime, aws: AwsConfig) -> dict[str, Any]:
+    """EventBridge's Scheduled Event for a tick of ``route`` at ``nominal`` (any tz-aware time)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": aws.account_id,
+        "time": nominal.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": aws.region,
+        "resources": [f"arn:aws:events:{aws.region}:{aws.account_id}:rule/{route}"],
+        "detail": {},
+    }
+
+
+class ScheduleSource:
+    """Fires every ``type: schedule`` route in ``routes``; ``start()`` then ``close()``."""
+
+    def __init__(
+        self,
+        routes: list[RouteConfig],
+        dispatcher: DispatcherLike,
+        metrics: Metrics,
+        aws_config: AwsConfig,
+        *,
+        close_timeout: float = 25.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+        self._aws = aws_config
+        self._close_timeout = close_timeout
+        self._clock = clock
+        self._routes: dict[str, RouteConfig] = {}
+        self._triggers: dict[str, BaseTrigger] = {}
+        problems: list[str] = []
+        for route in routes:
+            if not isinstance(route.source, ScheduleSourceConfig):
+                continue
+            try:
+                self._triggers[route.name] = build_trigger(route.source)
+            except ValueError as exc:
+                problems.append(f"route '{route.name}': source: {exc}")
+                continue
+            self._routes[route.name] = route
+        if problems:
+            raise ConfigError(problems)
+        self._scheduler: AsyncIOScheduler | None = None
+        self._nominal: dict[str, datetime] = {}  # job id -> nominal time of the run just submitted
+        self._running: set[asyncio.Task[Any]] = set()
+
+    @property
+    def route_names(self) -> list[str]:
+        return list(self._routes)
+
+    async def start(self) -> None:
+        """Start firing. Must run inside the event loop that will own the fires."""
+        if self._scheduler is not None:
+            raise RuntimeError("schedule source: already started")
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_listener(
+            self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+        for name, route in self._routes.items():
+            assert isinstance(route.source, ScheduleSourceConfig)
+            scheduler.add_job(
+                self._fire, self._triggers[name], args=[name], id=name, name=f"route {name}",
+                max_instances=1, coalesce=True,
+                misfire_grace_time=max(math.ceil(route.source.catch_up), MIN_GRACE),
+            )
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info("schedule source started", extra={"event": f"{len(self._routes)} routes"})
+
+    async def close(self) -> None:
+        """Stop firing, let running fires finish within ``close_timeout``, then cancel the rest and
+        wait for them: no task is left behind."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is None:
+            return
+        scheduler.pause()
+        if self._running:
+            _, pending = await asyncio.wait(set(self._running), timeout=self._close_timeout)
+            for task in pending:
+                log.warning("schedule: run cancelled at shutdown", extra={"route": task.get_name()})
+                task.cancel()
+        # AsyncIOScheduler.shutdown runs its work in a loop callback; wait for that callback too.
+        scheduler.shutdown(wait=False)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(done.set_result, None)
+        await done
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    # --- APScheduler callbacks ----------------------------------------------------------------------
+
+    def _on_event(self, event: JobEvent) -> None:
+        name = event.job_id
+        if event.code == EVENT_JOB_SUBMITTED and isinstance(event, JobSubmissionEvent):
+            # Dispatched right after the run's task was created and before it starts: hand it its time.
+            self._nominal[name] = event.scheduled_run_times[-1]
+            return
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            reason = "the previous run is still running"
+        elif event.code == EVENT_JOB_MISSED and isinstance(event, JobExecutionEvent):
+            reason = "it could not start within its grace time (source.catch_up)"
+        else:
+            return
+        self._metrics.schedule_runs.labels(route=name, outcome="missed").inc()
+        log.warning(f"schedule: tick missed, {reason}", extra={"route": name})
+
+    async def _fire(self, name: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            task.set_name(name)
+            self._running.add(task)
+        try:
+            await self._run(name)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def _run(self, name: str) -> None:
+        route = self._routes[name]
+        now = self._clock()
+        nominal = self._nominal.pop(name, None) or datetime.fromtimestamp(now, UTC)
+        self._metrics.schedule_lag.labels(route=name).observe(max(0.0, now - nominal.timestamp()))
+        self._metrics.source_events.labels(route=name, type=TYPE).inc()
+        event = route.input if route.input is not None else scheduled_event(name, nominal, self._aws)
+        inv = Invocation(
+            function=route.function,
+            payload=json.dumps(event, separators=(",", ":")).encode(),
+            source=TYPE,
+            route=name,
+            invocation_type=route.invocation_type,
+        )
+        extra = {"route": name, "function": route.function, "request_id": inv.request_id}
+        outcome = "fired"
+        try:
+            if route.invocation_type == "async":
+                await self._dispatcher.submit(inv)
+            else:
+                result = await self._dispatcher.invoke_waiting(inv)
+                if not result.ok:
+                    outcome = "error"
+                    log.warning("schedule: the function failed",
+                                extra={**extra, "error_type": str(result.error_type or "handler")})
+        except Exception as exc:
+            outcome = "error"
+            self._metrics.source_errors.labels(route=name, type=TYPE).inc()
+            log.error("schedule: could not dispatch the tick: %s", exc, extra=extra)
+        self._metrics.schedule_runs.labels(route=name, outcome=outcome).inc()

@@ -1,0 +1,118 @@
+"""The webhook source: one aiohttp route per ``type: webhook`` route, events in API Gateway 2.0 shape.
+
+Sync routes invoke and map the result as API Gateway does; async routes answer 202 with the request
+id only after ``dispatcher.submit`` returned, that is after the event is persisted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from router.config.models import RouteConfig, WebhookSourceConfig
+from router.core.invocation import Invocation, new_request_id
+from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled
+from router.http.context import HttpContext
+from router.http.limits import BodyTooLarge, read_body
+from router.sources import apigw
+from router.sources.auth import build_auth
+
+log = logging.getLogger("router.sources.webhook")
+
+TYPE = "webhook"
+
+
+class WebhookSource:
+    """Serves one webhook route. Metrics are labelled with the route's name, never the raw path."""
+
+    def __init__(self, route: RouteConfig, ctx: HttpContext) -> None:
+        if not isinstance(route.source, WebhookSourceConfig):
+            raise TypeError(f"route '{route.name}': not a webhook route, got type {route.source.type!r}")
+        self.route = route
+        self.source: WebhookSourceConfig = route.source
+        self._ctx = ctx
+        self._auth = build_auth(route.source.auth)
+        m = ctx.metrics
+        self._events = m.source_events.labels(route=route.name, type=TYPE)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        request_id = new_request_id()
+        try:
+            response = await self._handle(request, request_id)
+        except (RouterError, OSError) as exc:
+            log.error(
+                "webhook: could not dispatch the event: %s", type(exc).__name__,
+                extra={"route": self.route.name, "function": self.route.function, "request_id": request_id},
+            )
+            response = apigw.internal_error()
+        response.headers["apigw-requestid"] = request_id
+        self._ctx.metrics.webhook_requests.labels(route=self.route.name, status=str(response.status)).inc()
+        return response
+
+    async def _handle(self, request: web.Request, request_id: str) -> web.Response:
+        ctx = self._ctx
+        route = self.route
+        extra = {"route": route.name, "function": route.function, "request_id": request_id}
+        try:
+            body = await read_body(request, ctx.config.server.max_body)
+        except BodyTooLarge:
+            return web.json_response({"message": "Request Entity Too Large"}, status=413)
+        if self._auth is not None and not self._auth.verify(request.headers, body):
+            log.warning("webhook: authentication failed", extra={**extra, "status": 401})
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        self._events.inc()
+
+        if route.input is not None:
+            event: object = route.input
+        else:
+            event = apigw.build_event(
+                request, body,
+                route_key=apigw.route_key(self.source.methods, request.method, self.source.path),
+                request_id=request_id, account_id=ctx.config.aws.account_id, api_id=route.name,
+            )
+        inv = Invocation(
+            function=route.function,
+            payload=json.dumps(event, separators=(",", ":")).encode(),
+            source=TYPE,
+            route=route.name,
+            request_id=request_id,
+            invocation_type=route.invocation_type,
+        )
+        try:
+            if route.invocation_type == "async":
+                await ctx.dispatcher.submit(inv)
+                return web.json_response({"requestId": request_id}, status=202)
+            result = await ctx.dispatcher.invoke(inv)
+        except Throttled:
+            log.info("webhook: throttled", extra={**extra, "error_type": "throttled"})
+            return apigw.too_many_requests()
+        except PayloadTooLarge:
+            return web.json_response({"message": "Request Entity Too Large"}, status=413)
+        except FunctionNotFound:
+            log.error("webhook: the route's function is not configured",
+                      extra={**extra, "error_type": "config"})
+            return apigw.internal_error()
+        return apigw.map_result(result)
+
+
+def register_webhook_routes(app: web.Application, ctx: HttpContext) -> list[WebhookSource]:
+    """Add an aiohttp route per method of every webhook route (``ANY`` = every method)."""
+    sources: list[WebhookSource] = []
+    for route in ctx.config.routes:
+        if not isinstance(route.source, WebhookSourceConfig):
+            continue
+        source = WebhookSource(route, ctx)
+        path = apigw.aiohttp_path(route.source.path)
+        methods = ["*"] if "ANY" in route.source.methods else route.source.methods
+        for method in methods:
+            try:
+                app.router.add_route(method, path, source.handle, name=None)
+            except (RuntimeError, ValueError) as exc:
+                raise RouterError(
+                    f"route '{route.name}': cannot serve {method} {route.source.path}, {exc}; "
+                    "give each webhook route its own path or methods"
+                ) from None
+        sources.append(source)
+    return sources

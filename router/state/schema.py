@@ -1,0 +1,85 @@
+"""Tables of the state store and their creation at open, with a schema version row for migrations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
+
+from router.errors import StateStoreError
+
+SCHEMA_VERSION = 1
+"""Bump when a table changes, and add the migration from the previous version to ``create_tables``."""
+
+# Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
+# (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
+_PG_CREATE_LOCK = 0x726F75746572  # "router"
+
+metadata = sa.MetaData()
+
+# Epoch seconds are stored as double precision: sub-millisecond resolution well past year 2100.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY is the rowid
+
+meta = sa.Table(
+    "router_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+async_events = sa.Table(
+    "router_async_events",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("function", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("payload", sa.LargeBinary(), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("route", sa.String(128), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("enqueued_at", sa.Double(), nullable=False),
+    sa.Column("available_at", sa.Double(), nullable=False),
+    sa.Column("lease_until", sa.Double(), nullable=True),  # NULL: not handed out
+    sa.Index("router_async_events_claim", "function", "available_at"),
+)
+
+# Later issues add, in this module and with a SCHEMA_VERSION bump:
+#   router_checkpoints     (route, shard_id) -> sequence_number        stream checkpoints
+#   router_shard_leases    (route, shard_id) -> owner, lease_until, counter (fencing token)
+#   router_schedule_fires  (route, fire_time) primary key              one claim per nominal tick
+
+
+async def create_tables(conn: AsyncConnection, *, schema: str | None, where: str) -> None:
+    """Create missing tables in one transaction and check or write the schema version.
+
+    ``conn`` must be inside a transaction; ``where`` prefixes error messages.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_CREATE_LOCK)))
+        if schema is not None:
+            await conn.execute(CreateSchema(schema, if_not_exists=True))
+    for table in metadata.sorted_tables:
+        await conn.execute(CreateTable(table, if_not_exists=True))
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            await conn.execute(CreateIndex(index, if_not_exists=True))
+    insert = _insert_for(conn.dialect.name)
+    await conn.execute(
+        insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing()
+    )
+    stored = (
+        await conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version"))
+    ).scalar_one()
+    if not stored.isdigit() or int(stored) > SCHEMA_VERSION:
+        raise StateStoreError(
+            f"{where}: schema version {stored} is newer than this router understands "
+            f"({SCHEMA_VERSION}); upgrade the router or point state: at another database"
+        )
+
+
+def _insert_for(dialect: str) -> Any:
+    """The dialect's INSERT construct, which has ``on_conflict_do_nothing``."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert

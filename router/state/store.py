@@ -1,0 +1,282 @@
+"""The SQL state store (SQLite by default, PostgreSQL for several replicas): the durable async queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from router.errors import StateStoreError
+from router.state.errors import describe
+from router.state.schema import async_events, create_tables
+from router.state.url import POSTGRESQL, SQLITE, dialect_of, engine_url, redact
+from router.state.writer import GroupCommitWriter
+
+log = logging.getLogger("router.state")
+
+_SQLITE_BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's write lock before failing
+_PING_TIMEOUT = 5.0
+
+
+@dataclass(slots=True)
+class QueuedEvent:
+    id: int  # store-assigned
+    function: str
+    request_id: str  # the invocation's id, same across retries
+    payload: bytes  # event JSON bytes
+    source: str  # metric label (webhook, schedule, invoke_api, function, ...)
+    route: str | None
+    attempts: int  # attempts already made (0 when new)
+    enqueued_at: float  # epoch seconds of first acceptance (for max_event_age)
+    available_at: float  # epoch seconds when it may be claimed
+
+
+_t = async_events
+_EVENT_COLUMNS = (
+    _t.c.id, _t.c.function, _t.c.request_id, _t.c.payload, _t.c.source, _t.c.route, _t.c.attempts,
+    _t.c.enqueued_at, _t.c.available_at,
+)
+
+
+class StateStore:
+    """Durable async event queue in SQLite or PostgreSQL; time is always passed in by the caller.
+
+    ``open()`` connects, creates the tables and starts the group-commit writer; ``close()`` commits or
+    fails pending enqueues and disconnects. Safe for many concurrent callers in one event loop.
+    """
+
+    def __init__(
+        self, url: URL, *, schema: str | None = None, close_timeout: float = 10.0, shown: str | None = None,
+    ) -> None:
+        """``url`` is an async engine URL; ``shown`` is how messages name it (default: ``url``)."""
+        self._url = url
+        self._dialect = dialect_of(url)
+        self._where = f"state {redact(shown or url)}"
+        if schema is not None and self._dialect != POSTGRESQL:
+            raise StateStoreError(f"{self._where}: a schema applies to PostgreSQL only")
+        self._schema = schema
+        self._close_timeout = close_timeout
+        self._engine: AsyncEngine | None = None
+        self._writer: GroupCommitWriter | None = None
+
+    @classmethod
+    def from_url(cls, url: str, base_dir: Path, *, schema: str | None = None) -> StateStore:
+        """``sqlite:///rel/path`` (relative to ``base_dir``), ``sqlite:////abs/path``, ``postgresql://...``.
+
+        ``schema`` (PostgreSQL only) keeps the tables in that schema, created when missing.
+        Raises ``StateStoreError`` for a URL it cannot use.
+        """
+        try:
+            return cls(engine_url(url, base_dir), schema=schema, shown=url)
+        except ValueError as exc:
+            raise StateStoreError(str(exc)) from None
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create missing tables and start the writer; raises ``StateStoreError``."""
+        if self._engine is not None:
+            return
+        engine = await self._create_engine()
+        try:
+            async with engine.begin() as conn:
+                await create_tables(conn, schema=self._schema, where=self._where)
+        except BaseException as exc:  # also on cancellation: never leave the pool behind
+            await engine.dispose()
+            if isinstance(exc, Exception) and not isinstance(exc, StateStoreError):
+                raise StateStoreError(
+                    f"{self._where}: cannot open ({describe(exc)}); {self._hint()}"
+                ) from exc
+            raise
+        self._engine = engine
+        self._writer = GroupCommitWriter(engine, async_events, where=self._where)
+        self._writer.start()
+
+    async def close(self, *, grace: float | None = None) -> None:
+        """Commit queued enqueues and disconnect.
+
+        Enqueues not committed within ``grace`` seconds (default: the store's ``close_timeout``) fail
+        with ``StateStoreError``; no caller is left waiting.
+        """
+        engine, self._engine = self._engine, None
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                await writer.stop(self._close_timeout if grace is None else grace)
+        finally:
+            if engine is not None:
+                await engine.dispose()
+
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query (for /readyz)."""
+        if self._engine is None:
+            return False
+        try:
+            async with asyncio.timeout(_PING_TIMEOUT), self._engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            log.warning("%s: ping failed (%s)", self._where, describe(exc))
+            return False
+        return True
+
+    # --- the async queue ------------------------------------------------------------------------------
+
+    async def enqueue(
+        self, *, function: str, request_id: str, payload: bytes, source: str, route: str | None,
+        now: float,
+    ) -> None:
+        """Persist one new event; durable (committed) when this returns. Raises ``StateStoreError``."""
+        if self._writer is None:
+            raise StateStoreError(f"{self._where}: the store is not open; the event was not accepted")
+        await self._writer.submit({
+            "function": function, "request_id": request_id, "payload": payload, "source": source,
+            "route": route, "attempts": 0, "enqueued_at": now, "available_at": now, "lease_until": None,
+        })
+
+    async def claim(self, function: str, limit: int, now: float, lease: float) -> list[QueuedEvent]:
+        """Lease up to ``limit`` claimable events of ``function`` until ``now + lease``, oldest first.
+
+        One UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING statement: on PostgreSQL the SELECT
+        has FOR UPDATE SKIP LOCKED, so concurrent replicas never claim the same row; on SQLite the
+        statement takes the database's single write lock when it starts (what BEGIN IMMEDIATE would do),
+        so two processes serialise instead of both reading the same rows.
+        """
+        if limit <= 0:
+            return []
+        claimable = (
+            sa.select(_t.c.id)
+            .where(
+                _t.c.function == function,
+                _t.c.available_at <= now,
+                sa.or_(_t.c.lease_until.is_(None), _t.c.lease_until <= now),
+            )
+            .order_by(_t.c.available_at, _t.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+        )
+        stmt = (
+            sa.update(_t).where(_t.c.id.in_(claimable)).values(lease_until=now + lease)
+            .returning(*_EVENT_COLUMNS)
+        )
+        async with self._begin("claim") as conn:
+            rows = (await conn.execute(stmt)).all()
+        events = [
+            QueuedEvent(
+                id=int(r.id), function=r.function, request_id=r.request_id, payload=bytes(r.payload),
+                source=r.source, route=r.route, attempts=int(r.attempts),
+                enqueued_at=float(r.enqueued_at), available_at=float(r.available_at),
+            )
+            for r in rows
+        ]
+        events.sort(key=lambda e: (e.available_at, e.id))  # RETURNING has no defined order
+        return events
+
+    async def complete(self, event_id: int) -> None:
+        """Delete a delivered (or dead-lettered) event."""
+        async with self._begin("complete") as conn:
+            await conn.execute(sa.delete(_t).where(_t.c.id == event_id))
+
+    async def retry_later(self, event_id: int, *, available_at: float, attempts: int) -> None:
+        """Unlease an event and make it claimable again at ``available_at`` with ``attempts`` recorded."""
+        async with self._begin("retry") as conn:
+            await conn.execute(
+                sa.update(_t).where(_t.c.id == event_id)
+                .values(lease_until=None, available_at=available_at, attempts=attempts)
+            )
+
+    async def release(self, event_id: int) -> None:
+        """Unlease an event without counting an attempt (handed back on shutdown)."""
+        async with self._begin("release") as conn:
+            await conn.execute(sa.update(_t).where(_t.c.id == event_id).values(lease_until=None))
+
+    async def release_all_leases(self) -> int:
+        """Unlease every event; returns how many were leased. For the start of a single SQLite replica."""
+        async with self._begin("release leases") as conn:
+            result = await conn.execute(
+                sa.update(_t).where(_t.c.lease_until.is_not(None)).values(lease_until=None)
+            )
+        return int(result.rowcount)
+
+    async def depth(self) -> dict[str, int]:
+        """Unleased events per function; functions with none are absent."""
+        stmt = (
+            sa.select(_t.c.function, sa.func.count())
+            .where(_t.c.lease_until.is_(None))
+            .group_by(_t.c.function)
+        )
+        async with self._begin("depth") as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {function: int(count) for function, count in rows}
+
+    async def next_available_at(self, function: str) -> float | None:
+        """Earliest ``available_at`` of the unleased events of ``function``; None when there are none."""
+        stmt = sa.select(sa.func.min(_t.c.available_at)).where(
+            _t.c.function == function, _t.c.lease_until.is_(None)
+        )
+        async with self._begin("next available") as conn:
+            value = (await conn.execute(stmt)).scalar_one_or_none()
+        return None if value is None else float(value)
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _begin(self, what: str) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction; database errors become ``StateStoreError``."""
+        if self._engine is None:
+            raise StateStoreError(f"{self._where}: {what}: the store is not open")
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise StateStoreError(f"{self._where}: {what}: {describe(exc)}") from exc
+
+    def _hint(self) -> str:
+        if self._dialect == SQLITE:
+            return f"check that {self._url.database} is a writable SQLite database"
+        return "check that PostgreSQL is running and the URL's host, port, user and database are right"
+
+    async def _create_engine(self) -> AsyncEngine:
+        options: dict[str, Any] = {"hide_parameters": True}  # errors never echo event payloads
+        if self._dialect == SQLITE:
+            path = Path(self._url.database or "")
+            try:
+                await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateStoreError(
+                    f"{self._where}: cannot create directory {path.parent} ({describe(exc)})"
+                ) from exc
+            options["connect_args"] = {"timeout": _SQLITE_BUSY_TIMEOUT}
+        else:
+            options["pool_size"] = 10
+        if self._schema is not None:
+            options["execution_options"] = {"schema_translate_map": {None: self._schema}}
+        engine = create_async_engine(self._url, **options)
+        if self._dialect == SQLITE:
+            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL with synchronous=NORMAL: a commit is in the WAL file (the OS page cache) before it returns,
+    # so it survives the process being SIGKILLed; only an OS crash or power loss can lose the last
+    # commits, which FULL would also fsync. Readers never block the writer and vice versa.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT * 1000)}")
+    finally:
+        cursor.close()

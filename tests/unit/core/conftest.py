@@ -1,0 +1,67 @@
+"""Fixtures of the engine tests: a real SQLite StateStore, a client session, a dispatcher factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from router.config.models import RouterConfig
+from router.core.dispatcher import Dispatcher
+from router.invokers.base import Invoker
+from router.metrics import Metrics
+from router.state.store import StateStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    s = StateStore.from_url(f"sqlite:///{tmp_path / 'state.db'}", tmp_path)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+MakeDispatcher = Callable[..., Dispatcher]
+
+
+@pytest.fixture
+def make_dispatcher(store: StateStore, session: aiohttp.ClientSession, metrics: Metrics) -> MakeDispatcher:
+    def make(config: RouterConfig, invokers: Mapping[str, Invoker], **kw: Any) -> Dispatcher:
+        kw.setdefault("store", store)
+        kw.setdefault("metrics", metrics)
+        kw.setdefault("poll_interval", 0.05)
+        kw.setdefault("depth_interval", 0.05)
+        return Dispatcher(config=config, invokers=invokers, http_session=session, **kw)
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def running(dispatcher: Dispatcher, drain: float = 5.0) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``dispatcher.run()`` for the block; drain and stop it after."""
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield task
+    finally:
+        await dispatcher.drain(drain)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,85 @@
+"""FunctionLimit: try (sync, 429) and wait (pollers, async worker)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router.core.limits import FunctionLimit
+
+
+def test_try_acquire_up_to_cap() -> None:
+    lim = FunctionLimit(2)
+    assert lim.try_acquire()
+    assert lim.try_acquire()
+    assert not lim.try_acquire()
+    assert lim.free() == 0
+    lim.release()
+    assert lim.free() == 1
+
+
+def test_unbounded() -> None:
+    lim = FunctionLimit(None)
+    assert all(lim.try_acquire() for _ in range(1000))
+    assert lim.free() is None
+    assert lim.in_use == 1000
+
+
+def test_release_without_acquire_is_a_bug() -> None:
+    with pytest.raises(RuntimeError, match="no slot is held"):
+        FunctionLimit(1).release()
+
+
+def test_cap_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="cap must be at least 1, got 0"):
+        FunctionLimit(0)
+
+
+async def test_waiters_get_slots_in_order_and_block_try() -> None:
+    lim = FunctionLimit(1)
+    assert lim.try_acquire()
+    order: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await lim.acquire()
+        order.append(i)
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(3)]
+    await asyncio.sleep(0)  # let them queue
+    assert not lim.try_acquire()  # a queued waiter comes first
+    for _ in range(3):
+        lim.release()
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2]
+    assert lim.in_use == 1
+    lim.release()
+    assert lim.in_use == 0
+
+
+async def test_cancelled_waiter_holds_no_slot() -> None:
+    lim = FunctionLimit(1)
+    assert lim.try_acquire()
+    task = asyncio.create_task(lim.acquire())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    lim.release()
+    assert lim.in_use == 0
+    assert lim.try_acquire()
+
+
+async def test_slot_handed_over_while_cancelled_is_passed_on() -> None:
+    lim = FunctionLimit(1)
+    assert lim.try_acquire()
+    first = asyncio.create_task(lim.acquire())
+    second = asyncio.create_task(lim.acquire())
+    await asyncio.sleep(0)
+    lim.release()  # hands the slot to `first` ...
+    first.cancel()  # ... which is cancelled before it runs: the slot must go to `second`
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(second, 5)
+    assert lim.in_use == 1

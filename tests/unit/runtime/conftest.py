@@ -1,0 +1,90 @@
+"""Fixtures for execution environment tests: a real Runtime API server and real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.config.models import AwsConfig, FunctionConfig
+from router.core.invocation import Invocation
+from router.invokers.local import LocalInvoker
+from router.metrics import Metrics
+from router.runtime.api import RuntimeApiServer
+
+FUNCTIONS = Path(__file__).resolve().parents[2] / "fixtures" / "functions"
+PYTHON_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
+ARN = "arn:aws:lambda:us-east-1:000000000000:function:{}"
+
+MakeInvoker = Callable[..., Awaitable[LocalInvoker]]
+
+
+def invocation(event: Any = None, **kw: Any) -> Invocation:
+    return Invocation(function="f", payload=json.dumps({} if event is None else event).encode(),
+                      source="test", **kw)
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (absent, or a zombie waiting for its parent)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return "\nState:\tZ" in status
+
+
+async def wait_for(condition: Callable[[], bool], deadline: float = 10.0, what: str = "condition") -> None:
+    """Poll ``condition`` until true; fail after ``deadline`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not condition():
+        if loop.time() > end:
+            pytest.fail(f"timed out after {deadline}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def environment_pids(invoker: LocalInvoker) -> set[int]:
+    return {env.pid for env in invoker.pool._all if env.pid is not None}
+
+
+@pytest.fixture
+async def runtime_api() -> AsyncIterator[RuntimeApiServer]:
+    api = RuntimeApiServer()
+    await api.start()
+    yield api
+    await api.close()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def make_invoker(runtime_api: RuntimeApiServer, metrics: Metrics) -> AsyncIterator[MakeInvoker]:
+    created: list[LocalInvoker] = []
+    pids: set[int] = set()
+
+    async def make(code: str, *, name: str | None = None, start: bool = True, **fields: Any) -> LocalInvoker:
+        fields.setdefault("runtime", PYTHON_RUNTIME)
+        if fields["runtime"] != "provided":
+            fields.setdefault("handler", "app.handler")
+        name = name or code
+        config = FunctionConfig(code=str(FUNCTIONS / code), **fields)
+        invoker = LocalInvoker(name, config, code_dir=FUNCTIONS / code, aws=AwsConfig(), metrics=metrics,
+                               runtime_api=runtime_api, arn=ARN.format(name))
+        created.append(invoker)
+        if start:
+            await invoker.start()
+        return invoker
+
+    yield make
+    for invoker in created:
+        pids |= environment_pids(invoker)
+        await invoker.close()
+    assert all(process_gone(pid) for pid in pids), "close() left a worker process behind"

@@ -1,0 +1,52 @@
+"""Parity with AWS's own runtime interface client: the same handlers through ``runtime: provided`` with
+``python -m awslambdaric`` give the same results, errors and timeouts as the router's bootstrap."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from router.core.invocation import Invocation, Outcome
+
+from .conftest import MakeInvoker, invocation
+
+pytest.importorskip("awslambdaric")
+
+
+async def _both(make_invoker: MakeInvoker, handler: str, inv: Invocation, **fields: object) -> tuple:
+    ours = await make_invoker("provided", name=f"ours-{handler.split('.')[1]}", handler=handler, **fields)
+    ric = await make_invoker("provided", name=f"ric-{handler.split('.')[1]}", runtime="provided",
+                             handler=handler, environment={"PYTHON": sys.executable}, **fields)
+    first = await ours.invoke(inv)
+    second = await ric.invoke(inv)
+    return first, second
+
+
+async def test_echo_parity(make_invoker: MakeInvoker) -> None:
+    inv = invocation({"a": [1, 2.5, "x"], "b": None, "c": {"d": True}})
+    ours, ric = await _both(make_invoker, "app.echo", inv)
+    assert ours.ok
+    assert ric.ok
+    assert ours.payload == ric.payload
+
+
+async def test_error_parity(make_invoker: MakeInvoker) -> None:
+    inv = invocation({"message": "same"})
+    ours, ric = await _both(make_invoker, "app.fail", inv)
+    assert ours.outcome is ric.outcome is Outcome.ERROR
+    assert ours.function_error == ric.function_error == "Unhandled"
+    assert ours.error_type == ric.error_type
+    assert json.loads(ours.payload) == json.loads(ric.payload)
+    assert json.loads(ours.payload)["errorType"] == "ValueError"
+    ours_error_line = next(line for line in ours.logs.split("\n") if line.startswith("[ERROR]"))
+    ric_error_line = next(line for line in ric.logs.split("\n") if line.startswith("[ERROR]"))
+    assert ours_error_line == ric_error_line
+
+
+async def test_timeout_parity(make_invoker: MakeInvoker) -> None:
+    inv = invocation({"seconds": 30})
+    ours, ric = await _both(make_invoker, "app.sleep", inv, timeout=1)
+    assert ours.outcome is ric.outcome is Outcome.TIMEOUT
+    assert ours.payload == ric.payload
