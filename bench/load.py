@@ -84,8 +84,9 @@ async def _wrk(
             errors = d["connect"] + d["read"] + d["write"] + d["status"] + d["timeout"]
             # A limited run that reached its limit reports its own elapsed time (see wrk_report.lua).
             elapsed_us = d["limited_us"] or d["duration_us"]
+            done = min(d["requests"], limit) if d["limited_us"] else d["requests"]
             return LoadResult(
-                requests=d["requests"], errors=errors, seconds=elapsed_us / 1e6,
+                requests=done, errors=errors, seconds=elapsed_us / 1e6,
                 p50_ms=d["p50_us"] / 1000, p99_ms=d["p99_us"] / 1000, client="wrk",
             )
     raise BenchError(f"wrk {url}: no report (exit {proc.returncode}): {err.decode(errors='replace')[-500:]}")

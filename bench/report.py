@@ -113,8 +113,7 @@ def results_block(rows: list[Row], machine: dict[str, str], notes: list[str], co
 
 TEMPLATE = """# Benchmark results
 
-Produced by `make bench` (`.venv/bin/python bench/run.py --write`); see bench/README.md for what each
-scenario measures and how.
+Written by `.venv/bin/python bench/run.py --write`.
 
 {block}
 """

@@ -15,7 +15,8 @@ OK_CODE = BENCH_DIR / "functions" / "ok"
 LOG_LEVEL = "info"  # what config/example.yaml uses; the router writes Lambda's START/END/REPORT lines
 
 
-def router_config(port: int, state_dir: Path) -> dict[str, Any]:
+def router_config(port: int, state_dir: Path, extra_routes: list[dict[str, Any]] | None = None
+                  ) -> dict[str, Any]:
     """Two functions with the trivial handler: ``ok`` behind a sync webhook, ``sink`` behind an async one.
 
     ``ok`` has no concurrency cap (Lambda's default: every concurrent request may get an environment).
@@ -37,18 +38,20 @@ def router_config(port: int, state_dir: Path) -> dict[str, Any]:
              "function": "ok"},
             {"name": "accept", "source": {"type": "webhook", "path": "/accept", "methods": ["POST"]},
              "function": "sink", "invocation": "async"},
+            *(extra_routes or []),
         ],
     }
 
 
 @contextlib.asynccontextmanager
-async def running_router(ctx: Ctx, name: str) -> AsyncIterator[tuple[ServerProcess, str]]:
+async def running_router(ctx: Ctx, name: str, extra_routes: list[dict[str, Any]] | None = None
+                         ) -> AsyncIterator[tuple[ServerProcess, str]]:
     """A router serving ``router_config``; yields the process and its base URL; always stopped (SIGTERM)."""
     work = ctx.tmp / name
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cfg = work / "router.yaml"
-    cfg.write_text(yaml.safe_dump(router_config(port, work), sort_keys=False))
+    cfg.write_text(yaml.safe_dump(router_config(port, work, extra_routes), sort_keys=False))
     proc = ServerProcess(f"router ({name})", [PYTHON, "-m", "router", "run", "--config", str(cfg)],
                          log_path=work / "router.log")
     base = f"http://{HOST}:{port}"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import BenchError, Ctx, machine_info
 from bench.load import WRK_MISSING, wrk_path
 from bench.report import Row, results_block, text_table, write_results
-from bench.scenarios import accept, config_load, http_sync, invoke, memory
+from bench.scenarios import accept, config_load, http_sync, invoke, memory, schedule
 
 SCENARIOS: dict[str, tuple[str, ModuleType]] = {
     "1": ("webhook -> python handler, sync, 32 connections", http_sync),
@@ -35,6 +35,7 @@ SCENARIOS: dict[str, tuple[str, ModuleType]] = {
     "5": ("async accept: webhook events persisted in SQLite", accept),
     "6": ("memory: idle router, warm environment", memory),
     "7": ("config: 1,000 routes load + validate", config_load),
+    "8": ("schedule: fire lag", schedule),
 }
 
 
@@ -67,6 +68,11 @@ async def run_all(ctx: Ctx) -> list[Row]:
         except BenchError as exc:
             ctx.notes.append(f"{module.__name__}: {exc}")
             print(f"  !! {exc}", file=sys.stderr, flush=True)
+            continue
+        except Exception as exc:  # one broken scenario must not lose the others' figures
+            msg = f"{module.__name__}: failed: {type(exc).__name__}: {exc}"
+            ctx.notes.append(msg)
+            print(f"  !! {msg}", file=sys.stderr, flush=True)
             continue
         rows += got
         print(text_table(got), file=sys.stderr, flush=True)

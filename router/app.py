@@ -139,7 +139,7 @@ class Router:
                     await invoker.start()
                 schedule = ScheduleSource(
                     [r for r in config.routes if r.source.type == "schedule"],
-                    dispatcher, self.metrics, config.aws,
+                    dispatcher, self.metrics, config.aws, close_timeout=server.shutdown_timeout,
                 )
                 await schedule.start()
                 readiness.set_started()

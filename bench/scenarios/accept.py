@@ -13,26 +13,13 @@ import statistics
 import time
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
-from bench.harness import Ctx
+from bench.harness import Ctx, metric_sum
 from bench.load import LoadResult, run_load
 from bench.report import Row, at_least
 from bench.router_proc import running_bare, running_router
 
 BODY = b'{"kind":"bench","n":1}'
-
-
-async def metric_sum(session: aiohttp.ClientSession, base: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``, from the router's /metrics."""
-    async with session.get(base + "/metrics") as r:
-        text = await r.text()
-    total = 0.0
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
 
 
 async def _count(session: aiohttp.ClientSession, url: str) -> float:

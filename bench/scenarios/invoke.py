@@ -14,14 +14,15 @@ the difference is what the router's server side (invoker, pool, Runtime API serv
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bench.harness import BENCH_DIR, PYTHON, Ctx
+from bench.harness import BENCH_DIR, PYTHON, Ctx, cpu_seconds, descendants
 from bench.report import Row, at_most
 from bench.router_proc import OK_CODE
 from bench.servers.bare_runtime import BareRuntimeApi
@@ -36,9 +37,20 @@ def _pct(samples: list[float], q: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if len(samples) > 1 else samples[0]
 
 
-async def _timed(call: Callable[[], Awaitable[Any]], n: int, budget: float) -> list[float]:
-    """Seconds per call, ``n`` calls one at a time, stopping early when ``budget`` seconds are used."""
-    out: list[float] = []
+class Samples(list[float]):
+    """Seconds per call, plus CPU per call (us) of this process (the server side) and of its children
+    (the worker)."""
+
+    cpu_server_us: float = 0.0
+    cpu_worker_us: float = 0.0
+
+
+async def _timed(call: Callable[[], Awaitable[Any]], n: int, budget: float) -> Samples:
+    """``n`` calls one at a time, stopping early when ``budget`` seconds are used."""
+    out = Samples()
+    me = os.getpid()
+    kids = descendants(me)
+    s0, w0 = cpu_seconds([me]), cpu_seconds(kids)
     deadline = time.monotonic() + budget
     for _ in range(n):
         t0 = time.perf_counter()
@@ -46,6 +58,8 @@ async def _timed(call: Callable[[], Awaitable[Any]], n: int, budget: float) -> l
         out.append(time.perf_counter() - t0)
         if time.monotonic() > deadline:
             break
+    out.cpu_server_us = (cpu_seconds([me]) - s0) / len(out) * 1e6
+    out.cpu_worker_us = (cpu_seconds(kids) - w0) / len(out) * 1e6
     return out
 
 
@@ -89,7 +103,7 @@ async def _invoke_ok(invoker: Any, name: str) -> None:
 
 
 async def _router_warm(side: RouterSide, name: str, code: Path, runtime: str, n: int, budget: float
-                       ) -> list[float]:
+                       ) -> Samples:
     inv = side.invoker(name, code, runtime)
     await inv.start()
     try:
@@ -100,7 +114,7 @@ async def _router_warm(side: RouterSide, name: str, code: Path, runtime: str, n:
         await inv.close()
 
 
-async def _bare_warm(argv: list[str], n: int, budget: float) -> list[float]:
+async def _bare_warm(argv: list[str], n: int, budget: float) -> Samples:
     api = BareRuntimeApi()
     await api.start()
     worker = await api.spawn(argv, OK_CODE)
@@ -165,7 +179,10 @@ async def _python_c_cold(n: int) -> list[float]:
     return out
 
 
-async def _guard(ctx: Ctx, what: str, coro: Awaitable[list[float]]) -> list[float] | None:
+T = TypeVar("T")
+
+
+async def _guard(ctx: Ctx, what: str, coro: Awaitable[T]) -> T | None:
     try:
         return await coro
     except Exception as exc:
@@ -175,6 +192,12 @@ async def _guard(ctx: Ctx, what: str, coro: Awaitable[list[float]]) -> list[floa
 
 def _us(samples: list[float] | None, q: int = 50) -> float | None:
     return None if not samples else _pct(samples, q) * 1e6
+
+
+def _cpu(samples: Samples | None, which: str) -> float | None:
+    if not samples:
+        return None
+    return samples.cpu_server_us if which == "server" else samples.cpu_worker_us
 
 
 def _ms(samples: list[float] | None) -> float | None:
@@ -216,20 +239,26 @@ async def run(ctx: Ctx) -> list[Row]:
                 Row(s, "p50, python3.11 runtime", "us", _us(r_py), "bare API + awslambdaric", _us(b_ric)),
                 Row(s, "p99, python3.11 runtime", "us", _us(r_py, 99), "bare API + awslambdaric",
                     _us(b_ric, 99)),
+                Row(s, "server-side CPU per invocation", "us", _cpu(r_prov, "server"),
+                    "bare API (same bare bootstrap)", _cpu(b_bare, "server"),
+                    note="CPU of the bench process (which hosts the API server) / invocations"),
+                Row(s, "worker CPU per invocation", "us", _cpu(r_py, "worker"), "bare bootstrap",
+                    _cpu(b_bare, "worker"), note=f"router python bootstrap; awslambdaric: "
+                    f"{_cpu(b_ric, 'worker') or 0:.0f} us"),
             ]
         if ctx.wants("4"):
             ctx.say(f"4: cold starts, {cold_n} each")
             r_cold = await _guard(ctx, "4 router cold", _router_cold(side, OK_CODE, cold_n)) if side else None
             b_pyc = await _guard(ctx, "4 python -c", _python_c_cold(cold_n))
-            b_bare = await _guard(ctx, "4 bare bootstrap cold", _bare_cold(BARE_ARGV, cold_n))
-            b_ric = await _guard(ctx, "4 awslambdaric cold", _bare_cold(RIC_ARGV, cold_n))
+            c_bare = await _guard(ctx, "4 bare bootstrap cold", _bare_cold(BARE_ARGV, cold_n))
+            c_ric = await _guard(ctx, "4 awslambdaric cold", _bare_cold(RIC_ARGV, cold_n))
             s = "4 cold start (python)"
             rows += [
                 Row(s, "spawn to first result p50", "ms", _ms(r_cold), "python -c", _ms(b_pyc),
                     target="<= 50 ms", ok=at_most(_ms(r_cold), 50)),
                 Row(s, "vs a bare Runtime API loop", "ms", _ms(r_cold), "bare API + bare bootstrap",
-                    _ms(b_bare)),
-                Row(s, "vs awslambdaric", "ms", _ms(r_cold), "bare API + awslambdaric", _ms(b_ric)),
+                    _ms(c_bare)),
+                Row(s, "vs awslambdaric", "ms", _ms(r_cold), "bare API + awslambdaric", _ms(c_ric)),
             ]
     finally:
         if side is not None:

@@ -87,6 +87,10 @@ def parse(text: str, env: Mapping[str, str]) -> Document:
             if exc.context_mark is not None:
                 what += f" at line {exc.context_mark.line + 1}"
             what += ")"
+        lines = text.splitlines()
+        line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+        if "${" in line and "flow" in (exc.context or ""):
+            what += "; inside {...} or [...], quote values that use ${...}: key: \"${VAR}\""
         raise YamlProblem(Problem(where, YAML_SYNTAX, f"invalid YAML: {what}")) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(Problem(Position(1, 1), YAML_SYNTAX, f"invalid YAML: {exc}")) from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import select
 import socket
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -104,9 +105,20 @@ class RuntimeChannel:
         if self.current is not None and not self.current.future.done():
             self.current.future.set_result(reply)
         if self.queued is not None and not self.queued.future.done():
-            undelivered = reply._replace(kind=ReplyKind.UNDELIVERED) if reply.kind is ReplyKind.EXITED else reply
-            self.queued.future.set_result(undelivered)
+            exited = reply.kind is ReplyKind.EXITED
+            self.queued.future.set_result(reply._replace(kind=ReplyKind.UNDELIVERED) if exited else reply)
         self.current = self.queued = None
+
+
+def _peer_closed(request: web.Request) -> bool:
+    """Whether the client's end of the connection is closed (one poll(2), no read)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+    return any(mask & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, mask in poller.poll(0))
 
 
 def _json_error(status: int, error_type: str, message: str) -> web.Response:
@@ -208,6 +220,10 @@ class RuntimeApiServer:
         event = channel.queued
         if event is None:  # finished (process death, close) before it was taken
             return _json_error(410, "Gone", "execution environment is shutting down")
+        if _peer_closed(request):
+            # The worker died while this /next waited and aiohttp has not noticed yet: leave the event
+            # queued; the environment reports it undelivered when the process exit arrives.
+            return _json_error(410, "Gone", "connection closed by the runtime")
         channel.queued = None
         channel.current = event
         return web.Response(body=event.payload, headers=event.headers)

@@ -33,7 +33,7 @@ from router.core.invocation import Invocation, Result
 from router.runtime import results
 from router.runtime.api import NO_INIT_ERROR, PendingEvent, Reply, ReplyKind, RuntimeApiServer, RuntimeChannel
 from router.runtime.launch import LaunchSpec
-from router.runtime.memory import CgroupV2, read_max_memory_mb, rlimit_preexec
+from router.runtime.memory import CgroupV2, ProcStatus, rlimit_preexec
 
 log = logging.getLogger("router.runtime")
 function_log = logging.getLogger("router.function")
@@ -133,6 +133,7 @@ class Environment:
         self._lines: collections.deque[str] | None = None
         self._request_id: str | None = None
         self._max_memory = 0
+        self._status: ProcStatus | None = None
         self._killed = False
         self._extra: dict[str, str | None] = {"function": spec.function, "request_id": None}
 
@@ -197,6 +198,7 @@ class Environment:
         channel = self._channel
         assert self._transport is not None
         self.pid = self._transport.get_pid()
+        self._status = ProcStatus(self.pid)
         self._pipe_fds = tuple(
             pipe.get_extra_info("pipe").fileno()
             for fd in (1, 2) if (pipe := self._transport.get_pipe_transport(fd)) is not None
@@ -255,7 +257,7 @@ class Environment:
             async with asyncio.timeout(time_limit):
                 reply = await future
         except TimeoutError:
-            self._max_memory = max(self._max_memory, read_max_memory_mb(self.pid or 0) or 0)
+            self._read_max_memory()
             self.kill()
         except BaseException:
             self.kill()
@@ -269,7 +271,9 @@ class Environment:
         status = error_name = None
         if reply is None:
             result = results.timeout_error(rid, time_limit)
-            lines.append(results.timeout_log_line(rid, time_limit))
+            timed_out = results.timeout_log_line(rid, time_limit)
+            lines.append(timed_out)
+            function_log.info(timed_out, extra=extra)
             status = "timeout"
         elif reply.kind is ReplyKind.RESPONSE:
             result = Result(payload=reply.body)
@@ -284,8 +288,8 @@ class Environment:
         else:
             result = results.closed_error(rid)
             status, error_name = "error", "Runtime.ExitError"
-        if self.pid is not None and self.alive:
-            self._max_memory = max(self._max_memory, read_max_memory_mb(self.pid) or 0)
+        if self.alive:
+            self._read_max_memory()
         init = self.init_duration if self.pending_init_report else None
         self.pending_init_report = False
         end_line = f"END RequestId: {rid}"
@@ -330,6 +334,10 @@ class Environment:
             channel.finish(Reply(ReplyKind.EXITED, returncode=returncode))
         self._on_exit(self)
 
+    def _read_max_memory(self) -> None:
+        if self._status is not None:
+            self._max_memory = max(self._max_memory, self._status.max_memory_mb() or 0)
+
     def _returncode(self) -> int | None:
         return self._exit.result() if self._exit.done() else None
 
@@ -357,6 +365,9 @@ class Environment:
             if not self._exit.done():
                 await asyncio.wait([self._exit], timeout=5.0)
             self._transport.close()
+        if self._status is not None:
+            self._status.close()
+            self._status = None
         if self._channel is not None:
             await self.api.close_channel(self._channel)
         if self._scratch is not None:

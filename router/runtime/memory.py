@@ -39,20 +39,32 @@ def rlimit_preexec(memory_mb: int) -> Callable[[], None]:
     return apply
 
 
-def read_max_memory_mb(pid: int) -> int | None:
-    """The process's peak resident set (``VmHWM``) in MB, or None when it is gone.
+class ProcStatus:
+    """``/proc/PID/status`` kept open: ``max_memory_mb`` re-reads it with one pread (procfs regenerates
+    the text on each read from offset 0). procfs is served from kernel memory and never waits on a disk,
+    so this is safe on the event loop (a few microseconds)."""
 
-    Reads procfs, which is served from kernel memory and never waits on a disk, so this is safe on the
-    event loop (~10 us).
-    """
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return -(-int(line.split()[1]) // 1024)  # kB -> MB, rounded up
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    def __init__(self, pid: int) -> None:
+        try:
+            self._fd: int | None = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._fd = None
+
+    def max_memory_mb(self) -> int | None:
+        """The process's peak resident set (``VmHWM``) in MB, or None when it is gone."""
+        if self._fd is None:
+            return None
+        try:
+            text = os.pread(self._fd, 8192, 0)
+            start = text.index(b"VmHWM:") + 6
+            return -(-int(text[start:text.index(b"kB", start)]) // 1024)  # kB -> MB, rounded up
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class CgroupV2:

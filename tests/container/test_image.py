@@ -19,6 +19,9 @@ pytestmark = pytest.mark.container
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/router:test"
 BUILD_TIMEOUT = 540
+BASE_IMAGE = "localhost/python:3.11-slim"
+# The Makefile's default (scripts/image-build.sh): the stand-in base image builder beside the checkout.
+BASE_IMAGE_SCRIPT = Path(os.environ.get("BASE_IMAGE_SCRIPT") or ROOT.parent / "shared/tools/base-image.sh")
 
 
 def _skip_reason() -> str | None:
@@ -35,6 +38,9 @@ def _skip_reason() -> str | None:
     info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=60, check=False)
     if info.returncode != 0:
         return f"podman is not set up (podman info: {info.stderr.strip()[:200]}); see /work/shared/podman.md"
+    base = subprocess.run(["podman", "image", "exists", BASE_IMAGE], timeout=60, check=False)
+    if base.returncode != 0 and not BASE_IMAGE_SCRIPT.is_file():
+        return f"no base image {BASE_IMAGE} and no {BASE_IMAGE_SCRIPT} to build it; see podman.md"
     return None
 
 

@@ -6,13 +6,14 @@ package. It behaves like AWS's Python runtime interface client (awslambdaric): t
 ``_HANDLER`` is imported once, init errors are posted to ``/runtime/init/error``, then the loop is
 ``/invocation/next`` -> ``handler(event, context)`` -> ``/response`` or ``/error``. Error objects,
 the context object and the log line format follow awslambdaric. Imports that only errors need are lazy
-so a cold start stays short; the Runtime API connection is kept alive between requests.
+so a cold start stays short; the Runtime API connection is kept alive between requests. It speaks
+HTTP/1.1 over a plain socket: http.client would pull in the email package, a third of the start-up.
 """
 
-import http.client
 import json
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -48,20 +49,83 @@ class FaultError(Exception):
 # --- the Runtime API client ---------------------------------------------------------------------------
 
 
+class _Headers(dict):  # type: ignore[type-arg]
+    """Response headers; ``get`` is case-insensitive like http.client's."""
+
+    def get(self, key, default=None):
+        return dict.get(self, key.lower(), default)
+
+
 class RuntimeClient:
     def __init__(self, address):
         host, _, port = address.rpartition(":")
-        self._conn = http.client.HTTPConnection(host, int(port))
+        self._address = (host.strip("[]"), int(port))
+        self._host = address
+        self._sock = socket.socket()  # replaced by _connect
+        self._connected = False
+        self._buf = b""
 
-    def _call(self, method, path, body=None, headers=None):
+    def _connect(self):
+        sock = socket.create_connection(self._address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock, self._buf, self._connected = sock, b"", True
+
+    def _read_until(self, marker):
+        while marker not in self._buf:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("runtime API closed the connection")
+            self._buf += chunk
+        head, _, self._buf = self._buf.partition(marker)
+        return head
+
+    def _read_exactly(self, n):
+        while len(self._buf) < n:
+            chunk = self._sock.recv(max(65536, n - len(self._buf)))
+            if not chunk:
+                raise ConnectionError("runtime API closed the connection")
+            self._buf += chunk
+        data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    def _exchange(self, method, path, body, headers):
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}", f"Content-Length: {len(body)}"]
+        lines.extend(f"{k}: {v}" for k, v in headers.items())
+        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(head[0].split(" ", 2)[1])
+        parsed = _Headers()
+        for line in head[1:]:
+            key, _, value = line.partition(":")
+            parsed[key.strip().lower()] = value.strip()
+        length = parsed.get("content-length")
+        if length is not None:
+            data = self._read_exactly(int(length))
+        elif parsed.get("transfer-encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+                chunk = self._read_exactly(size + 2)[:-2]
+                if size == 0:
+                    break
+                data += chunk
+        else:
+            data = b""
+        if parsed.get("connection", "").lower() == "close":
+            self._sock.close()
+            self._connected = False
+        return status, parsed, data
+
+    def _call(self, method, path, body=b"", headers=None):
         for attempt in (1, 2):
             try:
-                self._conn.request(method, path, body=body, headers=headers or {})
-                response = self._conn.getresponse()
-                return response.status, response.headers, response.read()
-            except (http.client.HTTPException, ConnectionError):
+                if not self._connected:
+                    self._connect()
+                return self._exchange(method, path, body, headers or {})
+            except (ConnectionError, OSError, ValueError, IndexError):
                 # A kept-alive connection the server closed: reconnect once.
-                self._conn.close()
+                self._sock.close()
+                self._connected = False
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")

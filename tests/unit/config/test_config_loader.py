@@ -71,6 +71,14 @@ def test_malformed_yaml_reports_line_and_column(problems: Problems) -> None:
     ]
 
 
+def test_unquoted_interpolation_in_flow_mapping_gets_a_hint(problems: Problems) -> None:
+    assert problems("version: 1\nserver: {port: ${PORT}}\n") == [
+        "router.yaml:2:17: (yaml): invalid YAML: did not find expected ',' or '}' "
+        "(while parsing a flow mapping at line 2); inside {...} or [...], quote values that use "
+        '${...}: key: "${VAR}"'
+    ]
+
+
 def test_tab_indentation_is_a_yaml_error(problems: Problems) -> None:
     (line,) = problems("functions:\n\tresize: {}\n")
     assert line.startswith(
