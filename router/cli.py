@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TextIO
 
 from router import __version__
+from router.config import models as m
+from router.config.models import RouteConfig
 from router.errors import ConfigError
 
 DEFAULT_CONFIG = "./config.yaml"
@@ -83,20 +85,18 @@ def cmd_schema(out: TextIO) -> int:
     return 0
 
 
-def _trigger(route: object) -> str:
-    src = getattr(route, "source")  # noqa: B009
-    t = src.type
-    if t == "webhook":
+def _trigger(route: RouteConfig) -> str:
+    """What makes the route fire, in one short phrase."""
+    src = route.source
+    if isinstance(src, m.WebhookSourceConfig):
         return f"{','.join(src.methods)} {src.path}"
-    if t == "schedule":
+    if isinstance(src, m.ScheduleSourceConfig):
         return f"cron({src.cron}) {src.timezone}" if src.cron else f"rate({src.rate:g}s)"
-    if t == "sqs":
+    if isinstance(src, m.SqsSourceConfig):
         return src.queue_url
-    if t in ("kinesis", "dynamodb_stream"):
-        return src.stream_arn
-    if t == "amqp":
+    if isinstance(src, m.AmqpSourceConfig):
         return f"queue {src.queue}"
-    return ""
+    return src.stream_arn
 
 
 def cmd_routes(path: str, out: TextIO, err: TextIO) -> int:

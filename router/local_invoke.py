@@ -1,4 +1,4 @@
-"""``router invoke FUNCTION``: run one function once, like ``sam local invoke``, with no server and no state."""
+"""``router invoke FUNCTION``: run one function once, like ``sam local invoke``; no server, no state."""
 
 from __future__ import annotations
 

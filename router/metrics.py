@@ -1,4 +1,4 @@
-"""Every Prometheus metric of DESIGN §5, declared once; one ``Metrics`` per app (a fresh registry per test)."""
+"""Every Prometheus metric of DESIGN §5, declared once; one ``Metrics`` per app (fresh registry per test)."""
 
 from __future__ import annotations
 

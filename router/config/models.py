@@ -127,7 +127,7 @@ class BackoffConfig(Model):
 class AsyncConfig(Model):
     retries: int = Field(2, ge=0, le=100, description="retries after the first attempt (Lambda: 0..2)")
     max_event_age: Duration = Field(6 * 3600.0, ge=1.0, le=6 * 3600.0)
-    backoff: BackoffConfig = Field(default_factory=BackoffConfig)  # type: ignore[arg-type]
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     on_success: DestinationConfig | None = None
     on_failure: DestinationConfig | None = None
 
@@ -365,7 +365,7 @@ class RouteConfig(Model):
 class RouterConfig(Model):
     version: Literal[1] = 1
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)  # type: ignore[arg-type]
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     state: str = Field(
         "sqlite:///state.db",
         description="sqlite:///REL/PATH (relative to the config file), sqlite:////ABS/PATH or postgresql://...",

@@ -32,7 +32,7 @@ from typing import Any
 from router.core.invocation import Invocation, Result
 from router.runtime import results
 from router.runtime.api import NO_INIT_ERROR, PendingEvent, Reply, ReplyKind, RuntimeApiServer, RuntimeChannel
-from router.runtime.launch import LaunchSpec
+from router.runtime.launch import LaunchSpec, with_parent_death_signal
 from router.runtime.memory import CgroupV2, ProcStatus, rlimit_preexec
 
 log = logging.getLogger("router.runtime")
@@ -183,7 +183,7 @@ class Environment:
                 lambda: _WorkerProtocol(self), *self.spec.argv,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, cwd=self.spec.cwd, env=env,
-                start_new_session=True, preexec_fn=preexec,
+                start_new_session=True, preexec_fn=with_parent_death_signal(preexec),
             )
         except OSError as exc:
             self._exit.set_result(None)

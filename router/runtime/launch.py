@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,3 +122,31 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                 "TMPDIR", "HOME"):
         env.pop(key, None)  # set per environment
     return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory)
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def with_parent_death_signal(preexec: Callable[[], None]) -> Callable[[], None]:
+    """Wrap a ``preexec_fn`` so the worker is SIGKILLed when the router dies, even by SIGKILL.
+
+    A worker runs in its own session (so a timeout can kill its whole process group), which also means
+    no terminal or init hands it the router's death: without this, a worker busy in a long handler
+    would outlive a crashed router until its handler returned.
+    """
+
+    def apply() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        preexec()
+
+    return apply

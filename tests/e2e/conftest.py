@@ -10,13 +10,13 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import urllib.request
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -71,7 +71,8 @@ def test_schema_command_matches_committed_schema() -> None:
 def test_routes_lists_the_example_routes() -> None:
     r = router("routes", "-c", "config/example.yaml")
     assert r.returncode == 0, r.stderr
-    assert "hello" in r.stdout and "GET,POST /hello/{name}" in r.stdout
+    assert "hello" in r.stdout
+    assert "GET,POST /hello/{name}" in r.stdout
     assert "cron(0 3 * * *) Europe/Berlin" in r.stdout
 
 
@@ -83,7 +84,8 @@ def test_invoke_runs_a_function_once_and_prints_result(tmp_path: Path) -> None:
     result = json.loads(r.stdout)
     assert result["statusCode"] == 200
     assert json.loads(result["body"])["message"] == "hello, ada"
-    assert "START RequestId" in r.stderr and "REPORT RequestId" in r.stderr
+    assert "START RequestId" in r.stderr
+    assert "REPORT RequestId" in r.stderr
     assert "saying hello to ada" in r.stderr
 
     r = router("invoke", "helo", "-c", "config/example.yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,3 +69,38 @@ def test_sigkill_after_accepting_1000_async_events_loses_none(router_factory: Ro
     duplicates = len(files) - EVENTS
     print(f"delivered before kill: {done_before}, duplicates after restart: {duplicates}")
     assert rp2.stop() == 0
+
+
+def test_workers_die_with_a_killed_router(router_factory: RouterFactory, tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker.pid"
+    router_factory.write_function("busy", f"""
+        import os, time
+        def handler(event, context):
+            with open("{pid_file}", "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(60)
+    """)
+    rp = router_factory(f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@}}
+        state: sqlite:///{tmp_path / 'state.db'}
+        functions:
+          busy: {{runtime: python3.11, handler: app.handler, code: {tmp_path / 'functions' / 'busy'},
+                  timeout: 120s}}
+        routes:
+          - {{name: busy, source: {{type: webhook, path: /busy}}, function: busy, invocation: async}}
+    """)
+    assert http("POST", rp.url + "/busy", b"{}")[0] == 202
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), what="worker pid"))
+    rp.kill()
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie waiting for its reaper counts as gone.
+        stat = Path(f"/proc/{pid}/stat")
+        return not stat.exists() or stat.read_text().split(") ")[1].startswith("Z")
+
+    wait_for(gone, timeout=10, what=f"worker {pid} to exit after the router was killed")

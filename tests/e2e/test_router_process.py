@@ -171,7 +171,8 @@ def test_async_retries_then_success_and_exhausted_goes_to_file_destination(
 
     samples = wait_for(
         lambda: (s := _metrics(rp.url)).get(
-            ("router_invocations_total", (("function", "broken"), ("outcome", "error"), ("source", "webhook")))
+            ("router_invocations_total",
+             (("function", "broken"), ("outcome", "error"), ("source", "webhook")))
         ) == 3 and s,
         what="3 failed attempts counted",
     )
