@@ -127,7 +127,7 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
 def _load_prctl() -> Callable[[int, int], int] | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl  # type: ignore[no-any-return]
+        return libc.prctl
     except (OSError, AttributeError):  # not Linux
         return None
 
