@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -89,14 +91,26 @@ class Router:
         from router.http.server import HttpContext, Readiness, build_app, build_metrics_app
         from router.runtime.api import RuntimeApiServer
         from router.sources.schedule import ScheduleSource
+        from router.state.replica_lock import ReplicaLock
         from router.state.store import StateStore
+        from router.state.url import engine_url, redact
 
         config = self.config
         check_runnable(config)
         server = config.server
 
         store = StateStore.from_url(config.state, config.config_dir)
-        await store.open()
+        replica_lock = None
+        if store.dialect == "sqlite":
+            replica_lock = ReplicaLock(Path(engine_url(config.state, config.config_dir).database or ""),
+                                       redact(config.state))
+            replica_lock.acquire()
+        try:
+            await store.open()
+        except BaseException:
+            if replica_lock is not None:
+                replica_lock.release()
+            raise
         runtime_api = RuntimeApiServer()
         http_session = aiohttp.ClientSession()
         invokers: dict[str, Invoker] = {}
@@ -104,7 +118,7 @@ class Router:
         schedule: ScheduleSource | None = None
         dispatcher: Dispatcher | None = None
         try:
-            if config.state.startswith("sqlite"):
+            if replica_lock is not None:
                 # A single replica owns its SQLite file: leases of a crashed run are free at once.
                 released = await store.release_all_leases()
                 if released:
@@ -169,6 +183,8 @@ class Router:
             await runtime_api.close()
             await http_session.close()
             await store.close()
+            if replica_lock is not None:
+                replica_lock.release()
             log.info("router stopped")
 
     def request_stop(self) -> None:
@@ -190,7 +206,11 @@ async def _main(config: RouterConfig) -> int:
         log.error("%s", exc)
         return 1
     except OSError as exc:
-        log.error("cannot start: %s", exc)
+        server = config.server
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = "; another process listens there: stop it or change server.port / server.metrics_port"
+        log.error("cannot start on %s:%s: %s%s", server.host, server.port, exc.strerror or exc, hint)
         return 1
     return 0
 

@@ -14,7 +14,7 @@ import time
 
 import aiohttp
 
-from bench.harness import Ctx, metric_sum
+from bench.harness import Ctx, cpu_seconds, metric_sum
 from bench.load import LoadResult, run_load
 from bench.report import Row, at_least
 from bench.router_proc import running_bare, running_router
@@ -27,16 +27,22 @@ async def _count(session: aiohttp.ClientSession, url: str) -> float:
         return float(await r.text())
 
 
-async def _drain(session: aiohttp.ClientSession, base: str, within: float) -> float | None:
-    """Wait until the router invoked ``sink`` for every event it received; seconds taken, None if not."""
+async def _drain(session: aiohttp.ClientSession, base: str, within: float) -> tuple[bool, float | None]:
+    """Wait until the router invoked ``sink`` for every event it received. Returns whether it did, and
+    the delivery rate (events/s) over the wait when at least 100 events were still queued at its start."""
     t0 = time.monotonic()
+    done0: float | None = None
+    backlog = 0.0
     while time.monotonic() - t0 < within:
         received = await metric_sum(session, base, "router_async_events_received_total", function="sink")
         done = await metric_sum(session, base, "router_invocations_total", function="sink")
+        if done0 is None:
+            done0, backlog = done, received - done
         if done >= received:
-            return time.monotonic() - t0
+            elapsed = time.monotonic() - t0
+            return True, (done - done0) / elapsed if backlog >= 100 and elapsed > 0 else None
         await asyncio.sleep(0.2)  # polling interval for a progress counter
-    return None
+    return False, None
 
 
 async def run(ctx: Ctx) -> list[Row]:
@@ -46,14 +52,17 @@ async def run(ctx: Ctx) -> list[Row]:
     router_res: list[LoadResult] = []
     bare_res: list[LoadResult] = []
     notes: list[str] = []
+    router_cpu: list[float] = []
+    rates: list[float] = []
     async with (
-        running_router(ctx, "accept") as (_r, rbase),
+        running_router(ctx, "accept") as (rproc, rbase),
         running_bare(ctx, "bare accept", "bare_accept.py", "--db", str(ctx.tmp / "bare_accept.db"),
-                     ready_path="/ready") as (_b, bbase),
+                     ready_path="/ready") as (bproc, bbase),
         aiohttp.ClientSession() as session,
     ):
         for _ in range(rounds):
             before = await metric_sum(session, rbase, "router_async_events_received_total", function="sink")
+            c0 = cpu_seconds([rproc.pid])
             res = await run_load(rbase + "/accept", connections=conns, seconds=cap, method="POST", body=BODY,
                                  limit=n)
             after = await metric_sum(session, rbase, "router_async_events_received_total", function="sink")
@@ -61,9 +70,13 @@ async def run(ctx: Ctx) -> list[Row]:
             ok = res.requests - res.errors
             if after - before < ok:
                 notes.append(f"router answered {ok} events but counted {after - before:.0f} as persisted")
-            drained = await _drain(session, rbase, within=60.0)
-            if drained is None:
-                notes.append("router backlog not delivered within 60 s; next round not idle")
+            drained, rate = await _drain(session, rbase, within=120.0)
+            if not drained:
+                notes.append("router backlog not delivered within 120 s; next round not idle")
+            if rate is not None:
+                rates.append(rate)
+            if drained:
+                router_cpu.append((cpu_seconds([rproc.pid]) - c0) / max(ok, 1) * 1e6)
 
             before = await _count(session, bbase + "/count")
             res = await run_load(bbase + "/accept", connections=conns, seconds=cap, method="POST", body=BODY,
@@ -83,4 +96,10 @@ async def run(ctx: Ctx) -> list[Row]:
             target=">= 3,000/s", ok=at_least(r, 3000), note="; ".join(dict.fromkeys(notes))),
         Row(s, "accept latency p99", "ms", statistics.median(x.p99_ms for x in router_res),
             "aiosqlite commit per event", statistics.median(x.p99_ms for x in bare_res)),
+        Row(s, "router CPU per event, accepted to delivered", "us",
+            statistics.median(router_cpu) if router_cpu else None,
+            note="router process CPU from the start of a round until sink ran for every event / events"),
+        Row(s, "async delivery rate (backlog drain)", "events/s",
+            statistics.median(rates) if rates else None,
+            note="events/s the router delivered to sink (concurrency 2) from its queue after accepting"),
     ]

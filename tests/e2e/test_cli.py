@@ -124,3 +124,38 @@ def test_secrets_never_reach_logs_or_metrics(router_factory: RouterFactory, tmp_
     for text in (rp.logs(), metrics.decode()):
         assert secret not in text
         assert good not in text
+
+
+def test_second_router_on_the_same_sqlite_file_is_refused(router_factory: RouterFactory,
+                                                          tmp_path: Path) -> None:
+    config = f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@}}
+        state: sqlite:///{tmp_path / 'state.db'}
+    """
+    first = router_factory(config)
+    second = router_factory(config, start=False, name="second.yaml")
+    r = router("run", "--config", str(second.config_path))
+    assert r.returncode == 1
+    assert f"in use by another router (pid {first.proc.pid})" in r.stderr  # type: ignore[union-attr]
+    assert "postgresql://" in r.stderr
+    assert http("GET", first.url + "/livez")[0] == 200
+    assert first.stop() == 0
+
+
+def test_port_in_use_is_a_clear_start_up_error(router_factory: RouterFactory, tmp_path: Path) -> None:
+    first = router_factory(f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@}}
+        state: sqlite:///{tmp_path / 'one.db'}
+    """)
+    second = router_factory(f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: {first.port}}}
+        state: sqlite:///{tmp_path / 'two.db'}
+    """, start=False, name="second.yaml")
+    r = router("run", "--config", str(second.config_path))
+    assert r.returncode == 1
+    assert f"cannot start on 127.0.0.1:{first.port}" in r.stderr
+    assert "change server.port" in r.stderr
+    assert first.stop() == 0
