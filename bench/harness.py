@@ -124,23 +124,31 @@ class ServerProcess:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await asyncio.shield(self.stop())
+        await self.stop()
 
     async def stop(self) -> None:
+        """SIGTERM, wait up to ``stop_timeout``, then SIGKILL whatever is left (also when cancelled)."""
         proc = self.proc
         if proc is None:
             return
         kids = descendants(proc.pid)
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), self.stop_timeout)
-            except TimeoutError:
-                self.leaked.append(f"{self.name} (pid {proc.pid}) ignored SIGTERM for {self.stop_timeout}s")
+        try:
+            if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), self.stop_timeout)
+                except TimeoutError:
+                    self.leaked.append(
+                        f"{self.name} (pid {proc.pid}) ignored SIGTERM for {self.stop_timeout}s")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    await proc.wait()
+        except asyncio.CancelledError:
+            for pid in [proc.pid, *kids]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
         for pid in kids:
             if not _is_zombie(pid):
                 self.leaked.append(f"pid {pid} ({cmdline(pid)[:80]})")

@@ -57,7 +57,7 @@ async def run(ctx: Ctx) -> list[Row]:
     async with (
         running_router(ctx, "accept") as (rproc, rbase),
         running_bare(ctx, "bare accept", "bare_accept.py", "--db", str(ctx.tmp / "bare_accept.db"),
-                     ready_path="/ready") as (bproc, bbase),
+                     ready_path="/ready") as (_bproc, bbase),
         aiohttp.ClientSession() as session,
     ):
         for _ in range(rounds):

@@ -42,7 +42,7 @@ class ServerConfig(Model):
     port: int = Field(8080, ge=0, le=65535)
     metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on its own port")
     max_body: Size = Field(6 * 1024 * 1024, description="largest request body (sync payload limit)")
-    max_async_body: Size = Field(256 * 1024, description="largest async event payload")
+    max_async_body: Size = Field(1024 * 1024, description="largest async event payload (Lambda: 1 MB)")
     shutdown_timeout: Duration = Field(25.0, description="time given to in-flight work on SIGTERM")
     invoke_api: bool = Field(True, description="serve the Lambda Invoke API")
     invoke_token: str | None = Field(
