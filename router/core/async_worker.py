@@ -98,10 +98,20 @@ class AsyncWorker:
     # --- claiming ---------------------------------------------------------------------------------------
 
     async def claim_loop(self) -> None:
-        """Run until cancelled. Cancelling stops claiming only; in-flight events keep running."""
+        """Run until cancelled. Cancelling stops claiming only; in-flight events keep running.
+
+        Slots are taken only when an event is due (woken by ``submit``, or the store says one is
+        claimable now): an idle worker holds none, so it never throttles the function's sync callers.
+        """
+        due = await self._is_due()  # events may be left from an earlier run
         while True:
+            if not due:
+                await self._idle()
+                due = await self._is_due()
+                continue
             await self._limit.acquire()
             held = 1  # slots taken before claiming (STYLE: capacity before work)
+            events: list[QueuedEvent] = []
             try:
                 while held < CLAIM_BATCH and self._limit.try_acquire():
                     held += 1
@@ -116,8 +126,19 @@ class AsyncWorker:
             finally:
                 for _ in range(held):
                     self._limit.release()
-            if len(events) < asked:  # nothing more is due now
-                await self._idle()
+            due = len(events) == asked  # a full batch: more may be waiting
+
+    async def _is_due(self) -> bool:
+        """Whether an event can be claimed now, without holding a slot."""
+        if self._wake.is_set():
+            return True
+        try:
+            at = await self._store.next_available_at(self.name)
+        except Exception as exc:
+            log.error("async worker: cannot read the queue: %s: %s", type(exc).__name__, exc,
+                      extra={"function": self.name})
+            return False
+        return at is not None and at <= self._clock.time()
 
     async def _claim(self, n: int) -> list[QueuedEvent]:
         """Claim up to ``n`` due events; [] after logging when the store fails. Cancel-safe: a claim that

@@ -222,10 +222,17 @@ class StateStore:
         return {function: int(count) for function, count in rows}
 
     async def next_available_at(self, function: str) -> float | None:
-        """Earliest ``available_at`` of the unleased events of ``function``; None when there are none."""
-        stmt = sa.select(sa.func.min(_t.c.available_at)).where(
-            _t.c.function == function, _t.c.lease_until.is_(None)
+        """When an event of ``function`` is next claimable; None when it has none.
+
+        An unleased event is claimable at its ``available_at``; a leased one when its lease runs out (a
+        crashed replica's events come back then), so a worker that sleeps until this time misses none.
+        """
+        claimable_at = sa.case(
+            (_t.c.lease_until.is_(None), _t.c.available_at),
+            (_t.c.lease_until > _t.c.available_at, _t.c.lease_until),
+            else_=_t.c.available_at,
         )
+        stmt = sa.select(sa.func.min(claimable_at)).where(_t.c.function == function)
         async with self._begin("next available") as conn:
             value = (await conn.execute(stmt)).scalar_one_or_none()
         return None if value is None else float(value)

@@ -10,7 +10,7 @@ from router.core.invocation import Invocation, Outcome
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.metrics import Metrics
 from router.state.store import StateStore
-from tests.unit.core.conftest import MakeDispatcher
+from tests.unit.core.conftest import MakeDispatcher, running
 from tests.unit.core.helpers import RaisingInvoker, ScriptedInvoker, make_config, wait_until
 
 
@@ -129,3 +129,17 @@ async def test_submit_refuses_large_events(make_dispatcher: MakeDispatcher, stor
     assert await store.depth() == {}
     await d.submit(inv(payload=b"1" * 100))
     assert await store.depth() == {"resize": 1}
+
+
+async def test_idle_async_worker_never_takes_sync_callers_slots(
+        make_dispatcher: MakeDispatcher, metrics: Metrics) -> None:
+    # A capped function with no async events: its worker polls the store very often, but must never
+    # hold the only slot while doing so, or sync callers would get spurious 429s.
+    d = make_dispatcher(make_config({"resize": {"concurrency": 1}}), {"resize": ScriptedInvoker()},
+                        poll_interval=0.001)
+    async with running(d):
+        for _ in range(300):  # bounded; each pause lets the worker poll in between
+            assert (await d.invoke(inv())).ok
+            await asyncio.sleep(0.001)
+    assert metrics.registry.get_sample_value(
+        "router_throttles_total", {"function": "resize", "source": "webhook"}) is None

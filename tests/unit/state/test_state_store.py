@@ -129,7 +129,7 @@ async def test_lease_hides_event_from_other_claims_until_it_expires(store: State
     [event] = await store.claim("f", 1, now=100.0, lease=30.0)
 
     assert await store.claim("f", 1, now=129.9, lease=30.0) == []
-    assert await store.next_available_at("f") is None
+    assert await store.next_available_at("f") == 130.0  # when the lease runs out
     [again] = await store.claim("f", 1, now=130.0, lease=30.0)  # lease expired: claimable at once
     assert again.id == event.id
     assert again.attempts == 0
@@ -169,15 +169,17 @@ async def test_depth_counts_unleased_events_per_function(store: StateStore) -> N
     assert await store.depth() == {"f": 2, "g": 2}
 
 
-async def test_next_available_at_is_the_earliest_unleased(store: StateStore) -> None:
+async def test_next_available_at_is_when_the_next_event_is_claimable(store: StateStore) -> None:
     assert await store.next_available_at("f") is None
     await put(store, "f", now=120.0, prefix="a")
     await put(store, "f", now=110.0, prefix="b")
     await put(store, "g", now=50.0)
 
     assert await store.next_available_at("f") == 110.0
-    await store.claim("f", 1, now=115.0, lease=30.0)
+    await store.claim("f", 1, now=115.0, lease=30.0)  # leases b until 145
     assert await store.next_available_at("f") == 120.0
+    await store.claim("f", 1, now=125.0, lease=10.0)  # leases a until 135
+    assert await store.next_available_at("f") == 135.0
 
 
 async def test_concurrent_claims_from_two_instances_never_return_the_same_event(
