@@ -7,9 +7,10 @@ Sources, the HTTP layer and the CLI call ``invoke`` / ``invoke_waiting`` / ``sub
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -120,6 +121,28 @@ class Dispatcher:
             return await self._execute(inv)
         finally:
             limit.release()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, function: str, source: str) -> AsyncIterator[None]:
+        """Hold one concurrency slot of ``function`` for the block, waiting while all are busy.
+
+        For pollers (STYLE: capacity before work): take the slot, then receive, then
+        ``invoke_in_slot``; while the function is at its cap no receive happens at all.
+        """
+        self._check(function)
+        limit = self._limits[function]
+        if not limit.try_acquire():
+            self._metrics.throttles.labels(function, source).inc()
+            await limit.acquire()
+        try:
+            yield
+        finally:
+            limit.release()
+
+    async def invoke_in_slot(self, inv: Invocation) -> Result:
+        """Run ``inv`` in a slot the caller holds through ``slot()``; never raises for function errors."""
+        self._check(inv.function)
+        return await self._execute(inv)
 
     def _count_throttle(self, inv: Invocation) -> None:
         self._metrics.throttles.labels(inv.function, inv.source).inc()

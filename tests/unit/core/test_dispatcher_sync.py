@@ -143,3 +143,21 @@ async def test_idle_async_worker_never_takes_sync_callers_slots(
             await asyncio.sleep(0.001)
     assert metrics.registry.get_sample_value(
         "router_throttles_total", {"function": "resize", "source": "webhook"}) is None
+
+
+async def test_slot_holds_capacity_before_work(make_dispatcher: MakeDispatcher, metrics: Metrics) -> None:
+    invoker = ScriptedInvoker()
+    d = make_dispatcher(make_config({"resize": {"concurrency": 1}}), {"resize": invoker})
+    async with d.slot("resize", "sqs"):
+        # The poller holds the only slot: a sync caller is throttled, a second poller waits.
+        with pytest.raises(Throttled):
+            await d.invoke(inv())
+        waiting = asyncio.create_task(d.invoke_waiting(inv(source="sqs")))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        assert (await d.invoke_in_slot(inv(source="sqs"))).ok
+    assert (await waiting).ok
+    assert len(invoker.calls) == 2
+    with pytest.raises(FunctionNotFound):
+        async with d.slot("nope", "sqs"):
+            pass
