@@ -7,7 +7,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from router.errors import StateStoreError
@@ -46,6 +45,12 @@ async_events = sa.Table(
     sa.Column("lease_until", sa.Double(), nullable=True),  # NULL: not handed out
     sa.Index("router_async_events_claim", "function", "available_at"),
 )
+_leased = async_events.c.lease_until.is_not(None)
+sa.Index(  # only the leased rows (few: those in flight), for when the next lease runs out
+    "router_async_events_leased",
+    async_events.c.function, async_events.c.lease_until, async_events.c.available_at,  # covering
+    sqlite_where=_leased, postgresql_where=_leased,
+)
 
 # Later issues add, in this module and with a SCHEMA_VERSION bump:
 #   router_checkpoints     (route, shard_id) -> sequence_number        stream checkpoints
@@ -53,26 +58,24 @@ async_events = sa.Table(
 #   router_schedule_fires  (route, fire_time) primary key              one claim per nominal tick
 
 
-async def create_tables(conn: AsyncConnection, *, schema: str | None, where: str) -> None:
+def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> None:
     """Create missing tables in one transaction and check or write the schema version.
 
     ``conn`` must be inside a transaction; ``where`` prefixes error messages.
     """
     if conn.dialect.name == "postgresql":
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_CREATE_LOCK)))
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_CREATE_LOCK)))
         if schema is not None:
-            await conn.execute(CreateSchema(schema, if_not_exists=True))
+            conn.execute(CreateSchema(schema, if_not_exists=True))
     for table in metadata.sorted_tables:
-        await conn.execute(CreateTable(table, if_not_exists=True))
+        conn.execute(CreateTable(table, if_not_exists=True))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            await conn.execute(CreateIndex(index, if_not_exists=True))
+            conn.execute(CreateIndex(index, if_not_exists=True))
     insert = _insert_for(conn.dialect.name)
-    await conn.execute(
+    conn.execute(
         insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing()
     )
-    stored = (
-        await conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version"))
-    ).scalar_one()
+    stored = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one()
     if not stored.isdigit() or int(stored) > SCHEMA_VERSION:
         raise StateStoreError(
             f"{where}: schema version {stored} is newer than this router understands "

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from router.errors import StateStoreError
 from router.state.errors import describe
+from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
 from router.state.schema import async_events, create_tables
 from router.state.url import POSTGRESQL, SQLITE, dialect_of, engine_url, redact
 from router.state.writer import GroupCommitWriter
 
 log = logging.getLogger("router.state")
+
+T = TypeVar("T")
 
 _SQLITE_BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's write lock before failing
 _PING_TIMEOUT = 5.0
@@ -45,12 +45,60 @@ _EVENT_COLUMNS = (
     _t.c.enqueued_at, _t.c.available_at,
 )
 
+# Statements are built once, with bound parameters: each call only looks up the compiled form.
+_INSERT = sa.insert(_t)
+_CLAIMABLE = (
+    sa.select(_t.c.id)
+    .where(
+        _t.c.function == sa.bindparam("p_function"),
+        _t.c.available_at <= sa.bindparam("p_now"),
+        sa.or_(_t.c.lease_until.is_(None), _t.c.lease_until <= sa.bindparam("p_now")),
+    )
+    .order_by(_t.c.available_at, _t.c.id)
+    .limit(sa.bindparam("p_limit", type_=sa.Integer()))
+    .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+)
+_CLAIM = (
+    sa.update(_t).where(_t.c.id.in_(_CLAIMABLE)).values(lease_until=sa.bindparam("p_lease_until"))
+    .returning(*_EVENT_COLUMNS)
+)
+_COMPLETE = sa.delete(_t).where(_t.c.id == sa.bindparam("p_event_id"))
+_RETRY_LATER = (
+    sa.update(_t).where(_t.c.id == sa.bindparam("p_event_id"))
+    .values(lease_until=None, available_at=sa.bindparam("p_available_at"),
+            attempts=sa.bindparam("p_attempts"))
+)
+_RELEASE = sa.update(_t).where(_t.c.id == sa.bindparam("p_event_id")).values(lease_until=None)
+_RELEASE_MANY = (
+    sa.update(_t).where(_t.c.id.in_(sa.bindparam("p_event_ids", expanding=True))).values(lease_until=None)
+)
+_RELEASE_ALL = sa.update(_t).where(_t.c.lease_until.is_not(None)).values(lease_until=None)
+_DEPTH = (
+    sa.select(_t.c.function, sa.func.count()).where(_t.c.lease_until.is_(None)).group_by(_t.c.function)
+)
+# When an event is next claimable: the earliest unleased one (the claim index finds it at once) or the
+# earliest lease to run out (the partial index holds only leased rows), never a scan of the backlog.
+_unleased = (
+    sa.select(sa.func.min(_t.c.available_at).label("at"))
+    .where(_t.c.function == sa.bindparam("p_function"), _t.c.lease_until.is_(None))
+)
+_leased = (
+    sa.select(sa.func.min(sa.case(
+        (_t.c.lease_until > _t.c.available_at, _t.c.lease_until), else_=_t.c.available_at,
+    )).label("at"))
+    .where(_t.c.function == sa.bindparam("p_function"), _t.c.lease_until.is_not(None))
+)
+_either = sa.union_all(_unleased, _leased).subquery()
+_NEXT_AVAILABLE = sa.select(sa.func.min(_either.c.at))
+_PING = sa.text("SELECT 1")
+
 
 class StateStore:
     """Durable async event queue in SQLite or PostgreSQL; time is always passed in by the caller.
 
     ``open()`` connects, creates the tables and starts the group-commit writer; ``close()`` commits or
-    fails pending enqueues and disconnects. Safe for many concurrent callers in one event loop.
+    fails pending enqueues and disconnects. Safe for many concurrent callers in one event loop. On
+    SQLite every transaction runs whole in one thread that owns the connection (see ``runner``).
     """
 
     def __init__(
@@ -64,7 +112,7 @@ class StateStore:
             raise StateStoreError(f"{self._where}: a schema applies to PostgreSQL only")
         self._schema = schema
         self._close_timeout = close_timeout
-        self._engine: AsyncEngine | None = None
+        self._runner: Runner | None = None
         self._writer: GroupCommitWriter | None = None
 
     @classmethod
@@ -88,21 +136,23 @@ class StateStore:
 
     async def open(self) -> None:
         """Connect, create missing tables and start the writer; raises ``StateStoreError``."""
-        if self._engine is not None:
+        if self._runner is not None:
             return
-        engine = await self._create_engine()
+        runner = await self._create_runner()
+        schema, where = self._schema, self._where
         try:
-            async with engine.begin() as conn:
-                await create_tables(conn, schema=self._schema, where=self._where)
-        except BaseException as exc:  # also on cancellation: never leave the pool behind
-            await engine.dispose()
+            await runner.transact(lambda conn: create_tables(conn, schema=schema, where=where))
+        except BaseException as exc:  # also on cancellation: never leave the pool or thread behind
+            await runner.close()
             if isinstance(exc, Exception) and not isinstance(exc, StateStoreError):
                 raise StateStoreError(
                     f"{self._where}: cannot open ({describe(exc)}); {self._hint()}"
                 ) from exc
             raise
-        self._engine = engine
-        self._writer = GroupCommitWriter(engine, async_events, where=self._where)
+        self._runner = runner
+        self._writer = GroupCommitWriter(
+            lambda rows: runner.transact(lambda conn: conn.execute(_INSERT, rows)), where=self._where
+        )
         self._writer.start()
 
     async def close(self, *, grace: float | None = None) -> None:
@@ -111,22 +161,22 @@ class StateStore:
         Enqueues not committed within ``grace`` seconds (default: the store's ``close_timeout``) fail
         with ``StateStoreError``; no caller is left waiting.
         """
-        engine, self._engine = self._engine, None
+        runner, self._runner = self._runner, None
         writer, self._writer = self._writer, None
         try:
             if writer is not None:
                 await writer.stop(self._close_timeout if grace is None else grace)
         finally:
-            if engine is not None:
-                await engine.dispose()
+            if runner is not None:
+                await runner.close()
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query (for /readyz)."""
-        if self._engine is None:
+        if self._runner is None:
             return False
         try:
-            async with asyncio.timeout(_PING_TIMEOUT), self._engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+            async with asyncio.timeout(_PING_TIMEOUT):
+                await self._runner.transact(lambda conn: conn.execute(_PING).all())
         except Exception as exc:
             log.warning("%s: ping failed (%s)", self._where, describe(exc))
             return False
@@ -152,74 +202,49 @@ class StateStore:
         One UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING statement: on PostgreSQL the SELECT
         has FOR UPDATE SKIP LOCKED, so concurrent replicas never claim the same row; on SQLite the
         statement takes the database's single write lock when it starts (what BEGIN IMMEDIATE would do),
-        so two processes serialise instead of both reading the same rows.
+        so two processes serialise instead of both reading the same rows. On SQLite a claim whose caller
+        is cancelled after it started is handed back (its leases released) once it commits.
         """
         if limit <= 0:
             return []
-        claimable = (
-            sa.select(_t.c.id)
-            .where(
-                _t.c.function == function,
-                _t.c.available_at <= now,
-                sa.or_(_t.c.lease_until.is_(None), _t.c.lease_until <= now),
-            )
-            .order_by(_t.c.available_at, _t.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
-        )
-        stmt = (
-            sa.update(_t).where(_t.c.id.in_(claimable)).values(lease_until=now + lease)
-            .returning(*_EVENT_COLUMNS)
-        )
-        async with self._begin("claim") as conn:
-            rows = (await conn.execute(stmt)).all()
-        events = [
-            QueuedEvent(
-                id=int(r.id), function=r.function, request_id=r.request_id, payload=bytes(r.payload),
-                source=r.source, route=r.route, attempts=int(r.attempts),
-                enqueued_at=float(r.enqueued_at), available_at=float(r.available_at),
-            )
-            for r in rows
-        ]
+        params = {"p_function": function, "p_now": now, "p_limit": limit, "p_lease_until": now + lease}
+
+        def claim(conn: sa.Connection) -> list[QueuedEvent]:
+            return [
+                QueuedEvent(
+                    id=int(r.id), function=r.function, request_id=r.request_id, payload=bytes(r.payload),
+                    source=r.source, route=r.route, attempts=int(r.attempts),
+                    enqueued_at=float(r.enqueued_at), available_at=float(r.available_at),
+                )
+                for r in conn.execute(_CLAIM, params)
+            ]
+
+        events = await self._transact("claim", claim, undo=_release_claimed)
         events.sort(key=lambda e: (e.available_at, e.id))  # RETURNING has no defined order
         return events
 
     async def complete(self, event_id: int) -> None:
         """Delete a delivered (or dead-lettered) event."""
-        async with self._begin("complete") as conn:
-            await conn.execute(sa.delete(_t).where(_t.c.id == event_id))
+        await self._transact("complete", lambda conn: conn.execute(_COMPLETE, {"p_event_id": event_id}))
 
     async def retry_later(self, event_id: int, *, available_at: float, attempts: int) -> None:
         """Unlease an event and make it claimable again at ``available_at`` with ``attempts`` recorded."""
-        async with self._begin("retry") as conn:
-            await conn.execute(
-                sa.update(_t).where(_t.c.id == event_id)
-                .values(lease_until=None, available_at=available_at, attempts=attempts)
-            )
+        params = {"p_event_id": event_id, "p_available_at": available_at, "p_attempts": attempts}
+        await self._transact("retry", lambda conn: conn.execute(_RETRY_LATER, params))
 
     async def release(self, event_id: int) -> None:
         """Unlease an event without counting an attempt (handed back on shutdown)."""
-        async with self._begin("release") as conn:
-            await conn.execute(sa.update(_t).where(_t.c.id == event_id).values(lease_until=None))
+        await self._transact("release", lambda conn: conn.execute(_RELEASE, {"p_event_id": event_id}))
 
     async def release_all_leases(self) -> int:
         """Unlease every event; returns how many were leased. For the start of a single SQLite replica."""
-        async with self._begin("release leases") as conn:
-            result = await conn.execute(
-                sa.update(_t).where(_t.c.lease_until.is_not(None)).values(lease_until=None)
-            )
-        return int(result.rowcount)
+        return await self._transact("release leases", lambda conn: int(conn.execute(_RELEASE_ALL).rowcount))
 
     async def depth(self) -> dict[str, int]:
         """Unleased events per function; functions with none are absent."""
-        stmt = (
-            sa.select(_t.c.function, sa.func.count())
-            .where(_t.c.lease_until.is_(None))
-            .group_by(_t.c.function)
+        return await self._transact(
+            "depth", lambda conn: {function: int(count) for function, count in conn.execute(_DEPTH)}
         )
-        async with self._begin("depth") as conn:
-            rows = (await conn.execute(stmt)).all()
-        return {function: int(count) for function, count in rows}
 
     async def next_available_at(self, function: str) -> float | None:
         """When an event of ``function`` is next claimable; None when it has none.
@@ -227,26 +252,20 @@ class StateStore:
         An unleased event is claimable at its ``available_at``; a leased one when its lease runs out (a
         crashed replica's events come back then), so a worker that sleeps until this time misses none.
         """
-        claimable_at = sa.case(
-            (_t.c.lease_until.is_(None), _t.c.available_at),
-            (_t.c.lease_until > _t.c.available_at, _t.c.lease_until),
-            else_=_t.c.available_at,
+        value = await self._transact(
+            "next available",
+            lambda conn: conn.execute(_NEXT_AVAILABLE, {"p_function": function}).scalar_one_or_none(),
         )
-        stmt = sa.select(sa.func.min(claimable_at)).where(_t.c.function == function)
-        async with self._begin("next available") as conn:
-            value = (await conn.execute(stmt)).scalar_one_or_none()
         return None if value is None else float(value)
 
-    # --- internals ------------------------------------------------------------------------------------
+# --- internals ------------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _begin(self, what: str) -> AsyncIterator[AsyncConnection]:
-        """A connection in a transaction; database errors become ``StateStoreError``."""
-        if self._engine is None:
+    async def _transact(self, what: str, fn: Transaction[T], *, undo: Undo[T] | None = None) -> T:
+        """Run ``fn`` in one transaction; database errors become ``StateStoreError``."""
+        if self._runner is None:
             raise StateStoreError(f"{self._where}: {what}: the store is not open")
         try:
-            async with self._engine.begin() as conn:
-                yield conn
+            return await self._runner.transact(fn, undo=undo)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise StateStoreError(f"{self._where}: {what}: {describe(exc)}") from exc
 
@@ -255,25 +274,32 @@ class StateStore:
             return f"check that {self._url.database} is a writable SQLite database"
         return "check that PostgreSQL is running and the URL's host, port, user and database are right"
 
-    async def _create_engine(self) -> AsyncEngine:
+    async def _create_runner(self) -> Runner:
         options: dict[str, Any] = {"hide_parameters": True}  # errors never echo event payloads
-        if self._dialect == SQLITE:
-            path = Path(self._url.database or "")
-            try:
-                await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StateStoreError(
-                    f"{self._where}: cannot create directory {path.parent} ({describe(exc)})"
-                ) from exc
-            options["connect_args"] = {"timeout": _SQLITE_BUSY_TIMEOUT}
-        else:
-            options["pool_size"] = 10
         if self._schema is not None:
             options["execution_options"] = {"schema_translate_map": {None: self._schema}}
-        engine = create_async_engine(self._url, **options)
-        if self._dialect == SQLITE:
-            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
+        if self._dialect != SQLITE:
+            return AsyncEngineRunner(self._url, pool_size=10, **options)
+        path = Path(self._url.database or "")
+        try:
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateStoreError(
+                f"{self._where}: cannot create directory {path.parent} ({describe(exc)})"
+            ) from exc
+        runner = SqliteRunner(
+            self._url, where=self._where, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT}, **options
+        )
+        sa.event.listen(runner.engine, "connect", _sqlite_pragmas)
+        return runner
+
+
+def _release_claimed(events: list[QueuedEvent]) -> Transaction[object] | None:
+    """The transaction that hands back a claim whose caller went away (``undo`` of ``claim``)."""
+    if not events:
+        return None
+    ids = [e.id for e in events]
+    return lambda conn: conn.execute(_RELEASE_MANY, {"p_event_ids": ids})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

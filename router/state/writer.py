@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from router.errors import StateStoreError
 from router.state.errors import describe
@@ -22,20 +20,22 @@ class _Pending:
     future: asyncio.Future[None]
 
 
-class GroupCommitWriter:
-    """Insert rows into ``table`` in batches; ``submit`` returns once its row is committed.
+Write = Callable[[list[dict[str, Any]]], Awaitable[object]]
+"""Inserts the rows in one transaction (one ``executemany``); committed when it returns."""
 
-    The writer task drains the bounded queue into one ``executemany`` per transaction, so N concurrent
+
+class GroupCommitWriter:
+    """Insert rows in batches with ``write``; ``submit`` returns once its row is committed.
+
+    The writer task drains the bounded queue into one ``write`` (one transaction) per batch, so N concurrent
     callers cost about one commit, not N. A caller cancelled while waiting does not withdraw its row:
     once queued, a row is written whole or not at all (at-least-once; the caller saw no acknowledgement).
     """
 
     def __init__(
-        self, engine: AsyncEngine, table: sa.Table, *, where: str, max_pending: int = 2048,
-        max_batch: int = 512,
+        self, write: Write, *, where: str, max_pending: int = 2048, max_batch: int = 512,
     ) -> None:
-        self._engine = engine
-        self._insert = sa.insert(table)
+        self._write = write
         self._where = where
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_pending)
@@ -93,8 +93,7 @@ class GroupCommitWriter:
                         break
                 error: StateStoreError | None = None
                 try:
-                    async with self._engine.begin() as conn:
-                        await conn.execute(self._insert, [p.row for p in batch])
+                    await self._write([p.row for p in batch])
                 except Exception as exc:
                     error = StateStoreError(f"{self._where}: could not write events ({describe(exc)})")
                     log.error("%s: could not write %d event(s) (%s)", self._where, len(batch), describe(exc))

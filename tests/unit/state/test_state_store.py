@@ -291,10 +291,10 @@ async def test_closed_store_refuses_work(store: StateStore) -> None:
 
 async def test_open_refuses_a_database_written_by_a_newer_router(new_store: StoreFactory) -> None:
     first = await new_store()
-    async with first._begin("test") as conn:  # what a future version would leave behind
-        from router.state.schema import meta
+    from router.state.schema import meta
 
-        await conn.execute(meta.update().values(value="999"))
+    # What a future version would leave behind.
+    await first._transact("test", lambda conn: conn.execute(meta.update().values(value="999")))
 
     with pytest.raises(StateStoreError, match=r"schema version 999 is newer than this router understands"):
         await new_store()
