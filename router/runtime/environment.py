@@ -32,7 +32,7 @@ from typing import Any
 from router.core.invocation import Invocation, Result
 from router.runtime import results
 from router.runtime.api import NO_INIT_ERROR, PendingEvent, Reply, ReplyKind, RuntimeApiServer, RuntimeChannel
-from router.runtime.launch import LaunchSpec, with_parent_death_signal
+from router.runtime.launch import RLIMIT_AS_VAR, LaunchSpec, with_parent_death_signal
 from router.runtime.memory import CgroupV2, ProcStatus, rlimit_preexec
 
 log = logging.getLogger("router.runtime")
@@ -156,13 +156,15 @@ class Environment:
             runtime_api=channel.address, scratch=self._scratch,
             init_type="provisioned-concurrency" if self.provisioned else "on-demand",
         )
-        preexec = rlimit_preexec(self.spec.memory)
+        preexec: Callable[[], None] | None = (
+            None if self.spec.self_limits else with_parent_death_signal(rlimit_preexec(self.spec.memory)))
         if self._cgroup is not None:
             try:
                 self._cgroup_dir = await asyncio.to_thread(
                     self._cgroup.create, f"router-{self.spec.function}-{os.path.basename(self._scratch)}",
                     self.spec.memory)
-                preexec = CgroupV2.preexec(self._cgroup_dir)
+                preexec = with_parent_death_signal(CgroupV2.preexec(self._cgroup_dir))
+                env.pop(RLIMIT_AS_VAR, None)  # the cgroup limits memory instead
             except OSError as exc:
                 log.warning("function '%s': cgroup unavailable, using RLIMIT_AS, got %s",
                             self.spec.function, exc, extra=self._extra)
@@ -174,7 +176,7 @@ class Environment:
             self._lines = None
 
     async def _start(
-        self, request_id: str, time_limit: float, env: dict[str, str], preexec: Callable[[], None],
+        self, request_id: str, time_limit: float, env: dict[str, str], preexec: Callable[[], None] | None,
         init_lines: collections.deque[str],
     ) -> Result | None:
         started = self._loop.time()
@@ -183,7 +185,7 @@ class Environment:
                 lambda: _WorkerProtocol(self), *self.spec.argv,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, cwd=self.spec.cwd, env=env,
-                start_new_session=True, preexec_fn=with_parent_death_signal(preexec),
+                start_new_session=True, preexec_fn=preexec,
             )
         except OSError as exc:
             self._exit.set_result(None)

@@ -15,12 +15,17 @@ from pathlib import Path
 
 from router.config.models import AwsConfig, FunctionConfig
 from router.errors import EnvironmentError_
+from router.runtime.memory import address_space_limit
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 PYTHON_BOOTSTRAP = BOOTSTRAP_DIR / "python_bootstrap.py"
 
 # The router's own AWS credentials reach the function (as Lambda's execution role would); nothing else
 # of the router's environment does.
+RLIMIT_AS_VAR = "_ROUTER_RLIMIT_AS"
+PARENT_PID_VAR = "_ROUTER_PARENT_PID"
+"""Read (and removed from the environment) by the Python bootstrap before anything else runs."""
+
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -34,10 +39,17 @@ class LaunchSpec:
     cwd: str
     env: dict[str, str]
     memory: int  # MB
+    # The router's own bootstrap applies the memory limit and the parent-death signal itself (see
+    # SELF_LIMIT_VARS): then the worker is spawned without a preexec_fn, which lets Python use vfork
+    # (~0.5 ms of event loop) instead of fork (~8 ms for a router of ~75 MB).
+    self_limits: bool = False
 
     def environment(self, *, runtime_api: str, scratch: str, init_type: str) -> dict[str, str]:
         """The full environment of one worker process."""
         env = dict(self.env)
+        if self.self_limits:
+            env[RLIMIT_AS_VAR] = str(address_space_limit(self.memory))
+            env[PARENT_PID_VAR] = str(os.getpid())
         env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
         env["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
         env["AWS_LAMBDA_LOG_STREAM_NAME"] = log_stream_name()
@@ -121,7 +133,8 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     for key in ("AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_STREAM_NAME",
                 "TMPDIR", "HOME"):
         env.pop(key, None)  # set per environment
-    return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory)
+    return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory,
+                      self_limits=runtime != "provided")
 
 
 def _load_prctl() -> Callable[[int, int], int] | None:

@@ -29,9 +29,14 @@ _CGROUP_ROOT = Path("/sys/fs/cgroup")
 log = logging.getLogger("router.runtime")
 
 
+def address_space_limit(memory_mb: int) -> int:
+    """RLIMIT_AS of a worker of a function of ``memory_mb``: memory + headroom, in bytes."""
+    return (memory_mb + HEADROOM_MB) * 1024 * 1024
+
+
 def rlimit_preexec(memory_mb: int) -> Callable[[], None]:
     """A ``preexec_fn`` that caps the worker's address space at memory + headroom."""
-    limit = (memory_mb + HEADROOM_MB) * 1024 * 1024
+    limit = address_space_limit(memory_mb)
 
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -396,7 +396,34 @@ def _handle(client, request_handler, headers, body):
         client.post_response(request_id, payload)
 
 
+def _apply_router_limits():
+    """Limits the router asks its own bootstrap to set on itself, before any user code runs.
+
+    The router spawns this worker without a ``preexec_fn`` (so Python can vfork), and hands over:
+    ``_ROUTER_RLIMIT_AS`` (the memory limit as an address-space cap, in bytes) and
+    ``_ROUTER_PARENT_PID`` (die with the router: PR_SET_PDEATHSIG, then a check that the router did
+    not die before that took effect). Both are removed from the environment the handler sees.
+    """
+    limit = os.environ.pop("_ROUTER_RLIMIT_AS", None)
+    parent = os.environ.pop("_ROUTER_PARENT_PID", None)
+    if limit:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+    if parent:
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # not Linux: the lost Runtime API connection ends us
+            pass
+        if os.getppid() != int(parent):
+            os._exit(1)  # the router died before the signal was armed
+
+
 def main():
+    _apply_router_limits()
     client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     task_root = os.environ.get("LAMBDA_TASK_ROOT")
     if task_root and task_root not in sys.path:
