@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -52,6 +53,10 @@ def select(filters: list[str]) -> set[str]:
 
 
 async def run_all(ctx: Ctx) -> list[Row]:
+    # SIGTERM stops the run like Ctrl-C does: the current scenario is cancelled and its servers stopped.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     rows: list[Row] = []
     done: set[int] = set()
     for sid in sorted(ctx.selected):
@@ -104,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx.notes.append(WRK_MISSING)
     try:
         rows = asyncio.run(run_all(ctx))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("bench/run.py: interrupted; servers stopped", file=sys.stderr)
+        return 130
     finally:
         if args.keep:
             print(f"scratch dir kept: {tmp}", file=sys.stderr)

@@ -9,6 +9,7 @@ Baseline: bench/servers/bare_accept.py, one aiosqlite INSERT + COMMIT per reques
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 
@@ -27,22 +28,42 @@ async def _count(session: aiohttp.ClientSession, url: str) -> float:
         return float(await r.text())
 
 
-async def _drain(session: aiohttp.ClientSession, base: str, within: float) -> tuple[bool, float | None]:
-    """Wait until the router invoked ``sink`` for every event it received. Returns whether it did, and
-    the delivery rate (events/s) over the wait when at least 100 events were still queued at its start."""
-    t0 = time.monotonic()
-    done0: float | None = None
-    backlog = 0.0
-    while time.monotonic() - t0 < within:
-        received = await metric_sum(session, base, "router_async_events_received_total", function="sink")
-        done = await metric_sum(session, base, "router_invocations_total", function="sink")
-        if done0 is None:
-            done0, backlog = done, received - done
-        if done >= received:
-            elapsed = time.monotonic() - t0
-            return True, (done - done0) / elapsed if backlog >= 100 and elapsed > 0 else None
-        await asyncio.sleep(0.2)  # polling interval for a progress counter
-    return False, None
+class Progress:
+    """Samples (time, received, delivered) of the router's ``sink`` counters every 0.25 s while a round
+    runs, to see when accepting ended, when delivery caught up, and the delivery rate in between."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session, self.base = session, base
+        self.samples: list[tuple[float, float, float]] = []
+        self.caught_up = asyncio.Event()
+        self.expect = float("inf")  # received count to reach; set once the load run knows its answers
+
+    async def sample(self) -> tuple[float, float]:
+        received = await metric_sum(self.session, self.base, "router_async_events_received_total",
+                                    function="sink")
+        done = await metric_sum(self.session, self.base, "router_invocations_total", function="sink")
+        return received, done
+
+    async def poll(self, stop: asyncio.Event) -> None:
+        """Sample until ``stop``; ``caught_up`` is set once ``expect`` events were received and run."""
+        while not stop.is_set():
+            received, done = await self.sample()
+            self.samples.append((time.monotonic(), received, done))
+            if received >= self.expect and done >= received:
+                self.caught_up.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)  # sampling interval
+
+    def delivery_rate(self) -> float | None:
+        """Events/s delivered between the end of accepting and catching up, when >= 100 were left."""
+        if not self.samples:
+            return None
+        final = self.samples[-1][1]
+        t_accepted, done_then = next((t, d) for t, r, d in self.samples if r >= final)
+        t_done = next((t for t, r, d in self.samples if d >= final), None)
+        if t_done is None or final - done_then < 100 or t_done <= t_accepted:
+            return None
+        return (final - done_then) / (t_done - t_accepted)
 
 
 async def run(ctx: Ctx) -> list[Row]:
@@ -61,22 +82,30 @@ async def run(ctx: Ctx) -> list[Row]:
         aiohttp.ClientSession() as session,
     ):
         for _ in range(rounds):
-            before = await metric_sum(session, rbase, "router_async_events_received_total", function="sink")
+            before, _ = await Progress(session, rbase).sample()
+            progress = Progress(session, rbase)
+            stop = asyncio.Event()
             c0 = cpu_seconds([rproc.pid])
-            res = await run_load(rbase + "/accept", connections=conns, seconds=cap, method="POST", body=BODY,
-                                 limit=n)
-            after = await metric_sum(session, rbase, "router_async_events_received_total", function="sink")
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(progress.poll(stop))
+                res = await run_load(rbase + "/accept", connections=conns, seconds=cap, method="POST",
+                                     body=BODY, limit=n)
+                ok = res.requests - res.errors
+                progress.expect = before + ok
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(progress.caught_up.wait(), 120.0)
+                stop.set()
             router_res.append(res)
-            ok = res.requests - res.errors
+            after = progress.samples[-1][1] if progress.samples else before
             if after - before < ok:
                 notes.append(f"router answered {ok} events but counted {after - before:.0f} as persisted")
-            drained, rate = await _drain(session, rbase, within=120.0)
-            if not drained:
+            if not progress.caught_up.is_set():
                 notes.append("router backlog not delivered within 120 s; next round not idle")
+            else:
+                router_cpu.append((cpu_seconds([rproc.pid]) - c0) / max(ok, 1) * 1e6)
+            rate = progress.delivery_rate()
             if rate is not None:
                 rates.append(rate)
-            if drained:
-                router_cpu.append((cpu_seconds([rproc.pid]) - c0) / max(ok, 1) * 1e6)
 
             before = await _count(session, bbase + "/count")
             res = await run_load(bbase + "/accept", connections=conns, seconds=cap, method="POST", body=BODY,

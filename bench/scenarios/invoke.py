@@ -6,19 +6,21 @@ Baselines: the bare Runtime API of bench/servers/bare_runtime.py (a queue and a 
   - awslambdaric (the official Python runtime interface client),
 and, for cold starts, ``python -c`` importing the handler and printing its result.
 
-Router-side overhead (scenario 3) = p50 of LocalInvoker.invoke with runtime ``provided`` running the *bare*
-bootstrap, minus p50 of the bare API with the same bare bootstrap: same worker code, same handler, so
-the difference is what the router's server side (invoker, pool, Runtime API server) adds.
+Warm targets stay up side by side and are sampled in interleaved chunks. Router-side overhead
+(scenario 3) = p50 of LocalInvoker.invoke with runtime ``provided`` running the *bare* bootstrap, minus
+p50 of the bare API with the same bare bootstrap: same worker code, same handler, so the difference is
+what the router's server side (invoker, pool, Runtime API server) adds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,28 +40,40 @@ def _pct(samples: list[float], q: int) -> float:
 
 
 class Samples(list[float]):
-    """Seconds per call, plus CPU per call (us) of this process (the server side) and of its children
-    (the worker)."""
+    """Seconds per call, plus CPU per call (us) of the bench process (the API server side) and of the
+    worker process."""
 
     cpu_server_us: float = 0.0
     cpu_worker_us: float = 0.0
 
 
-async def _timed(call: Callable[[], Awaitable[Any]], n: int, budget: float) -> Samples:
-    """``n`` calls one at a time, stopping early when ``budget`` seconds are used."""
-    out = Samples()
+Call = Callable[[], Awaitable[Any]]
+Target = tuple[Call, Callable[[], list[int]]]
+"""One invocation of a warm target, and the pids of its worker."""
+
+
+async def interleaved(targets: dict[str, Target], n: int, budget: float, chunk: int = 100
+                      ) -> dict[str, Samples]:
+    """``n`` calls of each target one at a time, in interleaved chunks (a, b, c, a, b, c, ...), so a
+    slow moment of the machine hits every target alike; stops early when ``budget`` seconds are used."""
+    out = {k: Samples() for k in targets}
+    server = {k: 0.0 for k in targets}
+    worker = {k: 0.0 for k in targets}
     me = os.getpid()
-    kids = descendants(me)
-    s0, w0 = cpu_seconds([me]), cpu_seconds(kids)
     deadline = time.monotonic() + budget
-    for _ in range(n):
-        t0 = time.perf_counter()
-        await call()
-        out.append(time.perf_counter() - t0)
-        if time.monotonic() > deadline:
-            break
-    out.cpu_server_us = (cpu_seconds([me]) - s0) / len(out) * 1e6
-    out.cpu_worker_us = (cpu_seconds(kids) - w0) / len(out) * 1e6
+    while min(len(v) for v in out.values()) < n and time.monotonic() < deadline:
+        for name, (call, pids) in targets.items():
+            wpids = pids()
+            s0, w0 = cpu_seconds([me]), cpu_seconds(wpids)
+            for _ in range(chunk):
+                t0 = time.perf_counter()
+                await call()
+                out[name].append(time.perf_counter() - t0)
+            server[name] += cpu_seconds([me]) - s0
+            worker[name] += cpu_seconds(wpids) - w0
+    for name, samples in out.items():
+        samples.cpu_server_us = server[name] / len(samples) * 1e6
+        samples.cpu_worker_us = worker[name] / len(samples) * 1e6
     return out
 
 
@@ -102,29 +116,54 @@ async def _invoke_ok(invoker: Any, name: str) -> None:
         raise RuntimeError(f"{name}: invocation failed: {result.payload[:300]!r}")
 
 
-async def _router_warm(side: RouterSide, name: str, code: Path, runtime: str, n: int, budget: float
-                       ) -> Samples:
+@contextlib.asynccontextmanager
+async def router_target(side: RouterSide, name: str, code: Path, runtime: str) -> AsyncIterator[Target]:
+    """A warm LocalInvoker (50 calls made) and its environment's pids."""
+    before = set(descendants(os.getpid()))
     inv = side.invoker(name, code, runtime)
     await inv.start()
     try:
         for _ in range(50):
             await _invoke_ok(inv, name)
-        return await _timed(lambda: _invoke_ok(inv, name), n, budget)
+        pids = [p for p in descendants(os.getpid()) if p not in before]
+        yield (lambda: _invoke_ok(inv, name)), (lambda: pids)
     finally:
         await inv.close()
 
 
-async def _bare_warm(argv: list[str], n: int, budget: float) -> Samples:
+@contextlib.asynccontextmanager
+async def bare_target(argv: list[str]) -> AsyncIterator[Target]:
+    """A bare Runtime API with one warm worker (50 calls made)."""
     api = BareRuntimeApi()
     await api.start()
     worker = await api.spawn(argv, OK_CODE)
     try:
         for _ in range(50):
             await api.invoke(PAYLOAD)
-        return await _timed(lambda: api.invoke(PAYLOAD), n, budget)
+        yield (lambda: api.invoke(PAYLOAD)), (lambda: [worker.pid])
     finally:
         await worker.stop()
         await api.close()
+
+
+async def warm_samples(ctx: Ctx, side: RouterSide | None, n: int, budget: float) -> dict[str, Samples]:
+    """Interleaved samples of every warm target that starts; a target that fails is left out (noted)."""
+    prov = provided_code_dir(ctx.tmp)
+    makers: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[Target]]] = {
+        "bare": lambda: bare_target(BARE_ARGV),
+        "ric": lambda: bare_target(RIC_ARGV),
+    }
+    if side is not None:
+        makers["router_py"] = lambda: router_target(side, "warm", OK_CODE, "python3.11")
+        makers["router_prov"] = lambda: router_target(side, "warmprov", prov, "provided")
+    async with contextlib.AsyncExitStack() as stack:
+        targets: dict[str, Target] = {}
+        for name, make in makers.items():
+            try:
+                targets[name] = await stack.enter_async_context(make())
+            except Exception as exc:
+                ctx.notes.append(f"3 {name}: could not start: {type(exc).__name__}: {str(exc)[:300]}")
+        return await interleaved(targets, n, budget)
 
 
 async def _router_cold(side: RouterSide, code: Path, n: int) -> list[float]:
@@ -171,9 +210,14 @@ async def _python_c_cold(n: int) -> list[float]:
             PYTHON, "-c", code, str(OK_CODE), stdout=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL)
         assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 10)
-        out.append(time.perf_counter() - t0)
-        await proc.wait()
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 10)
+            out.append(time.perf_counter() - t0)
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()
         if b"statusCode" not in line:
             raise RuntimeError(f"python -c baseline: unexpected output {line!r}")
     return out
@@ -205,7 +249,7 @@ def _ms(samples: list[float] | None) -> float | None:
 
 
 async def run(ctx: Ctx) -> list[Row]:
-    n, budget, cold_n = (500, 5.0, 5) if ctx.quick else (3000, 20.0, 20)
+    n, budget, cold_n = (500, 10.0, 5) if ctx.quick else (3000, 40.0, 20)
     rows: list[Row] = []
     try:
         from router.metrics import Metrics
@@ -219,17 +263,12 @@ async def run(ctx: Ctx) -> list[Row]:
     try:
         if ctx.wants("3"):
             ctx.say(f"3: warm invocations, {n} each, one at a time")
-            prov = provided_code_dir(ctx.tmp)
-            r_py = r_prov = None
-            if side is not None:
-                r_py = await _guard(ctx, "3 router python3.11",
-                                    _router_warm(side, "warm", OK_CODE, "python3.11", n, budget))
-                r_prov = await _guard(ctx, "3 router provided+bare bootstrap",
-                                      _router_warm(side, "warmprov", prov, "provided", n, budget))
-            b_bare = await _guard(ctx, "3 bare bootstrap", _bare_warm(BARE_ARGV, n, budget))
-            b_ric = await _guard(ctx, "3 awslambdaric", _bare_warm(RIC_ARGV, n, budget))
+            got = await warm_samples(ctx, side, n, budget)
+            r_py, r_prov = got.get("router_py"), got.get("router_prov")
+            b_bare, b_ric = got.get("bare"), got.get("ric")
             s = "3 warm invoke"
-            overhead = (_us(r_prov) - _us(b_bare)) if r_prov and b_bare else None  # type: ignore[operator]
+            p_prov, p_bare = _us(r_prov), _us(b_bare)
+            overhead = p_prov - p_bare if p_prov is not None and p_bare is not None else None
             rows += [
                 Row(s, "router-side overhead p50", "us", overhead, auto_ratio=False, target="<= 300 us",
                     ok=at_most(overhead, 300),
