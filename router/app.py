@@ -51,7 +51,9 @@ def build_invoker(
         from router.invokers.http import HttpInvoker
 
         return HttpInvoker(name, fn, session=http_session)
-    raise ConfigError([f"functions.{name}.lambda: 'lambda' functions are not supported yet"])
+    from router.invokers.lambda_ import LambdaInvoker
+
+    return LambdaInvoker(name, fn, aws=config.aws)
 
 
 def check_runnable(config: RouterConfig) -> None:
@@ -64,11 +66,9 @@ def check_runnable(config: RouterConfig) -> None:
                 "is not supported yet; use webhook or schedule"
             )
     for name, fn in config.functions.items():
-        if fn.kind == "lambda":
-            problems.append(f"functions.{name}.lambda: 'lambda' functions are not supported yet")
         for which in ("on_success", "on_failure"):
             dest = getattr(fn.async_, which)
-            if dest is not None and dest.type in ("sqs", "amqp"):
+            if dest is not None and dest.type == "amqp":
                 problems.append(
                     f"functions.{name}.async.{which}.type: destination type '{dest.type}' "
                     "is not supported yet; use file, http or function"
@@ -91,6 +91,7 @@ class Router:
         from router.http.server import HttpContext, Readiness, build_app, build_metrics_app
         from router.runtime.api import RuntimeApiServer
         from router.sources.schedule import ScheduleSource
+        from router.sources.sqs import SqsSource
         from router.state.replica_lock import ReplicaLock
         from router.state.store import StateStore
         from router.state.url import engine_url, redact
@@ -116,6 +117,7 @@ class Router:
         invokers: dict[str, Invoker] = {}
         runners: list[web.AppRunner] = []
         schedule: ScheduleSource | None = None
+        pollers: list[SqsSource] = []
         dispatcher: Dispatcher | None = None
         try:
             if replica_lock is not None:
@@ -156,6 +158,12 @@ class Router:
                     dispatcher, self.metrics, config.aws, close_timeout=server.shutdown_timeout,
                 )
                 await schedule.start()
+                for route in config.routes:
+                    if route.source.type == "sqs":
+                        poller = SqsSource(route, dispatcher=dispatcher, metrics=self.metrics,
+                                           readiness=readiness, aws=config.aws)
+                        pollers.append(poller)
+                        tg.create_task(poller.run(), name=f"sqs:{route.name}")
                 readiness.set_started()
                 log.info(
                     "router %s listening on http://%s:%d (%d functions, %d routes)",
@@ -168,6 +176,7 @@ class Router:
                 readiness.begin_shutdown()
                 await schedule.close()
                 schedule = None
+                await asyncio.gather(*(p.stop(server.shutdown_timeout) for p in pollers))
                 # Stops listening, then waits up to shutdown_timeout for in-flight HTTP requests.
                 await runners.pop(0).cleanup()
                 await dispatcher.drain(server.shutdown_timeout)

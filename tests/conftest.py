@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -50,3 +51,88 @@ def postgres_dsn() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+# --- moto_server (AWS APIs) ---------------------------------------------------------------------------
+
+MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def _moto_answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/moto-api/", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a ``moto_server`` (SQS, Kinesis, DynamoDB, Lambda APIs) started for the test session on a
+    free loopback port. Sets dummy AWS credentials in the environment when none are set. Tests keep
+    apart by using unique resource names; ``moto_reset(url)`` clears everything.
+
+    Skips when moto_server cannot start, except under ``CI=true`` where that fails the test.
+    """
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("moto_server")
+    command = str(exe) if exe.exists() else shutil.which("moto_server")
+    problem = None
+    proc = None
+    url = ""
+    if command is None:
+        problem = "moto_server not found; pip install 'moto[server]'"
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen([command, "-H", "127.0.0.1", "-p", str(port)],
+                                    stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not _moto_answers(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                problem = f"moto_server did not start: {log_path.read_text(errors='replace')[-500:]}"
+                break
+            time.sleep(0.05)
+    if problem is not None:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    assert proc is not None
+    saved = {k: os.environ.get(k) for k in MOTO_CREDENTIALS}
+    for key, value in MOTO_CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield url
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def moto_reset(url: str) -> None:
+    """Clear every resource of the moto server at ``url``."""
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset", method="POST"), timeout=10):
+        pass

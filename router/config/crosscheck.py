@@ -1,5 +1,5 @@
 """Checks across the config that one model cannot make alone: names that refer to other entries,
-duplicates, cron expressions, time zones and code directories.
+duplicates, cron expressions, time zones, code directories and event filter patterns.
 
 They read the parsed data (not the validated models) so that they run, and report, even when model
 validation found other problems; each check skips values of the wrong type (validation reports those).
@@ -14,7 +14,10 @@ from typing import Any
 from router.config.cron import CronError, cron_trigger, zone
 from router.config.problems import Loc, Problem, format_loc, suggestion
 from router.config.yaml_source import Document
+from router.filters import check_filters
 
+_UNFILTERED_SOURCES = ("webhook", "schedule")
+"""Lambda filters only event source mappings; a webhook or schedule event is taken or refused whole."""
 _PATH_PARAM = re.compile(r"\{[^}]*\}")
 
 
@@ -30,6 +33,7 @@ def cross_check(doc: Document, config_dir: Path) -> list[Problem]:
     problems += _route_names(doc, routes)
     problems += _webhook_paths(doc, routes)
     problems += _schedules(doc, routes)
+    problems += _filters(doc, routes)
     if isinstance(functions, dict):
         problems += _code_dirs(doc, functions, config_dir)
     return problems
@@ -151,6 +155,29 @@ def _schedules(doc: Document, routes: list[Any]) -> list[Problem]:
                 cron_trigger(cron, tz if tz_ok and isinstance(tz, str) else "UTC")
             except CronError as exc:
                 out.append(_at(doc, (*base, "cron"), str(exc)))
+    return out
+
+
+def _filters(doc: Document, routes: list[Any]) -> list[Problem]:
+    out: list[Problem] = []
+    for i, route in enumerate(routes):
+        patterns = route.get("filters") if isinstance(route, dict) else None
+        if not isinstance(patterns, list):
+            continue
+        source = route.get("source")
+        kind = source.get("type") if isinstance(source, dict) else None
+        if patterns and kind in _UNFILTERED_SOURCES:
+            loc0: Loc = ("routes", i, "filters")
+            out.append(Problem(doc.position(loc0), format_loc(loc0),
+                               f"filters apply to polled sources (sqs, kinesis, dynamodb_stream, amqp), "
+                               f"not to {kind} routes; remove them or check the event in the function"))
+            continue
+        for exc in check_filters(patterns):
+            loc: Loc = ("routes", i, "filters", exc.index, *exc.path)
+            message = exc.message
+            if doc.origins_under(loc):  # the message may quote a value from the environment
+                message = f"invalid filter pattern ({doc.origins_under(loc)[0].describe()})"
+            out.append(Problem(doc.position(loc), format_loc(loc), message))
     return out
 
 

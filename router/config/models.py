@@ -334,7 +334,7 @@ SourceConfig = Annotated[
 ]
 
 # Source types whose runtime comes in a later issue: accepted by the schema, refused at start-up.
-NOT_YET_RUNNABLE = {"sqs", "kinesis", "dynamodb_stream", "amqp"}
+NOT_YET_RUNNABLE = {"kinesis", "dynamodb_stream", "amqp"}
 
 
 class RouteConfig(Model):

@@ -52,6 +52,10 @@ def build_destinations(
                     f"; {hint}" if hint else ""))
                 return None
             return FunctionDestination(cfg.function, submit)
+        if cfg.type == "sqs":
+            from router.destinations.sqs import SqsDestination
+
+            return SqsDestination(cfg.queue_url, aws=config.aws)
         problems.append(
             f"{where}.type: destination type {cfg.type!r} is not supported yet; use file, http or function"
         )

@@ -1,8 +1,8 @@
 """The Lambda Runtime API server: one per router process, one listening port per execution environment.
 
-Every environment gets a ``RuntimeChannel`` with its own loopback port (``AWS_LAMBDA_RUNTIME_API``).
-All channels share one aiohttp ``AppRunner``; each channel is a ``SockSite`` on its own socket, and a
-request finds its channel by the local port of its connection. Events are handed to one channel, never
+Every environment gets a ``RuntimeChannel`` with its own loopback port (``AWS_LAMBDA_RUNTIME_API``),
+served by the lean HTTP/1.1 transport of ``router.runtime.http11`` (one listener per channel, so a
+request's channel is known from its connection). Events are handed to one channel, never
 to a shared queue, so a worker that dies cannot take an event meant for another: its pending
 ``/invocation/next`` only ever sees its own environment's events, and the environment turns the death of
 its process into the invocation's result.
@@ -19,19 +19,24 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import select
 import socket
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
+from urllib.parse import unquote
 
-from aiohttp import web
+from router.runtime.http11 import Connection, Listener, Request
 
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 """Largest function response (and error) body, as Lambda's synchronous limit."""
 
 _PREFIX = "/2018-06-01/runtime"
-_ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 _ACCEPTED = b'{"status":"OK"}'
+_JSON = "Content-Type: application/json\r\n"
+_NEXT = (_PREFIX + "/invocation/next").encode()
+_INVOCATION = (_PREFIX + "/invocation/").encode()
+_INIT_ERROR = (_PREFIX + "/init/error").encode()
+_ERROR_TYPE = b"lambda-runtime-function-error-type"
+_T = TypeVar("_T")
 
 
 class ReplyKind(enum.Enum):
@@ -83,20 +88,23 @@ class RuntimeChannel:
 
     port: int
     address: str
-    site: web.SockSite
+    listener: Listener
     ready: asyncio.Future[InitError | None]
     queued: PendingEvent | None = None  # handed over, not yet taken by /next
     current: PendingEvent | None = None  # taken by /next, no result yet
-    waiter: asyncio.Future[None] | None = field(default=None)  # the pending /next
+    waiter: Connection | None = None  # the connection whose /next is pending
     closed: bool = False
+    _init_ended: bool = False  # a /next or /init/error came (``ready`` is settled a moment later)
 
     def send(self, event: PendingEvent) -> None:
         """Hand ``event`` to this environment (one at a time); its result arrives in ``event.future``."""
         if self.queued is not None or self.current is not None:
             raise RuntimeError(f"runtime API {self.address}: an invocation is already in progress")
         self.queued = event
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            _hand_over(self, waiter)
 
     def finish(self, reply: Reply) -> None:
         """End the invocation in progress (queued or running) with ``reply``, e.g. when the process died.
@@ -110,23 +118,163 @@ class RuntimeChannel:
         self.current = self.queued = None
 
 
-def _peer_closed(request: web.Request) -> bool:
-    """Whether the client's end of the connection is closed (one poll(2), no read)."""
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return True
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
-    return any(mask & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, mask in poller.poll(0))
+def _set_pending(future: asyncio.Future[_T], value: _T) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
-def _json_error(status: int, error_type: str, message: str) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps({"errorMessage": message, "errorType": error_type}).encode(),
-        content_type="application/json",
-    )
+def _settle(future: asyncio.Future[_T], value: _T) -> None:
+    """Resolve ``future`` at the next loop iteration, not now.
+
+    What the worker printed before this request may already be read from its pipes but not yet
+    delivered (asyncio's subprocess transport hands pipe data over with ``call_soon``); one turn of
+    the loop lets it reach the environment before the result (or the end of init) does.
+    """
+    future.get_loop().call_soon(_set_pending, future, value)
+
+
+def _json_error(conn: Connection, status: int, error_type: str, message: str) -> None:
+    conn.respond(status, json.dumps({"errorMessage": message, "errorType": error_type}).encode(), _JSON)
+
+
+def _event_head(headers: dict[str, str]) -> str:
+    """The header lines of an event: the environment's headers (CR/LF blanked) and a Content-Type."""
+    lines = []
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value:
+            value = value.replace("\r", " ").replace("\n", " ")
+        lines.append(f"{name}: {value}\r\n")
+    if "Content-Type" not in headers and "content-type" not in headers:
+        lines.append("Content-Type: application/octet-stream\r\n")
+    return "".join(lines)
+
+
+def _hand_over(channel: RuntimeChannel, conn: Connection) -> None:
+    """Answer the pending ``/next`` on ``conn`` with the queued event."""
+    event = channel.queued
+    if event is None:  # finished (process death, close) before it was taken
+        _json_error(conn, 410, "Gone", "execution environment is shutting down")
+        return
+    if conn.peer_closed():
+        # The worker died while this /next waited and the loop has not read the EOF yet: leave the
+        # event queued; the environment reports it undelivered when the process exit arrives.
+        _json_error(conn, 410, "Gone", "connection closed by the runtime")
+        return
+    channel.queued = None
+    channel.current = event
+    conn.respond(200, event.payload, _event_head(event.headers))
+
+
+class _Endpoints:
+    """The Runtime API routes of one channel (an ``http11.Handler``)."""
+
+    __slots__ = ("channel",)
+
+    def __init__(self) -> None:
+        self.channel: RuntimeChannel | None = None
+
+    def lost(self, conn: Connection) -> None:
+        channel = self.channel
+        if channel is not None and channel.waiter is conn:
+            channel.waiter = None  # a worker gone with /next pending: its event stays queued
+
+    def handle(self, conn: Connection, request: Request) -> None:
+        channel = self.channel
+        assert channel is not None
+        url = request.url
+        if url == _NEXT:
+            path = url
+        else:
+            path = url.partition(b"?")[0]
+            if path.startswith(b"http://"):  # absolute form
+                path = b"/" + path[7:].partition(b"/")[2]
+        method = request.method
+        if path == _NEXT:
+            if method != b"GET":
+                conn.respond(405, b"405: Method Not Allowed", "Content-Type: text/plain; charset=utf-8\r\n"
+                             "Allow: GET\r\n")
+            else:
+                self._next(conn, channel)
+            return
+        if path.startswith(_INVOCATION):
+            parts = path[len(_INVOCATION):].split(b"/")
+            if len(parts) == 2 and parts[0] and parts[1] in (b"response", b"error"):
+                if method != b"POST":
+                    conn.respond(405, b"405: Method Not Allowed",
+                                 "Content-Type: text/plain; charset=utf-8\r\nAllow: POST\r\n")
+                    return
+                request_id = parts[0].decode("utf-8", "replace")
+                if "%" in request_id:
+                    request_id = unquote(request_id)
+                self._result(conn, channel, request, request_id, parts[1] == b"error")
+                return
+        elif path == _INIT_ERROR:
+            if method != b"POST":
+                conn.respond(405, b"405: Method Not Allowed",
+                             "Content-Type: text/plain; charset=utf-8\r\nAllow: POST\r\n")
+            else:
+                self._init_error(conn, channel, request)
+            return
+        conn.respond(404, b"404: Not Found", "Content-Type: text/plain; charset=utf-8\r\n")
+
+    @staticmethod
+    def _next(conn: Connection, channel: RuntimeChannel) -> None:
+        if channel.closed:
+            _json_error(conn, 410, "Gone", "execution environment is shutting down")
+            return
+        if not channel._init_ended:
+            channel._init_ended = True
+            _settle(channel.ready, None)
+        if channel.queued is None:
+            if channel.waiter is not None:
+                _json_error(conn, 400, "InvalidStateTransition", "another /invocation/next is pending")
+                return
+            channel.waiter = conn  # answered by send(), close_channel() or never (connection lost)
+            return
+        _hand_over(channel, conn)
+
+    @staticmethod
+    def _result(conn: Connection, channel: RuntimeChannel, request: Request, request_id: str,
+                error: bool) -> None:
+        event = channel.current
+        if event is None or event.request_id != request_id:
+            _json_error(conn, 400, "InvalidRequestID", "Invalid request ID")
+            return
+        channel.current = None
+        body = request.body
+        if body is None:
+            _settle(event.future, Reply(ReplyKind.TOO_LARGE))
+            _json_error(
+                conn, 413, "RequestEntityTooLarge",
+                f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+            )
+            return
+        if error:
+            error_type = request.headers.get(_ERROR_TYPE)
+            reply = Reply(ReplyKind.ERROR, body,
+                          error_type.decode("utf-8", "replace") if error_type is not None else None)
+        else:
+            reply = Reply(ReplyKind.RESPONSE, body)
+        _settle(event.future, reply)
+        conn.respond(202, _ACCEPTED, _JSON)
+
+    @staticmethod
+    def _init_error(conn: Connection, channel: RuntimeChannel, request: Request) -> None:
+        if channel.closed:
+            _json_error(conn, 410, "Gone", "execution environment is shutting down")
+            return
+        if channel._init_ended or channel.ready.done():
+            _json_error(conn, 403, "InvalidStateTransition", "init is already complete")
+            return
+        if request.body is None:
+            _json_error(conn, 413, "RequestEntityTooLarge",
+                        f"Init error size exceeded maximum allowed size ({MAX_RESPONSE_BYTES} bytes).")
+            return
+        channel._init_ended = True
+        error_type = request.headers.get(_ERROR_TYPE)
+        _settle(channel.ready, InitError(
+            error_type.decode("utf-8", "replace") if error_type else "Runtime.Unknown", request.body))
+        conn.respond(202, _ACCEPTED, _JSON)
 
 
 class RuntimeApiServer:
@@ -135,45 +283,36 @@ class RuntimeApiServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self._channels: dict[int, RuntimeChannel] = {}
-        self._runner: web.AppRunner | None = None
+        self._started = False
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=MAX_RESPONSE_BYTES + 1)
-        app.router.add_get(_PREFIX + "/invocation/next", self._next)
-        app.router.add_post(_PREFIX + "/invocation/{request_id}/response", self._response)
-        app.router.add_post(_PREFIX + "/invocation/{request_id}/error", self._error)
-        app.router.add_post(_PREFIX + "/init/error", self._init_error)
-        # handler_cancellation: a /next whose worker went away is cancelled instead of lingering.
-        self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await self._runner.setup()
+        self._started = True
 
     async def close(self) -> None:
         for channel in list(self._channels.values()):
             await self.close_channel(channel)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        self._started = False
 
     async def open_channel(self) -> RuntimeChannel:
         """Listen on a new loopback port for one environment."""
-        if self._runner is None:
+        if not self._started:
             raise RuntimeError("runtime API: open_channel() before start(); call RuntimeApiServer.start()")
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        endpoints = _Endpoints()
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, 0))
             port = sock.getsockname()[1]
-            site = web.SockSite(self._runner, sock)
-            await site.start()
+            listener = await Listener.start(sock, endpoints, MAX_RESPONSE_BYTES)
         except BaseException:
             sock.close()
             raise
         host = f"[{self.host}]" if ":" in self.host else self.host
         channel = RuntimeChannel(
-            port=port, address=f"{host}:{port}", site=site,
+            port=port, address=f"{host}:{port}", listener=listener,
             ready=asyncio.get_running_loop().create_future(),
         )
+        endpoints.channel = channel
         self._channels[port] = channel
         return channel
 
@@ -184,110 +323,9 @@ class RuntimeApiServer:
         channel.closed = True
         self._channels.pop(channel.port, None)
         channel.finish(Reply(ReplyKind.CLOSED))
-        if channel.waiter is not None and not channel.waiter.done():
-            channel.waiter.cancel()
+        waiter, channel.waiter = channel.waiter, None
+        if waiter is not None:
+            _json_error(waiter, 410, "Gone", "execution environment is shutting down")
         if not channel.ready.done():
             channel.ready.set_result(NO_INIT_ERROR)
-        await channel.site.stop()
-
-    # --- handlers -------------------------------------------------------------------------------------
-
-    def _channel(self, request: web.Request) -> RuntimeChannel | None:
-        transport = request.transport
-        if transport is None:
-            return None
-        sockname = transport.get_extra_info("sockname")
-        return self._channels.get(sockname[1]) if sockname else None
-
-    async def _next(self, request: web.Request) -> web.StreamResponse:
-        channel = self._channel(request)
-        if channel is None:
-            return _json_error(410, "Gone", "execution environment is shutting down")
-        if not channel.ready.done():
-            channel.ready.set_result(None)
-        if channel.queued is None:
-            if channel.waiter is not None and not channel.waiter.done():
-                return _json_error(400, "InvalidStateTransition", "another /invocation/next is pending")
-            channel.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await channel.waiter
-            except asyncio.CancelledError:
-                if channel.closed:
-                    return _json_error(410, "Gone", "execution environment is shutting down")
-                raise
-            finally:
-                channel.waiter = None
-        event = channel.queued
-        if event is None:  # finished (process death, close) before it was taken
-            return _json_error(410, "Gone", "execution environment is shutting down")
-        if _peer_closed(request):
-            # The worker died while this /next waited and aiohttp has not noticed yet: leave the event
-            # queued; the environment reports it undelivered when the process exit arrives.
-            return _json_error(410, "Gone", "connection closed by the runtime")
-        channel.queued = None
-        channel.current = event
-        return web.Response(body=event.payload, headers=event.headers)
-
-    def _take(self, request: web.Request) -> tuple[RuntimeChannel, PendingEvent] | web.Response:
-        channel = self._channel(request)
-        event = channel.current if channel is not None else None
-        if channel is None or event is None or event.request_id != request.match_info["request_id"]:
-            return _json_error(400, "InvalidRequestID", "Invalid request ID")
-        return channel, event
-
-    async def _read_limited(
-        self, request: web.Request, channel: RuntimeChannel, event: PendingEvent
-    ) -> bytes | web.Response:
-        length = request.content_length
-        body: bytes | None = None
-        if length is None or length <= MAX_RESPONSE_BYTES:
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                body = None
-        if body is None or len(body) > MAX_RESPONSE_BYTES:
-            channel.current = None
-            if not event.future.done():
-                event.future.set_result(Reply(ReplyKind.TOO_LARGE))
-            return _json_error(
-                413, "RequestEntityTooLarge",
-                f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
-            )
-        return body
-
-    async def _response(self, request: web.Request) -> web.Response:
-        taken = self._take(request)
-        if isinstance(taken, web.Response):
-            return taken
-        channel, event = taken
-        body = await self._read_limited(request, channel, event)
-        if isinstance(body, web.Response):
-            return body
-        channel.current = None
-        if not event.future.done():
-            event.future.set_result(Reply(ReplyKind.RESPONSE, body))
-        return web.Response(status=202, body=_ACCEPTED, content_type="application/json")
-
-    async def _error(self, request: web.Request) -> web.Response:
-        taken = self._take(request)
-        if isinstance(taken, web.Response):
-            return taken
-        channel, event = taken
-        body = await self._read_limited(request, channel, event)
-        if isinstance(body, web.Response):
-            return body
-        channel.current = None
-        if not event.future.done():
-            event.future.set_result(Reply(ReplyKind.ERROR, body, request.headers.get(_ERROR_TYPE_HEADER)))
-        return web.Response(status=202, body=_ACCEPTED, content_type="application/json")
-
-    async def _init_error(self, request: web.Request) -> web.Response:
-        channel = self._channel(request)
-        if channel is None:
-            return _json_error(410, "Gone", "execution environment is shutting down")
-        if channel.ready.done():
-            return _json_error(403, "InvalidStateTransition", "init is already complete")
-        body = await request.read()
-        error_type = request.headers.get(_ERROR_TYPE_HEADER) or "Runtime.Unknown"
-        channel.ready.set_result(InitError(error_type, body))
-        return web.Response(status=202, body=_ACCEPTED, content_type="application/json")
+        await channel.listener.close()

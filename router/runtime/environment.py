@@ -321,6 +321,9 @@ class Environment:
             if not any(_pending_bytes(fd) for fd in self._pipe_fds):
                 break
             await asyncio.sleep(0)
+        # The pipes are empty, but asyncio's subprocess transport hands what it read to the protocol
+        # with call_soon: one more turn delivers the last lines before END/REPORT.
+        await asyncio.sleep(0)
         if self._protocol is not None:
             self._protocol.flush()
 

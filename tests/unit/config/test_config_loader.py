@@ -278,11 +278,21 @@ def test_source_must_be_a_mapping(problems: Problems) -> None:
 
 def test_filters_must_be_mappings(problems: Problems) -> None:
     assert problems(
-        BASE + "routes:\n- name: a\n  function: resize\n  source: {type: webhook, path: /a}\n"
+        BASE + "routes:\n- name: a\n  function: resize\n  source: {type: sqs, queue_url: q}\n"
         "  filters: [{body: {a: [1]}}, [x], oops]\n"
     ) == [
         "router.yaml:10:31: routes[0].filters[1]: expected a mapping, got a list",
         "router.yaml:10:36: routes[0].filters[2]: expected a mapping, got a string",
+    ]
+
+
+def test_filters_on_a_webhook_route_are_refused(problems: Problems) -> None:
+    assert problems(
+        BASE + "routes:\n- name: a\n  function: resize\n  source: {type: webhook, path: /a}\n"
+        "  filters: [{body: {a: [1]}}]\n"
+    ) == [
+        "router.yaml:10:12: routes[0].filters: filters apply to polled sources (sqs, kinesis, "
+        "dynamodb_stream, amqp), not to webhook routes; remove them or check the event in the function",
     ]
 
 

@@ -145,8 +145,6 @@ async def test_factory_refuses_unsupported_and_unknown(session: aiohttp.ClientSe
     with pytest.raises(ConfigError) as info:
         build_destinations(config, session=session, submit=_no_submit)
     assert info.value.problems == [
-        "functions.a.async.on_success.type: destination type 'sqs' is not supported yet; "
-        "use file, http or function",
         "functions.a.async.on_failure.type: destination type 'amqp' is not supported yet; "
         "use file, http or function",
         "functions.b.async.on_failure.function: unknown function 'cleanpu'; did you mean 'cleanup'?",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 
@@ -15,7 +16,10 @@ from router.runtime.api import (
     Reply,
     ReplyKind,
     RuntimeApiServer,
+    RuntimeChannel,
 )
+
+from .conftest import wait_for
 
 BASE = "http://{}/2018-06-01/runtime"
 
@@ -82,3 +86,243 @@ async def test_init_error_and_close(runtime_api: RuntimeApiServer) -> None:
     channel.send(PendingEvent("r", b"{}", {}, future))
     await runtime_api.close_channel(channel)
     assert future.result().kind is ReplyKind.CLOSED
+
+
+# --- the HTTP/1.1 transport, spoken to over raw sockets -------------------------------------------------
+
+PREFIX = "/2018-06-01/runtime"
+
+
+class Raw:
+    """A bare HTTP/1.1 client: writes bytes as given, reads answers one at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, channel: RuntimeChannel) -> Raw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", channel.port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(self) -> tuple[int, dict[str, str], bytes]:
+        async with asyncio.timeout(5):
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            status = int(lines[0].split(" ")[1])
+            headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:] if line)}
+            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return status, headers, body
+
+    async def at_eof(self) -> bool:
+        async with asyncio.timeout(5):
+            return await self.reader.read() == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def _event(
+    channel: RuntimeChannel, request_id: str = "r1", payload: bytes = b'{"k": 1}'
+) -> asyncio.Future[Reply]:
+    future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    channel.send(PendingEvent(request_id, payload, {"Lambda-Runtime-Aws-Request-Id": request_id,
+                                                    "Content-Type": "application/json"}, future))
+    return future
+
+
+NEXT = f"GET {PREFIX}/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+async def test_keep_alive_serves_several_invocations_on_one_connection(runtime_api: RuntimeApiServer) -> None:
+    channel = await runtime_api.open_channel()
+    raw = await Raw.connect(channel)
+    for n in range(3):
+        await raw.send(NEXT)
+        await wait_for(lambda: channel.waiter is not None, what="/next to wait")  # long poll
+        future = _event(channel, f"r{n}", b'{"n": %d}' % n)
+        status, headers, body = await raw.answer()
+        assert (status, body) == (200, b'{"n": %d}' % n)
+        assert headers["lambda-runtime-aws-request-id"] == f"r{n}"
+        assert headers["content-type"] == "application/json"
+        assert "connection" not in headers
+        await raw.send(f"POST {PREFIX}/invocation/r{n}/response HTTP/1.1\r\nHost: x\r\n"
+                       f"Content-Length: 2\r\n\r\n{n}!".encode())
+        assert (await raw.answer())[0] == 202
+        assert future.result() == Reply(ReplyKind.RESPONSE, f"{n}!".encode())
+    await raw.close()
+    await runtime_api.close_channel(channel)
+
+
+async def test_pipelined_requests_are_answered_in_order(runtime_api: RuntimeApiServer) -> None:
+    channel = await runtime_api.open_channel()
+    future = _event(channel, "p1")
+    raw = await Raw.connect(channel)
+    await raw.send(NEXT + f"POST {PREFIX}/invocation/p1/response HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+                   .encode() + NEXT)
+    assert (await raw.answer())[0] == 200
+    assert (await raw.answer())[0] == 202
+    assert future.result() == Reply(ReplyKind.RESPONSE, b"abc")
+    await wait_for(lambda: channel.waiter is not None, what="the third request to wait")
+    await runtime_api.close_channel(channel)
+    status, _, body = await raw.answer()
+    assert status == 410
+    assert json.loads(body)["errorType"] == "Gone"
+    assert await raw.at_eof()
+    await raw.close()
+
+
+async def test_chunked_bodies_are_read(runtime_api: RuntimeApiServer) -> None:
+    channel = await runtime_api.open_channel()
+    future = _event(channel, "c1")
+    raw = await Raw.connect(channel)
+    await raw.send(NEXT)
+    assert (await raw.answer())[0] == 200
+    await raw.send(f"POST {PREFIX}/invocation/c1/error HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+                   "lambda-runtime-function-error-type: Boom\r\n\r\n5\r\nhello\r\n".encode())
+    await raw.send(b"6\r\n world\r\n0\r\n\r\n")
+    assert (await raw.answer())[0] == 202
+    assert future.result() == Reply(ReplyKind.ERROR, b"hello world", "Boom")
+    await raw.close()
+    await runtime_api.close_channel(channel)
+
+
+async def test_chunked_body_over_the_limit_is_refused(runtime_api: RuntimeApiServer) -> None:
+    channel = await runtime_api.open_channel()
+    future = _event(channel, "big")
+    raw = await Raw.connect(channel)
+    await raw.send(NEXT)
+    assert (await raw.answer())[0] == 200
+    await raw.send(f"POST {PREFIX}/invocation/big/response HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   .encode())
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(MAX_RESPONSE_BYTES // len(chunk) + 1):
+        await raw.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    await raw.send(b"0\r\n\r\n")
+    status, headers, body = await raw.answer()
+    assert status == 413
+    assert headers["connection"] == "close"
+    assert json.loads(body)["errorType"] == "RequestEntityTooLarge"
+    assert future.result().kind is ReplyKind.TOO_LARGE
+    assert await raw.at_eof()
+    await raw.close()
+    await runtime_api.close_channel(channel)
+
+
+async def test_expect_100_continue(runtime_api: RuntimeApiServer) -> None:
+    channel = await runtime_api.open_channel()
+    future = _event(channel, "e1")
+    raw = await Raw.connect(channel)
+    await raw.send(NEXT)
+    assert (await raw.answer())[0] == 200
+    await raw.send(f"POST {PREFIX}/invocation/e1/response HTTP/1.1\r\nContent-Length: 4\r\n"
+                   "Expect: 100-continue\r\n\r\n".encode())
+    async with asyncio.timeout(5):
+        assert await raw.reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await raw.send(b"done")
+    assert (await raw.answer())[0] == 202
+    assert future.result() == Reply(ReplyKind.RESPONSE, b"done")
+    await raw.close()
+    await runtime_api.close_channel(channel)
+
+
+async def test_expect_100_continue_with_a_body_over_the_limit_gets_413_at_once(
+    runtime_api: RuntimeApiServer,
+) -> None:
+    channel = await runtime_api.open_channel()
+    future = _event(channel, "e2")
+    raw = await Raw.connect(channel)
+    await raw.send(NEXT)
+    assert (await raw.answer())[0] == 200
+    await raw.send(f"POST {PREFIX}/invocation/e2/response HTTP/1.1\r\nContent-Length: "
+                   f"{MAX_RESPONSE_BYTES + 1}\r\nExpect: 100-continue\r\n\r\n".encode())
+    status, headers, _ = await raw.answer()  # no 100 Continue first, and no body sent
+    assert status == 413
+    assert headers["connection"] == "close"
+    assert future.result().kind is ReplyKind.TOO_LARGE
+    assert await raw.at_eof()
+    await raw.close()
+    await runtime_api.close_channel(channel)
+
+
+async def test_malformed_requests_get_400_and_close(runtime_api: RuntimeApiServer) -> None:
+    channel = await runtime_api.open_channel()
+    for garbage in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+                    f"POST {PREFIX}/init/error HTTP/1.1\r\nContent-Length: x\r\n\r\n".encode()):
+        raw = await Raw.connect(channel)
+        await raw.send(garbage)
+        status, headers, _ = await raw.answer()
+        assert status == 400
+        assert headers["connection"] == "close"
+        assert await raw.at_eof()
+        await raw.close()
+    assert not channel.ready.done()  # nothing reached the routes
+    raw = await Raw.connect(channel)
+    await raw.send(b"GET /nowhere HTTP/1.1\r\n\r\n"
+                   + f"PUT {PREFIX}/invocation/next HTTP/1.1\r\n\r\n".encode())
+    assert (await raw.answer())[0] == 404
+    assert (await raw.answer())[0] == 405
+    await raw.close()
+    await runtime_api.close_channel(channel)
+
+
+async def test_http_1_0_closes_unless_keep_alive(runtime_api: RuntimeApiServer) -> None:
+    channel = await runtime_api.open_channel()
+    future = _event(channel, "h1")
+    raw = await Raw.connect(channel)
+    await raw.send(f"GET {PREFIX}/invocation/next HTTP/1.0\r\n\r\n".encode())
+    status, headers, body = await raw.answer()
+    assert (status, body, headers["connection"]) == (200, b'{"k": 1}', "close")
+    assert await raw.at_eof()
+    await raw.close()
+    raw = await Raw.connect(channel)
+    await raw.send(f"POST {PREFIX}/invocation/h1/response HTTP/1.0\r\nConnection: keep-alive\r\n"
+                   "Content-Length: 2\r\n\r\nok".encode())
+    status, headers, _ = await raw.answer()
+    assert (status, headers["connection"]) == (202, "keep-alive")
+    assert future.result() == Reply(ReplyKind.RESPONSE, b"ok")
+    await raw.send(f"POST {PREFIX}/invocation/h1/response HTTP/1.1\r\nConnection: close\r\n"
+                   "Content-Length: 2\r\n\r\nok".encode())
+    status, headers, _ = await raw.answer()
+    assert (status, headers["connection"]) == (400, "close")  # finished already; then closed
+    assert await raw.at_eof()
+    await raw.close()
+    await runtime_api.close_channel(channel)
+
+
+async def test_a_worker_gone_with_next_pending_never_takes_the_event(runtime_api: RuntimeApiServer) -> None:
+    channel = await runtime_api.open_channel()
+    raw = await Raw.connect(channel)
+    await raw.send(NEXT)
+    await wait_for(lambda: channel.waiter is not None, what="/next to wait")
+    await raw.close()
+    await wait_for(lambda: channel.waiter is None, what="the lost /next to be dropped")
+    future = _event(channel, "lost")
+    assert channel.queued is not None  # nobody took it
+    channel.finish(Reply(ReplyKind.EXITED, returncode=-9))
+    assert future.result().kind is ReplyKind.UNDELIVERED
+    await runtime_api.close_channel(channel)
+
+
+async def test_close_answers_a_pending_next_and_closes_connections(runtime_api: RuntimeApiServer) -> None:
+    channel = await runtime_api.open_channel()
+    waiting, idle = await Raw.connect(channel), await Raw.connect(channel)
+    await waiting.send(NEXT)
+    await wait_for(lambda: channel.waiter is not None, what="/next to wait")
+    await runtime_api.close()
+    assert (await waiting.answer())[0] == 410
+    assert await waiting.at_eof()
+    assert await idle.at_eof()
+    for raw in (waiting, idle):
+        await raw.close()
+    try:
+        await asyncio.open_connection("127.0.0.1", channel.port)
+    except OSError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("the channel's port still accepts connections after close()")

@@ -1,0 +1,359 @@
+"""A lean HTTP/1.1 server transport for the Runtime API: an ``asyncio.Protocol`` per connection.
+
+Made for a few loopback clients exchanging small requests, where a general web framework costs more
+CPU than the work itself. httptools (llhttp, as uvicorn uses) parses; the ``Handler`` answers each
+complete request with ``Connection.respond`` (one ``transport.write`` per response), at once or later
+(the long-polled ``/invocation/next``). Requests on one connection are answered in order; while one
+waits, later ones queue (reading pauses, so the queue stays short). Supported: Content-Length and
+chunked bodies, keep-alive, ``Connection: close``, HTTP/1.0, ``Expect: 100-continue``. A body over
+``max_body`` is not kept: the handler sees ``body=None`` as soon as the size is known, the answer
+closes the connection, and the rest of the body is read and dropped for at most ``LINGER_SECONDS``.
+A malformed request is answered 400 and the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import select
+import socket
+from typing import Protocol
+
+import httptools
+
+log = logging.getLogger("router.runtime")
+
+MAX_HEAD_BYTES = 1024 * 1024
+"""Request line plus headers; above it the request is refused (431) and the connection closed."""
+LINGER_SECONDS = 5.0
+"""How long the rest of a refused (too large) body is read and dropped before the connection closes."""
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_REASONS = {
+    200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 410: "Gone", 413: "Request Entity Too Large",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+}
+_TEXT = "Content-Type: text/plain; charset=utf-8\r\n"
+
+
+class Request:
+    """One complete request. ``headers`` has lower-cased names (first occurrence wins); ``body`` is
+    None when it was over the size limit."""
+
+    __slots__ = ("body", "headers", "http10", "keep_alive", "method", "url")
+
+    def __init__(self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes | None,
+                 keep_alive: bool, http10: bool) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.http10 = http10
+
+
+class Handler(Protocol):
+    def handle(self, conn: Connection, request: Request) -> None:
+        """Answer ``request`` with ``conn.respond`` now or later (must not raise for bad input)."""
+
+    def lost(self, conn: Connection) -> None:
+        """``conn`` is closed (a pending answer will never be sent)."""
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parses requests, hands them to the handler in order, writes answers."""
+
+    def __init__(self, handler: Handler, listener: Listener, max_body: int) -> None:
+        self._handler = handler
+        self._listener = listener
+        self._max_body = max_body
+        self._parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self._fd = -1
+        self._poller: select.poll | None = None
+        self._closing = False
+        self._busy = False  # a request is with the handler, not answered yet
+        self._dispatching = False
+        self._keep_alive = True  # of the request being answered
+        self._http10 = False
+        self._queue: collections.deque[Request] | None = None
+        self._read_paused = self._write_paused = False
+        self._linger: asyncio.TimerHandle | None = None
+        # the request being parsed
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+        self._in_head = False
+        self._head_bytes = 0
+        self._discard = False  # answered early (too large): drop the rest of this request's body
+
+    # --- asyncio.Protocol -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
+        self._listener.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._busy = False
+        self._queue = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._listener.lost(self)
+        self._handler.lost(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # An Upgrade/CONNECT request: answered as plain HTTP/1.1, then the connection closes.
+            if self._busy:
+                self._keep_alive = False
+            else:
+                self.close()
+            return
+        except httptools.HttpParserCallbackError:
+            log.exception("runtime API: internal error while parsing a request")
+            self._refuse(500)
+            return
+        except httptools.HttpParserError:
+            self._refuse(400)
+            return
+        if self._in_head and not self._closing:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(431)
+                return
+        self._update_reading()
+
+    def eof_received(self) -> bool | None:
+        return False  # the client is gone (or half-closed): close; a pending answer is dropped
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    # --- httptools callbacks --------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._size = 0
+        self._too_large = False
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.setdefault(name.lower(), value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._closing:
+            return
+        headers = self._headers
+        length = headers.get(b"content-length")
+        if length is not None and int(length) > self._max_body:  # llhttp checked it is a number
+            self._too_large = True
+        expect = headers.get(b"expect")
+        expects = expect is not None and expect.lower() == b"100-continue" and not self._http_10()
+        idle = not self._busy and not self._queue
+        if self._too_large and idle:
+            self._answer_early(client_waits=expects)
+        elif expects and idle:
+            assert self.transport is not None
+            self.transport.write(_CONTINUE)
+        # (a request queued behind a pending one gets no 100 Continue: its client sends after a timeout)
+
+    def on_body(self, body: bytes) -> None:
+        if self._too_large or self._closing:
+            return
+        self._size += len(body)
+        if self._size > self._max_body:
+            self._too_large = True
+            self._body = []
+            if not self._busy and not self._queue:
+                self._answer_early(client_waits=False)
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._closing:
+            return
+        if self._discard:
+            self._discard = False
+            if not self._busy:  # answered already (with Connection: close)
+                self.close()
+            return
+        parts = self._body
+        body = None if self._too_large else (parts[0] if len(parts) == 1 else b"".join(parts))
+        self._body = []
+        request = Request(self._parser.get_method(), self._url, self._headers, body,
+                          self._parser.should_keep_alive(), self._http_10())
+        if self._busy or self._queue:
+            if self._queue is None:
+                self._queue = collections.deque()
+            self._queue.append(request)
+        else:
+            self._dispatch(request)
+
+    # --- answering ------------------------------------------------------------------------------------
+
+    def respond(self, status: int, body: bytes, head: str = "") -> None:
+        """Answer the request the handler holds: ``head`` is the extra header lines ("Name: value\\r\\n",
+        Content-Type included); Content-Length and Connection are added. Dropped if the connection is
+        gone or the request was answered already."""
+        if self._closing or not self._busy:
+            return
+        assert self.transport is not None
+        self._busy = False
+        keep_alive = self._keep_alive
+        if not keep_alive:
+            connection = "Connection: close\r\n"
+        elif self._http10:
+            connection = "Connection: keep-alive\r\n"
+        else:
+            connection = ""
+        text = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n{head}"
+                f"Content-Length: {len(body)}\r\n{connection}\r\n")
+        self.transport.write(text.encode() + body if body else text.encode())
+        if not keep_alive:
+            if self._discard:  # still reading a refused body: close when it ends, or after a while
+                loop = asyncio.get_running_loop()
+                self._linger = loop.call_later(LINGER_SECONDS, self.close)
+            else:
+                self.close()
+            return
+        if self._queue and not self._dispatching:
+            self._pump()
+
+    def peer_closed(self) -> bool:
+        """Whether the client has closed its end, even if the event loop has not read the EOF yet."""
+        if self._closing or self._fd < 0:
+            return True
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self._fd, select.POLLIN | select.POLLRDHUP)
+        hangup = select.POLLRDHUP | select.POLLHUP | select.POLLERR
+        return any(mask & hangup for _, mask in self._poller.poll(0))
+
+    def close(self) -> None:
+        """Close once the answers written so far are sent."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    def _http_10(self) -> bool:
+        return self._parser.get_http_version() == "1.0"
+
+    def _dispatch(self, request: Request) -> None:
+        self._busy = True
+        self._keep_alive = request.keep_alive
+        self._http10 = request.http10
+        self._dispatching = True
+        try:
+            self._handler.handle(self, request)
+        except Exception:
+            log.exception("runtime API: internal error answering %s %s",
+                          request.method.decode("latin-1"), request.url.decode("latin-1"))
+            self._keep_alive = False
+            self.respond(500, b"500: Internal Server Error", _TEXT)
+        finally:
+            self._dispatching = False
+
+    def _pump(self) -> None:
+        while self._queue and not self._busy and not self._closing:
+            self._dispatch(self._queue.popleft())
+        self._update_reading()
+
+    def _answer_early(self, *, client_waits: bool) -> None:
+        """The body is over the limit: answer now (Connection: close) and drop whatever else arrives."""
+        request = Request(self._parser.get_method(), self._url, self._headers, None, False, self._http_10())
+        if not client_waits:
+            self._discard = True
+        self._dispatch(request)
+        if client_waits and not self._busy:
+            self.close()  # the client sends no body after a final answer to Expect: 100-continue
+
+    def _refuse(self, status: int) -> None:
+        if self.transport is None or self._closing:
+            return
+        self._busy, self._keep_alive, self._queue = True, False, None
+        self._discard = False
+        self.respond(status, f"{status}: {_REASONS[status]}".encode(), _TEXT)
+
+    def _update_reading(self) -> None:
+        if self._closing or self.transport is None:
+            return
+        pause = self._write_paused or (self._busy and bool(self._queue))
+        if pause != self._read_paused:
+            self._read_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+
+class Listener:
+    """One listening socket and its connections."""
+
+    def __init__(self) -> None:
+        self.connections: set[Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._all_lost: asyncio.Future[None] | None = None
+
+    @classmethod
+    async def start(cls, sock: socket.socket, handler: Handler, max_body: int) -> Listener:
+        listener = cls()
+        loop = asyncio.get_running_loop()
+        listener._server = await loop.create_server(
+            lambda: Connection(handler, listener, max_body), sock=sock)
+        return listener
+
+    def lost(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._all_lost is not None and not self._all_lost.done():
+            self._all_lost.set_result(None)
+
+    async def close(self, grace: float = 1.0) -> None:
+        """Stop listening and close every connection (answers already written get ``grace`` seconds)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        if self.connections:
+            self._all_lost = asyncio.get_running_loop().create_future()
+            for conn in list(self.connections):
+                conn.close()
+            try:
+                async with asyncio.timeout(grace):
+                    await self._all_lost
+            except TimeoutError:
+                for conn in list(self.connections):
+                    conn.abort()
+                await self._all_lost  # abort() calls connection_lost at the next loop iteration
+        if server is not None:
+            await server.wait_closed()

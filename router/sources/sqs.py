@@ -1,0 +1,332 @@
+"""The sqs source: Lambda's SQS event source mapping (long polling, batches, delete on success).
+
+Each poller takes a concurrency slot of the function *before* it receives (no receive while the function
+is at its cap), long-polls up to ``batch_size`` messages (gathering across receives for up to
+``batch_window``), invokes the function once with ``{"Records": [...]}``, then deletes what succeeded.
+Failed messages stay on the queue and come back after their visibility timeout, so the queue's own
+redrive policy moves poison messages to its DLQ. Visibility is extended while a batch runs.
+Pollers start at 2 and scale up to ``max_concurrency`` while receives come back full, down when empty.
+
+Faults (queue not found, credentials, throttling, network) are logged, counted in
+``router_source_errors_total``, mark the route not ready in ``/readyz``, and are retried with
+exponential backoff (capped at 30 s) until the queue answers again; the source never crashes the app.
+``stop`` lets in-flight receives and batches finish (an abandoned long poll would still hide messages),
+hands back what was received but not started (visibility 0) and acknowledges nothing that did not succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import random
+import time
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from router.aws import create_client, describe_error, is_not_found
+from router.config.models import AwsConfig, RouteConfig, SqsSourceConfig
+from router.core.dispatcher import Dispatcher
+from router.core.invocation import Invocation
+from router.filters import compile_filters, sqs_filter_data
+from router.http.readiness import Readiness
+from router.metrics import Metrics
+from router.sources.sqs_event import batch_payload, failed_message_ids, region_of, to_record
+from router.sources.sqs_queue import MAX_BATCH, QueueInfo, SqsQueue, kept_visible
+
+log = logging.getLogger("router.sources.sqs")
+
+TYPE = "sqs"
+MIN_POLLERS = 2
+AWS_FAULTS = (ClientError, BotoCoreError, OSError, TimeoutError)
+LOG_INTERVAL = 60.0  # the same error is logged at most once a minute (always counted)
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"  # waiting for a slot, reading attributes or backing off: safe to cancel
+    RECEIVING = "receiving"  # a long poll is in flight: let it finish, hand back what it brings
+    BUSY = "busy"  # a batch is with the function or being acknowledged
+
+
+class SqsSource:
+    """One ``type: sqs`` route; implements ``router.sources.base.Poller``.
+
+    ``wait_seconds`` is the long-poll wait (SQS maximum and Lambda's: 20); ``backoff`` the first and
+    largest delay after a fault.
+    """
+
+    def __init__(
+        self,
+        route: RouteConfig,
+        *,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        readiness: Readiness,
+        aws: AwsConfig,
+        wait_seconds: int = 20,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        if not isinstance(route.source, SqsSourceConfig):
+            raise TypeError(f"SqsSource: route '{route.name}' is not an sqs route")
+        self.route = route
+        self._cfg: SqsSourceConfig = route.source
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+        self._readiness = readiness
+        self._aws = aws
+        self._wait = wait_seconds
+        self._backoff = backoff
+        self._filter = compile_filters(route.filters)  # the loader has checked the patterns
+        self._flag = f"route {route.name}"
+        self._extra = {"route": route.name, "function": route.function}
+        readiness.set_flag(self._flag, False, "connecting to the queue")
+        self._healthy_now = False
+
+        self._queue: SqsQueue | None = None
+        self._info: QueueInfo | None = None
+        self._region = aws.region
+        self._info_lock = asyncio.Lock()
+        self._tg: asyncio.TaskGroup | None = None
+        self._phase: dict[asyncio.Task[None], Phase] = {}
+        self._acks: set[asyncio.Task[dict[str, str]]] = set()
+        self._failures = 0
+        self._last_log: tuple[str, float] = ("", 0.0)
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+        self._running = False
+        self._ended = asyncio.Event()
+        self.filtered = 0  # messages deleted because no filter matched
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll until ``stop``; faults are retried with backoff, never raised."""
+        self._running = True
+        try:
+            while not self._stopping:
+                try:
+                    async with create_client(
+                        "sqs", self._aws, max_pool_connections=self._cfg.max_concurrency + 5,
+                        read_timeout=self._wait + 40,
+                    ) as client:
+                        self._queue = SqsQueue(client, self._cfg.queue_url)
+                        try:
+                            async with asyncio.TaskGroup() as tg:
+                                self._tg = tg
+                                for _ in range(min(MIN_POLLERS, self._cfg.max_concurrency)):
+                                    self._spawn()
+                        finally:
+                            self._tg = None
+                            if self._acks:  # deletes in flight finish before the client closes
+                                await asyncio.wait(set(self._acks))
+                except Exception as exc:  # a client that cannot be built (bad endpoint_url), or a bug
+                    self._fault(exc)
+                    await self._sleep_backoff()
+        finally:
+            self._queue = None
+            self._ended.set()
+
+    async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 (the Poller contract)
+        """No new receives; in-flight receives and batches get ``timeout`` to finish; then ``run`` ends."""
+        self._stopping = True
+        self._stop_event.set()
+        if not self._running:
+            return
+        for task, phase in list(self._phase.items()):
+            if phase is Phase.IDLE:
+                task.cancel()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ended.wait()
+        except TimeoutError:
+            phases = list(self._phase.values())
+            log.warning("route '%s': %d batches and %d long polls did not finish within %gs: cancelled; "
+                        "their messages come back after the visibility timeout", self.route.name,
+                        phases.count(Phase.BUSY), phases.count(Phase.RECEIVING), timeout, extra=self._extra)
+            for poller in list(self._phase):
+                poller.cancel()
+            for ack in list(self._acks):
+                ack.cancel()
+            await self._ended.wait()
+
+    # --- pollers -----------------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        if self._tg is None or self._stopping or len(self._phase) >= self._cfg.max_concurrency:
+            return
+        task = self._tg.create_task(self._poll(), name=f"sqs:{self.route.name}")
+        self._phase[task] = Phase.IDLE
+
+    async def _poll(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            while not self._stopping:
+                self._phase[me] = Phase.IDLE
+                try:
+                    info = await self._ensure_info()
+                    async with self._dispatcher.slot(self.route.function, TYPE):
+                        if self._stopping:
+                            return
+                        self._phase[me] = Phase.RECEIVING
+                        got = await self._cycle(me, info)
+                    if got == 0 and len(self._phase) > MIN_POLLERS:
+                        return  # the queue is empty: scale down
+                except Exception as exc:  # AWS faults; anything else is a bug, logged with its traceback
+                    self._fault(exc)
+                    self._phase[me] = Phase.IDLE
+                    await self._sleep_backoff()
+        finally:
+            self._phase.pop(me, None)
+
+    async def _ensure_info(self) -> QueueInfo:
+        async with self._info_lock:
+            if self._info is None:
+                assert self._queue is not None
+                info = await self._queue.info()
+                self._info, self._region = info, region_of(info.arn, self._aws.region)
+                log.info("route '%s': polling %s (visibility timeout %ds%s)", self.route.name, info.arn,
+                         info.visibility_timeout, ", FIFO" if info.fifo else "", extra=self._extra)
+                self._healthy()
+            return self._info
+
+    async def _cycle(self, me: asyncio.Task[None], info: QueueInfo) -> int:
+        """Receive one batch (in the caller's slot), run it, acknowledge it. Returns messages received."""
+        assert self._queue is not None
+        queue = self._queue
+        ask = min(MAX_BATCH, self._cfg.batch_size)
+        first = await queue.receive(ask, self._wait)
+        self._healthy()
+        if not first:
+            return 0
+        batch: dict[str, dict[str, Any]] = {}  # message id -> message (a duplicate keeps its last receipt)
+        held: dict[str, str] = {}  # message id -> receipt handle, kept visible while the batch runs
+        self._take(first, batch, held)
+        if len(first) >= ask:
+            self._spawn()  # full: scale up
+        async with kept_visible(queue, held, info.visibility_timeout):
+            await self._gather(batch, held)
+            if self._stopping:
+                await self._hand_back(held)
+                return len(batch)
+            self._phase[me] = Phase.BUSY
+            records = [to_record(m, arn=info.arn, region=self._region) for m in batch.values()]
+            delete = await self._run_batch(records, info)
+        await self._acknowledge({mid: held[mid] for mid in delete})
+        return len(batch)
+
+    def _take(self, messages: list[dict[str, Any]], batch: dict[str, dict[str, Any]],
+              held: dict[str, str]) -> None:
+        self._metrics.source_events.labels(route=self.route.name, type=TYPE).inc(len(messages))
+        for m in messages:
+            batch[m["MessageId"]] = m
+            held[m["MessageId"]] = m["ReceiptHandle"]
+
+    async def _gather(self, batch: dict[str, dict[str, Any]], held: dict[str, str]) -> None:
+        """With ``batch_window``: receive more until the window ends or ``batch_size`` is reached."""
+        assert self._queue is not None
+        size, window = self._cfg.batch_size, self._cfg.batch_window
+        if window <= 0:
+            return
+        deadline = time.monotonic() + window
+        while len(batch) < size and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                more = await self._queue.receive(min(MAX_BATCH, size - len(batch)),
+                                                 min(self._wait, math.ceil(remaining)))
+            except AWS_FAULTS as exc:
+                self._fault(exc)  # run what was gathered; the next receive backs off if it persists
+                break
+            self._take(more, batch, held)
+
+    async def _run_batch(self, records: list[dict[str, Any]], info: QueueInfo) -> list[str]:
+        """Invoke the function with the records that pass the filters; the message ids to delete."""
+        delete: list[str] = []
+        if self._filter:
+            kept: list[dict[str, Any]] = []
+            for record in records:
+                if self._filter.matches(sqs_filter_data(record)):
+                    kept.append(record)
+                else:
+                    delete.append(record["messageId"])
+            self.filtered += len(delete)
+            records = kept
+        if not records:
+            return delete
+        inv = Invocation(function=self.route.function, payload=batch_payload(records), source=TYPE,
+                         route=self.route.name)
+        result = await self._dispatcher.invoke_in_slot(inv)
+        failed, why = failed_message_ids(
+            result, records, report_batch_item_failures=self._cfg.report_batch_item_failures,
+            fifo=info.fifo,
+        )
+        if why is not None:
+            log.warning("route '%s': %s; %d messages stay on the queue until their visibility timeout",
+                        self.route.name, why, len(failed), extra={
+                            **self._extra, "request_id": inv.request_id,
+                            "error_type": result.error_type.value if result.error_type else None})
+        delete.extend(r["messageId"] for r in records if r["messageId"] not in failed)
+        return delete
+
+    async def _acknowledge(self, handles: dict[str, str]) -> None:
+        """Delete what succeeded. Shielded: a stop that cancels the poller does not cut a delete short."""
+        if not handles:
+            return
+        assert self._queue is not None
+        task = asyncio.create_task(self._queue.delete(handles), name=f"sqs-delete:{self.route.name}")
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+        failed = await asyncio.shield(task)
+        if failed:
+            self._metrics.source_errors.labels(route=self.route.name, type=TYPE).inc()
+            log.error("route '%s': could not delete %d processed messages (%s); they come back after "
+                      "the visibility timeout and run again (at-least-once)", self.route.name, len(failed),
+                      next(iter(failed.values())), extra={**self._extra, "error_type": "connection"})
+
+    async def _hand_back(self, held: dict[str, str]) -> None:
+        """Stopping: messages received but not started become visible again at once."""
+        if not held or self._queue is None:
+            return
+        failed = await self._queue.change_visibility(held, 0)
+        log.info("route '%s': handed back %d messages at shutdown", self.route.name,
+                 len(held) - len(failed), extra=self._extra)
+
+    # --- health ------------------------------------------------------------------------------------
+
+    def _healthy(self) -> None:
+        if self._healthy_now:
+            return
+        if self._failures:
+            log.info("route '%s': the queue answers again", self.route.name, extra=self._extra)
+        self._failures = 0
+        self._healthy_now = True
+        self._readiness.set_flag(self._flag, True)
+
+    def _fault(self, exc: BaseException) -> None:
+        self._failures += 1
+        self._healthy_now = False
+        message, error_type = describe_error(exc, what="queue",
+                                             hint_not_found="check source.queue_url and aws.region")
+        if is_not_found(exc):
+            self._info = None  # read the attributes again once it exists
+        self._metrics.source_errors.labels(route=self.route.name, type=TYPE).inc()
+        self._readiness.set_flag(self._flag, False, message)
+        text = f"route '{self.route.name}': {message}"
+        now = time.monotonic()
+        if text != self._last_log[0] or now - self._last_log[1] >= LOG_INTERVAL:
+            self._last_log = (text, now)
+            unexpected = not isinstance(exc, AWS_FAULTS)
+            log.error(text, exc_info=exc if unexpected else None,
+                      extra={**self._extra, "error_type": error_type.value})
+
+    async def _sleep_backoff(self) -> None:
+        first, cap = self._backoff
+        delay = min(cap, first * 2 ** min(self._failures - 1, 30)) * random.uniform(0.5, 1.0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stop_event.wait()

@@ -1,0 +1,151 @@
+"""Lambda's SQS event, built from ReceiveMessage output, and which messages of a batch failed.
+
+Pure functions, no I/O: ``to_record`` (one message -> one Lambda record), ``batch_payload`` (the
+``{"Records": [...]}`` event as JSON bytes), ``failed_message_ids`` (the function's result ->
+the message ids to leave on the queue, Lambda's ``ReportBatchItemFailures`` rules and FIFO ordering).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from router.core.invocation import Result
+
+EVENT_SOURCE = "aws:sqs"
+
+
+def is_fifo(queue_url: str) -> bool:
+    return queue_url.rstrip("/").endswith(".fifo")
+
+
+def region_of(arn: str, default: str) -> str:
+    """The region part of ``arn:aws:sqs:REGION:ACCOUNT:NAME``, or ``default``."""
+    parts = arn.split(":")
+    return parts[3] if len(parts) >= 6 and parts[3] else default
+
+
+def _b64(value: bytes | str) -> str:
+    raw = value.encode() if isinstance(value, str) else value
+    return base64.b64encode(raw).decode("ascii")
+
+
+def message_attributes(attrs: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """SQS ``MessageAttributes`` in Lambda's shape: camelCase keys, binary values base64, lists kept."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in (attrs or {}).items():
+        item: dict[str, Any] = {}
+        if "StringValue" in value:
+            item["stringValue"] = value["StringValue"]
+        if "BinaryValue" in value:
+            item["binaryValue"] = _b64(value["BinaryValue"])
+        item["stringListValues"] = list(value.get("StringListValues") or [])
+        item["binaryListValues"] = [_b64(v) for v in value.get("BinaryListValues") or []]
+        item["dataType"] = value.get("DataType", "String")
+        out[name] = item
+    return out
+
+
+def to_record(message: dict[str, Any], *, arn: str, region: str) -> dict[str, Any]:
+    """One SQS message (ReceiveMessage output) as a record of Lambda's SQS event.
+
+    ``body`` stays the string SQS holds, JSON or not; ``attributes`` are every system attribute SQS
+    returned (ApproximateReceiveCount, SentTimestamp, SenderId, ApproximateFirstReceiveTimestamp, and for
+    FIFO queues MessageGroupId, MessageDeduplicationId, SequenceNumber).
+    """
+    record: dict[str, Any] = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message.get("Body", ""),
+        "attributes": dict(message.get("Attributes") or {}),
+        "messageAttributes": message_attributes(message.get("MessageAttributes")),
+        "md5OfBody": message.get("MD5OfBody", ""),
+    }
+    if message.get("MD5OfMessageAttributes"):
+        record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+    record["eventSource"] = EVENT_SOURCE
+    record["eventSourceARN"] = arn
+    record["awsRegion"] = region
+    return record
+
+
+def batch_payload(records: Sequence[dict[str, Any]]) -> bytes:
+    return json.dumps({"Records": list(records)}, separators=(",", ":")).encode()
+
+
+class BatchResponseError(ValueError):
+    """Raised when a ``batchItemFailures`` response breaks Lambda's rules: the whole batch failed."""
+
+
+def reported_failures(payload: bytes, batch_ids: set[str]) -> set[str]:
+    """The message ids a function reported in ``{"batchItemFailures": [{"itemIdentifier": id}]}``.
+
+    Success of every message: an empty or null response, no or a null or an empty ``batchItemFailures``.
+    Raises ``BatchResponseError`` (the whole batch failed, as Lambda treats it) for a response that is not
+    JSON or not an object, a ``batchItemFailures`` that is not a list, or an entry whose
+    ``itemIdentifier`` is missing, null, empty or not a message of the batch.
+    """
+    if not payload.strip():
+        return set()
+    try:
+        response = json.loads(payload)
+    except ValueError as exc:
+        raise BatchResponseError("the response is not JSON") from exc
+    if response is None:
+        return set()
+    if not isinstance(response, dict):
+        raise BatchResponseError(f"the response is a JSON {type(response).__name__}, not an object")
+    items = response.get("batchItemFailures")
+    if items is None:
+        return set()
+    if not isinstance(items, list):
+        raise BatchResponseError("batchItemFailures is not a list")
+    failed: set[str] = set()
+    for item in items:
+        ident = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not isinstance(ident, str) or not ident:
+            raise BatchResponseError(f"batchItemFailures entry without an itemIdentifier, got {item!r}"[:200])
+        if ident not in batch_ids:
+            raise BatchResponseError(f"itemIdentifier {ident!r} is not a message of this batch"[:200])
+        failed.add(ident)
+    return failed
+
+
+def block_later_in_group(records: Sequence[dict[str, Any]], failed: set[str]) -> set[str]:
+    """FIFO: once a message of a group failed, the later messages of that group in the batch fail too
+    (they must not be deleted ahead of it). Returns the grown set of failed message ids."""
+    blocked_groups: set[str] = set()
+    out = set(failed)
+    for record in records:
+        group = record["attributes"].get("MessageGroupId", "")
+        if group in blocked_groups:
+            out.add(record["messageId"])
+        elif record["messageId"] in out:
+            blocked_groups.add(group)
+    return out
+
+
+def failed_message_ids(
+    result: Result, records: Sequence[dict[str, Any]], *, report_batch_item_failures: bool, fifo: bool
+) -> tuple[set[str], str | None]:
+    """The ids of ``records`` to leave on the queue after ``result``, and why (None when all succeeded).
+
+    A function error or timeout fails the whole batch. With ``report_batch_item_failures`` the response
+    names the failures (``reported_failures``); on a FIFO queue later messages of a failed group fail too.
+    """
+    ids = [r["messageId"] for r in records]
+    if not result.ok:
+        return set(ids), f"the function failed ({result.outcome.value})"
+    if not report_batch_item_failures:
+        return set(), None
+    try:
+        failed = reported_failures(result.payload, set(ids))
+    except BatchResponseError as exc:
+        return set(ids), f"invalid batchItemFailures response: {exc}; the whole batch failed"
+    if fifo and failed:
+        failed = block_later_in_group(records, failed)
+    if not failed:
+        return set(), None
+    return failed, f"the function reported {len(failed)} of {len(ids)} messages failed"
