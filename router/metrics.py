@@ -54,6 +54,9 @@ class Metrics:
             ["function", "state"], registry=r)
         self.source_events = Counter(
             "router_source_events_total", "Events received from sources", ["route", "type"], registry=r)
+        self.source_events_filtered = Counter(
+            "router_source_events_filtered_total", "Records acked without invoking: no filter matched",
+            ["route", "type"], registry=r)
         self.source_errors = Counter(
             "router_source_errors_total", "Errors of sources", ["route", "type"], registry=r)
         self.iterator_age = Gauge(

@@ -255,6 +255,7 @@ class SqsSource:
                 else:
                     delete.append(record["messageId"])
             self.filtered += len(delete)
+            self._metrics.source_events_filtered.labels(route=self.route.name, type=TYPE).inc(len(delete))
             records = kept
         if not records:
             return delete

@@ -290,3 +290,5 @@ async def test_filtered_out_messages_are_deleted_without_invoking(harness: Harne
         await wait_until(lambda: fn.running == 0, what="idle")
     assert fn.bodies() == [wanted]
     assert await sqs.counts(url) == (0, 0)
+    assert harness.metrics.registry.get_sample_value(
+        "router_source_events_filtered_total", {"route": src.route.name, "type": "sqs"}) == 2
