@@ -20,6 +20,7 @@ from router.errors import ConfigError, RouterError
 from router.invokers.base import Invoker
 from router.logs import setup_logging
 from router.metrics import Metrics
+from router.sources.base import Poller
 
 log = logging.getLogger("router")
 
@@ -91,7 +92,6 @@ class Router:
         from router.http.server import HttpContext, Readiness, build_app, build_metrics_app
         from router.runtime.api import RuntimeApiServer
         from router.sources.schedule import ScheduleSource
-        from router.sources.sqs import SqsSource
         from router.state.replica_lock import ReplicaLock
         from router.state.store import StateStore
         from router.state.url import engine_url, redact
@@ -117,7 +117,7 @@ class Router:
         invokers: dict[str, Invoker] = {}
         runners: list[web.AppRunner] = []
         schedule: ScheduleSource | None = None
-        pollers: list[SqsSource] = []
+        pollers: list[Poller] = []
         dispatcher: Dispatcher | None = None
         try:
             if replica_lock is not None:
@@ -160,6 +160,9 @@ class Router:
                 await schedule.start()
                 for route in config.routes:
                     if route.source.type == "sqs":
+                        # Imported only when used: botocore costs ~8 MB of idle memory.
+                        from router.sources.sqs import SqsSource
+
                         poller = SqsSource(route, dispatcher=dispatcher, metrics=self.metrics,
                                            readiness=readiness, aws=config.aws)
                         pollers.append(poller)
