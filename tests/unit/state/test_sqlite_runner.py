@@ -80,8 +80,10 @@ async def test_a_transaction_cancelled_before_it_starts_never_runs(
 
     claim.cancel()
     complete.cancel()
-    proceed.set()
+    # Both callers end while the blocker still holds the thread, so their jobs are cancelled before
+    # the thread could pick them up (setting `proceed` first would race the cancellation).
     results = await asyncio.gather(claim, complete, return_exceptions=True)
+    proceed.set()
 
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
     assert await blocker == {"f": 4}
