@@ -25,10 +25,6 @@ from router.sources.base import Poller
 log = logging.getLogger("router")
 
 
-def function_arn(config: RouterConfig, name: str) -> str:
-    return f"arn:aws:lambda:{config.aws.region}:{config.aws.account_id}:function:{name}"
-
-
 def build_invoker(
     name: str,
     config: RouterConfig,
@@ -46,7 +42,7 @@ def build_invoker(
         code_dir = (config.config_dir / fn.code).resolve()
         return LocalInvoker(
             name, fn, code_dir=code_dir, aws=config.aws, metrics=metrics, runtime_api=runtime_api,
-            arn=function_arn(config, name),
+            arn=config.aws.function_arn(name),
         )
     if fn.kind == "http":
         from router.invokers.http import HttpInvoker

@@ -65,6 +65,10 @@ class AwsConfig(Model):
     def _empty_is_none(cls, v: str | None) -> str | None:
         return v or None
 
+    def function_arn(self, name: str) -> str:
+        """The unqualified ARN of function ``name``, as Lambda writes it."""
+        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
+
 
 # --- destinations -------------------------------------------------------------------------------------
 

@@ -87,8 +87,7 @@ class Dispatcher:
         return list(self._config.functions)
 
     def arn(self, name: str) -> str:
-        aws = self._config.aws
-        return f"arn:aws:lambda:{aws.region}:{aws.account_id}:function:{name}"
+        return self._config.aws.function_arn(name)
 
     def _check(self, name: str) -> None:
         if name not in self._config.functions:

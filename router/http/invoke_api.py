@@ -103,7 +103,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         )
     aws = ctx.config.aws
     qualifier = request.query.get("Qualifier") or ref.qualifier
-    base_arn = f"arn:aws:lambda:{aws.region}:{aws.account_id}:function:{ref.name}"
+    base_arn = aws.function_arn(ref.name)
     if (
         (qualifier not in (None, "$LATEST"))
         or (ref.region is not None and ref.region != aws.region)
