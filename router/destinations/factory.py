@@ -26,48 +26,65 @@ class FunctionDestinations:
         return self.on_success if which == "on_success" else self.on_failure
 
 
-def build_destinations(
-    config: RouterConfig, *, session: aiohttp.ClientSession, submit: Submit
-) -> dict[str, FunctionDestinations]:
-    """The destinations of every function. Raises ``ConfigError`` listing every unusable destination.
+class DestinationBuilder:
+    """Builds destinations from their config; collects every problem instead of stopping at the first.
 
-    File paths are relative to the config file's directory; destinations writing the same file share one
-    writer lock, so records never interleave.
+    File destinations writing the same path share one writer lock, so records never interleave. Used for
+    the functions' ``async.on_success / on_failure`` and for the stream routes' ``source.on_failure``.
     """
-    base_dir = config.config_dir
-    locks: dict[Path, asyncio.Lock] = {}
-    problems: list[str] = []
-    out: dict[str, FunctionDestinations] = {}
 
-    def build(where: str, cfg: DestinationConfig) -> Destination | None:
+    def __init__(self, config: RouterConfig, *, session: aiohttp.ClientSession, submit: Submit) -> None:
+        self._config = config
+        self._session = session
+        self._submit = submit
+        self._locks: dict[Path, asyncio.Lock] = {}
+        self.problems: list[str] = []
+
+    def build(self, where: str, cfg: DestinationConfig) -> Destination | None:
+        """The destination for ``cfg`` (``where`` is its config path), or None after noting a problem."""
+        config = self._config
         if cfg.type == "file":
-            path = (base_dir / cfg.path).resolve()
-            return FileDestination(path, locks.setdefault(path, asyncio.Lock()))
+            path = (config.config_dir / cfg.path).resolve()
+            return FileDestination(path, self._locks.setdefault(path, asyncio.Lock()))
         if cfg.type == "http":
-            return HttpDestination(cfg.url, headers=cfg.headers, timeout=cfg.timeout, session=session)
+            return HttpDestination(cfg.url, headers=cfg.headers, timeout=cfg.timeout, session=self._session)
         if cfg.type == "function":
             if cfg.function not in config.functions:
                 hint = did_you_mean(cfg.function, config.functions)
-                problems.append(f"{where}.function: unknown function {cfg.function!r}" + (
+                self.problems.append(f"{where}.function: unknown function {cfg.function!r}" + (
                     f"; {hint}" if hint else ""))
                 return None
-            return FunctionDestination(cfg.function, submit)
+            return FunctionDestination(cfg.function, self._submit)
         if cfg.type == "sqs":
             from router.destinations.sqs import SqsDestination
 
             return SqsDestination(cfg.queue_url, aws=config.aws)
-        problems.append(
+        self.problems.append(
             f"{where}.type: destination type {cfg.type!r} is not supported yet; use file, http or function"
         )
         return None
 
+    def check(self) -> None:
+        """Raise ``ConfigError`` listing every unusable destination built so far."""
+        if self.problems:
+            raise ConfigError(list(self.problems))
+
+
+def build_destinations(
+    config: RouterConfig, *, session: aiohttp.ClientSession, submit: Submit
+) -> dict[str, FunctionDestinations]:
+    """The async destinations of every function. Raises ``ConfigError`` listing every unusable one.
+
+    File paths are relative to the config file's directory.
+    """
+    builder = DestinationBuilder(config, session=session, submit=submit)
+    out: dict[str, FunctionDestinations] = {}
     for name, fn in config.functions.items():
         dests = FunctionDestinations()
         if fn.async_.on_success is not None:
-            dests.on_success = build(f"functions.{name}.async.on_success", fn.async_.on_success)
+            dests.on_success = builder.build(f"functions.{name}.async.on_success", fn.async_.on_success)
         if fn.async_.on_failure is not None:
-            dests.on_failure = build(f"functions.{name}.async.on_failure", fn.async_.on_failure)
+            dests.on_failure = builder.build(f"functions.{name}.async.on_failure", fn.async_.on_failure)
         out[name] = dests
-    if problems:
-        raise ConfigError(problems)
+    builder.check()
     return out
