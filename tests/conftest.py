@@ -136,3 +136,41 @@ def moto_reset(url: str) -> None:
 
     with urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset", method="POST"), timeout=10):
         pass
+
+
+# --- RabbitMQ -----------------------------------------------------------------------------------------
+
+AMQP_URL_DEFAULT = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+async def _amqp_problem(url: str) -> str | None:
+    """Connect once to ``url``; return why it failed, or None when the broker answers."""
+    import aio_pika
+
+    try:
+        conn = await aio_pika.connect(url, timeout=5)
+    except Exception as exc:  # aiormq raises several unrelated types for refused / auth / timeout
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """URL of the test RabbitMQ broker (``ROUTER_TEST_AMQP_URL``, default guest@127.0.0.1:5672).
+
+    Skips the test when the broker cannot be reached, except under ``CI=true`` where that fails it.
+    Tests keep apart by using unique queue and exchange names.
+    """
+    url = os.environ.get("ROUTER_TEST_AMQP_URL", AMQP_URL_DEFAULT)
+    with ThreadPoolExecutor(1) as pool:
+        problem = pool.submit(asyncio.run, _amqp_problem(url)).result()
+    if problem is None:
+        return url
+    from yarl import URL
+
+    shown = URL(url).with_password("***") if URL(url).password else URL(url)
+    reason = f"RabbitMQ not reachable at {shown} ({problem}); set ROUTER_TEST_AMQP_URL"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
