@@ -7,6 +7,8 @@ error format and the closed ``ErrorType`` set, so every AWS-backed source report
 
 from __future__ import annotations
 
+import re
+
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, ClientCreatorContext, get_session
 from botocore.exceptions import (
@@ -95,15 +97,23 @@ def describe_error(exc: BaseException, *, what: str, hint_not_found: str) -> tup
     if code is not None:
         assert isinstance(exc, ClientError)
         message = str(exc.response.get("Error", {}).get("Message") or "").strip()
+        if message.startswith("<"):  # an error body botocore could not parse: keep its code and message
+            inner = re.search(r"<Code>([^<]{1,100})</Code>", message)
+            text = re.search(r"<Message>([^<]{0,500})</Message>", message)
+            if inner:
+                code = inner.group(1)
+            message = text.group(1) if text else ""
         detail = f": {message}" if message else ""
         if code in NOT_FOUND_CODES:
             return f"{what} not found ({code}); {hint_not_found}", ErrorType.CONFIG
-        if code in AUTH_CODES:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in AUTH_CODES or code == "403" or status == 403:
+            # "403": the code botocore gives when it cannot parse the error body (an endpoint answering
+            # a JSON-protocol call in XML, as moto_server does for authentication errors).
             return (f"access denied ({code}){detail}; check the AWS credentials (AWS_ACCESS_KEY_ID, "
                     "AWS_PROFILE or the instance role) and their permissions", ErrorType.CONFIG)
         if code in THROTTLE_CODES:
             return f"throttled by AWS ({code}); backing off", ErrorType.THROTTLED
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         kind = ErrorType.HTTP_5XX if isinstance(status, int) and status >= 500 else ErrorType.HTTP_4XX
         return f"AWS error {code}{detail}", kind
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
