@@ -34,7 +34,14 @@ from router.core.invocation import Invocation
 from router.filters import compile_filters, sqs_filter_data
 from router.http.readiness import Readiness
 from router.metrics import Metrics
-from router.sources.sqs_event import batch_payload, failed_message_ids, region_of, to_record
+from router.sources.sqs_event import (
+    PAYLOAD_LIMIT,
+    batch_payload,
+    failed_message_ids,
+    fit_payload,
+    region_of,
+    to_record,
+)
 from router.sources.sqs_queue import MAX_BATCH, QueueInfo, SqsQueue, kept_visible
 
 log = logging.getLogger("router.sources.sqs")
@@ -214,6 +221,10 @@ class SqsSource:
                 return len(batch)
             self._phase[me] = Phase.BUSY
             records = [to_record(m, arn=info.arn, region=self._region) for m in batch.values()]
+            records, overflow = fit_payload(records)
+            if overflow:  # over Lambda's 6 MB payload: the rest goes back to the queue at once
+                await self._hand_back({r["messageId"]: held.pop(r["messageId"]) for r in overflow},
+                                      why="over the 6 MB payload limit of one batch")
             delete = await self._run_batch(records, info)
         await self._acknowledge({mid: held[mid] for mid in delete})
         return len(batch)
@@ -232,7 +243,8 @@ class SqsSource:
         if window <= 0:
             return
         deadline = time.monotonic() + window
-        while len(batch) < size and not self._stopping:
+        gathered = sum(_approx_size(m) for m in batch.values())
+        while len(batch) < size and gathered < PAYLOAD_LIMIT and not self._stopping:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -243,6 +255,7 @@ class SqsSource:
                 self._fault(exc)  # run what was gathered; the next receive backs off if it persists
                 break
             self._take(more, batch, held)
+            gathered += sum(_approx_size(m) for m in more)
 
     async def _run_batch(self, records: list[dict[str, Any]], info: QueueInfo) -> list[str]:
         """Invoke the function with the records that pass the filters; the message ids to delete."""
@@ -289,13 +302,13 @@ class SqsSource:
                       "the visibility timeout and run again (at-least-once)", self.route.name, len(failed),
                       next(iter(failed.values())), extra={**self._extra, "error_type": "connection"})
 
-    async def _hand_back(self, held: dict[str, str]) -> None:
-        """Stopping: messages received but not started become visible again at once."""
+    async def _hand_back(self, held: dict[str, str], why: str = "at shutdown") -> None:
+        """Messages received but not started become visible again at once (stopping, or a batch cut)."""
         if not held or self._queue is None:
             return
         failed = await self._queue.change_visibility(held, 0)
-        log.info("route '%s': handed back %d messages at shutdown", self.route.name,
-                 len(held) - len(failed), extra=self._extra)
+        log.info("route '%s': handed back %d messages %s", self.route.name, len(held) - len(failed), why,
+                 extra=self._extra)
 
     # --- health ------------------------------------------------------------------------------------
 
@@ -331,3 +344,9 @@ class SqsSource:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._stop_event.wait()
+
+
+def _approx_size(message: dict[str, Any]) -> int:
+    """About the bytes ``message`` adds to the event (its record is the message renamed, plus a few keys)."""
+    return len(message.get("Body", "")) + 512 + sum(
+        len(str(k)) + len(str(v)) for k, v in (message.get("MessageAttributes") or {}).items())

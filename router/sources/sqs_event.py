@@ -71,8 +71,25 @@ def to_record(message: dict[str, Any], *, arn: str, region: str) -> dict[str, An
     return record
 
 
+PAYLOAD_LIMIT = 6 * 1024 * 1024
+"""Lambda's synchronous invocation payload limit: a gathered batch never exceeds it."""
+
+
 def batch_payload(records: Sequence[dict[str, Any]]) -> bytes:
     return json.dumps({"Records": list(records)}, separators=(",", ":")).encode()
+
+
+def fit_payload(records: Sequence[dict[str, Any]], limit: int = PAYLOAD_LIMIT,
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split ``records`` into the longest prefix whose ``batch_payload`` fits in ``limit`` bytes and the
+    rest (handed back to the queue, as Lambda cuts a batch at 6 MB). The first record is always kept:
+    alone it is the smallest batch there can be."""
+    size = len(b'{"Records":[]}')
+    for i, record in enumerate(records):
+        size += len(json.dumps(record, separators=(",", ":")).encode()) + (1 if i else 0)
+        if size > limit and i:
+            return list(records[:i]), list(records[i:])
+    return list(records), []
 
 
 class BatchResponseError(ValueError):

@@ -133,3 +133,22 @@ def test_describe_error(exc: BaseException, text: str, kind: ErrorType) -> None:
     message, error_type = describe_error(exc, what="queue", hint_not_found=hint)
     assert error_type is kind
     assert re.search(text, message), message
+
+
+def test_fit_payload_cuts_the_batch_at_the_limit_and_keeps_at_least_one() -> None:
+    from router.sources.sqs_event import batch_payload, fit_payload
+
+    records = [{"messageId": str(i), "body": "x" * 1000} for i in range(10)]
+    whole = len(batch_payload(records))
+    kept, rest = fit_payload(records, limit=whole)
+    assert (kept, rest) == (records, [])
+    kept, rest = fit_payload(records, limit=whole - 1)
+    assert kept == records[:9]
+    assert rest == records[9:]
+    assert len(batch_payload(kept)) <= whole - 1
+    kept, rest = fit_payload(records, limit=3500)
+    assert len(batch_payload(kept)) <= 3500 < len(batch_payload(records[:len(kept) + 1]))
+    assert kept + rest == records
+    kept, rest = fit_payload(records, limit=10)  # one record alone is over the limit: still invoked
+    assert kept == records[:1]
+    assert rest == records[1:]

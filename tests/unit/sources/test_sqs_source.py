@@ -292,3 +292,27 @@ async def test_filtered_out_messages_are_deleted_without_invoking(harness: Harne
     assert await sqs.counts(url) == (0, 0)
     assert harness.metrics.registry.get_sample_value(
         "router_source_events_filtered_total", {"route": src.route.name, "type": "sqs"}) == 2
+
+
+async def test_a_gathered_batch_never_exceeds_the_6mb_payload(harness: Harness, sqs: Sqs) -> None:
+    from router.sources.sqs_event import PAYLOAD_LIMIT
+
+    url = await sqs.create(visibility=30)
+    bodies = [f"{i:02d}" + "x" * 250_000 for i in range(40)]  # ~10 MB in all, 256 KB messages
+    for i in range(0, len(bodies), 4):
+        await sqs.send(url, *bodies[i:i + 4])
+    sizes: list[int] = []
+    seen: list[str] = []
+
+    async def handler(event: dict[str, Any]) -> Result:
+        sizes.append(len(json.dumps(event, separators=(",", ":")).encode()))
+        seen.extend(r["body"][:2] for r in event["Records"])
+        return ok()
+
+    fn = FunctionInvoker(handler)
+    async with harness.source(url, fn, batch_size=1000, batch_window="3s"):
+        await wait_until(lambda: len(set(seen)) == 40, what="all 40 messages")
+        await wait_until(lambda: fn.running == 0, what="idle")
+    assert max(sizes) <= PAYLOAD_LIMIT
+    assert max(sizes) > PAYLOAD_LIMIT // 2  # gathered across receives, not one receive per batch
+    assert await sqs.counts(url) == (0, 0)
