@@ -298,7 +298,7 @@ async def test_a_gathered_batch_never_exceeds_the_6mb_payload(harness: Harness, 
     from router.sources.sqs_event import PAYLOAD_LIMIT
 
     url = await sqs.create(visibility=30)
-    bodies = [f"{i:02d}" + "x" * 250_000 for i in range(40)]  # ~10 MB in all, 256 KB messages
+    bodies = [f"{i:02d}" + "x" * 250_000 for i in range(64)]  # 16 MB: over 6 MB for each of 2 pollers
     for i in range(0, len(bodies), 4):
         await sqs.send(url, *bodies[i:i + 4])
     sizes: list[int] = []
@@ -310,8 +310,8 @@ async def test_a_gathered_batch_never_exceeds_the_6mb_payload(harness: Harness, 
         return ok()
 
     fn = FunctionInvoker(handler)
-    async with harness.source(url, fn, batch_size=1000, batch_window="3s"):
-        await wait_until(lambda: len(set(seen)) == 40, what="all 40 messages")
+    async with harness.source(url, fn, batch_size=1000, batch_window="5s"):
+        await wait_until(lambda: len(set(seen)) == 64, what="all 64 messages")
         await wait_until(lambda: fn.running == 0, what="idle")
     assert max(sizes) <= PAYLOAD_LIMIT
     assert max(sizes) > PAYLOAD_LIMIT // 2  # gathered across receives, not one receive per batch
