@@ -48,6 +48,11 @@ class ServerConfig(Model):
     invoke_token: str | None = Field(
         None, description="when set, the Invoke API requires 'Authorization: Bearer <token>'"
     )
+    invoke_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="access key id -> secret access key: the Invoke API verifies AWS SigV4 signatures "
+        "made with these keys (boto3, the AWS CLI); use ${VAR} for the secrets",
+    )
 
 
 class LoggingConfig(Model):

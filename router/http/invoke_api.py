@@ -2,9 +2,10 @@
 
 boto3 and the AWS CLI work against it with ``endpoint_url`` set to the router. When
 ``server.invoke_token`` is set, a request must carry the token, either as
-``Authorization: Bearer <token>`` (curl, HTTP clients) or as ``X-Api-Key: <token>``. The second exists
-for the AWS SDKs, which put their own SigV4 signature in ``Authorization``; with boto3, add the header
-from an event hook (any credentials will do, the signature is not checked)::
+``Authorization: Bearer <token>`` (curl, HTTP clients) or as ``X-Api-Key: <token>``. When
+``server.invoke_keys`` (access key id -> secret) is set, the AWS SDKs and CLI authenticate as with AWS:
+their SigV4 signature is verified (``router.http.sigv4``). With a token only, boto3 can send it as
+``X-Api-Key`` from an event hook (any credentials will do; the signature is then not checked)::
 
     client = boto3.client("lambda", endpoint_url="http://router:8080", region_name="us-east-1",
                           aws_access_key_id="x", aws_secret_access_key="x")
@@ -29,7 +30,7 @@ from aiohttp import web
 
 from router.core.invocation import Invocation, Outcome, new_request_id
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
-from router.http import aws_errors
+from router.http import aws_errors, sigv4
 from router.http.context import CTX, HttpContext
 from router.http.limits import BodyTooLarge, read_body
 
@@ -77,6 +78,16 @@ def _authorized(request: web.Request, token: str) -> bool:
     return ok
 
 
+def _refusal(token: str | None, keys: dict[str, str]) -> str:
+    ways = []
+    if token:
+        ways.append("'Authorization: Bearer <token>' or 'X-Api-Key: <token>' (server.invoke_token)")
+    if keys:
+        ways.append("an AWS SigV4 signature with a key of server.invoke_keys (the AWS SDKs and CLI sign "
+                    "with their configured credentials)")
+    return "Invoke API: missing or wrong credentials; send " + ", or ".join(ways)
+
+
 def _log_result(logs: str) -> str:
     return base64.b64encode(logs.encode()[-LOG_TAIL_BYTES:]).decode("ascii")
 
@@ -84,14 +95,15 @@ def _log_result(logs: str) -> str:
 async def invoke(request: web.Request) -> web.StreamResponse:
     ctx: HttpContext = request.app[CTX]
     request_id = new_request_id()
-    token = ctx.config.server.invoke_token
-    if token and not _authorized(request, token):
-        log.info("invoke api: request refused, missing or wrong token", extra={"source": SOURCE})
-        return aws_errors.access_denied(
-            "Invoke API: missing or wrong token; send 'Authorization: Bearer <token>' or "
-            "'X-Api-Key: <token>' (server.invoke_token)",
-            request_id,
-        )
+    server = ctx.config.server
+    token, keys = server.invoke_token, server.invoke_keys
+    check_signature = False
+    if (token or keys) and not (token and _authorized(request, token)):
+        if keys and sigv4.is_signed(request.headers):
+            check_signature = True  # once the body is read: its hash is signed
+        else:
+            log.info("invoke api: request refused, missing or wrong credentials", extra={"source": SOURCE})
+            return aws_errors.access_denied(_refusal(token, keys), request_id)
 
     raw_name = request.match_info["name"]
     ref = parse_function_name(raw_name)
@@ -130,6 +142,12 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, limit)
     except BodyTooLarge:
         return aws_errors.too_large(limit, request_id)
+    if check_signature:
+        try:
+            sigv4.verify(sigv4.SignedRequest(request.method, request.raw_path, request.headers, body), keys)
+        except sigv4.SignatureError as exc:
+            log.info("invoke api: request refused, %s: %s", exc.code, exc.message, extra={"source": SOURCE})
+            return aws_errors.aws_error(403, exc.code, exc.message, request_id)
     if not body.strip():
         body = b"{}"
     try:

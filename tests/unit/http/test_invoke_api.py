@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import botocore.client
+import botocore.exceptions
 import pytest
 from botocore.config import Config
 
@@ -22,10 +23,11 @@ from .conftest import make_config
 class Lambda:
     """A boto3 lambda client for a test server; every call runs in a thread (boto3 is sync)."""
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None,
+                 keys: tuple[str, str] = ("testing", "testing")) -> None:
         self.client: botocore.client.BaseClient = boto3.client(
             "lambda", endpoint_url=url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
+            aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
             config=Config(retries={"max_attempts": 1, "mode": "standard"}),
         )
         if token is not None:
@@ -238,6 +240,71 @@ async def test_token_required_when_configured(serve: Any, clients: list[Lambda])
     async with server.session.post(url, data=b"2", headers={"Authorization": "Bearer nope"}) as r:
         assert r.status == 403
         assert r.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+
+
+async def test_sigv4_signatures_verified_with_invoke_keys(serve: Any, clients: list[Lambda]) -> None:
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    config = make_config(server={"invoke_keys": {"AKIDROUTER": secret}})
+    server = await serve(config)
+    good = Lambda(server.url, keys=("AKIDROUTER", secret))
+    clients.append(good)
+    assert (await good.invoke(FunctionName="echo", Payload=b'{"a": 1}'))["Body"] == b'{"a": 1}'
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:echo"  # the path is encoded, then signed
+    assert (await good.invoke(FunctionName=arn, Payload=b"[2]", Qualifier="$LATEST"))["Body"] == b"[2]"
+
+    wrong_secret = Lambda(server.url, keys=("AKIDROUTER", secret[:-1] + "X"))
+    unknown_key = Lambda(server.url, keys=("AKIDOTHER", secret))
+    clients.extend([wrong_secret, unknown_key])
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        await wrong_secret.invoke(FunctionName="echo", Payload=b"{}")
+    assert info.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        await unknown_key.invoke(FunctionName="echo", Payload=b"{}")
+    assert info.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+    url = f"{server.url}/2015-03-31/functions/echo/invocations"
+    async with server.session.post(url, data=b"{}") as r:  # unsigned
+        assert r.status == 403
+        assert r.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+        assert "SigV4" in (await r.json())["message"]
+    # A signed request whose body was changed after signing is refused.
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method="POST", url=url, data=b'{"amount": 1}')
+    SigV4Auth(Credentials("AKIDROUTER", secret), "lambda", "us-east-1").add_auth(req)
+    headers = {k: v for k, v in req.headers.items() if k.lower() != "x-amz-content-sha256"}
+    async with server.session.post(url, data=b'{"amount": 1}', headers=headers) as r:
+        assert r.status == 200
+    async with server.session.post(url, data=b'{"amount": 9}', headers=headers) as r:
+        assert r.status == 403
+        assert r.headers["x-amzn-ErrorType"] == "InvalidSignatureException"
+    amounts = [inv.payload for inv in server.dispatcher.invoked if b"amount" in inv.payload]
+    assert amounts == [b'{"amount": 1}']
+
+
+async def test_sigv4_expired_date_refused() -> None:
+    import hashlib
+    import time
+
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from router.http import sigv4
+
+    when = time.time()
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    req = sigv4.SignedRequest("POST", "/x", CIMultiDictProxy(CIMultiDict({
+        "Host": "h", "X-Amz-Date": amz_date,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=K/{amz_date[:8]}/us-east-1/lambda/aws4_request, "
+                         f"SignedHeaders=host;x-amz-date, Signature={'0' * 64}",
+    })), b"")
+    with pytest.raises(sigv4.SignatureError, match="does not match"):
+        sigv4.verify(req, {"K": "s"}, now=when)
+    with pytest.raises(sigv4.SignatureError, match="expired"):
+        sigv4.verify(req, {"K": "s"}, now=when + 16 * 60)
+    assert hashlib.sha256(b"").hexdigest() in sigv4.canonical_request(req, ["host", "x-amz-date"])
 
 
 async def test_invoke_api_can_be_turned_off(serve: Any) -> None:
