@@ -152,6 +152,7 @@ class Router:
                 schedule = ScheduleSource(
                     [r for r in config.routes if r.source.type == "schedule"],
                     dispatcher, self.metrics, config.aws, close_timeout=server.shutdown_timeout,
+                    claims=store,
                 )
                 await schedule.start()
                 for route in config.routes:

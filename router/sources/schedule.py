@@ -7,11 +7,18 @@ while the previous run is still going is skipped and counted as ``missed``, as i
 start within its grace time. ``router_schedule_runs_total{outcome}``: ``fired`` when the function ran
 fine (sync) or the event was persisted (async), ``error`` when it failed or could not be dispatched.
 
+Every tick is claimed in the state store before it fires (``router_schedule_fires``, one row per route
+and nominal time): among replicas sharing a PostgreSQL store exactly one fires it, with no leader. A
+store that cannot be reached does not stop the schedule: the tick fires unclaimed (at least once) and the
+error is logged and counted. Rate schedules tick at whole multiples of the rate since the Unix epoch
+(``rate: 5m`` fires at :00, :05, ... UTC), so every replica and every restart agrees on the ticks.
+
 ``catch_up`` (rounded up to whole seconds) is APScheduler's ``misfire_grace_time``, with
-``coalesce=True`` (missed ticks fire once).
-``catch_up: 0`` means "on time only"; a grace of ``MIN_GRACE`` (1 s) is still given so that a busy
-event loop does not turn a tick into a miss. Ticks missed while the router was down are not seen yet:
-that needs the schedule fires claimed in the state store (DESIGN §4.4), which comes later.
+``coalesce=True`` (missed ticks fire once). ``catch_up: 0`` means "on time only"; a grace of
+``MIN_GRACE`` (1 s) is still given so that a busy event loop does not turn a tick into a miss.
+Ticks missed while no router ran are found at start from the route's newest claimed tick: those within
+``catch_up`` of now fire late, one after the other (at most ``MAX_CATCH_UP``), older ones are counted as
+``missed``. A route that never fired has nothing to catch up.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
@@ -49,6 +56,19 @@ log = logging.getLogger("router.sources.schedule")
 
 TYPE = "schedule"
 MIN_GRACE = 1  # seconds; APScheduler takes whole seconds
+MAX_CATCH_UP = 100
+"""Most missed ticks of one route fired late at start; older ones count as missed."""
+KEEP_FIRES = 24 * 3600.0
+"""Claimed ticks are kept this long beyond the route's catch-up window, then pruned."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class FireClaims(Protocol):
+    """Where ticks are claimed (``router.state.store.StateStore``)."""
+
+    async def claim_fire(self, route: str, fire_time: float, *, now: float, keep: float) -> bool: ...
+
+    async def last_fire(self, route: str) -> float | None: ...
 
 
 def build_trigger(cfg: ScheduleSourceConfig) -> BaseTrigger:
@@ -56,7 +76,8 @@ def build_trigger(cfg: ScheduleSourceConfig) -> BaseTrigger:
 
     Raises ``ValueError`` (``CronError``) with a message fit for users."""
     if cfg.rate is not None:
-        return IntervalTrigger(seconds=cfg.rate, timezone=zone(cfg.timezone))
+        # Anchored at the epoch: the ticks are the same for every replica and across restarts.
+        return IntervalTrigger(seconds=cfg.rate, start_date=EPOCH, timezone=zone(cfg.timezone))
     return cron_trigger(cfg.cron or "", cfg.timezone)
 
 
@@ -87,8 +108,10 @@ class ScheduleSource:
         *,
         close_timeout: float = 25.0,
         clock: Callable[[], float] = time.time,
+        claims: FireClaims | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._claims = claims
         self._metrics = metrics
         self._aws = aws_config
         self._close_timeout = close_timeout
@@ -133,6 +156,59 @@ class ScheduleSource:
         scheduler.start()
         self._scheduler = scheduler
         log.info("schedule source started", extra={"event": f"{len(self._routes)} routes"})
+        if self._claims is not None:
+            for name, route in self._routes.items():
+                assert isinstance(route.source, ScheduleSourceConfig)
+                if route.source.catch_up > 0:
+                    self._spawn(self._catch_up(name, route.source.catch_up), f"{name} catch-up")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    def missed_ticks(self, name: str, after: float, now: float) -> list[datetime]:
+        """The nominal ticks of route ``name`` after ``after`` and up to ``now`` (at most 10,000)."""
+        trigger = self._triggers[name]
+        out: list[datetime] = []
+        step = timedelta(microseconds=1)
+        at = datetime.fromtimestamp(after, UTC) + step
+        for _ in range(10_000):
+            # No previous fire: the trigger's own grid (rates anchored at the epoch), from ``at`` on.
+            nxt = trigger.get_next_fire_time(None, at)
+            if nxt is None or nxt.timestamp() > now:
+                break
+            out.append(nxt)
+            at = nxt + step
+        return out
+
+    async def _catch_up(self, name: str, window: float) -> None:
+        """Fire, late, the ticks of ``name`` missed while no router ran and younger than ``window``."""
+        assert self._claims is not None
+        try:
+            last = await self._claims.last_fire(name)
+        except Exception as exc:
+            self._metrics.source_errors.labels(route=name, type=TYPE).inc()
+            log.error("schedule: cannot read the last fire from the state store, no catch-up: %s", exc,
+                      extra={"route": name})
+            return
+        if last is None:
+            return
+        now = self._clock()
+        ticks = self.missed_ticks(name, last, now)
+        late = [t for t in ticks if now - t.timestamp() <= window][-MAX_CATCH_UP:]
+        missed = len(ticks) - len(late)
+        if missed:
+            self._metrics.schedule_runs.labels(route=name, outcome="missed").inc(missed)
+            log.warning("schedule: %d ticks missed while no router ran (older than catch_up %gs)", missed,
+                        window, extra={"route": name})
+        if late:
+            log.info("schedule: firing %d missed ticks late (catch_up %gs)", len(late), window,
+                     extra={"route": name})
+        for tick in late:
+            if self._scheduler is None:
+                return  # closing
+            await self._run(name, tick)
 
     async def close(self) -> None:
         """Stop firing, let running fires finish within ``close_timeout``, then cancel the rest and
@@ -182,10 +258,13 @@ class ScheduleSource:
             if task is not None:
                 self._running.discard(task)
 
-    async def _run(self, name: str) -> None:
+    async def _run(self, name: str, nominal: datetime | None = None) -> None:
         route = self._routes[name]
         now = self._clock()
-        nominal = self._nominal.pop(name, None) or datetime.fromtimestamp(now, UTC)
+        if nominal is None:
+            nominal = self._nominal.pop(name, None) or datetime.fromtimestamp(now, UTC)
+        if not await self._claim(name, route, nominal, now):
+            return
         self._metrics.schedule_lag.labels(route=name).observe(max(0.0, now - nominal.timestamp()))
         self._metrics.source_events.labels(route=name, type=TYPE).inc()
         event = route.input if route.input is not None else scheduled_event(name, nominal, self._aws)
@@ -212,3 +291,20 @@ class ScheduleSource:
             self._metrics.source_errors.labels(route=name, type=TYPE).inc()
             log.error("schedule: could not dispatch the tick: %s", exc, extra=extra)
         self._metrics.schedule_runs.labels(route=name, outcome=outcome).inc()
+
+    async def _claim(self, name: str, route: RouteConfig, nominal: datetime, now: float) -> bool:
+        """Whether this replica fires the tick: it won the claim, or the store could not be asked."""
+        if self._claims is None:
+            return True
+        assert isinstance(route.source, ScheduleSourceConfig)
+        try:
+            won = await self._claims.claim_fire(name, nominal.timestamp(), now=now,
+                                                keep=KEEP_FIRES + route.source.catch_up)
+        except Exception as exc:
+            self._metrics.source_errors.labels(route=name, type=TYPE).inc()
+            log.error("schedule: cannot claim the tick in the state store, firing it anyway "
+                      "(another replica may fire it too): %s", exc, extra={"route": name})
+            return True
+        if not won:
+            log.debug("schedule: tick fired by another replica", extra={"route": name})
+        return won

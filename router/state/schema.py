@@ -52,10 +52,17 @@ sa.Index(  # only the leased rows (few: those in flight), for when the next leas
     sqlite_where=_leased, postgresql_where=_leased,
 )
 
+schedule_fires = sa.Table(  # schedule routes: one row per nominal tick fired (claimed by one replica)
+    "router_schedule_fires",
+    metadata,
+    sa.Column("route", sa.String(128), primary_key=True),
+    sa.Column("fire_time", sa.Double(), primary_key=True),  # the tick's nominal time, epoch seconds
+    sa.Column("fired_at", sa.Double(), nullable=False),
+)
+
 # Later issues add, in this module and with a SCHEMA_VERSION bump:
 #   router_checkpoints     (route, shard_id) -> sequence_number        stream checkpoints
 #   router_shard_leases    (route, shard_id) -> owner, lease_until, counter (fencing token)
-#   router_schedule_fires  (route, fire_time) primary key              one claim per nominal tick
 
 
 def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> None:

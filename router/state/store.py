@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from router.errors import StateStoreError
+from router.state import schedule_fires
 from router.state.errors import describe
 from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
 from router.state.schema import async_events, create_tables
@@ -257,6 +258,18 @@ class StateStore:
             lambda conn: conn.execute(_NEXT_AVAILABLE, {"p_function": function}).scalar_one_or_none(),
         )
         return None if value is None else float(value)
+
+    # --- schedule fires --------------------------------------------------------------------------------
+
+    async def claim_fire(self, route: str, fire_time: float, *, now: float, keep: float) -> bool:
+        """Claim the tick of schedule ``route`` at ``fire_time``: True for exactly one caller among all
+        replicas sharing this store. Rows older than ``keep`` seconds before the tick are pruned."""
+        return await self._transact(
+            "claim schedule fire", lambda conn: schedule_fires.claim(conn, route, fire_time, now, keep))
+
+    async def last_fire(self, route: str) -> float | None:
+        """The newest tick of schedule ``route`` fired by any replica, or None when it never fired."""
+        return await self._transact("last schedule fire", lambda conn: schedule_fires.last(conn, route))
 
 # --- internals ------------------------------------------------------------------------------------
 
