@@ -26,7 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import BenchError, Ctx, machine_info
 from bench.load import WRK_MISSING, wrk_path
 from bench.report import Row, results_block, text_table, write_results
-from bench.scenarios import accept, config_load, http_sync, invoke, memory, schedule
+from bench.scenarios import (
+    accept,
+    amqp,
+    config_load,
+    http_sync,
+    invoke,
+    kinesis,
+    memory,
+    schedule,
+    sqs,
+)
 
 SCENARIOS: dict[str, tuple[str, ModuleType]] = {
     "1": ("webhook -> python handler, sync, 32 connections", http_sync),
@@ -37,6 +47,9 @@ SCENARIOS: dict[str, tuple[str, ModuleType]] = {
     "6": ("memory: idle router, warm environment", memory),
     "7": ("config: 1,000 routes load + validate", config_load),
     "8": ("schedule: fire lag", schedule),
+    "9": ("SQS -> function throughput (moto_server)", sqs),
+    "10": ("Kinesis -> function records/s (moto_server)", kinesis),
+    "11": ("AMQP -> function throughput (RabbitMQ)", amqp),
 }
 
 
@@ -59,7 +72,7 @@ async def run_all(ctx: Ctx) -> list[Row]:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     rows: list[Row] = []
     done: set[int] = set()
-    for sid in sorted(ctx.selected):
+    for sid in sorted(ctx.selected, key=int):
         module = SCENARIOS[sid][1]
         if id(module) in done:
             continue
@@ -82,7 +95,7 @@ async def run_all(ctx: Ctx) -> list[Row]:
         rows += got
         print(text_table(got), file=sys.stderr, flush=True)
         print(f"  ({time.monotonic() - t0:.0f}s)", file=sys.stderr, flush=True)
-    rows.sort(key=lambda r: r.scenario.split(" ", 1)[0])
+    rows.sort(key=lambda r: int(r.scenario.split(" ", 1)[0]))  # "10" after "9"
     return rows
 
 

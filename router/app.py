@@ -15,7 +15,12 @@ import aiohttp
 from aiohttp import web
 
 from router import __version__
-from router.config.models import NOT_YET_RUNNABLE, RouterConfig
+from router.config.models import (
+    NOT_YET_RUNNABLE,
+    DynamodbStreamSourceConfig,
+    KinesisSourceConfig,
+    RouterConfig,
+)
 from router.errors import ConfigError, RouterError
 from router.invokers.base import Invoker
 from router.logs import setup_logging
@@ -62,14 +67,6 @@ def check_runnable(config: RouterConfig) -> None:
                 f"routes[{i}].source.type: source type '{route.source.type}' (route '{route.name}') "
                 "is not supported yet; use webhook or schedule"
             )
-    for name, fn in config.functions.items():
-        for which in ("on_success", "on_failure"):
-            dest = getattr(fn.async_, which)
-            if dest is not None and dest.type == "amqp":
-                problems.append(
-                    f"functions.{name}.async.{which}.type: destination type '{dest.type}' "
-                    "is not supported yet; use file, http or function"
-                )
     if problems:
         raise ConfigError(problems)
 
@@ -132,6 +129,8 @@ class Router:
             )
             readiness = Readiness()
             readiness.add_check("state_store", store.ping)
+            if dispatcher.amqp_queue is not None:
+                readiness.add_check("async_queue", dispatcher.amqp_queue.ping)
             ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness)
 
             runner = web.AppRunner(build_app(ctx), shutdown_timeout=server.shutdown_timeout,
@@ -164,6 +163,31 @@ class Router:
                                            readiness=readiness, aws=config.aws)
                         pollers.append(poller)
                         tg.create_task(poller.run(), name=f"sqs:{route.name}")
+                    elif route.source.type == "amqp":
+                        from router.sources.amqp import AmqpSource
+
+                        amqp_poller = AmqpSource(route, dispatcher=dispatcher, metrics=self.metrics,
+                                                 readiness=readiness, aws=config.aws,
+                                                 max_body=server.max_body)
+                        pollers.append(amqp_poller)
+                        tg.create_task(amqp_poller.run(), name=f"amqp:{route.name}")
+                    elif route.source.type in ("kinesis", "dynamodb_stream"):
+                        from router.destinations.factory import DestinationBuilder
+                        from router.sources.stream import StreamSource
+
+                        assert isinstance(route.source, KinesisSourceConfig | DynamodbStreamSourceConfig)
+                        on_failure = None
+                        if route.source.on_failure is not None:
+                            builder = DestinationBuilder(config, session=http_session,
+                                                         submit=dispatcher.submit)
+                            where = f"routes[{config.routes.index(route)}].source.on_failure"
+                            on_failure = builder.build(where, route.source.on_failure)
+                            builder.check()
+                        stream = StreamSource(route, dispatcher=dispatcher, metrics=self.metrics,
+                                              readiness=readiness, aws=config.aws, store=store,
+                                              on_failure=on_failure)
+                        pollers.append(stream)
+                        tg.create_task(stream.run(), name=f"{route.source.type}:{route.name}")
                 readiness.set_started()
                 log.info(
                     "router %s listening on http://%s:%d (%d functions, %d routes)",
@@ -189,6 +213,8 @@ class Router:
             for invoker in invokers.values():
                 with contextlib.suppress(Exception):
                     await invoker.close()
+            if dispatcher is not None:
+                await dispatcher.close()  # amqp destination connections
             await runtime_api.close()
             await http_session.close()
             await store.close()

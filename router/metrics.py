@@ -71,3 +71,17 @@ class Metrics:
             "router_webhook_requests_total", "Webhook requests by HTTP status", ["route", "status"],
             registry=r)
         self.build_info = Gauge("router_build_info", "Build information", ["version"], registry=r)
+        # amqp source (issue 4): what became of each delivered message, and reconnections
+        self.amqp_messages = Counter(
+            "router_amqp_messages_total",
+            "AMQP messages by outcome (acked, rejected, requeued, returned, redelivered)",
+            ["route", "outcome"], registry=r)
+        self.amqp_reconnects = Counter(
+            "router_amqp_reconnects_total", "Robust AMQP connections re-established", ["route"],
+            registry=r)
+        # stream sources (kinesis, dynamodb_stream): records given up, with or without an on_failure
+        self.stream_records_discarded = Counter(
+            "router_stream_records_discarded_total",
+            "Stream records given up after retries or age (condition: RetryAttemptsExhausted, "
+            "RecordAgeExceeded); their failure record went to source.on_failure when set",
+            ["route", "condition"], registry=r)

@@ -101,10 +101,14 @@ class SqsDestinationConfig(Model):
 
 
 class AmqpDestinationConfig(Model):
+    """Publishes the record as JSON to ``exchange`` with ``routing_key`` (persistent, publisher confirms,
+    mandatory: a record no queue receives is a failed delivery, kept and retried)."""
+
     type: Literal["amqp"]
-    url: str
-    exchange: str = ""
+    url: str = Field(description="amqp://user:pass@host:5672/vhost (amqps:// for TLS)")
+    exchange: str = Field("", description="exchange name; '' is the default exchange (routing_key = queue)")
     routing_key: str = ""
+    timeout: Duration = Field(10.0, gt=0, description="time allowed to connect, publish and be confirmed")
 
 
 DestinationConfig = Annotated[
@@ -303,17 +307,36 @@ class SqsSourceConfig(Model):
 
 
 class StreamSourceBase(Model):
+    """Lambda's event source mapping for a stream (Kinesis, DynamoDB Streams); the defaults are Lambda's."""
+
     stream_arn: str
     starting_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "LATEST"
-    starting_position_timestamp: float | None = None
+    starting_position_timestamp: float | None = Field(
+        None, description="epoch seconds; required with AT_TIMESTAMP and refused otherwise")
     batch_size: int = Field(100, ge=1, le=10000)
-    batch_window: Duration = 0.0
-    parallelization: int = Field(1, ge=1, le=10)
+    batch_window: Duration = Field(0.0, le=300, description="gather records for up to this long (max 300s)")
+    parallelization: int = Field(1, ge=1, le=10, description="concurrent batches per shard")
     bisect_on_error: bool = False
-    max_retry_attempts: int = Field(-1, ge=-1, le=10000)
-    max_record_age: Duration | Literal[-1] = -1
+    max_retry_attempts: int = Field(-1, ge=-1, le=10000, description="-1: retry until the record expires")
+    max_record_age: Duration | Literal[-1] = Field(
+        -1, description="-1: never; records older than this are not invoked (max 7 days)")
     report_batch_item_failures: bool = False
     on_failure: DestinationConfig | None = None
+
+    @model_validator(mode="after")
+    def _stream_checks(self) -> StreamSourceBase:
+        if self.starting_position == "AT_TIMESTAMP" and self.starting_position_timestamp is None:
+            raise ValueError(
+                "starting_position AT_TIMESTAMP needs starting_position_timestamp (epoch seconds)")
+        if self.starting_position != "AT_TIMESTAMP" and self.starting_position_timestamp is not None:
+            raise ValueError(
+                f"starting_position_timestamp applies to starting_position AT_TIMESTAMP only, "
+                f"got starting_position {self.starting_position}; remove it or use AT_TIMESTAMP")
+        if self.max_record_age != -1 and not 0 < self.max_record_age <= 604800:
+            raise ValueError(
+                "max_record_age must be -1 (never) or more than 0s and at most 7d, "
+                f"got {self.max_record_age}")
+        return self
 
 
 class KinesisSourceConfig(StreamSourceBase):
@@ -323,13 +346,71 @@ class KinesisSourceConfig(StreamSourceBase):
 class DynamodbStreamSourceConfig(StreamSourceBase):
     type: Literal["dynamodb_stream"]
 
+    @field_validator("starting_position")
+    @classmethod
+    def _no_timestamp(cls, v: str) -> str:
+        if v == "AT_TIMESTAMP":
+            raise ValueError(
+                "DynamoDB Streams has no AT_TIMESTAMP starting position; use TRIM_HORIZON or LATEST")
+        return v
+
 
 class AmqpSourceConfig(Model):
+    """RabbitMQ queue -> function, as Lambda's Amazon MQ (RabbitMQ) event source mapping."""
+
     type: Literal["amqp"]
-    url: str
-    queue: str
-    prefetch: int = Field(10, ge=1, le=65535)
-    on_error: Literal["dead_letter", "requeue"] = "dead_letter"
+    url: str = Field(description="amqp://user:password@host:port/vhost (amqps:// for TLS)")
+    queue: str = Field(min_length=1, max_length=255)
+    prefetch: int = Field(10, ge=1, le=65535, description="basic.qos: messages in flight at most")
+    batch_size: int = Field(
+        100, ge=1, le=10000,
+        description="messages per invocation (Lambda: 100); at most prefetch, smaller when not given",
+    )
+    batch_window: Duration = Field(0.5, ge=0.0, le=300.0,
+                                   description="gather a batch for up to this long (Lambda: 500ms)")
+    on_error: Literal["dead_letter", "requeue"] = Field(
+        "dead_letter",
+        description="failed batch: reject to the queue's dead-letter exchange, or requeue after a delay",
+    )
+    requeue_delay: Duration = Field(5.0, gt=0.0, le=86400.0,
+                                    description="on_error: requeue waits this long before a retry")
+    max_redeliveries: int = Field(3, ge=0, le=10000,
+                                  description="on_error: requeue: then the message is dead-lettered")
+    declare: bool = Field(True, description="declare the queue (false: it must exist)")
+    durable: bool = True
+    queue_type: Literal["classic", "quorum"] = "classic"
+    arguments: dict[str, Any] = Field(
+        default_factory=dict,
+        description="queue arguments, e.g. x-dead-letter-exchange, x-delivery-limit, x-max-length",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from router.amqp import check_url
+
+        problem = check_url(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+    @model_validator(mode="after")
+    def _combinations(self) -> AmqpSourceConfig:
+        if "batch_size" not in self.model_fields_set:
+            self.batch_size = min(self.batch_size, self.prefetch)
+        elif self.batch_size > self.prefetch:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) cannot exceed prefetch ({self.prefetch}): a batch is "
+                "gathered from the messages the broker lets the router hold; raise prefetch"
+            )
+        if "x-queue-type" in self.arguments:
+            raise ValueError("arguments: set queue_type instead of x-queue-type")
+        if self.queue_type == "quorum" and not self.durable:
+            raise ValueError("a quorum queue is always durable; remove durable: false")
+        if "x-delivery-limit" in self.arguments and self.queue_type != "quorum":
+            raise ValueError("arguments.x-delivery-limit works on quorum queues only; "
+                             "set queue_type: quorum, or use on_error: requeue with max_redeliveries")
+        return self
 
 
 SourceConfig = Annotated[
@@ -343,7 +424,7 @@ SourceConfig = Annotated[
 ]
 
 # Source types whose runtime comes in a later issue: accepted by the schema, refused at start-up.
-NOT_YET_RUNNABLE = {"kinesis", "dynamodb_stream", "amqp"}
+NOT_YET_RUNNABLE: set[str] = set()
 
 
 class RouteConfig(Model):
@@ -382,6 +463,11 @@ class RouterConfig(Model):
     aws: AwsConfig = Field(default_factory=AwsConfig)  # type: ignore[arg-type]
     functions: dict[str, FunctionConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
+    async_queue: str | None = Field(
+        None,
+        description="amqp://... : async invocations go through durable RabbitMQ queues "
+        "(router.async.<function>) instead of the state store, so several replicas share the work",
+    )
 
     # Set by the loader to the config file's directory; not part of the YAML or the schema.
     _config_dir: Path | None = PrivateAttr(default=None)
@@ -405,4 +491,13 @@ class RouterConfig(Model):
     def _state(cls, v: str) -> str:
         if not (v.startswith("sqlite://") or v.startswith(("postgresql://", "postgres://"))):
             raise ValueError(f"state must be sqlite:///PATH or postgresql://..., got {v.split(':')[0]}://...")
+        return v
+
+    @field_validator("async_queue")
+    @classmethod
+    def _async_queue(cls, v: str | None) -> str | None:
+        if not v:
+            return None  # ``async_queue: ${ASYNC_QUEUE:-}`` left empty: the state store
+        if not v.startswith(("amqp://", "amqps://")):
+            raise ValueError(f"must be an amqp:// or amqps:// URL (RabbitMQ), got {v.split(':')[0]}://...")
         return v

@@ -240,7 +240,7 @@ class AsyncWorker:
             if not d.throttled:
                 self._metrics.retries.labels(self.name).inc()
             log.info(
-                "async attempt %d failed (%s); %s in %.3fs", inv.attempt, _summary(result),
+                "async attempt %d failed (%s); %s in %.3fs", inv.attempt, summary(result),
                 "retrying (throttled, no retry used)" if d.throttled else "retrying", d.delay,
                 extra=self._extra(ev, inv.attempt, result),
             )
@@ -250,7 +250,7 @@ class AsyncWorker:
             return
         if d.action is Action.FAIL:
             log.warning("async event failed for good (%s) after %d attempts: %s", d.condition, d.attempts,
-                        _summary(result), extra=self._extra(ev, inv.attempt, result))
+                        summary(result), extra=self._extra(ev, inv.attempt, result))
         await self._finish(claim, d.condition, d.attempts, result)
 
     async def _finish(self, claim: _Claim, condition: str, attempts: int, result: Result | None) -> None:
@@ -276,10 +276,9 @@ class AsyncWorker:
 
     async def _park(self, ev: QueuedEvent, which: str, record: dict[str, Any]) -> None:
         """Keep an undelivered record as a delivery event, then complete the invocation's event."""
-        payload = json.dumps({"destination": which, "record": record}, separators=(",", ":")).encode()
         await self._store.enqueue(
-            function=self.name, request_id=ev.request_id, payload=payload, source=DELIVERY_SOURCE,
-            route=ev.route, now=self._clock.time(),
+            function=self.name, request_id=ev.request_id, payload=delivery_payload(which, record),
+            source=DELIVERY_SOURCE, route=ev.route, now=self._clock.time(),
         )
         await self._store.complete(ev.id)
 
@@ -310,15 +309,7 @@ class AsyncWorker:
     async def _deliver(
         self, dest: Destination, record: dict[str, Any], ev: QueuedEvent, attempt: int
     ) -> bool:
-        try:
-            await dest.send(record)
-        except Exception as exc:
-            self._metrics.destination_deliveries.labels(self.name, dest.kind, "error").inc()
-            log.warning("%s destination failed, the record is kept and retried: %s", dest.kind, exc,
-                        extra=self._extra(ev, attempt))
-            return False
-        self._metrics.destination_deliveries.labels(self.name, dest.kind, "success").inc()
-        return True
+        return await deliver_record(dest, record, metrics=self._metrics, extra=self._extra(ev, attempt))
 
     def _extra(self, ev: QueuedEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:
         extra: dict[str, Any] = {
@@ -329,7 +320,28 @@ class AsyncWorker:
         return extra
 
 
-def _summary(result: Result) -> str:
+def delivery_payload(which: str, record: dict[str, Any]) -> bytes:
+    """The payload of a delivery event: the record and the destination (on_success / on_failure)."""
+    return json.dumps({"destination": which, "record": record}, separators=(",", ":")).encode()
+
+
+async def deliver_record(
+    dest: Destination, record: dict[str, Any], *, metrics: Metrics, extra: dict[str, Any]
+) -> bool:
+    """Send ``record``; count and log the outcome. False when it failed (the caller keeps the record)."""
+    function = str(extra["function"])
+    try:
+        await dest.send(record)
+    except Exception as exc:
+        metrics.destination_deliveries.labels(function, dest.kind, "error").inc()
+        log.warning("%s destination failed, the record is kept and retried: %s", dest.kind, exc,
+                    extra=extra)
+        return False
+    metrics.destination_deliveries.labels(function, dest.kind, "success").inc()
+    return True
+
+
+def summary(result: Result) -> str:
     """``errorType: errorMessage`` of an error result (first 200 characters)."""
     try:
         body = json.loads(result.payload)

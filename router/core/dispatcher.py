@@ -21,13 +21,15 @@ from router.core.clock import Clock, SystemClock
 from router.core.invocation import ErrorType, Invocation, Outcome, Result
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
 from router.core.retry import Uniform
-from router.destinations.factory import build_destinations
+from router.destinations.factory import DestinationBuilder, build_destinations
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.invokers.base import Invoker
 from router.metrics import Metrics
 from router.suggest import did_you_mean
 
 if TYPE_CHECKING:
+    from router.core.amqp_async import AmqpAsyncQueue
+    from router.core.async_amqp_worker import AmqpAsyncWorker
     from router.state.store import StateStore
 
 log = logging.getLogger("router.dispatcher")
@@ -64,16 +66,37 @@ class Dispatcher:
         self._clock: Clock = clock or SystemClock()
         self._depth_interval = depth_interval
         self._limits = Limits({name: fn.concurrency for name, fn in config.functions.items()})
-        destinations = build_destinations(config, session=http_session, submit=self.submit)
+        self._destination_builder = DestinationBuilder(config, session=http_session, submit=self.submit)
+        destinations = build_destinations(config, session=http_session, submit=self.submit,
+                                          builder=self._destination_builder)
         self._workers: dict[str, AsyncWorker] = {}
+        async_limits: dict[str, FunctionLimit] = {}
         for name, fn in config.functions.items():
             shared = self._limits[name]
+            limit = shared if shared.cap is not None else FunctionLimit(DEFAULT_ASYNC_PARALLELISM)
+            async_limits[name] = limit
             self._workers[name] = AsyncWorker(
-                name=name, config=fn, arn=self.arn(name), store=store,
-                limit=shared if shared.cap is not None else FunctionLimit(DEFAULT_ASYNC_PARALLELISM),
+                name=name, config=fn, arn=self.arn(name), store=store, limit=limit,
                 execute=self._execute, destinations=destinations[name], metrics=metrics,
                 clock=self._clock, uniform=uniform, poll_interval=poll_interval,
             )
+        # async_queue: async events go through RabbitMQ; the state-store workers above still deliver
+        # the destination records kept there (and events accepted before async_queue was set).
+        self.amqp_queue: AmqpAsyncQueue | None = None
+        self._amqp_workers: dict[str, AmqpAsyncWorker] = {}
+        if config.async_queue:
+            from router.core.amqp_async import AmqpAsyncQueue
+            from router.core.async_amqp_worker import AmqpAsyncWorker
+
+            self.amqp_queue = AmqpAsyncQueue(config.async_queue, list(config.functions), clock=self._clock)
+            for name, fn in config.functions.items():
+                limit = async_limits[name]
+                self._amqp_workers[name] = AmqpAsyncWorker(
+                    name=name, config=fn, arn=self.arn(name), queue=self.amqp_queue, limit=limit,
+                    prefetch=limit.cap or DEFAULT_ASYNC_PARALLELISM, execute=self._execute,
+                    destinations=destinations[name], metrics=metrics, clock=self._clock, store=store,
+                    wake_store=self._workers[name].wake, uniform=uniform,
+                )
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._drained = asyncio.Event()
@@ -183,6 +206,15 @@ class Dispatcher:
         limit = self._config.server.max_async_body
         if len(inv.payload) > limit:
             raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
+        if self.amqp_queue is not None:
+            from router.core.amqp_async import AmqpEvent
+
+            await self.amqp_queue.publish(inv.function, AmqpEvent(
+                request_id=inv.request_id, payload=inv.payload, source=inv.source, route=inv.route,
+                attempts=0, enqueued_at=self._clock.time(),
+            ))
+            self._metrics.async_events_received.labels(inv.function).inc()
+            return inv.request_id
         await self._store.enqueue(
             function=inv.function, request_id=inv.request_id, payload=inv.payload, source=inv.source,
             route=inv.route, now=self._clock.time(),
@@ -199,11 +231,27 @@ class Dispatcher:
                     return
                 for name, worker in self._workers.items():
                     self._loops.append(tg.create_task(worker.claim_loop(), name=f"async-worker:{name}"))
+                if self.amqp_queue is not None:
+                    self._loops.append(tg.create_task(self._run_amqp(), name="async-queue-amqp"))
                 self._loops.append(tg.create_task(self._depth_loop(), name="async-queue-depth"))
             if self._stopping:
                 await self._drained.wait()  # drain() is finishing the in-flight events
         finally:
             await self._cancel_inflight()
+            if self.amqp_queue is not None:
+                await self.amqp_queue.close()  # what is still unacked goes back to the broker's queues
+
+    async def _run_amqp(self) -> None:
+        """Connect to async_queue (retrying), then consume every function queue until cancelled."""
+        assert self.amqp_queue is not None
+        await self.amqp_queue.run()
+        async with asyncio.TaskGroup() as tg:
+            for name, worker in self._amqp_workers.items():
+                tg.create_task(worker.consume_loop(), name=f"async-amqp-worker:{name}")
+
+    async def close(self) -> None:
+        """Close what the destinations opened (amqp connections); after ``run`` has ended."""
+        await self._destination_builder.close()
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (the app's shutdown contract)
         """Stop claiming; let in-flight events finish within ``timeout``; hand back the rest."""
@@ -224,7 +272,9 @@ class Dispatcher:
             self._drained.set()
 
     def _inflight(self) -> set[asyncio.Task[None]]:
-        return {t for w in self._workers.values() for t in w.inflight}
+        tasks = {t for w in self._workers.values() for t in w.inflight}
+        tasks.update(t for w in self._amqp_workers.values() for t in w.inflight)
+        return tasks
 
     async def _cancel_inflight(self) -> None:
         tasks = self._inflight()
@@ -238,6 +288,9 @@ class Dispatcher:
         while True:
             try:
                 depth = await self._store.depth()
+                if self.amqp_queue is not None and self.amqp_queue.ready():
+                    for name in self._config.functions:
+                        depth[name] = depth.get(name, 0) + await self.amqp_queue.depth(name)
             except Exception as exc:
                 log.warning("cannot read the async queue depth: %s: %s", type(exc).__name__, exc)
             else:

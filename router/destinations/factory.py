@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -15,6 +16,9 @@ from router.destinations.function import FunctionDestination, Submit
 from router.destinations.http import HttpDestination
 from router.errors import ConfigError
 from router.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from router.destinations.amqp import AmqpConnections
 
 
 @dataclass(slots=True)
@@ -38,6 +42,7 @@ class DestinationBuilder:
         self._session = session
         self._submit = submit
         self._locks: dict[Path, asyncio.Lock] = {}
+        self._amqp: AmqpConnections | None = None  # one robust connection per broker URL, lazily
         self.problems: list[str] = []
 
     def build(self, where: str, cfg: DestinationConfig) -> Destination | None:
@@ -59,8 +64,16 @@ class DestinationBuilder:
             from router.destinations.sqs import SqsDestination
 
             return SqsDestination(cfg.queue_url, aws=config.aws)
+        if cfg.type == "amqp":
+            from router.destinations.amqp import AmqpConnections, AmqpDestination
+
+            if self._amqp is None:
+                self._amqp = AmqpConnections()
+            return AmqpDestination(cfg.url, exchange=cfg.exchange, routing_key=cfg.routing_key,
+                                   connections=self._amqp, timeout=cfg.timeout)
         self.problems.append(
-            f"{where}.type: destination type {cfg.type!r} is not supported yet; use file, http or function"
+            f"{where}.type: destination type {cfg.type!r} is not supported; "
+            "use file, http, function, sqs or amqp"
         )
         return None
 
@@ -69,15 +82,21 @@ class DestinationBuilder:
         if self.problems:
             raise ConfigError(list(self.problems))
 
+    async def close(self) -> None:
+        """Close the connections the built destinations opened (amqp); call once they are idle."""
+        if self._amqp is not None:
+            await self._amqp.close()
+
 
 def build_destinations(
-    config: RouterConfig, *, session: aiohttp.ClientSession, submit: Submit
+    config: RouterConfig, *, session: aiohttp.ClientSession, submit: Submit,
+    builder: DestinationBuilder | None = None,
 ) -> dict[str, FunctionDestinations]:
     """The async destinations of every function. Raises ``ConfigError`` listing every unusable one.
 
-    File paths are relative to the config file's directory.
+    File paths are relative to the config file's directory. Pass ``builder`` to ``close()`` it later.
     """
-    builder = DestinationBuilder(config, session=session, submit=submit)
+    builder = builder or DestinationBuilder(config, session=session, submit=submit)
     out: dict[str, FunctionDestinations] = {}
     for name, fn in config.functions.items():
         dests = FunctionDestinations()

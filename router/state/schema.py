@@ -11,8 +11,13 @@ from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from router.errors import StateStoreError
 
-SCHEMA_VERSION = 1
-"""Bump when a table changes, and add the migration from the previous version to ``create_tables``."""
+SCHEMA_VERSION = 2
+"""Bump when a table changes, and add the migration from the previous version to ``create_tables``.
+
+2: ``router_checkpoints`` (stream checkpoints), ``router_schedule_fires`` (one claim per schedule tick).
+   New tables only: ``create_tables`` creates missing tables
+   (CREATE TABLE IF NOT EXISTS), so a version-1 database migrates by opening it; the stored version is
+   then raised to 2 by ``create_tables``."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -52,6 +57,15 @@ sa.Index(  # only the leased rows (few: those in flight), for when the next leas
     sqlite_where=_leased, postgresql_where=_leased,
 )
 
+checkpoints = sa.Table(  # stream routes: the last sequence number processed of each shard (or SHARD_END)
+    "router_checkpoints",
+    metadata,
+    sa.Column("route", sa.String(128), primary_key=True),
+    sa.Column("shard_id", sa.String(256), primary_key=True),
+    sa.Column("sequence_number", sa.String(128), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)
+
 schedule_fires = sa.Table(  # schedule routes: one row per nominal tick fired (claimed by one replica)
     "router_schedule_fires",
     metadata,
@@ -61,7 +75,6 @@ schedule_fires = sa.Table(  # schedule routes: one row per nominal tick fired (c
 )
 
 # Later issues add, in this module and with a SCHEMA_VERSION bump:
-#   router_checkpoints     (route, shard_id) -> sequence_number        stream checkpoints
 #   router_shard_leases    (route, shard_id) -> owner, lease_until, counter (fencing token)
 
 
@@ -87,6 +100,10 @@ def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> Non
         raise StateStoreError(
             f"{where}: schema version {stored} is newer than this router understands "
             f"({SCHEMA_VERSION}); upgrade the router or point state: at another database"
+        )
+    if int(stored) < SCHEMA_VERSION:  # the missing tables were created above: that is the migration
+        conn.execute(
+            sa.update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
         )
 
 

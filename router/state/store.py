@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from router.errors import StateStoreError
-from router.state import schedule_fires
+from router.state import checkpoints, schedule_fires
 from router.state.errors import describe
 from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
 from router.state.schema import async_events, create_tables
@@ -306,6 +306,23 @@ class StateStore:
         sa.event.listen(runner.engine, "connect", _sqlite_pragmas)
         return runner
 
+    # --- stream checkpoints ---------------------------------------------------------------------------
+
+    async def load_checkpoints(self, route: str) -> dict[str, str]:
+        """Every checkpoint of ``route``: shard id -> last processed sequence number, or ``SHARD_END``."""
+        return await self._transact("load checkpoints", lambda conn: checkpoints.load(conn, route))
+
+    async def save_checkpoint(self, route: str, shard_id: str, sequence_number: str, *, now: float) -> None:
+        """Record that ``shard_id`` of ``route`` is processed up to ``sequence_number`` (or ``SHARD_END``);
+        committed when this returns."""
+        await self._transact(
+            "save checkpoint", lambda conn: checkpoints.save(conn, route, shard_id, sequence_number, now)
+        )
+
+    async def forget_checkpoints(self, route: str) -> int:
+        """Delete every checkpoint of ``route`` (the stream was deleted and created anew); how many."""
+        return await self._transact("forget checkpoints", lambda conn: checkpoints.forget(conn, route))
+
 
 def _release_claimed(events: list[QueuedEvent]) -> Transaction[object] | None:
     """The transaction that hands back a claim whose caller went away (``undo`` of ``claim``)."""
@@ -326,3 +343,4 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT * 1000)}")
     finally:
         cursor.close()
+

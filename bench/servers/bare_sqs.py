@@ -1,0 +1,86 @@
+"""The bare SQS consumer: ``concurrency`` aiobotocore loops of ReceiveMessage(10, long poll) then
+DeleteMessageBatch, until ``--count`` distinct messages were deleted or ``--seconds`` passed.
+
+No function, no event shaping: the plainest way to drain a queue, the baseline of scenario 9. Prints one
+JSON line: ``{"unique": n, "received": n, "seconds": s, "rate": msgs/s}`` (rate counts distinct message
+ids deleted, so a redelivery cannot inflate it).
+
+    python bench/servers/bare_sqs.py --endpoint URL --queue-url URL --count 2000 --concurrency 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+
+async def drain(endpoint: str, queue_url: str, count: int, concurrency: int, seconds: float,
+                region: str, wait: int) -> dict[str, float]:
+    seen: set[str] = set()
+    received = 0
+    done = asyncio.Event()
+    config = AioConfig(max_pool_connections=concurrency + 2, read_timeout=wait + 30,
+                       retries={"max_attempts": 3, "mode": "standard"})
+    async with get_session().create_client("sqs", region_name=region, endpoint_url=endpoint,
+                                           config=config) as client:
+
+        async def worker() -> None:
+            nonlocal received
+            while not done.is_set():
+                resp = await client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                                    WaitTimeSeconds=wait, AttributeNames=["All"])
+                msgs = resp.get("Messages", [])
+                if not msgs:
+                    continue
+                received += len(msgs)
+                out = await client.delete_message_batch(QueueUrl=queue_url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
+                failed = {f["Id"] for f in out.get("Failed", [])}
+                seen.update(m["MessageId"] for i, m in enumerate(msgs) if str(i) not in failed)
+                if len(seen) >= count:
+                    done.set()
+
+        workers: list[asyncio.Task[None]] = []
+        t0 = time.monotonic()
+        t_end = t0
+
+        async def stopper() -> None:
+            nonlocal t_end
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), seconds)
+            t_end = time.monotonic()
+            for w in workers:  # abandon the long polls still waiting on an empty queue
+                w.cancel()
+
+        # A worker that fails (no credentials, no queue) fails the run and cancels the others.
+        async with asyncio.TaskGroup() as tg:
+            workers.extend(tg.create_task(worker()) for _ in range(concurrency))
+            tg.create_task(stopper())
+        elapsed = t_end - t0
+    return {"unique": len(seen), "received": received, "seconds": elapsed,
+            "rate": len(seen) / elapsed if elapsed > 0 else 0.0}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--queue-url", required=True)
+    p.add_argument("--count", type=int, required=True, help="stop after this many distinct messages")
+    p.add_argument("--concurrency", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=60.0, help="give up after this long")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--wait", type=int, default=20, help="WaitTimeSeconds of each receive (long poll)")
+    args = p.parse_args()
+    result = asyncio.run(drain(args.endpoint, args.queue_url, args.count, args.concurrency, args.seconds,
+                               args.region, args.wait))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

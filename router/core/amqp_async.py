@@ -1,0 +1,300 @@
+"""The RabbitMQ transport of async invocations (``async_queue: amqp://...``): durable queues per function,
+delayed retries through TTL queues that dead-letter back.
+
+Topology (declared by every replica; declarations are idempotent, so replicas share it):
+
+- ``router.async.<function>``: durable queue; one persistent message per async event (the payload as
+  body, the request id, attempts made, first acceptance time, source and route in ``x-router-*``
+  headers). Every replica consumes it: RabbitMQ hands each message to one consumer.
+- ``router.async.<function>.retry.<ms>ms``: durable, ``x-message-ttl: <ms>``, dead-lettering to the
+  default exchange with the function queue as routing key, ``x-expires`` ``<ms>`` + 15 min (redeclared
+  before each publish, which renews it; every message expires long before its queue does).
+
+Why one queue per delay with a queue-wide TTL, and not per-message ``expiration`` in one delay queue:
+RabbitMQ expires a message only when it reaches the head of its queue, so a 50 ms retry behind a 5 min
+one would wait 5 min. When all messages of a queue have the same TTL, the head is always the first to
+expire, and every retry leaves at its time. Delays are rounded *down* to a ladder (1, 1.2, 1.5, 2,
+2.5, 3, 4, 5, 6, 8 x 10^k ms; at most 25 % shorter): ten queues per decade at most, and no retry waits
+longer than the policy decided (so the ``max_event_age`` decision stays true; with full jitter the
+delay is random anyway). Delays under 10 ms go straight back to the function queue.
+The delayed-message plugin would avoid the ladder but is not part of a stock RabbitMQ.
+
+Every publish uses publisher confirms and ``mandatory`` (a message no queue takes is an error, not a
+drop). The connection is aio-pika's robust one: after a loss it reconnects by itself, redeclares the
+queues and resumes the consumers; ``run`` retries the first connection with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from router import amqp
+from router.core.clock import Clock
+from router.errors import RouterError
+
+log = logging.getLogger("router.async.amqp")
+
+QUEUE_PREFIX = "router.async."
+RETRY_EXPIRES_MARGIN_MS = 15 * 60 * 1000
+MIN_DELAY_MS = 10
+_LADDER = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+H_REQUEST_ID = "x-router-request-id"
+H_ATTEMPTS = "x-router-attempts"
+H_ENQUEUED_AT = "x-router-enqueued-at-ms"
+H_SOURCE = "x-router-source"
+H_ROUTE = "x-router-route"
+
+
+class AsyncQueueError(RouterError):
+    """Raised when an async event cannot be published to ``async_queue`` (broker away, refused, no
+    confirm in time): the event was not accepted."""
+
+
+def queue_name(function: str) -> str:
+    return QUEUE_PREFIX + function
+
+
+def retry_level_ms(delay: float) -> int:
+    """The delay queue for ``delay`` seconds: the largest ladder step (ms) not above it; 0 = no delay."""
+    ms = delay * 1000.0
+    if ms < MIN_DELAY_MS:
+        return 0
+    exp = math.floor(math.log10(ms))
+    best = 0
+    for m in _LADDER:
+        step = round(m * 10.0**exp)
+        if step <= ms:
+            best = max(best, step)
+    return best
+
+
+def retry_queue_name(function: str, level_ms: int) -> str:
+    return f"{QUEUE_PREFIX}{function}.retry.{level_ms}ms"
+
+
+@dataclass(frozen=True, slots=True)
+class AmqpEvent:
+    """One async event as carried by a message of ``router.async.<function>``."""
+
+    request_id: str
+    payload: bytes
+    source: str
+    route: str | None
+    attempts: int  # attempts already made
+    enqueued_at: float  # epoch seconds of first acceptance (for max_event_age)
+
+    def next(self, attempts: int) -> AmqpEvent:
+        return replace(self, attempts=attempts)
+
+
+def to_message(ev: AmqpEvent) -> Any:
+    import aio_pika
+
+    headers: dict[str, Any] = {
+        H_REQUEST_ID: ev.request_id, H_ATTEMPTS: ev.attempts,
+        H_ENQUEUED_AT: round(ev.enqueued_at * 1000), H_SOURCE: ev.source,
+    }
+    if ev.route is not None:
+        headers[H_ROUTE] = ev.route
+    return aio_pika.Message(
+        ev.payload, headers=headers, content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=ev.request_id,
+    )
+
+
+def from_message(message: Any, now: float) -> AmqpEvent:
+    """The event of a delivered message. A message published by something else than the router (no
+    ``x-router-*`` headers) is a new event: its message id (or a new id) as request id, ``now`` as age."""
+    headers = message.headers or {}
+
+    def text(key: str) -> str | None:
+        v = headers.get(key)
+        if isinstance(v, bytes):
+            return v.decode("utf-8", "replace")
+        return None if v is None else str(v)
+
+    try:
+        attempts = max(0, int(headers.get(H_ATTEMPTS, 0)))
+    except (TypeError, ValueError):
+        attempts = 0
+    try:
+        enqueued_at = int(headers[H_ENQUEUED_AT]) / 1000.0
+    except (KeyError, TypeError, ValueError):
+        enqueued_at = now
+    return AmqpEvent(
+        request_id=text(H_REQUEST_ID) or message.message_id or str(uuid.uuid4()),
+        payload=bytes(message.body), source=text(H_SOURCE) or "amqp", route=text(H_ROUTE),
+        attempts=attempts, enqueued_at=enqueued_at,
+    )
+
+
+OnMessage = Callable[[Any], Awaitable[None]]
+
+
+class AmqpAsyncQueue:
+    """The broker side of the async path: one robust connection, one confirm channel for publishing,
+    one channel per consumer (its prefetch is the function's async parallelism).
+
+    ``run`` connects (retrying with backoff while the broker is away) and declares the function queues;
+    ``publish`` waits up to ``timeout`` for that. ``close`` closes the connection (unacked messages go
+    back to their queues).
+    """
+
+    def __init__(
+        self, url: str, functions: list[str], *, clock: Clock, timeout: float = 10.0,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.url = url  # holds the password: only ever shown through amqp.redact
+        self.where = f"async_queue {amqp.redact(url)}"
+        self._functions = list(functions)
+        self._clock = clock
+        self._timeout = timeout
+        self._backoff = backoff
+        self._name = f"router-async pid={os.getpid()}"
+        self._conn: Any = None
+        self._channel: Any = None
+        self._ready = asyncio.Event()
+        self.problem: str | None = "not connected yet"
+
+    # --- connection -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and declare the function queues, retrying with backoff; returns once done."""
+        delay = self._backoff[0]
+        while not self._ready.is_set():
+            try:
+                await self._connect()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                message, _ = amqp.describe_error(exc, self.url)
+                self.problem = message
+                log.error("%s: %s; retrying in %gs", self.where, message, delay)
+                await self._drop()
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, self._backoff[1])
+
+    async def _connect(self) -> None:
+        self._conn = await amqp.connect(self.url, self._name, timeout=self._timeout)
+        self._channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        for function in self._functions:
+            await self._channel.declare_queue(queue_name(function), durable=True)
+        self.problem = None
+        self._ready.set()
+        log.info("%s: connected; %d function queues declared", self.where, len(self._functions))
+
+    async def _drop(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    def ready(self) -> bool:
+        """Connected now (false while the robust connection reconnects)."""
+        conn = self._conn
+        return self._ready.is_set() and conn is not None and not conn.is_closed and conn.connected.is_set()
+
+    async def ping(self) -> bool:
+        """The readiness check of ``/readyz``."""
+        return self.ready()
+
+    async def close(self) -> None:
+        self._ready.clear()
+        self.problem = "closed"
+        await self._drop()
+
+    # --- publishing -------------------------------------------------------------------------------------
+
+    async def publish(self, function: str, ev: AmqpEvent, delay: float = 0.0) -> None:
+        """Publish ``ev`` to the function queue, or through the delay queue of ``delay`` seconds; returns
+        once the broker confirmed it. Raises ``AsyncQueueError``."""
+        import aiormq.exceptions as amqp_errors
+        from pamqp.commands import Basic
+
+        level = retry_level_ms(delay)
+        target = retry_queue_name(function, level) if level else queue_name(function)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._ready.wait()
+                conn, channel = self._conn, self._channel
+                if conn is None or channel is None:
+                    raise RuntimeError("the async_queue connection is closed (shutting down)")
+                await conn.connected.wait()  # while the robust connection reconnects
+                if level:
+                    # On the underlying channel: not remembered for restore (the robust channel would
+                    # keep one entry per call), and redeclared before each publish (renews x-expires).
+                    raw = await channel.get_underlay_channel()
+                    await raw.queue_declare(target, durable=True, arguments={
+                        "x-message-ttl": level,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": queue_name(function),
+                        "x-expires": level + RETRY_EXPIRES_MARGIN_MS,
+                    })
+                confirm = await channel.default_exchange.publish(
+                    to_message(ev), routing_key=target, mandatory=True)
+        except TimeoutError as exc:
+            raise AsyncQueueError(
+                f"{self.where}: function '{function}': not confirmed within {self._timeout:g}s "
+                f"({self.problem or 'no confirm'}); is the broker up and reachable?"
+            ) from exc
+        except amqp_errors.PublishError as exc:
+            raise AsyncQueueError(
+                f"{self.where}: function '{function}': queue '{target}' is missing (message returned); "
+                "it is declared at start: was it deleted? restart the router to declare it again"
+            ) from exc
+        except (amqp_errors.AMQPError, OSError, RuntimeError) as exc:
+            message, _ = amqp.describe_error(exc, self.url)
+            raise AsyncQueueError(f"{self.where}: function '{function}': {message}") from exc
+        if not isinstance(confirm, Basic.Ack):
+            raise AsyncQueueError(
+                f"{self.where}: function '{function}': the broker refused the event "
+                f"({type(confirm).__name__}); check its logs (queue limits, disk or memory alarms)"
+            )
+
+    # --- consuming --------------------------------------------------------------------------------------
+
+    async def consume(self, function: str, prefetch: int, on_message: OnMessage) -> Consumer:
+        """Start consuming the function queue on a channel of its own with ``prefetch``."""
+        await self._ready.wait()
+        channel = await self._conn.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(queue_name(function), durable=True)
+        tag = await queue.consume(on_message)
+        return Consumer(channel, queue, tag)
+
+    async def depth(self, function: str) -> int:
+        """Messages ready in the function queue (a passive declare); delayed retries are not counted."""
+        async with asyncio.timeout(self._timeout):
+            await self._ready.wait()
+            raw = await self._channel.get_underlay_channel()
+            ok = await raw.queue_declare(queue_name(function), passive=True)
+        return int(ok.message_count or 0)
+
+
+@dataclass(slots=True)
+class Consumer:
+    channel: Any
+    queue: Any
+    tag: str
+
+    async def cancel(self) -> None:
+        """Stop deliveries; messages delivered but unacked stay with the caller to ack or nack."""
+        with contextlib.suppress(Exception):
+            await self.queue.cancel(self.tag)
+
+    async def close(self) -> None:
+        """Close the channel: the broker requeues every message of it that was not acked."""
+        with contextlib.suppress(Exception):
+            await self.channel.close()

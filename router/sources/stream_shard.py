@@ -1,0 +1,406 @@
+"""One shard of a stream route: a reader that polls GetRecords and lanes that invoke the function.
+
+The reader hands each record to the lane of its ordering key (``parallelization`` lanes, one by
+default), so the records of one partition key (DynamoDB: item key) are invoked in order while up to N
+batches of the shard run at once. A lane gathers a batch (``batch_size``, ``batch_window``, 6 MB), runs it
+through Lambda's failure handling (retries, bisection, record age, partial batch responses, on-failure
+record), then marks its records done; the shard's checkpoint advances to the highest sequence number at
+or below which everything is done, and is saved in the state store. A closed shard read to its end is
+checkpointed ``SHARD_END`` once all its records are done, so its children may start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from router.aws import error_code
+from router.core.invocation import Invocation
+from router.errors import StateStoreError
+from router.sources.stream_api import IteratorType, StreamApi, StreamRecord, seq_key
+from router.sources.stream_batch import (
+    AGE_EXCEEDED,
+    ENVELOPE,
+    MAX_PAYLOAD,
+    RETRIES_EXHAUSTED,
+    Attempt,
+    BatchResponseError,
+    CheckpointTracker,
+    bisect,
+    failure_record,
+    first_failed,
+    lane_of,
+    payload,
+    record_bytes,
+)
+from router.state.checkpoints import SHARD_END
+
+if TYPE_CHECKING:
+    from router.sources.stream import StreamSource
+
+log = logging.getLogger("router.sources.stream")
+
+MAX_PER_CALL = {"kinesis": 10000, "dynamodb_stream": 1000}
+"""GetRecords' own maximum per call (DynamoDB Streams: 1,000; larger batches are gathered)."""
+
+
+class _Abandoned(Exception):
+    """Raised inside a lane when it stops before its batch is settled: nothing more is marked done."""
+
+
+class ShardWorker:
+    """Reads one shard and runs its batches; ``run`` ends at the shard's end or when the route stops."""
+
+    def __init__(self, source: StreamSource, api: StreamApi, shard_id: str, iterator: str,
+                 position: tuple[IteratorType, str | None, float | None]) -> None:
+        self.src = source
+        self.api = api
+        self.shard_id = shard_id
+        self._iterator = iterator
+        self._position = position  # how ``iterator`` was obtained: for an iterator that expires unused
+        self._tracker = CheckpointTracker()
+        self._saved: str | None = None  # last checkpoint written
+        self._save_lock = asyncio.Lock()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        cfg = source.cfg
+        capacity = max(2 * cfg.batch_size, 100)
+        self._lanes = [_Lane(self, i, capacity) for i in range(cfg.parallelization)]
+        self._reader: asyncio.Task[None] | None = None
+        self.ending_sequence: str | None = None  # set once the service lists the shard as closed
+        self.finished = False  # read to its end and checkpointed SHARD_END
+        self._extra = {**source.extra, "shard": shard_id}
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for lane in self._lanes:
+                lane.task = tg.create_task(lane.run(), name=f"stream-lane:{self.src.route.name}")
+            self._reader = tg.create_task(self._read(), name=f"stream-shard:{self.shard_id}")
+        if self.finished:  # a closed shard's gauge goes away with it: the label set stays bounded
+            with contextlib.suppress(KeyError):
+                self.src.metrics.iterator_age.remove(self.src.route.name, self.shard_id)
+
+    def stop(self) -> None:
+        """Stop reading; lanes not running a batch end now, the others after their batch."""
+        if self._reader is not None:
+            self._reader.cancel()
+        for lane in self._lanes:
+            if not lane.busy and lane.task is not None:
+                lane.task.cancel()
+
+    def cancel(self) -> None:
+        """Stop at once (shutdown timeout): unfinished batches are not checkpointed."""
+        if self._reader is not None:
+            self._reader.cancel()
+        for lane in self._lanes:
+            if lane.task is not None:
+                lane.task.cancel()
+
+    @property
+    def busy_batches(self) -> int:
+        return sum(lane.busy for lane in self._lanes)
+
+    # --- the reader ----------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        src = self.src
+        limit = min(MAX_PER_CALL.get(src.type, 1000), max(src.cfg.batch_size * src.cfg.parallelization, 500))
+        last_read: str | None = self._position[1]  # the checkpoint we start after, if any
+        failures = 0
+        next_call = 0.0
+        while not src.stopping:
+            delay = next_call - time.monotonic()
+            if delay > 0 and not await src.pause(delay):
+                return
+            next_call = time.monotonic() + src.min_call_interval
+            try:
+                page = await self.api.get_records(self._iterator, limit)
+            except Exception as exc:
+                if error_code(exc) == "ExpiredIteratorException":
+                    log.info("route '%s': shard %s: the iterator expired; getting a new one",
+                             src.route.name, self.shard_id, extra=self._extra)
+                    with contextlib.suppress(*src.aws_faults):
+                        await self._renew_iterator(last_read)
+                        continue
+                if not isinstance(exc, src.aws_faults):
+                    raise
+                failures += 1
+                src.fault(exc, shard=self.shard_id)
+                if not await src.pause(src.backoff_delay(failures)):
+                    return
+                continue
+            failures = 0
+            src.healthy()
+            self._iterator_age(page.millis_behind, page.records)
+            if page.records:
+                last_read = page.records[-1].sequence_number
+                await self._dispatch(page.records)
+            if page.next_iterator is None or (not page.records and self._at_end(last_read)):
+                await self._finish_shard()
+                return
+            self._iterator = page.next_iterator
+            if not page.records:
+                next_call = time.monotonic() + src.poll_interval
+
+    def _at_end(self, last_read: str | None) -> bool:
+        """A closed shard read up to its ending sequence number (for services that keep handing out
+        iterators there, as moto does, instead of ending with no NextShardIterator)."""
+        end = self.ending_sequence
+        return end is not None and last_read is not None and seq_key(last_read) >= seq_key(end)
+
+    async def _renew_iterator(self, last_read: str | None) -> None:
+        if last_read is not None:
+            self._position = ("AFTER_SEQUENCE_NUMBER", last_read, None)
+        kind, seq, ts = self._position
+        self._iterator = await self.api.shard_iterator(self.shard_id, kind, sequence_number=seq, timestamp=ts)
+
+    def _iterator_age(self, millis_behind: int | None, records: list[StreamRecord]) -> None:
+        if millis_behind is not None:
+            age = millis_behind / 1000
+        elif records:
+            age = max(0.0, self.src.clock() - records[-1].arrival)
+        else:
+            age = 0.0
+        self.src.metrics.iterator_age.labels(self.src.route.name, self.shard_id).set(age)
+
+    async def _dispatch(self, records: list[StreamRecord]) -> None:
+        """Track every record; filtered-out ones are done at once, the others go to their lane."""
+        src = self.src
+        src.metrics.source_events.labels(route=src.route.name, type=src.type).inc(len(records))
+        self._drained.clear()
+        self._tracker.read([r.sequence_number for r in records])
+        kept: list[StreamRecord] = records
+        if src.filter:
+            kept = []
+            dropped: list[StreamRecord] = []
+            for r in records:
+                (kept if src.filter.matches(r.filter_data) else dropped).append(r)
+            if dropped:
+                src.filtered += len(dropped)
+                src.metrics.source_events_filtered.labels(route=src.route.name, type=src.type).inc(
+                    len(dropped))
+                await self.done([r.sequence_number for r in dropped])
+        lanes = len(self._lanes)
+        for record in kept:
+            await self._lanes[lane_of(record.key, lanes)].queue.put(record)
+
+    async def _finish_shard(self) -> None:
+        """The shard is closed and read to its end: once every record is done, checkpoint SHARD_END."""
+        src = self.src
+        await self._drained.wait()
+        failures = 0
+        async with self._save_lock:
+            while True:
+                try:
+                    await src.store.save_checkpoint(src.route.name, self.shard_id, SHARD_END, now=src.clock())
+                    break
+                except StateStoreError as exc:
+                    failures += 1
+                    src.store_fault(exc)
+                    if not await src.pause(src.backoff_delay(failures)):
+                        return
+            self._saved = SHARD_END
+        self.finished = True
+        log.info("route '%s': shard %s is closed and processed to its end", src.route.name, self.shard_id,
+                 extra=self._extra)
+        for lane in self._lanes:
+            if lane.task is not None:
+                lane.task.cancel()
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    async def done(self, sequence_numbers: list[str]) -> None:
+        """Records settled (succeeded, filtered, or given up after their failure record): advance the
+        checkpoint as far as everything below is done, and save it."""
+        checkpoint = self._tracker.finish(sequence_numbers)
+        if checkpoint is not None:
+            await asyncio.shield(self._save(checkpoint))
+        if self._tracker.in_flight == 0:
+            self._drained.set()  # after the save: SHARD_END is never overwritten by a late checkpoint
+
+    async def _save(self, checkpoint: str) -> None:
+        src = self.src
+        async with self._save_lock:
+            if self._saved is not None and (
+                    self._saved == SHARD_END or seq_key(checkpoint) <= seq_key(self._saved)):
+                return  # another lane already saved a later one
+            try:
+                await src.store.save_checkpoint(src.route.name, self.shard_id, checkpoint, now=src.clock())
+            except StateStoreError as exc:  # the next batch saves a later one; a restart repeats a little
+                src.store_fault(exc)
+                return
+            self._saved = checkpoint
+
+
+class _Lane:
+    """Batches of the records whose keys map to this lane, one batch at a time, in order."""
+
+    def __init__(self, shard: ShardWorker, index: int, capacity: int) -> None:
+        self.shard = shard
+        self.index = index
+        self.queue: asyncio.Queue[StreamRecord] = asyncio.Queue(maxsize=capacity)
+        self._carry: collections.deque[StreamRecord] = collections.deque()
+        self.busy = False
+        self.task: asyncio.Task[None] | None = None
+        self._failures = 0
+
+    async def run(self) -> None:
+        src = self.shard.src
+        while not src.stopping:
+            batch = await self._gather()
+            self.busy = True
+            try:
+                await self._process(batch)
+            except _Abandoned:
+                return
+            finally:
+                self.busy = False
+
+    async def _gather(self) -> list[StreamRecord]:
+        """The next batch: at least one record, up to ``batch_size`` and 6 MB, waiting up to
+        ``batch_window`` for more once the first record is there."""
+        cfg = self.shard.src.cfg
+        batch: list[StreamRecord] = []
+        size = ENVELOPE
+        deadline: float | None = None
+        while len(batch) < cfg.batch_size:
+            if self._carry:
+                record = self._carry.popleft()
+            else:
+                try:
+                    record = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    if deadline is None:
+                        record = await self.queue.get()
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        try:
+                            async with asyncio.timeout(remaining):
+                                record = await self.queue.get()
+                        except TimeoutError:
+                            break
+            if deadline is None:
+                deadline = time.monotonic() + cfg.batch_window
+            if batch and size + record_bytes(record) > MAX_PAYLOAD:
+                self._carry.appendleft(record)  # starts the next batch
+                break
+            batch.append(record)
+            size += record_bytes(record)
+        return batch
+
+    async def _process(self, records: list[StreamRecord]) -> None:
+        """Lambda's failure handling for one batch; its records are done when this returns."""
+        src, shard = self.shard.src, self.shard
+        cfg = src.cfg
+        work: collections.deque[Attempt] = collections.deque([Attempt(records)])
+        while work:
+            attempt = work.popleft()
+            if cfg.max_record_age != -1:
+                now = src.clock()
+                old = [r for r in attempt.records if now - r.arrival > cfg.max_record_age]
+                if old:
+                    young = [r for r in attempt.records if now - r.arrival <= cfg.max_record_age]
+                    await self._give_up(attempt.part(old), AGE_EXCEEDED)
+                    if not young:
+                        continue
+                    attempt = attempt.part(young)
+            if src.stopping:
+                raise _Abandoned
+            inv = Invocation(function=src.route.function, payload=payload(attempt.records), source=src.type,
+                             route=src.route.name, attempt=attempt.invokes + 1)
+            async with src.dispatcher.slot(src.route.function, src.type):
+                if src.stopping:  # waited for capacity until the route stopped: start nothing new
+                    raise _Abandoned
+                result = await src.dispatcher.invoke_in_slot(inv)
+            attempt.invokes += 1
+            attempt.result, attempt.request_id = result, inv.request_id
+            if result.ok:
+                if not cfg.report_batch_item_failures:
+                    self._failures = 0
+                    await shard.done([r.sequence_number for r in attempt.records])
+                    continue
+                try:
+                    index = first_failed(result, attempt.records)
+                except BatchResponseError as exc:
+                    self._log_failure(inv, attempt, f"invalid batchItemFailures response: {exc}; "
+                                                    "the whole batch failed")
+                    await self._function_failed(attempt, work)
+                    continue
+                if index is None:
+                    self._failures = 0
+                    await shard.done([r.sequence_number for r in attempt.records])
+                    continue
+                if index:
+                    await shard.done([r.sequence_number for r in attempt.records[:index]])
+                rest = attempt.part(attempt.records[index:])
+                self._log_failure(inv, rest, f"the function reported sequence number "
+                                             f"{rest.records[0].sequence_number} failed; retrying from it")
+                await self._retry_or_give_up(rest, work)
+            elif result.throttle:  # not the function's fault: retry until the records age out
+                self._log_failure(inv, attempt, f"the invocation failed ({result.outcome.value}) before the "
+                                                "function ran; retrying")
+                self._failures += 1
+                if not await src.pause(src.retry_delay(self._failures)):
+                    raise _Abandoned
+                work.appendleft(attempt)
+            else:
+                self._log_failure(inv, attempt, f"the function failed ({result.outcome.value})")
+                await self._function_failed(attempt, work)
+
+    async def _function_failed(self, attempt: Attempt, work: collections.deque[Attempt]) -> None:
+        if self.shard.src.cfg.bisect_on_error and len(attempt.records) > 1:
+            first, second = bisect(attempt.records)  # does not use the retry quota (Lambda's rule)
+            work.appendleft(attempt.part(second))
+            work.appendleft(attempt.part(first))
+            return
+        await self._retry_or_give_up(attempt, work)
+
+    async def _retry_or_give_up(self, attempt: Attempt, work: collections.deque[Attempt]) -> None:
+        src = self.shard.src
+        limit = src.cfg.max_retry_attempts
+        if limit != -1 and attempt.retries >= limit:
+            await self._give_up(attempt, RETRIES_EXHAUSTED)
+            return
+        attempt.retries += 1
+        self._failures += 1
+        if not await src.pause(src.retry_delay(self._failures)):
+            raise _Abandoned
+        work.appendleft(attempt)
+
+    async def _give_up(self, attempt: Attempt, condition: str) -> None:
+        """Send the failure record (until delivered), then the records are done: the shard moves on."""
+        src, shard = self.shard.src, self.shard
+        records = attempt.records
+        discarded = src.metrics.stream_records_discarded.labels(route=src.route.name, condition=condition)
+        discarded.inc(len(records))
+        record = failure_record(
+            attempt, condition=condition, function_arn=src.function_arn, shard_id=shard.shard_id,
+            stream_arn=src.cfg.stream_arn, batch_info_key=src.batch_info_key, request_id="", now=src.clock(),
+        )
+        where = (f"route '{src.route.name}': shard {shard.shard_id}: {len(records)} records "
+                 f"{records[0].sequence_number}..{records[-1].sequence_number} given up ({condition}, "
+                 f"{attempt.invokes} invocations)")
+        if src.on_failure is None:
+            log.error("%s; no source.on_failure destination: they are skipped", where,
+                      extra={**shard._extra, "request_id": attempt.request_id})
+        else:
+            log.warning("%s; sending the failure record to source.on_failure (%s)", where,
+                        src.on_failure.kind, extra={**shard._extra, "request_id": attempt.request_id})
+            if not await src.deliver_failure(record):
+                raise _Abandoned  # stopping: not checkpointed, so the records come back after a restart
+        self._failures = 0
+        await shard.done([r.sequence_number for r in records])
+
+    def _log_failure(self, inv: Invocation, attempt: Attempt, why: str) -> None:
+        src = self.shard.src
+        result = attempt.result
+        log.warning("route '%s': shard %s: batch of %d records from %s: %s", src.route.name,
+                    self.shard.shard_id, len(attempt.records), attempt.records[0].sequence_number, why,
+                    extra={**self.shard._extra, "request_id": inv.request_id, "attempt": inv.attempt,
+                           "error_type": result.error_type.value if result and result.error_type else None})

@@ -1,0 +1,55 @@
+"""Stream checkpoints: the last sequence number processed of each (route, shard), as SQL transactions.
+
+A checkpoint is the sequence number of the last record that succeeded, was filtered out, or was given
+up after its failure record was delivered; a reader resumes AFTER it. ``SHARD_END`` marks a closed shard
+read to its end and processed: its children may start. ``StateStore`` runs these transactions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from router.state.schema import checkpoints
+
+SHARD_END = "SHARD_END"
+"""Checkpoint value of a closed shard that has been read to its end and processed whole."""
+
+_t = checkpoints
+_SELECT = sa.select(_t.c.shard_id, _t.c.sequence_number).where(_t.c.route == sa.bindparam("p_route"))
+_DELETE = sa.delete(_t).where(_t.c.route == sa.bindparam("p_route"))
+
+
+def _upsert(dialect: str) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(_t).values(
+        route=sa.bindparam("p_route"), shard_id=sa.bindparam("p_shard"),
+        sequence_number=sa.bindparam("p_seq"), updated_at=sa.bindparam("p_now"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[_t.c.route, _t.c.shard_id],
+        set_={"sequence_number": stmt.excluded.sequence_number, "updated_at": stmt.excluded.updated_at},
+    )
+
+
+_UPSERT = {"sqlite": _upsert("sqlite"), "postgresql": _upsert("postgresql")}
+
+
+def load(conn: sa.Connection, route: str) -> dict[str, str]:
+    """Every checkpoint of ``route``: shard id -> sequence number (or ``SHARD_END``)."""
+    return {str(shard): str(seq) for shard, seq in conn.execute(_SELECT, {"p_route": route})}
+
+
+def save(conn: sa.Connection, route: str, shard_id: str, sequence_number: str, now: float) -> None:
+    """Insert or replace the checkpoint of (``route``, ``shard_id``)."""
+    conn.execute(_UPSERT[conn.dialect.name], {
+        "p_route": route, "p_shard": shard_id, "p_seq": sequence_number, "p_now": now,
+    })
+
+
+def forget(conn: sa.Connection, route: str) -> int:
+    """Delete every checkpoint of ``route``; how many there were."""
+    return int(conn.execute(_DELETE, {"p_route": route}).rowcount)

@@ -1,0 +1,358 @@
+"""`router run` with kinesis routes against moto_server: per-shard order, bisect, failure records to SQS,
+record age, partial batch responses, parallelization, restart from the checkpoint, a missing stream.
+
+The function is a real Python handler in an execution environment; its side effects are lines appended
+to files, read back here. moto's resharding differs from Kinesis (children stay empty): the split is
+covered in tests/unit/sources/test_stream_kinesis.py and test_stream_engine.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.e2e.conftest import RouterFactory, http, wait_for
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def kinesis(moto_server: str) -> Any:
+    client = boto3.client("kinesis", region_name=REGION, endpoint_url=moto_server)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def sqs(moto_server: str) -> Any:
+    client = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server)
+    yield client
+    client.close()
+
+
+def create_stream(client: Any, shards: int, name: str | None = None) -> str:
+    name = name or f"s-{uuid.uuid4().hex[:10]}"
+    client.create_stream(StreamName=name, ShardCount=shards)
+    return str(client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"])
+
+
+def put(client: Any, arn: str, data: str, *, shard: int = 0, shards: int = 1, key: str = "k") -> str:
+    resp = client.put_record(StreamARN=arn, Data=data.encode(), PartitionKey=key,
+                             ExplicitHashKey=str(shard * (2**128 // shards) + 1))
+    return str(resp["SequenceNumber"])
+
+
+RECORDER = """
+    import base64, json, os
+    OUT = {out!r}
+    def handler(event, context):
+        lines = []
+        for r in event["Records"]:
+            data = base64.b64decode(r["kinesis"]["data"]).decode()
+            if data == "poison":
+                raise ValueError("poison record")
+            lines.append(r["eventID"].split(":")[0] + " " + r["kinesis"]["partitionKey"] + " " + data)
+        with open(OUT, "a") as f:
+            f.write("".join(line + "\\n" for line in lines))
+"""
+
+
+def config(tmp_path: Path, moto_server: str, arn: str, source: str = "", fn: str = "record",
+           timeout: str = "10s") -> str:
+    return f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@, shutdown_timeout: 10s}}
+        state: sqlite:///{tmp_path / 'state.db'}
+        aws: {{region: {REGION}, endpoint_url: "{moto_server}", account_id: "123456789012"}}
+        functions:
+          {fn}:
+            runtime: python3.11
+            handler: app.handler
+            code: {tmp_path / 'functions' / fn}
+            timeout: {timeout}
+        routes:
+          - name: clicks
+            source: {{type: kinesis, stream_arn: "{arn}", starting_position: TRIM_HORIZON{source}}}
+            function: {fn}
+    """
+
+
+def lines(path: Path) -> list[tuple[str, str, str]]:
+    if not path.exists():
+        return []
+    return [tuple(line.split(" ", 2)) for line in path.read_text().splitlines()]  # type: ignore[misc]
+
+
+def failure_records(sqs: Any, queue_url: str, count: int) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+
+    def more() -> bool:
+        resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in resp.get("Messages", []):
+            got.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+        return len(got) >= count
+
+    wait_for(more, timeout=30, what=f"{count} failure records")
+    return got
+
+
+def test_four_shards_in_order_bisect_isolates_poison(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, kinesis: Any, sqs: Any,
+) -> None:
+    out = tmp_path / "seen.txt"
+    router_factory.write_function("record", RECORDER.format(out=str(out)))
+    arn = create_stream(kinesis, 4)
+    queue_url = sqs.create_queue(QueueName=f"failed-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    expected: dict[str, list[str]] = {}
+    poison_seq = ""
+    for n in range(12):
+        for i in range(4):
+            data = "poison" if (i, n) == (1, 7) else f"{i}-{n}"
+            seq = put(kinesis, arn, data, shard=i, shards=4)
+            if data == "poison":
+                poison_seq = seq
+            else:
+                expected.setdefault(f"shardId-{i:012d}", []).append(data)
+    source = (", batch_size: 12, bisect_on_error: true, max_retry_attempts: 1, "
+              f'on_failure: {{type: sqs, queue_url: "{queue_url}"}}')
+    rp = router_factory(config(tmp_path, moto_server, arn, source))
+
+    def per_shard() -> dict[str, list[str]]:
+        got: dict[str, list[str]] = {}
+        for shard, _key, data in lines(out):
+            got.setdefault(shard, []).append(data)
+        return got
+
+    # A failed batch wrote nothing (the handler raises before writing): each good record exactly once,
+    # in order per shard.
+    wait_for(lambda: per_shard() == expected, timeout=40, what="every good record, in order per shard")
+    [record] = failure_records(sqs, queue_url, 1)
+    info = record["KinesisBatchInfo"]
+    assert info["shardId"] == "shardId-000000000001"
+    assert info["startSequenceNumber"] == info["endSequenceNumber"] == poison_seq
+    assert info["batchSize"] == 1
+    assert info["streamArn"] == arn
+    assert info["approximateArrivalOfFirstRecord"].endswith("Z")
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["requestContext"]["functionArn"] == "arn:aws:lambda:us-east-1:123456789012:function:record"
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    _, _, metrics = http("GET", rp.url + "/metrics")
+    assert b'router_source_events_total{route="clicks",type="kinesis"} 48.0' in metrics
+    assert b'router_iterator_age_seconds{route="clicks",shard="shardId-000000000001"}' in metrics
+    assert b'router_stream_records_discarded_total{condition="RetryAttemptsExhausted",route="clicks"} 1.0' \
+        in metrics
+    assert rp.stop() == 0
+
+
+def test_max_record_age_sends_failure_record_and_the_shard_moves_on(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, kinesis: Any, sqs: Any,
+) -> None:
+    out = tmp_path / "seen.txt"
+    router_factory.write_function("record", RECORDER.format(out=str(out)))
+    arn = create_stream(kinesis, 1)
+    queue_url = sqs.create_queue(QueueName=f"aged-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    first = put(kinesis, arn, "old-1")
+    put(kinesis, arn, "old-2")
+    put_at = time.time()
+    wait_for(lambda: time.time() - put_at > 2.5, timeout=10, what="the records to be older than 2s")
+    source = f', max_record_age: 2s, on_failure: {{type: sqs, queue_url: "{queue_url}"}}'
+    rp = router_factory(config(tmp_path, moto_server, arn, source))
+    [record] = failure_records(sqs, queue_url, 1)
+    assert record["requestContext"]["condition"] == "RecordAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["KinesisBatchInfo"]["startSequenceNumber"] == first
+    assert record["KinesisBatchInfo"]["batchSize"] == 2
+    put(kinesis, arn, "fresh")
+    wait_for(lambda: [d for _, _, d in lines(out)] == ["fresh"], timeout=20, what="the fresh record")
+    assert rp.stop() == 0
+
+
+def test_max_retry_attempts_without_bisect(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, kinesis: Any, sqs: Any,
+) -> None:
+    out = tmp_path / "seen.txt"
+    attempts = tmp_path / "attempts.txt"
+    router_factory.write_function("record", f"""
+        import base64
+        def handler(event, context):
+            with open({str(attempts)!r}, "a") as f:
+                f.write(str(len(event["Records"])) + "\\n")
+            datas = [base64.b64decode(r["kinesis"]["data"]).decode() for r in event["Records"]]
+            if "poison" in datas:
+                raise ValueError("poison")
+            with open({str(out)!r}, "a") as f:
+                f.write("".join("s k " + d + "\\n" for d in datas))
+    """)
+    arn = create_stream(kinesis, 1)
+    queue_url = sqs.create_queue(QueueName=f"retries-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    put(kinesis, arn, "a")
+    put(kinesis, arn, "poison")
+    source = f', max_retry_attempts: 2, on_failure: {{type: sqs, queue_url: "{queue_url}"}}'
+    rp = router_factory(config(tmp_path, moto_server, arn, source))
+    [record] = failure_records(sqs, queue_url, 1)
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["KinesisBatchInfo"]["batchSize"] == 2
+    assert attempts.read_text().split() == ["2", "2", "2"]  # the first try and 2 retries, whole batch
+    put(kinesis, arn, "after")
+    wait_for(lambda: [d for _, _, d in lines(out)] == ["after"], timeout=20, what="the shard moved on")
+    assert rp.stop() == 0
+
+
+def test_report_batch_item_failures_and_parallelization_keep_key_order(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, kinesis: Any,
+) -> None:
+    out = tmp_path / "seen.txt"
+    failed = tmp_path / "failed-once"
+    failed.mkdir()
+    router_factory.write_function("record", f"""
+        import base64, os, time
+        def handler(event, context):
+            failures, lines = [], []
+            for r in event["Records"]:
+                data = base64.b64decode(r["kinesis"]["data"]).decode()
+                marker = os.path.join({str(failed)!r}, data)
+                if failures or (data.endswith("-3") and not os.path.exists(marker)):
+                    # the first failure of a batch: it and everything after it come back
+                    if not failures:
+                        open(marker, "w").close()
+                    failures.append({{"itemIdentifier": r["kinesis"]["sequenceNumber"]}})
+                    continue
+                lines.append("s " + r["kinesis"]["partitionKey"] + " " + data)
+            with open({str(out)!r}, "a") as f:
+                f.write("".join(line + "\\n" for line in lines))
+            time.sleep(0.02)
+            return {{"batchItemFailures": failures}}
+    """)
+    arn = create_stream(kinesis, 1)
+    keys = [f"key{k}" for k in range(5)]
+    sent = 0
+    for n in range(8):
+        for key in keys:
+            put(kinesis, arn, f"{key}-{n}", key=key)
+            sent += 1
+    source = ", batch_size: 4, parallelization: 3, report_batch_item_failures: true"
+    rp = router_factory(config(tmp_path, moto_server, arn, source))
+    wait_for(lambda: len(lines(out)) >= sent, timeout=40, what="every record")
+    got = lines(out)
+    assert len(got) == sent  # a record reported failed was not written, so nothing appears twice
+    for key in keys:
+        mine = [int(d.rsplit("-", 1)[1]) for _, k, d in got if k == key]
+        assert mine == list(range(8)), (key, mine)  # in order per key, the failed one retried in place
+    assert len(list(failed.iterdir())) == len(keys)
+    assert rp.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_restart_resumes_from_the_checkpoint(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, kinesis: Any, sig: signal.Signals,
+) -> None:
+    out = tmp_path / "seen.txt"
+    router_factory.write_function("record", f"""
+        import base64, time
+        def handler(event, context):
+            with open({str(out)!r}, "a") as f:
+                for r in event["Records"]:
+                    data = base64.b64decode(r["kinesis"]["data"]).decode()
+                    f.write(r["eventID"].split(":")[0] + " k " + data + "\\n")
+            time.sleep(0.05)
+    """)
+    arn = create_stream(kinesis, 2)
+    total = 400
+    for n in range(total // 2):
+        for i in range(2):
+            put(kinesis, arn, f"{i}-{n}", shard=i, shards=2)
+    cfg = config(tmp_path, moto_server, arn, ", batch_size: 5")
+    rp = router_factory(cfg)
+    wait_for(lambda: len(lines(out)) >= 40, timeout=30, what="some records processed")
+    assert rp.stop(sig) in (0, -signal.SIGKILL)
+    before = len(lines(out))
+    assert before < total, "everything was processed before the stop; the test proves nothing"
+    rp2 = router_factory(cfg, port=rp.port, start=False)
+    rp2.start()
+    everything = {f"{i}-{n}" for i in range(2) for n in range(total // 2)}
+    wait_for(lambda: {d for _, _, d in lines(out)} == everything, timeout=60,
+             what="every record observed")  # 0 lost
+    got = lines(out)
+    for i in range(2):
+        shard = [int(d.split("-")[1]) for s, _, d in got if s == f"shardId-{i:012d}"]
+        first_seen = list(dict.fromkeys(shard))
+        assert first_seen == list(range(total // 2))  # first deliveries in order per shard
+    duplicates = len(got) - total
+    if sig == signal.SIGTERM:
+        assert duplicates == 0  # in-flight batches finished and were checkpointed; nothing ran twice
+    else:
+        assert duplicates <= 2 * 5  # at most the batch in flight on each shard at the kill
+    assert rp2.stop() == 0
+
+
+def test_missing_stream_not_ready_then_recovers(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, kinesis: Any,
+) -> None:
+    out = tmp_path / "seen.txt"
+    router_factory.write_function("record", RECORDER.format(out=str(out)))
+    name = f"later-{uuid.uuid4().hex[:8]}"
+    arn = f"arn:aws:kinesis:{REGION}:123456789012:stream/{name}"
+    rp = router_factory(config(tmp_path, moto_server, arn), start=False)
+    rp.start(wait_ready=False)
+
+    def not_ready_reason() -> str:
+        try:
+            status, _, body = http("GET", rp.url + "/readyz", timeout=2)
+        except OSError:  # not listening yet
+            return ""
+        return body.decode() if status == 503 and b"stream not found" in body else ""
+
+    reason = wait_for(not_ready_reason, timeout=30, what="/readyz names the missing stream")
+    assert "route clicks: stream not found (ResourceNotFoundException); check source.stream_arn" in reason
+
+    def errors() -> float:
+        _, _, metrics = http("GET", rp.url + "/metrics")
+        for line in metrics.decode().splitlines():
+            if line.startswith('router_source_errors_total{route="clicks",type="kinesis"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    wait_for(lambda: errors() >= 2, timeout=30, what="errors counted")
+    assert create_stream(kinesis, 1, name=name) == arn
+    put(kinesis, arn, "hello")
+    rp.wait_ready(timeout=60)
+    wait_for(lambda: [d for _, _, d in lines(out)] == ["hello"], timeout=30, what="processed after recovery")
+    logged = [r for r in rp.log_records() if "stream not found" in r.get("message", "")]
+    assert logged
+    assert logged[0]["error_type"] == "config"
+    assert logged[0]["route"] == "clicks"
+    assert rp.stop() == 0
+
+
+def test_data_is_base64_in_the_event(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, kinesis: Any,
+) -> None:
+    out = tmp_path / "event.json"
+    router_factory.write_function("record", f"""
+        import json
+        def handler(event, context):
+            with open({str(out)!r}, "w") as f:
+                json.dump(event, f)
+    """)
+    arn = create_stream(kinesis, 1)
+    seq = put(kinesis, arn, '{"hello": "world"}', key="pk-1")
+    rp = router_factory(config(tmp_path, moto_server, arn))
+    wait_for(out.exists, timeout=30, what="the function ran")
+    [record] = json.loads(out.read_text())["Records"]
+    assert base64.b64decode(record["kinesis"]["data"]) == b'{"hello": "world"}'
+    assert record["kinesis"]["sequenceNumber"] == seq
+    assert record["kinesis"]["partitionKey"] == "pk-1"
+    assert record["eventSource"] == "aws:kinesis"
+    assert record["eventSourceARN"] == arn
+    assert record["eventID"] == f"shardId-000000000000:{seq}"
+    assert rp.stop() == 0
