@@ -16,7 +16,7 @@ from aiohttp import web
 
 from router import __version__
 from router.config.models import (
-    NOT_YET_RUNNABLE,
+    DestinationConfig,
     DynamodbStreamSourceConfig,
     KinesisSourceConfig,
     RouterConfig,
@@ -58,19 +58,6 @@ def build_invoker(
     return LambdaInvoker(name, fn, aws=config.aws)
 
 
-def check_runnable(config: RouterConfig) -> None:
-    """Refuse, at start-up, parts of the config whose runtime comes in a later release."""
-    problems = []
-    for i, route in enumerate(config.routes):
-        if route.source.type in NOT_YET_RUNNABLE:
-            problems.append(
-                f"routes[{i}].source.type: source type '{route.source.type}' (route '{route.name}') "
-                "is not supported yet; use webhook or schedule"
-            )
-    if problems:
-        raise ConfigError(problems)
-
-
 class Router:
     """One running router: owns every component and shuts them down in order."""
 
@@ -90,7 +77,6 @@ class Router:
         from router.state.url import engine_url, redact
 
         config = self.config
-        check_runnable(config)
         server = config.server
 
         store = StateStore.from_url(config.state, config.config_dir)
@@ -127,6 +113,16 @@ class Router:
                 config=config, invokers=invokers, store=store, metrics=self.metrics,
                 http_session=http_session,
             )
+            # The stream routes' on_failure destinations, built (or refused) before anything starts.
+            failure_configs: dict[str, DestinationConfig] = {}
+            where_of: dict[str, str] = {}
+            for i, route in enumerate(config.routes):
+                if (isinstance(route.source, KinesisSourceConfig | DynamodbStreamSourceConfig)
+                        and route.source.on_failure is not None):
+                    where_of[route.name] = f"routes[{i}].source.on_failure"
+                    failure_configs[where_of[route.name]] = route.source.on_failure
+            built = dispatcher.extra_destinations(failure_configs)
+            stream_failures = {name: built[where] for name, where in where_of.items()}
             readiness = Readiness()
             readiness.add_check("state_store", store.ping)
             if dispatcher.amqp_queue is not None:
@@ -171,21 +167,12 @@ class Router:
                                                  max_body=server.max_body)
                         pollers.append(amqp_poller)
                         tg.create_task(amqp_poller.run(), name=f"amqp:{route.name}")
-                    elif route.source.type in ("kinesis", "dynamodb_stream"):
-                        from router.destinations.factory import DestinationBuilder
+                    elif isinstance(route.source, KinesisSourceConfig | DynamodbStreamSourceConfig):
                         from router.sources.stream import StreamSource
 
-                        assert isinstance(route.source, KinesisSourceConfig | DynamodbStreamSourceConfig)
-                        on_failure = None
-                        if route.source.on_failure is not None:
-                            builder = DestinationBuilder(config, session=http_session,
-                                                         submit=dispatcher.submit)
-                            where = f"routes[{config.routes.index(route)}].source.on_failure"
-                            on_failure = builder.build(where, route.source.on_failure)
-                            builder.check()
                         stream = StreamSource(route, dispatcher=dispatcher, metrics=self.metrics,
                                               readiness=readiness, aws=config.aws, store=store,
-                                              on_failure=on_failure)
+                                              on_failure=stream_failures.get(route.name))
                         pollers.append(stream)
                         tg.create_task(stream.run(), name=f"{route.source.type}:{route.name}")
                 readiness.set_started()

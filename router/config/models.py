@@ -423,10 +423,6 @@ SourceConfig = Annotated[
     Field(discriminator="type"),
 ]
 
-# Source types whose runtime comes in a later issue: accepted by the schema, refused at start-up.
-NOT_YET_RUNNABLE: set[str] = set()
-
-
 class RouteConfig(Model):
     name: str
     source: SourceConfig

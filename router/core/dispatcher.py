@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from router.config.models import RouterConfig
+from router.config.models import DestinationConfig, RouterConfig
 from router.core.async_worker import AsyncWorker
 from router.core.clock import Clock, SystemClock
 from router.core.invocation import ErrorType, Invocation, Outcome, Result
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
 from router.core.retry import Uniform
+from router.destinations.base import Destination
 from router.destinations.factory import DestinationBuilder, build_destinations
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.invokers.base import Invoker
@@ -248,6 +249,14 @@ class Dispatcher:
         async with asyncio.TaskGroup() as tg:
             for name, worker in self._amqp_workers.items():
                 tg.create_task(worker.consume_loop(), name=f"async-amqp-worker:{name}")
+
+    def extra_destinations(self, configs: dict[str, DestinationConfig]) -> dict[str, Destination]:
+        """Destinations beside the functions' own (``config path -> config``, e.g. the stream routes'
+        ``source.on_failure``), sharing their connections and closed with them by ``close``.
+        Raises ``ConfigError`` listing every unusable one."""
+        built = {where: self._destination_builder.build(where, cfg) for where, cfg in configs.items()}
+        self._destination_builder.check()
+        return {where: dest for where, dest in built.items() if dest is not None}
 
     async def close(self) -> None:
         """Close what the destinations opened (amqp connections); after ``run`` has ended."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from router.core.invocation import Invocation, Outcome, new_request_id
-from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
+from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled
 from router.http import aws_errors, sigv4
 from router.http.context import CTX, HttpContext
 from router.http.limits import BodyTooLarge, read_body
@@ -177,6 +177,12 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         return aws_errors.too_many_requests(request_id)
     except PayloadTooLarge as exc:
         return aws_errors.too_large(exc.limit, request_id)
+    except (RouterError, OSError) as exc:  # the state store or the async queue could not take the event
+        log.error("invoke api: could not dispatch the invocation: %s", exc,
+                  extra={**extra, "error_type": "connection"})
+        return aws_errors.service_error(
+            "the router could not accept the invocation (its state store or async queue is unavailable); "
+            "retry later", request_id)
 
     if result.outcome is Outcome.THROTTLED:
         return aws_errors.too_many_requests(request_id)

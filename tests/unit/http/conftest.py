@@ -38,6 +38,7 @@ class FakeDispatcher:
     max_async: int | None = None
     submit_gate: asyncio.Event | None = None
     submit_entered: asyncio.Event = field(default_factory=asyncio.Event)
+    submit_error: Exception | None = None
     invoked: list[Invocation] = field(default_factory=list)
     submitted: list[Invocation] = field(default_factory=list)
 
@@ -71,6 +72,8 @@ class FakeDispatcher:
         if self.max_async is not None and len(inv.payload) > self.max_async:
             raise PayloadTooLarge("async event", len(inv.payload), self.max_async)
         self.submit_entered.set()
+        if self.submit_error is not None:
+            raise self.submit_error
         if self.submit_gate is not None:
             await self.submit_gate.wait()
         self.submitted.append(inv)

@@ -307,6 +307,18 @@ async def test_sigv4_expired_date_refused() -> None:
     assert hashlib.sha256(b"").hexdigest() in sigv4.canonical_request(req, ["host", "x-amz-date"])
 
 
+async def test_store_down_is_a_service_exception_not_a_crash(serve: Any, clients: list[Lambda]) -> None:
+    from router.errors import StateStoreError
+
+    server, client = await lam(serve, clients)
+    server.dispatcher.submit_error = StateStoreError("sqlite:///state.db: enqueue: disk I/O error")
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        await client.invoke(FunctionName="echo", InvocationType="Event", Payload=b"{}")
+    assert info.value.response["Error"]["Code"] == "ServiceException"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert "retry later" in info.value.response["Error"]["Message"]
+
+
 async def test_invoke_api_can_be_turned_off(serve: Any) -> None:
     server = await serve(make_config(server={"invoke_api": False}))
     async with server.session.post(f"{server.url}/2015-03-31/functions/echo/invocations", data=b"{}") as r:
