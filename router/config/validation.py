@@ -248,7 +248,9 @@ def _pick(tp: Any, value: Any) -> Any:
     """Unwrap Annotated/Optional; for a union of models choose the member whose ``type`` matches."""
     members = _members(tp)
     if len(members) == 1:
-        return _members(members[0])[0] if typing.get_origin(members[0]) is typing.Annotated else members[0]
+        if typing.get_origin(members[0]) is typing.Annotated:  # Optional[Annotated[Union[...]]]
+            return _pick(members[0], value)
+        return members[0]
     if isinstance(value, dict):
         for m in members:
             if isinstance(m, type) and issubclass(m, BaseModel) and value.get("type") in _tags_of(m):

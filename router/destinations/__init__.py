@@ -1,1 +1,1 @@
-"""Destinations of async invocation records: file, http, function (sqs and amqp later)."""
+"""Destinations of async invocation records: file, http, function, sqs, amqp."""

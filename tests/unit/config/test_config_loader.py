@@ -161,6 +161,14 @@ def test_unknown_key_in_a_typed_source_suggests_that_sources_fields(problems: Pr
     ) == ["router.yaml:9:37: routes[0].source.batchsize: unknown key 'batchsize'; did you mean 'batch_size'?"]
 
 
+def test_unknown_key_in_an_optional_typed_destination_suggests_its_fields(problems: Problems) -> None:
+    assert problems(
+        "functions:\n  f: {http: {url: 'http://x/'}, async: {on_failure: {type: amqp, url: 'amqp://x/', "
+        "exchang: dlx}}}\n"
+    ) == ["router.yaml:2:84: functions.f.async.on_failure.exchang: unknown key 'exchang'; "
+          "did you mean 'exchange'?"]
+
+
 def test_yaml_key_lambda_is_suggested_by_its_alias(problems: Problems) -> None:
     assert problems("functions:\n  t: {lamda: {function_name: x}}\n") == [
         # (the model check "exactly one of runtime, http, lambda" only runs once the keys are right)
