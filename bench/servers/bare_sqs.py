@@ -2,8 +2,10 @@
 DeleteMessageBatch, until ``--count`` distinct messages were deleted or ``--seconds`` passed.
 
 No function, no event shaping: the plainest way to drain a queue, the baseline of scenario 9. Prints one
-JSON line: ``{"unique": n, "received": n, "seconds": s, "rate": msgs/s}`` (rate counts distinct message
-ids deleted, so a redelivery cannot inflate it).
+JSON line: ``{"unique": n, "received": n, "seconds": s, "rate": msgs/s, "receives": n, "empty_receives": n,
+"deletes": n, "cpu_seconds": s}`` (rate counts distinct message ids deleted, so a redelivery cannot inflate
+it; ``cpu_seconds`` is this process's CPU from the first call on, imports and client creation excluded),
+also when stopped by SIGTERM, so a caller can read API calls per message and CPU per API call.
 
     python bench/servers/bare_sqs.py --endpoint URL --queue-url URL --count 2000 --concurrency 5
 """
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import time
 
 from aiobotocore.config import AioConfig
@@ -23,22 +26,26 @@ from aiobotocore.session import get_session
 async def drain(endpoint: str, queue_url: str, count: int, concurrency: int, seconds: float,
                 region: str, wait: int) -> dict[str, float]:
     seen: set[str] = set()
-    received = 0
+    received = receives = empty = deletes = 0
     done = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)
     config = AioConfig(max_pool_connections=concurrency + 2, read_timeout=wait + 30,
                        retries={"max_attempts": 3, "mode": "standard"})
     async with get_session().create_client("sqs", region_name=region, endpoint_url=endpoint,
                                            config=config) as client:
 
         async def worker() -> None:
-            nonlocal received
+            nonlocal received, receives, empty, deletes
             while not done.is_set():
                 resp = await client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
                                                     WaitTimeSeconds=wait, AttributeNames=["All"])
+                receives += 1
                 msgs = resp.get("Messages", [])
                 if not msgs:
+                    empty += 1
                     continue
                 received += len(msgs)
+                deletes += 1
                 out = await client.delete_message_batch(QueueUrl=queue_url, Entries=[
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
                 failed = {f["Id"] for f in out.get("Failed", [])}
@@ -47,6 +54,7 @@ async def drain(endpoint: str, queue_url: str, count: int, concurrency: int, sec
                     done.set()
 
         workers: list[asyncio.Task[None]] = []
+        cpu0 = time.process_time()
         t0 = time.monotonic()
         t_end = t0
 
@@ -63,8 +71,10 @@ async def drain(endpoint: str, queue_url: str, count: int, concurrency: int, sec
             workers.extend(tg.create_task(worker()) for _ in range(concurrency))
             tg.create_task(stopper())
         elapsed = t_end - t0
+        cpu = time.process_time() - cpu0
     return {"unique": len(seen), "received": received, "seconds": elapsed,
-            "rate": len(seen) / elapsed if elapsed > 0 else 0.0}
+            "rate": len(seen) / elapsed if elapsed > 0 else 0.0, "receives": receives,
+            "empty_receives": empty, "deletes": deletes, "cpu_seconds": cpu}
 
 
 def main() -> None:

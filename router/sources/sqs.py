@@ -38,7 +38,7 @@ from router.sources.sqs_event import (
     PAYLOAD_LIMIT,
     batch_payload,
     failed_message_ids,
-    fit_payload,
+    fit_batch,
     region_of,
     to_record,
 )
@@ -106,6 +106,8 @@ class SqsSource:
         self._running = False
         self._ended = asyncio.Event()
         self.filtered = 0  # messages deleted because no filter matched
+        self._received = metrics.source_events.labels(route=route.name, type=TYPE)  # per batch: resolved once
+        self._filtered = metrics.source_events_filtered.labels(route=route.name, type=TYPE)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class SqsSource:
                 try:
                     async with create_client(
                         "sqs", self._aws, max_pool_connections=self._cfg.max_concurrency + 5,
-                        read_timeout=self._wait + 40,
+                        read_timeout=self._wait + 40, validate_params=False,  # our own fixed calls
                     ) as client:
                         self._queue = SqsQueue(client, self._cfg.queue_url)
                         try:
@@ -221,17 +223,17 @@ class SqsSource:
                 return len(batch)
             self._phase[me] = Phase.BUSY
             records = [to_record(m, arn=info.arn, region=self._region) for m in batch.values()]
-            records, overflow = fit_payload(records)
+            records, overflow, payload = fit_batch(records)
             if overflow:  # over Lambda's 6 MB payload: the rest goes back to the queue at once
                 await self._hand_back({r["messageId"]: held.pop(r["messageId"]) for r in overflow},
                                       why="over the 6 MB payload limit of one batch")
-            delete = await self._run_batch(records, info)
+            delete = await self._run_batch(records, info, payload)
         await self._acknowledge({mid: held[mid] for mid in delete})
         return len(batch)
 
     def _take(self, messages: list[dict[str, Any]], batch: dict[str, dict[str, Any]],
               held: dict[str, str]) -> None:
-        self._metrics.source_events.labels(route=self.route.name, type=TYPE).inc(len(messages))
+        self._received.inc(len(messages))
         for m in messages:
             batch[m["MessageId"]] = m
             held[m["MessageId"]] = m["ReceiptHandle"]
@@ -257,8 +259,9 @@ class SqsSource:
             self._take(more, batch, held)
             gathered += sum(_approx_size(m) for m in more)
 
-    async def _run_batch(self, records: list[dict[str, Any]], info: QueueInfo) -> list[str]:
-        """Invoke the function with the records that pass the filters; the message ids to delete."""
+    async def _run_batch(self, records: list[dict[str, Any]], info: QueueInfo, payload: bytes) -> list[str]:
+        """Invoke the function with the records that pass the filters; the message ids to delete.
+        ``payload`` is the event of all ``records`` (encoded once), re-encoded only if filters drop some."""
         delete: list[str] = []
         if self._filter:
             kept: list[dict[str, Any]] = []
@@ -268,12 +271,13 @@ class SqsSource:
                 else:
                     delete.append(record["messageId"])
             self.filtered += len(delete)
-            self._metrics.source_events_filtered.labels(route=self.route.name, type=TYPE).inc(len(delete))
+            self._filtered.inc(len(delete))
+            if delete and kept:
+                payload = batch_payload(kept)
             records = kept
         if not records:
             return delete
-        inv = Invocation(function=self.route.function, payload=batch_payload(records), source=TYPE,
-                         route=self.route.name)
+        inv = Invocation(function=self.route.function, payload=payload, source=TYPE, route=self.route.name)
         result = await self._dispatcher.invoke_in_slot(inv)
         failed, why = failed_message_ids(
             result, records, report_batch_item_failures=self._cfg.report_batch_item_failures,

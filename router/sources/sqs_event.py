@@ -92,6 +92,17 @@ def fit_payload(records: Sequence[dict[str, Any]], limit: int = PAYLOAD_LIMIT,
     return list(records), []
 
 
+def fit_batch(records: Sequence[dict[str, Any]], limit: int = PAYLOAD_LIMIT,
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bytes]:
+    """``fit_payload`` plus the event of the kept records, encoding a batch that fits only once (the
+    usual case); only a batch over ``limit`` is measured record by record."""
+    payload = batch_payload(records)
+    if len(payload) <= limit:
+        return list(records), [], payload
+    kept, rest = fit_payload(records, limit)
+    return kept, rest, batch_payload(kept)
+
+
 class BatchResponseError(ValueError):
     """Raised when a ``batchItemFailures`` response breaks Lambda's rules: the whole batch failed."""
 

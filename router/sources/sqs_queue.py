@@ -134,24 +134,32 @@ async def kept_visible(queue: SqsQueue, held: Mapping[str, str], seconds: int) -
     """For the block, extend the visibility of the messages in ``held`` (``{message_id: receipt}``,
     which may grow meanwhile) by ``seconds`` (the queue's visibility timeout) every two thirds of it,
     so a slow batch is not delivered twice.
-    The extending task is cancelled and awaited when the block ends."""
+    The extending task starts only when the first extension is due (most batches end long before: a timer
+    costs less than a task per batch); it is cancelled and awaited when the block ends."""
     if seconds < 1:
         yield
         return
 
     async def extend() -> None:
         while True:
+            if held:
+                failed = await queue.change_visibility(dict(held), seconds)
+                if failed:
+                    log.warning("sqs: could not extend the visibility of %d messages (%s)",
+                                len(failed), next(iter(failed.values())))
             await asyncio.sleep(seconds * 2 / 3)
-            if not held:
-                continue
-            failed = await queue.change_visibility(dict(held), seconds)
-            if failed:
-                log.warning("sqs: could not extend the visibility of %d messages (%s)",
-                            len(failed), next(iter(failed.values())))
 
-    task = asyncio.create_task(extend(), name="sqs-visibility")
+    task: asyncio.Task[None] | None = None
+
+    def start() -> None:
+        nonlocal task
+        task = asyncio.create_task(extend(), name="sqs-visibility")
+
+    timer = asyncio.get_running_loop().call_later(seconds * 2 / 3, start)
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)  # an outer cancellation still propagates
+        timer.cancel()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # an outer cancellation still propagates

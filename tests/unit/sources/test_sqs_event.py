@@ -152,3 +152,16 @@ def test_fit_payload_cuts_the_batch_at_the_limit_and_keeps_at_least_one() -> Non
     kept, rest = fit_payload(records, limit=10)  # one record alone is over the limit: still invoked
     assert kept == records[:1]
     assert rest == records[1:]
+
+
+def test_fit_batch_encodes_the_kept_records_as_fit_payload_cuts_them() -> None:
+    from router.sources.sqs_event import batch_payload, fit_batch, fit_payload
+
+    records = [{"messageId": str(i), "body": "é\"" * 300} for i in range(10)]  # escapes grow the JSON
+    whole = batch_payload(records)
+    assert fit_batch(records, limit=len(whole)) == (records, [], whole)
+    for limit in (len(whole) - 1, 3500, 10):
+        kept, rest, payload = fit_batch(records, limit=limit)
+        assert (kept, rest) == fit_payload(records, limit=limit)
+        assert payload == batch_payload(kept)
+        assert json.loads(payload) == {"Records": kept}
