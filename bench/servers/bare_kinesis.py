@@ -4,8 +4,10 @@ until ``--count`` records were read in all or ``--seconds`` passed. No function,
 Each loop keeps Kinesis' quota of 5 GetRecords calls per second per shard (``--interval`` 0.2 s between
 the calls of one shard), as any reader of a real stream must, and asks ``--limit`` records a call. The
 baseline of scenario 10. Prints one JSON line: ``{"records": n, "seconds": s, "rate": records/s}``,
-the rate being records read after every shard's first page / time from the last shard's first page to
-the last page (start-up left out; the router side is measured alike from its metrics).
+the rate being records read after the last shard's first page / time from that page to the last page
+(start-up left out; the router side is measured alike from its metrics). Pages that shards which started
+earlier read before that moment are left out too: counting them over a window that excludes the time
+they took would overstate the loop's rate.
 
     python bench/servers/bare_kinesis.py --endpoint URL --stream-arn ARN --count 40000
 """
@@ -26,9 +28,9 @@ from aiobotocore.session import get_session
 async def read(endpoint: str, stream_arn: str, count: int, seconds: float, region: str, limit: int,
                interval: float) -> dict[str, float]:
     got = 0
-    first_pages = 0  # records of each shard's first page
     first = 0.0  # when the last shard got its first page
     last = 0.0
+    pages: list[tuple[float, int]] = []  # (when, records) of every page but each shard's first
     done = asyncio.Event()
     config = AioConfig(max_pool_connections=64, retries={"max_attempts": 3, "mode": "standard"})
     async with get_session().create_client("kinesis", region_name=region, endpoint_url=endpoint,
@@ -36,7 +38,7 @@ async def read(endpoint: str, stream_arn: str, count: int, seconds: float, regio
         shards: list[dict[str, Any]] = (await client.list_shards(StreamARN=stream_arn))["Shards"]
 
         async def shard_loop(shard_id: str) -> None:
-            nonlocal got, first, first_pages, last
+            nonlocal got, first, last
             started = False
             it = (await client.get_shard_iterator(StreamARN=stream_arn, ShardId=shard_id,
                                                   ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
@@ -47,7 +49,9 @@ async def read(endpoint: str, stream_arn: str, count: int, seconds: float, regio
                     now = time.monotonic()
                     if not started:
                         started = True
-                        first, first_pages = max(first, now), first_pages + len(page["Records"])
+                        first = max(first, now)
+                    else:
+                        pages.append((now, len(page["Records"])))
                     last = now
                     got += len(page["Records"])
                     if got >= count:
@@ -66,7 +70,8 @@ async def read(endpoint: str, stream_arn: str, count: int, seconds: float, regio
             for shard in shards:
                 tg.create_task(shard_loop(shard["ShardId"]))
     elapsed = last - first if first else 0.0
-    rate = (got - first_pages) / elapsed if elapsed > 0 else 0.0
+    after = sum(n for when, n in pages if when > first)
+    rate = after / elapsed if elapsed > 0 else 0.0
     return {"records": got, "seconds": elapsed, "rate": rate}
 
 

@@ -2,11 +2,16 @@
 
 The reader hands each record to the lane of its ordering key (``parallelization`` lanes, one by
 default), so the records of one partition key (DynamoDB: item key) are invoked in order while up to N
-batches of the shard run at once. A lane gathers a batch (``batch_size``, ``batch_window``, 6 MB), runs it
-through Lambda's failure handling (retries, bisection, record age, partial batch responses, on-failure
-record), then marks its records done; the shard's checkpoint advances to the highest sequence number at
-or below which everything is done, and is saved in the state store. A closed shard read to its end is
-checkpointed ``SHARD_END`` once all its records are done, so its children may start.
+batches of the shard run at once. The reader reads one page ahead: it asks for the next page as soon as
+at most one page of records waits in the lanes (not yet in a batch), so GetRecords runs while the
+previous page is invoked; at most two pages wait per shard (``read_ahead``). A lane gathers a batch
+(``batch_size``, ``batch_window``, 6 MB), runs it through Lambda's failure handling (retries, bisection,
+record age, partial batch responses, on-failure record), then marks its records done; the shard's
+checkpoint advances to the highest sequence number at or below which everything is done. A checkpointer
+task saves it in the state store, one write at a time: advances made during a write are saved together by
+the next one, so a lane never waits for the database (a crash may repeat a few more batches; stop saves
+the last one). A closed shard read to its end is checkpointed ``SHARD_END`` once all its records are
+done, so its children may start.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ log = logging.getLogger("router.sources.stream")
 
 MAX_PER_CALL = {"kinesis": 10000, "dynamodb_stream": 1000}
 """GetRecords' own maximum per call (DynamoDB Streams: 1,000; larger batches are gathered)."""
+FINAL_SAVE_TIMEOUT = 10.0
+"""How long a stopping shard waits for its last checkpoint write (a state store that hangs)."""
 
 
 class _Abandoned(Exception):
@@ -64,22 +71,43 @@ class ShardWorker:
         self._position = position  # how ``iterator`` was obtained: for an iterator that expires unused
         self._tracker = CheckpointTracker()
         self._saved: str | None = None  # last checkpoint written
+        self._unsaved: str | None = None  # checkpoint reached and not written yet
+        self._advanced = asyncio.Event()  # wakes the checkpointer
         self._save_lock = asyncio.Lock()
         self._drained = asyncio.Event()
         self._drained.set()
         cfg = source.cfg
-        capacity = max(2 * cfg.batch_size, 100)
-        self._lanes = [_Lane(self, i, capacity) for i in range(cfg.parallelization)]
+        # GetRecords' Limit: a batch for every lane. ``read_ahead``: records read and waiting in the lanes
+        # (not in a batch yet) at most, the page being batched and the next one; the reader reads only
+        # when a whole page fits, so a lane queue never fills.
+        self.limit = min(MAX_PER_CALL.get(source.type, 1000), max(cfg.batch_size * cfg.parallelization, 500))
+        self.read_ahead = 2 * self.limit
+        self._waiting = 0  # records in the lane queues
+        self._room = asyncio.Event()  # set when a page fits in ``read_ahead``
+        self._room.set()
+        self._lanes = [_Lane(self, i, self.read_ahead) for i in range(cfg.parallelization)]
         self._reader: asyncio.Task[None] | None = None
         self.ending_sequence: str | None = None  # set once the service lists the shard as closed
         self.finished = False  # read to its end and checkpointed SHARD_END
         self._extra = {**source.extra, "shard": shard_id}
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for lane in self._lanes:
-                lane.task = tg.create_task(lane.run(), name=f"stream-lane:{self.src.route.name}")
-            self._reader = tg.create_task(self._read(), name=f"stream-shard:{self.shard_id}")
+        async with asyncio.TaskGroup() as outer:
+            saver = outer.create_task(self._checkpointer(), name=f"stream-checkpoint:{self.shard_id}")
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for lane in self._lanes:
+                        lane.task = tg.create_task(lane.run(), name=f"stream-lane:{self.src.route.name}")
+                    self._reader = tg.create_task(self._read(), name=f"stream-shard:{self.shard_id}")
+            finally:
+                saver.cancel()
+        try:  # what the lanes finished last (stop): saved before ``run`` returns
+            async with asyncio.timeout(FINAL_SAVE_TIMEOUT):
+                await self._flush()
+        except TimeoutError:
+            log.warning("route '%s': shard %s: the last checkpoint (%s) was not saved within %gs; a restart "
+                        "repeats the records after the one saved before", self.src.route.name, self.shard_id,
+                        self._unsaved, FINAL_SAVE_TIMEOUT, extra=self._extra)
         if self.finished:  # a closed shard's gauge goes away with it: the label set stays bounded
             with contextlib.suppress(KeyError):
                 self.src.metrics.iterator_age.remove(self.src.route.name, self.shard_id)
@@ -104,11 +132,16 @@ class ShardWorker:
     def busy_batches(self) -> int:
         return sum(lane.busy for lane in self._lanes)
 
+    @property
+    def waiting(self) -> int:
+        """Records read and waiting in the lanes (not in a batch yet); at most ``read_ahead``."""
+        return self._waiting
+
     # --- the reader ----------------------------------------------------------------------------------
 
     async def _read(self) -> None:
         src = self.src
-        limit = min(MAX_PER_CALL.get(src.type, 1000), max(src.cfg.batch_size * src.cfg.parallelization, 500))
+        limit = self.limit
         last_read: str | None = self._position[1]  # the checkpoint we start after, if any
         failures = 0
         next_call = 0.0
@@ -116,6 +149,7 @@ class ShardWorker:
             delay = next_call - time.monotonic()
             if delay > 0 and not await src.pause(delay):
                 return
+            await self._wait_room()
             next_call = time.monotonic() + src.min_call_interval
             try:
                 page = await self.api.get_records(self._iterator, limit)
@@ -183,10 +217,25 @@ class ShardWorker:
                 src.filtered += len(dropped)
                 src.metrics.source_events_filtered.labels(route=src.route.name, type=src.type).inc(
                     len(dropped))
-                await self.done([r.sequence_number for r in dropped])
+                self.done([r.sequence_number for r in dropped])
         lanes = len(self._lanes)
-        for record in kept:
+        self._waiting += len(kept)
+        if self._waiting > self.read_ahead - self.limit:
+            self._room.clear()
+        for record in kept:  # never waits: ``_wait_room`` made room for a whole page
             await self._lanes[lane_of(record.key, lanes)].queue.put(record)
+
+    async def _wait_room(self) -> None:
+        """Wait until the next page fits in ``read_ahead`` (the lanes have taken the page before it)."""
+        while self._waiting > self.read_ahead - self.limit:
+            self._room.clear()
+            await self._room.wait()
+
+    def took(self) -> None:
+        """A lane took a record from its queue into a batch."""
+        self._waiting -= 1
+        if self._waiting <= self.read_ahead - self.limit:
+            self._room.set()
 
     async def _finish_shard(self) -> None:
         """The shard is closed and read to its end: once every record is done, checkpoint SHARD_END."""
@@ -213,27 +262,44 @@ class ShardWorker:
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
-    async def done(self, sequence_numbers: list[str]) -> None:
+    def done(self, sequence_numbers: list[str]) -> None:
         """Records settled (succeeded, filtered, or given up after their failure record): advance the
-        checkpoint as far as everything below is done, and save it."""
+        checkpoint as far as everything below is done; the checkpointer saves it."""
         checkpoint = self._tracker.finish(sequence_numbers)
         if checkpoint is not None:
-            await asyncio.shield(self._save(checkpoint))
+            self._unsaved = checkpoint
+            self._advanced.set()
         if self._tracker.in_flight == 0:
-            self._drained.set()  # after the save: SHARD_END is never overwritten by a late checkpoint
+            self._drained.set()  # ``_save`` never writes a checkpoint over SHARD_END
 
-    async def _save(self, checkpoint: str) -> None:
+    async def _checkpointer(self) -> None:
+        """Save the checkpoint whenever it advanced, one write at a time (cancelled by ``run``)."""
+        while True:
+            await self._advanced.wait()
+            self._advanced.clear()
+            await asyncio.shield(self._flush())
+
+    async def _flush(self) -> None:
+        """Save the checkpoint reached, if it is not saved yet (a failed write is retried by the next)."""
+        checkpoint = self._unsaved
+        if checkpoint is not None and await self._save(checkpoint) and self._unsaved == checkpoint:
+            self._unsaved = None
+
+    async def _save(self, checkpoint: str) -> bool:
+        """Write ``checkpoint`` unless a later one (or SHARD_END) is written; False when the store
+        failed (logged and counted)."""
         src = self.src
         async with self._save_lock:
             if self._saved is not None and (
                     self._saved == SHARD_END or seq_key(checkpoint) <= seq_key(self._saved)):
-                return  # another lane already saved a later one
+                return True  # a later one is saved already
             try:
                 await src.store.save_checkpoint(src.route.name, self.shard_id, checkpoint, now=src.clock())
-            except StateStoreError as exc:  # the next batch saves a later one; a restart repeats a little
+            except StateStoreError as exc:  # a later save covers it; a restart repeats a little
                 src.store_fault(exc)
-                return
+                return False
             self._saved = checkpoint
+            return True
 
 
 class _Lane:
@@ -285,6 +351,7 @@ class _Lane:
                                 record = await self.queue.get()
                         except TimeoutError:
                             break
+                self.shard.took()
             if deadline is None:
                 deadline = time.monotonic() + cfg.batch_window
             if batch and size + record_bytes(record) > MAX_PAYLOAD:
@@ -323,7 +390,7 @@ class _Lane:
             if result.ok:
                 if not cfg.report_batch_item_failures:
                     self._failures = 0
-                    await shard.done([r.sequence_number for r in attempt.records])
+                    shard.done([r.sequence_number for r in attempt.records])
                     continue
                 try:
                     index = first_failed(result, attempt.records)
@@ -334,10 +401,10 @@ class _Lane:
                     continue
                 if index is None:
                     self._failures = 0
-                    await shard.done([r.sequence_number for r in attempt.records])
+                    shard.done([r.sequence_number for r in attempt.records])
                     continue
                 if index:
-                    await shard.done([r.sequence_number for r in attempt.records[:index]])
+                    shard.done([r.sequence_number for r in attempt.records[:index]])
                 rest = attempt.part(attempt.records[index:])
                 self._log_failure(inv, rest, f"the function reported sequence number "
                                              f"{rest.records[0].sequence_number} failed; retrying from it")
@@ -395,7 +462,7 @@ class _Lane:
             if not await src.deliver_failure(record):
                 raise _Abandoned  # stopping: not checkpointed, so the records come back after a restart
         self._failures = 0
-        await shard.done([r.sequence_number for r in records])
+        shard.done([r.sequence_number for r in records])
 
     def _log_failure(self, inv: Invocation, attempt: Attempt, why: str) -> None:
         src = self.shard.src
