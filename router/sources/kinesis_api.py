@@ -90,6 +90,7 @@ class KinesisApi:
         region: str,
         invoke_identity_arn: str | None = None,
         page_size: int | None = None,
+        filter_data: bool = True,
     ) -> None:
         self.client = client
         self.stream_arn = stream_arn
@@ -99,6 +100,10 @@ class KinesisApi:
         self.invoke_identity_arn = invoke_identity_arn or f"arn:{partition}:iam::{account}:role/router"
         self.page_size = page_size
         self._token_needs_arn = False
+        self._filter_data = filter_data  # False: the route has no filters, records need no decoded data
+        # Size of a record whose variable strings are all empty and whose timestamp is 0: a record's size
+        # is this plus the JSON length of each variable part (``to_record``), without encoding it.
+        self._base_size = record_size(self._event("", "", "", "", 0, None))
 
     async def list_shards(self) -> list[ShardInfo]:
         shards: list[ShardInfo] = []
@@ -158,17 +163,38 @@ class KinesisApi:
         arrival = epoch_seconds(record["ApproximateArrivalTimestamp"])
         data = record.get("Data", b"")
         raw = data.encode() if isinstance(data, str) else bytes(data)
+        encoded = base64.b64encode(raw).decode("ascii")
+        key = str(record["PartitionKey"])
+        timestamp = round(arrival, 3)
+        encryption = record.get("EncryptionType")
+        encryption = encryption if encryption and encryption != "NONE" else None
+        event = self._event(key, seq, encoded, shard_id, timestamp, encryption)
+        # record_size(event), computed from the parts: the payload is encoded once, later, as a whole.
+        size = (self._base_size + _json_len(key) + 2 * _json_len(seq) + len(encoded) + _json_len(shard_id)
+                + len(json.dumps(timestamp)) - 1
+                + (len(',"encryptionType":') + _json_len(encryption) + 2 if encryption else 0))
+        return StreamRecord(
+            sequence_number=seq,
+            arrival=arrival,
+            key=key,
+            size=size,
+            event=event,
+            filter_data=kinesis_filter_data(event) if self._filter_data else {},
+        )
+
+    def _event(self, key: str, seq: str, data: str, shard_id: str, timestamp: float,
+               encryption: str | None) -> dict[str, Any]:
+        """Lambda's Kinesis event record."""
         kinesis: dict[str, Any] = {
             "kinesisSchemaVersion": "1.0",
-            "partitionKey": record["PartitionKey"],
+            "partitionKey": key,
             "sequenceNumber": seq,
-            "data": base64.b64encode(raw).decode("ascii"),
-            "approximateArrivalTimestamp": round(arrival, 3),
+            "data": data,
+            "approximateArrivalTimestamp": timestamp,
         }
-        encryption = record.get("EncryptionType")
-        if encryption and encryption != "NONE":
+        if encryption:
             kinesis["encryptionType"] = encryption
-        event: dict[str, Any] = {
+        return {
             "kinesis": kinesis,
             "eventSource": "aws:kinesis",
             "eventVersion": "1.0",
@@ -178,14 +204,11 @@ class KinesisApi:
             "awsRegion": self.region,
             "eventSourceARN": self.stream_arn,
         }
-        return StreamRecord(
-            sequence_number=seq,
-            arrival=arrival,
-            key=str(record["PartitionKey"]),
-            size=record_size(event),
-            event=event,
-            filter_data=kinesis_filter_data(event),
-        )
+
+
+def _json_len(text: str) -> int:
+    """Characters ``text`` takes inside a JSON string (escapes counted, quotes not); ASCII output."""
+    return len(json.dumps(text)) - 2
 
 
 def _shard_info(shard: dict[str, Any]) -> ShardInfo:

@@ -202,7 +202,8 @@ class StreamSource:
             if self.type == "kinesis":
                 from router.sources.kinesis_api import KinesisApi
 
-                yield KinesisApi(client, self.cfg.stream_arn, region=region)
+                yield KinesisApi(client, self.cfg.stream_arn, region=region,
+                                 filter_data=bool(self.route.filters))
             else:
                 from router.sources.dynamodb_stream_api import DynamodbStreamApi
 

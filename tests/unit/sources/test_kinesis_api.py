@@ -248,3 +248,28 @@ def test_encrypted_record_as_the_service_returns_it() -> None:
         "awsRegion": "us-east-1",
         "eventSourceARN": "arn:aws:kinesis:us-east-1:111122223333:stream/s",
     }
+
+
+def test_record_size_from_parts_is_the_encoded_size() -> None:
+    from datetime import UTC, datetime
+
+    from router.sources.kinesis_api import KinesisApi, record_size
+
+    api = KinesisApi(None, "arn:aws:kinesis:eu-west-1:123456789012:stream/s\u00e9", region="us-east-1")
+    quiet = KinesisApi(None, "arn:aws:kinesis:eu-west-1:123456789012:stream/s", region="us-east-1",
+                       filter_data=False)
+    records = [
+        {"SequenceNumber": "1", "ApproximateArrivalTimestamp": 1700000000.5, "Data": b"",
+         "PartitionKey": "k"},
+        {"SequenceNumber": "4959" * 14, "ApproximateArrivalTimestamp": datetime(2026, 1, 2, tzinfo=UTC),
+         "Data": b'{"a": "\xc3\xa9"}', "PartitionKey": 'qu"ote\\ \u00e9\U0001f600\n',
+         "EncryptionType": "KMS"},
+        {"SequenceNumber": "12", "ApproximateArrivalTimestamp": 1.0, "Data": bytes(range(256)) * 3,
+         "PartitionKey": "p", "EncryptionType": "NONE"},
+    ]
+    for raw in records:
+        for shard in ("shardId-000000000000", "shard\u00e9"):
+            rec = api.to_record(raw, shard)
+            assert rec.size == record_size(rec.event), (raw, shard)
+            assert rec.filter_data
+            assert quiet.to_record(raw, shard).filter_data == {}
