@@ -38,12 +38,19 @@ from router.core.amqp_async import (
     from_message,
     queue_name,
 )
-from router.core.async_worker import DELIVERY_SOURCE, Execute, deliver_record, delivery_payload, summary
+from router.core.async_worker import (
+    DELIVERY_SOURCE,
+    Execute,
+    deliver_record,
+    delivery_payload,
+    event_extra,
+    run_attempt,
+)
 from router.core.clock import Clock
 from router.core.destination_record import build_record
-from router.core.invocation import Invocation, Result
+from router.core.invocation import Result
 from router.core.limits import FunctionLimit
-from router.core.retry import EVENT_AGE_EXCEEDED, SUCCESS, Action, Uniform, decide, is_too_old
+from router.core.retry import EVENT_AGE_EXCEEDED, SUCCESS, Action, Uniform
 from router.destinations.factory import FunctionDestinations
 from router.metrics import Metrics
 
@@ -172,48 +179,23 @@ class AmqpAsyncWorker:
         await asyncio.shield(_ack(delivery.message) if ack else _nack(delivery.message))
 
     async def _process(self, delivery: _Delivery) -> None:
-        cfg = self._async
-        now = self._clock.time()
-        ev = from_message(delivery.message, now)
-        if is_too_old(now, ev.enqueued_at, cfg.max_event_age):
-            log.warning("async event is older than max_event_age (%gs): not invoked", cfg.max_event_age,
-                        extra=self._extra(ev, ev.attempts))
+        ev = from_message(delivery.message, self._clock.time())
+        done = await run_attempt(ev, name=self.name, cfg=self._async, clock=self._clock,
+                                 execute=self._execute, uniform=self._uniform, metrics=self._metrics)
+        d = done.decision
+        if d is None:
             await self._finish(delivery, ev, EVENT_AGE_EXCEEDED, ev.attempts, None)
-            return
-        self._metrics.async_event_age.labels(self.name).observe(max(0.0, now - ev.enqueued_at))
-        inv = Invocation(
-            function=self.name, payload=ev.payload, source=ev.source, route=ev.route,
-            request_id=ev.request_id, invocation_type="async", attempt=ev.attempts + 1,
-            enqueued_at=ev.enqueued_at,
-        )
-        result = await self._execute(inv)
-        now = self._clock.time()
-        d = decide(
-            result, attempts=ev.attempts, retries=cfg.retries, now=now, enqueued_at=ev.enqueued_at,
-            max_event_age=cfg.max_event_age, initial=cfg.backoff.initial, maximum=cfg.backoff.max,
-            uniform=self._uniform,
-        )
-        if d.action is Action.RETRY:
-            if not d.throttled:
-                self._metrics.retries.labels(self.name).inc()
-            log.info(
-                "async attempt %d failed (%s); %s in %.3fs", inv.attempt, summary(result),
-                "retrying (throttled, no retry used)" if d.throttled else "retrying", d.delay,
-                extra=self._extra(ev, inv.attempt, result),
-            )
+        elif d.action is Action.RETRY:
             try:
                 await self._queue.publish(self.name, ev.next(d.attempts), d.delay)
             except AsyncQueueError as exc:
                 log.error("cannot schedule the retry, the event goes back to the queue: %s", exc,
-                          extra=self._extra(ev, inv.attempt, result))
+                          extra=self._extra(ev, ev.attempts + 1, done.result))
                 await self._settle(delivery, ack=False)
                 return
             await self._settle(delivery, ack=True)
-            return
-        if d.action is Action.FAIL:
-            log.warning("async event failed for good (%s) after %d attempts: %s", d.condition, d.attempts,
-                        summary(result), extra=self._extra(ev, inv.attempt, result))
-        await self._finish(delivery, ev, d.condition, d.attempts, result)
+        else:
+            await self._finish(delivery, ev, d.condition, d.attempts, done.result)
 
     async def _finish(
         self, delivery: _Delivery, ev: AmqpEvent, condition: str, attempts: int, result: Result | None
@@ -249,12 +231,7 @@ class AmqpAsyncWorker:
         await self._settle(delivery, ack=True)
 
     def _extra(self, ev: AmqpEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:
-        extra: dict[str, Any] = {
-            "function": self.name, "route": ev.route, "request_id": ev.request_id, "attempt": attempt,
-        }
-        if result is not None and result.error_type is not None:
-            extra["error_type"] = result.error_type.value
-        return extra
+        return event_extra(self.name, ev, attempt, result)
 
 
 def _stale(message: Any) -> bool:

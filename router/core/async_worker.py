@@ -17,9 +17,9 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from router.config.models import FunctionConfig
+from router.config.models import AsyncConfig, FunctionConfig
 from router.core.clock import Clock
 from router.core.destination_record import build_record
 from router.core.invocation import Invocation, Result
@@ -28,6 +28,7 @@ from router.core.retry import (
     EVENT_AGE_EXCEEDED,
     SUCCESS,
     Action,
+    Decision,
     Uniform,
     backoff_delay,
     decide,
@@ -216,42 +217,17 @@ class AsyncWorker:
         if ev.source == DELIVERY_SOURCE:
             await self._redeliver(claim)
             return
-        cfg = self._async
-        now = self._clock.time()
-        if is_too_old(now, ev.enqueued_at, cfg.max_event_age):
-            log.warning("async event is older than max_event_age (%gs): not invoked", cfg.max_event_age,
-                        extra=self._extra(ev, ev.attempts))
+        done = await run_attempt(ev, name=self.name, cfg=self._async, clock=self._clock,
+                                 execute=self._execute, uniform=self._uniform, metrics=self._metrics)
+        d = done.decision
+        if d is None:
             await self._finish(claim, EVENT_AGE_EXCEEDED, ev.attempts, None)
-            return
-        self._metrics.async_event_age.labels(self.name).observe(max(0.0, now - ev.enqueued_at))
-        inv = Invocation(
-            function=self.name, payload=ev.payload, source=ev.source, route=ev.route,
-            request_id=ev.request_id, invocation_type="async", attempt=ev.attempts + 1,
-            enqueued_at=ev.enqueued_at,
-        )
-        result = await self._execute(inv)
-        now = self._clock.time()
-        d = decide(
-            result, attempts=ev.attempts, retries=cfg.retries, now=now, enqueued_at=ev.enqueued_at,
-            max_event_age=cfg.max_event_age, initial=cfg.backoff.initial, maximum=cfg.backoff.max,
-            uniform=self._uniform,
-        )
-        if d.action is Action.RETRY:
-            if not d.throttled:
-                self._metrics.retries.labels(self.name).inc()
-            log.info(
-                "async attempt %d failed (%s); %s in %.3fs", inv.attempt, summary(result),
-                "retrying (throttled, no retry used)" if d.throttled else "retrying", d.delay,
-                extra=self._extra(ev, inv.attempt, result),
-            )
+        elif d.action is Action.RETRY:
             await self._settle(claim, self._store.retry_later(
-                ev.id, available_at=now + d.delay, attempts=d.attempts))
+                ev.id, available_at=done.at + d.delay, attempts=d.attempts))
             self.wake()
-            return
-        if d.action is Action.FAIL:
-            log.warning("async event failed for good (%s) after %d attempts: %s", d.condition, d.attempts,
-                        summary(result), extra=self._extra(ev, inv.attempt, result))
-        await self._finish(claim, d.condition, d.attempts, result)
+        else:
+            await self._finish(claim, d.condition, d.attempts, done.result)
 
     async def _finish(self, claim: _Claim, condition: str, attempts: int, result: Result | None) -> None:
         """Send the destination record of a finished event (or count the drop), then complete it."""
@@ -312,12 +288,79 @@ class AsyncWorker:
         return await deliver_record(dest, record, metrics=self._metrics, extra=self._extra(ev, attempt))
 
     def _extra(self, ev: QueuedEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:
-        extra: dict[str, Any] = {
-            "function": self.name, "route": ev.route, "request_id": ev.request_id, "attempt": attempt,
-        }
-        if result is not None and result.error_type is not None:
-            extra["error_type"] = result.error_type.value
-        return extra
+        return event_extra(self.name, ev, attempt, result)
+
+
+class AsyncEvent(Protocol):
+    """What an attempt needs of a queued async event (state store or RabbitMQ)."""
+
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def route(self) -> str | None: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def enqueued_at(self) -> float: ...
+
+
+@dataclass(slots=True)
+class Attempted:
+    """What one attempt of an async event came to. ``decision`` is None when the event was older than
+    ``max_event_age`` and not invoked; ``at`` is the clock time of the decision (retries count from it)."""
+
+    result: Result | None
+    decision: Decision | None
+    at: float
+
+
+async def run_attempt(ev: AsyncEvent, *, name: str, cfg: AsyncConfig, clock: Clock, execute: Execute,
+                      uniform: Uniform, metrics: Metrics) -> Attempted:
+    """One attempt of an async event, the same for every transport: the age check, the invocation, and
+    the retry policy's decision (``core/retry.py``), logged and counted. Settling it is the caller's."""
+    now = clock.time()
+    if is_too_old(now, ev.enqueued_at, cfg.max_event_age):
+        log.warning("async event is older than max_event_age (%gs): not invoked", cfg.max_event_age,
+                    extra=event_extra(name, ev, ev.attempts))
+        return Attempted(None, None, now)
+    metrics.async_event_age.labels(name).observe(max(0.0, now - ev.enqueued_at))
+    inv = Invocation(
+        function=name, payload=ev.payload, source=ev.source, route=ev.route, request_id=ev.request_id,
+        invocation_type="async", attempt=ev.attempts + 1, enqueued_at=ev.enqueued_at,
+    )
+    result = await execute(inv)
+    now = clock.time()
+    d = decide(
+        result, attempts=ev.attempts, retries=cfg.retries, now=now, enqueued_at=ev.enqueued_at,
+        max_event_age=cfg.max_event_age, initial=cfg.backoff.initial, maximum=cfg.backoff.max,
+        uniform=uniform,
+    )
+    if d.action is Action.RETRY:
+        if not d.throttled:
+            metrics.retries.labels(name).inc()
+        log.info(
+            "async attempt %d failed (%s); %s in %.3fs", inv.attempt, summary(result),
+            "retrying (throttled, no retry used)" if d.throttled else "retrying", d.delay,
+            extra=event_extra(name, ev, inv.attempt, result),
+        )
+    elif d.action is Action.FAIL:
+        log.warning("async event failed for good (%s) after %d attempts: %s", d.condition, d.attempts,
+                    summary(result), extra=event_extra(name, ev, inv.attempt, result))
+    return Attempted(result, d, now)
+
+
+def event_extra(function: str, ev: AsyncEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:
+    """The log fields of an async event's attempt."""
+    extra: dict[str, Any] = {
+        "function": function, "route": ev.route, "request_id": ev.request_id, "attempt": attempt,
+    }
+    if result is not None and result.error_type is not None:
+        extra["error_type"] = result.error_type.value
+    return extra
 
 
 def delivery_payload(which: str, record: dict[str, Any]) -> bytes:
