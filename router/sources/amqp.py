@@ -50,11 +50,11 @@ from router.sources.amqp_event import (
     to_record,
 )
 from router.sources.amqp_settle import AmqpSettler, channel_open, delay_queue_arguments, delay_queue_of
+from router.sources.health import RateLimitedLog, backoff_delay
 
 log = logging.getLogger("router.sources.amqp")
 
 TYPE = "amqp"
-LOG_INTERVAL = 60.0  # the same error is logged at most once a minute (always counted)
 CONSUMER_CHECK = 1.0  # seconds between checks that the broker still knows our consumer
 
 
@@ -125,7 +125,7 @@ class AmqpSource:
         self._throttled = 0  # consecutive throttled batches, for their backoff
         self._healthy_now = False
         self._closing = False
-        self._last_log: tuple[str, float] = ("", 0.0)
+        self._errors = RateLimitedLog(log)
         self._stopping = False
         self._stop_event = asyncio.Event()
         self._end_session = asyncio.Event()  # set by stop, or when the consumer is gone
@@ -490,14 +490,10 @@ class AmqpSource:
                           exc_info=None if expected else exc)
 
     def _log_limited(self, text: str, error_type: str, exc_info: BaseException | None = None) -> None:
-        now = time.monotonic()
-        if text != self._last_log[0] or now - self._last_log[1] >= LOG_INTERVAL:
-            self._last_log = (text, now)
-            log.error(text, exc_info=exc_info, extra={**self._extra, "error_type": error_type})
+        self._errors.error(text, exc_info=exc_info, extra={**self._extra, "error_type": error_type})
 
     async def _sleep_backoff(self) -> None:
-        first, cap = self._backoff
-        delay = min(cap, first * 2 ** min(self._failures - 1, 30)) * random.uniform(0.5, 1.0)
+        delay = backoff_delay(self._failures, *self._backoff)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._stop_event.wait()

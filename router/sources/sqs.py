@@ -21,7 +21,6 @@ import contextlib
 import enum
 import logging
 import math
-import random
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ from router.core.invocation import Invocation
 from router.filters import compile_filters, sqs_filter_data
 from router.http.readiness import Readiness
 from router.metrics import Metrics
+from router.sources.health import RateLimitedLog, backoff_delay
 from router.sources.sqs_event import (
     PAYLOAD_LIMIT,
     batch_payload,
@@ -49,7 +49,6 @@ log = logging.getLogger("router.sources.sqs")
 TYPE = "sqs"
 MIN_POLLERS = 2
 AWS_FAULTS = (ClientError, BotoCoreError, OSError, TimeoutError)
-LOG_INTERVAL = 60.0  # the same error is logged at most once a minute (always counted)
 
 
 class Phase(enum.Enum):
@@ -100,7 +99,7 @@ class SqsSource:
         self._phase: dict[asyncio.Task[None], Phase] = {}
         self._acks: set[asyncio.Task[dict[str, str]]] = set()
         self._failures = 0
-        self._last_log: tuple[str, float] = ("", 0.0)
+        self._errors = RateLimitedLog(log)
         self._stopping = False
         self._stop_event = asyncio.Event()
         self._running = False
@@ -334,17 +333,12 @@ class SqsSource:
             self._info = None  # read the attributes again once it exists
         self._metrics.source_errors.labels(route=self.route.name, type=TYPE).inc()
         self._readiness.set_flag(self._flag, False, message)
-        text = f"route '{self.route.name}': {message}"
-        now = time.monotonic()
-        if text != self._last_log[0] or now - self._last_log[1] >= LOG_INTERVAL:
-            self._last_log = (text, now)
-            unexpected = not isinstance(exc, AWS_FAULTS)
-            log.error(text, exc_info=exc if unexpected else None,
-                      extra={**self._extra, "error_type": error_type.value})
+        unexpected = not isinstance(exc, AWS_FAULTS)
+        self._errors.error(f"route '{self.route.name}': {message}", exc_info=exc if unexpected else None,
+                           extra={**self._extra, "error_type": error_type.value})
 
     async def _sleep_backoff(self) -> None:
-        first, cap = self._backoff
-        delay = min(cap, first * 2 ** min(self._failures - 1, 30)) * random.uniform(0.5, 1.0)
+        delay = backoff_delay(self._failures, *self._backoff)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._stop_event.wait()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +35,7 @@ from router.errors import StateStoreError
 from router.filters import compile_filters
 from router.http.readiness import Readiness
 from router.metrics import Metrics
+from router.sources.health import RateLimitedLog, backoff_delay
 from router.sources.stream_api import IteratorType, ShardInfo, StreamApi
 from router.sources.stream_shard import ShardWorker
 from router.state.checkpoints import SHARD_END
@@ -44,7 +44,6 @@ from router.state.store import StateStore
 log = logging.getLogger("router.sources.stream")
 
 AWS_FAULTS: tuple[type[BaseException], ...] = (ClientError, BotoCoreError, OSError, TimeoutError)
-LOG_INTERVAL = 60.0  # the same error is logged at most once a minute (always counted)
 MAX_SHARDS = 1000  # shard workers of one route at once; more wait for the next discovery
 BATCH_INFO = {"kinesis": "KinesisBatchInfo", "dynamodb_stream": "DDBStreamBatchInfo"}
 SERVICE = {"kinesis": "kinesis", "dynamodb_stream": "dynamodbstreams"}
@@ -136,7 +135,7 @@ class StreamSource:
         readiness.set_flag(self._flag, False, "connecting to the stream")
         self._healthy_now = False
         self._failures = 0
-        self._last_log: tuple[str, float] = ("", 0.0)
+        self._errors = RateLimitedLog(log)
         self._stop_event = asyncio.Event()
         self._changed = asyncio.Event()  # a shard ended: discover again now
         self._running = False
@@ -334,23 +333,17 @@ class StreamSource:
 
     def _log_rate_limited(self, text: str, exc: BaseException | None, error_type: str,
                           shard: str | None) -> None:
-        now = time.monotonic()
-        if text == self._last_log[0] and now - self._last_log[1] < LOG_INTERVAL:
-            return
-        self._last_log = (text, now)
         unexpected = exc is not None and not isinstance(exc, (*AWS_FAULTS, StateStoreError))
         extra: dict[str, Any] = {**self.extra, "error_type": error_type}
         if shard is not None:
             extra["shard"] = shard
-        log.error(text, exc_info=exc if unexpected else None, extra=extra)
+        self._errors.error(text, exc_info=exc if unexpected else None, extra=extra)
 
     def backoff_delay(self, failures: int) -> float:
-        first, cap = self._backoff
-        return float(min(cap, first * 2 ** min(max(failures, 1) - 1, 30)) * random.uniform(0.5, 1.0))
+        return backoff_delay(failures, *self._backoff)
 
     def retry_delay(self, failures: int) -> float:
-        first, cap = self._retry_backoff
-        return float(min(cap, first * 2 ** min(max(failures, 1) - 1, 30)))
+        return backoff_delay(failures, *self._retry_backoff, jitter=False)
 
     async def pause(self, delay: float) -> bool:
         """Sleep ``delay`` seconds unless the route stops first; False when it stops."""
