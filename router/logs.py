@@ -1,12 +1,22 @@
-"""Structured logs: one JSON object a line, with route, function, request_id, attempt, error_type."""
+"""Structured logs: one JSON object a line, with route, function, request_id, attempt, error_type.
+
+Records are written by a ``LoopBufferedHandler``: on the event loop, the lines of one loop iteration go
+out in one write at its end (an invocation logs START, END and REPORT; under load many invocations
+share a write); warnings and errors, and records logged outside the loop, are written at once.
+``FunctionLog`` writes the lines of function output and START/END/REPORT, the hot path's log lines,
+straight into that handler without building a ``LogRecord`` each, in exactly the format the
+formatters give; with any other logging set-up (a test's capture handler, say) it logs them normally.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 # Fields passed through ``extra=`` that belong in the JSON object.
 CONTEXT_FIELDS = ("route", "function", "request_id", "attempt", "error_type", "source", "status", "event")
@@ -26,6 +36,12 @@ class JsonFormatter(logging.Formatter):
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
 
+    def line(self, created: float, logger: str, message: str, function: str, request_id: str | None) -> str:
+        """The same line ``format`` gives for an info record with these fields, built directly."""
+        rid = "" if request_id is None else f", \"request_id\": {json.dumps(request_id)}"
+        return (f'{{"time": "{self._time(created)}", "level": "info", "logger": "{logger}", '
+                f'"message": {json.dumps(message)}, "function": {json.dumps(function)}{rid}}}')
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": self._time(record.created),
@@ -43,6 +59,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    def line(self, created: float, logger: str, message: str, function: str, request_id: str | None) -> str:
+        """The same line ``format`` gives for an info record with these fields, built directly."""
+        ctx = f"function={function}" if request_id is None else f"function={function} request_id={request_id}"
+        return f"info    {logger}: {message} [{ctx}]"
+
     def format(self, record: logging.LogRecord) -> str:
         ctx = " ".join(
             f"{k}={record.__dict__[k]}" for k in CONTEXT_FIELDS if record.__dict__.get(k) is not None
@@ -54,6 +75,85 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class LoopBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes the records of one event-loop iteration in one write at its end (see the module doc)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.add(line, urgent=record.levelno >= logging.WARNING)
+
+    def add(self, line: str, *, urgent: bool = False) -> None:
+        """Queue one formatted line (the handler's lock is taken here)."""
+        with self._guard:
+            self._lines.append(line)
+            if urgent:
+                self._write()
+                return
+            if self._scheduled:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not on the event loop (a thread, start-up, shutdown): write now
+                self._write()
+                return
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    @property
+    def _guard(self) -> threading.RLock:
+        assert self.lock is not None
+        return self.lock
+
+    def flush(self) -> None:
+        with self._guard:
+            self._write()
+            super().flush()
+
+    def _write(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        text = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # the log stream is gone: nowhere left to say so
+            pass
+
+
+class FunctionLog:
+    """The log lines of function output and START/END/REPORT, written fast (see the module doc)."""
+
+    def __init__(self, name: str = "router.function") -> None:
+        self.name = name
+        self.logger = logging.getLogger(name)
+
+    def line(self, message: str, function: str, request_id: str | None) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        root = logging.root
+        handlers = root.handlers
+        if len(handlers) == 1 and not logger.handlers and logger.propagate and not root.filters:
+            handler = handlers[0]
+            formatter = handler.formatter
+            if isinstance(handler, LoopBufferedHandler) and not handler.filters and isinstance(
+                    formatter, JsonFormatter | TextFormatter):
+                handler.add(formatter.line(time.time(), self.name, message, function, request_id))
+                return
+        logger.info(message, extra={"function": function, "request_id": request_id})
+
+
 def setup_logging(level: str = "info", fmt: str = "json") -> None:
     """Configure the root logger to write one record a line to stderr."""
     # No caller, thread or process lookups per record: the lines never show them, and they cost
@@ -62,7 +162,7 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LoopBufferedHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

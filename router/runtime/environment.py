@@ -1,13 +1,14 @@
 """One execution environment: a worker process speaking the Runtime API, its output and its invocations.
 
 The process is started with ``loop.subprocess_exec`` (what ``asyncio.create_subprocess_exec`` is built
-on) in its own process group, with a protocol that splits stdout and stderr into lines as the bytes
-arrive: output is attributed in the same loop callback that reads it, no reader task per environment or
-invocation is needed, and the death of the process is seen at once (``process_exited``).
+on) in its own process group; its stdout and stderr are one pipe the router made
+(``router.runtime.output``) and reads line by line as the bytes arrive, so output is attributed in the
+loop callback that reads it and no reader task per environment or invocation is needed; the death of
+the process is seen at once (``process_exited``).
 
-Ordering of logs: the bootstrap flushes stdout/stderr before it posts the result, so when the result
-arrives every byte of the invocation's output is already in the pipes; before writing END/REPORT the
-environment lets the loop read until the pipes are empty (FIONREAD), so REPORT comes last.
+Ordering of logs: a runtime flushes stdout/stderr before it posts the result, so when the result
+arrives every byte of the invocation's output is already in the pipe; the environment drains it
+(synchronously) before it writes END/REPORT, so REPORT comes last.
 """
 
 from __future__ import annotations
@@ -16,33 +17,31 @@ import asyncio
 import collections
 import contextlib
 import enum
-import fcntl
 import logging
 import os
 import shutil
 import signal
-import struct
 import tempfile
-import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from router.core.invocation import Invocation, Result
+from router.logs import FunctionLog
 from router.runtime import results
 from router.runtime.api import NO_INIT_ERROR, PendingEvent, Reply, ReplyKind, RuntimeApiServer, RuntimeChannel
 from router.runtime.launch import RLIMIT_AS_VAR, LaunchSpec, with_parent_death_signal
 from router.runtime.memory import CgroupV2, ProcStatus, rlimit_preexec
+from router.runtime.output import MAX_LINE, OutputPipe
 
 log = logging.getLogger("router.runtime")
-function_log = logging.getLogger("router.function")
+function_log = FunctionLog("router.function")
 
 INIT_TIMEOUT = 10.0
 """Lambda's init phase limit; a function with a longer timeout may use that instead (see ``init_timeout``)."""
 TERM_GRACE = 2.0
 """Time between SIGTERM and SIGKILL when an environment is shut down."""
-MAX_LINE = 256 * 1024  # a longer line is cut, as CloudWatch cuts log events at 256 KB
 MAX_TAIL_LINES = 500  # function lines kept per invocation for Result.logs (all are logged)
 
 
@@ -59,43 +58,18 @@ class EnvState(enum.StrEnum):
     DEAD = "dead"
 
 
-class _WorkerProtocol(asyncio.SubprocessProtocol):
+class _ExitProtocol(asyncio.SubprocessProtocol):
+    """Tells the environment when its process has ended (the output pipes are the router's own)."""
+
     def __init__(self, env: Environment) -> None:
         self._env = env
-        self._partial: dict[int, bytes] = {1: b"", 2: b""}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._env._transport = transport
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        buf = self._partial[fd] + data if self._partial[fd] else data
-        *lines, rest = buf.split(b"\n")
-        for line in lines:
-            self._env._output(line)
-        if len(rest) > MAX_LINE:
-            self._env._output(rest)
-            rest = b""
-        self._partial[fd] = rest
-
-    def flush(self, fd: int | None = None) -> None:
-        for key in (1, 2) if fd is None else (fd,):
-            if self._partial.get(key):
-                self._env._output(self._partial[key])
-                self._partial[key] = b""
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        self.flush(fd)
+        # uvloop's transports implement asyncio.SubprocessTransport without subclassing it.
+        self._env._transport = cast(asyncio.SubprocessTransport, transport)
 
     def process_exited(self) -> None:
         self._env._process_exited()
-
-
-def _pending_bytes(fd: int) -> int:
-    try:
-        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
-    except OSError:
-        return 0
 
 
 class Environment:
@@ -126,16 +100,14 @@ class Environment:
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[int | None] = self._loop.create_future()
         self._transport: asyncio.SubprocessTransport | None = None
-        self._protocol: _WorkerProtocol | None = None
+        self._output: OutputPipe | None = None
         self._channel: RuntimeChannel | None = None
-        self._pipe_fds: tuple[int, ...] = ()
         self._scratch: str | None = None
         self._lines: collections.deque[str] | None = None
         self._request_id: str | None = None
         self._max_memory = 0
         self._status: ProcStatus | None = None
         self._killed = False
-        self._extra: dict[str, str | None] = {"function": spec.function, "request_id": None}
 
     @property
     def alive(self) -> bool:
@@ -167,7 +139,7 @@ class Environment:
                 env.pop(RLIMIT_AS_VAR, None)  # the cgroup limits memory instead
             except OSError as exc:
                 log.warning("function '%s': cgroup unavailable, using RLIMIT_AS, got %s",
-                            self.spec.function, exc, extra=self._extra)
+                            self.spec.function, exc, extra={"function": self.spec.function})
         init_lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
         self._lines = init_lines
         try:
@@ -180,16 +152,18 @@ class Environment:
         init_lines: collections.deque[str],
     ) -> Result | None:
         started = self._loop.time()
+        self._output, output_w = OutputPipe.open(self._line)
         try:
-            _, self._protocol = await self._loop.subprocess_exec(
-                lambda: _WorkerProtocol(self), *self.spec.argv,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=self.spec.cwd, env=env,
-                start_new_session=True, preexec_fn=preexec,
+            await self._loop.subprocess_exec(
+                lambda: _ExitProtocol(self), *self.spec.argv,
+                stdin=asyncio.subprocess.DEVNULL, stdout=output_w, stderr=output_w, cwd=self.spec.cwd,
+                env=env, start_new_session=True, preexec_fn=preexec,
             )
         except OSError as exc:
             self._exit.set_result(None)
             return results.spawn_error(request_id, self.spec.argv[0], exc)
+        finally:
+            os.close(output_w)
         failure = await self._wait_ready(request_id, time_limit, started)
         if failure is not None:
             failure.logs = "\n".join(init_lines)
@@ -201,10 +175,6 @@ class Environment:
         assert self._transport is not None
         self.pid = self._transport.get_pid()
         self._status = ProcStatus(self.pid)
-        self._pipe_fds = tuple(
-            pipe.get_extra_info("pipe").fileno()
-            for fd in (1, 2) if (pipe := self._transport.get_pipe_transport(fd)) is not None
-        )
         try:
             async with asyncio.timeout(time_limit):
                 init = await asyncio.shield(channel.ready)
@@ -217,7 +187,7 @@ class Environment:
         if init is None:
             self.init_duration = self._loop.time() - started
             return None
-        await self._drain()
+        self._drain()
         self.kill()
         if init is NO_INIT_ERROR:
             await asyncio.wait([self._exit], timeout=1.0)
@@ -234,12 +204,10 @@ class Environment:
         """
         assert self._channel is not None
         rid = invocation.request_id
-        extra: dict[str, str | None] = {"function": self.spec.function, "request_id": rid}
         start_line = f"START RequestId: {rid} Version: $LATEST"
-        function_log.info(start_line, extra=extra)
+        function_log.line(start_line, self.spec.function, rid)
         lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
         self._lines, self._request_id = lines, rid
-        self._extra = extra
         headers = {
             "Content-Type": "application/json",
             "Lambda-Runtime-Aws-Request-Id": rid,
@@ -269,13 +237,13 @@ class Environment:
         if reply is not None and reply.kind is ReplyKind.UNDELIVERED:
             self._lines = self._request_id = None
             return None
-        await self._drain()
+        self._drain()
         status = error_name = None
         if reply is None:
             result = results.timeout_error(rid, time_limit)
             timed_out = results.timeout_log_line(rid, time_limit)
             lines.append(timed_out)
-            function_log.info(timed_out, extra=extra)
+            function_log.line(timed_out, self.spec.function, rid)
             status = "timeout"
         elif reply.kind is ReplyKind.RESPONSE:
             result = Result(payload=reply.body)
@@ -297,39 +265,32 @@ class Environment:
         end_line = f"END RequestId: {rid}"
         report = results.report_line(
             rid, duration, self.spec.memory, self._max_memory, init, status, error_name)
-        function_log.info(end_line, extra=extra)
-        function_log.info(report, extra=extra)
+        function_log.line(end_line, self.spec.function, rid)
+        function_log.line(report, self.spec.function, rid)
         self._lines = self._request_id = None
-        self._extra = {"function": self.spec.function, "request_id": None}
         result.logs = "\n".join((start_line, *lines, end_line, report))
         result.duration = duration
         return result
 
     # --- output and exit ------------------------------------------------------------------------------
 
-    def _output(self, raw: bytes) -> None:
+    def _line(self, raw: bytes) -> None:
         text = raw[:MAX_LINE].decode("utf-8", "replace")
         if text.endswith("\r"):
             text = text[:-1]
         if self._lines is not None:
             self._lines.append(text)
-        function_log.info(text, extra=self._extra)
+        function_log.line(text, self.spec.function, self._request_id)
 
-    async def _drain(self) -> None:
-        """Let the loop read what the worker has written so far, then flush unterminated lines."""
-        for _ in range(100):
-            if not any(_pending_bytes(fd) for fd in self._pipe_fds):
-                break
-            await asyncio.sleep(0)
-        # The pipes are empty, but asyncio's subprocess transport hands what it read to the protocol
-        # with call_soon: one more turn delivers the last lines before END/REPORT.
-        await asyncio.sleep(0)
-        if self._protocol is not None:
-            self._protocol.flush()
+    def _drain(self) -> None:
+        """Attribute what the worker has written so far (it flushes before it posts a result)."""
+        if self._output is not None:
+            self._output.drain()
 
     def _process_exited(self) -> None:
         assert self._transport is not None
         returncode = self._transport.get_returncode()
+        self._drain()  # what it wrote before it died belongs to the invocation it ran
         if not self._exit.done():
             self._exit.set_result(returncode)
         channel = self._channel
@@ -370,6 +331,9 @@ class Environment:
             if not self._exit.done():
                 await asyncio.wait([self._exit], timeout=5.0)
             self._transport.close()
+        if self._output is not None:
+            self._output.close()
+            self._output = None
         if self._status is not None:
             self._status.close()
             self._status = None

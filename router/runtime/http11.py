@@ -18,7 +18,7 @@ import collections
 import logging
 import select
 import socket
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
@@ -28,6 +28,8 @@ MAX_HEAD_BYTES = 1024 * 1024
 """Request line plus headers; above it the request is refused (431) and the connection closed."""
 LINGER_SECONDS = 5.0
 """How long the rest of a refused (too large) body is read and dropped before the connection closes."""
+HOLD_SECONDS = 0.01
+"""Longest an answer is held back to go out with the answer of the request pipelined behind it."""
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REASONS = {
@@ -81,6 +83,9 @@ class Connection(asyncio.Protocol):
         self._queue: collections.deque[Request] | None = None
         self._read_paused = self._write_paused = False
         self._linger: asyncio.TimerHandle | None = None
+        self._held: bytes = b""  # answers given but not yet sent (see respond)
+        self._feeding = False  # inside data_received
+        self._hold_timer: asyncio.TimerHandle | None = None
         # the request being parsed
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
@@ -94,8 +99,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
         self._listener.connections.add(self)
@@ -104,6 +109,10 @@ class Connection(asyncio.Protocol):
         self._closing = True
         self._busy = False
         self._queue = None
+        self._held = b""
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -113,6 +122,15 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        self._feeding = True
+        try:
+            self._feed(data)
+        finally:
+            self._feeding = False
+        if self._held:
+            self._flush_held()
+
+    def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -219,7 +237,15 @@ class Connection(asyncio.Protocol):
     def respond(self, status: int, body: bytes, head: str = "") -> None:
         """Answer the request the handler holds: ``head`` is the extra header lines ("Name: value\\r\\n",
         Content-Type included); Content-Length and Connection are added. Dropped if the connection is
-        gone or the request was answered already."""
+        gone or the request was answered already.
+
+        Answers given while a read is being parsed are sent when the parsing ends, in one write. When
+        the client has pipelined its next request behind this one (a runtime that posts a result and
+        asks for the next event in one write) and that request waits (a long-polled ``/next``), the
+        answer is held back and goes out with the next answer, or after ``HOLD_SECONDS``: the client
+        wakes up once for both, not twice. A client that waits for each answer before it sends the
+        next request never has an answer held back.
+        """
         if self._closing or not self._busy:
             return
         assert self.transport is not None
@@ -232,8 +258,18 @@ class Connection(asyncio.Protocol):
         else:
             connection = ""
         text = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n{head}"
-                f"Content-Length: {len(body)}\r\n{connection}\r\n")
-        self.transport.write(text.encode() + body if body else text.encode())
+                f"Content-Length: {len(body)}\r\n{connection}\r\n").encode()
+        data = text + body if body else text
+        if self._held:
+            data = self._held + data
+            self._held = b""
+            if self._hold_timer is not None:
+                self._hold_timer.cancel()
+                self._hold_timer = None
+        if keep_alive and (self._feeding or self._queue):
+            self._held = data  # sent after this read (see data_received), or with the next answer
+        else:
+            self.transport.write(data)
         if not keep_alive:
             if self._discard:  # still reading a refused body: close when it ends, or after a while
                 loop = asyncio.get_running_loop()
@@ -243,6 +279,12 @@ class Connection(asyncio.Protocol):
             return
         if self._queue and not self._dispatching:
             self._pump()
+
+    def _send_held(self) -> None:
+        self._hold_timer = None
+        if self._held and not self._closing and self.transport is not None:
+            data, self._held = self._held, b""
+            self.transport.write(data)
 
     def peer_closed(self) -> bool:
         """Whether the client has closed its end, even if the event loop has not read the EOF yet."""
@@ -256,6 +298,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close once the answers written so far are sent."""
+        self._send_held()
         self._closing = True
         if self.transport is not None:
             self.transport.close()
@@ -288,7 +331,19 @@ class Connection(asyncio.Protocol):
     def _pump(self) -> None:
         while self._queue and not self._busy and not self._closing:
             self._dispatch(self._queue.popleft())
+        if self._held and not self._feeding:
+            self._flush_held()
         self._update_reading()
+
+    def _flush_held(self) -> None:
+        """Send held answers now, or, while a pipelined request waits for its answer, with that answer
+        (at the latest after ``HOLD_SECONDS``)."""
+        if self._closing:
+            return
+        if not self._busy:
+            self._send_held()
+        elif self._hold_timer is None:
+            self._hold_timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self._send_held)
 
     def _answer_early(self, *, client_waits: bool) -> None:
         """The body is over the limit: answer now (Connection: close) and drop whatever else arrives."""

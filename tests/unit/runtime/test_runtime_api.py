@@ -8,7 +8,9 @@ import io
 import json
 
 import aiohttp
+import pytest
 
+from router.runtime import http11
 from router.runtime.api import (
     MAX_RESPONSE_BYTES,
     NO_INIT_ERROR,
@@ -173,6 +175,74 @@ async def test_pipelined_requests_are_answered_in_order(runtime_api: RuntimeApiS
     status, _, body = await raw.answer()
     assert status == 410
     assert json.loads(body)["errorType"] == "Gone"
+    assert await raw.at_eof()
+    await raw.close()
+
+
+def _server_connection(channel: RuntimeChannel) -> http11.Connection:
+    (conn,) = channel.listener.connections
+    return conn
+
+
+async def test_a_result_pipelined_with_next_is_answered_with_the_next_event(
+    runtime_api: RuntimeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A runtime that posts its result and asks for the next event in one write gets the 202 together
+    # with the next event: it wakes up once for both.
+    monkeypatch.setattr(http11, "HOLD_SECONDS", 60.0)
+    channel = await runtime_api.open_channel()
+    first = _event(channel, "h1")
+    raw = await Raw.connect(channel)
+    await raw.send(NEXT)
+    assert (await raw.answer())[0] == 200
+    await raw.send(f"POST {PREFIX}/invocation/h1/response HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"
+                   .encode() + NEXT)
+    await wait_for(lambda: channel.waiter is not None, what="the pipelined /next to wait")
+    await wait_for(first.done, what="the result")
+    assert first.result() == Reply(ReplyKind.RESPONSE, b"ok")
+    assert _server_connection(channel)._held.startswith(b"HTTP/1.1 202 ")  # not sent on its own
+    second = _event(channel, "h2", b'{"n": 2}')
+    assert (await raw.answer())[0] == 202
+    status, headers, body = await raw.answer()
+    assert (status, body, headers["lambda-runtime-aws-request-id"]) == (200, b'{"n": 2}', "h2")
+    assert not second.done()
+    await raw.close()
+    await runtime_api.close_channel(channel)
+
+
+async def test_a_held_answer_goes_out_alone_when_no_event_comes(
+    runtime_api: RuntimeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http11, "HOLD_SECONDS", 0.01)
+    channel = await runtime_api.open_channel()
+    _event(channel, "h1")
+    raw = await Raw.connect(channel)
+    await raw.send(NEXT)
+    assert (await raw.answer())[0] == 200
+    await raw.send(f"POST {PREFIX}/invocation/h1/response HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"
+                   .encode() + NEXT)
+    assert (await raw.answer())[0] == 202  # the /next behind it still waits
+    assert channel.waiter is not None
+    await runtime_api.close_channel(channel)
+    assert (await raw.answer())[0] == 410
+    await raw.close()
+
+
+async def test_a_held_answer_is_sent_before_the_connection_closes(
+    runtime_api: RuntimeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http11, "HOLD_SECONDS", 60.0)
+    channel = await runtime_api.open_channel()
+    _event(channel, "h1")
+    raw = await Raw.connect(channel)
+    await raw.send(NEXT)
+    assert (await raw.answer())[0] == 200
+    await raw.send(f"POST {PREFIX}/invocation/h1/response HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"
+                   .encode() + NEXT)
+    await wait_for(lambda: channel.waiter is not None, what="the pipelined /next to wait")
+    await runtime_api.close_channel(channel)
+    assert (await raw.answer())[0] == 202
+    assert (await raw.answer())[0] == 410
     assert await raw.at_eof()
     await raw.close()
 
