@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -37,8 +38,10 @@ def build_invoker(
     metrics: Metrics,
     runtime_api: Any,
     http_session: aiohttp.ClientSession,
+    capacity: Any = None,
 ) -> Invoker:
-    """The invoker of one function, by its kind (local, http, lambda)."""
+    """The invoker of one function, by its kind (local, http, lambda); ``capacity`` sizes the
+    environments of local functions (``router.runtime.capacity.Capacity``; None: one per invocation)."""
     fn = config.functions[name]
     if fn.kind == "local":
         from router.invokers.local import LocalInvoker
@@ -47,7 +50,7 @@ def build_invoker(
         code_dir = (config.config_dir / fn.code).resolve()
         return LocalInvoker(
             name, fn, code_dir=code_dir, aws=config.aws, metrics=metrics, runtime_api=runtime_api,
-            arn=config.aws.function_arn(name),
+            arn=config.aws.function_arn(name), capacity=capacity,
         )
     if fn.kind == "http":
         from router.invokers.http import HttpInvoker
@@ -56,6 +59,33 @@ def build_invoker(
     from router.invokers.lambda_ import LambdaInvoker
 
     return LambdaInvoker(name, fn, aws=config.aws)
+
+
+def account_concurrency(config: RouterConfig) -> int:
+    """``limits.concurrent_executions``, or its default: 64 per usable CPU, at most Lambda's 1,000."""
+    if config.limits.concurrent_executions is not None:
+        return config.limits.concurrent_executions
+    from router.runtime.capacity import usable_cpus
+
+    return min(1000, 64 * max(1, math.ceil(usable_cpus())))
+
+
+def machine_capacity(config: RouterConfig, metrics: Metrics) -> Any:
+    """How local functions' environments are sized on this machine (``limits``)."""
+    from router.runtime.capacity import Capacity
+
+    limits = config.limits
+    capacity = Capacity.of_machine(
+        memory_mb=None if limits.environment_memory is None else limits.environment_memory // (1024 * 1024),
+        environment_wait=limits.environment_wait, cpu_scaling=limits.cpu_scaling,
+    )
+    assert capacity.budget is not None
+    metrics.environment_memory_budget.set(capacity.budget.total * 1024 * 1024)
+    sizing = (f"sized to {capacity.min_environments} CPUs" if capacity.cpu is not None
+              else "one per concurrent invocation (limits.cpu_scaling: false)")
+    log.info("execution environments: %s, memory budget %d MB; at most %d concurrent executions",
+             sizing, capacity.budget.total, account_concurrency(config))
+    return capacity
 
 
 class Router:
@@ -92,6 +122,7 @@ class Router:
                 replica_lock.release()
             raise
         runtime_api = RuntimeApiServer()
+        capacity = machine_capacity(config, self.metrics)
         http_session = aiohttp.ClientSession()
         invokers: dict[str, Invoker] = {}
         runners: list[web.AppRunner] = []
@@ -107,11 +138,12 @@ class Router:
             await runtime_api.start()
             for name in config.functions:
                 invokers[name] = build_invoker(
-                    name, config, metrics=self.metrics, runtime_api=runtime_api, http_session=http_session
+                    name, config, metrics=self.metrics, runtime_api=runtime_api, http_session=http_session,
+                    capacity=capacity,
                 )
             dispatcher = Dispatcher(
                 config=config, invokers=invokers, store=store, metrics=self.metrics,
-                http_session=http_session,
+                http_session=http_session, account_limit=account_concurrency(config),
             )
             # The stream routes' on_failure destinations, built (or refused) before anything starts.
             failure_configs: dict[str, DestinationConfig] = {}

@@ -31,15 +31,24 @@ class FunctionNotFound(RouterError):
 
 
 class Throttled(RouterError):
-    """Raised when a sync invocation finds its function at its concurrency cap."""
+    """Raised when a sync invocation finds its function at its concurrency cap, or the router at its
+    account-wide limit (``limits.concurrent_executions``): ``reason`` is Lambda's TooManyRequestsException
+    Reason for each."""
 
-    def __init__(self, function: str, limit: int) -> None:
+    FUNCTION = "ReservedFunctionConcurrentInvocationLimitExceeded"
+    ACCOUNT = "ConcurrentInvocationLimitExceeded"
+
+    def __init__(self, function: str, limit: int, reason: str = FUNCTION) -> None:
         self.function = function
         self.limit = limit
-        super().__init__(
-            f"function '{function}': rate exceeded, all {limit} concurrent executions are busy; "
-            "raise functions.{function}.concurrency or retry later".replace("{function}", function)
-        )
+        self.reason = reason
+        if reason == self.ACCOUNT:
+            message = (f"function '{function}': rate exceeded, all {limit} concurrent executions of the "
+                       "router are busy; raise limits.concurrent_executions or retry later")
+        else:
+            message = (f"function '{function}': rate exceeded, all {limit} concurrent executions are busy; "
+                       f"raise functions.{function}.concurrency or retry later")
+        super().__init__(message)
 
 
 class PayloadTooLarge(RouterError):

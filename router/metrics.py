@@ -52,6 +52,24 @@ class Metrics:
         self.environments = Gauge(
             "router_environments", "Execution environments by state (idle, busy, starting)",
             ["function", "state"], registry=r)
+        self.environment_waits = Counter(
+            "router_environment_waits_total",
+            "Invocations that waited for an execution environment instead of starting one, by reason "
+            "(cpu: the CPUs were saturated; starting: enough environments were starting; memory: the "
+            "environment memory budget was spent; concurrency: the function's cap)",
+            ["function", "reason"], registry=r)
+        self.environment_wait = Histogram(
+            "router_environment_wait_seconds", "Time an invocation waited for an execution environment",
+            ["function"], buckets=DURATION_BUCKETS, registry=r)
+        self.environment_memory_reserved = Gauge(
+            "router_environment_memory_reserved_bytes",
+            "Memory reserved by all execution environments (each its function's memory)", registry=r)
+        self.environment_memory_budget = Gauge(
+            "router_environment_memory_budget_bytes",
+            "Memory all execution environments may reserve together (limits.environment_memory)", registry=r)
+        self.account_concurrent_executions = Gauge(
+            "router_account_concurrent_executions",
+            "Invocations running now across all functions (limits.concurrent_executions caps it)", registry=r)
         self.source_events = Counter(
             "router_source_events_total", "Events received from sources", ["route", "type"], registry=r)
         self.source_events_filtered = Counter(

@@ -55,6 +55,32 @@ class ServerConfig(Model):
     )
 
 
+class LimitsConfig(Model):
+    """Account-wide limits, like Lambda's regional quotas; the defaults follow the machine."""
+
+    concurrent_executions: int | None = Field(
+        None, ge=1, le=100_000,
+        description="invocations running at once across all functions (sync callers over it get 429, "
+        "pollers and async events wait); default 64 per usable CPU, at most 1,000 (Lambda's default)",
+    )
+    environment_memory: Size | None = Field(
+        None,
+        description="memory all execution environments may reserve together, each its function's memory; "
+        "default 75% of the machine's (or the router's cgroup's) memory",
+    )
+    environment_wait: Duration = Field(
+        1.0, ge=0.0, le=900.0,
+        description="longest an invocation waits for an execution environment (never past the function's "
+        "timeout): while the CPUs are saturated it waits for a warm one before another is started; while "
+        "the memory budget is spent it waits for room, then gets 429",
+    )
+    cpu_scaling: bool = Field(
+        True,
+        description="size environments to the CPUs (wait for a warm one while the CPUs are saturated); "
+        "false: one environment per concurrent invocation, as Lambda's on-demand scaling",
+    )
+
+
 class LoggingConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -457,6 +483,7 @@ class RouterConfig(Model):
         description="sqlite:///REL/PATH (relative to the config file), sqlite:////ABS/PATH or postgresql://...",
     )
     aws: AwsConfig = Field(default_factory=AwsConfig)  # type: ignore[arg-type]
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]
     functions: dict[str, FunctionConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     async_queue: str | None = Field(

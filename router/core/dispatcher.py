@@ -56,6 +56,7 @@ class Dispatcher:
         uniform: Uniform = random.uniform,
         poll_interval: float = 1.0,
         depth_interval: float = 5.0,
+        account_limit: int | None = None,
     ) -> None:
         missing = sorted(set(config.functions) - set(invokers))
         if missing:
@@ -66,7 +67,8 @@ class Dispatcher:
         self._metrics = metrics
         self._clock: Clock = clock or SystemClock()
         self._depth_interval = depth_interval
-        self._limits = Limits({name: fn.concurrency for name, fn in config.functions.items()})
+        self._limits = Limits({name: fn.concurrency for name, fn in config.functions.items()}, account_limit)
+        metrics.account_concurrent_executions.set_function(lambda: self._limits.account.in_use)
         self._destination_builder = DestinationBuilder(config, session=http_session, submit=self.submit)
         destinations = build_destinations(config, session=http_session, submit=self.submit,
                                           builder=self._destination_builder)
@@ -74,7 +76,8 @@ class Dispatcher:
         async_limits: dict[str, FunctionLimit] = {}
         for name, fn in config.functions.items():
             shared = self._limits[name]
-            limit = shared if shared.cap is not None else FunctionLimit(DEFAULT_ASYNC_PARALLELISM)
+            limit = (shared if shared.cap is not None
+                     else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, self._limits.account))
             async_limits[name] = limit
             self._workers[name] = AsyncWorker(
                 name=name, config=fn, arn=self.arn(name), store=store, limit=limit,
@@ -126,8 +129,11 @@ class Dispatcher:
         if not limit.try_acquire():
             self._count_throttle(inv)
             self._metrics.invocations.labels(inv.function, inv.source, Outcome.THROTTLED.value).inc()
-            assert limit.cap is not None
-            raise Throttled(inv.function, limit.cap)
+            if limit.full():
+                assert limit.cap is not None
+                raise Throttled(inv.function, limit.cap)
+            assert self._limits.account.cap is not None
+            raise Throttled(inv.function, self._limits.account.cap, Throttled.ACCOUNT)
         try:
             return await self._execute(inv)
         finally:

@@ -1,6 +1,7 @@
-"""Per-function concurrency: a counter of slots that sync callers try, and waiters queue for.
+"""Concurrency: per function, and for the whole router (Lambda's account limit), as counted slots.
 
-One ``FunctionLimit`` per function is shared by every source in this replica (DESIGN §4.2). Sync callers
+One ``FunctionLimit`` per function is shared by every source in this replica (DESIGN §4.2); each takes a
+slot of the account-wide limit too (its ``parent``), so a slot held means both. Sync callers
 ``try_acquire`` and are throttled at once when it fails; pollers, schedules and the async worker
 ``await acquire()`` (backpressure). Waiters are served first come, first served.
 """
@@ -15,22 +16,34 @@ DEFAULT_ASYNC_PARALLELISM = 64
 
 
 class FunctionLimit:
-    """Slots of one function; ``cap=None`` is unbounded (every acquire succeeds at once)."""
+    """Slots of one function (or of the account); ``cap=None`` is unbounded. With a ``parent`` (the
+    account), a slot is only had when the parent has one free too."""
 
-    def __init__(self, cap: int | None) -> None:
+    def __init__(self, cap: int | None, parent: FunctionLimit | None = None) -> None:
         if cap is not None and cap < 1:
             raise ValueError(f"FunctionLimit: cap must be at least 1, got {cap}")
         self.cap = cap
+        self.parent = parent
         self.in_use = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def free(self) -> int | None:
-        """Slots free now (None when unbounded)."""
-        return None if self.cap is None else self.cap - self.in_use
+        """Slots free now, the parent's counted too (None when unbounded)."""
+        own = None if self.cap is None else self.cap - self.in_use
+        parent = self.parent.free() if self.parent is not None else None
+        if own is None:
+            return parent
+        return own if parent is None else min(own, parent)
+
+    def full(self) -> bool:
+        """Whether this limit itself (not its parent) has no slot for a new caller."""
+        return self.cap is not None and (self.in_use >= self.cap or self._has_waiters())
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody is queued for one; never waits."""
-        if self.cap is not None and (self.in_use >= self.cap or self._has_waiters()):
+        if self.full():
+            return False
+        if self.parent is not None and not self.parent.try_acquire():
             return False
         self.in_use += 1
         return True
@@ -39,6 +52,18 @@ class FunctionLimit:
         """Take a slot, waiting for one when all are busy. Cancel-safe: a cancelled waiter holds none."""
         if self.try_acquire():
             return
+        await self._acquire_own()
+        if self.parent is not None:
+            try:
+                await self.parent.acquire()
+            except BaseException:
+                self._release_own()
+                raise
+
+    async def _acquire_own(self) -> None:
+        if not self.full():
+            self.in_use += 1
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
@@ -46,14 +71,19 @@ class FunctionLimit:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 # The slot was handed to us just as we were cancelled: pass it on.
-                self.release()
+                self._release_own()
             raise
         finally:
             if fut in self._waiters:
                 self._waiters.remove(fut)
 
     def release(self) -> None:
-        """Give a slot back; hands it straight to the first live waiter, if any."""
+        """Give a slot back (and the parent's); hands it straight to the first live waiter, if any."""
+        self._release_own()
+        if self.parent is not None:
+            self.parent.release()
+
+    def _release_own(self) -> None:
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
@@ -68,10 +98,12 @@ class FunctionLimit:
 
 
 class Limits:
-    """The ``FunctionLimit`` of every function, built from the config's ``concurrency`` caps."""
+    """The ``FunctionLimit`` of every function, built from the config's ``concurrency`` caps, each a
+    child of the ``account`` limit (``limits.concurrent_executions``)."""
 
-    def __init__(self, caps: dict[str, int | None]) -> None:
-        self._limits = {name: FunctionLimit(cap) for name, cap in caps.items()}
+    def __init__(self, caps: dict[str, int | None], account: int | None = None) -> None:
+        self.account = FunctionLimit(account)
+        self._limits = {name: FunctionLimit(cap, self.account) for name, cap in caps.items()}
 
     def __getitem__(self, function: str) -> FunctionLimit:
         return self._limits[function]

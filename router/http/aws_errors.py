@@ -39,9 +39,12 @@ def not_found(arn: str, request_id: str) -> web.Response:
                      message_key="Message")
 
 
-def too_many_requests(request_id: str) -> web.Response:
-    return aws_error(429, "TooManyRequestsException", "Rate Exceeded.", request_id,
-                     extra={"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"})
+def too_many_requests(
+    request_id: str, reason: str = "ReservedFunctionConcurrentInvocationLimitExceeded"
+) -> web.Response:
+    """Lambda's throttle: ``reason`` says which limit (the function's reserved concurrency, or the
+    account's ``ConcurrentInvocationLimitExceeded``)."""
+    return aws_error(429, "TooManyRequestsException", "Rate Exceeded.", request_id, extra={"Reason": reason})
 
 
 def too_large(limit: int, request_id: str) -> web.Response:

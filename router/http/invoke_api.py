@@ -172,9 +172,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         result = await ctx.dispatcher.invoke(inv)
     except FunctionNotFound:
         return aws_errors.not_found(base_arn, request_id)
-    except Throttled:
+    except Throttled as exc:
         log.info("invoke api: throttled", extra={**extra, "error_type": "throttled"})
-        return aws_errors.too_many_requests(request_id)
+        return aws_errors.too_many_requests(request_id, exc.reason)
     except PayloadTooLarge as exc:
         return aws_errors.too_large(exc.limit, request_id)
     except (RouterError, OSError) as exc:  # the state store or the async queue could not take the event
@@ -184,8 +184,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             "the router could not accept the invocation (its state store or async queue is unavailable); "
             "retry later", request_id)
 
-    if result.outcome is Outcome.THROTTLED:
-        return aws_errors.too_many_requests(request_id)
+    if result.outcome is Outcome.THROTTLED:  # no execution environment could be had (memory budget)
+        return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)
     headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": result.executed_version}
     if result.function_error:
         headers["X-Amz-Function-Error"] = result.function_error

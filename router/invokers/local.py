@@ -8,6 +8,7 @@ from router.config.models import AwsConfig, FunctionConfig
 from router.core.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
+from router.runtime.capacity import Capacity
 from router.runtime.pool import EnvironmentPool
 
 
@@ -15,7 +16,8 @@ class LocalInvoker:
     """The ``Invoker`` of a local function: one ``EnvironmentPool`` of worker processes.
 
     ``invoke`` may be called concurrently; each invocation gets its own environment (warm ones reused
-    most-recent-first, else a cold start). Handler errors, timeouts and crashed workers become results.
+    most-recent-first, else a cold start, sized to the machine by ``capacity``: see
+    ``router.runtime.pool``). Handler errors, timeouts and crashed workers become results.
     """
 
     def __init__(
@@ -28,10 +30,12 @@ class LocalInvoker:
         metrics: Metrics,
         runtime_api: RuntimeApiServer,
         arn: str,
+        capacity: Capacity | None = None,
     ) -> None:
         self.name = name
         self.pool = EnvironmentPool(
-            name, config, code_dir=code_dir, aws=aws, metrics=metrics, runtime_api=runtime_api, arn=arn
+            name, config, code_dir=code_dir, aws=aws, metrics=metrics, runtime_api=runtime_api, arn=arn,
+            capacity=capacity,
         )
 
     async def start(self) -> None:

@@ -1,10 +1,27 @@
 """The execution environments of one function: warm reuse (LIFO), cold starts, reaping, provisioned.
 
 One invocation per environment at a time. ``invoke`` takes the most recently used idle environment, or
-starts a new one (cold start) while the function's ``concurrency`` allows, else waits for one to free
-up (the dispatcher normally keeps callers under the cap, so this wait is a safety net). A maintenance
-task owned by the pool closes dead environments, reaps the ones idle for ``idle_timeout`` and keeps
-``provisioned`` environments started (replacing those that die).
+starts a new one (cold start), or waits for one to free up. Whether to start or to wait follows the
+machine, as Lambda Managed Instances scales on CPU rather than one environment per request
+(``router.runtime.capacity``): with no idle environment,
+
+- at the function's ``concurrency`` cap, wait (the dispatcher keeps callers under the cap: a safety net);
+- while as many environments are starting as there are usable CPUs, wait for one of them (a start is
+  CPU work: more at once only slows them all);
+- while the CPUs are saturated and the function has at least one environment per usable CPU, wait for
+  a warm one: another process would add no throughput, only memory and context switches; but
+  environments that wait on I/O leave the CPUs idle, and then more start, up to ``concurrency``;
+- reserve the function's ``memory`` in the router-wide budget (idle environments of any function are
+  reaped to make room), else wait;
+- otherwise start one.
+
+A wait is bounded by ``environment_wait`` (never past the function's timeout): after it, a saturated
+CPU no longer holds a start back, and a spent memory budget throttles the invocation (429, as Lambda's
+account limits do). Every wait is counted in ``router_environment_waits_total{reason}``. Without a
+``Capacity`` (tests, ``router invoke``) every concurrent invocation gets an environment, as on Lambda.
+
+A maintenance task owned by the pool closes dead environments, reaps the ones idle for ``idle_timeout``
+and keeps ``provisioned`` environments started (replacing those that die).
 """
 
 from __future__ import annotations
@@ -14,15 +31,17 @@ import collections
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import Gauge
 
 from router.config.models import AwsConfig, FunctionConfig
-from router.core.invocation import ErrorType, Invocation, Result
+from router.core.invocation import ErrorType, Invocation, Outcome, Result
 from router.errors import EnvironmentError_
 from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
+from router.runtime.capacity import Capacity
 from router.runtime.environment import TERM_GRACE, Environment, EnvState, init_timeout
 from router.runtime.launch import LaunchSpec, resolve_launch
 from router.runtime.memory import CgroupV2
@@ -33,6 +52,12 @@ UNDELIVERED_RETRIES = 3
 """Environments tried for one invocation when each dies before taking the event (it never ran)."""
 REPLENISH_BACKOFF = 5.0
 """Wait between attempts to start provisioned environments whose init failed."""
+RECHECK = 0.1
+"""How often a waiting invocation looks again at the CPUs and the memory budget."""
+
+
+class _Throttled(Exception):
+    """No environment could be had within the wait (the memory budget stayed spent)."""
 
 
 class EnvironmentPool:
@@ -48,8 +73,10 @@ class EnvironmentPool:
         metrics: Metrics,
         runtime_api: RuntimeApiServer,
         arn: str,
+        capacity: Capacity | None = None,
     ) -> None:
         self.name = name
+        self.capacity = capacity
         self.config = config
         self.code_dir = code_dir
         self.aws = aws
@@ -61,6 +88,8 @@ class EnvironmentPool:
         self._live: set[Environment] = set()  # starting, idle or busy
         self._idle: list[Environment] = []  # LIFO
         self._dead: list[Environment] = []  # waiting for the maintenance task to close them
+        self._starting = 0  # environments between spawn and ready
+        self._reserved: set[Environment] = set()  # holding memory in the capacity's budget
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -68,6 +97,8 @@ class EnvironmentPool:
         self._next_replenish = 0.0
         self._cold_starts = metrics.cold_starts.labels(name)
         self._init_duration = metrics.init_duration.labels(name)
+        self._metrics = metrics
+        self._wait_seconds = metrics.environment_wait.labels(name)
         self._gauges: dict[EnvState, Gauge] = {
             s: metrics.environments.labels(name, s.value)
             for s in (EnvState.STARTING, EnvState.IDLE, EnvState.BUSY)
@@ -90,12 +121,16 @@ class EnvironmentPool:
         if self._cgroup is not None:
             log.info("function '%s': memory limited by cgroup v2 under %s", self.name, self._cgroup.parent,
                      extra={"function": self.name})
+        if self.capacity is not None and self.capacity.budget is not None:
+            self.capacity.budget.add_reaper(self._oldest_idle)
         await self._replenish()
         self._task = asyncio.create_task(self._maintain(), name=f"environments:{self.name}")
 
     async def close(self) -> None:
         """Kill every environment (SIGTERM, then SIGKILL after a grace) and stop the maintenance task."""
         self._closing = True
+        if self.capacity is not None and self.capacity.budget is not None:
+            self.capacity.budget.remove_reaper(self._oldest_idle)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,17 +171,30 @@ class EnvironmentPool:
             f"the event {UNDELIVERED_RETRIES} times")
 
     async def _invoke_once(self, invocation: Invocation) -> Result | None:
-        env = await self._acquire()
+        try:
+            env = await self._acquire()
+        except _Throttled:
+            return Result.error(
+                "TooManyRequestsException",
+                f"function '{self.name}': no room for another execution environment in the memory budget "
+                "of all environments (limits.environment_memory); retry later, raise the budget or lower "
+                "the memory of idle functions",
+                outcome=Outcome.THROTTLED, error_type=ErrorType.THROTTLED, throttle=True, function_error=None,
+            )
         if env is None:
             return Result.error(
                 "Runtime.ExitError", f"function '{self.name}': the router is shutting down",
                 error_type=ErrorType.CONNECTION)
         if env.state is EnvState.STARTING:
+            self._starting += 1
             try:
                 failure = await env.start(invocation.request_id, init_timeout(self.config.timeout))
             except BaseException:
                 self._discard(env)
                 raise
+            finally:
+                self._starting -= 1
+                self._wake_waiter()  # a start slot is free
             if failure is not None:
                 self._discard(env)
                 self._log_failure(failure, invocation.request_id)
@@ -160,21 +208,41 @@ class EnvironmentPool:
             self._release(env)
 
     async def _acquire(self) -> Environment | None:
-        """An idle environment now BUSY, a new one STARTING (cold start), or None when closing."""
-        limit = self.config.concurrency
+        """An idle environment now BUSY, a new one STARTING (cold start), or None when closing; raises
+        ``_Throttled`` when the memory budget stays spent for the whole wait (see the module doc)."""
+        loop = asyncio.get_running_loop()
+        waited_since: float | None = None
         while not self._closing:
             while self._idle:
                 env = self._idle.pop()
                 if env.alive:
                     self._set_state(env, EnvState.BUSY)
+                    self._end_wait(waited_since, loop)
                     return env
                 self._discard(env)
-            if limit is None or len(self._live) < limit:
+            now = loop.time()
+            bound_passed = waited_since is not None and now - waited_since >= self._wait_bound()
+            reason = self._must_wait(bound_passed)
+            if reason is None:
+                self._end_wait(waited_since, loop)
                 return self._new_env(provisioned=False)
-            waiter = asyncio.get_running_loop().create_future()
+            if reason == "memory" and bound_passed:
+                self._end_wait(waited_since, loop)
+                raise _Throttled
+            if waited_since is None:
+                waited_since = now
+                self._metrics.environment_waits.labels(self.name, reason).inc()
+            waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                # Woken when an environment is released or a start ends; the CPUs and the budget are
+                # looked at again every RECHECK, and once the wait's bound has passed.
+                recheck = RECHECK if reason in ("cpu", "memory") else None
+                if recheck is not None and not bound_passed:
+                    recheck = min(recheck, max(0.0, waited_since + self._wait_bound() - now) + 1e-3)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(recheck):
+                        await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_waiter()  # pass the wake-up on
@@ -183,6 +251,31 @@ class EnvironmentPool:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
         return None
+
+    def _wait_bound(self) -> float:
+        wait = self.capacity.environment_wait if self.capacity is not None else self.config.timeout
+        return min(wait, self.config.timeout)
+
+    def _must_wait(self, bound_passed: bool) -> str | None:
+        """Why no environment may be started now (a reason label), or None to start one."""
+        limit = self.config.concurrency
+        if limit is not None and len(self._live) >= limit:
+            return "concurrency"
+        capacity = self.capacity
+        if capacity is None:
+            return None
+        if self._starting >= capacity.max_starting:
+            return "starting"
+        if (not bound_passed and capacity.cpu is not None and len(self._live) >= capacity.min_environments
+                and capacity.cpu.saturated()):
+            return "cpu"
+        if capacity.budget is not None and not capacity.budget.try_reserve(self.config.memory):
+            return "memory"
+        return None
+
+    def _end_wait(self, waited_since: float | None, loop: asyncio.AbstractEventLoop) -> None:
+        if waited_since is not None:
+            self._wait_seconds.observe(loop.time() - waited_since)
 
     def _release(self, env: Environment) -> None:
         if env.alive and not self._closing and env.state is EnvState.BUSY:
@@ -203,9 +296,17 @@ class EnvironmentPool:
     # --- bookkeeping ----------------------------------------------------------------------------------
 
     def _new_env(self, *, provisioned: bool) -> Environment:
+        """A new STARTING environment. An on-demand one has its memory reserved already (``_must_wait``);
+        a provisioned one reserves it here, over the budget if need be (it is asked for explicitly)."""
         assert self._spec is not None
         env = Environment(self._spec, self.api, arn=self.arn, provisioned=provisioned,
                           on_exit=self._on_exit, cgroup=self._cgroup)
+        budget = self.capacity.budget if self.capacity is not None else None
+        if budget is not None:
+            if provisioned:
+                budget.reserve(self.config.memory)
+            self._reserved.add(env)
+            self._metrics.environment_memory_reserved.set(budget.reserved * 1024 * 1024)
         self._all.add(env)
         self._live.add(env)
         self._gauges[EnvState.STARTING].inc()
@@ -228,9 +329,30 @@ class EnvironmentPool:
         self._live.discard(env)
         with contextlib.suppress(ValueError):
             self._idle.remove(env)
+        if env in self._reserved:
+            self._reserved.discard(env)
+            budget = self.capacity.budget if self.capacity is not None else None
+            assert budget is not None
+            budget.release(self.config.memory)
+            self._metrics.environment_memory_reserved.set(budget.reserved * 1024 * 1024)
         self._dead.append(env)
         self._wake.set()
         self._wake_waiter()
+
+    def _oldest_idle(self) -> tuple[float, Callable[[], int]] | None:
+        """For the memory budget: this pool's least recently used idle environment that may be reaped
+        (not provisioned), as (idle since, reap); ``reap`` returns the MB it frees."""
+        for env in self._idle:  # a LIFO stack: the first is the least recently used
+            if not env.provisioned and env.alive:
+                def reap(env: Environment = env) -> int:
+                    if env.state is not EnvState.IDLE:
+                        return 0
+                    log.info("function '%s': reaping idle environment pid %s to make room in the memory "
+                             "budget", self.name, env.pid, extra={"function": self.name})
+                    self._discard(env)
+                    return self.config.memory
+                return env.idle_since, reap
+        return None
 
     def _on_exit(self, env: Environment) -> None:
         # A busy or starting environment's invocation learns of the exit through its reply; an idle one

@@ -239,6 +239,50 @@ def test_concurrency_cap_throttles_exactly_the_excess(router_factory: RouterFact
     assert rp.stop() == 0
 
 
+def test_the_account_limit_throttles_across_functions(router_factory: RouterFactory, tmp_path: Path) -> None:
+    # limits.concurrent_executions caps the router as a whole (Lambda's account limit): a function with
+    # no concurrency of its own is throttled once the router runs that many invocations.
+    _write_functions(router_factory)
+    gate = tmp_path / "gate"
+    router_factory.write_function("gated", f"""
+        import os, time
+        def handler(event, context):
+            open(os.path.join("{tmp_path}", "started-" + context.aws_request_id), "w").close()
+            while not os.path.exists("{gate}"):
+                time.sleep(0.01)
+            return "done"
+    """)
+    extra_fn = f"""  gated:
+    runtime: python3.11
+    handler: app.handler
+    code: {tmp_path / 'functions' / 'gated'}
+    timeout: 30s"""
+    extra_route = "  - {name: gated, source: {type: webhook, path: /gated}, function: gated}"
+    config = _config(tmp_path, extra_route, extra_fn) + "limits: {concurrent_executions: 2}\n"
+    rp = router_factory(config)
+
+    answers: list[tuple[int, bytes]] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        status, _, body = http("POST", rp.url + "/gated", b"{}", timeout=60)
+        with lock:
+            answers.append((status, body))
+
+    with ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(call) for _ in range(5)]
+        wait_for(lambda: len(answers) == 3 and len(list(tmp_path.glob("started-*"))) == 2,
+                 what="3 throttled answers while 2 run")
+        gate.touch()
+        for f in futures:
+            f.result()
+    assert sorted(status for status, _ in answers) == [200, 200, 429, 429, 429]
+    samples = _metrics(rp.url)
+    assert samples[("router_throttles_total", (("function", "gated"), ("source", "webhook")))] == 3
+    assert samples[("router_account_concurrent_executions", ())] == 0
+    assert rp.stop() == 0
+
+
 def test_schedule_rate_fires_the_scheduled_event(router_factory: RouterFactory, tmp_path: Path) -> None:
     _write_functions(router_factory)
     route = "  - {name: tick, source: {type: schedule, rate: 1s}, function: ticker}"

@@ -46,6 +46,27 @@ async def test_cap_throttles_sync_callers_at_once(make_dispatcher: MakeDispatche
     assert val("router_invocation_duration_seconds_count", {"function": "resize"}) == 2
 
 
+async def test_the_account_limit_throttles_across_functions(
+    make_dispatcher: MakeDispatcher, metrics: Metrics
+) -> None:
+    gate = asyncio.Event()
+    invokers = {"resize": ScriptedInvoker(gate=gate), "thumbs": ScriptedInvoker(gate=gate)}
+    d = make_dispatcher(make_config({"resize": {}, "thumbs": {"concurrency": 5}}), invokers, account_limit=3)
+    calls = [asyncio.create_task(d.invoke(inv("resize"))) for _ in range(2)]
+    calls += [asyncio.create_task(d.invoke(inv("thumbs"))) for _ in range(3)]
+    await wait_until(lambda: sum(t.done() for t in calls) == 2, what="2 callers answered")
+    assert metrics.registry.get_sample_value("router_account_concurrent_executions") == 3
+    gate.set()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    throttled = [r for r in results if isinstance(r, Throttled)]
+    assert [t.reason for t in throttled] == [Throttled.ACCOUNT] * 2
+    assert str(throttled[0]) == (
+        "function 'thumbs': rate exceeded, all 3 concurrent executions of the router are busy; "
+        "raise limits.concurrent_executions or retry later"
+    )
+    assert metrics.registry.get_sample_value("router_account_concurrent_executions") == 0
+
+
 async def test_no_cap_is_unbounded(make_dispatcher: MakeDispatcher) -> None:
     gate = asyncio.Event()
     invoker = ScriptedInvoker(gate=gate)

@@ -83,3 +83,45 @@ async def test_slot_handed_over_while_cancelled_is_passed_on() -> None:
         await first
     await asyncio.wait_for(second, 5)
     assert lim.in_use == 1
+
+
+def test_a_slot_takes_one_of_the_account_too() -> None:
+    account = FunctionLimit(3)
+    a, b = FunctionLimit(2, account), FunctionLimit(None, account)
+    assert a.try_acquire()
+    assert a.try_acquire()
+    assert not a.try_acquire()
+    assert a.full()
+    assert b.try_acquire()
+    assert not b.try_acquire()  # the account is full, b itself is not
+    assert not b.full()
+    assert (a.free(), b.free(), account.in_use) == (0, 0, 3)
+    a.release()
+    assert (a.free(), b.free(), account.in_use) == (1, 1, 2)
+
+
+async def test_a_waiter_of_a_full_account_gets_the_next_account_slot() -> None:
+    account = FunctionLimit(1)
+    a, b = FunctionLimit(None, account), FunctionLimit(5, account)
+    assert a.try_acquire()
+    waiter = asyncio.create_task(b.acquire())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    assert b.in_use == 1  # its own slot is held while it waits for the account's
+    a.release()
+    await asyncio.wait_for(waiter, 5)
+    assert (account.in_use, a.in_use, b.in_use) == (1, 0, 1)
+
+
+async def test_a_waiter_cancelled_while_the_account_is_full_holds_nothing() -> None:
+    account = FunctionLimit(1)
+    a, b = FunctionLimit(None, account), FunctionLimit(2, account)
+    assert a.try_acquire()
+    waiter = asyncio.create_task(b.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (account.in_use, b.in_use) == (1, 0)
+    a.release()
+    assert account.in_use == 0

@@ -35,6 +35,7 @@ class FakeDispatcher:
     account_id: str = "000000000000"
     scripts: dict[str, Script] = field(default_factory=dict)
     throttled: set[str] = field(default_factory=set)
+    account_throttled: set[str] = field(default_factory=set)
     max_async: int | None = None
     submit_gate: asyncio.Event | None = None
     submit_entered: asyncio.Event = field(default_factory=asyncio.Event)
@@ -59,6 +60,8 @@ class FakeDispatcher:
         self._check(inv)
         if inv.function in self.throttled:
             raise Throttled(inv.function, 1)
+        if inv.function in self.account_throttled:
+            raise Throttled(inv.function, 1, Throttled.ACCOUNT)
         self.invoked.append(inv)
         return self.scripts.get(inv.function, echo)(inv)
 

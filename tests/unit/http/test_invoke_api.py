@@ -184,12 +184,21 @@ async def test_throttled(serve: Any, clients: list[Lambda]) -> None:
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
 
 
+async def test_throttled_by_the_account_limit(serve: Any, clients: list[Lambda]) -> None:
+    server, client = await lam(serve, clients)
+    server.dispatcher.account_throttled.add("busy")
+    with pytest.raises(client.client.exceptions.TooManyRequestsException, match="Rate Exceeded") as info:
+        await client.invoke(FunctionName="busy")
+    assert info.value.response["Reason"] == "ConcurrentInvocationLimitExceeded"
+
+
 async def test_throttled_result_is_429(serve: Any, clients: list[Lambda]) -> None:
     server, client = await lam(serve, clients)
     server.dispatcher.scripts["busy"] = lambda inv: Result.error(
         "TooManyRequestsException", "Rate Exceeded.", outcome=Outcome.THROTTLED)
-    with pytest.raises(client.client.exceptions.TooManyRequestsException):
+    with pytest.raises(client.client.exceptions.TooManyRequestsException) as info:
         await client.invoke(FunctionName="busy")
+    assert info.value.response["Reason"] == "ConcurrentInvocationLimitExceeded"
 
 
 async def test_too_large(serve: Any, clients: list[Lambda]) -> None:

@@ -75,9 +75,10 @@ async def make_invoker(runtime_api: RuntimeApiServer, metrics: Metrics) -> Async
         if fields["runtime"] != "provided":
             fields.setdefault("handler", "app.handler")
         name = name or code
+        capacity = fields.pop("capacity", None)
         config = FunctionConfig(code=str(FUNCTIONS / code), **fields)
         invoker = LocalInvoker(name, config, code_dir=FUNCTIONS / code, aws=AwsConfig(), metrics=metrics,
-                               runtime_api=runtime_api, arn=ARN.format(name))
+                               runtime_api=runtime_api, arn=ARN.format(name), capacity=capacity)
         created.append(invoker)
         if start:
             await invoker.start()

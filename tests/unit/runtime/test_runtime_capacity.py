@@ -1,0 +1,190 @@
+"""Environments sized to the machine: waiting for a warm environment while the CPUs are saturated, starting
+more while they are not, the bounded wait, the router-wide memory budget (reaping idle environments of
+other functions, throttling when no room comes), and the CPU verdict read from the kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from router.core.invocation import Outcome, Result
+from router.invokers.local import LocalInvoker
+from router.metrics import Metrics
+from router.runtime.capacity import Capacity, CpuLoad, MemoryBudget
+
+from .conftest import MakeInvoker, invocation, wait_for
+
+
+class FakeCpu:
+    """A CPU verdict the test sets."""
+
+    def __init__(self, saturated: bool) -> None:
+        self.value = saturated
+
+    def saturated(self) -> bool:
+        return self.value
+
+
+def payload(result: Result) -> Any:
+    return json.loads(result.payload)
+
+
+def started(tmp_path: Path) -> int:
+    return len(list(tmp_path.glob("started-*")))
+
+
+async def gated_calls(invoker: LocalInvoker, tmp_path: Path, n: int) -> list[asyncio.Task[Result]]:
+    event = {"dir": str(tmp_path), "gate": str(tmp_path / "gate")}
+    return [asyncio.create_task(invoker.invoke(invocation(event))) for _ in range(n)]
+
+
+def waits(metrics: Metrics, function: str, reason: str) -> float:
+    return metrics.registry.get_sample_value(
+        "router_environment_waits_total", {"function": function, "reason": reason}) or 0.0
+
+
+async def test_saturated_cpus_make_invocations_wait_for_a_warm_environment(
+    make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
+) -> None:
+    capacity = Capacity(cpu=FakeCpu(True), environment_wait=30.0, max_starting=1, min_environments=1)
+    invoker = await make_invoker("gate", timeout=60, capacity=capacity)
+    calls = await gated_calls(invoker, tmp_path, 4)
+    await wait_for(lambda: started(tmp_path) == 1, what="the first invocation to start")
+    await wait_for(lambda: waits(metrics, "gate", "cpu") + waits(metrics, "gate", "starting") == 3,
+                   what="three invocations to wait")
+    (tmp_path / "gate").touch()
+    results = await asyncio.gather(*calls)
+    assert all(r.ok for r in results), [r.payload for r in results]
+    assert len({payload(r)["pid"] for r in results}) == 1  # one environment served all four
+    value = metrics.registry.get_sample_value
+    assert value("router_cold_starts_total", {"function": "gate"}) == 1
+    assert value("router_environment_wait_seconds_count", {"function": "gate"}) == 3
+
+
+async def test_idle_cpus_start_an_environment_per_concurrent_invocation(
+    make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
+) -> None:
+    # Environments waiting on I/O leave the CPUs idle: more start, as on Lambda.
+    capacity = Capacity(cpu=FakeCpu(False), environment_wait=30.0, max_starting=2, min_environments=1)
+    invoker = await make_invoker("gate", timeout=60, capacity=capacity)
+    calls = await gated_calls(invoker, tmp_path, 5)
+    await wait_for(lambda: started(tmp_path) == 5, what="five invocations running at once")
+    (tmp_path / "gate").touch()
+    results = await asyncio.gather(*calls)
+    assert len({payload(r)["pid"] for r in results}) == 5
+    assert waits(metrics, "gate", "cpu") == 0
+
+
+async def test_a_wait_past_its_bound_starts_an_environment_anyway(
+    make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
+) -> None:
+    capacity = Capacity(cpu=FakeCpu(True), environment_wait=0.2, max_starting=3, min_environments=1)
+    invoker = await make_invoker("gate", timeout=60, capacity=capacity)
+    calls = await gated_calls(invoker, tmp_path, 3)
+    await wait_for(lambda: started(tmp_path) == 3, what="all three to run after the bounded wait")
+    (tmp_path / "gate").touch()
+    results = await asyncio.gather(*calls)
+    assert len({payload(r)["pid"] for r in results}) == 3
+    assert waits(metrics, "gate", "cpu") == 2
+
+
+async def test_a_spent_memory_budget_throttles_after_the_wait(
+    make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
+) -> None:
+    budget = MemoryBudget(256)
+    capacity = Capacity(cpu=FakeCpu(False), budget=budget, environment_wait=0.2, min_environments=1)
+    invoker = await make_invoker("gate", timeout=60, memory=128, capacity=capacity)
+    calls = await gated_calls(invoker, tmp_path, 3)
+    await wait_for(lambda: sum(c.done() for c in calls) == 1, what="the invocation with no room to end")
+    throttled = next(c.result() for c in calls if c.done())
+    assert throttled.outcome is Outcome.THROTTLED
+    assert throttled.throttle
+    assert payload(throttled)["errorType"] == "TooManyRequestsException"
+    assert "limits.environment_memory" in payload(throttled)["errorMessage"]
+    assert budget.reserved == 256
+    (tmp_path / "gate").touch()
+    results = [r for r in await asyncio.gather(*calls) if r is not throttled]
+    assert all(r.ok for r in results)
+    assert waits(metrics, "gate", "memory") == 1
+    assert metrics.registry.get_sample_value("router_environment_memory_reserved_bytes") == 256 * 2**20
+
+
+async def test_idle_environments_of_another_function_are_reaped_to_make_room(
+    make_invoker: MakeInvoker, metrics: Metrics
+) -> None:
+    budget = MemoryBudget(256)
+    capacity = Capacity(cpu=FakeCpu(False), budget=budget, environment_wait=5.0, min_environments=1)
+    first = await make_invoker("counter", name="first", memory=256, capacity=capacity)
+    second = await make_invoker("echo", name="second", memory=128, capacity=capacity)
+    assert (await first.invoke(invocation())).ok
+    assert budget.reserved == 256  # first's environment is idle now, holding its memory
+    result = await second.invoke(invocation({"hello": 1}))
+    assert result.ok, result.payload
+    assert not first.pool._live  # reaped to make room
+    assert budget.reserved == 128
+    assert waits(metrics, "second", "memory") == 0  # reaping made room at once, no wait
+
+
+async def test_provisioned_environments_start_even_over_the_budget(make_invoker: MakeInvoker) -> None:
+    budget = MemoryBudget(128)
+    capacity = Capacity(cpu=FakeCpu(False), budget=budget, environment_wait=0.2, min_environments=1)
+    invoker = await make_invoker("counter", memory=128, provisioned=2, capacity=capacity)
+    await wait_for(lambda: len(invoker.pool._idle) == 2, what="two provisioned environments")
+    assert budget.reserved == 256
+    assert (await invoker.invoke(invocation())).ok
+
+
+async def test_closing_a_pool_gives_its_memory_back(make_invoker: MakeInvoker) -> None:
+    budget = MemoryBudget(1024)
+    capacity = Capacity(budget=budget)
+    invoker = await make_invoker("counter", memory=256, capacity=capacity)
+    assert (await invoker.invoke(invocation())).ok
+    assert budget.reserved == 256
+    await invoker.close()
+    assert budget.reserved == 0
+
+
+def test_memory_budget_reaps_the_least_recently_used_first() -> None:
+    budget = MemoryBudget(300)
+    reaped: list[str] = []
+
+    def pool(name: str, idle_since: float) -> Any:
+        def reap() -> int:
+            reaped.append(name)
+            budget.release(100)
+            return 100
+        return lambda: None if name in reaped else (idle_since, reap)
+
+    budget.reserve(300)
+    budget.add_reaper(pool("newer", 20.0))
+    budget.add_reaper(pool("older", 10.0))
+    assert budget.try_reserve(100)
+    assert reaped == ["older"]
+    assert budget.try_reserve(100)
+    assert reaped == ["older", "newer"]
+    assert not budget.try_reserve(200)  # nothing idle is left
+
+
+def test_memory_pressure_reaps_one_idle_environment_per_start() -> None:
+    reaped: list[int] = []
+    budget = MemoryBudget(10_000, floor_mb=500, available=lambda: 400)
+    budget.add_reaper(lambda: (1.0, lambda: reaped.append(1) or 128))
+    assert budget.try_reserve(128)  # the machine is short: one idle environment goes, the start proceeds
+    assert reaped == [1]
+
+
+async def test_busy_cpus_are_seen_as_saturated() -> None:
+    # One spinning process per usable CPU: the kernel's counters must show the CPUs saturated.
+    load = CpuLoad(window=0.05)
+    spinners = [await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+                for _ in range(len(os.sched_getaffinity(0)))]
+    try:
+        await wait_for(load.saturated, deadline=20.0, what="the CPUs to be seen saturated")
+    finally:
+        for p in spinners:
+            p.kill()
+            await p.wait()
