@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -100,6 +101,10 @@ class ServerProcess:
     env: dict[str, str] | None = None
     cwd: Path | None = None
     stop_timeout: float = 20.0
+    orphan_grace: float = 0.0
+    """How long processes the server started may outlive it before they count as left behind: 0 for the
+    router (it must reap its environments before it exits); serverless-offline kills the ``sh -c`` in
+    front of each python handler, which then exits on end-of-input a moment after."""
     proc: asyncio.subprocess.Process | None = None
     leaked: list[str] = field(default_factory=list)
     _log: object | None = None
@@ -144,10 +149,16 @@ class ServerProcess:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     await proc.wait()
+            for _ in range(round(self.orphan_grace / 0.05)):
+                if all(_is_zombie(p) for p in kids):
+                    break
+                await asyncio.sleep(0.05)  # polling /proc: orphans are not our children, no wait() for them
         except asyncio.CancelledError:
             for pid in [proc.pid, *kids]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             raise
         for pid in kids:
             if not _is_zombie(pid):
@@ -236,6 +247,7 @@ class Ctx:
     selected: set[str]
     notes: list[str] = field(default_factory=list)
     leaked: list[str] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)  # found once per run (node, installed peers)
 
     def wants(self, scenario_id: str) -> bool:
         return scenario_id in self.selected

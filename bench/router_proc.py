@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,18 +10,19 @@ from typing import Any
 
 import yaml
 
-from bench.harness import BENCH_DIR, HOST, PYTHON, Ctx, ServerProcess, free_port
+from bench.harness import BENCH_DIR, HOST, PYTHON, REPO_DIR, Ctx, ServerProcess, free_port
 
 OK_CODE = BENCH_DIR / "functions" / "ok"
 LOG_LEVEL = "info"  # what config/example.yaml uses; the router writes Lambda's START/END/REPORT lines
 
 
-def router_config(port: int, state_dir: Path, extra_routes: list[dict[str, Any]] | None = None
-                  ) -> dict[str, Any]:
+def router_config(port: int, state_dir: Path, extra_routes: list[dict[str, Any]] | None = None,
+                  extra_functions: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Two functions with the trivial handler: ``ok`` behind a sync webhook, ``sink`` behind an async one.
 
     ``ok`` has no concurrency cap (Lambda's default: every concurrent request may get an environment).
     ``sink`` is capped at 2 so that the async scenario measures accepting, not spawning environments.
+    ``extra_functions`` (name -> config) and ``extra_routes`` are added beside them.
     """
     fn = {"runtime": "python3.11", "handler": "app.handler", "code": str(OK_CODE), "timeout": "10s",
           "memory": 256}
@@ -32,6 +34,7 @@ def router_config(port: int, state_dir: Path, extra_routes: list[dict[str, Any]]
         "functions": {
             "ok": dict(fn),
             "sink": dict(fn, concurrency=2, **{"async": {"retries": 0}}),
+            **(extra_functions or {}),
         },
         "routes": [
             {"name": "ok", "source": {"type": "webhook", "path": "/ok", "methods": ["GET", "POST"]},
@@ -44,14 +47,15 @@ def router_config(port: int, state_dir: Path, extra_routes: list[dict[str, Any]]
 
 
 @contextlib.asynccontextmanager
-async def running_router(ctx: Ctx, name: str, extra_routes: list[dict[str, Any]] | None = None
+async def running_router(ctx: Ctx, name: str, extra_routes: list[dict[str, Any]] | None = None,
+                         extra_functions: dict[str, dict[str, Any]] | None = None
                          ) -> AsyncIterator[tuple[ServerProcess, str]]:
     """A router serving ``router_config``; yields the process and its base URL; always stopped (SIGTERM)."""
     work = ctx.tmp / name
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cfg = work / "router.yaml"
-    cfg.write_text(yaml.safe_dump(router_config(port, work, extra_routes), sort_keys=False))
+    cfg.write_text(yaml.safe_dump(router_config(port, work, extra_routes, extra_functions), sort_keys=False))
     proc = ServerProcess(f"router ({name})", [PYTHON, "-m", "router", "run", "--config", str(cfg)],
                          log_path=work / "router.log")
     base = f"http://{HOST}:{port}"
@@ -77,3 +81,38 @@ async def running_bare(ctx: Ctx, name: str, script: str, *args: str,
             yield proc, base
     finally:
         ctx.leaked.extend(proc.leaked)
+
+
+def function(code: Path, runtime: str = "python3.11", **extra: Any) -> dict[str, Any]:
+    """A function entry for ``extra_functions``, set as ``ok`` is (handler app.handler, 10 s, 256 MB)."""
+    return {"runtime": runtime, "handler": "app.handler", "code": str(code), "timeout": "10s", "memory": 256,
+            **extra}
+
+
+def webhook(name: str, path: str, fn: str) -> dict[str, Any]:
+    """A sync GET webhook route to function ``fn``, for ``extra_routes``."""
+    return {"name": name, "source": {"type": "webhook", "path": path, "methods": ["GET"]}, "function": fn}
+
+
+async def router_refuses(ctx: Ctx, functions: dict[str, dict[str, Any]]) -> str | None:
+    """Why ``router validate`` refuses a config with ``functions`` (one webhook each), or None if it
+    accepts it: how a scenario finds out whether the router has a runtime (e.g. nodejs20.x) yet."""
+    work = ctx.tmp / "validate"
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = work / f"check-{len(list(work.iterdir()))}.yaml"
+    routes = [webhook(n, f"/{n}", n) for n in functions]
+    cfg.write_text(yaml.safe_dump({"version": 1, "functions": functions, "routes": routes}, sort_keys=False))
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON, "-m", "router", "validate", str(cfg), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=str(REPO_DIR))
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    if proc.returncode == 0:
+        return None
+    lines = [ln.replace(str(cfg), cfg.name) for ln in out.decode(errors="replace").splitlines() if ln.strip()]
+    return "; ".join(lines[-3:])[:300] or f"router validate exited with {proc.returncode}"

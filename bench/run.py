@@ -5,6 +5,7 @@
     .venv/bin/python bench/run.py --write         # ... and record the table in bench/RESULTS.md
 
 Only 127.0.0.1 is used; every server is started here on a free port and stopped with SIGTERM at the end.
+serverless-offline (the peer of scenarios 1, 12, 13) is installed from npm into bench/.peers/ on first use.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.scenarios import (
     accept,
     amqp,
     config_load,
+    http_node_io,
     http_sync,
     invoke,
     kinesis,
@@ -50,6 +52,9 @@ SCENARIOS: dict[str, tuple[str, ModuleType]] = {
     "9": ("SQS -> function throughput (moto_server)", sqs),
     "10": ("Kinesis -> function records/s (moto_server)", kinesis),
     "11": ("AMQP -> function throughput (RabbitMQ)", amqp),
+    "12": ("webhook -> node handler, sync, 32 connections", http_node_io),
+    "13": ("webhook -> handlers awaiting 50 ms of I/O, 32 connections", http_node_io),
+    "14": ("cold start of a node environment", invoke),
 }
 
 
