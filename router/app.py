@@ -9,6 +9,7 @@ import logging
 import math
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,11 @@ def build_invoker(
     runtime_api: Any,
     http_session: aiohttp.ClientSession,
     capacity: Any = None,
+    templates: Any = None,
 ) -> Invoker:
     """The invoker of one function, by its kind (local, http, lambda); ``capacity`` sizes the
-    environments of local functions (``router.runtime.capacity.Capacity``; None: one per invocation)."""
+    environments of local functions (``router.runtime.capacity.Capacity``; None: one per invocation),
+    ``templates`` forks them (``router.runtime.template.TemplateManager``; None: every one is exec'd)."""
     fn = config.functions[name]
     if fn.kind == "local":
         from router.invokers.local import LocalInvoker
@@ -50,7 +53,7 @@ def build_invoker(
         code_dir = (config.config_dir / fn.code).resolve()
         return LocalInvoker(
             name, fn, code_dir=code_dir, aws=config.aws, metrics=metrics, runtime_api=runtime_api,
-            arn=config.aws.function_arn(name), capacity=capacity,
+            arn=config.aws.function_arn(name), capacity=capacity, templates=templates,
         )
     if fn.kind == "http":
         from router.invokers.http import HttpInvoker
@@ -101,6 +104,7 @@ class Router:
         from router.core.dispatcher import Dispatcher
         from router.http.server import HttpContext, Readiness, build_app, build_metrics_app
         from router.runtime.api import RuntimeApiServer
+        from router.runtime.template import TemplateManager
         from router.sources.schedule import ScheduleSource
         from router.state.replica_lock import ReplicaLock
         from router.state.store import StateStore
@@ -122,6 +126,7 @@ class Router:
                 replica_lock.release()
             raise
         runtime_api = RuntimeApiServer()
+        templates = TemplateManager()
         capacity = machine_capacity(config, self.metrics)
         http_session = aiohttp.ClientSession()
         invokers: dict[str, Invoker] = {}
@@ -139,7 +144,7 @@ class Router:
             for name in config.functions:
                 invokers[name] = build_invoker(
                     name, config, metrics=self.metrics, runtime_api=runtime_api, http_session=http_session,
-                    capacity=capacity,
+                    capacity=capacity, templates=templates,
                 )
             dispatcher = Dispatcher(
                 config=config, invokers=invokers, store=store, metrics=self.metrics,
@@ -234,6 +239,7 @@ class Router:
                     await invoker.close()
             if dispatcher is not None:
                 await dispatcher.close()  # amqp destination connections
+            await templates.close()
             await runtime_api.close()
             await http_session.close()
             await store.close()
@@ -280,4 +286,21 @@ def run(path: str) -> int:
             print(line, file=sys.stderr)
         return 1
     setup_logging(config.logging.level, config.logging.format)
-    return asyncio.run(_main(config))
+    with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
+        return runner.run(_main(config))
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``server.event_loop`` asks for: ``uvloop`` (libuv; ``auto`` when it is installed)
+    or ``asyncio``'s own (None: ``asyncio.Runner``'s default)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise RouterError(
+                "server.event_loop: uvloop is not installed; pip install uvloop, or set event_loop: asyncio"
+            ) from None
+        return None
+    return uvloop.new_event_loop

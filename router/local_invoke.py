@@ -33,20 +33,26 @@ async def invoke_once(
         return 2
     metrics = Metrics()
     runtime_api = None
+    templates = None
     async with aiohttp.ClientSession() as session:
         if config.functions[function].kind == "local":
             from router.runtime.api import RuntimeApiServer
+            from router.runtime.template import TemplateManager
 
             runtime_api = RuntimeApiServer()
             await runtime_api.start()
+            templates = TemplateManager()
         invoker: Invoker = build_invoker(
-            function, config, metrics=metrics, runtime_api=runtime_api, http_session=session
+            function, config, metrics=metrics, runtime_api=runtime_api, http_session=session,
+            templates=templates,
         )
         try:
             await invoker.start()
             result = await invoker.invoke(Invocation(function=function, payload=payload, source="cli"))
         finally:
             await invoker.close()
+            if templates is not None:
+                await templates.close()
             if runtime_api is not None:
                 await runtime_api.close()
     out.write(result.payload.decode("utf-8", "replace") + "\n")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
 
 # Invocation durations reach 900 s, the longest function timeout.
 DURATION_BUCKETS = (
@@ -17,6 +21,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._children: dict[tuple[Any, ...], Any] = {}
         r = self.registry
         self.invocations = Counter(
             "router_invocations_total", "Invocations by final outcome of each attempt",
@@ -55,8 +60,9 @@ class Metrics:
         self.environment_waits = Counter(
             "router_environment_waits_total",
             "Invocations that waited for an execution environment instead of starting one, by reason "
-            "(cpu: the CPUs were saturated; starting: enough environments were starting; memory: the "
-            "environment memory budget was spent; concurrency: the function's cap)",
+            "(cpu: the CPUs were saturated; scaling: the number of invocations run at once was still "
+            "growing; starting: enough environments were starting; memory: the environment memory "
+            "budget was spent; concurrency: the function's cap)",
             ["function", "reason"], registry=r)
         self.environment_wait = Histogram(
             "router_environment_wait_seconds", "Time an invocation waited for an execution environment",
@@ -103,3 +109,13 @@ class Metrics:
             "Stream records given up after retries or age (condition: RetryAttemptsExhausted, "
             "RecordAgeExceeded); their failure record went to source.on_failure when set",
             ["route", "condition"], registry=r)
+
+    def child(self, metric: _M, *values: str) -> _M:
+        """``metric.labels(*values)``, remembered: the hot path asks for the same few children per
+        invocation, and ``labels`` validates and locks on every call. Label sets are bounded (DESIGN §5),
+        so is this."""
+        key = (metric, *values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found

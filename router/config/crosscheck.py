@@ -1,5 +1,6 @@
 """Checks across the config that one model cannot make alone: names that refer to other entries,
-duplicates, cron expressions, time zones, code directories and event filter patterns.
+duplicates, cron expressions, time zones, code directories, event filter patterns, and the ``node``
+that a ``nodejsNN.x`` runtime needs (on the router's PATH, of the runtime's major version).
 
 They read the parsed data (not the validated models) so that they run, and report, even when model
 validation found other problems; each check skips values of the wrong type (validation reports those).
@@ -7,14 +8,17 @@ validation found other problems; each check skips values of the wrong type (vali
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from router.config.cron import CronError, cron_trigger, zone
 from router.config.problems import Loc, Problem, format_loc, suggestion
+from router.config.units import parse_size
 from router.config.yaml_source import Document
 from router.filters import check_filters
+from router.runtime.nodejs import MIN_MAJOR, find_node, runtime_major
 
 _UNFILTERED_SOURCES = ("webhook", "schedule")
 """Lambda filters only event source mappings; a webhook or schedule event is taken or refused whole."""
@@ -36,6 +40,8 @@ def cross_check(doc: Document, config_dir: Path) -> list[Problem]:
     problems += _filters(doc, routes)
     if isinstance(functions, dict):
         problems += _code_dirs(doc, functions, config_dir)
+        problems += _node_runtimes(doc, functions)
+        problems += _memory_budget(doc, functions)
     return problems
 
 
@@ -192,6 +198,42 @@ def _code_dirs(doc: Document, functions: dict[str, Any], config_dir: Path) -> li
             what = "not a directory" if path.exists() else "directory not found"
             shown = doc.origins[loc].describe() if loc in doc.origins else str(path)
             out.append(Problem(doc.position(loc), format_loc(loc), f"{what}: {shown}"))
+    return out
+
+
+def _node_runtimes(doc: Document, functions: dict[str, Any]) -> list[Problem]:
+    """A ``nodejsNN.x`` function needs ``node`` NN on the PATH the router starts its workers with."""
+    out: list[Problem] = []
+    path = os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
+    for name, fn in functions.items():
+        runtime = fn.get("runtime") if isinstance(fn, dict) else None
+        major = runtime_major(runtime) if isinstance(runtime, str) else None
+        if runtime is None or major is None or major < MIN_MAJOR:
+            continue  # not Node.js, or refused by validation
+        try:
+            find_node(runtime, path)
+        except ValueError as exc:
+            out.append(_at(doc, ("functions", name, "runtime"), str(exc)))
+    return out
+
+
+def _memory_budget(doc: Document, functions: dict[str, Any]) -> list[Problem]:
+    """A local function whose ``memory`` is over ``limits.environment_memory`` could never start."""
+    limits = doc.data.get("limits")
+    raw = limits.get("environment_memory") if isinstance(limits, dict) else None
+    if raw is None:
+        return []
+    try:
+        budget_mb = parse_size(raw) // (1024 * 1024)
+    except ValueError:
+        return []  # validation reports it
+    out: list[Problem] = []
+    for name, fn in functions.items():
+        memory = fn.get("memory", 128) if isinstance(fn, dict) and "runtime" in fn else None
+        if isinstance(memory, int) and not isinstance(memory, bool) and memory > budget_mb:
+            out.append(_at(doc, ("functions", name, "memory"),
+                           f"{memory} MB is more than limits.environment_memory ({budget_mb} MB), so no "
+                           "environment of this function could ever start; lower memory or raise the budget"))
     return out
 
 

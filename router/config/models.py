@@ -26,6 +26,8 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PYTHON_RUNTIME = re.compile(r"^python3\.\d{1,2}$")
+_NODE_RUNTIME = re.compile(r"^nodejs(\d{2,3})\.x$")
+_NODE_MIN_MAJOR = 18
 
 
 class Model(BaseModel):
@@ -44,6 +46,8 @@ class ServerConfig(Model):
     max_body: Size = Field(6 * 1024 * 1024, description="largest request body (sync payload limit)")
     max_async_body: Size = Field(1024 * 1024, description="largest async event payload (Lambda: 1 MB)")
     shutdown_timeout: Duration = Field(25.0, description="time given to in-flight work on SIGTERM")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="auto: uvloop when it is installed (it is a dependency), else asyncio's own loop")
     invoke_api: bool = Field(True, description="serve the Lambda Invoke API")
     invoke_token: str | None = Field(
         None, description="when set, the Invoke API requires 'Authorization: Bearer <token>'"
@@ -185,8 +189,9 @@ class LambdaTargetConfig(Model):
 
 class FunctionConfig(Model):
     # local function
-    runtime: str | None = Field(None, description="python3.X | provided")
-    handler: str | None = Field(None, description="module.function (python); passed as _HANDLER")
+    runtime: str | None = Field(None, description="python3.X | nodejsNN.x | provided")
+    handler: str | None = Field(
+        None, description="module.function (python), file.export (nodejs); passed as _HANDLER")
     code: str | None = Field(None, description="code directory, relative to the config file")
     # remote targets
     http: HttpTargetConfig | None = None
@@ -199,7 +204,19 @@ class FunctionConfig(Model):
     environment: dict[str, str] = Field(default_factory=dict)
     concurrency: int | None = Field(None, ge=1, le=10000, description="reserved concurrency")
     provisioned: int = Field(0, ge=0, le=1000, description="environments kept warm")
+    per_environment_concurrency: int = Field(
+        1, ge=1, le=1600,
+        description="invocations one execution environment takes at once, as Lambda Managed Instances' "
+        "PerExecutionEnvironmentMaxConcurrency (AWS_LAMBDA_MAX_CONCURRENCY): python runs that many "
+        "processes sharing the environment's /tmp, nodejs runs them concurrently in one process",
+    )
     idle_timeout: Duration = Field(600.0, ge=1.0, description="reap idle environments after this")
+    fork_start: bool = Field(
+        True, description="python: start environments by forking a pre-initialised template process "
+        "(false: a new interpreter for each)")
+    snap_start: bool = Field(
+        False, description="python: run the function's init once in a template and fork environments "
+        "from it, honouring snapshot_restore_py hooks (as Lambda SnapStart)")
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")  # type: ignore[arg-type]
 
     @field_validator("environment", mode="before")
@@ -209,6 +226,21 @@ class FunctionConfig(Model):
             return {k: ("" if val is None else str(val).lower() if isinstance(val, bool) else str(val))
                     for k, val in v.items()}
         return v
+
+    @model_validator(mode="after")
+    def _snap_start_is_for_python(self) -> FunctionConfig:
+        if self.snap_start:
+            if self.runtime is None or not _PYTHON_RUNTIME.match(self.runtime):
+                raise ValueError(
+                    f"snap_start is for python3.X functions, got runtime {self.runtime!r}; remove snap_start")
+            if not self.fork_start:
+                raise ValueError("snap_start needs fork_start (environments are forked from the snapshot); "
+                                 "remove fork_start: false or snap_start: true")
+            if self.per_environment_concurrency > 1:
+                raise ValueError(
+                    "snap_start and per_environment_concurrency > 1 do not go together (Lambda offers no "
+                    "SnapStart on Managed Instances); remove one of them")
+        return self
 
     @property
     def kind(self) -> Literal["local", "http", "lambda"]:
@@ -228,16 +260,25 @@ class FunctionConfig(Model):
                 + (f", got {', '.join(given)}" if given else ", got none")
             )
         if self.runtime is not None:
-            if self.runtime != "provided" and not _PYTHON_RUNTIME.match(self.runtime):
+            node = _NODE_RUNTIME.match(self.runtime)
+            if node is not None and int(node.group(1)) < _NODE_MIN_MAJOR:
                 raise ValueError(
-                    f"unsupported runtime {self.runtime!r}; use python3.X (e.g. python3.11) or provided"
+                    f"unsupported runtime {self.runtime!r}; Node.js {_NODE_MIN_MAJOR} or later "
+                    "(e.g. nodejs20.x)"
+                )
+            if self.runtime != "provided" and node is None and not _PYTHON_RUNTIME.match(self.runtime):
+                raise ValueError(
+                    f"unsupported runtime {self.runtime!r}; use python3.X (e.g. python3.11), "
+                    "nodejsNN.x (e.g. nodejs20.x) or provided"
                 )
             if self.code is None:
                 raise ValueError("a local function needs 'code' (its code directory)")
+            form = "file.export, e.g. index.handler" if node else "module.function, e.g. app.handler"
             if self.runtime != "provided" and not self.handler:
-                raise ValueError("a python function needs 'handler' (module.function, e.g. app.handler)")
+                kind = "nodejs" if node else "python"
+                raise ValueError(f"a {kind} function needs 'handler' ({form})")
             if self.handler and self.runtime != "provided" and "." not in self.handler:
-                raise ValueError(f"handler must be module.function, got {self.handler!r}")
+                raise ValueError(f"handler must be {form.partition(',')[0]}, got {self.handler!r}")
         if self.provisioned and self.concurrency is not None and self.provisioned > self.concurrency:
             raise ValueError(
                 f"provisioned ({self.provisioned}) cannot exceed concurrency ({self.concurrency})"

@@ -179,7 +179,8 @@ class Dispatcher:
     async def _execute(self, inv: Invocation) -> Result:
         """Run the invoker (the caller holds a slot) and count the attempt. Never raises but cancellation."""
         fn = inv.function
-        gauge = self._metrics.concurrent_executions.labels(fn)
+        metrics = self._metrics
+        gauge = metrics.child(metrics.concurrent_executions, fn)
         gauge.inc()
         started = self._clock.monotonic()
         try:
@@ -194,8 +195,8 @@ class Dispatcher:
         finally:
             gauge.dec()
         duration = self._clock.monotonic() - started
-        self._metrics.invocations.labels(fn, inv.source, result.outcome.value).inc()
-        self._metrics.invocation_duration.labels(fn).observe(duration)
+        metrics.child(metrics.invocations, fn, inv.source, result.outcome.value).inc()
+        metrics.child(metrics.invocation_duration, fn).observe(duration)
         if not result.ok and inv.invocation_type == "sync":
             log.info("sync invocation ended with %s", result.outcome.value, extra={
                 "function": fn, "route": inv.route, "request_id": inv.request_id, "source": inv.source,

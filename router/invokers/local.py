@@ -10,6 +10,7 @@ from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
 from router.runtime.capacity import Capacity
 from router.runtime.pool import EnvironmentPool
+from router.runtime.template import TemplateManager
 
 
 class LocalInvoker:
@@ -31,11 +32,12 @@ class LocalInvoker:
         runtime_api: RuntimeApiServer,
         arn: str,
         capacity: Capacity | None = None,
+        templates: TemplateManager | None = None,
     ) -> None:
         self.name = name
         self.pool = EnvironmentPool(
             name, config, code_dir=code_dir, aws=aws, metrics=metrics, runtime_api=runtime_api, arn=arn,
-            capacity=capacity,
+            capacity=capacity, templates=templates,
         )
 
     async def start(self) -> None:

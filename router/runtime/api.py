@@ -7,6 +7,12 @@ to a shared queue, so a worker that dies cannot take an event meant for another:
 ``/invocation/next`` only ever sees its own environment's events, and the environment turns the death of
 its process into the invocation's result.
 
+A channel takes up to ``capacity`` invocations at once (1, Lambda's default; more for an environment
+of Lambda Managed Instances' multi-concurrency, ``AWS_LAMBDA_MAX_CONCURRENCY``): as many ``/next``
+requests may wait on it, each answered with its own event. There, a connection lost while the event
+its ``/next`` took is still running ends that invocation (``EXITED``): the runtime worker holding it
+died, while the environment's other workers go on.
+
 Endpoints (as AWS's Runtime API): GET ``/2018-06-01/runtime/invocation/next``, POST
 ``.../invocation/{id}/response`` and ``.../invocation/{id}/error`` (202), POST
 ``/2018-06-01/runtime/init/error`` (202); an unknown or finished request id answers 400
@@ -17,10 +23,11 @@ Endpoints (as AWS's Runtime API): GET ``/2018-06-01/runtime/invocation/next``, P
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import json
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote
 
@@ -65,6 +72,7 @@ class PendingEvent:
     payload: bytes
     headers: dict[str, str]
     future: asyncio.Future[Reply]
+    taken_by: Connection | None = None  # the connection whose /next took it
 
 
 class InitError(NamedTuple):
@@ -90,32 +98,34 @@ class RuntimeChannel:
     address: str
     listener: Listener
     ready: asyncio.Future[InitError | None]
-    queued: PendingEvent | None = None  # handed over, not yet taken by /next
-    current: PendingEvent | None = None  # taken by /next, no result yet
-    waiter: Connection | None = None  # the connection whose /next is pending
+    capacity: int = 1
+    queued: collections.deque[PendingEvent] = field(default_factory=collections.deque)  # not yet taken
+    running: dict[str, PendingEvent] = field(default_factory=dict)  # taken by /next, no result yet
+    waiters: collections.deque[Connection] = field(default_factory=collections.deque)  # pending /next
     closed: bool = False
     _init_ended: bool = False  # a /next or /init/error came (``ready`` is settled a moment later)
 
     def send(self, event: PendingEvent) -> None:
-        """Hand ``event`` to this environment (one at a time); its result arrives in ``event.future``."""
-        if self.queued is not None or self.current is not None:
-            raise RuntimeError(f"runtime API {self.address}: an invocation is already in progress")
-        self.queued = event
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            _hand_over(self, waiter)
+        """Hand ``event`` to this environment; its result arrives in ``event.future``."""
+        if len(self.queued) + len(self.running) >= self.capacity:
+            raise RuntimeError(
+                f"runtime API {self.address}: {self.capacity} invocation(s) already in progress")
+        self.queued.append(event)
+        while self.queued and self.waiters:
+            _hand_over(self, self.waiters.popleft())
 
     def finish(self, reply: Reply) -> None:
-        """End the invocation in progress (queued or running) with ``reply``, e.g. when the process died.
-
-        An event the runtime never took ends ``UNDELIVERED`` instead of ``EXITED``."""
-        if self.current is not None and not self.current.future.done():
-            self.current.future.set_result(reply)
-        if self.queued is not None and not self.queued.future.done():
-            exited = reply.kind is ReplyKind.EXITED
-            self.queued.future.set_result(reply._replace(kind=ReplyKind.UNDELIVERED) if exited else reply)
-        self.current = self.queued = None
+        """End every invocation in progress (queued or running) with ``reply``, e.g. when the process
+        died. An event the runtime never took ends ``UNDELIVERED`` instead of ``EXITED``."""
+        for event in self.running.values():
+            if not event.future.done():
+                event.future.set_result(reply)
+        exited = reply.kind is ReplyKind.EXITED
+        for event in self.queued:
+            if not event.future.done():
+                event.future.set_result(reply._replace(kind=ReplyKind.UNDELIVERED) if exited else reply)
+        self.running.clear()
+        self.queued.clear()
 
 
 def _set_pending(future: asyncio.Future[_T], value: _T) -> None:
@@ -150,18 +160,16 @@ def _event_head(headers: dict[str, str]) -> str:
 
 
 def _hand_over(channel: RuntimeChannel, conn: Connection) -> None:
-    """Answer the pending ``/next`` on ``conn`` with the queued event."""
-    event = channel.queued
-    if event is None:  # finished (process death, close) before it was taken
-        _json_error(conn, 410, "Gone", "execution environment is shutting down")
-        return
+    """Answer the pending ``/next`` on ``conn`` with the first queued event."""
     if conn.peer_closed():
         # The worker died while this /next waited and the loop has not read the EOF yet: leave the
-        # event queued; the environment reports it undelivered when the process exit arrives.
+        # event queued (another /next may take it, or the environment reports it undelivered when the
+        # process exit arrives).
         _json_error(conn, 410, "Gone", "connection closed by the runtime")
         return
-    channel.queued = None
-    channel.current = event
+    event = channel.queued.popleft()
+    event.taken_by = conn
+    channel.running[event.request_id] = event
     conn.respond(200, event.payload, _event_head(event.headers))
 
 
@@ -175,8 +183,17 @@ class _Endpoints:
 
     def lost(self, conn: Connection) -> None:
         channel = self.channel
-        if channel is not None and channel.waiter is conn:
-            channel.waiter = None  # a worker gone with /next pending: its event stays queued
+        if channel is None:
+            return
+        if conn in channel.waiters:
+            channel.waiters.remove(conn)  # a worker gone with /next pending
+        if channel.capacity > 1:
+            # In a multi-concurrent environment each runtime worker keeps its own connection: one that
+            # is lost with an event still running is a worker that died with it (the environment's
+            # other workers go on, as on Lambda Managed Instances).
+            for event in [e for e in channel.running.values() if e.taken_by is conn]:
+                del channel.running[event.request_id]
+                _settle(event.future, Reply(ReplyKind.EXITED))
 
     def handle(self, conn: Connection, request: Request) -> None:
         channel = self.channel
@@ -225,22 +242,22 @@ class _Endpoints:
         if not channel._init_ended:
             channel._init_ended = True
             _settle(channel.ready, None)
-        if channel.queued is None:
-            if channel.waiter is not None:
-                _json_error(conn, 400, "InvalidStateTransition", "another /invocation/next is pending")
+        if not channel.queued:
+            if len(channel.waiters) >= channel.capacity:
+                _json_error(conn, 400, "InvalidStateTransition",
+                            f"{channel.capacity} /invocation/next request(s) already pending")
                 return
-            channel.waiter = conn  # answered by send(), close_channel() or never (connection lost)
+            channel.waiters.append(conn)  # answered by send(), close_channel() or never (connection lost)
             return
         _hand_over(channel, conn)
 
     @staticmethod
     def _result(conn: Connection, channel: RuntimeChannel, request: Request, request_id: str,
                 error: bool) -> None:
-        event = channel.current
-        if event is None or event.request_id != request_id:
+        event = channel.running.pop(request_id, None)
+        if event is None:
             _json_error(conn, 400, "InvalidRequestID", "Invalid request ID")
             return
-        channel.current = None
         body = request.body
         if body is None:
             _settle(event.future, Reply(ReplyKind.TOO_LARGE))
@@ -293,8 +310,8 @@ class RuntimeApiServer:
             await self.close_channel(channel)
         self._started = False
 
-    async def open_channel(self) -> RuntimeChannel:
-        """Listen on a new loopback port for one environment."""
+    async def open_channel(self, capacity: int = 1) -> RuntimeChannel:
+        """Listen on a new loopback port for one environment taking ``capacity`` invocations at once."""
         if not self._started:
             raise RuntimeError("runtime API: open_channel() before start(); call RuntimeApiServer.start()")
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
@@ -310,7 +327,7 @@ class RuntimeApiServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         channel = RuntimeChannel(
             port=port, address=f"{host}:{port}", listener=listener,
-            ready=asyncio.get_running_loop().create_future(),
+            ready=asyncio.get_running_loop().create_future(), capacity=capacity,
         )
         endpoints.channel = channel
         self._channels[port] = channel
@@ -323,9 +340,8 @@ class RuntimeApiServer:
         channel.closed = True
         self._channels.pop(channel.port, None)
         channel.finish(Reply(ReplyKind.CLOSED))
-        waiter, channel.waiter = channel.waiter, None
-        if waiter is not None:
-            _json_error(waiter, 410, "Gone", "execution environment is shutting down")
+        while channel.waiters:
+            _json_error(channel.waiters.popleft(), 410, "Gone", "execution environment is shutting down")
         if not channel.ready.done():
             channel.ready.set_result(NO_INIT_ERROR)
         await channel.listener.close()

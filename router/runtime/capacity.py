@@ -68,6 +68,9 @@ def _cgroup_quota(cgroup: Path | None) -> float | None:
 
 
 class CpuVerdict(Protocol):
+    """A CPU verdict; one with a ``generation`` attribute (the sampling window's number) is followed
+    once per window, one without on every call."""
+
     def saturated(self) -> bool:
         """Whether another environment would only contend for the CPUs."""
 
@@ -89,6 +92,8 @@ class CpuLoad:
         self._last = self._sample()
         self._last_own = time.process_time()
         self._saturated = False
+        self.router_saturated = False  # the router's own process used a whole CPU in the last window
+        self.generation = 0  # counts the windows sampled: a new verdict each time it changes
 
     def saturated(self) -> bool:
         """The verdict of the last complete window (a new one is sampled when the window has passed)."""
@@ -98,8 +103,10 @@ class CpuLoad:
             sample, own = self._sample(), time.process_time()
             machine = (self._share(self._last, sample, elapsed)
                        if sample is not None and self._last is not None else 0.0)
-            self._saturated = machine >= self.threshold or (own - self._last_own) / elapsed >= self.threshold
+            self.router_saturated = (own - self._last_own) / elapsed >= self.threshold
+            self._saturated = machine >= self.threshold or self.router_saturated
             self._last, self._last_at, self._last_own = sample, now, own
+            self.generation += 1
         return self._saturated
 
     def _share(self, before: tuple[float, float], after: tuple[float, float], elapsed: float) -> float:

@@ -1,10 +1,10 @@
 """One execution environment: a worker process speaking the Runtime API, its output and its invocations.
 
-The process is started with ``loop.subprocess_exec`` (what ``asyncio.create_subprocess_exec`` is built
-on) in its own process group; its stdout and stderr are one pipe the router made
-(``router.runtime.output``) and reads line by line as the bytes arrive, so output is attributed in the
-loop callback that reads it and no reader task per environment or invocation is needed; the death of
-the process is seen at once (``process_exited``).
+The process is started by a ``Spawner`` (``router.runtime.spawn``: exec, or a fork from a
+pre-initialised template, ``router.runtime.template``) in its own process group; its stdout and stderr
+are one pipe the router made (``router.runtime.output``) and reads line by line as the bytes arrive, so
+output is attributed in the loop callback that reads it and no reader task per environment or invocation
+is needed; the death of the process is seen at once (the spawner's exit callback).
 
 Ordering of logs: a runtime flushes stdout/stderr before it posts the result, so when the result
 arrives every byte of the invocation's output is already in the pipe; the environment drains it
@@ -25,15 +25,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from router.core.invocation import Invocation, Result
 from router.logs import FunctionLog
 from router.runtime import results
 from router.runtime.api import NO_INIT_ERROR, PendingEvent, Reply, ReplyKind, RuntimeApiServer, RuntimeChannel
-from router.runtime.launch import RLIMIT_AS_VAR, LaunchSpec, with_parent_death_signal
-from router.runtime.memory import CgroupV2, ProcStatus, rlimit_preexec
+from router.runtime.launch import LaunchSpec
+from router.runtime.memory import CgroupV2, ProcStatus
 from router.runtime.output import MAX_LINE, OutputPipe
+from router.runtime.spawn import EXEC, Spawner, SpawnFailed, SpawnRequest, Worker
 
 log = logging.getLogger("router.runtime")
 function_log = FunctionLog("router.function")
@@ -58,22 +59,9 @@ class EnvState(enum.StrEnum):
     DEAD = "dead"
 
 
-class _ExitProtocol(asyncio.SubprocessProtocol):
-    """Tells the environment when its process has ended (the output pipes are the router's own)."""
-
-    def __init__(self, env: Environment) -> None:
-        self._env = env
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.SubprocessTransport without subclassing it.
-        self._env._transport = cast(asyncio.SubprocessTransport, transport)
-
-    def process_exited(self) -> None:
-        self._env._process_exited()
-
-
 class Environment:
-    """One worker process of one function; runs one invocation at a time."""
+    """One worker process of one function; runs ``capacity`` invocations at once (1 unless the function
+    sets ``per_environment_concurrency``)."""
 
     def __init__(
         self,
@@ -83,7 +71,9 @@ class Environment:
         arn: str,
         provisioned: bool,
         on_exit: Callable[[Environment], None],
+        on_slot: Callable[[Environment], None] = lambda env: None,
         cgroup: CgroupV2 | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.spec = spec
         self.api = api
@@ -97,14 +87,20 @@ class Environment:
         self._on_exit = on_exit
         self._cgroup = cgroup
         self._cgroup_dir: Path | None = None
+        self._spawner = spawner or EXEC
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[int | None] = self._loop.create_future()
-        self._transport: asyncio.SubprocessTransport | None = None
+        self._proc: Worker | None = None
         self._output: OutputPipe | None = None
         self._channel: RuntimeChannel | None = None
         self._scratch: str | None = None
-        self._lines: collections.deque[str] | None = None
+        self._lines: collections.deque[str] | None = None  # where output goes now (see _line)
         self._request_id: str | None = None
+        self._running: dict[str, collections.deque[str]] = {}  # invocations in progress: their lines
+        self.capacity = spec.concurrency  # invocations at once (AWS_LAMBDA_MAX_CONCURRENCY)
+        self.in_flight = 0  # slots taken (by the pool, for an invocation) and not yet freed
+        self._late = 0  # timed-out invocations whose handler has not returned
+        self._on_slot = on_slot
         self._max_memory = 0
         self._status: ProcStatus | None = None
         self._killed = False
@@ -112,7 +108,7 @@ class Environment:
     @property
     def alive(self) -> bool:
         """Running and usable: started, not exited, not killed."""
-        return self._transport is not None and not self._exit.done() and not self._killed
+        return self._proc is not None and not self._exit.done() and not self._killed
 
     # --- start ----------------------------------------------------------------------------------------
 
@@ -122,46 +118,44 @@ class Environment:
         Returns None when ready, else the error result for the invocation waiting on this cold start
         (``request_id``); the environment is then dead and must be closed.
         """
-        self._channel = channel = await self.api.open_channel()
+        self._channel = channel = await self.api.open_channel(self.capacity)
         self._scratch = tempfile.mkdtemp(prefix=f"router-{self.spec.function}-")
         env = self.spec.environment(
             runtime_api=channel.address, scratch=self._scratch,
             init_type="provisioned-concurrency" if self.provisioned else "on-demand",
         )
-        preexec: Callable[[], None] | None = (
-            None if self.spec.self_limits else with_parent_death_signal(rlimit_preexec(self.spec.memory)))
         if self._cgroup is not None:
             try:
                 self._cgroup_dir = await asyncio.to_thread(
                     self._cgroup.create, f"router-{self.spec.function}-{os.path.basename(self._scratch)}",
                     self.spec.memory)
-                preexec = with_parent_death_signal(CgroupV2.preexec(self._cgroup_dir))
-                env.pop(RLIMIT_AS_VAR, None)  # the cgroup limits memory instead
             except OSError as exc:
                 log.warning("function '%s': cgroup unavailable, using RLIMIT_AS, got %s",
                             self.spec.function, exc, extra={"function": self.spec.function})
         init_lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
         self._lines = init_lines
         try:
-            return await self._start(request_id, time_limit, env, preexec, init_lines)
+            return await self._start(request_id, time_limit, env, init_lines)
         finally:
             self._lines = None
 
     async def _start(
-        self, request_id: str, time_limit: float, env: dict[str, str], preexec: Callable[[], None] | None,
-        init_lines: collections.deque[str],
+        self, request_id: str, time_limit: float, env: dict[str, str], init_lines: collections.deque[str],
     ) -> Result | None:
         started = self._loop.time()
         self._output, output_w = OutputPipe.open(self._line)
         try:
-            await self._loop.subprocess_exec(
-                lambda: _ExitProtocol(self), *self.spec.argv,
-                stdin=asyncio.subprocess.DEVNULL, stdout=output_w, stderr=output_w, cwd=self.spec.cwd,
-                env=env, start_new_session=True, preexec_fn=preexec,
-            )
-        except OSError as exc:
-            self._exit.set_result(None)
-            return results.spawn_error(request_id, self.spec.argv[0], exc)
+            async with asyncio.timeout(time_limit):
+                self._proc = await self._spawner.spawn(
+                    SpawnRequest(self.spec, env, output_w, self._cgroup_dir), self._process_exited)
+        except SpawnFailed as exc:
+            self._set_exit(None)
+            spawn_failure = exc.result(request_id)
+            spawn_failure.logs = exc.logs or "\n".join(init_lines)
+            return spawn_failure
+        except TimeoutError:  # e.g. a snap_start template's init took the whole init phase
+            self._set_exit(None)
+            return results.timeout_error(request_id, time_limit, phase="Init phase")
         finally:
             os.close(output_w)
         failure = await self._wait_ready(request_id, time_limit, started)
@@ -172,11 +166,11 @@ class Environment:
     async def _wait_ready(self, request_id: str, time_limit: float, started: float) -> Result | None:
         assert self._channel is not None
         channel = self._channel
-        assert self._transport is not None
-        self.pid = self._transport.get_pid()
+        assert self._proc is not None
+        self.pid = self._proc.pid
         self._status = ProcStatus(self.pid)
         try:
-            async with asyncio.timeout(time_limit):
+            async with asyncio.timeout_at(started + time_limit):
                 init = await asyncio.shield(channel.ready)
         except TimeoutError:
             self.kill()
@@ -185,7 +179,9 @@ class Environment:
             self.kill()
             raise
         if init is None:
-            self.init_duration = self._loop.time() - started
+            elapsed = self._loop.time() - started
+            # A snap_start environment was restored, not initialised: its REPORT says Restore Duration.
+            self.init_duration = results.RestoreDuration(elapsed) if self._proc.restored else elapsed
             return None
         self._drain()
         self.kill()
@@ -197,17 +193,22 @@ class Environment:
     # --- invoke ---------------------------------------------------------------------------------------
 
     async def invoke(self, invocation: Invocation, time_limit: float) -> Result | None:
-        """Run one invocation; the environment must be ready and idle. Never raises for function failures.
+        """Run one invocation; the environment must be ready with a free slot (``in_flight`` under
+        ``capacity``). Never raises for function failures.
 
         Returns None when the process died before it took the event (the event never reached the
         function): the caller may run it in another environment.
+
+        A timeout kills the environment (Lambda's reset), unless it takes several invocations at once:
+        then, as Lambda Managed Instances do, only this invocation fails, its slot stays taken until the
+        handler does return, and the environment is recycled only when every slot is held that way.
         """
         assert self._channel is not None
         rid = invocation.request_id
         start_line = f"START RequestId: {rid} Version: $LATEST"
         function_log.line(start_line, self.spec.function, rid)
         lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
-        self._lines, self._request_id = lines, rid
+        self._track(rid, lines)
         headers = {
             "Content-Type": "application/json",
             "Lambda-Runtime-Aws-Request-Id": rid,
@@ -223,19 +224,29 @@ class Environment:
         started = self._loop.time()
         self._channel.send(PendingEvent(rid, invocation.payload, headers, future))
         reply: Reply | None = None
+        late = False
         try:
             async with asyncio.timeout(time_limit):
-                reply = await future
+                # A timed-out invocation of a multi-concurrent environment keeps its future (and slot)
+                # until its handler returns: the timeout must not cancel it.
+                reply = await (future if self.capacity == 1 else asyncio.shield(future))
         except TimeoutError:
             self._read_max_memory()
-            self.kill()
+            if self.capacity == 1:
+                self.kill()
+            else:
+                late = True
+                self._outlive(future, rid)
         except BaseException:
             self.kill()
-            self._lines = self._request_id = None
+            self._untrack(rid)
             raise
+        finally:
+            if not late:
+                self.in_flight -= 1  # the slot the pool took for this invocation
         duration = self._loop.time() - started
         if reply is not None and reply.kind is ReplyKind.UNDELIVERED:
-            self._lines = self._request_id = None
+            self._untrack(rid)
             return None
         self._drain()
         status = error_name = None
@@ -251,6 +262,9 @@ class Environment:
             result = results.handler_error(reply.body, reply.error_type)
         elif reply.kind is ReplyKind.TOO_LARGE:
             result = results.too_large_error()
+        elif reply.kind is ReplyKind.EXITED and self.alive:  # one runtime worker of several died
+            result = results.worker_exit_error(rid)
+            status, error_name = "error", "Runtime.ExitError"
         elif reply.kind is ReplyKind.EXITED:
             oom = await self._oom()
             result = results.exit_error(rid, reply.returncode, oom=oom)
@@ -267,32 +281,68 @@ class Environment:
             rid, duration, self.spec.memory, self._max_memory, init, status, error_name)
         function_log.line(end_line, self.spec.function, rid)
         function_log.line(report, self.spec.function, rid)
-        self._lines = self._request_id = None
+        if not late:
+            self._untrack(rid)
         result.logs = "\n".join((start_line, *lines, end_line, report))
         result.duration = duration
         return result
 
+    def _outlive(self, future: asyncio.Future[Reply], request_id: str) -> None:
+        """A timed-out invocation of a multi-concurrent environment: its slot is freed when its handler
+        returns after all; when every slot is held by such invocations, the environment is killed."""
+        self._late += 1
+
+        def returned(_: asyncio.Future[Reply]) -> None:
+            self._late -= 1
+            self.in_flight -= 1
+            self._untrack(request_id)
+            self._on_slot(self)
+
+        future.add_done_callback(returned)
+        if self._late >= self.capacity:
+            log.warning("function '%s': every slot of environment pid %s runs a timed-out invocation; "
+                        "recycling it", self.spec.function, self.pid, extra={"function": self.spec.function})
+            self.kill()
+
     # --- output and exit ------------------------------------------------------------------------------
+
+    def _track(self, request_id: str, lines: collections.deque[str]) -> None:
+        """Output is attributed to ``request_id`` while it runs (alone, or found in the line)."""
+        self._running[request_id] = lines
+        self._lines, self._request_id = (lines, request_id) if len(self._running) == 1 else (None, None)
+
+    def _untrack(self, request_id: str) -> None:
+        self._running.pop(request_id, None)
+        if len(self._running) == 1:
+            self._request_id, self._lines = next(iter(self._running.items()))
+        else:
+            self._lines = self._request_id = None
 
     def _line(self, raw: bytes) -> None:
         text = raw[:MAX_LINE].decode("utf-8", "replace")
         if text.endswith("\r"):
             text = text[:-1]
-        if self._lines is not None:
-            self._lines.append(text)
-        function_log.line(text, self.spec.function, self._request_id)
+        lines, request_id = self._lines, self._request_id
+        if len(self._running) > 1:
+            # Several invocations at once: a line is theirs when it names their request id, as the
+            # runtimes' log formats do (Node's console, Python's logging); other lines are the
+            # environment's.
+            for rid, rid_lines in self._running.items():
+                if rid in text:
+                    lines, request_id = rid_lines, rid
+                    break
+        if lines is not None:
+            lines.append(text)
+        function_log.line(text, self.spec.function, request_id)
 
     def _drain(self) -> None:
         """Attribute what the worker has written so far (it flushes before it posts a result)."""
         if self._output is not None:
             self._output.drain()
 
-    def _process_exited(self) -> None:
-        assert self._transport is not None
-        returncode = self._transport.get_returncode()
+    def _process_exited(self, returncode: int | None) -> None:
         self._drain()  # what it wrote before it died belongs to the invocation it ran
-        if not self._exit.done():
-            self._exit.set_result(returncode)
+        self._set_exit(returncode)
         channel = self._channel
         if channel is not None:
             if not channel.ready.done():
@@ -303,6 +353,15 @@ class Environment:
     def _read_max_memory(self) -> None:
         if self._status is not None:
             self._max_memory = max(self._max_memory, self._status.max_memory_mb() or 0)
+
+    def run_and_wait_ns(self) -> tuple[int, int] | None:
+        """CPU time the worker has run and waited runnable, in ns (None when unknown): the pool tells
+        environments that wait on I/O from ones that use or wait for the CPUs."""
+        return self._status.run_and_wait_ns() if self._status is not None else None
+
+    def _set_exit(self, returncode: int | None) -> None:
+        if not self._exit.done():
+            self._exit.set_result(returncode)
 
     def _returncode(self) -> int | None:
         return self._exit.result() if self._exit.done() else None
@@ -327,10 +386,10 @@ class Environment:
                 os.killpg(self.pid, signal.SIGTERM)
             await asyncio.wait([self._exit], timeout=grace)
         self.kill(signal.SIGKILL)  # also whatever the worker left behind in its group
-        if self._transport is not None:
+        if self._proc is not None:
             if not self._exit.done():
                 await asyncio.wait([self._exit], timeout=5.0)
-            self._transport.close()
+            self._proc.close()
         if self._output is not None:
             self._output.close()
             self._output = None

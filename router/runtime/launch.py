@@ -16,9 +16,19 @@ from pathlib import Path
 from router.config.models import AwsConfig, FunctionConfig
 from router.errors import EnvironmentError_
 from router.runtime.memory import address_space_limit
+from router.runtime.nodejs import find_node, node_flags, runtime_major
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 PYTHON_BOOTSTRAP = BOOTSTRAP_DIR / "python_bootstrap.py"
+NODE_BOOTSTRAP_DIR = BOOTSTRAP_DIR / "node"
+NODE_BOOTSTRAP = NODE_BOOTSTRAP_DIR / "bootstrap.cjs"
+NODE_WRAPPER = '[ -z "$_ROUTER_RLIMIT_AS" ] || ulimit -d $((_ROUTER_RLIMIT_AS / 1024)) 2>/dev/null; exec "$@"'
+"""``/bin/sh -c`` script starting ``node``: V8 reserves far more address space than it uses, so a Node
+worker gets no RLIMIT_AS; without a cgroup it gets RLIMIT_DATA (private writable memory, what the
+function actually allocates) of memory + headroom instead, set by this one-line shell before it execs
+node (Node has no setrlimit). With ``setpriv`` on PATH the shell execs ``setpriv --pdeathsig KILL``,
+which arms the parent-death signal and execs node: the worker dies with the router without a
+``preexec_fn`` (which would cost the router a fork instead of a vfork per cold start)."""
 
 # The router's own AWS credentials reach the function (as Lambda's execution role would); nothing else
 # of the router's environment does.
@@ -39,6 +49,7 @@ class LaunchSpec:
     cwd: str
     env: dict[str, str]
     memory: int  # MB
+    concurrency: int = 1  # invocations an environment takes at once (AWS_LAMBDA_MAX_CONCURRENCY)
     # The router's own bootstrap applies the memory limit and the parent-death signal itself (see
     # SELF_LIMIT_VARS): then the worker is spawned without a preexec_fn, which lets Python use vfork
     # (~0.5 ms of event loop) instead of fork (~8 ms for a router of ~75 MB).
@@ -77,6 +88,21 @@ def _python_interpreter(name: str, runtime: str, path: str) -> str:
     return found
 
 
+def _node_command(name: str, runtime: str, path: str, config: FunctionConfig,
+                  node_options: str) -> tuple[str, ...]:
+    try:
+        node, version = find_node(runtime, path)
+    except ValueError as exc:
+        raise EnvironmentError_(f"function '{name}': {exc}") from None
+    command = (node, *node_flags(version, config.memory, node_options), str(NODE_BOOTSTRAP))
+    setpriv = shutil.which("setpriv", path=path)
+    if setpriv is not None:
+        command = (setpriv, "--pdeathsig", "KILL", "--", *command)
+    if os.path.exists("/bin/sh"):
+        command = ("/bin/sh", "-c", NODE_WRAPPER, "node", *command)
+    return command
+
+
 def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsConfig) -> LaunchSpec:
     """Check the function's code and runtime and build its ``LaunchSpec``.
 
@@ -112,6 +138,8 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     }
     if config.handler:
         reserved["_HANDLER"] = config.handler
+    if config.per_environment_concurrency > 1:  # as Lambda Managed Instances tell the runtime
+        reserved["AWS_LAMBDA_MAX_CONCURRENCY"] = str(config.per_environment_concurrency)
     if runtime == "provided":
         bootstrap = root / "bootstrap"
         if not bootstrap.is_file():
@@ -124,6 +152,13 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                 f"function '{name}': {str(bootstrap)!r} is not executable; run chmod +x on it"
             )
         argv: tuple[str, ...] = (str(bootstrap),)
+    elif runtime_major(runtime) is not None:
+        argv = _node_command(name, runtime, path, config, env.get("NODE_OPTIONS", ""))
+        reserved["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{runtime}"
+        reserved["LAMBDA_RUNTIME_DIR"] = str(NODE_BOOTSTRAP_DIR)
+        del reserved["PYTHONUNBUFFERED"]
+        if not env.get("NODE_PATH"):  # as Lambda's bootstrap: the user's NODE_PATH wins
+            reserved["NODE_PATH"] = str(root)
     else:
         interpreter = _python_interpreter(name, runtime, path)
         reserved["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{runtime}"
@@ -134,7 +169,7 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                 "TMPDIR", "HOME"):
         env.pop(key, None)  # set per environment
     return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory,
-                      self_limits=runtime != "provided")
+                      concurrency=config.per_environment_concurrency, self_limits=runtime != "provided")
 
 
 def _load_prctl() -> Callable[[int, int], int] | None:

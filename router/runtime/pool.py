@@ -1,22 +1,24 @@
 """The execution environments of one function: warm reuse (LIFO), cold starts, reaping, provisioned.
 
-One invocation per environment at a time. ``invoke`` takes the most recently used idle environment, or
-starts a new one (cold start), or waits for one to free up. Whether to start or to wait follows the
-machine, as Lambda Managed Instances scales on CPU rather than one environment per request
-(``router.runtime.capacity``): with no idle environment,
+An environment takes ``per_environment_concurrency`` invocations at once (1, Lambda's default).
+``invoke`` takes a slot of the most recently used environment that has one free, or starts a new one
+(cold start), or waits. How many invocations run at once follows the machine, as Lambda Managed
+Instances scale on CPU rather than one environment per request (``router.runtime.capacity``):
 
-- at the function's ``concurrency`` cap, wait (the dispatcher keeps callers under the cap: a safety net);
-- while as many environments are starting as there are usable CPUs, wait for one of them (a start is
-  CPU work: more at once only slows them all);
-- while the CPUs are saturated and the function has at least one environment per usable CPU, wait for
-  a warm one: another process would add no throughput, only memory and context switches; but
-  environments that wait on I/O leave the CPUs idle, and then more start, up to ``concurrency``;
-- reserve the function's ``memory`` in the router-wide budget (idle environments of any function are
-  reaped to make room), else wait;
-- otherwise start one.
+- the function runs at most ``_limit`` invocations at once, a limit that shrinks while the CPUs are
+  saturated (another process would add no throughput, only memory and context switches: the
+  invocation waits for a warm environment) and grows while they are idle and invocations wait
+  (environments waiting on I/O leave the CPUs idle: more run, up to ``concurrency``); see
+  ``_cpu_gate``;
+- under that limit, a free slot of a warm environment is taken (most recently used first); with none,
+  at the function's ``concurrency`` cap, wait (the dispatcher keeps callers under the cap: a safety
+  net); while a starting environment has a free slot, or as many environments start as there are
+  usable CPUs, wait for them (a start is CPU work: more at once only slows them all); reserve the
+  function's ``memory`` in the router-wide budget (idle environments of any function are reaped to
+  make room), else wait; otherwise start one.
 
 A wait is bounded by ``environment_wait`` (never past the function's timeout): after it, a saturated
-CPU no longer holds a start back, and a spent memory budget throttles the invocation (429, as Lambda's
+CPU no longer holds the invocation back, and a spent memory budget throttles it (429, as Lambda's
 account limits do). Every wait is counted in ``router_environment_waits_total{reason}``. Without a
 ``Capacity`` (tests, ``router invoke``) every concurrent invocation gets an environment, as on Lambda.
 
@@ -45,6 +47,7 @@ from router.runtime.capacity import Capacity
 from router.runtime.environment import TERM_GRACE, Environment, EnvState, init_timeout
 from router.runtime.launch import LaunchSpec, resolve_launch
 from router.runtime.memory import CgroupV2
+from router.runtime.template import TemplateManager
 
 log = logging.getLogger("router.runtime")
 
@@ -74,9 +77,11 @@ class EnvironmentPool:
         runtime_api: RuntimeApiServer,
         arn: str,
         capacity: Capacity | None = None,
+        templates: TemplateManager | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
+        self.templates = templates  # fork-started environments (None: every environment is exec'd)
         self.config = config
         self.code_dir = code_dir
         self.aws = aws
@@ -86,9 +91,17 @@ class EnvironmentPool:
         self._cgroup: CgroupV2 | None = None
         self._all: set[Environment] = set()  # not yet closed
         self._live: set[Environment] = set()  # starting, idle or busy
-        self._idle: list[Environment] = []  # LIFO
+        self._available: list[Environment] = []  # ready, with a free slot; LIFO (last: most recent)
         self._dead: list[Environment] = []  # waiting for the maintenance task to close them
         self._starting = 0  # environments between spawn and ready
+        self._in_flight = 0  # invocations running (slots taken) across the environments
+        self._limit = float(capacity.min_environments if capacity is not None else 1)  # see _cpu_gate
+        self._window: int | None = None  # the CPU sampling window the limit last followed
+        self._held_back = False  # the last window's verdict: saturated CPUs, environments not asleep
+        self._sched: dict[Environment, tuple[int, int]] = {}  # last run/wait ns of busy environments
+        self._sched_at = 0.0
+        self._busy_time = 0.0  # seconds invocations ran in environments since the last look (ended ones)
+        self._running_since: dict[object, float] = {}  # invocations running: when they started
         self._reserved: set[Environment] = set()  # holding memory in the capacity's budget
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._wake = asyncio.Event()
@@ -202,9 +215,16 @@ class EnvironmentPool:
             self._cold_starts.inc()
             self._observe_init(env)
             self._set_state(env, EnvState.BUSY)
+            if env.in_flight < env.capacity:  # its other slots serve waiting invocations at once
+                self._available.append(env)
+                self._wake_waiter()
+        loop = asyncio.get_running_loop()
+        token = object()
+        self._running_since[token] = loop.time()
         try:
             return await env.invoke(invocation, self.config.timeout)
         finally:
+            self._busy_time += loop.time() - max(self._running_since.pop(token), self._sched_at)
             self._release(env)
 
     async def _acquire(self) -> Environment | None:
@@ -213,19 +233,31 @@ class EnvironmentPool:
         loop = asyncio.get_running_loop()
         waited_since: float | None = None
         while not self._closing:
-            while self._idle:
-                env = self._idle.pop()
-                if env.alive:
-                    self._set_state(env, EnvState.BUSY)
-                    self._end_wait(waited_since, loop)
-                    return env
-                self._discard(env)
             now = loop.time()
             bound_passed = waited_since is not None and now - waited_since >= self._wait_bound()
-            reason = self._must_wait(bound_passed)
+            reason = None if bound_passed else self._cpu_gate()
+            while reason is None and self._available:
+                env = self._available[-1]
+                if not env.alive:
+                    self._discard(env)
+                    continue
+                env.in_flight += 1  # the slot is ours; the environment frees it when the invocation ends
+                if env.in_flight >= env.capacity:
+                    self._available.pop()
+                elif waited_since is not None:
+                    self._wake_waiter()  # more free slots here: pass the wake-up on
+                self._set_state(env, EnvState.BUSY)
+                self._in_flight += 1
+                self._end_wait(waited_since, loop)
+                return env
+            if reason is None:
+                reason = self._must_wait()
             if reason is None:
                 self._end_wait(waited_since, loop)
-                return self._new_env(provisioned=False)
+                env = self._new_env(provisioned=False)
+                env.in_flight += 1
+                self._in_flight += 1
+                return env
             if reason == "memory" and bound_passed:
                 self._end_wait(waited_since, loop)
                 raise _Throttled
@@ -237,7 +269,7 @@ class EnvironmentPool:
             try:
                 # Woken when an environment is released or a start ends; the CPUs and the budget are
                 # looked at again every RECHECK, and once the wait's bound has passed.
-                recheck = RECHECK if reason in ("cpu", "memory") else None
+                recheck = RECHECK if reason in ("cpu", "scaling", "memory") else None
                 if recheck is not None and not bound_passed:
                     recheck = min(recheck, max(0.0, waited_since + self._wait_bound() - now) + 1e-3)
                 with contextlib.suppress(TimeoutError):
@@ -256,19 +288,72 @@ class EnvironmentPool:
         wait = self.capacity.environment_wait if self.capacity is not None else self.config.timeout
         return min(wait, self.config.timeout)
 
-    def _must_wait(self, bound_passed: bool) -> str | None:
+    def _cpu_gate(self) -> str | None:
+        """Why this invocation must wait for the function's running invocations to stay within what the
+        CPUs can serve (``_limit``): ``"cpu"`` (they are saturated) or ``"scaling"`` (the limit is
+        still growing); None when it may run.
+
+        The limit follows the CPU verdict once per sampling window, additive increase, multiplicative
+        decrease. It shrinks (to no fewer than one invocation per usable CPU) while another process
+        would add no throughput, only memory and context switches: while the router itself uses a
+        whole CPU (it cannot hand events out any faster), or while the CPUs are saturated and the
+        function's environments are not all kept busy by invocations that sleep (waiting on I/O). It
+        grows, by as many environments as may start at once, while invocations wait and no environment
+        is starting (a start's CPU work is not in the verdict yet). So environments that wait on I/O
+        run up to ``concurrency`` even on a machine busy with other work; CPU-bound ones run about as
+        many as the CPUs can serve."""
+        capacity = self.capacity
+        if capacity is None or capacity.cpu is None:
+            return None
+        cpu = capacity.cpu
+        saturated = cpu.saturated()
+        window = getattr(cpu, "generation", None)
+        if window is None or window != self._window:
+            self._window = window
+            held_back = getattr(cpu, "router_saturated", False) or (saturated and not self._waiting_on_io())
+            self._held_back = held_back
+            if held_back:
+                self._limit = max(float(capacity.min_environments), self._limit * 0.8)
+            elif self._starting == 0 and self._in_flight >= self._limit:
+                demand = self._in_flight + len(self._waiters) + 1
+                self._limit = min(self._limit + capacity.max_starting, demand)
+        if self._in_flight < self._limit:
+            return None
+        return "cpu" if self._held_back else "scaling"
+
+    def _waiting_on_io(self) -> bool:
+        """Since the last look: were the ready environments kept busy by invocations (at least 80 % of
+        the time) while their processes mostly slept (ran or waited for a CPU less than half of it),
+        by the kernel's run and run-queue times? Then another environment adds throughput."""
+        now = asyncio.get_running_loop().time()
+        look = self._sched_at
+        busy = self._busy_time + sum(now - max(since, look) for since in self._running_since.values())
+        elapsed, self._sched_at, self._busy_time = now - self._sched_at, now, 0.0
+        ready = ran = 0.0
+        for env in self._live:
+            if env.state is EnvState.STARTING:
+                continue
+            times = env.run_and_wait_ns()
+            before = self._sched.get(env)
+            if times is not None:
+                self._sched[env] = times
+            if times is not None and before is not None:
+                ready += 1
+                ran += (times[0] - before[0] + times[1] - before[1]) / 1e9
+        return ready > 0 and elapsed > 0 and busy >= 0.8 * ready * elapsed and ran < busy / 2
+
+    def _must_wait(self) -> str | None:
         """Why no environment may be started now (a reason label), or None to start one."""
         limit = self.config.concurrency
-        if limit is not None and len(self._live) >= limit:
+        if limit is not None and sum(env.capacity for env in self._live) >= limit:
             return "concurrency"
+        if any(env.state is EnvState.STARTING and env.in_flight < env.capacity for env in self._live):
+            return "starting"  # a starting environment has a slot for this invocation
         capacity = self.capacity
         if capacity is None:
             return None
         if self._starting >= capacity.max_starting:
             return "starting"
-        if (not bound_passed and capacity.cpu is not None and len(self._live) >= capacity.min_environments
-                and capacity.cpu.saturated()):
-            return "cpu"
         if capacity.budget is not None and not capacity.budget.try_reserve(self.config.memory):
             return "memory"
         return None
@@ -278,12 +363,17 @@ class EnvironmentPool:
             self._wait_seconds.observe(loop.time() - waited_since)
 
     def _release(self, env: Environment) -> None:
-        if env.alive and not self._closing and env.state is EnvState.BUSY:
-            self._set_state(env, EnvState.IDLE)
-            env.idle_since = asyncio.get_running_loop().time()
-            self._idle.append(env)
-        else:
+        """An invocation of ``env`` ended (or a timed-out one's handler returned at last): its slot is
+        free again, unless ``env`` is done for."""
+        self._in_flight = sum(e.in_flight for e in self._live)
+        if not env.alive or self._closing or env.state is EnvState.DEAD:
             self._discard(env)
+        else:
+            if env.in_flight == 0 and env.state is EnvState.BUSY:
+                self._set_state(env, EnvState.IDLE)
+                env.idle_since = asyncio.get_running_loop().time()
+            if env.in_flight < env.capacity and env not in self._available:
+                self._available.append(env)
         self._wake_waiter()
 
     def _wake_waiter(self) -> None:
@@ -299,8 +389,10 @@ class EnvironmentPool:
         """A new STARTING environment. An on-demand one has its memory reserved already (``_must_wait``);
         a provisioned one reserves it here, over the budget if need be (it is asked for explicitly)."""
         assert self._spec is not None
+        templates = self.templates
+        spawner = templates.spawner(self._spec, self.config) if templates is not None else None
         env = Environment(self._spec, self.api, arn=self.arn, provisioned=provisioned,
-                          on_exit=self._on_exit, cgroup=self._cgroup)
+                          on_exit=self._on_exit, on_slot=self._release, cgroup=self._cgroup, spawner=spawner)
         budget = self.capacity.budget if self.capacity is not None else None
         if budget is not None:
             if provisioned:
@@ -327,8 +419,9 @@ class EnvironmentPool:
             return
         self._set_state(env, EnvState.DEAD)
         self._live.discard(env)
+        self._sched.pop(env, None)
         with contextlib.suppress(ValueError):
-            self._idle.remove(env)
+            self._available.remove(env)
         if env in self._reserved:
             self._reserved.discard(env)
             budget = self.capacity.budget if self.capacity is not None else None
@@ -342,8 +435,8 @@ class EnvironmentPool:
     def _oldest_idle(self) -> tuple[float, Callable[[], int]] | None:
         """For the memory budget: this pool's least recently used idle environment that may be reaped
         (not provisioned), as (idle since, reap); ``reap`` returns the MB it frees."""
-        for env in self._idle:  # a LIFO stack: the first is the least recently used
-            if not env.provisioned and env.alive:
+        for env in self._available:  # a LIFO stack: the first is the least recently used
+            if not env.provisioned and env.alive and env.state is EnvState.IDLE:
                 def reap(env: Environment = env) -> int:
                     if env.state is not EnvState.IDLE:
                         return 0
@@ -386,7 +479,8 @@ class EnvironmentPool:
             dead, self._dead = self._dead, []
             await asyncio.gather(*(self._close_env(env) for env in dead))
             now = loop.time()
-            for env in [e for e in self._idle if not e.provisioned and now - e.idle_since >= idle_timeout]:
+            idle = [e for e in self._available if e.state is EnvState.IDLE and not e.provisioned]
+            for env in [e for e in idle if now - e.idle_since >= idle_timeout]:
                 log.info("function '%s': reaping environment pid %s, idle for %.0f s", self.name, env.pid,
                          now - env.idle_since, extra={"function": self.name})
                 self._discard(env)
@@ -395,7 +489,8 @@ class EnvironmentPool:
             await self._replenish()
             # An environment that becomes idle later expires after now + idle_timeout: no wake-up needed
             # on the hot path.
-            wake_at = [e.idle_since + idle_timeout for e in self._idle if not e.provisioned]
+            wake_at = [e.idle_since + idle_timeout for e in self._available
+                       if e.state is EnvState.IDLE and not e.provisioned]
             wake_at.append(now + idle_timeout)
             if self._provisioned_shortfall() > 0:
                 wake_at.append(self._next_replenish)
@@ -429,6 +524,6 @@ class EnvironmentPool:
         self._observe_init(env)
         self._set_state(env, EnvState.IDLE)
         env.idle_since = asyncio.get_running_loop().time()
-        self._idle.append(env)
+        self._available.append(env)
         self._wake_waiter()
         return True

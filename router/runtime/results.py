@@ -48,6 +48,15 @@ def exit_error(request_id: str, returncode: int | None, *, oom: bool = False) ->
     )
 
 
+def worker_exit_error(request_id: str) -> Result:
+    """The invocation's runtime worker (one of a multi-concurrent environment's) ended before it
+    answered; the environment's other workers go on."""
+    return Result.error(
+        "Runtime.ExitError",
+        f"RequestId: {request_id} Error: the runtime worker running the invocation exited",
+    )
+
+
 def timeout_error(request_id: str, seconds: float, *, phase: str = "Task") -> Result:
     return Result.error(
         "Sandbox.Timedout",
@@ -117,6 +126,12 @@ def timeout_log_line(request_id: str, seconds: float) -> str:
     return f"{stamp} {request_id} Task timed out after {seconds:.2f} seconds"
 
 
+class RestoreDuration(float):
+    """The init duration of an environment restored from a snapshot (``snap_start``), in seconds: its
+    REPORT says ``Restore Duration`` and ``Billed Restore Duration`` instead of ``Init Duration``, as
+    Lambda's SnapStart REPORT lines do."""
+
+
 def report_line(
     request_id: str,
     duration: float,
@@ -131,7 +146,11 @@ def report_line(
         f"REPORT RequestId: {request_id}\tDuration: {ms:.2f} ms\tBilled Duration: {max(1, math.ceil(ms))} ms"
         f"\tMemory Size: {memory} MB\tMax Memory Used: {max_memory} MB"
     )
-    if init_duration is not None:
+    if isinstance(init_duration, RestoreDuration):
+        restore = init_duration * 1000
+        line += (f"\tRestore Duration: {restore:.2f} ms"
+                 f"\tBilled Restore Duration: {max(1, math.ceil(restore))} ms")
+    elif init_duration is not None:
         line += f"\tInit Duration: {init_duration * 1000:.2f} ms"
     if status is not None:
         line += f"\tStatus: {status}"

@@ -120,15 +120,25 @@ def _expiration(value: Any) -> str | None:
     return str(value)
 
 
+def encode_record(record: dict[str, Any]) -> bytes:
+    """The record as it appears in the event's JSON: encoded once, when the message arrives, then both
+    measured (payload limit) and joined into the event (``batch_payload_of``)."""
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
 def record_size(record: dict[str, Any]) -> int:
     """Bytes the record adds to the event's JSON (plus a comma)."""
-    return len(json.dumps(record, separators=(",", ":"))) + 1
+    return len(encode_record(record)) + 1
 
 
 def batch_payload(records: Sequence[dict[str, Any]], *, arn: str, queue: str, vhost: str) -> bytes:
-    event = {
-        "eventSource": EVENT_SOURCE,
-        "eventSourceArn": arn,
-        "rmqMessagesByQueue": {queue_key(queue, vhost): list(records)},
-    }
-    return json.dumps(event, separators=(",", ":")).encode()
+    return batch_payload_of([encode_record(r) for r in records], arn=arn, queue=queue, vhost=vhost)
+
+
+def batch_payload_of(encoded: Sequence[bytes], *, arn: str, queue: str, vhost: str) -> bytes:
+    """The event around records already encoded by ``encode_record``: the same bytes ``json.dumps`` gives
+    for the whole event, without encoding each record a second time."""
+    head = json.dumps({"eventSource": EVENT_SOURCE, "eventSourceArn": arn},
+                      separators=(",", ":"))[:-1].encode()
+    key = json.dumps(queue_key(queue, vhost)).encode()
+    return b"".join((head, b',"rmqMessagesByQueue":{', key, b":[", b",".join(encoded), b"]}}"))

@@ -59,24 +59,47 @@ class AmqpSettler:
         self._delay_queue = delay_queue_of(cfg.queue)
         self._dlx: str | None = cfg.arguments.get("x-dead-letter-exchange")
         self._dlx_key: str | None = cfg.arguments.get("x-dead-letter-routing-key")
+        self._children: dict[str, Any] = {}  # outcome -> its router_amqp_messages_total child
 
     async def settle(self, messages: list[Any], outcome: str, *, ack: bool | None = None) -> None:
         """ack (outcome ``acked``) or reject without requeue (``rejected``) each message; ``ack``
         overrides which, for outcomes reached by a republish (``requeued``, a router dead-letter)."""
         ack = outcome == "acked" if ack is None else ack
-        done = 0
-        for message in messages:
-            try:
-                if ack:
-                    await message.ack()
-                else:
+        if ack:
+            done = await self._ack_all(messages, outcome)
+        else:
+            done = 0
+            for message in messages:
+                try:
                     await message.reject(requeue=False)
-                done += 1
-            except Exception as exc:
-                self._failed(exc, len(messages) - done, outcome)
-                break
+                    done += 1
+                except Exception as exc:
+                    self._failed(exc, len(messages) - done, outcome)
+                    break
         if done:
-            self._metrics.amqp_messages.labels(route=self._route, outcome=outcome).inc(done)
+            self._count(outcome, done)
+
+    async def _ack_all(self, messages: list[Any], outcome: str) -> int:
+        """basic.ack each message; how many were written. The frames go to the connection's writer back
+        to back and only the last one waits until it is written (the writer keeps their order): one turn
+        of the writer for the batch, where ``message.ack()`` waits for one a message. If any of them
+        fails (the channel or connection went away), none counts as written: the broker redelivers what
+        it did not get."""
+        last = len(messages) - 1
+        for i, message in enumerate(messages):
+            try:
+                await message.channel.basic_ack(delivery_tag=message.delivery_tag, wait=i == last)
+            except Exception as exc:
+                self._failed(exc, len(messages), outcome)
+                return 0
+        return len(messages)
+
+    def _count(self, outcome: str, n: int) -> None:
+        child = self._children.get(outcome)
+        if child is None:
+            child = self._children[outcome] = self._metrics.amqp_messages.labels(route=self._route,
+                                                                                 outcome=outcome)
+        child.inc(n)
 
     async def hand_back(self, messages: list[Any]) -> None:
         """Received but not started: nack with requeue, so a consumer gets them again at once."""
@@ -91,7 +114,7 @@ class AmqpSettler:
                 self._failed(exc, len(messages) - done, "returned")
                 break
         if done:
-            self._metrics.amqp_messages.labels(route=self._route, outcome="returned").inc(done)
+            self._count("returned", done)
 
     async def requeue_later(self, messages: list[Any]) -> None:
         """``on_error: requeue``: a delayed copy (confirmed) then ack; dead-letter past the limit."""

@@ -48,7 +48,8 @@ class WebhookSource:
             )
             response = apigw.internal_error()
         response.headers["apigw-requestid"] = request_id
-        self._ctx.metrics.webhook_requests.labels(route=self.route.name, status=str(response.status)).inc()
+        metrics = self._ctx.metrics
+        metrics.child(metrics.webhook_requests, self.route.name, str(response.status)).inc()
         return response
 
     async def _handle(self, request: web.Request, request_id: str) -> web.Response:

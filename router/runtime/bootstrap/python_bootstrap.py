@@ -8,6 +8,10 @@ package. It behaves like AWS's Python runtime interface client (awslambdaric): t
 the context object and the log line format follow awslambdaric. Imports that only errors need are lazy
 so a cold start stays short; the Runtime API connection is kept alive between requests. It speaks
 HTTP/1.1 over a plain socket: http.client would pull in the email package, a third of the start-up.
+
+``main`` is an exec'd worker's entry point. A worker forked from a template (``python_template.py``,
+which imports this module) runs the same steps: ``init_and_serve``, or with snap_start ``load_handler``
+in the template and ``serve`` in each forked worker.
 """
 
 import json
@@ -166,9 +170,11 @@ class RuntimeClient:
         self._call("POST", path, payload, headers)
         return self.next()
 
-    def post_init_error(self, error):
+    def post_init_error(self, error, error_type=None):
+        """Post an init error; ``error_type`` overrides the header (e.g. Runtime.AfterRestoreError)."""
         self._call("POST", _API + "/init/error", _to_json(error).encode(),
-                   {"Content-Type": "application/json", _ERROR_TYPE_HEADER: error["errorType"]})
+                   {"Content-Type": "application/json",
+                    _ERROR_TYPE_HEADER: error_type or error["errorType"]})
 
 
 # --- the context object (as awslambdaric's LambdaContext) ---------------------------------------------
@@ -444,29 +450,106 @@ def _apply_router_limits():
             os._exit(1)  # the router died before the signal was armed
 
 
-def main():
-    _apply_router_limits()
-    client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+def add_task_root():
+    """The function's code directory on ``sys.path`` (PYTHONPATH already put it there when exec'd)."""
     task_root = os.environ.get("LAMBDA_TASK_ROOT")
     if task_root and task_root not in sys.path:
         sys.path.insert(0, task_root)
-    error = None
+
+
+def load_handler():
+    """Init: logging and the handler's import (the function's module-level code runs here).
+
+    Returns ``(request_handler, None)``, or ``(None, error)`` with the error object to report."""
     try:
         _setup_logging()
-        request_handler = _get_handler(os.environ.get("_HANDLER", ""))
+        return _get_handler(os.environ.get("_HANDLER", "")), None
     except FaultError as e:
-        error = _make_error(e.msg, e.error_type, e.trace)
+        return None, _make_error(e.msg, e.error_type, e.trace)
     except Exception as e:
-        error = _error_from_exception(e)
-    if error is not None:
-        logging.warning(_UNHANDLED_WARNING)
-        _log_error(error)
-        sys.stdout.flush()
-        client.post_init_error(error)
-        sys.exit(1)
+        return None, _error_from_exception(e)
+
+
+def log_init_error(error):
+    """Write an init error to the function's output as awslambdaric does: the warning, then the error."""
+    logging.warning(_UNHANDLED_WARNING)
+    _log_error(error)
+    sys.stdout.flush()
+
+
+def serve(client, request_handler):
+    """The invoke loop: never returns."""
     headers, body = client.next()
     while True:
         headers, body = _handle(client, request_handler, headers, body)
+
+
+def _run_workers(count):
+    """Several invocations at once (``AWS_LAMBDA_MAX_CONCURRENCY`` > 1), as Lambda Managed Instances'
+    Python runtime does: ``count`` worker processes, each with its own init and its own connection
+    to the environment's Runtime API, sharing its /tmp. This process supervises them: a worker that
+    dies is replaced by a new one (its invocation ends with it: the router sees its connection go),
+    unless workers keep dying (``count`` deaths within a second: then the environment ends). Returns
+    in each worker; never in the supervisor. Workers die with the supervisor (PR_SET_PDEATHSIG)."""
+    import collections
+    import signal
+    import time
+
+    deaths: collections.deque[float] = collections.deque(maxlen=count)
+
+    def start():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                import ctypes
+
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the supervisor
+            except (OSError, AttributeError):
+                pass
+            return True
+        return False
+
+    for _ in range(count):
+        if start():
+            return
+    while True:
+        try:
+            _, status = os.wait()
+        except ChildProcessError:
+            os._exit(1)
+        deaths.append(time.monotonic())
+        if len(deaths) == count and deaths[-1] - deaths[0] < 1.0:
+            code = os.waitstatus_to_exitcode(status)
+            sys.stderr.write(f"{count} runtime workers exited within a second (the last: "
+                             f"{'signal ' + str(-code) if code < 0 else 'exit status ' + str(code)}); "
+                             "ending the environment\n")
+            sys.stderr.flush()
+            os._exit(1)
+        if start():
+            return
+
+
+def init_and_serve():
+    """Init, then the invoke loop (an init error is posted and ends the process)."""
+    try:
+        workers = int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY") or 1)
+    except ValueError:
+        workers = 1
+    if workers > 1:
+        _run_workers(workers)
+    client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    add_task_root()
+    request_handler, error = load_handler()
+    if error is not None:
+        log_init_error(error)
+        client.post_init_error(error)
+        sys.exit(1)
+    serve(client, request_handler)
+
+
+def main():
+    _apply_router_limits()
+    init_and_serve()
 
 
 if __name__ == "__main__":

@@ -152,3 +152,21 @@ def test_cross_checks_run_even_when_validation_fails(problems: Problems) -> None
         "router.yaml:6:13: functions.resize.memory: should be greater than or equal to 128, got 1",
         "router.yaml:9:15: routes[0].function: unknown function 'nope'; valid functions: resize",
     ]
+
+
+def test_a_function_over_the_environment_memory_budget_could_never_start(problems: Problems) -> None:
+    text = BASE.replace("    code: ./fn\n", "    code: ./fn\n    memory: 512\n")
+    text += "limits: {environment_memory: 256MB}\n"
+    assert problems(text) == [
+        "router.yaml:6:13: functions.resize.memory: 512 MB is more than limits.environment_memory (256 MB), "
+        "so no environment of this function could ever start; lower memory or raise the budget"
+    ]
+
+
+def test_limits_are_read(load: Load) -> None:
+    config = load(BASE + "limits: {concurrent_executions: 5, environment_memory: 2GB,"
+                         " environment_wait: 250ms, cpu_scaling: false}\n")
+    assert config.limits.concurrent_executions == 5
+    assert config.limits.environment_memory == 2 * 1024**3
+    assert config.limits.environment_wait == 0.25
+    assert config.limits.cpu_scaling is False

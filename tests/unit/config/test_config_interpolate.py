@@ -151,7 +151,7 @@ SECRET = "hunter2 s3cr3t!"
         (
             "functions:\n  f: {runtime: '${PORT}', code: ./fn, handler: a.b}\n",
             "router.yaml:2:6: functions.f: unsupported runtime value from ${PORT}; "
-            "use python3.X (e.g. python3.11) or provided",
+            "use python3.X (e.g. python3.11), nodejsNN.x (e.g. nodejs20.x) or provided",
         ),
         (
             BASE + "routes:\n- {name: a, function: '${PORT}', source: {type: webhook, path: /a}}\n",

@@ -29,6 +29,14 @@ class FakeCpu:
         return self.value
 
 
+class WindowCpu(FakeCpu):
+    """A verdict with sampling windows (``generation``), as ``CpuLoad`` gives: followed once per window."""
+
+    def __init__(self, saturated: bool) -> None:
+        super().__init__(saturated)
+        self.generation = 0
+
+
 def payload(result: Result) -> Any:
     return json.loads(result.payload)
 
@@ -37,8 +45,9 @@ def started(tmp_path: Path) -> int:
     return len(list(tmp_path.glob("started-*")))
 
 
-async def gated_calls(invoker: LocalInvoker, tmp_path: Path, n: int) -> list[asyncio.Task[Result]]:
-    event = {"dir": str(tmp_path), "gate": str(tmp_path / "gate")}
+async def gated_calls(invoker: LocalInvoker, tmp_path: Path, n: int, *, spin: bool = False
+                      ) -> list[asyncio.Task[Result]]:
+    event = {"dir": str(tmp_path), "gate": str(tmp_path / "gate"), "spin": spin}
     return [asyncio.create_task(invoker.invoke(invocation(event))) for _ in range(n)]
 
 
@@ -50,9 +59,11 @@ def waits(metrics: Metrics, function: str, reason: str) -> float:
 async def test_saturated_cpus_make_invocations_wait_for_a_warm_environment(
     make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
 ) -> None:
-    capacity = Capacity(cpu=FakeCpu(True), environment_wait=30.0, max_starting=1, min_environments=1)
+    # A CPU-bound handler (it spins) on saturated CPUs: another environment would add nothing. (The
+    # verdict's window never changes here: the limit is decided once, whatever the kernel's counters.)
+    capacity = Capacity(cpu=WindowCpu(True), environment_wait=30.0, max_starting=1, min_environments=1)
     invoker = await make_invoker("gate", timeout=60, capacity=capacity)
-    calls = await gated_calls(invoker, tmp_path, 4)
+    calls = await gated_calls(invoker, tmp_path, 4, spin=True)
     await wait_for(lambda: started(tmp_path) == 1, what="the first invocation to start")
     await wait_for(lambda: waits(metrics, "gate", "cpu") + waits(metrics, "gate", "starting") == 3,
                    what="three invocations to wait")
@@ -68,7 +79,8 @@ async def test_saturated_cpus_make_invocations_wait_for_a_warm_environment(
 async def test_idle_cpus_start_an_environment_per_concurrent_invocation(
     make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
 ) -> None:
-    # Environments waiting on I/O leave the CPUs idle: more start, as on Lambda.
+    # Environments waiting on I/O leave the CPUs idle: more start (as many at once as may start), up to
+    # one per invocation, as on Lambda.
     capacity = Capacity(cpu=FakeCpu(False), environment_wait=30.0, max_starting=2, min_environments=1)
     invoker = await make_invoker("gate", timeout=60, capacity=capacity)
     calls = await gated_calls(invoker, tmp_path, 5)
@@ -76,7 +88,60 @@ async def test_idle_cpus_start_an_environment_per_concurrent_invocation(
     (tmp_path / "gate").touch()
     results = await asyncio.gather(*calls)
     assert len({payload(r)["pid"] for r in results}) == 5
-    assert waits(metrics, "gate", "cpu") == 0
+    assert waits(metrics, "gate", "cpu") == 0  # some waited for the limit to grow ("scaling"), none for CPU
+
+
+async def test_the_limit_holds_under_saturation_and_grows_when_the_cpus_are_idle(
+    make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
+) -> None:
+    cpu = WindowCpu(True)
+    capacity = Capacity(cpu=cpu, environment_wait=30.0, max_starting=2, min_environments=2)
+    invoker = await make_invoker("gate", timeout=60, capacity=capacity)
+    calls = await gated_calls(invoker, tmp_path, 6)
+    await wait_for(lambda: started(tmp_path) == 2, what="two invocations (one per CPU) to run")
+    await wait_for(lambda: waits(metrics, "gate", "cpu") == 4, what="the other four to wait for the CPUs")
+    assert len(invoker.pool._live) == 2
+
+    async def windows() -> None:
+        while True:
+            cpu.generation += 1
+            await asyncio.sleep(0.02)
+
+    cpu.value = False  # e.g. the handlers wait on I/O: the CPUs idle
+    ticker = asyncio.create_task(windows())
+    try:
+        await wait_for(lambda: started(tmp_path) == 6, what="the limit to grow to all six")
+    finally:
+        ticker.cancel()
+    (tmp_path / "gate").touch()
+    results = await asyncio.gather(*calls)
+    assert all(r.ok for r in results)
+    assert len({payload(r)["pid"] for r in results}) == 6
+
+
+async def test_environments_waiting_on_io_grow_even_on_a_busy_machine(
+    make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
+) -> None:
+    # The CPUs are saturated by other work, but this function's environments sleep in their handlers
+    # (the gate handler polls a file: waiting on I/O): another environment adds throughput.
+    cpu = WindowCpu(True)
+    capacity = Capacity(cpu=cpu, environment_wait=30.0, max_starting=1, min_environments=1)
+    invoker = await make_invoker("gate", timeout=60, capacity=capacity)
+    calls = await gated_calls(invoker, tmp_path, 4)
+
+    async def windows() -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            cpu.generation += 1
+
+    ticker = asyncio.create_task(windows())
+    try:
+        await wait_for(lambda: started(tmp_path) == 4, what="all four to run")
+    finally:
+        ticker.cancel()
+    (tmp_path / "gate").touch()
+    results = await asyncio.gather(*calls)
+    assert len({payload(r)["pid"] for r in results}) == 4
 
 
 async def test_a_wait_past_its_bound_starts_an_environment_anyway(
@@ -96,7 +161,7 @@ async def test_a_spent_memory_budget_throttles_after_the_wait(
     make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
 ) -> None:
     budget = MemoryBudget(256)
-    capacity = Capacity(cpu=FakeCpu(False), budget=budget, environment_wait=0.2, min_environments=1)
+    capacity = Capacity(budget=budget, environment_wait=0.2, min_environments=1)  # no CPU sizing
     invoker = await make_invoker("gate", timeout=60, memory=128, capacity=capacity)
     calls = await gated_calls(invoker, tmp_path, 3)
     await wait_for(lambda: sum(c.done() for c in calls) == 1, what="the invocation with no room to end")
@@ -133,7 +198,7 @@ async def test_provisioned_environments_start_even_over_the_budget(make_invoker:
     budget = MemoryBudget(128)
     capacity = Capacity(cpu=FakeCpu(False), budget=budget, environment_wait=0.2, min_environments=1)
     invoker = await make_invoker("counter", memory=128, provisioned=2, capacity=capacity)
-    await wait_for(lambda: len(invoker.pool._idle) == 2, what="two provisioned environments")
+    await wait_for(lambda: len(invoker.pool._available) == 2, what="two provisioned environments")
     assert budget.reserved == 256
     assert (await invoker.invoke(invocation())).ok
 

@@ -14,7 +14,9 @@ import pytest
 from router.sources.amqp_event import (
     REDELIVERIES_HEADER,
     batch_payload,
+    batch_payload_of,
     broker_arn,
+    encode_record,
     header_value,
     lambda_timestamp,
     record_size,
@@ -113,3 +115,21 @@ def test_batch_payload_shape() -> None:
     event = json.loads(batch_payload([{"data": ""}], arn=arn, queue="orders", vhost="/"))
     assert event == {"eventSource": "aws:rmq", "eventSourceArn": arn,
                      "rmqMessagesByQueue": {"orders::/": [{"data": ""}]}}
+
+
+@pytest.mark.parametrize(("queue", "vhost"), [("orders", "/"), ('q"\u00e9\u2028', "v\\h")])
+def test_batch_payload_of_encoded_records_is_the_whole_event_encoded(queue: str, vhost: str) -> None:
+    """The router encodes each record once (its size counts against the payload limit) and joins them:
+    the bytes are exactly what encoding the whole event gives, escapes included."""
+    arn = broker_arn('h"\u00e9:5672', region="eu-west-1", account="123456789012")
+    records = [to_record(Delivered(body=b'{"a":"\xc3\xa9"}', headers={"h": "v\u2028"})),
+               {"data": "", "x": [1, None, True, 1.5, "\u00e9\"\\"]}]
+    whole = {"eventSource": "aws:rmq", "eventSourceArn": arn,
+             "rmqMessagesByQueue": {f"{queue}::{vhost}": records}}
+    expected = json.dumps(whole, separators=(",", ":")).encode()
+    encoded = [encode_record(r) for r in records]
+    assert batch_payload_of(encoded, arn=arn, queue=queue, vhost=vhost) == expected
+    assert batch_payload(records, arn=arn, queue=queue, vhost=vhost) == expected
+    assert json.loads(batch_payload_of([], arn=arn, queue=queue, vhost=vhost))["rmqMessagesByQueue"] == {
+        f"{queue}::{vhost}": []}
+    assert [record_size(r) for r in records] == [len(encode_record(r)) + 1 for r in records]

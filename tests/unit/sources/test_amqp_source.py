@@ -125,6 +125,24 @@ async def test_batches_fill_in_order_within_the_window(harness: Harness) -> None
     assert await harness.count(queue) == 0
 
 
+async def test_full_batches_acked_once_and_nothing_redelivered(harness: Harness) -> None:
+    """Acks of a batch are written back to back (only the last one waits for the writer): every message
+    is acked once, none is redelivered, and the queue is empty once the consumer has gone."""
+    fn = FunctionInvoker()
+    queue = harness.queue()
+    bodies = [f"m{i}".encode() for i in range(55)]
+    async with harness.source(fn, queue=queue, prefetch=20, batch_size=10, batch_window=0.5):
+        await wait_until(harness.ready, what="ready")
+        await harness.publish(queue, *bodies)
+        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 55,
+                         what="55 acked")
+    got = [b for e in fn.events for b in data(e)]
+    assert sorted(got) == sorted(bodies)  # each exactly once
+    assert max(len(data(e)) for e in fn.events) == 10
+    assert harness.sample("router_amqp_messages_total", outcome="redelivered") == 0
+    assert await harness.count(queue) == 0  # unacked messages would be ready again after the close
+
+
 async def test_dead_letter_filters_and_metrics(harness: Harness) -> None:
     async def handler(event: dict[str, Any]) -> Result:
         return fail("bad") if data(event) == [b'{"k": "bad"}'] else ok()

@@ -1,0 +1,486 @@
+'use strict';
+/**
+ * The router's Node.js runtime: runs `_HANDLER` from LAMBDA_TASK_ROOT against the Lambda Runtime API
+ * at AWS_LAMBDA_RUNTIME_API, as Lambda's Node runtime (aws-lambda-nodejs-runtime-interface-client)
+ * does. Plain Node, no npm dependencies.
+ *
+ * Two behaviours, chosen as Lambda chooses its client:
+ * - classic (nodejs20.x, nodejs22.x; the RIC 3.x): async handlers and callback handlers
+ *   `(event, context, callback)`, context.done/succeed/fail, callbackWaitsForEmptyEventLoop (the
+ *   result of a callback is sent once the event loop is empty), only the first result counts;
+ * - modern (nodejs24.x and later, or any version with AWS_LAMBDA_MAX_CONCURRENCY > 1; the RIC 4.x):
+ *   `await handler(event, context)`; a handler declaring 3 parameters is refused at init
+ *   (Runtime.CallbackHandlerDeprecated). With AWS_LAMBDA_MAX_CONCURRENCY = N > 1, N `/next` requests
+ *   are kept outstanding, each on its own connection, and handlers run concurrently in this process
+ *   (Lambda Managed Instances; Lambda also spreads them over worker threads, this runtime does not).
+ *
+ * Output: everything the function wrote reaches stdout/stderr (pipes) before its result is posted.
+ * An uncaught exception or unhandled rejection ends the process (129, 128) after posting the error
+ * for the invocation in progress (classic and modern single-invocation mode) or for init.
+ */
+
+const { API, ERROR_TYPE_HEADER, Lane, errorPath, responsePath } = require('./rapid.cjs');
+const { patchConsole } = require('./logging.cjs');
+const { CallbackHandlerDeprecated, loadHandler } = require('./loader.cjs');
+
+const REQUEST_ID = Symbol.for('aws.lambda.runtime.requestId');
+
+const CALLBACK_ERROR_NODEJS24 = 'ERROR: AWS Lambda has removed support for callback-based function handlers '
+  + 'starting with Node.js 24. You need to modify this function to use a supported handler signature to '
+  + 'use Node.js 24 or later. For more information see '
+  + 'https://docs.aws.amazon.com/lambda/latest/dg/nodejs-handler.html.';
+const callbackErrorManagedInstances = (major) => `ERROR: AWS Lambda does not support callback-based `
+  + `function handlers when using Node.js ${major} with Managed Instances. To use Managed Instances, modify `
+  + 'this function to use a supported handler signature. For more information see '
+  + 'https://docs.aws.amazon.com/lambda/latest/dg/nodejs-handler.html.';
+
+// --- errors (the RIC's Errors.js) ---------------------------------------------------------------------
+
+class NodeJsExit extends Error {
+  constructor() {
+    super('The Lambda runtime client detected an unexpected Node.js exit code. This is most commonly '
+      + 'caused by a Promise that was never settled. For more information, see '
+      + 'https://nodejs.org/docs/latest/api/process.html#exit-codes');
+  }
+}
+NodeJsExit.prototype.name = 'Runtime.NodeJsExit';
+
+class UnhandledPromiseRejection extends Error {
+  constructor(reason, promise) {
+    super(reason);
+    this.reason = reason;
+    this.promise = promise;
+  }
+}
+UnhandledPromiseRejection.prototype.name = 'Runtime.UnhandledPromiseRejection';
+
+function isErrorLike(obj) {
+  return obj && typeof obj.name === 'string' && obj.name && typeof obj.message === 'string' && obj.message
+    && typeof obj.stack === 'string' && obj.stack;
+}
+
+/** The error as the Runtime API takes it: {errorType, errorMessage, trace}. */
+function toRapidResponse(error) {
+  try {
+    if (require('util').types.isNativeError(error) || isErrorLike(error)) {
+      return {
+        errorType: error.name?.replaceAll('\x7F', '%7F'),
+        errorMessage: error.message?.replaceAll('\x7F', '%7F'),
+        trace: error.stack.replaceAll('\x7F', '%7F').split('\n'),
+      };
+    }
+    return { errorType: typeof error, errorMessage: error.toString(), trace: [] };
+  } catch (_err) {
+    return {
+      errorType: 'handled',
+      errorMessage: 'callback called with Error argument, but there was a problem while retrieving one or '
+        + 'more of its message, name, and stack',
+    };
+  }
+}
+
+// --- process-wide state -------------------------------------------------------------------------------
+
+const env = process.env;
+const runtimeMajor = Number((/nodejs(\d+)\.x$/.exec(env.AWS_EXECUTION_ENV || '') || [])[1])
+  || Number(process.versions.node.split('.')[0]);
+const maxConcurrency = Math.max(1, parseInt(env.AWS_LAMBDA_MAX_CONCURRENCY || '1', 10) || 1);
+const concurrent = maxConcurrency > 1;
+const modern = runtimeMajor >= 24 || concurrent;
+
+let phase = 'init'; // then 'ready' once the handler is loaded
+let current = null; // the invocation in progress (single-invocation modes): {id, lane, settled}
+let beforeExit = noop; // what the event loop running empty means for the invocation in progress
+let logError = null;
+let storage = null; // AsyncLocalStorage of request ids (concurrent mode)
+
+function noop() {}
+
+function requestIdText() {
+  if (storage !== null) return storage.getStore() ?? '-';
+  const id = global[REQUEST_ID];
+  return modern && id === undefined ? '-' : id;
+}
+
+// process.stdout/stderr are made on first use (a pipe stream costs a millisecond or two at a cold
+// start): remember which exist, so that checking them for unwritten output does not make them.
+const stdio = [];
+
+function trackStdio(name) {
+  const descriptor = Object.getOwnPropertyDescriptor(process, name);
+  if (descriptor === undefined || typeof descriptor.get !== 'function' || !descriptor.configurable) {
+    stdio.push(process[name]);
+    return;
+  }
+  let stream = null;
+  Object.defineProperty(process, name, {
+    configurable: true,
+    enumerable: descriptor.enumerable,
+    get() {
+      if (stream === null) {
+        stream = descriptor.get.call(process);
+        stdio.push(stream);
+      }
+      return stream;
+    },
+  });
+}
+
+/** Call `fn` once stdout and stderr have handed everything written so far to their pipes. */
+function whenFlushed(fn) {
+  let waiting = 0;
+  for (const stream of stdio) if (stream.writableLength > 0) waiting += 1;
+  if (waiting === 0) {
+    fn();
+    return;
+  }
+  const one = () => {
+    waiting -= 1;
+    if (waiting === 0) fn();
+  };
+  for (const stream of stdio) if (stream.writableLength > 0) stream.write('', one);
+}
+
+function exitAfterFlush(code) {
+  whenFlushed(() => process.exit(code));
+}
+
+function serialize(value) {
+  try {
+    return JSON.stringify(value === undefined ? null : value);
+  } catch (_err) {
+    const error = new Error('Unable to stringify response body');
+    if (modern) error.name = 'Runtime.JSONStringifyError';
+    throw error;
+  }
+}
+
+function errorRequest(err) {
+  const response = toRapidResponse(err);
+  let body;
+  try {
+    body = JSON.stringify(response);
+  } catch (_e) {
+    body = JSON.stringify({ errorType: String(response.errorType), errorMessage: String(response.errorMessage),
+      trace: [] });
+  }
+  return { body, headers: { [ERROR_TYPE_HEADER]: response.errorType } };
+}
+
+// --- the context object ---------------------------------------------------------------------------------
+
+function parseJsonHeader(value, name) {
+  if (value === undefined) return undefined;
+  try {
+    return JSON.parse(value);
+  } catch (err) {
+    throw new Error(`Cannot parse ${name} as json: ${err.toString()}`);
+  }
+}
+
+function contextData(headers) {
+  const deadline = Number(headers['lambda-runtime-deadline-ms']);
+  const data = {
+    functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+    functionName: env.AWS_LAMBDA_FUNCTION_NAME,
+    memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: parseJsonHeader(headers['lambda-runtime-client-context'], 'ClientContext'),
+    identity: parseJsonHeader(headers['lambda-runtime-cognito-identity'], 'CognitoIdentity'),
+    invokedFunctionArn: headers['lambda-runtime-invoked-function-arn'],
+    awsRequestId: headers['lambda-runtime-aws-request-id'],
+    tenantId: headers['lambda-runtime-aws-tenant-id'],
+    getRemainingTimeInMillis: () => deadline - Date.now(),
+  };
+  if (modern) data.xRayTraceId = headers['lambda-runtime-trace-id'];
+  return data;
+}
+
+function forwardXRay(headers) {
+  const trace = headers['lambda-runtime-trace-id'];
+  if (trace) env._X_AMZN_TRACE_ID = trace;
+  else delete env._X_AMZN_TRACE_ID;
+}
+
+// --- results ---------------------------------------------------------------------------------------------
+
+/** Post the result of `invocation` (after its output is flushed) and ask its lane for the next event. */
+function send(invocation, path, body, headers, onEvent) {
+  if (invocation.settled) return;
+  invocation.settled = true;
+  if (current === invocation) current = null;
+  const lane = invocation.lane;
+  whenFlushed(() => lane.postThenNext(path, body, headers).then((r) => onEvent(lane, r), nextFailed));
+}
+
+function sendResult(invocation, result, onEvent) {
+  let body;
+  try {
+    body = serialize(result);
+  } catch (err) {
+    sendError(invocation, err, onEvent);
+    return;
+  }
+  send(invocation, responsePath(invocation.id), body, undefined, onEvent);
+}
+
+function sendError(invocation, err, onEvent) {
+  if (invocation.settled) return;
+  logError('Invoke Error', err);
+  const { body, headers } = errorRequest(err);
+  send(invocation, errorPath(invocation.id), body, headers, onEvent);
+}
+
+function nextFailed(err) {
+  process.stderr.write(`router node runtime: ${err.message}; exiting\n`);
+  exitAfterFlush(1);
+}
+
+/** A /next answered with something other than an event: the router is closing this environment. */
+function notAnEvent(response) {
+  if (response.status === 410) {
+    exitAfterFlush(0);
+    return;
+  }
+  process.stderr.write(`router node runtime: /invocation/next answered ${response.status}: `
+    + `${response.body.toString('utf8', 0, 200)}; exiting\n`);
+  exitAfterFlush(1);
+}
+
+// --- classic (RIC 3.x: nodejs20.x, nodejs22.x) -------------------------------------------------------
+
+function classicLoop(handler) {
+  const isAsync = handler.constructor?.name === 'AsyncFunction';
+  const onEvent = (lane, response) => {
+    if (response.status !== 200) {
+      notAnEvent(response);
+      return;
+    }
+    const headers = response.headers;
+    const id = headers['lambda-runtime-aws-request-id'];
+    if (failedEarlier(lane, id)) return;
+    global[REQUEST_ID] = id;
+    forwardXRay(headers);
+    const invocation = { id, lane, settled: false };
+    current = invocation;
+
+    let waitForEmptyEventLoop = true;
+    let completed = false;
+    const complete = (result) => {
+      if (completed) {
+        console.error('Invocation has already been reported as done. Cannot call complete more than once '
+          + 'per invocation.');
+        return;
+      }
+      completed = true;
+      sendResult(invocation, result, onEvent);
+    };
+    const postError = (err) => sendError(invocation, err, onEvent);
+    const callback = (err, result) => {
+      beforeExit = noop;
+      if (err !== undefined && err !== null) postError(err);
+      else if (!waitForEmptyEventLoop) complete(result);
+      else beforeExit = () => setImmediate(() => complete(result));
+    };
+    const done = (err, result) => {
+      beforeExit = noop;
+      if (err !== undefined && err !== null) postError(err);
+      else complete(result);
+    };
+    // Only the first of callback/succeed/fail/done counts (CallbackContext._wrappedCallbackContext).
+    let finished = false;
+    const once = (fn) => function onlyFirst(...args) {
+      if (!finished) {
+        fn(...args);
+        finished = true;
+      }
+    };
+    const context = {
+      get callbackWaitsForEmptyEventLoop() {
+        return waitForEmptyEventLoop;
+      },
+      set callbackWaitsForEmptyEventLoop(value) {
+        waitForEmptyEventLoop = value;
+      },
+      succeed: once((result) => done(null, result)),
+      fail: once((err) => (err === undefined || err === null ? done('handled') : done(err, null))),
+      done: once(done),
+    };
+    const firstCallback = once(callback);
+    // The event loop ran empty and no result came: an async handler's promise never settled (an
+    // error); a plain function that never called back returns null.
+    beforeExit = () => {
+      completed = true;
+      if (isAsync) {
+        sendError(invocation, new NodeJsExit(), onEvent);
+      } else {
+        sendResult(invocation, null, onEvent);
+      }
+    };
+    try {
+      const result = handler(JSON.parse(response.body), Object.assign(context, contextData(headers)),
+        firstCallback);
+      if (result && typeof result.then === 'function') {
+        result.then(context.succeed, context.fail).catch(context.fail);
+      }
+    } catch (err) {
+      firstCallback(err);
+    }
+  };
+  return onEvent;
+}
+
+// --- modern (RIC 4.x: nodejs24.x, Managed Instances) -------------------------------------------------
+
+function modernLoop(handler) {
+  const onEvent = (lane, response) => {
+    if (response.status !== 200) {
+      notAnEvent(response);
+      return;
+    }
+    const headers = response.headers;
+    const id = headers['lambda-runtime-aws-request-id'];
+    const invocation = { id, lane, settled: false };
+    if (storage !== null) {
+      storage.run(id, () => modernInvoke(handler, invocation, response, onEvent));
+      return;
+    }
+    if (failedEarlier(lane, id)) return;
+    global[REQUEST_ID] = id;
+    forwardXRay(headers);
+    current = invocation;
+    beforeExit = () => sendError(invocation, new NodeJsExit(), onEvent);
+    modernInvoke(handler, invocation, response, onEvent);
+  };
+  return onEvent;
+}
+
+async function modernInvoke(handler, invocation, response, onEvent) {
+  let result;
+  let failure;
+  let failed = false;
+  try {
+    result = await handler(JSON.parse(response.body), contextData(response.headers));
+  } catch (err) {
+    failed = true;
+    failure = err;
+  }
+  await new Promise(setImmediate);
+  if (current === invocation) beforeExit = noop;
+  if (failed) sendError(invocation, failure, onEvent);
+  else sendResult(invocation, result, onEvent);
+}
+
+// --- the process ------------------------------------------------------------------------------------------
+
+/**
+ * An uncaught exception or unhandled rejection: report it for init or for the invocation in progress,
+ * then exit. Between invocations (a timer left behind by the previous one) it is kept for the next
+ * event, which it fails: Lambda's client blocks the event loop while it waits for the next event, so
+ * there the timer fires during the next invocation, and the error becomes that invocation's.
+ */
+function fatal(err, message, code) {
+  beforeExit = noop;
+  logError(message, err);
+  const invocation = current;
+  if (phase === 'init') {
+    postInitError(err, code);
+  } else if (invocation !== null && !invocation.settled) {
+    failAndExit(invocation, err, code);
+  } else if (phase === 'ready' && storage === null) {
+    if (pendingFatal === null) pendingFatal = { err, code };
+  } else {
+    exitAfterFlush(code);
+  }
+}
+
+let pendingFatal = null;
+
+function failAndExit(invocation, err, code) {
+  invocation.settled = true;
+  const { body, headers } = errorRequest(err);
+  whenFlushed(() => invocation.lane.post(errorPath(invocation.id), body, headers)
+    .then(() => exitAfterFlush(code), () => exitAfterFlush(code)));
+}
+
+/** True when an error left by the previous invocation fails this one (see `fatal`). */
+function failedEarlier(lane, id) {
+  if (pendingFatal === null) return false;
+  global[REQUEST_ID] = id;
+  failAndExit({ id, lane, settled: false }, pendingFatal.err, pendingFatal.code);
+  return true;
+}
+
+let initLane = null;
+
+function postInitError(err, code) {
+  phase = 'failed';
+  const { body, headers } = errorRequest(err);
+  whenFlushed(() => initLane.post(`${API}/init/error`, body, headers)
+    .then(() => exitAfterFlush(code), () => exitAfterFlush(code)));
+}
+
+/** Limits the router hands to its own bootstraps; removed from the environment the function sees. */
+function applyRouterLimits() {
+  const parent = env._ROUTER_PARENT_PID;
+  delete env._ROUTER_PARENT_PID;
+  delete env._ROUTER_RLIMIT_AS;
+  if (parent && process.ppid !== Number(parent)) {
+    process.exit(1); // the router died before the parent-death signal was armed
+  }
+}
+
+function setupGlobals() {
+  const off = env.AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA;
+  if (off === '1' || off === 'true') return;
+  globalThis.awslambda = {
+    ...globalThis.awslambda,
+    streamifyResponse() {
+      throw new Error('awslambda.streamifyResponse: response streaming is not supported by the router; '
+        + 'return the whole response from an async handler instead');
+    },
+  };
+}
+
+async function main() {
+  applyRouterLimits();
+  trackStdio('stdout');
+  trackStdio('stderr');
+  if (concurrent) {
+    storage = new (require('async_hooks').AsyncLocalStorage)();
+  }
+  logError = patchConsole(requestIdText, toRapidResponse);
+  process.on('uncaughtException', (err) => fatal(err, 'Uncaught Exception', 129));
+  process.on('unhandledRejection', (reason, promise) => {
+    fatal(new UnhandledPromiseRejection(reason, promise), 'Unhandled Promise Rejection', 128);
+  });
+  process.on('beforeExit', () => beforeExit());
+  const address = env.AWS_LAMBDA_RUNTIME_API;
+  const lanes = [new Lane(address)];
+  initLane = lanes[0];
+  initLane.connect();
+  setupGlobals();
+  let handler;
+  try {
+    handler = await loadHandler(env.LAMBDA_TASK_ROOT || process.cwd(), env._HANDLER || '', modern);
+    if (modern && handler.length >= 3) {
+      throw new CallbackHandlerDeprecated(runtimeMajor >= 24
+        ? CALLBACK_ERROR_NODEJS24
+        : callbackErrorManagedInstances(runtimeMajor));
+    }
+  } catch (err) {
+    if (phase !== 'init') return; // an uncaught error during init has been reported already
+    beforeExit = noop;
+    logError(modern ? 'Init Error' : 'Uncaught Exception', err);
+    postInitError(err, 129);
+    return;
+  }
+  if (phase !== 'init') return; // an uncaught error during init has already been reported
+  phase = 'ready';
+  const onEvent = modern ? modernLoop(handler) : classicLoop(handler);
+  for (let i = 1; i < maxConcurrency; i++) lanes.push(new Lane(address));
+  for (const lane of lanes) lane.next().then((r) => onEvent(lane, r), nextFailed);
+}
+
+main();
