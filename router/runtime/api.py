@@ -128,19 +128,11 @@ class RuntimeChannel:
         self.queued.clear()
 
 
-def _set_pending(future: asyncio.Future[_T], value: _T) -> None:
+def _settle(future: asyncio.Future[_T], value: _T) -> None:
+    """Resolve ``future`` unless it is done already. (What the worker printed before it posted is in
+    its output pipe: the environment drains that synchronously before it reports the result.)"""
     if not future.done():
         future.set_result(value)
-
-
-def _settle(future: asyncio.Future[_T], value: _T) -> None:
-    """Resolve ``future`` at the next loop iteration, not now.
-
-    What the worker printed before this request may already be read from its pipes but not yet
-    delivered (asyncio's subprocess transport hands pipe data over with ``call_soon``); one turn of
-    the loop lets it reach the environment before the result (or the end of init) does.
-    """
-    future.get_loop().call_soon(_set_pending, future, value)
 
 
 def _json_error(conn: Connection, status: int, error_type: str, message: str) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import enum
 import logging
 import os
+import random
 import shutil
 import signal
 import tempfile
@@ -209,12 +210,14 @@ class Environment:
         function_log.line(start_line, self.spec.function, rid)
         lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
         self._track(rid, lines)
+        now = time.time()
         headers = {
             "Content-Type": "application/json",
             "Lambda-Runtime-Aws-Request-Id": rid,
-            "Lambda-Runtime-Deadline-Ms": str(int((time.time() + time_limit) * 1000)),
+            "Lambda-Runtime-Deadline-Ms": str(int((now + time_limit) * 1000)),
             "Lambda-Runtime-Invoked-Function-Arn": self.arn,
-            "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Sampled=0",
+            # X-Ray ids need to be unique, not secret: no getrandom(2) call per invocation.
+            "Lambda-Runtime-Trace-Id": f"Root=1-{int(now):08x}-{random.getrandbits(96):024x};Sampled=0",
         }
         if invocation.client_context:
             decoded = _client_context_json(invocation.client_context)
