@@ -1,5 +1,6 @@
-"""The bare SQS consumer: ``concurrency`` aiobotocore loops of ReceiveMessage(10, long poll) then
-DeleteMessageBatch, until ``--count`` distinct messages were deleted or ``--seconds`` passed.
+"""The bare SQS consumer: ``concurrency`` aiobotocore loops of ReceiveMessage(10, long poll, every system
+and message attribute: the router's call) then DeleteMessageBatch, until ``--count`` distinct messages
+were deleted or ``--seconds`` passed.
 
 No function, no event shaping: the plainest way to drain a queue, the baseline of scenario 9. Prints one
 JSON line: ``{"unique": n, "received": n, "seconds": s, "rate": msgs/s, "receives": n, "empty_receives": n,
@@ -29,16 +30,18 @@ async def drain(endpoint: str, queue_url: str, count: int, concurrency: int, sec
     received = receives = empty = deletes = 0
     done = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)
-    config = AioConfig(max_pool_connections=concurrency + 2, read_timeout=wait + 30,
-                       retries={"max_attempts": 3, "mode": "standard"})
+    # The router's client settings (router/aws.py): same retries, no client-side parameter validation.
+    config = AioConfig(max_pool_connections=concurrency + 5, read_timeout=wait + 40, connect_timeout=10,
+                       retries={"max_attempts": 3, "mode": "standard"}, parameter_validation=False)
     async with get_session().create_client("sqs", region_name=region, endpoint_url=endpoint,
                                            config=config) as client:
 
         async def worker() -> None:
             nonlocal received, receives, empty, deletes
             while not done.is_set():
-                resp = await client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                                    WaitTimeSeconds=wait, AttributeNames=["All"])
+                resp = await client.receive_message(
+                    QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
+                    MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"])
                 receives += 1
                 msgs = resp.get("Messages", [])
                 if not msgs:

@@ -92,6 +92,10 @@ class SqsQueue:
         call: Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]],
     ) -> dict[str, str]:
         items = list(handles.items())
+        if not items:
+            return {}
+        if len(items) <= MAX_BATCH:  # one call (a batch of up to 10): no task to gather
+            return await self._chunk_with_retries(items, call)
         chunks = [items[i:i + MAX_BATCH] for i in range(0, len(items), MAX_BATCH)]
         results = await asyncio.gather(*(self._chunk_with_retries(c, call) for c in chunks))
         out: dict[str, str] = {}

@@ -321,3 +321,36 @@ async def test_a_gathered_batch_never_exceeds_the_6mb_payload(harness: Harness, 
     assert max(sizes) <= PAYLOAD_LIMIT
     assert max(sizes) > PAYLOAD_LIMIT // 2  # gathered across receives, not one receive per batch
     assert await sqs.counts(url) == (0, 0)
+
+
+async def test_queue_deletes_in_calls_of_ten_and_none_for_nothing(sqs: Sqs) -> None:
+    """``SqsQueue.delete``: up to 10 handles in one DeleteMessageBatch, more in calls of 10, an empty
+    mapping without a call; every message is gone afterwards."""
+    from router.sources.sqs_queue import SqsQueue
+
+    url = await sqs.create()
+    await sqs.send(url, *(f"m{i}" for i in range(23)))
+    handles: dict[str, str] = {}
+    for _ in range(10):  # bounded: moto answers up to 10 a receive
+        resp = await sqs.client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+        handles.update((m["MessageId"], m["ReceiptHandle"]) for m in resp.get("Messages") or [])
+        if len(handles) == 23:
+            break
+    assert len(handles) == 23
+    calls: list[int] = []
+
+    async def counted(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["Entries"]))
+        return await delete_batch(**kwargs)
+
+    delete_batch = sqs.client.delete_message_batch
+    queue = SqsQueue(sqs.client, url)
+    queue.client = type("Client", (), {"delete_message_batch": staticmethod(counted)})()
+    assert await queue.delete({}) == {}
+    assert calls == []
+    first = dict(list(handles.items())[:7])
+    assert await queue.delete(first) == {}
+    assert calls == [7]
+    assert await queue.delete({k: v for k, v in handles.items() if k not in first}) == {}
+    assert sorted(calls[1:]) == [6, 10]
+    assert await sqs.counts(url) == (0, 0)
