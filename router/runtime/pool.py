@@ -314,9 +314,10 @@ class EnvironmentPool:
             self._held_back = held_back
             if held_back:
                 self._limit = max(float(capacity.min_environments), self._limit * 0.8)
-            elif self._starting == 0 and self._in_flight >= self._limit:
-                demand = self._in_flight + len(self._waiters) + 1
-                self._limit = min(self._limit + capacity.max_starting, demand)
+            elif self._starting == 0:
+                demand = self._in_flight + len(self._waiters) + 1  # this invocation included
+                if demand > self._limit:
+                    self._limit = min(self._limit + capacity.max_starting, demand)
         if self._in_flight < self._limit:
             return None
         return "cpu" if self._held_back else "scaling"
