@@ -62,7 +62,8 @@ class Metrics:
             "Invocations that waited for an execution environment instead of starting one, by reason "
             "(cpu: the CPUs were saturated; scaling: the number of invocations run at once was still "
             "growing; starting: enough environments were starting; memory: the environment memory "
-            "budget was spent; concurrency: the function's cap)",
+            "budget was spent; concurrency: the function's cap; queued: behind invocations already "
+            "waiting)",
             ["function", "reason"], registry=r)
         self.environment_wait = Histogram(
             "router_environment_wait_seconds", "Time an invocation waited for an execution environment",

@@ -49,9 +49,17 @@ async def run(ctx: Ctx) -> list[Row]:
                 notes.append(f"webhook call answered {r.status}")
         await asyncio.sleep(SETTLE)
         new = [p for p in descendants(router.pid) if p not in before]
-        envs = [p for p in new if PYTHON in cmdline(p)] or new
-        # A fork-started environment hangs under a template process: count the leaves, not the template.
-        envs = [p for p in envs if not set(descendants(p)) & set(new)] or envs
+        # A fork-started environment is the router's child beside the template it was forked from (the
+        # template, shared by every environment of the runtime, is reported on its own).
+        # Forked processes keep the template's command line: the template is the first of them started.
+        forked = sorted((p for p in new if "python_template.py" in cmdline(p)), key=_start_time)
+        templates = forked[:1]
+        envs = [p for p in new if p not in templates and PYTHON in cmdline(p)] or \
+            [p for p in new if p not in templates]
+        if templates:
+            notes.append(f"the template the environment was forked from: PSS "
+                         f"{sum(pss_kb(p) for p in templates) / 1024:.1f} MB, shared by every environment "
+                         "of the runtime")
         env_rss = sum(rss_kb(p) for p in envs) / 1024 if envs else None
         env_pss = sum(pss_kb(p) for p in envs) / 1024 if envs else None
         after_rss = rss_kb(router.pid) / 1024
@@ -71,3 +79,12 @@ async def run(ctx: Ctx) -> list[Row]:
         Row(s, "PSS per warm python environment", "MB", env_pss, "awslambdaric worker", ric_pss,
             note=f"awslambdaric RSS {ric_rss:.1f} MB"),
     ]
+
+
+def _start_time(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -236,6 +236,8 @@ class EnvironmentPool:
             now = loop.time()
             bound_passed = waited_since is not None and now - waited_since >= self._wait_bound()
             reason = None if bound_passed else self._cpu_gate()
+            if reason is None and waited_since is None and self._waiters:
+                reason = "queued"  # first come, first served: behind the invocations already waiting
             while reason is None and self._available:
                 env = self._available[-1]
                 if not env.alive:
@@ -269,7 +271,7 @@ class EnvironmentPool:
             try:
                 # Woken when an environment is released or a start ends; the CPUs and the budget are
                 # looked at again every RECHECK, and once the wait's bound has passed.
-                recheck = RECHECK if reason in ("cpu", "scaling", "memory") else None
+                recheck = RECHECK if reason in ("cpu", "scaling", "memory", "queued") else None
                 if recheck is not None and not bound_passed:
                     recheck = min(recheck, max(0.0, waited_since + self._wait_bound() - now) + 1e-3)
                 with contextlib.suppress(TimeoutError):
