@@ -137,9 +137,13 @@ async def bare_round(ctx: Ctx, channel: Any, n: int, r: int) -> tuple[float, flo
         async with bare:
             assert bare.proc is not None
             rate, cpu, msgs = await watch(channel, queue, n, [bare.pid], bare)
-            code = await asyncio.wait_for(bare.proc.wait(), DEADLINE)
-            if code != 0:
-                raise BenchError(f"bare_amqp.py failed with status {code}:\n{bare.tail()}")
+            # It prints its count once every message is acked, then stays until stopped (so its CPU
+            # could be read after the drain, like the router's).
+            deadline = time.monotonic() + DEADLINE
+            while '"acked"' not in bare.tail(1):
+                if bare.proc.returncode is not None or time.monotonic() > deadline:
+                    raise BenchError(f"bare_amqp.py did not report its count:\n{bare.tail()}")
+                await asyncio.sleep(0.05)  # polling interval, not synchronisation
             result = json.loads(bare.tail(1))
         if result["acked"] < n:
             raise BenchError(f"the bare consumer acked {result['acked']} of {n} messages")

@@ -2,8 +2,10 @@
 function, until ``--count`` messages were acked or ``--seconds`` passed. The baseline of scenario 11.
 
 Prints one JSON line: ``{"acked": n, "seconds": s, "rate": msgs/s}``, the rate being messages acked after
-the first / time from the first ack to the last. Scenario 11 reads its own figures from the broker, the
-same way for this consumer and the router; this line says whether every message was acked.
+the first / time from the first ack to the last; then it stays until SIGTERM/SIGINT, as a server does,
+so the scenario reads its CPU time after the queue is drained and stops it like the router. Scenario 11
+reads its own figures from the broker, the same way for this consumer and the router; this line says
+whether every message was acked.
 
     python bench/servers/bare_amqp.py --url amqp://guest:guest@127.0.0.1:5672/ --queue Q --count 30000
 """
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import time
 
 import aio_pika
@@ -54,8 +57,10 @@ def main() -> None:
     p.add_argument("--prefetch", type=int, default=50)
     p.add_argument("--seconds", type=float, default=60.0, help="give up after this long")
     args = p.parse_args()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     result = asyncio.run(consume(args.url, args.queue, args.count, args.prefetch, args.seconds))
     print(json.dumps(result), flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
 
 if __name__ == "__main__":
