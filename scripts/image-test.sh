@@ -65,8 +65,10 @@ done
 t_live=$(since "$t0")
 echo "image-test: /livez answered ${t_live}s after podman run"
 
-curl -fsS --max-time 5 "$URL/metrics" | grep -q '^router_build_info{' \
-  || { show_logs; fail "/metrics has no router_build_info sample"; }
+# Read the whole page first: `curl | grep -q` fails under pipefail once grep stops reading early
+# (curl: (23) Failed writing body) when the page is larger than a pipe buffer.
+metrics=$(curl -fsS --max-time 5 "$URL/metrics") || { show_logs; fail "/metrics did not answer"; }
+grep -q '^router_build_info{' <<<"$metrics" || { show_logs; fail "/metrics has no router_build_info sample"; }
 body=$(curl -fsS --max-time 20 "$URL/hello/image-test") \
   || { show_logs; fail "GET /hello/image-test failed"; }
 grep -q 'hello, image-test' <<<"$body" || { show_logs; fail "unexpected /hello answer, got $body"; }
