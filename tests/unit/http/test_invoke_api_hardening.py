@@ -183,3 +183,11 @@ def test_client_context_check_never_raises_and_passes_only_json_objects() -> Non
             passed += 1
             assert isinstance(json.loads(base64.b64decode(value, validate=True)), dict)
     assert passed > 0
+
+
+async def test_payload_nested_past_the_parser_is_invalid_content_not_500(serve: Any) -> None:
+    server = await serve()
+    status, headers, body = await post(server, invocations(server, "echo"), b"[" * 100_000, {})
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "InvalidRequestContentException")
+    assert "nested too deeply" in body["message"]
+    assert server.dispatcher.invoked == []
