@@ -1,10 +1,27 @@
-"""Every Prometheus metric of DESIGN §5, declared once; one ``Metrics`` per app (fresh registry per test)."""
+"""Every Prometheus metric of DESIGN §5, declared once; one ``Metrics`` per app (fresh registry per test).
+
+The registry also carries prometheus_client's process, platform and GC collectors (``process_*``: open
+fds, resident memory, CPU seconds; ``python_info``; ``python_gc_*``) and ``router_asyncio_tasks``, so a
+leak of memory, descriptors or tasks shows on ``/metrics``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
@@ -16,6 +33,25 @@ AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 108
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60)
 
 
+class LoopTasksCollector(Collector):
+    """``router_asyncio_tasks``: the tasks not yet done on the event loop that scrapes, counted at scrape
+    time. ``/metrics`` is served on the router's loop, so that is the router's; a collect made off any
+    loop (a test reading a sample from a thread) yields nothing rather than guess."""
+
+    NAME = "router_asyncio_tasks"
+    HELP = "asyncio tasks not yet done on the router's event loop, counted when scraped"
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.NAME, self.HELP)]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return []
+        return [GaugeMetricFamily(self.NAME, self.HELP, value=len(asyncio.all_tasks(loop)))]
+
+
 class Metrics:
     """The router's metrics. Labels never carry request ids, message ids or user data."""
 
@@ -23,6 +59,11 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._children: dict[tuple[Any, ...], Any] = {}
         r = self.registry
+        # The process of the router (RSS, open fds, CPU), Python's version and GC, and the loop's tasks.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        r.register(LoopTasksCollector())
         self.invocations = Counter(
             "router_invocations_total", "Invocations by final outcome of each attempt",
             ["function", "source", "outcome"], registry=r)

@@ -13,13 +13,19 @@ their SigV4 signature is verified (``router.http.sigv4``). With a token only, bo
         request.headers["X-Api-Key"] = TOKEN
     client.meta.events.register("before-sign.lambda.Invoke", _token)
 
+Credentials are checked before anything else (DESIGN §9a): a stranger gets 403 whether the function
+exists or not, for DryRun too, so the API is no oracle of function names. A SigV4 request is checked as
+far as it can be without its body (key, date, signed headers) before the body is read.
+
 Versions and aliases come later: a qualifier other than ``$LATEST`` is ResourceNotFoundException.
-An empty payload reaches the function as ``{}``, as in Lambda.
+An empty payload reaches the function as ``{}``, as in Lambda. ``X-Amz-Client-Context`` must be at most
+3,583 bytes of base64 JSON object, else InvalidRequestContentException, as in Lambda.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 import json
 import logging
@@ -39,6 +45,9 @@ log = logging.getLogger("router.http.invoke_api")
 PATH = "/2015-03-31/functions/{name}/invocations"
 SOURCE = "invoke_api"
 LOG_TAIL_BYTES = 4096
+CLIENT_CONTEXT_LIMIT = 3583
+"""Bytes of base64 ``X-Amz-Client-Context`` Lambda takes (Invoke API reference: "Up to 3,583 bytes")."""
+CLIENT_CONTEXT_INVALID = "Client context must be a valid Base64-encoded JSON object."
 
 _NAME = re.compile(
     r"^(?:arn:(?P<partition>aws[a-zA-Z-]*):lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
@@ -92,18 +101,59 @@ def _log_result(logs: str) -> str:
     return base64.b64encode(logs.encode()[-LOG_TAIL_BYTES:]).decode("ascii")
 
 
-async def invoke(request: web.Request) -> web.StreamResponse:
-    ctx: HttpContext = request.app[CTX]
-    request_id = new_request_id()
-    server = ctx.config.server
+async def _authenticate(request: web.Request, request_id: str, limit: int) -> bytes | web.Response:
+    """Authenticate before anything else (no function lookup, DryRun or payload check for strangers);
+    return the body, read once its request could be genuine, or the error response."""
+    server = request.app[CTX].config.server
     token, keys = server.invoke_token, server.invoke_keys
     check_signature = False
     if (token or keys) and not (token and _authorized(request, token)):
-        if keys and sigv4.is_signed(request.headers):
-            check_signature = True  # once the body is read: its hash is signed
-        else:
+        if not (keys and sigv4.is_signed(request.headers)):
             log.info("invoke api: request refused, missing or wrong credentials", extra={"source": SOURCE})
             return aws_errors.access_denied(_refusal(token, keys), request_id)
+        try:
+            sigv4.check_headers(request.headers, keys)  # what can be checked before reading the body
+        except sigv4.SignatureError as exc:
+            return _signature_refused(exc, request_id)
+        check_signature = True
+    try:
+        body = await read_body(request, limit)
+    except BodyTooLarge:
+        return aws_errors.too_large(limit, request_id)
+    if check_signature:
+        try:
+            sigv4.verify(sigv4.SignedRequest(request.method, request.raw_path, request.headers, body), keys)
+        except sigv4.SignatureError as exc:
+            return _signature_refused(exc, request_id)
+    return body
+
+
+def _signature_refused(exc: sigv4.SignatureError, request_id: str) -> web.Response:
+    log.info("invoke api: request refused, %s: %s", exc.code, exc.message, extra={"source": SOURCE})
+    return aws_errors.aws_error(403, exc.code, exc.message, request_id)
+
+
+def client_context_problem(value: str) -> str | None:
+    """Why an ``X-Amz-Client-Context`` is refused (Lambda's InvalidRequestContentException), or None:
+    it must be at most 3,583 bytes of base64 that decodes to a JSON object."""
+    size = len(value.encode())
+    if size > CLIENT_CONTEXT_LIMIT:
+        return (f"Client context must be at most {CLIENT_CONTEXT_LIMIT} bytes of base64-encoded data, "
+                f"got {size} bytes")
+    try:
+        parsed = json.loads(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return CLIENT_CONTEXT_INVALID
+    return None if isinstance(parsed, dict) else CLIENT_CONTEXT_INVALID
+
+
+async def invoke(request: web.Request) -> web.StreamResponse:
+    ctx: HttpContext = request.app[CTX]
+    request_id = new_request_id()
+    authenticated = await _authenticate(request, request_id, ctx.config.server.max_body)
+    if isinstance(authenticated, web.Response):
+        return authenticated
+    body = authenticated
 
     raw_name = request.match_info["name"]
     ref = parse_function_name(raw_name)
@@ -134,25 +184,19 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
             request_id,
         )
+    client_context = request.headers.get("X-Amz-Client-Context") or None  # empty is as absent
+    if client_context is not None:
+        problem = client_context_problem(client_context)
+        if problem is not None:
+            return aws_errors.aws_error(400, "InvalidRequestContentException", problem, request_id)
     if kind == "DryRun":
         return web.Response(status=204, headers={"x-amzn-RequestId": request_id})
 
-    limit = ctx.config.server.max_body
-    try:
-        body = await read_body(request, limit)
-    except BodyTooLarge:
-        return aws_errors.too_large(limit, request_id)
-    if check_signature:
-        try:
-            sigv4.verify(sigv4.SignedRequest(request.method, request.raw_path, request.headers, body), keys)
-        except sigv4.SignatureError as exc:
-            log.info("invoke api: request refused, %s: %s", exc.code, exc.message, extra={"source": SOURCE})
-            return aws_errors.aws_error(403, exc.code, exc.message, request_id)
     if not body.strip():
         body = b"{}"
     try:
         json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return aws_errors.bad_content(_json_error(exc), request_id)
 
     inv = Invocation(
@@ -162,7 +206,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         request_id=request_id,
         invocation_type="async" if kind == "Event" else "sync",
         log_tail=request.headers.get("X-Amz-Log-Type") == "Tail",
-        client_context=request.headers.get("X-Amz-Client-Context"),
+        client_context=client_context,
     )
     extra = {"function": ref.name, "request_id": request_id, "source": SOURCE}
     try:
@@ -194,7 +238,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200, body=result.payload, content_type="application/json", headers=headers)
 
 
-def _json_error(exc: ValueError) -> str:
+def _json_error(exc: ValueError | RecursionError) -> str:
+    if isinstance(exc, RecursionError):
+        return "Could not parse payload into json: nested too deeply"
     if isinstance(exc, json.JSONDecodeError):
         return f"Could not parse payload into json: {exc.msg} at line {exc.lineno} column {exc.colno}"
     return "Could not parse payload into json: the body is not valid UTF-8"

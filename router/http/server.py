@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from router.http.context import CTX, DispatcherLike, HttpContext
+from router.http.error_pages import json_error_pages
 from router.http.health import add_health_routes
 from router.http.invoke_api import add_invoke_routes
 from router.http.readiness import Readiness
@@ -47,7 +48,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     server = ctx.config.server
     app = web.Application(
         client_max_size=max(server.max_body, server.max_async_body) + BODY_SLACK,
-        middlewares=[json_errors],
+        middlewares=[json_errors, json_error_pages],
     )
     app[CTX] = ctx
     add_health_routes(app, with_metrics=server.metrics_port is None)
@@ -59,7 +60,7 @@ def build_app(ctx: HttpContext) -> web.Application:
 
 def build_metrics_app(ctx: HttpContext) -> web.Application:
     """The app for ``server.metrics_port``: /metrics and the health endpoints only."""
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[json_errors, json_error_pages])
     app[CTX] = ctx
     add_health_routes(app, with_metrics=True)
     return app

@@ -8,6 +8,14 @@ SHA-256), string to sign with the credential scope, and the HMAC-SHA256 key chai
 region, service. Only the ``Authorization`` header form is accepted (not presigned URLs), and requests
 whose ``X-Amz-Date`` is more than 15 minutes away from the router's clock are refused, as AWS does.
 
+The payload is always part of the signature: the canonical request carries the SHA-256 of the body the
+router received, never the client's word for it. ``X-Amz-Content-Sha256: UNSIGNED-PAYLOAD`` (an Amazon
+S3 option, which Lambda does not offer; the SDKs sign Lambda payloads) is refused, so a captured request
+cannot be replayed with another body within its 15 minutes.
+
+``check_headers`` does every check that needs no body (form, key, date, signed headers), so a request
+that cannot be valid is refused before its body is read; ``verify`` does them again and the rest.
+
 A proxy in front of the router must not rewrite the ``Host`` header: it is part of what is signed.
 """
 
@@ -33,6 +41,7 @@ _AUTH = re.compile(
     r"(?P<service>[^/,\s]+)/aws4_request\s*,\s*SignedHeaders=(?P<signed>[a-z0-9;\-_.]+)\s*,\s*"
     r"Signature=(?P<signature>[0-9a-f]{64})\s*$"
 )
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class SignatureError(Exception):
@@ -59,38 +68,25 @@ def is_signed(headers: Mapping[str, str]) -> bool:
     return headers.get("Authorization", "").startswith(ALGORITHM)
 
 
+def check_headers(headers: Mapping[str, str], keys: Mapping[str, str], *, now: float | None = None) -> str:
+    """The checks that need no body: the header's form, a known key, the date, ``host`` signed and a
+    payload hash that is not ``UNSIGNED-PAYLOAD``. Returns the access key id; raises ``SignatureError``."""
+    m, _, _ = _parse(headers, keys, now)
+    return m["key"]
+
+
 def verify(request: SignedRequest, keys: Mapping[str, str], *, now: float | None = None) -> str:
     """Check the request's SigV4 signature against ``keys``; return the access key id it was signed with.
 
     Raises ``SignatureError`` (``UnrecognizedClientException`` for an unknown key,
-    ``InvalidSignatureException`` for a malformed, expired or wrong signature).
+    ``InvalidSignatureException`` for a malformed, expired or wrong signature, or a body that is not the
+    one signed).
     """
-    m = _AUTH.match(request.headers.get("Authorization", ""))
-    if m is None:
-        raise SignatureError("InvalidSignatureException",
-                             "Authorization header is not a valid AWS4-HMAC-SHA256 signature")
-    key_id = m["key"]
-    secret = keys.get(key_id)
-    if secret is None:
-        raise SignatureError("UnrecognizedClientException",
-                             "The security token included in the request is invalid.")
-    amz_date = request.headers.get("X-Amz-Date", "")
-    try:
-        signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
-    except ValueError:
-        raise SignatureError("InvalidSignatureException",
-                             "X-Amz-Date is missing or not in the form 20260101T000000Z") from None
-    now = time.time() if now is None else now
-    if abs(now - signed_at) > MAX_SKEW or not amz_date.startswith(m["date"]):
-        raise SignatureError("InvalidSignatureException",
-                             f"Signature expired: {amz_date} is more than 15 minutes from the server's "
-                             "time, or does not match the credential scope's date")
-    signed = m["signed"].split(";")
-    if "host" not in signed:
-        raise SignatureError("InvalidSignatureException", "the host header must be signed")
+    m, secret, amz_date = _parse(request.headers, keys, now)
     scope = f"{m['date']}/{m['region']}/{m['service']}/aws4_request"
     string_to_sign = "\n".join((
-        ALGORITHM, amz_date, scope, hashlib.sha256(canonical_request(request, signed).encode()).hexdigest(),
+        ALGORITHM, amz_date, scope,
+        hashlib.sha256(canonical_request(request, m["signed"].split(";")).encode()).hexdigest(),
     ))
     key = ("AWS4" + secret).encode()
     for part in (m["date"], m["region"], m["service"], "aws4_request"):
@@ -101,7 +97,45 @@ def verify(request: SignedRequest, keys: Mapping[str, str], *, now: float | None
             "InvalidSignatureException",
             "The request signature we calculated does not match the signature you provided. Check your "
             "AWS Secret Access Key and signing method.")
-    return key_id
+    return m["key"]
+
+
+def _auth(headers: Mapping[str, str]) -> re.Match[str]:
+    m = _AUTH.match(headers.get("Authorization", ""))
+    if m is None:
+        raise SignatureError("InvalidSignatureException",
+                             "Authorization header is not a valid AWS4-HMAC-SHA256 signature")
+    return m
+
+
+def _parse(headers: Mapping[str, str], keys: Mapping[str, str],
+           now: float | None) -> tuple[re.Match[str], str, str]:
+    m = _auth(headers)
+    secret = keys.get(m["key"])
+    if secret is None:
+        raise SignatureError("UnrecognizedClientException",
+                             "The security token included in the request is invalid.")
+    amz_date = headers.get("X-Amz-Date", "")
+    try:
+        signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        raise SignatureError("InvalidSignatureException",
+                             "X-Amz-Date is missing or not in the form 20260101T000000Z") from None
+    now = time.time() if now is None else now
+    if abs(now - signed_at) > MAX_SKEW or not amz_date.startswith(m["date"]):
+        raise SignatureError("InvalidSignatureException",
+                             f"Signature expired: {amz_date} is more than 15 minutes from the server's "
+                             "time, or does not match the credential scope's date")
+    if "host" not in m["signed"].split(";"):
+        raise SignatureError("InvalidSignatureException", "the host header must be signed")
+    claimed = headers.get("X-Amz-Content-Sha256")
+    if claimed is not None and not _SHA256_HEX.fullmatch(claimed):
+        raise SignatureError(
+            "InvalidSignatureException",
+            f"X-Amz-Content-Sha256 must be the hex SHA-256 of the body, got {claimed[:40]!r}; the Invoke "
+            "API does not take unsigned or streamed payloads (UNSIGNED-PAYLOAD is an Amazon S3 option): "
+            "sign the payload, as the AWS SDKs and CLI do for Lambda")
+    return m, secret, amz_date
 
 
 def canonical_request(request: SignedRequest, signed_headers: list[str]) -> str:
@@ -114,8 +148,10 @@ def canonical_request(request: SignedRequest, signed_headers: list[str]) -> str:
     for name in signed_headers:
         values = request.headers.getall(name, [])
         lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}\n")
-    payload_hash = request.headers.get("X-Amz-Content-Sha256") or hashlib.sha256(request.body).hexdigest()
-    if payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(request.body).hexdigest():
+    # Always the hash of the body received: what the client claims in X-Amz-Content-Sha256 must agree.
+    payload_hash = hashlib.sha256(request.body).hexdigest()
+    claimed = request.headers.get("X-Amz-Content-Sha256")
+    if claimed is not None and claimed.lower() != payload_hash:
         raise SignatureError("InvalidSignatureException",
                              "X-Amz-Content-Sha256 does not match the request body")
     return "\n".join((request.method.upper(), canonical_uri, canonical_query, "".join(lines),

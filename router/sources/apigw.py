@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -143,8 +145,15 @@ def too_many_requests() -> web.Response:
     return _message(429, "Too Many Requests")
 
 
-def map_result(result: Result) -> web.Response:
-    """Turn a function's result into the HTTP response, as API Gateway does for payload format 2.0."""
+def map_result(result: Result, on_malformed: Callable[[str], None] | None = None) -> web.Response:
+    """Turn a function's result into the HTTP response, as API Gateway does for payload format 2.0.
+
+    A structured response that cannot be sent as it is (a status outside 200-599, a header name that is
+    not an HTTP token, a header value or cookie with CR, LF or another control character, a field of
+    the wrong type, a body that is not base64 when it says so) becomes ``500 {"message":"Internal
+    Server Error"}``, as the HTTP API answers for a malformed Lambda integration response, and
+    ``on_malformed`` is called with what was wrong (never a header value, so nothing the function put
+    there lands in a log)."""
     if result.outcome is Outcome.TIMEOUT:
         return service_unavailable()
     if result.outcome is Outcome.THROTTLED:
@@ -153,36 +162,92 @@ def map_result(result: Result) -> web.Response:
         return internal_error()
     try:
         value = json.loads(result.payload) if result.payload.strip() else None
-    except ValueError:
-        return internal_error()
+    except (ValueError, RecursionError):
+        return _malformed("the response is not valid JSON", on_malformed)
     if not (isinstance(value, dict) and "statusCode" in value):
         # Anything else is the body itself: 200, application/json, the payload as the function sent it.
         return web.Response(status=200, body=result.payload, content_type="application/json")
-    return _structured(value)
+    try:
+        return _structured(value)
+    except MalformedResponse as exc:
+        return _malformed(exc.reason, on_malformed)
+
+
+class MalformedResponse(ValueError):
+    """Raised by the mapping when a function's structured response cannot be sent as it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _malformed(reason: str, on_malformed: Callable[[str], None] | None) -> web.Response:
+    if on_malformed is not None:
+        on_malformed(reason)
+    return internal_error()
+
+
+# RFC 9110 field-name: a token. Values: no control character but HTAB (CR and LF would split the reply).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _name(name: object, field: str) -> str:
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        shown = repr(name)[:64] if isinstance(name, str) else type(name).__name__
+        raise MalformedResponse(f"{field}: header name {shown} is not a valid HTTP header name")
+    return name
+
+
+def _value(name: str, v: object, field: str) -> str:
+    if isinstance(v, bool):
+        text = "true" if v else "false"
+    elif isinstance(v, str | int | float):
+        text = str(v)
+    else:
+        raise MalformedResponse(f"{field}[{name!r}]: a header value must be a string, number or boolean, "
+                                f"got {type(v).__name__}")
+    if _BAD_VALUE.search(text):
+        raise MalformedResponse(f"{field}[{name!r}]: the value has a CR, LF or other control character")
+    return text
 
 
 def _structured(value: dict[str, Any]) -> web.Response:
     status = value.get("statusCode")
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        return internal_error()
+    # 1xx are interim responses in HTTP/1.1, never the final one: sent as such, the reply would break.
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        shown = status if isinstance(status, int) else type(status).__name__
+        raise MalformedResponse(f"statusCode must be an integer from 200 to 599, got {shown}")
     headers: CIMultiDict[str] = CIMultiDict()
     raw_headers = value.get("headers") or {}
     multi = value.get("multiValueHeaders") or {}
     cookies = value.get("cookies") or []
-    if not (isinstance(raw_headers, dict) and isinstance(multi, dict) and isinstance(cookies, list)):
-        return internal_error()
+    for field, got, want in (("headers", raw_headers, dict), ("multiValueHeaders", multi, dict),
+                             ("cookies", cookies, list)):
+        if not isinstance(got, want):
+            raise MalformedResponse(f"{field} must be {'an object' if want is dict else 'a list'}, "
+                                    f"got {type(got).__name__}")
     for name, v in raw_headers.items():
+        name = _name(name, "headers")
+        text = _value(name, v, "headers")
         if name.lower() not in _HOP_BY_HOP:
-            headers[name] = _header_value(v)
+            headers[name] = text
     for name, values in multi.items():
+        name = _name(name, "multiValueHeaders")
+        texts = [_value(name, v, "multiValueHeaders") for v in (values if isinstance(values, list)
+                                                                else [values])]
         if name.lower() in _HOP_BY_HOP:
             continue
         if name in headers:
             del headers[name]
-        for v in values if isinstance(values, list) else [values]:
-            headers.add(name, _header_value(v))
-    for cookie in cookies:
-        headers.add("Set-Cookie", str(cookie))
+        for text in texts:
+            headers.add(name, text)
+    for i, cookie in enumerate(cookies):
+        if not isinstance(cookie, str):
+            raise MalformedResponse(f"cookies[{i}] must be a string, got {type(cookie).__name__}")
+        if _BAD_VALUE.search(cookie):
+            raise MalformedResponse(f"cookies[{i}]: the cookie has a CR, LF or other control character")
+        headers.add("Set-Cookie", cookie)
     body = value.get("body")
     data: bytes
     if body is None:
@@ -192,7 +257,7 @@ def _structured(value: dict[str, Any]) -> web.Response:
             try:
                 data = base64.b64decode(body, validate=True)
             except (binascii.Error, ValueError):
-                return internal_error()
+                raise MalformedResponse("body is not valid base64 while isBase64Encoded is true") from None
         else:
             data = body.encode()
     else:
@@ -202,9 +267,3 @@ def _structured(value: dict[str, Any]) -> web.Response:
     elif "Content-Type" not in headers:
         headers["Content-Type"] = "application/json"
     return web.Response(status=status, body=data, headers=headers)
-
-
-def _header_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)

@@ -48,7 +48,30 @@ class WebhookSource:
             )
             response = apigw.internal_error()
         response.headers["apigw-requestid"] = request_id
+        return await self._send(request, response, request_id)
+
+    async def _send(self, request: web.Request, response: web.Response,
+                    request_id: str) -> web.StreamResponse:
+        """Write the response here, so ``router_webhook_requests_total`` counts the status the client was
+        sent: a response aiohttp refuses to serialize becomes a 500, and a reply the connection lost
+        counts as a source error, not as a status."""
         metrics = self._ctx.metrics
+        extra = {"route": self.route.name, "function": self.route.function, "request_id": request_id}
+        try:
+            try:
+                await response.prepare(request)
+            except ValueError as exc:  # a header aiohttp will not write; nothing has been sent yet
+                log.error("webhook: the response could not be written (%s); answered 500 instead",
+                          type(exc).__name__, extra={**extra, "error_type": "handler"})
+                response = apigw.internal_error()
+                response.headers["apigw-requestid"] = request_id
+                await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError as exc:  # the client went away: the transport closed under the write
+            log.info("webhook: the client did not get the response (%s)", type(exc).__name__,
+                     extra={**extra, "error_type": "connection"})
+            metrics.child(metrics.source_errors, self.route.name, TYPE).inc()
+            return response
         metrics.child(metrics.webhook_requests, self.route.name, str(response.status)).inc()
         return response
 
@@ -95,7 +118,10 @@ class WebhookSource:
             log.error("webhook: the route's function is not configured",
                       extra={**extra, "error_type": "config"})
             return apigw.internal_error()
-        return apigw.map_result(result)
+        return apigw.map_result(result, lambda reason: log.error(
+            "webhook: the function's response is malformed, answered 500: %s; return statusCode, "
+            "headers, cookies and body as API Gateway's payload format 2.0 expects", reason,
+            extra={**extra, "error_type": "handler"}))
 
 
 def register_webhook_routes(app: web.Application, ctx: HttpContext) -> list[WebhookSource]:
