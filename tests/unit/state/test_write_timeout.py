@@ -33,9 +33,9 @@ async def test_a_write_stalled_past_its_timeout_is_withdrawn_and_never_committed
         blocker = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # the write lock: the store's INSERT waits for it
         try:
-            # "stuck" is in the batch being written (its INSERT waits for the lock); "queued" waits
-            # behind it in the writer's queue. Both callers give up at their deadline.
-            results = await asyncio.gather(_enqueue(store, "stuck"), _enqueue(store, "queued"),
+            # Both rows go into one batch whose INSERT waits for the lock; both callers give up at their
+            # deadline. (Rows still queued behind a stalled batch: see the writer's own test below.)
+            results = await asyncio.gather(_enqueue(store, "stuck"), _enqueue(store, "stuck-too"),
                                            return_exceptions=True)
         finally:
             blocker.execute("COMMIT")  # the stalled INSERT now goes on: the seal must roll it back
