@@ -53,6 +53,12 @@ Write = Callable[[list[dict[str, Any]], Seal], Awaitable[object]]
 before the commit (in the thread that runs the transaction), and commits. Committed when it returns."""
 
 
+def _consume(future: asyncio.Future[None]) -> None:
+    """Retrieve the outcome of a row whose caller gave up, so asyncio does not report it as lost."""
+    if not future.cancelled():
+        future.exception()
+
+
 class GroupCommitWriter:
     """Insert rows in batches with ``write``; ``submit`` returns once its row is committed.
 
@@ -102,6 +108,7 @@ class GroupCommitWriter:
             if pending.future.done() and not pending.future.cancelled() \
                     and pending.future.exception() is None:
                 return  # committed just as the time ran out
+            pending.future.add_done_callback(_consume)  # nobody awaits it any more
             if not queued:
                 raise self._unavailable(
                     f"{self._queue.qsize()} events waiting to be written, none committed within "
@@ -117,6 +124,7 @@ class GroupCommitWriter:
                 f"the commit did not complete within {self._timeout:g}s; the event was not accepted "
                 "(it may still be committed)") from None
         except asyncio.CancelledError:
+            pending.future.add_done_callback(_consume)
             if queued:
                 self._withdraw(pending)
             raise
@@ -195,7 +203,7 @@ class GroupCommitWriter:
                     taken = keep
                     continue
                 for pending in batch:
-                    if not pending.future.done():
+                    if not pending.future.done() and pending.state != _WITHDRAWN:
                         if error is None:
                             pending.future.set_result(None)
                         else:

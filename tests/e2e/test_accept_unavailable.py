@@ -176,6 +176,7 @@ def test_stalled_postgres_answers_503_and_never_persists_the_event_later(
         assert _rows(database, stalled_id) == 0
         assert _rows(database, event_id) == 0
         assert rp.stop() == 0
+        assert "never retrieved" not in rp.logs()  # every outcome of a given-up write is accounted for
         records = rp.log_records()
         assert any(r.get("request_id") == stalled_id and r.get("level") == "warning"
                    and "not accepted" in r["message"] for r in records), rp.logs()
