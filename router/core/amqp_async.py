@@ -181,7 +181,7 @@ class AmqpAsyncQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                message, _ = amqp.describe_error(exc, self.url)
+                message, _ = amqp.describe_error(exc, self.url, setting="async_queue")
                 self.problem = message
                 self._failed = True
                 log.error("%s: %s; retrying in %gs", self.where, message, delay)
@@ -267,7 +267,7 @@ class AmqpAsyncQueue:
                 self._retry_after,
             ) from exc
         except (amqp_errors.AMQPError, OSError, RuntimeError) as exc:
-            message, _ = amqp.describe_error(exc, self.url)
+            message, _ = amqp.describe_error(exc, self.url, setting="async_queue")
             raise AsyncQueueError(f"{self.where}: function '{function}': {message}",
                                   self._retry_after) from exc
         if not isinstance(confirm, Basic.Ack):

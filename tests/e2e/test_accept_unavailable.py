@@ -205,5 +205,6 @@ def test_async_queue_refusing_the_login_answers_503_at_once(
     status, headers, body = http("POST", rp.url + "/in", b'{"id": "x"}', timeout=10)
     assert status == 503, body
     assert headers["retry-after"] == "30"
+    assert "check the user name and password in async_queue" in rp.logs()
     assert rp.stop() == 0
     assert "wrong-" not in rp.logs()  # the password is never logged
