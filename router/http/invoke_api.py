@@ -33,6 +33,7 @@ from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Thrott
 from router.http import aws_errors, sigv4
 from router.http.context import CTX, HttpContext
 from router.http.limits import BodyTooLarge, read_body
+from router.redaction import redact
 
 log = logging.getLogger("router.http.invoke_api")
 
@@ -89,7 +90,8 @@ def _refusal(token: str | None, keys: dict[str, str]) -> str:
 
 
 def _log_result(logs: str) -> str:
-    return base64.b64encode(logs.encode()[-LOG_TAIL_BYTES:]).decode("ascii")
+    # The caller may be another team: a config secret the function printed is shown as ${NAME}.
+    return base64.b64encode(redact(logs).encode()[-LOG_TAIL_BYTES:]).decode("ascii")
 
 
 async def invoke(request: web.Request) -> web.StreamResponse:
