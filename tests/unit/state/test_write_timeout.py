@@ -90,3 +90,26 @@ async def test_durability_sets_sqlite_synchronous(tmp_path: Path, durability: st
         assert mode == expected  # FULL = 2, NORMAL = 1
     finally:
         await store.close()
+
+
+async def test_a_commit_under_way_at_the_deadline_is_reported_as_maybe_committed() -> None:
+    """The one ambiguous window: sealed (the COMMIT is on its way) when the caller's time runs out."""
+    release = asyncio.Event()
+    committed: list[str] = []
+
+    async def write(rows: list[dict[str, Any]], seal: Seal) -> None:
+        seal()
+        await release.wait()  # the COMMIT, held up
+        committed.extend(row["id"] for row in rows)
+
+    writer = GroupCommitWriter(write, where="test", timeout=0.2)
+    writer.start()
+    try:
+        with pytest.raises(StateStoreUnavailable, match=r"did not complete within 0\.2s; the event was not "
+                           r"accepted \(it may still be committed\)"):
+            await writer.submit({"id": "a"})
+        release.set()
+        await writer.submit({"id": "b"})
+        assert committed == ["a", "b"]  # "a" landed after its 503: the client's retry makes a duplicate
+    finally:
+        await writer.stop(1.0)
