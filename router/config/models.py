@@ -96,6 +96,12 @@ class StateConfig(Model):
     def _url(cls, v: str) -> str:
         if not (v.startswith("sqlite://") or v.startswith(("postgresql://", "postgres://"))):
             raise ValueError(f"state must be sqlite:///PATH or postgresql://..., got {v.split(':')[0]}://...")
+        from router.state.url import engine_url  # what ``router run`` does with it, without connecting
+
+        try:
+            engine_url(v, Path("."))
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("state: ")) from None
         return v
 
 

@@ -15,6 +15,7 @@ def test_validate_refuses_what_run_refuses_with_the_same_lines(tmp_path: Path) -
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         "version: 1\n"
+        "state: 'postgresql://router:pw@db:fivefour/r'\n"
         "server:\n"
         "  port: 8080\n"
         "  metrics_port: 8080\n"
@@ -39,13 +40,14 @@ def test_validate_refuses_what_run_refuses_with_the_same_lines(tmp_path: Path) -
     assert v.returncode == 1, v.stdout
     lines = v.stderr.strip().splitlines()
     expected = [
-        (4, "server.metrics_port: metrics_port must be another port than server.port (both 8080)"),
-        (5, "server.max_body: should be greater than 0"),
-        (8, "functions.remote.http.url: must be an http:// or https:// URL, got no scheme"),
-        (10, "functions.far.lambda.function_name: must be a function name"),
-        (13, "routes[0].source.path: invalid path: unbalanced '{' or '}'"),
-        (16, "routes[1].source.stream_arn: not a Kinesis stream ARN"),
-        (19, "routes[2].source.queue_url: must be an http:// or https:// URL, got no scheme"),
+        (2, "state: not a database URL, got postgresql://..."),
+        (5, "server.metrics_port: metrics_port must be another port than server.port (both 8080)"),
+        (6, "server.max_body: should be greater than 0"),
+        (9, "functions.remote.http.url: must be an http:// or https:// URL, got no scheme"),
+        (11, "functions.far.lambda.function_name: must be a function name"),
+        (14, "routes[0].source.path: invalid path: unbalanced '{' or '}'"),
+        (17, "routes[1].source.stream_arn: not a Kinesis stream ARN"),
+        (20, "routes[2].source.queue_url: must be an http:// or https:// URL, got no scheme"),
     ]
     for line_no, text in expected:
         assert any(line.startswith(f"{cfg}:{line_no}:") and text in line for line in lines), (text, lines)

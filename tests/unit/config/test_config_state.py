@@ -26,3 +26,14 @@ def test_state_mistakes_are_reported_at_their_line(problems: Problems) -> None:
         "router.yaml:3:15: state.durability: should be one of 'fsync', 'normal'",  # state values not echoed
         "router.yaml:4:18: state.write_timeout: should be more than 0",
     ]
+
+
+def test_state_urls_run_would_refuse_are_refused(problems: Problems) -> None:
+    assert problems("state: 'postgresql://router:pw@db:fivefour/r'\n") == [
+        "router.yaml:1:8: state: not a database URL, got postgresql://...; "
+        "use sqlite:///PATH or postgresql://HOST/DB",
+    ]
+    assert problems("state: 'sqlite://'\n") == [
+        "router.yaml:1:8: state: SQLite needs a file path, got sqlite://; "
+        "use sqlite:///relative/path.db or sqlite:////absolute/path.db",
+    ]
