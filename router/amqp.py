@@ -98,15 +98,16 @@ async def _quiet_close(conn: Any) -> None:
 
 
 def describe_error(exc: BaseException, url: str, *, queue: str | None = None,
-                   hint_not_found: str = "") -> tuple[str, ErrorType]:
-    """A broker error as ``(message, error_type)`` naming the broker (never its password)."""
+                   hint_not_found: str = "", setting: str = "source.url") -> tuple[str, ErrorType]:
+    """A broker error as ``(message, error_type)`` naming the broker (never its password); ``setting``
+    is the config key that holds the URL, for the hints."""
     import aiormq.exceptions as amqp_errors
     import pamqp.exceptions
 
     where = f"broker {host_of(url)} vhost '{vhost_of(url)}'"
     if isinstance(exc, amqp_errors.ProbableAuthenticationError | amqp_errors.AuthenticationError):
         return (f"{where}: login refused for user '{user_of(url)}' (ACCESS_REFUSED); "
-                "check the user name and password in source.url", ErrorType.CONFIG)
+                f"check the user name and password in {setting}", ErrorType.CONFIG)
     if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
         what = f"queue '{queue}' not found" if queue else "not found"
         return (f"{where}: {what} (NOT_FOUND)" + (f"; {hint_not_found}" if hint_not_found else ""),

@@ -113,11 +113,13 @@ class Router:
         config = self.config
         server = config.server
 
-        store = StateStore.from_url(config.state, config.config_dir)
+        state = config.state
+        store = StateStore.from_url(state.url, config.config_dir, durability=state.durability,
+                                    write_timeout=state.write_timeout)
         replica_lock = None
         if store.dialect == "sqlite":
-            replica_lock = ReplicaLock(Path(engine_url(config.state, config.config_dir).database or ""),
-                                       redact(config.state))
+            replica_lock = ReplicaLock(Path(engine_url(state.url, config.config_dir).database or ""),
+                                       redact(state.url))
             replica_lock.acquire()
         try:
             await store.open()
@@ -278,6 +280,7 @@ async def _main(config: RouterConfig) -> int:
 def run(path: str) -> int:
     """``router run``: load, validate and serve ``path`` until SIGTERM/SIGINT."""
     from router.config.loader import load_config
+    from router.redaction import install
 
     try:
         config = load_config(path)
@@ -285,6 +288,7 @@ def run(path: str) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 1
+    install(config.secrets)  # before anything can log or answer: secrets are redacted everywhere
     setup_logging(config.logging.level, config.logging.format)
     with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
         return runner.run(_main(config))

@@ -58,13 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(path: str, err: TextIO) -> object | None:
     from router.config.loader import load_config
+    from router.redaction import install
 
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=err)
         return None
+    install(config.secrets)  # what the commands print is redacted like the logs
+    return config
 
 
 def cmd_validate(path: str, out: TextIO, err: TextIO) -> int:
@@ -106,9 +109,13 @@ def cmd_routes(path: str, out: TextIO, err: TextIO) -> int:
     if config is None:
         return 1
     assert isinstance(config, RouterConfig)
-    rows = [("ROUTE", "SOURCE", "TRIGGER", "FUNCTION", "INVOCATION")]
+    from router.redaction import redact
+
+    rows: list[tuple[str, ...]] = [("ROUTE", "SOURCE", "TRIGGER", "FUNCTION", "INVOCATION")]
     for r in config.routes:
-        rows.append((r.name, r.source.type, _trigger(r), r.function, r.invocation_type))
+        # A webhook path or queue URL built from a secret (.../services/${TOKEN}) shows the variable.
+        rows.append(tuple(redact(cell) for cell in (
+            r.name, r.source.type, _trigger(r), r.function, r.invocation_type)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)

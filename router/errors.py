@@ -64,6 +64,20 @@ class StateStoreError(RouterError):
     """Raised when the state store cannot be opened or written."""
 
 
+class Unavailable(RouterError):
+    """Raised when an async event cannot be accepted now: the state store or the async queue did not
+    confirm its write within ``state.write_timeout``, cannot be reached, or is shutting down. The event
+    was not accepted; callers answer 503 with ``Retry-After: retry_after`` (seconds)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(message)
+
+
+class StateStoreUnavailable(StateStoreError, Unavailable):
+    """Raised when the state store did not commit an async event in time or could not write it."""
+
+
 class EnvironmentError_(RouterError):
     """Raised when an execution environment cannot be started (bad code dir, bootstrap missing)."""
 

@@ -13,6 +13,7 @@ from router.errors import FunctionNotFound
 from router.invokers.base import Invoker
 from router.logs import setup_logging
 from router.metrics import Metrics
+from router.redaction import redact
 from router.suggest import did_you_mean
 
 log = logging.getLogger("router.invoke")
@@ -55,6 +56,6 @@ async def invoke_once(
                 await templates.close()
             if runtime_api is not None:
                 await runtime_api.close()
-    out.write(result.payload.decode("utf-8", "replace") + "\n")
+    out.write(redact(result.payload.decode("utf-8", "replace")) + "\n")
     out.flush()
     return 0 if result.ok else 1

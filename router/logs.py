@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from router.redaction import REDACTOR
+
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 # Fields passed through ``extra=`` that belong in the JSON object.
@@ -129,6 +131,8 @@ class LoopBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         text = "\n".join(self._lines) + "\n"
         self._lines.clear()
+        if REDACTOR.active:  # no secret of the config reaches the log, whoever wrote the line
+            text = REDACTOR(text)
         try:
             self.stream.write(text)
             self.stream.flush()

@@ -38,6 +38,7 @@ def cross_check(doc: Document, config_dir: Path) -> list[Problem]:
     problems += _webhook_paths(doc, routes)
     problems += _schedules(doc, routes)
     problems += _filters(doc, routes)
+    problems += _ports(doc)
     if isinstance(functions, dict):
         problems += _code_dirs(doc, functions, config_dir)
         problems += _node_runtimes(doc, functions)
@@ -185,6 +186,29 @@ def _filters(doc: Document, routes: list[Any]) -> list[Problem]:
                 message = f"invalid filter pattern ({doc.origins_under(loc)[0].describe()})"
             out.append(Problem(doc.position(loc), format_loc(loc), message))
     return out
+
+
+def _ports(doc: Document) -> list[Problem]:
+    """``server.metrics_port`` must be another port than ``server.port`` (0, any free port, aside)."""
+    server = doc.data.get("server")
+    if not isinstance(server, dict) or "metrics_port" not in server:
+        return []
+    port, metrics_port = _port(server.get("port", 8080)), _port(server["metrics_port"])
+    if port is not None and port == metrics_port and port != 0:
+        loc: Loc = ("server", "metrics_port")
+        return [Problem(doc.position(loc), format_loc(loc),
+                        f"metrics_port must be another port than server.port (both {port}); give /metrics "
+                        "its own port or remove metrics_port to serve it on server.port")]
+    return []
+
+
+def _port(value: Any) -> int | None:
+    """A port as written (a number, or digits from ``${VAR}``); None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def _code_dirs(doc: Document, functions: dict[str, Any], config_dir: Path) -> list[Problem]:

@@ -37,6 +37,9 @@ class Interpolated:
     value: str
     variables: list[str] = field(default_factory=list)
     """Names of the variables whose values were read (in order of appearance)."""
+    secrets: list[tuple[str, str]] = field(default_factory=list)
+    """``(name, value)`` of each variable whose value is part of ``value`` (not a default, not the
+    replacement of ``${VAR:+other}``): the text that came from the environment."""
 
     @property
     def substituted(self) -> bool:
@@ -57,11 +60,11 @@ def interpolate(text: str, env: Mapping[str, str]) -> Interpolated:
     if "$" not in text:
         return Interpolated(text)
     out = Interpolated("")
-    out.value = _expand(text, env, out.variables)
+    out.value = _expand(text, env, out.variables, out.secrets)
     return out
 
 
-def _expand(text: str, env: Mapping[str, str], used: list[str]) -> str:
+def _expand(text: str, env: Mapping[str, str], used: list[str], secrets: list[tuple[str, str]]) -> str:
     parts: list[str] = []
     i = 0
     n = len(text)
@@ -81,7 +84,7 @@ def _expand(text: str, env: Mapping[str, str], used: list[str]) -> str:
                 raise InterpolationError(
                     f"unterminated ${{ in {_excerpt(text[j:])}; close it with }} or write $$ for a literal $"
                 )
-            parts.append(_substitute(text[j + 2 : end], env, used))
+            parts.append(_substitute(text[j + 2 : end], env, used, secrets))
             i = end + 1
         else:
             parts.append("$")
@@ -111,7 +114,7 @@ def _closing_brace(text: str, start: int) -> int:
     return -1
 
 
-def _substitute(body: str, env: Mapping[str, str], used: list[str]) -> str:
+def _substitute(body: str, env: Mapping[str, str], used: list[str], secrets: list[tuple[str, str]]) -> str:
     m = _NAME.match(body)
     if m is None:
         raise InterpolationError(
@@ -135,21 +138,27 @@ def _substitute(body: str, env: Mapping[str, str], used: list[str]) -> str:
             raise InterpolationError(
                 f"variable {name} is not set; set it, or give a default with ${{{name}:-default}}"
             )
-        return value
+        return _read(name, value, secrets)
     if op in (":-", "-"):
         if is_full or (op == "-" and is_set):
-            return value or ""
-        return _expand(arg, env, used)
+            return _read(name, value or "", secrets)
+        return _expand(arg, env, used, secrets)
     if op in (":?", "?"):
         if is_full or (op == "?" and is_set):
-            return value or ""
+            return _read(name, value or "", secrets)
         what = "is not set" if not is_set else "is empty"
         detail = arg.replace("$$", "$")  # shown to users: never expanded, so it cannot carry a value
         raise InterpolationError(f"variable {name} {what}" + (f": {detail}" if detail else ""))
     # ":+" / "+"
     if is_full or (op == "+" and is_set):
-        return _expand(arg, env, used)
+        return _expand(arg, env, used, secrets)
     return ""
+
+
+def _read(name: str, value: str, secrets: list[tuple[str, str]]) -> str:
+    if value:
+        secrets.append((name, value))
+    return value
 
 
 def _excerpt(text: str, limit: int = 40) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from router.config.crosscheck import cross_check
 from router.config.models import RouterConfig
 from router.config.problems import START, TOP_LEVEL, Problem, render_all
-from router.config.validation import validate
+from router.config.validation import secret_values, validate
 from router.config.yaml_source import YamlProblem, parse
 from router.errors import ConfigError
 
@@ -65,5 +65,6 @@ def load_config_text(
     if config is None:  # pragma: no cover - validation failed without a problem: cannot happen
         raise ConfigError([Problem(START, TOP_LEVEL, "invalid configuration").render(filename)])
     config._config_dir = base
+    config._secrets = secret_values(doc)
     return config
 

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from router.config.checks import arn_problem, lambda_name_problem, url_problem, webhook_path_problem
 from router.config.units import parse_duration, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -28,6 +29,17 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PYTHON_RUNTIME = re.compile(r"^python3\.\d{1,2}$")
 _NODE_RUNTIME = re.compile(r"^nodejs(\d{2,3})\.x$")
 _NODE_MIN_MAJOR = 18
+
+
+def _http_url(v: str) -> str:
+    problem = url_problem(v)
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
+def _optional_http_url(v: str | None) -> str | None:
+    return None if not v else _http_url(v)
 
 
 class Model(BaseModel):
@@ -43,8 +55,9 @@ class ServerConfig(Model):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
     metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on its own port")
-    max_body: Size = Field(6 * 1024 * 1024, description="largest request body (sync payload limit)")
-    max_async_body: Size = Field(1024 * 1024, description="largest async event payload (Lambda: 1 MB)")
+    max_body: Size = Field(6 * 1024 * 1024, gt=0, description="largest request body (sync payload limit)")
+    max_async_body: Size = Field(1024 * 1024, gt=0,
+                                 description="largest async event payload (Lambda: 1 MB)")
     shutdown_timeout: Duration = Field(25.0, description="time given to in-flight work on SIGTERM")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop when it is installed (it is a dependency), else asyncio's own loop")
@@ -57,6 +70,39 @@ class ServerConfig(Model):
         description="access key id -> secret access key: the Invoke API verifies AWS SigV4 signatures "
         "made with these keys (boto3, the AWS CLI); use ${VAR} for the secrets",
     )
+
+
+class StateConfig(Model):
+    """The state store; ``state: URL`` is short for ``state: {url: URL}``."""
+
+    url: str = Field(
+        "sqlite:///state.db",
+        description="sqlite:///REL/PATH (relative to the config file), sqlite:////ABS/PATH or postgresql://...",
+    )
+    durability: Literal["fsync", "normal"] = Field(
+        "fsync",
+        description="SQLite: fsync = synchronous=FULL, an accepted async event (202) survives an OS crash "
+        "or power loss; normal = synchronous=NORMAL, faster commits that survive the router being killed "
+        "but an OS crash can undo the last ones. PostgreSQL follows its own synchronous_commit",
+    )
+    write_timeout: Duration = Field(
+        5.0, gt=0.0, le=60.0,
+        description="longest an async event's write (state store, or async_queue publish) may take before "
+        "the caller gets 503 with Retry-After; the event is then not accepted",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("sqlite://") or v.startswith(("postgresql://", "postgres://"))):
+            raise ValueError(f"state must be sqlite:///PATH or postgresql://..., got {v.split(':')[0]}://...")
+        from router.state.url import engine_url  # what ``router run`` does with it, without connecting
+
+        try:
+            engine_url(v, Path("."))
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("state: ")) from None
+        return v
 
 
 class LimitsConfig(Model):
@@ -98,7 +144,7 @@ class AwsConfig(Model):
     @field_validator("endpoint_url")
     @classmethod
     def _empty_is_none(cls, v: str | None) -> str | None:
-        return v or None
+        return _optional_http_url(v)
 
     def function_arn(self, name: str) -> str:
         """The unqualified ARN of function ``name``, as Lambda writes it."""
@@ -119,6 +165,8 @@ class HttpDestinationConfig(Model):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = 10.0
 
+    _url = field_validator("url")(_http_url)
+
 
 class FunctionDestinationConfig(Model):
     type: Literal["function"]
@@ -128,6 +176,8 @@ class FunctionDestinationConfig(Model):
 class SqsDestinationConfig(Model):
     type: Literal["sqs"]
     queue_url: str
+
+    _queue_url = field_validator("queue_url")(_http_url)
 
 
 class AmqpDestinationConfig(Model):
@@ -179,12 +229,24 @@ class HttpTargetConfig(Model):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
 
+    _url = field_validator("url")(_http_url)
+
 
 class LambdaTargetConfig(Model):
     function_name: str
     qualifier: str | None = None
     region: str | None = None
     endpoint_url: str | None = None
+
+    _endpoint_url = field_validator("endpoint_url")(_optional_http_url)
+
+    @field_validator("function_name")
+    @classmethod
+    def _function_name(cls, v: str) -> str:
+        problem = lambda_name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
 
 class FunctionConfig(Model):
@@ -335,6 +397,9 @@ class WebhookSourceConfig(Model):
             raise ValueError(f"path must start with '/', got {v!r}")
         if v.startswith("/2015-03-31/") or v in ("/metrics", "/livez", "/healthz", "/readyz"):
             raise ValueError(f"path {v!r} is reserved by the router")
+        problem = webhook_path_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
     @field_validator("methods")
@@ -371,6 +436,8 @@ class SqsSourceConfig(Model):
     batch_window: Duration = 0.0
     max_concurrency: int = Field(2, ge=2, le=1000)
     report_batch_item_failures: bool = False
+
+    _queue_url = field_validator("queue_url")(_http_url)
 
 
 class StreamSourceBase(Model):
@@ -409,9 +476,25 @@ class StreamSourceBase(Model):
 class KinesisSourceConfig(StreamSourceBase):
     type: Literal["kinesis"]
 
+    @field_validator("stream_arn")
+    @classmethod
+    def _stream_arn(cls, v: str) -> str:
+        problem = arn_problem(v, "kinesis", "Kinesis stream")
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
 
 class DynamodbStreamSourceConfig(StreamSourceBase):
     type: Literal["dynamodb_stream"]
+
+    @field_validator("stream_arn")
+    @classmethod
+    def _stream_arn(cls, v: str) -> str:
+        problem = arn_problem(v, "dynamodb", "DynamoDB stream")
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("starting_position")
     @classmethod
@@ -519,9 +602,10 @@ class RouterConfig(Model):
     version: Literal[1] = 1
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    state: str = Field(
-        "sqlite:///state.db",
-        description="sqlite:///REL/PATH (relative to the config file), sqlite:////ABS/PATH or postgresql://...",
+    state: StateConfig = Field(
+        default_factory=StateConfig,  # type: ignore[arg-type]
+        description="the state store: a URL (sqlite:///REL/PATH, sqlite:////ABS/PATH, postgresql://...) "
+        "or a mapping with url, durability and write_timeout",
     )
     aws: AwsConfig = Field(default_factory=AwsConfig)  # type: ignore[arg-type]
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]
@@ -535,6 +619,14 @@ class RouterConfig(Model):
 
     # Set by the loader to the config file's directory; not part of the YAML or the schema.
     _config_dir: Path | None = PrivateAttr(default=None)
+    # Set by the loader: the environment values in text settings (value -> variable name).
+    _secrets: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """Every value the config read from the environment into a text setting, with the variable it
+        came from; ``router.redaction.install`` makes the process redact them everywhere."""
+        return self._secrets
 
     @property
     def config_dir(self) -> Path:
@@ -550,12 +642,10 @@ class RouterConfig(Model):
                 raise ValueError(f"function name must be 1-64 of A-Z a-z 0-9 _ -, got {name!r}")
         return v
 
-    @field_validator("state")
+    @field_validator("state", mode="before")
     @classmethod
-    def _state(cls, v: str) -> str:
-        if not (v.startswith("sqlite://") or v.startswith(("postgresql://", "postgres://"))):
-            raise ValueError(f"state must be sqlite:///PATH or postgresql://..., got {v.split(':')[0]}://...")
-        return v
+    def _state_url(cls, v: Any) -> Any:
+        return {"url": v} if isinstance(v, str) else v  # ``state: URL`` is short for ``state: {url: URL}``
 
     @field_validator("async_queue")
     @classmethod

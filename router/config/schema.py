@@ -41,6 +41,9 @@ class _Draft07(GenerateJsonSchema):
                 "anyOf": [inner, {"type": "string", "pattern": SIZE_PATTERN}],
                 "description": "bytes, or a size such as 256KB, 6MB (binary units, as AWS counts)",
             }
+        if getattr(func, "__name__", "") == "_state_url":
+            # ``state: URL`` is short for ``state: {url: URL}``.
+            return {"anyOf": [{"type": "string"}, inner]}
         if getattr(func, "__name__", "") == "_stringify_env" and inner.get("type") == "object":
             # Environment values may be written as numbers or booleans; they are turned into strings.
             return {**inner, "additionalProperties": _ENV_VALUE}

@@ -150,6 +150,40 @@ def _redact(message: str, path: Loc, doc: Document) -> str:
     return message
 
 
+def secret_values(doc: Document) -> dict[str, str]:
+    """``value -> variable name`` of every environment value that landed in a text setting.
+
+    Numbers, booleans, durations, sizes and fixed words (``level: ${LOG_LEVEL}``) are not secrets; any
+    other interpolated text is, including where the type is not known (``input``, ``filters``).
+    """
+    out: dict[str, str] = {}
+    for loc, origin in doc.origins.items():
+        if not origin.secrets:
+            continue
+        try:
+            tp, _ = _resolve(loc, doc.data)
+        except Exception:  # an odd path in invalid data: treat it as text, the safe side
+            tp = None
+        if tp is not None and not _is_text(tp):
+            continue
+        for name, value in origin.secrets:
+            out.setdefault(value, name)
+    return out
+
+
+def _is_text(tp: Any) -> bool:
+    """False when every member of ``tp`` is a number, a boolean or a Literal."""
+    for member in _members(tp):
+        if typing.get_origin(member) is typing.Annotated:
+            if _is_text(member):
+                return True
+            continue
+        if member in (int, float, bool) or typing.get_origin(member) is typing.Literal:
+            continue
+        return True
+    return False
+
+
 def _sensitive(path: Loc) -> bool:
     return any(isinstance(p, str) and any(s in p.lower() for s in _SENSITIVE) for p in path)
 

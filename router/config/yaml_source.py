@@ -24,6 +24,8 @@ class Origin:
     raw: str
     variables: tuple[str, ...]
     value: str
+    secrets: tuple[tuple[str, str], ...] = ()
+    """``(name, value)`` of the environment values that are part of ``value``."""
 
     def describe(self) -> str:
         """How to name the value in a message without showing it: ``value from ${VAR}``."""
@@ -150,7 +152,8 @@ class _Walker:
                 self.problems.append(Problem(self.marks[loc], format_loc(loc), str(exc)))
                 return text
             if result.substituted:
-                self.origins[loc] = Origin(text, tuple(result.variables), result.value)
+                self.origins[loc] = Origin(text, tuple(result.variables), result.value,
+                                           tuple(result.secrets))
             return result.value
         try:
             return self.constructor.construct_object(node, deep=True)

@@ -38,7 +38,7 @@ from typing import Any
 
 from router import amqp
 from router.core.clock import Clock
-from router.errors import RouterError
+from router.errors import Unavailable
 
 log = logging.getLogger("router.async.amqp")
 
@@ -54,9 +54,9 @@ H_SOURCE = "x-router-source"
 H_ROUTE = "x-router-route"
 
 
-class AsyncQueueError(RouterError):
+class AsyncQueueError(Unavailable):
     """Raised when an async event cannot be published to ``async_queue`` (broker away, refused, no
-    confirm in time): the event was not accepted."""
+    confirm in time): the event was not accepted (503 with Retry-After to a webhook caller)."""
 
 
 def queue_name(function: str) -> str:
@@ -144,20 +144,25 @@ class AmqpAsyncQueue:
     """The broker side of the async path: one robust connection, one confirm channel for publishing,
     one channel per consumer (its prefetch is the function's async parallelism).
 
-    ``run`` connects (retrying with backoff while the broker is away) and declares the function queues;
-    ``publish`` waits up to ``timeout`` for that. ``close`` closes the connection (unacked messages go
+    ``run`` connects (retrying with backoff while the broker is away) and declares the function queues.
+    ``publish`` waits up to ``publish_timeout`` for the connection and the confirm, but fails at once
+    while the connection is down after a failed attempt (refused login, broker away): the caller answers
+    503 at once instead of holding every request. ``close`` closes the connection (unacked messages go
     back to their queues).
     """
 
     def __init__(
         self, url: str, functions: list[str], *, clock: Clock, timeout: float = 10.0,
-        backoff: tuple[float, float] = (0.5, 30.0),
+        backoff: tuple[float, float] = (0.5, 30.0), publish_timeout: float | None = None,
     ) -> None:
         self.url = url  # holds the password: only ever shown through amqp.redact
         self.where = f"async_queue {amqp.redact(url)}"
         self._functions = list(functions)
         self._clock = clock
-        self._timeout = timeout
+        self._timeout = timeout  # connecting
+        self._publish_timeout = timeout if publish_timeout is None else publish_timeout
+        self._retry_after = max(1, math.ceil(self._publish_timeout))
+        self._failed = False  # the last connection attempt failed (``problem`` says why)
         self._backoff = backoff
         self._name = f"router-async pid={os.getpid()}"
         self._conn: Any = None
@@ -176,8 +181,9 @@ class AmqpAsyncQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                message, _ = amqp.describe_error(exc, self.url)
+                message, _ = amqp.describe_error(exc, self.url, setting="async_queue")
                 self.problem = message
+                self._failed = True
                 log.error("%s: %s; retrying in %gs", self.where, message, delay)
                 await self._drop()
                 await self._clock.sleep(delay)
@@ -189,6 +195,7 @@ class AmqpAsyncQueue:
         for function in self._functions:
             await self._channel.declare_queue(queue_name(function), durable=True)
         self.problem = None
+        self._failed = False
         self._ready.set()
         log.info("%s: connected; %d function queues declared", self.where, len(self._functions))
 
@@ -225,8 +232,12 @@ class AmqpAsyncQueue:
 
         level = retry_level_ms(delay)
         target = retry_queue_name(function, level) if level else queue_name(function)
+        if self._failed and not self._ready.is_set():
+            raise AsyncQueueError(
+                f"{self.where}: function '{function}': not connected ({self.problem}); the event was not "
+                "accepted", self._retry_after)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._publish_timeout):
                 await self._ready.wait()
                 conn, channel = self._conn, self._channel
                 if conn is None or channel is None:
@@ -246,21 +257,24 @@ class AmqpAsyncQueue:
                     to_message(ev), routing_key=target, mandatory=True)
         except TimeoutError as exc:
             raise AsyncQueueError(
-                f"{self.where}: function '{function}': not confirmed within {self._timeout:g}s "
-                f"({self.problem or 'no confirm'}); is the broker up and reachable?"
+                f"{self.where}: function '{function}': not confirmed within {self._publish_timeout:g}s "
+                f"({self.problem or 'no confirm'}); is the broker up and reachable?", self._retry_after
             ) from exc
         except amqp_errors.PublishError as exc:
             raise AsyncQueueError(
                 f"{self.where}: function '{function}': queue '{target}' is missing (message returned); "
-                "it is declared at start: was it deleted? restart the router to declare it again"
+                "it is declared at start: was it deleted? restart the router to declare it again",
+                self._retry_after,
             ) from exc
         except (amqp_errors.AMQPError, OSError, RuntimeError) as exc:
-            message, _ = amqp.describe_error(exc, self.url)
-            raise AsyncQueueError(f"{self.where}: function '{function}': {message}") from exc
+            message, _ = amqp.describe_error(exc, self.url, setting="async_queue")
+            raise AsyncQueueError(f"{self.where}: function '{function}': {message}",
+                                  self._retry_after) from exc
         if not isinstance(confirm, Basic.Ack):
             raise AsyncQueueError(
                 f"{self.where}: function '{function}': the broker refused the event "
-                f"({type(confirm).__name__}); check its logs (queue limits, disk or memory alarms)"
+                f"({type(confirm).__name__}); check its logs (queue limits, disk or memory alarms)",
+                self._retry_after,
             )
 
     # --- consuming --------------------------------------------------------------------------------------

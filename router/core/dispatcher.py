@@ -92,7 +92,8 @@ class Dispatcher:
             from router.core.amqp_async import AmqpAsyncQueue
             from router.core.async_amqp_worker import AmqpAsyncWorker
 
-            self.amqp_queue = AmqpAsyncQueue(config.async_queue, list(config.functions), clock=self._clock)
+            self.amqp_queue = AmqpAsyncQueue(config.async_queue, list(config.functions), clock=self._clock,
+                                             publish_timeout=config.state.write_timeout)
             for name, fn in config.functions.items():
                 limit = async_limits[name]
                 self._amqp_workers[name] = AmqpAsyncWorker(

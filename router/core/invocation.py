@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from router.redaction import redact
+
 InvocationType = Literal["sync", "async"]
 
 
@@ -101,7 +103,7 @@ class Result:
         **kw: Any,
     ) -> Result:
         """An error result with Lambda's error shape, for errors the router itself detects."""
-        body: dict[str, Any] = {"errorMessage": message, "errorType": error_type_name}
+        body: dict[str, Any] = {"errorMessage": redact(message), "errorType": error_type_name}
         if stack is not None:
             body["stackTrace"] = stack
         return cls(

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from router.aws import create_client, describe_error
 from router.config.models import AwsConfig
 from router.errors import DestinationError
+from router.redaction import redact
 from router.sources.sqs_event import is_fifo
 
 
@@ -27,7 +28,7 @@ class SqsDestination:
         self.queue_url = queue_url
         self._aws = aws
         self._fifo = is_fifo(queue_url)
-        self._where = f"sqs destination {queue_url}"
+        self._where = f"sqs destination {redact(queue_url)}"
 
     def message(self, record: dict[str, Any]) -> dict[str, Any]:
         """The SendMessage arguments for ``record``."""

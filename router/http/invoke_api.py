@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from router.core.invocation import Invocation, Outcome, new_request_id
-from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled
+from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http import aws_errors, sigv4
 from router.http.context import CTX, HttpContext
 from router.http.limits import BodyTooLarge, read_body
+from router.redaction import redact
 
 log = logging.getLogger("router.http.invoke_api")
 
@@ -98,7 +99,8 @@ def _refusal(token: str | None, keys: dict[str, str]) -> str:
 
 
 def _log_result(logs: str) -> str:
-    return base64.b64encode(logs.encode()[-LOG_TAIL_BYTES:]).decode("ascii")
+    # The caller may be another team: a config secret the function printed is shown as ${NAME}.
+    return base64.b64encode(redact(logs).encode()[-LOG_TAIL_BYTES:]).decode("ascii")
 
 
 async def _authenticate(request: web.Request, request_id: str, limit: int) -> bytes | web.Response:
@@ -224,9 +226,13 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     except (RouterError, OSError) as exc:  # the state store or the async queue could not take the event
         log.error("invoke api: could not dispatch the invocation: %s", exc,
                   extra={**extra, "error_type": "connection"})
-        return aws_errors.service_error(
+        response = aws_errors.service_error(
             "the router could not accept the invocation (its state store or async queue is unavailable); "
             "retry later", request_id)
+        if isinstance(exc, Unavailable):  # not accepted: 503 (the SDKs retry it) with Retry-After
+            response.set_status(503)
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     if result.outcome is Outcome.THROTTLED:  # no execution environment could be had (memory budget)
         return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)

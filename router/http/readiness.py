@@ -6,6 +6,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from router.redaction import redact
+
 log = logging.getLogger("router.http.readiness")
 
 Check = Callable[[], Awaitable[object]]
@@ -59,7 +61,7 @@ class Readiness:
             names = list(self._checks)
             results = await asyncio.gather(*(self._run(name) for name in names))
             out.extend(r for r in results if r is not None)
-        return out
+        return [redact(reason) for reason in out]  # /readyz answers anyone: no secret in a reason
 
     async def _run(self, name: str) -> str | None:
         try:

@@ -17,6 +17,7 @@ import aiohttp
 from router.config.models import FunctionConfig
 from router.core.clock import Clock, SystemClock
 from router.core.invocation import ErrorType, Invocation, Outcome, Result
+from router.redaction import redact
 
 MAX_RESPONSE = 6 * 1024 * 1024
 """Largest response body accepted from a target (Lambda's 6 MB sync response limit)."""
@@ -25,7 +26,8 @@ _RETRYABLE_4XX = frozenset({404, 409})
 
 
 def safe_url(url: str) -> str:
-    """``url`` without userinfo, query string or fragment, for messages and logs."""
+    """``url`` without userinfo, query string or fragment, and with every secret of the config (a token
+    in its path, ``.../services/${SLACK_TOKEN}``) shown as ``${NAME}``: for messages and logs."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -34,7 +36,7 @@ def safe_url(url: str) -> str:
         netloc = f"{host}:{parts.port}" if parts.port is not None else host
     except ValueError:
         return "<invalid url>"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

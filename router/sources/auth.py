@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
+import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -55,29 +56,39 @@ class HmacAuth:
 
 
 class ReplayGuard:
-    """Remembers keys until they expire, at most ``max_entries`` of them (the oldest go first)."""
+    """Remembers keys until they expire, at most ``max_entries`` of them.
+
+    Keys may expire in any order (a message's expiry follows its own timestamp), so they are kept in a
+    heap by expiry. When the guard is full, the key that expires first is forgotten and the guard's
+    *floor* rises to its expiry: from then on a key expiring at or before the floor is refused, since its
+    replay could no longer be recognised. A full guard narrows the window it accepts (senders retry
+    with a fresh timestamp); it never lets a replay through and never grows past its bound.
+    """
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._max = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> expiry, in insertion order
+        self._seen: dict[str, float] = {}  # key -> expiry
+        self._expiries: list[tuple[float, str]] = []  # heap of (expiry, key), one entry per seen key
+        self._floor = -math.inf
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def check_and_remember(self, key: str, expires: float, now: float) -> bool:
-        """False when ``key`` was seen and has not expired; otherwise remember it and return True."""
-        while self._seen:
-            oldest, expiry = next(iter(self._seen.items()))
-            if expiry > now:
-                break
-            del self._seen[oldest]
-        seen = self._seen.get(key)
-        if seen is not None and seen > now:
+        """False when ``key`` was seen and has not expired (or may have been forgotten early because the
+        guard was full); otherwise remember it until ``expires`` and return True."""
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            _, old = heapq.heappop(heap)
+            del self._seen[old]
+        if key in self._seen or expires <= self._floor:
             return False
         self._seen[key] = expires
-        self._seen.move_to_end(key)
+        heapq.heappush(heap, (expires, key))
         while len(self._seen) > self._max:
-            self._seen.popitem(last=False)
+            expiry, old = heapq.heappop(heap)
+            del self._seen[old]
+            self._floor = max(self._floor, expiry)
         return True
 
 
@@ -87,8 +98,10 @@ class StandardWebhooksAuth:
 
     The secret is ``whsec_<base64>`` (decoded) or else used as raw bytes. A timestamp further than
     ``tolerance`` from now fails. A replay (the same id and timestamp, that is the same signed message,
-    seen again within the tolerance window) fails; a sender's retry, which carries the same id with a
-    new timestamp and signature, passes, so a retried delivery after a 5xx is not refused.
+    seen again while its timestamp is inside the tolerance) fails: each message is remembered until its
+    own timestamp plus the tolerance, so one stamped ahead of the clock is remembered for as long as it
+    is accepted. A sender's retry, which carries the same id with a new timestamp and signature, passes,
+    so a retried delivery after a 5xx is not refused. The guard is in memory, per route and process.
     """
 
     def __init__(self, cfg: StandardWebhooksAuthConfig, *, clock: Callable[[], float] = time.time,
@@ -132,7 +145,9 @@ class StandardWebhooksAuth:
                 ok = True
         if not ok:
             return False
-        return self._guard.check_and_remember(f"{msg_id}\n{timestamp}", now + self._tolerance, now)
+        # Accepted until ``sent + tolerance`` (not ``now + tolerance``: a timestamp ahead of the clock is
+        # accepted longer than that), so it is remembered until then.
+        return self._guard.check_and_remember(f"{msg_id}\n{timestamp}", sent + self._tolerance, now)
 
 
 class BearerAuth:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from router.config.models import RouteConfig, WebhookSourceConfig
 from router.core.invocation import Invocation, new_request_id
-from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled
+from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http.context import HttpContext
 from router.http.limits import BodyTooLarge, read_body
 from router.sources import apigw
@@ -114,6 +114,10 @@ class WebhookSource:
             return apigw.too_many_requests()
         except PayloadTooLarge:
             return web.json_response({"message": "Request Entity Too Large"}, status=413)
+        except Unavailable as exc:  # the event was not accepted (state store or async queue): retry later
+            log.warning("webhook: event not accepted: %s", exc, extra={**extra, "error_type": "connection"})
+            return web.json_response({"message": "Service Unavailable"}, status=503,
+                                     headers={"Retry-After": str(exc.retry_after)})
         except FunctionNotFound:
             log.error("webhook: the route's function is not configured",
                       extra={**extra, "error_type": "config"})

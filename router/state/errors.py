@@ -13,5 +13,7 @@ def describe(exc: BaseException) -> str:
     inner: BaseException = exc
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         inner = exc.orig
-    text = " ".join(str(inner).split()) or "no detail"
+    text = " ".join(str(inner).split())
+    if not text:
+        text = "no answer in time (a stalled connection?)" if isinstance(inner, TimeoutError) else "no detail"
     return f"{type(inner).__name__}: {text}"

@@ -24,8 +24,18 @@ class ReplicaLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock; raises ``StateStoreError`` naming the file when it cannot be created or is held."""
+        what = f"directory {self.path.parent}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            what = str(self.path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateStoreError(
+                f"state {self._shown}: cannot create {what} ({exc.strerror or exc}); the state directory "
+                f"must be a directory the router (user id {os.getuid()}) can write: fix its permissions "
+                "or point state: at another path"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

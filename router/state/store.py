@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +19,7 @@ from router.state.errors import describe
 from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
 from router.state.schema import async_events, create_tables
 from router.state.url import POSTGRESQL, SQLITE, dialect_of, engine_url, redact
-from router.state.writer import GroupCommitWriter
+from router.state.writer import GroupCommitWriter, Seal
 
 log = logging.getLogger("router.state")
 
@@ -25,6 +27,9 @@ T = TypeVar("T")
 
 _SQLITE_BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's write lock before failing
 _PING_TIMEOUT = 5.0
+_MIN_CONNECT_TIMEOUT = 5.0
+DEFAULT_WRITE_TIMEOUT = 5.0
+_SYNCHRONOUS = {"fsync": "FULL", "normal": "NORMAL"}
 
 
 @dataclass(slots=True)
@@ -104,27 +109,40 @@ class StateStore:
 
     def __init__(
         self, url: URL, *, schema: str | None = None, close_timeout: float = 10.0, shown: str | None = None,
+        durability: str = "fsync", write_timeout: float = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
-        """``url`` is an async engine URL; ``shown`` is how messages name it (default: ``url``)."""
+        """``url`` is an async engine URL; ``shown`` is how messages name it (default: ``url``).
+
+        ``durability`` (SQLite): ``fsync`` commits with synchronous=FULL, ``normal`` with NORMAL.
+        ``write_timeout``: longest ``enqueue`` waits for its commit before ``StateStoreUnavailable``.
+        """
         self._url = url
         self._dialect = dialect_of(url)
         self._where = f"state {redact(shown or url)}"
         if schema is not None and self._dialect != POSTGRESQL:
             raise StateStoreError(f"{self._where}: a schema applies to PostgreSQL only")
+        if durability not in _SYNCHRONOUS:
+            raise StateStoreError(f"{self._where}: durability must be fsync or normal, got {durability!r}")
         self._schema = schema
         self._close_timeout = close_timeout
+        self._synchronous = _SYNCHRONOUS[durability]
+        self._write_timeout = write_timeout
         self._runner: Runner | None = None
         self._writer: GroupCommitWriter | None = None
 
     @classmethod
-    def from_url(cls, url: str, base_dir: Path, *, schema: str | None = None) -> StateStore:
+    def from_url(
+        cls, url: str, base_dir: Path, *, schema: str | None = None, durability: str = "fsync",
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+    ) -> StateStore:
         """``sqlite:///rel/path`` (relative to ``base_dir``), ``sqlite:////abs/path``, ``postgresql://...``.
 
         ``schema`` (PostgreSQL only) keeps the tables in that schema, created when missing.
         Raises ``StateStoreError`` for a URL it cannot use.
         """
         try:
-            return cls(engine_url(url, base_dir), schema=schema, shown=url)
+            return cls(engine_url(url, base_dir), schema=schema, shown=url, durability=durability,
+                       write_timeout=write_timeout)
         except ValueError as exc:
             raise StateStoreError(str(exc)) from None
 
@@ -151,9 +169,14 @@ class StateStore:
                 ) from exc
             raise
         self._runner = runner
-        self._writer = GroupCommitWriter(
-            lambda rows: runner.transact(lambda conn: conn.execute(_INSERT, rows)), where=self._where
-        )
+        def insert(rows: list[dict[str, Any]], seal: Seal) -> Awaitable[None]:
+            def transaction(conn: sa.Connection) -> None:
+                conn.execute(_INSERT, rows)
+                seal()  # after the insert, before the commit: withdrawn rows are never committed
+
+            return runner.transact(transaction)
+
+        self._writer = GroupCommitWriter(insert, where=self._where, timeout=self._write_timeout)
         self._writer.start()
 
     async def close(self, *, grace: float | None = None) -> None:
@@ -189,7 +212,9 @@ class StateStore:
         self, *, function: str, request_id: str, payload: bytes, source: str, route: str | None,
         now: float,
     ) -> None:
-        """Persist one new event; durable (committed) when this returns. Raises ``StateStoreError``."""
+        """Persist one new event; durable (committed) when this returns. Raises ``StateStoreError``:
+        ``StateStoreUnavailable`` when it was not committed within ``write_timeout`` (it was then
+        withdrawn: not accepted), could not be written, or the store is closing."""
         if self._writer is None:
             raise StateStoreError(f"{self._where}: the store is not open; the event was not accepted")
         await self._writer.submit({
@@ -292,6 +317,14 @@ class StateStore:
         if self._schema is not None:
             options["execution_options"] = {"schema_translate_map": {None: self._schema}}
         if self._dialect != SQLITE:
+            # A stalled connection fails each statement after the write timeout (asyncpg cancels it),
+            # and the server aborts a transaction left idle that long, so a COMMIT delayed past the
+            # caller's deadline is not applied late (see ``writer``).
+            timeout = self._write_timeout
+            options["connect_args"] = {
+                "command_timeout": timeout, "timeout": max(timeout, _MIN_CONNECT_TIMEOUT),
+                "server_settings": {"idle_in_transaction_session_timeout": str(math.ceil(timeout * 1000))},
+            }
             return AsyncEngineRunner(self._url, pool_size=10, **options)
         path = Path(self._url.database or "")
         try:
@@ -303,7 +336,9 @@ class StateStore:
         runner = SqliteRunner(
             self._url, where=self._where, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT}, **options
         )
-        sa.event.listen(runner.engine, "connect", _sqlite_pragmas)
+        synchronous = self._synchronous
+        sa.event.listen(runner.engine, "connect",
+                        lambda conn, record: _sqlite_pragmas(conn, record, synchronous))
         return runner
 
     # --- stream checkpoints ---------------------------------------------------------------------------
@@ -332,14 +367,15 @@ def _release_claimed(events: list[QueuedEvent]) -> Transaction[object] | None:
     return lambda conn: conn.execute(_RELEASE_MANY, {"p_event_ids": ids})
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL with synchronous=NORMAL: a commit is in the WAL file (the OS page cache) before it returns,
-    # so it survives the process being SIGKILLed; only an OS crash or power loss can lose the last
-    # commits, which FULL would also fsync. Readers never block the writer and vice versa.
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, synchronous: str) -> None:
+    # WAL: readers never block the writer and vice versa. synchronous=FULL (durability: fsync) fsyncs
+    # the WAL at every commit, so an accepted event survives an OS crash or power loss; NORMAL
+    # (durability: normal) leaves the commit in the OS page cache: it survives the process being
+    # SIGKILLed, but an OS crash or power loss can undo the last commits.
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT * 1000)}")
     finally:
         cursor.close()

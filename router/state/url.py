@@ -31,7 +31,7 @@ def engine_url(url: str, base_dir: Path) -> URL:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         scheme = url.split(":", 1)[0]
         raise ValueError(
             f"state: not a database URL, got {scheme}://...; use sqlite:///PATH or postgresql://HOST/DB"

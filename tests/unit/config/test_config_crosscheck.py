@@ -44,11 +44,12 @@ def test_function_destinations_must_name_known_functions(problems: Problems) -> 
         + "    async:\n      on_success: {type: function, function: resise}\n"
         + "      on_failure: {type: function, function: resize}\n"
         + "routes:\n"
-        + _route("k", "{type: kinesis, stream_arn: s, on_failure: {type: function, function: clean}}")
+        + _route("k", "{type: kinesis, stream_arn: 'arn:aws:kinesis:us-east-1:123456789012:stream/s', "
+                 "on_failure: {type: function, function: clean}}")
     ) == [
         "router.yaml:7:46: functions.resize.async.on_success.function: unknown function 'resise'; "
         "did you mean 'resize'?",
-        "router.yaml:12:83: routes[0].source.on_failure.function: unknown function 'clean'; "
+        "router.yaml:12:131: routes[0].source.on_failure.function: unknown function 'clean'; "
         "valid functions: resize",
     ]
 

@@ -157,8 +157,8 @@ def test_unknown_key_without_a_near_name_lists_the_valid_ones(problems: Problems
 def test_unknown_key_in_a_typed_source_suggests_that_sources_fields(problems: Problems) -> None:
     assert problems(
         BASE + "routes:\n- name: q\n  function: resize\n"
-        "  source: {type: sqs, queue_url: q, batchsize: 5}\n"
-    ) == ["router.yaml:9:37: routes[0].source.batchsize: unknown key 'batchsize'; did you mean 'batch_size'?"]
+        "  source: {type: sqs, queue_url: http://sqs/q, batchsize: 5}\n"
+    ) == ["router.yaml:9:48: routes[0].source.batchsize: unknown key 'batchsize'; did you mean 'batch_size'?"]
 
 
 def test_unknown_key_in_an_optional_typed_destination_suggests_its_fields(problems: Problems) -> None:
@@ -243,9 +243,10 @@ def test_literal_with_suggestion(problems: Problems) -> None:
 def test_union_member_errors_are_merged_into_one(problems: Problems) -> None:
     assert problems(
         BASE + "routes:\n- name: k\n  function: resize\n"
-        "  source: {type: kinesis, stream_arn: s, max_record_age: often}\n"
+        "  source: {type: kinesis, stream_arn: 'arn:aws:kinesis:us-east-1:123456789012:stream/s', "
+        "max_record_age: often}\n"
     ) == [
-        "router.yaml:9:58: routes[0].source.max_record_age: expected a duration such as 30s, 500ms or 5m, "
+        "router.yaml:9:106: routes[0].source.max_record_age: expected a duration such as 30s, 500ms or 5m, "
         "got 'often'"
     ]
 
@@ -286,7 +287,7 @@ def test_source_must_be_a_mapping(problems: Problems) -> None:
 
 def test_filters_must_be_mappings(problems: Problems) -> None:
     assert problems(
-        BASE + "routes:\n- name: a\n  function: resize\n  source: {type: sqs, queue_url: q}\n"
+        BASE + "routes:\n- name: a\n  function: resize\n  source: {type: sqs, queue_url: http://sqs/q}\n"
         "  filters: [{body: {a: [1]}}, [x], oops]\n"
     ) == [
         "router.yaml:10:31: routes[0].filters[1]: expected a mapping, got a list",
@@ -365,9 +366,10 @@ def test_thousand_routes_load(load: Load) -> None:
 def test_single_literal_and_case_insensitive_suggestion(problems: Problems) -> None:
     assert problems(
         "version: 2\n" + BASE + "routes:\n- name: k\n  function: resize\n"
-        "  source: {type: kinesis, stream_arn: s, starting_position: latest}\n"
+        "  source: {type: kinesis, stream_arn: 'arn:aws:kinesis:us-east-1:123456789012:stream/s', "
+        "starting_position: latest}\n"
     ) == [
         "router.yaml:1:10: version: should be 1, got 2",
-        "router.yaml:10:61: routes[0].source.starting_position: should be one of 'TRIM_HORIZON', "
+        "router.yaml:10:109: routes[0].source.starting_position: should be one of 'TRIM_HORIZON', "
         "'LATEST', 'AT_TIMESTAMP', got 'latest'; did you mean 'LATEST'?",
     ]

@@ -69,6 +69,8 @@ def test_schema_rejects_what_the_loader_rejects(snippet: dict[str, Any], bad_pat
     [
         {"server": {"port": "${PORT:-8080}", "max_body": "256KiB", "shutdown_timeout": "500ms"}},
         {"server": {"shutdown_timeout": 10, "max_body": 1024}},
+        {"state": "sqlite:///state.db"},
+        {"state": {"url": "postgresql://db/router", "durability": "normal", "write_timeout": "2s"}},
         {"functions": {"f": {"runtime": "python3.11", "handler": "a.b", "code": ".",
                              "environment": {"N": 1, "B": True, "S": "x"}, "timeout": "${T:-3s}"}}},
         {"routes": [{"name": "k", "function": "f",

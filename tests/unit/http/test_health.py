@@ -120,3 +120,18 @@ async def test_oversize_body_past_client_max_size_is_413_json() -> None:
                 assert await r.json() == {"message": "Request Entity Too Large"}
     finally:
         await runner.cleanup()
+
+
+async def test_readyz_reasons_never_show_a_secret(serve: Any) -> None:
+    from router.redaction import REDACTOR, install
+
+    server = await serve()
+    install({"arn:aws:kinesis:eu-west-1:123456789012:stream/secret-stream": "STREAM_ARN"})
+    try:
+        server.ctx.readiness.set_flag(
+            "route:clicks", False, "arn:aws:kinesis:eu-west-1:123456789012:stream/secret-stream not found")
+        async with server.session.get(server.url + "/readyz") as r:
+            assert await r.json() == {"status": "not ready",
+                                      "reasons": ["route:clicks: ${STREAM_ARN} not found"]}
+    finally:
+        REDACTOR.clear()

@@ -67,9 +67,51 @@ def test_replay_guard_forgets_expired_keys_and_stays_bounded() -> None:
     assert guard.check_and_remember("a", expires=10, now=0)
     assert not guard.check_and_remember("a", expires=10, now=5)
     assert guard.check_and_remember("a", expires=20, now=10)  # expired: a new message
-    for key in "bcdef":
-        assert guard.check_and_remember(key, expires=100, now=11)
+    for i, key in enumerate("bcdef"):
+        assert guard.check_and_remember(key, expires=100 + i, now=11)
     assert len(guard) == 3
+
+
+def test_standard_webhooks_message_stamped_ahead_cannot_be_replayed_while_accepted() -> None:
+    # Issue 9 defect 8: a timestamp ahead of the clock (inside the tolerance) is accepted until
+    # timestamp + tolerance; the guard used to forget it at first-seen + tolerance, so it could be
+    # replayed in between.
+    clock = [1_700_000_000.0]
+    auth = StandardWebhooksAuth(
+        StandardWebhooksAuthConfig(type="standard_webhooks", secret="raw-secret", tolerance=60),
+        clock=lambda: clock[0],
+    )
+    body = b"{}"
+    sent = int(clock[0]) + 50  # 50 s ahead of the router's clock: accepted
+    headers = _sw(b"raw-secret", "msg-ahead", sent, body)
+    assert auth.verify(headers, body)
+    assert not auth.verify(headers, body)  # replayed at once
+    clock[0] += 61  # past first-seen + tolerance, still within sent + tolerance
+    assert abs(clock[0] - sent) <= 60  # the timestamp check alone would accept it
+    assert not auth.verify(headers, body)  # replayed later: still refused
+    clock[0] = sent + 61  # the timestamp itself is now outside the tolerance
+    assert not auth.verify(headers, body)
+
+
+def test_replay_guard_keys_expire_in_their_own_order() -> None:
+    guard = ReplayGuard()
+    assert guard.check_and_remember("late", expires=100, now=0)
+    assert guard.check_and_remember("early", expires=10, now=0)
+    assert guard.check_and_remember("early", expires=30, now=11)  # expired: remembered anew
+    assert not guard.check_and_remember("late", expires=100, now=50)  # not dropped with "early"
+    assert len(guard) == 1  # "early" (30) has expired by now, "late" (100) has not
+
+
+def test_full_replay_guard_refuses_what_it_could_no_longer_recognise() -> None:
+    guard = ReplayGuard(max_entries=2)
+    assert guard.check_and_remember("a", expires=10, now=0)
+    assert guard.check_and_remember("b", expires=20, now=0)
+    assert guard.check_and_remember("c", expires=30, now=0)  # full: "a" (first to expire) is forgotten
+    assert len(guard) == 2
+    assert not guard.check_and_remember("a", expires=10, now=1)  # its replay is still refused
+    assert not guard.check_and_remember("d", expires=9, now=1)  # as is anything expiring as early
+    assert guard.check_and_remember("e", expires=40, now=1)
+    assert len(guard) == 2
 
 
 def test_bearer_and_api_key() -> None:
