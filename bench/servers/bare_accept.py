@@ -39,7 +39,7 @@ async def ready(request: web.Request) -> web.Response:
 async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     db = await aiosqlite.connect(app[PATH])
     await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute("PRAGMA synchronous=FULL")  # as the router's default state.durability: fsync
     await db.execute("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, payload BLOB NOT NULL)")
     await db.commit()
     app[DB] = db
