@@ -18,7 +18,7 @@ import pytest
 
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
-from router.core.invocation import Outcome, Result
+from router.core.invocation import ErrorType, Outcome, Result
 from router.http.readiness import Readiness
 from router.metrics import Metrics
 from router.sources.amqp import AmqpSource
@@ -281,6 +281,29 @@ async def test_bisect_dead_letters_only_the_poison_message_of_a_batch(harness: H
     assert all(not m["redelivered"] for e in fn.events for m in e["rmqMessagesByQueue"][f"{queue}::/"])
     assert harness.sample("router_amqp_messages_total", outcome="returned") == 0
     assert await harness.count(queue) == 0
+
+
+async def test_a_timeout_bisects_too(harness: Harness) -> None:
+    """A function that times out on a message: like an error, the batch is bisected down to it."""
+
+    async def handler(event: dict[str, Any]) -> Result:
+        if b"slow" in data(event):
+            return Result.error("Sandbox.Timedout", "Task timed out after 1.00 seconds",
+                                outcome=Outcome.TIMEOUT, error_type=ErrorType.TIMEOUT)
+        return ok()
+
+    fn = FunctionInvoker(handler)
+    queue, dlq, args = await dead_letter_queue(harness)
+    async with harness.source(fn, queue=queue, prefetch=4, batch_size=4, batch_window=2.0,
+                              arguments=args):
+        await wait_until(harness.ready, what="ready")
+        await harness.publish(queue, b"a", b"slow", b"c", b"d")
+        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
+                         what="the slow message rejected")
+        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 3,
+                         what="the others acked")
+    assert await harness.get_all(dlq) == [b"slow"]
+    assert harness.sample("router_batch_bisections_total") == 2
 
 
 async def test_bisect_off_rejects_the_whole_batch(harness: Harness) -> None:

@@ -69,6 +69,10 @@ def test_function_error_fails_everything_and_bad_response_too() -> None:
     assert why is not None
     assert why.startswith("invalid batchItemFailures response: itemIdentifier 'nope'")
     assert whole
+    timeout = Result.error("Sandbox.Timedout", "Task timed out after 1.00 seconds", outcome=Outcome.TIMEOUT,
+                           error_type=ErrorType.TIMEOUT)
+    assert batch_verdict(timeout, recs, report_batch_item_failures=False, fifo=False) == (
+        {"m1", "m2"}, "the function failed (timeout)", True)
     # without report_batch_item_failures the response is not looked at
     assert batch_verdict(bad, recs, report_batch_item_failures=False, fifo=False) == (set(), None, False)
 
