@@ -318,7 +318,11 @@ class SqsSource:
                                       why="at shutdown (not yet run while bisecting a failed batch)")
                 return
             if blocked:
-                part = [r for r in part if _group(r) not in blocked]
+                kept = [r for r in part if _group(r) not in blocked]
+                if len(kept) < len(part):
+                    log.info("route '%s': %d later messages of a failed message group stay on the queue "
+                             "behind it (FIFO)", self.route.name, len(part) - len(kept), extra=self._extra)
+                part = kept
                 if not part:
                     continue
             inv = Invocation(function=self.route.function, payload=batch_payload(part), source=TYPE,
