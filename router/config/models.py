@@ -373,9 +373,9 @@ class SqsSourceConfig(Model):
     report_batch_item_failures: bool = False
     bisect_on_error: bool = Field(
         False,
-        description="a batch whose invocation fails (error, timeout) is split in halves and retried in "
-                    "the same receive, down to the messages that fail alone; only those stay on the "
-                    "queue (default false, as Lambda)",
+        description="a batch whose invocation fails (error, timeout, invalid batchItemFailures) is split "
+                    "in halves and retried in the same receive, down to the messages that fail alone; "
+                    "only those stay on the queue (default false, as Lambda)",
     )
 
 
