@@ -256,8 +256,9 @@ async def dead_letter_queue(harness: Harness) -> tuple[str, str, dict[str, str]]
 
 
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
-async def test_bisect_dead_letters_only_the_poison_message_of_a_batch(harness: Harness,
-                                                                       queue_type: str) -> None:
+async def test_bisect_dead_letters_only_the_poison_message_of_a_batch(harness: Harness, queue_type: str,
+                                                                       caplog: pytest.LogCaptureFixture,
+                                                                       ) -> None:
     """A batch of 10 with one poison message: the 9 good ones are processed once and acked, never
     dead-lettered; the poison one alone is rejected to the dead-letter queue, body intact. On by default."""
     done: list[bytes] = []
@@ -278,6 +279,11 @@ async def test_bisect_dead_letters_only_the_poison_message_of_a_batch(harness: H
     assert [data(e) for e in fn.events[1:]] == [bodies[:5], bodies[5:], bodies[5:8], bodies[5:7], [b"m5"],
                                                 [b"m6"], [b"m7"], bodies[8:]]
     assert harness.sample("router_batch_bisections_total") == 4
+    messages = [r.getMessage() for r in caplog.records if r.name == "router.sources.amqp"]
+    assert "route 'orders': the function failed (error) on 10 messages; bisect_on_error: retrying its " \
+           "halves" in messages
+    assert "route 'orders': the function failed (error) on them alone, after bisecting their batch; its 1 " \
+           "messages rejected to the queue's dead-letter exchange" in messages
     assert all(not m["redelivered"] for e in fn.events for m in e["rmqMessagesByQueue"][f"{queue}::/"])
     assert harness.sample("router_amqp_messages_total", outcome="returned") == 0
     assert await harness.count(queue) == 0

@@ -66,7 +66,8 @@ def test_off_by_default_as_on_lambda() -> None:
 
 
 @pytest.mark.parametrize("bisect", [True, False])
-async def test_one_poison_message_in_a_batch_of_ten(harness: Harness, sqs: Sqs, bisect: bool) -> None:
+async def test_one_poison_message_in_a_batch_of_ten(harness: Harness, sqs: Sqs, bisect: bool,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     """maxReceiveCount 1. With bisect_on_error the 9 good messages are processed once and deleted in the
     receive that brought them, and only the poison one reaches the DLQ, body intact. Without it (the
     default, as Lambda), the whole batch comes back and all ten are dead-lettered."""
@@ -85,6 +86,11 @@ async def test_one_poison_message_in_a_batch_of_ten(harness: Harness, sqs: Sqs, 
         assert [[r["body"] for r in e["Records"]] for e in fn.events[1:]] == [
             BODIES[:5], BODIES[5:], BODIES[5:8], BODIES[5:7], ["m5"], ["m6"], ["m7"], BODIES[8:]]
         assert bisections(harness) == 4
+        messages = [r.getMessage() for r in caplog.records if r.name == "router.sources.sqs"]
+        assert ("route 'uploads': the function failed (error) on a batch of 10 messages; bisect_on_error: "
+                "retrying its halves") in messages
+        assert ("route 'uploads': the function failed (error) (alone, after bisecting the batch); 1 messages "
+                "stay on the queue until their visibility timeout") in messages
     else:
         assert sorted(moved) == sorted(BODIES)  # the good ones went to the DLQ with the poison one
         assert done == []
