@@ -151,6 +151,11 @@ class Metrics:
             "Stream records given up after retries or age (condition: RetryAttemptsExhausted, "
             "RecordAgeExceeded); their failure record went to source.on_failure when set",
             ["route", "condition"], registry=r)
+        # bisect_on_error (sqs, amqp; issue 9): failed batches split in halves to find the failing messages
+        self.batch_bisections = Counter(
+            "router_batch_bisections_total",
+            "Failed invocations of a batch split in halves and retried (bisect_on_error)",
+            ["route"], registry=r)
 
     def child(self, metric: _M, *values: str) -> _M:
         """``metric.labels(*values)``, remembered: the hot path asks for the same few children per

@@ -436,6 +436,12 @@ class SqsSourceConfig(Model):
     batch_window: Duration = 0.0
     max_concurrency: int = Field(2, ge=2, le=1000)
     report_batch_item_failures: bool = False
+    bisect_on_error: bool = Field(
+        False,
+        description="a batch whose invocation fails (error, timeout, invalid batchItemFailures) is split "
+                    "in halves and retried in the same receive, down to the messages that fail alone; "
+                    "only those stay on the queue (default false, as Lambda)",
+    )
 
     _queue_url = field_validator("queue_url")(_http_url)
 
@@ -526,6 +532,11 @@ class AmqpSourceConfig(Model):
                                     description="on_error: requeue waits this long before a retry")
     max_redeliveries: int = Field(3, ge=0, le=10000,
                                   description="on_error: requeue: then the message is dead-lettered")
+    bisect_on_error: bool = Field(
+        True,
+        description="a batch whose invocation fails (error, timeout) is split in halves and retried, "
+                    "down to the messages that fail alone; only those take the on_error path",
+    )
     declare: bool = Field(True, description="declare the queue (false: it must exist)")
     durable: bool = True
     queue_type: Literal["classic", "quorum"] = "classic"

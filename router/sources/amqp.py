@@ -4,11 +4,13 @@ The broker pushes up to ``prefetch`` unacknowledged messages (basic.qos) into a 
 (``prefetch // batch_size`` of them) each take a concurrency slot of the function *before* they take
 messages; one at a time gathers up to ``batch_size`` within ``batch_window`` (and under the payload
 limit), then invokes the function once with Lambda's RabbitMQ event (``amqp_event``) and settles every
-message of the batch (``amqp_settle``): ack on success; on failure reject to the queue's dead-letter
-exchange (``on_error: dead_letter``) or a confirmed, delayed copy through ``<queue>.router-delay`` then
-ack (``on_error: requeue``, dead-lettered after ``max_redeliveries``). A throttled or unreachable
-function is not the messages' fault: they are handed back after a backoff. A message too large for the
-payload limit is dead-lettered with a reason; messages no filter matches are acked uninvoked.
+message of the batch (``amqp_settle``): ack on success; on failure (with ``bisect_on_error``, the
+default, only for the messages that fail alone once the failed batch was bisected) reject to the
+queue's dead-letter exchange (``on_error: dead_letter``) or a confirmed, delayed copy through
+``<queue>.router-delay`` then ack (``on_error: requeue``, dead-lettered after ``max_redeliveries``).
+A throttled or unreachable function is not the messages' fault: they are handed back after a backoff.
+A message too large for the payload limit is dead-lettered with a reason; messages no filter matches are
+acked uninvoked.
 
 Faults: an unreachable broker, refused login, missing queue (``declare: false``), mismatching queue
 arguments or a consumer the broker cancelled (queue deleted) are logged (never the password), counted
@@ -50,6 +52,7 @@ from router.sources.amqp_event import (
     to_record,
 )
 from router.sources.amqp_settle import AmqpSettler, channel_open, delay_queue_arguments, delay_queue_of
+from router.sources.batch_bisect import Bisection
 from router.sources.health import RateLimitedLog, backoff_delay
 
 log = logging.getLogger("router.sources.amqp")
@@ -136,6 +139,7 @@ class AmqpSource:
         self._received = metrics.source_events.labels(route=route.name, type=TYPE)
         self._redelivered = metrics.amqp_messages.labels(route=route.name, outcome="redelivered")
         self._filtered = metrics.source_events_filtered.labels(route=route.name, type=TYPE)
+        self._bisections = metrics.batch_bisections.labels(route=route.name)
 
     @property
     def workers(self) -> int:
@@ -398,28 +402,49 @@ class AmqpSource:
             return item
 
     async def _run_batch(self, batch: list[Item]) -> None:
-        batch = [i for i in batch if channel_open(i.message)]  # a lost channel's come back anyway
-        if not batch:
-            return
-        payload = batch_payload_of([i.encoded for i in batch], arn=self._arn, queue=self._cfg.queue,
-                                   vhost=self._vhost)
-        inv = Invocation(function=self.route.function, payload=payload, source=TYPE, route=self.route.name)
-        result = await self._dispatcher.invoke_in_slot(inv)
-        messages = [i.message for i in batch]
-        if result.ok:
+        """Invoke the function with the batch and settle its messages. With ``bisect_on_error`` a batch
+        whose invocation failed is split in halves that run next, first half first, then theirs, down
+        to the messages that fail alone (``batch_bisect``): only those take the ``on_error`` path; the
+        others are acked once a part they are in succeeded, never rejected or requeued with a poison one.
+        A throttle hands back the part and the parts not run yet; so does a stop while bisecting."""
+        parts = Bisection(batch, enabled=self._cfg.bisect_on_error)
+        while (part := parts.next()) is not None:
+            part = [i for i in part if channel_open(i.message)]  # a lost channel's come back anyway
+            if not part:
+                continue
+            if parts.splits and self._stopping:
+                rest = [i.message for i in part + parts.rest()]
+                await self._shielded(self._settler.hand_back(rest))
+                log.info("%s: stopping while bisecting a failed batch: %d messages not yet run handed back",
+                         self._where, len(rest), extra=self._extra)
+                return
+            payload = batch_payload_of([i.encoded for i in part], arn=self._arn, queue=self._cfg.queue,
+                                       vhost=self._vhost)
+            inv = Invocation(function=self.route.function, payload=payload, source=TYPE,
+                             route=self.route.name)
+            result = await self._dispatcher.invoke_in_slot(inv)
+            messages = [i.message for i in part]
+            if result.ok:
+                self._throttled = 0
+                await self._shielded(self._settler.settle(messages, "acked"))
+                continue
+            if result.throttle:
+                messages += [i.message for i in parts.rest()]
+                await self._throttle_pause(result, len(messages))
+                await self._shielded(self._settler.hand_back(messages))
+                return
             self._throttled = 0
-            await self._shielded(self._settler.settle(messages, "acked"))
-            return
-        if result.throttle:
-            await self._throttle_pause(result, len(messages))
-            await self._shielded(self._settler.hand_back(messages))
-            return
-        self._throttled = 0
-        self._log_failure(result, inv, len(messages))
-        if self._cfg.on_error == "dead_letter":
-            await self._shielded(self._settler.settle(messages, "rejected"))
-        else:
-            await self._shielded(self._settler.requeue_later(messages))
+            if parts.failed(part):
+                self._bisections.inc()
+                (log.warning if parts.splits == 1 else log.info)(
+                    "%s: the function failed (%s) on %d messages; bisect_on_error: retrying its halves",
+                    self._where, result.outcome.value, len(part), extra=self._failure_extra(result, inv))
+                continue
+            self._log_failure(result, inv, len(messages), alone=parts.splits > 0)
+            if self._cfg.on_error == "dead_letter":
+                await self._shielded(self._settler.settle(messages, "rejected"))
+            else:
+                await self._shielded(self._settler.requeue_later(messages))
 
     async def _throttle_pause(self, result: Result, count: int) -> None:
         """Throttled, or the function could not be reached (``Result.throttle``): not the messages'
@@ -439,13 +464,17 @@ class AmqpSource:
             async with asyncio.timeout(delay):
                 await self._end_session.wait()
 
-    def _log_failure(self, result: Result, inv: Invocation, count: int) -> None:
+    def _log_failure(self, result: Result, inv: Invocation, count: int, *, alone: bool) -> None:
         then = ("rejected to the queue's dead-letter exchange" if self._cfg.on_error == "dead_letter"
                 else f"go back after {self._cfg.requeue_delay:g}s, or to the dead-letter exchange after "
                      f"{self._cfg.max_redeliveries} requeues")
-        log.warning("%s: the function failed (%s); its %d messages %s", self._where, result.outcome.value,
-                    count, then, extra={**self._extra, "request_id": inv.request_id,
-                                        "error_type": result.error_type.value if result.error_type else None})
+        log.warning("%s: the function failed (%s)%s; its %d messages %s", self._where, result.outcome.value,
+                    " on them alone, after bisecting their batch" if alone else "", count, then,
+                    extra=self._failure_extra(result, inv))
+
+    def _failure_extra(self, result: Result, inv: Invocation) -> dict[str, Any]:
+        return {**self._extra, "request_id": inv.request_id,
+                "error_type": result.error_type.value if result.error_type else None}
 
     # --- settling ----------------------------------------------------------------------------------
 

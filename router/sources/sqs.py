@@ -4,7 +4,9 @@ Each poller takes a concurrency slot of the function *before* it receives (no re
 is at its cap), long-polls up to ``batch_size`` messages (gathering across receives for up to
 ``batch_window``), invokes the function once with ``{"Records": [...]}``, then deletes what succeeded.
 Failed messages stay on the queue and come back after their visibility timeout, so the queue's own
-redrive policy moves poison messages to its DLQ. Visibility is extended while a batch runs.
+redrive policy moves poison messages to its DLQ. Visibility is extended while a batch runs. With
+``bisect_on_error`` a batch whose invocation failed as a whole is split in halves within the same
+receive (``batch_bisect``), so only the messages that fail alone stay on the queue.
 Pollers start at 2 and scale up to ``max_concurrency`` while receives come back full, down when empty.
 
 Faults (queue not found, credentials, throttling, network) are logged, counted in
@@ -29,15 +31,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from router.aws import create_client, describe_error, is_not_found
 from router.config.models import AwsConfig, RouteConfig, SqsSourceConfig
 from router.core.dispatcher import Dispatcher
-from router.core.invocation import Invocation
+from router.core.invocation import Invocation, Result
 from router.filters import compile_filters, sqs_filter_data
 from router.http.readiness import Readiness
 from router.metrics import Metrics
+from router.sources.batch_bisect import Bisection
 from router.sources.health import RateLimitedLog, backoff_delay
 from router.sources.sqs_event import (
     PAYLOAD_LIMIT,
     batch_payload,
-    failed_message_ids,
+    batch_verdict,
     fit_batch,
     region_of,
     to_record,
@@ -107,6 +110,8 @@ class SqsSource:
         self.filtered = 0  # messages deleted because no filter matched
         self._received = metrics.source_events.labels(route=route.name, type=TYPE)  # per batch: resolved once
         self._filtered = metrics.source_events_filtered.labels(route=route.name, type=TYPE)
+        self._bisections = metrics.batch_bisections.labels(route=route.name)
+        self._reported = self._cfg.report_batch_item_failures
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -226,7 +231,7 @@ class SqsSource:
             if overflow:  # over Lambda's 6 MB payload: the rest goes back to the queue at once
                 await self._hand_back({r["messageId"]: held.pop(r["messageId"]) for r in overflow},
                                       why="over the 6 MB payload limit of one batch")
-            delete = await self._run_batch(records, info, payload)
+            delete = await self._run_batch(records, info, payload, held)
         await self._acknowledge({mid: held[mid] for mid in delete})
         return len(batch)
 
@@ -258,9 +263,11 @@ class SqsSource:
             self._take(more, batch, held)
             gathered += sum(_approx_size(m) for m in more)
 
-    async def _run_batch(self, records: list[dict[str, Any]], info: QueueInfo, payload: bytes) -> list[str]:
+    async def _run_batch(self, records: list[dict[str, Any]], info: QueueInfo, payload: bytes,
+                         held: dict[str, str]) -> list[str]:
         """Invoke the function with the records that pass the filters; the message ids to delete.
-        ``payload`` is the event of all ``records`` (encoded once), re-encoded only if filters drop some."""
+        ``payload`` is the event of all ``records`` (encoded once), re-encoded only if filters drop some.
+        With ``bisect_on_error``, a batch whose invocation failed as a whole is bisected (``_bisect``)."""
         delete: list[str] = []
         if self._filter:
             kept: list[dict[str, Any]] = []
@@ -278,17 +285,75 @@ class SqsSource:
             return delete
         inv = Invocation(function=self.route.function, payload=payload, source=TYPE, route=self.route.name)
         result = await self._dispatcher.invoke_in_slot(inv)
-        failed, why = failed_message_ids(
-            result, records, report_batch_item_failures=self._cfg.report_batch_item_failures,
-            fifo=info.fifo,
-        )
-        if why is not None:
-            log.warning("route '%s': %s; %d messages stay on the queue until their visibility timeout",
-                        self.route.name, why, len(failed), extra={
-                            **self._extra, "request_id": inv.request_id,
-                            "error_type": result.error_type.value if result.error_type else None})
-        delete.extend(r["messageId"] for r in records if r["messageId"] not in failed)
+        verdict = batch_verdict(result, records, report_batch_item_failures=self._reported, fifo=info.fifo)
+        if verdict.whole and self._cfg.bisect_on_error and len(records) > 1:
+            await self._bisect(records, info, held, inv, result, verdict.why)
+            return delete
+        if verdict.why is not None:
+            self._log_failed(inv, result, verdict.why, len(verdict.failed))
+        delete.extend(r["messageId"] for r in records if r["messageId"] not in verdict.failed)
         return delete
+
+    async def _bisect(self, records: list[dict[str, Any]], info: QueueInfo, held: dict[str, str],
+                      inv: Invocation, result: Result, why: str | None) -> None:
+        """``bisect_on_error``: the invocation of ``records`` failed as a whole. Its halves run next, then
+        theirs, first half first, in this receive (no receive is counted, and the visibility of what is
+        held stays extended), down to the messages that fail alone. Each part that succeeds is deleted at
+        once; the messages that failed alone, or that the function reported failed, stay on the queue
+        until their visibility timeout (then the redrive policy counts them). On a FIFO queue the later
+        messages of a failed message's group are not run (they stay too, behind it). A throttle ends the
+        bisection (the rest stays on the queue, as a throttled batch does); a stop hands the rest back."""
+        parts = Bisection(records, enabled=True)
+        whole = parts.next()
+        assert whole is not None
+        parts.failed(whole)
+        self._bisections.inc()
+        log.warning("route '%s': %s on a batch of %d messages; bisect_on_error: retrying its halves",
+                    self.route.name, why, len(records), extra=self._log_extra(inv, result))
+        blocked: set[str] = set()  # FIFO: groups with a failed message
+        while (part := parts.next()) is not None:
+            if self._stopping:
+                rest = part + parts.rest()
+                await self._hand_back({r["messageId"]: held.pop(r["messageId"]) for r in rest},
+                                      why="at shutdown (not yet run while bisecting a failed batch)")
+                return
+            if blocked:
+                kept = [r for r in part if _group(r) not in blocked]
+                if len(kept) < len(part):
+                    log.info("route '%s': %d later messages of a failed message group stay on the queue "
+                             "behind it (FIFO)", self.route.name, len(part) - len(kept), extra=self._extra)
+                part = kept
+                if not part:
+                    continue
+            inv = Invocation(function=self.route.function, payload=batch_payload(part), source=TYPE,
+                             route=self.route.name)
+            result = await self._dispatcher.invoke_in_slot(inv)
+            verdict = batch_verdict(result, part, report_batch_item_failures=self._reported, fifo=info.fifo)
+            if result.throttle:
+                self._log_failed(inv, result, f"{verdict.why}; bisection stopped",
+                                 len(verdict.failed) + len(parts.rest()))
+                return
+            if verdict.whole and parts.failed(part):
+                self._bisections.inc()
+                log.info("route '%s': %s on %d messages; bisect_on_error: retrying its halves",
+                         self.route.name, verdict.why, len(part), extra=self._log_extra(inv, result))
+                continue
+            if verdict.why is not None:
+                self._log_failed(inv, result, verdict.why + (" (alone, after bisecting the batch)"
+                                                             if verdict.whole else ""), len(verdict.failed))
+                if info.fifo:
+                    blocked.update(_group(r) for r in part if r["messageId"] in verdict.failed)
+            done = {r["messageId"]: held.pop(r["messageId"]) for r in part
+                    if r["messageId"] not in verdict.failed}
+            await self._acknowledge(done)
+
+    def _log_failed(self, inv: Invocation, result: Result, why: str, count: int) -> None:
+        log.warning("route '%s': %s; %d messages stay on the queue until their visibility timeout",
+                    self.route.name, why, count, extra=self._log_extra(inv, result))
+
+    def _log_extra(self, inv: Invocation, result: Result) -> dict[str, Any]:
+        return {**self._extra, "request_id": inv.request_id,
+                "error_type": result.error_type.value if result.error_type else None}
 
     async def _acknowledge(self, handles: dict[str, str]) -> None:
         """Delete what succeeded. Shielded: a stop that cancels the poller does not cut a delete short."""
@@ -348,3 +413,8 @@ def _approx_size(message: dict[str, Any]) -> int:
     """About the bytes ``message`` adds to the event (its record is the message renamed, plus a few keys)."""
     return len(message.get("Body", "")) + 512 + sum(
         len(str(k)) + len(str(v)) for k, v in (message.get("MessageAttributes") or {}).items())
+
+
+def _group(record: dict[str, Any]) -> str:
+    group: str = record["attributes"].get("MessageGroupId", "")
+    return group

@@ -1,8 +1,9 @@
 """Lambda's SQS event, built from ReceiveMessage output, and which messages of a batch failed.
 
 Pure functions, no I/O: ``to_record`` (one message -> one Lambda record), ``batch_payload`` (the
-``{"Records": [...]}`` event as JSON bytes), ``failed_message_ids`` (the function's result ->
-the message ids to leave on the queue, Lambda's ``ReportBatchItemFailures`` rules and FIFO ordering).
+``{"Records": [...]}`` event as JSON bytes), ``batch_verdict`` (the function's result -> the message
+ids to leave on the queue, Lambda's ``ReportBatchItemFailures`` rules and FIFO ordering, and whether
+``bisect_on_error`` splits the batch).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from router.core.invocation import Result
 
@@ -155,25 +156,37 @@ def block_later_in_group(records: Sequence[dict[str, Any]], failed: set[str]) ->
     return out
 
 
-def failed_message_ids(
+class Verdict(NamedTuple):
+    """What became of a batch's invocation: the message ids to leave on the queue, why (None when all
+    succeeded), and whether the invocation failed as a whole in a way a smaller batch may not (a function
+    error, a timeout or an invalid ``batchItemFailures`` response: what ``bisect_on_error`` splits; never a
+    throttle or an unreachable function, which are not the messages' fault)."""
+
+    failed: set[str]
+    why: str | None
+    whole: bool
+
+
+def batch_verdict(
     result: Result, records: Sequence[dict[str, Any]], *, report_batch_item_failures: bool, fifo: bool
-) -> tuple[set[str], str | None]:
-    """The ids of ``records`` to leave on the queue after ``result``, and why (None when all succeeded).
+) -> Verdict:
+    """The ``Verdict`` on ``records`` after ``result``.
 
     A function error or timeout fails the whole batch. With ``report_batch_item_failures`` the response
     names the failures (``reported_failures``); on a FIFO queue later messages of a failed group fail too.
     """
     ids = [r["messageId"] for r in records]
     if not result.ok:
-        return set(ids), f"the function failed ({result.outcome.value})"
+        return Verdict(set(ids), f"the function failed ({result.outcome.value})", not result.throttle)
     if not report_batch_item_failures:
-        return set(), None
+        return Verdict(set(), None, False)
     try:
         failed = reported_failures(result.payload, set(ids))
     except BatchResponseError as exc:
-        return set(ids), f"invalid batchItemFailures response: {exc}; the whole batch failed"
+        return Verdict(set(ids), f"invalid batchItemFailures response: {exc}; the whole batch failed", True)
     if fifo and failed:
         failed = block_later_in_group(records, failed)
     if not failed:
-        return set(), None
-    return failed, f"the function reported {len(failed)} of {len(ids)} messages failed"
+        return Verdict(set(), None, False)
+    return Verdict(failed, f"the function reported {len(failed)} of {len(ids)} messages failed", False)
+

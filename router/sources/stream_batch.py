@@ -15,6 +15,7 @@ from typing import Any
 
 from router.core.destination_record import iso_timestamp
 from router.core.invocation import Result
+from router.sources.batch_bisect import halves as bisect  # the one split, shared with sqs and amqp
 from router.sources.sqs_event import BatchResponseError, reported_failures
 from router.sources.stream_api import StreamRecord, seq_key
 
@@ -35,12 +36,6 @@ def lane_of(key: str, lanes: int) -> int:
 def record_bytes(record: StreamRecord) -> int:
     """What a record adds to the batch event (its JSON plus a separating comma)."""
     return record.size + 1
-
-
-def bisect(records: Sequence[StreamRecord]) -> tuple[list[StreamRecord], list[StreamRecord]]:
-    """Split a failed batch in two halves (the first half is retried first, to keep the order)."""
-    mid = (len(records) + 1) // 2
-    return list(records[:mid]), list(records[mid:])
 
 
 def payload(records: Sequence[StreamRecord]) -> bytes:

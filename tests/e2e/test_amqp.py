@@ -701,3 +701,83 @@ def test_unreachable_function_keeps_messages_then_delivers(
         thread.join(10)
     assert broker.count(queue) == 0
     assert broker.get_all(dlq) == []
+
+
+# --- bisect_on_error (issue 9): one poison message does not take its batch with it -------------------
+
+
+@pytest.mark.parametrize("on_error", ["dead_letter", "requeue"])
+def test_one_poison_message_does_not_take_its_batch_to_the_dead_letter_queue(
+    router_factory: RouterFactory, tmp_path: Path, broker: Broker, amqp_url: str, on_error: str,
+) -> None:
+    """A quorum queue with a dead-letter exchange; a batch of 10 with one poison message. Bisected (the
+    default): the 9 good messages are processed once and acked, never dead-lettered; the poison one is
+    dead-lettered after its configured attempts (dead_letter: 1; requeue: 1 + max_redeliveries) with its
+    original body and headers."""
+    seen, calls = tmp_path / "seen", tmp_path / "calls"
+    seen.mkdir()
+    calls.mkdir()
+    router_factory.write_function("record", f"""
+        import base64, os, uuid
+        def handler(event, context):
+            bodies = [base64.b64decode(m["data"]).decode()
+                      for msgs in event["rmqMessagesByQueue"].values() for m in msgs]
+            with open(os.path.join("{calls}", uuid.uuid4().hex), "w") as f:
+                f.write(" ".join(bodies))
+            if "poison" in bodies:
+                raise ValueError("poison message")
+            for body in bodies:  # the side effect, only when the batch succeeded
+                with open(os.path.join("{seen}", body + "." + uuid.uuid4().hex), "w"):
+                    pass
+    """)
+    queue, dlq = broker.name("bisect"), broker.name("bisect-dlq")
+    broker.declare(dlq)
+    args = f'{{x-delivery-limit: 5, x-dead-letter-exchange: "", x-dead-letter-routing-key: "{dlq}"}}'
+    rp = router_factory(_config(
+        tmp_path, amqp_url, f"queue: {queue}, prefetch: 10, batch_size: 10, batch_window: 2s, "
+        f"queue_type: quorum, on_error: {on_error}, requeue_delay: 500ms, max_redeliveries: 2, "
+        f"arguments: {args}"))
+    bodies = [f"good-{i}" for i in range(9)]
+    bodies.insert(4, "poison")
+    broker.publish(queue, [b.encode() for b in bodies], headers={"k": "v"})
+    [dead] = wait_for(lambda: broker.get_all(dlq), timeout=30, what="the poison message in the DLQ")
+    assert dead.body == b"poison"
+    assert dead.headers["k"] == "v"
+    assert (queue, "rejected") in {(d["queue"], d["reason"]) for d in dead.headers["x-death"]}
+    good = sorted(b for b in bodies if b != "poison")
+    assert sorted(p.name.split(".")[0] for p in seen.iterdir()) == good  # each processed exactly once
+    invocations = [p.read_text().split() for p in calls.iterdir()]
+    assert bodies in invocations  # they came as one batch of 10
+    alone = sum(i == ["poison"] for i in invocations)
+    assert alone == (1 if on_error == "dead_letter" else 3)
+    assert _metric(rp, "router_batch_bisections_total") >= 1
+    assert _metric(rp, 'router_amqp_messages_total{outcome="acked"') == 9
+    assert broker.count(queue) == 0
+    assert broker.get_all(dlq) == []  # nothing else was dead-lettered
+    assert rp.stop() == 0
+
+
+def test_bisect_off_dead_letters_the_whole_batch(router_factory: RouterFactory, tmp_path: Path,
+                                                 broker: Broker, amqp_url: str) -> None:
+    """bisect_on_error: false keeps the old behaviour (Lambda's): the failed batch is rejected whole."""
+    router_factory.write_function("record", """
+        import base64
+        def handler(event, context):
+            for msgs in event["rmqMessagesByQueue"].values():
+                if any(base64.b64decode(m["data"]) == b"poison" for m in msgs):
+                    raise ValueError("poison message")
+    """)
+    queue, dlq = broker.name("nobisect"), broker.name("nobisect-dlq")
+    broker.declare(dlq)
+    args = f'{{x-dead-letter-exchange: "", x-dead-letter-routing-key: "{dlq}"}}'
+    rp = router_factory(_config(
+        tmp_path, amqp_url, f"queue: {queue}, prefetch: 10, batch_size: 10, batch_window: 2s, "
+        f"queue_type: quorum, bisect_on_error: false, arguments: {args}"))
+    bodies = [b"poison"] + [f"good-{i}".encode() for i in range(9)]
+    broker.publish(queue, bodies)
+    dead: list[Any] = []
+    wait_for(lambda: dead.extend(broker.get_all(dlq)) or len(dead) >= 10, timeout=30,
+             what="the whole batch in the DLQ")
+    assert sorted(m.body for m in dead) == sorted(bodies)
+    assert _metric(rp, "router_batch_bisections_total") == 0
+    assert rp.stop() == 0

@@ -194,3 +194,66 @@ def test_sqs_route_event_and_readiness(
     assert record["eventSourceARN"].endswith(queue_url.rsplit("/", 1)[1])
     assert record["awsRegion"] == REGION
     assert rp.stop() == 0
+
+
+def test_bisect_on_error_one_poison_message_alone_reaches_the_dlq(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
+) -> None:
+    """A queue with a redrive policy (maxReceiveCount 2) and a batch of 10 with one poison message; with
+    bisect_on_error the 9 good messages are processed once and deleted in the receive that brought them,
+    never dead-lettered; the poison one reaches the DLQ after its 2 receives, with its original body."""
+    seen, calls = tmp_path / "seen", tmp_path / "calls"
+    seen.mkdir()
+    calls.mkdir()
+    router_factory.write_function("record", f"""
+        import json, os, uuid
+        def handler(event, context):
+            bodies = [r["body"] for r in event["Records"]]
+            with open(os.path.join("{calls}", uuid.uuid4().hex), "w") as f:
+                json.dump([[r["body"], r["attributes"]["ApproximateReceiveCount"]]
+                           for r in event["Records"]], f)
+            if "poison" in bodies:
+                raise ValueError("poison message")
+            for body in bodies:  # the side effect, only when the batch succeeded
+                open(os.path.join("{seen}", body + "." + uuid.uuid4().hex), "w").close()
+    """)
+    name = f"bisect-{uuid.uuid4().hex[:8]}"
+    dlq_url = sqs_client.create_queue(QueueName=name + "-dlq")["QueueUrl"]
+    dlq_arn = sqs_client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    queue_url = sqs_client.create_queue(QueueName=name, Attributes={
+        "VisibilityTimeout": "2",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}),
+    })["QueueUrl"]
+    bodies = [f"good-{i}" for i in range(9)]
+    bodies.insert(6, "poison")
+    _send(sqs_client, queue_url, bodies)
+    # function concurrency 1: one poller receives at a time, so the ten come as one batch
+    config = _config(tmp_path, moto_server, queue_url).replace(
+        "batch_size: 10, max_concurrency: 8", "batch_size: 10, batch_window: 2s, bisect_on_error: true"
+    ).replace("concurrency: 8", "concurrency: 1")
+    assert "bisect_on_error" in config
+    assert "concurrency: 1" in config
+    rp = router_factory(config)
+
+    dead: list[dict[str, Any]] = []
+
+    def dead_lettered() -> list[dict[str, Any]]:
+        dead.extend(sqs_client.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10,
+                                               WaitTimeSeconds=1).get("Messages") or [])
+        return dead
+
+    wait_for(dead_lettered, timeout=40, what="the poison message in the DLQ")
+    assert [m["Body"] for m in dead] == ["poison"]
+    assert sorted(p.name.split(".")[0] for p in seen.iterdir()) == sorted(set(bodies) - {"poison"})
+    invocations = [json.loads(p.read_text()) for p in calls.iterdir()]
+    assert [[b, "1"] for b in bodies] in invocations  # one batch of 10, then its halves
+    good_receives = {count for i in invocations for body, count in i if body != "poison"}
+    assert good_receives == {"1"}  # the good ones were never received twice
+    alone = sorted(count for i in invocations if [b for b, _ in i] == ["poison"] for _, count in i)
+    assert alone == ["1", "2"]  # maxReceiveCount receives, then the DLQ
+    status, _, metrics = http("GET", rp.url + "/metrics")
+    assert status == 200
+    assert b'router_batch_bisections_total{route="jobs"} 4.0' in metrics
+    assert rp.stop() == 0
+    assert not dead_lettered()[1:]  # only the poison one, ever

@@ -23,6 +23,7 @@ def test_defaults() -> None:
     assert cfg.declare
     assert cfg.durable
     assert cfg.queue_type == "classic"
+    assert cfg.bisect_on_error  # one poison message does not take its batch with it (issue 9)
     assert make(prefetch=500).batch_size == 100  # Lambda's default
 
 

@@ -10,11 +10,11 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from router.aws import describe_error
-from router.core.invocation import ErrorType, Result
+from router.core.invocation import ErrorType, Outcome, Result
 from router.sources.sqs_event import (
     BatchResponseError,
+    batch_verdict,
     block_later_in_group,
-    failed_message_ids,
     message_attributes,
     region_of,
     reported_failures,
@@ -59,16 +59,35 @@ def test_responses_failing_the_whole_batch(payload: bytes, why: str) -> None:
 def test_function_error_fails_everything_and_bad_response_too() -> None:
     recs = records(("m1", ""), ("m2", ""))
     error = Result.error("E", "x")
-    failed, why = failed_message_ids(error, recs, report_batch_item_failures=True, fifo=False)
+    failed, why, whole = batch_verdict(error, recs, report_batch_item_failures=True, fifo=False)
     assert failed == {"m1", "m2"}
     assert why == "the function failed (error)"
+    assert whole  # bisect_on_error splits it
     bad = Result(payload=b'{"batchItemFailures": [{"itemIdentifier": "nope"}]}')
-    failed, why = failed_message_ids(bad, recs, report_batch_item_failures=True, fifo=False)
+    failed, why, whole = batch_verdict(bad, recs, report_batch_item_failures=True, fifo=False)
     assert failed == {"m1", "m2"}
     assert why is not None
     assert why.startswith("invalid batchItemFailures response: itemIdentifier 'nope'")
+    assert whole
+    timeout = Result.error("Sandbox.Timedout", "Task timed out after 1.00 seconds", outcome=Outcome.TIMEOUT,
+                           error_type=ErrorType.TIMEOUT)
+    assert batch_verdict(timeout, recs, report_batch_item_failures=False, fifo=False) == (
+        {"m1", "m2"}, "the function failed (timeout)", True)
     # without report_batch_item_failures the response is not looked at
-    assert failed_message_ids(bad, recs, report_batch_item_failures=False, fifo=False) == (set(), None)
+    assert batch_verdict(bad, recs, report_batch_item_failures=False, fifo=False) == (set(), None, False)
+
+
+def test_throttles_and_reported_failures_are_not_whole_batch_failures() -> None:
+    """What bisect_on_error splits: not a throttle (not the messages' fault), not the failures the
+    function reported itself (they are honoured as they are)."""
+    recs = records(("m1", ""), ("m2", ""))
+    throttled = Result.error("TooManyRequestsException", "slow down", outcome=Outcome.THROTTLED,
+                             throttle=True)
+    assert batch_verdict(throttled, recs, report_batch_item_failures=False, fifo=False) == (
+        {"m1", "m2"}, "the function failed (throttled)", False)
+    reported = Result(payload=b'{"batchItemFailures": [{"itemIdentifier": "m2"}]}')
+    assert batch_verdict(reported, recs, report_batch_item_failures=True, fifo=False) == (
+        {"m2"}, "the function reported 1 of 2 messages failed", False)
 
 
 def test_fifo_failure_blocks_later_messages_of_its_group_only() -> None:
@@ -76,9 +95,9 @@ def test_fifo_failure_blocks_later_messages_of_its_group_only() -> None:
     assert block_later_in_group(recs, {"a2"}) == {"a2", "a3"}
     assert block_later_in_group(recs, {"b1"}) == {"b1", "b2"}
     payload = json.dumps({"batchItemFailures": [{"itemIdentifier": "a1"}]}).encode()
-    failed, _ = failed_message_ids(Result(payload=payload), recs, report_batch_item_failures=True, fifo=True)
+    failed, _, _ = batch_verdict(Result(payload=payload), recs, report_batch_item_failures=True, fifo=True)
     assert failed == {"a1", "a2", "a3"}
-    failed, _ = failed_message_ids(Result(payload=payload), recs, report_batch_item_failures=True, fifo=False)
+    failed, _, _ = batch_verdict(Result(payload=payload), recs, report_batch_item_failures=True, fifo=False)
     assert failed == {"a1"}
 
 
