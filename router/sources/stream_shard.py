@@ -423,6 +423,7 @@ class _Lane:
     async def _function_failed(self, attempt: Attempt, work: collections.deque[Attempt]) -> None:
         if self.shard.src.cfg.bisect_on_error and len(attempt.records) > 1:
             first, second = bisect(attempt.records)  # does not use the retry quota (Lambda's rule)
+            self.shard.src.metrics.batch_bisections.labels(route=self.shard.src.route.name).inc()
             work.appendleft(attempt.part(second))
             work.appendleft(attempt.part(first))
             return

@@ -85,6 +85,7 @@ async def test_bisect_isolates_a_poison_record(stream_harness: StreamHarness) ->
     assert record["timestamp"].endswith("Z")
     assert stream_harness.metric("router_stream_records_discarded_total", route="clicks",
                                  condition="RetryAttemptsExhausted") == 1
+    assert stream_harness.metric("router_batch_bisections_total", route="clicks") == 3  # 8, 4, 2 split
 
 
 async def test_without_bisect_the_whole_batch_is_retried_then_given_up(stream_harness: StreamHarness) -> None:
