@@ -1,0 +1,169 @@
+"""Connection-level guards of the HTTP front: a cap on open connections and a header timeout.
+
+aiohttp's ``RequestHandler`` (one per connection) closes idle keep-alive connections
+(``keepalive_timeout``, our ``server.idle_timeout``, which also bounds the wait for the first request
+of a connection) but has no header timeout and no connection cap: a client trickling its headers one
+byte every few seconds, or thousands of such clients, held connections, memory and file descriptors
+for an hour. ``GuardedRequestHandler`` adds both; ``GuardedAppRunner`` makes aiohttp build it.
+
+- Header timeout: once the first byte of a request has arrived on a connection that is between
+  requests, its request line and headers must be complete within ``header_timeout``, or the connection
+  is closed. (A request pipelined behind one being handled is bounded by the idle timeout instead.)
+- Cap: at most ``cap`` connections per listener. A new one beyond it first makes room by closing the
+  oldest connection that is between requests (idle, or still sending its headers: a slow or hostile
+  client, never one whose request is being handled); when there is none, the new connection gets a
+  503 and is closed at once. Either way it is counted.
+
+Body timeouts and the memory budget for bodies are in ``router.http.limits``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from router.metrics import Metrics
+
+log = logging.getLogger("router.http")
+
+_OVER_CAP_BODY = b'{"message":"Service Unavailable: too many connections; retry later"}'
+_OVER_CAP = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_OVER_CAP_BODY), _OVER_CAP_BODY)
+)
+_EVICT_SCAN = 64
+"""At most this many connections are looked at to find one to evict; busy ones move to the back."""
+
+
+class ConnectionGuard:
+    """Counts one listener's open connections against its cap, and finds one to evict at the cap."""
+
+    def __init__(self, listener: str, cap: int, metrics: Metrics, header_timeout: float) -> None:
+        self.listener = listener
+        self.cap = cap
+        self.header_timeout = header_timeout
+        self._open: OrderedDict[GuardedRequestHandler, None] = OrderedDict()  # oldest first
+        self._gauge = metrics.http_connections.labels(listener)
+        metrics.http_connections_limit.labels(listener).set(cap)
+        self._closed = {reason: metrics.http_connections_closed.labels(listener, reason)
+                        for reason in ("over_cap", "evicted", "header_timeout")}
+
+    @property
+    def open(self) -> int:
+        return len(self._open)
+
+    def admit(self, handler: GuardedRequestHandler) -> bool:
+        """Register ``handler``'s new connection; False (counted) when the cap leaves no room."""
+        if len(self._open) >= self.cap and not self._evict_one():
+            self._closed["over_cap"].inc()
+            return False
+        self._open[handler] = None
+        self._gauge.set(len(self._open))
+        return True
+
+    def release(self, handler: GuardedRequestHandler) -> None:
+        if self._open.pop(handler, 0) is None:
+            self._gauge.set(len(self._open))
+
+    def timed_out(self) -> None:
+        self._closed["header_timeout"].inc()
+
+    def _evict_one(self) -> bool:
+        for _ in range(min(_EVICT_SCAN, len(self._open))):
+            oldest = next(iter(self._open))
+            if oldest.between_requests():
+                self.release(oldest)
+                oldest.force_close()
+                self._closed["evicted"].inc()
+                return True
+            self._open.move_to_end(oldest)
+        return False
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's per-connection protocol, with the header timeout and the cap of ``ConnectionGuard``."""
+
+    def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = guard
+        self._admitted = False
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._requests_at_arm = 0
+
+    def between_requests(self) -> bool:
+        """True while no request is being handled or waiting to be (idle, or reading headers)."""
+        return self._admitted and not self._request_in_progress and not self._messages
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._guard.admit(self):
+            # Answered before reading anything: the client learns why, and the descriptor is freed now.
+            transport.write(_OVER_CAP)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self._admitted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return  # refused at the cap: aiohttp never saw it
+        self._admitted = False
+        self._cancel_header_timer()
+        self._guard.release(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        starts = bool(data) and self._header_timer is None and self.between_requests()
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count > count:
+            self._cancel_header_timer()  # headers complete: the handler (or aiohttp's 400) takes over
+        elif starts and not (self._force_close or self._close):
+            # The first bytes of a new request, its headers not complete yet: they must be in time.
+            self._requests_at_arm = count
+            self._header_timer = self._loop.call_later(self._guard.header_timeout, self._headers_late)
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._request_count > self._requests_at_arm or not self.between_requests():
+            return
+        log.debug("closing a connection whose request headers did not arrive within %gs",
+                  self._guard.header_timeout)
+        self._guard.timed_out()
+        self.force_close()
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+
+class GuardedServer(web.Server):
+    """aiohttp's low-level server, building ``GuardedRequestHandler``s."""
+
+    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+
+    def __call__(self) -> RequestHandler:
+        return GuardedRequestHandler(self, loop=self._loop, guard=self.guard, **self._kwargs)
+
+
+class GuardedAppRunner(web.AppRunner):
+    """``web.AppRunner`` whose server is a ``GuardedServer``: everything else (startup, ordered
+    cleanup, shutdown timeout) is aiohttp's own."""
+
+    def __init__(self, app: web.Application, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = guard
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()  # runs the app's startup and freezes it
+        return GuardedServer(
+            plain.request_handler, request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation, guard=self.guard, **plain._kwargs,
+        )
