@@ -93,9 +93,10 @@ class ServerConfig(Model):
         description="a connection is closed when no request has started this long after it opened or "
         "after the last response (keep-alive)")
     max_connections: int = Field(
-        10_000, ge=1, le=1_000_000,
-        description="open client connections at once on the main port; beyond it a new connection gets 503 "
-        "and is closed; lowered at start to fit the open-file limit (RLIMIT_NOFILE) with room for the rest")
+        4096, ge=1, le=1_000_000,
+        description="open client connections at once on the main port; at the cap a new one closes the "
+        "oldest idle or header-reading connection, or gets 503; lowered at start to half the open-file "
+        "limit (RLIMIT_NOFILE), leaving the rest to environments, the state store and brokers")
     max_body_buffer: Size = Field(
         128 * 1024 * 1024,
         description="request-body bytes held in memory at once across all requests; a request that cannot "

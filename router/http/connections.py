@@ -7,8 +7,9 @@ byte every few seconds, or thousands of such clients, held connections, memory a
 for an hour. ``GuardedRequestHandler`` adds both; ``GuardedAppRunner`` makes aiohttp build it.
 
 - Header timeout: once the first byte of a request has arrived on a connection that is between
-  requests, its request line and headers must be complete within ``header_timeout``, or the connection
-  is closed. (A request pipelined behind one being handled is bounded by the idle timeout instead.)
+  requests, its request line and headers must be complete within ``header_timeout`` and
+  ``MAX_HEADER_BYTES``, or the connection is closed. (A request pipelined behind one being handled is
+  bounded by the idle timeout instead.)
 - Cap: at most ``cap`` connections per listener. A new one beyond it first makes room by closing the
   oldest connection that is between requests (idle, or still sending its headers: a slow or hostile
   client, never one whose request is being handled); when there is none, the new connection gets a
@@ -36,6 +37,9 @@ _OVER_CAP = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_OVER_CAP_BODY), _OVER_CAP_BODY)
 )
+MAX_HEADER_BYTES = 64 * 1024
+"""A request whose line and headers take more than this (API Gateway allows 10,240 bytes) is closed:
+aiohttp limits each line (8,190 bytes) and their number (128), not their total, about 1 MB."""
 _EVICT_SCAN = 64
 """At most this many connections are looked at to find one to evict; busy ones move to the back."""
 
@@ -51,7 +55,7 @@ class ConnectionGuard:
         self._gauge = metrics.http_connections.labels(listener)
         metrics.http_connections_limit.labels(listener).set(cap)
         self._closed = {reason: metrics.http_connections_closed.labels(listener, reason)
-                        for reason in ("over_cap", "evicted", "header_timeout")}
+                        for reason in ("over_cap", "evicted", "header_timeout", "headers_too_large")}
 
     @property
     def open(self) -> int:
@@ -70,8 +74,8 @@ class ConnectionGuard:
         if self._open.pop(handler, 0) is None:
             self._gauge.set(len(self._open))
 
-    def timed_out(self) -> None:
-        self._closed["header_timeout"].inc()
+    def closed(self, reason: str) -> None:
+        self._closed[reason].inc()
 
     def _evict_one(self) -> bool:
         for _ in range(min(_EVICT_SCAN, len(self._open))):
@@ -94,10 +98,15 @@ class GuardedRequestHandler(RequestHandler):
         self._admitted = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._requests_at_arm = 0
+        self._header_bytes = 0
+        self._last_payload: Any = None  # the body stream of the newest request parsed
 
     def between_requests(self) -> bool:
-        """True while no request is being handled or waiting to be (idle, or reading headers)."""
-        return self._admitted and not self._request_in_progress and not self._messages
+        """True while no request is being handled or waiting to be, and the last one's body has been
+        received (idle, or reading the next request's headers; not while aiohttp reads and drops the
+        rest of a body that was answered early)."""
+        return (self._admitted and not self._request_in_progress and not self._messages
+                and (self._last_payload is None or self._last_payload.is_eof()))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._guard.admit(self):
@@ -122,10 +131,19 @@ class GuardedRequestHandler(RequestHandler):
         super().data_received(data)
         if self._request_count > count:
             self._cancel_header_timer()  # headers complete: the handler (or aiohttp's 400) takes over
+            if self._messages:
+                self._last_payload = self._messages[-1][1]
         elif starts and not (self._force_close or self._close):
             # The first bytes of a new request, its headers not complete yet: they must be in time.
             self._requests_at_arm = count
+            self._header_bytes = len(data)
             self._header_timer = self._loop.call_later(self._guard.header_timeout, self._headers_late)
+        elif self._header_timer is not None:
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES and self.between_requests():
+                self._cancel_header_timer()
+                self._guard.closed("headers_too_large")
+                self.force_close()
 
     def _headers_late(self) -> None:
         self._header_timer = None
@@ -133,7 +151,7 @@ class GuardedRequestHandler(RequestHandler):
             return
         log.debug("closing a connection whose request headers did not arrive within %gs",
                   self._guard.header_timeout)
-        self._guard.timed_out()
+        self._guard.closed("header_timeout")
         self.force_close()
 
     def _cancel_header_timer(self) -> None:

@@ -80,6 +80,9 @@ def in_container() -> bool:
     return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
 
 
+READ_BUFSIZE = 16 * 1024
+"""aiohttp reads a body ahead of its handler until twice this is buffered (its default, 64 KiB, let 300
+stalled connections waiting for room in the body budget hold ~100 MB more; 16 KiB, ~30 MB)."""
 METRICS_LISTENER_CAP = 64
 """Connections the ``server.metrics_port`` listener takes at once (scrapers and probes)."""
 
@@ -89,7 +92,7 @@ def build_runner(app: web.Application, ctx: HttpContext, *, listener: str, cap: 
     server = ctx.config.server
     guard = ConnectionGuard(listener, cap, ctx.metrics, server.header_timeout)
     return GuardedAppRunner(app, guard=guard, shutdown_timeout=server.shutdown_timeout, access_log=None,
-                            keepalive_timeout=server.idle_timeout)
+                            keepalive_timeout=server.idle_timeout, read_bufsize=READ_BUFSIZE)
 
 
 def exposure(config: RouterConfig, port: int, *, metrics_only: bool = False,

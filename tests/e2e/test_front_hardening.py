@@ -148,8 +148,9 @@ def test_two_thousand_slowloris_connections_leave_the_router_serving(router_fact
 def test_stalled_bodies_to_an_hmac_route_stay_within_the_body_budget(router_factory: RouterFactory,
                                                                      tmp_path: Path) -> None:
     """300 connections each send 1 MB - 1 byte of a 1 MB body to an HMAC route and stall. Before: every
-    body was buffered (RSS +376 MB). Now at most server.max_body_buffer (32 MB here) is held; the rest
-    get 503 at once, and all of them 408 when the body timeout passes."""
+    body was buffered (RSS +541 MB here, +376 MB in the issue). Now at most server.max_body_buffer
+    (32 MB here) is held; the rest get 503 after a second, and those held 408 when the body timeout
+    passes."""
     rp = _start(router_factory, tmp_path, ", max_body_buffer: 32MB, body_timeout: 5s")
     assert rp.proc is not None
     before = _rss_kb(rp.proc.pid)
@@ -181,7 +182,8 @@ def test_stalled_bodies_to_an_hmac_route_stay_within_the_body_budget(router_fact
     peak, statuses = asyncio.run(scenario())
     assert set(statuses) <= {408, 503}
     assert statuses.count(408) <= 32  # the bodies that got room, held until the body timeout
-    assert peak - before < 150 * 1024, f"RSS grew by {(peak - before) // 1024} MB"
+    # 32 MB of bodies, plus what aiohttp reads ahead on each connection (~100 KiB): 55-70 MB here.
+    assert peak - before < 120 * 1024, f"RSS grew by {(peak - before) // 1024} MB"
     assert http("GET", rp.url + "/livez")[0] == 200
 
 

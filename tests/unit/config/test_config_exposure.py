@@ -25,7 +25,7 @@ def test_the_default_host_is_loopback(load: Callable[..., RouterConfig]) -> None
     server = load(BASE).server
     assert server.host == "127.0.0.1"
     assert (server.header_timeout, server.body_timeout, server.idle_timeout) == (10.0, 30.0, 60.0)
-    assert server.max_connections == 10_000
+    assert server.max_connections == 4096
     assert server.max_body_buffer == 128 * 1024 * 1024
 
 

@@ -128,6 +128,18 @@ async def test_trickled_headers_are_closed_after_the_header_timeout(front: Any) 
     assert (await f.get())[0] == 200  # others are served
 
 
+async def test_headers_over_64_kib_are_closed(front: Any) -> None:
+    f = await front(header_timeout=30)
+    reader, writer = await f.connect()
+    writer.write(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+    for i in range(10):  # each line is within aiohttp's 8,190 bytes, together they are 80 KB
+        writer.write(b"X-Fill-%d: %s\r\n" % (i, b"a" * 8000))
+        await asyncio.sleep(0.01)
+    assert await closed_by_peer(reader) == b""
+    writer.close()
+    assert f.sample("router_http_connections_closed_total", listener="main", reason="headers_too_large") == 1
+
+
 async def test_idle_connections_are_closed_after_the_idle_timeout(front: Any) -> None:
     f = await front(idle_timeout=0.3)
     # A connection that never sends a byte...
