@@ -73,7 +73,7 @@ class FaultLog:
             return
         self._last = now
         count, self._unlogged = self._unlogged, 0
-        what = context.get("message") or "socket error"
+        what = str(context.get("message") or "socket error").split("\n", 1)[0]
         log.error(
             "%s: %s (%s), %d time(s) since the last such line; new connections are being refused. The "
             "open-file limit is %s: raise it (ulimit -n, systemd LimitNOFILE=, docker --ulimit nofile=) "
