@@ -1,8 +1,8 @@
 """Reading request bodies under a size limit, a time limit and a memory budget shared by all requests.
 
 Oversize bodies become 413s (from Content-Length before a byte is read, or as soon as the bytes read
-pass the limit), never 500s. With a :class:`BodyLimits` installed by the app (``body_limits``
-middleware), a body must also arrive within ``server.body_timeout`` (else 408) and fit in
+pass the limit), never 500s. With a :class:`BodyLimits` in the app (``LIMITS``), a body must
+also arrive within ``server.body_timeout`` (else 408) and fit in
 ``server.max_body_buffer``, the bytes of request bodies held in memory across all requests; a request
 that cannot get room within ``BUDGET_WAIT`` gets 503. The room is held until the request has been
 answered, since the body lives that long.
@@ -11,9 +11,8 @@ answered, since the body lives that long.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -85,7 +84,9 @@ class ByteBudget:
         self._waiters.append(entry)
         granted = False
         try:
-            await asyncio.wait_for(asyncio.shield(fut), max(0.0, wait))
+            # Not wait_for: on 3.11 it can swallow a cancellation that races with the grant.
+            async with asyncio.timeout(max(0.0, wait)):
+                await asyncio.shield(fut)
             granted = True
         except TimeoutError:
             granted = fut.done() and not fut.cancelled()  # granted just as the wait ended
@@ -120,7 +121,6 @@ class Reservation:
 
     budget: ByteBudget
     size: int = 0
-    body: bytes | None = None  # once read: a second read_body returns it (the stream is consumed)
 
     async def grow_to(self, n: int, wait: float) -> bool:
         if n <= self.size:
@@ -130,7 +130,7 @@ class Reservation:
         self.size = n
         return True
 
-    def release(self) -> None:
+    def release(self, _: object = None) -> None:
         if self.size:
             self.budget.give(self.size)
             self.size = 0
@@ -150,38 +150,21 @@ class BodyLimits:
             self.metrics.http_requests_refused.labels(reason).inc()
 
 
-_CURRENT: contextvars.ContextVar[tuple[BodyLimits, Reservation] | None] = contextvars.ContextVar(
-    "router_body_reservation", default=None)
-
-
-def body_limits_middleware(limits: BodyLimits) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """A middleware that gives each request its reservation in ``limits.budget`` and takes it back once
-    the request has been answered (each aiohttp request runs in its own task, so a context variable
-    carries it to ``read_body``)."""
-
-    @web.middleware
-    async def body_limits(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        reservation = Reservation(limits.budget)
-        token = _CURRENT.set((limits, reservation))
-        try:
-            return await handler(request)
-        finally:
-            _CURRENT.reset(token)
-            reservation.release()
-
-    return body_limits
+LIMITS = web.AppKey("router_body_limits", BodyLimits)
+"""Where ``read_body`` finds the app's limits; an app without them reads bodies as aiohttp does."""
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, or ``BodyTooLarge`` as soon as Content-Length or the bytes read pass ``limit``;
-    ``BodyUnavailable`` when the body is too slow or the body budget has no room (see the module)."""
+    ``BodyUnavailable`` when the body is too slow or the body budget has no room (see the module).
+
+    The room a body takes is given back when the request's task ends, that is once it has been
+    answered (aiohttp runs each request, middlewares and response included, in a task of its own)."""
     length = request.content_length
     if length is not None and length > limit:
         raise BodyTooLarge(limit)
-    current = _CURRENT.get()
-    if current is None:  # no limits installed (an app built without them): read as aiohttp does
+    limits = request.config_dict.get(LIMITS)
+    if limits is None or request._read_bytes is not None:  # no limits, or read already: aiohttp's read
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -189,9 +172,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         if len(body) > limit:
             raise BodyTooLarge(limit)
         return body
-    limits, reservation = current
-    if reservation.body is not None:
-        return reservation.body
+    reservation = Reservation(limits.budget)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout
     try:
@@ -213,12 +194,22 @@ async def read_body(request: web.Request, limit: int) -> bytes:
                         raise _no_room(limits)
                 chunks.append(chunk)
     except TimeoutError:
+        reservation.release()
         limits.count_refusal("body_timeout")
         raise BodyUnavailable(
             408, f"Request Timeout: the body did not arrive within {limits.timeout:g} seconds",
             "body_timeout") from None
-    reservation.body = b"".join(chunks)
-    return reservation.body
+    except BaseException:
+        reservation.release()
+        raise
+    body = b"".join(chunks)
+    request._read_bytes = body  # as request.read() keeps it: a second read gets it again
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - a request is always handled in a task
+        reservation.release()
+    else:
+        task.add_done_callback(reservation.release)
+    return body
 
 
 def _no_room(limits: BodyLimits) -> BodyUnavailable:

@@ -17,7 +17,7 @@ from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.context import CTX, DispatcherLike, HttpContext
 from router.http.health import add_health_routes
 from router.http.invoke_api import add_invoke_routes
-from router.http.limits import BodyLimits, BodyUnavailable, ByteBudget, body_limits_middleware
+from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
 from router.http.readiness import Readiness
 
 __all__ = ["DispatcherLike", "HttpContext", "Readiness", "build_app", "build_metrics_app", "build_runner",
@@ -54,12 +54,12 @@ def build_app(ctx: HttpContext) -> web.Application:
 
     server = ctx.config.server
     gauge = ctx.metrics.http_body_buffer
-    limits = BodyLimits(ByteBudget(server.max_body_buffer, gauge.set), server.body_timeout, ctx.metrics)
     app = web.Application(
         client_max_size=max(server.max_body, server.max_async_body) + BODY_SLACK,
-        middlewares=[json_errors, body_limits_middleware(limits)],
+        middlewares=[json_errors],
     )
     app[CTX] = ctx
+    app[LIMITS] = BodyLimits(ByteBudget(server.max_body_buffer, gauge.set), server.body_timeout, ctx.metrics)
     add_health_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)

@@ -324,3 +324,25 @@ async def wait_until(predicate: Any, within: float = DEADLINE) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached before the deadline")
         await asyncio.sleep(0.01)
+
+
+async def test_a_body_holds_its_room_until_the_request_is_answered(front: Any, dispatcher: Any) -> None:
+    gate = asyncio.Event()
+    entered: list[object] = []
+
+    async def submit(inv: Any) -> str:
+        entered.append(inv)
+        await gate.wait()
+        return str(inv.request_id)
+
+    dispatcher.submit = submit
+    f = await front(hook("later", "/later", invocation="async"))
+    reader, writer = await f.connect()
+    body = b'{"n": "' + b"z" * 5000 + b'"}'
+    writer.write(b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await wait_until(lambda: len(entered) == 1)
+    assert f.sample("router_http_body_buffer_bytes") == len(body)  # the event is being persisted
+    gate.set()
+    assert (await read_response(reader))[0] == 202
+    await wait_until(lambda: f.sample("router_http_body_buffer_bytes") == 0)
+    writer.close()
