@@ -65,7 +65,8 @@ done
 t_live=$(since "$t0")
 echo "image-test: /livez answered ${t_live}s after podman run"
 
-curl -fsS --max-time 5 "$URL/metrics" | grep -q '^router_build_info{' \
+# Into a file, then grep: `curl | grep -q` fails under pipefail once grep stops reading a long page early.
+{ curl -fsS --max-time 5 -o "$T/metrics" "$URL/metrics" && grep -q '^router_build_info{' "$T/metrics"; } \
   || { show_logs; fail "/metrics has no router_build_info sample"; }
 body=$(curl -fsS --max-time 20 "$URL/hello/image-test") \
   || { show_logs; fail "GET /hello/image-test failed"; }

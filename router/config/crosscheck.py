@@ -258,7 +258,8 @@ def _open_invoke_api(doc: Document) -> list[Problem]:
     return [Problem(
         doc.position(loc), format_loc(loc),
         f"the Invoke API would run any function for anyone who can reach {show(doc, loc, server.host)} "
-        f"port {server.port}: it has no server.invoke_token or server.invoke_keys; set one of them "
+        f"port {show(doc, ('server', 'port'), server.port)}: it has no server.invoke_token or "
+        "server.invoke_keys; set one of them "
         "(e.g. invoke_token: ${INVOKE_TOKEN}), or listen on 127.0.0.1, or turn it off with "
         "invoke_api: false, or accept the risk with allow_unauthenticated_invoke: true",
     )]

@@ -106,8 +106,8 @@ def exposure(config: RouterConfig, port: int, *, metrics_only: bool = False,
     parts: list[str] = []
     level = logging.INFO
     if local and in_container:
-        where += (" INSIDE A CONTAINER, so unreachable from outside it: set server.host: 0.0.0.0 to "
-                  "publish the port")
+        where += (" INSIDE A CONTAINER: only its own network namespace reaches it; set server.host: "
+                  "0.0.0.0 to publish the port")
         level = logging.WARNING
     if not metrics_only:
         hooks = [f"{r.name} ({r.source.auth.type if r.source.auth else 'no auth'})"

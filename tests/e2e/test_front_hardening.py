@@ -68,8 +68,8 @@ def test_default_listens_on_loopback_and_says_what_is_exposed(
     (line,) = _records(rp, "listening on http://")
     # (When the tests themselves run in a container, the line also warns that loopback is not reachable
     # from outside it.)
-    container = " INSIDE A CONTAINER, so unreachable from outside it: set server.host: 0.0.0.0 to publish " \
-                "the port" if in_container() else ""
+    container = " INSIDE A CONTAINER: only its own network namespace reaches it; set server.host: " \
+                "0.0.0.0 to publish the port" if in_container() else ""
     assert line["message"] == (
         f"listening on http://127.0.0.1:{rp.port} (loopback only){container}: webhooks: hello (no auth), "
         "signed (hmac); Invoke API: NO AUTH, anyone who reaches this address can run any function; "

@@ -49,9 +49,11 @@ def test_an_open_invoke_api_on_every_interface_is_refused_with_where_and_how(
 
 
 def test_the_host_from_the_environment_is_not_echoed(problems: Callable[..., list[str]]) -> None:
-    (line,) = problems("server: {host: '${BIND}'}\n" + BASE, {"BIND": "192.0.2.7"})
+    (line,) = problems("server: {host: '${BIND}', port: '${PORT}'}\n" + BASE, {"BIND": "192.0.2.7",
+                                                                          "PORT": "18765"})
     assert "192.0.2.7" not in line
-    assert "${BIND}" in line
+    assert "18765" not in line
+    assert "reach value from ${BIND} port value from ${PORT}:" in line
 
 
 @pytest.mark.parametrize("server", [
