@@ -87,7 +87,7 @@ class ServerConfig(Model):
     body_timeout: Duration = Field(
         30.0, gt=0, le=3600,
         description="a request body must arrive within this time of the handler starting to read it "
-        "(408 and closed otherwise)")
+        "(408 and closed otherwise); also the longest a client may leave a response untaken")
     idle_timeout: Duration = Field(
         60.0, gt=0, le=3600,
         description="a connection is closed when no request has started this long after it opened or "

@@ -15,6 +15,9 @@ for an hour. ``GuardedRequestHandler`` adds both; ``GuardedAppRunner`` makes aio
   client, never one whose request is being handled); when there is none, the new connection gets a
   503 and is closed at once. Either way it is counted.
 
+- Send timeout: while a client does not take a response (aiohttp waits for the socket to drain), each
+  wait is bounded by ``send_timeout`` (``server.body_timeout``), then the connection is closed.
+
 Body timeouts and the memory budget for bodies are in ``router.http.limits``.
 """
 
@@ -47,15 +50,18 @@ _EVICT_SCAN = 64
 class ConnectionGuard:
     """Counts one listener's open connections against its cap, and finds one to evict at the cap."""
 
-    def __init__(self, listener: str, cap: int, metrics: Metrics, header_timeout: float) -> None:
+    def __init__(self, listener: str, cap: int, metrics: Metrics, header_timeout: float,
+                 send_timeout: float) -> None:
         self.listener = listener
         self.cap = cap
         self.header_timeout = header_timeout
+        self.send_timeout = send_timeout
         self._open: OrderedDict[GuardedRequestHandler, None] = OrderedDict()  # oldest first
         self._gauge = metrics.http_connections.labels(listener)
         metrics.http_connections_limit.labels(listener).set(cap)
         self._closed = {reason: metrics.http_connections_closed.labels(listener, reason)
-                        for reason in ("over_cap", "evicted", "header_timeout", "headers_too_large")}
+                        for reason in ("over_cap", "evicted", "header_timeout", "headers_too_large",
+                                       "send_timeout")}
 
     @property
     def open(self) -> int:
@@ -144,6 +150,27 @@ class GuardedRequestHandler(RequestHandler):
                 self._cancel_header_timer()
                 self._guard.closed("headers_too_large")
                 self.force_close()
+
+    async def _drain_helper(self) -> None:
+        """aiohttp waits here while the client does not take what is written: bounded, so a client that
+        stops reading a large response does not hold the connection and the response for ever."""
+        if not self._paused or self.transport is None:
+            return await super()._drain_helper()
+        try:
+            async with asyncio.timeout(self._guard.send_timeout):
+                await super()._drain_helper()
+        except TimeoutError:
+            self._guard.closed("send_timeout")
+            self.force_close()
+            raise ConnectionResetError("the client did not take the response in time") from None
+
+    def force_close(self) -> None:
+        """aiohttp's, but with unsent data the transport is aborted: its close() would wait for a client
+        that does not read to take it, keeping the descriptor (and the data) for ever."""
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
+        super().force_close()
 
     def _headers_late(self) -> None:
         self._header_timer = None

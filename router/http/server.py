@@ -90,7 +90,7 @@ METRICS_LISTENER_CAP = 64
 def build_runner(app: web.Application, ctx: HttpContext, *, listener: str, cap: int) -> GuardedAppRunner:
     """The runner of one listener: aiohttp's, with ``server``'s idle and header timeouts and ``cap``."""
     server = ctx.config.server
-    guard = ConnectionGuard(listener, cap, ctx.metrics, server.header_timeout)
+    guard = ConnectionGuard(listener, cap, ctx.metrics, server.header_timeout, server.body_timeout)
     return GuardedAppRunner(app, guard=guard, shutdown_timeout=server.shutdown_timeout, access_log=None,
                             keepalive_timeout=server.idle_timeout, read_bufsize=READ_BUFSIZE)
 

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from router.core.invocation import Result
 from router.http.context import HttpContext
 from router.http.readiness import Readiness
 from router.http.server import build_app, build_runner
@@ -176,6 +178,23 @@ async def test_a_trickled_body_gets_408_after_the_body_timeout(front: Any) -> No
     assert f.sample("router_webhook_requests_total", route="slow", status="408") == 1
     assert f.dispatcher.invoked == []
     assert f.sample("router_http_body_buffer_bytes") == 0
+
+
+async def test_a_client_that_does_not_read_its_response_is_closed_after_the_body_timeout(
+        front: Any, dispatcher: Any) -> None:
+    big = b'"' + b"r" * (6 * 1024 * 1024 - 10) + b'"'
+    dispatcher.scripts["echo"] = lambda inv: Result(payload=big)
+    f = await front(hook("big", "/big", methods=["GET"]), body_timeout=0.5)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel buffers little for it
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (f.host, f.port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads the answer
+    await wait_until(lambda: f.sample("router_http_connections_closed_total", listener="main",
+                                      reason="send_timeout") == 1)
+    await wait_until(lambda: f.sample("router_http_connections", listener="main") == 0)
+    writer.close()
 
 
 # --- the connection cap -------------------------------------------------------------------------------------
