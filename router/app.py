@@ -122,6 +122,11 @@ class Router:
 
         config = self.config
         server = config.server
+        if server.invoke_api_exposed:  # load_config refuses it with file:line; a config built in code too
+            raise RouterError(
+                f"server.host: the Invoke API would run any function for anyone who can reach {server.host}; "
+                "set server.invoke_token or server.invoke_keys, listen on 127.0.0.1, set invoke_api: false, "
+                "or accept the risk with allow_unauthenticated_invoke: true")
         # Descriptors: as many as allowed, and client connections capped at half of them.
         nofile_before, nofile, nofile_hard = raise_nofile_limit()
         cap = connection_cap(server.max_connections, nofile)

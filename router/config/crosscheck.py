@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from router.config.cron import CronError, cron_trigger, zone
-from router.config.models import ServerConfig, is_loopback
+from router.config.models import ServerConfig
 from router.config.problems import Loc, Problem, format_loc, suggestion
 from router.config.units import parse_size
 from router.config.yaml_source import Document
@@ -251,8 +251,7 @@ def _open_invoke_api(doc: Document) -> list[Problem]:
         server = ServerConfig.model_validate(raw)
     except ValidationError:
         return []  # validation reports it
-    if (not server.invoke_api or server.invoke_auth is not None or server.allow_unauthenticated_invoke
-            or is_loopback(server.host)):
+    if not server.invoke_api_exposed:
         return []
     loc: Loc = ("server", "host") if "host" in raw else ("server",)
     return [Problem(

@@ -116,6 +116,13 @@ class ServerConfig(Model):
         return self
 
     @property
+    def invoke_api_exposed(self) -> bool:
+        """True when the Invoke API would run functions for anyone on a non-loopback address without
+        the operator having said so (DESIGN §9a): such a config is refused."""
+        return (self.invoke_api and self.invoke_auth is None and not self.allow_unauthenticated_invoke
+                and not is_loopback(self.host))
+
+    @property
     def invoke_auth(self) -> str | None:
         """How the Invoke API is protected (``token``, ``SigV4 keys``, both), or None when it is open."""
         ways = [w for w, on in (("token", bool(self.invoke_token)), ("SigV4 keys", bool(self.invoke_keys)))

@@ -139,3 +139,11 @@ def test_start_up_line_is_a_warning_for_an_open_invoke_api_off_loopback() -> Non
 
 def test_server_config_defaults_are_valid() -> None:
     ServerConfig()
+
+
+async def test_a_config_built_in_code_is_refused_at_serve_too() -> None:
+    from router.app import Router
+    from router.errors import RouterError
+
+    with pytest.raises(RouterError, match=r"server\.host: the Invoke API would run any function"):
+        await Router(_config(host="0.0.0.0")).serve()
