@@ -48,6 +48,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     ROUTER_CONFIG=/etc/router/config.yaml \
+    ROUTER_HOST=0.0.0.0 \
     ROUTER_PORT=8080
 WORKDIR /app
 USER router:router

@@ -102,7 +102,17 @@ class Router:
 
     async def serve(self) -> None:
         from router.core.dispatcher import Dispatcher
-        from router.http.server import HttpContext, Readiness, build_app, build_metrics_app
+        from router.http.nofile import connection_cap, raise_nofile_limit
+        from router.http.server import (
+            METRICS_LISTENER_CAP,
+            HttpContext,
+            Readiness,
+            build_app,
+            build_metrics_app,
+            build_runner,
+            exposure,
+            in_container,
+        )
         from router.runtime.api import RuntimeApiServer
         from router.runtime.template import TemplateManager
         from router.sources.schedule import ScheduleSource
@@ -112,6 +122,19 @@ class Router:
 
         config = self.config
         server = config.server
+        if server.invoke_api_exposed:  # load_config refuses it with file:line; a config built in code too
+            raise RouterError(
+                f"server.host: the Invoke API would run any function for anyone who can reach {server.host}; "
+                "set server.invoke_token or server.invoke_keys, listen on 127.0.0.1, set invoke_api: false, "
+                "or accept the risk with allow_unauthenticated_invoke: true")
+        # Descriptors: as many as allowed, and client connections capped at half of them.
+        nofile_before, nofile, nofile_hard = raise_nofile_limit()
+        cap = connection_cap(server.max_connections, nofile)
+        log.info("open-file limit %s (was %s, hard limit %s): at most %d client connections at once%s",
+                 nofile, nofile_before, nofile_hard, cap,
+                 "" if cap == server.max_connections else
+                 f" (server.max_connections {server.max_connections} lowered to half the limit; raise it "
+                 "with ulimit -n, systemd LimitNOFILE= or docker --ulimit nofile=)")
 
         state = config.state
         store = StateStore.from_url(state.url, config.config_dir, durability=state.durability,
@@ -168,16 +191,19 @@ class Router:
                 readiness.add_check("async_queue", dispatcher.amqp_queue.ping)
             ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness)
 
-            runner = web.AppRunner(build_app(ctx), shutdown_timeout=server.shutdown_timeout,
-                                   access_log=None)
+            runner = build_runner(build_app(ctx), ctx, listener="main", cap=cap)
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, server.host, server.port, reuse_address=True).start()
+            log.log(*exposure(config, server.port, in_container=in_container()))
             if server.metrics_port is not None:
-                mrunner = web.AppRunner(build_metrics_app(ctx), access_log=None)
+                mrunner = build_runner(build_metrics_app(ctx), ctx, listener="metrics",
+                                       cap=min(cap, METRICS_LISTENER_CAP))
                 await mrunner.setup()
                 runners.append(mrunner)
                 await web.TCPSite(mrunner, server.host, server.metrics_port, reuse_address=True).start()
+                log.log(*exposure(config, server.metrics_port, metrics_only=True,
+                                 in_container=in_container()))
 
             async with asyncio.TaskGroup() as tg:
                 dispatcher_task = tg.create_task(dispatcher.run(), name="dispatcher")
@@ -256,6 +282,9 @@ class Router:
 async def _main(config: RouterConfig) -> int:
     router = Router(config)
     loop = asyncio.get_running_loop()
+    from router.http.nofile import FaultLog
+
+    loop.set_exception_handler(FaultLog(router.metrics))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, router.request_stop)
     try:

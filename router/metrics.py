@@ -156,6 +156,33 @@ class Metrics:
             "router_batch_bisections_total",
             "Failed invocations of a batch split in halves and retried (bisect_on_error)",
             ["route"], registry=r)
+        # the HTTP front (issue 9): connections, their cap and timeouts, the request-body budget
+        self.http_connections = Gauge(
+            "router_http_connections", "Client connections open now, by listener (main, metrics)",
+            ["listener"], registry=r)
+        self.http_connections_limit = Gauge(
+            "router_http_connections_limit",
+            "Most client connections open at once, by listener (server.max_connections, lowered to fit "
+            "the open-file limit)", ["listener"], registry=r)
+        self.http_connections_closed = Counter(
+            "router_http_connections_closed_total",
+            "Client connections closed by the router, by reason (over_cap: refused with 503 at the cap; "
+            "evicted: an idle or header-reading connection closed to make room at the cap; header_timeout; "
+            "headers_too_large: over 64 KiB of request line and headers; send_timeout: a response not "
+            "taken within server.body_timeout)",
+            ["listener", "reason"], registry=r)
+        self.http_requests_refused = Counter(
+            "router_http_requests_refused_total",
+            "Requests refused while reading their body, by reason (body_timeout: 408; body_budget: 503, "
+            "server.max_body_buffer was full)", ["reason"], registry=r)
+        self.http_body_buffer = Gauge(
+            "router_http_body_buffer_bytes",
+            "Request-body bytes held in memory now across all requests (server.max_body_buffer caps it)",
+            registry=r)
+        self.http_accept_errors = Counter(
+            "router_http_accept_errors_total",
+            "Failed accepts of new connections, by errno name (EMFILE: out of file descriptors)",
+            ["error"], registry=r)
 
     def child(self, metric: _M, *values: str) -> _M:
         """``metric.labels(*values)``, remembered: the hot path asks for the same few children per

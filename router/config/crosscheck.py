@@ -13,7 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from router.config.cron import CronError, cron_trigger, zone
+from router.config.models import ServerConfig
 from router.config.problems import Loc, Problem, format_loc, suggestion
 from router.config.units import parse_size
 from router.config.yaml_source import Document
@@ -39,6 +42,7 @@ def cross_check(doc: Document, config_dir: Path) -> list[Problem]:
     problems += _schedules(doc, routes)
     problems += _filters(doc, routes)
     problems += _ports(doc)
+    problems += _open_invoke_api(doc)
     if isinstance(functions, dict):
         problems += _code_dirs(doc, functions, config_dir)
         problems += _node_runtimes(doc, functions)
@@ -259,6 +263,29 @@ def _memory_budget(doc: Document, functions: dict[str, Any]) -> list[Problem]:
                            f"{memory} MB is more than limits.environment_memory ({budget_mb} MB), so no "
                            "environment of this function could ever start; lower memory or raise the budget"))
     return out
+
+
+def _open_invoke_api(doc: Document) -> list[Problem]:
+    """DESIGN §9a: an Invoke API without credentials runs any function for anyone who reaches it, so on a
+    non-loopback host it needs ``server.allow_unauthenticated_invoke: true``."""
+    raw = doc.data.get("server", {})
+    if not isinstance(raw, dict):
+        return []
+    try:
+        server = ServerConfig.model_validate(raw)
+    except ValidationError:
+        return []  # validation reports it
+    if not server.invoke_api_exposed:
+        return []
+    loc: Loc = ("server", "host") if "host" in raw else ("server",)
+    return [Problem(
+        doc.position(loc), format_loc(loc),
+        f"the Invoke API would run any function for anyone who can reach {show(doc, loc, server.host)} "
+        f"port {show(doc, ('server', 'port'), server.port)}: it has no server.invoke_token or "
+        "server.invoke_keys; set one of them "
+        "(e.g. invoke_token: ${INVOKE_TOKEN}), or listen on 127.0.0.1, or turn it off with "
+        "invoke_api: false, or accept the risk with allow_unauthenticated_invoke: true",
+    )]
 
 
 def _at(doc: Document, loc: Loc, message: str) -> Problem:

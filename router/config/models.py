@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -51,8 +52,25 @@ class Model(BaseModel):
 # --- server, state, aws -------------------------------------------------------------------------------
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable only from this machine.
+
+    Any other name counts as exposed: ``""``, ``0.0.0.0`` and ``::`` are every interface, and a host
+    name may resolve to a public address."""
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ServerConfig(Model):
-    host: str = "0.0.0.0"
+    host: str = Field(
+        "127.0.0.1",
+        description="address to listen on; the default is loopback only: set 0.0.0.0 (every interface) "
+        "to serve other machines, e.g. in a container",
+    )
     port: int = Field(8080, ge=0, le=65535)
     metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on its own port")
     max_body: Size = Field(6 * 1024 * 1024, gt=0, description="largest request body (sync payload limit)")
@@ -70,6 +88,59 @@ class ServerConfig(Model):
         description="access key id -> secret access key: the Invoke API verifies AWS SigV4 signatures "
         "made with these keys (boto3, the AWS CLI); use ${VAR} for the secrets",
     )
+    allow_unauthenticated_invoke: bool = Field(
+        False,
+        description="serve the Invoke API without invoke_token or invoke_keys on a non-loopback host: anyone "
+        "who can reach the port may then run any function; without it such a config is refused",
+    )
+    header_timeout: Duration = Field(
+        10.0, gt=0, le=3600,
+        description="a request's line and headers must arrive within this time of its first byte "
+        "(slow clients get 408 and are closed)")
+    body_timeout: Duration = Field(
+        30.0, gt=0, le=3600,
+        description="a request body must arrive within this time of the handler starting to read it "
+        "(408 and closed otherwise); also the longest a client may leave a response untaken")
+    idle_timeout: Duration = Field(
+        60.0, gt=0, le=3600,
+        description="a connection is closed when no request has started this long after it opened or "
+        "after the last response (keep-alive)")
+    max_connections: int = Field(
+        4096, ge=1, le=1_000_000,
+        description="open client connections at once on the main port; at the cap a new one closes the "
+        "oldest idle or header-reading connection, or gets 503; lowered at start to half the open-file "
+        "limit (RLIMIT_NOFILE), leaving the rest to environments, the state store and brokers")
+    max_body_buffer: Size = Field(
+        128 * 1024 * 1024,
+        description="request-body bytes held in memory at once across all requests; a request that cannot "
+        "get room within 1 s gets 503 (must be at least max_body and max_async_body)")
+
+    @field_validator("invoke_token")
+    @classmethod
+    def _empty_token_is_none(cls, v: str | None) -> str | None:
+        return v or None  # ${INVOKE_TOKEN:-} unset: no token, not an empty one
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_body(self) -> ServerConfig:
+        largest = max(self.max_body, self.max_async_body)
+        if self.max_body_buffer < largest:
+            raise ValueError(f"max_body_buffer ({self.max_body_buffer} bytes) must be at least max_body and "
+                             f"max_async_body ({largest} bytes), or no request that large could be read")
+        return self
+
+    @property
+    def invoke_api_exposed(self) -> bool:
+        """True when the Invoke API would run functions for anyone on a non-loopback address without
+        the operator having said so (DESIGN §9a): such a config is refused."""
+        return (self.invoke_api and self.invoke_auth is None and not self.allow_unauthenticated_invoke
+                and not is_loopback(self.host))
+
+    @property
+    def invoke_auth(self) -> str | None:
+        """How the Invoke API is protected (``token``, ``SigV4 keys``, both), or None when it is open."""
+        ways = [w for w, on in (("token", bool(self.invoke_token)), ("SigV4 keys", bool(self.invoke_keys)))
+                if on]
+        return " or ".join(ways) or None
 
 
 class StateConfig(Model):

@@ -1,22 +1,28 @@
-"""The aiohttp applications: the main app (webhooks, Invoke API, health, metrics) and a metrics-only app.
+"""The aiohttp applications: the main app (webhooks, Invoke API, health, metrics) and a metrics-only app,
+the guarded runners that serve them, and the start-up line saying what a listener exposes.
 
-The app runner belongs to ``router.app``; this module only builds applications.
+The runners are started and stopped by ``router.app``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
+from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
+from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.context import CTX, DispatcherLike, HttpContext
 from router.http.error_pages import json_error_pages
 from router.http.health import add_health_routes
 from router.http.invoke_api import add_invoke_routes
+from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
 from router.http.readiness import Readiness
 
-__all__ = ["DispatcherLike", "HttpContext", "Readiness", "build_app", "build_metrics_app"]
+__all__ = ["DispatcherLike", "HttpContext", "Readiness", "build_app", "build_metrics_app", "build_runner",
+           "exposure"]
 
 log = logging.getLogger("router.http")
 
@@ -33,6 +39,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
         return web.json_response({"message": "Request Entity Too Large"}, status=413)
+    except BodyUnavailable as exc:  # too slow (408) or no room in server.max_body_buffer (503)
+        return exc.response()
     except web.HTTPException:
         raise
     except Exception:
@@ -46,11 +54,13 @@ def build_app(ctx: HttpContext) -> web.Application:
     from router.sources.webhook import register_webhook_routes
 
     server = ctx.config.server
+    gauge = ctx.metrics.http_body_buffer
     app = web.Application(
         client_max_size=max(server.max_body, server.max_async_body) + BODY_SLACK,
         middlewares=[json_errors, json_error_pages],
     )
     app[CTX] = ctx
+    app[LIMITS] = BodyLimits(ByteBudget(server.max_body_buffer, gauge.set), server.body_timeout, ctx.metrics)
     add_health_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)
@@ -64,3 +74,57 @@ def build_metrics_app(ctx: HttpContext) -> web.Application:
     app[CTX] = ctx
     add_health_routes(app, with_metrics=True)
     return app
+
+
+def in_container() -> bool:
+    """Whether this process runs in a Docker or Podman container (their marker files)."""
+    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
+READ_BUFSIZE = 16 * 1024
+"""aiohttp reads a body ahead of its handler until twice this is buffered (its default, 64 KiB, let 300
+stalled connections waiting for room in the body budget hold ~100 MB more; 16 KiB, ~30 MB)."""
+METRICS_LISTENER_CAP = 64
+"""Connections the ``server.metrics_port`` listener takes at once (scrapers and probes)."""
+
+
+def build_runner(app: web.Application, ctx: HttpContext, *, listener: str, cap: int) -> GuardedAppRunner:
+    """The runner of one listener: aiohttp's, with ``server``'s idle and header timeouts and ``cap``."""
+    server = ctx.config.server
+    guard = ConnectionGuard(listener, cap, ctx.metrics, server.header_timeout, server.body_timeout)
+    return GuardedAppRunner(app, guard=guard, shutdown_timeout=server.shutdown_timeout, access_log=None,
+                            keepalive_timeout=server.idle_timeout, read_bufsize=READ_BUFSIZE)
+
+
+def exposure(config: RouterConfig, port: int, *, metrics_only: bool = False,
+             in_container: bool = False) -> tuple[int, str]:
+    """The start-up line (and its log level) saying what a listener serves and how each part is
+    protected. Webhook routes are named, never their paths (a path may hold a secret)."""
+    server = config.server
+    local = is_loopback(server.host)
+    where = (f"http://{server.host}:{port} ("
+             + ("loopback only" if local else "reachable from other machines") + ")")
+    parts: list[str] = []
+    level = logging.INFO
+    if local and in_container:
+        where += (" INSIDE A CONTAINER: only its own network namespace reaches it; set server.host: "
+                  "0.0.0.0 to publish the port")
+        level = logging.WARNING
+    if not metrics_only:
+        hooks = [f"{r.name} ({r.source.auth.type if r.source.auth else 'no auth'})"
+                 for r in config.routes if isinstance(r.source, WebhookSourceConfig)]
+        parts.append("webhooks: " + (", ".join(hooks) if hooks else "none"))
+        if not server.invoke_api:
+            parts.append("Invoke API: off")
+        elif server.invoke_auth is not None:
+            parts.append(f"Invoke API: {server.invoke_auth} required")
+        else:
+            parts.append("Invoke API: NO AUTH, anyone who reaches this address can run any function"
+                         + ("" if local else " (server.allow_unauthenticated_invoke)"))
+            if not local:
+                level = logging.WARNING
+    health = "/livez /healthz /readyz"
+    if metrics_only or server.metrics_port is None:
+        health += " /metrics"
+    parts.append(f"{health}: no auth")
+    return level, f"listening on {where}: " + "; ".join(parts)

@@ -184,3 +184,26 @@ def build_auth(cfg: AuthConfig | None) -> WebhookAuth | None:
     if isinstance(cfg, BearerAuthConfig):
         return BearerAuth(cfg)
     return ApiKeyAuth(cfg)
+
+
+def headers_pass(cfg: AuthConfig | None, headers: Mapping[str, str], now: float | None = None) -> bool:
+    """What ``cfg`` can check before the body is read (DESIGN §9a): bearer and API key fully, HMAC the
+    presence and prefix of its signature header, Standard Webhooks its three headers and the timestamp
+    tolerance. False means 401 without reading the body; True still needs ``verify`` on the body."""
+    if cfg is None:
+        return True
+    if isinstance(cfg, BearerAuthConfig):
+        return BearerAuth(cfg).verify(headers, b"")
+    if isinstance(cfg, ApiKeyAuthConfig):
+        return ApiKeyAuth(cfg).verify(headers, b"")
+    if isinstance(cfg, HmacAuthConfig):
+        given = headers.get(cfg.header)
+        return given is not None and given.strip().startswith(cfg.prefix)
+    timestamp = headers.get("webhook-timestamp", "")
+    if not (headers.get("webhook-id") and headers.get("webhook-signature") and timestamp):
+        return False
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    return abs((time.time() if now is None else now) - sent) <= cfg.tolerance

@@ -15,9 +15,9 @@ from router.config.models import RouteConfig, WebhookSourceConfig
 from router.core.invocation import Invocation, new_request_id
 from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http.context import HttpContext
-from router.http.limits import BodyTooLarge, read_body
+from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
 from router.sources import apigw
-from router.sources.auth import build_auth
+from router.sources.auth import build_auth, headers_pass
 
 log = logging.getLogger("router.sources.webhook")
 
@@ -79,13 +79,19 @@ class WebhookSource:
         ctx = self._ctx
         route = self.route
         extra = {"route": route.name, "function": route.function, "request_id": request_id}
+        # What needs only the headers is checked before a byte of the body is read or buffered
+        # (DESIGN §9a): a stranger's body costs no memory. Content-Length over the limit is read_body's.
+        if not headers_pass(self.source.auth, request.headers):
+            return self._unauthorized(extra)
         try:
             body = await read_body(request, ctx.config.server.max_body)
         except BodyTooLarge:
             return web.json_response({"message": "Request Entity Too Large"}, status=413)
+        except BodyUnavailable as exc:  # too slow (408) or no room for it in server.max_body_buffer (503)
+            log.info("webhook: request body not read, %s", exc.reason, extra={**extra, "status": exc.status})
+            return exc.response()
         if self._auth is not None and not self._auth.verify(request.headers, body):
-            log.warning("webhook: authentication failed", extra={**extra, "status": 401})
-            return web.json_response({"message": "Unauthorized"}, status=401)
+            return self._unauthorized(extra)
         self._events.inc()
 
         if route.input is not None:
@@ -126,6 +132,12 @@ class WebhookSource:
             "webhook: the function's response is malformed, answered 500: %s; return statusCode, "
             "headers, cookies and body as API Gateway's payload format 2.0 expects", reason,
             extra={**extra, "error_type": "handler"}))
+
+
+    @staticmethod
+    def _unauthorized(extra: dict[str, str]) -> web.Response:
+        log.warning("webhook: authentication failed", extra={**extra, "status": 401})
+        return web.json_response({"message": "Unauthorized"}, status=401)
 
 
 def register_webhook_routes(app: web.Application, ctx: HttpContext) -> list[WebhookSource]:

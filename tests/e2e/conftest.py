@@ -60,6 +60,7 @@ class RouterProcess:
     log_path: Path
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    preexec_fn: Callable[[], None] | None = None  # run in the child before exec (e.g. setrlimit)
     _log: Any = field(default=None, repr=False)
 
     @property
@@ -71,6 +72,7 @@ class RouterProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "router", "run", "--config", str(self.config_path)],
             stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.config_path.parent),
+            preexec_fn=self.preexec_fn,
         )
         if wait_ready:
             self.wait_ready()
@@ -131,13 +133,15 @@ class RouterFactory:
         return d
 
     def __call__(self, config_yaml: str, *, env: dict[str, str] | None = None, start: bool = True,
-                 port: int | None = None, name: str = "config.yaml") -> RouterProcess:
+                 port: int | None = None, name: str = "config.yaml",
+                 preexec_fn: Callable[[], None] | None = None) -> RouterProcess:
         port = port or free_port()
         path = self.tmp_path / name
         path.write_text(textwrap.dedent(config_yaml).replace("@PORT@", str(port)))
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
         full_env.update(env or {})
-        rp = RouterProcess(path, port, self.tmp_path / f"router-{len(self.started)}.log", full_env)
+        rp = RouterProcess(path, port, self.tmp_path / f"router-{len(self.started)}.log", full_env,
+                           preexec_fn=preexec_fn)
         self.started.append(rp)
         if start:
             rp.start()

@@ -19,6 +19,7 @@ server:
   host: 0.0.0.0
   port: 8080              # webhooks, Invoke API, /healthz, /readyz, /metrics
   max_body: 6MB
+  invoke_token: ${INVOKE_TOKEN}   # DESIGN §9a: an Invoke API on 0.0.0.0 needs credentials
 state: sqlite:///var/lib/router/state.db   # or postgresql://user:pass@host/db
 aws:                      # defaults for every AWS client
   region: us-east-1
@@ -86,7 +87,7 @@ routes:
     function: billing
 """
 
-EXAMPLE_ENV = {"BILLING_TOKEN": "tok-123", "GH_SECRET": "gh-secret"}
+EXAMPLE_ENV = {"BILLING_TOKEN": "tok-123", "GH_SECRET": "gh-secret", "INVOKE_TOKEN": "inv-456"}
 
 # A small valid config that tests extend: one local function whose code dir exists.
 BASE = """\
