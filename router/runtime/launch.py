@@ -35,6 +35,8 @@ which arms the parent-death signal and execs node: the worker dies with the rout
 RLIMIT_AS_VAR = "_ROUTER_RLIMIT_AS"
 PARENT_PID_VAR = "_ROUTER_PARENT_PID"
 """Read (and removed from the environment) by the Python bootstrap before anything else runs."""
+WATCHED_VAR = "_ROUTER_WATCHED"
+"""Set for a worker the router's watchdog watches (``router.runtime.proctree``): no parent-death signal."""
 
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -55,12 +57,15 @@ class LaunchSpec:
     # (~0.5 ms of event loop) instead of fork (~8 ms for a router of ~75 MB).
     self_limits: bool = False
 
-    def environment(self, *, runtime_api: str, scratch: str, init_type: str) -> dict[str, str]:
-        """The full environment of one worker process."""
+    def environment(self, *, runtime_api: str, scratch: str, init_type: str,
+                    watched: bool = False) -> dict[str, str]:
+        """The full environment of one worker process (``watched``: see ``WATCHED_VAR``)."""
         env = dict(self.env)
         if self.self_limits:
             env[RLIMIT_AS_VAR] = str(address_space_limit(self.memory))
             env[PARENT_PID_VAR] = str(os.getpid())
+            if watched and self.argv[-1] == str(PYTHON_BOOTSTRAP):
+                env[WATCHED_VAR] = "1"
         env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
         env["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
         env["AWS_LAMBDA_LOG_STREAM_NAME"] = log_stream_name()
@@ -182,10 +187,14 @@ def _load_prctl() -> Callable[[int, int], int] | None:
 
 _PRCTL = _load_prctl()
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
-def with_parent_death_signal(preexec: Callable[[], None]) -> Callable[[], None]:
-    """Wrap a ``preexec_fn`` so the worker is SIGKILLed when the router dies, even by SIGKILL.
+def with_parent_death_signal(preexec: Callable[[], None], *, watched: bool = False) -> Callable[[], None]:
+    """Wrap a ``preexec_fn`` so the worker is the subreaper of its descendants (an orphan, e.g. a
+    double-forked daemon, is re-parented to it, so it stays in the tree that ends with the environment;
+    the attribute survives exec) and is SIGKILLed when the router dies, even by SIGKILL, unless
+    ``watched`` (the router's watchdog then ends the whole tree, ``router.runtime.proctree``).
 
     A worker runs in its own session (so a timeout can kill its whole process group), which also means
     no terminal or init hands it the router's death: without this, a worker busy in a long handler
@@ -194,7 +203,9 @@ def with_parent_death_signal(preexec: Callable[[], None]) -> Callable[[], None]:
 
     def apply() -> None:
         if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            _PRCTL(_PR_SET_CHILD_SUBREAPER, 1)
+            if not watched:
+                _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
         preexec()
 
     return apply
