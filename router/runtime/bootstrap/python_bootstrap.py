@@ -562,8 +562,29 @@ def init_and_serve():
     serve(client, request_handler)
 
 
+def _blank_environ_block():
+    """``/proc/PID/environ`` shows the strings this process was exec'd with, the function's variables
+    (its secrets among them), to any process of the same uid. Move every variable to a copy of its own
+    (``setenv``: the C library's ``getenv`` and child processes still see them), then blank the block.
+    (A forked environment shows its template's block instead: start-up variables only.)"""
+    try:
+        import ctypes
+
+        for key, value in os.environ.items():
+            os.putenv(key, value)
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50 and 51)
+        if 0 < start < end and end - start < 64 * 1024 * 1024:
+            ctypes.memset(start, 0, end - start)
+    except (OSError, ValueError, AttributeError, IndexError):  # not Linux
+        pass
+
+
 def main():
     _apply_router_limits()
+    _blank_environ_block()
     init_and_serve()
 
 
