@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -237,3 +238,43 @@ async def test_a_confined_channel_waits_for_its_owner_then_admits_only_its_proce
     assert other.refused == 1
     sleeper.kill()
     await sleeper.wait()
+
+
+async def _family(leftovers: set[int], tmp_path: Path) -> tuple[int, int]:
+    """A process (in a session of its own, as a worker) with a child; returns both pids."""
+    out = tmp_path / f"family-{len(leftovers)}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import os, subprocess, sys, time\nos.setsid()\n"
+        "open(sys.argv[1] + '.tmp', 'w').write(str(subprocess.Popen(['sleep', '300']).pid))\n"
+        "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\ntime.sleep(300)\n", str(out))
+    leftovers.add(proc.pid)
+    await wait_for(out.exists, what="the family to start")
+    child = int(out.read_text())
+    leftovers.add(child)
+    return proc.pid, child
+
+
+async def test_the_watchdog_ends_registered_trees_when_its_pipe_ends_even_after_a_restart(
+    leftovers: set[int], tmp_path: Path
+) -> None:
+    from router.runtime.proctree import Watchdog
+
+    watchdog = Watchdog()
+    await watchdog.start()
+    assert watchdog.running
+    kept, kept_child = await _family(leftovers, tmp_path)
+    ended, ended_child = await _family(leftovers, tmp_path)
+    watchdog.register(kept)
+    watchdog.register(ended)
+    watchdog.unregister(ended)  # ended as far as the router knows: not the watchdog's to kill
+    # The watchdog is killed: another is started and told every registered worker.
+    first = watchdog._transport
+    assert first is not None
+    first.kill()
+    await wait_for(lambda: watchdog._transport is not None and watchdog._transport is not first
+                   and watchdog.running, what="a new watchdog")
+    await watchdog.close()  # its pipe ends, as when the router dies
+    await wait_for(lambda: process_gone(kept) and process_gone(kept_child),
+                   what="the registered worker and its child to end")
+    assert not process_gone(ended)
+    assert not process_gone(ended_child)
