@@ -116,13 +116,15 @@ class RuntimeChannel:
     _init_ended: bool = False  # a /next or /init/error came (``ready`` is settled a moment later)
     confined: bool = False  # only the owner's process tree may connect (see the module doc)
     owner: int | None = None  # pid of the environment's worker, once known
+    owner_uid: int | None = None  # the worker's own user (run_as), if any
     held: list[tuple[Connection, Request]] = field(default_factory=list)  # first requests awaiting owner
     refused: int = 0  # connections refused
     endpoints: _Endpoints | None = None
 
-    def set_owner(self, pid: int) -> None:
-        """The environment's worker is ``pid``: serve the requests that waited for it (if its own)."""
-        self.owner = pid
+    def set_owner(self, pid: int, uid: int | None = None) -> None:
+        """The environment's worker is ``pid`` (running as ``uid`` of its own, with ``run_as``): serve
+        the requests that waited for it (if its own)."""
+        self.owner, self.owner_uid = pid, uid
         held, self.held = self.held, []
         for conn, request in held:
             if self.endpoints is not None:
@@ -261,7 +263,8 @@ class _Endpoints:
             channel.held.append((conn, request))
             return False
         client, server = conn.peername, conn.sockname
-        if client is not None and server is not None and peer.belongs_to(client, server, channel.owner):
+        if client is not None and server is not None and peer.belongs_to(
+                client, server, channel.owner, channel.owner_uid):
             conn.admitted = True
             return True
         channel.refused += 1

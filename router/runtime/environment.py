@@ -129,6 +129,8 @@ class Environment:
         """
         self._channel = channel = await self.api.open_channel(self.capacity, confined=True)
         self._scratch = tempfile.mkdtemp(prefix=f"router-{self.spec.function}-")
+        if self.spec.user is not None:
+            os.chown(self._scratch, *self.spec.user)  # run_as: the worker's own (still mode 0700)
         self._watched = self._watchdog is not None and self._watchdog.running
         env = self.spec.environment(
             runtime_api=channel.address, scratch=self._scratch,
@@ -181,7 +183,9 @@ class Environment:
         self.pid = self._proc.pid
         if self._watchdog is not None and self._watched:
             self._watchdog.register(self.pid)
-        channel.set_owner(self.pid)  # only this worker's processes may use its Runtime API
+        # Only this worker's processes may use its Runtime API (run_as: or its user's, when the router
+        # may not read their file descriptors).
+        channel.set_owner(self.pid, self.spec.user[0] if self.spec.user is not None else None)
         self._status = ProcStatus(self.pid)
         try:
             async with asyncio.timeout_at(started + time_limit):

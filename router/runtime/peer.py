@@ -12,7 +12,9 @@ once per connection, not per invocation.
   ``/proc/net/tcp`` or ``tcp6``.
 - A process's descriptors are read from ``/proc/PID/fd``, which needs the right to inspect it: the same
   uid as the router (a worker that has not made itself non-dumpable) or ``CAP_SYS_PTRACE``. A worker
-  the router may not inspect cannot be recognised, and its connection is refused like a stranger's.
+  the router may not inspect cannot be recognised, and its connection is refused like a stranger's,
+  unless the function runs as a user of its own (``run_as``, a root router without ``CAP_SYS_PTRACE``,
+  as in a container): then a socket owned by that user is the function's.
 """
 
 from __future__ import annotations
@@ -35,17 +37,17 @@ _DIAG_TAIL = struct.Struct("=III")  # interface, cookie[2]
 _DIAG_MSG_UID_INODE = 16 + 4 + 48 + 12  # nlmsghdr, family..retrans, inet_diag_sockid, expires..wqueue
 
 
-def client_inode(client: tuple[str, int], server: tuple[str, int]) -> int | None:
-    """The inode of the socket whose local address is ``client`` and peer ``server`` (the client's end
-    of a loopback connection the router accepted), or None when there is none (it closed)."""
+def client_socket(client: tuple[str, int], server: tuple[str, int]) -> tuple[int, int] | None:
+    """The inode and owner uid of the socket whose local address is ``client`` and peer ``server`` (the
+    client's end of a loopback connection the router accepted), or None when there is none (closed)."""
     family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
     try:
-        return _diag_inode(family, client, server)
+        return _diag_socket(family, client, server)
     except OSError:  # no sock_diag (a seccomp filter, an old kernel): the slower way
-        return _proc_net_inode(family, client, server)
+        return _proc_net_socket(family, client, server)
 
 
-def _diag_inode(family: int, client: tuple[str, int], server: tuple[str, int]) -> int | None:
+def _diag_socket(family: int, client: tuple[str, int], server: tuple[str, int]) -> tuple[int, int] | None:
     request = (
         _DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
         + struct.pack("!HH", client[1], server[1])
@@ -65,8 +67,8 @@ def _diag_inode(family: int, client: tuple[str, int], server: tuple[str, int]) -
         raise OSError(-errno, os.strerror(-errno))
     if kind != _SOCK_DIAG_BY_FAMILY or len(reply) < _DIAG_MSG_UID_INODE + 8:
         raise OSError(0, f"unexpected sock_diag reply type {kind}")
-    _uid, inode = struct.unpack_from("=II", reply, _DIAG_MSG_UID_INODE)
-    return int(inode)
+    uid, inode = struct.unpack_from("=II", reply, _DIAG_MSG_UID_INODE)
+    return int(inode), int(uid)
 
 
 def _proc_address(family: int, host: str, port: int) -> bytes:
@@ -76,25 +78,30 @@ def _proc_address(family: int, host: str, port: int) -> bytes:
     return ("".join(f"{w:08X}" for w in words) + f":{port:04X}").encode()
 
 
-def _proc_net_inode(family: int, client: tuple[str, int], server: tuple[str, int]) -> int | None:
+def _proc_net_socket(family: int, client: tuple[str, int], server: tuple[str, int]) -> tuple[int, int] | None:
     local, remote = _proc_address(family, *client), _proc_address(family, *server)
     name = "/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp"
     with contextlib.suppress(OSError), open(name, "rb") as f:
         for line in f:
             fields = line.split()
             if len(fields) > 9 and fields[1] == local and fields[2] == remote:
-                return int(fields[9])
+                return int(fields[9]), int(fields[7])
     return None
 
 
-def held_by(inode: int, pids: list[int]) -> bool:
-    """Whether one of ``pids`` holds the socket ``inode`` among its file descriptors."""
+def held_by(inode: int, pids: list[int]) -> bool | None:
+    """Whether one of ``pids`` holds the socket ``inode`` among its file descriptors; None when it is not
+    found and some of them could not be inspected."""
     target = f"socket:[{inode}]"
+    unknown = False
     for pid in pids:
         base = f"/proc/{pid}/fd"
         try:
             fds = os.listdir(base)
-        except OSError:  # gone, or not ours to inspect
+        except PermissionError:  # not ours to inspect
+            unknown = True
+            continue
+        except OSError:  # gone
             continue
         for fd in fds:
             try:
@@ -102,15 +109,24 @@ def held_by(inode: int, pids: list[int]) -> bool:
                     return True
             except OSError:
                 continue
-    return False
+    return None if unknown else False
 
 
-def belongs_to(client: tuple[str, int], server: tuple[str, int], root: int) -> bool:
+def belongs_to(client: tuple[str, int], server: tuple[str, int], root: int, uid: int | None = None) -> bool:
     """Whether the client end of the connection ``client`` -> ``server`` is held by ``root`` or a process
-    below it (checked in that order: a worker's own connection is found first)."""
-    inode = client_inode(client, server)
-    if inode is None or inode == 0:
+    below it (checked in that order: a worker's own connection is found first). ``uid``: the worker runs
+    as a user of its own (``run_as``); when its descriptors cannot be inspected, a socket of that user
+    is its."""
+    found = client_socket(client, server)
+    if found is None or found[0] == 0:
         return False
-    if held_by(inode, [root]):
+    inode, owner = found
+    held = held_by(inode, [root])
+    if held:
         return True
-    return held_by(inode, proctree.descendants(root))
+    below = held_by(inode, proctree.descendants(root))
+    if below:
+        return True
+    if (held is None or below is None) and uid is not None and uid != os.geteuid():
+        return owner == uid
+    return False

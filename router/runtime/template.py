@@ -474,8 +474,8 @@ class TemplateManager:
     def spawner(self, spec: LaunchSpec, config: FunctionConfig) -> Spawner:
         """The spawner of ``spec``'s environments: fork from a template when it can, else exec."""
         if not self.enabled or not config.fork_start or len(spec.argv) != 2 or not spec.self_limits \
-                or spec.argv[1] != str(PYTHON_BOOTSTRAP):
-            return EXEC
+                or spec.argv[1] != str(PYTHON_BOOTSTRAP) or spec.user is not None:
+            return EXEC  # (run_as: templates run as the router's user)
         interpreter = spec.argv[0]
         startup = tuple(sorted((k, v) for k, v in spec.env.items()
                                if _STARTUP_VAR.match(k) and k != "PYTHONPATH"))

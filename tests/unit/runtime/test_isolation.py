@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from router.core.invocation import Outcome, Result
+from router.errors import EnvironmentError_
 from router.invokers.local import LocalInvoker
 from router.runtime.api import PendingEvent, Reply, RuntimeApiServer
 from router.runtime.memory import CgroupV2
@@ -278,3 +279,31 @@ async def test_the_watchdog_ends_registered_trees_when_its_pipe_ends_even_after_
                    what="the registered worker and its child to end")
     assert not process_gone(ended)
     assert not process_gone(ended_child)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run_as switches users: only a router running as root can")
+@pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK),
+                    reason=f"needs {SYSTEM_PYTHON}, a Python any user may run (the test's may be in a "
+                           "home directory other users cannot enter)")
+async def test_run_as_runs_the_workers_as_the_functions_own_user(make_invoker: MakeInvoker) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    invoker = await make_invoker("run_as", runtime="provided", handler="app.handler", run_as="nobody",
+                                 timeout=10)
+    result = await invoker.invoke(invocation())
+    assert result.ok, result.payload  # its Runtime API admitted the worker
+    probe = json.loads(result.payload)
+    assert (probe["uid"], probe["euid"], probe["gid"]) == (nobody.pw_uid, nobody.pw_uid, nobody.pw_gid)
+    assert probe["groups"] == []  # none of the router's supplementary groups
+    assert probe["tmp_owner"] == nobody.pw_uid  # its scratch dir is its own
+    assert probe["parent_environ"] == "PermissionError"  # the router (root) is not its to read
+
+
+async def test_run_as_an_unknown_user_is_refused_at_start(make_invoker: MakeInvoker) -> None:
+    with pytest.raises(EnvironmentError_, match=r"function 'echo': run_as 'no-such-user-x1': no user "
+                       r"'no-such-user-x1' on this machine; create it or give a numeric uid"):
+        await make_invoker("echo", run_as="no-such-user-x1")
