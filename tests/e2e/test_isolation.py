@@ -75,6 +75,9 @@ FUNCTION_DEFS = f"""
   holder: {{runtime: python{sys.version_info.major}.{sys.version_info.minor}, handler: app.handler,
             code: {FUNCTIONS / 'echo'}, environment: {{API_TOKEN: "${{ISOLATION_SECRET}}"}},
             fork_start: false}}
+  holder-snap: {{runtime: python{sys.version_info.major}.{sys.version_info.minor}, handler: app.handler,
+                 code: {FUNCTIONS / 'echo'}, environment: {{API_TOKEN: "${{ISOLATION_SECRET}}"}},
+                 snap_start: true}}
 """
 
 
@@ -101,8 +104,9 @@ def test_a_function_cannot_read_the_routers_secrets_from_proc(router_factory: Ro
     # (Docker's and podman's defaults) and any other user do not have it.
     _start(rp, _without_cap_sys_ptrace if _has_cap_sys_ptrace() else None)
     # Another function was given the secret: its warm worker runs beside the probe.
-    status, _, body = http("POST", rp.url + "/2015-03-31/functions/holder/invocations", b"{}")
-    assert status == 200, body
+    for holder in ("holder", "holder-snap"):  # exec'd; forked from a template that ran its init
+        status, _, body = http("POST", rp.url + f"/2015-03-31/functions/{holder}/invocations", b"{}")
+        assert status == 200, body
     status, _, body = http("POST", rp.url + "/probe", json.dumps({"look_for": SECRET}).encode())
     assert status == 200, body
     probe = json.loads(body)
@@ -111,8 +115,9 @@ def test_a_function_cannot_read_the_routers_secrets_from_proc(router_factory: Ro
     # Not readable (another uid, or the same non-root one), or blanked (root may open it).
     assert probe["router_environ"] in ("PermissionError", "readable, secret absent")
     assert probe["router_mem"] == "PermissionError"  # non-dumpable: nor is its memory
-    # Nor from any other process's environ it may read: fork templates, the watchdog, the worker of the
-    # function that has the secret in its environment (its bootstrap blanked the block /proc shows).
+    # Nor from any other process's environ it may read: fork templates, the watchdog, the workers of the
+    # functions that have the secret in their environment, the snap_start template that ran the init of
+    # one of them (each blanked the block /proc shows).
     assert probe["secret_readable_in"] == []
 
 

@@ -240,6 +240,9 @@ def _restore_and_serve(handler):
 
 def main():
     _INTERPRETER_ADDED.update(_interpreter_added())
+    # A snap_start template has the function's variables, and environments forked from it show the
+    # template's /proc/PID/environ block: blank it (the variables stay in os.environ and the C library's).
+    bootstrap._blank_environ_block()
     control = socket.socket(fileno=int(sys.argv[1]))
     control.set_inheritable(False)  # not for what the function's init may exec
     snap = sys.argv[2] == "snap"
