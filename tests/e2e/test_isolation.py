@@ -72,6 +72,8 @@ FUNCTION_DEFS = f"""
             code: {FUNCTIONS / 'escape'}, timeout: 30s}}
   escape-exec: {{runtime: python{sys.version_info.major}.{sys.version_info.minor}, handler: app.handler,
                  code: {FUNCTIONS / 'escape'}, timeout: 30s, fork_start: false}}
+  escape-provided: {{runtime: provided, handler: app.handler, code: {FUNCTIONS / 'escape'}, timeout: 30s,
+                     environment: {{PYTHON: {sys.executable}}}}}
   holder: {{runtime: python{sys.version_info.major}.{sys.version_info.minor}, handler: app.handler,
             code: {FUNCTIONS / 'echo'}, environment: {{API_TOKEN: "${{ISOLATION_SECRET}}"}},
             fork_start: false}}
@@ -92,6 +94,7 @@ routes:
   - {{name: probe, source: {{type: webhook, path: /probe}}, function: probe}}
   - {{name: escape, source: {{type: webhook, path: /escape}}, function: escape}}
   - {{name: escape-exec, source: {{type: webhook, path: /escape-exec}}, function: escape-exec}}
+  - {{name: escape-provided, source: {{type: webhook, path: /escape-provided}}, function: escape-provided}}
 """
 
 
@@ -121,10 +124,12 @@ def test_a_function_cannot_read_the_routers_secrets_from_proc(router_factory: Ro
     assert probe["secret_readable_in"] == []
 
 
-@pytest.mark.parametrize("function", ["escape", "escape-exec"])
+@pytest.mark.parametrize("function", ["escape", "escape-exec", "escape-provided"])
 def test_what_a_function_started_ends_when_the_router_is_sigkilled(
     function: str, router_factory: RouterFactory, leftovers: set[int], tmp_path: Path
 ) -> None:
+    if function == "escape-provided":
+        pytest.importorskip("awslambdaric", reason="the provided runtime runs awslambdaric")
     rp = router_factory(_config(tmp_path), env={"ISOLATION_SECRET": SECRET})
     event = json.dumps({"daemon": True, "child": True}).encode()
     status, _, body = http("POST", f"{rp.url}/{function}", event)
