@@ -36,6 +36,8 @@ MAX_PROCESSES = 10_000
 """Most processes ``descendants`` returns (a fork bomb is still stopped and killed in rounds)."""
 MAX_ROUNDS = 50
 """Scans of a tree being stopped; each stops what the previous found."""
+RESTART_DELAY = 1.0
+"""A watchdog that ended within this many seconds of its start is started again only after as long."""
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -171,6 +173,7 @@ class Watchdog:
         self._transport: asyncio.SubprocessTransport | None = None
         self._exited: asyncio.Future[None] | None = None
         self._restart: asyncio.Task[None] | None = None
+        self._started_at = 0.0
         self._closed = False
 
     @property
@@ -198,6 +201,7 @@ class Watchdog:
             os.close(read_end)
         os.set_blocking(write_end, False)
         self._transport, self._exited, self._fd = transport, exited, write_end
+        self._started_at = loop.time()
         exited.add_done_callback(self._lost)
         for pid, started in self._roots.items():
             self._send(b"+%d %d\n" % (pid, started))
@@ -242,7 +246,15 @@ class Watchdog:
             return
         log.warning("process watchdog ended; starting another")
         if self._restart is None or self._restart.done():
-            self._restart = asyncio.get_running_loop().create_task(self.start(), name="process watchdog")
+            loop = asyncio.get_running_loop()
+            soon = loop.time() - self._started_at < RESTART_DELAY  # one that keeps dying: not in a loop
+            self._restart = loop.create_task(self._start_again(RESTART_DELAY if soon else 0.0),
+                                             name="process watchdog")
+
+    async def _start_again(self, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        await self.start()
 
     async def close(self) -> None:
         """Stop the watchdog: it ends the workers still registered (none after an orderly shutdown)."""

@@ -241,8 +241,8 @@ async def test_a_confined_channel_waits_for_its_owner_then_admits_only_its_proce
     await sleeper.wait()
 
 
-async def _family(leftovers: set[int], tmp_path: Path) -> tuple[int, int]:
-    """A process (in a session of its own, as a worker) with a child; returns both pids."""
+async def _family(leftovers: set[int], tmp_path: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """A process (in a session of its own, as a worker) with a child; returns it and the child's pid."""
     out = tmp_path / f"family-{len(leftovers)}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "import os, subprocess, sys, time\nos.setsid()\n"
@@ -252,7 +252,7 @@ async def _family(leftovers: set[int], tmp_path: Path) -> tuple[int, int]:
     await wait_for(out.exists, what="the family to start")
     child = int(out.read_text())
     leftovers.add(child)
-    return proc.pid, child
+    return proc, child
 
 
 async def test_the_watchdog_ends_registered_trees_when_its_pipe_ends_even_after_a_restart(
@@ -263,8 +263,9 @@ async def test_the_watchdog_ends_registered_trees_when_its_pipe_ends_even_after_
     watchdog = Watchdog()
     await watchdog.start()
     assert watchdog.running
-    kept, kept_child = await _family(leftovers, tmp_path)
-    ended, ended_child = await _family(leftovers, tmp_path)
+    kept_proc, kept_child = await _family(leftovers, tmp_path)
+    ended_proc, ended_child = await _family(leftovers, tmp_path)
+    kept, ended = kept_proc.pid, ended_proc.pid
     watchdog.register(kept)
     watchdog.register(ended)
     watchdog.unregister(ended)  # ended as far as the router knows: not the watchdog's to kill
@@ -279,6 +280,10 @@ async def test_the_watchdog_ends_registered_trees_when_its_pipe_ends_even_after_
                    what="the registered worker and its child to end")
     assert not process_gone(ended)
     assert not process_gone(ended_child)
+    ended_proc.kill()
+    for proc in (kept_proc, ended_proc):
+        async with asyncio.timeout(10):
+            await proc.wait()
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"
