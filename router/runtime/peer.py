@@ -107,7 +107,10 @@ def held_by(inode: int, pids: list[int]) -> bool | None:
             try:
                 if os.readlink(f"{base}/{fd}") == target:
                     return True
-            except OSError:
+            except PermissionError:  # the directory may be listed (CAP_DAC_OVERRIDE), not its links
+                unknown = True
+                break
+            except OSError:  # closed meanwhile
                 continue
     return None if unknown else False
 

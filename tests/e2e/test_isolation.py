@@ -141,3 +141,28 @@ def test_what_a_function_started_ends_when_the_router_is_sigkilled(
     rp.kill()  # SIGKILL: no shutdown of the router's own
     wait_for(lambda: all(_gone(pid) for pid in started), timeout=20,
              what="the worker, its child and its double-forked daemon to end with the router")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run_as switches users: only a router running as root can")
+@pytest.mark.skipif(not os.access("/usr/bin/python3", os.X_OK),
+                    reason="needs /usr/bin/python3, a Python any user may run")
+def test_a_root_router_without_cap_sys_ptrace_serves_a_run_as_function(
+    router_factory: RouterFactory, tmp_path: Path
+) -> None:
+    # As in a container with the default capabilities: root, but it may not inspect another user's
+    # processes, so the Runtime API recognises the worker by its socket's user.
+    rp = router_factory(f"""
+version: 1
+server: {{host: 127.0.0.1, port: @PORT@}}
+state: sqlite:///{tmp_path / 'state.db'}
+functions:
+  confined: {{runtime: provided, handler: app.handler, code: {FUNCTIONS / 'run_as'}, run_as: nobody,
+              timeout: 10s}}
+""", start=False)
+    _start(rp, _without_cap_sys_ptrace if _has_cap_sys_ptrace() else None)
+    status, _, body = http("POST", rp.url + "/2015-03-31/functions/confined/invocations", b"{}")
+    assert status == 200, body
+    probe = json.loads(body)
+    assert "uid" in probe, (probe, rp.logs()[-3000:])
+    assert probe["uid"] != 0
+    assert probe["parent_environ"] == "PermissionError"
