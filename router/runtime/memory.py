@@ -23,12 +23,15 @@ import contextlib
 import logging
 import os
 import resource
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from router.runtime import proctree
 
 HEADROOM_MB = 64
+TREE_SCAN_INTERVAL = 0.05
+"""Seconds between scans for the processes below a multi-threaded worker (Max Memory Used)."""
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 log = logging.getLogger("router.runtime")
 
@@ -61,6 +64,8 @@ class ProcStatus:
         self._sched = _open(f"/proc/{pid}/schedstat")
         self._children = _open(f"/proc/{pid}/task/{pid}/children")
         self.below: dict[int, int] = {}  # the processes below it at the last look: pid -> start time
+        self._scanned_at = -TREE_SCAN_INTERVAL
+        self._below_sum = 0  # kB, at the last scan
 
     def max_memory_mb(self) -> int | None:
         """The peak resident set (``VmHWM``) of the process and the processes below it now running,
@@ -77,19 +82,25 @@ class ProcStatus:
             threads = int(text[start:text.index(b"\n", start)])
         except (OSError, ValueError):
             return None
-        # One thread: its children file lists every child (the common case, one pread); else each
-        # thread's (``proctree.descendants``).
-        if threads > 1 or self._children is None:
-            kb += self._below_kb()
-        else:
+        # Processes below it? One thread: its children file lists every child (one pread, the common
+        # case); else each thread's must be read (``proctree.descendants``). They are scanned, and their
+        # peaks summed, at most every TREE_SCAN_INTERVAL (a Node worker has ~10 threads, a Python one
+        # with per_environment_concurrency a child per runtime worker: ~50-100 us a scan), the last sum
+        # counted in between.
+        below = threads > 1 or self._children is None
+        if not below:
             try:
-                direct = os.pread(self._children, 65536, 0)
+                below = bool(os.pread(self._children, 65536, 0).strip())  # type: ignore[arg-type]
             except OSError:
-                direct = b""
-            if direct.strip():
-                kb += self._below_kb()
-            elif self.below:
-                self.below = {}
+                below = False
+        if below:
+            now = time.monotonic()
+            if now - self._scanned_at >= TREE_SCAN_INTERVAL:
+                self._scanned_at = now
+                self._below_sum = self._below_kb()
+            kb += self._below_sum
+        elif self.below:
+            self.below, self._below_sum = {}, 0
         return -(-kb // 1024)  # kB -> MB, rounded up
 
     def _below_kb(self) -> int:
