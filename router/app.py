@@ -41,10 +41,13 @@ def build_invoker(
     http_session: aiohttp.ClientSession,
     capacity: Any = None,
     templates: Any = None,
+    watchdog: Any = None,
 ) -> Invoker:
     """The invoker of one function, by its kind (local, http, lambda); ``capacity`` sizes the
     environments of local functions (``router.runtime.capacity.Capacity``; None: one per invocation),
-    ``templates`` forks them (``router.runtime.template.TemplateManager``; None: every one is exec'd)."""
+    ``templates`` forks them (``router.runtime.template.TemplateManager``; None: every one is exec'd),
+    ``watchdog`` ends them if the router dies (``router.runtime.proctree.Watchdog``; None: each worker
+    dies with the router by its parent-death signal, its children do not)."""
     fn = config.functions[name]
     if fn.kind == "local":
         from router.invokers.local import LocalInvoker
@@ -53,7 +56,7 @@ def build_invoker(
         code_dir = (config.config_dir / fn.code).resolve()
         return LocalInvoker(
             name, fn, code_dir=code_dir, aws=config.aws, metrics=metrics, runtime_api=runtime_api,
-            arn=config.aws.function_arn(name), capacity=capacity, templates=templates,
+            arn=config.aws.function_arn(name), capacity=capacity, templates=templates, watchdog=watchdog,
         )
     if fn.kind == "http":
         from router.invokers.http import HttpInvoker
@@ -114,6 +117,7 @@ class Router:
             in_container,
         )
         from router.runtime.api import RuntimeApiServer
+        from router.runtime.proctree import Watchdog
         from router.runtime.template import TemplateManager
         from router.sources.schedule import ScheduleSource
         from router.state.replica_lock import ReplicaLock
@@ -152,6 +156,7 @@ class Router:
             raise
         runtime_api = RuntimeApiServer()
         templates = TemplateManager()
+        watchdog = Watchdog()
         capacity = machine_capacity(config, self.metrics)
         http_session = aiohttp.ClientSession()
         invokers: dict[str, Invoker] = {}
@@ -166,10 +171,12 @@ class Router:
                 if released:
                     log.info("re-queued %d async events left in flight by the previous run", released)
             await runtime_api.start()
+            if any(fn.kind == "local" for fn in config.functions.values()):
+                await watchdog.start()
             for name in config.functions:
                 invokers[name] = build_invoker(
                     name, config, metrics=self.metrics, runtime_api=runtime_api, http_session=http_session,
-                    capacity=capacity, templates=templates,
+                    capacity=capacity, templates=templates, watchdog=watchdog,
                 )
             dispatcher = Dispatcher(
                 config=config, invokers=invokers, store=store, metrics=self.metrics,
@@ -268,6 +275,7 @@ class Router:
             if dispatcher is not None:
                 await dispatcher.close()  # amqp destination connections
             await templates.close()
+            await watchdog.close()
             await runtime_api.close()
             await http_session.close()
             await store.close()
@@ -310,7 +318,9 @@ def run(path: str) -> int:
     """``router run``: load, validate and serve ``path`` until SIGTERM/SIGINT."""
     from router.config.loader import load_config
     from router.redaction import install
+    from router.runtime.secrecy import protect_router_process
 
+    protect_router_process()  # the environment holds the secrets the config interpolates
     try:
         config = load_config(path)
     except ConfigError as exc:

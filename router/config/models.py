@@ -350,6 +350,11 @@ class FunctionConfig(Model):
     snap_start: bool = Field(
         False, description="python: run the function's init once in a template and fork environments "
         "from it, honouring snapshot_restore_py hooks (as Lambda SnapStart)")
+    run_as: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$",
+        description="local functions, router running as root: the user (name or uid, optionally "
+        ":group) the function's workers run as; give each function a user of its own to keep "
+        "functions apart from each other and from the router (environments are then exec'd, not forked)")
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")  # type: ignore[arg-type]
 
     @field_validator("environment", mode="before")

@@ -10,6 +10,7 @@ from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
 from router.runtime.capacity import Capacity
 from router.runtime.pool import EnvironmentPool
+from router.runtime.proctree import Watchdog
 from router.runtime.template import TemplateManager
 
 
@@ -33,11 +34,12 @@ class LocalInvoker:
         arn: str,
         capacity: Capacity | None = None,
         templates: TemplateManager | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.name = name
         self.pool = EnvironmentPool(
             name, config, code_dir=code_dir, aws=aws, metrics=metrics, runtime_api=runtime_api, arn=arn,
-            capacity=capacity, templates=templates,
+            capacity=capacity, templates=templates, watchdog=watchdog,
         )
 
     async def start(self) -> None:

@@ -13,6 +13,12 @@ requests may wait on it, each answered with its own event. There, a connection l
 its ``/next`` took is still running ends that invocation (``EXITED``): the runtime worker holding it
 died, while the environment's other workers go on.
 
+Only the environment's own processes may use its Runtime API (a ``confined`` channel, as every
+environment's is): the first request of each connection waits until the worker's pid is known
+(``set_owner``), then is served only if the client's socket is held by the worker or a process below
+it (``router.runtime.peer``); any other connection is answered 403 ``AccessDenied`` and closed. Without
+this, any local process could take another function's next event from its port.
+
 Endpoints (as AWS's Runtime API): GET ``/2018-06-01/runtime/invocation/next``, POST
 ``.../invocation/{id}/response`` and ``.../invocation/{id}/error`` (202), POST
 ``/2018-06-01/runtime/init/error`` (202); an unknown or finished request id answers 400
@@ -26,12 +32,16 @@ import asyncio
 import collections
 import enum
 import json
+import logging
 import socket
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote
 
+from router.runtime import peer
 from router.runtime.http11 import Connection, Listener, Request
+
+log = logging.getLogger("router.runtime")
 
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 """Largest function response (and error) body, as Lambda's synchronous limit."""
@@ -104,6 +114,21 @@ class RuntimeChannel:
     waiters: collections.deque[Connection] = field(default_factory=collections.deque)  # pending /next
     closed: bool = False
     _init_ended: bool = False  # a /next or /init/error came (``ready`` is settled a moment later)
+    confined: bool = False  # only the owner's process tree may connect (see the module doc)
+    owner: int | None = None  # pid of the environment's worker, once known
+    owner_uid: int | None = None  # the worker's own user (run_as), if any
+    held: list[tuple[Connection, Request]] = field(default_factory=list)  # first requests awaiting owner
+    refused: int = 0  # connections refused
+    endpoints: _Endpoints | None = None
+
+    def set_owner(self, pid: int, uid: int | None = None) -> None:
+        """The environment's worker is ``pid`` (running as ``uid`` of its own, with ``run_as``): serve
+        the requests that waited for it (if its own)."""
+        self.owner, self.owner_uid = pid, uid
+        held, self.held = self.held, []
+        for conn, request in held:
+            if self.endpoints is not None:
+                self.endpoints.handle(conn, request)
 
     def send(self, event: PendingEvent) -> None:
         """Hand ``event`` to this environment; its result arrives in ``event.future``."""
@@ -177,6 +202,8 @@ class _Endpoints:
         channel = self.channel
         if channel is None:
             return
+        if channel.held:
+            channel.held = [(c, r) for c, r in channel.held if c is not conn]
         if conn in channel.waiters:
             channel.waiters.remove(conn)  # a worker gone with /next pending
         if channel.capacity > 1:
@@ -190,6 +217,8 @@ class _Endpoints:
     def handle(self, conn: Connection, request: Request) -> None:
         channel = self.channel
         assert channel is not None
+        if channel.confined and not conn.admitted and not self._admit(conn, channel, request):
+            return
         url = request.url
         if url == _NEXT:
             path = url
@@ -225,6 +254,28 @@ class _Endpoints:
                 self._init_error(conn, channel, request)
             return
         conn.respond(404, b"404: Not Found", "Content-Type: text/plain; charset=utf-8\r\n")
+
+    @staticmethod
+    def _admit(conn: Connection, channel: RuntimeChannel, request: Request) -> bool:
+        """Whether ``conn`` comes from the environment's own processes (checked once per connection);
+        a request that comes before the worker's pid is known waits for it (``set_owner``)."""
+        if channel.owner is None:
+            channel.held.append((conn, request))
+            return False
+        client, server = conn.peername, conn.sockname
+        if client is not None and server is not None and peer.belongs_to(
+                client, server, channel.owner, channel.owner_uid):
+            conn.admitted = True
+            return True
+        channel.refused += 1
+        if channel.refused == 1:  # once per environment: a stranger cannot flood the log
+            log.warning("runtime API %s: refused a connection from %s:%s, which no process of the "
+                        "environment (worker pid %d) holds; only the environment's own processes may "
+                        "use its Runtime API", channel.address, *(client or ("?", "?")), channel.owner)
+        conn.respond_and_close(403, json.dumps({
+            "errorMessage": "this Runtime API serves only the processes of its own execution environment",
+            "errorType": "AccessDenied"}).encode(), _JSON)
+        return False
 
     @staticmethod
     def _next(conn: Connection, channel: RuntimeChannel) -> None:
@@ -302,8 +353,9 @@ class RuntimeApiServer:
             await self.close_channel(channel)
         self._started = False
 
-    async def open_channel(self, capacity: int = 1) -> RuntimeChannel:
-        """Listen on a new loopback port for one environment taking ``capacity`` invocations at once."""
+    async def open_channel(self, capacity: int = 1, *, confined: bool = False) -> RuntimeChannel:
+        """Listen on a new loopback port for one environment taking ``capacity`` invocations at once;
+        ``confined``: only the process tree of the pid given to ``set_owner`` may use it."""
         if not self._started:
             raise RuntimeError("runtime API: open_channel() before start(); call RuntimeApiServer.start()")
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
@@ -319,7 +371,8 @@ class RuntimeApiServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         channel = RuntimeChannel(
             port=port, address=f"{host}:{port}", listener=listener,
-            ready=asyncio.get_running_loop().create_future(), capacity=capacity,
+            ready=asyncio.get_running_loop().create_future(), capacity=capacity, confined=confined,
+            endpoints=endpoints,
         )
         endpoints.channel = channel
         self._channels[port] = channel
@@ -334,6 +387,9 @@ class RuntimeApiServer:
         channel.finish(Reply(ReplyKind.CLOSED))
         while channel.waiters:
             _json_error(channel.waiters.popleft(), 410, "Gone", "execution environment is shutting down")
+        held, channel.held = channel.held, []
+        for conn, _ in held:
+            _json_error(conn, 410, "Gone", "execution environment is shutting down")
         if not channel.ready.done():
             channel.ready.set_result(NO_INIT_ERROR)
         await channel.listener.close()

@@ -6,6 +6,10 @@ are one pipe the router made (``router.runtime.output``) and reads line by line 
 output is attributed in the loop callback that reads it and no reader task per environment or invocation
 is needed; the death of the process is seen at once (the spawner's exit callback).
 
+The environment is the worker and everything it starts (``router.runtime.proctree``): a kill ends the
+whole tree (or cgroup), the router's watchdog ends it if the router dies, Max Memory Used covers it,
+and its Runtime API channel serves only its processes (``confined``, owner set once the pid is known).
+
 Ordering of logs: a runtime flushes stdout/stderr before it posts the result, so when the result
 arrives every byte of the invocation's output is already in the pipe; the environment drains it
 (synchronously) before it writes END/REPORT, so REPORT comes last.
@@ -24,17 +28,18 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from router.core.invocation import Invocation, Result
 from router.logs import FunctionLog
-from router.runtime import results
+from router.runtime import proctree, results
 from router.runtime.api import NO_INIT_ERROR, PendingEvent, Reply, ReplyKind, RuntimeApiServer, RuntimeChannel
 from router.runtime.launch import LaunchSpec
 from router.runtime.memory import CgroupV2, ProcStatus
 from router.runtime.output import MAX_LINE, OutputPipe
+from router.runtime.proctree import Watchdog
 from router.runtime.spawn import EXEC, Spawner, SpawnFailed, SpawnRequest, Worker
 
 log = logging.getLogger("router.runtime")
@@ -75,6 +80,7 @@ class Environment:
         on_slot: Callable[[Environment], None] = lambda env: None,
         cgroup: CgroupV2 | None = None,
         spawner: Spawner | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.spec = spec
         self.api = api
@@ -89,6 +95,8 @@ class Environment:
         self._cgroup = cgroup
         self._cgroup_dir: Path | None = None
         self._spawner = spawner or EXEC
+        self._watchdog = watchdog
+        self._watched = False  # registered with the watchdog (so spawned without parent-death signal)
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[int | None] = self._loop.create_future()
         self._proc: Worker | None = None
@@ -119,11 +127,14 @@ class Environment:
         Returns None when ready, else the error result for the invocation waiting on this cold start
         (``request_id``); the environment is then dead and must be closed.
         """
-        self._channel = channel = await self.api.open_channel(self.capacity)
+        self._channel = channel = await self.api.open_channel(self.capacity, confined=True)
         self._scratch = tempfile.mkdtemp(prefix=f"router-{self.spec.function}-")
+        if self.spec.user is not None:
+            os.chown(self._scratch, *self.spec.user)  # run_as: the worker's own (still mode 0700)
+        self._watched = self._watchdog is not None and self._watchdog.running
         env = self.spec.environment(
             runtime_api=channel.address, scratch=self._scratch,
-            init_type="provisioned-concurrency" if self.provisioned else "on-demand",
+            init_type="provisioned-concurrency" if self.provisioned else "on-demand", watched=self._watched,
         )
         if self._cgroup is not None:
             try:
@@ -148,7 +159,8 @@ class Environment:
         try:
             async with asyncio.timeout(time_limit):
                 self._proc = await self._spawner.spawn(
-                    SpawnRequest(self.spec, env, output_w, self._cgroup_dir), self._process_exited)
+                    SpawnRequest(self.spec, env, output_w, self._cgroup_dir, self._watched),
+                    self._process_exited)
         except SpawnFailed as exc:
             self._set_exit(None)
             spawn_failure = exc.result(request_id)
@@ -169,6 +181,11 @@ class Environment:
         channel = self._channel
         assert self._proc is not None
         self.pid = self._proc.pid
+        if self._watchdog is not None and self._watched:
+            self._watchdog.register(self.pid)
+        # Only this worker's processes may use its Runtime API (run_as: or its user's, when the router
+        # may not read their file descriptors).
+        channel.set_owner(self.pid, self.spec.user[0] if self.spec.user is not None else None)
         self._status = ProcStatus(self.pid)
         try:
             async with asyncio.timeout_at(started + time_limit):
@@ -346,6 +363,11 @@ class Environment:
     def _process_exited(self, returncode: int | None) -> None:
         self._drain()  # what it wrote before it died belongs to the invocation it ran
         self._set_exit(returncode)
+        if self._watchdog is not None and self.pid is not None:
+            self._watchdog.unregister(self.pid)
+        if self._status is not None and self._status.below:
+            # The worker ended on its own: what it started went to another parent; end what was seen.
+            _end_noted(self._status.below.items())
         channel = self._channel
         if channel is not None:
             if not channel.ready.done():
@@ -354,6 +376,13 @@ class Environment:
         self._on_exit(self)
 
     def _read_max_memory(self) -> None:
+        """Max Memory Used: the cgroup's peak (every process of the environment), else the summed peak
+        resident sets of the worker and the processes below it (``ProcStatus.max_memory_mb``)."""
+        if self._cgroup_dir is not None:
+            peak = CgroupV2.peak_mb(self._cgroup_dir)
+            if peak is not None:
+                self._max_memory = max(self._max_memory, peak)
+                return
         if self._status is not None:
             self._max_memory = max(self._max_memory, self._status.max_memory_mb() or 0)
 
@@ -375,20 +404,31 @@ class Environment:
         return await asyncio.to_thread(CgroupV2.oom_killed, self._cgroup_dir)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process group (the worker and anything it started)."""
+        """Signal the worker and everything it started: SIGKILL ends the environment's cgroup, or its
+        whole process tree (``proctree.kill_tree``: daemons that left the process group included, as
+        the worker is their subreaper); another signal goes to the process group."""
         if self.pid is None:
             return
         self._killed = True
+        if sig == signal.SIGKILL:
+            if self._cgroup_dir is not None:
+                CgroupV2.kill(self._cgroup_dir)
+            if not self._exit.done():  # not reaped yet: the pid is still the worker's
+                proctree.kill_tree(self.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
     async def close(self, grace: float = TERM_GRACE) -> None:
         """Stop the process (SIGTERM, SIGKILL after ``grace``) and release the port and scratch dir."""
+        below: list[tuple[int, int | None]] = []
         if self.alive and self.pid is not None and grace > 0:
+            # Once the worker exits, what it started is re-parented away from its tree: note it now.
+            below = [(pid, proctree.start_time(pid)) for pid in proctree.descendants(self.pid)]
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGTERM)
             await asyncio.wait([self._exit], timeout=grace)
-        self.kill(signal.SIGKILL)  # also whatever the worker left behind in its group
+        self.kill(signal.SIGKILL)  # also whatever the worker left behind
+        _end_noted(below)
         if self._proc is not None:
             if not self._exit.done():
                 await asyncio.wait([self._exit], timeout=5.0)
@@ -407,6 +447,13 @@ class Environment:
         if self._cgroup_dir is not None:
             await asyncio.to_thread(CgroupV2.remove, self._cgroup_dir)
             self._cgroup_dir = None
+
+
+def _end_noted(processes: Iterable[tuple[int, int | None]]) -> None:
+    """End the trees of processes noted earlier as an environment's, when still the same processes."""
+    for pid, started in list(processes):
+        if started is not None and proctree.start_time(pid) == started:
+            proctree.kill_tree(pid)
 
 
 def _client_context_json(b64: str) -> str | None:

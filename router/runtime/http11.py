@@ -95,6 +95,9 @@ class Connection(asyncio.Protocol):
         self._in_head = False
         self._head_bytes = 0
         self._discard = False  # answered early (too large): drop the rest of this request's body
+        self.admitted = False  # the handler's check of the client passed (kept for the connection)
+        self.peername: tuple[str, int] | None = None  # the client's address and port
+        self.sockname: tuple[str, int] | None = None  # the server's
 
     # --- asyncio.Protocol -----------------------------------------------------------------------------
 
@@ -103,6 +106,9 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
+        peername, sockname = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+        if isinstance(peername, tuple) and isinstance(sockname, tuple):
+            self.peername, self.sockname = peername[:2], sockname[:2]
         self._listener.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -279,6 +285,11 @@ class Connection(asyncio.Protocol):
             return
         if self._queue and not self._dispatching:
             self._pump()
+
+    def respond_and_close(self, status: int, body: bytes, head: str = "") -> None:
+        """``respond``, then close the connection."""
+        self._keep_alive = False
+        self.respond(status, body, head)
 
     def _send_held(self) -> None:
         self._hold_timer = None

@@ -35,6 +35,8 @@ which arms the parent-death signal and execs node: the worker dies with the rout
 RLIMIT_AS_VAR = "_ROUTER_RLIMIT_AS"
 PARENT_PID_VAR = "_ROUTER_PARENT_PID"
 """Read (and removed from the environment) by the Python bootstrap before anything else runs."""
+WATCHED_VAR = "_ROUTER_WATCHED"
+"""Set for a worker the router's watchdog watches (``router.runtime.proctree``): no parent-death signal."""
 
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -54,13 +56,17 @@ class LaunchSpec:
     # SELF_LIMIT_VARS): then the worker is spawned without a preexec_fn, which lets Python use vfork
     # (~0.5 ms of event loop) instead of fork (~8 ms for a router of ~75 MB).
     self_limits: bool = False
+    user: tuple[int, int] | None = None  # (uid, gid) the worker runs as (``run_as``), else the router's
 
-    def environment(self, *, runtime_api: str, scratch: str, init_type: str) -> dict[str, str]:
-        """The full environment of one worker process."""
+    def environment(self, *, runtime_api: str, scratch: str, init_type: str,
+                    watched: bool = False) -> dict[str, str]:
+        """The full environment of one worker process (``watched``: see ``WATCHED_VAR``)."""
         env = dict(self.env)
         if self.self_limits:
             env[RLIMIT_AS_VAR] = str(address_space_limit(self.memory))
             env[PARENT_PID_VAR] = str(os.getpid())
+            if watched and self.argv[-1] == str(PYTHON_BOOTSTRAP):
+                env[WATCHED_VAR] = "1"
         env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
         env["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
         env["AWS_LAMBDA_LOG_STREAM_NAME"] = log_stream_name()
@@ -168,8 +174,40 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     for key in ("AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_STREAM_NAME",
                 "TMPDIR", "HOME"):
         env.pop(key, None)  # set per environment
+    user = _run_as(name, config.run_as) if config.run_as else None
     return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory,
-                      concurrency=config.per_environment_concurrency, self_limits=runtime != "provided")
+                      concurrency=config.per_environment_concurrency, self_limits=runtime != "provided",
+                      user=user)
+
+
+def _run_as(name: str, run_as: str) -> tuple[int, int]:
+    """``functions.NAME.run_as`` (``user[:group]``, names or ids) as (uid, gid); the group defaults to
+    the user's. Raises ``EnvironmentError_`` when unknown, or when the router cannot switch users."""
+    import grp
+    import pwd
+
+    user, _, group = run_as.partition(":")
+    where = f"function '{name}': run_as {run_as!r}"
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        if not user.isdigit():
+            raise EnvironmentError_(f"{where}: no user {user!r} on this machine; create it or give a "
+                                    "numeric uid") from None
+        uid = gid = int(user)  # a uid without a passwd entry (as in a container): its own group
+    if group:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            if not group.isdigit():
+                raise EnvironmentError_(f"{where}: no group {group!r} on this machine") from None
+            gid = int(group)
+    if os.geteuid() != 0 and (uid, gid) != (os.geteuid(), os.getegid()):
+        raise EnvironmentError_(
+            f"{where}: switching users needs the router to run as root, got uid {os.geteuid()}; "
+            "start the router as root (it drops to run_as for the function only) or remove run_as")
+    return uid, gid
 
 
 def _load_prctl() -> Callable[[int, int], int] | None:
@@ -182,10 +220,14 @@ def _load_prctl() -> Callable[[int, int], int] | None:
 
 _PRCTL = _load_prctl()
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
-def with_parent_death_signal(preexec: Callable[[], None]) -> Callable[[], None]:
-    """Wrap a ``preexec_fn`` so the worker is SIGKILLed when the router dies, even by SIGKILL.
+def with_parent_death_signal(preexec: Callable[[], None], *, watched: bool = False) -> Callable[[], None]:
+    """Wrap a ``preexec_fn`` so the worker is the subreaper of its descendants (an orphan, e.g. a
+    double-forked daemon, is re-parented to it, so it stays in the tree that ends with the environment;
+    the attribute survives exec) and is SIGKILLed when the router dies, even by SIGKILL, unless
+    ``watched`` (the router's watchdog then ends the whole tree, ``router.runtime.proctree``).
 
     A worker runs in its own session (so a timeout can kill its whole process group), which also means
     no terminal or init hands it the router's death: without this, a worker busy in a long handler
@@ -193,8 +235,10 @@ def with_parent_death_signal(preexec: Callable[[], None]) -> Callable[[], None]:
     """
 
     def apply() -> None:
+        preexec()  # first: a change of user (run_as) there would clear the parent-death signal
         if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        preexec()
+            _PRCTL(_PR_SET_CHILD_SUBREAPER, 1)
+            if not watched:
+                _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return apply

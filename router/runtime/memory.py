@@ -3,9 +3,11 @@
 The limit: when the router runs in a cgroup v2 tree whose own cgroup delegates the ``memory`` controller
 to children and is writable (a systemd ``Delegate=yes`` unit, a container given its own cgroup), each
 worker goes into a child cgroup with ``memory.max`` = the function's memory and no swap: the kernel then
-kills a worker that exceeds it (reported as ``Runtime.OutOfMemory``). Otherwise the worker gets
-``RLIMIT_AS`` = memory + ``HEADROOM_MB``: allocations past it fail (Python raises ``MemoryError``, which
-the handler sees like any exception).
+kills a worker that exceeds it (reported as ``Runtime.OutOfMemory``); the cgroup holds every process of
+the environment, and its ``memory.peak`` is Max Memory Used. Otherwise the worker gets ``RLIMIT_AS`` =
+memory + ``HEADROOM_MB``: allocations past it fail (Python raises ``MemoryError``, which the handler sees
+like any exception). That limit is per process (each child the function forks gets its own), and Max
+Memory Used sums the peak resident sets of the worker and of the processes below it still running.
 
 Headroom, measured on CPython 3.11 (x86_64, glibc, ``MALLOC_ARENA_MAX=2``): a bare interpreter with the
 bootstrap's imports maps ~24 MB of address space for ~18 MB resident; awslambdaric ~18 MB; a thread adds
@@ -21,10 +23,15 @@ import contextlib
 import logging
 import os
 import resource
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from router.runtime import proctree
+
 HEADROOM_MB = 64
+TREE_SCAN_INTERVAL = 0.05
+"""Seconds between scans for the processes below a multi-threaded worker (Max Memory Used)."""
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 log = logging.getLogger("router.runtime")
 
@@ -45,25 +52,67 @@ def rlimit_preexec(memory_mb: int) -> Callable[[], None]:
 
 
 class ProcStatus:
-    """``/proc/PID/status`` and ``/proc/PID/schedstat`` kept open: each is re-read with one pread
-    (procfs regenerates the text on each read from offset 0). procfs is served from kernel memory and
-    never waits on a disk, so this is safe on the event loop (a few microseconds; ``status`` is read
-    after every invocation, since even a short one may raise the peak)."""
+    """``/proc/PID/status``, ``/proc/PID/schedstat`` and the main thread's ``children`` kept open: each
+    is re-read with one pread (procfs regenerates the text on each read from offset 0). procfs is
+    served from kernel memory and never waits on a disk, so this is safe on the event loop (a few
+    microseconds; ``status`` is read after every invocation, since even a short one may raise the
+    peak)."""
 
     def __init__(self, pid: int) -> None:
+        self.pid = pid
         self._fd = _open(f"/proc/{pid}/status")
         self._sched = _open(f"/proc/{pid}/schedstat")
+        self._children = _open(f"/proc/{pid}/task/{pid}/children")
+        self.below: dict[int, int] = {}  # the processes below it at the last look: pid -> start time
+        self._scanned_at = -TREE_SCAN_INTERVAL
+        self._below_sum = 0  # kB, at the last scan
 
     def max_memory_mb(self) -> int | None:
-        """The process's peak resident set (``VmHWM``) in MB, or None when it is gone."""
+        """The peak resident set (``VmHWM``) of the process and the processes below it now running,
+        summed, in MB, or None when it is gone. Without a cgroup this is what the environment holds
+        (a function that forks holds its children's memory too); a child that has already ended is
+        not counted."""
         if self._fd is None:
             return None
         try:
             text = os.pread(self._fd, 8192, 0)
             start = text.index(b"VmHWM:") + 6
-            return -(-int(text[start:text.index(b"kB", start)]) // 1024)  # kB -> MB, rounded up
+            kb = int(text[start:text.index(b"kB", start)])
+            start = text.index(b"Threads:") + 8
+            threads = int(text[start:text.index(b"\n", start)])
         except (OSError, ValueError):
             return None
+        # Processes below it? One thread: its children file lists every child (one pread, the common
+        # case); else each thread's must be read (``proctree.descendants``). They are scanned, and their
+        # peaks summed, at most every TREE_SCAN_INTERVAL (a Node worker has ~10 threads, a Python one
+        # with per_environment_concurrency a child per runtime worker: ~50-100 us a scan), the last sum
+        # counted in between.
+        below = threads > 1 or self._children is None
+        if not below:
+            try:
+                below = bool(os.pread(self._children, 65536, 0).strip())  # type: ignore[arg-type]
+            except OSError:
+                below = False
+        if below:
+            now = time.monotonic()
+            if now - self._scanned_at >= TREE_SCAN_INTERVAL:
+                self._scanned_at = now
+                self._below_sum = self._below_kb()
+            kb += self._below_sum
+        elif self.below:
+            self.below, self._below_sum = {}, 0
+        return -(-kb // 1024)  # kB -> MB, rounded up
+
+    def _below_kb(self) -> int:
+        """The summed peaks of the processes below, noted in ``below`` (with their start times, so the
+        environment can end them even after the worker itself is gone and they were re-parented)."""
+        pids = proctree.descendants(self.pid)
+        known, self.below = self.below, {}
+        for pid in pids:
+            started = known.get(pid) or proctree.start_time(pid)
+            if started is not None:
+                self.below[pid] = started
+        return proctree.peak_rss_kb(pids)
 
     def run_and_wait_ns(self) -> tuple[int, int] | None:
         """Nanoseconds the process has run on a CPU and waited runnable for one (``schedstat``); the rest
@@ -78,10 +127,10 @@ class ProcStatus:
             return None
 
     def close(self) -> None:
-        for fd in (self._fd, self._sched):
+        for fd in (self._fd, self._sched, self._children):
             if fd is not None:
                 os.close(fd)
-        self._fd = self._sched = None
+        self._fd = self._sched = self._children = None
 
 
 def _open(path: str) -> int | None:
@@ -147,6 +196,39 @@ class CgroupV2:
         except (OSError, ValueError):
             return False
         return False
+
+    @staticmethod
+    def peak_mb(child: Path) -> int | None:
+        """The most memory the processes of ``child`` held at once (``memory.peak``, Linux 5.19; else
+        ``memory.current`` now), in MB; None when unreadable. A read of cgroupfs: no disk wait."""
+        for name in ("memory.peak", "memory.current"):
+            try:
+                fd = os.open(child / name, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                return -(-int(os.read(fd, 64)) // (1024 * 1024))
+            except (OSError, ValueError):
+                continue
+            finally:
+                os.close(fd)
+        return None
+
+    @staticmethod
+    def kill(child: Path) -> bool:
+        """SIGKILL every process of ``child`` at once (``cgroup.kill``, Linux 5.14); False when the
+        kernel has no ``cgroup.kill`` (the caller then ends the process tree)."""
+        try:
+            fd = os.open(child / "cgroup.kill", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            os.write(fd, b"1")
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     @staticmethod
     def remove(child: Path) -> None:

@@ -47,6 +47,7 @@ from router.runtime.capacity import Capacity
 from router.runtime.environment import TERM_GRACE, Environment, EnvState, init_timeout
 from router.runtime.launch import LaunchSpec, resolve_launch
 from router.runtime.memory import CgroupV2
+from router.runtime.proctree import Watchdog
 from router.runtime.template import TemplateManager
 
 log = logging.getLogger("router.runtime")
@@ -78,8 +79,10 @@ class EnvironmentPool:
         arn: str,
         capacity: Capacity | None = None,
         templates: TemplateManager | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.name = name
+        self.watchdog = watchdog  # ends environments when the router dies (None: parent-death signal)
         self.capacity = capacity
         self.templates = templates  # fork-started environments (None: every environment is exec'd)
         self.config = config
@@ -395,7 +398,8 @@ class EnvironmentPool:
         templates = self.templates
         spawner = templates.spawner(self._spec, self.config) if templates is not None else None
         env = Environment(self._spec, self.api, arn=self.arn, provisioned=provisioned,
-                          on_exit=self._on_exit, on_slot=self._release, cgroup=self._cgroup, spawner=spawner)
+                          on_exit=self._on_exit, on_slot=self._release, cgroup=self._cgroup, spawner=spawner,
+                          watchdog=self.watchdog)
         budget = self.capacity.budget if self.capacity is not None else None
         if budget is not None:
             if provisioned:

@@ -50,6 +50,7 @@ class SpawnRequest:
     env: dict[str, str]  # the worker's whole environment (LaunchSpec.environment)
     output_fd: int  # write end of the output pipe: the worker's fds 1 and 2 (the caller closes it)
     cgroup_dir: Path | None  # the worker's own cgroup, else RLIMIT_AS limits its memory
+    watched: bool = False  # the router's watchdog ends its tree when the router dies: no parent-death signal
 
 
 class Worker(Protocol):
@@ -110,11 +111,19 @@ class ExecSpawner:
         spec, env = request.spec, request.env
         # The router's own bootstraps set the memory limit and the parent-death signal themselves, so
         # they are spawned without a preexec_fn (vfork instead of fork: ~0.5 ms of loop, not ~8 ms).
-        preexec: Callable[[], None] | None = (
-            None if spec.self_limits else with_parent_death_signal(rlimit_preexec(spec.memory)))
+        # In the child, in this order: join the cgroup (while still root), drop to ``run_as``, then
+        # the limit and the prctls (a change of user clears the parent-death signal).
+        steps: list[Callable[[], None]] = []
         if request.cgroup_dir is not None:
-            preexec = with_parent_death_signal(CgroupV2.preexec(request.cgroup_dir))
+            steps.append(CgroupV2.preexec(request.cgroup_dir))
             env = {k: v for k, v in env.items() if k != RLIMIT_AS_VAR}  # the cgroup limits memory instead
+        if spec.user is not None:
+            steps.append(functools.partial(_become, *spec.user))
+        if not spec.self_limits and request.cgroup_dir is None:
+            steps.append(rlimit_preexec(spec.memory))
+        preexec: Callable[[], None] | None = None
+        if steps or not spec.self_limits:
+            preexec = with_parent_death_signal(functools.partial(_run_all, steps), watched=request.watched)
         protocol = ExitProtocol(on_exit)
         try:
             transport, _ = await asyncio.get_running_loop().subprocess_exec(
@@ -128,6 +137,18 @@ class ExecSpawner:
 
 
 EXEC = ExecSpawner()
+
+
+def _run_all(steps: list[Callable[[], None]]) -> None:
+    for step in steps:
+        step()
+
+
+def _become(uid: int, gid: int) -> None:
+    """In a child about to exec: run as ``uid``/``gid`` with no supplementary groups (``run_as``)."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
 
 
 # --- forked workers -----------------------------------------------------------------------------------

@@ -50,7 +50,14 @@ from router.logs import FunctionLog
 from router.runtime import results
 from router.runtime.api import InitError
 from router.runtime.environment import init_timeout
-from router.runtime.launch import BOOTSTRAP_DIR, PARENT_PID_VAR, PYTHON_BOOTSTRAP, RLIMIT_AS_VAR, LaunchSpec
+from router.runtime.launch import (
+    BOOTSTRAP_DIR,
+    PARENT_PID_VAR,
+    PYTHON_BOOTSTRAP,
+    RLIMIT_AS_VAR,
+    WATCHED_VAR,
+    LaunchSpec,
+)
 from router.runtime.memory import address_space_limit
 from router.runtime.output import MAX_LINE, OutputPipe
 from router.runtime.spawn import (
@@ -467,8 +474,8 @@ class TemplateManager:
     def spawner(self, spec: LaunchSpec, config: FunctionConfig) -> Spawner:
         """The spawner of ``spec``'s environments: fork from a template when it can, else exec."""
         if not self.enabled or not config.fork_start or len(spec.argv) != 2 or not spec.self_limits \
-                or spec.argv[1] != str(PYTHON_BOOTSTRAP):
-            return EXEC
+                or spec.argv[1] != str(PYTHON_BOOTSTRAP) or spec.user is not None:
+            return EXEC  # (run_as: templates run as the router's user)
         interpreter = spec.argv[0]
         startup = tuple(sorted((k, v) for k, v in spec.env.items()
                                if _STARTUP_VAR.match(k) and k != "PYTHONPATH"))
@@ -577,7 +584,7 @@ class TemplateSpawner:
         return await EXEC.spawn(request, on_exit)
 
     def _payload(self, request: SpawnRequest) -> bytes:
-        env = {k: v for k, v in request.env.items() if k not in (RLIMIT_AS_VAR, PARENT_PID_VAR)}
+        env = {k: v for k, v in request.env.items() if k not in (RLIMIT_AS_VAR, PARENT_PID_VAR, WATCHED_VAR)}
         if self._blueprint.snap:
             env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
         spec = request.spec
@@ -588,4 +595,5 @@ class TemplateSpawner:
             "rlimit_as": 0 if request.cgroup_dir is not None else address_space_limit(spec.memory),
             "cgroup": str(request.cgroup_dir) if request.cgroup_dir is not None else "",
             "restore": self._blueprint.snap,
+            "watched": request.watched,
         }).encode()

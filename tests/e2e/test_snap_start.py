@@ -74,14 +74,15 @@ functions:
     probe = json.loads(http_call("POST", f"{rp.url}/2015-03-31/functions/probe/invocations", b"{}")[2])
     assert any(arg.endswith("python_template.py") for arg in probe["cmdline"])  # forked from a template
     assert probe["ppid"] == router
-    # Two templates (the interpreter's, the snap_start function's) and two environments, all the
-    # router's children.
+    # Two templates (the interpreter's, the snap_start function's), two environments and the process
+    # watchdog, all the router's children.
     family = children_of(router)
-    assert len(family) == 4, family
+    assert len(family) == 5, family
+    assert sum(Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"proctree.py\0") for pid in family) == 1
     assert probe["pid"] in family
 
     # The probe's environment is busy in a long handler when the router dies (an idle one would also
-    # end when its Runtime API connection does): only the parent-death signal ends it in time.
+    # end when its Runtime API connection does): only the router's watchdog ends it in time.
     marker = tmp_path / "handler-running"
 
     def call_until_the_router_dies() -> None:
@@ -96,4 +97,4 @@ functions:
 
     rp.kill()
     wait_for(lambda: not any(running(pid) for pid in family), timeout=10.0,
-             what="every template and environment to die with the router")
+             what="every template and environment (and the watchdog) to end with the router")

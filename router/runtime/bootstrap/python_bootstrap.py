@@ -428,12 +428,16 @@ def _apply_router_limits():
     """Limits the router asks its own bootstrap to set on itself, before any user code runs.
 
     The router spawns this worker without a ``preexec_fn`` (so Python can vfork), and hands over:
-    ``_ROUTER_RLIMIT_AS`` (the memory limit as an address-space cap, in bytes) and
-    ``_ROUTER_PARENT_PID`` (die with the router: PR_SET_PDEATHSIG, then a check that the router did
-    not die before that took effect). Both are removed from the environment the handler sees.
+    ``_ROUTER_RLIMIT_AS`` (the memory limit as an address-space cap, in bytes),
+    ``_ROUTER_PARENT_PID`` (a check that the router did not die before this ran; the worker becomes
+    the subreaper of its descendants, so an orphan, e.g. a double-forked daemon, stays in its tree and
+    ends with it) and ``_ROUTER_WATCHED`` (the router's watchdog ends this worker's whole tree when the
+    router dies; without it the worker dies with the router by PR_SET_PDEATHSIG, which kills it alone).
+    All are removed from the environment the handler sees.
     """
     limit = os.environ.pop("_ROUTER_RLIMIT_AS", None)
     parent = os.environ.pop("_ROUTER_PARENT_PID", None)
+    watched = os.environ.pop("_ROUTER_WATCHED", None)
     if limit:
         import resource
 
@@ -443,11 +447,14 @@ def _apply_router_limits():
             import ctypes
             import signal
 
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            prctl = ctypes.CDLL(None).prctl
+            prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+            if not watched:
+                prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):  # not Linux: the lost Runtime API connection ends us
             pass
         if os.getppid() != int(parent):
-            os._exit(1)  # the router died before the signal was armed
+            os._exit(1)  # the router died before the signal was armed (or this ran)
 
 
 def add_task_root():
@@ -490,16 +497,21 @@ def _run_workers(count):
     to the environment's Runtime API, sharing its /tmp. This process supervises them: a worker that
     dies is replaced by a new one (its invocation ends with it: the router sees its connection go),
     unless workers keep dying (``count`` deaths within a second: then the environment ends). Returns
-    in each worker; never in the supervisor. Workers die with the supervisor (PR_SET_PDEATHSIG)."""
+    in each worker; never in the supervisor. Workers die with the supervisor (PR_SET_PDEATHSIG). The
+    supervisor is the environment's subreaper: orphans of the workers' children end up its children
+    too, and are reaped here without being taken for workers."""
     import collections
     import signal
     import time
 
     deaths: collections.deque[float] = collections.deque(maxlen=count)
+    workers = set()
 
     def start():
         pid = os.fork()
-        if pid == 0:
+        if pid:
+            workers.add(pid)
+        else:
             try:
                 import ctypes
 
@@ -514,9 +526,12 @@ def _run_workers(count):
             return
     while True:
         try:
-            _, status = os.wait()
+            pid, status = os.wait()
         except ChildProcessError:
             os._exit(1)
+        if pid not in workers:
+            continue  # an orphan re-parented here, now ended
+        workers.discard(pid)
         deaths.append(time.monotonic())
         if len(deaths) == count and deaths[-1] - deaths[0] < 1.0:
             code = os.waitstatus_to_exitcode(status)
@@ -547,8 +562,29 @@ def init_and_serve():
     serve(client, request_handler)
 
 
+def _blank_environ_block():
+    """``/proc/PID/environ`` shows the strings this process was exec'd with, the function's variables
+    (its secrets among them), to any process of the same uid. Move every variable to a copy of its own
+    (``setenv``: the C library's ``getenv`` and child processes still see them), then blank the block.
+    (A forked environment shows its template's block instead: start-up variables only.)"""
+    try:
+        import ctypes
+
+        for key, value in os.environ.items():
+            os.putenv(key, value)
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50 and 51)
+        if 0 < start < end and end - start < 64 * 1024 * 1024:
+            ctypes.memset(start, 0, end - start)
+    except (OSError, ValueError, AttributeError, IndexError):  # not Linux
+        pass
+
+
 def main():
     _apply_router_limits()
+    _blank_environ_block()
     init_and_serve()
 
 

@@ -10,13 +10,14 @@ before-snapshot hooks. Then it says ``ready`` and forks one environment per requ
 Messages to the router on the control socket: ``booted`` (snap: about to run the function's init),
 ``ready``, or ``init-error\\n<errorType>\\n<error JSON>`` (snap: the init failed; the template then exits).
 
-A request is one message: JSON ``{env, cwd, path, rlimit_as, cgroup, restore}`` with two file
+A request is one message: JSON ``{env, cwd, path, rlimit_as, cgroup, restore, watched}`` with two file
 descriptors: the write end of the environment's output pipe (its fds 1 and 2) and a status socket.
 The environment is cloned with ``CLONE_PARENT``: it is the router's child, not the template's, so the
 router reaps it and sees its exit status, the parent-death signal ties it to the router, a template that
 dies takes no environment with it and never holds a zombie. The child writes ``pid N`` on the status
 socket first thing (the template may die at any moment: the child itself tells the router it exists),
-sets itself up (own session, parent-death signal, memory limit, fds, cwd, environment, ``sys.path``,
+sets itself up (own session, subreaper of its descendants, parent-death signal unless the router's
+watchdog watches it, memory limit, fds, cwd, environment, ``sys.path``,
 random state), writes ``ok`` (or ``error <what>`` and exits), and runs the runtime loop from ``main``,
 so it exits exactly as an exec'd worker does. A clone that fails is answered ``error clone: ...`` by the
 template on the status socket.
@@ -44,6 +45,7 @@ _CLONE_PARENT = 0x00008000
 # clone(2) numbers of the architectures whose argument order starts (flags, stack, ...); others: exec.
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _MAX_REQUEST = 1 << 20
 
 _libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held across clone, as in os.fork
@@ -100,7 +102,10 @@ def _write(fd, data):
 def _become_environment(control, request, output_fd, router_pid):
     """Everything an exec'd worker gets from the router's spawn, done on this fork of the template."""
     os.setsid()  # own session and process group: the router kills the group on timeout
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by clone: die with the router, even by SIGKILL
+    # The subreaper of its descendants (not inherited through clone): an orphan stays in its tree.
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if not request.get("watched"):  # else the router's watchdog ends the whole tree when the router dies
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by clone: die with the router (SIGKILL too)
     if os.getppid() != router_pid:
         os._exit(1)  # the router died before the signal was armed
     control.close()  # the router sees the template's death as this socket's end
@@ -235,6 +240,9 @@ def _restore_and_serve(handler):
 
 def main():
     _INTERPRETER_ADDED.update(_interpreter_added())
+    # A snap_start template has the function's variables, and environments forked from it show the
+    # template's /proc/PID/environ block: blank it (the variables stay in os.environ and the C library's).
+    bootstrap._blank_environ_block()
     control = socket.socket(fileno=int(sys.argv[1]))
     control.set_inheritable(False)  # not for what the function's init may exec
     snap = sys.argv[2] == "snap"
