@@ -243,6 +243,17 @@ class AmqpPublisher:
 
     def close(self) -> None:
         self._forget()
+
+        async def drain() -> None:  # no task left pending (nor coroutine never awaited) on the closed loop
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._loop.shutdown_asyncgens()
+
+        with contextlib.suppress(Exception):
+            self._call(drain(), 30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
