@@ -291,3 +291,50 @@ def test_fuzz_mutations_of_a_valid_config(data: st.DataObject, rounds: int, conf
     for _ in range(rounds):
         doc = _mutate(doc, data)
     load_or_config_error(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), config_dir)
+
+
+# --- YAML aliases ---------------------------------------------------------------------------------------
+
+ALIAS_BOMB_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # 1 GiB: the bomb below would take ~7 GB
+resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
+from router.config.loader import load_config_text
+from router.errors import ConfigError
+text = sys.stdin.read()
+try:
+    load_config_text(text, "bomb.yaml", {})
+except ConfigError as exc:
+    print(exc)
+    sys.exit(0)
+print("loaded")
+sys.exit(0)
+"""
+
+
+def alias_bomb(levels: int) -> str:
+    """A ~0.6 KB config whose aliases name 10**levels scalars (a "billion laughs")."""
+    lines = ["version: 1", 'a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join([*lines, f"functions: *a{levels - 1}", ""])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by fuzzing: YAML aliases are expanded path by path (router/config/yaml_source.py:124, "
+        "_Walker.value records a mark per path and re-walks every aliased node), so a 0.6 KB config of 7 "
+        "levels of 10 aliases ('billion laughs') takes ~75 s and ~7 GB before reporting 'unknown key', and 8 "
+        "levels exhaust the machine; `router validate` of an untrusted config is a denial of service. "
+        "Expected: a ConfigError (e.g. 'aliases expand to more than N values') within bounded memory"
+    ),
+)
+@pytest.mark.timeout(120)
+def test_an_alias_bomb_is_a_config_error_in_bounded_memory() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ALIAS_BOMB_CHILD], input=alias_bomb(7), capture_output=True,
+                          text=True, timeout=100)
+    assert done.returncode == 0, f"the loader died: {done.stderr[-500:]}"
+    assert done.stdout.startswith("bomb.yaml:"), done.stdout[:500]
