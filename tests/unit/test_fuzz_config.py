@@ -322,7 +322,8 @@ def alias_bomb(levels: int) -> str:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "found by fuzzing: YAML aliases are expanded path by path (router/config/yaml_source.py:124, "
+        "found probing the loader beside the fuzz tests: YAML aliases are expanded path by path "
+        "(router/config/yaml_source.py:124, "
         "_Walker.value records a mark per path and re-walks every aliased node), so a 0.6 KB config of 7 "
         "levels of 10 aliases ('billion laughs') takes ~75 s and ~7 GB before reporting 'unknown key', and 8 "
         "levels exhaust the machine; `router validate` of an untrusted config is a denial of service. "
