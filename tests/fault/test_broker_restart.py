@@ -19,6 +19,8 @@ from tests.fault.checker import History, Recovery, SideEffects, wait_until_compl
 from tests.fault.conftest import FaultLog, RabbitNode, recorder
 from tests.fault.harness import AmqpPublisher, Sender, http_post, invoke_body
 
+pytestmark = pytest.mark.fault
+
 CYCLES = 3
 
 

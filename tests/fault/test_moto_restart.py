@@ -28,6 +28,8 @@ from tests.fault.checker import History, Recovery, SideEffects, wait_until_compl
 from tests.fault.conftest import FaultLog, MotoProcess, recorder
 from tests.fault.harness import OK, REFUSED, UNKNOWN, Send, Sender
 
+pytestmark = pytest.mark.fault
+
 REGION = "us-east-1"
 
 

@@ -19,6 +19,8 @@ from tests.fault.checker import History, Recovery, SideEffects, wait_until_compl
 from tests.fault.conftest import FaultLog, recorder
 from tests.fault.harness import Sender, http_post
 
+pytestmark = pytest.mark.fault
+
 CYCLES = 3
 
 

@@ -23,6 +23,8 @@ from tests.fault.checker import History, Recovery, SideEffects, wait_until_compl
 from tests.fault.conftest import SCALE, FaultLog, recorder
 from tests.fault.harness import OK, UNKNOWN, AmqpPublisher, Send, Sender, http_post, invoke_body
 
+pytestmark = pytest.mark.fault
+
 REGION = "us-east-1"
 SERVER = "server: {host: 127.0.0.1, port: @PORT@, shutdown_timeout: 5s}"
 
