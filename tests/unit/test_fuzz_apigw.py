@@ -282,7 +282,8 @@ def test_fuzz_map_result_hostile_headers_give_an_error_not_a_broken_reply(
     reason=(
         "a function returning statusCode 100-199 gets that status sent as the final response: HTTP/1.1 "
         "allows 1xx only as interim responses, so the client waits for a final one that never comes (curl "
-        "times out; 101 even switches protocols) and the router counts a reply. Found by fuzzing; "
+        "times out; 101 even switches protocols) and the router counts a reply. Found writing these "
+        "properties; "
         "router/sources/apigw.py _structured accepts 100 <= status <= 599 (make it 200..599, else 500 "
         "as for other invalid statusCode values; DESIGN 9a: never a broken HTTP reply)"
     ),
