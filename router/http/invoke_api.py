@@ -81,10 +81,10 @@ def _authorized(request: web.Request, token: str) -> bool:
     want = token.encode()
     auth = request.headers.get("Authorization", "")
     scheme, _, given = auth.partition(" ")
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), want)
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), want)
     api_key = request.headers.get("X-Api-Key")
     if api_key is not None:
-        ok = hmac.compare_digest(api_key.encode(), want) or ok
+        ok = hmac.compare_digest(api_key.encode("utf-8", "surrogateescape"), want) or ok
     return ok
 
 

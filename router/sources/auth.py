@@ -32,9 +32,16 @@ class WebhookAuth(Protocol):
         ...
 
 
+def _raw(text: str) -> bytes:
+    """The bytes a header arrived as: aiohttp decodes header values as UTF-8 with ``surrogateescape``,
+    so a value with other bytes (a client's junk, an attacker's probe) holds surrogates that a plain
+    ``encode()`` refuses with UnicodeEncodeError (a 500 instead of a 401)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _same(a: str | bytes, b: str | bytes) -> bool:
     return hmac.compare_digest(
-        a.encode() if isinstance(a, str) else a, b.encode() if isinstance(b, str) else b
+        _raw(a) if isinstance(a, str) else a, _raw(b) if isinstance(b, str) else b
     )
 
 
@@ -121,7 +128,7 @@ class StandardWebhooksAuth:
         return secret.encode()
 
     def sign(self, msg_id: str, timestamp: str, body: bytes) -> str:
-        mac = hmac.new(self._secret, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+        mac = hmac.new(self._secret, _raw(f"{msg_id}.{timestamp}.") + body, hashlib.sha256).digest()
         return base64.b64encode(mac).decode("ascii")
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
