@@ -64,6 +64,12 @@ class Document:
         return [o for k, o in self.origins.items() if k[:n] == loc]
 
 
+ALIAS_EXPANSION = 10
+"""How many times over the written values aliases may expand a file (sharing a block of settings among
+many functions through ``<<: *defaults`` stays far below it)."""
+ALIAS_SLACK = 10_000
+
+
 class YamlProblem(Exception):
     """Raised when the text is not a YAML mapping at all; carries the single problem."""
 
@@ -123,9 +129,21 @@ class _Walker:
         self.origins: dict[Loc, Origin] = {}
         self.problems: list[Problem] = []
         self._active: set[int] = set()
+        self._visits = 0
+        self._nodes: set[int] = set()
 
     def value(self, node: Node, loc: Loc) -> Any:
         self.marks[loc] = _pos(node.start_mark)
+        # Aliases are walked again at each place they are used (each place gets its own marks), so a
+        # small file of nested aliases ("billion laughs") could expand without bound: refuse it once the
+        # values walked far outnumber the nodes the file holds.
+        self._visits += 1
+        self._nodes.add(id(node))
+        if self._visits > ALIAS_EXPANSION * len(self._nodes) + ALIAS_SLACK:
+            raise YamlProblem(Problem(
+                self.marks[loc], format_loc(loc),
+                f"YAML aliases (*name) expand this file to more than {self._visits:,} values from "
+                f"{len(self._nodes):,} written ones; nest fewer aliases inside aliased lists and mappings"))
         if isinstance(node, ScalarNode):
             return self.scalar(node, loc)
         if id(node) in self._active:

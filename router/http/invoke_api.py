@@ -81,7 +81,8 @@ def _authorized(request: web.Request, token: str) -> bool:
     want = token.encode()
     auth = request.headers.get("Authorization", "")
     scheme, _, given = auth.partition(" ")
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), want)
+    raw = given.strip().encode("utf-8", "surrogateescape")  # aiohttp's decoding of non-UTF-8 bytes
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(raw, want)
     api_key = request.headers.get("X-Api-Key")
     if api_key is not None:
         ok = hmac.compare_digest(api_key.encode("utf-8", "surrogateescape"), want) or ok

@@ -86,7 +86,8 @@ def verify(request: SignedRequest, keys: Mapping[str, str], *, now: float | None
     scope = f"{m['date']}/{m['region']}/{m['service']}/aws4_request"
     string_to_sign = "\n".join((
         ALGORITHM, amz_date, scope,
-        hashlib.sha256(canonical_request(request, m["signed"].split(";")).encode("utf-8", "surrogateescape")).hexdigest(),
+        hashlib.sha256(canonical_request(request, m["signed"].split(";"))
+                       .encode("utf-8", "surrogateescape")).hexdigest(),  # the bytes as they arrived
     ))
     key = ("AWS4" + secret).encode()
     for part in (m["date"], m["region"], m["service"], "aws4_request"):

@@ -12,7 +12,6 @@ import json
 import re
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
