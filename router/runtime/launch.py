@@ -26,9 +26,9 @@ NODE_WRAPPER = '[ -z "$_ROUTER_RLIMIT_AS" ] || ulimit -d $((_ROUTER_RLIMIT_AS / 
 """``/bin/sh -c`` script starting ``node``: V8 reserves far more address space than it uses, so a Node
 worker gets no RLIMIT_AS; without a cgroup it gets RLIMIT_DATA (private writable memory, what the
 function actually allocates) of memory + headroom instead, set by this one-line shell before it execs
-node (Node has no setrlimit). With ``setpriv`` on PATH the shell execs ``setpriv --pdeathsig KILL``,
-which arms the parent-death signal and execs node: the worker dies with the router without a
-``preexec_fn`` (which would cost the router a fork instead of a vfork per cold start)."""
+node (Node has no setrlimit). Node cannot make itself its descendants' subreaper nor arm the
+parent-death signal either: the spawner does both between fork and exec (``prctl_in_child``), and
+both survive the two execs (sh, then node)."""
 
 # The router's own AWS credentials reach the function (as Lambda's execution role would); nothing else
 # of the router's environment does.
@@ -56,6 +56,9 @@ class LaunchSpec:
     # SELF_LIMIT_VARS): then the worker is spawned without a preexec_fn, which lets Python use vfork
     # (~0.5 ms of event loop) instead of fork (~8 ms for a router of ~75 MB).
     self_limits: bool = False
+    # The worker cannot set its own prctls (Node): the spawner makes it the subreaper of its descendants
+    # and arms the parent-death signal in a preexec_fn (a fork of the router instead of a vfork).
+    prctl_in_child: bool = False
     user: tuple[int, int] | None = None  # (uid, gid) the worker runs as (``run_as``), else the router's
 
     def environment(self, *, runtime_api: str, scratch: str, init_type: str,
@@ -101,9 +104,6 @@ def _node_command(name: str, runtime: str, path: str, config: FunctionConfig,
     except ValueError as exc:
         raise EnvironmentError_(f"function '{name}': {exc}") from None
     command = (node, *node_flags(version, config.memory, node_options), str(NODE_BOOTSTRAP))
-    setpriv = shutil.which("setpriv", path=path)
-    if setpriv is not None:
-        command = (setpriv, "--pdeathsig", "KILL", "--", *command)
     if os.path.exists("/bin/sh"):
         command = ("/bin/sh", "-c", NODE_WRAPPER, "node", *command)
     return command
@@ -177,7 +177,7 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     user = _run_as(name, config.run_as) if config.run_as else None
     return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory,
                       concurrency=config.per_environment_concurrency, self_limits=runtime != "provided",
-                      user=user)
+                      user=user, prctl_in_child=runtime_major(runtime) is not None)
 
 
 def _run_as(name: str, run_as: str) -> tuple[int, int]:

@@ -109,8 +109,9 @@ class ExecSpawner:
 
     async def spawn(self, request: SpawnRequest, on_exit: ExitCallback) -> Worker:
         spec, env = request.spec, request.env
-        # The router's own bootstraps set the memory limit and the parent-death signal themselves, so
-        # they are spawned without a preexec_fn (vfork instead of fork: ~0.5 ms of loop, not ~8 ms).
+        # The router's own Python bootstrap sets the memory limit and the parent-death signal itself, so
+        # it is spawned without a preexec_fn (vfork instead of fork: ~0.5 ms of loop, not ~8 ms); Node
+        # cannot (``prctl_in_child``), so its prctls are set here.
         # In the child, in this order: join the cgroup (while still root), drop to ``run_as``, then
         # the limit and the prctls (a change of user clears the parent-death signal).
         steps: list[Callable[[], None]] = []
@@ -122,7 +123,7 @@ class ExecSpawner:
         if not spec.self_limits and request.cgroup_dir is None:
             steps.append(rlimit_preexec(spec.memory))
         preexec: Callable[[], None] | None = None
-        if steps or not spec.self_limits:
+        if steps or not spec.self_limits or spec.prctl_in_child:
             preexec = with_parent_death_signal(functools.partial(_run_all, steps), watched=request.watched)
         protocol = ExitProtocol(on_exit)
         try:

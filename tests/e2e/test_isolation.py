@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import RouterFactory, RouterProcess, http, wait_for
+from tests.unit.runtime.test_node_support import NODE_MAJOR, NODE_RUNTIME, require_node
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "functions"
 SECRET = "s3cr3t-0f-the-r0uter-4c1d"
@@ -83,18 +84,28 @@ FUNCTION_DEFS = f"""
 """
 
 
+# Only where node is installed: a nodejs function without node is a config error (require_node() fails
+# the Node test under CI=true).
+NODE_DEFS = "" if NODE_MAJOR is None else f"""
+  escape-node: {{runtime: {NODE_RUNTIME}, handler: index.handler, code: {FUNCTIONS / 'node_escape'},
+                 timeout: 30s}}"""
+NODE_ROUTES = "" if NODE_MAJOR is None else (
+    "  - {name: escape-node, source: {type: webhook, path: /escape-node}, function: escape-node}")
+
+
 def _config(tmp_path: Path) -> str:
     return f"""
 version: 1
 server: {{host: 127.0.0.1, port: @PORT@}}
 state: sqlite:///{tmp_path / 'state.db'}
 functions:
-{FUNCTION_DEFS}
+{FUNCTION_DEFS}{NODE_DEFS}
 routes:
   - {{name: probe, source: {{type: webhook, path: /probe}}, function: probe}}
   - {{name: escape, source: {{type: webhook, path: /escape}}, function: escape}}
   - {{name: escape-exec, source: {{type: webhook, path: /escape-exec}}, function: escape-exec}}
   - {{name: escape-provided, source: {{type: webhook, path: /escape-provided}}, function: escape-provided}}
+{NODE_ROUTES}
 """
 
 
@@ -124,12 +135,14 @@ def test_a_function_cannot_read_the_routers_secrets_from_proc(router_factory: Ro
     assert probe["secret_readable_in"] == []
 
 
-@pytest.mark.parametrize("function", ["escape", "escape-exec", "escape-provided"])
+@pytest.mark.parametrize("function", ["escape", "escape-exec", "escape-provided", "escape-node"])
 def test_what_a_function_started_ends_when_the_router_is_sigkilled(
     function: str, router_factory: RouterFactory, leftovers: set[int], tmp_path: Path
 ) -> None:
     if function == "escape-provided":
         pytest.importorskip("awslambdaric", reason="the provided runtime runs awslambdaric")
+    if function == "escape-node":
+        require_node()
     rp = router_factory(_config(tmp_path), env={"ISOLATION_SECRET": SECRET})
     event = json.dumps({"daemon": True, "child": True}).encode()
     status, _, body = http("POST", f"{rp.url}/{function}", event)

@@ -24,6 +24,7 @@ from router.runtime.api import PendingEvent, Reply, RuntimeApiServer
 from router.runtime.memory import CgroupV2
 
 from .conftest import MakeInvoker, invocation, process_gone, wait_for
+from .test_node_support import NODE_RUNTIME, require_node
 from .test_template_support import (  # noqa: F401  (fixtures)
     make_forked_fixture,
     needs_fork,
@@ -63,6 +64,10 @@ def _provided(**fields: Any) -> dict[str, Any]:
 
 async def _make(kind: str, make_invoker: MakeInvoker, make_forked: MakeInvoker,
                 **fields: Any) -> LocalInvoker:
+    if kind == "node":
+        require_node()
+        return await make_invoker("node_escape", name="escape-node", runtime=NODE_RUNTIME,
+                                  handler="index.handler", **fields)
     if kind == "fork":
         return await make_forked("escape", **fields)
     if kind == "provided":
@@ -71,7 +76,7 @@ async def _make(kind: str, make_invoker: MakeInvoker, make_forked: MakeInvoker,
 
 
 @needs_fork
-@pytest.mark.parametrize("kind", ["exec", "fork", "provided"])
+@pytest.mark.parametrize("kind", ["exec", "fork", "provided", "node"])
 async def test_a_double_forked_daemon_ends_with_its_timed_out_environment(
     kind: str, make_invoker: MakeInvoker, make_forked: MakeInvoker, leftovers: set[int]
 ) -> None:
@@ -85,7 +90,7 @@ async def test_a_double_forked_daemon_ends_with_its_timed_out_environment(
 
 
 @needs_fork
-@pytest.mark.parametrize("kind", ["exec", "fork"])
+@pytest.mark.parametrize("kind", ["exec", "fork", "node"])
 async def test_an_environment_closed_after_its_worker_exits_on_sigterm_takes_its_daemon(
     kind: str, make_invoker: MakeInvoker, make_forked: MakeInvoker, leftovers: set[int]
 ) -> None:

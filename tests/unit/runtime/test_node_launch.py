@@ -56,10 +56,8 @@ def test_command_and_environment() -> None:
     assert argv[:4] == ["/bin/sh", "-c", argv[2], "node"]
     assert "ulimit -d" in argv[2]
     rest = argv[4:]
-    if shutil.which("setpriv"):
-        assert rest[:4] == [shutil.which("setpriv"), "--pdeathsig", "KILL", "--"]
-        rest = rest[4:]
-    assert rest[0] == node
+    assert rest[0] == node  # no setpriv: the spawner sets the prctls between fork and exec
+    assert spec.prctl_in_child is True
     assert rest[-1] == str(NODE_BOOTSTRAP)
     assert "--max-old-space-size=461" in rest
     assert spec.self_limits is True
@@ -103,8 +101,6 @@ def test_a_node_worker_dies_with_the_router(tmp_path: Path) -> None:
     """SIGKILL a router process (here: a small script using the router's launch path) while its Node
     worker runs a long handler: the worker dies too."""
     require_node()
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not on PATH: the worker dies when its handler returns instead")
     script = tmp_path / "router_stub.py"
     script.write_text(textwrap.dedent(f"""
         import asyncio, json, sys
