@@ -169,7 +169,7 @@ class Metrics:
             "Client connections closed by the router, by reason (over_cap: refused with 503 at the cap; "
             "evicted: an idle or header-reading connection closed to make room at the cap; header_timeout; "
             "headers_too_large: over 64 KiB of request line and headers; send_timeout: a response not "
-            "taken within server.body_timeout)",
+            "taken within server.body_timeout; malformed: a request that could not be parsed, answered 400)",
             ["listener", "reason"], registry=r)
         self.http_requests_refused = Counter(
             "router_http_requests_refused_total",

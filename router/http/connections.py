@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from router.metrics import Metrics
@@ -43,6 +46,9 @@ _OVER_CAP = (
 MAX_HEADER_BYTES = 64 * 1024
 """A request whose line and headers take more than this (API Gateway allows 10,240 bytes) is closed:
 aiohttp limits each line (8,190 bytes) and their number (128), not their total, about 1 MB."""
+MALFORMED_LOG_INTERVAL = 10.0
+"""Malformed requests (a client's junk: a bad request line, a bad header) are logged at most once per
+this many seconds, with how many there were, instead of a traceback each (a log flood on demand)."""
 _EVICT_SCAN = 64
 """At most this many connections are looked at to find one to evict; busy ones move to the back."""
 
@@ -61,7 +67,9 @@ class ConnectionGuard:
         metrics.http_connections_limit.labels(listener).set(cap)
         self._closed = {reason: metrics.http_connections_closed.labels(listener, reason)
                         for reason in ("over_cap", "evicted", "header_timeout", "headers_too_large",
-                                       "send_timeout")}
+                                       "send_timeout", "malformed")}
+        self._malformed = 0  # since the last log line
+        self._malformed_logged = -MALFORMED_LOG_INTERVAL
 
     @property
     def open(self) -> int:
@@ -82,6 +90,20 @@ class ConnectionGuard:
 
     def closed(self, reason: str) -> None:
         self._closed[reason].inc()
+
+    def malformed(self, exc: HttpProcessingError) -> None:
+        """A request aiohttp could not parse (it answers 400 and closes): counted, and logged once per
+        ``MALFORMED_LOG_INTERVAL`` without the request's bytes (they may hold anything)."""
+        self._closed["malformed"].inc()
+        self._malformed += 1
+        now = time.monotonic()
+        if now - self._malformed_logged >= MALFORMED_LOG_INTERVAL:
+            log.warning("http: %d malformed request(s) on the %s listener in the last %.0f s "
+                        "(the latest: %s, answered %s and closed)", self._malformed, self.listener,
+                        min(now - self._malformed_logged, MALFORMED_LOG_INTERVAL), type(exc).__name__,
+                        exc.code)
+            self._malformed = 0
+            self._malformed_logged = now
 
     def _evict_one(self) -> bool:
         for _ in range(min(_EVICT_SCAN, len(self._open))):
@@ -113,6 +135,22 @@ class GuardedRequestHandler(RequestHandler):
         rest of a body that was answered early)."""
         return (self._admitted and not self._request_in_progress and not self._messages
                 and (self._last_payload is None or self._last_payload.is_eof()))
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """A request aiohttp could not parse is the client's fault: a JSON error without the request's
+        bytes (aiohttp's own page echoes them) and a counted, rate-limited log line (aiohttp logs a
+        traceback per request: a log flood on demand). Anything else is aiohttp's own handling."""
+        if not isinstance(exc, HttpProcessingError) or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        self._guard.malformed(exc)
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Bad Request"
+        response = web.json_response({"message": phrase}, status=status)
+        response.force_close()
+        return response
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._guard.admit(self):

@@ -237,3 +237,37 @@ def test_at_a_hard_limit_of_1024_held_connections_cannot_exhaust_descriptors(
     assert "EMFILE" not in logs
     samples = http("GET", rp.url + "/metrics")[2].decode()
     assert 'router_http_connections_limit{listener="main"} 512.0' in samples
+
+
+def test_malformed_requests_are_counted_and_logged_once_not_a_traceback_each(
+        router_factory: RouterFactory, tmp_path: Path) -> None:
+    """A raw byte in a request line made aiohttp log a full traceback at error level per request: any
+    client could flood the log. Now each gets its 400 and is counted; one line says how many."""
+    rp = _start(router_factory, tmp_path)
+
+    async def junk(n: int) -> list[bytes]:
+        answers = []
+        for i in range(n):
+            reader, writer = await asyncio.open_connection("127.0.0.1", rp.port)
+            writer.write(b"GET /hello\xff%d HTTP/1.1\r\nHost: x\r\n\r\n" % i if i % 2 else
+                         b"GET /hello HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+            await writer.drain()
+            answers.append(await asyncio.wait_for(reader.read(), 10))
+            writer.close()
+        return answers
+
+    answers = asyncio.run(junk(20))
+    for answer in answers:  # JSON like every other error, without the request's bytes
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer
+        assert b"application/json" in head, answer
+        assert json.loads(body) == {"message": "Bad Request"}, answer
+    status, _, _ = http("GET", rp.url + "/hello")
+    assert status == 200
+    samples = http("GET", rp.url + "/metrics")[2].decode()
+    assert 'router_http_connections_closed_total{listener="main",reason="malformed"} 20.0' in samples
+    logs = rp.logs()
+    assert "Traceback" not in logs
+    assert "Error handling request" not in logs
+    (line,) = _records(rp, "http: ")
+    assert "malformed request(s) on the main listener" in str(line["message"])
