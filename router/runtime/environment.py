@@ -36,7 +36,7 @@ from router.core.invocation import Invocation, Result
 from router.logs import FunctionLog
 from router.runtime import proctree, results
 from router.runtime.api import NO_INIT_ERROR, PendingEvent, Reply, ReplyKind, RuntimeApiServer, RuntimeChannel
-from router.runtime.launch import LaunchSpec
+from router.runtime.launch import LaunchSpec, limit_open_files
 from router.runtime.memory import CgroupV2, ProcStatus
 from router.runtime.output import MAX_LINE, OutputPipe
 from router.runtime.proctree import Watchdog
@@ -181,6 +181,7 @@ class Environment:
         channel = self._channel
         assert self._proc is not None
         self.pid = self._proc.pid
+        limit_open_files(self.pid)
         if self._watchdog is not None and self._watched:
             self._watchdog.register(self.pid)
         # Only this worker's processes may use its Runtime API (run_as: or its user's, when the router

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -37,6 +38,9 @@ PARENT_PID_VAR = "_ROUTER_PARENT_PID"
 """Read (and removed from the environment) by the Python bootstrap before anything else runs."""
 WATCHED_VAR = "_ROUTER_WATCHED"
 """Set for a worker the router's watchdog watches (``router.runtime.proctree``): no parent-death signal."""
+
+LAMBDA_OPEN_FILES = 1024
+"""Lambda's quota of file descriptors per execution environment (soft and hard)."""
 
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -242,3 +246,17 @@ def with_parent_death_signal(preexec: Callable[[], None], *, watched: bool = Fal
                 _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return apply
+
+
+def limit_open_files(pid: int) -> None:
+    """Give a new worker Lambda's 1,024 file descriptors: the router raised its own limit at start
+    (to serve many connections), which every process it starts would otherwise inherit. Set from the
+    router with ``prlimit`` right after the spawn, whichever way the worker started (exec'd, forked from
+    a template, Python, Node, provided). A worker already gone, or one the router may not change, keeps
+    what it has."""
+    try:
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE,
+                         (min(soft, LAMBDA_OPEN_FILES), min(hard, LAMBDA_OPEN_FILES)))
+    except (OSError, ValueError):
+        pass

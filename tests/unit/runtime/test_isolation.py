@@ -317,3 +317,30 @@ async def test_run_as_an_unknown_user_is_refused_at_start(make_invoker: MakeInvo
     with pytest.raises(EnvironmentError_, match=r"function 'echo': run_as 'no-such-user-x1': no user "
                        r"'no-such-user-x1' on this machine; create it or give a numeric uid"):
         await make_invoker("echo", run_as="no-such-user-x1")
+
+
+def _open_files_limit(pid: int) -> list[str]:
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    return line.split()[3:5]
+
+
+@needs_fork
+@pytest.mark.parametrize("kind", ["exec", "fork", "provided", "node"])
+async def test_a_worker_gets_lambdas_1024_file_descriptors_not_the_routers_raised_limit(
+    kind: str, make_invoker: MakeInvoker, make_forked: MakeInvoker, leftovers: set[int]
+) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 1024:
+        pytest.skip(f"the test process's own hard limit is {hard}: nothing above Lambda's 1,024 to lower")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # as the router raises its own at start
+    try:
+        invoker = await _make(kind, make_invoker, make_forked, timeout=10)
+        result = await invoker.invoke(invocation({}))
+        assert result.ok, result.payload
+        pid = _pids(result)["pid"]
+        assert _open_files_limit(pid) == ["1024", "1024"]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
