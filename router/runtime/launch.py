@@ -230,8 +230,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 def with_parent_death_signal(preexec: Callable[[], None], *, watched: bool = False) -> Callable[[], None]:
     """Wrap a ``preexec_fn`` so the worker is the subreaper of its descendants (an orphan, e.g. a
     double-forked daemon, is re-parented to it, so it stays in the tree that ends with the environment;
-    the attribute survives exec) and is SIGKILLed when the router dies, even by SIGKILL, unless
-    ``watched`` (the router's watchdog then ends the whole tree, ``router.runtime.proctree``).
+    the attribute survives exec) and is SIGKILLed when the router dies, even by SIGKILL, or, when
+    ``watched``, SIGSTOPped: the router's watchdog then ends the whole tree (``router.runtime.proctree``).
 
     A worker runs in its own session (so a timeout can kill its whole process group), which also means
     no terminal or init hands it the router's death: without this, a worker busy in a long handler
@@ -242,8 +242,9 @@ def with_parent_death_signal(preexec: Callable[[], None], *, watched: bool = Fal
         preexec()  # first: a change of user (run_as) there would clear the parent-death signal
         if _PRCTL is not None:
             _PRCTL(_PR_SET_CHILD_SUBREAPER, 1)
-            if not watched:
-                _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            # Watched: stopped, not killed, when the router dies, so the worker cannot end on its lost
+            # Runtime API connection, orphaning its children to init, before the watchdog ends its tree.
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGSTOP if watched else signal.SIGKILL)
 
     return apply
 

@@ -10,9 +10,11 @@ re-parented to the worker instead of init: it stays in the worker's tree, where 
 no new process appears, then SIGKILLs every process found: nothing an invocation started outlives
 its environment. The tree is read from ``/proc/PID/task/TID/children`` (no scan of every process).
 
-The watchdog covers the router's own death (a SIGKILL, a crash, the OOM killer): the worker's
-parent-death signal would kill the worker alone, and its children would be re-parented to init and
-live on. So a watched worker gets no parent-death signal; the router tells a small watchdog process
+The watchdog covers the router's own death (a SIGKILL, a crash, the OOM killer): a parent-death
+SIGKILL would kill the worker alone, and its children would be re-parented to init and live on. So a
+watched worker's parent-death signal is SIGSTOP: it freezes the moment the router dies, before it can
+end on its own (a worker whose Runtime API connection is lost exits, which would orphan its children
+before the watchdog got to them; seen under load); the router tells a small watchdog process
 (this file run as a script, stdlib only) each worker it starts (pid and start time, so a reused pid
 is never taken for it) and each that ends, over a pipe only the router holds. When the pipe reaches
 its end, because the router exited in any way, the watchdog ends the tree of every worker still

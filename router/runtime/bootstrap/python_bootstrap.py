@@ -449,8 +449,10 @@ def _apply_router_limits():
 
             prctl = ctypes.CDLL(None).prctl
             prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-            if not watched:
-                prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            # PR_SET_PDEATHSIG. Watched: stop (not die) when the router dies, so the lost Runtime API
+            # connection cannot end this worker, orphaning its children to init, before the watchdog
+            # ends the whole tree.
+            prctl(1, signal.SIGSTOP if watched else signal.SIGKILL)
         except (OSError, AttributeError):  # not Linux: the lost Runtime API connection ends us
             pass
         if os.getppid() != int(parent):
@@ -486,9 +488,59 @@ def log_init_error(error):
 
 def serve(client, request_handler):
     """The invoke loop: never returns."""
-    headers, body = client.next()
-    while True:
-        headers, body = _handle(client, request_handler, headers, body)
+    try:
+        headers, body = client.next()
+        while True:
+            headers, body = _handle(client, request_handler, headers, body)
+    except (ConnectionError, OSError):  # the Runtime API is gone: the router died
+        _end_descendants()
+        raise
+
+
+def _end_descendants():
+    """End everything this worker started before it exits for a lost Runtime API, or it would be
+    orphaned to init (this worker is their subreaper). Stopped first, scanning again until nothing new
+    appears (nothing can fork away), then killed. The router's watchdog does the same from outside; a
+    worker that notices first must not leave its children behind for the moment between."""
+    import contextlib
+    import signal
+
+    def descendants():
+        found: list[int] = []
+        seen, frontier = {os.getpid()}, [os.getpid()]
+        while frontier and len(found) < 10000:
+            nxt = []
+            for pid in frontier:
+                try:
+                    tids = os.listdir(f"/proc/{pid}/task")
+                except OSError:
+                    continue
+                for tid in tids:
+                    try:
+                        with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                            words = f.read().split()
+                    except OSError:
+                        continue
+                    for child in map(int, words):
+                        if child not in seen:
+                            seen.add(child)
+                            found.append(child)
+                            nxt.append(child)
+            frontier = nxt
+        return found
+
+    stopped = set()
+    for _ in range(50):
+        fresh = [pid for pid in descendants() if pid not in stopped]
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+            stopped.add(pid)
+    for pid in stopped:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _run_workers(count):

@@ -104,8 +104,10 @@ def _become_environment(control, request, output_fd, router_pid):
     os.setsid()  # own session and process group: the router kills the group on timeout
     # The subreaper of its descendants (not inherited through clone): an orphan stays in its tree.
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    if not request.get("watched"):  # else the router's watchdog ends the whole tree when the router dies
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by clone: die with the router (SIGKILL too)
+    # Cleared by clone: die with the router (SIGKILL too); or, watched, stop at once when it dies, so the
+    # lost Runtime API connection cannot end this worker, orphaning its children to init, before the
+    # router's watchdog ends the whole tree.
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGSTOP if request.get("watched") else signal.SIGKILL)
     if os.getppid() != router_pid:
         os._exit(1)  # the router died before the signal was armed
     control.close()  # the router sees the template's death as this socket's end

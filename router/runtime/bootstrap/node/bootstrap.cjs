@@ -234,7 +234,70 @@ function sendError(invocation, err, onEvent) {
 
 function nextFailed(err) {
   process.stderr.write(`router node runtime: ${err.message}; exiting\n`);
+  endDescendants();
   exitAfterFlush(1);
+}
+
+/** The pids of the processes below this one (this worker is their subreaper: orphans stay below it). */
+function descendants() {
+  const fs = require('fs');
+  const found = [];
+  const seen = new Set([process.pid]);
+  let frontier = [process.pid];
+  while (frontier.length > 0 && found.length < 10000) {
+    const next = [];
+    for (const pid of frontier) {
+      let tids = [];
+      try {
+        tids = fs.readdirSync(`/proc/${pid}/task`);
+      } catch (_e) {
+        continue;
+      }
+      for (const tid of tids) {
+        let text = '';
+        try {
+          text = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1');
+        } catch (_e) {
+          continue;
+        }
+        for (const word of text.split(' ')) {
+          const child = Number(word);
+          if (child > 0 && !seen.has(child)) {
+            seen.add(child);
+            found.push(child);
+            next.push(child);
+          }
+        }
+      }
+    }
+    frontier = next;
+  }
+  return found;
+}
+
+/**
+ * The Runtime API is gone (the router died): end everything this worker started before exiting, or
+ * it would be orphaned to init. Stopped first, scanning again until nothing new appears (nothing can
+ * fork away), then killed. The router's watchdog does the same from outside; a worker that notices
+ * first must not leave its children behind for the moment between.
+ */
+function endDescendants() {
+  const stopped = new Set();
+  for (let round = 0; round < 50; round++) {
+    const fresh = descendants().filter((pid) => !stopped.has(pid));
+    if (fresh.length === 0) break;
+    for (const pid of fresh) {
+      try {
+        process.kill(pid, 'SIGSTOP');
+      } catch (_e) { /* gone already */ }
+      stopped.add(pid);
+    }
+  }
+  for (const pid of stopped) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch (_e) { /* gone already */ }
+  }
 }
 
 /** A /next answered with something other than an event: the router is closing this environment. */
