@@ -3,7 +3,8 @@ N events were answered; events/s = 2xx answers / elapsed. Checked against the ro
 persisted events (``router_async_events_received_total``) so an answer that persisted nothing cannot
 count. Between rounds the router is given time to deliver its backlog, so every round starts idle.
 
-Baseline: bench/servers/bare_accept.py, one aiosqlite INSERT + COMMIT per request (WAL, synchronous=FULL, as the router's default `state.durability: fsync`).
+Baseline: bench/servers/bare_accept.py, one aiosqlite INSERT + COMMIT per request (WAL, synchronous=FULL,
+as the router's default ``state.durability: fsync``).
 """
 
 from __future__ import annotations
