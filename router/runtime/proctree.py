@@ -92,8 +92,9 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def kill_tree(root: int) -> set[int]:
-    """SIGKILL ``root`` and every process below it; returns the pids signalled.
+def kill_tree(root: int, *, include_root: bool = True) -> set[int]:
+    """SIGKILL ``root`` and every process below it (only those below it when not ``include_root``: a
+    worker ending its own descendants); returns the pids signalled.
 
     First everything is stopped (SIGSTOP), scanning again until a scan finds nothing new (a process
     that forked between a scan and its stop shows its child in the next scan), so no process can
@@ -101,15 +102,14 @@ def kill_tree(root: int) -> set[int]:
     (``/proc`` reads, served from kernel memory).
     """
     stopped: set[int] = set()
-    for _ in range(MAX_ROUNDS):
-        tree = [root, *descendants(root)] if not stopped else descendants(root)
+    for round_ in range(MAX_ROUNDS):
+        tree = [root, *descendants(root)] if include_root and round_ == 0 else descendants(root)
         new = [pid for pid in tree if pid not in stopped]
-        if not new and stopped:
+        if not new and round_ > 0:
             break
         for pid in new:
             _signal(pid, signal.SIGSTOP)
         stopped.update(new)
-        stopped.add(root)
     for pid in stopped:
         _signal(pid, signal.SIGKILL)
     return stopped

@@ -499,48 +499,19 @@ def serve(client, request_handler):
 
 def _end_descendants():
     """End everything this worker started before it exits for a lost Runtime API, or it would be
-    orphaned to init (this worker is their subreaper). Stopped first, scanning again until nothing new
-    appears (nothing can fork away), then killed. The router's watchdog does the same from outside; a
-    worker that notices first must not leave its children behind for the moment between."""
-    import contextlib
-    import signal
+    orphaned to init (this worker is their subreaper). The router's watchdog does the same from outside;
+    a worker that notices first must not leave its children behind for the moment between. The
+    router's own ``proctree`` (stdlib only) does it, loaded from beside this file: the worker may run
+    another Python than the router, with no ``router`` package to import."""
+    import importlib.util
 
-    def descendants():
-        found: list[int] = []
-        seen, frontier = {os.getpid()}, [os.getpid()]
-        while frontier and len(found) < 10000:
-            nxt = []
-            for pid in frontier:
-                try:
-                    tids = os.listdir(f"/proc/{pid}/task")
-                except OSError:
-                    continue
-                for tid in tids:
-                    try:
-                        with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                            words = f.read().split()
-                    except OSError:
-                        continue
-                    for child in map(int, words):
-                        if child not in seen:
-                            seen.add(child)
-                            found.append(child)
-                            nxt.append(child)
-            frontier = nxt
-        return found
-
-    stopped = set()
-    for _ in range(50):
-        fresh = [pid for pid in descendants() if pid not in stopped]
-        if not fresh:
-            break
-        for pid in fresh:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGSTOP)
-            stopped.add(pid)
-    for pid in stopped:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "proctree.py")
+    spec = importlib.util.spec_from_file_location("_router_proctree", path)
+    if spec is None or spec.loader is None:
+        return  # not shipped beside this file: the router's watchdog remains
+    proctree = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(proctree)
+    proctree.kill_tree(os.getpid(), include_root=False)
 
 
 def _run_workers(count):

@@ -212,6 +212,25 @@ async def test_killing_a_tree_stops_what_forks_while_it_is_being_killed(leftover
     assert len(killed) >= 6
 
 
+async def test_a_worker_ending_its_own_descendants_keeps_itself(leftovers: set[int]) -> None:
+    """What a bootstrap does before exiting for a lost Runtime API: everything below it, not itself."""
+    from router.runtime import proctree
+
+    script = ("import os, time\nos.setsid()\nfor _ in range(3):\n    if os.fork():\n        break\n"
+              "while True:\n    time.sleep(1)\n")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+    leftovers.add(proc.pid)
+    await wait_for(lambda: len(proctree.descendants(proc.pid)) == 3, what="three generations below it")
+    killed = proctree.kill_tree(proc.pid, include_root=False)
+    leftovers.update(killed)
+    assert proc.pid not in killed
+    assert len(killed) == 3
+    await wait_for(lambda: all(process_gone(pid) for pid in killed), what="the processes below it to end")
+    assert not process_gone(proc.pid)
+    proc.kill()
+    await proc.wait()
+
+
 async def _next_status(address: str, wait: float) -> bytes | None:
     reader, writer = await asyncio.open_connection(*address.rsplit(":", 1))
     writer.write(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
