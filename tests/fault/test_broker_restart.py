@@ -19,7 +19,14 @@ from tests.fault.checker import History, Recovery, SideEffects, wait_until_compl
 from tests.fault.conftest import FaultLog, RabbitNode, recorder
 from tests.fault.harness import AmqpPublisher, Sender, http_post, invoke_body
 
-pytestmark = pytest.mark.fault
+pytestmark = [
+    pytest.mark.fault,
+    # The test's own publisher (aio-pika/aiormq, in this process; the router is another process) can drop
+    # a half-made connection's StreamWriter unclosed while the broker is stopped: garbage-collected later,
+    # it raised "unclosed <StreamWriter ...>" in one CI run in about seven. Not the router's doing, and
+    # what this test checks (0 lost, recovery times) does not depend on it.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 CYCLES = 3
 
