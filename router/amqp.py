@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from yarl import URL
 
-from router.core.invocation import ErrorType
+from router.invocation import ErrorType
 
 DEFAULT_PORT = {"amqp": 5672, "amqps": 5671}
 RECONNECT_INTERVAL = 1.0  # seconds between the robust connection's attempts after a loss

@@ -25,46 +25,12 @@ from router.config.models import (
 )
 from router.errors import ConfigError, RouterError
 from router.invokers.base import Invoker
+from router.invokers.factory import InvokerParts, build_invoker
 from router.logs import setup_logging
 from router.metrics import Metrics
 from router.sources.base import Poller
 
 log = logging.getLogger("router")
-
-
-def build_invoker(
-    name: str,
-    config: RouterConfig,
-    *,
-    metrics: Metrics,
-    runtime_api: Any,
-    http_session: aiohttp.ClientSession,
-    capacity: Any = None,
-    templates: Any = None,
-    watchdog: Any = None,
-) -> Invoker:
-    """The invoker of one function, by its kind (local, http, lambda); ``capacity`` sizes the
-    environments of local functions (``router.runtime.capacity.Capacity``; None: one per invocation),
-    ``templates`` forks them (``router.runtime.template.TemplateManager``; None: every one is exec'd),
-    ``watchdog`` ends them if the router dies (``router.runtime.proctree.Watchdog``; None: each worker
-    dies with the router by its parent-death signal, its children do not)."""
-    fn = config.functions[name]
-    if fn.kind == "local":
-        from router.invokers.local import LocalInvoker
-
-        assert fn.code is not None
-        code_dir = (config.config_dir / fn.code).resolve()
-        return LocalInvoker(
-            name, fn, code_dir=code_dir, aws=config.aws, metrics=metrics, runtime_api=runtime_api,
-            arn=config.aws.function_arn(name), capacity=capacity, templates=templates, watchdog=watchdog,
-        )
-    if fn.kind == "http":
-        from router.invokers.http import HttpInvoker
-
-        return HttpInvoker(name, fn, session=http_session)
-    from router.invokers.lambda_ import LambdaInvoker
-
-    return LambdaInvoker(name, fn, aws=config.aws)
 
 
 def account_concurrency(config: RouterConfig) -> int:
@@ -173,11 +139,12 @@ class Router:
             await runtime_api.start()
             if any(fn.kind == "local" for fn in config.functions.values()):
                 await watchdog.start()
+            parts = InvokerParts(
+                config=config, metrics=self.metrics, http_session=http_session, runtime_api=runtime_api,
+                capacity=capacity, templates=templates, watchdog=watchdog,
+            )
             for name in config.functions:
-                invokers[name] = build_invoker(
-                    name, config, metrics=self.metrics, runtime_api=runtime_api, http_session=http_session,
-                    capacity=capacity, templates=templates, watchdog=watchdog,
-                )
+                invokers[name] = build_invoker(name, parts)
             dispatcher = Dispatcher(
                 config=config, invokers=invokers, store=store, metrics=self.metrics,
                 http_session=http_session, account_limit=account_concurrency(config),

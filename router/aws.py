@@ -8,8 +8,10 @@ error format and the closed ``ErrorType`` set, so every AWS-backed source report
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from aiobotocore.config import AioConfig
+from aiobotocore.parsers import AioResponseParserFactory
 from aiobotocore.session import AioSession, ClientCreatorContext, get_session
 from botocore.exceptions import (
     BotoCoreError,
@@ -21,9 +23,10 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from botocore.utils import parse_timestamp as default_timestamp_parser
 
 from router.config.models import AwsConfig
-from router.core.invocation import ErrorType
+from router.invocation import ErrorType
 
 _session: AioSession | None = None
 
@@ -131,3 +134,34 @@ def describe_error(exc: BaseException, *, what: str, hint_not_found: str) -> tup
         return f"AWS client error ({type(exc).__name__}: {exc})", ErrorType.CONNECTION
     return f"unexpected error ({type(exc).__name__}: {exc})", ErrorType.CONNECTION
 
+
+def region_of(arn: str, default: str) -> str:
+    """The region named in an ARN (``arn:PARTITION:SERVICE:REGION:ACCOUNT:...``), else ``default``."""
+    parts = arn.split(":", 5)
+    return parts[3] if len(parts) >= 5 and parts[0] == "arn" and parts[3] else default
+
+
+def is_fifo(queue_url: str) -> bool:
+    """Whether an SQS queue URL names a FIFO queue (its name ends in ``.fifo``)."""
+    return queue_url.rstrip("/").endswith(".fifo")
+
+
+def _epoch_or_parsed(value: Any) -> Any:
+    """botocore's timestamp parser, except that epoch numbers (what the JSON protocols return) stay
+    numbers: the stream adapters want epoch seconds, and botocore's conversion to a ``datetime`` in the
+    local zone costs more than the rest of a record's decoding."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return default_timestamp_parser(value)
+
+
+def keep_epoch_timestamps(client: Any) -> None:
+    """Make ``client`` (aiobotocore) leave epoch timestamps as numbers (``_epoch_or_parsed``). Only this
+    client's endpoint gets its own parser factory; a client without one (another botocore) keeps
+    botocore's parser, which the adapters accept as well."""
+    endpoint = getattr(client, "_endpoint", None)
+    if endpoint is None or not hasattr(endpoint, "_response_parser_factory"):
+        return
+    factory = AioResponseParserFactory()
+    factory.set_parser_defaults(timestamp_parser=_epoch_or_parsed)
+    endpoint._response_parser_factory = factory

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from router.config.problems import did_you_mean
+from router.suggest import closest
 
 Loc = tuple[str | int, ...]
 
@@ -190,7 +190,7 @@ def _compare(op: str, num: float) -> Leaf:
 
 
 def _unknown_operator(op: str, known: Sequence[str]) -> str:
-    near = did_you_mean(op, known)
+    near = closest(op, known)
     hint = f"did you mean {near!r}?" if near else f"use one of {', '.join(known)}"
     return f"unknown operator {op!r}; {hint}"
 

@@ -8,9 +8,10 @@ from typing import TextIO
 import aiohttp
 
 from router.config.models import RouterConfig
-from router.core.invocation import Invocation
 from router.errors import FunctionNotFound
+from router.invocation import Invocation
 from router.invokers.base import Invoker
+from router.invokers.factory import InvokerParts, build_invoker
 from router.logs import setup_logging
 from router.metrics import Metrics
 from router.redaction import redact
@@ -26,8 +27,6 @@ async def invoke_once(
 
     Exit status: 0 on success, 1 on a function error or timeout, 2 on a usage error.
     """
-    from router.app import build_invoker  # the composition root builds invokers the same way
-
     setup_logging(config.logging.level, "text")
     if function not in config.functions:
         print(FunctionNotFound(function, did_you_mean(function, list(config.functions))), file=err)
@@ -43,10 +42,11 @@ async def invoke_once(
             runtime_api = RuntimeApiServer()
             await runtime_api.start()
             templates = TemplateManager()
-        invoker: Invoker = build_invoker(
-            function, config, metrics=metrics, runtime_api=runtime_api, http_session=session,
+        parts = InvokerParts(
+            config=config, metrics=metrics, http_session=session, runtime_api=runtime_api,
             templates=templates,
         )
+        invoker: Invoker = build_invoker(function, parts)
         try:
             await invoker.start()
             result = await invoker.invoke(Invocation(function=function, payload=payload, source="cli"))

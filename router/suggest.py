@@ -1,10 +1,16 @@
-"""Did-you-mean hints for misspelt names, outside the config loader (which words them itself)."""
+"""Did-you-mean hints for misspelt names: the closest candidate, and the hint worded for a message."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
-from router.config.problems import did_you_mean as closest
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The closest candidate to a misspelt ``word``, if one is close enough."""
+    by_lower = {c.lower(): c for c in candidates}
+    matches = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[matches[0]] if matches else None
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

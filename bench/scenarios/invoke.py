@@ -119,7 +119,7 @@ class RouterSide:
 
 
 async def _invoke_ok(invoker: Any, name: str) -> None:
-    from router.core.invocation import Invocation
+    from router.invocation import Invocation
 
     result = await invoker.invoke(Invocation(function=name, payload=PAYLOAD, source="bench"))
     if not result.ok:

@@ -23,11 +23,19 @@ _LAMBDA_NAME = re.compile(
 )
 
 
+def aiohttp_path(path: str) -> str:
+    """Config path to aiohttp path: ``{name}`` stays, API Gateway's greedy ``{name+}`` is ``{name:.+}``."""
+    out: list[str] = []
+    for part in path.split("/"):
+        if part.startswith("{") and part.endswith("+}"):
+            part = "{" + part[1:-2] + ":.+}"
+        out.append(part)
+    return "/".join(out)
+
+
 def webhook_path_problem(path: str) -> str | None:
     """Why aiohttp would refuse ``path`` as a route (after API Gateway's ``{name+}`` is translated)."""
     from aiohttp.web_urldispatcher import DynamicResource, PlainResource
-
-    from router.sources.apigw import aiohttp_path
 
     translated = aiohttp_path(path)
     try:

@@ -12,7 +12,7 @@ from functools import cache
 
 from apscheduler.triggers.cron import CronTrigger
 
-from router.config.problems import did_you_mean
+from router.suggest import closest
 
 _NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
@@ -26,7 +26,7 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return _zone(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        near = did_you_mean(name, _all_zones())
+        near = closest(name, _all_zones())
         hint = f"; did you mean {near!r}?" if near else "; use an IANA name such as UTC or Europe/Berlin"
         raise CronError(f"unknown time zone {name!r}{hint}") from None
 

@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from router.config.cron import CronError, cron_trigger, zone
 from router.config.models import ServerConfig
+from router.config.node import MIN_MAJOR, find_node, runtime_major
 from router.config.problems import Loc, Problem, format_loc, suggestion
 from router.config.units import parse_size
 from router.config.yaml_source import Document
 from router.filters import check_filters
-from router.runtime.nodejs import MIN_MAJOR, find_node, runtime_major
 
 _UNFILTERED_SOURCES = ("webhook", "schedule")
 """Lambda filters only event source mappings; a webhook or schedule event is taken or refused whole."""

@@ -19,6 +19,7 @@ from pydantic import (
 
 from router.config.checks import arn_problem, lambda_name_problem, url_problem, webhook_path_problem
 from router.config.units import parse_duration, parse_size
+from router.invocation import PAYLOAD_LIMIT
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; accepts ``30``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"6h"``."""
@@ -73,7 +74,7 @@ class ServerConfig(Model):
     )
     port: int = Field(8080, ge=0, le=65535)
     metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on its own port")
-    max_body: Size = Field(6 * 1024 * 1024, gt=0, description="largest request body (sync payload limit)")
+    max_body: Size = Field(PAYLOAD_LIMIT, gt=0, description="largest request body (sync payload limit)")
     max_async_body: Size = Field(1024 * 1024, gt=0,
                                  description="largest async event payload (Lambda: 1 MB)")
     shutdown_timeout: Duration = Field(25.0, description="time given to in-flight work on SIGTERM")

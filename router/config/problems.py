@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from router.suggest import closest
 
 Loc = tuple[str | int, ...]
 """A path into the config data: mapping keys are ``str``, list indices ``int``."""
@@ -46,17 +47,10 @@ def format_loc(loc: Loc) -> str:
     return "".join(out) or TOP_LEVEL
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """The closest candidate to a misspelt ``word``, if one is close enough."""
-    by_lower = {c.lower(): c for c in candidates}
-    matches = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
-    return by_lower[matches[0]] if matches else None
-
-
 def suggestion(word: str, candidates: Iterable[str], what: str) -> str:
     """``"; did you mean 'resize'?"`` or ``"; valid <what>: a, b, c"`` (or ``""`` when none)."""
     names = sorted(candidates)
-    near = did_you_mean(word, names)
+    near = closest(word, names)
     if near is not None:
         return f"; did you mean {near!r}?"
     if names:

@@ -11,9 +11,10 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from router.config.models import RouterConfig
-from router.config.problems import Loc, Position, Problem, did_you_mean, format_loc, suggestion
+from router.config.problems import Loc, Position, Problem, format_loc, suggestion
 from router.config.units import parse_duration
 from router.config.yaml_source import Document
+from router.suggest import closest
 
 # Values under these keys are never echoed in messages, even when they were written in the file.
 _SENSITIVE = ("secret", "token", "password", "passwd", "key", "authorization", "credential",
@@ -119,7 +120,7 @@ def _problem(err: ErrorDetails, path: Loc, doc: Document) -> Problem:
         expected = _unquote_list(shown_expected)
         one_of = "one of " if len(expected) > 1 else ""
         message = f"should be {one_of}{shown_expected}" + _got(path, value, origin)
-        near = did_you_mean(value, expected) if isinstance(value, str) and origin is None else None
+        near = closest(value, expected) if isinstance(value, str) and origin is None else None
         if near is not None:
             message += f"; did you mean {near!r}?"
     elif kind in ("value_error", "assertion_error"):
@@ -206,7 +207,7 @@ def _kind(value: Any) -> str:
 
 def _types_hint(tag: str, tags: list[str], hidden: bool) -> str:
     valid = f"valid types: {', '.join(tags)}"
-    near = None if hidden else did_you_mean(tag, tags)
+    near = None if hidden else closest(tag, tags)
     return f"; did you mean {near!r}? {valid}" if near is not None else f"; {valid}"
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from router import amqp
-from router.core.clock import Clock
+from router.clock import Clock
 from router.errors import Unavailable
 
 log = logging.getLogger("router.async.amqp")

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from router.clock import Clock
 from router.config.models import FunctionConfig
 from router.core.amqp_async import (
     AmqpAsyncQueue,
@@ -46,12 +47,11 @@ from router.core.async_worker import (
     event_extra,
     run_attempt,
 )
-from router.core.clock import Clock
 from router.core.destination_record import build_record
-from router.core.invocation import Result
 from router.core.limits import FunctionLimit
 from router.core.retry import EVENT_AGE_EXCEEDED, SUCCESS, Action, Uniform
 from router.destinations.factory import FunctionDestinations
+from router.invocation import Result
 from router.metrics import Metrics
 
 if TYPE_CHECKING:

@@ -19,10 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from router.clock import Clock
 from router.config.models import AsyncConfig, FunctionConfig
-from router.core.clock import Clock
 from router.core.destination_record import build_record
-from router.core.invocation import Invocation, Result
 from router.core.limits import FunctionLimit
 from router.core.retry import (
     EVENT_AGE_EXCEEDED,
@@ -36,6 +35,7 @@ from router.core.retry import (
 )
 from router.destinations.base import Destination
 from router.destinations.factory import FunctionDestinations
+from router.invocation import Invocation, Result
 from router.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -343,13 +343,13 @@ async def run_attempt(ev: AsyncEvent, *, name: str, cfg: AsyncConfig, clock: Clo
         if not d.throttled:
             metrics.retries.labels(name).inc()
         log.info(
-            "async attempt %d failed (%s); %s in %.3fs", inv.attempt, summary(result),
+            "async attempt %d failed (%s); %s in %.3fs", inv.attempt, result.error_summary(),
             "retrying (throttled, no retry used)" if d.throttled else "retrying", d.delay,
             extra=event_extra(name, ev, inv.attempt, result),
         )
     elif d.action is Action.FAIL:
         log.warning("async event failed for good (%s) after %d attempts: %s", d.condition, d.attempts,
-                    summary(result), extra=event_extra(name, ev, inv.attempt, result))
+                    result.error_summary(), extra=event_extra(name, ev, inv.attempt, result))
     return Attempted(result, d, now)
 
 
@@ -382,13 +382,3 @@ async def deliver_record(
         return False
     metrics.destination_deliveries.labels(function, dest.kind, "success").inc()
     return True
-
-
-def summary(result: Result) -> str:
-    """``errorType: errorMessage`` of an error result (first 200 characters)."""
-    try:
-        body = json.loads(result.payload)
-        text = f"{body.get('errorType', 'Error')}: {body.get('errorMessage', '')}"
-    except (ValueError, AttributeError):
-        text = result.outcome.value
-    return text[:200]

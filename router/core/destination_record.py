@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from router.core.invocation import Result
+from router.invocation import Result
 
 
 def iso_timestamp(epoch: float) -> str:

@@ -11,19 +11,20 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
+from router.clock import Clock, SystemClock
 from router.config.models import DestinationConfig, RouterConfig
 from router.core.async_worker import AsyncWorker
-from router.core.clock import Clock, SystemClock
-from router.core.invocation import ErrorType, Invocation, Outcome, Result
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
 from router.core.retry import Uniform
 from router.destinations.base import Destination
 from router.destinations.factory import DestinationBuilder, build_destinations
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
+from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.invokers.base import Invoker
 from router.metrics import Metrics
 from router.suggest import did_you_mean
@@ -34,6 +35,37 @@ if TYPE_CHECKING:
     from router.state.store import StateStore
 
 log = logging.getLogger("router.dispatcher")
+
+
+class Dispatch(Protocol):
+    """What sources and the HTTP layer may ask of the dispatcher; ``Dispatcher`` is the one implementation."""
+
+    def has_function(self, name: str) -> bool: ...
+
+    def function_names(self) -> list[str]: ...
+
+    def arn(self, name: str) -> str: ...
+
+    async def invoke(self, inv: Invocation) -> Result:
+        """Sync path: raises FunctionNotFound, or Throttled at once at the concurrency cap."""
+        ...
+
+    async def invoke_waiting(self, inv: Invocation) -> Result:
+        """Sync path that waits for a concurrency slot instead of raising Throttled."""
+        ...
+
+    def slot(self, function: str, source: str) -> AbstractAsyncContextManager[None]:
+        """Hold one concurrency slot of ``function`` (pollers: take it before they receive)."""
+        ...
+
+    async def invoke_in_slot(self, inv: Invocation) -> Result:
+        """Run ``inv`` in a slot the caller holds through ``slot()``."""
+        ...
+
+    async def submit(self, inv: Invocation) -> str:
+        """Async path: persists the event (raises FunctionNotFound, PayloadTooLarge), returns its id."""
+        ...
+
 
 
 class Dispatcher:

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from router.core.invocation import Result
+from router.invocation import Result
 
 Uniform = Callable[[float, float], float]
 """``uniform(a, b)`` -> a float in [a, b]; ``random.uniform`` by default."""

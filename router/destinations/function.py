@@ -6,7 +6,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from router.core.invocation import Invocation
+from router.invocation import Invocation
 
 Submit = Callable[[Invocation], Awaitable[str]]
 """``Dispatcher.submit``: persists an async invocation, returns its request id."""

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 
 from router.errors import DestinationError
-from router.invokers.http import safe_url
+from router.urls import safe_url
 
 
 class HttpDestination:

@@ -14,11 +14,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from router.aws import create_client, describe_error
+from router.aws import create_client, describe_error, is_fifo
 from router.config.models import AwsConfig
 from router.errors import DestinationError
 from router.redaction import redact
-from router.sources.sqs_event import is_fifo
 
 
 class SqsDestination:

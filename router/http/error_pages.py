@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from router.core.invocation import new_request_id
 from router.http import aws_errors
 from router.http.context import CTX
+from router.invocation import new_request_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from router.core.invocation import Invocation, Outcome, new_request_id
 from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http import aws_errors, sigv4
 from router.http.context import CTX, HttpContext
 from router.http.limits import BodyTooLarge, read_body
+from router.invocation import Invocation, Outcome, new_request_id
 from router.redaction import redact
 
 log = logging.getLogger("router.http.invoke_api")

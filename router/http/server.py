@@ -13,15 +13,16 @@ from pathlib import Path
 from aiohttp import web
 
 from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
+from router.core.dispatcher import Dispatch
 from router.http.connections import ConnectionGuard, GuardedAppRunner
-from router.http.context import CTX, DispatcherLike, HttpContext
+from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
 from router.http.health import add_health_routes
 from router.http.invoke_api import add_invoke_routes
 from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
-from router.http.readiness import Readiness
+from router.readiness import Readiness
 
-__all__ = ["DispatcherLike", "HttpContext", "Readiness", "build_app", "build_metrics_app", "build_runner",
+__all__ = ["Dispatch", "HttpContext", "Readiness", "build_app", "build_metrics_app", "build_runner",
            "exposure"]
 
 log = logging.getLogger("router.http")

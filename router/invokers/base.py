@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from router.core.invocation import Invocation, Result
+from router.invocation import Invocation, Result
 
 
 class Invoker(Protocol):

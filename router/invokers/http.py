@@ -10,33 +10,17 @@ from __future__ import annotations
 
 import email.utils
 import json
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from router.clock import Clock, SystemClock
 from router.config.models import FunctionConfig
-from router.core.clock import Clock, SystemClock
-from router.core.invocation import ErrorType, Invocation, Outcome, Result
-from router.redaction import redact
+from router.invocation import PAYLOAD_LIMIT, ErrorType, Invocation, Outcome, Result
+from router.urls import safe_url
 
-MAX_RESPONSE = 6 * 1024 * 1024
 """Largest response body accepted from a target (Lambda's 6 MB sync response limit)."""
 
 _RETRYABLE_4XX = frozenset({404, 409})
-
-
-def safe_url(url: str) -> str:
-    """``url`` without userinfo, query string or fragment, and with every secret of the config (a token
-    in its path, ``.../services/${SLACK_TOKEN}``) shown as ``${NAME}``: for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    except ValueError:
-        return "<invalid url>"
-    return redact(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -69,7 +53,7 @@ class HttpInvoker:
         *,
         session: aiohttp.ClientSession,
         clock: Clock | None = None,
-        max_response: int = MAX_RESPONSE,
+        max_response: int = PAYLOAD_LIMIT,
     ) -> None:
         if config.http is None:
             raise ValueError(f"HttpInvoker: function '{name}' has no http target")

@@ -41,8 +41,8 @@ from botocore.exceptions import (
 
 from router.aws import AUTH_CODES, THROTTLE_CODES, create_client, error_code
 from router.config.models import AwsConfig, FunctionConfig
-from router.core.invocation import ErrorType, Invocation, Outcome, Result
-from router.invokers.http import safe_url
+from router.invocation import ErrorType, Invocation, Outcome, Result
+from router.urls import safe_url
 
 READ_MARGIN = 10.0
 """Seconds added to the function's timeout before an unanswered invoke counts as timed out."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from router.config.models import AwsConfig, FunctionConfig
-from router.core.invocation import Invocation, Result
+from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
 from router.runtime.capacity import Capacity

@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote
 
+from router.invocation import PAYLOAD_LIMIT
 from router.runtime import peer
 from router.runtime.http11 import Connection, Listener, Request
 
 log = logging.getLogger("router.runtime")
 
-MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 """Largest function response (and error) body, as Lambda's synchronous limit."""
 
 _PREFIX = "/2018-06-01/runtime"
@@ -59,7 +59,7 @@ _T = TypeVar("_T")
 class ReplyKind(enum.Enum):
     RESPONSE = "response"  # body is the function's response
     ERROR = "error"  # body is the error JSON, error_type from the header
-    TOO_LARGE = "too_large"  # the response was over MAX_RESPONSE_BYTES
+    TOO_LARGE = "too_large"  # the response was over PAYLOAD_LIMIT
     EXITED = "exited"  # the process ended while running the event; returncode set
     UNDELIVERED = "undelivered"  # the process ended before it took the event: safe to run elsewhere
     CLOSED = "closed"  # the channel was closed (router shutting down)
@@ -306,7 +306,7 @@ class _Endpoints:
             _settle(event.future, Reply(ReplyKind.TOO_LARGE))
             _json_error(
                 conn, 413, "RequestEntityTooLarge",
-                f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+                f"Response payload size exceeded maximum allowed payload size ({PAYLOAD_LIMIT} bytes).",
             )
             return
         if error:
@@ -328,7 +328,7 @@ class _Endpoints:
             return
         if request.body is None:
             _json_error(conn, 413, "RequestEntityTooLarge",
-                        f"Init error size exceeded maximum allowed size ({MAX_RESPONSE_BYTES} bytes).")
+                        f"Init error size exceeded maximum allowed size ({PAYLOAD_LIMIT} bytes).")
             return
         channel._init_ended = True
         error_type = request.headers.get(_ERROR_TYPE)
@@ -364,7 +364,7 @@ class RuntimeApiServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, 0))
             port = sock.getsockname()[1]
-            listener = await Listener.start(sock, endpoints, MAX_RESPONSE_BYTES)
+            listener = await Listener.start(sock, endpoints, PAYLOAD_LIMIT)
         except BaseException:
             sock.close()
             raise

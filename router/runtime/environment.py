@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from router.core.invocation import Invocation, Result
+from router.invocation import Invocation, Result
 from router.logs import FunctionLog
 from router.runtime import proctree, results
 from router.runtime.api import NO_INIT_ERROR, PendingEvent, Reply, ReplyKind, RuntimeApiServer, RuntimeChannel

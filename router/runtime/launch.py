@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from router.config.models import AwsConfig, FunctionConfig
+from router.config.node import find_node, runtime_major
 from router.errors import EnvironmentError_
 from router.runtime.memory import address_space_limit
-from router.runtime.nodejs import find_node, node_flags, runtime_major
+from router.runtime.nodejs import node_flags
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 PYTHON_BOOTSTRAP = BOOTSTRAP_DIR / "python_bootstrap.py"

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +38,8 @@ from pathlib import Path
 from prometheus_client import Gauge
 
 from router.config.models import AwsConfig, FunctionConfig
-from router.core.invocation import ErrorType, Invocation, Outcome, Result
 from router.errors import EnvironmentError_
+from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
 from router.runtime.capacity import Capacity
@@ -468,10 +467,7 @@ class EnvironmentPool:
             self._init_duration.observe(env.init_duration)
 
     def _log_failure(self, failure: Result, request_id: str | None) -> None:
-        try:
-            message = json.loads(failure.payload).get("errorMessage", "")
-        except (ValueError, AttributeError):
-            message = failure.payload[:200].decode("utf-8", "replace")
+        message = failure.error_message(200)
         log.warning("function '%s': environment failed to start: %s", self.name, message,
                     extra={"function": self.name, "request_id": request_id,
                            "error_type": failure.error_type.value if failure.error_type else None})

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
-from router.core.invocation import Result
+from router.invocation import Result
 from router.runtime import results
 from router.runtime.launch import RLIMIT_AS_VAR, LaunchSpec, with_parent_death_signal
 from router.runtime.memory import CgroupV2, rlimit_preexec

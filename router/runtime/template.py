@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.config.models import FunctionConfig
-from router.core.invocation import ErrorType, Result
+from router.invocation import ErrorType, Result
 from router.logs import FunctionLog
 from router.runtime import results
 from router.runtime.api import InitError

@@ -29,7 +29,6 @@ import asyncio
 import collections
 import contextlib
 import enum
-import json
 import logging
 import random
 import time
@@ -39,11 +38,11 @@ from typing import Any
 
 from router.amqp import connect, describe_error, host_of, redact, user_of, vhost_of
 from router.config.models import AmqpSourceConfig, AwsConfig, RouteConfig
-from router.core.dispatcher import Dispatcher
-from router.core.invocation import Invocation, Result
+from router.core.dispatcher import Dispatch
 from router.filters import compile_filters, mq_filter_data
-from router.http.readiness import Readiness
+from router.invocation import Invocation, Result
 from router.metrics import Metrics
+from router.readiness import Readiness
 from router.sources.amqp_event import (
     ENVELOPE_OVERHEAD,
     batch_payload_of,
@@ -85,7 +84,7 @@ class AmqpSource:
         self,
         route: RouteConfig,
         *,
-        dispatcher: Dispatcher,
+        dispatcher: Dispatch,
         metrics: Metrics,
         readiness: Readiness,
         aws: AwsConfig,
@@ -458,7 +457,7 @@ class AmqpSource:
         self._metrics.source_errors.labels(route=self.route.name, type=TYPE).inc()
         self._log_limited(
             f"{self._where}: the function '{self.route.function}' is throttled or unreachable "
-            f"({_error_message(result)}); {count} messages go back to the queue after {delay:.1f}s",
+            f"({result.error_message()}); {count} messages go back to the queue after {delay:.1f}s",
             result.error_type.value if result.error_type else "throttled")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -533,15 +532,6 @@ class AmqpSource:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._stop_event.wait()
-
-
-def _error_message(result: Result) -> str:
-    try:
-        body = json.loads(result.payload)
-    except ValueError:
-        return result.outcome.value
-    text = body.get("errorMessage") if isinstance(body, dict) else None
-    return str(text)[:300] if text else result.outcome.value
 
 
 def _is_broker_error(exc: BaseException) -> bool:

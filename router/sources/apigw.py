@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from multidict import CIMultiDict
 
-from router.core.invocation import Outcome, Result
+from router.invocation import Outcome, Result
 
 _TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "application/yaml",
                "application/x-yaml", "application/graphql", "application/ld+json")
@@ -30,16 +30,6 @@ _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"
 def route_key(methods: list[str], method: str, path: str) -> str:
     """``"POST /users/{id}"``, or ``"ANY /users/{id}"`` for a route that takes every method."""
     return f"{'ANY' if 'ANY' in methods else method} {path}"
-
-
-def aiohttp_path(path: str) -> str:
-    """Config path to aiohttp path: ``{name}`` stays, API Gateway's greedy ``{name+}`` is ``{name:.+}``."""
-    out: list[str] = []
-    for part in path.split("/"):
-        if part.startswith("{") and part.endswith("+}"):
-            part = "{" + part[1:-2] + ":.+}"
-        out.append(part)
-    return "/".join(out)
 
 
 def _is_text(content_type: str) -> bool:

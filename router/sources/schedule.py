@@ -47,9 +47,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from router.config.cron import cron_trigger, zone
 from router.config.models import AwsConfig, RouteConfig, ScheduleSourceConfig
-from router.core.invocation import Invocation
+from router.core.dispatcher import Dispatch
 from router.errors import ConfigError
-from router.http.context import DispatcherLike
+from router.invocation import Invocation
 from router.metrics import Metrics
 
 log = logging.getLogger("router.sources.schedule")
@@ -102,7 +102,7 @@ class ScheduleSource:
     def __init__(
         self,
         routes: list[RouteConfig],
-        dispatcher: DispatcherLike,
+        dispatcher: Dispatch,
         metrics: Metrics,
         aws_config: AwsConfig,
         *,

@@ -28,21 +28,19 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from router.aws import create_client, describe_error, is_not_found
+from router.aws import create_client, describe_error, is_not_found, region_of
 from router.config.models import AwsConfig, RouteConfig, SqsSourceConfig
-from router.core.dispatcher import Dispatcher
-from router.core.invocation import Invocation, Result
+from router.core.dispatcher import Dispatch
 from router.filters import compile_filters, sqs_filter_data
-from router.http.readiness import Readiness
+from router.invocation import PAYLOAD_LIMIT, Invocation, Result
 from router.metrics import Metrics
+from router.readiness import Readiness
 from router.sources.batch_bisect import Bisection
 from router.sources.health import RateLimitedLog, backoff_delay
 from router.sources.sqs_event import (
-    PAYLOAD_LIMIT,
     batch_payload,
     batch_verdict,
     fit_batch,
-    region_of,
     to_record,
 )
 from router.sources.sqs_queue import MAX_BATCH, QueueInfo, SqsQueue, kept_visible
@@ -71,7 +69,7 @@ class SqsSource:
         self,
         route: RouteConfig,
         *,
-        dispatcher: Dispatcher,
+        dispatcher: Dispatch,
         metrics: Metrics,
         readiness: Readiness,
         aws: AwsConfig,

@@ -13,19 +13,10 @@ import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from router.core.invocation import Result
+from router.invocation import PAYLOAD_LIMIT, Result
+from router.sources.batch_response import BatchResponseError, reported_failures
 
 EVENT_SOURCE = "aws:sqs"
-
-
-def is_fifo(queue_url: str) -> bool:
-    return queue_url.rstrip("/").endswith(".fifo")
-
-
-def region_of(arn: str, default: str) -> str:
-    """The region part of ``arn:aws:sqs:REGION:ACCOUNT:NAME``, or ``default``."""
-    parts = arn.split(":")
-    return parts[3] if len(parts) >= 6 and parts[3] else default
 
 
 def _b64(value: bytes | str) -> str:
@@ -72,7 +63,6 @@ def to_record(message: dict[str, Any], *, arn: str, region: str) -> dict[str, An
     return record
 
 
-PAYLOAD_LIMIT = 6 * 1024 * 1024
 """Lambda's synchronous invocation payload limit: a gathered batch never exceeds it."""
 
 
@@ -102,44 +92,6 @@ def fit_batch(records: Sequence[dict[str, Any]], limit: int = PAYLOAD_LIMIT,
         return list(records), [], payload
     kept, rest = fit_payload(records, limit)
     return kept, rest, batch_payload(kept)
-
-
-class BatchResponseError(ValueError):
-    """Raised when a ``batchItemFailures`` response breaks Lambda's rules: the whole batch failed."""
-
-
-def reported_failures(payload: bytes, batch_ids: set[str]) -> set[str]:
-    """The message ids a function reported in ``{"batchItemFailures": [{"itemIdentifier": id}]}``.
-
-    Success of every message: an empty or null response, no or a null or an empty ``batchItemFailures``.
-    Raises ``BatchResponseError`` (the whole batch failed, as Lambda treats it) for a response that is not
-    JSON or not an object, a ``batchItemFailures`` that is not a list, or an entry whose
-    ``itemIdentifier`` is missing, null, empty or not a message of the batch.
-    """
-    if not payload.strip():
-        return set()
-    try:
-        response = json.loads(payload)
-    except ValueError as exc:
-        raise BatchResponseError("the response is not JSON") from exc
-    if response is None:
-        return set()
-    if not isinstance(response, dict):
-        raise BatchResponseError(f"the response is a JSON {type(response).__name__}, not an object")
-    items = response.get("batchItemFailures")
-    if items is None:
-        return set()
-    if not isinstance(items, list):
-        raise BatchResponseError("batchItemFailures is not a list")
-    failed: set[str] = set()
-    for item in items:
-        ident = item.get("itemIdentifier") if isinstance(item, dict) else None
-        if not isinstance(ident, str) or not ident:
-            raise BatchResponseError(f"batchItemFailures entry without an itemIdentifier, got {item!r}"[:200])
-        if ident not in batch_ids:
-            raise BatchResponseError(f"itemIdentifier {ident!r} is not a message of this batch"[:200])
-        failed.add(ident)
-    return failed
 
 
 def block_later_in_group(records: Sequence[dict[str, Any]], failed: set[str]) -> set[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from router.sources.sqs_event import is_fifo
+from router.aws import is_fifo
 
 log = logging.getLogger("router.sources.sqs")
 

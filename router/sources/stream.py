@@ -17,24 +17,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from aiobotocore.parsers import AioResponseParserFactory
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.utils import parse_timestamp as default_timestamp_parser
 
-from router.aws import create_client, describe_error
+from router.aws import create_client, describe_error, keep_epoch_timestamps, region_of
 from router.config.models import AwsConfig, DynamodbStreamSourceConfig, KinesisSourceConfig, RouteConfig
-from router.core.dispatcher import Dispatcher
+from router.core.dispatcher import Dispatch
 from router.destinations.base import Destination
 from router.errors import StateStoreError
 from router.filters import compile_filters
-from router.http.readiness import Readiness
 from router.metrics import Metrics
+from router.readiness import Readiness
 from router.sources.health import RateLimitedLog, backoff_delay
 from router.sources.stream_api import IteratorType, ShardInfo, StreamApi
 from router.sources.stream_shard import ShardWorker
@@ -51,33 +48,6 @@ SERVICE = {"kinesis": "kinesis", "dynamodb_stream": "dynamodbstreams"}
 ApiFactory = Callable[[], AbstractAsyncContextManager[StreamApi]]
 
 
-def region_of(stream_arn: str, default: str) -> str:
-    """The region named in a stream ARN (``arn:aws:kinesis:REGION:...``), else ``default``."""
-    m = re.match(r"^arn:[^:]+:[^:]+:([^:]+):", stream_arn)
-    return m.group(1) if m else default
-
-
-def _epoch_or_parsed(value: Any) -> Any:
-    """botocore's timestamp parser, except that epoch numbers (what the JSON protocols return) stay
-    numbers: the adapters want epoch seconds (``epoch_seconds``), and botocore's conversion to a
-    ``datetime`` in the local zone costs more than the rest of a record's decoding."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return default_timestamp_parser(value)
-
-
-def keep_epoch_timestamps(client: Any) -> None:
-    """Make ``client`` (aiobotocore) leave epoch timestamps as numbers (``_epoch_or_parsed``). Only this
-    client's endpoint gets its own parser factory; a client without one (another botocore) keeps
-    botocore's parser, which the adapters accept as well."""
-    endpoint = getattr(client, "_endpoint", None)
-    if endpoint is None or not hasattr(endpoint, "_response_parser_factory"):
-        return
-    factory = AioResponseParserFactory()
-    factory.set_parser_defaults(timestamp_parser=_epoch_or_parsed)
-    endpoint._response_parser_factory = factory
-
-
 class StreamSource:
     """One ``type: kinesis`` or ``type: dynamodb_stream`` route; implements ``router.sources.base.Poller``.
 
@@ -92,7 +62,7 @@ class StreamSource:
         self,
         route: RouteConfig,
         *,
-        dispatcher: Dispatcher,
+        dispatcher: Dispatch,
         metrics: Metrics,
         readiness: Readiness,
         aws: AwsConfig,

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.core.destination_record import iso_timestamp
-from router.core.invocation import Result
+from router.invocation import Result
 from router.sources.batch_bisect import halves as bisect  # the one split, shared with sqs and amqp
-from router.sources.sqs_event import BatchResponseError, reported_failures
+from router.sources.batch_response import BatchResponseError, reported_failures
 from router.sources.stream_api import StreamRecord, seq_key
 
-MAX_PAYLOAD = 6 * 1024 * 1024
 """Lambda's synchronous request limit: a batch's event never exceeds it."""
 ENVELOPE = len(b'{"Records":[]}')
 """Bytes of the event around its records."""
@@ -140,7 +139,6 @@ class CheckpointTracker:
 __all__ = [
     "AGE_EXCEEDED",
     "ENVELOPE",
-    "MAX_PAYLOAD",
     "RETRIES_EXHAUSTED",
     "Attempt",
     "BatchResponseError",

@@ -24,13 +24,12 @@ import time
 from typing import TYPE_CHECKING
 
 from router.aws import error_code
-from router.core.invocation import Invocation
 from router.errors import StateStoreError
+from router.invocation import PAYLOAD_LIMIT, Invocation
 from router.sources.stream_api import IteratorType, StreamApi, StreamRecord, seq_key
 from router.sources.stream_batch import (
     AGE_EXCEEDED,
     ENVELOPE,
-    MAX_PAYLOAD,
     RETRIES_EXHAUSTED,
     Attempt,
     BatchResponseError,
@@ -354,7 +353,7 @@ class _Lane:
                 self.shard.took()
             if deadline is None:
                 deadline = time.monotonic() + cfg.batch_window
-            if batch and size + record_bytes(record) > MAX_PAYLOAD:
+            if batch and size + record_bytes(record) > PAYLOAD_LIMIT:
                 self._carry.appendleft(record)  # starts the next batch
                 break
             batch.append(record)

@@ -11,11 +11,12 @@ import logging
 
 from aiohttp import web
 
+from router.config.checks import aiohttp_path
 from router.config.models import RouteConfig, WebhookSourceConfig
-from router.core.invocation import Invocation, new_request_id
 from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http.context import HttpContext
 from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
+from router.invocation import Invocation, new_request_id
 from router.sources import apigw
 from router.sources.auth import build_auth, headers_pass
 
@@ -147,7 +148,7 @@ def register_webhook_routes(app: web.Application, ctx: HttpContext) -> list[Webh
         if not isinstance(route.source, WebhookSourceConfig):
             continue
         source = WebhookSource(route, ctx)
-        path = apigw.aiohttp_path(route.source.path)
+        path = aiohttp_path(route.source.path)
         methods = ["*"] if "ANY" in route.source.methods else route.source.methods
         for method in methods:
             try:

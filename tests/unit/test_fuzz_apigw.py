@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from router.core.invocation import Outcome, Result
+from router.invocation import Outcome, Result
 from router.sources import apigw
 
 FUZZ = settings(

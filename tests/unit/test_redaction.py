@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from router.core.invocation import Result
-from router.invokers.http import safe_url
+from router.invocation import Result
 from router.logs import JsonFormatter, LoopBufferedHandler
 from router.redaction import REDACTOR, Redactor, install, redact
+from router.urls import safe_url
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from router.config.models import RouterConfig
-from router.core.invocation import ErrorType, Invocation, Outcome, Result
+from router.invocation import ErrorType, Invocation, Outcome, Result
 
 
 def ok(value: Any = None) -> Result:

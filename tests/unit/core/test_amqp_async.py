@@ -17,6 +17,7 @@ import aio_pika
 import pytest
 from aiohttp import web
 
+from router.clock import SystemClock
 from router.core.amqp_async import (
     AmqpAsyncQueue,
     AmqpEvent,
@@ -27,9 +28,8 @@ from router.core.amqp_async import (
     retry_queue_name,
     to_message,
 )
-from router.core.clock import SystemClock
 from router.core.dispatcher import Dispatcher
-from router.core.invocation import Invocation
+from router.invocation import Invocation
 from router.metrics import Metrics
 from router.state.store import StateStore
 from tests.unit.core.conftest import MakeDispatcher, running

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from router.core.invocation import Invocation
 from router.errors import Throttled
+from router.invocation import Invocation
 from router.metrics import Metrics
 from router.state.store import StateStore
 from tests.unit.core.conftest import MakeDispatcher, running

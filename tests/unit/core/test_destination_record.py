@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from router.core.destination_record import build_record, iso_timestamp
-from router.core.invocation import Result
+from router.invocation import Result
 from tests.unit.core.helpers import fail
 
 ARN = "arn:aws:lambda:eu-west-1:123456789012:function:resize"

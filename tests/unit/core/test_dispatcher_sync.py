@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from router.core.invocation import Invocation, Outcome
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
+from router.invocation import Invocation, Outcome
 from router.metrics import Metrics
 from router.state.store import StateStore
 from tests.unit.core.conftest import MakeDispatcher, running

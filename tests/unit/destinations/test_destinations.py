@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from router.core.invocation import Invocation
 from router.destinations.factory import build_destinations
 from router.destinations.file import FileDestination
 from router.destinations.function import FunctionDestination
 from router.destinations.http import HttpDestination
 from router.errors import ConfigError, DestinationError
+from router.invocation import Invocation
 from tests.unit.core.helpers import make_config, read_records, serve
 
 RECORD = {"version": "1.0", "requestContext": {"condition": "Success"}, "requestPayload": {"ü": "x" * 5000}}

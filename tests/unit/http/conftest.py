@@ -12,12 +12,12 @@ import pytest
 from aiohttp import web
 
 from router.config.models import RouterConfig
-from router.core.invocation import Invocation, Result
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.http.context import HttpContext
-from router.http.readiness import Readiness
 from router.http.server import build_app
+from router.invocation import Invocation, Result
 from router.metrics import Metrics
+from router.readiness import Readiness
 
 Script = Callable[[Invocation], Result]
 
@@ -28,7 +28,7 @@ def echo(inv: Invocation) -> Result:
 
 @dataclass
 class FakeDispatcher:
-    """Implements DispatcherLike; results are scripted per function, throttles and limits on demand."""
+    """Implements Dispatch; results are scripted per function, throttles and limits on demand."""
 
     functions: set[str] = field(default_factory=lambda: {"echo"})
     region: str = "us-east-1"

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from router.core.invocation import Result
 from router.http.context import HttpContext
-from router.http.readiness import Readiness
 from router.http.server import build_app, build_runner
+from router.invocation import Result
 from router.metrics import Metrics
+from router.readiness import Readiness
 
 from .conftest import FakeDispatcher, make_config
 

@@ -11,9 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.http.context import HttpContext
-from router.http.readiness import Readiness
 from router.http.server import BODY_SLACK, build_app, build_metrics_app
 from router.metrics import Metrics
+from router.readiness import Readiness
 
 from .conftest import FakeDispatcher, make_config, start
 

@@ -14,8 +14,8 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from router.core.invocation import Invocation, Outcome, Result
 from router.http.invoke_api import parse_function_name
+from router.invocation import Invocation, Outcome, Result
 
 from .conftest import make_config
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from router.core.invocation import Outcome, Result
 from router.errors import RouterError
 from router.http.context import HttpContext
-from router.http.readiness import Readiness
 from router.http.server import build_app
+from router.invocation import Outcome, Result
 from router.metrics import Metrics
+from router.readiness import Readiness
 
 from .conftest import FakeDispatcher, make_config
 
@@ -331,7 +331,7 @@ async def test_metrics_use_route_names_not_paths(serve: Any) -> None:
 
 
 def test_dispatcher_fake_satisfies_the_protocol() -> None:
-    from router.http.context import DispatcherLike
+    from router.core.dispatcher import Dispatch
 
-    d: DispatcherLike = FakeDispatcher()
+    d: Dispatch = FakeDispatcher()
     assert d.arn("echo").endswith(":function:echo")

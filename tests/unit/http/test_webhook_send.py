@@ -9,11 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
-from router.core.invocation import Invocation, Result
 from router.http.context import HttpContext
-from router.http.readiness import Readiness
 from router.http.server import build_app
+from router.invocation import Invocation, Result
 from router.metrics import Metrics
+from router.readiness import Readiness
 from router.sources.webhook import WebhookSource
 
 from .conftest import FakeDispatcher, make_config, start

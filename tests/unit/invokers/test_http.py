@@ -14,8 +14,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from router.config.models import FunctionConfig
-from router.core.invocation import ErrorType, Invocation, Outcome
-from router.invokers.http import HttpInvoker, parse_retry_after, safe_url
+from router.invocation import ErrorType, Invocation, Outcome
+from router.invokers.http import HttpInvoker, parse_retry_after
+from router.urls import safe_url
 from tests.unit.core.helpers import serve
 
 NOW = 1_700_000_000.0

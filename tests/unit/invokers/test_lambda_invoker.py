@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from router.config.models import AwsConfig, FunctionConfig
-from router.core.invocation import ErrorType, Invocation, Outcome, Result
+from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.invokers.lambda_ import LambdaInvoker
 from tests.e2e.conftest import RouterFactory, RouterProcess, free_port, http, wait_for
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from router.config.models import AwsConfig, FunctionConfig
-from router.core.invocation import Invocation
+from router.invocation import Invocation
 from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from router.core.invocation import Outcome, Result
 from router.errors import EnvironmentError_
+from router.invocation import Outcome, Result
 from router.invokers.local import LocalInvoker
 from router.runtime.api import PendingEvent, Reply, RuntimeApiServer
 from router.runtime.memory import CgroupV2

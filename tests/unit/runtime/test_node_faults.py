@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from router.core.invocation import ErrorType, Outcome
+from router.invocation import ErrorType, Outcome
 from router.runtime.output import MAX_LINE
 
 from .conftest import MakeInvoker, environment_pids, invocation, process_gone, wait_for

@@ -107,7 +107,7 @@ def test_a_node_worker_dies_with_the_router(tmp_path: Path) -> None:
         sys.path.insert(0, {str(Path.cwd())!r})
         from pathlib import Path
         from router.config.models import AwsConfig, FunctionConfig
-        from router.core.invocation import Invocation
+        from router.invocation import Invocation
         from router.invokers.local import LocalInvoker
         from router.metrics import Metrics
         from router.runtime.api import RuntimeApiServer

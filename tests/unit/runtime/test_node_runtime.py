@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from router.core.invocation import Invocation, Outcome, Result
+from router.invocation import Invocation, Outcome, Result
 
 from .conftest import MakeInvoker, invocation
 from .test_node_support import NODE_MAJOR, NODE_RUNTIME, require_node

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from router.core.invocation import Outcome, Result
+from router.invocation import Outcome, Result
 from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
 from router.runtime.capacity import Capacity, CpuLoad, MemoryBudget

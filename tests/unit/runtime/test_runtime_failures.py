@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 
-from router.core.invocation import ErrorType, Outcome
+from router.invocation import ErrorType, Outcome
 from router.metrics import Metrics
 
 from .conftest import MakeInvoker, environment_pids, invocation, process_gone, wait_for

@@ -6,9 +6,8 @@ import base64
 import json
 import re
 
-from router.core.invocation import ErrorType, Outcome
+from router.invocation import PAYLOAD_LIMIT, ErrorType, Outcome
 from router.metrics import Metrics
-from router.runtime.api import MAX_RESPONSE_BYTES
 from router.runtime.launch import BOOTSTRAP_DIR
 
 from .conftest import ARN, FUNCTIONS, PYTHON_RUNTIME, MakeInvoker, invocation
@@ -163,11 +162,11 @@ async def test_unserialisable_result_is_a_marshal_error(make_invoker: MakeInvoke
 
 async def test_response_over_6mb_is_function_response_size_too_large(make_invoker: MakeInvoker) -> None:
     invoker = await make_invoker("big_response", memory=512)
-    result = await invoker.invoke(invocation({"bytes": MAX_RESPONSE_BYTES + 10}))
+    result = await invoker.invoke(invocation({"bytes": PAYLOAD_LIMIT + 10}))
     assert result.outcome is Outcome.ERROR
     error = json.loads(result.payload)
     assert error["errorType"] == "Function.ResponseSizeTooLarge"
-    assert str(MAX_RESPONSE_BYTES) in error["errorMessage"]
+    assert str(PAYLOAD_LIMIT) in error["errorMessage"]
     small = await invoker.invoke(invocation({"bytes": 1000}))
     assert small.ok
     assert json.loads(small.payload) == "x" * 1000

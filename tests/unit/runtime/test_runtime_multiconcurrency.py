@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from router.core.invocation import Outcome, Result
+from router.invocation import Outcome, Result
 
 from .conftest import MakeInvoker, environment_pids, invocation, wait_for
 from .test_node_support import NODE_RUNTIME, require_node

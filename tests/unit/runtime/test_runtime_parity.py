@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from router.core.invocation import Invocation, Outcome
+from router.invocation import Invocation, Outcome
 
 from .conftest import MakeInvoker, invocation
 

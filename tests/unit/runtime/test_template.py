@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from router.core.invocation import Outcome
+from router.invocation import Outcome
 from router.runtime.template import TemplateManager
 
 from .conftest import MakeInvoker, environment_pids, invocation, process_gone, wait_for

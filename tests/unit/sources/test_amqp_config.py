@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from router.amqp import check_url, describe_error, host_of, redact, vhost_of
 from router.config.models import AmqpSourceConfig
-from router.core.invocation import ErrorType
+from router.invocation import ErrorType
 
 
 def make(**kw: Any) -> AmqpSourceConfig:

@@ -18,9 +18,9 @@ import pytest
 
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
-from router.core.invocation import ErrorType, Outcome, Result
-from router.http.readiness import Readiness
+from router.invocation import ErrorType, Outcome, Result
 from router.metrics import Metrics
+from router.readiness import Readiness
 from router.sources.amqp import AmqpSource
 from router.state.store import StateStore
 from tests.unit.core.helpers import make_config, wait_until

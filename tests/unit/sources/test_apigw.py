@@ -6,13 +6,14 @@ import json
 
 from aiohttp.test_utils import make_mocked_request
 
-from router.core.invocation import Outcome, Result
+from router.config.checks import aiohttp_path
+from router.invocation import Outcome, Result
 from router.sources import apigw
 
 
 def test_aiohttp_path_and_route_key() -> None:
-    assert apigw.aiohttp_path("/users/{id}") == "/users/{id}"
-    assert apigw.aiohttp_path("/files/{proxy+}") == "/files/{proxy:.+}"
+    assert aiohttp_path("/users/{id}") == "/users/{id}"
+    assert aiohttp_path("/files/{proxy+}") == "/files/{proxy:.+}"
     assert apigw.route_key(["POST", "PUT"], "PUT", "/u/{id}") == "PUT /u/{id}"
     assert apigw.route_key(["ANY"], "GET", "/u") == "ANY /u"
 

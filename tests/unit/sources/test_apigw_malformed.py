@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from router.core.invocation import Result
+from router.invocation import Result
 from router.sources import apigw
 
 

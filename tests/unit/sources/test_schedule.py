@@ -13,8 +13,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from router.config.models import AwsConfig, RouteConfig, RouterConfig
-from router.core.invocation import Invocation, Result
 from router.errors import ConfigError, StateStoreError
+from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.sources.schedule import ScheduleSource, build_trigger, scheduled_event
 

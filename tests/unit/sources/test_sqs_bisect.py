@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from router.config.models import SqsSourceConfig
-from router.core.invocation import Outcome, Result
+from router.invocation import Outcome, Result
 from tests.unit.sources.test_sqs_support import (  # noqa: F401
     FunctionInvoker,
     Harness,

@@ -9,15 +9,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from router.aws import describe_error
-from router.core.invocation import ErrorType, Outcome, Result
+from router.aws import describe_error, region_of
+from router.invocation import ErrorType, Outcome, Result
+from router.sources.batch_response import BatchResponseError, reported_failures
 from router.sources.sqs_event import (
-    BatchResponseError,
     batch_verdict,
     block_later_in_group,
     message_attributes,
-    region_of,
-    reported_failures,
     to_record,
 )
 

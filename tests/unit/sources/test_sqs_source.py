@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from router.core.invocation import Result
+from router.invocation import Result
 from router.sources.sqs import Phase
 from tests.unit.sources.test_sqs_support import (  # noqa: F401
     FunctionInvoker,
@@ -302,7 +302,7 @@ async def test_filtered_out_messages_are_deleted_without_invoking(harness: Harne
 
 
 async def test_a_gathered_batch_never_exceeds_the_6mb_payload(harness: Harness, sqs: Sqs) -> None:
-    from router.sources.sqs_event import PAYLOAD_LIMIT
+    from router.invocation import PAYLOAD_LIMIT
 
     url = await sqs.create(visibility=30)
     bodies = [f"{i:02d}" + "x" * 250_000 for i in range(64)]  # 16 MB: over 6 MB for each of 2 pollers

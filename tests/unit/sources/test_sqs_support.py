@@ -17,9 +17,9 @@ import pytest
 from router.aws import create_client
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
-from router.core.invocation import Invocation, Result
-from router.http.readiness import Readiness
+from router.invocation import Invocation, Result
 from router.metrics import Metrics
+from router.readiness import Readiness
 from router.sources.sqs import SqsSource
 from router.state.store import StateStore
 from tests.unit.core.helpers import make_config, wait_until

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from router.core.invocation import Outcome, Result
+from router.invocation import Outcome, Result
 from router.sources.stream_api import StreamRecord
 from router.sources.stream_batch import (
     Attempt,

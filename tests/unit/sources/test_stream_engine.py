@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from router.core.invocation import Result
+from router.invocation import Result
 from router.state.checkpoints import SHARD_END
 from tests.unit.sources.test_stream_support import (  # noqa: F401
     FakeStream,

@@ -19,8 +19,8 @@ import pytest
 
 from router.aws import create_client
 from router.config.models import AwsConfig
-from router.core.invocation import Result
 from router.destinations.sqs import SqsDestination
+from router.invocation import Result
 from router.state.checkpoints import SHARD_END
 from tests.unit.sources.test_stream_support import (  # noqa: F401
     RecordingFunction,

@@ -8,10 +8,10 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from router.aws import create_client
+from router.aws import create_client, keep_epoch_timestamps
 from router.config.models import AwsConfig
-from router.core.invocation import Result
-from router.sources.stream import StreamSource, keep_epoch_timestamps
+from router.invocation import Result
+from router.sources.stream import StreamSource
 from router.sources.stream_api import RecordsPage
 from router.state.store import StateStore
 from tests.unit.sources.test_stream_support import (  # noqa: F401

@@ -17,9 +17,9 @@ import pytest
 
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
-from router.core.invocation import Invocation, Result
-from router.http.readiness import Readiness
+from router.invocation import Invocation, Result
 from router.metrics import Metrics
+from router.readiness import Readiness
 from router.sources.stream import ApiFactory, StreamSource
 from router.sources.stream_api import IteratorType, RecordsPage, ShardInfo, StreamApi, StreamRecord
 from router.state.store import StateStore

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from router.redaction import redact
 
-log = logging.getLogger("router.http.readiness")
+log = logging.getLogger("router.readiness")
 
 Check = Callable[[], Awaitable[object]]
 """An async check: ready unless it raises or returns ``False``."""

@@ -6,13 +6,16 @@ import enum
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from router.redaction import redact
 
 InvocationType = Literal["sync", "async"]
+
+PAYLOAD_LIMIT = 6 * 1024 * 1024
+"""Lambda's 6 MB: the largest request and response of a synchronous invocation, and of a batch an event
+source hands a function; the default of ``server.max_body``."""
 
 
 class Outcome(enum.StrEnum):
@@ -91,6 +94,28 @@ class Result:
     def ok(self) -> bool:
         return self.outcome is Outcome.SUCCESS
 
+    def _error_object(self) -> dict[str, Any] | None:
+        try:
+            body = json.loads(self.payload)
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    def error_message(self, limit: int = 300) -> str:
+        """The ``errorMessage`` of Lambda's error object in ``payload`` (first ``limit`` characters), or
+        the outcome's name when the payload is not one."""
+        body = self._error_object()
+        text = body.get("errorMessage") if body is not None else None
+        return str(text)[:limit] if text else self.outcome.value
+
+    def error_summary(self, limit: int = 200) -> str:
+        """``errorType: errorMessage`` of an error result (first ``limit`` characters), or the outcome's
+        name when the payload is not Lambda's error object."""
+        body = self._error_object()
+        if body is None:
+            return self.outcome.value[:limit]
+        return f"{body.get('errorType', 'Error')}: {body.get('errorMessage', '')}"[:limit]
+
     @classmethod
     def error(
         cls,
@@ -113,7 +138,3 @@ class Result:
             error_type=error_type,
             **kw,
         )
-
-
-Ack = Callable[[Result], Awaitable[None]]
-"""A source's acknowledge callback: called once with the final result of the invocation it made."""
