@@ -37,9 +37,10 @@ run: $(STAMP) ## run the router with CONFIG (default config/example.yaml)
 test: $(STAMP) ## run the test suite (PYTEST_ARGS=... to pass options)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy and the layers contract (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check router tests
 	$(VENV)/bin/mypy router
+	$(VENV)/bin/lint-imports
 
 schema: $(STAMP) ## regenerate config/schema.json
 	$(VENV)/bin/router schema > config/schema.json.tmp
