@@ -30,13 +30,12 @@ import collections
 import contextlib
 import enum
 import logging
-import random
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from router.amqp import connect, describe_error, host_of, redact, user_of, vhost_of
+from router.clock import Clock
 from router.config.models import AmqpSourceConfig, AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatch
 from router.filters import compile_filters, mq_filter_data
@@ -52,7 +51,7 @@ from router.sources.amqp_event import (
 )
 from router.sources.amqp_settle import AmqpSettler, channel_open, delay_queue_arguments, delay_queue_of
 from router.sources.batch_bisect import Bisection
-from router.sources.health import RateLimitedLog, backoff_delay
+from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate, pause_unless, until_set
 
 log = logging.getLogger("router.sources.amqp")
 
@@ -78,7 +77,8 @@ class Item:
 
 
 class AmqpSource:
-    """One ``type: amqp`` route; implements ``router.sources.base.Poller``."""
+    """One ``type: amqp`` route; implements ``router.sources.base.Poller``. ``backoff``: the first and
+    largest delay after a fault or a throttle; ``clock``: the time of batch windows, backoff and logs."""
 
     def __init__(
         self,
@@ -89,8 +89,9 @@ class AmqpSource:
         readiness: Readiness,
         aws: AwsConfig,
         max_body: int,
-        backoff: tuple[float, float] = (0.5, 30.0),
+        backoff: tuple[float, float] = BACKOFF,
         reconnect_interval: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(route.source, AmqpSourceConfig):
             raise TypeError(f"AmqpSource: route '{route.name}' is not an amqp route")
@@ -98,20 +99,22 @@ class AmqpSource:
         self._cfg: AmqpSourceConfig = route.source
         self._dispatcher = dispatcher
         self._metrics = metrics
-        self._readiness = readiness
         self._max_body = max_body
         self._backoff = backoff
         self._reconnect_interval = reconnect_interval
         self._filter = compile_filters(route.filters)
-        self._flag = f"route {route.name}"
-        self._extra = {"route": route.name, "function": route.function}
         self._where = f"route '{route.name}'"
         url = self._cfg.url
         self._vhost = vhost_of(url)
         self._arn = broker_arn(host_of(url), region=aws.region, account=aws.account_id)
-        readiness.set_flag(self._flag, False, f"connecting to {redact(url)}")
+        self._gate = StopGate(clock)
+        self._clock = self._gate.clock
+        self._health = RouteHealth(route, TYPE, service="broker", connecting=f"connecting to {redact(url)}",
+                                   metrics=metrics, readiness=readiness, logger=log, gate=self._gate,
+                                   backoff=backoff)
+        self._extra = self._health.extra
         self._settler = AmqpSettler(route.name, self._cfg, metrics=metrics, user=user_of(url),
-                                    channel=lambda: self._channel, log_limited=self._log_limited,
+                                    channel=lambda: self._channel, log_limited=self._health.log_limited,
                                     extra=self._extra)
 
         self._buffer: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * self._cfg.prefetch)
@@ -123,17 +126,10 @@ class AmqpSource:
         self._tg: asyncio.TaskGroup | None = None
         self._phase: dict[asyncio.Task[None], Phase] = {}
         self._settling: set[asyncio.Task[Any]] = set()
-        self._failures = 0
         self._throttled = 0  # consecutive throttled batches, for their backoff
-        self._healthy_now = False
         self._closing = False
-        self._errors = RateLimitedLog(log)
-        self._stopping = False
-        self._stop_event = asyncio.Event()
         self._end_session = asyncio.Event()  # set by stop, or when the consumer is gone
         self._draining = False  # this session ends: workers finish their batch and return
-        self._running = False
-        self._ended = asyncio.Event()
         # Per message: the metric children resolved once (a labels() lookup costs more than the inc).
         self._received = metrics.source_events.labels(route=route.name, type=TYPE)
         self._redelivered = metrics.amqp_messages.labels(route=route.name, outcome="redelivered")
@@ -148,34 +144,28 @@ class AmqpSource:
 
     async def run(self) -> None:
         """Consume until ``stop``; faults are retried with backoff, never raised."""
-        self._running = True
-        try:
-            while not self._stopping:
+        with self._gate.run():
+            while not self._gate.stopping:
                 try:
                     await self._session()
                 except Exception as exc:  # broker faults; anything else is a bug, logged with traceback
                     self._fault(exc)
-                    await self._sleep_backoff()
-        finally:
-            self._ended.set()
+                    await self._health.backoff_pause()
 
     async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 (the Poller contract)
         """No new deliveries; gathered messages go back at once, running batches get ``timeout``."""
-        self._stopping = True
-        self._stop_event.set()
         self._end_session.set()
-        if not self._running:
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                await self._ended.wait()
-        except TimeoutError:
+
+        def timed_out() -> None:
             busy = list(self._phase.values()).count(Phase.BUSY)
             log.warning("%s: %d batches did not finish within %gs: cancelled; the broker redelivers "
                         "their messages", self._where, busy, timeout, extra=self._extra)
+
+        def cancel_all() -> None:
             for task in list(self._phase):
                 task.cancel()
-            await self._ended.wait()
+
+        await self._gate.stop(timeout, cancel_all=cancel_all, timed_out=timed_out)
 
     # --- one connection ----------------------------------------------------------------------------
 
@@ -186,7 +176,7 @@ class AmqpSource:
         self._closing = False
         self._draining = False
         self._end_session.clear()
-        if self._stopping:
+        if self._gate.stopping:
             self._end_session.set()
         try:
             conn.close_callbacks.add(self._on_connection_lost)
@@ -202,7 +192,7 @@ class AmqpSource:
             log.info("%s: consuming queue '%s' on %s (prefetch %d, batch %d, %d workers)", self._where,
                      self._cfg.queue, redact(self._cfg.url), self._cfg.prefetch, self._cfg.batch_size,
                      self.workers, extra=self._extra)
-            self._healthy()
+            self._health.healthy()
             try:
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
@@ -218,7 +208,7 @@ class AmqpSource:
                     for task, phase in list(self._phase.items()):
                         if phase is not Phase.BUSY:
                             task.cancel()  # they hand their messages back on the way out
-                if not self._stopping:
+                if not self._gate.stopping:
                     raise ConsumerCancelled(
                         f"the broker cancelled the consumer of queue '{self._cfg.queue}' "
                         "(was the queue deleted?); consuming again")
@@ -237,9 +227,9 @@ class AmqpSource:
         """The broker cancels a consumer whose queue is deleted, and aio-pika then just stops
         delivering: notice it and end the session (the run loop declares and consumes again)."""
         while True:
-            await asyncio.sleep(CONSUMER_CHECK)
+            await self._clock.sleep(CONSUMER_CHECK)
             tag = self._consumer_tag
-            if tag is None or not self._healthy_now:
+            if tag is None or not self._health.ok:
                 continue  # reconnecting: the robust channel restores the consumer itself
             try:
                 async with asyncio.timeout(CONSUMER_CHECK):
@@ -247,23 +237,14 @@ class AmqpSource:
             except Exception:  # reconnecting meanwhile
                 continue
             if tag not in getattr(underlay, "consumers", {tag: None}):
-                self._healthy_now = False
-                self._readiness.set_flag(self._flag, False, "the broker cancelled the consumer")
+                self._health.not_ready("the broker cancelled the consumer")
                 self._end_session.set()
                 return
 
     async def _connect(self) -> Any:
         """The robust connection, or None when ``stop`` came first. Raises the first attempt's error."""
-        attempt = asyncio.ensure_future(connect(self._cfg.url, f"router:{self.route.name}",
-                                                reconnect_interval=self._reconnect_interval))
-        stopped = asyncio.ensure_future(self._stop_event.wait())
-        try:
-            await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            if not attempt.done():
-                attempt.cancel()
-            await asyncio.gather(stopped, attempt, return_exceptions=True)
+        attempt = await until_set(self._gate.stopped, connect(
+            self._cfg.url, f"router:{self.route.name}", reconnect_interval=self._reconnect_interval))
         if attempt.cancelled():
             return None
         return attempt.result()
@@ -298,26 +279,21 @@ class AmqpSource:
 
     def _on_connection_lost(self, _sender: Any, exc: BaseException | None = None) -> None:
         """The robust connection lost its broker (also called for each failed reconnect attempt)."""
-        if self._closing or self._stopping:
+        if self._closing or self._gate.stopping:
             return
-        first = self._healthy_now
-        self._failures += 1
-        self._healthy_now = False
+        first = self._health.ok
         why = f"{type(exc).__name__}: {exc}" if exc is not None else "closed"
         message = (f"connection to {redact(self._cfg.url)} lost ({why[:200]}); reconnecting, messages "
                    "in flight are redelivered by the broker")
-        self._metrics.source_errors.labels(route=self.route.name, type=TYPE).inc()
-        self._readiness.set_flag(self._flag, False, message)
+        self._health.fault(message, "connection", logged=not first)  # still away: logged once a minute
         if first:
             log.warning("%s: %s", self._where, message, extra={**self._extra, "error_type": "connection"})
-        else:  # the broker is still away: once a minute
-            self._log_limited(f"{self._where}: {message}", "connection")
 
     def _on_reconnected(self, _sender: Any) -> None:
         self._metrics.amqp_reconnects.labels(route=self.route.name).inc()
         log.info("%s: reconnected to %s; consuming again", self._where, redact(self._cfg.url),
                  extra=self._extra)
-        self._healthy()
+        self._health.healthy()
 
     # --- workers -----------------------------------------------------------------------------------
 
@@ -325,7 +301,7 @@ class AmqpSource:
         me = asyncio.current_task()
         assert me is not None
         try:
-            while not self._stopping and not self._draining:
+            while not self._gate.stopping and not self._draining:
                 self._phase[me] = Phase.IDLE
                 try:
                     async with self._dispatcher.slot(self.route.function, TYPE):
@@ -338,7 +314,7 @@ class AmqpSource:
                             await self._shielded(self._settler.hand_back([i.message for i in batch]))
                 except Exception as exc:  # a bug: logged with its traceback, then carry on
                     self._fault(exc)
-                    await self._sleep_backoff()
+                    await self._health.backoff_pause()
         finally:
             self._phase.pop(me, None)
 
@@ -352,7 +328,7 @@ class AmqpSource:
         batch = [first]
         try:
             size = ENVELOPE_OVERHEAD + first.size
-            deadline = time.monotonic() + self._cfg.batch_window
+            deadline = self._clock.monotonic() + self._cfg.batch_window
             while len(batch) < self._cfg.batch_size and not self._draining:
                 item = await self._next(deadline)
                 if item is None:
@@ -378,7 +354,7 @@ class AmqpSource:
             elif deadline is None:
                 message = await self._buffer.get()
             else:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._clock.monotonic()
                 if remaining <= 0:
                     return None
                 try:
@@ -411,7 +387,7 @@ class AmqpSource:
             part = [i for i in part if channel_open(i.message)]  # a lost channel's come back anyway
             if not part:
                 continue
-            if parts.splits and self._stopping:
+            if parts.splits and self._gate.stopping:
                 rest = [i.message for i in part + parts.rest()]
                 await self._shielded(self._settler.hand_back(rest))
                 log.info("%s: stopping while bisecting a failed batch: %d messages not yet run handed back",
@@ -450,18 +426,14 @@ class AmqpSource:
         fault, so they are neither dead-lettered nor counted as requeues. The worker waits (backoff, or
         the target's Retry-After, up to 30 s; a stop cuts it short), then hands them back."""
         self._throttled += 1
-        first, cap = self._backoff
-        delay = min(cap, first * 2 ** min(self._throttled - 1, 30)) * random.uniform(0.5, 1.0)
+        delay = self._health.backoff(self._throttled)
         if result.retry_after is not None:
-            delay = min(cap, max(delay, result.retry_after))
-        self._metrics.source_errors.labels(route=self.route.name, type=TYPE).inc()
-        self._log_limited(
+            delay = min(self._backoff[1], max(delay, result.retry_after))
+        self._health.error(
             f"{self._where}: the function '{self.route.function}' is throttled or unreachable "
             f"({result.error_message()}); {count} messages go back to the queue after {delay:.1f}s",
             result.error_type.value if result.error_type else "throttled")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._end_session.wait()
+        await pause_unless(self._end_session, delay, self._clock)
 
     def _log_failure(self, result: Result, inv: Invocation, count: int, *, alone: bool) -> None:
         then = ("rejected to the queue's dead-letter exchange" if self._cfg.on_error == "dead_letter"
@@ -501,37 +473,13 @@ class AmqpSource:
                   extra={**self._extra, "error_type": "decode"})
         await self._settler.dead_letter(item.message, reason)
 
-    # --- health ------------------------------------------------------------------------------------
-
-    def _healthy(self) -> None:
-        if self._healthy_now:
-            return
-        if self._failures:
-            log.info("%s: the broker answers again", self._where, extra=self._extra)
-        self._failures = 0
-        self._healthy_now = True
-        self._readiness.set_flag(self._flag, True)
+    # --- faults ------------------------------------------------------------------------------------
 
     def _fault(self, exc: BaseException) -> None:
-        self._failures += 1
-        self._healthy_now = False
         hint = ("create the queue, or set declare: true" if not self._cfg.declare
                 else "check source.queue")
         message, error_type = describe_error(exc, self._cfg.url, queue=self._cfg.queue, hint_not_found=hint)
-        self._metrics.source_errors.labels(route=self.route.name, type=TYPE).inc()
-        self._readiness.set_flag(self._flag, False, message)
-        expected = _is_broker_error(exc)
-        self._log_limited(f"{self._where}: {message}", error_type.value,
-                          exc_info=None if expected else exc)
-
-    def _log_limited(self, text: str, error_type: str, exc_info: BaseException | None = None) -> None:
-        self._errors.error(text, exc_info=exc_info, extra={**self._extra, "error_type": error_type})
-
-    async def _sleep_backoff(self) -> None:
-        delay = backoff_delay(self._failures, *self._backoff)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._stop_event.wait()
+        self._health.fault(message, error_type.value, exc_info=None if _is_broker_error(exc) else exc)
 
 
 def _is_broker_error(exc: BaseException) -> bool:

@@ -19,16 +19,15 @@ hands back what was received but not started (visibility 0) and acknowledges not
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import math
-import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from router.aws import create_client, describe_error, is_not_found, region_of
+from router.clock import Clock
 from router.config.models import AwsConfig, RouteConfig, SqsSourceConfig
 from router.core.dispatcher import Dispatch
 from router.filters import compile_filters, sqs_filter_data
@@ -36,7 +35,7 @@ from router.invocation import PAYLOAD_LIMIT, Invocation, Result
 from router.metrics import Metrics
 from router.readiness import Readiness
 from router.sources.batch_bisect import Bisection
-from router.sources.health import RateLimitedLog, backoff_delay
+from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate
 from router.sources.sqs_event import (
     batch_payload,
     batch_verdict,
@@ -62,7 +61,7 @@ class SqsSource:
     """One ``type: sqs`` route; implements ``router.sources.base.Poller``.
 
     ``wait_seconds`` is the long-poll wait (SQS maximum and Lambda's: 20); ``backoff`` the first and
-    largest delay after a fault.
+    largest delay after a fault; ``clock`` the time of batch windows, backoff and the fault log.
     """
 
     def __init__(
@@ -74,23 +73,23 @@ class SqsSource:
         readiness: Readiness,
         aws: AwsConfig,
         wait_seconds: int = 20,
-        backoff: tuple[float, float] = (0.5, 30.0),
+        backoff: tuple[float, float] = BACKOFF,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(route.source, SqsSourceConfig):
             raise TypeError(f"SqsSource: route '{route.name}' is not an sqs route")
         self.route = route
         self._cfg: SqsSourceConfig = route.source
         self._dispatcher = dispatcher
-        self._metrics = metrics
-        self._readiness = readiness
         self._aws = aws
         self._wait = wait_seconds
-        self._backoff = backoff
         self._filter = compile_filters(route.filters)  # the loader has checked the patterns
-        self._flag = f"route {route.name}"
-        self._extra = {"route": route.name, "function": route.function}
-        readiness.set_flag(self._flag, False, "connecting to the queue")
-        self._healthy_now = False
+        self._gate = StopGate(clock)
+        self._clock = self._gate.clock
+        self._health = RouteHealth(route, TYPE, service="queue", connecting="connecting to the queue",
+                                   metrics=metrics, readiness=readiness, logger=log, gate=self._gate,
+                                   backoff=backoff)
+        self._extra = self._health.extra
 
         self._queue: SqsQueue | None = None
         self._info: QueueInfo | None = None
@@ -99,12 +98,6 @@ class SqsSource:
         self._tg: asyncio.TaskGroup | None = None
         self._phase: dict[asyncio.Task[None], Phase] = {}
         self._acks: set[asyncio.Task[dict[str, str]]] = set()
-        self._failures = 0
-        self._errors = RateLimitedLog(log)
-        self._stopping = False
-        self._stop_event = asyncio.Event()
-        self._running = False
-        self._ended = asyncio.Event()
         self.filtered = 0  # messages deleted because no filter matched
         self._received = metrics.source_events.labels(route=route.name, type=TYPE)  # per batch: resolved once
         self._filtered = metrics.source_events_filtered.labels(route=route.name, type=TYPE)
@@ -115,58 +108,56 @@ class SqsSource:
 
     async def run(self) -> None:
         """Poll until ``stop``; faults are retried with backoff, never raised."""
-        self._running = True
-        try:
-            while not self._stopping:
-                try:
-                    async with create_client(
-                        "sqs", self._aws, max_pool_connections=self._cfg.max_concurrency + 5,
-                        read_timeout=self._wait + 40, validate_params=False,  # our own fixed calls
-                    ) as client:
-                        self._queue = SqsQueue(client, self._cfg.queue_url)
-                        try:
-                            async with asyncio.TaskGroup() as tg:
-                                self._tg = tg
-                                for _ in range(min(MIN_POLLERS, self._cfg.max_concurrency)):
-                                    self._spawn()
-                        finally:
-                            self._tg = None
-                            if self._acks:  # deletes in flight finish before the client closes
-                                await asyncio.wait(set(self._acks))
-                except Exception as exc:  # a client that cannot be built (bad endpoint_url), or a bug
-                    self._fault(exc)
-                    await self._sleep_backoff()
-        finally:
-            self._queue = None
-            self._ended.set()
+        with self._gate.run():
+            try:
+                while not self._gate.stopping:
+                    try:
+                        async with create_client(
+                            "sqs", self._aws, max_pool_connections=self._cfg.max_concurrency + 5,
+                            read_timeout=self._wait + 40, validate_params=False,  # our own fixed calls
+                        ) as client:
+                            self._queue = SqsQueue(client, self._cfg.queue_url, clock=self._clock)
+                            try:
+                                async with asyncio.TaskGroup() as tg:
+                                    self._tg = tg
+                                    for _ in range(min(MIN_POLLERS, self._cfg.max_concurrency)):
+                                        self._spawn()
+                            finally:
+                                self._tg = None
+                                if self._acks:  # deletes in flight finish before the client closes
+                                    await asyncio.wait(set(self._acks))
+                    except Exception as exc:  # a client that cannot be built (bad endpoint_url), or a bug
+                        self._fault(exc)
+                        await self._health.backoff_pause()
+            finally:
+                self._queue = None
 
     async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 (the Poller contract)
         """No new receives; in-flight receives and batches get ``timeout`` to finish; then ``run`` ends."""
-        self._stopping = True
-        self._stop_event.set()
-        if not self._running:
-            return
-        for task, phase in list(self._phase.items()):
-            if phase is Phase.IDLE:
-                task.cancel()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._ended.wait()
-        except TimeoutError:
+
+        def cancel_idle() -> None:
+            for task, phase in list(self._phase.items()):
+                if phase is Phase.IDLE:
+                    task.cancel()
+
+        def timed_out() -> None:
             phases = list(self._phase.values())
             log.warning("route '%s': %d batches and %d long polls did not finish within %gs: cancelled; "
                         "their messages come back after the visibility timeout", self.route.name,
                         phases.count(Phase.BUSY), phases.count(Phase.RECEIVING), timeout, extra=self._extra)
+
+        def cancel_all() -> None:
             for poller in list(self._phase):
                 poller.cancel()
             for ack in list(self._acks):
                 ack.cancel()
-            await self._ended.wait()
+
+        await self._gate.stop(timeout, cancel_idle=cancel_idle, cancel_all=cancel_all, timed_out=timed_out)
 
     # --- pollers -----------------------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        if self._tg is None or self._stopping or len(self._phase) >= self._cfg.max_concurrency:
+        if self._tg is None or self._gate.stopping or len(self._phase) >= self._cfg.max_concurrency:
             return
         task = self._tg.create_task(self._poll(), name=f"sqs:{self.route.name}")
         self._phase[task] = Phase.IDLE
@@ -174,13 +165,14 @@ class SqsSource:
     async def _poll(self) -> None:
         me = asyncio.current_task()
         assert me is not None
+        gate = self._gate
         try:
-            while not self._stopping:
+            while not gate.stopping:
                 self._phase[me] = Phase.IDLE
                 try:
                     info = await self._ensure_info()
                     async with self._dispatcher.slot(self.route.function, TYPE):
-                        if self._stopping:
+                        if gate.stopping:
                             return
                         self._phase[me] = Phase.RECEIVING
                         got = await self._cycle(me, info)
@@ -189,7 +181,7 @@ class SqsSource:
                 except Exception as exc:  # AWS faults; anything else is a bug, logged with its traceback
                     self._fault(exc)
                     self._phase[me] = Phase.IDLE
-                    await self._sleep_backoff()
+                    await self._health.backoff_pause()
         finally:
             self._phase.pop(me, None)
 
@@ -201,7 +193,7 @@ class SqsSource:
                 self._info, self._region = info, region_of(info.arn, self._aws.region)
                 log.info("route '%s': polling %s (visibility timeout %ds%s)", self.route.name, info.arn,
                          info.visibility_timeout, ", FIFO" if info.fifo else "", extra=self._extra)
-                self._healthy()
+                self._health.healthy()
             return self._info
 
     async def _cycle(self, me: asyncio.Task[None], info: QueueInfo) -> int:
@@ -210,7 +202,7 @@ class SqsSource:
         queue = self._queue
         ask = min(MAX_BATCH, self._cfg.batch_size)
         first = await queue.receive(ask, self._wait)
-        self._healthy()
+        self._health.healthy()
         if not first:
             return 0
         batch: dict[str, dict[str, Any]] = {}  # message id -> message (a duplicate keeps its last receipt)
@@ -220,7 +212,7 @@ class SqsSource:
             self._spawn()  # full: scale up
         async with kept_visible(queue, held, info.visibility_timeout):
             await self._gather(batch, held)
-            if self._stopping:
+            if self._gate.stopping:
                 await self._hand_back(held)
                 return len(batch)
             self._phase[me] = Phase.BUSY
@@ -246,10 +238,10 @@ class SqsSource:
         size, window = self._cfg.batch_size, self._cfg.batch_window
         if window <= 0:
             return
-        deadline = time.monotonic() + window
+        deadline = self._clock.monotonic() + window
         gathered = sum(_approx_size(m) for m in batch.values())
-        while len(batch) < size and gathered < PAYLOAD_LIMIT and not self._stopping:
-            remaining = deadline - time.monotonic()
+        while len(batch) < size and gathered < PAYLOAD_LIMIT and not self._gate.stopping:
+            remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 break
             try:
@@ -310,7 +302,7 @@ class SqsSource:
                     self.route.name, why, len(records), extra=self._log_extra(inv, result))
         blocked: set[str] = set()  # FIFO: groups with a failed message
         while (part := parts.next()) is not None:
-            if self._stopping:
+            if self._gate.stopping:
                 rest = part + parts.rest()
                 await self._hand_back({r["messageId"]: held.pop(r["messageId"]) for r in rest},
                                       why="at shutdown (not yet run while bisecting a failed batch)")
@@ -363,7 +355,7 @@ class SqsSource:
         task.add_done_callback(self._acks.discard)
         failed = await asyncio.shield(task)
         if failed:
-            self._metrics.source_errors.labels(route=self.route.name, type=TYPE).inc()
+            self._health.errors.inc()
             log.error("route '%s': could not delete %d processed messages (%s); they come back after "
                       "the visibility timeout and run again (at-least-once)", self.route.name, len(failed),
                       next(iter(failed.values())), extra={**self._extra, "error_type": "connection"})
@@ -376,35 +368,15 @@ class SqsSource:
         log.info("route '%s': handed back %d messages %s", self.route.name, len(held) - len(failed), why,
                  extra=self._extra)
 
-    # --- health ------------------------------------------------------------------------------------
-
-    def _healthy(self) -> None:
-        if self._healthy_now:
-            return
-        if self._failures:
-            log.info("route '%s': the queue answers again", self.route.name, extra=self._extra)
-        self._failures = 0
-        self._healthy_now = True
-        self._readiness.set_flag(self._flag, True)
+    # --- faults ------------------------------------------------------------------------------------
 
     def _fault(self, exc: BaseException) -> None:
-        self._failures += 1
-        self._healthy_now = False
         message, error_type = describe_error(exc, what="queue",
                                              hint_not_found="check source.queue_url and aws.region")
         if is_not_found(exc):
             self._info = None  # read the attributes again once it exists
-        self._metrics.source_errors.labels(route=self.route.name, type=TYPE).inc()
-        self._readiness.set_flag(self._flag, False, message)
         unexpected = not isinstance(exc, AWS_FAULTS)
-        self._errors.error(f"route '{self.route.name}': {message}", exc_info=exc if unexpected else None,
-                           extra={**self._extra, "error_type": error_type.value})
-
-    async def _sleep_backoff(self) -> None:
-        delay = backoff_delay(self._failures, *self._backoff)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._stop_event.wait()
+        self._health.fault(message, error_type.value, exc_info=exc if unexpected else None)
 
 
 def _approx_size(message: dict[str, Any]) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from router.aws import is_fifo
+from router.clock import Clock, SystemClock
 
 log = logging.getLogger("router.sources.sqs")
 
@@ -34,11 +35,13 @@ class QueueInfo:
 
 
 class SqsQueue:
-    """``client`` is an open aiobotocore SQS client; ``url`` the queue URL."""
+    """``client`` is an open aiobotocore SQS client; ``url`` the queue URL; ``clock`` sleeps between
+    retries of a delete or visibility change."""
 
-    def __init__(self, client: Any, url: str) -> None:
+    def __init__(self, client: Any, url: str, *, clock: Clock | None = None) -> None:
         self.client = client
         self.url = url
+        self._clock = clock or SystemClock()
 
     async def info(self) -> QueueInfo:
         """QueueArn and VisibilityTimeout. Raises botocore errors (queue not found, access denied, ...)."""
@@ -113,7 +116,7 @@ class SqsQueue:
         failed: dict[str, str] = {}  # entries of the last attempt worth another try
         for attempt in range(ATTEMPTS):
             if attempt:
-                await asyncio.sleep(RETRY_BASE * 2 ** (attempt - 1))
+                await self._clock.sleep(RETRY_BASE * 2 ** (attempt - 1))
             ids = list(pending)
             entries = [{"Id": str(i), "ReceiptHandle": pending[mid]} for i, mid in enumerate(ids)]
             try:

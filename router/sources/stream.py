@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from router.aws import create_client, describe_error, keep_epoch_timestamps, region_of
+from router.clock import Clock
 from router.config.models import AwsConfig, DynamodbStreamSourceConfig, KinesisSourceConfig, RouteConfig
 from router.core.dispatcher import Dispatch
 from router.destinations.base import Destination
@@ -32,7 +32,7 @@ from router.errors import StateStoreError
 from router.filters import compile_filters
 from router.metrics import Metrics
 from router.readiness import Readiness
-from router.sources.health import RateLimitedLog, backoff_delay
+from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate, backoff_delay, until_set
 from router.sources.stream_api import IteratorType, ShardInfo, StreamApi
 from router.sources.stream_shard import ShardWorker
 from router.state.checkpoints import SHARD_END
@@ -55,7 +55,8 @@ class StreamSource:
     and the service's adapter); ``discover_interval`` between shard listings; ``poll_interval`` between
     GetRecords of a caught-up shard (Lambda: 1 s); ``min_call_interval`` between GetRecords of one shard
     (Kinesis allows 5 a second); ``backoff`` after faults and ``retry_backoff`` between retries of a
-    failed batch (first, largest); ``clock`` gives epoch seconds (record ages, timestamps).
+    failed batch (first, largest); ``clock`` gives epoch seconds (record ages, timestamps), durations and
+    pauses.
     """
 
     def __init__(
@@ -72,9 +73,9 @@ class StreamSource:
         discover_interval: float = 30.0,
         poll_interval: float = 1.0,
         min_call_interval: float = 0.2,
-        backoff: tuple[float, float] = (0.5, 30.0),
+        backoff: tuple[float, float] = BACKOFF,
         retry_backoff: tuple[float, float] = (0.2, 10.0),
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(route.source, KinesisSourceConfig | DynamodbStreamSourceConfig):
             raise TypeError(f"StreamSource: route '{route.name}' is not a kinesis or dynamodb_stream route")
@@ -92,24 +93,17 @@ class StreamSource:
         self.discover_interval = discover_interval
         self.poll_interval = poll_interval
         self.min_call_interval = min_call_interval
-        self.clock = clock
-        self.extra = {"route": route.name, "function": route.function}
+        self._gate = StopGate(clock)
+        self.clock = self._gate.clock
+        self._health = RouteHealth(route, self.type, service="stream", connecting="connecting to the stream",
+                                   metrics=metrics, readiness=readiness, logger=log, gate=self._gate,
+                                   backoff=backoff)
+        self.extra = self._health.extra
         self.filtered = 0
-        self.stopping = False
-        self._readiness = readiness
         self._aws = aws
         self._api_factory = api or self._default_api
-        self._backoff = backoff
         self._retry_backoff = retry_backoff
-        self._flag = f"route {route.name}"
-        readiness.set_flag(self._flag, False, "connecting to the stream")
-        self._healthy_now = False
-        self._failures = 0
-        self._errors = RateLimitedLog(log)
-        self._stop_event = asyncio.Event()
         self._changed = asyncio.Event()  # a shard ended: discover again now
-        self._running = False
-        self._ended = asyncio.Event()
         self._workers: dict[str, ShardWorker] = {}
         self._done: set[str] = set()  # shards processed to their end (SHARD_END)
         self._read: set[str] = set()  # shards this route has read (children start at TRIM_HORIZON)
@@ -120,9 +114,8 @@ class StreamSource:
 
     async def run(self) -> None:
         """Read the stream until ``stop``; faults are retried with backoff, never raised."""
-        self._running = True
-        try:
-            while not self.stopping:
+        with self._gate.run():
+            while not self._gate.stopping:
                 self._workers.clear()
                 self._done.clear()
                 self._read.clear()
@@ -134,33 +127,34 @@ class StreamSource:
                 except Exception as exc:  # a client that cannot be built, or a bug: start afresh
                     self._tg = None
                     self.fault(exc)
-                    await self.pause(self.backoff_delay(self._failures))
+                    await self._health.backoff_pause()
                 finally:
                     self._tg = None
                     self._discovery = None
-        finally:
-            self._ended.set()
 
     async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 (the Poller contract)
         """Stop reading; batches being invoked get ``timeout`` to finish and be checkpointed."""
-        self.stopping = True
-        self._stop_event.set()
-        if not self._running:
-            return
-        if self._discovery is not None:  # it starts shards; nothing of it needs finishing
-            self._discovery.cancel()
-        for worker in list(self._workers.values()):
-            worker.stop()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._ended.wait()
-        except TimeoutError:
+
+        def cancel_idle() -> None:
+            if self._discovery is not None:  # it starts shards; nothing of it needs finishing
+                self._discovery.cancel()
+            for worker in list(self._workers.values()):
+                worker.stop()
+
+        def timed_out() -> None:
             busy = sum(w.busy_batches for w in self._workers.values())
             log.warning("route '%s': %d batches did not finish within %gs: cancelled, not checkpointed; "
                         "they run again after a restart", self.route.name, busy, timeout, extra=self.extra)
+
+        def cancel_all() -> None:
             for worker in list(self._workers.values()):
                 worker.cancel()
-            await self._ended.wait()
+
+        await self._gate.stop(timeout, cancel_idle=cancel_idle, cancel_all=cancel_all, timed_out=timed_out)
+
+    @property
+    def stopping(self) -> bool:
+        return self._gate.stopping
 
     @contextlib.asynccontextmanager
     async def _default_api(self) -> AsyncIterator[StreamApi]:
@@ -185,17 +179,17 @@ class StreamSource:
         assert self._tg is not None
         tg = self._tg
         failures = 0
-        while not self.stopping:
+        while not self._gate.stopping:
             self._changed.clear()
             try:
                 shards = await api.list_shards()
                 checkpoints = await self.store.load_checkpoints(self.route.name)
                 for shard, kind, seq, ts in self._startable(shards, checkpoints):
-                    if self.stopping:
+                    if self._gate.stopping:
                         return
                     if kind is None:  # closed before we started at LATEST: nothing will come
                         await self.store.save_checkpoint(self.route.name, shard.shard_id, SHARD_END,
-                                                         now=self.clock())
+                                                         now=self.clock.time())
                         self._done.add(shard.shard_id)
                         self._changed.set()
                         continue
@@ -211,23 +205,13 @@ class StreamSource:
             except (ClientError, BotoCoreError, OSError, TimeoutError, StateStoreError) as exc:
                 failures += 1
                 self.fault(exc)
-                if not await self.pause(self.backoff_delay(failures)):
+                if not await self._health.backoff_pause(failures):
                     return
                 continue
             failures = 0
             self.healthy()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.discover_interval):
-                    await self._wait_changed()
-
-    async def _wait_changed(self) -> None:
-        stop = asyncio.ensure_future(self._stop_event.wait())
-        changed = asyncio.ensure_future(self._changed.wait())
-        try:
-            await asyncio.wait({stop, changed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            changed.cancel()
+            # The next listing after ``discover_interval``, or at once when a shard ended; stop cuts it short.
+            await until_set(self._changed, self._gate.pause(self.discover_interval))
 
     def _startable(
         self, shards: list[ShardInfo], checkpoints: dict[str, str],
@@ -277,52 +261,30 @@ class StreamSource:
     # --- health, faults, waiting -------------------------------------------------------------------
 
     def healthy(self) -> None:
-        if self._healthy_now:
-            return
-        if self._failures:
-            log.info("route '%s': the stream answers again", self.route.name, extra=self.extra)
-        self._failures = 0
-        self._healthy_now = True
-        self._readiness.set_flag(self._flag, True)
+        self._health.healthy()
 
     def fault(self, exc: BaseException, *, shard: str | None = None) -> None:
         """Log (at most once a minute per message), count, and mark the route not ready."""
-        self._failures += 1
-        self._healthy_now = False
         message, error_type = describe_error(
             exc, what="stream", hint_not_found="check source.stream_arn and aws.region")
-        self.metrics.source_errors.labels(route=self.route.name, type=self.type).inc()
-        self._readiness.set_flag(self._flag, False, message)
-        self._log_rate_limited(f"route '{self.route.name}': {message}", exc, error_type.value, shard)
+        unexpected = not isinstance(exc, (*AWS_FAULTS, StateStoreError))
+        self._health.fault(message, error_type.value, exc_info=exc if unexpected else None,
+                           extra=None if shard is None else {"shard": shard})
 
     def store_fault(self, exc: StateStoreError) -> None:
         """A checkpoint that could not be saved: logged and counted; the route stays ready."""
-        self.metrics.source_errors.labels(route=self.route.name, type=self.type).inc()
-        self._log_rate_limited(f"route '{self.route.name}': cannot save a checkpoint: {exc}; "
-                               "a restart may process some records again", None, "connection", None)
-
-    def _log_rate_limited(self, text: str, exc: BaseException | None, error_type: str,
-                          shard: str | None) -> None:
-        unexpected = exc is not None and not isinstance(exc, (*AWS_FAULTS, StateStoreError))
-        extra: dict[str, Any] = {**self.extra, "error_type": error_type}
-        if shard is not None:
-            extra["shard"] = shard
-        self._errors.error(text, exc_info=exc if unexpected else None, extra=extra)
+        self._health.error(f"route '{self.route.name}': cannot save a checkpoint: {exc}; "
+                           "a restart may process some records again", "connection")
 
     def backoff_delay(self, failures: int) -> float:
-        return backoff_delay(failures, *self._backoff)
+        return self._health.backoff(failures)
 
     def retry_delay(self, failures: int) -> float:
         return backoff_delay(failures, *self._retry_backoff, jitter=False)
 
     async def pause(self, delay: float) -> bool:
         """Sleep ``delay`` seconds unless the route stops first; False when it stops."""
-        if self.stopping:
-            return False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._stop_event.wait()
-        return not self.stopping
+        return await self._gate.pause(delay)
 
     async def deliver_failure(self, record: dict[str, Any]) -> bool:
         """Send a failure record to ``source.on_failure``, retrying with backoff while it fails; False
@@ -336,10 +298,10 @@ class StreamSource:
             except Exception as exc:
                 failures += 1
                 self.metrics.destination_deliveries.labels(self.route.function, dest.kind, "error").inc()
-                self._log_rate_limited(
+                self._health.log_limited(
                     f"route '{self.route.name}': cannot deliver a failure record to source.on_failure "
-                    f"({dest.kind}): {exc}; retrying, the shard waits", None, "connection", None)
-                if not await self.pause(self.backoff_delay(failures)):
+                    f"({dest.kind}): {exc}; retrying, the shard waits", "connection")
+                if not await self._health.backoff_pause(failures):
                     return False
                 continue
             self.metrics.destination_deliveries.labels(self.route.function, dest.kind, "success").inc()

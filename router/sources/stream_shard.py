@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from router.aws import error_code
@@ -140,16 +139,17 @@ class ShardWorker:
 
     async def _read(self) -> None:
         src = self.src
+        clock = src.clock
         limit = self.limit
         last_read: str | None = self._position[1]  # the checkpoint we start after, if any
         failures = 0
         next_call = 0.0
         while not src.stopping:
-            delay = next_call - time.monotonic()
+            delay = next_call - clock.monotonic()
             if delay > 0 and not await src.pause(delay):
                 return
             await self._wait_room()
-            next_call = time.monotonic() + src.min_call_interval
+            next_call = clock.monotonic() + src.min_call_interval
             try:
                 page = await self.api.get_records(self._iterator, limit)
             except Exception as exc:
@@ -177,7 +177,7 @@ class ShardWorker:
                 return
             self._iterator = page.next_iterator
             if not page.records:
-                next_call = time.monotonic() + src.poll_interval
+                next_call = clock.monotonic() + src.poll_interval
 
     def _at_end(self, last_read: str | None) -> bool:
         """A closed shard read up to its ending sequence number (for services that keep handing out
@@ -195,7 +195,7 @@ class ShardWorker:
         if millis_behind is not None:
             age = millis_behind / 1000
         elif records:
-            age = max(0.0, self.src.clock() - records[-1].arrival)
+            age = max(0.0, self.src.clock.time() - records[-1].arrival)
         else:
             age = 0.0
         self.src.metrics.iterator_age.labels(self.src.route.name, self.shard_id).set(age)
@@ -244,7 +244,8 @@ class ShardWorker:
         async with self._save_lock:
             while True:
                 try:
-                    await src.store.save_checkpoint(src.route.name, self.shard_id, SHARD_END, now=src.clock())
+                    await src.store.save_checkpoint(src.route.name, self.shard_id, SHARD_END,
+                                                    now=src.clock.time())
                     break
                 except StateStoreError as exc:
                     failures += 1
@@ -293,7 +294,8 @@ class ShardWorker:
                     self._saved == SHARD_END or seq_key(checkpoint) <= seq_key(self._saved)):
                 return True  # a later one is saved already
             try:
-                await src.store.save_checkpoint(src.route.name, self.shard_id, checkpoint, now=src.clock())
+                await src.store.save_checkpoint(src.route.name, self.shard_id, checkpoint,
+                                                now=src.clock.time())
             except StateStoreError as exc:  # a later save covers it; a restart repeats a little
                 src.store_fault(exc)
                 return False
@@ -329,6 +331,7 @@ class _Lane:
         """The next batch: at least one record, up to ``batch_size`` and 6 MB, waiting up to
         ``batch_window`` for more once the first record is there."""
         cfg = self.shard.src.cfg
+        clock = self.shard.src.clock
         batch: list[StreamRecord] = []
         size = ENVELOPE
         deadline: float | None = None
@@ -342,7 +345,7 @@ class _Lane:
                     if deadline is None:
                         record = await self.queue.get()
                     else:
-                        remaining = deadline - time.monotonic()
+                        remaining = deadline - clock.monotonic()
                         if remaining <= 0:
                             break
                         try:
@@ -352,7 +355,7 @@ class _Lane:
                             break
                 self.shard.took()
             if deadline is None:
-                deadline = time.monotonic() + cfg.batch_window
+                deadline = clock.monotonic() + cfg.batch_window
             if batch and size + record_bytes(record) > PAYLOAD_LIMIT:
                 self._carry.appendleft(record)  # starts the next batch
                 break
@@ -368,7 +371,7 @@ class _Lane:
         while work:
             attempt = work.popleft()
             if cfg.max_record_age != -1:
-                now = src.clock()
+                now = src.clock.time()
                 old = [r for r in attempt.records if now - r.arrival > cfg.max_record_age]
                 if old:
                     young = [r for r in attempt.records if now - r.arrival <= cfg.max_record_age]
@@ -448,7 +451,8 @@ class _Lane:
         discarded.inc(len(records))
         record = failure_record(
             attempt, condition=condition, function_arn=src.function_arn, shard_id=shard.shard_id,
-            stream_arn=src.cfg.stream_arn, batch_info_key=src.batch_info_key, request_id="", now=src.clock(),
+            stream_arn=src.cfg.stream_arn, batch_info_key=src.batch_info_key, request_id="",
+            now=src.clock.time(),
         )
         where = (f"route '{src.route.name}': shard {shard.shard_id}: {len(records)} records "
                  f"{records[0].sequence_number}..{records[-1].sequence_number} given up ({condition}, "

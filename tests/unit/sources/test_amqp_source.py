@@ -206,7 +206,7 @@ async def test_stop_while_connecting(harness: Harness) -> None:
         async with asyncio.timeout(8):  # a hang fails the test (the connect timeout alone is 10 s)
             async with harness.source(FunctionInvoker(), url=f"amqp://guest:guest@127.0.0.1:{port}/",
                                       queue=queue, stop_timeout=1.0) as src:
-                await wait_until(lambda: src._running, what="run() started its connection attempt")
+                await wait_until(lambda: src._gate.running, what="run() started its connection attempt")
                 assert not harness.ready()
                 assert src.workers == 1
 
@@ -419,7 +419,7 @@ async def test_stop_while_bisecting_hands_back_the_parts_not_yet_run(harness: Ha
         await harness.publish(queue, b"a", b"b", b"bad", b"d")
         await wait_until(lambda: len(fn.events) == 2 and fn.running == 1, what="the first half running")
         stopping = asyncio.create_task(src.stop(10))
-        await wait_until(lambda: src._stopping, what="stopping")
+        await wait_until(lambda: src._gate.stopping, what="stopping")
         gate.set()
         await stopping
     assert [data(e) for e in fn.events] == [[b"a", b"b", b"bad", b"d"], [b"a", b"b"]]

@@ -224,7 +224,7 @@ async def test_stop_while_bisecting_hands_back_the_parts_not_yet_run(harness: Ha
                               bisect_on_error=True) as src:
         await wait_until(lambda: len(fn.events) == 2 and fn.running == 1, what="the first half running")
         stopping = asyncio.create_task(src.stop(10))
-        await wait_until(lambda: src._stopping, what="stopping")
+        await wait_until(lambda: src._gate.stopping, what="stopping")
         gate.set()
         await stopping
     assert [[r["body"] for r in e["Records"]] for e in fn.events] == [["a", "b", "poison", "d"], ["a", "b"]]

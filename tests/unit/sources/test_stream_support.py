@@ -23,6 +23,7 @@ from router.readiness import Readiness
 from router.sources.stream import ApiFactory, StreamSource
 from router.sources.stream_api import IteratorType, RecordsPage, ShardInfo, StreamApi, StreamRecord
 from router.state.store import StateStore
+from tests.clocks import WallClock
 from tests.unit.core.helpers import make_config, wait_until
 
 ARN = "arn:aws:kinesis:eu-west-1:123456789012:stream/clicks"
@@ -216,7 +217,7 @@ class StreamHarness:
             "name": self.route_name, "function": "fn", "filters": filters or [],
             "source": {"type": source_type, "stream_arn": stream_arn, **source},
         })
-        extra: dict[str, Any] = {} if clock is None else {"clock": clock}
+        extra: dict[str, Any] = {} if clock is None else {"clock": WallClock(clock)}
         src = StreamSource(route, dispatcher=dispatcher, metrics=self.metrics, readiness=self.readiness,
                            aws=aws, store=store, on_failure=on_failure, api=api, discover_interval=0.2,
                            poll_interval=0.02, min_call_interval=0.0, backoff=(0.02, 0.1),
