@@ -19,11 +19,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from router.aws import create_client, describe_error, keep_epoch_timestamps, region_of
+from router.aws import create_client, keep_epoch_timestamps, region_of
 from router.clock import Clock
 from router.config.models import AwsConfig, DynamodbStreamSourceConfig, KinesisSourceConfig, RouteConfig
 from router.core.dispatcher import Dispatch
@@ -32,15 +31,15 @@ from router.errors import StateStoreError
 from router.filters import compile_filters
 from router.metrics import Metrics
 from router.readiness import Readiness
-from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate, backoff_delay, until_set
+from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate, until_set
 from router.sources.stream_api import IteratorType, ShardInfo, StreamApi
+from router.sources.stream_context import ShardContext
 from router.sources.stream_shard import ShardWorker
 from router.state.checkpoints import SHARD_END
 from router.state.store import StateStore
 
 log = logging.getLogger("router.sources.stream")
 
-AWS_FAULTS: tuple[type[BaseException], ...] = (ClientError, BotoCoreError, OSError, TimeoutError)
 MAX_SHARDS = 1000  # shard workers of one route at once; more wait for the next discovery
 BATCH_INFO = {"kinesis": "KinesisBatchInfo", "dynamodb_stream": "DDBStreamBatchInfo"}
 SERVICE = {"kinesis": "kinesis", "dynamodb_stream": "dynamodbstreams"}
@@ -80,29 +79,25 @@ class StreamSource:
         if not isinstance(route.source, KinesisSourceConfig | DynamodbStreamSourceConfig):
             raise TypeError(f"StreamSource: route '{route.name}' is not a kinesis or dynamodb_stream route")
         self.route = route
-        self.cfg: KinesisSourceConfig | DynamodbStreamSourceConfig = route.source
-        self.type: str = route.source.type
-        self.batch_info_key = BATCH_INFO[self.type]
-        self.dispatcher = dispatcher
-        self.metrics = metrics
-        self.store = store
-        self.on_failure = on_failure
-        self.function_arn = dispatcher.arn(route.function)
-        self.filter = compile_filters(route.filters)  # the loader has checked the patterns
-        self.aws_faults = AWS_FAULTS
-        self.discover_interval = discover_interval
-        self.poll_interval = poll_interval
-        self.min_call_interval = min_call_interval
+        self._cfg: KinesisSourceConfig | DynamodbStreamSourceConfig = route.source
+        self._type: str = route.source.type
+        self._store = store
+        self._discover_interval = discover_interval
         self._gate = StopGate(clock)
-        self.clock = self._gate.clock
-        self._health = RouteHealth(route, self.type, service="stream", connecting="connecting to the stream",
+        self._health = RouteHealth(route, self._type, service="stream", connecting="connecting to the stream",
                                    metrics=metrics, readiness=readiness, logger=log, gate=self._gate,
                                    backoff=backoff)
-        self.extra = self._health.extra
-        self.filtered = 0
+        self._ctx = ShardContext(
+            route_name=route.name, function=route.function, type=self._type, cfg=self._cfg,
+            dispatcher=dispatcher, store=store, metrics=metrics, health=self._health, gate=self._gate,
+            filter=compile_filters(route.filters),  # the loader has checked the patterns
+            on_failure=on_failure, function_arn=dispatcher.arn(route.function),
+            batch_info_key=BATCH_INFO[self._type], poll_interval=poll_interval,
+            min_call_interval=min_call_interval, retry_backoff=retry_backoff,
+        )
+        self._extra = self._health.extra
         self._aws = aws
         self._api_factory = api or self._default_api
-        self._retry_backoff = retry_backoff
         self._changed = asyncio.Event()  # a shard ended: discover again now
         self._workers: dict[str, ShardWorker] = {}
         self._done: set[str] = set()  # shards processed to their end (SHARD_END)
@@ -126,7 +121,7 @@ class StreamSource:
                                                          name=f"stream-discover:{self.route.name}")
                 except Exception as exc:  # a client that cannot be built, or a bug: start afresh
                     self._tg = None
-                    self.fault(exc)
+                    self._ctx.fault(exc)
                     await self._health.backoff_pause()
                 finally:
                     self._tg = None
@@ -144,7 +139,7 @@ class StreamSource:
         def timed_out() -> None:
             busy = sum(w.busy_batches for w in self._workers.values())
             log.warning("route '%s': %d batches did not finish within %gs: cancelled, not checkpointed; "
-                        "they run again after a restart", self.route.name, busy, timeout, extra=self.extra)
+                        "they run again after a restart", self.route.name, busy, timeout, extra=self._extra)
 
         def cancel_all() -> None:
             for worker in list(self._workers.values()):
@@ -153,24 +148,25 @@ class StreamSource:
         await self._gate.stop(timeout, cancel_idle=cancel_idle, cancel_all=cancel_all, timed_out=timed_out)
 
     @property
-    def stopping(self) -> bool:
-        return self._gate.stopping
+    def filtered(self) -> int:
+        """Records skipped because no filter matched."""
+        return self._ctx.filtered
 
     @contextlib.asynccontextmanager
     async def _default_api(self) -> AsyncIterator[StreamApi]:
-        region = region_of(self.cfg.stream_arn, self._aws.region)
+        region = region_of(self._cfg.stream_arn, self._aws.region)
         aws = self._aws.model_copy(update={"region": region})
-        async with create_client(SERVICE[self.type], aws, max_pool_connections=64) as client:
+        async with create_client(SERVICE[self._type], aws, max_pool_connections=64) as client:
             keep_epoch_timestamps(client)
-            if self.type == "kinesis":
+            if self._type == "kinesis":
                 from router.sources.kinesis_api import KinesisApi
 
-                yield KinesisApi(client, self.cfg.stream_arn, region=region,
+                yield KinesisApi(client, self._cfg.stream_arn, region=region,
                                  filter_data=bool(self.route.filters))
             else:
                 from router.sources.dynamodb_stream_api import DynamodbStreamApi
 
-                yield DynamodbStreamApi(client, self.cfg.stream_arn, region=region)
+                yield DynamodbStreamApi(client, self._cfg.stream_arn, region=region)
 
     # --- shard discovery ---------------------------------------------------------------------------
 
@@ -183,35 +179,35 @@ class StreamSource:
             self._changed.clear()
             try:
                 shards = await api.list_shards()
-                checkpoints = await self.store.load_checkpoints(self.route.name)
+                checkpoints = await self._store.load_checkpoints(self.route.name)
                 for shard, kind, seq, ts in self._startable(shards, checkpoints):
                     if self._gate.stopping:
                         return
                     if kind is None:  # closed before we started at LATEST: nothing will come
-                        await self.store.save_checkpoint(self.route.name, shard.shard_id, SHARD_END,
-                                                         now=self.clock.time())
+                        await self._store.save_checkpoint(self.route.name, shard.shard_id, SHARD_END,
+                                                         now=self._gate.clock.time())
                         self._done.add(shard.shard_id)
                         self._changed.set()
                         continue
                     iterator = await api.shard_iterator(shard.shard_id, kind, sequence_number=seq,
                                                         timestamp=ts)
-                    worker = ShardWorker(self, api, shard.shard_id, iterator, (kind, seq, ts))
+                    worker = ShardWorker(self._ctx, api, shard.shard_id, iterator, (kind, seq, ts))
                     worker.ending_sequence = shard.ending_sequence
                     self._workers[shard.shard_id] = worker
                     self._read.add(shard.shard_id)
                     log.info("route '%s': reading shard %s from %s%s", self.route.name, shard.shard_id, kind,
-                             f" {seq}" if seq else "", extra={**self.extra, "shard": shard.shard_id})
+                             f" {seq}" if seq else "", extra={**self._extra, "shard": shard.shard_id})
                     tg.create_task(self._run_worker(worker), name=f"stream-shard:{shard.shard_id}")
             except (ClientError, BotoCoreError, OSError, TimeoutError, StateStoreError) as exc:
                 failures += 1
-                self.fault(exc)
+                self._ctx.fault(exc)
                 if not await self._health.backoff_pause(failures):
                     return
                 continue
             failures = 0
-            self.healthy()
+            self._health.healthy()
             # The next listing after ``discover_interval``, or at once when a shard ended; stop cuts it short.
-            await until_set(self._changed, self._gate.pause(self.discover_interval))
+            await until_set(self._changed, self._gate.pause(self._discover_interval))
 
     def _startable(
         self, shards: list[ShardInfo], checkpoints: dict[str, str],
@@ -243,12 +239,12 @@ class StreamSource:
                 out.append((shard, "AFTER_SEQUENCE_NUMBER", checkpoint, None))
             elif any(p in self._read for p in shard.parent_ids):
                 out.append((shard, "TRIM_HORIZON", None, None))
-            elif self.cfg.starting_position == "LATEST" and shard.ending_sequence is not None:
+            elif self._cfg.starting_position == "LATEST" and shard.ending_sequence is not None:
                 out.append((shard, None, None, None))
-            elif self.cfg.starting_position == "AT_TIMESTAMP":
-                out.append((shard, "AT_TIMESTAMP", None, self.cfg.starting_position_timestamp))
+            elif self._cfg.starting_position == "AT_TIMESTAMP":
+                out.append((shard, "AT_TIMESTAMP", None, self._cfg.starting_position_timestamp))
             else:
-                out.append((shard, self.cfg.starting_position, None, None))
+                out.append((shard, self._cfg.starting_position, None, None))
         return out
 
     async def _run_worker(self, worker: ShardWorker) -> None:
@@ -257,52 +253,3 @@ class StreamSource:
             self._done.add(worker.shard_id)
             self._workers.pop(worker.shard_id, None)
             self._changed.set()
-
-    # --- health, faults, waiting -------------------------------------------------------------------
-
-    def healthy(self) -> None:
-        self._health.healthy()
-
-    def fault(self, exc: BaseException, *, shard: str | None = None) -> None:
-        """Log (at most once a minute per message), count, and mark the route not ready."""
-        message, error_type = describe_error(
-            exc, what="stream", hint_not_found="check source.stream_arn and aws.region")
-        unexpected = not isinstance(exc, (*AWS_FAULTS, StateStoreError))
-        self._health.fault(message, error_type.value, exc_info=exc if unexpected else None,
-                           extra=None if shard is None else {"shard": shard})
-
-    def store_fault(self, exc: StateStoreError) -> None:
-        """A checkpoint that could not be saved: logged and counted; the route stays ready."""
-        self._health.error(f"route '{self.route.name}': cannot save a checkpoint: {exc}; "
-                           "a restart may process some records again", "connection")
-
-    def backoff_delay(self, failures: int) -> float:
-        return self._health.backoff(failures)
-
-    def retry_delay(self, failures: int) -> float:
-        return backoff_delay(failures, *self._retry_backoff, jitter=False)
-
-    async def pause(self, delay: float) -> bool:
-        """Sleep ``delay`` seconds unless the route stops first; False when it stops."""
-        return await self._gate.pause(delay)
-
-    async def deliver_failure(self, record: dict[str, Any]) -> bool:
-        """Send a failure record to ``source.on_failure``, retrying with backoff while it fails; False
-        when the route stops first (the batch is then not checkpointed)."""
-        dest = self.on_failure
-        assert dest is not None
-        failures = 0
-        while True:
-            try:
-                await dest.send(record)
-            except Exception as exc:
-                failures += 1
-                self.metrics.destination_deliveries.labels(self.route.function, dest.kind, "error").inc()
-                self._health.log_limited(
-                    f"route '{self.route.name}': cannot deliver a failure record to source.on_failure "
-                    f"({dest.kind}): {exc}; retrying, the shard waits", "connection")
-                if not await self._health.backoff_pause(failures):
-                    return False
-                continue
-            self.metrics.destination_deliveries.labels(self.route.function, dest.kind, "success").inc()
-            return True

@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from router.aws import error_code
 from router.errors import StateStoreError
@@ -40,10 +39,8 @@ from router.sources.stream_batch import (
     payload,
     record_bytes,
 )
+from router.sources.stream_context import AWS_FAULTS, ShardContext
 from router.state.checkpoints import SHARD_END
-
-if TYPE_CHECKING:
-    from router.sources.stream import StreamSource
 
 log = logging.getLogger("router.sources.stream")
 
@@ -60,9 +57,10 @@ class _Abandoned(Exception):
 class ShardWorker:
     """Reads one shard and runs its batches; ``run`` ends at the shard's end or when the route stops."""
 
-    def __init__(self, source: StreamSource, api: StreamApi, shard_id: str, iterator: str,
+    def __init__(self, ctx: ShardContext, api: StreamApi, shard_id: str, iterator: str,
                  position: tuple[IteratorType, str | None, float | None]) -> None:
-        self.src = source
+        self.ctx = ctx
+        self._gate = ctx.gate
         self.api = api
         self.shard_id = shard_id
         self._iterator = iterator
@@ -74,11 +72,11 @@ class ShardWorker:
         self._save_lock = asyncio.Lock()
         self._drained = asyncio.Event()
         self._drained.set()
-        cfg = source.cfg
+        cfg = ctx.cfg
         # GetRecords' Limit: a batch for every lane. ``read_ahead``: records read and waiting in the lanes
         # (not in a batch yet) at most, the page being batched and the next one; the reader reads only
         # when a whole page fits, so a lane queue never fills.
-        self.limit = min(MAX_PER_CALL.get(source.type, 1000), max(cfg.batch_size * cfg.parallelization, 500))
+        self.limit = min(MAX_PER_CALL.get(ctx.type, 1000), max(cfg.batch_size * cfg.parallelization, 500))
         self.read_ahead = 2 * self.limit
         self._waiting = 0  # records in the lane queues
         self._room = asyncio.Event()  # set when a page fits in ``read_ahead``
@@ -87,7 +85,7 @@ class ShardWorker:
         self._reader: asyncio.Task[None] | None = None
         self.ending_sequence: str | None = None  # set once the service lists the shard as closed
         self.finished = False  # read to its end and checkpointed SHARD_END
-        self._extra = {**source.extra, "shard": shard_id}
+        self._extra = {**ctx.extra, "shard": shard_id}
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as outer:
@@ -95,7 +93,7 @@ class ShardWorker:
             try:
                 async with asyncio.TaskGroup() as tg:
                     for lane in self._lanes:
-                        lane.task = tg.create_task(lane.run(), name=f"stream-lane:{self.src.route.name}")
+                        lane.task = tg.create_task(lane.run(), name=f"stream-lane:{self.ctx.route_name}")
                     self._reader = tg.create_task(self._read(), name=f"stream-shard:{self.shard_id}")
             finally:
                 saver.cancel()
@@ -104,11 +102,11 @@ class ShardWorker:
                 await self._flush()
         except TimeoutError:
             log.warning("route '%s': shard %s: the last checkpoint (%s) was not saved within %gs; a restart "
-                        "repeats the records after the one saved before", self.src.route.name, self.shard_id,
+                        "repeats the records after the one saved before", self.ctx.route_name, self.shard_id,
                         self._unsaved, FINAL_SAVE_TIMEOUT, extra=self._extra)
         if self.finished:  # a closed shard's gauge goes away with it: the label set stays bounded
             with contextlib.suppress(KeyError):
-                self.src.metrics.iterator_age.remove(self.src.route.name, self.shard_id)
+                self.ctx.metrics.iterator_age.remove(self.ctx.route_name, self.shard_id)
 
     def stop(self) -> None:
         """Stop reading; lanes not running a batch end now, the others after their batch."""
@@ -138,36 +136,36 @@ class ShardWorker:
     # --- the reader ----------------------------------------------------------------------------------
 
     async def _read(self) -> None:
-        src = self.src
-        clock = src.clock
+        ctx, gate = self.ctx, self._gate
+        clock = ctx.clock
         limit = self.limit
         last_read: str | None = self._position[1]  # the checkpoint we start after, if any
         failures = 0
         next_call = 0.0
-        while not src.stopping:
+        while not gate.stopping:
             delay = next_call - clock.monotonic()
-            if delay > 0 and not await src.pause(delay):
+            if delay > 0 and not await gate.pause(delay):
                 return
             await self._wait_room()
-            next_call = clock.monotonic() + src.min_call_interval
+            next_call = clock.monotonic() + ctx.min_call_interval
             try:
                 page = await self.api.get_records(self._iterator, limit)
             except Exception as exc:
                 if error_code(exc) == "ExpiredIteratorException":
                     log.info("route '%s': shard %s: the iterator expired; getting a new one",
-                             src.route.name, self.shard_id, extra=self._extra)
-                    with contextlib.suppress(*src.aws_faults):
+                             ctx.route_name, self.shard_id, extra=self._extra)
+                    with contextlib.suppress(*AWS_FAULTS):
                         await self._renew_iterator(last_read)
                         continue
-                if not isinstance(exc, src.aws_faults):
+                if not isinstance(exc, AWS_FAULTS):
                     raise
                 failures += 1
-                src.fault(exc, shard=self.shard_id)
-                if not await src.pause(src.backoff_delay(failures)):
+                ctx.fault(exc, shard=self.shard_id)
+                if not await ctx.health.backoff_pause(failures):
                     return
                 continue
             failures = 0
-            src.healthy()
+            ctx.health.healthy()
             self._iterator_age(page.millis_behind, page.records)
             if page.records:
                 last_read = page.records[-1].sequence_number
@@ -177,7 +175,7 @@ class ShardWorker:
                 return
             self._iterator = page.next_iterator
             if not page.records:
-                next_call = clock.monotonic() + src.poll_interval
+                next_call = clock.monotonic() + ctx.poll_interval
 
     def _at_end(self, last_read: str | None) -> bool:
         """A closed shard read up to its ending sequence number (for services that keep handing out
@@ -195,26 +193,26 @@ class ShardWorker:
         if millis_behind is not None:
             age = millis_behind / 1000
         elif records:
-            age = max(0.0, self.src.clock.time() - records[-1].arrival)
+            age = max(0.0, self.ctx.clock.time() - records[-1].arrival)
         else:
             age = 0.0
-        self.src.metrics.iterator_age.labels(self.src.route.name, self.shard_id).set(age)
+        self.ctx.metrics.iterator_age.labels(self.ctx.route_name, self.shard_id).set(age)
 
     async def _dispatch(self, records: list[StreamRecord]) -> None:
         """Track every record; filtered-out ones are done at once, the others go to their lane."""
-        src = self.src
-        src.metrics.source_events.labels(route=src.route.name, type=src.type).inc(len(records))
+        ctx = self.ctx
+        ctx.metrics.source_events.labels(route=ctx.route_name, type=ctx.type).inc(len(records))
         self._drained.clear()
         self._tracker.read([r.sequence_number for r in records])
         kept: list[StreamRecord] = records
-        if src.filter:
+        if ctx.filter:
             kept = []
             dropped: list[StreamRecord] = []
             for r in records:
-                (kept if src.filter.matches(r.filter_data) else dropped).append(r)
+                (kept if ctx.filter.matches(r.filter_data) else dropped).append(r)
             if dropped:
-                src.filtered += len(dropped)
-                src.metrics.source_events_filtered.labels(route=src.route.name, type=src.type).inc(
+                ctx.filtered += len(dropped)
+                ctx.metrics.source_events_filtered.labels(route=ctx.route_name, type=ctx.type).inc(
                     len(dropped))
                 self.done([r.sequence_number for r in dropped])
         lanes = len(self._lanes)
@@ -238,23 +236,23 @@ class ShardWorker:
 
     async def _finish_shard(self) -> None:
         """The shard is closed and read to its end: once every record is done, checkpoint SHARD_END."""
-        src = self.src
+        ctx = self.ctx
         await self._drained.wait()
         failures = 0
         async with self._save_lock:
             while True:
                 try:
-                    await src.store.save_checkpoint(src.route.name, self.shard_id, SHARD_END,
-                                                    now=src.clock.time())
+                    await ctx.store.save_checkpoint(ctx.route_name, self.shard_id, SHARD_END,
+                                                    now=ctx.clock.time())
                     break
                 except StateStoreError as exc:
                     failures += 1
-                    src.store_fault(exc)
-                    if not await src.pause(src.backoff_delay(failures)):
+                    ctx.store_fault(exc)
+                    if not await ctx.health.backoff_pause(failures):
                         return
             self._saved = SHARD_END
         self.finished = True
-        log.info("route '%s': shard %s is closed and processed to its end", src.route.name, self.shard_id,
+        log.info("route '%s': shard %s is closed and processed to its end", ctx.route_name, self.shard_id,
                  extra=self._extra)
         for lane in self._lanes:
             if lane.task is not None:
@@ -288,16 +286,16 @@ class ShardWorker:
     async def _save(self, checkpoint: str) -> bool:
         """Write ``checkpoint`` unless a later one (or SHARD_END) is written; False when the store
         failed (logged and counted)."""
-        src = self.src
+        ctx = self.ctx
         async with self._save_lock:
             if self._saved is not None and (
                     self._saved == SHARD_END or seq_key(checkpoint) <= seq_key(self._saved)):
                 return True  # a later one is saved already
             try:
-                await src.store.save_checkpoint(src.route.name, self.shard_id, checkpoint,
-                                                now=src.clock.time())
+                await ctx.store.save_checkpoint(ctx.route_name, self.shard_id, checkpoint,
+                                                now=ctx.clock.time())
             except StateStoreError as exc:  # a later save covers it; a restart repeats a little
-                src.store_fault(exc)
+                ctx.store_fault(exc)
                 return False
             self._saved = checkpoint
             return True
@@ -316,8 +314,8 @@ class _Lane:
         self._failures = 0
 
     async def run(self) -> None:
-        src = self.shard.src
-        while not src.stopping:
+        gate = self.shard.ctx.gate
+        while not gate.stopping:
             batch = await self._gather()
             self.busy = True
             try:
@@ -330,8 +328,8 @@ class _Lane:
     async def _gather(self) -> list[StreamRecord]:
         """The next batch: at least one record, up to ``batch_size`` and 6 MB, waiting up to
         ``batch_window`` for more once the first record is there."""
-        cfg = self.shard.src.cfg
-        clock = self.shard.src.clock
+        cfg = self.shard.ctx.cfg
+        clock = self.shard.ctx.clock
         batch: list[StreamRecord] = []
         size = ENVELOPE
         deadline: float | None = None
@@ -365,13 +363,13 @@ class _Lane:
 
     async def _process(self, records: list[StreamRecord]) -> None:
         """Lambda's failure handling for one batch; its records are done when this returns."""
-        src, shard = self.shard.src, self.shard
-        cfg = src.cfg
+        ctx, shard = self.shard.ctx, self.shard
+        cfg, gate = ctx.cfg, ctx.gate
         work: collections.deque[Attempt] = collections.deque([Attempt(records)])
         while work:
             attempt = work.popleft()
             if cfg.max_record_age != -1:
-                now = src.clock.time()
+                now = ctx.clock.time()
                 old = [r for r in attempt.records if now - r.arrival > cfg.max_record_age]
                 if old:
                     young = [r for r in attempt.records if now - r.arrival <= cfg.max_record_age]
@@ -379,14 +377,14 @@ class _Lane:
                     if not young:
                         continue
                     attempt = attempt.part(young)
-            if src.stopping:
+            if gate.stopping:
                 raise _Abandoned
-            inv = Invocation(function=src.route.function, payload=payload(attempt.records), source=src.type,
-                             route=src.route.name, attempt=attempt.invokes + 1)
-            async with src.dispatcher.slot(src.route.function, src.type):
-                if src.stopping:  # waited for capacity until the route stopped: start nothing new
+            inv = Invocation(function=ctx.function, payload=payload(attempt.records), source=ctx.type,
+                             route=ctx.route_name, attempt=attempt.invokes + 1)
+            async with ctx.dispatcher.slot(ctx.function, ctx.type):
+                if gate.stopping:  # waited for capacity until the route stopped: start nothing new
                     raise _Abandoned
-                result = await src.dispatcher.invoke_in_slot(inv)
+                result = await ctx.dispatcher.invoke_in_slot(inv)
             attempt.invokes += 1
             attempt.result, attempt.request_id = result, inv.request_id
             if result.ok:
@@ -415,7 +413,7 @@ class _Lane:
                 self._log_failure(inv, attempt, f"the invocation failed ({result.outcome.value}) before the "
                                                 "function ran; retrying")
                 self._failures += 1
-                if not await src.pause(src.retry_delay(self._failures)):
+                if not await ctx.gate.pause(ctx.retry_delay(self._failures)):
                     raise _Abandoned
                 work.appendleft(attempt)
             else:
@@ -423,55 +421,55 @@ class _Lane:
                 await self._function_failed(attempt, work)
 
     async def _function_failed(self, attempt: Attempt, work: collections.deque[Attempt]) -> None:
-        if self.shard.src.cfg.bisect_on_error and len(attempt.records) > 1:
+        if self.shard.ctx.cfg.bisect_on_error and len(attempt.records) > 1:
             first, second = bisect(attempt.records)  # does not use the retry quota (Lambda's rule)
-            self.shard.src.metrics.batch_bisections.labels(route=self.shard.src.route.name).inc()
+            self.shard.ctx.metrics.batch_bisections.labels(route=self.shard.ctx.route_name).inc()
             work.appendleft(attempt.part(second))
             work.appendleft(attempt.part(first))
             return
         await self._retry_or_give_up(attempt, work)
 
     async def _retry_or_give_up(self, attempt: Attempt, work: collections.deque[Attempt]) -> None:
-        src = self.shard.src
-        limit = src.cfg.max_retry_attempts
+        ctx = self.shard.ctx
+        limit = ctx.cfg.max_retry_attempts
         if limit != -1 and attempt.retries >= limit:
             await self._give_up(attempt, RETRIES_EXHAUSTED)
             return
         attempt.retries += 1
         self._failures += 1
-        if not await src.pause(src.retry_delay(self._failures)):
+        if not await ctx.gate.pause(ctx.retry_delay(self._failures)):
             raise _Abandoned
         work.appendleft(attempt)
 
     async def _give_up(self, attempt: Attempt, condition: str) -> None:
         """Send the failure record (until delivered), then the records are done: the shard moves on."""
-        src, shard = self.shard.src, self.shard
+        ctx, shard = self.shard.ctx, self.shard
         records = attempt.records
-        discarded = src.metrics.stream_records_discarded.labels(route=src.route.name, condition=condition)
+        discarded = ctx.metrics.stream_records_discarded.labels(route=ctx.route_name, condition=condition)
         discarded.inc(len(records))
         record = failure_record(
-            attempt, condition=condition, function_arn=src.function_arn, shard_id=shard.shard_id,
-            stream_arn=src.cfg.stream_arn, batch_info_key=src.batch_info_key, request_id="",
-            now=src.clock.time(),
+            attempt, condition=condition, function_arn=ctx.function_arn, shard_id=shard.shard_id,
+            stream_arn=ctx.cfg.stream_arn, batch_info_key=ctx.batch_info_key, request_id="",
+            now=ctx.clock.time(),
         )
-        where = (f"route '{src.route.name}': shard {shard.shard_id}: {len(records)} records "
+        where = (f"route '{ctx.route_name}': shard {shard.shard_id}: {len(records)} records "
                  f"{records[0].sequence_number}..{records[-1].sequence_number} given up ({condition}, "
                  f"{attempt.invokes} invocations)")
-        if src.on_failure is None:
+        if ctx.on_failure is None:
             log.error("%s; no source.on_failure destination: they are skipped", where,
                       extra={**shard._extra, "request_id": attempt.request_id})
         else:
             log.warning("%s; sending the failure record to source.on_failure (%s)", where,
-                        src.on_failure.kind, extra={**shard._extra, "request_id": attempt.request_id})
-            if not await src.deliver_failure(record):
+                        ctx.on_failure.kind, extra={**shard._extra, "request_id": attempt.request_id})
+            if not await ctx.deliver_failure(record):
                 raise _Abandoned  # stopping: not checkpointed, so the records come back after a restart
         self._failures = 0
         shard.done([r.sequence_number for r in records])
 
     def _log_failure(self, inv: Invocation, attempt: Attempt, why: str) -> None:
-        src = self.shard.src
+        ctx = self.shard.ctx
         result = attempt.result
-        log.warning("route '%s': shard %s: batch of %d records from %s: %s", src.route.name,
+        log.warning("route '%s': shard %s: batch of %d records from %s: %s", ctx.route_name,
                     self.shard.shard_id, len(attempt.records), attempt.records[0].sequence_number, why,
                     extra={**self.shard._extra, "request_id": inv.request_id, "attempt": inv.attempt,
                            "error_type": result.error_type.value if result and result.error_type else None})
