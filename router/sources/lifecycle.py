@@ -101,10 +101,13 @@ class StopGate:
         finally:
             self._ended.set()
 
-    async def stop(self, timeout: float, *, cancel_idle: Callable[[], None] | None = None,  # noqa: ASYNC109
-                   cancel_all: Callable[[], None], timed_out: Callable[[], None]) -> None:
+    async def stop(self, timeout: float | None, *,  # noqa: ASYNC109
+                   cancel_idle: Callable[[], None] | None = None,
+                   cancel_all: Callable[[], None] = lambda: None,
+                   timed_out: Callable[[], None] = lambda: None) -> None:
         """Stop: no new work, ``cancel_idle()`` at once (what is safe to cancel), the rest gets ``timeout``
-        seconds; past it ``timed_out()`` (its log line) and ``cancel_all()``. Returns once ``run`` ended."""
+        seconds (None: ``run`` bounds its own end); past it ``timed_out()`` (its log line) and
+        ``cancel_all()``. Returns once ``run`` has ended."""
         self.stopping = True
         self.stopped.set()
         if not self.running:

@@ -13,6 +13,10 @@ store that cannot be reached does not stop the schedule: the tick fires unclaime
 error is logged and counted. Rate schedules tick at whole multiples of the rate since the Unix epoch
 (``rate: 5m`` fires at :00, :05, ... UTC), so every replica and every restart agrees on the ticks.
 
+The source follows ``router.sources.base.Poller``: ``run`` starts the scheduler and fires until ``stop``,
+which lets running fires finish within its timeout; ``start``/``close`` are the same two halves for
+callers that own no task.
+
 ``catch_up`` (rounded up to whole seconds) is APScheduler's ``misfire_grace_time``, with
 ``coalesce=True`` (missed ticks fire once). ``catch_up: 0`` means "on time only"; a grace of
 ``MIN_GRACE`` (1 s) is still given so that a busy event loop does not turn a tick into a miss.
@@ -27,9 +31,7 @@ import asyncio
 import json
 import logging
 import math
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -45,12 +47,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from router.clock import Clock, SystemClock
 from router.config.cron import cron_trigger, zone
 from router.config.models import AwsConfig, RouteConfig, ScheduleSourceConfig
 from router.core.dispatcher import Dispatch
 from router.errors import ConfigError
 from router.invocation import Invocation
 from router.metrics import Metrics
+from router.sources.lifecycle import StopGate
 
 log = logging.getLogger("router.sources.schedule")
 
@@ -97,7 +101,9 @@ def scheduled_event(route: str, nominal: datetime, aws: AwsConfig) -> dict[str, 
 
 
 class ScheduleSource:
-    """Fires every ``type: schedule`` route in ``routes``; ``start()`` then ``close()``."""
+    """Fires every ``type: schedule`` route in ``routes``; ``run()`` until ``stop(timeout)`` (a
+    ``router.sources.base.Poller``), or ``start()`` then ``close()``. ``clock`` gives the wall time of
+    ticks and catch-up."""
 
     def __init__(
         self,
@@ -107,7 +113,7 @@ class ScheduleSource:
         aws_config: AwsConfig,
         *,
         close_timeout: float = 25.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
         claims: FireClaims | None = None,
     ) -> None:
         self._dispatcher = dispatcher
@@ -115,7 +121,8 @@ class ScheduleSource:
         self._metrics = metrics
         self._aws = aws_config
         self._close_timeout = close_timeout
-        self._clock = clock
+        self._clock = clock or SystemClock()
+        self._gate = StopGate(self._clock)
         self._routes: dict[str, RouteConfig] = {}
         self._triggers: dict[str, BaseTrigger] = {}
         problems: list[str] = []
@@ -137,6 +144,23 @@ class ScheduleSource:
     @property
     def route_names(self) -> list[str]:
         return list(self._routes)
+
+    async def run(self) -> None:
+        """Fire until ``stop`` (or until cancelled): start, wait, then close."""
+        with self._gate.run():
+            if self._gate.stopping:
+                return
+            await self.start()
+            try:
+                await self._gate.stopped.wait()
+            finally:
+                await self.close()
+
+    async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 (the Poller contract)
+        """No new fires; running ones get ``timeout`` to finish, then are cancelled; returns once ``run``
+        has ended."""
+        self._close_timeout = timeout
+        await self._gate.stop(None)  # ``close`` bounds the wait by ``timeout`` itself
 
     async def start(self) -> None:
         """Start firing. Must run inside the event loop that will own the fires."""
@@ -194,7 +218,7 @@ class ScheduleSource:
             return
         if last is None:
             return
-        now = self._clock()
+        now = self._clock.time()
         ticks = self.missed_ticks(name, last, now)
         late = [t for t in ticks if now - t.timestamp() <= window][-MAX_CATCH_UP:]
         missed = len(ticks) - len(late)
@@ -260,7 +284,7 @@ class ScheduleSource:
 
     async def _run(self, name: str, nominal: datetime | None = None) -> None:
         route = self._routes[name]
-        now = self._clock()
+        now = self._clock.time()
         if nominal is None:
             nominal = self._nominal.pop(name, None) or datetime.fromtimestamp(now, UTC)
         if not await self._claim(name, route, nominal, now):

@@ -17,6 +17,7 @@ from router.errors import ConfigError, StateStoreError
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.sources.schedule import ScheduleSource, build_trigger, scheduled_event
+from tests.clocks import WallClock
 
 AWS = AwsConfig(region="eu-central-1", account_id="123456789012")
 
@@ -189,6 +190,35 @@ async def test_close_waits_for_a_running_fire(sources: list[ScheduleSource]) -> 
             == 1)
 
 
+async def test_run_fires_until_stop_lets_the_running_fire_finish() -> None:
+    """The Poller contract the app runs every source by: ``run`` in a task, ``stop(timeout)``."""
+    d, m = Dispatcher(), Metrics()
+    d.hold = asyncio.Event()
+    s = ScheduleSource(routes({"name": "polled", "source": {"type": "schedule", "rate": "200ms"}}), d, m, AWS)
+    task = asyncio.create_task(s.run())
+    await until(lambda: len(d.invoked) >= 1, d)
+    stopping = asyncio.create_task(s.stop(30))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # the running fire gets its time
+    assert not task.done()
+    d.hold.set()
+    async with asyncio.timeout(10):
+        await stopping
+    assert task.done()
+    await task
+    fired = m.registry.get_sample_value("router_schedule_runs_total", {"route": "polled", "outcome": "fired"})
+    assert fired == 1
+    await s.stop(1)  # idempotent
+
+
+async def test_stop_before_run_ends_it_at_once() -> None:
+    s = ScheduleSource(routes({"name": "never", "source": {"type": "schedule", "rate": "1s"}}), Dispatcher(),
+                       Metrics(), AWS)
+    await s.stop(1)
+    async with asyncio.timeout(5):
+        await s.run()
+
+
 # --- triggers and the event, with plain datetimes -------------------------------------------------
 
 
@@ -261,7 +291,7 @@ async def test_event_time_and_lag_come_from_the_nominal_fire_time() -> None:
     nominal = datetime(2026, 1, 1, 3, 0, 0, tzinfo=UTC)
     d, m = Dispatcher(), Metrics()
     s = ScheduleSource(routes({"name": "n", "source": {"type": "schedule", "cron": "0 3 * * *"}}), d, m, AWS,
-                       clock=lambda: nominal.timestamp() + 0.25)
+                       clock=WallClock(lambda: nominal.timestamp() + 0.25))
     s._on_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, "n", "default", [nominal]))
     await s._fire("n")
     assert json.loads(d.invoked[0].payload)["time"] == "2026-01-01T03:00:00Z"

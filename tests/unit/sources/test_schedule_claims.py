@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from router.metrics import Metrics
 from router.sources.schedule import ScheduleSource
+from tests.clocks import WallClock
 from tests.unit.sources.test_schedule import AWS, Dispatcher, routes, until
 from tests.unit.state.test_state_store import StoreFactory, new_store  # noqa: F401
 
@@ -43,7 +44,7 @@ async def test_ticks_missed_while_down_fire_late_within_catch_up(new_store: Stor
     assert await store.claim_fire("hourly", last, now=last, keep=3600)
     now = datetime(2026, 1, 1, 10, 0, 5, tzinfo=UTC).timestamp()  # ticks 01:00 .. 10:00 were missed
     d, m = Dispatcher(), Metrics()
-    s = ScheduleSource(rs, d, m, AWS, claims=store, clock=lambda: now)
+    s = ScheduleSource(rs, d, m, AWS, claims=store, clock=WallClock(lambda: now))
     await s.start()
     try:
         await until(lambda: len(d.invoked) >= 3, d)
@@ -55,7 +56,7 @@ async def test_ticks_missed_while_down_fire_late_within_catch_up(new_store: Stor
     assert await store.last_fire("hourly") == datetime(2026, 1, 1, 10, 0, tzinfo=UTC).timestamp()
     # A second router starting now finds nothing left to catch up: every late tick was claimed.
     d2 = Dispatcher()
-    s2 = ScheduleSource(rs, d2, Metrics(), AWS, claims=store, clock=lambda: now + 1)
+    s2 = ScheduleSource(rs, d2, Metrics(), AWS, claims=store, clock=WallClock(lambda: now + 1))
     await s2.start()
     await s2.close()
     assert d2.invoked == []
