@@ -35,21 +35,21 @@ class SourceParts:
 
 
 def _sqs(route: RouteConfig, parts: SourceParts) -> Poller:
-    from router.sources.sqs import SqsSource
+    from router.sources.sqs.source import SqsSource
 
     return SqsSource(route, dispatcher=parts.dispatcher, metrics=parts.metrics, readiness=parts.readiness,
                      aws=parts.config.aws)
 
 
 def _amqp(route: RouteConfig, parts: SourceParts) -> Poller:
-    from router.sources.amqp import AmqpSource
+    from router.sources.amqp.source import AmqpSource
 
     return AmqpSource(route, dispatcher=parts.dispatcher, metrics=parts.metrics, readiness=parts.readiness,
                       aws=parts.config.aws, max_body=parts.config.server.max_body)
 
 
 def _stream(route: RouteConfig, parts: SourceParts) -> Poller:
-    from router.sources.stream import StreamSource
+    from router.sources.stream.engine import StreamSource
 
     return StreamSource(route, dispatcher=parts.dispatcher, metrics=parts.metrics, readiness=parts.readiness,
                         aws=parts.config.aws, store=parts.store, on_failure=parts.on_failure.get(route.name))
@@ -83,7 +83,7 @@ class Sources:
 def build_sources(parts: SourceParts) -> Sources:
     """The schedule source of every schedule route, and a poller per polling route. Raises
     ``ConfigError`` for a schedule that cannot be built."""
-    from router.sources.schedule import ScheduleSource
+    from router.sources.schedule.source import ScheduleSource
 
     routes = parts.config.routes
     schedule = ScheduleSource([r for r in routes if r.source.type == "schedule"], parts.dispatcher,

@@ -14,7 +14,7 @@ from typing import Any
 
 from router.config.models import AmqpSourceConfig
 from router.metrics import Metrics
-from router.sources.amqp_event import REASON_HEADER, REDELIVERIES_HEADER, redelivery_count
+from router.sources.amqp.event import REASON_HEADER, REDELIVERIES_HEADER, redelivery_count
 
 log = logging.getLogger("router.sources.amqp")
 

@@ -3,8 +3,8 @@
 The broker pushes up to ``prefetch`` unacknowledged messages (basic.qos) into a small buffer. Workers
 (``prefetch // batch_size`` of them) each take a concurrency slot of the function *before* they take
 messages; one at a time gathers up to ``batch_size`` within ``batch_window`` (and under the payload
-limit), then invokes the function once with Lambda's RabbitMQ event (``amqp_event``) and settles every
-message of the batch (``amqp_settle``): ack on success; on failure (with ``bisect_on_error``, the
+limit), then invokes the function once with Lambda's RabbitMQ event (``amqp.event``) and settles every
+message of the batch (``amqp.settle``): ack on success; on failure (with ``bisect_on_error``, the
 default, only for the messages that fail alone once the failed batch was bisected) reject to the
 queue's dead-letter exchange (``on_error: dead_letter``) or a confirmed, delayed copy through
 ``<queue>.router-delay`` then ack (``on_error: requeue``, dead-lettered after ``max_redeliveries``).
@@ -42,14 +42,14 @@ from router.filters import compile_filters, mq_filter_data
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.readiness import Readiness
-from router.sources.amqp_event import (
+from router.sources.amqp.event import (
     ENVELOPE_OVERHEAD,
     batch_payload_of,
     broker_arn,
     encode_record,
     to_record,
 )
-from router.sources.amqp_settle import AmqpSettler, channel_open, delay_queue_arguments, delay_queue_of
+from router.sources.amqp.settle import AmqpSettler, channel_open, delay_queue_arguments, delay_queue_of
 from router.sources.batch_bisect import Bisection
 from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate, pause_unless, until_set
 

@@ -36,13 +36,13 @@ from router.metrics import Metrics
 from router.readiness import Readiness
 from router.sources.batch_bisect import Bisection
 from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate
-from router.sources.sqs_event import (
+from router.sources.sqs.event import (
     batch_payload,
     batch_verdict,
     fit_batch,
     to_record,
 )
-from router.sources.sqs_queue import MAX_BATCH, QueueInfo, SqsQueue, kept_visible
+from router.sources.sqs.queue import MAX_BATCH, QueueInfo, SqsQueue, kept_visible
 
 log = logging.getLogger("router.sources.sqs")
 

@@ -1,8 +1,8 @@
 """What the stream source needs from a stream service: the seam between the shard engine and Kinesis or
 DynamoDB Streams.
 
-``router.sources.stream`` (the engine: shards, batches, retries, bisect, checkpoints) knows nothing of
-either service; ``router.sources.kinesis_api`` and ``router.sources.dynamodb_stream_api`` each implement
+``router.sources.stream.engine`` and ``.shard`` (shards, batches, retries, bisect, checkpoints) know
+nothing of either service; ``router.sources.stream.kinesis`` and ``.dynamodb_stream`` each implement
 ``StreamApi`` on an aiobotocore client and turn the service's records into Lambda's event records.
 Sequence numbers are decimal strings of up to 128 bits: compare them with ``seq_key``, never as text.
 """

@@ -1,7 +1,7 @@
 """Pure parts of the stream engine: batches, lanes, bisection, checkpoint choice and the failure record.
 
-Nothing here does I/O or reads a clock; ``router.sources.stream`` drives it. Sequence numbers are decimal
-strings compared as numbers (``seq_key``).
+Nothing here does I/O or reads a clock; ``router.sources.stream.shard`` drives it. Sequence numbers are
+decimal strings compared as numbers (``seq_key``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from router.core.destination_record import iso_timestamp
 from router.invocation import Result
 from router.sources.batch_bisect import halves as bisect  # the one split, shared with sqs and amqp
 from router.sources.batch_response import BatchResponseError, reported_failures
-from router.sources.stream_api import StreamRecord, seq_key
+from router.sources.stream.api import StreamRecord, seq_key
 
 """Lambda's synchronous request limit: a batch's event never exceeds it."""
 ENVELOPE = len(b'{"Records":[]}')

@@ -27,8 +27,8 @@ import json
 from typing import Any, Final
 
 from router.filters import dynamodb_filter_data
-from router.sources.kinesis_api import arn_part, check_iterator_args, epoch_seconds, record_size
-from router.sources.stream_api import IteratorType, RecordsPage, ShardInfo, StreamRecord
+from router.sources.stream.api import IteratorType, RecordsPage, ShardInfo, StreamRecord
+from router.sources.stream.kinesis import arn_part, check_iterator_args, epoch_seconds, record_size
 
 MAX_LIMIT: Final = 1_000
 """GetRecords' maximum ``Limit``."""

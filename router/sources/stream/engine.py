@@ -4,7 +4,7 @@
 shard ends), starts one ``ShardWorker`` per shard whose parents are finished (read to their end and
 checkpointed ``SHARD_END``), and resumes each shard after its checkpoint in the state store, else at the
 route's ``starting_position`` (children of a shard we read start at TRIM_HORIZON). The worker reads,
-batches, invokes and checkpoints (``router.sources.stream_shard``); the service is behind ``StreamApi``.
+batches, invokes and checkpoints (``router.sources.stream.shard``); the service is behind ``StreamApi``.
 
 Faults (stream not found, credentials, throttling, network, an endpoint restart) are logged at most once
 a minute per message, counted in ``router_source_errors_total``, mark the route not ready in ``/readyz``
@@ -32,9 +32,9 @@ from router.filters import compile_filters
 from router.metrics import Metrics
 from router.readiness import Readiness
 from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate, until_set
-from router.sources.stream_api import IteratorType, ShardInfo, StreamApi
-from router.sources.stream_context import ShardContext
-from router.sources.stream_shard import ShardWorker
+from router.sources.stream.api import IteratorType, ShardInfo, StreamApi
+from router.sources.stream.context import ShardContext
+from router.sources.stream.shard import ShardWorker
 from router.state.checkpoints import SHARD_END
 from router.state.store import StateStore
 
@@ -159,12 +159,12 @@ class StreamSource:
         async with create_client(SERVICE[self._type], aws, max_pool_connections=64) as client:
             keep_epoch_timestamps(client)
             if self._type == "kinesis":
-                from router.sources.kinesis_api import KinesisApi
+                from router.sources.stream.kinesis import KinesisApi
 
                 yield KinesisApi(client, self._cfg.stream_arn, region=region,
                                  filter_data=bool(self.route.filters))
             else:
-                from router.sources.dynamodb_stream_api import DynamodbStreamApi
+                from router.sources.stream.dynamodb_stream import DynamodbStreamApi
 
                 yield DynamodbStreamApi(client, self._cfg.stream_arn, region=region)
 

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from router.aws import error_code
 from router.filters import kinesis_filter_data
-from router.sources.stream_api import IteratorType, RecordsPage, ShardInfo, StreamRecord
+from router.sources.stream.api import IteratorType, RecordsPage, ShardInfo, StreamRecord
 
 MAX_LIMIT: Final = 10_000
 """GetRecords' maximum ``Limit``."""

@@ -24,8 +24,8 @@ import logging
 from router.aws import error_code
 from router.errors import StateStoreError
 from router.invocation import PAYLOAD_LIMIT, Invocation
-from router.sources.stream_api import IteratorType, StreamApi, StreamRecord, seq_key
-from router.sources.stream_batch import (
+from router.sources.stream.api import IteratorType, StreamApi, StreamRecord, seq_key
+from router.sources.stream.batch import (
     AGE_EXCEEDED,
     ENVELOPE,
     RETRIES_EXHAUSTED,
@@ -39,7 +39,7 @@ from router.sources.stream_batch import (
     payload,
     record_bytes,
 )
-from router.sources.stream_context import AWS_FAULTS, ShardContext
+from router.sources.stream.context import AWS_FAULTS, ShardContext
 from router.state.checkpoints import SHARD_END
 
 log = logging.getLogger("router.sources.stream")

@@ -9,11 +9,11 @@ from router.config.models import RouterConfig
 from router.core.dispatcher import Dispatch
 from router.metrics import Metrics
 from router.readiness import Readiness
-from router.sources.amqp import AmqpSource
+from router.sources.amqp.source import AmqpSource
 from router.sources.registry import POLLERS, SourceParts, Sources, build_sources
-from router.sources.schedule import ScheduleSource
-from router.sources.sqs import SqsSource
-from router.sources.stream import StreamSource
+from router.sources.schedule.source import ScheduleSource
+from router.sources.sqs.source import SqsSource
+from router.sources.stream.engine import StreamSource
 from router.state.store import StateStore
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from router.sources.amqp_event import (
+from router.sources.amqp.event import (
     REDELIVERIES_HEADER,
     batch_payload,
     batch_payload_of,

@@ -21,10 +21,10 @@ from router.core.dispatcher import Dispatcher
 from router.invocation import ErrorType, Outcome, Result
 from router.metrics import Metrics
 from router.readiness import Readiness
-from router.sources.amqp import AmqpSource
+from router.sources.amqp.source import AmqpSource
 from router.state.store import StateStore
 from tests.unit.core.helpers import make_config, wait_until
-from tests.unit.sources.test_sqs_support import FunctionInvoker, fail, ok
+from tests.unit.sources.sqs.test_sqs_support import FunctionInvoker, fail, ok
 
 
 class Harness:

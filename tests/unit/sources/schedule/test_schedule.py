@@ -16,7 +16,7 @@ from router.config.models import AwsConfig, RouteConfig, RouterConfig
 from router.errors import ConfigError, StateStoreError
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
-from router.sources.schedule import ScheduleSource, build_trigger, scheduled_event
+from router.sources.schedule.source import ScheduleSource, build_trigger, scheduled_event
 from tests.clocks import WallClock
 
 AWS = AwsConfig(region="eu-central-1", account_id="123456789012")

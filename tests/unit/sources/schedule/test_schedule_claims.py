@@ -8,9 +8,9 @@ import json
 from datetime import UTC, datetime
 
 from router.metrics import Metrics
-from router.sources.schedule import ScheduleSource
+from router.sources.schedule.source import ScheduleSource
 from tests.clocks import WallClock
-from tests.unit.sources.test_schedule import AWS, Dispatcher, routes, until
+from tests.unit.sources.schedule.test_schedule import AWS, Dispatcher, routes, until
 from tests.unit.state.test_state_store import StoreFactory, new_store  # noqa: F401
 
 

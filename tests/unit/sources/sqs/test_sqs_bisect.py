@@ -10,7 +10,7 @@ import pytest
 
 from router.config.models import SqsSourceConfig
 from router.invocation import Outcome, Result
-from tests.unit.sources.test_sqs_support import (  # noqa: F401
+from tests.unit.sources.sqs.test_sqs_support import (  # noqa: F401
     FunctionInvoker,
     Harness,
     Sqs,

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from router.aws import describe_error, region_of
 from router.invocation import ErrorType, Outcome, Result
 from router.sources.batch_response import BatchResponseError, reported_failures
-from router.sources.sqs_event import (
+from router.sources.sqs.event import (
     batch_verdict,
     block_later_in_group,
     message_attributes,
@@ -153,7 +153,7 @@ def test_describe_error(exc: BaseException, text: str, kind: ErrorType) -> None:
 
 
 def test_fit_payload_cuts_the_batch_at_the_limit_and_keeps_at_least_one() -> None:
-    from router.sources.sqs_event import batch_payload, fit_payload
+    from router.sources.sqs.event import batch_payload, fit_payload
 
     records = [{"messageId": str(i), "body": "x" * 1000} for i in range(10)]
     whole = len(batch_payload(records))
@@ -172,7 +172,7 @@ def test_fit_payload_cuts_the_batch_at_the_limit_and_keeps_at_least_one() -> Non
 
 
 def test_fit_batch_encodes_the_kept_records_as_fit_payload_cuts_them() -> None:
-    from router.sources.sqs_event import batch_payload, fit_batch, fit_payload
+    from router.sources.sqs.event import batch_payload, fit_batch, fit_payload
 
     records = [{"messageId": str(i), "body": "é\"" * 300} for i in range(10)]  # escapes grow the JSON
     whole = batch_payload(records)

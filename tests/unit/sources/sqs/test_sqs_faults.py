@@ -14,7 +14,7 @@ import pytest
 
 from router.aws import create_client
 from router.config.models import AwsConfig
-from tests.unit.sources.test_sqs_support import (  # noqa: F401
+from tests.unit.sources.sqs.test_sqs_support import (  # noqa: F401
     FunctionInvoker,
     Harness,
     Sqs,

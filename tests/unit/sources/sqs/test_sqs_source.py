@@ -8,8 +8,8 @@ import json
 from typing import Any
 
 from router.invocation import Result
-from router.sources.sqs import Phase
-from tests.unit.sources.test_sqs_support import (  # noqa: F401
+from router.sources.sqs.source import Phase
+from tests.unit.sources.sqs.test_sqs_support import (  # noqa: F401
     FunctionInvoker,
     Harness,
     Sqs,
@@ -328,7 +328,7 @@ async def test_a_gathered_batch_never_exceeds_the_6mb_payload(harness: Harness, 
 async def test_queue_deletes_in_calls_of_ten_and_none_for_nothing(sqs: Sqs) -> None:
     """``SqsQueue.delete``: up to 10 handles in one DeleteMessageBatch, more in calls of 10, an empty
     mapping without a call; every message is gone afterwards."""
-    from router.sources.sqs_queue import SqsQueue
+    from router.sources.sqs.queue import SqsQueue
 
     url = await sqs.create()
     await sqs.send(url, *(f"m{i}" for i in range(23)))

@@ -20,7 +20,7 @@ from router.core.dispatcher import Dispatcher
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.readiness import Readiness
-from router.sources.sqs import SqsSource
+from router.sources.sqs.source import SqsSource
 from router.state.store import StateStore
 from tests.unit.core.helpers import make_config, wait_until
 

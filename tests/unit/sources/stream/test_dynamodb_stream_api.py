@@ -15,8 +15,8 @@ import pytest
 from router.aws import create_client
 from router.config.models import AwsConfig
 from router.filters import compile_filters
-from router.sources.dynamodb_stream_api import DynamodbStreamApi, _shard_info
-from router.sources.stream_api import StreamRecord, seq_key
+from router.sources.stream.api import StreamRecord, seq_key
+from router.sources.stream.dynamodb_stream import DynamodbStreamApi, _shard_info
 
 REGION = "eu-west-1"
 KEY = {"pk": {"S": "cust-1"}, "sk": {"N": "7"}}

@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError
 from router.aws import create_client
 from router.config.models import AwsConfig
 from router.filters import OPAQUE, compile_filters
-from router.sources.kinesis_api import KinesisApi
-from router.sources.stream_api import RecordsPage, seq_key
+from router.sources.stream.api import RecordsPage, seq_key
+from router.sources.stream.kinesis import KinesisApi
 
 REGION = "eu-west-1"
 HASH_SHARD_0 = "0"  # ExplicitHashKey that lands in the first shard
@@ -253,7 +253,7 @@ def test_encrypted_record_as_the_service_returns_it() -> None:
 def test_record_size_from_parts_is_the_encoded_size() -> None:
     from datetime import UTC, datetime
 
-    from router.sources.kinesis_api import KinesisApi, record_size
+    from router.sources.stream.kinesis import KinesisApi, record_size
 
     api = KinesisApi(None, "arn:aws:kinesis:eu-west-1:123456789012:stream/s\u00e9", region="us-east-1")
     quiet = KinesisApi(None, "arn:aws:kinesis:eu-west-1:123456789012:stream/s", region="us-east-1",

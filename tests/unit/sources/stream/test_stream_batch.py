@@ -7,8 +7,8 @@ import json
 import pytest
 
 from router.invocation import Outcome, Result
-from router.sources.stream_api import StreamRecord
-from router.sources.stream_batch import (
+from router.sources.stream.api import StreamRecord
+from router.sources.stream.batch import (
     Attempt,
     BatchResponseError,
     CheckpointTracker,

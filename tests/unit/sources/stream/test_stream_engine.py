@@ -13,7 +13,7 @@ import pytest
 
 from router.invocation import Result
 from router.state.checkpoints import SHARD_END
-from tests.unit.sources.test_stream_support import (  # noqa: F401
+from tests.unit.sources.stream.test_stream_support import (  # noqa: F401
     FakeStream,
     RecordingDestination,
     RecordingFunction,
@@ -222,7 +222,7 @@ async def test_parallelization_keeps_order_per_key(stream_harness: StreamHarness
 
 
 async def test_checkpoint_is_the_highest_contiguous_success(stream_harness: StreamHarness) -> None:
-    from router.sources.stream_batch import lane_of
+    from router.sources.stream.batch import lane_of
 
     key_a = "A"
     key_b = next(k for k in (f"B{i}" for i in range(100)) if lane_of(k, 2) != lane_of(key_a, 2))
@@ -379,7 +379,7 @@ async def test_expired_iterator_is_renewed_after_the_last_record_read(stream_har
 
 
 def test_payload_of_records_is_lambda_shape() -> None:
-    from router.sources.stream_batch import payload
+    from router.sources.stream.batch import payload
 
     stream = FakeStream(1)
     stream.put(S0, "x")

@@ -1,7 +1,7 @@
 """The stream engine on a real moto_server through KinesisApi and DynamodbStreamApi (in-process router
 parts: real Dispatcher, SQLite store, SQS destination; scripted in-process functions).
 
-moto's resharding differs from Kinesis (see router/sources/kinesis_api.py): after SplitShard the parent is
+moto's resharding differs from Kinesis (see router/sources/stream/kinesis.py): after SplitShard the parent is
 listed closed but keeps taking records and the children stay empty, and GetRecords never ends a closed
 shard. The split test checks what moto can show: the parent is read to its ending sequence number and
 checkpointed SHARD_END before its children start (at TRIM_HORIZON).
@@ -22,7 +22,7 @@ from router.config.models import AwsConfig
 from router.destinations.sqs import SqsDestination
 from router.invocation import Result
 from router.state.checkpoints import SHARD_END
-from tests.unit.sources.test_stream_support import (  # noqa: F401
+from tests.unit.sources.stream.test_stream_support import (  # noqa: F401
     RecordingFunction,
     StreamHarness,
     fail,

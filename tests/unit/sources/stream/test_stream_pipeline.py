@@ -11,10 +11,10 @@ from typing import Any
 from router.aws import create_client, keep_epoch_timestamps
 from router.config.models import AwsConfig
 from router.invocation import Result
-from router.sources.stream import StreamSource
-from router.sources.stream_api import RecordsPage
+from router.sources.stream.api import RecordsPage
+from router.sources.stream.engine import StreamSource
 from router.state.store import StateStore
-from tests.unit.sources.test_stream_support import (  # noqa: F401
+from tests.unit.sources.stream.test_stream_support import (  # noqa: F401
     FakeStream,
     RecordingFunction,
     StreamHarness,

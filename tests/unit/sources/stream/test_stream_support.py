@@ -20,8 +20,8 @@ from router.core.dispatcher import Dispatcher
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.readiness import Readiness
-from router.sources.stream import ApiFactory, StreamSource
-from router.sources.stream_api import IteratorType, RecordsPage, ShardInfo, StreamApi, StreamRecord
+from router.sources.stream.api import IteratorType, RecordsPage, ShardInfo, StreamApi, StreamRecord
+from router.sources.stream.engine import ApiFactory, StreamSource
 from router.state.store import StateStore
 from tests.clocks import WallClock
 from tests.unit.core.helpers import make_config, wait_until
