@@ -5,118 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import socket
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aio_pika
-import aiohttp
 import pytest
 
-from router.config.models import AwsConfig, RouteConfig
-from router.core.dispatcher import Dispatcher
 from router.invocation import ErrorType, Outcome, Result
-from router.metrics import Metrics
-from router.readiness import Readiness
-from router.sources.amqp.source import AmqpSource
-from router.state.store import StateStore
-from tests.unit.core.helpers import make_config, wait_until
-from tests.unit.sources.sqs.test_sqs_support import FunctionInvoker, fail, ok
-
-
-class Harness:
-    def __init__(self, tmp_path: Path, url: str, session: aiohttp.ClientSession) -> None:
-        self.tmp_path = tmp_path
-        self.url = url
-        self.session = session
-        self.metrics = Metrics()
-        self.readiness = Readiness()
-        self.store: StateStore | None = None
-        self.queues: list[str] = []
-
-    def queue(self) -> str:
-        name = f"unit-{uuid.uuid4().hex[:10]}"
-        self.queues += [name, name + ".router-delay"]
-        return name
-
-    @contextlib.asynccontextmanager
-    async def source(self, fn: FunctionInvoker, *, url: str | None = None, stop_timeout: float = 5.0,
-                     filters: list[dict[str, Any]] | None = None, **source: Any,
-                     ) -> AsyncIterator[AmqpSource]:
-        config = make_config({"fn": {}}, config_dir=self.tmp_path)
-        if self.store is None:
-            self.store = StateStore.from_url(f"sqlite:///{self.tmp_path / 'state.db'}", self.tmp_path)
-            await self.store.open()
-        dispatcher = Dispatcher(config=config, invokers={"fn": fn}, store=self.store, metrics=self.metrics,
-                                http_session=self.session)
-        route = RouteConfig.model_validate({
-            "name": "orders", "function": "fn", "filters": filters or [],
-            "source": {"type": "amqp", "url": url or self.url, **source},
-        })
-        src = AmqpSource(route, dispatcher=dispatcher, metrics=self.metrics, readiness=self.readiness,
-                         aws=AwsConfig(), max_body=6 * 1024 * 1024, backoff=(0.05, 0.2))
-        task = asyncio.create_task(src.run())
-        try:
-            yield src
-        finally:
-            await src.stop(stop_timeout)
-            await task
-
-    def sample(self, name: str, **labels: str) -> float:
-        return self.metrics.registry.get_sample_value(name, {"route": "orders", **labels}) or 0.0
-
-    def ready(self) -> bool:
-        return self.readiness._flags.get("route orders", "x") is None
-
-    def reason(self) -> str:
-        return self.readiness._flags.get("route orders") or ""
-
-    async def publish(self, queue: str, *bodies: bytes) -> None:
-        conn = await aio_pika.connect(self.url)
-        async with conn:
-            channel = await conn.channel()
-            for body in bodies:
-                await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
-
-    async def get_all(self, queue: str) -> list[bytes]:
-        """The bodies of every message now ready in ``queue`` (taken)."""
-        conn = await aio_pika.connect(self.url)
-        async with conn:
-            channel = await conn.channel()
-            q = await channel.declare_queue(queue, passive=True)
-            out = []
-            while (m := await q.get(no_ack=True, fail=False)) is not None:
-                out.append(m.body)
-            return out
-
-    async def count(self, queue: str) -> int:
-        conn = await aio_pika.connect(self.url)
-        async with conn:
-            channel = await conn.channel()
-            q = await channel.declare_queue(queue, passive=True)
-            return int(q.declaration_result.message_count or 0)
-
-    async def close(self) -> None:
-        conn = await aio_pika.connect(self.url)
-        async with conn:
-            channel = await conn.channel()
-            for name in self.queues:
-                await channel.queue_delete(name)
-        if self.store is not None:
-            await self.store.close()
-
-
-@pytest.fixture(name="harness")
-async def harness_fixture(tmp_path: Path, amqp_url: str) -> AsyncIterator[Harness]:
-    async with aiohttp.ClientSession() as session:
-        h = Harness(tmp_path, amqp_url, session)
-        try:
-            yield h
-        finally:
-            await h.close()
+from tests.unit.sources.amqp.support import Harness
+from tests.unit.sources.functions import FunctionInvoker, fail, ok
+from tests.waiting import until
 
 
 def data(event: dict[str, Any]) -> list[bytes]:
@@ -127,9 +25,9 @@ async def test_batches_fill_in_order_within_the_window(harness: Harness) -> None
     fn = FunctionInvoker()
     queue = harness.queue()
     async with harness.source(fn, queue=queue, prefetch=10, batch_size=3, batch_window=1.0):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, *(f"m{i}".encode() for i in range(7)))
-        await wait_until(lambda: sum(len(data(e)) for e in fn.events) == 7, what="7 messages")
+        await until(lambda: sum(len(data(e)) for e in fn.events) == 7, what="7 messages")
     assert [data(e) for e in fn.events] == [[b"m0", b"m1", b"m2"], [b"m3", b"m4", b"m5"], [b"m6"]]
     assert harness.sample("router_amqp_messages_total", outcome="acked") == 7
     assert harness.sample("router_source_events_total", type="amqp") == 7
@@ -143,10 +41,10 @@ async def test_full_batches_acked_once_and_nothing_redelivered(harness: Harness)
     queue = harness.queue()
     bodies = [f"m{i}".encode() for i in range(55)]
     async with harness.source(fn, queue=queue, prefetch=20, batch_size=10, batch_window=0.5):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, *bodies)
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 55,
-                         what="55 acked")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 55,
+                    what="55 acked")
     got = [b for e in fn.events for b in data(e)]
     assert sorted(got) == sorted(bodies)  # each exactly once
     assert max(len(data(e)) for e in fn.events) == 10
@@ -161,12 +59,12 @@ async def test_dead_letter_filters_and_metrics(harness: Harness) -> None:
     fn = FunctionInvoker(handler)
     queue = harness.queue()
     async with harness.source(fn, filters=[{"data": {"k": ["good", "bad"]}}], queue=queue, batch_size=1):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, b'{"k": "good"}', b'{"k": "bad"}', b'{"k": "other"}', b"\xff")
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
-                         what="the failed message rejected")
-        await wait_until(lambda: harness.sample("router_source_events_filtered_total", type="amqp") == 2,
-                         what="two filtered")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
+                    what="the failed message rejected")
+        await until(lambda: harness.sample("router_source_events_filtered_total", type="amqp") == 2,
+                    what="two filtered")
     assert harness.sample("router_amqp_messages_total", outcome="acked") == 3  # 1 success + 2 filtered
     assert [data(e) for e in fn.events] == [[b'{"k": "good"}'], [b'{"k": "bad"}']]
     assert await harness.count(queue) == 0  # no dead-letter exchange on this queue: dropped by the broker
@@ -181,11 +79,11 @@ async def test_throttled_function_keeps_the_message(harness: Harness) -> None:
     fn = FunctionInvoker(handler)
     queue = harness.queue()
     async with harness.source(fn, queue=queue, batch_size=1):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, b"once more")
-        await wait_until(lambda: len(fn.events) == 2, what="the second attempt")
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 1,
-                         what="acked")
+        await until(lambda: len(fn.events) == 2, what="the second attempt")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 1,
+                    what="acked")
     second = fn.events[1]["rmqMessagesByQueue"][f"{queue}::/"][0]
     assert second["redelivered"] is True
     assert harness.sample("router_amqp_messages_total", outcome="returned") == 1
@@ -206,7 +104,7 @@ async def test_stop_while_connecting(harness: Harness) -> None:
         async with asyncio.timeout(8):  # a hang fails the test (the connect timeout alone is 10 s)
             async with harness.source(FunctionInvoker(), url=f"amqp://guest:guest@127.0.0.1:{port}/",
                                       queue=queue, stop_timeout=1.0) as src:
-                await wait_until(lambda: src._gate.running, what="run() started its connection attempt")
+                await until(lambda: src._gate.running, what="run() started its connection attempt")
                 assert not harness.ready()
                 assert src.workers == 1
 
@@ -218,10 +116,10 @@ async def test_queue_with_other_arguments_is_a_clear_error(harness: Harness) -> 
         channel = await conn.channel()
         await channel.declare_queue(queue, durable=True)  # classic
     async with harness.source(FunctionInvoker(), queue=queue, queue_type="quorum"):
-        await wait_until(lambda: "PRECONDITION_FAILED" in harness.reason(),
-                         what="the route not ready with the broker's reason")
-        await wait_until(lambda: harness.sample("router_source_errors_total", type="amqp") >= 2,
-                         what="retried")
+        await until(lambda: "PRECONDITION_FAILED" in harness.reason(),
+                    what="the route not ready with the broker's reason")
+        await until(lambda: harness.sample("router_source_errors_total", type="amqp") >= 2,
+                    what="retried")
     reason = harness.reason()
     assert f"broker {harness.url.split('@')[1].rstrip('/')}" in reason
     assert "make source.durable / queue_type / arguments match it, or declare: false" in reason
@@ -267,12 +165,12 @@ async def test_bisect_dead_letters_only_the_poison_message_of_a_batch(harness: H
     bodies = [f"m{i}".encode() for i in range(10)]
     async with harness.source(fn, queue=queue, prefetch=10, batch_size=10, batch_window=2.0,
                               queue_type=queue_type, arguments=args):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, *bodies)
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
-                         what="the poison message rejected")
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 9,
-                         what="the 9 good ones acked")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
+                    what="the poison message rejected")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 9,
+                    what="the 9 good ones acked")
     assert sorted(done) == sorted(b for b in bodies if b != b"m6")  # each exactly once
     assert await harness.get_all(dlq) == [b"m6"]
     assert data(fn.events[0]) == bodies  # one batch of 10, bisected down to m6:
@@ -302,12 +200,12 @@ async def test_a_timeout_bisects_too(harness: Harness) -> None:
     queue, dlq, args = await dead_letter_queue(harness)
     async with harness.source(fn, queue=queue, prefetch=4, batch_size=4, batch_window=2.0,
                               arguments=args):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, b"a", b"slow", b"c", b"d")
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
-                         what="the slow message rejected")
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 3,
-                         what="the others acked")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
+                    what="the slow message rejected")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="acked") == 3,
+                    what="the others acked")
     assert await harness.get_all(dlq) == [b"slow"]
     assert harness.sample("router_batch_bisections_total") == 2
 
@@ -321,10 +219,10 @@ async def test_bisect_off_rejects_the_whole_batch(harness: Harness) -> None:
     bodies = [f"m{i}".encode() for i in range(10)]
     async with harness.source(fn, queue=queue, prefetch=10, batch_size=10, batch_window=2.0,
                               queue_type="quorum", arguments=args, bisect_on_error=False):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, *bodies)
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 10,
-                         what="the batch rejected")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 10,
+                    what="the batch rejected")
     assert [data(e) for e in fn.events] == [bodies]
     assert sorted(await harness.get_all(dlq)) == sorted(bodies)
     assert done == []
@@ -338,10 +236,10 @@ async def test_bisect_of_a_batch_where_all_fail_is_bounded(harness: Harness) -> 
     bodies = [f"m{i}".encode() for i in range(10)]
     async with harness.source(fn, queue=queue, prefetch=10, batch_size=10, batch_window=2.0,
                               arguments=args):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, *bodies)
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 10,
-                         what="all 10 rejected")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 10,
+                    what="all 10 rejected")
     assert len(fn.events[0]["rmqMessagesByQueue"][f"{queue}::/"]) == 10
     assert len(fn.events) == 19
     assert sorted(await harness.get_all(dlq)) == sorted(bodies)
@@ -359,10 +257,10 @@ async def test_bisect_with_requeue_counts_no_requeue_for_the_good_ones(harness: 
     async with harness.source(fn, queue=queue, prefetch=4, batch_size=4, batch_window=2.0,
                               queue_type="quorum", arguments=args, on_error="requeue", requeue_delay=0.2,
                               max_redeliveries=1):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, *bodies)
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
-                         what="the poison message dead-lettered")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
+                    what="the poison message dead-lettered")
     assert sorted(done) == [b"a", b"c", b"d"]
     assert await harness.get_all(dlq) == [b"bad"]
     assert harness.sample("router_amqp_messages_total", outcome="requeued") == 1  # only the poison one
@@ -389,11 +287,11 @@ async def test_throttle_while_bisecting_hands_back_what_was_not_settled(harness:
     fn = FunctionInvoker(handler)
     queue, dlq, args = await dead_letter_queue(harness)
     async with harness.source(fn, queue=queue, prefetch=4, batch_size=4, batch_window=2.0, arguments=args):
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, b"a", b"b", b"bad", b"d")
-        await wait_until(lambda: sorted(done) == [b"a", b"b", b"d"], what="the good ones done")
-        await wait_until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
-                         what="the poison message rejected")
+        await until(lambda: sorted(done) == [b"a", b"b", b"d"], what="the good ones done")
+        await until(lambda: harness.sample("router_amqp_messages_total", outcome="rejected") == 1,
+                    what="the poison message rejected")
     # [a b bad d] failed -> [a b] throttled: a, b and the untried [bad d] handed back, nothing rejected
     assert [data(e) for e in fn.events[:2]] == [[b"a", b"b", b"bad", b"d"], [b"a", b"b"]]
     assert harness.sample("router_amqp_messages_total", outcome="returned") == 4
@@ -415,11 +313,11 @@ async def test_stop_while_bisecting_hands_back_the_parts_not_yet_run(harness: Ha
     queue, _, args = await dead_letter_queue(harness)
     async with harness.source(fn, queue=queue, prefetch=4, batch_size=4, batch_window=2.0,
                               arguments=args) as src:
-        await wait_until(harness.ready, what="ready")
+        await until(harness.ready, what="ready")
         await harness.publish(queue, b"a", b"b", b"bad", b"d")
-        await wait_until(lambda: len(fn.events) == 2 and fn.running == 1, what="the first half running")
+        await until(lambda: len(fn.events) == 2 and fn.running == 1, what="the first half running")
         stopping = asyncio.create_task(src.stop(10))
-        await wait_until(lambda: src._gate.stopping, what="stopping")
+        await until(lambda: src._gate.stopping, what="stopping")
         gate.set()
         await stopping
     assert [data(e) for e in fn.events] == [[b"a", b"b", b"bad", b"d"], [b"a", b"b"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,75 +12,19 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from router.config.models import AwsConfig, RouteConfig, RouterConfig
-from router.errors import ConfigError, StateStoreError
-from router.invocation import Invocation, Result
+from router.config.models import RouteConfig
+from router.errors import ConfigError
+from router.invocation import Result
 from router.metrics import Metrics
 from router.sources.schedule.source import ScheduleSource, build_trigger, scheduled_event
 from tests.clocks import WallClock
-
-AWS = AwsConfig(region="eu-central-1", account_id="123456789012")
-
-
-class Dispatcher:
-    """Just the calls a schedule makes; ``hold`` keeps sync runs busy until set."""
-
-    def __init__(self) -> None:
-        self.invoked: list[Invocation] = []
-        self.submitted: list[Invocation] = []
-        self.hold: asyncio.Event | None = None
-        self.result: Callable[[Invocation], Result] = lambda inv: Result(payload=b"null")
-        self.fail_submit = False
-        self.changed = asyncio.Condition()
-
-    def has_function(self, name: str) -> bool:
-        return True
-
-    def function_names(self) -> list[str]:
-        return ["job"]
-
-    def arn(self, name: str) -> str:
-        return f"arn:aws:lambda:eu-central-1:123456789012:function:{name}"
-
-    async def _note(self, bucket: list[Invocation], inv: Invocation) -> None:
-        async with self.changed:
-            bucket.append(inv)
-            self.changed.notify_all()
-
-    async def invoke(self, inv: Invocation) -> Result:
-        raise AssertionError("schedules must use invoke_waiting")
-
-    async def invoke_waiting(self, inv: Invocation) -> Result:
-        await self._note(self.invoked, inv)
-        if self.hold is not None:
-            await self.hold.wait()
-        return self.result(inv)
-
-    async def submit(self, inv: Invocation) -> str:
-        if self.fail_submit:
-            raise StateStoreError("state store: database is locked")
-        await self._note(self.submitted, inv)
-        return inv.request_id
+from tests.unit.sources.schedule.support import AWS, Dispatcher, dispatched, routes
+from tests.waiting import until
 
 
-def routes(*items: dict[str, Any]) -> list[RouteConfig]:
-    return RouterConfig.model_validate({
-        "functions": {"job": {"http": {"url": "http://127.0.0.1:9/"}}},
-        "routes": [{"function": "job", **i} for i in items],
-    }).routes
-
-
-async def until(cond: Callable[[], bool], d: Dispatcher, deadline: float = 10.0) -> None:
-    async with asyncio.timeout(deadline), d.changed:
-        await d.changed.wait_for(cond)
-
-
-async def until_metric(m: Metrics, name: str, labels: dict[str, str], at_least: float,
-                       deadline: float = 10.0) -> None:
-    # A miss has no callback to wait on: poll the counter, with a deadline.
-    async with asyncio.timeout(deadline):
-        while (m.registry.get_sample_value(name, labels) or 0) < at_least:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+def runs(m: Metrics, route: str, outcome: str) -> float:
+    labels = {"route": route, "outcome": outcome}
+    return m.registry.get_sample_value("router_schedule_runs_total", labels) or 0
 
 
 @pytest.fixture
@@ -102,7 +46,7 @@ async def started(sources: list[ScheduleSource], rs: list[RouteConfig], d: Dispa
 async def test_rate_fires_repeatedly_with_the_eventbridge_event(sources: list[ScheduleSource]) -> None:
     d, m = Dispatcher(), Metrics()
     await started(sources, routes({"name": "tick", "source": {"type": "schedule", "rate": 1}}), d, m)
-    await until(lambda: len(d.invoked) >= 2, d)
+    await dispatched(lambda: len(d.invoked) >= 2, d)
     first, second = (json.loads(i.payload) for i in d.invoked[:2])
     assert first["id"] != second["id"]
     for event in (first, second):
@@ -130,7 +74,7 @@ async def test_constant_input_and_async_route(sources: list[ScheduleSource]) -> 
     rs = routes({"name": "nightly", "source": {"type": "schedule", "rate": "500ms"},
                  "input": {"task": "cleanup"}, "invocation": "async"})
     await started(sources, rs, d, m)
-    await until(lambda: len(d.submitted) >= 1, d)
+    await dispatched(lambda: len(d.submitted) >= 1, d)
     assert json.loads(d.submitted[0].payload) == {"task": "cleanup"}
     assert d.submitted[0].invocation_type == "async"
     assert d.invoked == []
@@ -140,10 +84,10 @@ async def test_overlapping_tick_is_missed_not_stacked(sources: list[ScheduleSour
     d, m = Dispatcher(), Metrics()
     d.hold = asyncio.Event()
     await started(sources, routes({"name": "slow", "source": {"type": "schedule", "rate": "300ms"}}), d, m)
-    await until_metric(m, "router_schedule_runs_total", {"route": "slow", "outcome": "missed"}, 1)
+    await until(lambda: runs(m, "slow", "missed") >= 1, "a missed run")
     assert len(d.invoked) == 1  # the held run is the only one started
     d.hold.set()
-    await until(lambda: len(d.invoked) >= 2, d)
+    await dispatched(lambda: len(d.invoked) >= 2, d)
 
 
 async def test_failures_count_as_error(sources: list[ScheduleSource]) -> None:
@@ -154,7 +98,7 @@ async def test_failures_count_as_error(sources: list[ScheduleSource]) -> None:
                 {"name": "bad-async", "source": {"type": "schedule", "rate": "300ms"}, "invocation": "async"})
     await started(sources, rs, d, m)
     for name in ("bad-sync", "bad-async"):
-        await until_metric(m, "router_schedule_runs_total", {"route": name, "outcome": "error"}, 1)
+        await until(lambda name=name: runs(m, name, "error") >= 1, "an error run")
     labels = {"route": "bad-sync", "outcome": "fired"}
     fired = m.registry.get_sample_value("router_schedule_runs_total", labels)
     assert fired is None
@@ -165,7 +109,7 @@ async def test_close_cancels_runs_past_the_timeout_and_leaves_no_task(sources: l
     d.hold = asyncio.Event()  # never set: the run hangs
     s = await started(sources, routes({"name": "hang", "source": {"type": "schedule", "rate": "200ms"}}),
                       d, m, close_timeout=0.1)
-    await until(lambda: len(d.invoked) >= 1, d)
+    await dispatched(lambda: len(d.invoked) >= 1, d)
     before = {t for t in asyncio.all_tasks() if t.get_name() == "hang"}
     assert before
     await s.close()
@@ -179,7 +123,7 @@ async def test_close_waits_for_a_running_fire(sources: list[ScheduleSource]) -> 
     d.hold = asyncio.Event()
     s = await started(sources, routes({"name": "finish", "source": {"type": "schedule", "rate": "200ms"}}),
                       d, m, close_timeout=30)
-    await until(lambda: len(d.invoked) >= 1, d)
+    await dispatched(lambda: len(d.invoked) >= 1, d)
     closing = asyncio.create_task(s.close())
     await asyncio.sleep(0)
     assert not closing.done()
@@ -196,10 +140,10 @@ async def test_run_fires_until_stop_lets_the_running_fire_finish() -> None:
     d.hold = asyncio.Event()
     s = ScheduleSource(routes({"name": "polled", "source": {"type": "schedule", "rate": "200ms"}}), d, m, AWS)
     task = asyncio.create_task(s.run())
-    await until(lambda: len(d.invoked) >= 1, d)
+    await dispatched(lambda: len(d.invoked) >= 1, d)
     stopping = asyncio.create_task(s.stop(30))
     await asyncio.sleep(0.05)
-    assert not stopping.done()  # the running fire gets its time
+    assert not stopping.done()
     assert not task.done()
     d.hold.set()
     async with asyncio.timeout(10):

@@ -3,22 +3,21 @@ after downtime within catch_up, fired anyway when the store is away."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 
 from router.metrics import Metrics
 from router.sources.schedule.source import ScheduleSource
 from tests.clocks import WallClock
-from tests.unit.sources.schedule.test_schedule import AWS, Dispatcher, routes, until
-from tests.unit.state.test_state_store import StoreFactory, new_store  # noqa: F401
+from tests.unit.sources.schedule.support import AWS, Dispatcher, StoreFactory, dispatched, routes
+from tests.waiting import until
 
 
 def _times(d: Dispatcher) -> list[str]:
     return [json.loads(inv.payload)["time"] for inv in d.invoked]
 
 
-async def test_two_replicas_fire_each_tick_once(new_store: StoreFactory) -> None:  # noqa: F811
+async def test_two_replicas_fire_each_tick_once(new_store: StoreFactory) -> None:
     rs = routes({"name": "every-second", "source": {"type": "schedule", "rate": "1s"}})
     a, b = Dispatcher(), Dispatcher()
     first = ScheduleSource(rs, a, Metrics(), AWS, claims=await new_store())
@@ -26,9 +25,8 @@ async def test_two_replicas_fire_each_tick_once(new_store: StoreFactory) -> None
     await first.start()
     await second.start()
     try:
-        async with asyncio.timeout(15):  # poll: fires land on either replica
-            while len(set(_times(a) + _times(b))) < 5:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+        # Polling: fires land on either replica.
+        await until(lambda: len(set(_times(a) + _times(b))) >= 5, "5 distinct ticks", deadline=15)
     finally:
         await first.close()
         await second.close()
@@ -37,7 +35,7 @@ async def test_two_replicas_fire_each_tick_once(new_store: StoreFactory) -> None
     assert sorted(times) == sorted(set(times)), f"a tick fired twice: {sorted(times)}"
 
 
-async def test_ticks_missed_while_down_fire_late_within_catch_up(new_store: StoreFactory) -> None:  # noqa: F811
+async def test_ticks_missed_while_down_fire_late_within_catch_up(new_store: StoreFactory) -> None:
     store = await new_store()
     rs = routes({"name": "hourly", "source": {"type": "schedule", "rate": "1h", "catch_up": "150m"}})
     last = datetime(2026, 1, 1, 0, 0, tzinfo=UTC).timestamp()
@@ -47,7 +45,7 @@ async def test_ticks_missed_while_down_fire_late_within_catch_up(new_store: Stor
     s = ScheduleSource(rs, d, m, AWS, claims=store, clock=WallClock(lambda: now))
     await s.start()
     try:
-        await until(lambda: len(d.invoked) >= 3, d)
+        await dispatched(lambda: len(d.invoked) >= 3, d)
     finally:
         await s.close()
     assert _times(d) == ["2026-01-01T08:00:00Z", "2026-01-01T09:00:00Z", "2026-01-01T10:00:00Z"]
@@ -64,7 +62,7 @@ async def test_ticks_missed_while_down_fire_late_within_catch_up(new_store: Stor
                                       now=now, keep=3600)
 
 
-async def test_a_route_that_never_fired_has_nothing_to_catch_up(new_store: StoreFactory) -> None:  # noqa: F811
+async def test_a_route_that_never_fired_has_nothing_to_catch_up(new_store: StoreFactory) -> None:
     rs = routes({"name": "fresh", "source": {"type": "schedule", "rate": "1h", "catch_up": "24h"}})
     d, m = Dispatcher(), Metrics()
     s = ScheduleSource(rs, d, m, AWS, claims=await new_store())
@@ -73,7 +71,7 @@ async def test_a_route_that_never_fired_has_nothing_to_catch_up(new_store: Store
     assert d.invoked == []
 
 
-async def test_ticks_fire_when_the_store_cannot_be_asked(new_store: StoreFactory) -> None:  # noqa: F811
+async def test_ticks_fire_when_the_store_cannot_be_asked(new_store: StoreFactory) -> None:
     store = await new_store()
     await store.close()  # every claim now fails
     rs = routes({"name": "r", "source": {"type": "schedule", "rate": "1s"}})
@@ -81,7 +79,7 @@ async def test_ticks_fire_when_the_store_cannot_be_asked(new_store: StoreFactory
     s = ScheduleSource(rs, d, m, AWS, claims=store)
     await s.start()
     try:
-        await until(lambda: len(d.invoked) >= 1, d, deadline=10)
+        await dispatched(lambda: len(d.invoked) >= 1, d, deadline=10)
     finally:
         await s.close()
     assert (m.registry.get_sample_value("router_source_errors_total", {"route": "r", "type": "schedule"})

@@ -10,17 +10,9 @@ import pytest
 
 from router.config.models import SqsSourceConfig
 from router.invocation import Outcome, Result
-from tests.unit.sources.sqs.test_sqs_support import (  # noqa: F401
-    FunctionInvoker,
-    Harness,
-    Sqs,
-    aws_fixture,
-    fail,
-    harness_fixture,
-    ok,
-    sqs_fixture,
-    wait_until,
-)
+from tests.unit.sources.functions import FunctionInvoker, fail, ok
+from tests.unit.sources.sqs.support import Harness, Sqs
+from tests.waiting import until
 
 BODIES = [f"m{i}" for i in range(10)]
 
@@ -45,11 +37,11 @@ async def dead_letters(sqs: Sqs, dlq: str, count: int, deadline: float = 30.0) -
     """Bodies moved to ``dlq`` (taken), once there are ``count`` of them."""
     moved: list[str] = []
 
-    async def gather() -> None:
-        while len(moved) < count:
-            moved.extend(m["Body"] for m in await sqs.drain(dlq, wait=1))
+    async def gathered() -> bool:
+        moved.extend(m["Body"] for m in await sqs.drain(dlq, wait=1))
+        return len(moved) >= count
 
-    await asyncio.wait_for(gather(), deadline)
+    await until(gathered, f"{count} dead letters", deadline=deadline)
     return moved
 
 
@@ -78,7 +70,7 @@ async def test_one_poison_message_in_a_batch_of_ten(harness: Harness, sqs: Sqs, 
     options = {"bisect_on_error": True} if bisect else {}
     async with harness.source(url, fn, concurrency=1, batch_size=10, batch_window="2s", **options):
         moved = await dead_letters(sqs, url + "-dlq", 1 if bisect else 10)
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: fn.running == 0, what="idle")
     assert [r["body"] for r in fn.events[0]["Records"]] == BODIES  # one batch of ten
     if bisect:
         assert moved == ["m6"]
@@ -110,7 +102,7 @@ async def test_the_poison_message_is_retried_up_to_max_receive_count(harness: Ha
     fn = FunctionInvoker(poison_handler({"poison"}, done))
     async with harness.source(url, fn, concurrency=1, batch_size=10, batch_window="1s", bisect_on_error=True):
         assert await dead_letters(sqs, url + "-dlq", 1) == ["poison"]
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: fn.running == 0, what="idle")
     assert sorted(done) == ["a", "b", "d"]
     alone = [e["Records"][0]["attributes"]["ApproximateReceiveCount"] for e in fn.events
              if [r["body"] for r in e["Records"]] == ["poison"]]
@@ -126,7 +118,7 @@ async def test_a_batch_where_every_message_fails_takes_2n_minus_1_invocations(
     fn = FunctionInvoker(poison_handler(set(BODIES), []))
     async with harness.source(url, fn, concurrency=1, batch_size=10, batch_window="2s", bisect_on_error=True):
         moved = await dead_letters(sqs, url + "-dlq", 10)
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: fn.running == 0, what="idle")
     assert sorted(moved) == sorted(BODIES)
     assert len(fn.events[0]["Records"]) == 10
     assert len(fn.events) == 19
@@ -155,7 +147,7 @@ async def test_reported_failures_are_honoured_and_bisect_applies_to_failed_invoc
     async with harness.source(url, fn, concurrency=1, batch_size=10, batch_window="2s", bisect_on_error=True,
                               report_batch_item_failures=True):
         moved = await dead_letters(sqs, url + "-dlq", 2)
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: fn.running == 0, what="idle")
     assert sorted(moved) == ["bad", "reported"]
     assert sorted(done) == ["a", "b", "e", "f"]
     assert [[ids[r["messageId"]] for r in e["Records"]] for e in fn.events] == [
@@ -173,14 +165,14 @@ async def test_visibility_stays_extended_while_bisecting(harness: Harness, sqs: 
     stolen: list[str] = []
     async with harness.source(url, fn, concurrency=1, batch_size=10, batch_window="1s",
                               bisect_on_error=True):
-        await wait_until(lambda: len(fn.events) >= 1, what="the batch invoked")
+        await until(lambda: len(fn.events) >= 1, what="the batch invoked")
         async with asyncio.timeout(20):
             while len(fn.events) < 5:  # until the last part ([d]) starts: the poison one is held till then
                 resp = await sqs.client.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
                                                         WaitTimeSeconds=0)
                 stolen.extend(m["Body"] for m in resp.get("Messages") or [])
                 await asyncio.sleep(0.1)  # another consumer polling the queue
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: fn.running == 0, what="idle")
     assert stolen == []
     assert [[r["body"] for r in e["Records"]] for e in fn.events[:5]] == [
         ["a", "b", "poison", "d"], ["a", "b"], ["poison", "d"], ["poison"], ["d"]]
@@ -197,8 +189,8 @@ async def test_fifo_bisect_keeps_the_later_messages_of_a_failed_group(harness: H
     done: list[str] = []
     fn = FunctionInvoker(poison_handler({"A1"}, done))
     async with harness.source(url, fn, concurrency=1, batch_size=10, batch_window="1s", bisect_on_error=True):
-        await wait_until(lambda: {"A0", "B0", "B1"} <= set(done), what="A0, B0 and B1 done")
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: {"A0", "B0", "B1"} <= set(done), what="A0, B0 and B1 done")
+        await until(lambda: fn.running == 0, what="idle")
     assert sorted(done) == ["A0", "B0", "B1"]
     assert [e for e in fn.events if {"A2", "A3", "A4"} & {r["body"] for r in e["Records"]}
             and "A1" not in {r["body"] for r in e["Records"]}] == []  # never run without A1 before them
@@ -222,9 +214,9 @@ async def test_stop_while_bisecting_hands_back_the_parts_not_yet_run(harness: Ha
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, concurrency=1, batch_size=10, batch_window="1s",
                               bisect_on_error=True) as src:
-        await wait_until(lambda: len(fn.events) == 2 and fn.running == 1, what="the first half running")
+        await until(lambda: len(fn.events) == 2 and fn.running == 1, what="the first half running")
         stopping = asyncio.create_task(src.stop(10))
-        await wait_until(lambda: src._gate.stopping, what="stopping")
+        await until(lambda: src._gate.stopping, what="stopping")
         gate.set()
         await stopping
     assert [[r["body"] for r in e["Records"]] for e in fn.events] == [["a", "b", "poison", "d"], ["a", "b"]]
@@ -252,8 +244,8 @@ async def test_a_throttle_while_bisecting_leaves_the_rest_on_the_queue(harness: 
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, concurrency=1, batch_size=10, batch_window="1s", bisect_on_error=True):
-        await wait_until(lambda: sorted(done) == ["a", "b", "d"], deadline=20, what="the good ones done")
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: sorted(done) == ["a", "b", "d"], deadline=20, what="the good ones done")
+        await until(lambda: fn.running == 0, what="idle")
     bodies = [[r["body"] for r in e["Records"]] for e in fn.events]
     assert bodies[:2] == [["a", "b", "poison", "d"], ["a", "b"]]
     later = {r["attributes"]["ApproximateReceiveCount"] for e in fn.events[2:] for r in e["Records"]}

@@ -14,15 +14,9 @@ import pytest
 
 from router.aws import create_client
 from router.config.models import AwsConfig
-from tests.unit.sources.sqs.test_sqs_support import (  # noqa: F401
-    FunctionInvoker,
-    Harness,
-    Sqs,
-    aws_fixture,
-    harness_fixture,
-    sqs_fixture,
-    wait_until,
-)
+from tests.unit.sources.functions import FunctionInvoker
+from tests.unit.sources.sqs.support import Harness, Sqs
+from tests.waiting import until
 
 
 async def test_queue_not_found_is_reported_then_recovers(
@@ -33,7 +27,7 @@ async def test_queue_not_found_is_reported_then_recovers(
     fn = FunctionInvoker()
     caplog.set_level(logging.INFO, logger="router.sources.sqs")
     async with harness.source(url, fn):
-        await wait_until(lambda: harness.errors() >= 2, what="errors counted")
+        await until(lambda: harness.errors() >= 2, what="errors counted")
         reasons = await harness.readiness.reasons()
         assert any(r.startswith("route uploads: queue not found (") for r in reasons), reasons
         errors = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -48,7 +42,7 @@ async def test_queue_not_found_is_reported_then_recovers(
 
         assert await sqs.create(name=name) == url
         await sqs.send(url, "hello")
-        await wait_until(lambda: fn.bodies() == ["hello"], deadline=15, what="processed after recovery")
+        await until(lambda: fn.bodies() == ["hello"], deadline=15, what="processed after recovery")
         assert await harness.readiness.reasons() == ["starting"]  # only the app's own start is missing
     assert any(r.getMessage() == "route 'uploads': the queue answers again" for r in caplog.records)
 
@@ -74,16 +68,15 @@ class MotoProcess:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         async with aiohttp.ClientSession() as session:
             async def up() -> bool:
+                assert self.proc is not None
+                assert self.proc.returncode is None, "moto_server exited"
                 try:
                     async with session.get(self.url + "/moto-api/") as resp:
                         return resp.status == 200
                 except aiohttp.ClientError:
                     return False
 
-            async with asyncio.timeout(30):
-                while not await up():
-                    assert self.proc.returncode is None, "moto_server exited"
-                    await asyncio.sleep(0.05)
+            await until(up, "moto_server answering", deadline=30, interval=0.05)
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -111,15 +104,15 @@ async def test_endpoint_restart_marks_not_ready_and_recovers(
             try:
                 url = await queue_with("before")
                 async with harness.source(url, fn):
-                    await wait_until(lambda: fn.bodies() == ["before"], deadline=15, what="first message")
+                    await until(lambda: fn.bodies() == ["before"], deadline=15, what="first message")
                     await moto.stop()
-                    await wait_until(lambda: harness.errors() >= 1, deadline=30, what="connection errors")
+                    await until(lambda: harness.errors() >= 1, deadline=30, what="connection errors")
                     reasons = await harness.readiness.reasons()
                     assert any(r.startswith("route uploads: cannot reach AWS (") for r in reasons), reasons
                     await moto.start()  # back, but empty: the queue is created again
                     assert await queue_with("after") == url
-                    await wait_until(lambda: fn.bodies() == ["before", "after"], deadline=40,
-                                     what="recovered")
+                    await until(lambda: fn.bodies() == ["before", "after"], deadline=40,
+                                what="recovered")
                     assert await harness.readiness.reasons() == ["starting"]
             finally:
                 await harness.close()

@@ -9,17 +9,9 @@ from typing import Any
 
 from router.invocation import Result
 from router.sources.sqs.source import Phase
-from tests.unit.sources.sqs.test_sqs_support import (  # noqa: F401
-    FunctionInvoker,
-    Harness,
-    Sqs,
-    aws_fixture,
-    fail,
-    harness_fixture,
-    ok,
-    sqs_fixture,
-    wait_until,
-)
+from tests.unit.sources.functions import FunctionInvoker, fail, ok
+from tests.unit.sources.sqs.support import Harness, Sqs
+from tests.waiting import until
 
 
 async def test_event_shape_and_delete_on_success(harness: Harness, sqs: Sqs) -> None:
@@ -32,8 +24,8 @@ async def test_event_shape_and_delete_on_success(harness: Harness, sqs: Sqs) -> 
     })
     fn = FunctionInvoker()
     async with harness.source(url, fn):
-        await wait_until(lambda: len(fn.events) == 1, what="one invocation")
-        await wait_until(lambda: harness.readiness._flags.get("route uploads", "x") is None, what="ready")
+        await until(lambda: len(fn.events) == 1, what="one invocation")
+        await until(lambda: harness.readiness._flags.get("route uploads", "x") is None, what="ready")
     [record] = fn.events[0]["Records"]
     assert list(fn.events[0]) == ["Records"]
     assert record["messageId"] == mid
@@ -68,8 +60,8 @@ async def test_function_error_leaves_messages_until_visibility_timeout(harness: 
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, batch_size=10, batch_window="1s"):
-        await wait_until(lambda: sum(map(len, calls)) >= 4, what="both messages delivered twice")
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: sum(map(len, calls)) >= 4, what="both messages delivered twice")
+        await until(lambda: fn.running == 0, what="idle")
     assert calls[0] == ["a", "b"]
     assert sorted(b for c in calls[1:] for b in c) == ["a", "b"]
     assert [r["attributes"]["ApproximateReceiveCount"] for r in fn.events[-1]["Records"]] == ["2"] * len(
@@ -91,8 +83,8 @@ async def test_partial_batch_failure_deletes_exactly_the_succeeded(harness: Harn
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, batch_size=10, batch_window="1s", report_batch_item_failures=True):
-        await wait_until(lambda: sum(map(len, seen)) >= 8, what="6 messages, then the 2 failed again")
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: sum(map(len, seen)) >= 8, what="6 messages, then the 2 failed again")
+        await until(lambda: fn.running == 0, what="idle")
     bodies = [b for batch in seen for b in batch]
     assert sorted(bodies[:6]) == [f"m{i}" for i in range(6)]
     assert sorted(bodies[6:]) == ["m1", "m4"]  # exactly the reported ones came back
@@ -117,9 +109,9 @@ async def test_unknown_item_identifier_fails_the_whole_batch(harness: Harness, s
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, batch_size=10, batch_window="1s", report_batch_item_failures=True):
-        await wait_until(lambda: all(sum(b in batch for batch in seen) >= 2 for b in "xyz"),
-                         what="all three delivered twice")
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: all(sum(b in batch for batch in seen) >= 2 for b in "xyz"),
+                    what="all three delivered twice")
+        await until(lambda: fn.running == 0, what="idle")
     assert await sqs.counts(url) == (0, 0)  # the second deliveries succeeded and were deleted
 
 
@@ -133,14 +125,14 @@ async def test_poison_message_reaches_the_dlq(harness: Harness, sqs: Sqs) -> Non
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, batch_size=1):
-        await wait_until(lambda: fn.bodies().count("poison") >= 2, what="poison delivered twice")
+        await until(lambda: fn.bodies().count("poison") >= 2, what="poison delivered twice")
         moved: list[dict[str, Any]] = []
 
-        async def in_dlq() -> None:
-            while not moved:
-                moved.extend(await sqs.drain(dlq, wait=1))
+        async def in_dlq() -> bool:
+            moved.extend(await sqs.drain(dlq, wait=1))
+            return bool(moved)
 
-        await asyncio.wait_for(in_dlq(), 20)
+        await until(in_dlq, "the poison message in the DLQ", deadline=20)
     assert [m["Body"] for m in moved] == ["poison"]
     assert fn.bodies().count("good") == 1
     assert fn.bodies().count("poison") == 2  # maxReceiveCount deliveries, then the DLQ
@@ -161,8 +153,8 @@ async def test_fifo_keeps_order_per_group(harness: Harness, sqs: Sqs) -> None:
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, batch_size=3, max_concurrency=4):
-        await wait_until(lambda: len(done["A"]) + len(done["B"]) >= 12, deadline=20, what="all done")
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: len(done["A"]) + len(done["B"]) >= 12, deadline=20, what="all done")
+        await until(lambda: fn.running == 0, what="idle")
     assert done["A"] == [f"A{i}" for i in range(6)]
     assert done["B"] == [f"B{i}" for i in range(6)]
     record = fn.events[0]["Records"][0]
@@ -198,18 +190,17 @@ async def test_fifo_failure_keeps_the_later_messages_of_its_group(harness: Harne
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, batch_size=10, report_batch_item_failures=True):
-        await wait_until(lambda: len(fn.events) == 1 and fn.running == 0, what="first batch")
+        await until(lambda: len(fn.events) == 1 and fn.running == 0, what="first batch")
 
-        async def acknowledged() -> int:
-            while (left := sum(await sqs.counts(url))) == 10:  # noqa: ASYNC110 (polling the queue)
-                await asyncio.sleep(0.02)
-            return left
+        async def acknowledged() -> tuple[int] | None:
+            left = sum(await sqs.counts(url))
+            return (left,) if left != 10 else None  # the messages left, once some are deleted
 
         # A2 failed: A3 and A4 were not deleted behind it, everything else was (one DeleteMessageBatch)
-        assert await asyncio.wait_for(acknowledged(), 10) == 3
+        assert await until(acknowledged, "the first batch acknowledged") == (3,)
         retry.set()
-        await wait_until(lambda: {"A2", "A3", "A4"} <= set(done), deadline=20, what="A2..A4 again")
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: {"A2", "A3", "A4"} <= set(done), deadline=20, what="A2..A4 again")
+        await until(lambda: fn.running == 0, what="idle")
     assert sorted(b for e in fn.events[1:] for b in (r["body"] for r in e["Records"])) == ["A2", "A3", "A4"]
     # moto hands a FIFO group's returning messages back out of order (its pending-group bookkeeping), so
     # the order of the redelivery is not asserted here; test_fifo_keeps_order_per_group covers order.
@@ -227,17 +218,17 @@ async def test_no_receive_while_the_function_is_at_its_cap(harness: Harness, sqs
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, concurrency=1, batch_size=1, max_concurrency=5):
-        await wait_until(lambda: fn.running == 1, what="one batch running")
+        await until(lambda: fn.running == 1, what="one batch running")
 
         def throttled() -> float:
             return harness.metrics.registry.get_sample_value(
                 "router_throttles_total", {"function": "fn", "source": "sqs"}) or 0.0
 
-        await wait_until(lambda: throttled() >= 1, what="a poller waiting for a slot")
+        await until(lambda: throttled() >= 1, what="a poller waiting for a slot")
         assert await sqs.counts(url) == (4, 1)  # the waiting poller received nothing
         assert harness.events() == 1
         gate.set()
-        await wait_until(lambda: len(fn.events) == 5, what="all five")
+        await until(lambda: len(fn.events) == 5, what="all five")
     assert fn.max_running == 1
     assert harness.events() == 5
     assert await sqs.counts(url) == (0, 0)
@@ -248,7 +239,7 @@ async def test_batch_window_gathers_across_receives(harness: Harness, sqs: Sqs) 
     await sqs.send(url, *[f"m{i}" for i in range(25)])
     fn = FunctionInvoker()
     async with harness.source(url, fn, batch_size=25, batch_window="2s"):
-        await wait_until(lambda: len(fn.bodies()) >= 25, what="25 records")
+        await until(lambda: len(fn.bodies()) >= 25, what="25 records")
     assert sorted(fn.bodies()) == sorted(f"m{i}" for i in range(25))
     assert max(len(e["Records"]) for e in fn.events) > 10  # more than one receive in a batch
     assert await sqs.counts(url) == (0, 0)
@@ -264,8 +255,8 @@ async def test_visibility_is_extended_while_a_batch_runs(harness: Harness, sqs: 
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn):
-        await wait_until(lambda: len(fn.events) == 1, what="invoked")
-        await wait_until(lambda: fn.running == 0, deadline=15, what="finished")
+        await until(lambda: len(fn.events) == 1, what="invoked")
+        await until(lambda: fn.running == 0, deadline=15, what="finished")
     assert len(fn.events) == 1  # another poller never got it back while it ran
     assert await sqs.counts(url) == (0, 0)
 
@@ -277,7 +268,7 @@ async def test_stop_hands_back_messages_received_but_not_started(harness: Harnes
         def all_receiving() -> bool:
             return len(src._phase) >= 2 and all(p is Phase.RECEIVING for p in src._phase.values())
 
-        await wait_until(all_receiving, what="pollers in a long poll")
+        await until(all_receiving, what="pollers in a long poll")
         stopping = asyncio.create_task(src.stop(10))
         await asyncio.sleep(0)  # let stop() begin before the messages exist
         await sqs.send(url, "late-1", "late-2")
@@ -293,8 +284,8 @@ async def test_filtered_out_messages_are_deleted_without_invoking(harness: Harne
     await sqs.send(url, wanted, json.dumps({"type": "other"}), "plain text")
     fn = FunctionInvoker()
     async with harness.source(url, fn, filters=[{"body": {"type": ["image.uploaded"]}}]) as src:
-        await wait_until(lambda: src.filtered == 2 and len(fn.events) == 1, what="filtered")
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: src.filtered == 2 and len(fn.events) == 1, what="filtered")
+        await until(lambda: fn.running == 0, what="idle")
     assert fn.bodies() == [wanted]
     assert await sqs.counts(url) == (0, 0)
     assert harness.metrics.registry.get_sample_value(
@@ -318,8 +309,8 @@ async def test_a_gathered_batch_never_exceeds_the_6mb_payload(harness: Harness, 
 
     fn = FunctionInvoker(handler)
     async with harness.source(url, fn, batch_size=1000, batch_window="5s"):
-        await wait_until(lambda: len(set(seen)) == 64, what="all 64 messages")
-        await wait_until(lambda: fn.running == 0, what="idle")
+        await until(lambda: len(set(seen)) == 64, what="all 64 messages")
+        await until(lambda: fn.running == 0, what="idle")
     assert max(sizes) <= PAYLOAD_LIMIT
     assert max(sizes) > PAYLOAD_LIMIT // 2  # gathered across receives, not one receive per batch
     assert await sqs.counts(url) == (0, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -18,6 +17,7 @@ from router.config.models import AwsConfig
 from router.filters import OPAQUE, compile_filters
 from router.sources.stream.api import RecordsPage, seq_key
 from router.sources.stream.kinesis import KinesisApi
+from tests.waiting import until
 
 REGION = "eu-west-1"
 HASH_SHARD_0 = "0"  # ExplicitHashKey that lands in the first shard
@@ -34,13 +34,13 @@ class Stream:
     async def create(self, shards: int = 1) -> KinesisApi:
         self.name = f"s-{uuid.uuid4().hex[:12]}"
         await self.client.create_stream(StreamName=self.name, ShardCount=shards)
-        async with asyncio.timeout(10):
-            while True:
-                summary = (await self.client.describe_stream_summary(StreamName=self.name))[
-                    "StreamDescriptionSummary"]
-                if summary["StreamStatus"] == "ACTIVE":
-                    break
-                await asyncio.sleep(0.05)
+
+        async def active() -> dict[str, Any] | None:
+            summary: dict[str, Any] = (await self.client.describe_stream_summary(StreamName=self.name))[
+                "StreamDescriptionSummary"]
+            return summary if summary["StreamStatus"] == "ACTIVE" else None
+
+        summary = await until(active, "the stream ACTIVE", interval=0.05)
         self.arn = summary["StreamARN"]
         return KinesisApi(self.client, self.arn, region=REGION)
 

@@ -13,7 +13,7 @@ import pytest
 
 from router.invocation import Result
 from router.state.checkpoints import SHARD_END
-from tests.unit.sources.stream.test_stream_support import (  # noqa: F401
+from tests.unit.sources.stream.support import (
     FakeStream,
     RecordingDestination,
     RecordingFunction,
@@ -22,9 +22,8 @@ from tests.unit.sources.stream.test_stream_support import (  # noqa: F401
     fail,
     fake_api,
     ok,
-    stream_harness_fixture,
-    wait_until,
 )
+from tests.waiting import until
 
 S0 = "shardId-000000000000"
 S1 = "shardId-000000000001"
@@ -37,8 +36,8 @@ async def test_batches_in_order_and_checkpoint(stream_harness: StreamHarness) ->
         stream.put(S1, f"b{i}")
     fn = RecordingFunction()
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=10):
-        await wait_until(lambda: len(fn.seen()) == 50, what="every record")
-        await wait_until(lambda: stream_harness.metric(
+        await until(lambda: len(fn.seen()) == 50, what="every record")
+        await until(lambda: stream_harness.metric(
             "router_source_events_total", route="clicks", type="kinesis") == 50, what="events counted")
         assert all(len(b) <= 10 for b in fn.batches)
         assert [d for d in fn.seen() if d.startswith("a")] == [f"a{i}" for i in range(25)]
@@ -62,7 +61,7 @@ async def test_bisect_isolates_a_poison_record(stream_harness: StreamHarness) ->
     dest = RecordingDestination()
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=8, bisect_on_error=True,
                                      max_retry_attempts=1, on_failure=dest):
-        await wait_until(lambda: len(dest.records) == 1, what="the failure record")
+        await until(lambda: len(dest.records) == 1, what="the failure record")
         await stream_harness.wait_checkpoints(lambda cps: cps.get(S0) == stream.shards[S0].records[-1]
                          .sequence_number, what="checkpoint past the poison record")
     # 8 -> [4 ok] [4 fail] -> [2 fail: r4,poison] -> [r4 ok] [poison x2: first try + 1 retry] -> [r6 r7 ok]
@@ -97,7 +96,7 @@ async def test_without_bisect_the_whole_batch_is_retried_then_given_up(stream_ha
         await stream_harness.wait_checkpoints(lambda cps: cps.get(S0) == stream.shards[S0].records[-1]
                          .sequence_number, what="checkpoint after giving up (no destination)")
         stream.put(S0, "later")
-        await wait_until(lambda: fn.seen()[-1:] == ["later"], what="the shard moves on")
+        await until(lambda: fn.seen()[-1:] == ["later"], what="the shard moves on")
     assert fn.batches[:3] == [["r0", "r1", "r2"]] * 3  # first try and 2 retries
 
 
@@ -114,7 +113,7 @@ async def test_record_age_exceeded_is_not_invoked(stream_harness: StreamHarness)
     dest = RecordingDestination()
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=10, max_record_age=60,
                                      on_failure=dest, clock=lambda: now[0]):
-        await wait_until(lambda: fn.seen() == ["young"] and len(dest.records) == 1, what="young invoked")
+        await until(lambda: fn.seen() == ["young"] and len(dest.records) == 1, what="young invoked")
     record = dest.records[0]
     assert record["requestContext"]["condition"] == "RecordAgeExceeded"
     assert record["requestContext"]["approximateInvokeCount"] == 0
@@ -130,7 +129,7 @@ async def test_failure_record_waits_for_the_destination(stream_harness: StreamHa
     dest = RecordingDestination()
     dest.failing = True
     async with stream_harness.source(fn, api=fake_api(stream), max_retry_attempts=0, on_failure=dest):
-        await wait_until(lambda: dest.attempts >= 3, what="delivery retried")
+        await until(lambda: dest.attempts >= 3, what="delivery retried")
         assert (await stream_harness.checkpoints()).get(S0) is None  # never past an undelivered record
         assert stream_harness.metric("router_destination_deliveries_total", function="fn", kind="file",
                                      outcome="error") >= 3
@@ -211,7 +210,7 @@ async def test_parallelization_keeps_order_per_key(stream_harness: StreamHarness
 
     fn = RecordingFunction(handler)
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=3, parallelization=4):
-        await wait_until(lambda: len(fn.seen()) == 60, what="every record")
+        await until(lambda: len(fn.seen()) == 60, what="every record")
         await stream_harness.wait_checkpoints(lambda cps: cps.get(S0) == stream.shards[S0].records[-1]
                          .sequence_number, what="checkpoint at the end")
     assert fn.max_running > 1  # batches of one shard ran at once
@@ -239,7 +238,7 @@ async def test_checkpoint_is_the_highest_contiguous_success(stream_harness: Stre
 
     fn = RecordingFunction(handler)
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=1, parallelization=2):
-        await wait_until(lambda: "b1" in fn.seen() and fn.running == 1, what="b0 and b1 done, a0 running")
+        await until(lambda: "b1" in fn.seen() and fn.running == 1, what="b0 and b1 done, a0 running")
         assert await stream_harness.checkpoints() == {}  # a0 is not done: nothing after it either
         gate.set()
         await stream_harness.wait_checkpoints(lambda cps: cps.get(S0) == stream.shards[S0].records[-1]
@@ -257,7 +256,7 @@ async def test_restart_resumes_after_the_checkpoint(stream_harness: StreamHarnes
     stream.put(S0, "r5")
     fn2 = RecordingFunction()
     async with stream_harness.source(fn2, api=fake_api(stream), batch_size=2):
-        await wait_until(lambda: fn2.seen() == ["r5"], what="only the new record")
+        await until(lambda: fn2.seen() == ["r5"], what="only the new record")
     assert "shard_iterator shardId-000000000000 AFTER_SEQUENCE_NUMBER" in stream.calls
 
 
@@ -311,7 +310,7 @@ async def test_parent_finished_before_children(stream_harness: StreamHarness) ->
         stream.put("shardId-000000000002", f"d{i}")
     fn = RecordingFunction()
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=10):
-        await wait_until(lambda: len(fn.seen()) == 9, what="every record")
+        await until(lambda: len(fn.seen()) == 9, what="every record")
         await stream_harness.wait_checkpoints(lambda cps: cps.get(S0) == SHARD_END, what="SHARD_END")
     assert fn.batches[0] == ["p0", "p1", "p2"]  # the parent first, then the children
     assert [d for d in fn.seen() if d[0] == "c"] == ["c0", "c1", "c2"]
@@ -327,9 +326,9 @@ async def test_latest_skips_closed_shards_and_old_records(stream_harness: Stream
     fn = RecordingFunction()
     async with stream_harness.source(fn, api=fake_api(stream), starting_position="LATEST"):
         await stream_harness.wait_checkpoints(lambda cps: cps.get(S0) == SHARD_END, what="parent done")
-        await wait_until(lambda: "get_records shardId-000000000001" in stream.calls, what="child polled")
+        await until(lambda: "get_records shardId-000000000001" in stream.calls, what="child polled")
         stream.put("shardId-000000000001", "new")
-        await wait_until(lambda: fn.seen() == ["new"], what="only the new record")
+        await until(lambda: fn.seen() == ["new"], what="only the new record")
 
 
 async def test_filtered_records_are_checkpointed_not_invoked(stream_harness: StreamHarness) -> None:
@@ -355,10 +354,10 @@ async def test_faults_are_counted_and_recovered(stream_harness: StreamHarness) -
     stream.fail_next = [OSError("connection refused"), throttled, throttled]
     fn = RecordingFunction()
     async with stream_harness.source(fn, api=fake_api(stream)):
-        await wait_until(lambda: fn.seen() == ["r0"], what="processed after the faults")
+        await until(lambda: fn.seen() == ["r0"], what="processed after the faults")
         assert stream_harness.errors() == 3
-        await wait_until(lambda: stream_harness.readiness._flags.get("route clicks") is None,
-                         what="ready again")
+        await until(lambda: stream_harness.readiness._flags.get("route clicks") is None,
+                    what="ready again")
 
 
 async def test_expired_iterator_is_renewed_after_the_last_record_read(stream_harness: StreamHarness) -> None:
@@ -368,12 +367,12 @@ async def test_expired_iterator_is_renewed_after_the_last_record_read(stream_har
     stream.put(S0, "r0")
     fn = RecordingFunction()
     async with stream_harness.source(fn, api=fake_api(stream)):
-        await wait_until(lambda: fn.seen() == ["r0"], what="first record")
+        await until(lambda: fn.seen() == ["r0"], what="first record")
         stream.fail_next = [ClientError({"Error": {"Code": "ExpiredIteratorException", "Message": "old"}},
                                         "GetRecords")]
-        await wait_until(lambda: not stream.fail_next, what="the expiry happened")
+        await until(lambda: not stream.fail_next, what="the expiry happened")
         stream.put(S0, "r1")
-        await wait_until(lambda: fn.seen() == ["r0", "r1"], what="no duplicate, nothing lost")
+        await until(lambda: fn.seen() == ["r0", "r1"], what="no duplicate, nothing lost")
     assert any(c == "shard_iterator shardId-000000000000 AFTER_SEQUENCE_NUMBER" for c in stream.calls)
     assert stream_harness.errors() == 0
 
@@ -392,6 +391,6 @@ async def test_a_batch_stays_under_6_mb(stream_harness: StreamHarness) -> None:
         stream.put(S0, f"r{i}", size=1024 * 1024)  # counted as 1 MB each
     fn = RecordingFunction()
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=100):
-        await wait_until(lambda: len(fn.seen()) == 8, what="every record")
+        await until(lambda: len(fn.seen()) == 8, what="every record")
     assert [len(b) for b in fn.batches] == [5, 3]  # six 1 MB records and their JSON exceed 6 MB
     assert fn.seen() == [f"r{i}" for i in range(8)]

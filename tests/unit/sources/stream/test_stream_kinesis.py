@@ -22,14 +22,13 @@ from router.config.models import AwsConfig
 from router.destinations.sqs import SqsDestination
 from router.invocation import Result
 from router.state.checkpoints import SHARD_END
-from tests.unit.sources.stream.test_stream_support import (  # noqa: F401
+from tests.unit.sources.stream.support import (
     RecordingFunction,
     StreamHarness,
     fail,
     ok,
-    stream_harness_fixture,
-    wait_until,
 )
+from tests.waiting import until
 
 REGION = "eu-west-1"
 
@@ -106,7 +105,7 @@ async def test_four_shards_in_order_with_bisect_and_failure_record_to_sqs(
                 ok_batches = [b for b in fn.batches if "poison" not in b]
                 return {i: [d for b in ok_batches for d in b if d.startswith(f"s{i}-")] for i in range(4)}
 
-            await wait_until(lambda: good() == expected, deadline=30, what="every good record once, in order")
+            await until(lambda: good() == expected, deadline=30, what="every good record once, in order")
             resp = await sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)
         [message] = resp["Messages"]
     record = json.loads(message["Body"])
@@ -127,14 +126,14 @@ async def test_stream_not_found_then_created_recovers(
     arn = f"arn:aws:kinesis:{REGION}:123456789012:stream/{name}"
     fn = DataFunction()
     async with stream_harness.source(fn, api=None, aws=aws, stream_arn=arn):
-        await wait_until(lambda: stream_harness.errors() >= 2, what="errors counted")
+        await until(lambda: stream_harness.errors() >= 2, what="errors counted")
         reasons = await stream_harness.readiness.reasons()
         assert any(r.startswith("route clicks: stream not found (ResourceNotFoundException); "
                                 "check source.stream_arn and aws.region") for r in reasons), reasons
         _, created = await kinesis.create(1, name=name)
         assert created == arn
         await kinesis.put(arn, "hello")
-        await wait_until(lambda: fn.seen() == ["hello"], deadline=15, what="processed after recovery")
+        await until(lambda: fn.seen() == ["hello"], deadline=15, what="processed after recovery")
         assert await stream_harness.readiness.reasons() == ["starting"]
 
 
@@ -147,15 +146,15 @@ async def test_split_parent_is_finished_before_children(
         await kinesis.put(arn, f"p{n}")
     fn = DataFunction()
     async with stream_harness.source(fn, api=None, aws=aws, stream_arn=arn, batch_size=10):
-        await wait_until(lambda: fn.seen() == ["p0", "p1", "p2"], what="the parent's records")
+        await until(lambda: fn.seen() == ["p0", "p1", "p2"], what="the parent's records")
         await kinesis.client.split_shard(StreamARN=arn, ShardToSplit="shardId-000000000000",
                                          NewStartingHashKey=str(2**127))
 
         def messages() -> list[str]:
             return [r.getMessage() for r in caplog.records]
 
-        await wait_until(lambda: sum("from TRIM_HORIZON" in m for m in messages()) == 3,
-                         what="both children started")
+        await until(lambda: sum("from TRIM_HORIZON" in m for m in messages()) == 3,
+                    what="both children started")
         assert (await stream_harness.checkpoints())["shardId-000000000000"] == SHARD_END
     text = messages()
     ended = text.index("route 'clicks': shard shardId-000000000000 is closed and processed to its end")

@@ -14,15 +14,14 @@ from router.invocation import Result
 from router.sources.stream.api import RecordsPage
 from router.sources.stream.engine import StreamSource
 from router.state.store import StateStore
-from tests.unit.sources.stream.test_stream_support import (  # noqa: F401
+from tests.unit.sources.stream.support import (
     FakeStream,
     RecordingFunction,
     StreamHarness,
     fake_api,
     ok,
-    stream_harness_fixture,
-    wait_until,
 )
+from tests.waiting import until
 
 S0 = "shardId-000000000000"
 
@@ -59,16 +58,16 @@ async def test_reader_reads_the_next_page_while_a_batch_runs_and_stays_bounded(
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=100) as src:
         stream.source = src
         try:
-            await wait_until(lambda: fn.running == 1, what="the first batch running")
+            await until(lambda: fn.running == 1, what="the first batch running")
             # Pages 1 and 2 fit in the read-ahead (1,000); page 3 waits until the lanes take page 1.
-            await wait_until(lambda: len(stream.waiting_at_call) == 2, what="page 2 read during batch 1")
+            await until(lambda: len(stream.waiting_at_call) == 2, what="page 2 read during batch 1")
             worker = src._workers[S0]
-            await wait_until(lambda: worker.waiting == 900, what="page 2 in the lanes")
+            await until(lambda: worker.waiting == 900, what="page 2 in the lanes")
             assert len(fn.batches) == 1
             assert fn.running == 1
         finally:
             release.set()
-        await wait_until(lambda: len(fn.seen()) == 2000, what="every record")
+        await until(lambda: len(fn.seen()) == 2000, what="every record")
     assert fn.seen() == [f"r{i}" for i in range(2000)]
     assert all(len(b) <= 100 for b in fn.batches)
     assert stream.waiting_at_call[:2] == [0, 500]  # page 2 asked for at once: it fits
@@ -108,8 +107,8 @@ async def test_lanes_do_not_wait_for_checkpoint_writes_which_are_coalesced(
     fn = RecordingFunction(handler)
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=10):
         try:
-            await wait_until(lambda: len(fn.batches) == 5 and fn.running == 0,
-                             what="every batch while the first write waits")
+            await until(lambda: len(fn.batches) == 5 and fn.running == 0,
+                        what="every batch while the first write waits")
             assert gate.saves == [seqs[9]]  # one write at a time
         finally:
             gate.release.set()
@@ -126,7 +125,7 @@ async def test_stop_saves_the_checkpoint_reached_during_a_write(stream_harness: 
     fn = RecordingFunction()
     async with stream_harness.source(fn, api=fake_api(stream), batch_size=10) as src:
         try:
-            await wait_until(lambda: len(fn.batches) == 3 and len(gate.saves) == 1, what="writes held")
+            await until(lambda: len(fn.batches) == 3 and len(gate.saves) == 1, what="writes held")
             stopping = asyncio.create_task(src.stop(10))
             done, _ = await asyncio.wait({stopping}, timeout=0.05)
             assert not done  # stop waits for the checkpoint write

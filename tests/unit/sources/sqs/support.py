@@ -1,5 +1,5 @@
-"""Support for the sqs source tests (no tests here): queues on moto_server, a scripted function behind the
-real Dispatcher, and a running SqsSource."""
+"""Support for the sqs source tests: queues on moto_server and a harness running SqsSources under the real
+Dispatcher (the fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,61 +7,20 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
-from router.aws import create_client
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
-from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.readiness import Readiness
 from router.sources.sqs.source import SqsSource
 from router.state.store import StateStore
-from tests.unit.core.helpers import make_config, wait_until
-
-Handler = Callable[[dict[str, Any]], Awaitable[Result]]
-
-
-def ok(value: Any = None) -> Result:
-    return Result(payload=json.dumps(value).encode())
-
-
-def fail(message: str = "boom") -> Result:
-    return Result.error("ValueError", message)
-
-
-class FunctionInvoker:
-    """An in-process function: ``handler(event) -> Result``; records every event it was given."""
-
-    def __init__(self, handler: Handler | None = None) -> None:
-        self.handler = handler
-        self.events: list[dict[str, Any]] = []
-        self.running = 0
-        self.max_running = 0
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def invoke(self, invocation: Invocation) -> Result:
-        event = json.loads(invocation.payload)
-        self.events.append(event)
-        self.running += 1
-        self.max_running = max(self.max_running, self.running)
-        try:
-            return await self.handler(event) if self.handler is not None else ok({"ok": True})
-        finally:
-            self.running -= 1
-
-    def bodies(self) -> list[str]:
-        return [r["body"] for e in self.events for r in e["Records"]]
+from tests.unit.core.helpers import make_config
+from tests.unit.sources.functions import FunctionInvoker
 
 
 class Sqs:
@@ -121,17 +80,6 @@ class Sqs:
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
 
 
-@pytest.fixture(name="aws")
-def aws_fixture(moto_server: str) -> AwsConfig:
-    return AwsConfig(region="eu-west-1", endpoint_url=moto_server, account_id="123456789012")
-
-
-@pytest.fixture(name="sqs")
-async def sqs_fixture(aws: AwsConfig) -> AsyncIterator[Sqs]:
-    async with create_client("sqs", aws) as client:
-        yield Sqs(client, aws)
-
-
 class Harness:
     """A real Dispatcher with in-process functions, and SqsSources running under it."""
 
@@ -182,19 +130,3 @@ class Harness:
     async def close(self) -> None:
         if self.store is not None:
             await self.store.close()
-
-
-@pytest.fixture(name="harness")
-async def harness_fixture(tmp_path: Path, aws: AwsConfig) -> AsyncIterator[Harness]:
-    async with aiohttp.ClientSession() as session:
-        h = Harness(tmp_path, aws, session)
-        try:
-            yield h
-        finally:
-            await h.close()
-
-
-FIXTURES = (aws_fixture, sqs_fixture, harness_fixture)
-"""Import ``FIXTURES`` into a test module to use the ``aws``, ``sqs`` and ``harness`` fixtures there."""
-
-__all__ = ["FIXTURES", "FunctionInvoker", "Harness", "Sqs", "fail", "ok", "wait_until"]

@@ -1,6 +1,6 @@
-"""Support for the stream engine tests (no tests here): an in-memory ``StreamApi`` for the engine's own
-logic, a recording destination, and a harness running a ``StreamSource`` under the real Dispatcher and a
-real SQLite state store."""
+"""Support for the stream engine tests: an in-memory ``StreamApi`` for the engine's own logic, a recording
+destination, and a harness running a ``StreamSource`` under the real Dispatcher and a real SQLite state
+store (its fixture is in conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
@@ -24,7 +23,8 @@ from router.sources.stream.api import IteratorType, RecordsPage, ShardInfo, Stre
 from router.sources.stream.engine import ApiFactory, StreamSource
 from router.state.store import StateStore
 from tests.clocks import WallClock
-from tests.unit.core.helpers import make_config, wait_until
+from tests.unit.core.helpers import make_config
+from tests.waiting import until
 
 ARN = "arn:aws:kinesis:eu-west-1:123456789012:stream/clicks"
 Handler = Callable[[list[dict[str, Any]]], Awaitable[Result]]
@@ -242,28 +242,12 @@ class StreamHarness:
     async def wait_checkpoints(self, cond: Callable[[dict[str, str]], bool], what: str,
                                deadline: float = 10.0) -> None:
         """Poll the store's checkpoints of the route until ``cond`` holds; fail after ``deadline``."""
-        try:
-            async with asyncio.timeout(deadline):
-                while not cond(await self.checkpoints()):  # noqa: ASYNC110 (a table: no event to wait on)
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting for {what}; checkpoints: "
-                                 f"{await self.checkpoints()}") from None
+
+        async def holds() -> bool:
+            return cond(await self.checkpoints())
+
+        await until(holds, what, deadline=deadline)
 
     async def close(self) -> None:
         if self.store is not None:
             await self.store.close()
-
-
-@pytest.fixture(name="stream_harness")
-async def stream_harness_fixture(tmp_path: Path) -> AsyncIterator[StreamHarness]:
-    async with aiohttp.ClientSession() as session:
-        h = StreamHarness(tmp_path, session)
-        try:
-            yield h
-        finally:
-            await h.close()
-
-
-__all__ = ["ARN", "FakeStream", "RecordingDestination", "RecordingFunction", "StreamHarness", "fail",
-           "fake_api", "ok", "stream_harness_fixture", "wait_until"]
