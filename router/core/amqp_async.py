@@ -227,55 +227,40 @@ class AmqpAsyncQueue:
     async def publish(self, function: str, ev: AmqpEvent, delay: float = 0.0) -> None:
         """Publish ``ev`` to the function queue, or through the delay queue of ``delay`` seconds; returns
         once the broker confirmed it. Raises ``AsyncQueueError``."""
-        import aiormq.exceptions as amqp_errors
-        from pamqp.commands import Basic
-
         level = retry_level_ms(delay)
         target = retry_queue_name(function, level) if level else queue_name(function)
+        where = f"{self.where}: function '{function}'"
         if self._failed and not self._ready.is_set():
-            raise AsyncQueueError(
-                f"{self.where}: function '{function}': not connected ({self.problem}); the event was not "
-                "accepted", self._retry_after)
-        try:
-            async with asyncio.timeout(self._publish_timeout):
-                await self._ready.wait()
-                conn, channel = self._conn, self._channel
-                if conn is None or channel is None:
-                    raise RuntimeError("the async_queue connection is closed (shutting down)")
-                await conn.connected.wait()  # while the robust connection reconnects
-                if level:
-                    # On the underlying channel: not remembered for restore (the robust channel would
-                    # keep one entry per call), and redeclared before each publish (renews x-expires).
-                    raw = await channel.get_underlay_channel()
-                    await raw.queue_declare(target, durable=True, arguments={
-                        "x-message-ttl": level,
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": queue_name(function),
-                        "x-expires": level + RETRY_EXPIRES_MARGIN_MS,
-                    })
-                confirm = await channel.default_exchange.publish(
-                    to_message(ev), routing_key=target, mandatory=True)
-        except TimeoutError as exc:
-            raise AsyncQueueError(
-                f"{self.where}: function '{function}': not confirmed within {self._publish_timeout:g}s "
-                f"({self.problem or 'no confirm'}); is the broker up and reachable?", self._retry_after
-            ) from exc
-        except amqp_errors.PublishError as exc:
-            raise AsyncQueueError(
-                f"{self.where}: function '{function}': queue '{target}' is missing (message returned); "
-                "it is declared at start: was it deleted? restart the router to declare it again",
-                self._retry_after,
-            ) from exc
-        except (amqp_errors.AMQPError, OSError, RuntimeError) as exc:
-            message, _ = amqp.describe_error(exc, self.url, setting="async_queue")
-            raise AsyncQueueError(f"{self.where}: function '{function}': {message}",
-                                  self._retry_after) from exc
-        if not isinstance(confirm, Basic.Ack):
-            raise AsyncQueueError(
-                f"{self.where}: function '{function}': the broker refused the event "
-                f"({type(confirm).__name__}); check its logs (queue limits, disk or memory alarms)",
-                self._retry_after,
-            )
+            raise AsyncQueueError(f"{where}: not connected ({self.problem}); the event was not accepted",
+                                  self._retry_after)
+
+        async def publish() -> Any:
+            await self._ready.wait()
+            conn, channel = self._conn, self._channel
+            if conn is None or channel is None:
+                raise RuntimeError("the async_queue connection is closed (shutting down)")
+            await conn.connected.wait()  # while the robust connection reconnects
+            if level:
+                # On the underlying channel: not remembered for restore (the robust channel would
+                # keep one entry per call), and redeclared before each publish (renews x-expires).
+                raw = await channel.get_underlay_channel()
+                await raw.queue_declare(target, durable=True, arguments={
+                    "x-message-ttl": level,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": queue_name(function),
+                    "x-expires": level + RETRY_EXPIRES_MARGIN_MS,
+                })
+            return await channel.default_exchange.publish(to_message(ev), routing_key=target, mandatory=True)
+
+        await amqp.publish_confirmed(
+            publish, url=self.url, where=where, timeout=self._publish_timeout, setting="async_queue",
+            error=lambda message: AsyncQueueError(message, self._retry_after),
+            waiting=lambda: self.problem or "no confirm",
+            returned=f"queue '{target}' is missing (message returned); it is declared at start: was it "
+                     "deleted? restart the router to declare it again",
+            refused="the broker refused the event ({}); check its logs (queue limits, disk or memory "
+                    "alarms)",
+        )
 
     # --- consuming --------------------------------------------------------------------------------------
 
