@@ -128,6 +128,16 @@ async def publish_confirmed(
         raise error(f"{where}: {refused.format(type(confirm).__name__)}")
 
 
+def channel_open(message: Any) -> bool:
+    """False for a message delivered on a channel that has closed since (the broker has requeued it, and
+    its ack cannot be sent)."""
+    try:
+        channel = message.channel
+    except Exception:  # aio-pika raises ChannelInvalidStateError for a closed channel
+        return False
+    return not bool(getattr(channel, "is_closed", False))
+
+
 async def _quiet_close(conn: Any) -> None:
     with contextlib.suppress(Exception):  # closing a connection that never opened
         await conn.close()

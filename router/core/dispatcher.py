@@ -18,6 +18,7 @@ import aiohttp
 
 from router.clock import Clock, SystemClock
 from router.config.models import DestinationConfig, RouterConfig
+from router.core.async_queue import AsyncQueue
 from router.core.async_worker import AsyncWorker
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
 from router.core.retry import Uniform
@@ -27,11 +28,11 @@ from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.invokers.base import Invoker
 from router.metrics import Metrics
+from router.queues.sql import SqlQueue
 from router.suggest import did_you_mean
 
 if TYPE_CHECKING:
-    from router.core.amqp_async import AmqpAsyncQueue
-    from router.core.async_amqp_worker import AmqpAsyncWorker
+    from router.queues.amqp import AmqpQueue
     from router.state.store import StateStore
 
 log = logging.getLogger("router.dispatcher")
@@ -104,35 +105,29 @@ class Dispatcher:
         self._destination_builder = DestinationBuilder(config, session=http_session, submit=self.submit)
         destinations = build_destinations(config, session=http_session, submit=self.submit,
                                           builder=self._destination_builder)
+        store_queue = SqlQueue(store, clock=self._clock, poll_interval=poll_interval)
+        # async_queue: async events go through RabbitMQ; the state store's workers still deliver the
+        # destination records kept there (and events accepted before async_queue was set).
+        self.amqp_queue: AmqpQueue | None = None
+        queues: list[tuple[str, AsyncQueue]] = [("async-worker", store_queue)]
+        if config.async_queue:
+            from router.queues.amqp import AmqpQueue
+
+            self.amqp_queue = AmqpQueue(config.async_queue, list(config.functions), clock=self._clock,
+                                        publish_timeout=config.state.write_timeout)
+            queues.append(("async-amqp-worker", self.amqp_queue))
+        self._queues = [queue for _, queue in queues]
+        self._queue = self._queues[-1]  # where new events go
         self._workers: dict[str, AsyncWorker] = {}
-        async_limits: dict[str, FunctionLimit] = {}
         for name, fn in config.functions.items():
             shared = self._limits[name]
             limit = (shared if shared.cap is not None
                      else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, self._limits.account))
-            async_limits[name] = limit
-            self._workers[name] = AsyncWorker(
-                name=name, config=fn, arn=self.arn(name), store=store, limit=limit,
-                execute=self._execute, destinations=destinations[name], metrics=metrics,
-                clock=self._clock, uniform=uniform, poll_interval=poll_interval,
-            )
-        # async_queue: async events go through RabbitMQ; the state-store workers above still deliver
-        # the destination records kept there (and events accepted before async_queue was set).
-        self.amqp_queue: AmqpAsyncQueue | None = None
-        self._amqp_workers: dict[str, AmqpAsyncWorker] = {}
-        if config.async_queue:
-            from router.core.amqp_async import AmqpAsyncQueue
-            from router.core.async_amqp_worker import AmqpAsyncWorker
-
-            self.amqp_queue = AmqpAsyncQueue(config.async_queue, list(config.functions), clock=self._clock,
-                                             publish_timeout=config.state.write_timeout)
-            for name, fn in config.functions.items():
-                limit = async_limits[name]
-                self._amqp_workers[name] = AmqpAsyncWorker(
-                    name=name, config=fn, arn=self.arn(name), queue=self.amqp_queue, limit=limit,
-                    prefetch=limit.cap or DEFAULT_ASYNC_PARALLELISM, execute=self._execute,
-                    destinations=destinations[name], metrics=metrics, clock=self._clock, store=store,
-                    wake_store=self._workers[name].wake, uniform=uniform,
+            for kind, queue in queues:
+                self._workers[f"{kind}:{name}"] = AsyncWorker(
+                    name=name, config=fn, arn=self.arn(name), queue=queue, keep=store_queue, limit=limit,
+                    execute=self._execute, destinations=destinations[name], metrics=metrics,
+                    clock=self._clock, uniform=uniform,
                 )
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -247,33 +242,21 @@ class Dispatcher:
         limit = self._config.server.max_async_body
         if len(inv.payload) > limit:
             raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
-        if self.amqp_queue is not None:
-            from router.core.amqp_async import AmqpEvent
-
-            await self.amqp_queue.publish(inv.function, AmqpEvent(
-                request_id=inv.request_id, payload=inv.payload, source=inv.source, route=inv.route,
-                attempts=0, enqueued_at=self._clock.time(),
-            ))
-            self._metrics.async_events_received.labels(inv.function).inc()
-            return inv.request_id
-        await self._store.enqueue(
-            function=inv.function, request_id=inv.request_id, payload=inv.payload, source=inv.source,
-            route=inv.route, now=self._clock.time(),
-        )
+        await self._queue.publish(inv.function, request_id=inv.request_id, payload=inv.payload,
+                                  source=inv.source, route=inv.route, now=self._clock.time())
         self._metrics.async_events_received.labels(inv.function).inc()
-        self._workers[inv.function].wake()
         return inv.request_id
 
     async def run(self) -> None:
-        """Run every function's async worker until cancelled or drained; then hand back unfinished events."""
+        """Run every function's async workers until cancelled or drained; then hand back unfinished events."""
         try:
             async with asyncio.TaskGroup() as tg:
                 if self._stopping:
                     return
-                for name, worker in self._workers.items():
-                    self._loops.append(tg.create_task(worker.claim_loop(), name=f"async-worker:{name}"))
-                if self.amqp_queue is not None:
-                    self._loops.append(tg.create_task(self._run_amqp(), name="async-queue-amqp"))
+                if self.amqp_queue is not None:  # connects, retrying; its workers wait for it
+                    self._loops.append(tg.create_task(self.amqp_queue.run(), name="async-queue-amqp"))
+                for task_name, worker in self._workers.items():
+                    self._loops.append(tg.create_task(worker.run(), name=task_name))
                 self._loops.append(tg.create_task(self._depth_loop(), name="async-queue-depth"))
             if self._stopping:
                 await self._drained.wait()  # drain() is finishing the in-flight events
@@ -281,14 +264,6 @@ class Dispatcher:
             await self._cancel_inflight()
             if self.amqp_queue is not None:
                 await self.amqp_queue.close()  # what is still unacked goes back to the broker's queues
-
-    async def _run_amqp(self) -> None:
-        """Connect to async_queue (retrying), then consume every function queue until cancelled."""
-        assert self.amqp_queue is not None
-        await self.amqp_queue.run()
-        async with asyncio.TaskGroup() as tg:
-            for name, worker in self._amqp_workers.items():
-                tg.create_task(worker.consume_loop(), name=f"async-amqp-worker:{name}")
 
     def extra_destinations(self, configs: dict[str, DestinationConfig]) -> dict[str, Destination]:
         """Destinations beside the functions' own (``config path -> config``, e.g. the stream routes'
@@ -321,9 +296,7 @@ class Dispatcher:
             self._drained.set()
 
     def _inflight(self) -> set[asyncio.Task[None]]:
-        tasks = {t for w in self._workers.values() for t in w.inflight}
-        tasks.update(t for w in self._amqp_workers.values() for t in w.inflight)
-        return tasks
+        return {t for w in self._workers.values() for t in w.inflight}
 
     async def _cancel_inflight(self) -> None:
         tasks = self._inflight()
@@ -336,10 +309,10 @@ class Dispatcher:
         gauge = self._metrics.async_queue_depth
         while True:
             try:
-                depth = await self._store.depth()
-                if self.amqp_queue is not None and self.amqp_queue.ready():
-                    for name in self._config.functions:
-                        depth[name] = depth.get(name, 0) + await self.amqp_queue.depth(name)
+                depth: dict[str, int] = {}
+                for queue in self._queues:
+                    for name, n in (await queue.depth()).items():
+                        depth[name] = depth.get(name, 0) + n
             except Exception as exc:
                 log.warning("cannot read the async queue depth: %s: %s", type(exc).__name__, exc)
             else:

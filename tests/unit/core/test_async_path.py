@@ -26,8 +26,8 @@ from tests.unit.core.helpers import (
     read_records,
     serve,
     throttled,
-    wait_until,
 )
+from tests.waiting import until
 
 FAST = {"backoff": {"initial": 0.01, "max": 0.05}}
 
@@ -57,8 +57,8 @@ async def test_fails_twice_then_succeeds(
     request = event(7)
     async with running(d):
         await d.submit(request)
-        await wait_until(lambda: len(read_records(out)) == 1, what="on_success record")
-        await wait_until(lambda: sample(metrics, "router_async_queue_depth", function="resize") == 0
+        await until(lambda: len(read_records(out)) == 1, what="on_success record")
+        await until(lambda: sample(metrics, "router_async_queue_depth", function="resize") == 0
                          and not invoker.running, what="queue empty")
 
     assert [c.attempt for c in invoker.calls] == [1, 2, 3]
@@ -98,7 +98,7 @@ async def test_always_fails_goes_to_on_failure(
     with caplog.at_level(logging.INFO, logger="router.async"):
         async with running(d):
             await d.submit(request)
-            await wait_until(lambda: len(read_records(out)) == 1, what="on_failure record")
+            await until(lambda: len(read_records(out)) == 1, what="on_failure record")
     [record] = read_records(out)
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert record["requestContext"]["approximateInvokeCount"] == 3
@@ -122,7 +122,7 @@ async def test_not_retryable_error_fails_at_once(tmp_path: Path, make_dispatcher
                         {"resize": invoker})
     async with running(d):
         await d.submit(event())
-        await wait_until(lambda: len(read_records(out)) == 1, what="on_failure record")
+        await until(lambda: len(read_records(out)) == 1, what="on_failure record")
     assert len(invoker.calls) == 1
     assert read_records(out)[0]["requestContext"]["approximateInvokeCount"] == 1
 
@@ -139,7 +139,7 @@ async def test_event_age_exceeded_is_not_invoked(
     await store.enqueue(function="resize", request_id="old-1", payload=b'{"old": true}', source="webhook",
                         route=None, now=time.time() - 120)
     async with running(d):
-        await wait_until(lambda: len(read_records(out)) == 1, what="on_failure record")
+        await until(lambda: len(read_records(out)) == 1, what="on_failure record")
     [record] = read_records(out)
     assert record["requestContext"]["condition"] == "EventAgeExceeded"
     assert record["requestContext"]["approximateInvokeCount"] == 0
@@ -159,7 +159,7 @@ async def test_dropped_without_on_failure_is_counted_and_logged(
     with caplog.at_level(logging.WARNING, logger="router.async"):
         async with running(d):
             await d.submit(request)
-            await wait_until(lambda: sample(metrics, "router_async_events_dropped_total", function="resize",
+            await until(lambda: sample(metrics, "router_async_events_dropped_total", function="resize",
                                             reason="RetriesExhausted") == 1, what="drop counted")
     assert await store.depth() == {}
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
@@ -178,7 +178,7 @@ async def test_throttles_do_not_use_up_retries(
                         {"resize": invoker})
     async with running(d):
         await d.submit(event())
-        await wait_until(lambda: len(read_records(out)) == 1, what="on_failure record")
+        await until(lambda: len(read_records(out)) == 1, what="on_failure record")
     # 4 throttled attempts cost nothing; then 1 attempt + 1 retry
     assert len(invoker.calls) == 6
     assert [c.attempt for c in invoker.calls] == [1, 1, 1, 1, 1, 2]
@@ -197,12 +197,12 @@ async def test_async_respects_the_concurrency_cap(tmp_path: Path, make_dispatche
     async with running(d):
         for n in range(6):
             await d.submit(event(n))
-        await wait_until(lambda: invoker.running == 2, what="two running")
+        await until(lambda: invoker.running == 2, what="two running")
         # async events hold the slots: a sync caller is throttled now
         with pytest.raises(Throttled):
             await d.invoke(Invocation(function="resize", payload=b"{}", source="webhook"))
         gate.set()
-        await wait_until(lambda: len(invoker.calls) == 6 and not invoker.running, what="all delivered")
+        await until(lambda: len(invoker.calls) == 6 and not invoker.running, what="all delivered")
     assert invoker.max_running == 2
 
 
@@ -226,8 +226,8 @@ async def test_failed_delivery_keeps_the_record_and_retries(
                             {"resize": invoker})
         async with running(d):
             await d.submit(event(5))
-            await wait_until(lambda: len(received) == 3 and not statuses, what="three deliveries")
-            await wait_until(lambda: sample(metrics, "router_destination_deliveries_total", function="resize",
+            await until(lambda: len(received) == 3 and not statuses, what="three deliveries")
+            await until(lambda: sample(metrics, "router_destination_deliveries_total", function="resize",
                                             kind="http", outcome="success") == 1, what="delivered")
     assert len(invoker.calls) == 1  # the function is not invoked again for a delivery
     assert received[0] == received[1] == received[2]
@@ -250,7 +250,7 @@ async def test_undelivered_record_survives_a_restart(
     async with running(first):
         await first.submit(event(9))
         # the record cannot be written: it stays in the store
-        await wait_until(lambda: sample(metrics, "router_destination_deliveries_total", function="resize",
+        await until(lambda: sample(metrics, "router_destination_deliveries_total", function="resize",
                                         kind="file", outcome="error") >= 2, what="delivery failures")
     assert sum((await store.depth()).values()) == 1
 
@@ -258,7 +258,7 @@ async def test_undelivered_record_survives_a_restart(
     again = ScriptedInvoker(then=fail())
     second = make_dispatcher(config, {"resize": again})
     async with running(second):
-        await wait_until(lambda: len(read_records(out)) == 1, what="record delivered after restart")
+        await until(lambda: len(read_records(out)) == 1, what="record delivered after restart")
     assert read_records(out)[0]["requestPayload"] == {"n": 9}
     assert len(invoker.calls) == 1
     assert again.calls == []  # the function is not invoked again: only the record was pending
@@ -274,9 +274,9 @@ async def test_drain_finishes_in_flight_and_hands_back_the_rest(
     task = asyncio.create_task(d.run())
     for n in range(3):
         await d.submit(event(n))
-    await wait_until(lambda: invoker.running == 2, what="two in flight")
+    await until(lambda: invoker.running == 2, what="two in flight")
     drain = asyncio.create_task(d.drain(30))
-    await wait_until(lambda: all(t.done() for t in d._loops), what="claiming stopped")
+    await until(lambda: all(t.done() for t in d._loops), what="claiming stopped")
     assert not drain.done()  # waits for the in-flight ones
     gate.set()
     await asyncio.wait_for(drain, 10)
@@ -295,7 +295,7 @@ async def test_drain_timeout_releases_unfinished(
     task = asyncio.create_task(d.run())
     for n in range(2):
         await d.submit(event(n))
-    await wait_until(lambda: invoker.running == 2, what="two in flight")
+    await until(lambda: invoker.running == 2, what="two in flight")
     await d.drain(0.05)
     await asyncio.wait_for(task, 10)
     assert invoker.running == 0
@@ -311,7 +311,7 @@ async def test_cancelling_run_hands_back_claims(
     d = make_dispatcher(make_config({"resize": fn(tmp_path)}), {"resize": invoker})
     task = asyncio.create_task(d.run())
     await d.submit(event())
-    await wait_until(lambda: invoker.running == 1, what="in flight")
+    await until(lambda: invoker.running == 1, what="in flight")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -341,7 +341,7 @@ async def test_restart_delivers_events_left_in_the_store(
         invoker = ScriptedInvoker()
         second = make_dispatcher(config, {"resize": invoker}, store=second_store)
         async with running(second):
-            await wait_until(lambda: len(invoker.calls) == 4, what="all four delivered")
+            await until(lambda: len(invoker.calls) == 4, what="all four delivered")
         assert set(ids) <= {c.request_id for c in invoker.calls}
         assert await second_store.depth() == {}
     finally:

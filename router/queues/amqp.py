@@ -22,11 +22,18 @@ The delayed-message plugin would avoid the ladder but is not part of a stock Rab
 Every publish uses publisher confirms and ``mandatory`` (a message no queue takes is an error, not a
 drop). The connection is aio-pika's robust one: after a loss it reconnects by itself, redeclares the
 queues and resumes the consumers; ``run`` retries the first connection with backoff.
+
+Taking deliveries: a consumer per function on a channel of its own, its prefetch the function's async
+parallelism, buffers what the broker hands over until the worker has a slot for it. A delivery is acked
+once its fate is settled (done, or its retry confirmed in a delay queue) and nacked with requeue when
+handed back; a router that dies before the ack leaves it unacked, and the broker delivers it again (at
+least once; the request id stays the same across deliveries, an idempotency key for the function).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -140,7 +147,7 @@ def from_message(message: Any, now: float) -> AmqpEvent:
 OnMessage = Callable[[Any], Awaitable[None]]
 
 
-class AmqpAsyncQueue:
+class AmqpQueue:
     """The broker side of the async path: one robust connection, one confirm channel for publishing,
     one channel per consumer (its prefetch is the function's async parallelism).
 
@@ -224,7 +231,15 @@ class AmqpAsyncQueue:
 
     # --- publishing -------------------------------------------------------------------------------------
 
-    async def publish(self, function: str, ev: AmqpEvent, delay: float = 0.0) -> None:
+    async def publish(
+        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float
+    ) -> None:
+        """Publish a new event to the function queue; returns once the broker confirmed it. Raises
+        ``AsyncQueueError``."""
+        await self.publish_event(function, AmqpEvent(
+            request_id=request_id, payload=payload, source=source, route=route, attempts=0, enqueued_at=now))
+
+    async def publish_event(self, function: str, ev: AmqpEvent, delay: float = 0.0) -> None:
         """Publish ``ev`` to the function queue, or through the delay queue of ``delay`` seconds; returns
         once the broker confirmed it. Raises ``AsyncQueueError``."""
         level = retry_level_ms(delay)
@@ -273,13 +288,34 @@ class AmqpAsyncQueue:
         tag = await queue.consume(on_message)
         return Consumer(channel, queue, tag)
 
-    async def depth(self, function: str) -> int:
-        """Messages ready in the function queue (a passive declare); delayed retries are not counted."""
+    async def depth(self) -> dict[str, int]:
+        """Messages ready per function queue (passive declares; delayed retries are not counted); none
+        while not connected."""
+        if not self.ready():
+            return {}
+        return {function: await self._depth_of(function) for function in self._functions}
+
+    async def _depth_of(self, function: str) -> int:
         async with asyncio.timeout(self._timeout):
             await self._ready.wait()
             raw = await self._channel.get_underlay_channel()
             ok = await raw.queue_declare(queue_name(function), passive=True)
         return int(ok.message_count or 0)
+
+    async def deliveries(self, function: str, *, prefetch: int, lease: float) -> AmqpDeliveries:
+        """Consume the function queue (retrying while it cannot); ``lease`` has no use here: a delivery
+        stays this replica's until it is settled or the channel closes."""
+        deliveries = AmqpDeliveries(self, function, prefetch)
+        delay = 0.5
+        while deliveries.consumer is None:
+            try:
+                deliveries.consumer = await self.consume(function, prefetch, deliveries.arrived)
+            except (AsyncQueueError, OSError, RuntimeError, TimeoutError) as exc:
+                log.error("%s: cannot consume %s (%s: %s); retrying in %gs", self.where, queue_name(function),
+                          type(exc).__name__, exc, delay, extra={"function": function})
+                await self._clock.sleep(delay)
+                delay = min(2 * delay, 30.0)
+        return deliveries
 
 
 @dataclass(slots=True)
@@ -297,3 +333,92 @@ class Consumer:
         """Close the channel: the broker requeues every message of it that was not acked."""
         with contextlib.suppress(Exception):
             await self.channel.close()
+
+
+class AmqpDeliveries:
+    """The messages of one function queue, buffered until the worker takes them one at a time."""
+
+    batch = 1
+
+    def __init__(self, queue: AmqpQueue, function: str, prefetch: int) -> None:
+        self._queue = queue
+        self._function = function
+        # The broker sends at most ``prefetch`` unacked messages per channel; after a reconnection, stale
+        # ones of the old channel may still sit here (skipped).
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._room = 2 * prefetch
+        self._arrival = asyncio.Event()
+        self.consumer: Consumer | None = None
+
+    async def arrived(self, message: Any) -> None:
+        """The consumer's callback: buffer ``message``, or hand it back when the buffer is full."""
+        if len(self._buffer) >= self._room:
+            await _nack(message)
+            return
+        self._buffer.append(message)
+        self._arrival.set()
+
+    async def wait(self) -> None:
+        buffer = self._buffer
+        while True:
+            while buffer and not amqp.channel_open(buffer[0]):
+                buffer.popleft()  # its channel closed: the broker has requeued it already
+            if buffer:
+                return
+            self._arrival.clear()
+            await self._arrival.wait()
+
+    async def take(self, n: int) -> list[AmqpDelivery]:
+        buffer = self._buffer
+        taken: list[AmqpDelivery] = []
+        now = self._queue._clock.time()
+        while buffer and len(taken) < n:
+            message = buffer.popleft()
+            if amqp.channel_open(message):
+                taken.append(AmqpDelivery(self._queue, self._function, message, from_message(message, now)))
+        return taken
+
+    async def close(self) -> None:
+        """Cancel the broker consumer and hand back what was delivered but not taken."""
+        if self.consumer is not None:
+            await self.consumer.cancel()
+        while self._buffer:
+            await _nack(self._buffer.popleft())
+
+
+class AmqpDelivery:
+    """One message taken by the worker; acked or nacked exactly once."""
+
+    __slots__ = ("_function", "_queue", "event", "message")
+
+    def __init__(self, queue: AmqpQueue, function: str, message: Any, event: AmqpEvent) -> None:
+        self._queue = queue
+        self._function = function
+        self.message = message
+        self.event = event
+
+    async def complete(self) -> None:
+        await _ack(self.message)
+
+    async def retry_later(self, delay: float, attempts: int) -> None:
+        """Publish the event with ``attempts`` to the delay queue of ``delay`` (confirmed), then ack."""
+        await self._queue.publish_event(self._function, self.event.next(attempts), delay)
+        await _ack(self.message)
+
+    async def release(self) -> None:
+        await _nack(self.message)
+
+
+async def _ack(message: Any) -> None:
+    try:
+        await message.ack()
+    except Exception as exc:
+        # The channel is gone: the broker requeued the message and delivers it again (a duplicate).
+        log.warning("async_queue: cannot ack (%s: %s); the event will be delivered again",
+                    type(exc).__name__, exc)
+
+
+async def _nack(message: Any) -> None:
+    # When the channel is gone, the broker has requeued the message already.
+    with contextlib.suppress(Exception):
+        await message.nack(requeue=True)
