@@ -77,6 +77,9 @@ class Deliveries(Protocol):
 class AsyncQueue(Protocol):
     """A transport of async invocations: a queue per function."""
 
+    kind: str
+    """The transport's name in task names and logs: ``sql`` or ``amqp``."""
+
     async def publish(
         self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float
     ) -> None:
@@ -91,6 +94,10 @@ class AsyncQueue(Protocol):
 
     async def depth(self) -> dict[str, int]:
         """Events waiting per function (functions with none may be left out)."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the transport is reachable now (``/readyz``)."""
         ...
 
     async def run(self) -> None:

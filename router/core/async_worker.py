@@ -83,7 +83,7 @@ class AsyncWorker:
         self._async = config.async_
         self._lease = config.timeout + LEASE_MARGIN
         self._arn = arn
-        self._queue = queue
+        self.queue = queue
         self._keep = keep
         self._limit = limit
         self._prefetch = limit.cap or DEFAULT_ASYNC_PARALLELISM  # most deliveries held at once
@@ -99,7 +99,7 @@ class AsyncWorker:
     async def run(self) -> None:
         """Run until cancelled. Cancelling stops taking (what arrived but was not taken goes back to the
         queue); in-flight events keep running."""
-        deliveries = await self._queue.deliveries(self.name, prefetch=self._prefetch, lease=self._lease)
+        deliveries = await self.queue.deliveries(self.name, prefetch=self._prefetch, lease=self._lease)
         limit = self._limit
         try:
             while True:

@@ -158,6 +158,8 @@ class AmqpQueue:
     back to their queues).
     """
 
+    kind = "amqp"
+
     def __init__(
         self, url: str, functions: list[str], *, clock: Clock, timeout: float = 10.0,
         backoff: tuple[float, float] = (0.5, 30.0), publish_timeout: float | None = None,

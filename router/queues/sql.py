@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from router.clock import Clock
+from router.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
     from router.state.store import QueuedEvent, StateStore
@@ -26,9 +26,11 @@ CLAIM_BATCH = 10
 class SqlQueue:
     """Async events in the state store, one wake-up per function for what this replica publishes."""
 
-    def __init__(self, store: StateStore, *, clock: Clock, poll_interval: float = 1.0) -> None:
+    kind = "sql"
+
+    def __init__(self, store: StateStore, *, clock: Clock | None = None, poll_interval: float = 1.0) -> None:
         self.store = store
-        self._clock = clock
+        self._clock: Clock = clock or SystemClock()
         self._poll = poll_interval
         self._wakes: dict[str, asyncio.Event] = {}
 
@@ -52,6 +54,9 @@ class SqlQueue:
 
     async def depth(self) -> dict[str, int]:
         return await self.store.depth()
+
+    async def ping(self) -> bool:
+        return await self.store.ping()
 
     async def run(self) -> None:
         """Nothing to connect: the store is opened by its owner."""

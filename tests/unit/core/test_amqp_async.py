@@ -22,9 +22,11 @@ from router.invocation import Invocation
 from router.metrics import Metrics
 from router.queues.amqp import (
     AmqpEvent,
+    AmqpQueue,
     queue_name,
     retry_queue_name,
 )
+from router.queues.sql import SqlQueue
 from router.state.store import StateStore
 from tests.unit.core.conftest import MakeDispatcher, running
 from tests.unit.core.helpers import (
@@ -176,10 +178,11 @@ async def test_too_old_event_is_not_invoked(
     cfg = config(tmp_path, amqp_url, fn_name, **{"async": {"max_event_age": 60}})
     d = make_dispatcher(cfg, {fn_name: invoker})
     async with running(d):
-        assert d.amqp_queue is not None
-        await d.amqp_queue.wait_ready()
+        queue = d.queue
+        assert isinstance(queue, AmqpQueue)
+        await queue.wait_ready()
         old = AmqpEvent("old-1", b"{}", "webhook", None, 0, time.time() - 120)
-        await d.amqp_queue.publish_event(fn_name, old)
+        await queue.publish_event(fn_name, old)
         await until(lambda: sample(metrics, "router_async_events_dropped_total", function=fn_name,
                                         reason="EventAgeExceeded") == 1, what="drop counted")
     assert invoker.calls == []
@@ -270,7 +273,7 @@ async def test_without_async_queue_nothing_changes(
     tmp_path: Path, make_dispatcher: MakeDispatcher, store: StateStore
 ) -> None:
     d: Dispatcher = make_dispatcher(make_config({"f": {}}), {"f": ScriptedInvoker()})
-    assert d.amqp_queue is None
+    assert isinstance(d.queue, SqlQueue)
     await d.submit(event("f"))
     assert await store.depth() == {"f": 1}
 
