@@ -45,7 +45,7 @@ from typing import Any
 
 from router import amqp
 from router.clock import Clock
-from router.errors import Unavailable
+from router.errors import AsyncQueueError
 
 log = logging.getLogger("router.async.amqp")
 
@@ -59,11 +59,6 @@ H_ATTEMPTS = "x-router-attempts"
 H_ENQUEUED_AT = "x-router-enqueued-at-ms"
 H_SOURCE = "x-router-source"
 H_ROUTE = "x-router-route"
-
-
-class AsyncQueueError(Unavailable):
-    """Raised when an async event cannot be published to ``async_queue`` (broker away, refused, no
-    confirm in time): the event was not accepted (503 with Retry-After to a webhook caller)."""
 
 
 def queue_name(function: str) -> str:

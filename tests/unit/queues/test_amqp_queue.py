@@ -12,10 +12,10 @@ import aio_pika
 import pytest
 
 from router.clock import SystemClock
+from router.errors import AsyncQueueError
 from router.queues.amqp import (
     AmqpEvent,
     AmqpQueue,
-    AsyncQueueError,
     from_message,
     retry_level_ms,
     to_message,
