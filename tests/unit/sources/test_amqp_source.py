@@ -20,6 +20,7 @@ from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
 from router.invocation import ErrorType, Outcome, Result
 from router.metrics import Metrics
+from router.queues.sql import SqlQueue
 from router.readiness import Readiness
 from router.sources.amqp import AmqpSource
 from router.state.store import StateStore
@@ -50,8 +51,8 @@ class Harness:
         if self.store is None:
             self.store = StateStore.from_url(f"sqlite:///{self.tmp_path / 'state.db'}", self.tmp_path)
             await self.store.open()
-        dispatcher = Dispatcher(config=config, invokers={"fn": fn}, store=self.store, metrics=self.metrics,
-                                http_session=self.session)
+        dispatcher = Dispatcher(config=config, invokers={"fn": fn}, queue=SqlQueue(self.store),
+                                metrics=self.metrics)
         route = RouteConfig.model_validate({
             "name": "orders", "function": "fn", "filters": filters or [],
             "source": {"type": "amqp", "url": url or self.url, **source},

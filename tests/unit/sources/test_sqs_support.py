@@ -19,6 +19,7 @@ from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
+from router.queues.sql import SqlQueue
 from router.readiness import Readiness
 from router.sources.sqs import SqsSource
 from router.state.store import StateStore
@@ -156,8 +157,8 @@ class Harness:
         if self.store is None:
             self.store = StateStore.from_url(f"sqlite:///{self.tmp_path / 'state.db'}", self.tmp_path)
             await self.store.open()
-        dispatcher = Dispatcher(config=config, invokers={"fn": fn}, store=self.store, metrics=self.metrics,
-                                http_session=self.session)
+        dispatcher = Dispatcher(config=config, invokers={"fn": fn}, queue=SqlQueue(self.store),
+                                metrics=self.metrics)
         route = RouteConfig.model_validate({
             "name": "uploads", "function": "fn", "filters": filters or [],
             "source": {"type": "sqs", "queue_url": queue_url, **source},
