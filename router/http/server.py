@@ -20,6 +20,7 @@ from router.http.error_pages import json_error_pages
 from router.http.health import add_health_routes
 from router.http.invoke_api import add_invoke_routes
 from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
+from router.http.webhook import register_webhook_routes
 from router.readiness import Readiness
 
 __all__ = ["Dispatch", "HttpContext", "Readiness", "build_app", "build_metrics_app", "build_runner",
@@ -51,9 +52,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def build_app(ctx: HttpContext) -> web.Application:
     """The main app: health, /metrics (unless ``server.metrics_port`` is set), Invoke API, webhooks."""
-    # Imported here: the webhook source depends on this package's context, not the other way round.
-    from router.sources.webhook import register_webhook_routes
-
     server = ctx.config.server
     gauge = ctx.metrics.http_body_buffer
     app = web.Application(

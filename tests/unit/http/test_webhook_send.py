@@ -11,10 +11,10 @@ from aiohttp import web
 
 from router.http.context import HttpContext
 from router.http.server import build_app
+from router.http.webhook import WebhookSource
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.readiness import Readiness
-from router.sources.webhook import WebhookSource
 
 from .conftest import FakeDispatcher, make_config, start
 

@@ -14,12 +14,13 @@ from aiohttp import web
 from router.config.checks import aiohttp_path
 from router.config.models import RouteConfig, WebhookSourceConfig
 from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled, Unavailable
+from router.http import apigw
 from router.http.context import HttpContext
 from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
+from router.http.webhook_auth import build_auth, headers_pass
 from router.invocation import Invocation, new_request_id
-from router.sources import apigw
-from router.sources.auth import build_auth, headers_pass
 
+# Named for the source type, as every source's logger is (router.sources.sqs, ...): log filters keep working.
 log = logging.getLogger("router.sources.webhook")
 
 TYPE = "webhook"

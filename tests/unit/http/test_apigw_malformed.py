@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from router.http import apigw
 from router.invocation import Result
-from router.sources import apigw
 
 
 def mapped(value: Any) -> tuple[int, Any, list[str]]:
