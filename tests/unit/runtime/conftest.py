@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,16 +35,6 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return "\nState:\tZ" in status
-
-
-async def wait_for(condition: Callable[[], bool], deadline: float = 10.0, what: str = "condition") -> None:
-    """Poll ``condition`` until true; fail after ``deadline`` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not condition():
-        if loop.time() > end:
-            pytest.fail(f"timed out after {deadline}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def environment_pids(invoker: LocalInvoker) -> set[int]:
