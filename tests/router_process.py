@@ -1,4 +1,6 @@
-"""End-to-end fixtures: start ``router run`` as a real subprocess on a free port and talk HTTP to it."""
+"""A real ``router run`` process for tests: its config and functions written to a temporary directory,
+started on a free port, talked to over HTTP (the e2e, fault and fuzz tests, and the LambdaInvoker's).
+The ``router_factory`` fixture (tests/conftest.py) stops every router it started."""
 
 from __future__ import annotations
 
@@ -9,35 +11,21 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.waiting import until_sync
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
@@ -88,7 +76,7 @@ class RouterProcess:
             except OSError:
                 return False
 
-        wait_for(ready, timeout, what="router /readyz")
+        until_sync(ready, "router /readyz", deadline=timeout)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -151,10 +139,3 @@ class RouterFactory:
         for rp in self.started:
             if rp.proc is not None:
                 rp.stop(signal.SIGKILL)
-
-
-@pytest.fixture
-def router_factory(tmp_path: Path) -> Iterator[RouterFactory]:
-    factory = RouterFactory(tmp_path)
-    yield factory
-    factory.close()

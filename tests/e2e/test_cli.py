@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import ROOT, RouterFactory, http, wait_for
+from tests.router_process import ROOT, RouterFactory, http
+from tests.waiting import until_sync
 
 
 def router(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -119,7 +120,8 @@ def test_secrets_never_reach_logs_or_metrics(router_factory: RouterFactory, tmp_
                         {"Authorization": "Bearer wrong"})
     assert status in (401, 403)
     _, _, metrics = http("GET", rp.url + "/metrics")
-    wait_for(lambda: "router_webhook_requests_total" in metrics.decode(), what="webhook metrics")
+    until_sync(lambda: "router_webhook_requests_total" in metrics.decode(), what="webhook metrics",
+               deadline=20)
     assert rp.stop() == 0
     for text in (rp.logs(), metrics.decode()):
         assert secret not in text
