@@ -1,4 +1,4 @@
-"""Malformed function responses map to API Gateway's 500, never to a reply aiohttp cannot write (issue 9).
+"""Malformed function responses map to API Gateway's 500, never to a reply aiohttp cannot write.
 
 The HTTP API answers ``500 {"message":"Internal Server Error"}`` when a Lambda integration's response
 is malformed; the mapping does the same and says why (without the header's value).

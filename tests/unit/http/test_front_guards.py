@@ -1,4 +1,4 @@
-"""The HTTP front under slow and hostile clients (issue 9, defects 4 and 5), over real loopback sockets:
+"""The HTTP front under slow and hostile clients, over real loopback sockets:
 header, body and idle timeouts, the connection cap, the request-body budget, auth before the body."""
 
 from __future__ import annotations
