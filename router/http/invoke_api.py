@@ -140,7 +140,7 @@ def _signature_refused(exc: sigv4.SignatureError, request_id: str) -> web.Respon
 def client_context_problem(value: str) -> str | None:
     """Why an ``X-Amz-Client-Context`` is refused (Lambda's InvalidRequestContentException), or None:
     it must be at most 3,583 bytes of base64 that decodes to a JSON object."""
-    size = len(value.encode())
+    size = len(value.encode("utf-8", "surrogateescape"))  # the bytes it arrived as (aiohttp's decoding)
     if size > CLIENT_CONTEXT_LIMIT:
         return (f"Client context must be at most {CLIENT_CONTEXT_LIMIT} bytes of base64-encoded data, "
                 f"got {size} bytes")
