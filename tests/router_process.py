@@ -28,6 +28,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def router(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+           stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``router`` command once (``router validate``, ``routes``, ``invoke``, a ``run`` that must
+    refuse to start), without the caller's ``ROUTER_*`` variables."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args], capture_output=True, text=True, timeout=60,
+        cwd=cwd or ROOT, env=full_env, input=stdin.decode() if stdin else None,
+    )
+
+
 def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
          timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
     headers = dict(headers or {})

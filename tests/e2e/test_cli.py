@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.router_process import ROOT, RouterFactory, http
+from tests.router_process import ROOT, RouterFactory, http, router
 from tests.waiting import until_sync
-
-
-def router(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-           stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "router", *args], capture_output=True, text=True, timeout=60,
-        cwd=cwd or ROOT, env=full_env, input=stdin.decode() if stdin else None,
-    )
 
 
 def test_validate_example_config_is_ok() -> None:

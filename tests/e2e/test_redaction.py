@@ -9,8 +9,7 @@ import json
 import uuid
 from pathlib import Path
 
-from tests.e2e.test_cli import router
-from tests.router_process import RouterFactory, free_port, http
+from tests.router_process import RouterFactory, free_port, http, router
 from tests.waiting import until_sync
 
 FAILS = """
