@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.router_process import RouterFactory, RouterProcess, http
-from tests.unit.runtime.test_node_support import NODE_MAJOR, NODE_RUNTIME, require_node
+from tests.unit.runtime.node_support import NODE_MAJOR, NODE_RUNTIME, require_node
 from tests.waiting import until_sync
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "functions"

@@ -21,7 +21,7 @@ import boto3
 import pytest
 
 from tests.router_process import RouterFactory, http
-from tests.unit.runtime.test_node_support import FIXTURES, NODE_RUNTIME, require_npm
+from tests.unit.runtime.node_support import FIXTURES, NODE_RUNTIME, require_npm
 from tests.waiting import until_sync
 
 REGION = "us-east-1"

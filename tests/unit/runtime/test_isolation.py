@@ -25,12 +25,8 @@ from router.runtime.memory import CgroupV2
 from tests.waiting import until
 
 from .conftest import MakeInvoker, invocation, process_gone
-from .test_node_support import NODE_RUNTIME, require_node
-from .test_template_support import (  # noqa: F401  (fixtures)
-    make_forked_fixture,
-    needs_fork,
-    templates_fixture,
-)
+from .node_support import NODE_RUNTIME, require_node
+from .template_support import needs_fork
 
 STRANGER = """
 import socket, sys

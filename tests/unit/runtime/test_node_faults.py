@@ -17,7 +17,7 @@ from router.runtime.output import MAX_LINE
 from tests.waiting import until
 
 from .conftest import MakeInvoker, environment_pids, invocation, process_gone
-from .test_node_support import NODE_RUNTIME, require_node
+from .node_support import NODE_RUNTIME, require_node
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from router.invocation import Outcome, Result
 from tests.waiting import until
 
 from .conftest import MakeInvoker, environment_pids, invocation
-from .test_node_support import NODE_RUNTIME, require_node
+from .node_support import NODE_RUNTIME, require_node
 
 
 @pytest.fixture

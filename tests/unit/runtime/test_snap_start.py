@@ -24,14 +24,7 @@ from router.runtime.template import TemplateManager
 from tests.waiting import until
 
 from .conftest import MakeInvoker, invocation, process_gone
-from .test_template_support import (  # noqa: F401  (fixtures)
-    make_forked_fixture,
-    needs_fork,
-    payload,
-    reaped,
-    templates_fixture,
-    zombie_children,
-)
+from .template_support import needs_fork, payload, reaped, zombie_children
 
 pytestmark = needs_fork
 

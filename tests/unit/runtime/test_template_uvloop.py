@@ -17,7 +17,7 @@ from router.runtime.template import TemplateManager
 from tests.waiting import until
 
 from .conftest import ARN, FUNCTIONS, PYTHON_RUNTIME, invocation
-from .test_template_support import forked, needs_fork, payload, reaped, zombie_children
+from .template_support import forked, needs_fork, payload, reaped, zombie_children
 
 uvloop = pytest.importorskip("uvloop")
 pytestmark = needs_fork
