@@ -1,5 +1,5 @@
-"""RabbitMQ helpers shared by the amqp source and destination: URLs without secrets, robust connections,
-and broker errors in users' words.
+"""RabbitMQ helpers shared by the amqp source, destination and async queue: URLs without secrets, robust
+connections, publish-with-confirm, and broker errors in users' words.
 
 ``redact(url)`` is the only form of a broker URL that may reach a log line or an error message.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -90,6 +91,51 @@ async def connect(url: str, name: str, *, timeout: float = CONNECT_TIMEOUT,  # n
         await asyncio.shield(_quiet_close(conn))
         raise
     return conn
+
+
+async def publish_confirmed(
+    publish: Callable[[], Awaitable[Any]], *, url: str, where: str, timeout: float,  # noqa: ASYNC109
+    error: Callable[[str], Exception], returned: str, refused: str, not_found: str | None = None,
+    setting: str = "source.url", waiting: Callable[[], str] | None = None,
+) -> None:
+    """Run ``publish`` within ``timeout`` and make sure the broker took the message.
+
+    ``publish`` publishes one message with ``mandatory`` on a channel with publisher confirms and
+    returns the broker's confirm. Every way that fails becomes ``error(message)``, the message starting
+    with ``where``: no confirm in time (``waiting()``, when given, says what was waited for), the message
+    returned unroutable (``returned``), a missing exchange (``not_found``, when given; else the broker
+    error below), a broker or connection error (``describe_error`` with ``setting``), or a nack
+    (``refused``, with ``{}`` for the confirm's name).
+    """
+    import aiormq.exceptions as amqp_errors
+    from pamqp.commands import Basic
+
+    try:
+        async with asyncio.timeout(timeout):
+            confirm = await publish()
+    except TimeoutError as exc:
+        why = f" ({waiting()})" if waiting is not None else ""
+        raise error(
+            f"{where}: not confirmed within {timeout:g}s{why}; is the broker up and reachable?") from exc
+    except amqp_errors.PublishError as exc:
+        raise error(f"{where}: {returned}") from exc
+    except (amqp_errors.AMQPError, OSError, RuntimeError) as exc:
+        if not_found is not None and isinstance(exc, amqp_errors.ChannelNotFoundEntity):
+            raise error(f"{where}: {not_found}") from exc
+        message, _ = describe_error(exc, url, setting=setting)
+        raise error(f"{where}: {message}") from exc
+    if not isinstance(confirm, Basic.Ack):
+        raise error(f"{where}: {refused.format(type(confirm).__name__)}")
+
+
+def channel_open(message: Any) -> bool:
+    """False for a message delivered on a channel that has closed since (the broker has requeued it, and
+    its ack cannot be sent)."""
+    try:
+        channel = message.channel
+    except Exception:  # aio-pika raises ChannelInvalidStateError for a closed channel
+        return False
+    return not bool(getattr(channel, "is_closed", False))
 
 
 async def _quiet_close(conn: Any) -> None:

@@ -7,18 +7,19 @@ import contextlib
 import errno
 import logging
 import math
+import random
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from router import __version__
+from router.clock import Clock, SystemClock
 from router.config.models import (
-    DestinationConfig,
     DynamodbStreamSourceConfig,
     KinesisSourceConfig,
     RouterConfig,
@@ -28,6 +29,14 @@ from router.invokers.base import Invoker
 from router.invokers.factory import InvokerParts, build_invoker
 from router.logs import setup_logging
 from router.metrics import Metrics
+
+if TYPE_CHECKING:
+    from router.core.async_queue import AsyncQueue
+    from router.core.dispatcher import Dispatcher
+    from router.core.retry import Uniform
+    from router.destinations.base import Destination
+    from router.destinations.factory import DestinationBuilder
+    from router.state.store import StateStore
 
 log = logging.getLogger("router")
 
@@ -59,6 +68,61 @@ def machine_capacity(config: RouterConfig, metrics: Metrics) -> Any:
     return capacity
 
 
+def build_dispatcher(
+    config: RouterConfig, invokers: Mapping[str, Invoker], *, store: StateStore, metrics: Metrics,
+    session: aiohttp.ClientSession, clock: Clock | None = None, uniform: Uniform = random.uniform,
+    poll_interval: float = 1.0, depth_interval: float = 5.0, account_limit: int | None = None,
+) -> tuple[Dispatcher, DestinationBuilder]:
+    """The dispatcher, its async queue, the functions' destinations and one async worker per function and
+    queue; and the destination builder (``close`` it after the dispatcher has stopped).
+
+    Async events go to the state store, or to RabbitMQ with ``async_queue``: the state store then still
+    keeps the destination records not delivered yet, and the events accepted before ``async_queue`` was
+    set, each function with a worker over either queue. Raises ``ConfigError`` listing every unusable
+    destination.
+    """
+    from router.core.async_worker import AsyncWorker
+    from router.core.dispatcher import Dispatcher
+    from router.destinations.factory import DestinationBuilder, build_destinations
+    from router.queues.sql import SqlQueue
+
+    clock = clock or SystemClock()
+    kept = SqlQueue(store, clock=clock, poll_interval=poll_interval)
+    queues: list[AsyncQueue] = [kept]
+    if config.async_queue:
+        from router.queues.amqp import AmqpQueue
+
+        queues.append(AmqpQueue(config.async_queue, list(config.functions), clock=clock,
+                                publish_timeout=config.state.write_timeout))
+    dispatcher = Dispatcher(config=config, invokers=invokers, metrics=metrics, queue=queues[-1], clock=clock,
+                            depth_interval=depth_interval, account_limit=account_limit)
+    builder = DestinationBuilder(config, session=session, submit=dispatcher.submit)
+    destinations = build_destinations(config, session=session, submit=dispatcher.submit, builder=builder)
+    dispatcher.add_workers(
+        AsyncWorker(name=name, config=fn, arn=dispatcher.arn(name), queue=queue, keep=kept,
+                    limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
+                    destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform)
+        for name, fn in config.functions.items() for queue in queues
+    )
+    return dispatcher, builder
+
+
+def stream_failure_destinations(config: RouterConfig, builder: DestinationBuilder) -> dict[str, Destination]:
+    """The stream routes' ``source.on_failure`` destinations by route name, built (or refused, raising
+    ``ConfigError`` with every problem) before anything starts."""
+    built: dict[str, Destination] = {}
+    for i, route in enumerate(config.routes):
+        source = route.source
+        if not isinstance(source, KinesisSourceConfig | DynamodbStreamSourceConfig):
+            continue
+        if source.on_failure is not None:
+            dest = builder.build(f"routes[{i}].source.on_failure", source.on_failure)
+            if dest is not None:
+                built[route.name] = dest
+    builder.check()
+    return built
+
+
 class Router:
     """One running router: owns every component and shuts them down in order."""
 
@@ -69,7 +133,6 @@ class Router:
         self.stopping = asyncio.Event()
 
     async def serve(self) -> None:
-        from router.core.dispatcher import Dispatcher
         from router.http.nofile import connection_cap, raise_nofile_limit
         from router.http.server import (
             METRICS_LISTENER_CAP,
@@ -126,7 +189,7 @@ class Router:
         http_session = aiohttp.ClientSession()
         invokers: dict[str, Invoker] = {}
         runners: list[web.AppRunner] = []
-        dispatcher: Dispatcher | None = None
+        destinations: DestinationBuilder | None = None
         try:
             if replica_lock is not None:
                 # A single replica owns its SQLite file: leases of a crashed run are free at once.
@@ -142,24 +205,15 @@ class Router:
             )
             for name in config.functions:
                 invokers[name] = build_invoker(name, parts)
-            dispatcher = Dispatcher(
-                config=config, invokers=invokers, store=store, metrics=self.metrics,
-                http_session=http_session, account_limit=account_concurrency(config),
+            dispatcher, destinations = build_dispatcher(
+                config, invokers, store=store, metrics=self.metrics, session=http_session,
+                account_limit=account_concurrency(config),
             )
-            # The stream routes' on_failure destinations, built (or refused) before anything starts.
-            failure_configs: dict[str, DestinationConfig] = {}
-            where_of: dict[str, str] = {}
-            for i, route in enumerate(config.routes):
-                if (isinstance(route.source, KinesisSourceConfig | DynamodbStreamSourceConfig)
-                        and route.source.on_failure is not None):
-                    where_of[route.name] = f"routes[{i}].source.on_failure"
-                    failure_configs[where_of[route.name]] = route.source.on_failure
-            built = dispatcher.extra_destinations(failure_configs)
-            stream_failures = {name: built[where] for name, where in where_of.items()}
+            stream_failures = stream_failure_destinations(config, destinations)
             readiness = Readiness()
             readiness.add_check("state_store", store.ping)
-            if dispatcher.amqp_queue is not None:
-                readiness.add_check("async_queue", dispatcher.amqp_queue.ping)
+            if config.async_queue:
+                readiness.add_check("async_queue", dispatcher.queue.ping)
             ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness)
 
             runner = build_runner(build_app(ctx), ctx, listener="main", cap=cap)
@@ -207,8 +261,8 @@ class Router:
             for invoker in invokers.values():
                 with contextlib.suppress(Exception):
                     await invoker.close()
-            if dispatcher is not None:
-                await dispatcher.close()  # amqp destination connections
+            if destinations is not None:
+                await destinations.close()  # amqp destination connections
             await templates.close()
             await watchdog.close()
             await runtime_api.close()

@@ -78,6 +78,11 @@ class StateStoreUnavailable(StateStoreError, Unavailable):
     """Raised when the state store did not commit an async event in time or could not write it."""
 
 
+class AsyncQueueError(Unavailable):
+    """Raised when an async event cannot be published to ``async_queue`` (broker away, refused, no
+    confirm in time): the event was not accepted (503 with Retry-After to a webhook caller)."""
+
+
 class EnvironmentError_(RouterError):
     """Raised when an execution environment cannot be started (bad code dir, bootstrap missing)."""
 

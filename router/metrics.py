@@ -85,7 +85,9 @@ class Metrics:
             "router_async_events_dropped_total", "Async events dropped without a destination",
             ["function", "reason"], registry=r)
         self.async_queue_depth = Gauge(
-            "router_async_queue_depth", "Async events waiting in the state store", ["function"], registry=r)
+            "router_async_queue_depth",
+            "Async events waiting: in the state store, and with async_queue also ready in RabbitMQ",
+            ["function"], registry=r)
         self.destination_deliveries = Counter(
             "router_destination_deliveries_total", "Destination records delivered",
             ["function", "kind", "outcome"], registry=r)

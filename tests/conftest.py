@@ -6,9 +6,12 @@ import asyncio
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
+
+from tests.router_process import RouterFactory
 
 POSTGRES_DSN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_DSN_FALLBACK = "postgresql://root@127.0.0.1:5432/test"
@@ -174,3 +177,14 @@ def amqp_url() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+# --- the router as a process --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def router_factory(tmp_path: Path) -> Iterator[RouterFactory]:
+    """Starts ``router run`` processes (``factory(config_yaml)``); every one is killed at teardown."""
+    factory = RouterFactory(tmp_path)
+    yield factory
+    factory.close()

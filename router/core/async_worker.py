@@ -1,12 +1,19 @@
-"""The async worker of one function: claims persisted events, invokes, retries, sends destination records.
+"""The async worker of one function over one queue transport: takes deliveries, invokes, retries, sends
+destination records, and settles each delivery once its fate is known.
 
-Loop: take a concurrency slot, claim up to ``min(free slots, 10)`` due events, run each as a task owned by
-this worker, then sleep until ``wake()`` (a new event), the next retry's due time, or the poll interval
-(events of other replicas). Per event, see ``_process``; the policy itself is pure (``core/retry.py``).
+Loop: wait until a delivery may be there (holding no slot, so an idle worker never throttles the
+function's sync callers), take a concurrency slot (and up to the transport's batch more), take that many
+deliveries, run each as a task owned by this worker. Per delivery, see ``_process``; one attempt is
+``core/attempt.py``, the policy itself is pure (``core/retry.py``). The same over the state store and
+RabbitMQ (``core/async_queue.py``).
 
-A destination record that cannot be delivered is not lost: it is stored back in the state store as a
+Each delivery is settled by exactly one of: a retry (the queue delivers it again after the backoff), the
+end (the destination record is sent, or the drop counted, then it is completed), or a hand-back (release)
+when the router cannot do either (queue or store away, shutdown before it ran).
+
+A destination record that cannot be delivered is not lost: it is kept in the state store's queue as a
 *delivery event* (``source="destination"``) and the original event is completed, so the function is not
-invoked again; the worker retries the delivery with backoff until it succeeds.
+invoked again; the worker of that queue retries the delivery with backoff until it succeeds.
 """
 
 from __future__ import annotations
@@ -15,223 +22,166 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable
+from typing import Any
 
 from router.clock import Clock
-from router.config.models import AsyncConfig, FunctionConfig
-from router.core.destination_record import build_record
-from router.core.limits import FunctionLimit
-from router.core.retry import (
-    EVENT_AGE_EXCEEDED,
-    SUCCESS,
-    Action,
-    Decision,
-    Uniform,
-    backoff_delay,
-    decide,
-    is_too_old,
+from router.config.models import FunctionConfig
+from router.core.async_queue import AsyncEvent, AsyncQueue, Delivery
+from router.core.attempt import (
+    DELIVERY_SOURCE,
+    Execute,
+    deliver_record,
+    delivery_payload,
+    event_extra,
+    run_attempt,
 )
-from router.destinations.base import Destination
+from router.core.destination_record import build_record
+from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit
+from router.core.retry import EVENT_AGE_EXCEEDED, SUCCESS, Action, Uniform, backoff_delay
 from router.destinations.factory import FunctionDestinations
-from router.invocation import Invocation, Result
+from router.errors import Unavailable
+from router.invocation import Result
 from router.metrics import Metrics
-
-if TYPE_CHECKING:
-    from router.state.store import QueuedEvent, StateStore
 
 log = logging.getLogger("router.async")
 
-CLAIM_BATCH = 10
-"""Most events claimed in one round trip."""
 LEASE_MARGIN = 60.0
-"""A claim's lease is the function timeout plus this, time for the destination and bookkeeping."""
-DELIVERY_SOURCE = "destination"
-"""``source`` of delivery events: a destination record waiting for its delivery, not an invocation."""
-
-Execute = Callable[[Invocation], Awaitable[Result]]
+"""A delivery's lease is the function timeout plus this, time for the destination and bookkeeping."""
 
 
-@dataclass(slots=True)
-class _Claim:
-    """One claimed event; ``settled`` once its fate was handed to the store (complete, retry_later)."""
+class _Settling:
+    """One delivery being processed; ``settled`` once its fate was handed to the queue."""
 
-    event: QueuedEvent
-    settled: bool = False
+    __slots__ = ("delivery", "settled")
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.settled = False
 
 
 class AsyncWorker:
+    """Runs the async events of function ``name`` taken from ``queue``; undelivered destination records
+    are kept in ``keep`` (the state store's queue: the same as ``queue`` unless that is RabbitMQ)."""
+
     def __init__(
         self,
         *,
         name: str,
         config: FunctionConfig,
         arn: str,
-        store: StateStore,
+        queue: AsyncQueue,
+        keep: AsyncQueue,
         limit: FunctionLimit,
         execute: Execute,
         destinations: FunctionDestinations,
         metrics: Metrics,
         clock: Clock,
         uniform: Uniform = random.uniform,
-        poll_interval: float = 1.0,
     ) -> None:
         self.name = name
         self._async = config.async_
         self._lease = config.timeout + LEASE_MARGIN
         self._arn = arn
-        self._store = store
+        self.queue = queue
+        self._keep = keep
         self._limit = limit
+        self._prefetch = limit.cap or DEFAULT_ASYNC_PARALLELISM  # most deliveries held at once
         self._execute = execute
         self._dests = destinations
         self._metrics = metrics
         self._clock = clock
         self._uniform = uniform
-        self._poll = poll_interval
-        self._wake = asyncio.Event()
         self.inflight: set[asyncio.Task[None]] = set()
 
-    def wake(self) -> None:
-        """Claim now: a new event was submitted or a retry was scheduled."""
-        self._wake.set()
+    # --- taking -----------------------------------------------------------------------------------------
 
-    # --- claiming ---------------------------------------------------------------------------------------
-
-    async def claim_loop(self) -> None:
-        """Run until cancelled. Cancelling stops claiming only; in-flight events keep running.
-
-        Slots are taken only when an event is due (woken by ``submit``, or the store says one is
-        claimable now): an idle worker holds none, so it never throttles the function's sync callers.
-        """
-        due = await self._is_due()  # events may be left from an earlier run
-        while True:
-            if not due:
-                await self._idle()
-                due = await self._is_due()
-                continue
-            await self._limit.acquire()
-            held = 1  # slots taken before claiming (STYLE: capacity before work)
-            events: list[QueuedEvent] = []
-            try:
-                while held < CLAIM_BATCH and self._limit.try_acquire():
-                    held += 1
-                asked = held
-                self._wake.clear()
-                events = await self._claim(asked)
-                for ev in events:
-                    task = asyncio.create_task(self._run_event(ev), name=f"async:{self.name}:{ev.id}")
-                    self.inflight.add(task)
-                    task.add_done_callback(self.inflight.discard)
-                    held -= 1  # the task owns its slot now
-            finally:
-                for _ in range(held):
-                    self._limit.release()
-            due = len(events) == asked  # a full batch: more may be waiting
-
-    async def _is_due(self) -> bool:
-        """Whether an event can be claimed now, without holding a slot."""
-        if self._wake.is_set():
-            return True
+    async def run(self) -> None:
+        """Run until cancelled. Cancelling stops taking (what arrived but was not taken goes back to the
+        queue); in-flight events keep running."""
+        deliveries = await self.queue.deliveries(self.name, prefetch=self._prefetch, lease=self._lease)
+        limit = self._limit
         try:
-            at = await self._store.next_available_at(self.name)
-        except Exception as exc:
-            log.error("async worker: cannot read the queue: %s: %s", type(exc).__name__, exc,
-                      extra={"function": self.name})
-            return False
-        return at is not None and at <= self._clock.time()
-
-    async def _claim(self, n: int) -> list[QueuedEvent]:
-        """Claim up to ``n`` due events; [] after logging when the store fails. Cancel-safe: a claim that
-        completes after cancellation is handed back."""
-        fut = asyncio.ensure_future(
-            self._store.claim(self.name, n, now=self._clock.time(), lease=self._lease)
-        )
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            await asyncio.wait({fut})
-            if not fut.cancelled() and fut.exception() is None:
-                for ev in fut.result():
-                    await self._store.release(ev.id)
-            raise
-        except Exception as exc:
-            log.error("async worker: cannot claim events: %s: %s", type(exc).__name__, exc,
-                      extra={"function": self.name})
-            await self._clock.sleep(self._poll)
-            return []
-
-    async def _idle(self) -> None:
-        """Sleep until woken, the next due retry, or the poll interval."""
-        delay = self._poll
-        try:
-            due = await self._store.next_available_at(self.name)
-        except Exception:
-            due = None
-        if due is not None:
-            delay = min(delay, max(0.0, due - self._clock.time()))
-        if delay <= 0 or self._wake.is_set():
-            return
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                await deliveries.wait()
+                await limit.acquire()
+                held = 1  # slots taken before taking deliveries (STYLE: capacity before work)
+                try:
+                    while held < deliveries.batch and limit.try_acquire():
+                        held += 1
+                    for delivery in await deliveries.take(held):
+                        task = asyncio.create_task(self._run(delivery), name=f"async:{self.name}")
+                        self.inflight.add(task)
+                        task.add_done_callback(self.inflight.discard)
+                        held -= 1  # the task owns its slot now
+                finally:
+                    for _ in range(held):
+                        limit.release()
         finally:
-            sleeper.cancel()
-            waker.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
+            await asyncio.shield(deliveries.close())
 
     # --- one event --------------------------------------------------------------------------------------
 
-    async def _run_event(self, ev: QueuedEvent) -> None:
-        """Owns one slot and one claim: settles the event, or hands it back when cancelled or failing."""
-        claim = _Claim(ev)
+    async def _run(self, delivery: Delivery) -> None:
+        """Owns one slot and one delivery: settles it, or hands it back when cancelled or failing."""
+        work = _Settling(delivery)
         try:
-            await self._process(claim)
+            await self._process(work)
         except asyncio.CancelledError:
-            if not claim.settled:
-                await asyncio.shield(self._release(ev))
+            if not work.settled:
+                await asyncio.shield(self._release(delivery))
             raise
         except Exception:
+            ev = delivery.event
             log.exception("async worker: unexpected error; the event goes back to the queue",
                           extra=self._extra(ev, ev.attempts + 1))
-            if not claim.settled:
-                await self._release(ev)
+            if not work.settled:
+                await self._release(delivery)
         finally:
             self._limit.release()
 
-    async def _release(self, ev: QueuedEvent) -> None:
+    async def _release(self, delivery: Delivery) -> None:
         try:
-            await self._store.release(ev.id)
+            await delivery.release()
         except Exception as exc:
             # The lease runs out on its own; the event is delivered again then.
+            ev = delivery.event
             log.error("async worker: cannot hand back event: %s: %s", type(exc).__name__, exc,
                       extra=self._extra(ev, ev.attempts))
 
-    async def _settle(self, claim: _Claim, action: Awaitable[None]) -> None:
-        claim.settled = True
+    async def _settle(self, work: _Settling, action: Awaitable[None]) -> None:
+        work.settled = True
         await asyncio.shield(action)
 
-    async def _process(self, claim: _Claim) -> None:
-        ev = claim.event
+    async def _retry(self, work: _Settling, delay: float, attempts: int, result: Result | None) -> None:
+        """Hand the event to the queue for another attempt; back to the queue as it was if it cannot."""
+        try:
+            await self._settle(work, work.delivery.retry_later(delay, attempts))
+        except Unavailable as exc:
+            ev = work.delivery.event
+            log.error("cannot schedule the retry, the event goes back to the queue: %s", exc,
+                      extra=self._extra(ev, ev.attempts + 1, result))
+            await asyncio.shield(self._release(work.delivery))
+
+    async def _process(self, work: _Settling) -> None:
+        ev = work.delivery.event
         if ev.source == DELIVERY_SOURCE:
-            await self._redeliver(claim)
+            await self._redeliver(work)
             return
         done = await run_attempt(ev, name=self.name, cfg=self._async, clock=self._clock,
                                  execute=self._execute, uniform=self._uniform, metrics=self._metrics)
         d = done.decision
         if d is None:
-            await self._finish(claim, EVENT_AGE_EXCEEDED, ev.attempts, None)
+            await self._finish(work, EVENT_AGE_EXCEEDED, ev.attempts, None)
         elif d.action is Action.RETRY:
-            await self._settle(claim, self._store.retry_later(
-                ev.id, available_at=done.at + d.delay, attempts=d.attempts))
-            self.wake()
+            await self._retry(work, d.delay, d.attempts, done.result)
         else:
-            await self._finish(claim, d.condition, d.attempts, done.result)
+            await self._finish(work, d.condition, d.attempts, done.result)
 
-    async def _finish(self, claim: _Claim, condition: str, attempts: int, result: Result | None) -> None:
+    async def _finish(self, work: _Settling, condition: str, attempts: int, result: Result | None) -> None:
         """Send the destination record of a finished event (or count the drop), then complete it."""
-        ev = claim.event
+        delivery = work.delivery
+        ev = delivery.event
         which = "on_success" if condition == SUCCESS else "on_failure"
         dest = self._dests.get(which)
         if dest is None:
@@ -239,27 +189,31 @@ class AsyncWorker:
                 self._metrics.async_events_dropped.labels(self.name, condition).inc()
                 log.warning("async event dropped (%s): no on_failure destination", condition,
                             extra=self._extra(ev, attempts, result))
-            await self._settle(claim, self._store.complete(ev.id))
+            await self._settle(work, delivery.complete())
             return
         record = build_record(
             request_id=ev.request_id, function_arn=self._arn, condition=condition,
             approximate_invoke_count=attempts, payload=ev.payload, result=result, now=self._clock.time(),
         )
-        if await self._deliver(dest, record, ev, attempts):
-            await self._settle(claim, self._store.complete(ev.id))
-        else:
-            await self._settle(claim, self._park(ev, which, record))
+        extra = self._extra(ev, attempts, result)
+        if not await deliver_record(dest, record, metrics=self._metrics, extra=extra):
+            try:
+                await asyncio.shield(self._keep.publish(
+                    self.name, request_id=ev.request_id, payload=delivery_payload(which, record),
+                    source=DELIVERY_SOURCE, route=ev.route, now=self._clock.time(),
+                ))
+            except Exception as exc:
+                log.error("cannot keep the undelivered record in the state store (%s: %s); the event goes "
+                          "back to the queue and will be invoked again", type(exc).__name__, exc,
+                          extra=extra)
+                await self._settle(work, self._release(delivery))
+                return
+        await self._settle(work, delivery.complete())
 
-    async def _park(self, ev: QueuedEvent, which: str, record: dict[str, Any]) -> None:
-        """Keep an undelivered record as a delivery event, then complete the invocation's event."""
-        await self._store.enqueue(
-            function=self.name, request_id=ev.request_id, payload=delivery_payload(which, record),
-            source=DELIVERY_SOURCE, route=ev.route, now=self._clock.time(),
-        )
-        await self._store.complete(ev.id)
-
-    async def _redeliver(self, claim: _Claim) -> None:
-        ev = claim.event
+    async def _redeliver(self, work: _Settling) -> None:
+        """A kept destination record: send it again, retried with backoff until it is delivered."""
+        delivery = work.delivery
+        ev = delivery.event
         try:
             envelope = json.loads(ev.payload)
             which, record = envelope["destination"], envelope["record"]
@@ -270,115 +224,14 @@ class AsyncWorker:
             self._metrics.async_events_dropped.labels(self.name, "DestinationRemoved").inc()
             log.warning("destination record dropped: the function has no %s destination any more",
                         which or "such", extra=self._extra(ev, ev.attempts))
-            await self._settle(claim, self._store.complete(ev.id))
+            await self._settle(work, delivery.complete())
             return
-        assert record is not None
-        if await self._deliver(dest, record, ev, ev.attempts):
-            await self._settle(claim, self._store.complete(ev.id))
+        if await deliver_record(dest, record, metrics=self._metrics, extra=self._extra(ev, ev.attempts)):
+            await self._settle(work, delivery.complete())
             return
         delay = backoff_delay(ev.attempts + 1, self._async.backoff.initial, self._async.backoff.max,
                               self._uniform)
-        await self._settle(claim, self._store.retry_later(
-            ev.id, available_at=self._clock.time() + delay, attempts=ev.attempts + 1))
-        self.wake()
+        await self._retry(work, delay, ev.attempts + 1, None)
 
-    async def _deliver(
-        self, dest: Destination, record: dict[str, Any], ev: QueuedEvent, attempt: int
-    ) -> bool:
-        return await deliver_record(dest, record, metrics=self._metrics, extra=self._extra(ev, attempt))
-
-    def _extra(self, ev: QueuedEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:
+    def _extra(self, ev: AsyncEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:
         return event_extra(self.name, ev, attempt, result)
-
-
-class AsyncEvent(Protocol):
-    """What an attempt needs of a queued async event (state store or RabbitMQ)."""
-
-    @property
-    def payload(self) -> bytes: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def route(self) -> str | None: ...
-    @property
-    def request_id(self) -> str: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def enqueued_at(self) -> float: ...
-
-
-@dataclass(slots=True)
-class Attempted:
-    """What one attempt of an async event came to. ``decision`` is None when the event was older than
-    ``max_event_age`` and not invoked; ``at`` is the clock time of the decision (retries count from it)."""
-
-    result: Result | None
-    decision: Decision | None
-    at: float
-
-
-async def run_attempt(ev: AsyncEvent, *, name: str, cfg: AsyncConfig, clock: Clock, execute: Execute,
-                      uniform: Uniform, metrics: Metrics) -> Attempted:
-    """One attempt of an async event, the same for every transport: the age check, the invocation, and
-    the retry policy's decision (``core/retry.py``), logged and counted. Settling it is the caller's."""
-    now = clock.time()
-    if is_too_old(now, ev.enqueued_at, cfg.max_event_age):
-        log.warning("async event is older than max_event_age (%gs): not invoked", cfg.max_event_age,
-                    extra=event_extra(name, ev, ev.attempts))
-        return Attempted(None, None, now)
-    metrics.async_event_age.labels(name).observe(max(0.0, now - ev.enqueued_at))
-    inv = Invocation(
-        function=name, payload=ev.payload, source=ev.source, route=ev.route, request_id=ev.request_id,
-        invocation_type="async", attempt=ev.attempts + 1, enqueued_at=ev.enqueued_at,
-    )
-    result = await execute(inv)
-    now = clock.time()
-    d = decide(
-        result, attempts=ev.attempts, retries=cfg.retries, now=now, enqueued_at=ev.enqueued_at,
-        max_event_age=cfg.max_event_age, initial=cfg.backoff.initial, maximum=cfg.backoff.max,
-        uniform=uniform,
-    )
-    if d.action is Action.RETRY:
-        if not d.throttled:
-            metrics.retries.labels(name).inc()
-        log.info(
-            "async attempt %d failed (%s); %s in %.3fs", inv.attempt, result.error_summary(),
-            "retrying (throttled, no retry used)" if d.throttled else "retrying", d.delay,
-            extra=event_extra(name, ev, inv.attempt, result),
-        )
-    elif d.action is Action.FAIL:
-        log.warning("async event failed for good (%s) after %d attempts: %s", d.condition, d.attempts,
-                    result.error_summary(), extra=event_extra(name, ev, inv.attempt, result))
-    return Attempted(result, d, now)
-
-
-def event_extra(function: str, ev: AsyncEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:
-    """The log fields of an async event's attempt."""
-    extra: dict[str, Any] = {
-        "function": function, "route": ev.route, "request_id": ev.request_id, "attempt": attempt,
-    }
-    if result is not None and result.error_type is not None:
-        extra["error_type"] = result.error_type.value
-    return extra
-
-
-def delivery_payload(which: str, record: dict[str, Any]) -> bytes:
-    """The payload of a delivery event: the record and the destination (on_success / on_failure)."""
-    return json.dumps({"destination": which, "record": record}, separators=(",", ":")).encode()
-
-
-async def deliver_record(
-    dest: Destination, record: dict[str, Any], *, metrics: Metrics, extra: dict[str, Any]
-) -> bool:
-    """Send ``record``; count and log the outcome. False when it failed (the caller keeps the record)."""
-    function = str(extra["function"])
-    try:
-        await dest.send(record)
-    except Exception as exc:
-        metrics.destination_deliveries.labels(function, dest.kind, "error").inc()
-        log.warning("%s destination failed, the record is kept and retried: %s", dest.kind, exc,
-                    extra=extra)
-        return False
-    metrics.destination_deliveries.labels(function, dest.kind, "success").inc()
-    return True

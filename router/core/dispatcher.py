@@ -1,7 +1,7 @@
 """The Dispatcher: concurrency caps, the sync path (429 at the cap), and the async path (persist, deliver).
 
-Sources, the HTTP layer and the CLI call ``invoke`` / ``invoke_waiting`` / ``submit``; ``run`` owns one
-``AsyncWorker`` per function; ``drain`` is the graceful half of shutdown.
+Sources, the HTTP layer and the CLI call ``invoke`` / ``invoke_waiting`` / ``submit``; ``run`` runs the
+async queues and workers the app hands in (``add_workers``); ``drain`` is the graceful half of shutdown.
 """
 
 from __future__ import annotations
@@ -9,30 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Protocol
-
-import aiohttp
+from typing import Protocol
 
 from router.clock import Clock, SystemClock
-from router.config.models import DestinationConfig, RouterConfig
+from router.config.models import RouterConfig
+from router.core.async_queue import AsyncQueue
 from router.core.async_worker import AsyncWorker
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
-from router.core.retry import Uniform
-from router.destinations.base import Destination
-from router.destinations.factory import DestinationBuilder, build_destinations
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.invokers.base import Invoker
 from router.metrics import Metrics
 from router.suggest import did_you_mean
-
-if TYPE_CHECKING:
-    from router.core.amqp_async import AmqpAsyncQueue
-    from router.core.async_amqp_worker import AmqpAsyncWorker
-    from router.state.store import StateStore
 
 log = logging.getLogger("router.dispatcher")
 
@@ -69,10 +59,11 @@ class Dispatch(Protocol):
 
 
 class Dispatcher:
-    """Routes invocations to invokers under each function's concurrency cap.
+    """Routes invocations to invokers under each function's concurrency cap; runs the async workers it is
+    handed (``add_workers``) over their queues.
 
-    ``poll_interval``: how often idle async workers look for events of other replicas; ``depth_interval``:
-    how often ``router_async_queue_depth`` is refreshed. Functions without a ``concurrency`` cap run sync
+    ``queue``: where ``submit`` puts async events; ``depth_interval``: how often
+    ``router_async_queue_depth`` is refreshed. Functions without a ``concurrency`` cap run sync
     invocations unbounded and at most ``DEFAULT_ASYNC_PARALLELISM`` (64) async events at once.
     """
 
@@ -81,12 +72,9 @@ class Dispatcher:
         *,
         config: RouterConfig,
         invokers: Mapping[str, Invoker],
-        store: StateStore,
         metrics: Metrics,
-        http_session: aiohttp.ClientSession,
+        queue: AsyncQueue,
         clock: Clock | None = None,
-        uniform: Uniform = random.uniform,
-        poll_interval: float = 1.0,
         depth_interval: float = 5.0,
         account_limit: int | None = None,
     ) -> None:
@@ -95,48 +83,35 @@ class Dispatcher:
             raise ValueError(f"Dispatcher: no invoker for function(s) {', '.join(missing)}")
         self._config = config
         self._invokers = dict(invokers)
-        self._store = store
         self._metrics = metrics
+        self.queue = queue
         self._clock: Clock = clock or SystemClock()
         self._depth_interval = depth_interval
         self._limits = Limits({name: fn.concurrency for name, fn in config.functions.items()}, account_limit)
         metrics.account_concurrent_executions.set_function(lambda: self._limits.account.in_use)
-        self._destination_builder = DestinationBuilder(config, session=http_session, submit=self.submit)
-        destinations = build_destinations(config, session=http_session, submit=self.submit,
-                                          builder=self._destination_builder)
-        self._workers: dict[str, AsyncWorker] = {}
-        async_limits: dict[str, FunctionLimit] = {}
-        for name, fn in config.functions.items():
+        self._async_limits: dict[str, FunctionLimit] = {}
+        for name in config.functions:
             shared = self._limits[name]
-            limit = (shared if shared.cap is not None
-                     else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, self._limits.account))
-            async_limits[name] = limit
-            self._workers[name] = AsyncWorker(
-                name=name, config=fn, arn=self.arn(name), store=store, limit=limit,
-                execute=self._execute, destinations=destinations[name], metrics=metrics,
-                clock=self._clock, uniform=uniform, poll_interval=poll_interval,
-            )
-        # async_queue: async events go through RabbitMQ; the state-store workers above still deliver
-        # the destination records kept there (and events accepted before async_queue was set).
-        self.amqp_queue: AmqpAsyncQueue | None = None
-        self._amqp_workers: dict[str, AmqpAsyncWorker] = {}
-        if config.async_queue:
-            from router.core.amqp_async import AmqpAsyncQueue
-            from router.core.async_amqp_worker import AmqpAsyncWorker
-
-            self.amqp_queue = AmqpAsyncQueue(config.async_queue, list(config.functions), clock=self._clock,
-                                             publish_timeout=config.state.write_timeout)
-            for name, fn in config.functions.items():
-                limit = async_limits[name]
-                self._amqp_workers[name] = AmqpAsyncWorker(
-                    name=name, config=fn, arn=self.arn(name), queue=self.amqp_queue, limit=limit,
-                    prefetch=limit.cap or DEFAULT_ASYNC_PARALLELISM, execute=self._execute,
-                    destinations=destinations[name], metrics=metrics, clock=self._clock, store=store,
-                    wake_store=self._workers[name].wake, uniform=uniform,
-                )
+            self._async_limits[name] = (shared if shared.cap is not None
+                                        else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, self._limits.account))
+        self._queues: list[AsyncQueue] = [queue]
+        self._workers: dict[str, AsyncWorker] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._drained = asyncio.Event()
+
+    def async_limit(self, function: str) -> FunctionLimit:
+        """The slots ``function``'s async events run in: its ``concurrency`` cap (shared with its sync
+        callers and pollers), or at most ``DEFAULT_ASYNC_PARALLELISM`` under the account limit."""
+        return self._async_limits[function]
+
+    def add_workers(self, workers: Iterable[AsyncWorker]) -> None:
+        """The async workers ``run`` runs, each taking one function's events from one queue (and the
+        queues they take from); before ``run``."""
+        for worker in workers:
+            self._workers[f"async-{worker.queue.kind}:{worker.name}"] = worker
+            if worker.queue not in self._queues:
+                self._queues.append(worker.queue)
 
     # --- lookups ----------------------------------------------------------------------------------------
 
@@ -247,60 +222,29 @@ class Dispatcher:
         limit = self._config.server.max_async_body
         if len(inv.payload) > limit:
             raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
-        if self.amqp_queue is not None:
-            from router.core.amqp_async import AmqpEvent
-
-            await self.amqp_queue.publish(inv.function, AmqpEvent(
-                request_id=inv.request_id, payload=inv.payload, source=inv.source, route=inv.route,
-                attempts=0, enqueued_at=self._clock.time(),
-            ))
-            self._metrics.async_events_received.labels(inv.function).inc()
-            return inv.request_id
-        await self._store.enqueue(
-            function=inv.function, request_id=inv.request_id, payload=inv.payload, source=inv.source,
-            route=inv.route, now=self._clock.time(),
-        )
+        await self.queue.publish(inv.function, request_id=inv.request_id, payload=inv.payload,
+                                 source=inv.source, route=inv.route, now=self._clock.time())
         self._metrics.async_events_received.labels(inv.function).inc()
-        self._workers[inv.function].wake()
         return inv.request_id
 
     async def run(self) -> None:
-        """Run every function's async worker until cancelled or drained; then hand back unfinished events."""
+        """Run the queues and every async worker until cancelled or drained; then hand back unfinished
+        events and close the queues (what is still unacked goes back to the broker's queues)."""
         try:
             async with asyncio.TaskGroup() as tg:
                 if self._stopping:
                     return
-                for name, worker in self._workers.items():
-                    self._loops.append(tg.create_task(worker.claim_loop(), name=f"async-worker:{name}"))
-                if self.amqp_queue is not None:
-                    self._loops.append(tg.create_task(self._run_amqp(), name="async-queue-amqp"))
+                for queue in self._queues:  # connects, retrying; the workers of a queue wait for it
+                    self._loops.append(tg.create_task(queue.run(), name=f"async-queue-{queue.kind}"))
+                for task_name, worker in self._workers.items():
+                    self._loops.append(tg.create_task(worker.run(), name=task_name))
                 self._loops.append(tg.create_task(self._depth_loop(), name="async-queue-depth"))
             if self._stopping:
                 await self._drained.wait()  # drain() is finishing the in-flight events
         finally:
             await self._cancel_inflight()
-            if self.amqp_queue is not None:
-                await self.amqp_queue.close()  # what is still unacked goes back to the broker's queues
-
-    async def _run_amqp(self) -> None:
-        """Connect to async_queue (retrying), then consume every function queue until cancelled."""
-        assert self.amqp_queue is not None
-        await self.amqp_queue.run()
-        async with asyncio.TaskGroup() as tg:
-            for name, worker in self._amqp_workers.items():
-                tg.create_task(worker.consume_loop(), name=f"async-amqp-worker:{name}")
-
-    def extra_destinations(self, configs: dict[str, DestinationConfig]) -> dict[str, Destination]:
-        """Destinations beside the functions' own (``config path -> config``, e.g. the stream routes'
-        ``source.on_failure``), sharing their connections and closed with them by ``close``.
-        Raises ``ConfigError`` listing every unusable one."""
-        built = {where: self._destination_builder.build(where, cfg) for where, cfg in configs.items()}
-        self._destination_builder.check()
-        return {where: dest for where, dest in built.items() if dest is not None}
-
-    async def close(self) -> None:
-        """Close what the destinations opened (amqp connections); after ``run`` has ended."""
-        await self._destination_builder.close()
+            for queue in self._queues:
+                await queue.close()
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (the app's shutdown contract)
         """Stop claiming; let in-flight events finish within ``timeout``; hand back the rest."""
@@ -321,9 +265,7 @@ class Dispatcher:
             self._drained.set()
 
     def _inflight(self) -> set[asyncio.Task[None]]:
-        tasks = {t for w in self._workers.values() for t in w.inflight}
-        tasks.update(t for w in self._amqp_workers.values() for t in w.inflight)
-        return tasks
+        return {t for w in self._workers.values() for t in w.inflight}
 
     async def _cancel_inflight(self) -> None:
         tasks = self._inflight()
@@ -336,10 +278,10 @@ class Dispatcher:
         gauge = self._metrics.async_queue_depth
         while True:
             try:
-                depth = await self._store.depth()
-                if self.amqp_queue is not None and self.amqp_queue.ready():
-                    for name in self._config.functions:
-                        depth[name] = depth.get(name, 0) + await self.amqp_queue.depth(name)
+                depth: dict[str, int] = {}
+                for queue in self._queues:
+                    for name, n in (await queue.depth()).items():
+                        depth[name] = depth.get(name, 0) + n
             except Exception as exc:
                 log.warning("cannot read the async queue depth: %s: %s", type(exc).__name__, exc)
             else:

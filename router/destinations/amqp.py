@@ -98,37 +98,22 @@ class AmqpDestination:
 
     async def send(self, record: dict[str, Any]) -> None:
         """Publish and wait for the broker's confirm; raises ``DestinationError`` otherwise."""
-        import aiormq.exceptions as amqp_errors
-        from pamqp.commands import Basic
-
         message = self.message(record)
-        try:
-            async with asyncio.timeout(self._timeout):
-                channel = await self._get_channel()
-                if self.exchange:
-                    exchange = await channel.get_exchange(self.exchange, ensure=False)
-                else:
-                    exchange = channel.default_exchange
-                confirm = await exchange.publish(message, routing_key=self.routing_key, mandatory=True)
-        except TimeoutError as exc:
-            raise DestinationError(
-                f"{self._where}: not confirmed within {self._timeout:g}s; is the broker up and reachable?"
-            ) from exc
-        except amqp_errors.PublishError as exc:
-            raise DestinationError(
-                f"{self._where}: returned by the broker as unroutable (NO_ROUTE): no queue is bound for "
-                "this routing key; bind a queue to the exchange (a record nobody receives is not dropped)"
-            ) from exc
-        except amqp_errors.ChannelNotFoundEntity as exc:
-            raise DestinationError(
-                f"{self._where}: exchange '{self.exchange}' not found (NOT_FOUND); declare it, or fix "
-                "the destination's exchange"
-            ) from exc
-        except (amqp_errors.AMQPError, OSError, RuntimeError) as exc:
-            message_text, _ = amqp.describe_error(exc, self.url)
-            raise DestinationError(f"{self._where}: {message_text}") from exc
-        if not isinstance(confirm, Basic.Ack):
-            raise DestinationError(
-                f"{self._where}: the broker refused the record ({type(confirm).__name__}); "
-                "check the broker's logs (queue limits, disk or memory alarms)"
-            )
+
+        async def publish() -> Any:
+            channel = await self._get_channel()
+            if self.exchange:
+                exchange = await channel.get_exchange(self.exchange, ensure=False)
+            else:
+                exchange = channel.default_exchange
+            return await exchange.publish(message, routing_key=self.routing_key, mandatory=True)
+
+        await amqp.publish_confirmed(
+            publish, url=self.url, where=self._where, timeout=self._timeout, error=DestinationError,
+            returned="returned by the broker as unroutable (NO_ROUTE): no queue is bound for this routing "
+                     "key; bind a queue to the exchange (a record nobody receives is not dropped)",
+            not_found=f"exchange '{self.exchange}' not found (NOT_FOUND); declare it, or fix the "
+                      "destination's exchange",
+            refused="the broker refused the record ({}); check the broker's logs (queue limits, disk or "
+                    "memory alarms)",
+        )

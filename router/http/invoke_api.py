@@ -34,10 +34,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled, Unavailable
+from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http import aws_errors, sigv4
 from router.http.context import CTX, HttpContext
 from router.http.limits import BodyTooLarge, read_body
+from router.http.refusals import REFUSED, Refusals
 from router.invocation import Invocation, Outcome, new_request_id
 from router.redaction import redact
 
@@ -139,7 +140,7 @@ def _signature_refused(exc: sigv4.SignatureError, request_id: str) -> web.Respon
 def client_context_problem(value: str) -> str | None:
     """Why an ``X-Amz-Client-Context`` is refused (Lambda's InvalidRequestContentException), or None:
     it must be at most 3,583 bytes of base64 that decodes to a JSON object."""
-    size = len(value.encode())
+    size = len(value.encode("utf-8", "surrogateescape"))  # the bytes it arrived as (aiohttp's decoding)
     if size > CLIENT_CONTEXT_LIMIT:
         return (f"Client context must be at most {CLIENT_CONTEXT_LIMIT} bytes of base64-encoded data, "
                 f"got {size} bytes")
@@ -211,29 +212,13 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         log_tail=request.headers.get("X-Amz-Log-Type") == "Tail",
         client_context=client_context,
     )
-    extra = {"function": ref.name, "request_id": request_id, "source": SOURCE}
     try:
         if kind == "Event":
             await ctx.dispatcher.submit(inv)
             return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
         result = await ctx.dispatcher.invoke(inv)
-    except FunctionNotFound:
-        return aws_errors.not_found(base_arn, request_id)
-    except Throttled as exc:
-        log.info("invoke api: throttled", extra={**extra, "error_type": "throttled"})
-        return aws_errors.too_many_requests(request_id, exc.reason)
-    except PayloadTooLarge as exc:
-        return aws_errors.too_large(exc.limit, request_id)
-    except (RouterError, OSError) as exc:  # the state store or the async queue could not take the event
-        log.error("invoke api: could not dispatch the invocation: %s", exc,
-                  extra={**extra, "error_type": "connection"})
-        response = aws_errors.service_error(
-            "the router could not accept the invocation (its state store or async queue is unavailable); "
-            "retry later", request_id)
-        if isinstance(exc, Unavailable):  # not accepted: 503 (the SDKs retry it) with Retry-After
-            response.set_status(503)
-            response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+    except REFUSED as exc:
+        return InvokeApiRefusals(base_arn).answer(exc, inv)
 
     if result.outcome is Outcome.THROTTLED:  # no execution environment could be had (memory budget)
         return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)
@@ -243,6 +228,43 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     if inv.log_tail:
         headers["X-Amz-Log-Result"] = _log_result(result.logs)
     return web.Response(status=200, body=result.payload, content_type="application/json", headers=headers)
+
+
+class InvokeApiRefusals(Refusals):
+    """The dispatcher's refusals answered as Lambda's Invoke errors, so botocore raises the same class."""
+
+    __slots__ = ("_arn",)
+
+    def __init__(self, arn: str) -> None:
+        self._arn = arn  # the function's ARN as the answer names it
+
+    def not_found(self, inv: Invocation) -> web.Response:
+        return aws_errors.not_found(self._arn, inv.request_id)
+
+    def throttled(self, inv: Invocation, exc: Throttled) -> web.Response:
+        log.info("invoke api: throttled", extra={**_extra(inv), "error_type": "throttled"})
+        return aws_errors.too_many_requests(inv.request_id, exc.reason)
+
+    def too_large(self, inv: Invocation, exc: PayloadTooLarge) -> web.Response:
+        return aws_errors.too_large(exc.limit, inv.request_id)
+
+    def unavailable(self, inv: Invocation, exc: Unavailable) -> web.Response:
+        response = self.failed(inv, exc)
+        response.set_status(503)  # not accepted: 503 (the SDKs retry it) with Retry-After
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    def failed(self, inv: Invocation, exc: RouterError | OSError) -> web.Response:
+        # The state store or the async queue could not take the event.
+        log.error("invoke api: could not dispatch the invocation: %s", exc,
+                  extra={**_extra(inv), "error_type": "connection"})
+        return aws_errors.service_error(
+            "the router could not accept the invocation (its state store or async queue is unavailable); "
+            "retry later", inv.request_id)
+
+
+def _extra(inv: Invocation) -> dict[str, str]:
+    return {"function": inv.function, "request_id": inv.request_id, "source": SOURCE}
 
 
 def _json_error(exc: ValueError | RecursionError) -> str:

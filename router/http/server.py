@@ -17,9 +17,10 @@ from router.core.dispatcher import Dispatch
 from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
-from router.http.health import add_health_routes
 from router.http.invoke_api import add_invoke_routes
 from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
+from router.http.monitoring import add_monitoring_routes
+from router.http.webhook import register_webhook_routes
 from router.readiness import Readiness
 
 __all__ = ["Dispatch", "HttpContext", "Readiness", "build_app", "build_metrics_app", "build_runner",
@@ -51,9 +52,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def build_app(ctx: HttpContext) -> web.Application:
     """The main app: health, /metrics (unless ``server.metrics_port`` is set), Invoke API, webhooks."""
-    # Imported here: the webhook source depends on this package's context, not the other way round.
-    from router.sources.webhook import register_webhook_routes
-
     server = ctx.config.server
     gauge = ctx.metrics.http_body_buffer
     app = web.Application(
@@ -62,7 +60,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     )
     app[CTX] = ctx
     app[LIMITS] = BodyLimits(ByteBudget(server.max_body_buffer, gauge.set), server.body_timeout, ctx.metrics)
-    add_health_routes(app, with_metrics=server.metrics_port is None)
+    add_monitoring_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)
     register_webhook_routes(app, ctx)
@@ -73,7 +71,7 @@ def build_metrics_app(ctx: HttpContext) -> web.Application:
     """The app for ``server.metrics_port``: /metrics and the health endpoints only."""
     app = web.Application(middlewares=[json_errors, json_error_pages])
     app[CTX] = ctx
-    add_health_routes(app, with_metrics=True)
+    add_monitoring_routes(app, with_metrics=True)
     return app
 
 

@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from yarl import URL
 
-from tests.e2e.conftest import RouterFactory, http, wait_for
+from tests.router_process import RouterFactory, http
+from tests.waiting import until_sync
 
 RECORDER = """
 import json, os, pathlib
@@ -148,7 +149,8 @@ def test_stalled_postgres_answers_503_and_never_persists_the_event_later(
               - {{name: in, source: {{type: webhook, path: /in}}, function: rec, invocation: async}}
         """)
         assert http("POST", rp.url + "/in", b'{"id": "before"}')[0] == 202
-        wait_for(lambda: (seen / "before").exists(), what="the event accepted before the stall")
+        until_sync(lambda: (seen / "before").exists(), what="the event accepted before the stall",
+                   deadline=20)
 
         proxy.pause()
         status, headers, body = http("POST", rp.url + "/in", b'{"id": "stalled"}', timeout=15)
@@ -169,8 +171,8 @@ def test_stalled_postgres_answers_503_and_never_persists_the_event_later(
         def accepted() -> bool:  # the first writes after the stall may meet a connection it broke
             return http("POST", rp.url + "/in", b'{"id": "after"}', timeout=15)[0] == 202
 
-        wait_for(accepted, timeout=30, interval=0.5, what="an event accepted after the stall")
-        wait_for(lambda: (seen / "after").exists(), what="the event accepted after the stall")
+        until_sync(accepted, deadline=30, interval=0.5, what="an event accepted after the stall")
+        until_sync(lambda: (seen / "after").exists(), what="the event accepted after the stall", deadline=20)
         assert not (seen / "stalled").exists()
         assert not (seen / "event").exists()
         assert _rows(database, stalled_id) == 0
@@ -200,7 +202,7 @@ def test_async_queue_refusing_the_login_answers_503_at_once(
           - {{name: in, source: {{type: webhook, path: /in}}, function: rec, invocation: async}}
     """, start=False)
     rp.start(wait_ready=False)  # never ready: /readyz reports the async queue
-    wait_for(lambda: "login refused" in rp.logs(), what="the refused login in the log")
+    until_sync(lambda: "login refused" in rp.logs(), what="the refused login in the log", deadline=20)
     # A caller is not held for write_timeout (30 s here, past this client's 10 s): it gets 503 at once.
     status, headers, body = http("POST", rp.url + "/in", b'{"id": "x"}', timeout=10)
     assert status == 503, body

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RouterFactory, RouterProcess, http, wait_for
+from tests.router_process import RouterFactory, RouterProcess, http
+from tests.waiting import until_sync
 
 BULK = int(os.environ.get("ROUTER_TEST_AMQP_MESSAGES", "5000"))
 
@@ -169,7 +170,7 @@ def test_batch_event_shape_and_ack(router_factory: RouterFactory, tmp_path: Path
                    message_id="m-1", correlation_id="c-1", timestamp=ts, type="order.created", app_id="shop",
                    priority=3, reply_to="replies", expiration=60)
     broker.publish(queue, [b"\xff\xfe not utf-8", b"plain text"])
-    wait_for(lambda: list(out.iterdir()), timeout=30, what="the function ran")
+    until_sync(lambda: list(out.iterdir()), deadline=30, what="the function ran")
     [path] = list(out.iterdir())
     event = json.loads(path.read_text())
     assert event["eventSource"] == "aws:rmq"
@@ -190,8 +191,8 @@ def test_batch_event_shape_and_ack(router_factory: RouterFactory, tmp_path: Path
     assert base64.b64decode(second["data"]) == b"\xff\xfe not utf-8"  # delivered anyway
     assert second["basicProperties"]["bodySize"] == len(b"\xff\xfe not utf-8")
     assert base64.b64decode(third["data"]) == b"plain text"
-    wait_for(lambda: _metric(rp, 'router_amqp_messages_total{outcome="acked"') == 3, timeout=10,
-             what="3 acks")
+    until_sync(lambda: _metric(rp, 'router_amqp_messages_total{outcome="acked"') == 3, deadline=10,
+               what="3 acks")
     assert rp.stop() == 0
     assert broker.count(queue) == 0  # acked after success: nothing comes back
 
@@ -211,9 +212,9 @@ def test_filters_ack_without_invoking(router_factory: RouterFactory, tmp_path: P
     rp = router_factory(_config(tmp_path, amqp_url, f"queue: {queue}, batch_size: 1",
                                 filters='filters: [{data: {kind: ["keep"]}}]'))
     broker.publish(queue, [b'{"kind": "drop"}', b"not json", b'{"kind": "keep"}'])
-    wait_for(lambda: out.exists() and out.read_text(), timeout=30, what="the kept message")
-    wait_for(lambda: _metric(rp, "router_source_events_filtered_total") == 2, timeout=10,
-             what="2 filtered")
+    until_sync(lambda: out.exists() and out.read_text(), deadline=30, what="the kept message")
+    until_sync(lambda: _metric(rp, "router_source_events_filtered_total") == 2, deadline=10,
+               what="2 filtered")
     assert out.read_text() == '{"kind": "keep"}\n'
     assert rp.stop() == 0
     assert broker.count(queue) == 0
@@ -243,7 +244,7 @@ def test_requeue_with_delay_then_dead_letter_with_body_and_headers(
         tmp_path, amqp_url, f"queue: {queue}, batch_size: 1, on_error: requeue, requeue_delay: 1s, "
         f"max_redeliveries: 2, queue_type: {queue_type}, arguments: {args}"))
     broker.publish(queue, [b'{"order": 42}'], headers={"trace": "abc", "n": 1}, message_id="m-42")
-    [dead] = wait_for(lambda: broker.get_all(dlq), timeout=30, what="the message in the DLQ")
+    [dead] = until_sync(lambda: broker.get_all(dlq), deadline=30, what="the message in the DLQ")
     assert dead.body == b'{"order": 42}'
     assert dead.message_id == "m-42"
     assert dead.headers["trace"] == "abc"
@@ -272,7 +273,7 @@ def test_dead_letter_on_error_rejects_at_once(router_factory: RouterFactory, tmp
     broker.declare(queue, {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})
     rp = router_factory(_config(tmp_path, amqp_url, f"queue: {queue}, declare: false, batch_size: 1"))
     broker.publish(queue, [b"one"], headers={"k": "v"})
-    [dead] = wait_for(lambda: broker.get_all(dlq), timeout=30, what="the message in the DLQ")
+    [dead] = until_sync(lambda: broker.get_all(dlq), deadline=30, what="the message in the DLQ")
     assert dead.body == b"one"
     assert dead.headers["k"] == "v"
     assert dead.headers["x-death"][0]["reason"] == "rejected"
@@ -297,8 +298,8 @@ def test_oversize_message_dead_lettered_with_reason(router_factory: RouterFactor
                                 max_body="4KB"))
     big = b"x" * 5000
     broker.publish(queue, [big, b"small"], headers={"k": "v"})
-    wait_for(lambda: out.exists() and out.read_text(), timeout=30, what="the small message")
-    [dead] = wait_for(lambda: broker.get_all(dlq), timeout=10, what="the big message in the DLQ")
+    until_sync(lambda: out.exists() and out.read_text(), deadline=30, what="the small message")
+    [dead] = until_sync(lambda: broker.get_all(dlq), deadline=10, what="the big message in the DLQ")
     assert dead.body == big
     assert dead.headers["k"] == "v"
     assert "too large" in dead.headers["x-router-reject-reason"]
@@ -328,13 +329,13 @@ def test_declare_false_missing_queue_not_ready_then_recovers(
         text = " ".join(body.get("reasons", []))
         return text if status == 503 and "not found" in text else ""
 
-    reason = wait_for(not_found, timeout=30, what="/readyz naming the missing queue")
+    reason = until_sync(not_found, deadline=30, what="/readyz naming the missing queue")
     assert f"queue '{queue}' not found" in reason
     assert "declare: true" in reason
     broker.declare(queue)
     rp.wait_ready(timeout=60)
     broker.publish(queue, [b"hello"])
-    wait_for(out.exists, timeout=30, what="the function ran")
+    until_sync(out.exists, deadline=30, what="the function ran")
     assert _metric(rp, 'router_source_errors_total{route="orders",type="amqp"}') >= 1
     assert rp.stop() == 0
 
@@ -353,7 +354,7 @@ def test_wrong_password_clear_error_without_the_password(
     def refused() -> str:
         return next((r["message"] for r in rp.log_records() if "login refused" in r.get("message", "")), "")
 
-    message = wait_for(refused, timeout=30, what="the login error")
+    message = until_sync(refused, deadline=30, what="the login error")
     host = URL(amqp_url).host
     assert f"broker {host}:" in message
     assert "check the user name and password" in message
@@ -403,10 +404,10 @@ def test_ack_after_success_router_killed_mid_batch(router_factory: RouterFactory
     config = _config(tmp_path, amqp_url, f"queue: {queue}, batch_size: 1")
     rp = router_factory(config)
     broker.publish(queue, [b"only"])
-    wait_for((tmp_path / "started").exists, timeout=30, what="the function started")
+    until_sync((tmp_path / "started").exists, deadline=30, what="the function started")
     rp.kill()  # the function has not returned: nothing was acked
     rp2 = router_factory(config, port=rp.port)
-    got = wait_for(lambda: [o for o in _observed(seen) if o[1]], timeout=30, what="the redelivery")
+    got = until_sync(lambda: [o for o in _observed(seen) if o[1]], deadline=30, what="the redelivery")
     assert got == [("only", True)]
     assert rp2.stop() == 0
     assert broker.count(queue) == 0
@@ -456,12 +457,12 @@ def test_sigkill_router_during_bulk_loses_none(router_factory: RouterFactory, tm
     config = _bulk_config(tmp_path, amqp_url, queue)
     started = time.monotonic()
     rp = router_factory(config)
-    wait_for(lambda: len(set(_ids(seen))) >= BULK // 10, timeout=60, what="a tenth of the messages")
+    until_sync(lambda: len(set(_ids(seen))) >= BULK // 10, deadline=60, what="a tenth of the messages")
     rp.kill()
     before = len(set(_ids(seen)))
     assert before < BULK, "every message was processed before the kill; the test proves nothing"
     rp2 = router_factory(config, port=rp.port)
-    wait_for(lambda: len(set(_ids(seen))) == BULK, timeout=60, what=f"{BULK} messages observed")
+    until_sync(lambda: len(set(_ids(seen))) == BULK, deadline=60, what=f"{BULK} messages observed")
     assert set(_ids(seen)) == set(bodies)  # 0 lost
     assert rp2.stop() == 0
     assert broker.count(queue) == 0
@@ -516,23 +517,24 @@ def test_broker_connection_loss_during_bulk_loses_none(router_factory: RouterFac
     bodies = [f"m{i}" for i in range(BULK)]
     broker.publish(queue, [b.encode() for b in bodies])
     try:
-        wait_for(lambda: len(list(seen.iterdir())) >= 10, timeout=60, what="10 invocations")
+        until_sync(lambda: len(list(seen.iterdir())) >= 10, deadline=60, what="10 invocations")
         before = len(set(_ids(seen)))
         assert before < BULK, "every message was processed before the fault; the test proves nothing"
         if restart:
             _rabbitmqctl("stop_app")
             try:
-                wait_for(lambda: _readyz(rp)[0] == 503, timeout=20, what="not ready while the broker is down")
+                until_sync(lambda: _readyz(rp)[0] == 503, deadline=20,
+                           what="not ready while the broker is down")
             finally:
                 _rabbitmqctl("start_app")
         else:
             assert _close_connections(pids) >= 1, f"no connection named router:{route} found"
-            wait_for(lambda: _readyz(rp)[0] == 503 or _metric(rp, "router_amqp_reconnects_total") >= 1,
-                     timeout=10, what="the route to notice the lost connection")
+            until_sync(lambda: _readyz(rp)[0] == 503 or _metric(rp, "router_amqp_reconnects_total") >= 1,
+                       deadline=10, what="the route to notice the lost connection")
     finally:
         gate.unlink()
-    wait_for(lambda: _metric(rp, "router_amqp_reconnects_total") >= 1, timeout=30, what="a reconnect")
-    wait_for(lambda: len(set(_ids(seen))) == BULK, timeout=90, what=f"{BULK} messages observed")
+    until_sync(lambda: _metric(rp, "router_amqp_reconnects_total") >= 1, deadline=30, what="a reconnect")
+    until_sync(lambda: len(set(_ids(seen))) == BULK, deadline=90, what=f"{BULK} messages observed")
     assert set(_ids(seen)) == set(bodies)  # 0 lost
     assert _readyz(rp)[0] == 200
     assert _metric(rp, f'router_source_errors_total{{route="{route}",type="amqp"}}') >= 1
@@ -553,7 +555,7 @@ def test_sigterm_finishes_the_running_batch_and_hands_back_the_rest(
     rp = router_factory(config)
     bodies = [f"m{i}" for i in range(10)]
     broker.publish(queue, [b.encode() for b in bodies])
-    wait_for(lambda: _ids(seen), timeout=30, what="the first invocation")
+    until_sync(lambda: _ids(seen), deadline=30, what="the first invocation")
     assert rp.stop() == 0  # SIGTERM while one batch runs and nine wait in the prefetch buffer
     done = _ids(seen)
     assert 1 <= len(done) < 10
@@ -561,13 +563,13 @@ def test_sigterm_finishes_the_running_batch_and_hands_back_the_rest(
     assert "handed back" in logs
     assert broker.count(queue) == 10 - len(done)  # the finished one was acked, the rest are ready again
     rp2 = router_factory(config, port=rp.port)
-    wait_for(lambda: len(_ids(seen)) >= 10, timeout=60, what="the rest")
+    until_sync(lambda: len(_ids(seen)) >= 10, deadline=60, what="the rest")
     assert rp2.stop() == 0
     assert sorted(_ids(seen)) == sorted(bodies)  # each exactly once: nothing started was handed back
 
 
 def test_unreachable_broker_starts_anyway_not_ready(router_factory: RouterFactory, tmp_path: Path) -> None:
-    from tests.e2e.conftest import free_port
+    from tests.router_process import free_port
 
     router_factory.write_function("record", "def handler(event, context):\n    return None\n")
     port = free_port()  # nothing listens there
@@ -579,10 +581,10 @@ def test_unreachable_broker_starts_anyway_not_ready(router_factory: RouterFactor
         text = " ".join(body.get("reasons", []))
         return text if status == 503 and "cannot connect" in text else ""
 
-    text = wait_for(reason, timeout=30, what="/readyz saying the broker is unreachable")
+    text = until_sync(reason, deadline=30, what="/readyz saying the broker is unreachable")
     assert f"broker 127.0.0.1:{port}" in text
     assert http("GET", rp.url + "/livez")[0] == 200  # the process runs on, retrying
-    wait_for(lambda: _metric(rp, "router_source_errors_total") >= 2, timeout=30, what="a retry")
+    until_sync(lambda: _metric(rp, "router_source_errors_total") >= 2, deadline=30, what="a retry")
     assert rp.stop() == 0
 
 
@@ -602,11 +604,11 @@ def test_queue_deleted_while_consuming_not_ready_then_recovers(
         text = " ".join(body.get("reasons", []))
         return text if status == 503 and "not found" in text else ""
 
-    assert queue in wait_for(reason, timeout=30, what="/readyz: the queue is gone")
+    assert queue in until_sync(reason, deadline=30, what="/readyz: the queue is gone")
     broker.declare(queue)
     rp.wait_ready(timeout=60)
     broker.publish(queue, [b"again"])
-    wait_for(lambda: _ids(seen) == ["again"], timeout=30, what="consumption resumed")
+    until_sync(lambda: _ids(seen) == ["again"], deadline=30, what="consumption resumed")
     assert rp.stop() == 0
 
 
@@ -635,10 +637,10 @@ def test_quorum_delivery_limit_dead_letters_a_message_that_crashes_the_router(
         return len(starts.read_text().splitlines()) if starts.exists() else 0
 
     for n in (1, 2):
-        wait_for(lambda n=n: started() >= n, timeout=30, what=f"delivery {n}")
+        until_sync(lambda n=n: started() >= n, deadline=30, what=f"delivery {n}")
         rp.kill()
         rp = router_factory(config, port=rp.port)
-    [dead] = wait_for(lambda: broker.get_all(dlq), timeout=30, what="the message in the DLQ")
+    [dead] = until_sync(lambda: broker.get_all(dlq), deadline=30, what="the message in the DLQ")
     assert dead.body == b"poison"
     assert dead.message_id == "p-1"
     assert dead.headers["k"] == "v"
@@ -655,7 +657,7 @@ def test_unreachable_function_keeps_messages_then_delivers(
     import http.server
     import threading
 
-    from tests.e2e.conftest import free_port
+    from tests.router_process import free_port
 
     port = free_port()
     queue, dlq = broker.name("unreach"), broker.name("unreach-dlq")
@@ -668,8 +670,8 @@ def test_unreachable_function_keeps_messages_then_delivers(
     assert "http:" in config
     rp = router_factory(config)
     broker.publish(queue, [b"wait for me"])
-    wait_for(lambda: any("throttled or unreachable" in r.get("message", "") for r in rp.log_records()),
-             timeout=30, what="the unreachable function logged")
+    until_sync(lambda: any("throttled or unreachable" in r.get("message", "") for r in rp.log_records()),
+               deadline=30, what="the unreachable function logged")
     assert broker.get_all(dlq) == []
 
     bodies: list[bytes] = []
@@ -689,7 +691,7 @@ def test_unreachable_function_keeps_messages_then_delivers(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: bodies, timeout=60, what="the delivery once the function answers")
+        until_sync(lambda: bodies, deadline=60, what="the delivery once the function answers")
         event = json.loads(bodies[0])
         [record] = event["rmqMessagesByQueue"][f"{queue}::/"]
         assert base64.b64decode(record["data"]) == b"wait for me"
@@ -740,7 +742,7 @@ def test_one_poison_message_does_not_take_its_batch_to_the_dead_letter_queue(
     bodies = [f"good-{i}" for i in range(9)]
     bodies.insert(4, "poison")
     broker.publish(queue, [b.encode() for b in bodies], headers={"k": "v"})
-    [dead] = wait_for(lambda: broker.get_all(dlq), timeout=30, what="the poison message in the DLQ")
+    [dead] = until_sync(lambda: broker.get_all(dlq), deadline=30, what="the poison message in the DLQ")
     assert dead.body == b"poison"
     assert dead.headers["k"] == "v"
     assert (queue, "rejected") in {(d["queue"], d["reason"]) for d in dead.headers["x-death"]}
@@ -776,8 +778,8 @@ def test_bisect_off_dead_letters_the_whole_batch(router_factory: RouterFactory, 
     bodies = [b"poison"] + [f"good-{i}".encode() for i in range(9)]
     broker.publish(queue, bodies)
     dead: list[Any] = []
-    wait_for(lambda: dead.extend(broker.get_all(dlq)) or len(dead) >= 10, timeout=30,
-             what="the whole batch in the DLQ")
+    until_sync(lambda: dead.extend(broker.get_all(dlq)) or len(dead) >= 10, deadline=30,
+               what="the whole batch in the DLQ")
     assert sorted(m.body for m in dead) == sorted(bodies)
     assert _metric(rp, "router_batch_bisections_total") == 0
     assert rp.stop() == 0

@@ -17,7 +17,8 @@ import aio_pika
 import pytest
 from yarl import URL
 
-from tests.e2e.conftest import RouterFactory, RouterProcess, http, wait_for
+from tests.router_process import RouterFactory, RouterProcess, http
+from tests.waiting import until_sync
 
 RETRY_LEVELS_MS = [10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100]
 
@@ -176,7 +177,7 @@ def test_on_failure_amqp_destination_receives_lambdas_record(
               on_failure: {{type: amqp, url: "{amqp_url}", exchange: {exchange}, routing_key: resize}}
     """)
     request_id = invoke_event(rp, "resize", {"n": 1})
-    [message] = wait_for(lambda: broker.take(queue), timeout=30, what="the on_failure record")
+    [message] = until_sync(lambda: broker.take(queue), deadline=30, what="the on_failure record")
     assert message.content_type == "application/json"
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     record = json.loads(message.body)
@@ -219,12 +220,13 @@ def test_broker_away_record_is_kept_and_delivered_when_it_is_back(
               on_failure: {{type: amqp, url: "{away_url}", exchange: dlx, routing_key: resize, timeout: 2s}}
     """)
     request_id = invoke_event(rp, "resize", {"n": 2})
-    wait_for(lambda: deliveries(rp, "resize", "error") >= 2, timeout=30, what="failed deliveries")
+    until_sync(lambda: deliveries(rp, "resize", "error") >= 2, deadline=30, what="failed deliveries")
     assert invocations(rp, "resize", "error") == 1
 
     url = broker.add_vhost(vhost)
     queue = broker.bound_queue("dlx", "resize", url=url)
-    [message] = wait_for(lambda: broker.take(queue, url=url), timeout=30, what="the record, delivered late")
+    [message] = until_sync(lambda: broker.take(queue, url=url), deadline=30,
+                           what="the record, delivered late")
     record = json.loads(message.body)
     assert record["requestContext"]["requestId"] == request_id
     assert record["requestPayload"] == {"n": 2}
@@ -293,11 +295,11 @@ def test_async_queue_invoke_event_runs_and_failures_are_retried_then_recorded(
     assert status == 200, body
 
     ok_id = invoke_event(rp, function, {"n": "ok1"})
-    wait_for(lambda: [p.name for p in seen.iterdir()], timeout=30, what="the event run")
+    until_sync(lambda: [p.name for p in seen.iterdir()], deadline=30, what="the event run")
     assert [p.name for p in seen.iterdir()] == [f"ok1.a.{ok_id}"]
 
     fail_id = invoke_event(rp, function, {"n": "fail1"})
-    [message] = wait_for(lambda: broker.take(queue), timeout=30, what="the on_failure record")
+    [message] = until_sync(lambda: broker.take(queue), deadline=30, what="the on_failure record")
     record = json.loads(message.body)
     assert record["requestContext"]["requestId"] == fail_id
     assert record["requestContext"]["condition"] == "RetriesExhausted"
@@ -331,7 +333,7 @@ def test_async_queue_keeps_working_after_the_broker_closes_its_connection(
     seen = seen_dir(tmp_path, router_factory)
     rp = router_factory(async_config(tmp_path, amqp_url, function))
     invoke_event(rp, function, {"n": "before"})
-    wait_for(lambda: len(list(seen.iterdir())) == 1, timeout=30, what="the first event run")
+    until_sync(lambda: len(list(seen.iterdir())) == 1, deadline=30, what="the first event run")
 
     assert rp.proc is not None
     assert close_broker_connections(f"router-async pid={rp.proc.pid}") == 1
@@ -341,11 +343,11 @@ def test_async_queue_keeps_working_after_the_broker_closes_its_connection(
                             json.dumps({"n": "after"}).encode(), {"X-Amz-Invocation-Type": "Event"})
         return status == 202
 
-    wait_for(accepted, timeout=30, interval=0.2, what="an event accepted after the reconnection")
+    until_sync(accepted, deadline=30, interval=0.2, what="an event accepted after the reconnection")
     # the consumer came back with the connection: the event runs
-    wait_for(lambda: any(p.name.startswith("after.") for p in seen.iterdir()), timeout=30,
-             what="the event accepted after the reconnection run")
-    wait_for(lambda: http("GET", rp.url + "/readyz")[0] == 200, timeout=30, what="ready")
+    until_sync(lambda: any(p.name.startswith("after.") for p in seen.iterdir()), deadline=30,
+               what="the event accepted after the reconnection run")
+    until_sync(lambda: http("GET", rp.url + "/readyz")[0] == 200, deadline=30, what="ready")
     assert rp.stop() == 0
 
 
@@ -378,8 +380,8 @@ def test_async_queue_sigkill_with_events_queued_loses_none(
 
     rp2 = router_factory(config, port=rp.port, start=False)
     rp2.start()
-    got = wait_for(lambda: len(observed()) == EVENTS and observed(), timeout=180,
-                   what=f"{EVENTS} events observed")
+    got = until_sync(lambda: len(observed()) == EVENTS and observed(), deadline=180,
+                     what=f"{EVENTS} events observed")
     assert got == {str(i) for i in range(EVENTS)}  # 0 lost
     duplicates = len(list(seen.iterdir())) - EVENTS
     print(f"observed before the kill: {before}; duplicates after the restart: {duplicates}")
@@ -408,7 +410,7 @@ def test_two_routers_sharing_one_async_queue_both_process_events(
             out[replica].add(event_n)
         return out
 
-    wait_for(lambda: len(by_replica()["a"] | by_replica()["b"]) == n, timeout=60, what="all events")
+    until_sync(lambda: len(by_replica()["a"] | by_replica()["b"]) == n, deadline=60, what="all events")
     done = by_replica()
     assert done["a"], f"router a did nothing: {done}"
     assert done["b"], f"router b did nothing: {done}"

@@ -18,7 +18,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.e2e.conftest import RouterFactory, http, wait_for
+from tests.router_process import RouterFactory, http
+from tests.waiting import until_sync
 
 SECRET = "wrong-secret-" + uuid.uuid4().hex
 
@@ -50,7 +51,7 @@ def checking_moto(tmp_path: Path) -> Iterator[str]:
             return False
 
     try:
-        wait_for(answers, timeout=30, what="moto_server with authentication")
+        until_sync(answers, deadline=30, what="moto_server with authentication")
         yield url
     finally:
         proc.terminate()
@@ -88,10 +89,10 @@ def test_wrong_credentials_make_the_route_not_ready_with_a_clear_error(
         text = body.decode()
         return json.loads(text) if status == 503 and "credentials" in text else None
 
-    readyz = wait_for(not_ready_for_credentials, timeout=30, what="/readyz naming the credentials")
+    readyz = until_sync(not_ready_for_credentials, deadline=30, what="/readyz naming the credentials")
     assert "route jobs" in json.dumps(readyz)
-    wait_for(lambda: "router_source_errors_total{route=\"jobs\",type=\"sqs\"}"
-             in http("GET", rp.url + "/metrics")[2].decode(), timeout=10, what="the error counted")
+    until_sync(lambda: "router_source_errors_total{route=\"jobs\",type=\"sqs\"}"
+               in http("GET", rp.url + "/metrics")[2].decode(), deadline=10, what="the error counted")
     assert rp.proc is not None
     assert rp.proc.poll() is None  # still running, retrying with backoff
     assert rp.stop() == 0

@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.e2e.conftest import ROOT, RouterFactory, http, wait_for
-
-
-def router(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-           stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "router", *args], capture_output=True, text=True, timeout=60,
-        cwd=cwd or ROOT, env=full_env, input=stdin.decode() if stdin else None,
-    )
+from tests.router_process import ROOT, RouterFactory, http, router
+from tests.waiting import until_sync
 
 
 def test_validate_example_config_is_ok() -> None:
@@ -119,7 +106,8 @@ def test_secrets_never_reach_logs_or_metrics(router_factory: RouterFactory, tmp_
                         {"Authorization": "Bearer wrong"})
     assert status in (401, 403)
     _, _, metrics = http("GET", rp.url + "/metrics")
-    wait_for(lambda: "router_webhook_requests_total" in metrics.decode(), what="webhook metrics")
+    until_sync(lambda: "router_webhook_requests_total" in metrics.decode(), what="webhook metrics",
+               deadline=20)
     assert rp.stop() == 0
     for text in (rp.logs(), metrics.decode()):
         assert secret not in text

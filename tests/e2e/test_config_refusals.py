@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import router
+from tests.router_process import router
 
 
 def test_validate_refuses_what_run_refuses_with_the_same_lines(tmp_path: Path) -> None:

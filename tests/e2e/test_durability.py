@@ -7,7 +7,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.e2e.conftest import RouterFactory, http, wait_for
+from tests.router_process import RouterFactory, http
+from tests.waiting import until_sync
 
 EVENTS = 1000
 
@@ -62,8 +63,8 @@ def test_sigkill_after_accepting_1000_async_events_loses_none(router_factory: Ro
     def delivered() -> set[str]:
         return {p.name.split(".")[0] for p in seen.iterdir()}
 
-    got = wait_for(lambda: len(delivered()) == EVENTS and delivered(), timeout=120,
-                   what=f"{EVENTS} events observed")
+    got = until_sync(lambda: len(delivered()) == EVENTS and delivered(), deadline=120,
+                     what=f"{EVENTS} events observed")
     assert got == {str(i) for i in range(EVENTS)}
     files = list(seen.iterdir())
     duplicates = len(files) - EVENTS
@@ -91,7 +92,7 @@ def test_workers_die_with_a_killed_router(router_factory: RouterFactory, tmp_pat
           - {{name: busy, source: {{type: webhook, path: /busy}}, function: busy, invocation: async}}
     """)
     assert http("POST", rp.url + "/busy", b"{}")[0] == 202
-    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), what="worker pid"))
+    pid = int(until_sync(lambda: pid_file.exists() and pid_file.read_text(), what="worker pid", deadline=20))
     rp.kill()
 
     def gone() -> bool:
@@ -103,4 +104,4 @@ def test_workers_die_with_a_killed_router(router_factory: RouterFactory, tmp_pat
         stat = Path(f"/proc/{pid}/stat")
         return not stat.exists() or stat.read_text().split(") ")[1].startswith("Z")
 
-    wait_for(gone, timeout=10, what=f"worker {pid} to exit after the router was killed")
+    until_sync(gone, deadline=10, what=f"worker {pid} to exit after the router was killed")

@@ -11,7 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.conftest import RouterFactory, wait_for
+from tests.router_process import RouterFactory
+from tests.waiting import until_sync
 
 REGION = "us-east-1"
 
@@ -79,7 +80,7 @@ def test_insert_modify_remove_in_order_and_restart(
     ddb.delete_item(TableName=table, Key=key)
     cfg = config(tmp_path, moto_server, arn, ", batch_size: 2")
     rp = router_factory(cfg)
-    wait_for(lambda: len(events(out)) >= 3, timeout=30, what="three records")
+    until_sync(lambda: len(events(out)) >= 3, deadline=30, what="three records")
     got = events(out)
     assert [r["eventName"] for r in got] == ["INSERT", "MODIFY", "REMOVE"]
     for r in got:
@@ -99,7 +100,7 @@ def test_insert_modify_remove_in_order_and_restart(
     ddb.put_item(TableName=table, Item={"pk": {"S": "order-2"}, "status": {"S": "new"}})
     rp2 = router_factory(cfg, port=rp.port, start=False)
     rp2.start()
-    wait_for(lambda: len(events(out)) >= 4, timeout=30, what="the fourth record")
+    until_sync(lambda: len(events(out)) >= 4, deadline=30, what="the fourth record")
     assert rp2.stop() == 0
     got = events(out)
     assert len(got) == 4

@@ -10,7 +10,8 @@ from typing import Any
 
 import boto3
 
-from tests.e2e.conftest import ROOT, RouterFactory, free_port, http, wait_for
+from tests.router_process import ROOT, RouterFactory, free_port, http
+from tests.waiting import until_sync
 
 MARKER = "# An SQS route: uncomment it"
 
@@ -65,11 +66,11 @@ def test_example_sqs_route_uncommented_runs_against_an_sqs_endpoint(
         return (_metric(text, "router_invocations_total", function="tick", source="sqs", outcome="success"),
                 _metric(text, "router_source_events_filtered_total", route="uploads", type="sqs"))
 
-    wait_for(lambda: counts() == (1.0, 1.0), timeout=60, what="one invocation and one filtered message")
-    wait_for(lambda: sqs.get_queue_attributes(
+    until_sync(lambda: counts() == (1.0, 1.0), deadline=60, what="one invocation and one filtered message")
+    until_sync(lambda: sqs.get_queue_attributes(
         QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages",
                                             "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
         == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"},
-        timeout=30, what="both messages deleted")
+        deadline=30, what="both messages deleted")
     assert rp.stop() == 0
     sqs.close()

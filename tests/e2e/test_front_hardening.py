@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from router.http.server import in_container
-from tests.e2e.conftest import RouterFactory, RouterProcess, http, wait_for
+from tests.router_process import RouterFactory, RouterProcess, http
+from tests.waiting import until_sync
 
 HELLO = """
     def handler(event, context):
@@ -231,7 +232,7 @@ def test_at_a_hard_limit_of_1024_held_connections_cannot_exhaust_descriptors(
                 w.close()
 
     asyncio.run(scenario())
-    wait_for(lambda: http("GET", rp.url + "/livez")[0] == 200, 20, what="/livez")
+    until_sync(lambda: http("GET", rp.url + "/livez")[0] == 200, deadline=20, what="/livez")
     logs = rp.logs()
     assert "Traceback" not in logs
     assert "EMFILE" not in logs

@@ -11,7 +11,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.e2e.conftest import RouterFactory, RouterProcess, http, wait_for
+from tests.router_process import RouterFactory, RouterProcess, http
+from tests.waiting import until_sync
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_event_dryrun_and_arn_names(running: RouterProcess, tmp_path: Path) -> N
     resp = client.invoke(FunctionName="sink", InvocationType="Event", Payload=b'{"n": 7}')
     assert resp["StatusCode"] == 202
     sink = tmp_path / "out" / "sink.jsonl"
-    line = wait_for(lambda: sink.exists() and sink.read_text(), what="async event delivered")
+    line = until_sync(lambda: sink.exists() and sink.read_text(), what="async event delivered", deadline=20)
     assert json.loads(line) == {"n": 7}
     resp = client.invoke(FunctionName="arn:aws:lambda:us-east-1:000000000000:function:sink",
                          InvocationType="DryRun")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RouterFactory, RouterProcess, http, wait_for
-from tests.unit.runtime.test_node_support import NODE_MAJOR, NODE_RUNTIME, require_node
+from tests.router_process import RouterFactory, RouterProcess, http
+from tests.unit.runtime.node_support import NODE_MAJOR, NODE_RUNTIME, require_node
+from tests.waiting import until_sync
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "functions"
 SECRET = "s3cr3t-0f-the-r0uter-4c1d"
@@ -152,8 +153,8 @@ def test_what_a_function_started_ends_when_the_router_is_sigkilled(
     leftovers.update(started)
     assert not any(_gone(pid) for pid in started)
     rp.kill()  # SIGKILL: no shutdown of the router's own
-    wait_for(lambda: all(_gone(pid) for pid in started), timeout=20,
-             what="the worker, its child and its double-forked daemon to end with the router")
+    until_sync(lambda: all(_gone(pid) for pid in started), deadline=20,
+               what="the worker, its child and its double-forked daemon to end with the router")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="run_as switches users: only a router running as root can")

@@ -19,7 +19,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.conftest import RouterFactory, http, wait_for
+from tests.router_process import RouterFactory, http
+from tests.waiting import until_sync
 
 REGION = "us-east-1"
 
@@ -101,7 +102,7 @@ def failure_records(sqs: Any, queue_url: str, count: int) -> list[dict[str, Any]
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
         return len(got) >= count
 
-    wait_for(more, timeout=30, what=f"{count} failure records")
+    until_sync(more, deadline=30, what=f"{count} failure records")
     return got
 
 
@@ -134,7 +135,7 @@ def test_four_shards_in_order_bisect_isolates_poison(
 
     # A failed batch wrote nothing (the handler raises before writing): each good record exactly once,
     # in order per shard.
-    wait_for(lambda: per_shard() == expected, timeout=40, what="every good record, in order per shard")
+    until_sync(lambda: per_shard() == expected, deadline=40, what="every good record, in order per shard")
     [record] = failure_records(sqs, queue_url, 1)
     info = record["KinesisBatchInfo"]
     assert info["shardId"] == "shardId-000000000001"
@@ -163,7 +164,7 @@ def test_max_record_age_sends_failure_record_and_the_shard_moves_on(
     first = put(kinesis, arn, "old-1")
     put(kinesis, arn, "old-2")
     put_at = time.time()
-    wait_for(lambda: time.time() - put_at > 2.5, timeout=10, what="the records to be older than 2s")
+    until_sync(lambda: time.time() - put_at > 2.5, deadline=10, what="the records to be older than 2s")
     source = f', max_record_age: 2s, on_failure: {{type: sqs, queue_url: "{queue_url}"}}'
     rp = router_factory(config(tmp_path, moto_server, arn, source))
     [record] = failure_records(sqs, queue_url, 1)
@@ -172,7 +173,7 @@ def test_max_record_age_sends_failure_record_and_the_shard_moves_on(
     assert record["KinesisBatchInfo"]["startSequenceNumber"] == first
     assert record["KinesisBatchInfo"]["batchSize"] == 2
     put(kinesis, arn, "fresh")
-    wait_for(lambda: [d for _, _, d in lines(out)] == ["fresh"], timeout=20, what="the fresh record")
+    until_sync(lambda: [d for _, _, d in lines(out)] == ["fresh"], deadline=20, what="the fresh record")
     assert rp.stop() == 0
 
 
@@ -204,7 +205,7 @@ def test_max_retry_attempts_without_bisect(
     assert record["KinesisBatchInfo"]["batchSize"] == 2
     assert attempts.read_text().split() == ["2", "2", "2"]  # the first try and 2 retries, whole batch
     put(kinesis, arn, "after")
-    wait_for(lambda: [d for _, _, d in lines(out)] == ["after"], timeout=20, what="the shard moved on")
+    until_sync(lambda: [d for _, _, d in lines(out)] == ["after"], deadline=20, what="the shard moved on")
     assert rp.stop() == 0
 
 
@@ -242,7 +243,7 @@ def test_report_batch_item_failures_and_parallelization_keep_key_order(
             sent += 1
     source = ", batch_size: 4, parallelization: 3, report_batch_item_failures: true"
     rp = router_factory(config(tmp_path, moto_server, arn, source))
-    wait_for(lambda: len(lines(out)) >= sent, timeout=40, what="every record")
+    until_sync(lambda: len(lines(out)) >= sent, deadline=40, what="every record")
     got = lines(out)
     assert len(got) == sent  # a record reported failed was not written, so nothing appears twice
     for key in keys:
@@ -273,15 +274,15 @@ def test_restart_resumes_from_the_checkpoint(
             put(kinesis, arn, f"{i}-{n}", shard=i, shards=2)
     cfg = config(tmp_path, moto_server, arn, ", batch_size: 5")
     rp = router_factory(cfg)
-    wait_for(lambda: len(lines(out)) >= 40, timeout=30, what="some records processed")
+    until_sync(lambda: len(lines(out)) >= 40, deadline=30, what="some records processed")
     assert rp.stop(sig) in (0, -signal.SIGKILL)
     before = len(lines(out))
     assert before < total, "everything was processed before the stop; the test proves nothing"
     rp2 = router_factory(cfg, port=rp.port, start=False)
     rp2.start()
     everything = {f"{i}-{n}" for i in range(2) for n in range(total // 2)}
-    wait_for(lambda: {d for _, _, d in lines(out)} == everything, timeout=60,
-             what="every record observed")  # 0 lost
+    until_sync(lambda: {d for _, _, d in lines(out)} == everything, deadline=60,
+               what="every record observed")  # 0 lost
     got = lines(out)
     for i in range(2):
         shard = [int(d.split("-")[1]) for s, _, d in got if s == f"shardId-{i:012d}"]
@@ -316,7 +317,7 @@ def test_missing_stream_not_ready_then_recovers(
             return ""
         return body.decode() if status == 503 and b"stream not found" in body else ""
 
-    reason = wait_for(not_ready_reason, timeout=30, what="/readyz names the missing stream")
+    reason = until_sync(not_ready_reason, deadline=30, what="/readyz names the missing stream")
     assert "route clicks: stream not found (ResourceNotFoundException); check source.stream_arn" in reason
 
     def errors() -> float:
@@ -326,11 +327,12 @@ def test_missing_stream_not_ready_then_recovers(
                 return float(line.split()[-1])
         return 0.0
 
-    wait_for(lambda: errors() >= 2, timeout=30, what="errors counted")
+    until_sync(lambda: errors() >= 2, deadline=30, what="errors counted")
     assert create_stream(kinesis, 1, name=name) == arn
     put(kinesis, arn, "hello")
     rp.wait_ready(timeout=60)
-    wait_for(lambda: [d for _, _, d in lines(out)] == ["hello"], timeout=30, what="processed after recovery")
+    until_sync(lambda: [d for _, _, d in lines(out)] == ["hello"], deadline=30,
+               what="processed after recovery")
     logged = [r for r in rp.log_records() if "stream not found" in r.get("message", "")]
     assert logged
     assert logged[0]["error_type"] == "config"
@@ -351,7 +353,7 @@ def test_data_is_base64_in_the_event(
     arn = create_stream(kinesis, 1)
     seq = put(kinesis, arn, '{"hello": "world"}', key="pk-1")
     rp = router_factory(config(tmp_path, moto_server, arn))
-    wait_for(out.exists, timeout=30, what="the function ran")
+    until_sync(out.exists, deadline=30, what="the function ran")
     [record] = json.loads(out.read_text())["Records"]
     assert base64.b64decode(record["kinesis"]["data"]) == b'{"hello": "world"}'
     assert record["kinesis"]["sequenceNumber"] == seq

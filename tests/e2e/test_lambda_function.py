@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RouterFactory, RouterProcess, http, wait_for
+from tests.router_process import RouterFactory, RouterProcess, http
+from tests.waiting import until_sync
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -88,7 +89,8 @@ def test_async_route_reaches_the_remote_lambda(routers: tuple[RouterProcess, Pat
     status, _, body = http("POST", front.url + "/hooks/queued", b'{"n": 1}')
     assert status == 202, body
     sink = out / "sink.jsonl"
-    line = wait_for(lambda: sink.exists() and sink.read_text().strip(), 30, what="the remote sink call")
+    line = until_sync(lambda: sink.exists() and sink.read_text().strip(), deadline=30,
+                      what="the remote sink call")
     event = json.loads(line.splitlines()[0])
     assert event["rawPath"] == "/hooks/queued"
     assert json.loads(event["body"]) == {"n": 1}

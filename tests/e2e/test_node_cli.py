@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, RouterFactory, http
-from tests.unit.runtime.test_node_support import FIXTURES, NODE_MAJOR, NODE_RUNTIME, require_node
+from tests.router_process import ROOT, RouterFactory, http
+from tests.unit.runtime.node_support import FIXTURES, NODE_MAJOR, NODE_RUNTIME, require_node
 
 
 @pytest.fixture(autouse=True)

@@ -20,8 +20,9 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.conftest import RouterFactory, http, wait_for
-from tests.unit.runtime.test_node_support import FIXTURES, NODE_RUNTIME, require_npm
+from tests.router_process import RouterFactory, http
+from tests.unit.runtime.node_support import FIXTURES, NODE_RUNTIME, require_npm
+from tests.waiting import until_sync
 
 REGION = "us-east-1"
 
@@ -82,7 +83,7 @@ def test_powertools_batch_partial_response_on_an_sqs_route(
                     if "record 3 fails on purpose" in r["message"]]
 
         # record 3 failed alone and came back after its visibility timeout; the others were deleted
-        wait_for(lambda: len(failures()) >= 2, timeout=60, what="record 3 to be received twice")
+        until_sync(lambda: len(failures()) >= 2, deadline=60, what="record 3 to be received twice")
         assert sorted(processed()) == ["processed 1 1", "processed 2 1", "processed 4 1", "processed 5 1"]
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
         in_queue = int(attributes["ApproximateNumberOfMessages"]) + int(
@@ -144,7 +145,7 @@ def test_powertools_logger_injects_the_lambda_context(
                 return {"record": json.loads(r["message"]), "request_id": r.get("request_id")}
         return None
 
-    found = wait_for(logged, timeout=20, what="the Powertools log line")
+    found = until_sync(logged, deadline=20, what="the Powertools log line")
     line = found["record"]
     assert line["message"] == "order received"
     assert line["orderId"] == "o-42"

@@ -9,8 +9,8 @@ import json
 import uuid
 from pathlib import Path
 
-from tests.e2e.conftest import RouterFactory, free_port, http, wait_for
-from tests.e2e.test_cli import router
+from tests.router_process import RouterFactory, free_port, http, router
+from tests.waiting import until_sync
 
 FAILS = """
 import os
@@ -77,7 +77,8 @@ def test_interpolated_secrets_in_url_paths_are_redacted_everywhere(
 
     # a destination's failure in the logs
     assert http("POST", rp.url + f"/in/{env['HOOK_TOKEN']}", b"{}")[0] == 202
-    wait_for(lambda: "/hooks/${DEST_TOKEN}" in rp.logs(), what="the destination failure in the log")
+    until_sync(lambda: "/hooks/${DEST_TOKEN}" in rp.logs(), what="the destination failure in the log",
+               deadline=20)
     assert rp.stop() == 0
 
     assert "connecting with ${DB_PASSWORD}" in rp.logs()  # the function's own output line

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import RouterFactory, http, wait_for
+from tests.router_process import RouterFactory, http
+from tests.waiting import until_sync
 
 FUNCTIONS = {
     "apigw": """
@@ -123,10 +124,10 @@ def test_sync_webhook_maps_api_gateway_response_and_plain_json(router_factory: R
     assert len(request_id) == 36
 
     # The handler's START/END/REPORT lines carry the request id in the router's JSON log.
-    records = wait_for(
+    records = until_sync(
         lambda: [r for r in rp.log_records() if r.get("request_id") == request_id
                  and str(r.get("message", "")).startswith("REPORT RequestId")],
-        what="REPORT line for the request",
+        what="REPORT line for the request", deadline=20,
     )
     assert records[0]["function"] == "plain"
 
@@ -152,12 +153,12 @@ def test_async_retries_then_success_and_exhausted_goes_to_file_destination(
     assert status == 202, body
     broken_id = json.loads(body)["requestId"]
 
-    done = wait_for(lambda: (out / "flaky-done").exists() and (out / "flaky-done").read_text(),
-                    what="flaky handler to succeed")
+    done = until_sync(lambda: (out / "flaky-done").exists() and (out / "flaky-done").read_text(),
+                      what="flaky handler to succeed", deadline=20)
     assert json.loads(done.splitlines()[0]) == {"request_id": flaky_id, "attempts": 3}
 
-    failures = wait_for(lambda: (out / "failures.jsonl").exists() and (out / "failures.jsonl").read_text(),
-                        what="failure destination record")
+    failures = until_sync(lambda: (out / "failures.jsonl").exists() and (out / "failures.jsonl").read_text(),
+                          what="failure destination record", deadline=20)
     record = json.loads(failures.splitlines()[0])
     assert record["version"] == "1.0"
     assert record["requestContext"]["requestId"] == broken_id
@@ -169,12 +170,12 @@ def test_async_retries_then_success_and_exhausted_goes_to_file_destination(
     assert record["responsePayload"]["errorType"] == "ValueError"
     assert record["responsePayload"]["errorMessage"] == "always broken: poison"
 
-    samples = wait_for(
+    samples = until_sync(
         lambda: (s := _metrics(rp.url)).get(
             ("router_invocations_total",
              (("function", "broken"), ("outcome", "error"), ("source", "webhook")))
         ) == 3 and s,
-        what="3 failed attempts counted",
+        what="3 failed attempts counted", deadline=20,
     )
     assert samples[("router_retries_total", (("function", "flaky"),))] == 2
     assert samples[("router_async_events_received_total", (("function", "broken"),))] == 1
@@ -186,9 +187,9 @@ def test_timeout_kills_the_handler_and_reports_it(router_factory: RouterFactory,
     rp = router_factory(_config(tmp_path).replace("timeout: 5s", "timeout: 1s"))
     status, _, body = http("POST", rp.url + "/sleepy", b"")
     assert status == 503, body
-    records = wait_for(
+    records = until_sync(
         lambda: [r for r in rp.log_records() if "Task timed out after 1.00 seconds" in str(r.get("message"))],
-        what="timeout log line",
+        what="timeout log line", deadline=20,
     )
     assert records[0]["function"] == "sleepy"
     samples = _metrics(rp.url)
@@ -228,8 +229,8 @@ def test_concurrency_cap_throttles_exactly_the_excess(router_factory: RouterFact
     with ThreadPoolExecutor(5) as pool:
         futures = [pool.submit(call) for _ in range(5)]
         # The 3 throttled calls answer at once, while 2 handlers hold their slots.
-        wait_for(lambda: len(statuses) == 3 and len(list(tmp_path.glob("started-*"))) == 2,
-                 what="3 throttled answers while 2 run")
+        until_sync(lambda: len(statuses) == 3 and len(list(tmp_path.glob("started-*"))) == 2,
+                   what="3 throttled answers while 2 run", deadline=20)
         gate.touch()
         for f in futures:
             f.result()
@@ -271,8 +272,8 @@ def test_the_account_limit_throttles_across_functions(router_factory: RouterFact
 
     with ThreadPoolExecutor(5) as pool:
         futures = [pool.submit(call) for _ in range(5)]
-        wait_for(lambda: len(answers) == 3 and len(list(tmp_path.glob("started-*"))) == 2,
-                 what="3 throttled answers while 2 run")
+        until_sync(lambda: len(answers) == 3 and len(list(tmp_path.glob("started-*"))) == 2,
+                   what="3 throttled answers while 2 run", deadline=20)
         gate.touch()
         for f in futures:
             f.result()
@@ -288,8 +289,8 @@ def test_schedule_rate_fires_the_scheduled_event(router_factory: RouterFactory, 
     route = "  - {name: tick, source: {type: schedule, rate: 1s}, function: ticker}"
     rp = router_factory(_config(tmp_path, route))
     ticks = tmp_path / "out" / "ticks"
-    lines = wait_for(lambda: ticks.exists() and len(ticks.read_text().splitlines()) >= 2 and
-                     ticks.read_text().splitlines(), what="two schedule fires")
+    lines = until_sync(lambda: ticks.exists() and len(ticks.read_text().splitlines()) >= 2 and
+                       ticks.read_text().splitlines(), what="two schedule fires", deadline=20)
     event = json.loads(lines[0])
     assert event["detail-type"] == "Scheduled Event"
     assert event["source"] == "aws.events"
@@ -310,8 +311,8 @@ def test_sigterm_finishes_in_flight_request_then_exits_zero(router_factory: Rout
 
     t = threading.Thread(target=call)
     t.start()
-    wait_for(lambda: any(str(r.get("message", "")).startswith("START RequestId") for r in rp.log_records()),
-             what="the sleepy invocation to start")
+    until_sync(lambda: any(str(r.get("message", "")).startswith("START RequestId") for r in rp.log_records()),
+               what="the sleepy invocation to start", deadline=20)
     assert rp.proc is not None
     rp.proc.send_signal(signal.SIGTERM)
     # Not ready as soon as shutdown begins (or already closed).

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from router.runtime.template import fork_supported
-from tests.e2e.conftest import RouterFactory, wait_for
-from tests.e2e.conftest import http as http_call
+from tests.router_process import RouterFactory
+from tests.router_process import http as http_call
+from tests.waiting import until_sync
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "functions"
 RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -92,9 +93,9 @@ functions:
 
     busy = threading.Thread(target=call_until_the_router_dies, daemon=True)
     busy.start()
-    wait_for(marker.exists, what="the long handler to run")
+    until_sync(marker.exists, what="the long handler to run", deadline=20)
     assert children_of(router) == family  # it runs in the warm environment
 
     rp.kill()
-    wait_for(lambda: not any(running(pid) for pid in family), timeout=10.0,
-             what="every template and environment (and the watchdog) to end with the router")
+    until_sync(lambda: not any(running(pid) for pid in family), deadline=10.0,
+               what="every template and environment (and the watchdog) to end with the router")

@@ -25,7 +25,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.conftest import RouterFactory, http, wait_for
+from tests.router_process import RouterFactory, http
+from tests.waiting import until_sync
 
 MESSAGES = int(os.environ.get("ROUTER_TEST_SQS_MESSAGES", "5000"))
 BACKLOG = int(os.environ.get("ROUTER_TEST_SQS_BACKLOG", "20"))
@@ -139,7 +140,7 @@ def test_sigkill_with_messages_in_flight_loses_none(
     feeder.start()
     try:
         rp = router_factory(config)
-        wait_for(lambda: len(observed()) >= PRELOAD // 2, timeout=60, what="half the preloaded messages")
+        until_sync(lambda: len(observed()) >= PRELOAD // 2, deadline=60, what="half the preloaded messages")
         rp.kill()  # SIGKILL: batches in flight, long polls abandoned, nothing handed back
         before = len(observed())
         sent_at_kill = feeder.sent
@@ -147,8 +148,8 @@ def test_sigkill_with_messages_in_flight_loses_none(
 
         rp2 = router_factory(config, port=rp.port, start=False)
         rp2.start()
-        got = wait_for(lambda: len(observed()) == MESSAGES and observed(), timeout=200,
-                       what=f"{MESSAGES} messages observed")
+        got = until_sync(lambda: len(observed()) == MESSAGES and observed(), deadline=200,
+                         what=f"{MESSAGES} messages observed")
     finally:
         feeder.close()
     elapsed = time.monotonic() - started
@@ -163,7 +164,7 @@ def test_sigkill_with_messages_in_flight_loses_none(
 
     # Messages observed before the kill but never deleted come back after the visibility timeout
     # and are deleted then: every message is deleted in the end, none is left behind.
-    wait_for(queue_empty, timeout=30, what="the queue empty (every message deleted)")
+    until_sync(queue_empty, deadline=30, what="the queue empty (every message deleted)")
     deliveries = len(list(seen.iterdir()))
     status, _, metrics = http("GET", rp2.url + "/metrics")
     assert status == 200
@@ -186,7 +187,7 @@ def test_sqs_route_event_and_readiness(
     queue_url = sqs_client.create_queue(QueueName=f"one-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     rp = router_factory(_config(tmp_path, moto_server, queue_url))  # waits for /readyz: queue connected
     sqs_client.send_message(QueueUrl=queue_url, MessageBody="plain, not JSON")
-    wait_for(out.exists, timeout=30, what="the function ran")
+    until_sync(out.exists, deadline=30, what="the function ran")
     event = json.loads(out.read_text())
     [record] = event["Records"]
     assert record["body"] == "plain, not JSON"
@@ -243,7 +244,7 @@ def test_bisect_on_error_one_poison_message_alone_reaches_the_dlq(
                                                WaitTimeSeconds=1).get("Messages") or [])
         return dead
 
-    wait_for(dead_lettered, timeout=40, what="the poison message in the DLQ")
+    until_sync(dead_lettered, deadline=40, what="the poison message in the DLQ")
     assert [m["Body"] for m in dead] == ["poison"]
     assert sorted(p.name.split(".")[0] for p in seen.iterdir()) == sorted(set(bodies) - {"poison"})
     invocations = [json.loads(p.read_text()) for p in calls.iterdir()]

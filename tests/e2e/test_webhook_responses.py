@@ -11,7 +11,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import RouterFactory, http, wait_for
+from tests.router_process import RouterFactory, http
+from tests.waiting import until_sync
 
 MALFORMED = [
     {"statusCode": 200, "headers": {"X-A": "a\r\nX-Injected: 1"}, "body": "hi"},
@@ -70,8 +71,8 @@ routes:
     def malformed_lines() -> list[dict[str, object]]:
         return [r for r in rp.log_records() if "malformed" in str(r.get("message", ""))]
 
-    lines = wait_for(lambda: len(malformed_lines()) >= len(MALFORMED) and malformed_lines(),
-                     what="one log line per malformed response")
+    lines = until_sync(lambda: len(malformed_lines()) >= len(MALFORMED) and malformed_lines(),
+                       what="one log line per malformed response", deadline=20)
     assert sorted(str(r["request_id"]) for r in lines) == sorted(request_ids)
     assert {(r["route"], r["function"], r["level"]) for r in lines} == {("mirror", "mirror", "error")}
     logs = rp.logs()

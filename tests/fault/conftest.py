@@ -1,6 +1,6 @@
-"""Fixtures of the fault suite: the router as a subprocess (tests/e2e), the recorder function, the
-total-queue checker, and services the tests may break without disturbing anyone else: a RabbitMQ node
-of their own, a moto_server of their own, a PostgreSQL database of their own.
+"""Fixtures of the fault suite: the router as a subprocess (tests/router_process.py), the recorder
+function, the total-queue checker, and services the tests may break without disturbing anyone else: a
+RabbitMQ node of their own, a moto_server of their own, a PostgreSQL database of their own.
 
 Each test's figures (the checker's counts, recovery times) are printed in a "fault suite" section at the
 end of the pytest run and kept as the test's ``user_properties`` (junit XML).
@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import router_factory  # noqa: F401 - the fixture, shared with tests/e2e
 from tests.fault.checker import History, SideEffects
 
 RECORDER = Path(__file__).resolve().parent / "functions" / "recorder"

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RouterFactory, RouterProcess, http, wait_for
 from tests.fault.checker import History, Recovery, SideEffects, wait_until_complete
 from tests.fault.conftest import FaultLog, RabbitNode, recorder
 from tests.fault.harness import AmqpPublisher, Sender, http_post, invoke_body
+from tests.router_process import RouterFactory, RouterProcess, http
+from tests.waiting import until_sync
 
 pytestmark = [
     pytest.mark.fault,
@@ -44,23 +45,24 @@ def _restart_cycles(node: RabbitNode, rp: RouterProcess, effects: SideEffects, s
     recoveries = []
     for cycle in range(1, CYCLES + 1):
         before = progress()
-        wait_for(lambda before=before: progress() >= before + 20, timeout=60,  # type: ignore[misc]
-                 what=f"progress before broker restart {cycle}")
+        until_sync(lambda before=before: progress() >= before + 20, deadline=60,  # type: ignore[misc]
+                   what=f"progress before broker restart {cycle}")
         stop_called = time.monotonic()
         node.stop_app()
         try:
-            wait_for(lambda: _readyz(rp) == 503, timeout=30, what="the router not ready without its broker")
+            until_sync(lambda: _readyz(rp) == 503, deadline=30,
+                       what="the router not ready without its broker")
             noticed = time.monotonic() - stop_called
         finally:
             start_called = time.monotonic()
             node.start_app()
         recovery = Recovery(effects, f"broker restart {cycle}")  # the clock starts: the broker is back
         start_took = recovery.fault_ended - start_called
-        wait_for(lambda: _readyz(rp) == 200, timeout=60, what="the router ready again")
+        until_sync(lambda: _readyz(rp) == 200, deadline=60, what="the router ready again")
         ready = time.monotonic() - recovery.fault_ended
         count = len(effects.observed())
-        wait_for(lambda count=count: len(effects.observed()) > count, timeout=60,  # type: ignore[misc]
-                 what=f"a side effect after broker restart {cycle}")
+        until_sync(lambda count=count: len(effects.observed()) > count, deadline=60,  # type: ignore[misc]
+                   what=f"a side effect after broker restart {cycle}")
         recovery.first_effect = time.monotonic() - recovery.fault_ended
         down = recovery.fault_ended - stop_called
         fault_log(f"broker restart {cycle}: not ready {noticed:.2f}s after stop_app was called; broker down "
@@ -144,5 +146,5 @@ def test_async_queue_broker_restarted_three_times_loses_nothing(
                            json.dumps({"id": "last"}).encode(), {"X-Amz-Invocation-Type": "Event"})
     assert status == 202, body
     history.sent_ok("last")
-    wait_for(lambda: "last" in effects.ids(), timeout=30, what="an event accepted after the restarts")
+    until_sync(lambda: "last" in effects.ids(), deadline=30, what="an event accepted after the restarts")
     assert rp.stop() == 0

@@ -23,10 +23,11 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from tests.e2e.conftest import RouterFactory, RouterProcess, http, wait_for
 from tests.fault.checker import History, Recovery, SideEffects, wait_until_complete
 from tests.fault.conftest import FaultLog, MotoProcess, recorder
 from tests.fault.harness import OK, REFUSED, UNKNOWN, Send, Sender
+from tests.router_process import RouterFactory, RouterProcess, http
+from tests.waiting import until_sync
 
 pytestmark = pytest.mark.fault
 
@@ -78,12 +79,12 @@ def _outage(moto: MotoProcess, rp: RouterProcess, history: History, effects: Sid
     held = history.demote(history.ok - effects.ids(), "held by moto when it was killed")
     if not pause:
         sender.resume()
-    wait_for(lambda: _readyz(rp) == 503, timeout=60, what="the router not ready while moto is down")
+    until_sync(lambda: _readyz(rp) == 503, deadline=60, what="the router not ready while moto is down")
     moto.start()
     recreate()
     sender.resume()
     recovery = Recovery(effects, "moto restart")
-    wait_for(lambda: _readyz(rp) == 200, timeout=90, what="the router ready again after moto came back")
+    until_sync(lambda: _readyz(rp) == 200, deadline=90, what="the router ready again after moto came back")
     fault_log(f"moto killed with {held} acknowledged ids not yet observed (lost with moto's memory); "
               f"router ready again {time.monotonic() - recovery.fault_ended:.2f}s after moto was back")
     return recovery
@@ -115,7 +116,7 @@ def test_sqs_moto_killed_and_restarted(own_moto: MotoProcess, router_factory: Ro
     sender.start()
     try:
         sender.wait_accepted(100, timeout=60)
-        wait_for(lambda: len(effects.ids()) >= 50, timeout=60, what="50 messages processed")
+        until_sync(lambda: len(effects.ids()) >= 50, deadline=60, what="50 messages processed")
         recovery = _outage(own_moto, rp, history, effects, recreate, fault_log, sender, pause=False)
         sender.wait_accepted(sender.accepted + 150, timeout=90)
     finally:
@@ -147,8 +148,8 @@ def test_kinesis_moto_killed_and_restarted(own_moto: MotoProcess, router_factory
 
     def recreate() -> None:
         client.create_stream(StreamName=name, ShardCount=1)
-        wait_for(lambda: client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-                 ["StreamStatus"] == "ACTIVE", what="the stream active again")
+        until_sync(lambda: client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+                   ["StreamStatus"] == "ACTIVE", what="the stream active again", deadline=20)
         fillers = [f"filler{n}" for n in range(last_seq["n"])]
         history.sent_unknown(fillers, "filler: brings moto's sequence numbers past the old checkpoint")
         for i in range(0, len(fillers), 100):
@@ -163,7 +164,7 @@ def test_kinesis_moto_killed_and_restarted(own_moto: MotoProcess, router_factory
     sender.start()
     try:
         sender.wait_accepted(100, timeout=60)
-        wait_for(lambda: len(effects.ids()) >= 50, timeout=60, what="50 records processed")
+        until_sync(lambda: len(effects.ids()) >= 50, deadline=60, what="50 records processed")
         recovery = _outage(own_moto, rp, history, effects, recreate, fault_log, sender, pause=True)
         sender.wait_accepted(sender.accepted + 150, timeout=90)
     finally:

@@ -14,10 +14,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import RouterFactory, wait_for
 from tests.fault.checker import History, Recovery, SideEffects, wait_until_complete
 from tests.fault.conftest import FaultLog, recorder
 from tests.fault.harness import Sender, http_post
+from tests.router_process import RouterFactory
+from tests.waiting import until_sync
 
 pytestmark = pytest.mark.fault
 
@@ -70,8 +71,8 @@ def test_postgres_backends_terminated_during_async_accepts_loses_nothing(
             sender.wait_accepted(accepted + 1, timeout=60)
             accepted_after = time.monotonic() - recovery.fault_ended
             count = len(effects.observed())
-            wait_for(lambda count=count: len(effects.observed()) > count, timeout=90,  # type: ignore[misc]
-                     what=f"a delivery after termination {cycle}")
+            until_sync(lambda count=count: len(effects.observed()) > count, deadline=90,  # type: ignore[misc]
+                       what=f"a delivery after termination {cycle}")
             delivered_after = time.monotonic() - recovery.fault_ended
             fault_log(f"termination {cycle}: {terminated} backends terminated; next 202 after "
                       f"{accepted_after:.2f}s, next delivery after {delivered_after:.2f}s")

@@ -18,10 +18,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.e2e.conftest import RouterFactory
 from tests.fault.checker import History, Recovery, SideEffects, wait_until_complete
 from tests.fault.conftest import SCALE, FaultLog, recorder
 from tests.fault.harness import OK, UNKNOWN, AmqpPublisher, Send, Sender, http_post, invoke_body
+from tests.router_process import RouterFactory
 
 pytestmark = pytest.mark.fault
 

@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis) of the webhook event builder and the response mapping
-(router/sources/apigw.py): random requests give a JSON-serialisable payload 2.0 event that keeps the body;
+(router/http/apigw.py): random requests give a JSON-serialisable payload 2.0 event that keeps the body;
 random Lambda results never raise and give a response an HTTP/1.1 client can read.
 
 Deterministic (``derandomize``) so CI runs the same examples every time.
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from router.http import apigw
 from router.invocation import Outcome, Result
-from router.sources import apigw
 
 FUZZ = settings(
     max_examples=300,

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.conftest import RouterFactory, RouterProcess, router_factory  # noqa: F401 - the fixture
+from tests.router_process import RouterFactory, RouterProcess
 
 TOKEN = f"tok-{uuid.uuid4().hex}"
 FN_SECRET = f"fn-{uuid.uuid4().hex}"
@@ -30,7 +30,7 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None
 
 
 @pytest.fixture
-def invoke_router(router_factory: RouterFactory, tmp_path: Path) -> Iterator[RouterProcess]:  # noqa: F811
+def invoke_router(router_factory: RouterFactory, tmp_path: Path) -> Iterator[RouterProcess]:
     router_factory.write_function("client", """
         import os
         def handler(event, context):

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.conftest import RouterFactory, RouterProcess, router_factory  # noqa: F401 - the fixture
+from tests.router_process import RouterFactory, RouterProcess
 
 SECRET = f"s-{uuid.uuid4().hex}"
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -38,7 +38,7 @@ ROUTES = {
 
 
 @pytest.fixture
-def webhook_router(router_factory: RouterFactory, tmp_path: Path) -> Iterator[RouterProcess]:  # noqa: F811
+def webhook_router(router_factory: RouterFactory, tmp_path: Path) -> Iterator[RouterProcess]:
     router_factory.write_function("echo", """
         import json
         def handler(event, context):

@@ -113,7 +113,7 @@ def test_nodejs_handler_is_required_and_is_file_dot_export(
 
 
 def test_the_machines_node(load: Load, problems: Problems) -> None:
-    from tests.unit.runtime.test_node_support import NODE_MAJOR, require_node
+    from tests.unit.runtime.node_support import NODE_MAJOR, require_node
 
     require_node()
     assert NODE_MAJOR is not None

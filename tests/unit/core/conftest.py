@@ -1,4 +1,4 @@
-"""Fixtures of the engine tests: a real SQLite StateStore, a client session, a dispatcher factory."""
+"""Fixtures of the engine tests: a real SQLite StateStore, a client session, a dispatcher builder."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from router.app import build_dispatcher
 from router.config.models import RouterConfig
 from router.core.dispatcher import Dispatcher
+from router.destinations.factory import DestinationBuilder
 from router.invokers.base import Invoker
 from router.metrics import Metrics
 from router.state.store import StateStore
@@ -43,15 +45,27 @@ MakeDispatcher = Callable[..., Dispatcher]
 
 
 @pytest.fixture
-def make_dispatcher(store: StateStore, session: aiohttp.ClientSession, metrics: Metrics) -> MakeDispatcher:
+async def make_dispatcher(
+    store: StateStore, session: aiohttp.ClientSession, metrics: Metrics
+) -> AsyncIterator[MakeDispatcher]:
+    """Builds dispatchers as the app does (``build_dispatcher``), with short poll intervals; closes what
+    their destinations opened after the test."""
+    builders: list[DestinationBuilder] = []
+
     def make(config: RouterConfig, invokers: Mapping[str, Invoker], **kw: Any) -> Dispatcher:
         kw.setdefault("store", store)
         kw.setdefault("metrics", metrics)
         kw.setdefault("poll_interval", 0.05)
         kw.setdefault("depth_interval", 0.05)
-        return Dispatcher(config=config, invokers=invokers, http_session=session, **kw)
+        dispatcher, builder = build_dispatcher(config, invokers, session=session, **kw)
+        builders.append(builder)
+        return dispatcher
 
-    return make
+    try:
+        yield make
+    finally:
+        for builder in builders:
+            await builder.close()
 
 
 @contextlib.asynccontextmanager

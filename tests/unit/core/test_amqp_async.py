@@ -1,12 +1,12 @@
 """Async invocations over RabbitMQ (``async_queue``) with the real broker: the same semantics as the
-state-store path (retries with delay, throttles, max age, destinations, drain), and the delay ladder."""
+state-store path (retries with delay, throttles, max age, destinations, drain); the transport itself is
+tested in tests/unit/queues/test_amqp_queue.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,20 +17,16 @@ import aio_pika
 import pytest
 from aiohttp import web
 
-from router.clock import SystemClock
-from router.core.amqp_async import (
-    AmqpAsyncQueue,
-    AmqpEvent,
-    AsyncQueueError,
-    from_message,
-    queue_name,
-    retry_level_ms,
-    retry_queue_name,
-    to_message,
-)
 from router.core.dispatcher import Dispatcher
 from router.invocation import Invocation
 from router.metrics import Metrics
+from router.queues.amqp import (
+    AmqpEvent,
+    AmqpQueue,
+    queue_name,
+    retry_queue_name,
+)
+from router.queues.sql import SqlQueue
 from router.state.store import StateStore
 from tests.unit.core.conftest import MakeDispatcher, running
 from tests.unit.core.helpers import (
@@ -41,8 +37,8 @@ from tests.unit.core.helpers import (
     read_records,
     serve,
     throttled,
-    wait_until,
 )
+from tests.waiting import until
 
 # aiormq leaves the socket of a connection closed under it to the garbage collector.
 pytestmark = pytest.mark.filterwarnings(
@@ -100,59 +96,6 @@ async def wait_depth(broker: Any, queue: str, n: int, deadline: float = 10.0) ->
     assert last == n, f"queue {queue}: {last} messages, expected {n}"
 
 
-# --- pure parts -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("delay", "level"), [
-    (0.0, 0), (0.009, 0), (0.01, 10), (0.0119, 10), (0.0121, 12), (0.099, 80), (0.1, 100),
-    (0.35, 300), (2.9, 2500), (299.0, 250000), (21600.0, 20000000),
-])
-def test_retry_levels_round_down_to_the_ladder(delay: float, level: int) -> None:
-    assert retry_level_ms(delay) == level
-    assert level <= delay * 1000
-    assert level == 0 or delay * 1000 / level < 1.34
-
-
-def test_event_round_trips_through_a_message() -> None:
-    ev = AmqpEvent(request_id="r-1", payload=b'{"a":1}', source="invoke_api", route=None, attempts=2,
-                   enqueued_at=1700000000.123)
-    message = to_message(ev)
-    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert message.message_id == "r-1"
-    assert from_message(message, now=0.0) == ev
-
-
-def test_a_foreign_message_is_a_new_event() -> None:
-    message = aio_pika.Message(b"hello", message_id="m-1")
-    ev = from_message(message, now=50.0)
-    assert (ev.request_id, ev.payload, ev.source, ev.attempts, ev.enqueued_at) == ("m-1", b"hello", "amqp",
-                                                                                  0, 50.0)
-
-
-async def test_publish_without_a_broker_fails_at_once_naming_it_without_the_password() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    q = AmqpAsyncQueue(f"amqp://router:pw-secret@127.0.0.1:{port}/", ["f"], clock=SystemClock(),
-                       timeout=0.5, backoff=(0.05, 0.1))
-    runner = asyncio.create_task(q.run())
-    try:
-        await wait_until(lambda: q.problem is not None and "cannot connect" in q.problem, what="a problem")
-        ev = AmqpEvent("r", b"{}", "webhook", None, 0, time.time())
-        # The connection attempt failed: no wait for a publish timeout, the caller answers 503 at once.
-        with pytest.raises(AsyncQueueError, match=r"async_queue amqp://router:\*\*\*@127\.0\.0\.1:\d+/: "
-                           r"function 'f': not connected \(broker 127\.0\.0\.1:\d+ .*cannot connect") as info:
-            await q.publish("f", ev)
-        assert "pw-secret" not in str(info.value)
-        assert info.value.retry_after == 1
-        assert not await q.ping()
-    finally:
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
-        await q.close()
-
-
 # --- the engine over RabbitMQ --------------------------------------------------------------------------
 
 
@@ -167,7 +110,7 @@ async def test_event_runs_and_its_success_record_is_sent(
     request = event(fn_name, 7)
     async with running(d):
         await d.submit(request)
-        await wait_until(lambda: len(read_records(out)) == 1, what="on_success record")
+        await until(lambda: len(read_records(out)) == 1, what="on_success record")
     [call] = invoker.calls
     assert (call.request_id, call.attempt, call.source, call.route, call.invocation_type) == (
         request.request_id, 1, "webhook", "hooks", "async")
@@ -195,7 +138,7 @@ async def test_failing_event_is_retried_with_delay_then_its_failure_record_is_se
     request = event(fn_name, 3)
     async with running(d):
         await d.submit(request)
-        await wait_until(lambda: len(read_records(out)) == 1, what="on_failure record")
+        await until(lambda: len(read_records(out)) == 1, what="on_failure record")
     assert [c.attempt for c in invoker.calls] == [1, 2, 3]
     assert {c.request_id for c in invoker.calls} == {request.request_id}
     [record] = read_records(out)
@@ -220,7 +163,7 @@ async def test_throttles_retry_without_using_up_retries(
     d = make_dispatcher(cfg, {fn_name: invoker})
     async with running(d):
         await d.submit(event(fn_name))
-        await wait_until(lambda: len(read_records(out)) == 1, what="on_failure record")
+        await until(lambda: len(read_records(out)) == 1, what="on_failure record")
     assert [c.attempt for c in invoker.calls] == [1, 1, 1]
     [record] = read_records(out)
     assert record["requestContext"]["approximateInvokeCount"] == 1
@@ -235,11 +178,12 @@ async def test_too_old_event_is_not_invoked(
     cfg = config(tmp_path, amqp_url, fn_name, **{"async": {"max_event_age": 60}})
     d = make_dispatcher(cfg, {fn_name: invoker})
     async with running(d):
-        assert d.amqp_queue is not None
-        await d.amqp_queue.wait_ready()
+        queue = d.queue
+        assert isinstance(queue, AmqpQueue)
+        await queue.wait_ready()
         old = AmqpEvent("old-1", b"{}", "webhook", None, 0, time.time() - 120)
-        await d.amqp_queue.publish(fn_name, old)
-        await wait_until(lambda: sample(metrics, "router_async_events_dropped_total", function=fn_name,
+        await queue.publish_event(fn_name, old)
+        await until(lambda: sample(metrics, "router_async_events_dropped_total", function=fn_name,
                                         reason="EventAgeExceeded") == 1, what="drop counted")
     assert invoker.calls == []
     await wait_depth(broker, queue_name(fn_name), 0)
@@ -267,8 +211,8 @@ async def test_undelivered_record_is_kept_in_the_state_store_and_delivered_later
         d = make_dispatcher(cfg, {fn_name: invoker})
         async with running(d):
             await d.submit(event(fn_name, 5))
-            await wait_until(lambda: len(received) == 1, what="record delivered after two failures")
-            await wait_until(lambda: not invoker.running, what="idle")
+            await until(lambda: len(received) == 1, what="record delivered after two failures")
+            await until(lambda: not invoker.running, what="idle")
     assert len(invoker.calls) == 1  # the function ran once; only the record was retried
     assert received[0]["requestPayload"] == {"n": 5}
     assert sample(metrics, "router_destination_deliveries_total", function=fn_name, kind="http",
@@ -290,9 +234,9 @@ async def test_drain_hands_back_what_did_not_finish_and_a_new_router_runs_it(
     async with running(d, drain=0.2):
         for n in range(5):
             await d.submit(event(fn_name, n))
-        await wait_until(lambda: hanging.running == 1, what="one event in flight")
+        await until(lambda: hanging.running == 1, what="one event in flight")
         # prefetch = concurrency = 1: one unacked, four ready, seen through a passive declare
-        await wait_until(lambda: sample(metrics, "router_async_queue_depth", function=fn_name) == 4,
+        await until(lambda: sample(metrics, "router_async_queue_depth", function=fn_name) == 4,
                          what="depth 4")
     assert len(hanging.calls) == 1
     # the cancelled one was handed back (the broker requeues it shortly after the nack / close)
@@ -301,7 +245,7 @@ async def test_drain_hands_back_what_did_not_finish_and_a_new_router_runs_it(
     second = ScriptedInvoker()
     d2 = make_dispatcher(cfg, {fn_name: second}, metrics=Metrics())
     async with running(d2):
-        await wait_until(lambda: len(second.calls) == 5, what="all five run by the next router")
+        await until(lambda: len(second.calls) == 5, what="all five run by the next router")
     assert sorted(json.loads(c.payload)["n"] for c in second.calls) == [0, 1, 2, 3, 4]
     await wait_depth(broker, queue_name(fn_name), 0)
 
@@ -318,9 +262,9 @@ async def test_two_routers_share_one_queue(
         for n in range(4):
             await da.submit(event(fn_name, n))
         # each router takes at most 2 (its prefetch): both must work for all four to start
-        await wait_until(lambda: a.running == 2 and b.running == 2, what="both routers busy")
+        await until(lambda: a.running == 2 and b.running == 2, what="both routers busy")
         gate.set()
-        await wait_until(lambda: len(a.calls) + len(b.calls) == 4 and not a.running and not b.running,
+        await until(lambda: len(a.calls) + len(b.calls) == 4 and not a.running and not b.running,
                          what="all done")
     await wait_depth(broker, queue_name(fn_name), 0)
 
@@ -329,7 +273,7 @@ async def test_without_async_queue_nothing_changes(
     tmp_path: Path, make_dispatcher: MakeDispatcher, store: StateStore
 ) -> None:
     d: Dispatcher = make_dispatcher(make_config({"f": {}}), {"f": ScriptedInvoker()})
-    assert d.amqp_queue is None
+    assert isinstance(d.queue, SqlQueue)
     await d.submit(event("f"))
     assert await store.depth() == {"f": 1}
 

@@ -11,7 +11,8 @@ from router.invocation import Invocation, Outcome
 from router.metrics import Metrics
 from router.state.store import StateStore
 from tests.unit.core.conftest import MakeDispatcher, running
-from tests.unit.core.helpers import RaisingInvoker, ScriptedInvoker, make_config, wait_until
+from tests.unit.core.helpers import RaisingInvoker, ScriptedInvoker, make_config
+from tests.waiting import until
 
 
 def inv(function: str = "resize", source: str = "webhook", payload: bytes = b"{}") -> Invocation:
@@ -24,7 +25,7 @@ async def test_cap_throttles_sync_callers_at_once(make_dispatcher: MakeDispatche
     d = make_dispatcher(make_config({"resize": {"concurrency": 2}}), {"resize": invoker})
 
     calls = [asyncio.create_task(d.invoke(inv())) for _ in range(5)]
-    await wait_until(lambda: sum(t.done() for t in calls) == 3, what="3 callers answered")
+    await until(lambda: sum(t.done() for t in calls) == 3, what="3 callers answered")
     assert invoker.running == 2
     gate.set()
     results = await asyncio.gather(*calls, return_exceptions=True)
@@ -54,7 +55,7 @@ async def test_the_account_limit_throttles_across_functions(
     d = make_dispatcher(make_config({"resize": {}, "thumbs": {"concurrency": 5}}), invokers, account_limit=3)
     calls = [asyncio.create_task(d.invoke(inv("resize"))) for _ in range(2)]
     calls += [asyncio.create_task(d.invoke(inv("thumbs"))) for _ in range(3)]
-    await wait_until(lambda: sum(t.done() for t in calls) == 2, what="2 callers answered")
+    await until(lambda: sum(t.done() for t in calls) == 2, what="2 callers answered")
     assert metrics.registry.get_sample_value("router_account_concurrent_executions") == 3
     gate.set()
     results = await asyncio.gather(*calls, return_exceptions=True)
@@ -72,7 +73,7 @@ async def test_no_cap_is_unbounded(make_dispatcher: MakeDispatcher) -> None:
     invoker = ScriptedInvoker(gate=gate)
     d = make_dispatcher(make_config({"resize": {}}), {"resize": invoker})
     calls = [asyncio.create_task(d.invoke(inv())) for _ in range(20)]
-    await wait_until(lambda: invoker.running == 20, what="20 running")
+    await until(lambda: invoker.running == 20, what="20 running")
     gate.set()
     assert all(r.ok for r in await asyncio.gather(*calls))
 
@@ -82,7 +83,7 @@ async def test_invoke_waiting_waits_for_a_slot(make_dispatcher: MakeDispatcher, 
     invoker = ScriptedInvoker(gate=gate)
     d = make_dispatcher(make_config({"resize": {"concurrency": 1}}), {"resize": invoker})
     calls = [asyncio.create_task(d.invoke_waiting(inv(source="schedule"))) for _ in range(3)]
-    await wait_until(lambda: invoker.running == 1, what="one running")
+    await until(lambda: invoker.running == 1, what="one running")
     assert not any(t.done() for t in calls)
     gate.set()
     results = await asyncio.gather(*calls)

@@ -40,6 +40,7 @@ class FakeDispatcher:
     submit_gate: asyncio.Event | None = None
     submit_entered: asyncio.Event = field(default_factory=asyncio.Event)
     submit_error: Exception | None = None
+    invoke_error: Exception | None = None
     invoked: list[Invocation] = field(default_factory=list)
     submitted: list[Invocation] = field(default_factory=list)
 
@@ -58,6 +59,8 @@ class FakeDispatcher:
 
     async def invoke(self, inv: Invocation) -> Result:
         self._check(inv)
+        if self.invoke_error is not None:
+            raise self.invoke_error
         if inv.function in self.throttled:
             raise Throttled(inv.function, 1)
         if inv.function in self.account_throttled:

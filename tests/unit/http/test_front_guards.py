@@ -1,4 +1,4 @@
-"""The HTTP front under slow and hostile clients (issue 9, defects 4 and 5), over real loopback sockets:
+"""The HTTP front under slow and hostile clients, over real loopback sockets:
 header, body and idle timeouts, the connection cap, the request-body budget, auth before the body."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from router.http.server import build_app, build_runner
 from router.invocation import Result
 from router.metrics import Metrics
 from router.readiness import Readiness
+from tests.waiting import until
 
 from .conftest import FakeDispatcher, make_config
 
@@ -191,9 +192,9 @@ async def test_a_client_that_does_not_read_its_response_is_closed_after_the_body
     await asyncio.get_running_loop().sock_connect(sock, (f.host, f.port))
     _, writer = await asyncio.open_connection(sock=sock)
     writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads the answer
-    await wait_until(lambda: f.sample("router_http_connections_closed_total", listener="main",
-                                      reason="send_timeout") == 1)
-    await wait_until(lambda: f.sample("router_http_connections", listener="main") == 0)
+    await until(lambda: f.sample("router_http_connections_closed_total", listener="main",
+                                 reason="send_timeout") == 1, "the connection closed for its send timeout")
+    await until(lambda: f.sample("router_http_connections", listener="main") == 0, "no connection left")
     writer.close()
 
 
@@ -203,7 +204,7 @@ async def test_a_client_that_does_not_read_its_response_is_closed_after_the_body
 async def test_at_the_cap_an_idle_connection_makes_room(front: Any) -> None:
     f = await front(cap=3)
     held = [await f.connect() for _ in range(3)]
-    await wait_until(lambda: f.sample("router_http_connections", listener="main") == 3)
+    await until(lambda: f.sample("router_http_connections", listener="main") == 3, "three connections")
     assert (await f.get())[0] == 200  # the oldest idle connection was closed for it
     assert await closed_by_peer(held[0][0]) == b""
     assert f.sample("router_http_connections_closed_total", listener="main", reason="evicted") == 1
@@ -227,7 +228,7 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(front: A
         reader, writer = await f.connect()
         writer.write(b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         held.append((reader, writer))
-    await wait_until(lambda: len(entered) == 2)
+    await until(lambda: len(entered) == 2, "both requests in submit")
     status, body = await f.get()
     assert status == 503
     assert "too many connections" in json.loads(body)["message"]
@@ -299,7 +300,7 @@ async def test_body_budget_refuses_with_503_what_does_not_fit(front: Any) -> Non
             b"Content-Length: 600000\r\n\r\n")
     r1, w1 = await f.connect()
     w1.write(head + b"x" * 599_999)  # one byte short: it stalls
-    await wait_until(lambda: f.sample("router_http_body_buffer_bytes") == 600_000)
+    await until(lambda: f.sample("router_http_body_buffer_bytes") == 600_000, "the stalled body buffered")
     r2, w2 = await f.connect()
     w2.write(head + b"x" * 1000)
     status, body = await read_response(r2)
@@ -308,7 +309,7 @@ async def test_body_budget_refuses_with_503_what_does_not_fit(front: Any) -> Non
     assert f.sample("router_http_requests_refused_total", reason="body_budget") == 1
     status, _ = await read_response(r1)
     assert status == 408
-    await wait_until(lambda: f.sample("router_http_body_buffer_bytes") == 0)
+    await until(lambda: f.sample("router_http_body_buffer_bytes") == 0, "the body budget given back")
     # and a request that fits is read and checked as before
     body = b'{"ok": true}'
     r3, w3 = await f.connect()
@@ -328,21 +329,13 @@ async def test_chunked_bodies_take_budget_as_they_arrive(front: Any) -> None:
     chunk = b"y" * 100_000
     for _ in range(3):
         writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-    await wait_until(lambda: f.sample("router_http_body_buffer_bytes") >= 300_000)
+    await until(lambda: f.sample("router_http_body_buffer_bytes") >= 300_000, "three chunks buffered")
     assert f.sample("router_http_body_buffer_bytes") <= 400_000  # taken as it came, not max_body up front
     writer.write(b"0\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
     writer.close()
     assert head.startswith(b"HTTP/1.1 200")
-    await wait_until(lambda: f.sample("router_http_body_buffer_bytes") == 0)
-
-
-async def wait_until(predicate: Any, within: float = DEADLINE) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.01)
+    await until(lambda: f.sample("router_http_body_buffer_bytes") == 0, "the body budget given back")
 
 
 async def test_a_body_holds_its_room_until_the_request_is_answered(front: Any, dispatcher: Any) -> None:
@@ -359,9 +352,9 @@ async def test_a_body_holds_its_room_until_the_request_is_answered(front: Any, d
     reader, writer = await f.connect()
     body = b'{"n": "' + b"z" * 5000 + b'"}'
     writer.write(b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    await wait_until(lambda: len(entered) == 1)
+    await until(lambda: len(entered) == 1, "the request in submit")
     assert f.sample("router_http_body_buffer_bytes") == len(body)  # the event is being persisted
     gate.set()
     assert (await read_response(reader))[0] == 202
-    await wait_until(lambda: f.sample("router_http_body_buffer_bytes") == 0)
+    await until(lambda: f.sample("router_http_body_buffer_bytes") == 0, "the body budget given back")
     writer.close()

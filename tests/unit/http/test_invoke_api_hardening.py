@@ -1,12 +1,13 @@
 """The Invoke API refuses before it reveals: credentials first, then the request's own checks.
 
-Issue 9: a forged SigV4 signature used to get 404 for an unknown function and 204 for DryRun (a
-function-existence oracle); a request signed with ``UNSIGNED-PAYLOAD`` could be replayed with another
-body; a bad ``X-Amz-Client-Context`` was taken silently.
+A forged SigV4 signature gets 403, never 404 for an unknown function or 204 for DryRun (a
+function-existence oracle); a request signed with ``UNSIGNED-PAYLOAD`` cannot be replayed with another
+body; a bad ``X-Amz-Client-Context`` is refused, not taken silently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -16,7 +17,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from router.http.invoke_api import CLIENT_CONTEXT_LIMIT, client_context_problem
+from router.http.invoke_api import CLIENT_CONTEXT_INVALID, CLIENT_CONTEXT_LIMIT, client_context_problem
 
 from .conftest import make_config
 
@@ -158,6 +159,22 @@ def test_client_context_limit_is_on_the_base64_text() -> None:
     assert client_context_problem(_b64({"custom": {"a": "b"}, "env": {}})) is None
     assert client_context_problem(_b64("text")) is not None
     assert client_context_problem("") is not None  # not a JSON object (the handler takes "" as absent)
+
+
+async def test_a_client_context_with_bytes_above_0x7f_is_invalid_content_not_a_500(serve: Any) -> None:
+    server = await serve()
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"X-Amz-Client-Context: \x80\r\nContent-Length: 2\r\n\r\n{}")
+    async with asyncio.timeout(10):
+        head, _, body = (await reader.read()).partition(b"\r\n\r\n")
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"x-amzn-ErrorType: InvalidRequestContentException" in head.split(b"\r\n")
+    assert json.loads(body)["message"] == CLIENT_CONTEXT_INVALID
+    assert client_context_problem("\udc80") == CLIENT_CONTEXT_INVALID  # as aiohttp decodes the byte 0x80
+    assert server.dispatcher.invoked == []
 
 
 async def test_valid_client_context_reaches_the_function(serve: Any) -> None:

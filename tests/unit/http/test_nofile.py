@@ -1,4 +1,4 @@
-"""The open-file limit and descriptor faults (issue 9, defect 5): the cap fits the limit, and EMFILE
+"""The open-file limit and descriptor faults: the cap fits the limit, and EMFILE
 is logged once per interval with a count instead of a traceback per failed accept."""
 
 from __future__ import annotations

@@ -1,20 +1,19 @@
-"""``router_webhook_requests_total`` counts the status the client was sent, not the one meant (issue 9)."""
+"""``router_webhook_requests_total`` counts the status the client was sent, not the one meant."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
 from router.http.context import HttpContext
 from router.http.server import build_app
+from router.http.webhook import WebhookSource
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.readiness import Readiness
-from router.sources.webhook import WebhookSource
+from tests.waiting import until
 
 from .conftest import FakeDispatcher, make_config, start
 
@@ -32,15 +31,6 @@ class GatedDispatcher(FakeDispatcher):
         self.entered.set()
         await self.gate.wait()
         return await super().invoke(inv)
-
-
-async def until(predicate: Callable[[], Any], what: str) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10.0
-    while not (value := predicate()):
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-    return value
 
 
 def context(dispatcher: FakeDispatcher) -> HttpContext:

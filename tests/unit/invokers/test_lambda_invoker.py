@@ -22,7 +22,8 @@ from aiohttp import web
 from router.config.models import AwsConfig, FunctionConfig
 from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.invokers.lambda_ import LambdaInvoker
-from tests.e2e.conftest import RouterFactory, RouterProcess, free_port, http, wait_for
+from tests.router_process import RouterFactory, RouterProcess, free_port, http
+from tests.waiting import until, until_sync
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -194,8 +195,8 @@ async def test_throttle_at_the_remote_concurrency_cap(remote: RouterProcess, mak
     started, gate = tmp_path / "started", tmp_path / "gate"
     first = asyncio.create_task(invoker.invoke(_inv({"started": str(started), "gate": str(gate)})))
     try:
-        # the marker file is written by the remote worker process: poll it off the loop, with a deadline
-        await asyncio.to_thread(wait_for, started.exists, 30, what="the first call to start")
+        # the marker file is written by the remote worker process: poll for it, with a deadline
+        await until(started.exists, "the first call to start", deadline=30)
         result = await invoker.invoke(_inv({"started": str(tmp_path / "x"), "gate": str(gate)}))
         assert result.outcome is Outcome.THROTTLED
         assert result.throttle
@@ -342,7 +343,7 @@ def moto_url() -> Iterator[str]:
             except OSError:
                 return False
 
-        wait_for(up, 30, what="moto_server")
+        until_sync(up, deadline=30, what="moto_server")
         # Lambda invoke in moto runs functions in Docker; its Docker-less backend echoes the payload.
         status, _, _ = http("POST", url + "/moto-api/config", json.dumps({"lambda": {"use_docker": False}})
                             .encode())

@@ -1,8 +1,8 @@
-"""Fixtures for execution environment tests: a real Runtime API server and real worker processes."""
+"""Fixtures for execution environment tests: a real Runtime API server and real worker processes, spawned
+(``make_invoker``) or forked from templates (``make_forked``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +16,7 @@ from router.invocation import Invocation
 from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
+from router.runtime.template import TemplateManager
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "fixtures" / "functions"
 PYTHON_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -36,16 +37,6 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return "\nState:\tZ" in status
-
-
-async def wait_for(condition: Callable[[], bool], deadline: float = 10.0, what: str = "condition") -> None:
-    """Poll ``condition`` until true; fail after ``deadline`` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not condition():
-        if loop.time() > end:
-            pytest.fail(f"timed out after {deadline}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def environment_pids(invoker: LocalInvoker) -> set[int]:
@@ -85,6 +76,39 @@ async def make_invoker(runtime_api: RuntimeApiServer, metrics: Metrics) -> Async
         return invoker
 
     yield make
+    for invoker in created:
+        pids |= environment_pids(invoker)
+        await invoker.close()
+    assert all(process_gone(pid) for pid in pids), "close() left a worker process behind"
+
+
+@pytest.fixture
+async def templates() -> AsyncIterator[TemplateManager]:
+    manager = TemplateManager()
+    yield manager
+    await manager.close()
+
+
+@pytest.fixture
+async def make_forked(runtime_api: RuntimeApiServer, metrics: Metrics,
+                      templates: TemplateManager) -> AsyncIterator[MakeInvoker]:
+    """Like ``make_invoker``, with environments forked from ``templates``."""
+    created: list[LocalInvoker] = []
+
+    async def make(code: str, *, name: str | None = None, start: bool = True, **fields: Any) -> LocalInvoker:
+        fields.setdefault("runtime", PYTHON_RUNTIME)
+        fields.setdefault("handler", "app.handler")
+        name = name or code
+        config = FunctionConfig(code=str(FUNCTIONS / code), **fields)
+        invoker = LocalInvoker(name, config, code_dir=FUNCTIONS / code, aws=AwsConfig(), metrics=metrics,
+                               runtime_api=runtime_api, arn=ARN.format(name), templates=templates)
+        created.append(invoker)
+        if start:
+            await invoker.start()
+        return invoker
+
+    yield make
+    pids: set[int] = set()
     for invoker in created:
         pids |= environment_pids(invoker)
         await invoker.close()

@@ -22,14 +22,11 @@ from router.invocation import Outcome, Result
 from router.invokers.local import LocalInvoker
 from router.runtime.api import PendingEvent, Reply, RuntimeApiServer
 from router.runtime.memory import CgroupV2
+from tests.waiting import until
 
-from .conftest import MakeInvoker, invocation, process_gone, wait_for
-from .test_node_support import NODE_RUNTIME, require_node
-from .test_template_support import (  # noqa: F401  (fixtures)
-    make_forked_fixture,
-    needs_fork,
-    templates_fixture,
-)
+from .conftest import MakeInvoker, invocation, process_gone
+from .node_support import NODE_RUNTIME, require_node
+from .template_support import needs_fork
 
 STRANGER = """
 import socket, sys
@@ -85,8 +82,8 @@ async def test_a_double_forked_daemon_ends_with_its_timed_out_environment(
     assert result.outcome is Outcome.TIMEOUT
     pids = _pids(result)
     leftovers.update((pids["daemon"], pids["child"]))
-    await wait_for(lambda: process_gone(pids["daemon"]), what="the setsid daemon to end with the environment")
-    await wait_for(lambda: process_gone(pids["child"]), what="its child to end with its environment")
+    await until(lambda: process_gone(pids["daemon"]), what="the setsid daemon to end with the environment")
+    await until(lambda: process_gone(pids["child"]), what="its child to end with its environment")
 
 
 @needs_fork
@@ -100,7 +97,7 @@ async def test_an_environment_closed_after_its_worker_exits_on_sigterm_takes_its
     daemon = _pids(result)["daemon"]
     leftovers.add(daemon)
     await invoker.close()  # SIGTERM ends the worker at once; the daemon ignores nothing but is elsewhere
-    await wait_for(lambda: process_gone(daemon), what="the daemon to end with its closed environment")
+    await until(lambda: process_gone(daemon), what="the daemon to end with its closed environment")
 
 
 @needs_fork
@@ -115,7 +112,7 @@ async def test_a_daemon_seen_in_an_earlier_invocation_ends_when_the_worker_exits
     leftovers.add(daemon)
     second = await invoker.invoke(invocation({"exit": True}))
     assert json.loads(second.payload)["errorType"] == "Runtime.ExitError"
-    await wait_for(lambda: process_gone(daemon), what="the daemon to end with its environment")
+    await until(lambda: process_gone(daemon), what="the daemon to end with its environment")
 
 
 @needs_fork
@@ -159,14 +156,14 @@ async def test_a_process_outside_the_environment_cannot_take_its_events(
     channel = env._channel
     assert channel is not None
     busy = asyncio.create_task(invoker.invoke(invocation({"sleep": 1})))
-    await wait_for(lambda: bool(channel.running), what="the worker to take the first event")
+    await until(lambda: bool(channel.running), what="the worker to take the first event")
     # While the worker runs it, another local process asks the port for the next event.
     stranger = await asyncio.create_subprocess_exec(
         sys.executable, "-c", STRANGER, channel.address, stdout=asyncio.subprocess.PIPE)
     assert stranger.pid is not None
     leftovers.add(stranger.pid)
-    await wait_for(lambda: bool(channel.waiters) or getattr(channel, "refused", 0) > 0,
-                   what="the stranger's request")
+    await until(lambda: bool(channel.waiters) or getattr(channel, "refused", 0) > 0,
+                what="the stranger's request")
     assert (await busy).ok
     second = await invoker.invoke(invocation({"sleep": 0}))
     async with asyncio.timeout(30):
@@ -203,12 +200,12 @@ async def test_killing_a_tree_stops_what_forks_while_it_is_being_killed(leftover
               "    time.sleep(0.02)\nwhile True:\n    time.sleep(1)\n")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
     leftovers.add(proc.pid)
-    await wait_for(lambda: len(proctree.descendants(proc.pid)) >= 5, what="a few generations")
+    await until(lambda: len(proctree.descendants(proc.pid)) >= 5, what="a few generations")
     killed = proctree.kill_tree(proc.pid)
     leftovers.update(killed)
     await proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    await wait_for(lambda: all(process_gone(pid) for pid in killed), what="every process of the tree to end")
+    await until(lambda: all(process_gone(pid) for pid in killed), what="every process of the tree to end")
     assert len(killed) >= 6
 
 
@@ -220,12 +217,12 @@ async def test_a_worker_ending_its_own_descendants_keeps_itself(leftovers: set[i
               "while True:\n    time.sleep(1)\n")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
     leftovers.add(proc.pid)
-    await wait_for(lambda: len(proctree.descendants(proc.pid)) == 3, what="three generations below it")
+    await until(lambda: len(proctree.descendants(proc.pid)) == 3, what="three generations below it")
     killed = proctree.kill_tree(proc.pid, include_root=False)
     leftovers.update(killed)
     assert proc.pid not in killed
     assert len(killed) == 3
-    await wait_for(lambda: all(process_gone(pid) for pid in killed), what="the processes below it to end")
+    await until(lambda: all(process_gone(pid) for pid in killed), what="the processes below it to end")
     assert not process_gone(proc.pid)
     proc.kill()
     await proc.wait()
@@ -248,9 +245,9 @@ async def test_a_confined_channel_waits_for_its_owner_then_admits_only_its_proce
 ) -> None:
     channel = await runtime_api.open_channel(confined=True)
     early = asyncio.create_task(_next_status(channel.address, 10))
-    await wait_for(lambda: bool(channel.held), what="the first request to wait for the owner")
+    await until(lambda: bool(channel.held), what="the first request to wait for the owner")
     channel.set_owner(os.getpid())  # this test process holds the client socket: admitted
-    await wait_for(lambda: bool(channel.waiters), what="the admitted /next to wait for an event")
+    await until(lambda: bool(channel.waiters), what="the admitted /next to wait for an event")
     future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
     channel.send(PendingEvent("r1", b"{}", {}, future))
     assert (await early) == b"HTTP/1.1 200 OK\r\n"
@@ -273,7 +270,7 @@ async def _family(leftovers: set[int], tmp_path: Path) -> tuple[asyncio.subproce
         "open(sys.argv[1] + '.tmp', 'w').write(str(subprocess.Popen(['sleep', '300']).pid))\n"
         "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\ntime.sleep(300)\n", str(out))
     leftovers.add(proc.pid)
-    await wait_for(out.exists, what="the family to start")
+    await until(out.exists, what="the family to start")
     child = int(out.read_text())
     leftovers.add(child)
     return proc, child
@@ -297,11 +294,11 @@ async def test_the_watchdog_ends_registered_trees_when_its_pipe_ends_even_after_
     first = watchdog._transport
     assert first is not None
     first.kill()
-    await wait_for(lambda: watchdog._transport is not None and watchdog._transport is not first
-                   and watchdog.running, what="a new watchdog")
+    await until(lambda: watchdog._transport is not None and watchdog._transport is not first
+                and watchdog.running, what="a new watchdog")
     await watchdog.close()  # its pipe ends, as when the router dies
-    await wait_for(lambda: process_gone(kept) and process_gone(kept_child),
-                   what="the registered worker and its child to end")
+    await until(lambda: process_gone(kept) and process_gone(kept_child),
+                what="the registered worker and its child to end")
     assert not process_gone(ended)
     assert not process_gone(ended_child)
     ended_proc.kill()

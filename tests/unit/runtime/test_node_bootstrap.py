@@ -18,7 +18,7 @@ import pytest
 
 from router.runtime.launch import NODE_BOOTSTRAP
 
-from .test_node_support import FIXTURES, NODE_RUNTIME, require_node
+from .node_support import FIXTURES, NODE_RUNTIME, require_node
 
 DEADLINE = 30.0
 

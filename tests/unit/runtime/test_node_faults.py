@@ -14,9 +14,10 @@ import pytest
 
 from router.invocation import ErrorType, Outcome
 from router.runtime.output import MAX_LINE
+from tests.waiting import until
 
-from .conftest import MakeInvoker, environment_pids, invocation, process_gone, wait_for
-from .test_node_support import NODE_RUNTIME, require_node
+from .conftest import MakeInvoker, environment_pids, invocation, process_gone
+from .node_support import NODE_RUNTIME, require_node
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +43,7 @@ async def test_handler_that_never_resolves_times_out_and_the_process_group_dies(
         "errorMessage": f"RequestId: {inv.request_id} Error: Task timed out after 1.00 seconds",
     }
     assert "Status: timeout" in result.logs.split("\n")[-1]
-    await wait_for(lambda: all(process_gone(pid) for pid in pids), what="the node worker to die")
+    await until(lambda: all(process_gone(pid) for pid in pids), what="the node worker to die")
     echo = await make(make_invoker, "index.echo")
     after = await echo.invoke(invocation({"again": True}))
     assert json.loads(after.payload) == {"again": True}
@@ -80,7 +81,7 @@ async def test_uncaught_errors_fail_the_invocation_and_end_the_environment(
     error = json.loads(result.payload)
     assert (error["errorType"], error["errorMessage"]) == (error_type, message)
     assert re.search(rf"\t{inv.request_id}\tERROR\t{logged} \t\{{", result.logs), result.logs
-    await wait_for(lambda: all(process_gone(pid) for pid in pids), what="the environment to end")
+    await until(lambda: all(process_gone(pid) for pid in pids), what="the environment to end")
     again = await invoker.invoke(invocation())
     assert json.loads(again.payload)["errorType"] == error_type
     assert "Init Duration" in again.logs.split("\n")[-1]

@@ -19,7 +19,7 @@ from router.runtime.memory import CgroupV2
 from router.runtime.nodejs import node_flags
 
 from .conftest import FUNCTIONS, MakeInvoker, environment_pids, invocation, process_gone
-from .test_node_support import NODE_RUNTIME, require_node
+from .node_support import NODE_RUNTIME, require_node
 
 CODE = FUNCTIONS / "node_basic"
 

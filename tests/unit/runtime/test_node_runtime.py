@@ -17,7 +17,7 @@ import pytest
 from router.invocation import Invocation, Outcome, Result
 
 from .conftest import MakeInvoker, invocation
-from .test_node_support import NODE_MAJOR, NODE_RUNTIME, require_node
+from .node_support import NODE_MAJOR, NODE_RUNTIME, require_node
 
 
 @pytest.fixture(autouse=True)

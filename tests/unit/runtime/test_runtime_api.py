@@ -20,8 +20,7 @@ from router.runtime.api import (
     RuntimeApiServer,
     RuntimeChannel,
 )
-
-from .conftest import wait_for
+from tests.waiting import until
 
 BASE = "http://{}/2018-06-01/runtime"
 
@@ -146,7 +145,7 @@ async def test_keep_alive_serves_several_invocations_on_one_connection(runtime_a
     raw = await Raw.connect(channel)
     for n in range(3):
         await raw.send(NEXT)
-        await wait_for(lambda: bool(channel.waiters), what="/next to wait")  # long poll
+        await until(lambda: bool(channel.waiters), what="/next to wait")  # long poll
         future = _event(channel, f"r{n}", b'{"n": %d}' % n)
         status, headers, body = await raw.answer()
         assert (status, body) == (200, b'{"n": %d}' % n)
@@ -170,7 +169,7 @@ async def test_pipelined_requests_are_answered_in_order(runtime_api: RuntimeApiS
     assert (await raw.answer())[0] == 200
     assert (await raw.answer())[0] == 202
     assert future.result() == Reply(ReplyKind.RESPONSE, b"abc")
-    await wait_for(lambda: bool(channel.waiters), what="the third request to wait")
+    await until(lambda: bool(channel.waiters), what="the third request to wait")
     await runtime_api.close_channel(channel)
     status, _, body = await raw.answer()
     assert status == 410
@@ -197,8 +196,8 @@ async def test_a_result_pipelined_with_next_is_answered_with_the_next_event(
     assert (await raw.answer())[0] == 200
     await raw.send(f"POST {PREFIX}/invocation/h1/response HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"
                    .encode() + NEXT)
-    await wait_for(lambda: bool(channel.waiters), what="the pipelined /next to wait")
-    await wait_for(first.done, what="the result")
+    await until(lambda: bool(channel.waiters), what="the pipelined /next to wait")
+    await until(first.done, what="the result")
     assert first.result() == Reply(ReplyKind.RESPONSE, b"ok")
     assert _server_connection(channel)._held.startswith(b"HTTP/1.1 202 ")  # not sent on its own
     second = _event(channel, "h2", b'{"n": 2}')
@@ -239,7 +238,7 @@ async def test_a_held_answer_is_sent_before_the_connection_closes(
     assert (await raw.answer())[0] == 200
     await raw.send(f"POST {PREFIX}/invocation/h1/response HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"
                    .encode() + NEXT)
-    await wait_for(lambda: bool(channel.waiters), what="the pipelined /next to wait")
+    await until(lambda: bool(channel.waiters), what="the pipelined /next to wait")
     await runtime_api.close_channel(channel)
     assert (await raw.answer())[0] == 202
     assert (await raw.answer())[0] == 410
@@ -254,7 +253,7 @@ async def test_a_channel_of_capacity_three_runs_three_invocations_at_once(
     workers = [await Raw.connect(channel) for _ in range(4)]
     for raw in workers[:3]:
         await raw.send(NEXT)
-    await wait_for(lambda: len(channel.waiters) == 3, what="three /next to wait")
+    await until(lambda: len(channel.waiters) == 3, what="three /next to wait")
     await workers[3].send(NEXT)
     status, _, body = await workers[3].answer()  # a fourth would be one more than the environment runs
     assert (status, json.loads(body)["errorType"]) == (400, "InvalidStateTransition")
@@ -283,7 +282,7 @@ async def test_the_death_of_a_multi_concurrent_worker_ends_all_its_invocations(
     channel = await runtime_api.open_channel(capacity=2)
     raw = await Raw.connect(channel)
     await raw.send(NEXT)
-    await wait_for(lambda: len(channel.waiters) == 1, what="/next to wait")
+    await until(lambda: len(channel.waiters) == 1, what="/next to wait")
     taken, queued = _event(channel, "t1"), _event(channel, "t2")
     assert (await raw.answer())[0] == 200
     channel.finish(Reply(ReplyKind.EXITED, returncode=1))
@@ -300,13 +299,13 @@ async def test_a_lost_worker_connection_ends_only_its_own_invocation(runtime_api
     first, second = await Raw.connect(channel), await Raw.connect(channel)
     for raw in (first, second):
         await raw.send(NEXT)
-    await wait_for(lambda: len(channel.waiters) == 2, what="two /next to wait")
+    await until(lambda: len(channel.waiters) == 2, what="two /next to wait")
     futures = {"w1": _event(channel, "w1"), "w2": _event(channel, "w2")}
     owner = {}
     for raw in (first, second):
         owner[(await raw.answer())[1]["lambda-runtime-aws-request-id"]] = raw
     await owner["w1"].close()
-    await wait_for(futures["w1"].done, what="the lost worker's invocation to end")
+    await until(futures["w1"].done, what="the lost worker's invocation to end")
     assert futures["w1"].result().kind is ReplyKind.EXITED
     assert not futures["w2"].done()
     await owner["w2"].send(f"POST {PREFIX}/invocation/w2/response HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"
@@ -439,9 +438,9 @@ async def test_a_worker_gone_with_next_pending_never_takes_the_event(runtime_api
     channel = await runtime_api.open_channel()
     raw = await Raw.connect(channel)
     await raw.send(NEXT)
-    await wait_for(lambda: bool(channel.waiters), what="/next to wait")
+    await until(lambda: bool(channel.waiters), what="/next to wait")
     await raw.close()
-    await wait_for(lambda: not channel.waiters, what="the lost /next to be dropped")
+    await until(lambda: not channel.waiters, what="the lost /next to be dropped")
     future = _event(channel, "lost")
     assert channel.queued  # nobody took it
     channel.finish(Reply(ReplyKind.EXITED, returncode=-9))
@@ -453,7 +452,7 @@ async def test_close_answers_a_pending_next_and_closes_connections(runtime_api: 
     channel = await runtime_api.open_channel()
     waiting, idle = await Raw.connect(channel), await Raw.connect(channel)
     await waiting.send(NEXT)
-    await wait_for(lambda: bool(channel.waiters), what="/next to wait")
+    await until(lambda: bool(channel.waiters), what="/next to wait")
     await runtime_api.close()
     assert (await waiting.answer())[0] == 410
     assert await waiting.at_eof()

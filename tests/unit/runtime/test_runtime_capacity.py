@@ -15,8 +15,9 @@ from router.invocation import Outcome, Result
 from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
 from router.runtime.capacity import Capacity, CpuLoad, MemoryBudget
+from tests.waiting import until
 
-from .conftest import MakeInvoker, invocation, wait_for
+from .conftest import MakeInvoker, invocation
 
 
 class FakeCpu:
@@ -64,9 +65,9 @@ async def test_saturated_cpus_make_invocations_wait_for_a_warm_environment(
     capacity = Capacity(cpu=WindowCpu(True), environment_wait=30.0, max_starting=1, min_environments=1)
     invoker = await make_invoker("gate", timeout=60, capacity=capacity)
     calls = await gated_calls(invoker, tmp_path, 4, spin=True)
-    await wait_for(lambda: started(tmp_path) == 1, what="the first invocation to start")
-    await wait_for(lambda: waits(metrics, "gate", "cpu") + waits(metrics, "gate", "starting") == 3,
-                   what="three invocations to wait")
+    await until(lambda: started(tmp_path) == 1, what="the first invocation to start")
+    await until(lambda: waits(metrics, "gate", "cpu") + waits(metrics, "gate", "starting") == 3,
+                what="three invocations to wait")
     (tmp_path / "gate").touch()
     results = await asyncio.gather(*calls)
     assert all(r.ok for r in results), [r.payload for r in results]
@@ -84,7 +85,7 @@ async def test_idle_cpus_start_an_environment_per_concurrent_invocation(
     capacity = Capacity(cpu=FakeCpu(False), environment_wait=30.0, max_starting=2, min_environments=1)
     invoker = await make_invoker("gate", timeout=60, capacity=capacity)
     calls = await gated_calls(invoker, tmp_path, 5)
-    await wait_for(lambda: started(tmp_path) == 5, what="five invocations running at once")
+    await until(lambda: started(tmp_path) == 5, what="five invocations running at once")
     (tmp_path / "gate").touch()
     results = await asyncio.gather(*calls)
     assert len({payload(r)["pid"] for r in results}) == 5
@@ -98,8 +99,8 @@ async def test_the_limit_holds_under_saturation_and_grows_when_the_cpus_are_idle
     capacity = Capacity(cpu=cpu, environment_wait=30.0, max_starting=2, min_environments=2)
     invoker = await make_invoker("gate", timeout=60, capacity=capacity)
     calls = await gated_calls(invoker, tmp_path, 6)
-    await wait_for(lambda: started(tmp_path) == 2, what="two invocations (one per CPU) to run")
-    await wait_for(lambda: waits(metrics, "gate", "cpu") == 4, what="the other four to wait for the CPUs")
+    await until(lambda: started(tmp_path) == 2, what="two invocations (one per CPU) to run")
+    await until(lambda: waits(metrics, "gate", "cpu") == 4, what="the other four to wait for the CPUs")
     assert len(invoker.pool._live) == 2
 
     async def windows() -> None:
@@ -110,7 +111,7 @@ async def test_the_limit_holds_under_saturation_and_grows_when_the_cpus_are_idle
     cpu.value = False  # e.g. the handlers wait on I/O: the CPUs idle
     ticker = asyncio.create_task(windows())
     try:
-        await wait_for(lambda: started(tmp_path) == 6, what="the limit to grow to all six")
+        await until(lambda: started(tmp_path) == 6, what="the limit to grow to all six")
     finally:
         ticker.cancel()
     (tmp_path / "gate").touch()
@@ -136,7 +137,7 @@ async def test_environments_waiting_on_io_grow_even_on_a_busy_machine(
 
     ticker = asyncio.create_task(windows())
     try:
-        await wait_for(lambda: started(tmp_path) == 4, what="all four to run")
+        await until(lambda: started(tmp_path) == 4, what="all four to run")
     finally:
         ticker.cancel()
     (tmp_path / "gate").touch()
@@ -150,7 +151,7 @@ async def test_a_wait_past_its_bound_starts_an_environment_anyway(
     capacity = Capacity(cpu=FakeCpu(True), environment_wait=0.2, max_starting=3, min_environments=1)
     invoker = await make_invoker("gate", timeout=60, capacity=capacity)
     calls = await gated_calls(invoker, tmp_path, 3)
-    await wait_for(lambda: started(tmp_path) == 3, what="all three to run after the bounded wait")
+    await until(lambda: started(tmp_path) == 3, what="all three to run after the bounded wait")
     (tmp_path / "gate").touch()
     results = await asyncio.gather(*calls)
     assert len({payload(r)["pid"] for r in results}) == 3
@@ -164,7 +165,7 @@ async def test_a_spent_memory_budget_throttles_after_the_wait(
     capacity = Capacity(budget=budget, environment_wait=0.2, min_environments=1)  # no CPU sizing
     invoker = await make_invoker("gate", timeout=60, memory=128, capacity=capacity)
     calls = await gated_calls(invoker, tmp_path, 3)
-    await wait_for(lambda: sum(c.done() for c in calls) == 1, what="the invocation with no room to end")
+    await until(lambda: sum(c.done() for c in calls) == 1, what="the invocation with no room to end")
     throttled = next(c.result() for c in calls if c.done())
     assert throttled.outcome is Outcome.THROTTLED
     assert throttled.throttle
@@ -198,7 +199,7 @@ async def test_provisioned_environments_start_even_over_the_budget(make_invoker:
     budget = MemoryBudget(128)
     capacity = Capacity(cpu=FakeCpu(False), budget=budget, environment_wait=0.2, min_environments=1)
     invoker = await make_invoker("counter", memory=128, provisioned=2, capacity=capacity)
-    await wait_for(lambda: len(invoker.pool._available) == 2, what="two provisioned environments")
+    await until(lambda: len(invoker.pool._available) == 2, what="two provisioned environments")
     assert budget.reserved == 256
     assert (await invoker.invoke(invocation())).ok
 
@@ -248,7 +249,7 @@ async def test_busy_cpus_are_seen_as_saturated() -> None:
     spinners = [await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
                 for _ in range(len(os.sched_getaffinity(0)))]
     try:
-        await wait_for(load.saturated, deadline=20.0, what="the CPUs to be seen saturated")
+        await until(load.saturated, deadline=20.0, what="the CPUs to be seen saturated")
     finally:
         for p in spinners:
             p.kill()

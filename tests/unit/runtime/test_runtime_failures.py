@@ -8,8 +8,9 @@ import re
 
 from router.invocation import ErrorType, Outcome
 from router.metrics import Metrics
+from tests.waiting import until
 
-from .conftest import MakeInvoker, environment_pids, invocation, process_gone, wait_for
+from .conftest import MakeInvoker, environment_pids, invocation, process_gone
 
 
 def gauge(metrics: Metrics, function: str, state: str) -> float | None:
@@ -30,7 +31,7 @@ async def test_timeout_kills_the_process_group(make_invoker: MakeInvoker) -> Non
     match = re.search(r"child pid (\d+)", result.logs)
     assert match, result.logs
     child = int(match.group(1))
-    await wait_for(lambda: process_gone(child), what="the handler's child process to die")
+    await until(lambda: process_gone(child), what="the handler's child process to die")
     assert f"{inv.request_id} Task timed out after 1.00 seconds" in result.logs
     assert "Status: timeout" in result.logs.splitlines()[-1]
     # the next invocation gets a fresh environment
@@ -77,7 +78,7 @@ async def test_next_invocation_after_a_crash_succeeds(make_invoker: MakeInvoker)
     import signal
 
     os.kill(first["pid"], signal.SIGKILL)  # dies while idle
-    await wait_for(lambda: process_gone(first["pid"]), what="the worker to die")
+    await until(lambda: process_gone(first["pid"]), what="the worker to die")
     second = await invoker.invoke(invocation())
     assert second.ok, second.payload
     assert json.loads(second.payload)["pid"] != first["pid"]
@@ -104,8 +105,8 @@ async def test_concurrency_bounds_the_number_of_environments(make_invoker: MakeI
 async def test_idle_environments_are_reaped(make_invoker: MakeInvoker, metrics: Metrics) -> None:
     invoker = await make_invoker("counter", idle_timeout=1)
     pid = json.loads((await invoker.invoke(invocation())).payload)["pid"]
-    await wait_for(lambda: gauge(metrics, "counter", "idle") == 0 and process_gone(pid),
-                   what="the idle environment to be reaped")
+    await until(lambda: gauge(metrics, "counter", "idle") == 0 and process_gone(pid),
+                what="the idle environment to be reaped")
     again = json.loads((await invoker.invoke(invocation())).payload)
     assert again["pid"] != pid
 
@@ -125,8 +126,8 @@ async def test_provisioned_environments_are_warm_at_start_and_replaced(
     import signal
 
     os.kill(ctx["pid"], signal.SIGKILL)
-    await wait_for(lambda: process_gone(ctx["pid"]), what="the worker to die")
-    await wait_for(
+    await until(lambda: process_gone(ctx["pid"]), what="the worker to die")
+    await until(
         lambda: gauge(metrics, "context", "idle") == 2 and ctx["pid"] not in environment_pids(invoker),
         what="the provisioned environment to be replaced")
 
@@ -134,7 +135,7 @@ async def test_provisioned_environments_are_warm_at_start_and_replaced(
 async def test_close_leaves_no_process_behind(make_invoker: MakeInvoker) -> None:
     invoker = await make_invoker("sleep", timeout=30, provisioned=1)
     running = asyncio.create_task(invoker.invoke(invocation({"seconds": 30, "spawn_child": True})))
-    await wait_for(lambda: len(environment_pids(invoker)) >= 1 and any(
+    await until(lambda: len(environment_pids(invoker)) >= 1 and any(
         env.state == "busy" for env in invoker.pool._all), what="a busy environment")
     pids = environment_pids(invoker)
     await invoker.close()
@@ -143,4 +144,4 @@ async def test_close_leaves_no_process_behind(make_invoker: MakeInvoker) -> None
     assert all(process_gone(pid) for pid in pids)
     match = re.search(r"child pid (\d+)", result.logs)
     if match:
-        await wait_for(lambda: process_gone(int(match.group(1))), what="the handler's child to die")
+        await until(lambda: process_gone(int(match.group(1))), what="the handler's child to die")

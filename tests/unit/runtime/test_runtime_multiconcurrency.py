@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from router.invocation import Outcome, Result
+from tests.waiting import until
 
-from .conftest import MakeInvoker, environment_pids, invocation, wait_for
-from .test_node_support import NODE_RUNTIME, require_node
+from .conftest import MakeInvoker, environment_pids, invocation
+from .node_support import NODE_RUNTIME, require_node
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ async def test_a_timeout_fails_only_its_own_invocation(make_invoker: MakeInvoker
     (env,) = invoker.pool._live
     assert env.alive
     assert env.in_flight == 1  # the slow handler still runs
-    await wait_for(lambda: env.in_flight == 0, deadline=10, what="the late handler to return")
+    await until(lambda: env.in_flight == 0, deadline=10, what="the late handler to return")
     again = await invoker.invoke(invocation({"seconds": 0.01}))
     assert again.ok
     assert environment_pids(invoker) == {env.pid}
@@ -77,7 +78,7 @@ async def test_an_environment_whose_every_slot_timed_out_is_recycled(
                                  per_environment_concurrency=2, timeout=1)
     results = await asyncio.gather(*(invoker.invoke(invocation()) for _ in range(2)))
     assert [r.outcome for r in results] == [Outcome.TIMEOUT, Outcome.TIMEOUT]
-    await wait_for(lambda: not invoker.pool._live, what="the stuck environment to be taken out of service")
+    await until(lambda: not invoker.pool._live, what="the stuck environment to be taken out of service")
 
 
 async def test_python_runs_its_slots_in_processes_sharing_the_environments_tmp(
@@ -86,7 +87,7 @@ async def test_python_runs_its_slots_in_processes_sharing_the_environments_tmp(
     invoker = await make_invoker("gate", per_environment_concurrency=3, timeout=60)
     event = {"dir": str(tmp_path), "gate": str(tmp_path / "gate")}
     calls = [asyncio.create_task(invoker.invoke(invocation(event))) for _ in range(3)]
-    await wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 3, what="three invocations at once")
+    await until(lambda: len(list(tmp_path.glob("started-*"))) == 3, what="three invocations at once")
     assert len(invoker.pool._live) == 1  # in one environment
     (tmp_path / "gate").touch()
     results = [payload(r) for r in await asyncio.gather(*calls)]

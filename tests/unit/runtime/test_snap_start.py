@@ -21,16 +21,10 @@ from router.config.loader import load_config
 from router.errors import ConfigError
 from router.runtime.memory import CgroupV2, address_space_limit
 from router.runtime.template import TemplateManager
+from tests.waiting import until
 
-from .conftest import MakeInvoker, invocation, process_gone, wait_for
-from .test_template_support import (  # noqa: F401  (fixtures)
-    make_forked_fixture,
-    needs_fork,
-    payload,
-    reaped,
-    templates_fixture,
-    zombie_children,
-)
+from .conftest import MakeInvoker, invocation, process_gone
+from .template_support import needs_fork, payload, reaped, zombie_children
 
 pytestmark = needs_fork
 
@@ -147,7 +141,7 @@ async def test_a_failing_hook_fails_the_start(
     error = json.loads(result.payload)
     assert (error["errorType"], error["errorMessage"]) == ("RuntimeError", message)
     assert f"[ERROR] RuntimeError: {message}" in result.logs
-    await wait_for(lambda: not zombie_children(), what="no zombie children")
+    await until(lambda: not zombie_children(), what="no zombie children")
 
 
 async def test_a_dead_snap_template_is_rebuilt_and_its_environments_keep_running(
@@ -158,9 +152,9 @@ async def test_a_dead_snap_template_is_rebuilt_and_its_environments_keep_running
     first = payload(await invoker.invoke(invocation()))
     (template,) = templates.template_pids()
     os.kill(template, signal.SIGKILL)
-    await wait_for(lambda: reaped(template), what="the template to be reaped")
+    await until(lambda: reaped(template), what="the template to be reaped")
     busy = asyncio.create_task(invoker.invoke(invocation({"sleep": 0.5})))  # the warm environment
-    await wait_for(lambda: any(e.state == "busy" for e in invoker.pool._all), what="a busy environment")
+    await until(lambda: any(e.state == "busy" for e in invoker.pool._all), what="a busy environment")
     second = payload(await invoker.invoke(invocation()))  # a cold start: from a rebuilt template
     assert payload(await busy)["pid"] == first["pid"]  # it outlived its template
     assert second["init_pid"] not in (template, first["pid"])

@@ -15,19 +15,10 @@ import pytest
 
 from router.invocation import Outcome
 from router.runtime.template import TemplateManager
+from tests.waiting import until
 
-from .conftest import MakeInvoker, environment_pids, invocation, process_gone, wait_for
-from .test_template_support import (  # noqa: F401  (fixtures)
-    PER_ENVIRONMENT,
-    fd_kinds,
-    forked,
-    make_forked_fixture,
-    needs_fork,
-    payload,
-    reaped,
-    templates_fixture,
-    zombie_children,
-)
+from .conftest import MakeInvoker, environment_pids, invocation, process_gone
+from .template_support import PER_ENVIRONMENT, fd_kinds, forked, needs_fork, payload, reaped, zombie_children
 
 pytestmark = needs_fork
 
@@ -97,7 +88,7 @@ async def test_timeouts_exits_and_memory_limits_of_forked_environments(make_fork
     result = await sleepy.invoke(invocation({"seconds": 60, "spawn_child": True}))
     assert result.outcome is Outcome.TIMEOUT
     child = int(re.search(r"child pid (\d+)", result.logs).group(1))  # type: ignore[union-attr]
-    await wait_for(lambda: process_gone(child), what="the handler's child to die with its process group")
+    await until(lambda: process_gone(child), what="the handler's child to die with its process group")
 
     exits = await make_forked("exit")
     inv = invocation({"code": 3})
@@ -126,7 +117,7 @@ async def test_a_template_killed_mid_fork_loses_nothing(
     os.kill(template, signal.SIGSTOP)  # fork requests queue up at the template...
     calls = [asyncio.create_task(invoker.invoke(invocation({"sleep": 0.5}))) for _ in range(4)]
     try:
-        await wait_for(lambda: templates.forks_pending() >= 3, what="fork requests waiting at the template")
+        await until(lambda: templates.forks_pending() >= 3, what="fork requests waiting at the template")
     finally:
         os.kill(template, signal.SIGKILL)  # ...and it dies before serving them
     probes = [payload(r) for r in await asyncio.gather(*calls)]
@@ -134,10 +125,10 @@ async def test_a_template_killed_mid_fork_loses_nothing(
     (rebuilt,) = templates.template_pids()
     assert rebuilt != template
     assert sum(1 for p in probes if p["pid"] != warm["pid"] and forked(p)) == 3  # by the rebuilt one
-    await wait_for(lambda: reaped(template), what="the killed template to be reaped")
+    await until(lambda: reaped(template), what="the killed template to be reaped")
     assert not process_gone(warm["pid"])  # environments are not the template's children
     assert payload(await invoker.invoke(invocation()))["pid"] in {p["pid"] for p in probes}
-    await wait_for(lambda: not zombie_children(), what="no zombie children")
+    await until(lambda: not zombie_children(), what="no zombie children")
 
 
 async def test_a_cancelled_start_leaves_no_process(
@@ -151,14 +142,14 @@ async def test_a_cancelled_start_leaves_no_process(
     busy = asyncio.create_task(invoker.invoke(invocation({"sleep": 5})))  # keeps the warm one busy
     call = asyncio.create_task(invoker.invoke(invocation()))
     try:
-        await wait_for(lambda: templates.forks_pending() >= 1, what="a fork request at the template")
+        await until(lambda: templates.forks_pending() >= 1, what="a fork request at the template")
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
     finally:
         os.kill(template, signal.SIGCONT)  # the template forks it anyway: it is killed and reaped
-    await wait_for(lambda: templates.forks_pending() == 0, what="the fork request to be answered")
-    await wait_for(lambda: not zombie_children() and {p for p in _children() if p != template} <= before | {
+    await until(lambda: templates.forks_pending() == 0, what="the fork request to be answered")
+    await until(lambda: not zombie_children() and {p for p in _children() if p != template} <= before | {
         p for p in environment_pids(invoker)}, what="the unclaimed environment to be killed and reaped")
     busy.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -192,12 +183,12 @@ async def test_no_zombies_under_repeated_start_and_kill(
         if round_ % 4 == 3:
             for template in templates.template_pids():
                 os.kill(template, signal.SIGKILL)
-                await wait_for(lambda t=template: reaped(t), what="the template to be reaped")
-        await wait_for(lambda p=probe["pid"]: reaped(p), what="the environment to be reaped")
+                await until(lambda t=template: reaped(t), what="the template to be reaped")
+        await until(lambda p=probe["pid"]: reaped(p), what="the environment to be reaped")
     assert len(seen) == 12
     await invoker.close()
     await templates.close()
-    await wait_for(lambda: not zombie_children(), what="no zombie children")
+    await until(lambda: not zombie_children(), what="no zombie children")
     # every process was reaped by the one that should: none under asyncio's child watcher
     assert not [r for r in caplog.records if "Unknown child process" in r.getMessage()]
 

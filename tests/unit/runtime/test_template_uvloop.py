@@ -14,9 +14,10 @@ from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
 from router.runtime.template import TemplateManager
+from tests.waiting import until
 
-from .conftest import ARN, FUNCTIONS, PYTHON_RUNTIME, invocation, wait_for
-from .test_template_support import forked, needs_fork, payload, reaped, zombie_children
+from .conftest import ARN, FUNCTIONS, PYTHON_RUNTIME, invocation
+from .template_support import forked, needs_fork, payload, reaped, zombie_children
 
 uvloop = pytest.importorskip("uvloop")
 pytestmark = needs_fork
@@ -49,21 +50,21 @@ async def _scenario() -> None:
         os.kill(template, signal.SIGSTOP)
         calls = [asyncio.create_task(probes.invoke(invocation({"sleep": 0.3}))) for _ in range(3)]
         try:
-            await wait_for(lambda: templates.forks_pending() >= 2, what="fork requests at the template")
+            await until(lambda: templates.forks_pending() >= 2, what="fork requests at the template")
         finally:
             os.kill(template, signal.SIGKILL)
         results = [payload(r) for r in await asyncio.gather(*calls)]
         assert all(forked(p) for p in results)
         for probe in results:
             os.kill(probe["pid"], signal.SIGKILL)
-        await wait_for(lambda: reaped(template) and all(reaped(p["pid"]) for p in results),
-                       what="the template and the environments to be reaped")
+        await until(lambda: reaped(template) and all(reaped(p["pid"]) for p in results),
+                    what="the template and the environments to be reaped")
     finally:
         for invoker in invokers:
             await invoker.close()
         await templates.close()
         await api.close()
-    await wait_for(lambda: not zombie_children(), what="no zombie children")
+    await until(lambda: not zombie_children(), what="no zombie children")
 
 
 def test_forked_environments_on_uvloop() -> None:

@@ -16,6 +16,7 @@ import aiohttp
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
 from router.metrics import Metrics
+from router.queues.sql import SqlQueue
 from router.readiness import Readiness
 from router.sources.sqs.source import SqsSource
 from router.state.store import StateStore
@@ -104,8 +105,8 @@ class Harness:
         if self.store is None:
             self.store = StateStore.from_url(f"sqlite:///{self.tmp_path / 'state.db'}", self.tmp_path)
             await self.store.open()
-        dispatcher = Dispatcher(config=config, invokers={"fn": fn}, store=self.store, metrics=self.metrics,
-                                http_session=self.session)
+        dispatcher = Dispatcher(config=config, invokers={"fn": fn}, queue=SqlQueue(self.store),
+                                metrics=self.metrics)
         route = RouteConfig.model_validate({
             "name": "uploads", "function": "fn", "filters": filters or [],
             "source": {"type": "sqs", "queue_url": queue_url, **source},

@@ -18,6 +18,7 @@ from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
+from router.queues.sql import SqlQueue
 from router.readiness import Readiness
 from router.sources.stream.api import IteratorType, RecordsPage, ShardInfo, StreamApi, StreamRecord
 from router.sources.stream.engine import ApiFactory, StreamSource
@@ -210,8 +211,8 @@ class StreamHarness:
         aws = aws or AwsConfig(region="eu-west-1", account_id="123456789012")
         function: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
         config = make_config({"fn": function}, config_dir=self.tmp_path, aws=aws.model_dump())
-        dispatcher = Dispatcher(config=config, invokers={"fn": fn}, store=store, metrics=self.metrics,
-                                http_session=self.session)
+        dispatcher = Dispatcher(config=config, invokers={"fn": fn}, queue=SqlQueue(store),
+                                metrics=self.metrics)
         source.setdefault("starting_position", "TRIM_HORIZON")
         route = RouteConfig.model_validate({
             "name": self.route_name, "function": "fn", "filters": filters or [],

@@ -22,11 +22,18 @@ The delayed-message plugin would avoid the ladder but is not part of a stock Rab
 Every publish uses publisher confirms and ``mandatory`` (a message no queue takes is an error, not a
 drop). The connection is aio-pika's robust one: after a loss it reconnects by itself, redeclares the
 queues and resumes the consumers; ``run`` retries the first connection with backoff.
+
+Taking deliveries: a consumer per function on a channel of its own, its prefetch the function's async
+parallelism, buffers what the broker hands over until the worker has a slot for it. A delivery is acked
+once its fate is settled (done, or its retry confirmed in a delay queue) and nacked with requeue when
+handed back; a router that dies before the ack leaves it unacked, and the broker delivers it again (at
+least once; the request id stays the same across deliveries, an idempotency key for the function).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -38,7 +45,7 @@ from typing import Any
 
 from router import amqp
 from router.clock import Clock
-from router.errors import Unavailable
+from router.errors import AsyncQueueError
 
 log = logging.getLogger("router.async.amqp")
 
@@ -52,11 +59,6 @@ H_ATTEMPTS = "x-router-attempts"
 H_ENQUEUED_AT = "x-router-enqueued-at-ms"
 H_SOURCE = "x-router-source"
 H_ROUTE = "x-router-route"
-
-
-class AsyncQueueError(Unavailable):
-    """Raised when an async event cannot be published to ``async_queue`` (broker away, refused, no
-    confirm in time): the event was not accepted (503 with Retry-After to a webhook caller)."""
 
 
 def queue_name(function: str) -> str:
@@ -140,7 +142,7 @@ def from_message(message: Any, now: float) -> AmqpEvent:
 OnMessage = Callable[[Any], Awaitable[None]]
 
 
-class AmqpAsyncQueue:
+class AmqpQueue:
     """The broker side of the async path: one robust connection, one confirm channel for publishing,
     one channel per consumer (its prefetch is the function's async parallelism).
 
@@ -150,6 +152,8 @@ class AmqpAsyncQueue:
     503 at once instead of holding every request. ``close`` closes the connection (unacked messages go
     back to their queues).
     """
+
+    kind = "amqp"
 
     def __init__(
         self, url: str, functions: list[str], *, clock: Clock, timeout: float = 10.0,
@@ -224,58 +228,51 @@ class AmqpAsyncQueue:
 
     # --- publishing -------------------------------------------------------------------------------------
 
-    async def publish(self, function: str, ev: AmqpEvent, delay: float = 0.0) -> None:
+    async def publish(
+        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float
+    ) -> None:
+        """Publish a new event to the function queue; returns once the broker confirmed it. Raises
+        ``AsyncQueueError``."""
+        await self.publish_event(function, AmqpEvent(
+            request_id=request_id, payload=payload, source=source, route=route, attempts=0, enqueued_at=now))
+
+    async def publish_event(self, function: str, ev: AmqpEvent, delay: float = 0.0) -> None:
         """Publish ``ev`` to the function queue, or through the delay queue of ``delay`` seconds; returns
         once the broker confirmed it. Raises ``AsyncQueueError``."""
-        import aiormq.exceptions as amqp_errors
-        from pamqp.commands import Basic
-
         level = retry_level_ms(delay)
         target = retry_queue_name(function, level) if level else queue_name(function)
+        where = f"{self.where}: function '{function}'"
         if self._failed and not self._ready.is_set():
-            raise AsyncQueueError(
-                f"{self.where}: function '{function}': not connected ({self.problem}); the event was not "
-                "accepted", self._retry_after)
-        try:
-            async with asyncio.timeout(self._publish_timeout):
-                await self._ready.wait()
-                conn, channel = self._conn, self._channel
-                if conn is None or channel is None:
-                    raise RuntimeError("the async_queue connection is closed (shutting down)")
-                await conn.connected.wait()  # while the robust connection reconnects
-                if level:
-                    # On the underlying channel: not remembered for restore (the robust channel would
-                    # keep one entry per call), and redeclared before each publish (renews x-expires).
-                    raw = await channel.get_underlay_channel()
-                    await raw.queue_declare(target, durable=True, arguments={
-                        "x-message-ttl": level,
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": queue_name(function),
-                        "x-expires": level + RETRY_EXPIRES_MARGIN_MS,
-                    })
-                confirm = await channel.default_exchange.publish(
-                    to_message(ev), routing_key=target, mandatory=True)
-        except TimeoutError as exc:
-            raise AsyncQueueError(
-                f"{self.where}: function '{function}': not confirmed within {self._publish_timeout:g}s "
-                f"({self.problem or 'no confirm'}); is the broker up and reachable?", self._retry_after
-            ) from exc
-        except amqp_errors.PublishError as exc:
-            raise AsyncQueueError(
-                f"{self.where}: function '{function}': queue '{target}' is missing (message returned); "
-                "it is declared at start: was it deleted? restart the router to declare it again",
-                self._retry_after,
-            ) from exc
-        except (amqp_errors.AMQPError, OSError, RuntimeError) as exc:
-            message, _ = amqp.describe_error(exc, self.url, setting="async_queue")
-            raise AsyncQueueError(f"{self.where}: function '{function}': {message}",
-                                  self._retry_after) from exc
-        if not isinstance(confirm, Basic.Ack):
-            raise AsyncQueueError(
-                f"{self.where}: function '{function}': the broker refused the event "
-                f"({type(confirm).__name__}); check its logs (queue limits, disk or memory alarms)",
-                self._retry_after,
-            )
+            raise AsyncQueueError(f"{where}: not connected ({self.problem}); the event was not accepted",
+                                  self._retry_after)
+
+        async def publish() -> Any:
+            await self._ready.wait()
+            conn, channel = self._conn, self._channel
+            if conn is None or channel is None:
+                raise RuntimeError("the async_queue connection is closed (shutting down)")
+            await conn.connected.wait()  # while the robust connection reconnects
+            if level:
+                # On the underlying channel: not remembered for restore (the robust channel would
+                # keep one entry per call), and redeclared before each publish (renews x-expires).
+                raw = await channel.get_underlay_channel()
+                await raw.queue_declare(target, durable=True, arguments={
+                    "x-message-ttl": level,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": queue_name(function),
+                    "x-expires": level + RETRY_EXPIRES_MARGIN_MS,
+                })
+            return await channel.default_exchange.publish(to_message(ev), routing_key=target, mandatory=True)
+
+        await amqp.publish_confirmed(
+            publish, url=self.url, where=where, timeout=self._publish_timeout, setting="async_queue",
+            error=lambda message: AsyncQueueError(message, self._retry_after),
+            waiting=lambda: self.problem or "no confirm",
+            returned=f"queue '{target}' is missing (message returned); it is declared at start: was it "
+                     "deleted? restart the router to declare it again",
+            refused="the broker refused the event ({}); check its logs (queue limits, disk or memory "
+                    "alarms)",
+        )
 
     # --- consuming --------------------------------------------------------------------------------------
 
@@ -288,13 +285,34 @@ class AmqpAsyncQueue:
         tag = await queue.consume(on_message)
         return Consumer(channel, queue, tag)
 
-    async def depth(self, function: str) -> int:
-        """Messages ready in the function queue (a passive declare); delayed retries are not counted."""
+    async def depth(self) -> dict[str, int]:
+        """Messages ready per function queue (passive declares; delayed retries are not counted); none
+        while not connected."""
+        if not self.ready():
+            return {}
+        return {function: await self._depth_of(function) for function in self._functions}
+
+    async def _depth_of(self, function: str) -> int:
         async with asyncio.timeout(self._timeout):
             await self._ready.wait()
             raw = await self._channel.get_underlay_channel()
             ok = await raw.queue_declare(queue_name(function), passive=True)
         return int(ok.message_count or 0)
+
+    async def deliveries(self, function: str, *, prefetch: int, lease: float) -> AmqpDeliveries:
+        """Consume the function queue (retrying while it cannot); ``lease`` has no use here: a delivery
+        stays this replica's until it is settled or the channel closes."""
+        deliveries = AmqpDeliveries(self, function, prefetch)
+        delay = 0.5
+        while deliveries.consumer is None:
+            try:
+                deliveries.consumer = await self.consume(function, prefetch, deliveries.arrived)
+            except (AsyncQueueError, OSError, RuntimeError, TimeoutError) as exc:
+                log.error("%s: cannot consume %s (%s: %s); retrying in %gs", self.where, queue_name(function),
+                          type(exc).__name__, exc, delay, extra={"function": function})
+                await self._clock.sleep(delay)
+                delay = min(2 * delay, 30.0)
+        return deliveries
 
 
 @dataclass(slots=True)
@@ -312,3 +330,92 @@ class Consumer:
         """Close the channel: the broker requeues every message of it that was not acked."""
         with contextlib.suppress(Exception):
             await self.channel.close()
+
+
+class AmqpDeliveries:
+    """The messages of one function queue, buffered until the worker takes them one at a time."""
+
+    batch = 1
+
+    def __init__(self, queue: AmqpQueue, function: str, prefetch: int) -> None:
+        self._queue = queue
+        self._function = function
+        # The broker sends at most ``prefetch`` unacked messages per channel; after a reconnection, stale
+        # ones of the old channel may still sit here (skipped).
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._room = 2 * prefetch
+        self._arrival = asyncio.Event()
+        self.consumer: Consumer | None = None
+
+    async def arrived(self, message: Any) -> None:
+        """The consumer's callback: buffer ``message``, or hand it back when the buffer is full."""
+        if len(self._buffer) >= self._room:
+            await _nack(message)
+            return
+        self._buffer.append(message)
+        self._arrival.set()
+
+    async def wait(self) -> None:
+        buffer = self._buffer
+        while True:
+            while buffer and not amqp.channel_open(buffer[0]):
+                buffer.popleft()  # its channel closed: the broker has requeued it already
+            if buffer:
+                return
+            self._arrival.clear()
+            await self._arrival.wait()
+
+    async def take(self, n: int) -> list[AmqpDelivery]:
+        buffer = self._buffer
+        taken: list[AmqpDelivery] = []
+        now = self._queue._clock.time()
+        while buffer and len(taken) < n:
+            message = buffer.popleft()
+            if amqp.channel_open(message):
+                taken.append(AmqpDelivery(self._queue, self._function, message, from_message(message, now)))
+        return taken
+
+    async def close(self) -> None:
+        """Cancel the broker consumer and hand back what was delivered but not taken."""
+        if self.consumer is not None:
+            await self.consumer.cancel()
+        while self._buffer:
+            await _nack(self._buffer.popleft())
+
+
+class AmqpDelivery:
+    """One message taken by the worker; acked or nacked exactly once."""
+
+    __slots__ = ("_function", "_queue", "event", "message")
+
+    def __init__(self, queue: AmqpQueue, function: str, message: Any, event: AmqpEvent) -> None:
+        self._queue = queue
+        self._function = function
+        self.message = message
+        self.event = event
+
+    async def complete(self) -> None:
+        await _ack(self.message)
+
+    async def retry_later(self, delay: float, attempts: int) -> None:
+        """Publish the event with ``attempts`` to the delay queue of ``delay`` (confirmed), then ack."""
+        await self._queue.publish_event(self._function, self.event.next(attempts), delay)
+        await _ack(self.message)
+
+    async def release(self) -> None:
+        await _nack(self.message)
+
+
+async def _ack(message: Any) -> None:
+    try:
+        await message.ack()
+    except Exception as exc:
+        # The channel is gone: the broker requeued the message and delivers it again (a duplicate).
+        log.warning("async_queue: cannot ack (%s: %s); the event will be delivered again",
+                    type(exc).__name__, exc)
+
+
+async def _nack(message: Any) -> None:
+    # When the channel is gone, the broker has requeued the message already.
+    with contextlib.suppress(Exception):
+        await message.nack(requeue=True)

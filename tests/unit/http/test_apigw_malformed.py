@@ -1,4 +1,4 @@
-"""Malformed function responses map to API Gateway's 500, never to a reply aiohttp cannot write (issue 9).
+"""Malformed function responses map to API Gateway's 500, never to a reply aiohttp cannot write.
 
 The HTTP API answers ``500 {"message":"Internal Server Error"}`` when a Lambda integration's response
 is malformed; the mapping does the same and says why (without the header's value).
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from router.http import apigw
 from router.invocation import Result
-from router.sources import apigw
 
 
 def mapped(value: Any) -> tuple[int, Any, list[str]]:

@@ -1,4 +1,6 @@
-"""End-to-end fixtures: start ``router run`` as a real subprocess on a free port and talk HTTP to it."""
+"""A real ``router run`` process for tests: its config and functions written to a temporary directory,
+started on a free port, talked to over HTTP (the e2e, fault and fuzz tests, and the LambdaInvoker's).
+The ``router_factory`` fixture (tests/conftest.py) stops every router it started."""
 
 from __future__ import annotations
 
@@ -9,16 +11,15 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.waiting import until_sync
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -27,17 +28,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+def router(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+           stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``router`` command once (``router validate``, ``routes``, ``invoke``, a ``run`` that must
+    refuse to start), without the caller's ``ROUTER_*`` variables."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args], capture_output=True, text=True, timeout=60,
+        cwd=cwd or ROOT, env=full_env, input=stdin.decode() if stdin else None,
+    )
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
@@ -88,7 +88,7 @@ class RouterProcess:
             except OSError:
                 return False
 
-        wait_for(ready, timeout, what="router /readyz")
+        until_sync(ready, "router /readyz", deadline=timeout)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -151,10 +151,3 @@ class RouterFactory:
         for rp in self.started:
             if rp.proc is not None:
                 rp.stop(signal.SIGKILL)
-
-
-@pytest.fixture
-def router_factory(tmp_path: Path) -> Iterator[RouterFactory]:
-    factory = RouterFactory(tmp_path)
-    yield factory
-    factory.close()

@@ -15,7 +15,7 @@ from router.config.models import (
     HmacAuthConfig,
     StandardWebhooksAuthConfig,
 )
-from router.sources.auth import (
+from router.http.webhook_auth import (
     ApiKeyAuth,
     BearerAuth,
     HmacAuth,

@@ -135,6 +135,10 @@ def too_many_requests() -> web.Response:
     return _message(429, "Too Many Requests")
 
 
+def payload_too_large() -> web.Response:
+    return _message(413, "Request Entity Too Large")
+
+
 def map_result(result: Result, on_malformed: Callable[[str], None] | None = None) -> web.Response:
     """Turn a function's result into the HTTP response, as API Gateway does for payload format 2.0.
 

@@ -7,8 +7,8 @@ import json
 from aiohttp.test_utils import make_mocked_request
 
 from router.config.checks import aiohttp_path
+from router.http import apigw
 from router.invocation import Outcome, Result
-from router.sources import apigw
 
 
 def test_aiohttp_path_and_route_key() -> None:

@@ -1,4 +1,5 @@
-"""``/livez`` and ``/healthz`` (process alive), ``/readyz`` (ready to serve) and ``/metrics``."""
+"""What monitoring asks of the router, without auth: ``/livez`` and ``/healthz`` (process alive),
+``/readyz`` (ready to serve) for probes, ``/metrics`` for Prometheus."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def add_health_routes(app: web.Application, *, with_metrics: bool = True) -> None:
+def add_monitoring_routes(app: web.Application, *, with_metrics: bool = True) -> None:
     app.router.add_get("/livez", livez, allow_head=True)
     app.router.add_get("/healthz", livez, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)

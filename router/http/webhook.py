@@ -13,13 +13,15 @@ from aiohttp import web
 
 from router.config.checks import aiohttp_path
 from router.config.models import RouteConfig, WebhookSourceConfig
-from router.errors import FunctionNotFound, PayloadTooLarge, RouterError, Throttled, Unavailable
+from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable
+from router.http import apigw
 from router.http.context import HttpContext
 from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
+from router.http.refusals import REFUSED, Refusals
+from router.http.webhook_auth import build_auth, headers_pass
 from router.invocation import Invocation, new_request_id
-from router.sources import apigw
-from router.sources.auth import build_auth, headers_pass
 
+# Named for the source type, as every source's logger is (router.sources.sqs, ...): log filters keep working.
 log = logging.getLogger("router.sources.webhook")
 
 TYPE = "webhook"
@@ -43,11 +45,7 @@ class WebhookSource:
         try:
             response = await self._handle(request, request_id)
         except (RouterError, OSError) as exc:
-            log.error(
-                "webhook: could not dispatch the event: %s", type(exc).__name__,
-                extra={"route": self.route.name, "function": self.route.function, "request_id": request_id},
-            )
-            response = apigw.internal_error()
+            response = _not_dispatched(exc, self.route.name, self.route.function, request_id)
         response.headers["apigw-requestid"] = request_id
         return await self._send(request, response, request_id)
 
@@ -87,7 +85,7 @@ class WebhookSource:
         try:
             body = await read_body(request, ctx.config.server.max_body)
         except BodyTooLarge:
-            return web.json_response({"message": "Request Entity Too Large"}, status=413)
+            return apigw.payload_too_large()
         except BodyUnavailable as exc:  # too slow (408) or no room for it in server.max_body_buffer (503)
             log.info("webhook: request body not read, %s", exc.reason, extra={**extra, "status": exc.status})
             return exc.response()
@@ -116,19 +114,8 @@ class WebhookSource:
                 await ctx.dispatcher.submit(inv)
                 return web.json_response({"requestId": request_id}, status=202)
             result = await ctx.dispatcher.invoke(inv)
-        except Throttled:
-            log.info("webhook: throttled", extra={**extra, "error_type": "throttled"})
-            return apigw.too_many_requests()
-        except PayloadTooLarge:
-            return web.json_response({"message": "Request Entity Too Large"}, status=413)
-        except Unavailable as exc:  # the event was not accepted (state store or async queue): retry later
-            log.warning("webhook: event not accepted: %s", exc, extra={**extra, "error_type": "connection"})
-            return web.json_response({"message": "Service Unavailable"}, status=503,
-                                     headers={"Retry-After": str(exc.retry_after)})
-        except FunctionNotFound:
-            log.error("webhook: the route's function is not configured",
-                      extra={**extra, "error_type": "config"})
-            return apigw.internal_error()
+        except REFUSED as exc:
+            return _REFUSALS.answer(exc, inv)
         return apigw.map_result(result, lambda reason: log.error(
             "webhook: the function's response is malformed, answered 500: %s; return statusCode, "
             "headers, cookies and body as API Gateway's payload format 2.0 expects", reason,
@@ -139,6 +126,45 @@ class WebhookSource:
     def _unauthorized(extra: dict[str, str]) -> web.Response:
         log.warning("webhook: authentication failed", extra={**extra, "status": 401})
         return web.json_response({"message": "Unauthorized"}, status=401)
+
+
+class WebhookRefusals(Refusals):
+    """The dispatcher's refusals answered as API Gateway answers a failed Lambda integration."""
+
+    __slots__ = ()
+
+    def not_found(self, inv: Invocation) -> web.Response:
+        log.error("webhook: the route's function is not configured",
+                  extra={**_extra(inv), "error_type": "config"})
+        return apigw.internal_error()
+
+    def throttled(self, inv: Invocation, exc: Throttled) -> web.Response:
+        log.info("webhook: throttled", extra={**_extra(inv), "error_type": "throttled"})
+        return apigw.too_many_requests()
+
+    def too_large(self, inv: Invocation, exc: PayloadTooLarge) -> web.Response:
+        return apigw.payload_too_large()
+
+    def unavailable(self, inv: Invocation, exc: Unavailable) -> web.Response:
+        log.warning("webhook: event not accepted: %s", exc, extra={**_extra(inv), "error_type": "connection"})
+        return web.json_response({"message": "Service Unavailable"}, status=503,
+                                 headers={"Retry-After": str(exc.retry_after)})
+
+    def failed(self, inv: Invocation, exc: RouterError | OSError) -> web.Response:
+        return _not_dispatched(exc, inv.route, inv.function, inv.request_id)
+
+
+_REFUSALS = WebhookRefusals()
+
+
+def _extra(inv: Invocation) -> dict[str, str | None]:
+    return {"route": inv.route, "function": inv.function, "request_id": inv.request_id}
+
+
+def _not_dispatched(exc: BaseException, route: str | None, function: str, request_id: str) -> web.Response:
+    log.error("webhook: could not dispatch the event: %s", type(exc).__name__,
+              extra={"route": route, "function": function, "request_id": request_id})
+    return apigw.internal_error()
 
 
 def register_webhook_routes(app: web.Application, ctx: HttpContext) -> list[WebhookSource]:

@@ -10,7 +10,7 @@ from router.config.models import (
     HmacAuthConfig,
     StandardWebhooksAuthConfig,
 )
-from router.sources.auth import headers_pass
+from router.http.webhook_auth import headers_pass
 
 NOW = 1_700_000_000
 
