@@ -29,7 +29,6 @@ from router.invokers.base import Invoker
 from router.invokers.factory import InvokerParts, build_invoker
 from router.logs import setup_logging
 from router.metrics import Metrics
-from router.sources.base import Poller
 
 if TYPE_CHECKING:
     from router.core.async_queue import AsyncQueue
@@ -148,7 +147,7 @@ class Router:
         from router.runtime.api import RuntimeApiServer
         from router.runtime.proctree import Watchdog
         from router.runtime.template import TemplateManager
-        from router.sources.schedule import ScheduleSource
+        from router.sources.registry import SourceParts, build_sources
         from router.state.replica_lock import ReplicaLock
         from router.state.store import StateStore
         from router.state.url import engine_url, redact
@@ -190,8 +189,6 @@ class Router:
         http_session = aiohttp.ClientSession()
         invokers: dict[str, Invoker] = {}
         runners: list[web.AppRunner] = []
-        schedule: ScheduleSource | None = None
-        pollers: list[Poller] = []
         destinations: DestinationBuilder | None = None
         try:
             if replica_lock is not None:
@@ -237,37 +234,12 @@ class Router:
                 dispatcher_task = tg.create_task(dispatcher.run(), name="dispatcher")
                 for invoker in invokers.values():
                     await invoker.start()
-                schedule = ScheduleSource(
-                    [r for r in config.routes if r.source.type == "schedule"],
-                    dispatcher, self.metrics, config.aws, close_timeout=server.shutdown_timeout,
-                    claims=store,
-                )
-                await schedule.start()
-                for route in config.routes:
-                    if route.source.type == "sqs":
-                        # Imported only when used: botocore costs ~8 MB of idle memory.
-                        from router.sources.sqs import SqsSource
-
-                        poller = SqsSource(route, dispatcher=dispatcher, metrics=self.metrics,
-                                           readiness=readiness, aws=config.aws)
-                        pollers.append(poller)
-                        tg.create_task(poller.run(), name=f"sqs:{route.name}")
-                    elif route.source.type == "amqp":
-                        from router.sources.amqp import AmqpSource
-
-                        amqp_poller = AmqpSource(route, dispatcher=dispatcher, metrics=self.metrics,
-                                                 readiness=readiness, aws=config.aws,
-                                                 max_body=server.max_body)
-                        pollers.append(amqp_poller)
-                        tg.create_task(amqp_poller.run(), name=f"amqp:{route.name}")
-                    elif isinstance(route.source, KinesisSourceConfig | DynamodbStreamSourceConfig):
-                        from router.sources.stream import StreamSource
-
-                        stream = StreamSource(route, dispatcher=dispatcher, metrics=self.metrics,
-                                              readiness=readiness, aws=config.aws, store=store,
-                                              on_failure=stream_failures.get(route.name))
-                        pollers.append(stream)
-                        tg.create_task(stream.run(), name=f"{route.source.type}:{route.name}")
+                # Every source runs the same way (sources/registry.py imports each type only when used).
+                sources = build_sources(SourceParts(
+                    config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
+                    store=store, on_failure=stream_failures))
+                for name, source in sources.all():
+                    tg.create_task(source.run(), name=name)
                 readiness.set_started()
                 log.info(
                     "router %s listening on http://%s:%d (%d functions, %d routes)",
@@ -278,16 +250,12 @@ class Router:
                 # Ordered shutdown: not ready at once, stop sources, finish in-flight work, close.
                 log.info("shutting down: finishing in-flight work (up to %gs)", server.shutdown_timeout)
                 readiness.begin_shutdown()
-                await schedule.close()
-                schedule = None
-                await asyncio.gather(*(p.stop(server.shutdown_timeout) for p in pollers))
+                await sources.stop(server.shutdown_timeout)  # the schedule, then the pollers
                 # Stops listening, then waits up to shutdown_timeout for in-flight HTTP requests.
                 await runners.pop(0).cleanup()
                 await dispatcher.drain(server.shutdown_timeout)
                 dispatcher_task.cancel()
         finally:
-            if schedule is not None:
-                await schedule.close()
             for r in reversed(runners):
                 await r.cleanup()
             for invoker in invokers.values():

@@ -46,7 +46,7 @@ from bench.scenarios.sqs import CREDENTIALS, REGION, aws_client, running_moto
 
 SHARDS = 4
 BATCH = 100
-READ_LIMIT = 500  # the router's GetRecords Limit for batch_size 100 (router/sources/stream_shard.py)
+READ_LIMIT = 500  # the router's GetRecords Limit for batch_size 100 (router/sources/stream/shard.py)
 DEADLINE = 90.0  # seconds either side may take at most
 
 

@@ -7,7 +7,7 @@ import itertools
 import math
 
 from router.sources.batch_bisect import Bisection, halves
-from router.sources.stream_batch import bisect as stream_bisect
+from router.sources.stream.batch import bisect as stream_bisect
 
 
 def run(n: int, poison: set[int], *, enabled: bool = True) -> tuple[list[list[int]], list[int], list[int]]:

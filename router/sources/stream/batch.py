@@ -1,0 +1,152 @@
+"""Pure parts of the stream engine: batches, lanes, bisection, checkpoint choice and the failure record.
+
+Nothing here does I/O or reads a clock; ``router.sources.stream.shard`` drives it. Sequence numbers are
+decimal strings compared as numbers (``seq_key``).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.core.destination_record import iso_timestamp
+from router.invocation import Result
+from router.sources.batch_bisect import halves as bisect  # the one split, shared with sqs and amqp
+from router.sources.batch_response import BatchResponseError, reported_failures
+from router.sources.stream.api import StreamRecord, seq_key
+
+"""Lambda's synchronous request limit: a batch's event never exceeds it."""
+ENVELOPE = len(b'{"Records":[]}')
+"""Bytes of the event around its records."""
+
+RETRIES_EXHAUSTED = "RetryAttemptsExhausted"
+AGE_EXCEEDED = "RecordAgeExceeded"
+
+
+def lane_of(key: str, lanes: int) -> int:
+    """The lane (0..lanes-1) of an ordering key: the same key always goes to the same lane."""
+    return 0 if lanes <= 1 else zlib.crc32(key.encode()) % lanes
+
+
+def record_bytes(record: StreamRecord) -> int:
+    """What a record adds to the batch event (its JSON plus a separating comma)."""
+    return record.size + 1
+
+
+def payload(records: Sequence[StreamRecord]) -> bytes:
+    """The function's event: ``{"Records": [...]}`` as JSON bytes."""
+    return json.dumps({"Records": [r.event for r in records]}, separators=(",", ":")).encode()
+
+
+def first_failed(result: Result, records: Sequence[StreamRecord]) -> int | None:
+    """With ``report_batch_item_failures``: the index in ``records`` of the lowest sequence number the
+    function reported failed, or None when every record succeeded.
+
+    Raises ``BatchResponseError`` (the whole batch failed, as Lambda treats it) for a response that is not
+    a JSON object, or an ``itemIdentifier`` that is missing, empty or not a sequence number of the batch.
+    """
+    failed = reported_failures(result.payload, {r.sequence_number for r in records})
+    if not failed:
+        return None
+    lowest = min(failed, key=seq_key)
+    return next(i for i, r in enumerate(records) if r.sequence_number == lowest)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """A batch on its way through retries and bisection.
+
+    ``retries`` counts retries that used the retry quota (bisection does not, as in Lambda);
+    ``invokes`` counts invocations that included these records (``approximateInvokeCount``).
+    """
+
+    records: list[StreamRecord]
+    retries: int = 0
+    invokes: int = 0
+    result: Result | None = None
+    request_id: str | None = None
+
+    def part(self, records: list[StreamRecord]) -> Attempt:
+        """Some of this batch's records, with its counts so far (a half, the rest, the aged-out ones)."""
+        return Attempt(records, self.retries, self.invokes, self.result, self.request_id)
+
+
+def failure_record(
+    attempt: Attempt, *, condition: str, function_arn: str, shard_id: str, stream_arn: str,
+    batch_info_key: str, request_id: str, now: float,
+) -> dict[str, Any]:
+    """Lambda's on-failure record for a stream batch: metadata of the records, never the records."""
+    records = attempt.records
+    result = attempt.result
+    response: dict[str, Any] = {}
+    if result is not None:
+        response["statusCode"] = result.status_code
+    response["executedVersion"] = result.executed_version if result is not None else "$LATEST"
+    if result is not None and result.function_error:
+        response["functionError"] = result.function_error
+    return {
+        "requestContext": {
+            "requestId": attempt.request_id or request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": attempt.invokes,
+        },
+        "responseContext": response,
+        "version": "1.0",
+        "timestamp": iso_timestamp(now),
+        batch_info_key: {
+            "shardId": shard_id,
+            "startSequenceNumber": records[0].sequence_number,
+            "endSequenceNumber": records[-1].sequence_number,
+            "approximateArrivalOfFirstRecord": iso_timestamp(records[0].arrival),
+            "approximateArrivalOfLastRecord": iso_timestamp(records[-1].arrival),
+            "batchSize": len(records),
+            "streamArn": stream_arn,
+        },
+    }
+
+
+@dataclass(slots=True)
+class CheckpointTracker:
+    """Which records of one shard are done; the checkpoint is the highest sequence number at or below
+    which every record read is done (records finish out of order across lanes)."""
+
+    _pending: deque[str] = field(default_factory=deque)  # in read order (ascending)
+    _done: set[str] = field(default_factory=set)
+
+    def read(self, sequence_numbers: Sequence[str]) -> None:
+        self._pending.extend(sequence_numbers)
+
+    def finish(self, sequence_numbers: Sequence[str]) -> str | None:
+        """Mark records done; the new checkpoint when it advanced, else None."""
+        self._done.update(sequence_numbers)
+        advanced: str | None = None
+        while self._pending and self._pending[0] in self._done:
+            advanced = self._pending.popleft()
+            self._done.discard(advanced)
+        return advanced
+
+    @property
+    def in_flight(self) -> int:
+        """Records read and not yet below the checkpoint."""
+        return len(self._pending)
+
+
+__all__ = [
+    "AGE_EXCEEDED",
+    "ENVELOPE",
+    "RETRIES_EXHAUSTED",
+    "Attempt",
+    "BatchResponseError",
+    "CheckpointTracker",
+    "bisect",
+    "failure_record",
+    "first_failed",
+    "lane_of",
+    "payload",
+    "record_bytes",
+]
