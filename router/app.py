@@ -10,7 +10,7 @@ import math
 import random
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +123,27 @@ def stream_failure_destinations(config: RouterConfig, builder: DestinationBuilde
     return built
 
 
+
+def once(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``close`` made safe to call twice: the graceful shutdown calls it early, the exit stack again."""
+    done = False
+
+    async def close_once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await close()
+
+    return close_once
+
+
+async def close_invokers(invokers: Mapping[str, Invoker]) -> None:
+    """Close every invoker (their environments end); one that fails to close does not keep the others."""
+    for invoker in invokers.values():
+        with contextlib.suppress(Exception):
+            await invoker.close()
+
+
 class Router:
     """One running router: owns every component and shuts them down in order."""
 
@@ -168,47 +189,48 @@ class Router:
                  f" (server.max_connections {server.max_connections} lowered to half the limit; raise it "
                  "with ulimit -n, systemd LimitNOFILE= or docker --ulimit nofile=)")
 
-        state = config.state
-        store = StateStore.from_url(state.url, config.config_dir, durability=state.durability,
-                                    write_timeout=state.write_timeout)
-        replica_lock = None
-        if store.dialect == "sqlite":
-            replica_lock = ReplicaLock(Path(engine_url(state.url, config.config_dir).database or ""),
-                                       redact(state.url))
-            replica_lock.acquire()
-        try:
+        # Every component is closed by the exit stack, in the reverse order of its start: the shutdown
+        # order is written once, here, as it is built (aiohttp's runner cleanup is the model).
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(log.info, "router stopped")
+            state = config.state
+            store = StateStore.from_url(state.url, config.config_dir, durability=state.durability,
+                                        write_timeout=state.write_timeout)
+            if store.dialect == "sqlite":
+                replica_lock = ReplicaLock(Path(engine_url(state.url, config.config_dir).database or ""),
+                                           redact(state.url))
+                replica_lock.acquire()
+                stack.callback(replica_lock.release)
             await store.open()
-        except BaseException:
-            if replica_lock is not None:
-                replica_lock.release()
-            raise
-        runtime_api = RuntimeApiServer()
-        templates = TemplateManager()
-        watchdog = Watchdog()
-        capacity = machine_capacity(config, self.metrics)
-        http_session = aiohttp.ClientSession()
-        invokers: dict[str, Invoker] = {}
-        runners: list[web.AppRunner] = []
-        destinations: DestinationBuilder | None = None
-        try:
-            if replica_lock is not None:
+            stack.push_async_callback(store.close)
+            if store.dialect == "sqlite":
                 # A single replica owns its SQLite file: leases of a crashed run are free at once.
                 released = await store.release_all_leases()
                 if released:
                     log.info("re-queued %d async events left in flight by the previous run", released)
+            http_session = aiohttp.ClientSession()
+            stack.push_async_callback(http_session.close)
+            runtime_api = RuntimeApiServer()
+            stack.push_async_callback(runtime_api.close)
             await runtime_api.start()
+            watchdog = Watchdog()
+            stack.push_async_callback(watchdog.close)
             if any(fn.kind == "local" for fn in config.functions.values()):
                 await watchdog.start()
+            templates = TemplateManager()
+            stack.push_async_callback(templates.close)
+            capacity = machine_capacity(config, self.metrics)
             parts = InvokerParts(
                 config=config, metrics=self.metrics, http_session=http_session, runtime_api=runtime_api,
                 capacity=capacity, templates=templates, watchdog=watchdog,
             )
-            for name in config.functions:
-                invokers[name] = build_invoker(name, parts)
+            invokers: dict[str, Invoker] = {name: build_invoker(name, parts) for name in config.functions}
+            stack.push_async_callback(close_invokers, invokers)
             dispatcher, destinations = build_dispatcher(
                 config, invokers, store=store, metrics=self.metrics, session=http_session,
                 account_limit=account_concurrency(config),
             )
+            stack.push_async_callback(destinations.close)  # amqp destination connections
             stream_failures = stream_failure_destinations(config, destinations)
             readiness = Readiness()
             readiness.add_check("state_store", store.ping)
@@ -217,15 +239,16 @@ class Router:
             ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness)
 
             runner = build_runner(build_app(ctx), ctx, listener="main", cap=cap)
+            stop_listening = once(runner.cleanup)
+            stack.push_async_callback(stop_listening)
             await runner.setup()
-            runners.append(runner)
             await web.TCPSite(runner, server.host, server.port, reuse_address=True).start()
             log.log(*exposure(config, server.port, in_container=in_container()))
             if server.metrics_port is not None:
                 mrunner = build_runner(build_metrics_app(ctx), ctx, listener="metrics",
                                        cap=min(cap, METRICS_LISTENER_CAP))
+                stack.push_async_callback(mrunner.cleanup)
                 await mrunner.setup()
-                runners.append(mrunner)
                 await web.TCPSite(mrunner, server.host, server.metrics_port, reuse_address=True).start()
                 log.log(*exposure(config, server.metrics_port, metrics_only=True,
                                  in_container=in_container()))
@@ -247,30 +270,15 @@ class Router:
                 )
                 await self.stopping.wait()
 
-                # Ordered shutdown: not ready at once, stop sources, finish in-flight work, close.
+                # The graceful half: not ready at once, stop sources, finish in-flight work; the exit
+                # stack then closes the rest.
                 log.info("shutting down: finishing in-flight work (up to %gs)", server.shutdown_timeout)
                 readiness.begin_shutdown()
                 await sources.stop(server.shutdown_timeout)  # the schedule, then the pollers
                 # Stops listening, then waits up to shutdown_timeout for in-flight HTTP requests.
-                await runners.pop(0).cleanup()
+                await stop_listening()
                 await dispatcher.drain(server.shutdown_timeout)
                 dispatcher_task.cancel()
-        finally:
-            for r in reversed(runners):
-                await r.cleanup()
-            for invoker in invokers.values():
-                with contextlib.suppress(Exception):
-                    await invoker.close()
-            if destinations is not None:
-                await destinations.close()  # amqp destination connections
-            await templates.close()
-            await watchdog.close()
-            await runtime_api.close()
-            await http_session.close()
-            await store.close()
-            if replica_lock is not None:
-                replica_lock.release()
-            log.info("router stopped")
 
     def request_stop(self) -> None:
         self.stopping.set()

@@ -83,7 +83,7 @@ class AsyncQueueError(Unavailable):
     confirm in time): the event was not accepted (503 with Retry-After to a webhook caller)."""
 
 
-class EnvironmentError_(RouterError):
+class EnvironmentStartError(RouterError):
     """Raised when an execution environment cannot be started (bad code dir, bootstrap missing)."""
 
 

@@ -139,7 +139,7 @@ class Metrics:
             "router_webhook_requests_total", "Webhook requests by HTTP status", ["route", "status"],
             registry=r)
         self.build_info = Gauge("router_build_info", "Build information", ["version"], registry=r)
-        # amqp source (issue 4): what became of each delivered message, and reconnections
+        # amqp source: what became of each delivered message, and reconnections
         self.amqp_messages = Counter(
             "router_amqp_messages_total",
             "AMQP messages by outcome (acked, rejected, requeued, returned, redelivered)",
@@ -153,12 +153,12 @@ class Metrics:
             "Stream records given up after retries or age (condition: RetryAttemptsExhausted, "
             "RecordAgeExceeded); their failure record went to source.on_failure when set",
             ["route", "condition"], registry=r)
-        # bisect_on_error (sqs, amqp; issue 9): failed batches split in halves to find the failing messages
+        # bisect_on_error (sqs, amqp): failed batches split in halves to find the failing messages
         self.batch_bisections = Counter(
             "router_batch_bisections_total",
             "Failed invocations of a batch split in halves and retried (bisect_on_error)",
             ["route"], registry=r)
-        # the HTTP front (issue 9): connections, their cap and timeouts, the request-body budget
+        # the HTTP front: connections, their cap and timeouts, the request-body budget
         self.http_connections = Gauge(
             "router_http_connections", "Client connections open now, by listener (main, metrics)",
             ["listener"], registry=r)

@@ -43,7 +43,7 @@ class LocalInvoker:
         )
 
     async def start(self) -> None:
-        """Check code and runtime (raises ``EnvironmentError_``); start ``provisioned`` environments."""
+        """Check code and runtime (raises ``EnvironmentStartError``); start ``provisioned`` environments."""
         await self.pool.start()
 
     async def invoke(self, invocation: Invocation) -> Result:

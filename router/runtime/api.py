@@ -113,7 +113,7 @@ class RuntimeChannel:
     running: dict[str, PendingEvent] = field(default_factory=dict)  # taken by /next, no result yet
     waiters: collections.deque[Connection] = field(default_factory=collections.deque)  # pending /next
     closed: bool = False
-    _init_ended: bool = False  # a /next or /init/error came (``ready`` is settled a moment later)
+    init_ended: bool = False  # a /next or /init/error came (``ready`` is settled a moment later)
     confined: bool = False  # only the owner's process tree may connect (see the module doc)
     owner: int | None = None  # pid of the environment's worker, once known
     owner_uid: int | None = None  # the worker's own user (run_as), if any
@@ -282,8 +282,8 @@ class _Endpoints:
         if channel.closed:
             _json_error(conn, 410, "Gone", "execution environment is shutting down")
             return
-        if not channel._init_ended:
-            channel._init_ended = True
+        if not channel.init_ended:
+            channel.init_ended = True
             _settle(channel.ready, None)
         if not channel.queued:
             if len(channel.waiters) >= channel.capacity:
@@ -323,14 +323,14 @@ class _Endpoints:
         if channel.closed:
             _json_error(conn, 410, "Gone", "execution environment is shutting down")
             return
-        if channel._init_ended or channel.ready.done():
+        if channel.init_ended or channel.ready.done():
             _json_error(conn, 403, "InvalidStateTransition", "init is already complete")
             return
         if request.body is None:
             _json_error(conn, 413, "RequestEntityTooLarge",
                         f"Init error size exceeded maximum allowed size ({PAYLOAD_LIMIT} bytes).")
             return
-        channel._init_ended = True
+        channel.init_ended = True
         error_type = request.headers.get(_ERROR_TYPE)
         _settle(channel.ready, InitError(
             error_type.decode("utf-8", "replace") if error_type else "Runtime.Unknown", request.body))

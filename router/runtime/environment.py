@@ -18,9 +18,12 @@ arrives every byte of the invocation's output is already in the pipe; the enviro
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import collections
 import contextlib
 import enum
+import json
 import logging
 import os
 import random
@@ -459,10 +462,6 @@ def _end_noted(processes: Iterable[tuple[int, int | None]]) -> None:
 
 def _client_context_json(b64: str) -> str | None:
     """X-Amz-Client-Context is base64 JSON; the Runtime API header carries the JSON itself."""
-    import base64
-    import binascii
-    import json
-
     try:
         text = base64.b64decode(b64, validate=True).decode()
         parsed: Any = json.loads(text)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from router.config.models import AwsConfig, FunctionConfig
 from router.config.node import find_node, runtime_major
-from router.errors import EnvironmentError_
+from router.errors import EnvironmentStartError
 from router.runtime.memory import address_space_limit
 from router.runtime.nodejs import node_flags
 
@@ -95,7 +95,7 @@ def _python_interpreter(name: str, runtime: str, path: str) -> str:
     found = shutil.which(runtime, path=path)
     if found is None:
         own = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        raise EnvironmentError_(
+        raise EnvironmentStartError(
             f"function '{name}': runtime {runtime} needs a {runtime} interpreter, got none on PATH "
             f"(the router itself runs {own}); install {runtime} or set functions.{name}.runtime: {own}"
         )
@@ -107,7 +107,7 @@ def _node_command(name: str, runtime: str, path: str, config: FunctionConfig,
     try:
         node, version = find_node(runtime, path)
     except ValueError as exc:
-        raise EnvironmentError_(f"function '{name}': {exc}") from None
+        raise EnvironmentStartError(f"function '{name}': {exc}") from None
     command = (node, *node_flags(version, config.memory, node_options), str(NODE_BOOTSTRAP))
     if os.path.exists("/bin/sh"):
         command = ("/bin/sh", "-c", NODE_WRAPPER, "node", *command)
@@ -118,14 +118,14 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     """Check the function's code and runtime and build its ``LaunchSpec``.
 
     Blocking (stats files, searches PATH): call it through ``asyncio.to_thread``. Raises
-    ``EnvironmentError_`` with a message naming the function and the fix.
+    ``EnvironmentStartError`` with a message naming the function and the fix.
     """
     runtime = config.runtime
     if runtime is None:
-        raise EnvironmentError_(f"function '{name}': not a local function (no runtime)")
+        raise EnvironmentStartError(f"function '{name}': not a local function (no runtime)")
     root = code_dir.resolve()
     if not root.is_dir():
-        raise EnvironmentError_(
+        raise EnvironmentStartError(
             f"function '{name}': code directory does not exist, got {str(root)!r}; "
             f"check functions.{name}.code"
         )
@@ -154,12 +154,12 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     if runtime == "provided":
         bootstrap = root / "bootstrap"
         if not bootstrap.is_file():
-            raise EnvironmentError_(
+            raise EnvironmentStartError(
                 f"function '{name}': runtime provided needs an executable file 'bootstrap' in the code "
                 f"directory, got none in {str(root)!r}; add one that runs your runtime interface client"
             )
         if not os.access(bootstrap, os.X_OK):
-            raise EnvironmentError_(
+            raise EnvironmentStartError(
                 f"function '{name}': {str(bootstrap)!r} is not executable; run chmod +x on it"
             )
         argv: tuple[str, ...] = (str(bootstrap),)
@@ -187,7 +187,7 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
 
 def _run_as(name: str, run_as: str) -> tuple[int, int]:
     """``functions.NAME.run_as`` (``user[:group]``, names or ids) as (uid, gid); the group defaults to
-    the user's. Raises ``EnvironmentError_`` when unknown, or when the router cannot switch users."""
+    the user's. Raises ``EnvironmentStartError`` when unknown, or when the router cannot switch users."""
     import grp
     import pwd
 
@@ -198,7 +198,7 @@ def _run_as(name: str, run_as: str) -> tuple[int, int]:
         uid, gid = entry.pw_uid, entry.pw_gid
     except KeyError:
         if not user.isdigit():
-            raise EnvironmentError_(f"{where}: no user {user!r} on this machine; create it or give a "
+            raise EnvironmentStartError(f"{where}: no user {user!r} on this machine; create it or give a "
                                     "numeric uid") from None
         uid = gid = int(user)  # a uid without a passwd entry (as in a container): its own group
     if group:
@@ -206,10 +206,10 @@ def _run_as(name: str, run_as: str) -> tuple[int, int]:
             gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
         except KeyError:
             if not group.isdigit():
-                raise EnvironmentError_(f"{where}: no group {group!r} on this machine") from None
+                raise EnvironmentStartError(f"{where}: no group {group!r} on this machine") from None
             gid = int(group)
     if os.geteuid() != 0 and (uid, gid) != (os.geteuid(), os.getegid()):
-        raise EnvironmentError_(
+        raise EnvironmentStartError(
             f"{where}: switching users needs the router to run as root, got uid {os.geteuid()}; "
             "start the router as root (it drops to run_as for the function only) or remove run_as")
     return uid, gid

@@ -38,7 +38,7 @@ from pathlib import Path
 from prometheus_client import Gauge
 
 from router.config.models import AwsConfig, FunctionConfig
-from router.errors import EnvironmentError_
+from router.errors import EnvironmentStartError
 from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
@@ -130,7 +130,7 @@ class EnvironmentPool:
         return self._spec
 
     async def start(self) -> None:
-        """Check the code and runtime (raises ``EnvironmentError_``), start provisioned environments."""
+        """Check the code and runtime (raises ``EnvironmentStartError``), start provisioned environments."""
         await self._resolve()
         self._cgroup = await asyncio.to_thread(CgroupV2.detect)
         if self._cgroup is not None:
@@ -173,7 +173,7 @@ class EnvironmentPool:
     async def invoke(self, invocation: Invocation) -> Result:
         try:
             await self._resolve()
-        except EnvironmentError_ as exc:
+        except EnvironmentStartError as exc:
             return Result.error("Runtime.InvalidEntrypoint", str(exc), error_type=ErrorType.CONFIG)
         for _ in range(UNDELIVERED_RETRIES):
             result = await self._invoke_once(invocation)

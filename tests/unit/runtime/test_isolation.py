@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from router.errors import EnvironmentError_
+from router.errors import EnvironmentStartError
 from router.invocation import Outcome, Result
 from router.invokers.local import LocalInvoker
 from router.runtime.api import PendingEvent, Reply, RuntimeApiServer
@@ -330,7 +330,7 @@ async def test_run_as_runs_the_workers_as_the_functions_own_user(make_invoker: M
 
 
 async def test_run_as_an_unknown_user_is_refused_at_start(make_invoker: MakeInvoker) -> None:
-    with pytest.raises(EnvironmentError_, match=r"function 'echo': run_as 'no-such-user-x1': no user "
+    with pytest.raises(EnvironmentStartError, match=r"function 'echo': run_as 'no-such-user-x1': no user "
                        r"'no-such-user-x1' on this machine; create it or give a numeric uid"):
         await make_invoker("echo", run_as="no-such-user-x1")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from router.config.models import AwsConfig, FunctionConfig
-from router.errors import EnvironmentError_
+from router.errors import EnvironmentStartError
 from router.runtime.launch import NODE_BOOTSTRAP, NODE_BOOTSTRAP_DIR, resolve_launch
 from router.runtime.memory import CgroupV2
 from router.runtime.nodejs import node_flags
@@ -79,7 +79,8 @@ def test_the_users_node_path_wins() -> None:
 
 def test_missing_node_names_the_function_and_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(EnvironmentError_, match=rf"function 'web': runtime {NODE_RUNTIME} needs node \d+ on "
+    with pytest.raises(EnvironmentStartError,
+                       match=rf"function 'web': runtime {NODE_RUNTIME} needs node \d+ on "
                        r"PATH, got no node on PATH; install Node.js \d+ or add its bin directory to PATH"):
         spec_for()
 
