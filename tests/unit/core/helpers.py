@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -68,17 +68,6 @@ class RaisingInvoker(ScriptedInvoker):
     async def invoke(self, invocation: Invocation) -> Result:
         self.calls.append(invocation)
         raise RuntimeError("invoker bug")
-
-
-async def wait_until(cond: Callable[[], bool], deadline: float = 10.0, what: str = "condition") -> None:
-    """Poll ``cond`` until true; fail after ``deadline`` seconds. (Polling: conditions here are files,
-    metrics and counters, which have no event to wait on.)"""
-    try:
-        async with asyncio.timeout(deadline):
-            while not cond():  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 @asynccontextmanager

@@ -88,12 +88,10 @@ async def depth(broker: Any, queue: str) -> int:
 
 
 async def wait_depth(broker: Any, queue: str, n: int, deadline: float = 10.0) -> None:
-    last = -1
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(deadline):
-            while (last := await depth(broker, queue)) != n:  # noqa: ASYNC110 (broker state: no event)
-                await asyncio.sleep(0.02)
-    assert last == n, f"queue {queue}: {last} messages, expected {n}"
+    async def reached() -> bool:
+        return await depth(broker, queue) == n
+
+    await until(reached, f"queue {queue} to hold {n} messages", deadline=deadline)
 
 
 # --- the engine over RabbitMQ --------------------------------------------------------------------------
