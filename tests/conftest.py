@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.router_process import RouterFactory
+from tests.stores import StoreFactory, store_factory
 
 POSTGRES_DSN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_DSN_FALLBACK = "postgresql://root@127.0.0.1:5432/test"
@@ -54,6 +55,15 @@ def postgres_dsn() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Opens state stores on one fresh database (SQLite file, or a PostgreSQL schema of its own)."""
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    async with store_factory(request.param, tmp_path, dsn) as factory:
+        yield factory
 
 
 # --- moto_server (AWS APIs) ---------------------------------------------------------------------------

@@ -3,49 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
-import pytest
 import sqlalchemy as sa
 
 from router.state import StateStore
 from router.state.checkpoints import SHARD_END
 from router.state.schema import SCHEMA_VERSION
 from router.state.url import engine_url
+from tests.stores import StoreFactory
 
-StoreFactory = Callable[[], Awaitable[StateStore]]
 BIG = "49590338271490256608559692538361571095921575989136588898"  # Kinesis: 56 digits
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    opened: list[StateStore] = []
-    if request.param == "sqlite":
-        url, schema = "sqlite:///state/router.db", None
-    else:
-        url = request.getfixturevalue("postgres_dsn")
-        schema = f"test_{uuid.uuid4().hex[:16]}"
-
-    async def factory() -> StateStore:
-        store = StateStore.from_url(url, tmp_path, schema=schema)
-        await store.open()
-        opened.append(store)
-        return store
-
-    try:
-        yield factory
-    finally:
-        for store in opened:
-            await store.close()
-        if schema is not None:
-            conn = await asyncpg.connect(url)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            finally:
-                await conn.close()
 
 
 async def test_save_load_replace(new_store: StoreFactory) -> None:

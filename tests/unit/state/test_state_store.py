@@ -8,51 +8,18 @@ import signal
 import socket
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from router.errors import StateStoreError
 from router.state import QueuedEvent, StateStore
 from router.state.url import engine_url
+from tests.stores import SQLITE_URL, StoreFactory
 
 ROOT = Path(__file__).resolve().parents[3]
-SQLITE_URL = "sqlite:///state/router.db"
 FAR_FUTURE = 1e12
 
-StoreFactory = Callable[[], Awaitable[StateStore]]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    """Opens stores on one fresh database (SQLite file, or a PostgreSQL schema of its own)."""
-    opened: list[StateStore] = []
-    if request.param == "sqlite":
-        url, schema = SQLITE_URL, None
-    else:
-        url = request.getfixturevalue("postgres_dsn")
-        schema = f"test_{uuid.uuid4().hex[:16]}"
-
-    async def factory() -> StateStore:
-        store = StateStore.from_url(url, tmp_path, schema=schema)
-        await store.open()
-        opened.append(store)
-        return store
-
-    try:
-        yield factory
-    finally:
-        for store in opened:
-            await store.close()
-        if schema is not None:
-            conn = await asyncpg.connect(url)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            finally:
-                await conn.close()
 
 
 @pytest.fixture

@@ -4,16 +4,12 @@ routes built from config."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from router.config.models import AwsConfig, RouteConfig, RouterConfig
 from router.errors import StateStoreError
 from router.invocation import Invocation, Result
-from router.state.store import StateStore
-
-StoreFactory = Callable[[], Awaitable[StateStore]]
-"""Opens another state store on the test's one database (the ``new_store`` fixture)."""
 
 AWS = AwsConfig(region="eu-central-1", account_id="123456789012")
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from router.metrics import Metrics
 from router.sources.schedule.source import ScheduleSource
 from tests.clocks import WallClock
-from tests.unit.sources.schedule.support import AWS, Dispatcher, StoreFactory, dispatched, routes
+from tests.stores import StoreFactory
+from tests.unit.sources.schedule.support import AWS, Dispatcher, dispatched, routes
 from tests.waiting import until
 
 
