@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from router.state.store import StateStore
 from tests.router_process import RouterFactory
 from tests.stores import StoreFactory, store_factory
 
@@ -64,6 +65,17 @@ async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
     async with store_factory(request.param, tmp_path, dsn) as factory:
         yield factory
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    """One open SQLite state store in the test's tmp_path (directories may define their own)."""
+    s = StateStore.from_url(f"sqlite:///{tmp_path / 'state.db'}", tmp_path)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 # --- moto_server (AWS APIs) ---------------------------------------------------------------------------

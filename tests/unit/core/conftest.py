@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,16 +17,6 @@ from router.destinations.factory import DestinationBuilder
 from router.invokers.base import Invoker
 from router.metrics import Metrics
 from router.state.store import StateStore
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    s = StateStore.from_url(f"sqlite:///{tmp_path / 'state.db'}", tmp_path)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

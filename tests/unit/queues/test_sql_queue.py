@@ -5,24 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from router.clock import SystemClock
 from router.queues.sql import CLAIM_BATCH, SqlQueue
 from router.state.store import StateStore
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    s = StateStore.from_url(f"sqlite:///{tmp_path / 'state.db'}", tmp_path)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def publish(queue: SqlQueue, n: int, function: str = "f", now: float | None = None) -> None:
