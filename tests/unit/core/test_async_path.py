@@ -151,7 +151,8 @@ async def test_always_fails_goes_to_on_failure(
     assert record["responsePayload"]["errorType"] == "ValueError"
     assert len(invoker.calls) == 3
     assert await store.depth() == {}
-    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    # Only the router's records: aio-pika may log a callback whose repr fails once its channel is gone.
+    retries = [r for r in caplog.records if r.name.startswith("router") and "retrying" in r.getMessage()]
     assert [r.__dict__["attempt"] for r in retries] == [1, 2]
     assert {(r.__dict__["function"], r.__dict__["request_id"], r.__dict__["error_type"], r.__dict__["route"])
             for r in retries} == {(name, request.request_id, "handler", "hooks")}
@@ -208,7 +209,7 @@ async def test_dropped_without_on_failure_is_counted_and_logged(
             await until(lambda: sample(metrics, "router_async_events_dropped_total", function=name,
                                             reason="RetriesExhausted") == 1, what="drop counted")
     assert await store.depth() == {}
-    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    drops = [r for r in caplog.records if r.name.startswith("router") and "dropped" in r.getMessage()]
     assert len(drops) == 1
     assert drops[0].__dict__["request_id"] == request.request_id
     assert drops[0].__dict__["function"] == name
