@@ -36,6 +36,7 @@ from bench.scenarios import (
     invoke,
     kinesis,
     memory,
+    replicas,
     schedule,
     sqs,
 )
@@ -55,6 +56,7 @@ SCENARIOS: dict[str, tuple[str, ModuleType]] = {
     "12": ("webhook -> node handler, sync, 32 connections", http_node_io),
     "13": ("webhook -> handlers awaiting 50 ms of I/O, 32 connections", http_node_io),
     "14": ("cold start of a node environment", invoke),
+    "15": ("replicas on one PostgreSQL: Kinesis and async throughput with 1, 2, 3", replicas),
 }
 
 
