@@ -19,6 +19,25 @@
  * for the invocation in progress (classic and modern single-invocation mode) or for init.
  */
 
+/**
+ * Lambda's node flags (--expose-gc and the heap sizes, see router/runtime/nodejs.py) are V8 flags, and
+ * V8 accepts a code cache only when its flags hash as the cache's did: with them, node rejects its own
+ * embedded code cache, so every built-in module loaded after start-up (net and the streams below it,
+ * then whatever the function requires: http, crypto, ...) is compiled from source, ~10-15 ms of a cold
+ * start. These flags act once, when V8 starts (the heap limits are set, `gc` is installed in the main
+ * context): put back to their defaults now, they keep their effect and the cache is accepted again.
+ * The one thing lost: a context the function creates with `vm` has no `gc` of its own.
+ * `v8` itself is compiled from source (it is the first built-in loaded); nothing else is.
+ */
+function acceptBuiltinCodeCache() {
+  const v8 = require('v8');
+  for (const flag of ['--no-expose-gc', '--max-semi-space-size=0', '--max-old-space-size=0']) {
+    v8.setFlagsFromString(flag);
+  }
+}
+
+acceptBuiltinCodeCache();
+
 const { API, ERROR_TYPE_HEADER, Lane, errorPath, responsePath } = require('./rapid.cjs');
 const { patchConsole } = require('./logging.cjs');
 const { CallbackHandlerDeprecated, loadHandler } = require('./loader.cjs');
