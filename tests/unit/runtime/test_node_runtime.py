@@ -122,12 +122,20 @@ def _plain_node_cache_tag() -> int:
     return int(out.stdout)
 
 
+@pytest.mark.parametrize(("node_options", "no_deprecation"), [
+    ("", "unset"),
+    ("--no-deprecation", True),  # process.noDeprecation is then read-only
+    ("--throw-deprecation --pending-deprecation", "unset"),
+])
 async def test_lambdas_v8_flags_keep_their_effect_and_builtins_keep_their_code_cache(
-        make_invoker: MakeInvoker) -> None:
+        make_invoker: MakeInvoker, node_options: str, no_deprecation: Any) -> None:
     """The heap flags and --expose-gc act as Lambda's (limit, gc, out of memory at the limit), yet the V8
-    flags hash as a plain node's, so node's code cache of its built-in modules is not rejected."""
+    flags hash as a plain node's, so node's code cache of its built-in modules is not rejected; the
+    bootstrap resets them without loading node:v8, prints no deprecation warning, leaves
+    process.noDeprecation as it was, and survives the deprecation options a user may set."""
     plain_tag = await asyncio.to_thread(_plain_node_cache_tag)
-    invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.heap", memory=256)
+    invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.heap", memory=256,
+                                 environment={"NODE_OPTIONS": node_options} if node_options else {})
     result = await invoker.invoke(invocation())
     assert result.ok, result.payload
     got = payload(result)
@@ -135,6 +143,9 @@ async def test_lambdas_v8_flags_keep_their_effect_and_builtins_keep_their_code_c
     # memory 256: old space 231 MB, two semi-spaces of 12 MB (V8 adds its own large-object slack: < 300)
     assert 231 <= got["heapLimitMB"] < 300, got
     assert got["cacheTag"] == plain_tag
+    assert got["v8Loaded"] is False
+    assert got["noDeprecation"] == no_deprecation
+    assert "Deprecation" not in result.logs, result.logs
     exhausted = await invoker.invoke(invocation({"exhaust": True}))
     assert exhausted.outcome is Outcome.ERROR
     assert "JavaScript heap out of memory" in exhausted.logs, exhausted.logs[-2000:]
