@@ -6,6 +6,11 @@ Lambda's Node bootstrap (``/var/runtime/bootstrap``) runs ``node --expose-gc --m
 ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` (new space a tenth of it, two semi-spaces, old space the rest)
 unless ``NODE_OPTIONS`` already sizes it, and on Node 20 and 22 it turns off ``require()`` of ES modules
 (and, on 22, module-type detection) unless ``NODE_OPTIONS`` turns them on. The router does the same.
+
+``--expose-gc`` and the heap sizes are V8 flags: they change V8's flag hash, and V8 then rejects node's
+embedded code cache of its built-in modules (each is compiled from source, ~10-15 ms of a cold start).
+They act only when V8 starts, so the bootstrap puts them back to their defaults first thing
+(``acceptBuiltinCodeCache`` in ``bootstrap/node/bootstrap.cjs``): same heap limits and ``gc``, cache accepted.
 """
 
 from __future__ import annotations

@@ -6,10 +6,14 @@ tests/fixtures/functions/node_*.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
+import os
 import re
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -106,6 +110,45 @@ async def test_node_options_heap_size_is_the_users(make_invoker: MakeInvoker) ->
     assert result.ok, result.payload
     argv = payload(result)["execArgv"]
     assert not [a for a in argv if a.startswith(("--max-old-space-size", "--max-semi-space-size"))], argv
+
+
+def _plain_node_cache_tag() -> int:
+    """``v8.cachedDataVersionTag()`` of a node started without flags: the tag node's embedded code cache
+    of its built-in modules was made with."""
+    node = shutil.which("node")
+    assert node is not None
+    out = subprocess.run([node, "-p", "require('v8').cachedDataVersionTag()"], capture_output=True, text=True,
+                         check=True, env={"PATH": os.environ.get("PATH", ""), "NODE_OPTIONS": ""}, timeout=30)
+    return int(out.stdout)
+
+
+@pytest.mark.parametrize(("node_options", "no_deprecation"), [
+    ("", "unset"),
+    ("--no-deprecation", True),  # process.noDeprecation is then read-only
+    ("--throw-deprecation --pending-deprecation", "unset"),
+])
+async def test_lambdas_v8_flags_keep_their_effect_and_builtins_keep_their_code_cache(
+        make_invoker: MakeInvoker, node_options: str, no_deprecation: Any) -> None:
+    """The heap flags and --expose-gc act as Lambda's (limit, gc, out of memory at the limit), yet the V8
+    flags hash as a plain node's, so node's code cache of its built-in modules is not rejected; the
+    bootstrap resets them without loading node:v8, prints no deprecation warning, leaves
+    process.noDeprecation as it was, and survives the deprecation options a user may set."""
+    plain_tag = await asyncio.to_thread(_plain_node_cache_tag)
+    invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.heap", memory=256,
+                                 environment={"NODE_OPTIONS": node_options} if node_options else {})
+    result = await invoker.invoke(invocation())
+    assert result.ok, result.payload
+    got = payload(result)
+    assert got["gc"] == "function"
+    # memory 256: old space 231 MB, two semi-spaces of 12 MB (V8 adds its own large-object slack: < 300)
+    assert 231 <= got["heapLimitMB"] < 300, got
+    assert got["cacheTag"] == plain_tag
+    assert got["v8Loaded"] is False
+    assert got["noDeprecation"] == no_deprecation
+    assert "Deprecation" not in result.logs, result.logs
+    exhausted = await invoker.invoke(invocation({"exhaust": True}))
+    assert exhausted.outcome is Outcome.ERROR
+    assert "JavaScript heap out of memory" in exhausted.logs, exhausted.logs[-2000:]
 
 
 @pytest.mark.parametrize(("handler", "expected"), [
