@@ -347,7 +347,8 @@ class FunctionConfig(Model):
     idle_timeout: Duration = Field(600.0, ge=1.0, description="reap idle environments after this")
     fork_start: bool = Field(
         True, description="python: start environments by forking a pre-initialised template process "
-        "(false: a new interpreter for each)")
+        "(false: a new interpreter for each); nodejs, provided: start them through that small process "
+        "(fork and exec) rather than by forking the router (false: from the router)")
     snap_start: bool = Field(
         False, description="python: run the function's init once in a template and fork environments "
         "from it, honouring snapshot_restore_py hooks (as Lambda SnapStart)")

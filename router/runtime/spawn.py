@@ -5,12 +5,12 @@ An ``Environment`` asks a ``Spawner`` for a worker process given a ``SpawnReques
 ``Worker`` (pid, ``close``) and hears of the process's end through ``on_exit(returncode)``, called once.
 
 - ``ExecSpawner`` (``EXEC``): ``loop.subprocess_exec`` of the spec's command line in a new session, as
-  every worker was started before templates; used for ``provided``, Node.js, and Python when fork
-  start is off or unavailable.
-- ``router.runtime.template.TemplateSpawner``: forks the worker from a pre-initialised template process;
-  its workers are ``ForkedWorker``: the router's own children (the template clones them with
-  ``CLONE_PARENT``) watched through a pidfd, so the router reaps them and sees their exit status
-  without asyncio's child watcher.
+  every worker was started before templates; used when fork start is off or unavailable and for
+  ``run_as`` functions.
+- ``router.runtime.template.TemplateSpawner``: forks the worker from a pre-initialised template process
+  (Python), or has the template's fork exec the command line (Node.js, ``provided``); its workers are
+  ``ForkedWorker``: the router's own children (the template clones them with ``CLONE_PARENT``) watched
+  through a pidfd, so the router reaps them and sees their exit status without asyncio's child watcher.
 """
 
 from __future__ import annotations

@@ -15,6 +15,12 @@ scratch dir, session and process group, memory limit (RLIMIT_AS or its own cgrou
   each forked environment runs the after-restore hooks with its own variables set, and its REPORT says
   ``Restore Duration`` instead of ``Init Duration`` (the init's own ``INIT_REPORT`` is logged once).
 
+Node.js and ``provided`` workers are started through the router's own basic template too (exec mode):
+its child sets the process up as the router's spawn would (session, subreaper, parent-death signal,
+cgroup or memory limit, fds, cwd) and execs the command line with the worker's environment. They need
+that set-up between fork and exec, which rules out vfork; forking the small template instead of the
+router saves ~10 ms of CPU a cold start on each side of the fork.
+
 Templates are started lazily on first use, owned by the router-wide ``TemplateManager`` and stopped by
 its ``close``. A template that dies is rebuilt on next use; environments forked from it keep running
 (they are not its children). A fork request the template never served (it died first) is sent to a
@@ -30,6 +36,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import json
 import logging
 import os
@@ -320,12 +327,13 @@ class _Template:
     # --- fork -----------------------------------------------------------------------------------------
 
     async def fork(self, payload: bytes, output_fd: int, owner: TemplateManager, *,
-                   restored: bool) -> ForkedWorker:
+                   restored: bool, argv0: str | None = None) -> ForkedWorker:
         """Ask the template for one environment; returns it once it is set up (own session, limits...).
 
         Raises ``_TemplateDied`` when the template died before forking it, ``SpawnFailed`` when the
         clone or the set-up failed. When the caller is cancelled, an environment forked anyway is killed
-        (the wait for it goes on in a task the manager owns)."""
+        (the wait for it goes on in a task the manager owns). ``argv0``: an exec request (the payload
+        has ``exec``), whose command is named so in a failed exec's error."""
         status, status_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             await self._send(payload, [output_fd, status_w.fileno()])
@@ -335,7 +343,7 @@ class _Template:
         finally:
             status_w.close()
         self.forks_pending += 1
-        task = owner._own(self._await_child(status, restored))
+        task = owner._own(self._await_child(status, restored, argv0))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -366,7 +374,7 @@ class _Template:
                 self._lost(f"its control socket failed: {exc.strerror or exc}")
                 raise _TemplateDied(self.blueprint.describe()) from None
 
-    async def _await_child(self, status: socket.socket, restored: bool) -> ForkedWorker:
+    async def _await_child(self, status: socket.socket, restored: bool, argv0: str | None) -> ForkedWorker:
         loop = asyncio.get_running_loop()
         where = self.blueprint.describe()
         try:
@@ -387,6 +395,11 @@ class _Template:
                 await asyncio.to_thread(os.waitpid, pid, 0)
                 raise _setup_failed(where, f"error cannot watch the process: {exc}".encode()) from None
             message = await loop.sock_recv(status, 4096)
+            if argv0 is not None and not message:
+                return worker  # the status socket closed on exec: the command runs
+            if argv0 is not None and message.startswith(b"error exec "):
+                worker.kill()
+                raise _exec_failed(argv0, message)
             if message != b"ok":
                 worker.kill()
                 raise _setup_failed(where, message or b"error the process ended during set-up")
@@ -440,6 +453,14 @@ def _setup_failed(where: str, message: bytes) -> SpawnFailed:
             error_type=ErrorType.CONFIG))
 
 
+def _exec_failed(argv0: str, message: bytes) -> SpawnFailed:
+    """``error exec ERRNO STRERROR`` from an exec request: the same error as an exec from the router."""
+    _, _, errno_text, strerror = [*message.decode("utf-8", "replace").split(" ", 3), "", ""][:4]
+    exc = OSError(int(errno_text) if errno_text.isdigit() else 0, strerror or "exec failed")
+    return SpawnFailed(f"exec {argv0}: {exc.strerror}",
+                       functools.partial(results.spawn_error, argv0=argv0, exc=exc))
+
+
 def _set_pending(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -473,9 +494,15 @@ class TemplateManager:
 
     def spawner(self, spec: LaunchSpec, config: FunctionConfig) -> Spawner:
         """The spawner of ``spec``'s environments: fork from a template when it can, else exec."""
-        if not self.enabled or not config.fork_start or len(spec.argv) != 2 or not spec.self_limits \
-                or spec.argv[1] != str(PYTHON_BOOTSTRAP) or spec.user is not None:
+        if not self.enabled or not config.fork_start or spec.user is not None:
             return EXEC  # (run_as: templates run as the router's user)
+        if len(spec.argv) != 2 or not spec.self_limits or spec.argv[1] != str(PYTHON_BOOTSTRAP):
+            # Node.js, provided: the router's own basic template forks and execs the command line, so
+            # the start forks a small process, not the router (a fork of the router costs ~10 ms of CPU
+            # on each side: these workers need their prctls set between fork and exec, so no vfork).
+            own = sys.executable
+            return TemplateSpawner(self, _Key(own, (), None), _Blueprint(own, {}, str(BOOTSTRAP_DIR)),
+                                   exec_mode=True)
         interpreter = spec.argv[0]
         startup = tuple(sorted((k, v) for k, v in spec.env.items()
                                if _STARTUP_VAR.match(k) and k != "PYTHONPATH"))
@@ -551,10 +578,12 @@ class TemplateManager:
 class TemplateSpawner:
     """Forks a function's environments from its template (see the module doc); execs when it cannot."""
 
-    def __init__(self, manager: TemplateManager, key: _Key, blueprint: _Blueprint) -> None:
+    def __init__(self, manager: TemplateManager, key: _Key, blueprint: _Blueprint, *,
+                 exec_mode: bool = False) -> None:
         self._manager = manager
         self._key = key
         self._blueprint = blueprint
+        self._exec_mode = exec_mode  # fork, set up, then exec the spec's command line (not Python's loop)
 
     async def spawn(self, request: SpawnRequest, on_exit: ExitCallback) -> Worker:
         manager, key = self._manager, self._key
@@ -568,7 +597,8 @@ class TemplateSpawner:
                     break
                 try:
                     worker = await template.fork(payload, request.output_fd, manager,
-                                                 restored=self._blueprint.snap)
+                                                 restored=self._blueprint.snap,
+                                                 argv0=request.spec.argv[0] if self._exec_mode else None)
                 except _CloneFailed as exc:
                     manager._mark_unavailable(key, exc)
                     break
@@ -584,10 +614,23 @@ class TemplateSpawner:
         return await EXEC.spawn(request, on_exit)
 
     def _payload(self, request: SpawnRequest) -> bytes:
+        spec = request.spec
+        if self._exec_mode:  # what ExecSpawner gives the process, set up by the template's child
+            env = dict(request.env)
+            if request.cgroup_dir is not None:
+                env.pop(RLIMIT_AS_VAR, None)  # the cgroup limits memory instead
+            rlimit = not spec.self_limits and request.cgroup_dir is None
+            return json.dumps({
+                "exec": list(spec.argv),
+                "env": env,
+                "cwd": spec.cwd,
+                "rlimit_as": address_space_limit(spec.memory) if rlimit else 0,
+                "cgroup": str(request.cgroup_dir) if request.cgroup_dir is not None else "",
+                "watched": request.watched,
+            }).encode()
         env = {k: v for k, v in request.env.items() if k not in (RLIMIT_AS_VAR, PARENT_PID_VAR, WATCHED_VAR)}
         if self._blueprint.snap:
             env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
-        spec = request.spec
         return json.dumps({
             "env": env,
             "cwd": spec.cwd,

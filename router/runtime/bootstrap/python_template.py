@@ -10,7 +10,7 @@ before-snapshot hooks. Then it says ``ready`` and forks one environment per requ
 Messages to the router on the control socket: ``booted`` (snap: about to run the function's init),
 ``ready``, or ``init-error\\n<errorType>\\n<error JSON>`` (snap: the init failed; the template then exits).
 
-A request is one message: JSON ``{env, cwd, path, rlimit_as, cgroup, restore, watched}`` with two file
+A request is one message: JSON ``{env, cwd, path, rlimit_as, cgroup, restore, watched, exec}`` with two file
 descriptors: the write end of the environment's output pipe (its fds 1 and 2) and a status socket.
 The environment is cloned with ``CLONE_PARENT``: it is the router's child, not the template's, so the
 router reaps it and sees its exit status, the parent-death signal ties it to the router, a template that
@@ -19,8 +19,11 @@ socket first thing (the template may die at any moment: the child itself tells t
 sets itself up (own session, subreaper of its descendants, parent-death signal unless the router's
 watchdog watches it, memory limit, fds, cwd, environment, ``sys.path``,
 random state), writes ``ok`` (or ``error <what>`` and exits), and runs the runtime loop from ``main``,
-so it exits exactly as an exec'd worker does. A clone that fails is answered ``error clone: ...`` by the
-template on the status socket.
+so it exits exactly as an exec'd worker does. With ``exec`` (a command line: Node.js and ``provided``
+workers), the child sets up the process the same way and execs it with ``env`` as its whole environment,
+so starting such a worker forks this small process instead of the router; the status socket then closes
+on the exec (``error exec ERRNO STRERROR`` if it failed). A clone that fails is answered ``error clone:
+...`` by the template on the status socket.
 """
 
 import contextlib
@@ -99,8 +102,8 @@ def _write(fd, data):
 # --- the child: becoming an environment --------------------------------------------------------------
 
 
-def _become_environment(control, request, output_fd, router_pid):
-    """Everything an exec'd worker gets from the router's spawn, done on this fork of the template."""
+def _become_process(control, request, output_fd, router_pid):
+    """What every worker process gets from the router's spawn: session, prctls, memory limit, fds, cwd."""
     os.setsid()  # own session and process group: the router kills the group on timeout
     # The subreaper of its descendants (not inherited through clone): an orphan stays in its tree.
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -130,6 +133,11 @@ def _become_environment(control, request, output_fd, router_pid):
     os.dup2(null, 0)
     os.close(null)
     os.chdir(request["cwd"])
+
+
+def _become_environment(control, request, output_fd, router_pid):
+    """Everything an exec'd Python worker gets from the router's spawn, done on this fork of the template."""
+    _become_process(control, request, output_fd, router_pid)
     if not request.get("restore"):
         os.environ.clear()  # a snapshot keeps what the init set, as a restored Lambda snapshot does
     os.environ.update(request["env"])
@@ -167,6 +175,8 @@ def _fork(control, message, fds, router_pid):
         os.write(status_fd, b"pid %d" % os.getpid())
     except OSError:
         os._exit(1)  # the router gave up on this start
+    if request.get("exec"):
+        _exec(control, request, output_fd, router_pid, status_fd)  # never returns
     try:
         _become_environment(control, request, output_fd, router_pid)
     except BaseException as e:
@@ -175,6 +185,25 @@ def _fork(control, message, fds, router_pid):
     _write(status_fd, b"ok")
     os.close(status_fd)
     return request
+
+
+def _exec(control, request, output_fd, router_pid, status_fd):
+    """Exec mode (Node.js, ``provided``): set up the process as the router's spawn would, then exec the
+    command line. The status socket closes on exec, which tells the router it succeeded; a failed
+    exec is answered ``error exec ERRNO STRERROR``."""
+    try:
+        _become_process(control, request, output_fd, router_pid)
+        # What subprocess does before an exec (restore_signals): Python ignores these; exec keeps that.
+        for name in ("SIGPIPE", "SIGXFSZ"):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        os.set_inheritable(status_fd, False)
+        argv = request["exec"]
+        os.execvpe(argv[0], argv, request["env"])
+    except OSError as e:
+        _write(status_fd, f"error exec {e.errno or 0} {e.strerror or e}".encode()[:4000])
+    except BaseException as e:
+        _write(status_fd, f"error {type(e).__name__}: {e}".encode()[:4000])
+    os._exit(127)
 
 
 def _serve_template(control, router_pid):
