@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from router.core.retry import Uniform
     from router.destinations.base import Destination
     from router.destinations.factory import DestinationBuilder
+    from router.readiness import Readiness
     from router.state.store import StateStore
 
 log = logging.getLogger("router")
@@ -151,7 +152,9 @@ class Router:
         self.config = config
         self.metrics = Metrics()
         self.metrics.build_info.labels(__version__).set(1)
-        self.stopping = asyncio.Event()
+        self.stopping = asyncio.Event()  # the first SIGTERM/SIGINT: shutdown begins
+        self.cut_drain = asyncio.Event()  # a second one: the drain delay ends at once
+        self._stop_requests = 0
 
     async def serve(self) -> None:
         from router.http.nofile import connection_cap, raise_nofile_limit
@@ -270,18 +273,40 @@ class Router:
                 )
                 await self.stopping.wait()
 
-                # The graceful half: not ready at once, stop sources, finish in-flight work; the exit
-                # stack then closes the rest.
+                # The graceful half: not ready at once, keep serving for the drain delay, stop sources,
+                # finish in-flight work; the exit stack then closes the rest.
+                await self._drain_delay(readiness)
                 log.info("shutting down: finishing in-flight work (up to %gs)", server.shutdown_timeout)
-                readiness.begin_shutdown()
                 await sources.stop(server.shutdown_timeout)  # the schedule, then the pollers
                 # Stops listening, then waits up to shutdown_timeout for in-flight HTTP requests.
                 await stop_listening()
                 await dispatcher.drain(server.shutdown_timeout)
                 dispatcher_task.cancel()
 
+    async def _drain_delay(self, readiness: Readiness) -> None:
+        """Not ready at once; then, for ``server.drain_delay``, still serve webhooks and the Invoke API and
+        run the sources, while load balancers (Kubernetes' endpoint update) stop sending requests here.
+        A second SIGTERM/SIGINT ends the wait at once."""
+        delay = self.config.server.drain_delay
+        if delay <= 0 or self.cut_drain.is_set():
+            readiness.begin_shutdown()
+            return
+        readiness.begin_shutdown(f"shutting down: still serving for server.drain_delay ({delay:g}s)")
+        log.info("shutting down: /readyz answers 503; still serving for %gs (server.drain_delay) while load "
+                 "balancers stop routing here; a second SIGTERM or SIGINT stops at once", delay)
+        try:
+            async with asyncio.timeout(delay):
+                await self.cut_drain.wait()
+        except TimeoutError:
+            return
+        log.info("shutting down: drain delay cut short by a second signal")
+
     def request_stop(self) -> None:
+        """SIGTERM/SIGINT: the first begins the shutdown, a second one ends its drain delay."""
+        self._stop_requests += 1
         self.stopping.set()
+        if self._stop_requests > 1:
+            self.cut_drain.set()
 
 
 async def _main(config: RouterConfig) -> int:

@@ -17,7 +17,8 @@ Check = Callable[[], Awaitable[object]]
 class Readiness:
     """Collects what ``/readyz`` reports.
 
-    Not ready until ``set_started()``; not ready from ``begin_shutdown()`` on, at once and for good.
+    Not ready until ``set_started()``; not ready from ``begin_shutdown()`` on, at once and for good (the
+    router may still serve for ``server.drain_delay`` then, while load balancers take it out).
     ``add_check(name, fn)`` registers an async check (e.g. ``"state_store"`` pinging the store) that is
     run on every ``/readyz`` with a timeout; ``set_flag(name, ok, reason)`` records a state pushed by a
     component (e.g. ``"route:uploads"`` while a source reconnects).
@@ -27,14 +28,17 @@ class Readiness:
         self._check_timeout = check_timeout
         self._started = False
         self._shutting_down = False
+        self._shutdown_reason = "shutting down"
         self._checks: dict[str, Check] = {}
         self._flags: dict[str, str | None] = {}  # name -> None when ok, else the reason
 
     def set_started(self) -> None:
         self._started = True
 
-    def begin_shutdown(self) -> None:
+    def begin_shutdown(self, reason: str = "shutting down") -> None:
+        """Not ready from now on; ``reason`` (it should start with "shutting down") is what /readyz says."""
         self._shutting_down = True
+        self._shutdown_reason = reason
 
     @property
     def shutting_down(self) -> bool:
@@ -52,7 +56,7 @@ class Readiness:
     async def reasons(self) -> list[str]:
         """Why the router is not ready; an empty list means ready."""
         if self._shutting_down:
-            return ["shutting down"]
+            return [self._shutdown_reason]
         out: list[str] = []
         if not self._started:
             out.append("starting")

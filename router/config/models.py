@@ -78,6 +78,12 @@ class ServerConfig(Model):
     max_async_body: Size = Field(1024 * 1024, gt=0,
                                  description="largest async event payload (Lambda: 1 MB)")
     shutdown_timeout: Duration = Field(25.0, description="time given to in-flight work on SIGTERM")
+    drain_delay: Duration = Field(
+        0.0, ge=0.0, le=3600.0,
+        description="on SIGTERM, how long the router keeps serving (webhooks, Invoke API, sources) while "
+        "/readyz answers 503, before it stops listening and finishes in-flight work: time for Kubernetes to "
+        "take it out of its endpoints (e.g. 5s); a second SIGTERM or SIGINT ends it at once. Keep "
+        "drain_delay + shutdown_timeout under the pod's terminationGracePeriodSeconds")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop when it is installed (it is a dependency), else asyncio's own loop")
     invoke_api: bool = Field(True, description="serve the Lambda Invoke API")

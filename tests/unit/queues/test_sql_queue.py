@@ -9,6 +9,7 @@ import time
 from router.clock import SystemClock
 from router.queues.sql import CLAIM_BATCH, SqlQueue
 from router.state.store import StateStore
+from tests.stores import StoreFactory
 
 
 async def publish(queue: SqlQueue, n: int, function: str = "f", now: float | None = None) -> None:
@@ -65,3 +66,43 @@ async def test_release_hands_the_event_back_untouched(store: StateStore) -> None
     [again] = await deliveries.take(1)
     assert again.event.attempts == 0
     assert await queue.ping()
+
+
+# --- several functions, several replicas ---------------------------------------------------------------
+
+
+async def test_a_function_is_not_held_behind_another_functions_backlog(new_store: StoreFactory) -> None:
+    """Each function's events are claimed on their own: a cold function's event, published after a hot
+    backlog, is taken at once by its own taker, and the hot backlog is all still there."""
+    store = await new_store()
+    queue = SqlQueue(store, clock=SystemClock(), poll_interval=30)
+    now = time.time()
+    await asyncio.gather(*(publish(queue, 50, "hot", now=now - 60 + i) for i in range(10)))  # 500, older
+    await publish(queue, 3, "cold", now=now)
+    cold = await queue.deliveries("cold", prefetch=10, lease=60)
+    await asyncio.wait_for(cold.wait(), 5)
+    taken = await cold.take(CLAIM_BATCH)
+    assert sorted(d.event.request_id for d in taken) == ["r-0", "r-1", "r-2"]
+    assert await queue.depth() == {"hot": 500}
+
+
+async def test_replicas_claiming_at_once_never_take_the_same_event(new_store: StoreFactory) -> None:
+    """Three stores on one database (three replicas) claim one function's events concurrently until none
+    is left: every event is claimed exactly once (on PostgreSQL: FOR UPDATE SKIP LOCKED)."""
+    stores = [await new_store() for _ in range(3)]
+    queues = [SqlQueue(s, clock=SystemClock(), poll_interval=30) for s in stores]
+    now = time.time()
+    await asyncio.gather(*(publish(queues[0], 100, "hot", now=now - 10) for _ in range(4)))  # 400 events
+    claimed: list[int] = []
+
+    async def drain(queue: SqlQueue) -> None:
+        deliveries = await queue.deliveries("hot", prefetch=64, lease=60)
+        for _ in range(400):  # bounded: at least one event per round while any is left
+            taken = await deliveries.take(CLAIM_BATCH)
+            if not taken:
+                return
+            claimed.extend(d.event.id for d in taken)
+
+    await asyncio.wait_for(asyncio.gather(*(drain(q) for q in queues)), 60)
+    assert len(claimed) == 400
+    assert len(set(claimed)) == 400
