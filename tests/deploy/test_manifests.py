@@ -209,6 +209,14 @@ def test_the_crd_schemas_refuse_what_kubernetes_would_not_store() -> None:
     assert not sm_validator.is_valid(bad)
 
 
+def test_the_kubernetes_schemas_refuse_a_misspelt_field() -> None:
+    deployment = json.loads(json.dumps(one(rendered("sqlite"), "Deployment")))
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/readyz"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_has_every_part(overlay: str) -> None:
     docs = rendered(overlay)
@@ -284,7 +292,7 @@ def test_security_context_is_restricted(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_router_writes_only_to_volumes(overlay: str) -> None:
     """The root filesystem is read-only: the state directory (SQLite file and lock, file destinations) and
-    /tmp (environments' scratch dirs: tempfile.mkdtemp) are volumes, and the config's paths lie in them."""
+    /tmp (environments' scratch dirs: tempfile.mkdtemp) are volumes."""
     docs = rendered(overlay)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -301,31 +309,41 @@ def test_the_router_writes_only_to_volumes(overlay: str) -> None:
         assert one(docs, "Deployment")["spec"]["replicas"] == 1
     else:
         assert set(state_volume) == {"name", "emptyDir"}
-    config = load_deployed_config(docs) if _knows_drain_delay() else None
-    if config is not None:
-        paths = [config.state.url.removeprefix("sqlite:///")] if config.state.url.startswith("sqlite") else []
-        for fn in config.functions.values():
-            for dest in (fn.async_.on_success, fn.async_.on_failure) if fn.async_ else ():
-                if dest is not None and dest.type == "file":
-                    paths.append(str(dest.path))
-        for path in paths:
-            assert any(path.startswith(w + "/") for w in writable), f"{path} is not on a writable volume"
 
 
-def _knows_drain_delay() -> bool:
-    return "drain_delay" in ServerConfig.model_fields
+def _require_drain_delay() -> None:
+    """The deployed config sets server.drain_delay, which another branch of issue 11 adds to the router:
+    until it is merged the router's loader refuses the config (skipped; failed under CI=true)."""
+    if "drain_delay" in ServerConfig.model_fields:
+        return
+    reason = ("the router on this branch has no server.drain_delay (issue 11's drain setting): the "
+              "deployed config needs it; merge issue11-drain")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_files_the_config_names_are_on_writable_volumes(overlay: str) -> None:
+    _require_drain_delay()
+    docs = rendered(overlay)
+    writable = {m["mountPath"] for m in container(docs)["volumeMounts"] if not m.get("readOnly")}
+    config = load_deployed_config(docs)
+    paths = [config.state.url.removeprefix("sqlite:///")] if config.state.url.startswith("sqlite") else []
+    for fn in config.functions.values():
+        for dest in (fn.async_.on_success, fn.async_.on_failure) if fn.async_ else ():
+            if dest is not None and dest.type == "file":
+                paths.append(str(dest.path))
+    assert paths, "the config names no file (the failures.jsonl destination is expected)"
+    for path in paths:
+        assert any(path.startswith(w + "/") for w in writable), f"{path} is not on a writable volume"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_configmap_loads_with_the_router_config_loader(overlay: str) -> None:
     """Every ${VAR} of the config is given by the pod (a value, or a Secret the README says how to create),
     and the result passes the router's own validation and cross-checks."""
-    if not _knows_drain_delay():
-        reason = ("the router on this branch has no server.drain_delay (issue 11's drain setting): the "
-                  "deployed config needs it; merge issue11-drain")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    _require_drain_delay()
     docs = rendered(overlay)
     config = load_deployed_config(docs)
     assert config.server.drain_delay == 5.0
@@ -342,8 +360,7 @@ def test_the_configmap_loads_with_the_router_config_loader(overlay: str) -> None
 def test_an_unset_required_variable_is_refused_by_the_loader() -> None:
     """The loader check above can fail: without the Secret's value, ${ROUTER_STATE} in the keda config
     (and ${JOBS_AMQP_URL}) are refused."""
-    if not _knows_drain_delay():
-        pytest.skip("see test_the_configmap_loads_with_the_router_config_loader")
+    _require_drain_delay()
     from router.errors import ConfigError
 
     docs = rendered("keda")
