@@ -177,18 +177,19 @@ async def warm_samples(ctx: Ctx, side: RouterSide | None, n: int, budget: float)
 
 
 async def _router_cold(side: RouterSide, code: Path, n: int, runtime: str = "python3.11",
-                       fork_start: bool = True) -> list[float]:
-    """Spawn (or fork) to first result of a fresh invoker, ``n`` times; a python template is started
-    first (by a cold start not counted), as a running router has it from its first cold start on."""
-    if runtime.startswith("python") and fork_start:
-        inv = side.invoker("cold-warmup", code, runtime)
+                       fork_start: bool = True, *, warm_up: bool = True, first: int = 0) -> list[float]:
+    """Spawn (or fork) to first result of a fresh invoker, ``n`` times; the template is started first
+    (by a cold start not counted), as a running router has it from its first cold start on (python
+    environments are forked from it; node ones are started through it)."""
+    if fork_start and warm_up:
+        inv = side.invoker(f"cold-warmup-{runtime}", code, runtime)
         await inv.start()
         try:
-            await _invoke_ok(inv, "cold-warmup")
+            await _invoke_ok(inv, f"cold-warmup-{runtime}")
         finally:
             await inv.close()
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
         name = f"cold{i}{'' if fork_start else '-exec'}"
         inv = side.invoker(name, code, runtime, fork_start)
         await inv.start()
@@ -280,15 +281,30 @@ async def _node_rows(ctx: Ctx, side: RouterSide | None, n: int) -> list[Row]:
     if isinstance(node, str):
         return [Row(s, "spawn to first result p50", "ms", None, "node -e", None, target="<= 1.2x node -e",
                     note=f"not measured: {node}")]
-    base = await _guard(ctx, "14 node -e", _node_e_cold(node.path, OK_NODE, n))
-    cold, note = None, ""
+    base: list[float] | None
+    cold: list[float] | None = None
+    note = ""
     if side is not None:
         try:
             side.invoker("coldnode", OK_NODE, node.runtime)
         except Exception as exc:  # the config model refuses a runtime it does not know
             note = f"router Node runtime not available ({node.runtime}): {str(exc).splitlines()[-1][:200]}"
-        else:
-            cold = await _guard(ctx, "14 router node cold", _router_cold(side, OK_NODE, n, node.runtime))
+            side = None
+    if side is None:
+        base = await _guard(ctx, "14 node -e", _node_e_cold(node.path, OK_NODE, n))
+    else:
+        # Interleaved, one sample of each side in turn: a slow moment of the machine hits both alike.
+        await _guard(ctx, "14 router node cold", _router_cold(side, OK_NODE, 1, node.runtime))  # warm-up
+        base, cold = [], []
+        for i in range(n):
+            b = await _guard(ctx, "14 node -e", _node_e_cold(node.path, OK_NODE, 1))
+            c = await _guard(ctx, "14 router node cold",
+                             _router_cold(side, OK_NODE, 1, node.runtime, warm_up=False, first=i + 1))
+            if b is None or c is None:
+                base = cold = None
+                break
+            base += b
+            cold += c
     c_ms, b_ms = _ms(cold), _ms(base)
     ratio = c_ms / b_ms if c_ms is not None and b_ms else None
     return [Row(s, "spawn to first result p50", "ms", c_ms, "node -e", b_ms,
