@@ -50,6 +50,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return web.json_response({"message": "Internal Server Error"}, status=500)
 
 
+async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """From SIGTERM on (``server.drain_delay``), every answer says ``Connection: close``: a keep-alive
+    client then opens its next connection to another replica instead of holding this one to the end.
+    (``on_response_prepare``: also for the answers a handler writes itself, as webhooks do.)"""
+    if request.app[CTX].readiness.shutting_down:
+        response.force_close()
+        response.headers["Connection"] = "close"  # the headers were made before this hook runs
+
+
 def build_app(ctx: HttpContext) -> web.Application:
     """The main app: health, /metrics (unless ``server.metrics_port`` is set), Invoke API, webhooks."""
     server = ctx.config.server
@@ -59,6 +68,7 @@ def build_app(ctx: HttpContext) -> web.Application:
         middlewares=[json_errors, json_error_pages],
     )
     app[CTX] = ctx
+    app.on_response_prepare.append(close_when_draining)
     app[LIMITS] = BodyLimits(ByteBudget(server.max_body_buffer, gauge.set), server.body_timeout, ctx.metrics)
     add_monitoring_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from http.client import HTTPConnection
 from pathlib import Path
 
 from tests.router_process import RouterFactory, RouterProcess, http
@@ -49,10 +50,24 @@ def _exited(rp: RouterProcess) -> bool:
     return rp.proc.poll() is not None
 
 
+def _keep_alive_answer(rp: RouterProcess) -> tuple[int, str | None]:
+    """POST /echo over an HTTP/1.1 keep-alive connection (urllib always asks to close): the status
+    and the answer's Connection header."""
+    conn = HTTPConnection("127.0.0.1", rp.port, timeout=10)
+    try:
+        conn.request("POST", "/echo", body=b"kept", headers={"Content-Type": "text/plain"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("Connection")
+    finally:
+        conn.close()
+
+
 def _serves_during_drain(rp: RouterProcess) -> None:
     """After SIGTERM: /readyz is 503 (shutting down), yet a webhook and the Invoke API are served."""
     assert rp.proc is not None
     assert _readyz(rp)[0] == 200
+    assert _keep_alive_answer(rp) == (200, None)  # keep-alive while serving normally
     rp.proc.send_signal(signal.SIGTERM)
     until_sync(lambda: _shutting_down(rp), what="/readyz to answer 503 shutting down", deadline=10)
     status, body = _readyz(rp)
@@ -66,6 +81,8 @@ def _serves_during_drain(rp: RouterProcess) -> None:
                              timeout=10)
     assert (status, json.loads(answer)) == (200, {"statusCode": 200, "body": "served api"})
     assert http("GET", rp.url + "/livez", timeout=5)[0] == 200
+    # Keep-alive clients are told to reconnect (to another replica) rather than hold this connection.
+    assert _keep_alive_answer(rp) == (200, "close")
     assert not _exited(rp), "the router stopped before its drain delay ended"
 
 
