@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("router")
 
 
+DESTINATION_CONNECTIONS = 100
+"""Connections of the shared HTTP pool kept for http destinations, beyond one per running invocation."""
+
+
 def account_concurrency(config: RouterConfig) -> int:
     """``limits.concurrent_executions``, or its default: 64 per usable CPU, at most Lambda's 1,000."""
     if config.limits.concurrent_executions is not None:
@@ -211,7 +215,11 @@ class Router:
                 released = await store.release_all_leases()
                 if released:
                     log.info("re-queued %d async events left in flight by the previous run", released)
-            http_session = aiohttp.ClientSession()
+            # HTTP functions and http destinations share one pool; its cap must not be a hidden limit
+            # below the ones users set: every invocation may hold a connection (the account-wide limit
+            # bounds them), and destinations get room of their own.
+            http_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                limit=account_concurrency(config) + DESTINATION_CONNECTIONS, limit_per_host=0))
             stack.push_async_callback(http_session.close)
             runtime_api = RuntimeApiServer()
             stack.push_async_callback(runtime_api.close)
