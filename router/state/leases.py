@@ -71,7 +71,8 @@ _LIST = (
 _TAKE = (
     sa.update(_t)
     .where(*_key, _t.c.counter == sa.bindparam("p_counter"),
-           sa.or_(_t.c.owner.is_(None), _t.c.lease_until.is_(None), _t.c.lease_until <= sa.bindparam("p_now")))
+           sa.or_(_t.c.owner.is_(None), _t.c.lease_until.is_(None),
+                  _t.c.lease_until <= sa.bindparam("p_now")))
     .values(owner=sa.bindparam("p_owner"), counter=_t.c.counter + 1, lease_until=sa.bindparam("p_until"),
             handoff=None)
     .returning(_t.c.counter)
