@@ -53,7 +53,8 @@ async def test_take_is_won_by_one_replica(new_store: StoreFactory) -> None:
     tokens = await asyncio.gather(*(
         s.take_lease(R, S0, owner=f"r{i}", seen=0, now=50.0, duration=10.0) for i, s in enumerate(stores)))
     won = [t for t in tokens if t is not None]
-    assert len(won) == 1 and won[0].counter == 1
+    assert len(won) == 1
+    assert won[0].counter == 1
     [lease] = await stores[0].load_leases(R)
     assert (lease.owner, lease.counter, lease.lease_until) == (won[0].owner, 1, 60.0)
 
@@ -64,7 +65,8 @@ async def test_renew_extends_and_release_frees_at_once(new_store: StoreFactory) 
     assert await store.ensure_leases(R, [S0, S1]) == 0  # idempotent
     t0 = await store.take_lease(R, S0, owner="a", seen=0, now=0.0, duration=10.0)
     t1 = await store.take_lease(R, S1, owner="a", seen=0, now=0.0, duration=10.0)
-    assert t0 is not None and t1 is not None
+    assert t0 is not None
+    assert t1 is not None
     assert await store.renew_leases(R, {S0: t0, S1: t1}, owner="a", now=8.0, duration=10.0) == {
         S0: None, S1: None}
     assert {lease.shard_id: lease.lease_until for lease in await store.load_leases(R)} == {S0: 18.0, S1: 18.0}
@@ -100,7 +102,8 @@ async def test_shard_end_deletes_the_lease_and_free_all_frees_a_route(new_store:
     await store.ensure_leases("other", [S0])
     t0 = await store.take_lease(R, S0, owner="a", seen=0, now=0.0, duration=10.0)
     t1 = await store.take_lease(R, S1, owner="a", seen=0, now=0.0, duration=10.0)
-    assert t0 is not None and t1 is not None
+    assert t0 is not None
+    assert t1 is not None
     await store.save_checkpoint(R, S0, SHARD_END, now=1.0, lease=t0)
     assert [lease.shard_id for lease in await store.load_leases(R)] == [S1]
     assert await store.load_checkpoints(R) == {S0: SHARD_END}
