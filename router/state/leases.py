@@ -8,7 +8,9 @@ got when it took it; every checkpoint write checks that pair in the same transac
 owner whose lease was taken over, even one paused past its expiry that does not know it yet, cannot
 write a checkpoint any more. A lease is taken only when free or expired (one conditional UPDATE), never
 from a live owner: a replica that wants a live owner's lease asks for it (``handoff``), and the owner
-hands it over gracefully (finishes its batches, checkpoints, ``release``). A closed shard's lease is
+hands it over gracefully (finishes its batches, checkpoints, ``release``); a lease released while asked
+for stays reserved for the asker for one lease duration (``reserved``), so that the owner, which does
+not count a replica holding nothing among the live owners, does not take it back. A closed shard's lease is
 deleted with its ``SHARD_END`` checkpoint. Time is always passed in by the caller; replicas' clocks are
 assumed to agree within a small part of the lease duration (NTP).
 """
@@ -60,6 +62,12 @@ class Lease:
         """Held by an owner whose lease has not run out at ``now``."""
         return self.owner is not None and self.lease_until is not None and self.lease_until > now
 
+    def reserved(self, now: float) -> str | None:
+        """The replica a free lease is kept for at ``now`` (released to the one that asked), or None."""
+        if self.owner is None and self.handoff is not None and (self.lease_until or 0.0) > now:
+            return self.handoff
+        return None
+
 
 _t = shard_leases
 _key = (_t.c.route == sa.bindparam("p_route"), _t.c.shard_id == sa.bindparam("p_shard"))
@@ -89,7 +97,8 @@ _RENEW = (
 _HOLD = sa.update(_t).where(*_held).values(lease_until=_t.c.lease_until)
 _RELEASE = (
     sa.update(_t).where(*_held)
-    .values(owner=None, counter=_t.c.counter + 1, lease_until=sa.bindparam("p_now"))
+    .values(owner=None, counter=_t.c.counter + 1, lease_until=sa.case(
+        (_t.c.handoff.is_(None), sa.bindparam("p_now")), else_=sa.bindparam("p_reserved")))
 )
 _DROP_HELD = sa.delete(_t).where(*_held)
 _DROP = sa.delete(_t).where(*_key)
@@ -156,11 +165,13 @@ def hold(conn: sa.Connection, route: str, shard_id: str, token: LeaseToken) -> N
         raise LeaseLost(route, shard_id, token)
 
 
-def release(conn: sa.Connection, route: str, shard_id: str, token: LeaseToken, *, now: float) -> None:
-    """Free the lease (owner NULL, expired now) so another replica takes it at once; raises ``LeaseLost``
-    when ``token`` no longer holds it."""
+def release(conn: sa.Connection, route: str, shard_id: str, token: LeaseToken, *, now: float,
+            reserve: float = 0.0) -> None:
+    """Free the lease (owner NULL, expired now) so another replica takes it at once, or, when a replica
+    asked for it, kept for that one until ``now + reserve``; raises ``LeaseLost`` when ``token`` no longer
+    holds it."""
     params = {"p_route": route, "p_shard": shard_id, "p_owner": token.owner, "p_counter": token.counter,
-              "p_now": now}
+              "p_now": now, "p_reserved": now + reserve}
     if conn.execute(_RELEASE, params).rowcount != 1:
         raise LeaseLost(route, shard_id, token)
 

@@ -387,10 +387,12 @@ class StateStore:
         return await self._transact("renew shard leases", lambda conn: leases.renew(
             conn, route, held, owner=owner, now=now, duration=duration))
 
-    async def release_lease(self, route: str, shard_id: str, token: LeaseToken, *, now: float) -> None:
-        """Free a held lease so another replica takes it at once; ``LeaseLost`` when no longer held."""
-        await self._transact("release shard lease",
-                             lambda conn: leases.release(conn, route, shard_id, token, now=now))
+    async def release_lease(self, route: str, shard_id: str, token: LeaseToken, *, now: float,
+                            reserve: float = 0.0) -> None:
+        """Free a held lease so another replica takes it at once (one that asked for it: kept for that
+        one ``reserve`` seconds); ``LeaseLost`` when no longer held."""
+        await self._transact("release shard lease", lambda conn: leases.release(
+            conn, route, shard_id, token, now=now, reserve=reserve))
 
     async def ask_lease(self, route: str, lease: Lease, *, asker: str) -> bool:
         """Ask the live owner of ``lease`` to hand it over; False when it changed or was asked already."""

@@ -6,7 +6,8 @@ included), aims at ``ceil(leases / owners)``, takes free or expired leases first
 not all race for the same one), and when none is free asks the most loaded owner for one lease (KCL's
 rule: that owner holds more than the target, or as many and this replica needs more than one). Unlike
 KCL's steal, the asked owner hands the lease over itself at its next renewal: it lets its batches
-finish, checkpoints and releases, so two replicas never read one shard at once while both are alive.
+finish, checkpoints and releases it, reserved for the asker for one lease duration, so two replicas
+never read one shard at once while both are alive.
 A replica that dies stops renewing: its leases expire and are taken as expired ones.
 """
 
@@ -62,7 +63,8 @@ def plan(leases: list[Lease], me: str, now: float, *, busy: Collection[str] = ()
         needed = min(needed, room)
     if needed <= 0:
         return Plan([])
-    available = [lease for lease in leases if not lease.live(now) and lease.shard_id not in busy]
+    available = [lease for lease in leases if not lease.live(now) and lease.shard_id not in busy
+                 and lease.reserved(now) in (None, me)]
     if available:
         rng.shuffle(available)
         return Plan(available[:needed])
@@ -177,7 +179,7 @@ class ShardLeases:
         if token is None:
             return
         try:
-            await self.store.release_lease(self.route, shard_id, token, now=now)
+            await self.store.release_lease(self.route, shard_id, token, now=now, reserve=self.duration)
         except LeaseLost:
             return
         except StateStoreError as exc:

@@ -88,8 +88,10 @@ async def test_handoff_is_asked_once_and_seen_by_the_owner(new_store: StoreFacto
     assert not await asker.ask_lease(R, lease, asker="c")  # asked already
     assert await owner.renew_leases(R, {S0: token}, owner="a", now=3.0, duration=10.0) == {S0: "b"}
     await owner.save_checkpoint(R, S0, "42", now=4.0, lease=token)
-    await owner.release_lease(R, S0, token, now=4.0)
+    await owner.release_lease(R, S0, token, now=4.0, reserve=10.0)
     [lease] = await asker.load_leases(R)
+    assert lease == Lease(S0, None, 2, 14.0, "b")  # free, kept for b until 14
+    assert (lease.reserved(4.0), lease.reserved(14.0)) == ("b", None)
     taken = await asker.take_lease(R, S0, owner="b", seen=lease.counter, now=4.5, duration=10.0)
     assert taken == LeaseToken("b", 3)
     [lease] = await asker.load_leases(R)

@@ -70,6 +70,14 @@ def test_plan_asks_the_most_loaded_owner_for_one_lease() -> None:
     assert plan(spread, "d", NOW).ask is not None
 
 
+def test_plan_leaves_a_lease_released_to_its_asker_to_it() -> None:
+    leases = [*(lease(i, "a") for i in range(3)), Lease("shardId-000000000003", None, 2, NOW + 4, "b")]
+    # a alone is a live owner (b holds nothing yet): without the reservation a would take it back
+    assert plan(leases, "a", NOW).take == []
+    assert plan(leases, "b", NOW).take == [leases[3]]
+    assert plan(leases, "a", NOW + 4.5).take == [leases[3]]  # b did not come for it in time
+
+
 def test_plan_converges_to_within_one() -> None:
     """Replicas applying the plan in turn (asks granted at once) end 3/3/2 for 8 shards and 3 replicas."""
     rng = random.Random(3)
