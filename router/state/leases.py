@@ -98,7 +98,8 @@ _HOLD = sa.update(_t).where(*_held).values(lease_until=_t.c.lease_until)
 _RELEASE = (
     sa.update(_t).where(*_held)
     .values(owner=None, counter=_t.c.counter + 1, lease_until=sa.case(
-        (_t.c.handoff.is_(None), sa.bindparam("p_now")), else_=sa.bindparam("p_reserved")))
+        (_t.c.handoff.is_(None), sa.bindparam("p_now", type_=sa.Double())),
+        else_=sa.bindparam("p_reserved", type_=sa.Double())))
 )
 _DROP_HELD = sa.delete(_t).where(*_held)
 _DROP = sa.delete(_t).where(*_key)
