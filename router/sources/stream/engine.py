@@ -129,7 +129,9 @@ class StreamSource:
                                    duration=lease_duration, gauge=metrics.shard_leases.labels(route.name),
                                    extra=self._extra)
         self._known: dict[str, ShardInfo] = {}  # shards that may be leased now (parents done, not done)
-        self._lease_wake = asyncio.Event()  # leases to create, or a worker ended: run a lease cycle now
+        self._lease_wake = asyncio.Event()  # leases to create, or a worker ended: take leases now
+        self._handing: set[str] = set()  # shards being handed over (stopping) on request
+        self._renew_wake = asyncio.Event()  # stopping, or a worker ended: check whether renewing is over
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -162,7 +164,8 @@ class StreamSource:
         def cancel_idle() -> None:
             if self._discovery is not None:  # it lists shards; nothing of it needs finishing
                 self._discovery.cancel()
-            self._lease_wake.set()  # the lease loop now only renews until the shards have stopped
+            self._lease_wake.set()
+            self._renew_wake.set()
             for worker in list(self._workers.values()):
                 worker.stop()
 
@@ -274,8 +277,9 @@ class StreamSource:
     # --- leases ------------------------------------------------------------------------------------
 
     async def _lease(self, api: StreamApi) -> None:
-        """Renew the leases held, hand over or stop the shards whose lease is asked for or lost, take
-        this replica's share; while stopping, only renew until every shard has stopped."""
+        """Renew the leases held every third of their duration and stop the shards whose lease is lost
+        or hand over those asked for; beside it, take this replica's share. While stopping, only renew,
+        until every shard has stopped (its last checkpoint needs the lease)."""
         assert self._tg is not None
         tg = self._tg
         leases, clock = self._leases, self._gate.clock
@@ -283,33 +287,50 @@ class StreamSource:
             await leases.release(shard_id, clock.time(), why="the route's reader restarted")
         if self._exclusive:
             await self._free_earlier_leases()
+        taking = tg.create_task(self._take_loop(api, tg), name=f"stream-take:{self.route.name}")
+        try:
+            while not self._gate.stopping or self._workers:
+                self._renew_wake.clear()
+                await self._renew()
+                await until_set(self._renew_wake, clock.sleep(self._renew_interval))
+        finally:
+            taking.cancel()
+
+    async def _renew(self) -> None:
+        leases, clock = self._leases, self._gate.clock
+        try:
+            lost, asked = await leases.renew(clock.time())
+        except StateStoreError as exc:
+            lost, asked = leases.expired(clock.time()), {}
+            self._ctx.store_fault(exc)
+        for shard_id in lost:
+            if (worker := self._workers.get(shard_id)) is not None:
+                worker.lose()
+        for shard_id, asker in asked.items():
+            worker = self._workers.get(shard_id)
+            if worker is None or self._gate.stopping or shard_id in self._handing:
+                continue
+            self._handing.add(shard_id)
+            log.info("route '%s': shard %s: handing the lease over to %s (asked for it): the batches running "
+                     "finish and are checkpointed first", self.route.name, shard_id, asker,
+                     extra={**self._extra, "shard": shard_id})
+            worker.stop()
+
+    async def _take_loop(self, api: StreamApi, tg: asyncio.TaskGroup) -> None:
+        """Take this replica's share every renewal interval, and at once when leases were created or a
+        shard stopped here."""
         failures = 0
-        while not self._gate.stopping or self._workers:
+        while not self._gate.stopping:
             self._lease_wake.clear()
             try:
-                lost, asked = await leases.renew(clock.time())
-            except StateStoreError as exc:
-                lost, asked = leases.expired(clock.time()), {}
-                self._ctx.store_fault(exc)
-            for shard_id in lost:
-                if (worker := self._workers.get(shard_id)) is not None:
-                    worker.lose()
-            for shard_id, asker in asked.items():
-                if (worker := self._workers.get(shard_id)) is not None and not self._gate.stopping:
-                    log.info("route '%s': shard %s: handing the lease over to %s (asked for it): the batches "
-                             "running finish and are checkpointed first", self.route.name, shard_id, asker,
-                             extra={**self._extra, "shard": shard_id})
-                    worker.stop()
-            if not self._gate.stopping:
-                try:
-                    await self._take(api, tg)
-                    failures = 0
-                except (ClientError, BotoCoreError, OSError, TimeoutError, StateStoreError) as exc:
-                    failures += 1
-                    self._ctx.fault(exc)
+                await self._take(api, tg)
+                failures = 0
+            except (ClientError, BotoCoreError, OSError, TimeoutError, StateStoreError) as exc:
+                failures += 1
+                self._ctx.fault(exc)
             delay = self._renew_interval if not failures else min(self._renew_interval,
                                                                    self._health.backoff(failures))
-            await until_set(self._lease_wake, clock.sleep(delay))
+            await until_set(self._lease_wake, self._gate.pause(delay))
 
     async def _free_earlier_leases(self) -> None:
         """A single replica (SQLite): the leases left by its earlier run are its own; free them now rather
@@ -339,10 +360,14 @@ class StreamSource:
         checkpoints = await self._store.load_checkpoints(self.route.name)  # the last owner's, if any
         for shard_id, _ in taken:
             token = self._leases.held.get(shard_id)
+            shard = self._known.get(shard_id)
             if token is None:
                 continue
+            if shard is None or self._gate.stopping:  # ended meanwhile, or the route stops
+                await self._leases.release(shard_id, self._gate.clock.time(), why="not read after all")
+                continue
             try:
-                await self._start(api, tg, self._known[shard_id], token, checkpoints.get(shard_id))
+                await self._start(api, tg, shard, token, checkpoints.get(shard_id))
             except BaseException:
                 await self._leases.release(shard_id, self._gate.clock.time(), why="could not start reading")
                 raise
@@ -372,6 +397,7 @@ class StreamSource:
         await worker.run()
         sid = worker.shard_id
         self._workers.pop(sid, None)
+        self._handing.discard(sid)
         if worker.finished:  # its SHARD_END checkpoint deleted the lease
             self._done.add(sid)
             self._leases.drop(sid)
@@ -382,3 +408,4 @@ class StreamSource:
             why = "the route stops" if self._gate.stopping else "handed over"
             await self._leases.release(sid, self._gate.clock.time(), why=why)
         self._lease_wake.set()
+        self._renew_wake.set()
