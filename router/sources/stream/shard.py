@@ -68,6 +68,7 @@ class ShardWorker:
         self.ctx = ctx
         self.lease = lease  # fences every checkpoint write (None: unfenced)
         self.lost = False  # the lease was lost: nothing more is checkpointed
+        self._stopping = False  # ``stop``: the route stops, or the shard is handed over
         self._gate = ctx.gate
         self.api = api
         self.shard_id = shard_id
@@ -117,8 +118,14 @@ class ShardWorker:
             with contextlib.suppress(KeyError):
                 self.ctx.metrics.iterator_age.remove(self.ctx.route_name, self.shard_id)
 
+    @property
+    def stopping(self) -> bool:
+        """The shard stops (``stop``, or the route stops): no new batch starts."""
+        return self._stopping or self._gate.stopping
+
     def stop(self) -> None:
         """Stop reading; lanes not running a batch end now, the others after their batch."""
+        self._stopping = True
         if self._reader is not None:
             self._reader.cancel()
         for lane in self._lanes:
@@ -343,8 +350,7 @@ class _Lane:
         self._failures = 0
 
     async def run(self) -> None:
-        gate = self.shard.ctx.gate
-        while not gate.stopping:
+        while not self.shard.stopping:
             batch = await self._gather()
             self.busy = True
             try:
@@ -393,7 +399,7 @@ class _Lane:
     async def _process(self, records: list[StreamRecord]) -> None:
         """Lambda's failure handling for one batch; its records are done when this returns."""
         ctx, shard = self.shard.ctx, self.shard
-        cfg, gate = ctx.cfg, ctx.gate
+        cfg = ctx.cfg
         work: collections.deque[Attempt] = collections.deque([Attempt(records)])
         while work:
             attempt = work.popleft()
@@ -406,12 +412,12 @@ class _Lane:
                     if not young:
                         continue
                     attempt = attempt.part(young)
-            if gate.stopping:
+            if shard.stopping:
                 raise _Abandoned
             inv = Invocation(function=ctx.function, payload=payload(attempt.records), source=ctx.type,
                              route=ctx.route_name, attempt=attempt.invokes + 1)
             async with ctx.dispatcher.slot(ctx.function, ctx.type):
-                if gate.stopping:  # waited for capacity until the route stopped: start nothing new
+                if shard.stopping:  # waited for capacity until the shard stopped: start nothing new
                     raise _Abandoned
                 result = await ctx.dispatcher.invoke_in_slot(inv)
             attempt.invokes += 1

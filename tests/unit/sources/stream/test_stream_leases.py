@@ -9,9 +9,12 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import logging
 import random
 from collections.abc import AsyncIterator
 from typing import Any
+
+import pytest
 
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
@@ -251,3 +254,37 @@ async def test_a_lost_lease_stops_its_shard_and_its_checkpoints(new_store: Store
         assert (await store.load_checkpoints("clicks"))[S0] == seqs[-1]
         [held] = await store.load_leases("clicks")
         assert held.owner == "intruder"
+
+
+async def test_a_shard_asked_for_finishes_its_batch_then_is_handed_over(
+    new_store: StoreFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "router.sources.stream")
+    store = await new_store()
+    stream = FakeStream(2)
+    for n in range(30):  # three batches a shard: the next ones wait in the lane's queue
+        put_round(stream, 2, n)
+    release = asyncio.Event()
+
+    async def handler(records: list[dict[str, Any]]) -> Result:
+        await release.wait()  # both shards' batches run when b asks
+        return ok(None)
+
+    fn = RecordingFunction(handler)
+    async with replicas(store, stream, fn) as r:
+        r.start("a")
+        await until(lambda: r.held("a") == 2 and fn.running == 2, what="a runs a batch of each shard")
+        r.start("b")
+
+        async def asked() -> bool:
+            return any(lease.handoff == "b" for lease in await store.load_leases("clicks"))
+
+        await until(asked, what="b asks a for a lease")
+        await until(lambda: "handing the lease over to b" in caplog.text, what="a handing a shard over")
+        assert fn.running == 2  # while its batch runs
+        release.set()  # the asked shard's batch finishes and is checkpointed, then the lease goes to b
+        await until(lambda: r.held("a") == 1 and r.held("b") == 1, what="one shard each")
+        for n in range(30, 40):
+            put_round(stream, 2, n)
+        await until(lambda: len(set(fn.seen())) == 80, what="every record")
+    assert check_order(fn, 2, 40) == 0  # the batch running was not run again by b
