@@ -123,7 +123,7 @@ class StreamSource:
         self._tg: asyncio.TaskGroup | None = None
         self._discovery: asyncio.Task[None] | None = None
         self._leasing: asyncio.Task[None] | None = None
-        self._exclusive = store.dialect == "sqlite" if exclusive is None else exclusive
+        self._exclusive = exclusive  # None: decided at run, by the store's dialect
         self._renew_interval = lease_duration / 3
         self._leases = ShardLeases(store, route.name, owner=replica_id or default_replica_id(),
                                    duration=lease_duration, gauge=metrics.shard_leases.labels(route.name),
@@ -285,7 +285,7 @@ class StreamSource:
         leases, clock = self._leases, self._gate.clock
         for shard_id in list(leases.held):  # a restart of ``run``: its workers are gone
             await leases.release(shard_id, clock.time(), why="the route's reader restarted")
-        if self._exclusive:
+        if self._store.dialect == "sqlite" if self._exclusive is None else self._exclusive:
             await self._free_earlier_leases()
         taking = tg.create_task(self._take_loop(api, tg), name=f"stream-take:{self.route.name}")
         try:
