@@ -153,6 +153,10 @@ class Metrics:
             "Stream records given up after retries or age (condition: RetryAttemptsExhausted, "
             "RecordAgeExceeded); their failure record went to source.on_failure when set",
             ["route", "condition"], registry=r)
+        # stream sources with several replicas: the shard leases this replica holds
+        self.shard_leases = Gauge(
+            "router_shard_leases", "Shard leases this replica holds (the shards it reads), by stream route",
+            ["route"], registry=r)
         # bisect_on_error (sqs, amqp): failed batches split in halves to find the failing messages
         self.batch_bisections = Counter(
             "router_batch_bisections_total",

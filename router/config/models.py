@@ -168,6 +168,17 @@ class StateConfig(Model):
         description="longest an async event's write (state store, or async_queue publish) may take before "
         "the caller gets 503 with Retry-After; the event is then not accepted",
     )
+    shard_lease_duration: Duration = Field(
+        10.0, ge=1.0, le=300.0,
+        description="stream routes (kinesis, dynamodb_stream): how long a replica's lease on a shard lasts "
+        "unless renewed (every third of it); the shards of a replica that died move to the others after "
+        "about this long. Replicas' clocks must agree well within it (NTP)",
+    )
+    replica_id: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="this replica's name in the shard leases and logs; default hostname-pid-random. "
+        "Each replica sharing a state store needs its own",
+    )
 
     @field_validator("url")
     @classmethod

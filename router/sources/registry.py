@@ -52,7 +52,9 @@ def _stream(route: RouteConfig, parts: SourceParts) -> Poller:
     from router.sources.stream.engine import StreamSource
 
     return StreamSource(route, dispatcher=parts.dispatcher, metrics=parts.metrics, readiness=parts.readiness,
-                        aws=parts.config.aws, store=parts.store, on_failure=parts.on_failure.get(route.name))
+                        aws=parts.config.aws, store=parts.store, on_failure=parts.on_failure.get(route.name),
+                        lease_duration=parts.config.state.shard_lease_duration,
+                        replica_id=parts.config.state.replica_id)
 
 
 POLLERS: dict[str, Callable[[RouteConfig, SourceParts], Poller]] = {

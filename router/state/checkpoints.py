@@ -2,7 +2,9 @@
 
 A checkpoint is the sequence number of the last record that succeeded, was filtered out, or was given
 up after its failure record was delivered; a reader resumes AFTER it. ``SHARD_END`` marks a closed shard
-read to its end and processed: its children may start. ``StateStore`` runs these transactions.
+read to its end and processed: its children may start, and its lease is deleted in the same transaction.
+A save with a lease token is fenced: it is written only if that token still holds the shard's lease,
+checked in the same transaction (``router.state.leases.hold``). ``StateStore`` runs these transactions.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from router.state import leases
+from router.state.leases import LeaseToken
 from router.state.schema import checkpoints
 
 SHARD_END = "SHARD_END"
@@ -43,8 +47,14 @@ def load(conn: sa.Connection, route: str) -> dict[str, str]:
     return {str(shard): str(seq) for shard, seq in conn.execute(_SELECT, {"p_route": route})}
 
 
-def save(conn: sa.Connection, route: str, shard_id: str, sequence_number: str, now: float) -> None:
-    """Insert or replace the checkpoint of (``route``, ``shard_id``)."""
+def save(conn: sa.Connection, route: str, shard_id: str, sequence_number: str, now: float,
+         token: LeaseToken | None = None) -> None:
+    """Insert or replace the checkpoint of (``route``, ``shard_id``); with ``token``, only while it holds
+    the shard's lease (else ``LeaseLost``, nothing written). ``SHARD_END`` also deletes the lease."""
+    if sequence_number == SHARD_END:
+        leases.finish(conn, route, shard_id, token)
+    elif token is not None:
+        leases.hold(conn, route, shard_id, token)
     conn.execute(_UPSERT[conn.dialect.name], {
         "p_route": route, "p_shard": shard_id, "p_seq": sequence_number, "p_now": now,
     })

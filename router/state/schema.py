@@ -11,13 +11,15 @@ from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from router.errors import StateStoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bump when a table changes, and add the migration from the previous version to ``create_tables``.
 
 2: ``router_checkpoints`` (stream checkpoints), ``router_schedule_fires`` (one claim per schedule tick).
    New tables only: ``create_tables`` creates missing tables
    (CREATE TABLE IF NOT EXISTS), so a version-1 database migrates by opening it; the stored version is
-   then raised to 2 by ``create_tables``."""
+   then raised to 2 by ``create_tables``.
+3: ``router_shard_leases`` (which replica reads each shard of a stream route). A new table only: a
+   version-2 database migrates by opening it, the same way."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -74,8 +76,16 @@ schedule_fires = sa.Table(  # schedule routes: one row per nominal tick fired (c
     sa.Column("fired_at", sa.Double(), nullable=False),
 )
 
-# Later issues add, in this module and with a SCHEMA_VERSION bump:
-#   router_shard_leases    (route, shard_id) -> owner, lease_until, counter (fencing token)
+shard_leases = sa.Table(  # stream routes: which replica reads each shard (``router.state.leases``)
+    "router_shard_leases",
+    metadata,
+    sa.Column("route", sa.String(128), primary_key=True),
+    sa.Column("shard_id", sa.String(256), primary_key=True),
+    sa.Column("owner", sa.String(256), nullable=True),  # the replica id; NULL: free to take
+    sa.Column("counter", sa.BigInteger(), nullable=False),  # +1 at every change of owner: the fencing token
+    sa.Column("lease_until", sa.Double(), nullable=True),  # epoch seconds; the owner renews it
+    sa.Column("handoff", sa.String(256), nullable=True),  # a replica that asked the owner to hand it over
+)
 
 
 def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> None:

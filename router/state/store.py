@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from router.errors import StateStoreError
-from router.state import checkpoints, schedule_fires
+from router.state import checkpoints, leases, schedule_fires
 from router.state.errors import describe
+from router.state.leases import Lease, LeaseToken
 from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
 from router.state.schema import async_events, create_tables
 from router.state.url import POSTGRESQL, SQLITE, dialect_of, engine_url, redact
@@ -347,16 +348,64 @@ class StateStore:
         """Every checkpoint of ``route``: shard id -> last processed sequence number, or ``SHARD_END``."""
         return await self._transact("load checkpoints", lambda conn: checkpoints.load(conn, route))
 
-    async def save_checkpoint(self, route: str, shard_id: str, sequence_number: str, *, now: float) -> None:
-        """Record that ``shard_id`` of ``route`` is processed up to ``sequence_number`` (or ``SHARD_END``);
-        committed when this returns."""
+    async def save_checkpoint(self, route: str, shard_id: str, sequence_number: str, *, now: float,
+                              lease: LeaseToken | None = None) -> None:
+        """Record that ``shard_id`` of ``route`` is processed up to ``sequence_number`` (or ``SHARD_END``,
+        which also deletes the shard's lease); committed when this returns. With ``lease``, fenced: written
+        only while that token holds the shard's lease, checked in the same transaction; raises
+        ``router.state.leases.LeaseLost`` (nothing written) when another replica holds it now."""
         await self._transact(
-            "save checkpoint", lambda conn: checkpoints.save(conn, route, shard_id, sequence_number, now)
+            "save checkpoint",
+            lambda conn: checkpoints.save(conn, route, shard_id, sequence_number, now, lease),
         )
 
     async def forget_checkpoints(self, route: str) -> int:
         """Delete every checkpoint of ``route`` (the stream was deleted and created anew); how many."""
         return await self._transact("forget checkpoints", lambda conn: checkpoints.forget(conn, route))
+
+    # --- shard leases (``router.state.leases``) ----------------------------------------------------------
+
+    async def ensure_leases(self, route: str, shard_ids: list[str]) -> int:
+        """Create a free lease for each of ``shard_ids`` that has none; how many were created."""
+        return await self._transact("create shard leases", lambda conn: leases.ensure(conn, route, shard_ids))
+
+    async def load_leases(self, route: str) -> list[Lease]:
+        """Every shard lease of ``route``."""
+        return await self._transact("load shard leases", lambda conn: leases.load(conn, route))
+
+    async def take_lease(self, route: str, shard_id: str, *, owner: str, seen: int, now: float,
+                         duration: float) -> LeaseToken | None:
+        """Take a free or expired lease whose counter is still ``seen``; its token, or None when another
+        replica was first."""
+        return await self._transact("take shard lease", lambda conn: leases.take(
+            conn, route, shard_id, owner=owner, seen=seen, now=now, duration=duration))
+
+    async def renew_leases(self, route: str, held: dict[str, LeaseToken], *, owner: str, now: float,
+                           duration: float) -> dict[str, str | None]:
+        """Extend the leases of ``held`` still held; shard id -> who asked for it (or None). A shard
+        missing from the answer was lost."""
+        return await self._transact("renew shard leases", lambda conn: leases.renew(
+            conn, route, held, owner=owner, now=now, duration=duration))
+
+    async def release_lease(self, route: str, shard_id: str, token: LeaseToken, *, now: float,
+                            reserve: float = 0.0) -> None:
+        """Free a held lease so another replica takes it at once (one that asked for it: kept for that
+        one ``reserve`` seconds); ``LeaseLost`` when no longer held."""
+        await self._transact("release shard lease", lambda conn: leases.release(
+            conn, route, shard_id, token, now=now, reserve=reserve))
+
+    async def ask_lease(self, route: str, lease: Lease, *, asker: str) -> bool:
+        """Ask the live owner of ``lease`` to hand it over; False when it changed or was asked already."""
+        return await self._transact("ask for a shard lease",
+                                    lambda conn: leases.ask(conn, route, lease, asker=asker))
+
+    async def free_leases(self, route: str) -> int:
+        """Free every lease of ``route`` (a single SQLite replica starting); how many were held."""
+        return await self._transact("free shard leases", lambda conn: leases.free_all(conn, route))
+
+    async def forget_leases(self, route: str) -> int:
+        """Delete every lease of ``route``; how many there were."""
+        return await self._transact("forget shard leases", lambda conn: leases.forget(conn, route))
 
 
 def _release_claimed(events: list[QueuedEvent]) -> Transaction[object] | None:

@@ -12,6 +12,10 @@ task saves it in the state store, one write at a time: advances made during a wr
 the next one, so a lane never waits for the database (a crash may repeat a few more batches; stop saves
 the last one). A closed shard read to its end is checkpointed ``SHARD_END`` once all its records are
 done, so its children may start.
+
+Every checkpoint write carries the shard's lease token (``router.state.leases``): when the store refuses it
+(another replica holds the lease now), or the route learns the lease was lost (``lose``), the worker
+stops at once and writes nothing more; the new owner resumes after the last checkpoint written.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from router.sources.stream.batch import (
 )
 from router.sources.stream.context import AWS_FAULTS, ShardContext
 from router.state.checkpoints import SHARD_END
+from router.state.leases import LeaseLost, LeaseToken
 
 log = logging.getLogger("router.sources.stream")
 
@@ -58,8 +63,12 @@ class ShardWorker:
     """Reads one shard and runs its batches; ``run`` ends at the shard's end or when the route stops."""
 
     def __init__(self, ctx: ShardContext, api: StreamApi, shard_id: str, iterator: str,
-                 position: tuple[IteratorType, str | None, float | None]) -> None:
+                 position: tuple[IteratorType, str | None, float | None], *,
+                 lease: LeaseToken | None = None) -> None:
         self.ctx = ctx
+        self.lease = lease  # fences every checkpoint write (None: unfenced)
+        self.lost = False  # the lease was lost: nothing more is checkpointed
+        self._stopping = False  # ``stop``: the route stops, or the shard is handed over
         self._gate = ctx.gate
         self.api = api
         self.shard_id = shard_id
@@ -97,9 +106,10 @@ class ShardWorker:
                     self._reader = tg.create_task(self._read(), name=f"stream-shard:{self.shard_id}")
             finally:
                 saver.cancel()
-        try:  # what the lanes finished last (stop): saved before ``run`` returns
+        try:  # what the lanes finished last (stop, hand-over): saved before ``run`` returns
             async with asyncio.timeout(FINAL_SAVE_TIMEOUT):
-                await self._flush()
+                if not self.lost:
+                    await self._flush()
         except TimeoutError:
             log.warning("route '%s': shard %s: the last checkpoint (%s) was not saved within %gs; a restart "
                         "repeats the records after the one saved before", self.ctx.route_name, self.shard_id,
@@ -108,8 +118,14 @@ class ShardWorker:
             with contextlib.suppress(KeyError):
                 self.ctx.metrics.iterator_age.remove(self.ctx.route_name, self.shard_id)
 
+    @property
+    def stopping(self) -> bool:
+        """The shard stops (``stop``, or the route stops): no new batch starts."""
+        return self._stopping or self._gate.stopping
+
     def stop(self) -> None:
         """Stop reading; lanes not running a batch end now, the others after their batch."""
+        self._stopping = True
         if self._reader is not None:
             self._reader.cancel()
         for lane in self._lanes:
@@ -123,6 +139,16 @@ class ShardWorker:
         for lane in self._lanes:
             if lane.task is not None:
                 lane.task.cancel()
+
+    def lose(self) -> None:
+        """The lease is lost: stop at once, checkpoint nothing more (batches running are abandoned)."""
+        self.lost = True
+        self.cancel()
+
+    def _fenced(self, exc: LeaseLost) -> None:
+        log.warning("route '%s': shard %s: a checkpoint write was refused: %s; the shard stops here",
+                    self.ctx.route_name, self.shard_id, exc, extra=self._extra)
+        self.lose()
 
     @property
     def busy_batches(self) -> int:
@@ -241,10 +267,15 @@ class ShardWorker:
         failures = 0
         async with self._save_lock:
             while True:
+                if self.lost:
+                    return
                 try:
                     await ctx.store.save_checkpoint(ctx.route_name, self.shard_id, SHARD_END,
-                                                    now=ctx.clock.time())
+                                                    now=ctx.clock.time(), lease=self.lease)
                     break
+                except LeaseLost as exc:
+                    self._fenced(exc)
+                    return
                 except StateStoreError as exc:
                     failures += 1
                     ctx.store_fault(exc)
@@ -288,12 +319,17 @@ class ShardWorker:
         failed (logged and counted)."""
         ctx = self.ctx
         async with self._save_lock:
+            if self.lost:
+                return True  # nothing more is written; the new owner resumes after the last one
             if self._saved is not None and (
                     self._saved == SHARD_END or seq_key(checkpoint) <= seq_key(self._saved)):
                 return True  # a later one is saved already
             try:
                 await ctx.store.save_checkpoint(ctx.route_name, self.shard_id, checkpoint,
-                                                now=ctx.clock.time())
+                                                now=ctx.clock.time(), lease=self.lease)
+            except LeaseLost as exc:
+                self._fenced(exc)
+                return True
             except StateStoreError as exc:  # a later save covers it; a restart repeats a little
                 ctx.store_fault(exc)
                 return False
@@ -314,8 +350,7 @@ class _Lane:
         self._failures = 0
 
     async def run(self) -> None:
-        gate = self.shard.ctx.gate
-        while not gate.stopping:
+        while not self.shard.stopping:
             batch = await self._gather()
             self.busy = True
             try:
@@ -364,7 +399,7 @@ class _Lane:
     async def _process(self, records: list[StreamRecord]) -> None:
         """Lambda's failure handling for one batch; its records are done when this returns."""
         ctx, shard = self.shard.ctx, self.shard
-        cfg, gate = ctx.cfg, ctx.gate
+        cfg = ctx.cfg
         work: collections.deque[Attempt] = collections.deque([Attempt(records)])
         while work:
             attempt = work.popleft()
@@ -377,12 +412,12 @@ class _Lane:
                     if not young:
                         continue
                     attempt = attempt.part(young)
-            if gate.stopping:
+            if shard.stopping:
                 raise _Abandoned
             inv = Invocation(function=ctx.function, payload=payload(attempt.records), source=ctx.type,
                              route=ctx.route_name, attempt=attempt.invokes + 1)
             async with ctx.dispatcher.slot(ctx.function, ctx.type):
-                if gate.stopping:  # waited for capacity until the route stopped: start nothing new
+                if shard.stopping:  # waited for capacity until the shard stopped: start nothing new
                     raise _Abandoned
                 result = await ctx.dispatcher.invoke_in_slot(inv)
             attempt.invokes += 1

@@ -13,6 +13,7 @@ from router.config.models import AwsConfig
 from router.invocation import Result
 from router.sources.stream.api import RecordsPage
 from router.sources.stream.engine import StreamSource
+from router.state.leases import LeaseToken
 from router.state.store import StateStore
 from tests.unit.sources.stream.support import (
     FakeStream,
@@ -83,11 +84,12 @@ class GatedStore:
         self.saves: list[str] = []
         self._save = store.save_checkpoint
 
-    async def save_checkpoint(self, route: str, shard_id: str, sequence_number: str, *, now: float) -> None:
+    async def save_checkpoint(self, route: str, shard_id: str, sequence_number: str, *, now: float,
+                              lease: LeaseToken | None = None) -> None:
         self.saves.append(sequence_number)
         self.writing.set()
         await self.release.wait()
-        await self._save(route, shard_id, sequence_number, now=now)
+        await self._save(route, shard_id, sequence_number, now=now, lease=lease)
 
 
 async def test_lanes_do_not_wait_for_checkpoint_writes_which_are_coalesced(
