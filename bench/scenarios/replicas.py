@@ -3,12 +3,13 @@
 For each replica count k, a fresh PostgreSQL database (created here, dropped at the end) and k ``router
 run`` processes with the same config, each on its own port:
 
-- **Kinesis**: one stream of ``SHARDS`` shards holding ``N`` records, a ``type: kinesis`` route
-  (TRIM_HORIZON, batch 100) invoking the trivial python handler. The replicas share the shards through
-  their leases in the state store. Progress is the sum over the replicas' metrics, sampled every 0.1 s;
-  the rate counts from the first record read to the last batch run, so the lease hand-out after start is
-  inside it (a user's replicas start that way too). ``records read per record`` says whether a record
-  was read more than once (1.00: each shard read by one replica).
+- **Kinesis**: one stream of ``SHARDS`` shards, a ``type: kinesis`` route (TRIM_HORIZON, batch 100)
+  invoking the trivial python handler. The replicas share the shards through their leases in the state
+  store; once the leases are spread (the ``router_shard_leases`` gauges), ``N`` records are written, and
+  the rate counts from the first write to the last batch run (so it cannot exceed how fast moto_server
+  takes the writes: the note says how long they took). Progress is the sum over the replicas' metrics,
+  sampled every 0.1 s. ``records read per record`` says whether a record was read more than once (1.00:
+  each shard read by one replica).
 - **async events**: ``EVENTS`` POSTs to an async webhook route, spread round-robin over the replicas
   by 32 connections, delivered to ``sink`` (concurrency 4 per replica) by whichever replica claims them;
   events/s is from the first POST to the last delivery (accept and delivery both inside).
@@ -26,7 +27,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ async def replicas(ctx: Ctx, name: str, k: int, state: str, routes: list[dict[st
             proc = ServerProcess(f"router {name} {i + 1}/{k}",
                                  [PYTHON, "-m", "router", "run", "--config", str(path)],
                                  log_path=work / "router.log", env=CREDENTIALS)
-            stack.callback(lambda p=proc: ctx.leaked.extend(p.leaked))
+            stack.callback(ctx.leaked.extend, proc.leaked)  # the list, filled when the process stops
             await stack.enter_async_context(proc)
             started.append((proc, f"http://{HOST}:{port}"))
         for proc, base in started:
@@ -122,27 +123,47 @@ async def sum_metric(session: aiohttp.ClientSession, bases: list[str], name: str
     return sum(values)
 
 
-async def write_stream(client: Any, n: int) -> str:
-    """A new stream of SHARDS shards holding ``n`` small JSON records; returns its ARN."""
+async def new_stream(client: Any) -> str:
+    """A new empty stream of SHARDS shards; returns its ARN."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     await client.create_stream(StreamName=name, ShardCount=SHARDS)
     waiter = client.get_waiter("stream_exists")
     await waiter.wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
     summary = await client.describe_stream_summary(StreamName=name)
     arn: str = summary["StreamDescriptionSummary"]["StreamARN"]
+    return arn
+
+
+async def write_stream(client: Any, arn: str, n: int) -> None:
+    """``n`` small JSON records into the stream, 500 a call."""
     for i in range(0, n, 500):
         resp = await client.put_records(StreamARN=arn, Records=[
             {"Data": json.dumps({"n": i + j}).encode(), "PartitionKey": f"k{i + j}"}
             for j in range(min(500, n - i))])
         if resp["FailedRecordCount"]:
             raise BenchError(f"PutRecords failed for {resp['FailedRecordCount']} records")
-    return arn
+
+
+async def timed(write: Awaitable[None]) -> float:
+    """Await ``write``; the monotonic time it ended."""
+    await write
+    return time.monotonic()
+
+
+async def balanced(session: aiohttp.ClientSession, bases: list[str]) -> bool:
+    """Whether the replicas hold every shard's lease between them, spread within one."""
+    held = await asyncio.gather(*(metric_sum(session, b, "router_shard_leases", route="kin") for b in bases))
+    return sum(held) == SHARDS and max(held) - min(held) <= 1
 
 
 async def kinesis_rate(ctx: Ctx, k: int, admin: str, endpoint: str, client: Any, n: int
                        ) -> tuple[float | None, float | None, float | None, float, str]:
-    """(records/s, router CPU us per record, machine busy share, records read / n, note) for k replicas."""
-    arn = await write_stream(client, n)
+    """(records/s, router CPU us per record, machine busy share, records read / n, note) for k replicas.
+
+    The replicas start on an empty stream and the records are written once their leases are spread
+    (the first replica up would otherwise take every shard and read the whole stream alone before the
+    others had their share handed over); the rate counts from the first record written."""
+    arn = await new_stream(client)
     route = {"name": "kin", "function": "ok",
              "source": {"type": "kinesis", "stream_arn": arn, "starting_position": "TRIM_HORIZON",
                         "batch_size": BATCH}}
@@ -151,8 +172,15 @@ async def kinesis_rate(ctx: Ctx, k: int, admin: str, endpoint: str, client: Any,
                 aiohttp.ClientSession() as s):
         bases = [b for _, b in procs]
         pids = [p.pid for p, _ in procs]
+        deadline = time.monotonic() + DEADLINE
+        while not await balanced(s, bases):
+            if time.monotonic() > deadline:
+                raise BenchError(f"15: {k} replicas did not spread the {SHARDS} shard leases "
+                                 f"within {DEADLINE:g}s")
+            await asyncio.sleep(0.2)
         samples: list[tuple[float, float, float]] = []
-        c0, j0 = cpu_seconds(pids), busy_jiffies()
+        c0, j0, t_w0 = cpu_seconds(pids), busy_jiffies(), time.monotonic()
+        writer = asyncio.create_task(timed(write_stream(client, arn, n)))
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
             read = await sum_metric(s, bases, "router_source_events_total", route="kin")
@@ -162,15 +190,19 @@ async def kinesis_rate(ctx: Ctx, k: int, admin: str, endpoint: str, client: Any,
                 break  # every record read, no new batch for 1 s
             await asyncio.sleep(0.1)  # sampling interval
         cpu, busy = cpu_seconds(pids) - c0, busy_share(j0, busy_jiffies())
+        if not writer.done():
+            writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        t_w1 = writer.result() if not writer.cancelled() else time.monotonic()
     read_total = samples[-1][1] if samples else 0.0
-    first = next((t for t, r, _ in samples if r > 0), None)
-    if first is None or read_total < n:
+    if read_total < n:
         note = f"{k} replicas read {read_total:.0f} of {n} within {DEADLINE:g}s"
         return None, None, busy, read_total / n, note
     last_runs = samples[-1][2]
     t_end = next(t for t, _, runs in samples if runs >= last_runs)
-    rate = n / (t_end - first) if t_end > first else None
-    return rate, cpu / n * 1e6, busy, read_total / n, ""
+    rate = n / (t_end - t_w0) if t_end > t_w0 else None
+    return rate, cpu / n * 1e6, busy, read_total / n, f"records written in {t_w1 - t_w0:.1f}s"
 
 
 async def async_rate(ctx: Ctx, k: int, admin: str, n: int
@@ -234,7 +266,7 @@ async def run(ctx: Ctx) -> list[Row]:
             rate, cpu, busy, dup, note = await kinesis_rate(ctx, k, admin, endpoint, client, n_records)
             kin[k] = rate
             ctx.say(f"15: kinesis, {k} replicas: {rate or 0:.0f} records/s, read x{dup:.2f}, "
-                    f"CPUs {_pct(busy)}")
+                    f"CPUs {_pct(busy)}, router CPU {cpu or 0:.0f} us a record; {note}")
             base = kin[1]
             rows.append(Row(s_kin, f"records/s, {k} replica{'s' if k > 1 else ''} ({n_records:,} records)",
                             "events/s", rate, "1 replica" if k > 1 else "", base if k > 1 else None,
@@ -246,7 +278,8 @@ async def run(ctx: Ctx) -> list[Row]:
     for k in REPLICAS:
         rate, cpu, busy, note = await async_rate(ctx, k, admin, n_events)
         ev[k] = rate
-        ctx.say(f"15: async, {k} replicas: {rate or 0:.0f} events/s, CPUs {_pct(busy)}")
+        ctx.say(f"15: async, {k} replicas: {rate or 0:.0f} events/s, CPUs {_pct(busy)}, "
+                f"router CPU {cpu or 0:.0f} us an event {note}")
         rows.append(Row(s_async, f"events/s POST to delivered, {k} replica{'s' if k > 1 else ''} "
                         f"({n_events:,} events)", "events/s", rate, "1 replica" if k > 1 else "",
                         ev[1] if k > 1 else None,
