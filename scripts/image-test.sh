@@ -2,7 +2,8 @@
 # Runs the router image the way a user would and checks it end to end: a test config mounted at
 # /etc/router/config.yaml, host networking on a free port; /livez, /metrics and one webhook invocation
 # of the bundled example function answer; `podman healthcheck run` passes; PID 1 is tini; and
-# `podman stop -t 10` (SIGTERM) ends it with exit code 0 and a clean shutdown in the logs.
+# `podman stop -t 10` (SIGTERM) ends it with exit code 0 and a clean shutdown in the logs. Then once more
+# with the Kubernetes manifests' security settings (read-only root, no capabilities, tmpfs /tmp and state).
 # Usage: scripts/image-test.sh   (IMAGE=localhost/router:dev, START_TIMEOUT=60 seconds)
 set -euo pipefail
 IMAGE=${IMAGE:-localhost/router:dev}
@@ -22,7 +23,8 @@ T=$(mktemp -d)
 CID=
 cleanup() {
   if [ -n "$CID" ]; then podman rm -f "$CID" >/dev/null 2>&1 || true; fi
-  rm -rf "$T"
+  # (a rootless run leaves the state volume's files to a sub-uid: podman unshare removes those)
+  rm -rf "$T" 2>/dev/null || podman unshare rm -rf "$T" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -90,4 +92,29 @@ logs=$(podman logs "$CID" 2>&1)
 grep -q 'router stopped' <<<"$logs" || { show_logs; fail "logs do not show a clean shutdown ('router stopped')"; }
 if grep -q 'Traceback' <<<"$logs"; then show_logs; fail "logs contain a traceback"; fi
 echo "image-test: stopped with exit code 0 in ${t_stop}s, clean shutdown logged"
+
+# Again as deploy/kubernetes runs it: read-only root filesystem, every capability dropped, no privilege
+# escalation, uid/gid 10001, and writable emptyDir-like mounts only at /tmp (the environments' scratch
+# dirs) and /var/lib/router (the state); a function must still run (its environment forked from a template).
+# (The state volume: a directory of the host owned by 10001, as an emptyDir with fsGroup 10001 is.)
+mkdir -p "$T/state" && chmod 0770 "$T/state" && chown 10001:10001 "$T/state" 2>/dev/null || chmod 0777 "$T/state"
+CID=$(podman run -d --network host -e ROUTER_PORT="$PORT" --read-only --read-only-tmpfs=false \
+  --cap-drop=ALL --security-opt=no-new-privileges --user 10001:10001 \
+  --tmpfs /tmp:rw,mode=1777 -v "$T/state:/var/lib/router" \
+  -v "$T/config.yaml:/etc/router/config.yaml:ro" "$IMAGE")
+deadline=$(( ${EPOCHREALTIME%.*} + START_TIMEOUT ))
+until curl -fsS -o /dev/null --max-time 2 "$URL/livez" 2>/dev/null; do
+  state=$(podman inspect -f '{{.State.Status}}' "$CID")
+  if [ "$state" != running ]; then show_logs; fail "restricted: container is $state before /livez answered"; fi
+  if (( ${EPOCHREALTIME%.*} >= deadline )); then show_logs; fail "restricted: /livez did not answer"; fi
+  sleep 0.05
+done
+body=$(curl -fsS --max-time 20 "$URL/hello/restricted") || { show_logs; fail "restricted: GET /hello failed"; }
+grep -q 'hello, restricted' <<<"$body" || { show_logs; fail "restricted: unexpected /hello answer, got $body"; }
+podman stop -t 10 "$CID" >/dev/null
+code=$(podman inspect -f '{{.State.ExitCode}}' "$CID")
+logs=$(podman logs "$CID" 2>&1)
+[ "$code" = 0 ] || { show_logs; fail "restricted: exit code after SIGTERM should be 0, got $code"; }
+if grep -q 'Traceback' <<<"$logs"; then show_logs; fail "restricted: logs contain a traceback"; fi
+echo "image-test: restricted (read-only root, no capabilities, uid 10001) served /hello and stopped with 0"
 echo "image-test: PASS (start to /livez ${t_live}s, stop ${t_stop}s)"

@@ -77,5 +77,6 @@ def test_image_builds_runs_and_stops_cleanly() -> None:
     assert "image-test: PASS" in check.stdout, _tail(check)
     # What the script checked, step by step (a silently skipped step would drop its line).
     for step in ("/livez answered", "/metrics and GET /hello/image-test ok",
-                 "healthcheck healthy, PID 1 is tini, uid 10001", "stopped with exit code 0"):
+                 "healthcheck healthy, PID 1 is tini, uid 10001", "stopped with exit code 0",
+                 "restricted (read-only root, no capabilities, uid 10001) served /hello and stopped with 0"):
         assert step in check.stdout, f"missing {step!r}: {_tail(check)}"
