@@ -173,6 +173,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise BodyTooLarge(limit)
         return body
     reservation = Reservation(limits.budget)
+    content = request.content
+    if content.is_eof():  # the whole body came with the request (the common case): nothing to wait for
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise BodyTooLarge(limit)
+        if body and not await reservation.grow_to(len(body), limits.wait):
+            raise _no_room(limits)
+        return _keep(request, body, reservation)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout
     try:
@@ -202,8 +210,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     except BaseException:
         reservation.release()
         raise
-    body = b"".join(chunks)
-    request._read_bytes = body  # as request.read() keeps it: a second read gets it again
+    return _keep(request, b"".join(chunks), reservation)
+
+
+def _keep(request: web.Request, body: bytes, reservation: Reservation) -> bytes:
+    """``body`` is the request's (as request.read() keeps it: a second read gets it again); its room in
+    the budget is given back when the request's task ends."""
+    request._read_bytes = body
     task = asyncio.current_task()
     if task is None:  # pragma: no cover - a request is always handled in a task
         reservation.release()
