@@ -250,11 +250,23 @@ class Environment:
         reply: Reply | None = None
         late = False
         try:
-            async with asyncio.timeout(time_limit):
-                # A timed-out invocation of a multi-concurrent environment keeps its future (and slot)
-                # until its handler returns: the timeout must not cancel it.
-                reply = await (future if self.capacity == 1 else asyncio.shield(future))
+            if self.capacity == 1:
+                # One timer handle that settles the future (the Runtime API settles it only if not done)
+                # costs less than a timeout scope around the await, once per invocation.
+                timer = self._loop.call_later(time_limit, _settle, future, _TIMED_OUT)
+                try:
+                    reply = await future
+                finally:
+                    timer.cancel()
+                if reply is _TIMED_OUT:
+                    raise TimeoutError
+            else:
+                async with asyncio.timeout(time_limit):
+                    # A timed-out invocation of a multi-concurrent environment keeps its future (and
+                    # slot) until its handler returns: the timeout must not cancel it.
+                    reply = await asyncio.shield(future)
         except TimeoutError:
+            reply = None
             self._read_max_memory()
             if self.capacity == 1:
                 self.kill()
@@ -451,6 +463,15 @@ class Environment:
         if self._cgroup_dir is not None:
             await asyncio.to_thread(CgroupV2.remove, self._cgroup_dir)
             self._cgroup_dir = None
+
+
+_TIMED_OUT = Reply(ReplyKind.CLOSED)
+"""Put on an invocation's future by its timer (compared by identity): the function timed out."""
+
+
+def _settle(future: asyncio.Future[Reply], reply: Reply) -> None:
+    if not future.done():
+        future.set_result(reply)
 
 
 def _end_noted(processes: Iterable[tuple[int, int | None]]) -> None:
