@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import sqlalchemy as sa
 
 from router.state.store import StateStore
+from router.state.url import engine_url
 
 SQLITE_URL = "sqlite:///state/router.db"
 """Relative to the test's tmp_path."""
@@ -48,3 +50,18 @@ async def store_factory(dialect: str, tmp_path: Path,
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             finally:
                 await conn.close()
+
+
+async def older_sqlite_database(tmp_path: Path, url: str, *, drop: list[str], version: int) -> sa.Engine:
+    """A SQLite database at ``url`` as an earlier schema ``version`` left it: created by the store, then
+    ``drop`` tables removed and the version put back. Returns a sync engine on it (dispose it)."""
+    store = StateStore.from_url(url, tmp_path)
+    await store.open()
+    await store.close()
+    engine = sa.create_engine(engine_url(url, tmp_path).set(drivername="sqlite+pysqlite"))
+    with engine.begin() as conn:
+        for table in drop:
+            conn.execute(sa.text(f"DROP TABLE {table}"))
+        conn.execute(sa.text("UPDATE router_meta SET value = :v WHERE key = 'schema_version'"),
+                     {"v": str(version)})
+    return engine

@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from router.state import StateStore
 from router.state.checkpoints import SHARD_END
 from router.state.schema import SCHEMA_VERSION
-from router.state.url import engine_url
-from tests.stores import StoreFactory
+from tests.stores import StoreFactory, older_sqlite_database
 
 BIG = "49590338271490256608559692538361571095921575989136588898"  # Kinesis: 56 digits
 
@@ -40,13 +39,7 @@ async def test_concurrent_saves_of_many_shards(new_store: StoreFactory) -> None:
 
 async def test_version_1_database_migrates_by_opening(tmp_path: Path) -> None:
     """A database written by the previous schema (no checkpoints table, version 1) opens and gets both."""
-    store = StateStore.from_url("sqlite:///old.db", tmp_path)
-    await store.open()
-    await store.close()
-    engine = sa.create_engine(engine_url("sqlite:///old.db", tmp_path).set(drivername="sqlite+pysqlite"))
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE router_checkpoints"))
-        conn.execute(sa.text("UPDATE router_meta SET value = '1' WHERE key = 'schema_version'"))
+    engine = await older_sqlite_database(tmp_path, "sqlite:///old.db", drop=["router_checkpoints"], version=1)
     store = StateStore.from_url("sqlite:///old.db", tmp_path)
     await store.open()
     try:

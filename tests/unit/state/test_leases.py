@@ -13,8 +13,7 @@ from router.state import StateStore
 from router.state.checkpoints import SHARD_END
 from router.state.leases import Lease, LeaseLost, LeaseToken
 from router.state.schema import SCHEMA_VERSION
-from router.state.url import engine_url
-from tests.stores import StoreFactory
+from tests.stores import StoreFactory, older_sqlite_database
 
 R = "clicks"
 S0, S1 = "shardId-000000000000", "shardId-000000000001"
@@ -120,13 +119,9 @@ async def test_shard_end_deletes_the_lease_and_free_all_frees_a_route(new_store:
 
 async def test_version_2_database_migrates_by_opening(tmp_path: Path) -> None:
     """A database of the previous schema (no leases table, version 2) opens and gets it."""
-    store = StateStore.from_url("sqlite:///old.db", tmp_path)
-    await store.open()
-    await store.close()
-    engine = sa.create_engine(engine_url("sqlite:///old.db", tmp_path).set(drivername="sqlite+pysqlite"))
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE router_shard_leases"))
-        conn.execute(sa.text("UPDATE router_meta SET value = '2' WHERE key = 'schema_version'"))
+    engine = await older_sqlite_database(tmp_path, "sqlite:///old.db", drop=["router_shard_leases"],
+                                         version=2)
+    engine.dispose()
     store = StateStore.from_url("sqlite:///old.db", tmp_path)
     await store.open()
     try:
