@@ -50,19 +50,30 @@ READ_LIMIT = 500  # the router's GetRecords Limit for batch_size 100 (router/sou
 DEADLINE = 90.0  # seconds either side may take at most
 
 
-async def load(client: Any, n: int) -> str:
-    """A new stream of SHARDS shards holding ``n`` small JSON records; returns its ARN."""
+async def new_stream(client: Any, shards: int = SHARDS) -> str:
+    """A new empty stream of ``shards`` shards; returns its ARN."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    await client.create_stream(StreamName=name, ShardCount=SHARDS)
+    await client.create_stream(StreamName=name, ShardCount=shards)
     summary = await client.describe_stream_summary(StreamName=name)
     arn: str = summary["StreamDescriptionSummary"]["StreamARN"]
+    return arn
+
+
+async def load(client: Any, n: int) -> str:
+    """A new stream of SHARDS shards holding ``n`` small JSON records; returns its ARN."""
+    arn = await new_stream(client)
+    await write_records(client, arn, n)
+    return arn
+
+
+async def write_records(client: Any, arn: str, n: int) -> None:
+    """``n`` small JSON records (``{"n": i}``, partition key ``k<i>``) into the stream, 500 a call."""
     for i in range(0, n, 500):
         resp = await client.put_records(StreamARN=arn, Records=[
             {"Data": json.dumps({"n": i + j}).encode(), "PartitionKey": f"k{i + j}"}
             for j in range(min(500, n - i))])
         if resp["FailedRecordCount"]:
             raise BenchError(f"PutRecords failed for {resp['FailedRecordCount']} records")
-    return arn
 
 
 @contextlib.asynccontextmanager
@@ -140,8 +151,9 @@ async def run(ctx: Ctx) -> list[Row]:
             c0 = cpu_seconds([rproc.pid])
             r_rate, r_read, _ = await router_side(base, n)
             cpu = cpu_seconds([rproc.pid]) - c0
-            async with aiohttp.ClientSession() as s:
-                errors = await metric_sum(s, base, "router_invocations_total", function="ok", outcome="error")
+            async with aiohttp.ClientSession() as session:
+                errors = await metric_sum(session, base, "router_invocations_total", function="ok",
+                                          outcome="error")
         if r_rate is None:
             notes.append(f"the router read {r_read:.0f} of {n} records within {DEADLINE:g}s")
         if errors:

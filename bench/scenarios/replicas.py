@@ -38,6 +38,7 @@ import yaml
 from bench.harness import HOST, PYTHON, BenchError, Ctx, ServerProcess, cpu_seconds, free_port, metric_sum
 from bench.report import Row
 from bench.router_proc import router_config
+from bench.scenarios.kinesis import new_stream, write_records
 from bench.scenarios.sqs import CREDENTIALS, REGION, aws_client, running_moto
 
 SHARDS = 8
@@ -123,27 +124,6 @@ async def sum_metric(session: aiohttp.ClientSession, bases: list[str], name: str
     return sum(values)
 
 
-async def new_stream(client: Any) -> str:
-    """A new empty stream of SHARDS shards; returns its ARN."""
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    await client.create_stream(StreamName=name, ShardCount=SHARDS)
-    waiter = client.get_waiter("stream_exists")
-    await waiter.wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    summary = await client.describe_stream_summary(StreamName=name)
-    arn: str = summary["StreamDescriptionSummary"]["StreamARN"]
-    return arn
-
-
-async def write_stream(client: Any, arn: str, n: int) -> None:
-    """``n`` small JSON records into the stream, 500 a call."""
-    for i in range(0, n, 500):
-        resp = await client.put_records(StreamARN=arn, Records=[
-            {"Data": json.dumps({"n": i + j}).encode(), "PartitionKey": f"k{i + j}"}
-            for j in range(min(500, n - i))])
-        if resp["FailedRecordCount"]:
-            raise BenchError(f"PutRecords failed for {resp['FailedRecordCount']} records")
-
-
 async def timed(write: Awaitable[None]) -> float:
     """Await ``write``; the monotonic time it ended."""
     await write
@@ -163,7 +143,7 @@ async def kinesis_rate(ctx: Ctx, k: int, admin: str, endpoint: str, client: Any,
     The replicas start on an empty stream and the records are written once their leases are spread
     (the first replica up would otherwise take every shard and read the whole stream alone before the
     others had their share handed over); the rate counts from the first record written."""
-    arn = await new_stream(client)
+    arn = await new_stream(client, SHARDS)
     route = {"name": "kin", "function": "ok",
              "source": {"type": "kinesis", "stream_arn": arn, "starting_position": "TRIM_HORIZON",
                         "batch_size": BATCH}}
@@ -180,7 +160,7 @@ async def kinesis_rate(ctx: Ctx, k: int, admin: str, endpoint: str, client: Any,
             await asyncio.sleep(0.2)
         samples: list[tuple[float, float, float]] = []
         c0, j0, t_w0 = cpu_seconds(pids), busy_jiffies(), time.monotonic()
-        writer = asyncio.create_task(timed(write_stream(client, arn, n)))
+        writer = asyncio.create_task(timed(write_records(client, arn, n)))
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
             read = await sum_metric(s, bases, "router_source_events_total", route="kin")
