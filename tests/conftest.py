@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from router.state.store import StateStore
 from tests.router_process import RouterFactory
 from tests.stores import StoreFactory, store_factory
+from tests.unavailable import unavailable
 
 POSTGRES_DSN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_DSN_FALLBACK = "postgresql://root@127.0.0.1:5432/test"
@@ -53,9 +54,7 @@ def postgres_dsn() -> str:
             shown = make_url(dsn).render_as_string(hide_password=True)
             problems.append(f"{shown} ({problem})")
     reason = f"PostgreSQL not reachable: {'; '.join(problems)}; set ROUTER_TEST_POSTGRES_DSN"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    unavailable(reason)
 
 
 
@@ -134,9 +133,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
+        unavailable(problem)
     assert proc is not None
     saved = {k: os.environ.get(k) for k in MOTO_CREDENTIALS}
     for key, value in MOTO_CREDENTIALS.items():
@@ -196,9 +193,7 @@ def amqp_url() -> str:
 
     shown = URL(url).with_password("***") if URL(url).password else URL(url)
     reason = f"RabbitMQ not reachable at {shown} ({problem}); set ROUTER_TEST_AMQP_URL"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    unavailable(reason)
 
 
 # --- the router as a process --------------------------------------------------------------------------

@@ -9,7 +9,6 @@ Service, the KEDA triggers against the routes."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -26,6 +25,7 @@ import yaml
 from router.config.loader import load_config_text
 from router.config.models import ServerConfig
 from router.config.units import parse_duration
+from tests.unavailable import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -44,9 +44,7 @@ def _kubectl() -> str:
     found = shutil.which("kubectl")
     if found is None:
         reason = "kubectl not installed (it renders the kustomizations); .ci/run installs kubernetes-client"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(reason)
     return found
 
 
@@ -311,21 +309,8 @@ def test_the_router_writes_only_to_volumes(overlay: str) -> None:
         assert set(state_volume) == {"name", "emptyDir"}
 
 
-def _require_drain_delay() -> None:
-    """The deployed config sets server.drain_delay, which another branch of issue 11 adds to the router:
-    until it is merged the router's loader refuses the config (skipped; failed under CI=true)."""
-    if "drain_delay" in ServerConfig.model_fields:
-        return
-    reason = ("the router on this branch has no server.drain_delay (issue 11's drain setting): the "
-              "deployed config needs it; merge issue11-drain")
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_files_the_config_names_are_on_writable_volumes(overlay: str) -> None:
-    _require_drain_delay()
     docs = rendered(overlay)
     writable = {m["mountPath"] for m in container(docs)["volumeMounts"] if not m.get("readOnly")}
     config = load_deployed_config(docs)
@@ -343,7 +328,6 @@ def test_the_files_the_config_names_are_on_writable_volumes(overlay: str) -> Non
 def test_the_configmap_loads_with_the_router_config_loader(overlay: str) -> None:
     """Every ${VAR} of the config is given by the pod (a value, or a Secret the README says how to create),
     and the result passes the router's own validation and cross-checks."""
-    _require_drain_delay()
     docs = rendered(overlay)
     config = load_deployed_config(docs)
     assert config.server.drain_delay == 5.0
@@ -360,7 +344,6 @@ def test_the_configmap_loads_with_the_router_config_loader(overlay: str) -> None
 def test_an_unset_required_variable_is_refused_by_the_loader() -> None:
     """The loader check above can fail: without the Secret's value, ${ROUTER_STATE} in the keda config
     (and ${JOBS_AMQP_URL}) are refused."""
-    _require_drain_delay()
     from router.errors import ConfigError
 
     docs = rendered("keda")

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from tests.fault.checker import History, SideEffects
+from tests.unavailable import unavailable
 
 RECORDER = Path(__file__).resolve().parent / "functions" / "recorder"
-CI = os.environ.get("CI", "").lower() == "true"
 # Multiplies the load of the fault tests (default 1: the whole suite in a few minutes); e.g.
 # ROUTER_FAULT_SCALE=10 for a longer run before a release.
 SCALE = float(os.environ.get("ROUTER_FAULT_SCALE", "1"))
@@ -36,11 +36,6 @@ SCALE = float(os.environ.get("ROUTER_FAULT_SCALE", "1"))
 _LINES: list[str] = []
 
 
-def unavailable(reason: str) -> None:
-    """Skip, or fail under CI=true (where every service and tool must be present)."""
-    if CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def free_port() -> int:

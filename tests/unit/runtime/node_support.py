@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.unavailable import unavailable
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "functions"
 
@@ -34,9 +33,7 @@ def require_node() -> None:
         return
     problem = ("node not found on PATH" if NODE_MAJOR is None else f"node {NODE_MAJOR} is too old")
     problem += "; the Node.js runtime tests need Node.js 18 or later (install nodejs)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(problem)
-    pytest.skip(problem)
+    unavailable(problem)
 
 
 def require_npm() -> str:
@@ -45,7 +42,5 @@ def require_npm() -> str:
     npm = shutil.which("npm")
     if npm is None:
         problem = "npm not found on PATH; the tests with real npm packages need npm"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
+        unavailable(problem)
     return npm
