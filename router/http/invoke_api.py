@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 import logging
 import re
@@ -35,9 +34,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable
-from router.http import aws_errors, sigv4
+from router.http import aws_errors
 from router.http.context import CTX, HttpContext
-from router.http.limits import BodyTooLarge, read_body
+from router.http.invoke_auth import authenticate
 from router.http.refusals import REFUSED, Refusals
 from router.invocation import Invocation, Outcome, new_request_id
 from router.redaction import redact
@@ -78,63 +77,9 @@ def parse_function_name(value: str) -> FunctionRef | None:
     )
 
 
-def _authorized(request: web.Request, token: str) -> bool:
-    want = token.encode()
-    auth = request.headers.get("Authorization", "")
-    scheme, _, given = auth.partition(" ")
-    raw = given.strip().encode("utf-8", "surrogateescape")  # aiohttp's decoding of non-UTF-8 bytes
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(raw, want)
-    api_key = request.headers.get("X-Api-Key")
-    if api_key is not None:
-        ok = hmac.compare_digest(api_key.encode("utf-8", "surrogateescape"), want) or ok
-    return ok
-
-
-def _refusal(token: str | None, keys: dict[str, str]) -> str:
-    ways = []
-    if token:
-        ways.append("'Authorization: Bearer <token>' or 'X-Api-Key: <token>' (server.invoke_token)")
-    if keys:
-        ways.append("an AWS SigV4 signature with a key of server.invoke_keys (the AWS SDKs and CLI sign "
-                    "with their configured credentials)")
-    return "Invoke API: missing or wrong credentials; send " + ", or ".join(ways)
-
-
 def _log_result(logs: str) -> str:
     # The caller may be another team: a config secret the function printed is shown as ${NAME}.
     return base64.b64encode(redact(logs).encode()[-LOG_TAIL_BYTES:]).decode("ascii")
-
-
-async def _authenticate(request: web.Request, request_id: str, limit: int) -> bytes | web.Response:
-    """Authenticate before anything else (no function lookup, DryRun or payload check for strangers);
-    return the body, read once its request could be genuine, or the error response."""
-    server = request.app[CTX].config.server
-    token, keys = server.invoke_token, server.invoke_keys
-    check_signature = False
-    if (token or keys) and not (token and _authorized(request, token)):
-        if not (keys and sigv4.is_signed(request.headers)):
-            log.info("invoke api: request refused, missing or wrong credentials", extra={"source": SOURCE})
-            return aws_errors.access_denied(_refusal(token, keys), request_id)
-        try:
-            sigv4.check_headers(request.headers, keys)  # what can be checked before reading the body
-        except sigv4.SignatureError as exc:
-            return _signature_refused(exc, request_id)
-        check_signature = True
-    try:
-        body = await read_body(request, limit)
-    except BodyTooLarge:
-        return aws_errors.too_large(limit, request_id)
-    if check_signature:
-        try:
-            sigv4.verify(sigv4.SignedRequest(request.method, request.raw_path, request.headers, body), keys)
-        except sigv4.SignatureError as exc:
-            return _signature_refused(exc, request_id)
-    return body
-
-
-def _signature_refused(exc: sigv4.SignatureError, request_id: str) -> web.Response:
-    log.info("invoke api: request refused, %s: %s", exc.code, exc.message, extra={"source": SOURCE})
-    return aws_errors.aws_error(403, exc.code, exc.message, request_id)
 
 
 def client_context_problem(value: str) -> str | None:
@@ -154,7 +99,7 @@ def client_context_problem(value: str) -> str | None:
 async def invoke(request: web.Request) -> web.StreamResponse:
     ctx: HttpContext = request.app[CTX]
     request_id = new_request_id()
-    authenticated = await _authenticate(request, request_id, ctx.config.server.max_body)
+    authenticated = await authenticate(request, request_id, ctx.config.server.max_body)
     if isinstance(authenticated, web.Response):
         return authenticated
     body = authenticated
