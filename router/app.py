@@ -33,6 +33,7 @@ from router.metrics import Metrics
 if TYPE_CHECKING:
     from router.core.async_queue import AsyncQueue
     from router.core.dispatcher import Dispatcher
+    from router.core.history import HistoryRecorder
     from router.core.retry import Uniform
     from router.destinations.base import Destination
     from router.destinations.factory import DestinationBuilder
@@ -77,6 +78,7 @@ def build_dispatcher(
     config: RouterConfig, invokers: Mapping[str, Invoker], *, store: StateStore, metrics: Metrics,
     session: aiohttp.ClientSession, clock: Clock | None = None, uniform: Uniform = random.uniform,
     poll_interval: float = 1.0, depth_interval: float = 5.0, account_limit: int | None = None,
+    history: HistoryRecorder | None = None,
 ) -> tuple[Dispatcher, DestinationBuilder]:
     """The dispatcher, its async queue, the functions' destinations and one async worker per function and
     queue; and the destination builder (``close`` it after the dispatcher has stopped).
@@ -101,12 +103,14 @@ def build_dispatcher(
                                 publish_timeout=config.state.write_timeout))
     dispatcher = Dispatcher(config=config, invokers=invokers, metrics=metrics, queue=queues[-1], clock=clock,
                             depth_interval=depth_interval, account_limit=account_limit)
+    dispatcher.history = history
     builder = DestinationBuilder(config, session=session, submit=dispatcher.submit)
     destinations = build_destinations(config, session=session, submit=dispatcher.submit, builder=builder)
     dispatcher.add_workers(
         AsyncWorker(name=name, config=fn, arn=dispatcher.arn(name), queue=queue, keep=kept,
                     limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
-                    destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform)
+                    destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform,
+                    history=history)
         for name, fn in config.functions.items() for queue in queues
     )
     return dispatcher, builder
@@ -215,6 +219,11 @@ class Router:
                 released = await store.release_all_leases()
                 if released:
                     log.info("re-queued %d async events left in flight by the previous run", released)
+            from router.core.history import HistoryRecorder
+
+            history = HistoryRecorder(store, config, self.metrics)  # closed before the store: flushed
+            history.start()
+            stack.push_async_callback(history.close)
             # HTTP functions and http destinations share one pool; its cap must not be a hidden limit
             # below the ones users set: every invocation may hold a connection (the account-wide limit
             # bounds them), and destinations get room of their own.
@@ -239,7 +248,7 @@ class Router:
             stack.push_async_callback(close_invokers, invokers)
             dispatcher, destinations = build_dispatcher(
                 config, invokers, store=store, metrics=self.metrics, session=http_session,
-                account_limit=account_concurrency(config),
+                account_limit=account_concurrency(config), history=history,
             )
             stack.push_async_callback(destinations.close)  # amqp destination connections
             stream_failures = stream_failure_destinations(config, destinations)
@@ -247,7 +256,8 @@ class Router:
             readiness.add_check("state_store", store.ping)
             if config.async_queue:
                 readiness.add_check("async_queue", dispatcher.queue.ping)
-            ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness)
+            ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
+                              history=history)
 
             runner = build_runner(build_app(ctx), ctx, listener="main", cap=cap)
             stop_listening = once(runner.cleanup)

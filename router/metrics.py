@@ -189,6 +189,11 @@ class Metrics:
             "router_http_accept_errors_total",
             "Failed accepts of new connections, by errno name (EMFILE: out of file descriptors)",
             ["error"], registry=r)
+        # --- invocation history (issue 12, part h1) ---
+        self.history_dropped = Counter(
+            "router_history_dropped_total",
+            "Invocation history changes not recorded: buffer_full (oldest dropped), store_error, shutdown",
+            ["reason"], registry=r)
 
     def child(self, metric: _M, *values: str) -> _M:
         """``metric.labels(*values)``, remembered: the hot path asks for the same few children per

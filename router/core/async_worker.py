@@ -37,6 +37,7 @@ from router.core.attempt import (
     run_attempt,
 )
 from router.core.destination_record import build_record
+from router.core.history import HistoryRecorder
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit
 from router.core.retry import EVENT_AGE_EXCEEDED, SUCCESS, Action, Uniform, backoff_delay
 from router.destinations.factory import FunctionDestinations
@@ -78,6 +79,7 @@ class AsyncWorker:
         metrics: Metrics,
         clock: Clock,
         uniform: Uniform = random.uniform,
+        history: HistoryRecorder | None = None,
     ) -> None:
         self.name = name
         self._async = config.async_
@@ -92,6 +94,7 @@ class AsyncWorker:
         self._metrics = metrics
         self._clock = clock
         self._uniform = uniform
+        self._history = history
         self.inflight: set[asyncio.Task[None]] = set()
 
     # --- taking -----------------------------------------------------------------------------------------
@@ -168,12 +171,18 @@ class AsyncWorker:
         if ev.source == DELIVERY_SOURCE:
             await self._redeliver(work)
             return
+        if self._history is not None and self.queue.kind != "sql" and await self._history.is_cancelled(
+                ev.request_id):  # cancelled while in RabbitMQ: completed without invoking
+            await self._settle(work, work.delivery.complete())
+            return
         done = await run_attempt(ev, name=self.name, cfg=self._async, clock=self._clock,
                                  execute=self._execute, uniform=self._uniform, metrics=self._metrics)
         d = done.decision
         if d is None:
             await self._finish(work, EVENT_AGE_EXCEEDED, ev.attempts, None)
         elif d.action is Action.RETRY:
+            if self._history is not None:
+                self._history.retrying(self.name, ev.request_id)
             await self._retry(work, d.delay, d.attempts, done.result)
         else:
             await self._finish(work, d.condition, d.attempts, done.result)
@@ -183,6 +192,9 @@ class AsyncWorker:
         delivery = work.delivery
         ev = delivery.event
         which = "on_success" if condition == SUCCESS else "on_failure"
+        if self._history is not None:
+            self._history.finished(self.name, ev.request_id, "succeeded" if condition == SUCCESS
+                                   else "dropped" if result is None else "failed")
         dest = self._dests.get(which)
         if dest is None:
             if which == "on_failure":

@@ -17,6 +17,7 @@ from router.clock import Clock, SystemClock
 from router.config.models import RouterConfig
 from router.core.async_queue import AsyncQueue
 from router.core.async_worker import AsyncWorker
+from router.core.history import HistoryRecorder
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.invocation import ErrorType, Invocation, Outcome, Result
@@ -99,6 +100,7 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._drained = asyncio.Event()
+        self.history: HistoryRecorder | None = None  # set by the app: invocations are recorded there
 
     def async_limit(self, function: str) -> FunctionLimit:
         """The slots ``function``'s async events run in: its ``concurrency`` cap (shared with its sync
@@ -190,6 +192,9 @@ class Dispatcher:
         metrics = self._metrics
         gauge = metrics.child(metrics.concurrent_executions, fn)
         gauge.inc()
+        history = self.history
+        if history is not None and inv.invocation_type == "async":
+            history.attempt_started(inv)
         started = self._clock.monotonic()
         try:
             result = await self._invokers[fn].invoke(inv)
@@ -203,6 +208,11 @@ class Dispatcher:
         finally:
             gauge.dec()
         duration = self._clock.monotonic() - started
+        if history is not None:
+            if inv.invocation_type == "sync":
+                history.sync_done(inv, result, duration)
+            else:
+                history.attempt_ended(inv, result, duration)
         metrics.child(metrics.invocations, fn, inv.source, result.outcome.value).inc()
         metrics.child(metrics.invocation_duration, fn).observe(duration)
         if not result.ok and inv.invocation_type == "sync":
@@ -224,6 +234,8 @@ class Dispatcher:
             raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
         await self.queue.publish(inv.function, request_id=inv.request_id, payload=inv.payload,
                                  source=inv.source, route=inv.route, now=self._clock.time())
+        if self.history is not None:
+            self.history.accepted(inv)
         self._metrics.async_events_received.labels(inv.function).inc()
         return inv.request_id
 

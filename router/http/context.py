@@ -8,6 +8,7 @@ from aiohttp import web
 
 from router.config.models import RouterConfig
 from router.core.dispatcher import Dispatch
+from router.core.history import HistoryRecorder
 from router.metrics import Metrics
 from router.readiness import Readiness
 
@@ -20,6 +21,7 @@ class HttpContext:
     dispatcher: Dispatch
     metrics: Metrics
     readiness: Readiness = field(default_factory=Readiness)
+    history: HistoryRecorder | None = None  # invocation history and the status API (None: off)
 
 
 CTX = web.AppKey("router_http_context", HttpContext)

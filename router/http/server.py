@@ -17,6 +17,7 @@ from router.core.dispatcher import Dispatch
 from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
+from router.http.invocations_api import add_invocation_routes
 from router.http.invoke_api import add_invoke_routes
 from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
 from router.http.monitoring import add_monitoring_routes
@@ -73,6 +74,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     add_monitoring_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)
+        add_invocation_routes(app)
     register_webhook_routes(app, ctx)
     return app
 

@@ -11,7 +11,7 @@ from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from router.errors import StateStoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bump when a table changes, and add the migration from the previous version to ``create_tables``.
 
 2: ``router_checkpoints`` (stream checkpoints), ``router_schedule_fires`` (one claim per schedule tick).
@@ -19,7 +19,8 @@ SCHEMA_VERSION = 3
    (CREATE TABLE IF NOT EXISTS), so a version-1 database migrates by opening it; the stored version is
    then raised to 2 by ``create_tables``.
 3: ``router_shard_leases`` (which replica reads each shard of a stream route). A new table only: a
-   version-2 database migrates by opening it, the same way."""
+   version-2 database migrates by opening it, the same way.
+4: ``router_invocations`` (invocation history, ``router.state.history``). A new table only."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -85,6 +86,33 @@ shard_leases = sa.Table(  # stream routes: which replica reads each shard (``rou
     sa.Column("counter", sa.BigInteger(), nullable=False),  # +1 at every change of owner: the fencing token
     sa.Column("lease_until", sa.Double(), nullable=True),  # epoch seconds; the owner renews it
     sa.Column("handoff", sa.String(256), nullable=True),  # a replica that asked the owner to hand it over
+)
+
+
+invocations = sa.Table(  # invocation history: one row per request id (``router.state.history``)
+    "router_invocations",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("function", sa.String(64), nullable=False),
+    sa.Column("route", sa.String(128), nullable=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("invocation_type", sa.String(8), nullable=False),  # sync | async
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("attempt_log", sa.Text(), nullable=False),  # JSON list: each attempt's times and error
+    sa.Column("started_at", sa.Double(), nullable=False),  # accepted (async) or started (sync), epoch s
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Column("duration", sa.Double(), nullable=True),  # seconds, the last attempt's
+    sa.Column("error_type", sa.String(128), nullable=True),
+    sa.Column("error_message", sa.Text(), nullable=True),
+    sa.Column("logs", sa.Text(), nullable=True),  # the last 4 KB, redacted
+    sa.Column("payload", sa.LargeBinary(), nullable=True),  # only with history.payloads
+    sa.Column("payload_truncated", sa.Boolean(), nullable=False, default=False),
+    sa.Column("result", sa.LargeBinary(), nullable=True),  # the response, capped
+    sa.Column("result_truncated", sa.Boolean(), nullable=False, default=False),
+    sa.Index("router_invocations_recent", "function", "started_at"),
+    sa.Index("router_invocations_time", "started_at"),
 )
 
 
