@@ -6,6 +6,7 @@ and credentials."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.e2e.test_amqp_async import Broker, async_config, broker, invoke_event, seen_dir
 from tests.fault import conftest as fault
 from tests.router_process import RouterFactory, RouterProcess, http
 from tests.waiting import until_sync
 
 pg_database = fault.pg_database  # a database of the test's own, dropped afterwards
+__all__ = ["broker"]  # RabbitMQ queues of the test's own, deleted afterwards (a fixture)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -249,4 +252,25 @@ def test_status_api_needs_the_invoke_api_credentials(router_factory: RouterFacto
         assert "missing or wrong credentials" in json.loads(body)["message"]
         status, _, body = http(method, rp.url + path, headers={"Authorization": "Bearer sesame"})
         assert status == (200 if path == "/admin/invocations" else 404), (method, path, body)
+    assert rp.stop() == 0
+
+
+def test_delete_cancels_an_event_waiting_in_rabbitmq(
+    router_factory: RouterFactory, tmp_path: Path, amqp_url: str, broker: Broker,
+) -> None:
+    function = f"rec{uuid.uuid4().hex[:8]}"
+    broker.forget_function(function)
+    seen = seen_dir(tmp_path, router_factory)
+    rp = router_factory(async_config(tmp_path, amqp_url, function, sleep=3.0, concurrency=1))
+    busy = invoke_event(rp, function, {"n": "busy"})  # holds the one slot for 3 s
+    until_sync(lambda: _status(rp, busy) == "running", what="the first event running")
+    waiting = invoke_event(rp, function, {"n": "waiting"})  # in RabbitMQ, not delivered (prefetch 1)
+    assert _status(rp, waiting) == "queued"
+    status, _, body = http("DELETE", rp.url + f"/invocations/{waiting}")
+    assert status == 200, body
+    assert json.loads(body)["status"] == "cancelled"
+    after = invoke_event(rp, function, {"n": "after"})
+    until_sync(lambda: _status(rp, after) == "succeeded", deadline=30, what="the later event to run")
+    assert sorted(p.name.split(".")[0] for p in seen.iterdir()) == ["after", "busy"]
+    assert _status(rp, waiting) == "cancelled"
     assert rp.stop() == 0
