@@ -29,12 +29,13 @@ def test_settings_are_read(load: Callable[..., RouterConfig]) -> None:
     )).functions["resize"].history
     assert (history.payloads, history.max_payload, history.max_age, history.max_count) == (
         True, 1024, 7200.0, 50)
-    assert not load(CONFIG.format(history="    history: {enabled: false}")).functions["resize"].history.enabled
+    off = load(CONFIG.format(history="    history: {enabled: false}"))
+    assert not off.functions["resize"].history.enabled
 
 
 def test_bad_values_say_where(problems: Callable[..., list[str]]) -> None:
     lines = problems(CONFIG.format(history="    history:\n      max_count: 0\n      keep: forever"))
-    assert any(line.startswith("router.yaml:7:18: functions.resize.history.max_count:") for line in lines), lines
-    assert any(line.startswith("router.yaml:8:7: functions.resize.history.keep:") for line in lines), lines
+    assert any(ln.startswith("router.yaml:7:18: functions.resize.history.max_count:") for ln in lines), lines
+    assert any(ln.startswith("router.yaml:8:7: functions.resize.history.keep:") for ln in lines), lines
     (line,) = problems(CONFIG.format(history="    history: {payloads: maybe}"))
     assert line.startswith("router.yaml:6:25: functions.resize.history.payloads:"), line

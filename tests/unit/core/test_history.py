@@ -41,12 +41,15 @@ async def test_reads_see_buffered_changes_and_close_writes_them(store: StateStor
                      invocation_type="async")
     rec.accepted(inv)
     row = await rec.lookup(inv.request_id)
-    assert row is not None and row["status"] == "queued"
+    assert row is not None
+    assert row["status"] == "queued"
     assert (await store.invocation(inv.request_id, "destination"))[0] is None  # not written yet
-    assert row["payload"] == b'{"long":' and row["payload_truncated"]
+    assert row["payload"] == b'{"long":'
+    assert row["payload_truncated"]
     await rec.close()
     stored, _ = await store.invocation(inv.request_id, "destination")
-    assert stored is not None and stored["status"] == "queued"
+    assert stored is not None
+    assert stored["status"] == "queued"
 
 
 async def test_functions_without_history_are_not_recorded(recorder: HistoryRecorder) -> None:
@@ -56,7 +59,9 @@ async def test_functions_without_history_are_not_recorded(recorder: HistoryRecor
     bare = Invocation(function="bare", payload=b'{"a":1}', source="webhook")
     recorder.sync_done(bare, Result(payload=b"1"), 0.01)
     row = await recorder.lookup(bare.request_id)
-    assert row is not None and row["payload"] is None and row["status"] == "succeeded"
+    assert row is not None
+    assert row["payload"] is None
+    assert row["status"] == "succeeded"
 
 
 async def test_a_full_buffer_drops_the_oldest_and_counts(store: StateStore, metrics: Metrics) -> None:

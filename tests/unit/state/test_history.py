@@ -86,7 +86,9 @@ async def test_a_waiting_event_is_cancelled_with_its_row_in_one_transaction(stor
     await store.enqueue(function="f", request_id="busy", payload=b"{}", source="webhook", route="r", now=1.0)
     row, queue_row = await store.invocation("wait", "destination")
     assert row is None
-    assert queue_row is not None and queue_row["attempts"] == 0 and queue_row["lease_until"] is None
+    assert queue_row is not None
+    assert queue_row["attempts"] == 0
+    assert queue_row["lease_until"] is None
     claimed = await store.claim("f", 10, now=2.0, lease=60.0)
     for ev in claimed:
         if ev.request_id == "wait":
@@ -96,7 +98,8 @@ async def test_a_waiting_event_is_cancelled_with_its_row_in_one_transaction(stor
     assert await store.cancel_queued("wait", now=3.0, skip_source="destination", change=change) == "cancelled"
     row, queue_row = await store.invocation("wait", "destination")
     assert queue_row is None
-    assert row is not None and row["status"] == "cancelled"
+    assert row is not None
+    assert row["status"] == "cancelled"
     busy = Change("busy", "f", 3.0, "cancelled")
     assert await store.cancel_queued("busy", now=3.0, skip_source="destination", change=busy) == "running"
     assert (await store.invocation("busy", "destination"))[0] is None  # nothing written
@@ -107,7 +110,8 @@ async def test_a_waiting_event_is_cancelled_with_its_row_in_one_transaction(stor
 
 
 async def test_a_kept_destination_record_is_not_the_event(store: StateStore) -> None:
-    await store.enqueue(function="f", request_id="a", payload=b"{}", source="destination", route=None, now=1.0)
+    await store.enqueue(function="f", request_id="a", payload=b"{}", source="destination", route=None,
+                        now=1.0)
     assert (await store.invocation("a", "destination"))[1] is None
     change = Change("a", "f", 2.0, "cancelled")
     assert await store.cancel_queued("a", now=2.0, skip_source="destination", change=change) is None
