@@ -113,7 +113,7 @@ class HistoryRecorder:
                   **self._payload(inv.function, inv.payload)}
         change = Change(inv.request_id, inv.function, ended, _final(result), create,
                         {"finished_at": ended, **_outcome(result, duration)},
-                        _attempt(inv.attempt, started, ended, result))
+                        _attempt(inv.attempt, started, ended, result), whole=True)
         self._add(change)
 
     def attempt_started(self, inv: Invocation) -> None:
@@ -236,8 +236,11 @@ class HistoryRecorder:
                         await self._wake.wait()
             if self._buffer:
                 await self._clock.sleep(self._flush_interval)  # gather a batch
-                while self._buffer:
-                    await self._flush()
+                # What is there now, in batches; what arrives meanwhile waits for the next round (one
+                # commit per interval, not a stream of small ones).
+                left = len(self._buffer)
+                while left > 0 and self._buffer:
+                    left -= await self._flush()
             if self._clock.monotonic() >= next_prune:
                 await self._prune_all()
                 next_prune = self._clock.monotonic() + self._prune_interval
@@ -247,7 +250,8 @@ class HistoryRecorder:
         return {f: (now - self._history[f].max_age, self._history[f].max_count)
                 for f in functions if f in self._history}
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> int:
+        """Write the oldest changes (one batch) in one transaction; how many were taken."""
         batch = [self._buffer.popleft() for _ in range(min(self._batch, len(self._buffer)))]
         for change in batch:
             logs = change.update.get("logs")
@@ -264,6 +268,7 @@ class HistoryRecorder:
                           len(batch), exc)
         finally:
             self._writing = []
+        return len(batch)
 
     async def _prune_all(self) -> None:
         try:

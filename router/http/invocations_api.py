@@ -23,7 +23,7 @@ from router.core.history import HistoryRecorder
 from router.http.context import CTX
 from router.http.invoke_auth import authenticate
 from router.invocation import new_request_id
-from router.state.history import STATUSES
+from router.state.history import STATUSES, attempt_log
 
 _BODY_LIMIT = 64 * 1024  # these endpoints take no body; a signed request's is read to check it
 _MAX_PAGE = 500
@@ -53,7 +53,7 @@ def view(row: dict[str, Any], *, detail: bool) -> dict[str, Any]:
     """An invocation as the API answers it; ``detail`` adds result or error, logs and payload."""
     attempts = [
         {k: (_time(v) if k in ("startedAt", "endedAt") else v) for k, v in entry.items()}
-        for entry in json.loads(row.get("attempt_log") or "[]")
+        for entry in attempt_log(row)
     ]
     out: dict[str, Any] = {
         "requestId": row["request_id"], "function": row["function"], "route": row["route"],

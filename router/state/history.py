@@ -37,7 +37,8 @@ class Change:
 
     ``create``: columns of a row not stored yet (ignored for a stored one, except those it lacks);
     ``update``: columns overwritten; ``status``: the new status (``queued`` only creates);
-    ``attempt``: merged into the ``attempt_log`` entry with the same ``attempt`` number (appended when new).
+    ``attempt``: merged into the ``attempt_log`` entry with the same ``attempt`` number (appended when new);
+    ``whole``: the change makes the whole row (a sync invocation's): no stored row is read for it.
     """
 
     request_id: str
@@ -47,12 +48,13 @@ class Change:
     create: dict[str, Any] = field(default_factory=dict)
     update: dict[str, Any] = field(default_factory=dict)
     attempt: dict[str, Any] | None = None
+    whole: bool = False
 
 
 def new_row(change: Change) -> dict[str, Any]:
     row: dict[str, Any] = {
         "request_id": change.request_id, "function": change.function, "route": None, "source": "",
-        "invocation_type": "async", "status": QUEUED, "attempts": 0, "attempt_log": "[]",
+        "invocation_type": "async", "status": QUEUED, "attempts": 0, "attempt_log": [],
         "started_at": change.at, "updated_at": change.at, "finished_at": None, "duration": None,
         "error_type": None, "error_message": None, "logs": None, "payload": None,
         "payload_truncated": False, "result": None, "result_truncated": False,
@@ -62,7 +64,8 @@ def new_row(change: Change) -> dict[str, Any]:
 
 
 def merge(row: dict[str, Any] | None, change: Change) -> dict[str, Any]:
-    """``row`` (None: not stored yet) with ``change`` applied; a row in a final status is kept as it is."""
+    """``row`` (None: not stored yet) with ``change`` applied; a row in a final status is kept as it is.
+    The result's ``attempt_log`` is a list (``write`` stores it as JSON)."""
     if row is None:
         row = new_row(change)
     else:
@@ -76,7 +79,7 @@ def merge(row: dict[str, Any] | None, change: Change) -> dict[str, Any]:
     if change.status is not None and change.status != QUEUED:
         row["status"] = change.status
     if change.attempt is not None:
-        log: list[dict[str, Any]] = json.loads(row["attempt_log"] or "[]")
+        log = attempt_log(row)
         number = change.attempt["attempt"]
         for entry in log:
             if entry.get("attempt") == number:
@@ -84,10 +87,19 @@ def merge(row: dict[str, Any] | None, change: Change) -> dict[str, Any]:
                 break
         else:
             log.append(dict(change.attempt))
-        row["attempt_log"] = json.dumps(log, separators=(",", ":"))
+        row["attempt_log"] = log
         row["attempts"] = max(int(row["attempts"]), int(number))
     row["updated_at"] = max(float(row["updated_at"]), change.at)
     return row
+
+
+def attempt_log(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's attempts: a list, whether read from the store (JSON text) or merged already."""
+    log = row["attempt_log"]
+    if isinstance(log, list):
+        return log
+    parsed: list[dict[str, Any]] = json.loads(log or "[]")
+    return parsed
 
 
 def _upsert(dialect: str) -> Any:
@@ -120,7 +132,7 @@ def _rows(result: Iterable[Any]) -> list[dict[str, Any]]:
 
 def write(conn: sa.Connection, changes: Sequence[Change]) -> set[str]:
     """Apply ``changes`` in order to their rows (read, merged, written back); the functions touched."""
-    ids = list(dict.fromkeys(c.request_id for c in changes))
+    ids = list(dict.fromkeys(c.request_id for c in changes if not c.whole))
     stored: dict[str, dict[str, Any]] = {}
     for i in range(0, len(ids), _READ_CHUNK):
         for row in _rows(conn.execute(_SELECT_MANY, {"p_ids": ids[i:i + _READ_CHUNK]})):
@@ -129,6 +141,9 @@ def write(conn: sa.Connection, changes: Sequence[Change]) -> set[str]:
     for change in changes:
         rid = change.request_id
         merged[rid] = merge(merged.get(rid, stored.get(rid)), change)
+    for row in merged.values():
+        if isinstance(row["attempt_log"], list):
+            row["attempt_log"] = json.dumps(row["attempt_log"], separators=(",", ":"))
     if merged:
         conn.execute(_UPSERT[conn.dialect.name], list(merged.values()))
     return {row["function"] for row in merged.values()}
