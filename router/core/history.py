@@ -19,7 +19,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-import time
+import math
 from typing import TYPE_CHECKING, Any
 
 from router.clock import Clock, SystemClock
@@ -74,7 +74,7 @@ class HistoryRecorder:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cancelled: set[str] = set()  # cancelled on this replica (RabbitMQ: the worker skips them)
-        self._last_error = 0.0
+        self._last_error = -math.inf  # when the last write error was logged (at most one a minute)
 
     def enabled(self, function: str) -> bool:
         return function in self._on
@@ -260,10 +260,13 @@ class HistoryRecorder:
         self._writing = batch
         try:
             await self._store.record_history(batch, prune=self._limits({c.function for c in batch}))
+        except asyncio.CancelledError:
+            self._buffer.extendleft(reversed(batch))  # written again by close (rewriting one is harmless)
+            raise
         except Exception as exc:
             self._metrics.history_dropped.labels("store_error").inc(len(batch))
-            if time.monotonic() - self._last_error > 60.0:
-                self._last_error = time.monotonic()
+            if self._clock.monotonic() - self._last_error > 60.0:
+                self._last_error = self._clock.monotonic()
                 log.error("invocation history: cannot write %d changes, they are dropped: %s",
                           len(batch), exc)
         finally:

@@ -4,6 +4,7 @@ writes what is buffered, the logs tail is redacted and cut, payloads only when a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -103,3 +104,27 @@ async def test_logs_are_redacted_and_cut_to_their_tail(store: StateStore, metric
     assert len(row["logs"]) == LOG_TAIL
     assert row["logs"].endswith("key=${API_KEY} end\n")
     assert "s3cr3t" not in row["logs"]
+
+
+class StalledStore:
+    """A store whose writes never finish (a database that stopped answering)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def record_history(self, changes: object, prune: object = None) -> set[str]:
+        self.calls += 1
+        await asyncio.Event().wait()
+        return set()
+
+
+async def test_close_is_bounded_in_time_and_counts_what_it_could_not_write(metrics: Metrics) -> None:
+    store = StalledStore()
+    rec = HistoryRecorder(store, CONFIG, metrics, flush_interval=3600.0)  # type: ignore[arg-type]
+    for _ in range(3):
+        inv = Invocation(function="bare", payload=b"{}", source="webhook")
+        rec.sync_done(inv, Result(payload=b"1"), 0.01)
+    async with asyncio.timeout(5):
+        await rec.close(grace=0.1)
+    assert store.calls == 1
+    assert dropped(metrics, "shutdown") == 3
