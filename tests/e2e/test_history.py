@@ -273,3 +273,31 @@ def test_delete_cancels_an_event_waiting_in_rabbitmq(
     assert sorted(p.name.split(".")[0] for p in seen.iterdir()) == ["after", "busy"]
     assert _status(rp, waiting) == "cancelled"
     assert rp.stop() == 0
+
+
+@pytest.mark.postgres
+def test_another_replica_sharing_postgresql_knows_an_event_at_once(
+    router_factory: RouterFactory, tmp_path: Path, pg_database: str,
+) -> None:
+    router_factory.write_function("slow", """
+        import time
+        def handler(event, context):
+            time.sleep(1)
+            return "slept"
+    """)
+    config = f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@}}
+        state: "{pg_database}"
+        functions:
+          slow: {{runtime: python3.11, handler: app.handler, code: {tmp_path / 'functions' / 'slow'}}}
+    """
+    a = router_factory(config, name="a.yaml")
+    b = router_factory(config, name="b.yaml")
+    request_id = _event(a, "slow", {})
+    assert _status(b, request_id) in ("queued", "running")  # from the queue's row: nothing flushed yet
+    until_sync(lambda: _status(b, request_id) == "succeeded", what="the event to succeed, seen from b")
+    _, body = _get(a, f"/invocations/{request_id}")
+    assert body["result"] == "slept"
+    assert a.stop() == 0
+    assert b.stop() == 0
