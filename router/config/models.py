@@ -87,6 +87,9 @@ class ServerConfig(Model):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop when it is installed (it is a dependency), else asyncio's own loop")
     invoke_api: bool = Field(True, description="serve the Lambda Invoke API")
+    console: bool = Field(
+        False, description="serve the web console at /console (needs invoke_api: its pages use the Invoke "
+        "API, the admin API and /metrics from the browser, with the Invoke API's credentials)")
     invoke_token: str | None = Field(
         None, description="when set, the Invoke API requires 'Authorization: Bearer <token>'"
     )
@@ -133,6 +136,13 @@ class ServerConfig(Model):
         if self.max_body_buffer < largest:
             raise ValueError(f"max_body_buffer ({self.max_body_buffer} bytes) must be at least max_body and "
                              f"max_async_body ({largest} bytes), or no request that large could be read")
+        return self
+
+    @model_validator(mode="after")
+    def _console_needs_the_invoke_api(self) -> ServerConfig:
+        if self.console and not self.invoke_api:
+            raise ValueError("console: true needs invoke_api: true (the console's pages call the Invoke API "
+                             "and the admin API beside it, with its credentials)")
         return self
 
     @property
