@@ -1,4 +1,4 @@
-"""Command line: ``router run | validate | schema | invoke | routes``."""
+"""Command line: ``router run | validate | schema | invoke | routes | reload``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
 
     p = sub.add_parser("routes", help="list the routes of a config file")
+    _add_config(p)
+
+    p = sub.add_parser("reload", help="make the running router re-read its config file (as SIGHUP does) "
+                       "and say what changed, or why it was refused")
+    p.add_argument("--url", default=None, help="the router's address (default: $ROUTER_URL, else the "
+                   "config's server.host and server.port)")
     _add_config(p)
     return parser
 
@@ -148,6 +154,33 @@ def cmd_invoke(path: str, function: str, event_file: str | None, out: TextIO, er
     return asyncio.run(invoke_once(config, function, payload, out=out, err=err))
 
 
+def cmd_reload(path: str, url: str | None, out: TextIO, err: TextIO) -> int:
+    """``router reload``: POST /admin/reload to the running router; 0 applied or unchanged, 1 refused."""
+    from router.admin_client import AdminClient, AdminError
+    from router.config.models import RouterConfig
+
+    config = _load(path, err)  # the same checks the router makes: a broken file is not even sent
+    if config is None:
+        print("router reload: not asked; fix the file first (the running router keeps its config)", file=err)
+        return 1
+    assert isinstance(config, RouterConfig)
+    try:
+        answer = AdminClient(config, url=url).request("POST", "/admin/reload").body
+    except AdminError as exc:
+        if exc.status == 400 and isinstance(exc.body, dict):  # refused: the running config is kept
+            print(f"reload refused, still serving generation {exc.body.get('generation')}:", file=err)
+            for line in exc.body.get("problems", []):
+                print(f"  {line}", file=err)
+            return 1
+        print(f"router reload: {exc}", file=err)
+        return 1
+    if answer["result"] == "unchanged":
+        print(f"no change (generation {answer['generation']})", file=out)
+    else:
+        print(f"reloaded: generation {answer['generation']}: {answer['summary']}", file=out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out, err = sys.stdout, sys.stderr
@@ -160,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_routes(path, out, err)
     if args.command == "invoke":
         return cmd_invoke(path, args.function, args.event, out, err)
+    if args.command == "reload":
+        return cmd_reload(path, args.url, out, err)
     if args.command == "run":
         from router.app import run
 

@@ -139,6 +139,14 @@ class Metrics:
             "router_webhook_requests_total", "Webhook requests by HTTP status", ["route", "status"],
             registry=r)
         self.build_info = Gauge("router_build_info", "Build information", ["version"], registry=r)
+        # hot reload (SIGHUP, `router reload`)
+        self.config_generation = Gauge(
+            "router_config_generation", "The config being served: 1 at start, +1 at every reload applied",
+            registry=r)
+        self.config_reloads = Counter(
+            "router_config_reloads_total",
+            "Config reloads by result (applied, unchanged, refused: a bad file or a setting only a restart "
+            "changes; the running config is kept)", ["result"], registry=r)
         # amqp source: what became of each delivered message, and reconnections
         self.amqp_messages = Counter(
             "router_amqp_messages_total",

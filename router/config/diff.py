@@ -73,6 +73,21 @@ class ConfigChange:
         return "; ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What a reload came to: ``applied`` (``summary`` says what changed), ``unchanged``, or ``refused``
+    (``problems``: the file's errors as FILE:LINE:COL lines, or why only a restart can apply it)."""
+
+    result: str
+    generation: int
+    summary: str = ""
+    problems: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"result": self.result, "generation": self.generation, "summary": self.summary,
+                "problems": list(self.problems)}
+
+
 def diff(old: RouterConfig, new: RouterConfig) -> ConfigChange:
     """What a reload from ``old`` to ``new`` changes."""
     functions = _by_name(old.functions, new.functions)

@@ -89,16 +89,21 @@ class Dispatcher:
         self._depth_interval = depth_interval
         self._limits = Limits({name: fn.concurrency for name, fn in config.functions.items()}, account_limit)
         metrics.account_concurrent_executions.set_function(lambda: self._limits.account.in_use)
-        self._async_limits: dict[str, FunctionLimit] = {}
-        for name in config.functions:
-            shared = self._limits[name]
-            self._async_limits[name] = (shared if shared.cap is not None
-                                        else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, self._limits.account))
+        self._async_limits = {name: self._async_limit_of(self._limits[name]) for name in config.functions}
         self._queues: list[AsyncQueue] = [queue]
         self._workers: dict[str, AsyncWorker] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._worker_loops: dict[str, asyncio.Task[None]] = {}  # worker key -> its taking loop
+        self._retired_workers: set[AsyncWorker] = set()  # replaced by a reload, events still in flight
+        self._tg: asyncio.TaskGroup | None = None  # ``run``'s: where workers added by a reload run
+        self._calls: dict[Invoker, int] = {}  # invocations in flight per invoker (for a reload's drain)
+        self._idle: dict[Invoker, asyncio.Event] = {}  # set when a retired invoker's last call ends
         self._stopping = False
         self._drained = asyncio.Event()
+
+    def _async_limit_of(self, shared: FunctionLimit) -> FunctionLimit:
+        return (shared if shared.cap is not None
+                else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, self._limits.account))
 
     def async_limit(self, function: str) -> FunctionLimit:
         """The slots ``function``'s async events run in: its ``concurrency`` cap (shared with its sync
@@ -109,9 +114,75 @@ class Dispatcher:
         """The async workers ``run`` runs, each taking one function's events from one queue (and the
         queues they take from); before ``run``."""
         for worker in workers:
-            self._workers[f"async-{worker.queue.kind}:{worker.name}"] = worker
+            self._workers[_worker_key(worker)] = worker
             if worker.queue not in self._queues:
                 self._queues.append(worker.queue)
+
+    @property
+    def queues(self) -> list[AsyncQueue]:
+        """Every queue the workers take from (the state store's first)."""
+        return list(self._queues)
+
+    # --- reload -----------------------------------------------------------------------------------------
+
+    def reconfigure(self, config: RouterConfig, invokers: Mapping[str, Invoker], *,
+                    removed: Iterable[str]) -> dict[str, Invoker]:
+        """Switch to ``config`` while running (a reload): ``invokers`` serve the functions added or changed,
+        ``removed`` functions are gone. Invocations already running finish on the invoker they started
+        on; new ones use the new. The async workers of those functions stop taking at once (their events
+        in flight finish); ``start_workers`` then starts the new ones, with no await in between. Returns
+        the invokers replaced or removed: the caller closes each once ``retire`` says it is idle.
+        Unchanged functions are not touched."""
+        removed = set(removed)
+        retired = {name: self._invokers[name] for name in [*invokers, *removed] if name in self._invokers}
+        self._config = config
+        for name in removed:
+            self._invokers.pop(name, None)
+        self._invokers.update(invokers)
+        for name in [*invokers, *removed]:
+            fn = config.functions.get(name)
+            if fn is None:
+                self._limits.remove(name)
+                self._async_limits.pop(name, None)
+                continue
+            old = self._limits.get(name)
+            if old is None or old.cap != fn.concurrency:  # an unchanged cap keeps its slots and waiters
+                self._async_limits[name] = self._async_limit_of(self._limits.set(name, fn.concurrency))
+        for key in [k for k, w in self._workers.items() if w.name in invokers or w.name in removed]:
+            worker = self._workers.pop(key)
+            self._retired_workers.add(worker)
+            task = self._worker_loops.pop(key, None)
+            if task is not None:
+                task.cancel()  # stops taking; its events in flight go on (``_inflight`` still sees them)
+        return retired
+
+    def start_workers(self, workers: Iterable[AsyncWorker]) -> None:
+        """Add ``workers`` (over queues already running) and start them now, when ``run`` is running."""
+        self.add_workers(workers)
+        if self._tg is not None and not self._stopping:
+            for key, worker in self._workers.items():
+                if key not in self._worker_loops:
+                    self._start_worker(self._tg, key, worker)
+
+    async def retire(self, invoker: Invoker, timeout: float) -> bool:  # noqa: ASYNC109 (a drain bound)
+        """Wait until no invocation runs on ``invoker`` (one ``reconfigure`` replaced), at most
+        ``timeout``; False when some were still running then."""
+        if self._calls.get(invoker, 0) == 0:
+            return True
+        idle = self._idle.setdefault(invoker, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout):
+                await idle.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._idle.pop(invoker, None)
+        return True
+
+    def _start_worker(self, tg: asyncio.TaskGroup, key: str, worker: AsyncWorker) -> None:
+        task = tg.create_task(worker.run(), name=key)
+        self._worker_loops[key] = task
+        self._loops.append(task)
 
     # --- lookups ----------------------------------------------------------------------------------------
 
@@ -191,8 +262,11 @@ class Dispatcher:
         gauge = metrics.child(metrics.concurrent_executions, fn)
         gauge.inc()
         started = self._clock.monotonic()
+        invoker = self._invokers[fn]
+        calls = self._calls
+        calls[invoker] = calls.get(invoker, 0) + 1
         try:
-            result = await self._invokers[fn].invoke(inv)
+            result = await invoker.invoke(inv)
         except Exception as exc:
             log.exception("invoker failed", extra={"function": fn, "route": inv.route,
                                                    "request_id": inv.request_id, "attempt": inv.attempt})
@@ -202,6 +276,14 @@ class Dispatcher:
             )
         finally:
             gauge.dec()
+            left = calls[invoker] - 1
+            if left:
+                calls[invoker] = left
+            else:
+                del calls[invoker]
+                idle = self._idle.get(invoker)
+                if idle is not None:
+                    idle.set()
         duration = self._clock.monotonic() - started
         metrics.child(metrics.invocations, fn, inv.source, result.outcome.value).inc()
         metrics.child(metrics.invocation_duration, fn).observe(duration)
@@ -236,12 +318,14 @@ class Dispatcher:
                     return
                 for queue in self._queues:  # connects, retrying; the workers of a queue wait for it
                     self._loops.append(tg.create_task(queue.run(), name=f"async-queue-{queue.kind}"))
-                for task_name, worker in self._workers.items():
-                    self._loops.append(tg.create_task(worker.run(), name=task_name))
+                for key, worker in self._workers.items():
+                    self._start_worker(tg, key, worker)
                 self._loops.append(tg.create_task(self._depth_loop(), name="async-queue-depth"))
+                self._tg = tg
             if self._stopping:
                 await self._drained.wait()  # drain() is finishing the in-flight events
         finally:
+            self._tg = None
             await self._cancel_inflight()
             for queue in self._queues:
                 await queue.close()
@@ -265,7 +349,8 @@ class Dispatcher:
             self._drained.set()
 
     def _inflight(self) -> set[asyncio.Task[None]]:
-        return {t for w in self._workers.values() for t in w.inflight}
+        self._retired_workers = {w for w in self._retired_workers if w.inflight}
+        return {t for w in (*self._workers.values(), *self._retired_workers) for t in w.inflight}
 
     async def _cancel_inflight(self) -> None:
         tasks = self._inflight()
@@ -288,3 +373,7 @@ class Dispatcher:
                 for name in self._config.functions:
                     gauge.labels(name).set(depth.get(name, 0))
             await self._clock.sleep(self._depth_interval)
+
+
+def _worker_key(worker: AsyncWorker) -> str:
+    return f"async-{worker.queue.kind}:{worker.name}"

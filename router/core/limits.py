@@ -107,3 +107,15 @@ class Limits:
 
     def __getitem__(self, function: str) -> FunctionLimit:
         return self._limits[function]
+
+    def get(self, function: str) -> FunctionLimit | None:
+        return self._limits.get(function)
+
+    def set(self, function: str, cap: int | None) -> FunctionLimit:
+        """A new limit of ``cap`` for ``function`` (a reload changed it): callers holding a slot of the old
+        one release it there; new callers count against the new one."""
+        self._limits[function] = limit = FunctionLimit(cap, self.account)
+        return limit
+
+    def remove(self, function: str) -> None:
+        self._limits.pop(function, None)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from router.config.diff import ReloadOutcome
 from router.config.models import RouterConfig
 from router.core.dispatcher import Dispatch
 from router.metrics import Metrics
@@ -20,6 +22,7 @@ class HttpContext:
     dispatcher: Dispatch
     metrics: Metrics
     readiness: Readiness = field(default_factory=Readiness)
+    reload: Callable[[], Awaitable[ReloadOutcome]] | None = None  # the running router's, for /admin/reload
 
 
 CTX = web.AppKey("router_http_context", HttpContext)

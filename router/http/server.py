@@ -14,6 +14,7 @@ from aiohttp import web
 
 from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
 from router.core.dispatcher import Dispatch
+from router.http.admin_reload import add_reload_route
 from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.console import add_console_routes
 from router.http.context import CTX, HttpContext
@@ -74,6 +75,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     add_monitoring_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)
+        add_reload_route(app)
         if server.console:
             add_console_routes(app)
     register_webhook_routes(app, ctx)
