@@ -14,6 +14,7 @@ from aiohttp import web
 
 from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
 from router.core.dispatcher import Dispatch
+from router.http.admin_failures import add_failure_routes
 from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
@@ -73,6 +74,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     add_monitoring_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)
+        add_failure_routes(app)  # /admin/failures (issue 12: failed events)
     register_webhook_routes(app, ctx)
     return app
 
