@@ -159,7 +159,7 @@ class FailedEvents:
             return
         self._metrics.failed_events_redriven.labels(event.function).inc()
         log.info("failed event %d (request %s) redriven as request %s", event.id, event.request_id, new_id,
-                 extra={**extra, "redrive_of": event.request_id})
+                 extra=extra)
         try:
             await self._store.failure_redriven(event.id, new_id, now=self._clock.time())
         except Exception as exc:  # accepted all the same; it shows as pending
