@@ -109,7 +109,8 @@ def test_kept_listed_shown_redriven_once_and_purged(running: RouterProcess, tmp_
     header, row = out.splitlines()[:2]
     assert header.split() == ["ID", "FAILED_AT", "FUNCTION", "ROUTE", "CONDITION", "ATTEMPTS", "ERROR",
                               "REDRIVEN_AS"]
-    assert row.split()[:6] == [str(item["id"]), item["failed_at"], "flaky", "uploads", "RetriesExhausted", "2"]
+    assert row.split()[:6] == [str(item["id"]), item["failed_at"], "flaky", "uploads", "RetriesExhausted",
+                               "2"]
     assert header.index("FUNCTION") == row.index("flaky")  # aligned
     code, out, _ = cli(rp, "list", "--condition", "EventAgeExceeded", "--function", "flaky", "--json")
     assert code == 0

@@ -32,7 +32,8 @@ async def test_keep_list_get_filters_and_pages(new_store: StoreFactory) -> None:
     c = await store.keep_failure(_row("thumbs", failed_at=300.0, route=None))
     everything = await store.list_failures(FailureFilter(), 100)
     assert [e.id for e in everything] == [c, b, a]  # newest first
-    assert everything[0].payload == b"" and everything[0].record == ""  # a listing is light
+    assert everything[0].payload == b""  # a listing is light
+    assert everything[0].record == ""
     assert [e.id for e in await store.list_failures(FailureFilter(function="resize"), 100)] == [b, a]
     assert [e.id for e in await store.list_failures(FailureFilter(condition="EventAgeExceeded"), 100)] == [b]
     assert [e.id for e in await store.list_failures(FailureFilter(route="uploads"), 100)] == [b, a]
@@ -90,7 +91,8 @@ async def test_purge_and_prune(new_store: StoreFactory) -> None:
 
 
 async def test_version_3_database_migrates_by_opening(tmp_path: Path) -> None:
-    engine = await older_sqlite_database(tmp_path, "sqlite:///old.db", drop=["router_failed_events"], version=3)
+    engine = await older_sqlite_database(tmp_path, "sqlite:///old.db", drop=["router_failed_events"],
+                                         version=3)
     store = StateStore.from_url("sqlite:///old.db", tmp_path)
     await store.open()
     try:
