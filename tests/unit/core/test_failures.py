@@ -4,6 +4,7 @@ retention prunes; over a real SQLite store."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.state import StateStore
 from router.state.failures import FailureFilter
+from tests.unit.core.conftest import MakeDispatcher, running
+from tests.unit.core.helpers import ScriptedInvoker, fail, make_config, read_records
 from tests.waiting import until
 
 
@@ -130,3 +133,31 @@ async def test_retention_prunes_by_count(store: StateStore) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert [e.request_id for e in await store.list_failures(FailureFilter(), 10)] == ["req-4", "req-3"]
+
+
+async def test_async_worker_keeps_what_goes_to_on_failure(
+    tmp_path: Path, make_dispatcher: MakeDispatcher, store: StateStore, metrics: Metrics,
+) -> None:
+    out = tmp_path / "failures.jsonl"
+    config = make_config({"resize": {"async": {"retries": 1, "backoff": {"initial": 0.01, "max": 0.02},
+                                               "on_failure": {"type": "file", "path": str(out)}}}},
+                         config_dir=tmp_path)
+    failures = _failures(store, metrics)
+    d = make_dispatcher(config, {"resize": ScriptedInvoker(then=fail("always"))}, failures=failures)
+    request = Invocation(function="resize", payload=b'{"n": 5}', source="webhook", route="hooks",
+                         invocation_type="async")
+    async with running(d):
+        await d.submit(request)
+        await until(lambda: len(read_records(out)) == 1, what="on_failure record")
+    [sent] = read_records(out)  # the destination still gets its record
+    [kept] = await store.list_failures(FailureFilter(), 10)
+    whole = await store.get_failure(kept.id)
+    assert whole is not None
+    assert (whole.function, whole.route, whole.source, whole.request_id, whole.condition, whole.attempts) == (
+        "resize", "hooks", "webhook", request.request_id, "RetriesExhausted", 2)
+    assert whole.payload == b'{"n": 5}'
+    record = json.loads(whole.record)
+    assert {k: v for k, v in record.items() if k != "timestamp"} == {
+        k: v for k, v in sent.items() if k != "timestamp"}
+    labels = {"function": "resize", "condition": "RetriesExhausted"}
+    assert metrics.registry.get_sample_value("router_failed_events_kept_total", labels) == 1
