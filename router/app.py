@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from router.config.diff import ReloadOutcome
     from router.core.async_queue import AsyncQueue
     from router.core.dispatcher import Dispatcher
+    from router.core.failures import FailedEvents
     from router.core.retry import Uniform
     from router.destinations.base import Destination
     from router.destinations.factory import DestinationBuilder
@@ -82,6 +83,7 @@ def build_dispatcher(
     config: RouterConfig, invokers: Mapping[str, Invoker], *, store: StateStore, metrics: Metrics,
     session: aiohttp.ClientSession, clock: Clock | None = None, uniform: Uniform = random.uniform,
     poll_interval: float = 1.0, depth_interval: float = 5.0, account_limit: int | None = None,
+    failures: FailedEvents | None = None,
 ) -> tuple[Dispatcher, DestinationBuilder]:
     """The dispatcher, its async queue, the functions' destinations and one async worker per function and
     queue; and the destination builder (``close`` it after the dispatcher has stopped).
@@ -111,10 +113,23 @@ def build_dispatcher(
     dispatcher.add_workers(
         AsyncWorker(name=name, config=fn, arn=dispatcher.arn(name), queue=queue, keep=kept,
                     limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
-                    destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform)
+                    destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform,
+                    failures=failures)
         for name, fn in config.functions.items() for queue in queues
     )
+    if failures is not None:  # redrives are new async invocations
+        failures.set_submit(dispatcher.submit)
     return dispatcher, builder
+
+
+def failed_events(config: RouterConfig, store: StateStore, metrics: Metrics,
+                  clock: Clock | None = None) -> FailedEvents:
+    """Where failed events are kept (``state.failures``), pruned and redriven from."""
+    from router.core.failures import FailedEvents
+
+    kept = config.state.failures
+    return FailedEvents(store, metrics=metrics, clock=clock or SystemClock(), max_age=kept.max_age,
+                        max_count=kept.max_count, timeout=config.state.write_timeout)
 
 
 def stream_failure_destinations(config: RouterConfig, builder: DestinationBuilder) -> dict[str, Destination]:
@@ -155,6 +170,7 @@ class _Running:
     sources: Sources
     tg: asyncio.TaskGroup  # where the sources run
     source_parts: SourceParts
+    failures: FailedEvents | None
     builders: list[DestinationBuilder] = field(default_factory=list)  # of reloads, closed at the end
 
 
@@ -197,6 +213,7 @@ class Router:
         self._reloads: set[asyncio.Task[Any]] = set()  # SIGHUP reloads and invoker retirements in flight
 
     async def serve(self) -> None:
+        from router.http.admin_failures import FAILED_EVENTS
         from router.http.nofile import connection_cap, raise_nofile_limit
         from router.http.server import (
             METRICS_LISTENER_CAP,
@@ -274,9 +291,10 @@ class Router:
             )
             invokers: dict[str, Invoker] = {name: build_invoker(name, parts) for name in config.functions}
             stack.push_async_callback(close_invokers, invokers)
+            failures = failed_events(config, store, self.metrics)
             dispatcher, destinations = build_dispatcher(
                 config, invokers, store=store, metrics=self.metrics, session=http_session,
-                account_limit=account_concurrency(config),
+                account_limit=account_concurrency(config), failures=failures,
             )
             stack.push_async_callback(destinations.close)  # amqp destination connections
             stream_failures = stream_failure_destinations(config, destinations)
@@ -288,6 +306,7 @@ class Router:
                               reload=self.reload if self.path is not None else None)
 
             app = build_app(ctx)
+            app[FAILED_EVENTS] = failures  # the admin API's /admin/failures
             runner = build_runner(app, ctx, listener="main", cap=cap)
             stop_listening = once(runner.cleanup)
             stack.push_async_callback(stop_listening)
@@ -305,19 +324,20 @@ class Router:
 
             async with asyncio.TaskGroup() as tg:
                 dispatcher_task = tg.create_task(dispatcher.run(), name="dispatcher")
+                failures_task = tg.create_task(failures.run(), name="failures")  # prune, redrives
                 for invoker in invokers.values():
                     await invoker.start()
                 # Every source runs the same way (sources/registry.py imports each type only when used).
-                sources = build_sources(SourceParts(
+                source_parts = SourceParts(
                     config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
-                    store=store, on_failure=stream_failures))
+                    store=store, on_failure=stream_failures, failures=failures)
+                sources = build_sources(source_parts)
                 for name, source in sources.all():
                     tg.create_task(source.run(), name=name)
                 self._running = _Running(
                     parts=parts, invokers=invokers, dispatcher=dispatcher, session=http_session, ctx=ctx,
-                    webhooks=app[WEBHOOKS], sources=sources, tg=tg, source_parts=SourceParts(
-                        config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
-                        store=store, on_failure=stream_failures))
+                    webhooks=app[WEBHOOKS], sources=sources, tg=tg, source_parts=source_parts,
+                    failures=failures)
                 stack.push_async_callback(self._close_reloaded)  # before the components it uses close
                 readiness.set_started()
                 log.info(
@@ -335,6 +355,8 @@ class Router:
                 await sources.stop(server.shutdown_timeout)  # the schedule, then the pollers
                 # Stops listening, then waits up to shutdown_timeout for in-flight HTTP requests.
                 await stop_listening()
+                failures_task.cancel()  # redrives not submitted yet are handed back
+                await asyncio.wait([failures_task])
                 await dispatcher.drain(server.shutdown_timeout)
                 dispatcher_task.cancel()
 
@@ -421,7 +443,8 @@ class Router:
         dispatcher.start_workers(
             AsyncWorker(name=name, config=new.functions[name], arn=dispatcher.arn(name), queue=queue,
                         keep=kept, limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
-                        destinations=destinations[name], metrics=self.metrics, clock=SystemClock())
+                        destinations=destinations[name], metrics=self.metrics, clock=SystemClock(),
+                        failures=running.failures)
             for name in functions for queue in dispatcher.queues)
         running.webhooks.install(webhooks)
         running.ctx.config = new

@@ -197,6 +197,21 @@ class Metrics:
             "router_http_accept_errors_total",
             "Failed accepts of new connections, by errno name (EMFILE: out of file descriptors)",
             ["error"], registry=r)
+        # Failed events kept for inspection and redrive (issue 12, ``router failures``).
+        self.failed_events_kept = Counter(
+            "router_failed_events_kept_total",
+            "Failed events kept in the state store (async events given up, stream batches given up)",
+            ["function", "condition"], registry=r)
+        self.failed_events_unkept = Counter(
+            "router_failed_events_unkept_total",
+            "Failed events that could not be kept (state store unavailable); their settlement went on",
+            ["function"], registry=r)
+        self.failed_events_redriven = Counter(
+            "router_failed_events_redriven_total",
+            "Failed events redriven: submitted again as a new async invocation", ["function"], registry=r)
+        self.failed_events_pruned = Counter(
+            "router_failed_events_pruned_total",
+            "Failed events deleted by retention (state.failures max_age, max_count)", registry=r)
 
     def child(self, metric: _M, *values: str) -> _M:
         """``metric.labels(*values)``, remembered: the hot path asks for the same few children per

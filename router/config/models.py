@@ -160,6 +160,20 @@ class ServerConfig(Model):
         return " or ".join(ways) or None
 
 
+class FailuresConfig(Model):
+    """How many failed events the state store keeps (``router failures``), and for how long."""
+
+    max_age: Duration = Field(
+        14 * 86400.0, gt=0.0,
+        description="failed events older than this are deleted (default 14 days, like an SQS dead-letter "
+        "queue's longest retention)",
+    )
+    max_count: int = Field(
+        10_000, ge=1, le=10_000_000,
+        description="at most this many failed events are kept; the oldest go first",
+    )
+
+
 class StateConfig(Model):
     """The state store; ``state: URL`` is short for ``state: {url: URL}``."""
 
@@ -188,6 +202,10 @@ class StateConfig(Model):
         None, min_length=1, max_length=200,
         description="this replica's name in the shard leases and logs; default hostname-pid-random. "
         "Each replica sharing a state store needs its own",
+    )
+    failures: FailuresConfig = Field(
+        default_factory=FailuresConfig,  # type: ignore[arg-type]
+        description="failed events kept for `router failures` (inspect, redrive, purge): retention",
     )
 
     @field_validator("url")

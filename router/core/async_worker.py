@@ -37,6 +37,7 @@ from router.core.attempt import (
     run_attempt,
 )
 from router.core.destination_record import build_record
+from router.core.failures import FailedEvents
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit
 from router.core.retry import EVENT_AGE_EXCEEDED, SUCCESS, Action, Uniform, backoff_delay
 from router.destinations.factory import FunctionDestinations
@@ -78,6 +79,7 @@ class AsyncWorker:
         metrics: Metrics,
         clock: Clock,
         uniform: Uniform = random.uniform,
+        failures: FailedEvents | None = None,
     ) -> None:
         self.name = name
         self._async = config.async_
@@ -92,6 +94,7 @@ class AsyncWorker:
         self._metrics = metrics
         self._clock = clock
         self._uniform = uniform
+        self._failures = failures
         self.inflight: set[asyncio.Task[None]] = set()
 
     # --- taking -----------------------------------------------------------------------------------------
@@ -183,6 +186,13 @@ class AsyncWorker:
         delivery = work.delivery
         ev = delivery.event
         which = "on_success" if condition == SUCCESS else "on_failure"
+        if which == "on_failure" and self._failures is not None:  # kept for `router failures`
+            await self._failures.keep(
+                function=self.name, route=ev.route, source=ev.source, request_id=ev.request_id,
+                condition=condition, attempts=attempts, payload=ev.payload, result=result,
+                record=build_record(request_id=ev.request_id, function_arn=self._arn, condition=condition,
+                                    approximate_invoke_count=attempts, payload=ev.payload, result=result,
+                                    now=self._clock.time()))
         dest = self._dests.get(which)
         if dest is None:
             if which == "on_failure":

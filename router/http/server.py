@@ -14,6 +14,7 @@ from aiohttp import web
 
 from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
 from router.core.dispatcher import Dispatch
+from router.http.admin_failures import add_failure_routes
 from router.http.admin_reload import add_reload_route
 from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.console import add_console_routes
@@ -78,6 +79,7 @@ def build_app(ctx: HttpContext) -> web.Application:
         add_reload_route(app)
         if server.console:
             add_console_routes(app)
+        add_failure_routes(app)  # /admin/failures (issue 12: failed events)
     register_webhook_routes(app, ctx)
     return app
 

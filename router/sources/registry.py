@@ -16,6 +16,7 @@ from router.sources.base import Poller
 if TYPE_CHECKING:
     from router.config.models import RouteConfig, RouterConfig
     from router.core.dispatcher import Dispatch
+    from router.core.failures import FailedEvents
     from router.destinations.base import Destination
     from router.metrics import Metrics
     from router.readiness import Readiness
@@ -32,6 +33,7 @@ class SourceParts:
     readiness: Readiness
     store: StateStore
     on_failure: Mapping[str, Destination] = field(default_factory=dict)
+    failures: FailedEvents | None = None  # where failed events are kept (``router failures``)
 
 
 def _sqs(route: RouteConfig, parts: SourceParts) -> Poller:
@@ -54,7 +56,7 @@ def _stream(route: RouteConfig, parts: SourceParts) -> Poller:
     return StreamSource(route, dispatcher=parts.dispatcher, metrics=parts.metrics, readiness=parts.readiness,
                         aws=parts.config.aws, store=parts.store, on_failure=parts.on_failure.get(route.name),
                         lease_duration=parts.config.state.shard_lease_duration,
-                        replica_id=parts.config.state.replica_id)
+                        replica_id=parts.config.state.replica_id, failures=parts.failures)
 
 
 POLLERS: dict[str, Callable[[RouteConfig, SourceParts], Poller]] = {

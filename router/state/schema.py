@@ -11,7 +11,7 @@ from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from router.errors import StateStoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bump when a table changes, and add the migration from the previous version to ``create_tables``.
 
 2: ``router_checkpoints`` (stream checkpoints), ``router_schedule_fires`` (one claim per schedule tick).
@@ -19,7 +19,9 @@ SCHEMA_VERSION = 3
    (CREATE TABLE IF NOT EXISTS), so a version-1 database migrates by opening it; the stored version is
    then raised to 2 by ``create_tables``.
 3: ``router_shard_leases`` (which replica reads each shard of a stream route). A new table only: a
-   version-2 database migrates by opening it, the same way."""
+   version-2 database migrates by opening it, the same way.
+4: ``router_failed_events`` (failed events kept for inspection and redrive). A new table only: a
+   version-3 database migrates by opening it, the same way."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -85,6 +87,27 @@ shard_leases = sa.Table(  # stream routes: which replica reads each shard (``rou
     sa.Column("counter", sa.BigInteger(), nullable=False),  # +1 at every change of owner: the fencing token
     sa.Column("lease_until", sa.Double(), nullable=True),  # epoch seconds; the owner renews it
     sa.Column("handoff", sa.String(256), nullable=True),  # a replica that asked the owner to hand it over
+)
+
+failed_events = sa.Table(  # async events and stream records given up, kept to inspect and redrive
+    "router_failed_events",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("function", sa.String(64), nullable=False),
+    sa.Column("route", sa.String(128), nullable=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False),  # the original invocation's
+    sa.Column("condition", sa.String(64), nullable=False),  # RetriesExhausted, EventAgeExceeded, ...
+    sa.Column("record", sa.Text(), nullable=False),  # the destination / failure record as JSON
+    sa.Column("payload", sa.LargeBinary(), nullable=False),  # what a redrive invokes the function with
+    sa.Column("failed_at", sa.Double(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("error_type", sa.String(128), nullable=True),
+    sa.Column("error_message", sa.Text(), nullable=True),
+    sa.Column("redriven_as", sa.String(64), nullable=True),  # the redrive's request id; NULL: not redriven
+    sa.Column("redriven_at", sa.Double(), nullable=True),  # when the redrive was accepted (NULL: pending)
+    sa.Index("router_failed_events_failed_at", "failed_at"),
+    sa.Index("router_failed_events_function", "function", "failed_at"),
 )
 
 
