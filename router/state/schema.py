@@ -11,7 +11,7 @@ from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from router.errors import StateStoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bump when a table changes, and add the migration from the previous version to ``create_tables``.
 
 2: ``router_checkpoints`` (stream checkpoints), ``router_schedule_fires`` (one claim per schedule tick).
@@ -19,7 +19,9 @@ SCHEMA_VERSION = 3
    (CREATE TABLE IF NOT EXISTS), so a version-1 database migrates by opening it; the stored version is
    then raised to 2 by ``create_tables``.
 3: ``router_shard_leases`` (which replica reads each shard of a stream route). A new table only: a
-   version-2 database migrates by opening it, the same way."""
+   version-2 database migrates by opening it, the same way.
+4: ``router_controls`` (routes paused, functions' reserved concurrency and event invoke overrides set
+   at run time). A new table only: a version-3 database migrates by opening it, the same way."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -87,6 +89,18 @@ shard_leases = sa.Table(  # stream routes: which replica reads each shard (``rou
     sa.Column("handoff", sa.String(256), nullable=True),  # a replica that asked the owner to hand it over
 )
 
+
+controls = sa.Table(  # what operators changed at run time (``router.state.controls``); NULL: as the config
+    "router_controls",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),  # "route" or "function"
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("enabled", sa.Boolean(), nullable=True),  # routes: False while paused
+    sa.Column("reserved_concurrency", sa.Integer(), nullable=True),  # functions: 0 pauses
+    sa.Column("maximum_retry_attempts", sa.Integer(), nullable=True),  # functions: async retries
+    sa.Column("maximum_event_age", sa.Double(), nullable=True),  # functions: seconds
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)
 
 def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> None:
     """Create missing tables in one transaction and check or write the schema version.

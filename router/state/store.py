@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from router.errors import StateStoreError
-from router.state import checkpoints, leases, schedule_fires
+from router.state import checkpoints, controls, leases, schedule_fires
 from router.state.errors import describe
 from router.state.leases import Lease, LeaseToken
 from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
@@ -406,6 +406,16 @@ class StateStore:
     async def forget_leases(self, route: str) -> int:
         """Delete every lease of ``route``; how many there were."""
         return await self._transact("forget shard leases", lambda conn: leases.forget(conn, route))
+
+    # --- run-time controls (issue 12, pause/resume and Lambda's control API: ``router.state.controls``) ---
+
+    async def load_controls(self) -> list[controls.ControlRow]:
+        """Every route's and function's run-time settings stored."""
+        return await self._transact("load controls", controls.load)
+
+    async def save_control(self, row: controls.ControlRow) -> None:
+        """Insert or replace one route's or function's run-time settings; committed when this returns."""
+        await self._transact("save controls", lambda conn: controls.save(conn, row))
 
 
 def _release_claimed(events: list[QueuedEvent]) -> Transaction[object] | None:
