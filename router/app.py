@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import math
 import random
@@ -32,6 +33,7 @@ from router.metrics import Metrics
 
 if TYPE_CHECKING:
     from router.core.async_queue import AsyncQueue
+    from router.core.controls import Controls
     from router.core.dispatcher import Dispatcher
     from router.core.retry import Uniform
     from router.destinations.base import Destination
@@ -77,6 +79,7 @@ def build_dispatcher(
     config: RouterConfig, invokers: Mapping[str, Invoker], *, store: StateStore, metrics: Metrics,
     session: aiohttp.ClientSession, clock: Clock | None = None, uniform: Uniform = random.uniform,
     poll_interval: float = 1.0, depth_interval: float = 5.0, account_limit: int | None = None,
+    controls: Controls | None = None,
 ) -> tuple[Dispatcher, DestinationBuilder]:
     """The dispatcher, its async queue, the functions' destinations and one async worker per function and
     queue; and the destination builder (``close`` it after the dispatcher has stopped).
@@ -100,13 +103,14 @@ def build_dispatcher(
         queues.append(AmqpQueue(config.async_queue, list(config.functions), clock=clock,
                                 publish_timeout=config.state.write_timeout))
     dispatcher = Dispatcher(config=config, invokers=invokers, metrics=metrics, queue=queues[-1], clock=clock,
-                            depth_interval=depth_interval, account_limit=account_limit)
+                            depth_interval=depth_interval, account_limit=account_limit, controls=controls)
     builder = DestinationBuilder(config, session=session, submit=dispatcher.submit)
     destinations = build_destinations(config, session=session, submit=dispatcher.submit, builder=builder)
     dispatcher.add_workers(
         AsyncWorker(name=name, config=fn, arn=dispatcher.arn(name), queue=queue, keep=kept,
                     limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
-                    destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform)
+                    destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform,
+                    settings=functools.partial(dispatcher.controls.async_config, name))
         for name, fn in config.functions.items() for queue in queues
     )
     return dispatcher, builder
@@ -237,9 +241,15 @@ class Router:
             )
             invokers: dict[str, Invoker] = {name: build_invoker(name, parts) for name in config.functions}
             stack.push_async_callback(close_invokers, invokers)
+            # Routes paused and reserved concurrency set at run time, kept in the state store (issue 12).
+            from router.core.controls import Controls
+
+            controls = Controls(config, store=store, metrics=self.metrics,
+                                account_limit=account_concurrency(config))
+            await controls.load()
             dispatcher, destinations = build_dispatcher(
                 config, invokers, store=store, metrics=self.metrics, session=http_session,
-                account_limit=account_concurrency(config),
+                account_limit=account_concurrency(config), controls=controls,
             )
             stack.push_async_callback(destinations.close)  # amqp destination connections
             stream_failures = stream_failure_destinations(config, destinations)
@@ -247,7 +257,8 @@ class Router:
             readiness.add_check("state_store", store.ping)
             if config.async_queue:
                 readiness.add_check("async_queue", dispatcher.queue.ping)
-            ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness)
+            ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
+                              controls=controls)
 
             runner = build_runner(build_app(ctx), ctx, listener="main", cap=cap)
             stop_listening = once(runner.cleanup)
@@ -266,6 +277,7 @@ class Router:
 
             async with asyncio.TaskGroup() as tg:
                 dispatcher_task = tg.create_task(dispatcher.run(), name="dispatcher")
+                controls_task = tg.create_task(controls.run(), name="controls")  # replicas' changes
                 for invoker in invokers.values():
                     await invoker.start()
                 # Every source runs the same way (sources/registry.py imports each type only when used).
@@ -290,6 +302,7 @@ class Router:
                 await stop_listening()
                 await dispatcher.drain(server.shutdown_timeout)
                 dispatcher_task.cancel()
+                controls_task.cancel()
 
     async def _drain_delay(self, readiness: Readiness) -> None:
         """Not ready at once; then, for ``server.drain_delay``, still serve webhooks and the Invoke API and

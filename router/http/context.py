@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from router.config.models import RouterConfig
+from router.core.controls import Controls
 from router.core.dispatcher import Dispatch
 from router.metrics import Metrics
 from router.readiness import Readiness
@@ -20,6 +21,7 @@ class HttpContext:
     dispatcher: Dispatch
     metrics: Metrics
     readiness: Readiness = field(default_factory=Readiness)
+    controls: Controls | None = None  # run-time controls (pause, reserved concurrency): the control API
 
 
 CTX = web.AppKey("router_http_context", HttpContext)

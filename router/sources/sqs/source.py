@@ -171,7 +171,7 @@ class SqsSource:
                 self._phase[me] = Phase.IDLE
                 try:
                     info = await self._ensure_info()
-                    async with self._dispatcher.slot(self.route.function, TYPE):
+                    async with self._dispatcher.slot(self.route.function, TYPE, self.route.name):
                         if gate.stopping:
                             return
                         self._phase[me] = Phase.RECEIVING
