@@ -1,4 +1,4 @@
-"""Command line: ``router run | validate | schema | invoke | routes``."""
+"""Command line: ``router run | validate | schema | invoke | routes | pause | resume | status``."""
 
 from __future__ import annotations
 
@@ -53,7 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("routes", help="list the routes of a config file")
     _add_config(p)
+
+    # Pause and resume (issue 12): through the running router's admin API.
+    for verb, text in (("pause", "pause a route (its source stops) or a function (its events wait)"),
+                       ("resume", "resume a paused route or function")):
+        p = sub.add_parser(verb, help=f"{text}, in the running router")
+        p.add_argument("kind", choices=["route", "function"])
+        p.add_argument("name", help="route or function name from the config")
+        _add_admin(p)
+    p = sub.add_parser("status", help="list the running router's routes and functions with their state")
+    p.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    _add_admin(p)
     return parser
+
+
+def _add_admin(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help="the running router (default: $ROUTER_URL, else the "
+                   "config's server.host and server.port)")
+    _add_config(p)
 
 
 def _load(path: str, err: TextIO) -> object | None:
@@ -148,6 +165,49 @@ def cmd_invoke(path: str, function: str, event_file: str | None, out: TextIO, er
     return asyncio.run(invoke_once(config, function, payload, out=out, err=err))
 
 
+def cmd_control(path: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``router pause | resume route|function NAME`` and ``router status``, via the admin API."""
+    from urllib.parse import quote
+
+    from router.admin_client import AdminClient, AdminError
+    from router.config.models import RouterConfig
+
+    config = _load(path, err)
+    if config is None:
+        return 1
+    assert isinstance(config, RouterConfig)
+    client = AdminClient(config, url=args.url)
+    try:
+        if args.command in ("pause", "resume"):
+            kind = "routes" if args.kind == "route" else "functions"
+            item = client.request("POST", f"/admin/{kind}/{quote(args.name, safe='')}/{args.command}").body
+            print(f"{args.kind} {item['name']}: {item['state']}", file=out)
+            return 0
+        routes = client.request("GET", "/admin/routes").body["routes"]
+        functions = client.request("GET", "/admin/functions").body["functions"]
+    except AdminError as exc:
+        print(f"router {args.command}: {exc}", file=err)
+        return 1
+    if args.json:
+        print(json.dumps({"routes": routes, "functions": functions}, indent=2), file=out)
+        return 0
+    rows: list[tuple[str, ...]] = [("ROUTE", "SOURCE", "FUNCTION", "STATE")]
+    rows += [(r["name"], r["type"], r["function"], r["state"]) for r in routes]
+    _table(rows, out)
+    print(file=out)
+    rows = [("FUNCTION", "STATE", "RESERVED CONCURRENCY", "RETRIES", "MAX EVENT AGE")]
+    rows += [(f["name"], f["state"], "-" if f["reserved_concurrency"] is None else str(f["reserved_concurrency"]),
+              str(f["maximum_retry_attempts"]), f"{f['maximum_event_age']:g}s") for f in functions]
+    _table(rows, out)
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out, err = sys.stdout, sys.stderr
@@ -160,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_routes(path, out, err)
     if args.command == "invoke":
         return cmd_invoke(path, args.function, args.event, out, err)
+    if args.command in ("pause", "resume", "status"):
+        return cmd_control(path, args, out, err)
     if args.command == "run":
         from router.app import run
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
 from router.core.dispatcher import Dispatch
 from router.http.connections import ConnectionGuard, GuardedAppRunner
+from router.http.admin_api import add_control_and_admin_routes
 from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
 from router.http.invoke_api import add_invoke_routes
@@ -73,6 +74,8 @@ def build_app(ctx: HttpContext) -> web.Application:
     add_monitoring_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)
+    if server.invoke_api and ctx.controls is not None:  # issue 12: pause/resume, Lambda's control API
+        add_control_and_admin_routes(app)
     register_webhook_routes(app, ctx)
     return app
 

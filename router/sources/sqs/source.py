@@ -205,6 +205,9 @@ class SqsSource:
         self._health.healthy()
         if not first:
             return 0
+        if not self._dispatcher.route_enabled(self.route.name):  # paused during the long poll
+            await self._hand_back({m["MessageId"]: m["ReceiptHandle"] for m in first}, why="(route paused)")
+            return 0
         batch: dict[str, dict[str, Any]] = {}  # message id -> message (a duplicate keeps its last receipt)
         held: dict[str, str] = {}  # message id -> receipt handle, kept visible while the batch runs
         self._take(first, batch, held)
