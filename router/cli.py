@@ -196,7 +196,8 @@ def cmd_control(path: str, args: argparse.Namespace, out: TextIO, err: TextIO) -
     _table(rows, out)
     print(file=out)
     rows = [("FUNCTION", "STATE", "RESERVED CONCURRENCY", "RETRIES", "MAX EVENT AGE")]
-    rows += [(f["name"], f["state"], "-" if f["reserved_concurrency"] is None else str(f["reserved_concurrency"]),
+    rows += [(f["name"], f["state"],
+              "-" if f["reserved_concurrency"] is None else str(f["reserved_concurrency"]),
               str(f["maximum_retry_attempts"]), f"{f['maximum_event_age']:g}s") for f in functions]
     _table(rows, out)
     return 0

@@ -65,9 +65,9 @@ class FunctionState:
 class Controls:
     """The run-time state of every route and function of ``config``, kept in ``store`` when given."""
 
-    def __init__(self, config: RouterConfig, *, store: StateStore | None = None, metrics: Metrics | None = None,
-                 clock: Clock | None = None, poll_interval: float = POLL_INTERVAL,
-                 account_limit: int | None = None) -> None:
+    def __init__(self, config: RouterConfig, *, store: StateStore | None = None,
+                 metrics: Metrics | None = None, clock: Clock | None = None,
+                 poll_interval: float = POLL_INTERVAL, account_limit: int | None = None) -> None:
         self._config = config
         self._store = store
         self._metrics = metrics

@@ -1,8 +1,8 @@
 """Lambda's control API on the Invoke port, so the AWS CLI and SDKs manage a running router: functions
-(ListFunctions, GetFunction, GetFunctionConfiguration), reserved concurrency (Put/Get/DeleteFunctionConcurrency;
-0 pauses a function), event source mappings (List/Get/UpdateEventSourceMapping: ``Enabled`` pauses or
-resumes a polling route) and event invoke configs (Get/PutFunctionEventInvokeConfig: retries and event age
-at run time).
+(ListFunctions, GetFunction, GetFunctionConfiguration), reserved concurrency
+(Put/Get/DeleteFunctionConcurrency; 0 pauses a function), event source mappings
+(List/Get/UpdateEventSourceMapping: ``Enabled`` pauses or resumes a polling route) and event invoke
+configs (Get/PutFunctionEventInvokeConfig: retries and event age at run time).
 
 Paths and JSON shapes are those of botocore's Lambda service model; errors go through ``aws_errors`` so
 botocore raises the right class. Authentication is the Invoke API's (``invoke_auth.authenticate``).
@@ -181,7 +181,8 @@ class ControlApi:
             if src.report_batch_item_failures:
                 out["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
             if src.on_failure is not None:
-                out["DestinationConfig"] = {"OnFailure": {"Destination": self.destination_arn(src.on_failure)}}
+                failure = {"Destination": self.destination_arn(src.on_failure)}
+                out["DestinationConfig"] = {"OnFailure": failure}
         elif isinstance(src, AmqpSourceConfig):
             out.update(EventSourceArn=safe_url(src.url), BatchSize=src.batch_size,
                        MaximumBatchingWindowInSeconds=int(src.batch_window), Queues=[src.queue])
@@ -198,7 +199,8 @@ class ControlApi:
             return invalid(f"FunctionName: not a function name or ARN, got {raw!r}", request_id)
         if (ref.qualifier or qualifier or "$LATEST") != "$LATEST":
             return _not_found(f"Function not found: {self.config.aws.function_arn(ref.name)}:"
-                              f"{ref.qualifier or qualifier} (the router has no versions or aliases)", request_id)
+                              f"{ref.qualifier or qualifier} (the router has no versions or aliases)",
+                              request_id)
         if ref.name not in self.config.functions:
             return aws_errors.not_found(self.config.aws.function_arn(ref.name), request_id)
         return ref.name
@@ -297,7 +299,8 @@ async def put_concurrency(request: web.Request) -> web.Response:
         return data
     value = data.get("ReservedConcurrentExecutions")
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        return invalid(f"ReservedConcurrentExecutions: a whole number 0 or more is required, got {value!r}", rid)
+        return invalid(f"ReservedConcurrentExecutions: a whole number 0 or more is required, got {value!r}",
+                       rid)
     try:
         await api.controls.set_reserved(name, value)
     except ControlError as exc:

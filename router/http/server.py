@@ -14,8 +14,8 @@ from aiohttp import web
 
 from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
 from router.core.dispatcher import Dispatch
-from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.admin_api import add_control_and_admin_routes
+from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
 from router.http.invoke_api import add_invoke_routes

@@ -64,7 +64,8 @@ def load(conn: sa.Connection) -> list[ControlRow]:
         ControlRow(
             kind=str(r.kind), name=str(r.name), enabled=None if r.enabled is None else bool(r.enabled),
             reserved_concurrency=None if r.reserved_concurrency is None else int(r.reserved_concurrency),
-            maximum_retry_attempts=None if r.maximum_retry_attempts is None else int(r.maximum_retry_attempts),
+            maximum_retry_attempts=(None if r.maximum_retry_attempts is None
+                                    else int(r.maximum_retry_attempts)),
             maximum_event_age=None if r.maximum_event_age is None else float(r.maximum_event_age),
             updated_at=float(r.updated_at),
         )

@@ -27,7 +27,8 @@ KEY_ID, SECRET = "AKIDROUTERTEST", "router-test-secret"
 
 def _lambda(url: str) -> Any:
     return boto3.client("lambda", endpoint_url=url, region_name=REGION, aws_access_key_id=KEY_ID,
-                        aws_secret_access_key=SECRET, config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+                        aws_secret_access_key=SECRET,
+                        config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
 
 
 def _lines(path: Path) -> list[Any]:
@@ -131,8 +132,10 @@ def test_update_event_source_mapping_pauses_an_sqs_route(running: RouterProcess,
 
     def stayed() -> bool:
         attrs = sqs_client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
-        waiting = int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
-        assert waiting == 5 and not record.exists(), "a message was taken while the route was disabled"
+        waiting = (int(attrs["ApproximateNumberOfMessages"])
+                   + int(attrs["ApproximateNumberOfMessagesNotVisible"]))
+        assert waiting == 5, "a message was taken while the route was disabled"
+        assert not record.exists(), "a batch ran while the route was disabled"
         seen.append(int(attrs["ApproximateNumberOfMessages"]))
         return len(seen) >= 20 and seen[-1] == 5  # in-flight long polls handed theirs back
 
@@ -193,9 +196,12 @@ def test_functions_and_event_invoke_config(running: RouterProcess) -> None:
     client = _lambda(running.url)
     names = [f["FunctionName"] for f in client.list_functions()["Functions"]]
     assert names == ["record", "sink"]
-    conf = client.get_function_configuration(FunctionName="arn:aws:lambda:us-east-1:123456789012:function:record")
-    assert conf["Runtime"] == "python3.11" and conf["Handler"] == "app.handler"
-    assert conf["Description"] == "records SQS batches" and conf["State"] == "Active"
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:record"
+    conf = client.get_function_configuration(FunctionName=arn)
+    assert conf["Runtime"] == "python3.11"
+    assert conf["Handler"] == "app.handler"
+    assert conf["Description"] == "records SQS batches"
+    assert conf["State"] == "Active"
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.get_function(FunctionName="nope")
     cfg = client.get_function_event_invoke_config(FunctionName="sink")
@@ -224,9 +230,11 @@ def test_paused_webhook_and_schedule_then_cli_status_and_restart(
     rp = running
     result = _admin(rp, "pause", "route", "hook")
     assert result.returncode == 0, result.stderr
-    assert "hook" in result.stdout and "paused" in result.stdout
+    assert "hook" in result.stdout
+    assert "paused" in result.stdout
     status, headers, body = http("POST", rp.url + "/hook", body=b"{}")
-    assert status == 503 and headers["retry-after"] == "30", body
+    assert status == 503, body
+    assert headers["retry-after"] == "30"
     assert b"paused" in body
     assert _metric(rp, 'router_paused_held_total{name="hook",what="webhook_request"}') == 1
 
@@ -238,10 +246,14 @@ def test_paused_webhook_and_schedule_then_cli_status_and_restart(
     result = _admin(rp, "status")
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
-    assert "paused" in lines["hook"] and "paused" in lines["tick"] and "enabled" in lines["jobs"]
-    assert "paused" in lines["record"] and "enabled" in lines["sink"]
+    assert "paused" in lines["hook"]
+    assert "paused" in lines["tick"]
+    assert "enabled" in lines["jobs"]
+    assert "paused" in lines["record"]
+    assert "enabled" in lines["sink"]
     unknown = _admin(rp, "pause", "route", "nope")
-    assert unknown.returncode == 1 and "route 'nope': no such route" in unknown.stderr
+    assert unknown.returncode == 1
+    assert "route 'nope': no such route" in unknown.stderr
 
     # The state survives a restart (kept in the SQLite state store).
     assert rp.stop() == 0
@@ -249,7 +261,8 @@ def test_paused_webhook_and_schedule_then_cli_status_and_restart(
     status, headers, _ = http("POST", rp.url + "/hook", body=b"{}")
     assert status == 503
     routes = {r["name"]: r for r in json.loads(_admin(rp, "status", "--json").stdout)["routes"]}
-    assert routes["tick"]["state"] == "paused" and routes["jobs"]["state"] == "enabled"
+    assert routes["tick"]["state"] == "paused"
+    assert routes["jobs"]["state"] == "enabled"
     assert _metric(rp, 'router_function_paused{function="record"}') == 1
 
     assert _admin(rp, "resume", "route", "hook").returncode == 0
@@ -276,6 +289,7 @@ def test_aws_cli_against_the_router(running: RouterProcess, tmp_path: Path) -> N
     assert [f["FunctionName"] for f in cli("list-functions")["Functions"]] == ["record", "sink"]
     assert cli("get-function-configuration", "--function-name", "sink")["Handler"] == "app.handler"
     mapping = cli("list-event-source-mappings", "--function-name", "record")["EventSourceMappings"][0]
-    assert cli("update-event-source-mapping", "--uuid", mapping["UUID"], "--no-enabled")["State"] == "Disabled"
+    disabled = cli("update-event-source-mapping", "--uuid", mapping["UUID"], "--no-enabled")
+    assert disabled["State"] == "Disabled"
     assert cli("get-event-source-mapping", "--uuid", mapping["UUID"])["State"] == "Disabled"
     assert cli("update-event-source-mapping", "--uuid", mapping["UUID"], "--enabled")["State"] == "Enabled"
