@@ -33,7 +33,8 @@ async def test_changes_are_kept_and_seen_by_another_replica(new_store: StoreFact
     assert mine.paused("mail")
     assert metrics.registry.get_sample_value("router_route_enabled", {"route": "uploads"}) == 0
     assert metrics.registry.get_sample_value("router_function_paused", {"function": "mail"}) == 1
-    reserved = metrics.registry.get_sample_value("router_function_reserved_concurrency", {"function": "resize"})
+    reserved = metrics.registry.get_sample_value("router_function_reserved_concurrency",
+                                                 {"function": "resize"})
     assert reserved == 5
 
     await theirs.load()  # what its poll loop does every few seconds
