@@ -297,6 +297,7 @@ class Router:
                 # finish in-flight work; the exit stack then closes the rest.
                 await self._drain_delay(readiness)
                 log.info("shutting down: finishing in-flight work (up to %gs)", server.shutdown_timeout)
+                controls.wake_for_shutdown()  # pollers of paused routes end at once
                 await sources.stop(server.shutdown_timeout)  # the schedule, then the pollers
                 # Stops listening, then waits up to shutdown_timeout for in-flight HTTP requests.
                 await stop_listening()

@@ -75,7 +75,9 @@ class Controls:
         self._poll_interval = poll_interval
         self.account_limit = account_limit
         self._routes = {r.name: r for r in config.routes}
-        self._enabled: dict[str, asyncio.Event] = {}  # set while the route is enabled
+        self._enabled: dict[str, asyncio.Event] = {}  # set while the route is enabled (or shutting down)
+        self._paused: set[str] = set()
+        self._closing = False
         self._route_updated: dict[str, float] = {}
         self._functions: dict[str, FunctionState] = {name: FunctionState() for name in config.functions}
         self._listeners: list[ReservedListener] = []
@@ -97,18 +99,24 @@ class Controls:
 
     def route_enabled(self, route: str) -> bool:
         """Whether ``route`` runs (True for a name it does not know: nothing to hold back)."""
-        event = self._enabled.get(route)
-        return event is None or event.is_set()
+        return route not in self._paused
 
     def route_updated(self, route: str) -> float:
         """When ``route`` was last paused or resumed (epoch seconds; 0 when never)."""
         return self._route_updated.get(route, 0.0)
 
     async def wait_route_enabled(self, route: str) -> None:
-        """Return once ``route`` is enabled (at once when it is)."""
+        """Return once ``route`` is enabled (at once when it is), or the router is shutting down."""
         event = self._enabled.get(route)
         if event is not None and not event.is_set():
             await event.wait()
+
+    def wake_for_shutdown(self) -> None:
+        """Shutdown: pollers waiting for a paused route stop waiting (they see their stop and end at once,
+        not after ``shutdown_timeout``); the routes stay paused for webhooks, schedules and the store."""
+        self._closing = True
+        for event in self._enabled.values():
+            event.set()
 
     def function(self, name: str) -> FunctionState:
         return self._functions[name]
@@ -231,9 +239,12 @@ class Controls:
     def _apply_route(self, route: str, enabled: bool, at: float) -> None:
         event = self._enabled[route]
         if enabled:
+            self._paused.discard(route)
             event.set()
         else:
-            event.clear()
+            self._paused.add(route)
+            if not self._closing:
+                event.clear()
         self._route_updated[route] = at
         if self._metrics is not None:
             self._metrics.route_enabled.labels(route=route).set(1 if enabled else 0)

@@ -76,3 +76,15 @@ async def test_refusals_say_what_and_how() -> None:
     assert info.value.code == "ResourceNotFoundException"
     with pytest.raises(ControlError, match="route 'nope': no such route"):
         await controls.set_route_enabled("nope", False)
+
+
+async def test_shutdown_wakes_waiting_pollers_but_the_route_stays_paused() -> None:
+    import asyncio
+
+    controls = Controls(_config())
+    await controls.set_route_enabled("uploads", False)
+    waiter = asyncio.create_task(controls.wait_route_enabled("uploads"))
+    await asyncio.sleep(0)
+    controls.wake_for_shutdown()
+    await asyncio.wait_for(waiter, 5)
+    assert not controls.route_enabled("uploads")
