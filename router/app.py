@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import math
 import random
@@ -34,6 +35,7 @@ from router.metrics import Metrics
 if TYPE_CHECKING:
     from router.config.diff import ReloadOutcome
     from router.core.async_queue import AsyncQueue
+    from router.core.controls import Controls
     from router.core.dispatcher import Dispatcher
     from router.core.failures import FailedEvents
     from router.core.retry import Uniform
@@ -84,6 +86,7 @@ def build_dispatcher(
     session: aiohttp.ClientSession, clock: Clock | None = None, uniform: Uniform = random.uniform,
     poll_interval: float = 1.0, depth_interval: float = 5.0, account_limit: int | None = None,
     failures: FailedEvents | None = None,
+    controls: Controls | None = None,
 ) -> tuple[Dispatcher, DestinationBuilder]:
     """The dispatcher, its async queue, the functions' destinations and one async worker per function and
     queue; and the destination builder (``close`` it after the dispatcher has stopped).
@@ -107,14 +110,15 @@ def build_dispatcher(
         queues.append(AmqpQueue(config.async_queue, list(config.functions), clock=clock,
                                 publish_timeout=config.state.write_timeout))
     dispatcher = Dispatcher(config=config, invokers=invokers, metrics=metrics, queue=queues[-1], clock=clock,
-                            depth_interval=depth_interval, account_limit=account_limit)
+                            depth_interval=depth_interval, account_limit=account_limit, controls=controls)
     builder = DestinationBuilder(config, session=session, submit=dispatcher.submit)
     destinations = build_destinations(config, session=session, submit=dispatcher.submit, builder=builder)
     dispatcher.add_workers(
         AsyncWorker(name=name, config=fn, arn=dispatcher.arn(name), queue=queue, keep=kept,
                     limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
                     destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform,
-                    failures=failures)
+                    failures=failures,
+                    settings=functools.partial(dispatcher.controls.async_config, name))
         for name, fn in config.functions.items() for queue in queues
     )
     if failures is not None:  # redrives are new async invocations
@@ -292,9 +296,15 @@ class Router:
             invokers: dict[str, Invoker] = {name: build_invoker(name, parts) for name in config.functions}
             stack.push_async_callback(close_invokers, invokers)
             failures = failed_events(config, store, self.metrics)
+            # Routes paused and reserved concurrency set at run time, kept in the state store (issue 12).
+            from router.core.controls import Controls
+
+            controls = Controls(config, store=store, metrics=self.metrics,
+                                account_limit=account_concurrency(config))
+            await controls.load()
             dispatcher, destinations = build_dispatcher(
                 config, invokers, store=store, metrics=self.metrics, session=http_session,
-                account_limit=account_concurrency(config), failures=failures,
+                account_limit=account_concurrency(config), failures=failures, controls=controls,
             )
             stack.push_async_callback(destinations.close)  # amqp destination connections
             stream_failures = stream_failure_destinations(config, destinations)
@@ -303,7 +313,7 @@ class Router:
             if config.async_queue:
                 readiness.add_check("async_queue", dispatcher.queue.ping)
             ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
-                              reload=self.reload if self.path is not None else None)
+                              reload=self.reload if self.path is not None else None, controls=controls)
 
             app = build_app(ctx)
             app[FAILED_EVENTS] = failures  # the admin API's /admin/failures
@@ -325,6 +335,7 @@ class Router:
             async with asyncio.TaskGroup() as tg:
                 dispatcher_task = tg.create_task(dispatcher.run(), name="dispatcher")
                 failures_task = tg.create_task(failures.run(), name="failures")  # prune, redrives
+                controls_task = tg.create_task(controls.run(), name="controls")  # replicas' changes
                 for invoker in invokers.values():
                     await invoker.start()
                 # Every source runs the same way (sources/registry.py imports each type only when used).
@@ -352,6 +363,7 @@ class Router:
                 async with self._reload_lock:  # a reload in progress finishes first; none starts after
                     self._running = None
                 log.info("shutting down: finishing in-flight work (up to %gs)", server.shutdown_timeout)
+                controls.wake_for_shutdown()  # pollers of paused routes end at once
                 await sources.stop(server.shutdown_timeout)  # the schedule, then the pollers
                 # Stops listening, then waits up to shutdown_timeout for in-flight HTTP requests.
                 await stop_listening()
@@ -359,6 +371,7 @@ class Router:
                 await asyncio.wait([failures_task])
                 await dispatcher.drain(server.shutdown_timeout)
                 dispatcher_task.cancel()
+                controls_task.cancel()
 
     # --- hot reload -------------------------------------------------------------------------------------
 
@@ -435,6 +448,7 @@ class Router:
         # Routes that changed or went: their pollers stop gracefully first (what they took finishes on
         # the functions it was taken for).
         sources = running.sources
+        running.dispatcher.controls.wake_routes(routes)  # pollers waiting on a paused route see their stop
         await sources.stop_routes(routes, new, new.server.shutdown_timeout)
         # The switch: no await from here on, so no request or event sees half of it.
         dispatcher = running.dispatcher
@@ -444,7 +458,8 @@ class Router:
             AsyncWorker(name=name, config=new.functions[name], arn=dispatcher.arn(name), queue=queue,
                         keep=kept, limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
                         destinations=destinations[name], metrics=self.metrics, clock=SystemClock(),
-                        failures=running.failures)
+                        failures=running.failures,
+                        settings=functools.partial(dispatcher.controls.async_config, name))
             for name in functions for queue in dispatcher.queues)
         running.webhooks.install(webhooks)
         running.ctx.config = new

@@ -1,4 +1,5 @@
-"""Command line: ``router run | validate | schema | invoke | routes | reload | failures``."""
+"""Command line: ``router run | validate | schema | invoke | routes | reload | failures | pause | resume
+| status``."""
 
 from __future__ import annotations
 
@@ -60,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "config's server.host and server.port)")
     _add_config(p)
     _add_failures_parser(sub)
+    # Pause and resume (issue 12): through the running router's admin API.
+    for verb, text in (("pause", "pause a route (its source stops) or a function (its events wait)"),
+                       ("resume", "resume a paused route or function")):
+        p = sub.add_parser(verb, help=f"{text}, in the running router")
+        p.add_argument("kind", choices=["route", "function"])
+        p.add_argument("name", help="route or function name from the config")
+        _add_admin(p)
+    p = sub.add_parser("status", help="list the running router's routes and functions with their state")
+    p.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    _add_admin(p)
     return parser
 
 
@@ -95,6 +106,12 @@ def _add_failures_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
                        "config's server host and port)")
         a.add_argument("--json", action="store_true", help="print the router's JSON answer as it is")
         _add_config(a)
+
+
+def _add_admin(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help="the running router (default: $ROUTER_URL, else the "
+                   "config's server.host and server.port)")
+    _add_config(p)
 
 
 def _load(path: str, err: TextIO) -> object | None:
@@ -285,6 +302,48 @@ def _print_failures(body: dict[str, object], out: TextIO) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
     if body.get("next_before"):
         print(f"(more: --before {body['next_before']})", file=out)
+def cmd_control(path: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``router pause | resume route|function NAME`` and ``router status``, via the admin API."""
+    from urllib.parse import quote
+
+    from router.admin_client import AdminClient, AdminError
+    from router.config.models import RouterConfig
+
+    config = _load(path, err)
+    if config is None:
+        return 1
+    assert isinstance(config, RouterConfig)
+    client = AdminClient(config, url=args.url)
+    try:
+        if args.command in ("pause", "resume"):
+            kind = "routes" if args.kind == "route" else "functions"
+            item = client.request("POST", f"/admin/{kind}/{quote(args.name, safe='')}/{args.command}").body
+            print(f"{args.kind} {item['name']}: {item['state']}", file=out)
+            return 0
+        routes = client.request("GET", "/admin/routes").body["routes"]
+        functions = client.request("GET", "/admin/functions").body["functions"]
+    except AdminError as exc:
+        print(f"router {args.command}: {exc}", file=err)
+        return 1
+    if args.json:
+        print(json.dumps({"routes": routes, "functions": functions}, indent=2), file=out)
+        return 0
+    rows: list[tuple[str, ...]] = [("ROUTE", "SOURCE", "FUNCTION", "STATE")]
+    rows += [(r["name"], r["type"], r["function"], r["state"]) for r in routes]
+    _table(rows, out)
+    print(file=out)
+    rows = [("FUNCTION", "STATE", "RESERVED CONCURRENCY", "RETRIES", "MAX EVENT AGE")]
+    rows += [(f["name"], f["state"],
+              "-" if f["reserved_concurrency"] is None else str(f["reserved_concurrency"]),
+              str(f["maximum_retry_attempts"]), f"{f['maximum_event_age']:g}s") for f in functions]
+    _table(rows, out)
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_reload(path, args.url, out, err)
     if args.command == "failures":
         return cmd_failures(path, args, out, err)
+    if args.command in ("pause", "resume", "status"):
+        return cmd_control(path, args, out, err)
     if args.command == "run":
         from router.app import run
 

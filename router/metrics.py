@@ -130,7 +130,7 @@ class Metrics:
         self.iterator_age = Gauge(
             "router_iterator_age_seconds", "Age of the last record read", ["route", "shard"], registry=r)
         self.schedule_runs = Counter(
-            "router_schedule_runs_total", "Schedule fires by outcome (fired, missed, error)",
+            "router_schedule_runs_total", "Schedule fires by outcome (fired, missed, error, paused)",
             ["route", "outcome"], registry=r)
         self.schedule_lag = Histogram(
             "router_schedule_lag_seconds", "Delay between nominal and actual fire time", ["route"],
@@ -212,6 +212,20 @@ class Metrics:
         self.failed_events_pruned = Counter(
             "router_failed_events_pruned_total",
             "Failed events deleted by retention (state.failures max_age, max_count)", registry=r)
+        # --- pause and resume (issue 12): run-time controls (``router.core.controls``) ---
+        self.route_enabled = Gauge(
+            "router_route_enabled", "1 while a route runs, 0 while it is paused", ["route"], registry=r)
+        self.function_reserved_concurrency = Gauge(
+            "router_function_reserved_concurrency",
+            "A function's reserved concurrency now (set at run time, else its config's concurrency; "
+            "-1: none, 0: paused)", ["function"], registry=r)
+        self.function_paused = Gauge(
+            "router_function_paused", "1 while a function is paused (reserved concurrency 0)", ["function"],
+            registry=r)
+        self.paused_held = Counter(
+            "router_paused_held_total",
+            "What pausing held back, by what (webhook_request: answered 503; schedule_tick: skipped; "
+            "sync_invoke: answered 429) and the paused route or function", ["what", "name"], registry=r)
 
     def child(self, metric: _M, *values: str) -> _M:
         """``metric.labels(*values)``, remembered: the hot path asks for the same few children per

@@ -22,11 +22,11 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from router.clock import Clock
-from router.config.models import FunctionConfig
+from router.config.models import AsyncConfig, FunctionConfig
 from router.core.async_queue import AsyncEvent, AsyncQueue, Delivery
 from router.core.attempt import (
     DELIVERY_SOURCE,
@@ -80,9 +80,12 @@ class AsyncWorker:
         clock: Clock,
         uniform: Uniform = random.uniform,
         failures: FailedEvents | None = None,
+        settings: Callable[[], AsyncConfig] | None = None,
     ) -> None:
         self.name = name
-        self._async = config.async_
+        # ``settings``: the function's ``async`` settings now (retries and event age changed at run time
+        # through PutFunctionEventInvokeConfig: ``router.core.controls``); default the config's.
+        self._settings = settings or (lambda: config.async_)
         self._lease = config.timeout + LEASE_MARGIN
         self._arn = arn
         self.queue = queue
@@ -171,7 +174,7 @@ class AsyncWorker:
         if ev.source == DELIVERY_SOURCE:
             await self._redeliver(work)
             return
-        done = await run_attempt(ev, name=self.name, cfg=self._async, clock=self._clock,
+        done = await run_attempt(ev, name=self.name, cfg=self._settings(), clock=self._clock,
                                  execute=self._execute, uniform=self._uniform, metrics=self._metrics)
         d = done.decision
         if d is None:
@@ -239,8 +242,8 @@ class AsyncWorker:
         if await deliver_record(dest, record, metrics=self._metrics, extra=self._extra(ev, ev.attempts)):
             await self._settle(work, delivery.complete())
             return
-        delay = backoff_delay(ev.attempts + 1, self._async.backoff.initial, self._async.backoff.max,
-                              self._uniform)
+        backoff = self._settings().backoff
+        delay = backoff_delay(ev.attempts + 1, backoff.initial, backoff.max, self._uniform)
         await self._retry(work, delay, ev.attempts + 1, None)
 
     def _extra(self, ev: AsyncEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from router.clock import Clock, SystemClock
 from router.config.models import RouterConfig
 from router.core.async_queue import AsyncQueue
 from router.core.async_worker import AsyncWorker
+from router.core.controls import HELD_SYNC, Controls
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.invocation import ErrorType, Invocation, Outcome, Result
@@ -44,8 +45,17 @@ class Dispatch(Protocol):
         """Sync path that waits for a concurrency slot instead of raising Throttled."""
         ...
 
-    def slot(self, function: str, source: str) -> AbstractAsyncContextManager[None]:
-        """Hold one concurrency slot of ``function`` (pollers: take it before they receive)."""
+    def slot(self, function: str, source: str, route: str | None = None) -> AbstractAsyncContextManager[None]:
+        """Hold one concurrency slot of ``function`` (pollers: take it before they receive); with
+        ``route``, first wait while that route is paused."""
+        ...
+
+    def route_enabled(self, route: str) -> bool:
+        """Whether ``route`` runs (False while paused: webhooks answer 503, schedules skip the tick)."""
+        ...
+
+    def held(self, what: str, name: str) -> None:
+        """Count one thing pausing held back (``router.core.controls.HELD_*``)."""
         ...
 
     async def invoke_in_slot(self, inv: Invocation) -> Result:
@@ -77,6 +87,7 @@ class Dispatcher:
         clock: Clock | None = None,
         depth_interval: float = 5.0,
         account_limit: int | None = None,
+        controls: Controls | None = None,
     ) -> None:
         missing = sorted(set(config.functions) - set(invokers))
         if missing:
@@ -90,6 +101,8 @@ class Dispatcher:
         self._limits = Limits({name: fn.concurrency for name, fn in config.functions.items()}, account_limit)
         metrics.account_concurrent_executions.set_function(lambda: self._limits.account.in_use)
         self._async_limits = {name: self._async_limit_of(self._limits[name]) for name in config.functions}
+        self.controls = controls or Controls(config, metrics=metrics, account_limit=account_limit)
+        self.controls.on_reserved(self._set_reserved)
         self._queues: list[AsyncQueue] = [queue]
         self._workers: dict[str, AsyncWorker] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -101,9 +114,11 @@ class Dispatcher:
         self._stopping = False
         self._drained = asyncio.Event()
 
-    def _async_limit_of(self, shared: FunctionLimit) -> FunctionLimit:
-        return (shared if shared.cap is not None
-                else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, self._limits.account))
+    @staticmethod
+    def _async_limit_of(shared: FunctionLimit) -> FunctionLimit:
+        # Under the function's own limit (which is under the account's), so a reserved concurrency set
+        # at run time (0: paused) caps async events too.
+        return shared if shared.cap is not None else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, shared)
 
     def async_limit(self, function: str) -> FunctionLimit:
         """The slots ``function``'s async events run in: its ``concurrency`` cap (shared with its sync
@@ -139,15 +154,18 @@ class Dispatcher:
         for name in removed:
             self._invokers.pop(name, None)
         self._invokers.update(invokers)
+        self.controls.reconfigure(config)  # before the caps: a run-time reservation outlives the reload
         for name in [*invokers, *removed]:
-            fn = config.functions.get(name)
-            if fn is None:
+            if name not in config.functions:
                 self._limits.remove(name)
                 self._async_limits.pop(name, None)
                 continue
-            old = self._limits.get(name)
-            if old is None or old.cap != fn.concurrency:  # an unchanged cap keeps its slots and waiters
-                self._async_limits[name] = self._async_limit_of(self._limits.set(name, fn.concurrency))
+            cap = self.controls.reserved(name)
+            limit = self._limits.get(name)
+            if limit is None:
+                self._async_limits[name] = self._async_limit_of(self._limits.set(name, cap))
+            elif limit.cap != cap:  # the same limit: slots held and waiters stay counted
+                limit.set_cap(cap)
         for key in [k for k, w in self._workers.items() if w.name in invokers or w.name in removed]:
             worker = self._workers.pop(key)
             self._retired_workers.add(worker)
@@ -183,6 +201,15 @@ class Dispatcher:
         task = tg.create_task(worker.run(), name=key)
         self._worker_loops[key] = task
         self._loops.append(task)
+    def _set_reserved(self, function: str, reserved: int | None) -> None:
+        """A function's reserved concurrency changed at run time: its limit's cap follows (0: paused)."""
+        self._limits[function].set_cap(reserved)
+
+    def route_enabled(self, route: str) -> bool:
+        return self.controls.route_enabled(route)
+
+    def held(self, what: str, name: str) -> None:
+        self.controls.held(what, name)
 
     # --- lookups ----------------------------------------------------------------------------------------
 
@@ -210,6 +237,8 @@ class Dispatcher:
             self._metrics.invocations.labels(inv.function, inv.source, Outcome.THROTTLED.value).inc()
             if limit.full():
                 assert limit.cap is not None
+                if limit.cap == 0:
+                    self.controls.held(HELD_SYNC, inv.function)
                 raise Throttled(inv.function, limit.cap)
             assert self._limits.account.cap is not None
             raise Throttled(inv.function, self._limits.account.cap, Throttled.ACCOUNT)
@@ -231,13 +260,16 @@ class Dispatcher:
             limit.release()
 
     @contextlib.asynccontextmanager
-    async def slot(self, function: str, source: str) -> AsyncIterator[None]:
+    async def slot(self, function: str, source: str, route: str | None = None) -> AsyncIterator[None]:
         """Hold one concurrency slot of ``function`` for the block, waiting while all are busy.
 
         For pollers (STYLE: capacity before work): take the slot, then receive, then
-        ``invoke_in_slot``; while the function is at its cap no receive happens at all.
+        ``invoke_in_slot``; while the function is at its cap (or paused) no receive happens at all. With
+        ``route``, first wait while the route is paused: the one gate of every poller.
         """
         self._check(function)
+        if route is not None:
+            await self.controls.wait_route_enabled(route)
         limit = self._limits[function]
         if not limit.try_acquire():
             self._metrics.throttles.labels(function, source).inc()

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from router.config.diff import ReloadOutcome
 from router.config.models import RouterConfig
+from router.core.controls import Controls
 from router.core.dispatcher import Dispatch
 from router.metrics import Metrics
 from router.readiness import Readiness
@@ -23,6 +24,7 @@ class HttpContext:
     metrics: Metrics
     readiness: Readiness = field(default_factory=Readiness)
     reload: Callable[[], Awaitable[ReloadOutcome]] | None = None  # the running router's, for /admin/reload
+    controls: Controls | None = None  # run-time controls (pause, reserved concurrency): the control API
 
 
 CTX = web.AppKey("router_http_context", HttpContext)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
 from router.core.dispatcher import Dispatch
+from router.http.admin_api import add_control_and_admin_routes
 from router.http.admin_failures import add_failure_routes
 from router.http.admin_reload import add_reload_route
 from router.http.connections import ConnectionGuard, GuardedAppRunner
@@ -80,6 +81,8 @@ def build_app(ctx: HttpContext) -> web.Application:
         if server.console:
             add_console_routes(app)
         add_failure_routes(app)  # /admin/failures (issue 12: failed events)
+    if server.invoke_api and ctx.controls is not None:  # issue 12: pause/resume, Lambda's control API
+        add_control_and_admin_routes(app)
     register_webhook_routes(app, ctx)
     return app
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from router.config.checks import aiohttp_path
 from router.config.models import RouteConfig, RouterConfig, WebhookSourceConfig
+from router.core.controls import HELD_WEBHOOK
 from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http import apigw
 from router.http.context import HttpContext
@@ -26,6 +27,8 @@ from router.invocation import Invocation, new_request_id
 log = logging.getLogger("router.sources.webhook")
 
 TYPE = "webhook"
+PAUSED_RETRY_AFTER = 30
+"""Seconds a paused webhook route asks its sender to wait (``Retry-After`` of its 503)."""
 
 
 class WebhookSource:
@@ -95,6 +98,10 @@ class WebhookSource:
             return exc.response()
         if self._auth is not None and not self._auth.verify(request.headers, body):
             return self._unauthorized(extra)
+        if not ctx.dispatcher.route_enabled(route.name):  # paused: the sender retries later
+            ctx.dispatcher.held(HELD_WEBHOOK, route.name)
+            return web.json_response({"message": f"route '{route.name}' is paused; retry later"}, status=503,
+                                     headers={"Retry-After": str(PAUSED_RETRY_AFTER)})
         self._events.inc()
 
         if route.input is not None:

@@ -20,8 +20,9 @@ SCHEMA_VERSION = 4
    then raised to 2 by ``create_tables``.
 3: ``router_shard_leases`` (which replica reads each shard of a stream route). A new table only: a
    version-2 database migrates by opening it, the same way.
-4: ``router_failed_events`` (failed events kept for inspection and redrive). A new table only: a
-   version-3 database migrates by opening it, the same way."""
+4: ``router_failed_events`` (failed events kept for inspection and redrive) and ``router_controls``
+   (routes paused, functions' reserved concurrency and event invoke overrides set at run time). New
+   tables only: a version-3 database migrates by opening it, the same way."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -110,6 +111,18 @@ failed_events = sa.Table(  # async events and stream records given up, kept to i
     sa.Index("router_failed_events_function", "function", "failed_at"),
 )
 
+
+controls = sa.Table(  # what operators changed at run time (``router.state.controls``); NULL: as the config
+    "router_controls",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),  # "route" or "function"
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("enabled", sa.Boolean(), nullable=True),  # routes: False while paused
+    sa.Column("reserved_concurrency", sa.Integer(), nullable=True),  # functions: 0 pauses
+    sa.Column("maximum_retry_attempts", sa.Integer(), nullable=True),  # functions: async retries
+    sa.Column("maximum_event_age", sa.Double(), nullable=True),  # functions: seconds
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)
 
 def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> None:
     """Create missing tables in one transaction and check or write the schema version.

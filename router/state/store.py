@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from router.errors import StateStoreError
-from router.state import checkpoints, failures, leases, schedule_fires
+from router.state import checkpoints, controls, failures, leases, schedule_fires
 from router.state.errors import describe
 from router.state.failures import FailedEvent, FailureFilter
 from router.state.leases import Lease, LeaseToken
@@ -444,6 +444,15 @@ class StateStore:
         """Delete failed events older than ``older_than`` and beyond the newest ``keep``; how many."""
         return await self._transact("prune failed events",
                                     lambda conn: failures.prune(conn, older_than=older_than, keep=keep))
+    # --- run-time controls (issue 12, pause/resume and Lambda's control API: ``router.state.controls``) ---
+
+    async def load_controls(self) -> list[controls.ControlRow]:
+        """Every route's and function's run-time settings stored."""
+        return await self._transact("load controls", controls.load)
+
+    async def save_control(self, row: controls.ControlRow) -> None:
+        """Insert or replace one route's or function's run-time settings; committed when this returns."""
+        await self._transact("save controls", lambda conn: controls.save(conn, row))
 
 
 def _release_claimed(events: list[QueuedEvent]) -> Transaction[object] | None:

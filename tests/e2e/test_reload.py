@@ -291,3 +291,30 @@ def test_a_changed_poller_route_hands_back_and_starts_again_losing_nothing(
     assert attrs["ApproximateNumberOfMessages"] == "0"
     assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
     sqs.close()
+
+
+def test_what_was_paused_at_run_time_stays_paused_across_a_reload(
+        router_factory: RouterFactory, tmp_path: Path) -> None:
+    rp = router_factory(_config(tmp_path, router_factory, version="1"))
+    assert http("POST", rp.url + "/admin/routes/versioned/pause", b"", timeout=10)[0] == 200
+    status, _, _ = http("PUT", rp.url + "/2017-10-31/functions/steady/concurrency",
+                        json.dumps({"ReservedConcurrentExecutions": 0}).encode(), timeout=10)
+    assert status == 200
+    assert http("POST", rp.url + "/versioned", b"{}", timeout=10)[0] == 503
+    assert http("POST", rp.url + "/steady", b"{}", timeout=10)[0] == 429
+    # Both the paused route and the paused function change in the file: still paused after the reload.
+    text = _config(tmp_path, router_factory, version="2").replace(
+        "path: /versioned}", "path: /versioned, methods: [POST, PUT]}").replace(
+        "code: " + str(tmp_path / "functions" / "steady") + ", timeout: 10s",
+        "code: " + str(tmp_path / "functions" / "steady") + ", timeout: 11s")
+    _write(rp, text)
+    done = _reload(rp)
+    assert done.returncode == 0, done.stderr
+    assert "functions changed: sink, steady, versioned; routes changed: versioned" in done.stdout
+    assert http("POST", rp.url + "/versioned", b"{}", timeout=10)[0] == 503
+    assert http("POST", rp.url + "/steady", b"{}", timeout=10)[0] == 429
+    assert http("POST", rp.url + "/admin/routes/versioned/resume", b"", timeout=10)[0] == 200
+    assert http("DELETE", rp.url + "/2017-10-31/functions/steady/concurrency", timeout=10)[0] == 204
+    assert http("PUT", rp.url + "/versioned", b"{}", timeout=10)[2] == b"2"
+    assert http("POST", rp.url + "/steady", b"{}", timeout=10)[0] == 200
+    assert rp.stop() == 0

@@ -416,7 +416,7 @@ class _Lane:
                 raise _Abandoned
             inv = Invocation(function=ctx.function, payload=payload(attempt.records), source=ctx.type,
                              route=ctx.route_name, attempt=attempt.invokes + 1)
-            async with ctx.dispatcher.slot(ctx.function, ctx.type):
+            async with ctx.dispatcher.slot(ctx.function, ctx.type, ctx.route_name):
                 if shard.stopping:  # waited for capacity until the shard stopped: start nothing new
                     raise _Abandoned
                 result = await ctx.dispatcher.invoke_in_slot(inv)
