@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import math
 import random
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +33,19 @@ from router.logs import setup_logging
 from router.metrics import Metrics
 
 if TYPE_CHECKING:
+    from router.config.diff import ReloadOutcome
     from router.core.async_queue import AsyncQueue
+    from router.core.controls import Controls
     from router.core.dispatcher import Dispatcher
+    from router.core.failures import FailedEvents
     from router.core.history import HistoryRecorder
     from router.core.retry import Uniform
     from router.destinations.base import Destination
     from router.destinations.factory import DestinationBuilder
+    from router.http.context import HttpContext
+    from router.http.webhook import WebhookTable
     from router.readiness import Readiness
+    from router.sources.registry import SourceParts, Sources
     from router.state.store import StateStore
 
 log = logging.getLogger("router")
@@ -78,6 +86,8 @@ def build_dispatcher(
     config: RouterConfig, invokers: Mapping[str, Invoker], *, store: StateStore, metrics: Metrics,
     session: aiohttp.ClientSession, clock: Clock | None = None, uniform: Uniform = random.uniform,
     poll_interval: float = 1.0, depth_interval: float = 5.0, account_limit: int | None = None,
+    failures: FailedEvents | None = None,
+    controls: Controls | None = None,
     history: HistoryRecorder | None = None,
 ) -> tuple[Dispatcher, DestinationBuilder]:
     """The dispatcher, its async queue, the functions' destinations and one async worker per function and
@@ -102,7 +112,7 @@ def build_dispatcher(
         queues.append(AmqpQueue(config.async_queue, list(config.functions), clock=clock,
                                 publish_timeout=config.state.write_timeout))
     dispatcher = Dispatcher(config=config, invokers=invokers, metrics=metrics, queue=queues[-1], clock=clock,
-                            depth_interval=depth_interval, account_limit=account_limit)
+                            depth_interval=depth_interval, account_limit=account_limit, controls=controls)
     dispatcher.history = history
     builder = DestinationBuilder(config, session=session, submit=dispatcher.submit)
     destinations = build_destinations(config, session=session, submit=dispatcher.submit, builder=builder)
@@ -110,10 +120,23 @@ def build_dispatcher(
         AsyncWorker(name=name, config=fn, arn=dispatcher.arn(name), queue=queue, keep=kept,
                     limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
                     destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform,
-                    history=history)
+                    failures=failures, history=history,
+                    settings=functools.partial(dispatcher.controls.async_config, name))
         for name, fn in config.functions.items() for queue in queues
     )
+    if failures is not None:  # redrives are new async invocations
+        failures.set_submit(dispatcher.submit)
     return dispatcher, builder
+
+
+def failed_events(config: RouterConfig, store: StateStore, metrics: Metrics,
+                  clock: Clock | None = None) -> FailedEvents:
+    """Where failed events are kept (``state.failures``), pruned and redriven from."""
+    from router.core.failures import FailedEvents
+
+    kept = config.state.failures
+    return FailedEvents(store, metrics=metrics, clock=clock or SystemClock(), max_age=kept.max_age,
+                        max_count=kept.max_count, timeout=config.state.write_timeout)
 
 
 def stream_failure_destinations(config: RouterConfig, builder: DestinationBuilder) -> dict[str, Destination]:
@@ -131,6 +154,31 @@ def stream_failure_destinations(config: RouterConfig, builder: DestinationBuilde
     builder.check()
     return built
 
+
+
+def _start(tg: asyncio.TaskGroup, name: str, source: Any) -> None:
+    tg.create_task(source.run(), name=name)
+
+
+RETIRE_MARGIN = 5.0
+"""Seconds beyond a replaced function's timeout its old environments get to finish after a reload."""
+
+
+@dataclass(slots=True)
+class _Running:
+    """The components of a serving router that a reload changes (``Router.reload``)."""
+
+    parts: InvokerParts
+    invokers: dict[str, Invoker]  # the exit stack closes these: a reload keeps it current
+    dispatcher: Dispatcher
+    session: aiohttp.ClientSession
+    ctx: HttpContext
+    webhooks: WebhookTable
+    sources: Sources
+    tg: asyncio.TaskGroup  # where the sources run
+    source_parts: SourceParts
+    failures: FailedEvents | None
+    builders: list[DestinationBuilder] = field(default_factory=list)  # of reloads, closed at the end
 
 
 def once(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -154,17 +202,25 @@ async def close_invokers(invokers: Mapping[str, Invoker]) -> None:
 
 
 class Router:
-    """One running router: owns every component and shuts them down in order."""
+    """One running router: owns every component and shuts them down in order. ``path``: the config file
+    it was loaded from, which ``reload`` reads again (None: no reload)."""
 
-    def __init__(self, config: RouterConfig) -> None:
+    def __init__(self, config: RouterConfig, path: str | None = None) -> None:
         self.config = config
+        self.path = path
         self.metrics = Metrics()
         self.metrics.build_info.labels(__version__).set(1)
+        self.metrics.config_generation.set(1)
+        self.generation = 1
         self.stopping = asyncio.Event()  # the first SIGTERM/SIGINT: shutdown begins
         self.cut_drain = asyncio.Event()  # a second one: the drain delay ends at once
         self._stop_requests = 0
+        self._running: _Running | None = None  # the components a reload changes, while serving
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[Any]] = set()  # SIGHUP reloads and invoker retirements in flight
 
     async def serve(self) -> None:
+        from router.http.admin_failures import FAILED_EVENTS
         from router.http.nofile import connection_cap, raise_nofile_limit
         from router.http.server import (
             METRICS_LISTENER_CAP,
@@ -176,6 +232,7 @@ class Router:
             exposure,
             in_container,
         )
+        from router.http.webhook import WEBHOOKS
         from router.runtime.api import RuntimeApiServer
         from router.runtime.proctree import Watchdog
         from router.runtime.template import TemplateManager
@@ -246,9 +303,17 @@ class Router:
             )
             invokers: dict[str, Invoker] = {name: build_invoker(name, parts) for name in config.functions}
             stack.push_async_callback(close_invokers, invokers)
+            failures = failed_events(config, store, self.metrics)
+            # Routes paused and reserved concurrency set at run time, kept in the state store (issue 12).
+            from router.core.controls import Controls
+
+            controls = Controls(config, store=store, metrics=self.metrics,
+                                account_limit=account_concurrency(config))
+            await controls.load()
             dispatcher, destinations = build_dispatcher(
                 config, invokers, store=store, metrics=self.metrics, session=http_session,
-                account_limit=account_concurrency(config), history=history,
+                account_limit=account_concurrency(config), failures=failures, controls=controls,
+                history=history,
             )
             stack.push_async_callback(destinations.close)  # amqp destination connections
             stream_failures = stream_failure_destinations(config, destinations)
@@ -257,9 +322,12 @@ class Router:
             if config.async_queue:
                 readiness.add_check("async_queue", dispatcher.queue.ping)
             ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
+                              reload=self.reload if self.path is not None else None, controls=controls,
                               history=history)
 
-            runner = build_runner(build_app(ctx), ctx, listener="main", cap=cap)
+            app = build_app(ctx)
+            app[FAILED_EVENTS] = failures  # the admin API's /admin/failures
+            runner = build_runner(app, ctx, listener="main", cap=cap)
             stop_listening = once(runner.cleanup)
             stack.push_async_callback(stop_listening)
             await runner.setup()
@@ -276,14 +344,22 @@ class Router:
 
             async with asyncio.TaskGroup() as tg:
                 dispatcher_task = tg.create_task(dispatcher.run(), name="dispatcher")
+                failures_task = tg.create_task(failures.run(), name="failures")  # prune, redrives
+                controls_task = tg.create_task(controls.run(), name="controls")  # replicas' changes
                 for invoker in invokers.values():
                     await invoker.start()
                 # Every source runs the same way (sources/registry.py imports each type only when used).
-                sources = build_sources(SourceParts(
+                source_parts = SourceParts(
                     config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
-                    store=store, on_failure=stream_failures))
+                    store=store, on_failure=stream_failures, failures=failures)
+                sources = build_sources(source_parts)
                 for name, source in sources.all():
                     tg.create_task(source.run(), name=name)
+                self._running = _Running(
+                    parts=parts, invokers=invokers, dispatcher=dispatcher, session=http_session, ctx=ctx,
+                    webhooks=app[WEBHOOKS], sources=sources, tg=tg, source_parts=source_parts,
+                    failures=failures)
+                stack.push_async_callback(self._close_reloaded)  # before the components it uses close
                 readiness.set_started()
                 log.info(
                     "router %s listening on http://%s:%d (%d functions, %d routes)",
@@ -294,12 +370,161 @@ class Router:
                 # The graceful half: not ready at once, keep serving for the drain delay, stop sources,
                 # finish in-flight work; the exit stack then closes the rest.
                 await self._drain_delay(readiness)
+                async with self._reload_lock:  # a reload in progress finishes first; none starts after
+                    self._running = None
                 log.info("shutting down: finishing in-flight work (up to %gs)", server.shutdown_timeout)
+                controls.wake_for_shutdown()  # pollers of paused routes end at once
                 await sources.stop(server.shutdown_timeout)  # the schedule, then the pollers
                 # Stops listening, then waits up to shutdown_timeout for in-flight HTTP requests.
                 await stop_listening()
+                failures_task.cancel()  # redrives not submitted yet are handed back
+                await asyncio.wait([failures_task])
                 await dispatcher.drain(server.shutdown_timeout)
                 dispatcher_task.cancel()
+                controls_task.cancel()
+
+    # --- hot reload -------------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in the background (one at a time; the outcome is logged)."""
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> ReloadOutcome:
+        """Read the config file again and apply what changed: functions and routes that changed are
+        drained and restarted, the others are not touched. A file with errors, or a change only a restart
+        applies, is refused and the running config kept. Never raises for a bad file."""
+        from router.config.diff import ReloadOutcome
+
+        async with self._reload_lock:
+            try:
+                outcome = await self._reload()
+            except Exception as exc:  # a component failed to build or start: the running config stays
+                log.exception("reload refused: %s", exc)
+                outcome = ReloadOutcome("refused", self.generation,
+                                        problems=(f"{type(exc).__name__}: {exc}",))
+            self.metrics.config_reloads.labels(outcome.result).inc()
+            if outcome.result == "refused":
+                for line in outcome.problems:
+                    log.error("reload refused: %s", line)
+            elif outcome.result == "applied":
+                log.info("reload applied, config generation %d: %s", outcome.generation, outcome.summary)
+            else:
+                log.info("reload: the config file has not changed")
+            return outcome
+
+    async def _reload(self) -> ReloadOutcome:
+        from dataclasses import replace
+
+        from router.config.diff import ReloadOutcome, diff
+        from router.config.loader import load_config
+        from router.core.async_worker import AsyncWorker
+        from router.destinations.factory import DestinationBuilder, build_destinations
+        from router.redaction import install
+
+        running = self._running
+        if running is None or self.path is None:
+            return ReloadOutcome("refused", self.generation, problems=("the router is not serving",))
+        try:
+            new = await asyncio.to_thread(load_config, self.path)  # file I/O and checks off the loop
+        except ConfigError as exc:
+            return ReloadOutcome("refused", self.generation, problems=tuple(exc.problems))
+        change = diff(self.config, new)
+        if not change.applicable:
+            return ReloadOutcome("refused", self.generation, problems=(change.refusal(),))
+        if change.empty:
+            return ReloadOutcome("unchanged", self.generation)
+        install(new.secrets)
+        # Everything new is built before anything is switched: a failure leaves the running config whole.
+        webhooks = running.webhooks.build(new)
+        functions = [*change.functions_added, *change.functions_changed]
+        parts = replace(running.parts, config=new)
+        invokers: dict[str, Invoker] = {}
+        builder = DestinationBuilder(new, session=running.session, submit=running.dispatcher.submit)
+        try:
+            for name in functions:
+                invokers[name] = build_invoker(name, parts)
+                await invokers[name].start()
+            destinations = build_destinations(new, session=running.session, submit=running.dispatcher.submit,
+                                              builder=builder, functions=functions)
+            routes = {*change.routes_added, *change.routes_changed, *change.routes_removed}
+            on_failure = {name: dest for name, dest in stream_failure_destinations(new, builder).items()
+                          if name in routes}
+        except BaseException:
+            await close_invokers(invokers)
+            await builder.close()
+            raise
+        # Routes that changed or went: their pollers stop gracefully first (what they took finishes on
+        # the functions it was taken for).
+        sources = running.sources
+        running.dispatcher.controls.wake_routes(routes)  # pollers waiting on a paused route see their stop
+        await sources.stop_routes(routes, new, new.server.shutdown_timeout)
+        # The switch: no await from here on, so no request or event sees half of it.
+        dispatcher = running.dispatcher
+        retired = dispatcher.reconfigure(new, invokers, removed=change.functions_removed)
+        kept = dispatcher.queues[0]  # the state store's: keeps undelivered destination records
+        dispatcher.start_workers(
+            AsyncWorker(name=name, config=new.functions[name], arn=dispatcher.arn(name), queue=queue,
+                        keep=kept, limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
+                        destinations=destinations[name], metrics=self.metrics, clock=SystemClock(),
+                        failures=running.failures, history=dispatcher.history,
+                        settings=functools.partial(dispatcher.controls.async_config, name))
+            for name in functions for queue in dispatcher.queues)
+        if dispatcher.history is not None:
+            dispatcher.history.reconfigure(new)
+        running.webhooks.install(webhooks)
+        running.ctx.config = new
+        running.parts = parts
+        running.builders.append(builder)
+        for name in functions:
+            running.invokers[name] = invokers[name]
+        for name in change.functions_removed:
+            running.invokers.pop(name, None)
+        for name, old in retired.items():
+            self._own(self._retire(dispatcher, name, old), f"retire:{name}")
+        self.config = new
+        if change.logging_changed:
+            setup_logging(new.logging.level, new.logging.format)
+        running.source_parts = replace(
+            running.source_parts, config=new, on_failure={**running.source_parts.on_failure, **on_failure})
+        sources.start_routes(running.source_parts, routes,
+                             lambda task, poller: _start(running.tg, task, poller))
+        self.generation += 1
+        self.metrics.config_generation.set(self.generation)
+        return ReloadOutcome("applied", self.generation, summary=change.summary())
+
+    def _own(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _retire(self, dispatcher: Dispatcher, name: str, invoker: Invoker) -> None:
+        """Close a replaced invoker once its invocations have finished (at most its timeout + a margin)."""
+        try:
+            timeout = (self._function_timeout(name) or 900.0) + RETIRE_MARGIN
+            if not await dispatcher.retire(invoker, timeout):
+                log.warning("reload: function '%s' still had invocations running after %gs; its old "
+                            "environments are stopped now", name, timeout)
+        finally:
+            await asyncio.shield(invoker.close())
+
+    def _function_timeout(self, name: str) -> float | None:
+        fn = self.config.functions.get(name)
+        return fn.timeout if fn is not None else None
+
+    async def _close_reloaded(self) -> None:
+        """At shutdown: the reload and retirements in flight end (retired invokers closed), then the
+        destination builders reloads made."""
+        tasks = list(self._reloads)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        running = self._running
+        if running is not None:
+            for builder in running.builders:
+                await builder.close()
 
     async def _drain_delay(self, readiness: Readiness) -> None:
         """Not ready at once; then, for ``server.drain_delay``, still serve webhooks and the Invoke API and
@@ -327,14 +552,15 @@ class Router:
             self.cut_drain.set()
 
 
-async def _main(config: RouterConfig) -> int:
-    router = Router(config)
+async def _main(config: RouterConfig, path: str | None = None) -> int:
+    router = Router(config, path)
     loop = asyncio.get_running_loop()
     from router.http.nofile import FaultLog
 
     loop.set_exception_handler(FaultLog(router.metrics))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, router.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, router.request_reload)
     try:
         await router.serve()
     except ConfigError as exc:
@@ -370,7 +596,7 @@ def run(path: str) -> int:
     install(config.secrets)  # before anything can log or answer: secrets are redacted everywhere
     setup_logging(config.logging.level, config.logging.format)
     with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
-        return runner.run(_main(config))
+        return runner.run(_main(config, path))
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,4 +1,5 @@
-"""Command line: ``router run | validate | schema | invoke | routes``."""
+"""Command line: ``router run | validate | schema | invoke | routes | reload | failures | pause | resume
+| status``."""
 
 from __future__ import annotations
 
@@ -53,7 +54,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("routes", help="list the routes of a config file")
     _add_config(p)
+
+    p = sub.add_parser("reload", help="make the running router re-read its config file (as SIGHUP does) "
+                       "and say what changed, or why it was refused")
+    p.add_argument("--url", default=None, help="the router's address (default: $ROUTER_URL, else the "
+                   "config's server.host and server.port)")
+    _add_config(p)
+    _add_failures_parser(sub)
+    # Pause and resume (issue 12): through the running router's admin API.
+    for verb, text in (("pause", "pause a route (its source stops) or a function (its events wait)"),
+                       ("resume", "resume a paused route or function")):
+        p = sub.add_parser(verb, help=f"{text}, in the running router")
+        p.add_argument("kind", choices=["route", "function"])
+        p.add_argument("name", help="route or function name from the config")
+        _add_admin(p)
+    p = sub.add_parser("status", help="list the running router's routes and functions with their state")
+    p.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    _add_admin(p)
     return parser
+
+
+def _add_failures_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``router failures list|show|redrive|purge``: the failed events a running router keeps."""
+    p = sub.add_parser("failures", help="list, show, redrive or purge the failed events a running router "
+                       "keeps")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (("list", "list failed events, newest first"),
+                       ("show", "show one failed event whole: its destination record and payload"),
+                       ("redrive", "invoke failed events again, as new async invocations"),
+                       ("purge", "delete failed events")):
+        a = actions.add_parser(name, help=text)
+        if name == "show":
+            a.add_argument("id", type=int, help="the failed event's id (see `router failures list`)")
+        else:
+            a.add_argument("--function", help="only events of this function")
+            a.add_argument("--route", help="only events of this route")
+            a.add_argument("--condition", help="only events given up for this reason "
+                           "(RetriesExhausted, EventAgeExceeded, RetryAttemptsExhausted, RecordAgeExceeded)")
+            a.add_argument("--since", help="failed at or after: a duration ago (1h), ISO-8601, epoch seconds")
+            a.add_argument("--until", help="failed before: a duration ago (10m), ISO-8601 or epoch seconds")
+        if name == "list":
+            a.add_argument("--limit", type=int, default=None, help="at most this many (default 100)")
+            a.add_argument("--before", type=int, default=None, help="only ids below this (the next page)")
+        if name in ("redrive", "purge"):
+            a.add_argument("--ids", help="these failed events (comma-separated ids)")
+            a.add_argument("--all", action="store_true", help="every failed event (when no filter is given)")
+        if name == "redrive":
+            a.add_argument("--rate", type=float, default=None,
+                           help="events submitted per second (default 10, at most 1000)")
+        a.add_argument("--url", default=None, help="the running router (default: $ROUTER_URL, else the "
+                       "config's server host and port)")
+        a.add_argument("--json", action="store_true", help="print the router's JSON answer as it is")
+        _add_config(a)
+
+
+def _add_admin(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help="the running router (default: $ROUTER_URL, else the "
+                   "config's server.host and server.port)")
+    _add_config(p)
 
 
 def _load(path: str, err: TextIO) -> object | None:
@@ -148,6 +206,146 @@ def cmd_invoke(path: str, function: str, event_file: str | None, out: TextIO, er
     return asyncio.run(invoke_once(config, function, payload, out=out, err=err))
 
 
+def cmd_reload(path: str, url: str | None, out: TextIO, err: TextIO) -> int:
+    """``router reload``: POST /admin/reload to the running router; 0 applied or unchanged, 1 refused."""
+    from router.admin_client import AdminClient, AdminError
+    from router.config.models import RouterConfig
+
+    config = _load(path, err)  # the same checks the router makes: a broken file is not even sent
+    if config is None:
+        print("router reload: not asked; fix the file first (the running router keeps its config)", file=err)
+        return 1
+    assert isinstance(config, RouterConfig)
+    try:
+        answer = AdminClient(config, url=url).request("POST", "/admin/reload").body
+    except AdminError as exc:
+        if exc.status == 400 and isinstance(exc.body, dict):  # refused: the running config is kept
+            print(f"reload refused, still serving generation {exc.body.get('generation')}:", file=err)
+            for line in exc.body.get("problems", []):
+                print(f"  {line}", file=err)
+            return 1
+        print(f"router reload: {exc}", file=err)
+        return 1
+    if answer["result"] == "unchanged":
+        print(f"no change (generation {answer['generation']})", file=out)
+    else:
+        print(f"reloaded: generation {answer['generation']}: {answer['summary']}", file=out)
+    return 0
+
+
+def cmd_failures(path: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``router failures ACTION``: ask the running router (``/admin/failures``); 1 when it cannot be
+    reached or refuses, 2 for a request that needs a filter and has none."""
+    from router.admin_client import AdminClient, AdminError
+    from router.config.models import RouterConfig
+
+    # With --url and no config file, nothing else is needed from one.
+    config = RouterConfig.model_validate({}) if args.url and not Path(path).exists() else _load(path, err)
+    if config is None:
+        return 1
+    assert isinstance(config, RouterConfig)
+    filters = {key: getattr(args, key, None) for key in ("function", "route", "condition", "since", "until")}
+    try:
+        client = AdminClient(config, url=args.url)
+        if args.action == "list":
+            answer = client.request("GET", "/admin/failures",
+                                    query={**filters, "limit": args.limit, "before": args.before})
+        elif args.action == "show":
+            answer = client.request("GET", f"/admin/failures/{args.id}")
+        else:
+            chosen = {k: v for k, v in filters.items() if v is not None}
+            if args.ids:
+                chosen["ids"] = [part.strip() for part in args.ids.split(",") if part.strip()]
+            if not chosen and not args.all:
+                print(f"router failures {args.action}: name --ids or a filter (--function, --route, "
+                      f"--condition, --since, --until), or --all for every failed event", file=err)
+                return 2
+            if args.action == "redrive":
+                body: dict[str, object] = {**chosen, "all": args.all}
+                if args.rate is not None:
+                    body["rate"] = args.rate
+                answer = client.request("POST", "/admin/failures/redrive", body=body)
+            else:
+                query = {k: (",".join(v) if isinstance(v, list) else v) for k, v in chosen.items()}
+                answer = client.request("DELETE", "/admin/failures",
+                                        query={**query, "all": "true" if args.all else None})
+    except AdminError as exc:
+        print(f"router failures {args.action}: {exc}", file=err)
+        return 1
+    body_out = answer.body
+    if args.json or args.action == "show":
+        print(json.dumps(body_out, indent=2), file=out)
+    elif args.action == "list":
+        _print_failures(body_out, out)
+    elif args.action == "redrive":
+        print(f"{body_out['scheduled']} failed events scheduled for redrive at {body_out['rate']:g}/s",
+              file=out)
+        for item in body_out["redrives"]:
+            print(f"  {item['id']}: {item['request_id']} -> {item['redriven_as']}", file=out)
+    else:
+        print(f"{body_out['purged']} failed events purged", file=out)
+    return 0
+
+
+def _print_failures(body: dict[str, object], out: TextIO) -> None:
+    items = body.get("failures")
+    assert isinstance(items, list)
+    rows: list[tuple[str, ...]] = [
+        ("ID", "FAILED_AT", "FUNCTION", "ROUTE", "CONDITION", "ATTEMPTS", "ERROR", "REDRIVEN_AS")]
+    for e in items:
+        error = str(e.get("error_message") or "")
+        rows.append((str(e["id"]), str(e["failed_at"]), str(e["function"]), str(e.get("route") or "-"),
+                     str(e["condition"]), str(e["attempts"]), (error[:57] + "...") if len(error) > 60 else
+                     error or "-", str(e.get("redriven_as") or "-")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    if body.get("next_before"):
+        print(f"(more: --before {body['next_before']})", file=out)
+def cmd_control(path: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``router pause | resume route|function NAME`` and ``router status``, via the admin API."""
+    from urllib.parse import quote
+
+    from router.admin_client import AdminClient, AdminError
+    from router.config.models import RouterConfig
+
+    config = _load(path, err)
+    if config is None:
+        return 1
+    assert isinstance(config, RouterConfig)
+    client = AdminClient(config, url=args.url)
+    try:
+        if args.command in ("pause", "resume"):
+            kind = "routes" if args.kind == "route" else "functions"
+            item = client.request("POST", f"/admin/{kind}/{quote(args.name, safe='')}/{args.command}").body
+            print(f"{args.kind} {item['name']}: {item['state']}", file=out)
+            return 0
+        routes = client.request("GET", "/admin/routes").body["routes"]
+        functions = client.request("GET", "/admin/functions").body["functions"]
+    except AdminError as exc:
+        print(f"router {args.command}: {exc}", file=err)
+        return 1
+    if args.json:
+        print(json.dumps({"routes": routes, "functions": functions}, indent=2), file=out)
+        return 0
+    rows: list[tuple[str, ...]] = [("ROUTE", "SOURCE", "FUNCTION", "STATE")]
+    rows += [(r["name"], r["type"], r["function"], r["state"]) for r in routes]
+    _table(rows, out)
+    print(file=out)
+    rows = [("FUNCTION", "STATE", "RESERVED CONCURRENCY", "RETRIES", "MAX EVENT AGE")]
+    rows += [(f["name"], f["state"],
+              "-" if f["reserved_concurrency"] is None else str(f["reserved_concurrency"]),
+              str(f["maximum_retry_attempts"]), f"{f['maximum_event_age']:g}s") for f in functions]
+    _table(rows, out)
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out, err = sys.stdout, sys.stderr
@@ -160,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_routes(path, out, err)
     if args.command == "invoke":
         return cmd_invoke(path, args.function, args.event, out, err)
+    if args.command == "reload":
+        return cmd_reload(path, args.url, out, err)
+    if args.command == "failures":
+        return cmd_failures(path, args, out, err)
+    if args.command in ("pause", "resume", "status"):
+        return cmd_control(path, args, out, err)
     if args.command == "run":
         from router.app import run
 

@@ -42,7 +42,10 @@ class Throttled(RouterError):
         self.function = function
         self.limit = limit
         self.reason = reason
-        if reason == self.ACCOUNT:
+        if reason == self.FUNCTION and limit == 0:
+            message = (f"function '{function}': paused (reserved concurrency 0); resume it with "
+                       f"`router resume function {function}` or delete its reserved concurrency")
+        elif reason == self.ACCOUNT:
             message = (f"function '{function}': rate exceeded, all {limit} concurrent executions of the "
                        "router are busy; raise limits.concurrent_executions or retry later")
         else:

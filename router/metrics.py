@@ -130,7 +130,7 @@ class Metrics:
         self.iterator_age = Gauge(
             "router_iterator_age_seconds", "Age of the last record read", ["route", "shard"], registry=r)
         self.schedule_runs = Counter(
-            "router_schedule_runs_total", "Schedule fires by outcome (fired, missed, error)",
+            "router_schedule_runs_total", "Schedule fires by outcome (fired, missed, error, paused)",
             ["route", "outcome"], registry=r)
         self.schedule_lag = Histogram(
             "router_schedule_lag_seconds", "Delay between nominal and actual fire time", ["route"],
@@ -139,6 +139,14 @@ class Metrics:
             "router_webhook_requests_total", "Webhook requests by HTTP status", ["route", "status"],
             registry=r)
         self.build_info = Gauge("router_build_info", "Build information", ["version"], registry=r)
+        # hot reload (SIGHUP, `router reload`)
+        self.config_generation = Gauge(
+            "router_config_generation", "The config being served: 1 at start, +1 at every reload applied",
+            registry=r)
+        self.config_reloads = Counter(
+            "router_config_reloads_total",
+            "Config reloads by result (applied, unchanged, refused: a bad file or a setting only a restart "
+            "changes; the running config is kept)", ["result"], registry=r)
         # amqp source: what became of each delivered message, and reconnections
         self.amqp_messages = Counter(
             "router_amqp_messages_total",
@@ -189,6 +197,35 @@ class Metrics:
             "router_http_accept_errors_total",
             "Failed accepts of new connections, by errno name (EMFILE: out of file descriptors)",
             ["error"], registry=r)
+        # Failed events kept for inspection and redrive (issue 12, ``router failures``).
+        self.failed_events_kept = Counter(
+            "router_failed_events_kept_total",
+            "Failed events kept in the state store (async events given up, stream batches given up)",
+            ["function", "condition"], registry=r)
+        self.failed_events_unkept = Counter(
+            "router_failed_events_unkept_total",
+            "Failed events that could not be kept (state store unavailable); their settlement went on",
+            ["function"], registry=r)
+        self.failed_events_redriven = Counter(
+            "router_failed_events_redriven_total",
+            "Failed events redriven: submitted again as a new async invocation", ["function"], registry=r)
+        self.failed_events_pruned = Counter(
+            "router_failed_events_pruned_total",
+            "Failed events deleted by retention (state.failures max_age, max_count)", registry=r)
+        # --- pause and resume (issue 12): run-time controls (``router.core.controls``) ---
+        self.route_enabled = Gauge(
+            "router_route_enabled", "1 while a route runs, 0 while it is paused", ["route"], registry=r)
+        self.function_reserved_concurrency = Gauge(
+            "router_function_reserved_concurrency",
+            "A function's reserved concurrency now (set at run time, else its config's concurrency; "
+            "-1: none, 0: paused)", ["function"], registry=r)
+        self.function_paused = Gauge(
+            "router_function_paused", "1 while a function is paused (reserved concurrency 0)", ["function"],
+            registry=r)
+        self.paused_held = Counter(
+            "router_paused_held_total",
+            "What pausing held back, by what (webhook_request: answered 503; schedule_tick: skipped; "
+            "sync_invoke: answered 429) and the paused route or function", ["what", "name"], registry=r)
         # --- invocation history (issue 12, part h1) ---
         self.history_dropped = Counter(
             "router_history_dropped_total",

@@ -87,6 +87,9 @@ class ServerConfig(Model):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop when it is installed (it is a dependency), else asyncio's own loop")
     invoke_api: bool = Field(True, description="serve the Lambda Invoke API")
+    console: bool = Field(
+        False, description="serve the web console at /console (needs invoke_api: its pages use the Invoke "
+        "API, the admin API and /metrics from the browser, with the Invoke API's credentials)")
     invoke_token: str | None = Field(
         None, description="when set, the Invoke API requires 'Authorization: Bearer <token>'"
     )
@@ -135,6 +138,13 @@ class ServerConfig(Model):
                              f"max_async_body ({largest} bytes), or no request that large could be read")
         return self
 
+    @model_validator(mode="after")
+    def _console_needs_the_invoke_api(self) -> ServerConfig:
+        if self.console and not self.invoke_api:
+            raise ValueError("console: true needs invoke_api: true (the console's pages call the Invoke API "
+                             "and the admin API beside it, with its credentials)")
+        return self
+
     @property
     def invoke_api_exposed(self) -> bool:
         """True when the Invoke API would run functions for anyone on a non-loopback address without
@@ -148,6 +158,20 @@ class ServerConfig(Model):
         ways = [w for w, on in (("token", bool(self.invoke_token)), ("SigV4 keys", bool(self.invoke_keys)))
                 if on]
         return " or ".join(ways) or None
+
+
+class FailuresConfig(Model):
+    """How many failed events the state store keeps (``router failures``), and for how long."""
+
+    max_age: Duration = Field(
+        14 * 86400.0, gt=0.0,
+        description="failed events older than this are deleted (default 14 days, like an SQS dead-letter "
+        "queue's longest retention)",
+    )
+    max_count: int = Field(
+        10_000, ge=1, le=10_000_000,
+        description="at most this many failed events are kept; the oldest go first",
+    )
 
 
 class StateConfig(Model):
@@ -178,6 +202,10 @@ class StateConfig(Model):
         None, min_length=1, max_length=200,
         description="this replica's name in the shard leases and logs; default hostname-pid-random. "
         "Each replica sharing a state store needs its own",
+    )
+    failures: FailuresConfig = Field(
+        default_factory=FailuresConfig,  # type: ignore[arg-type]
+        description="failed events kept for `router failures` (inspect, redrive, purge): retention",
     )
 
     @field_validator("url")

@@ -22,11 +22,11 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from router.clock import Clock
-from router.config.models import FunctionConfig
+from router.config.models import AsyncConfig, FunctionConfig
 from router.core.async_queue import AsyncEvent, AsyncQueue, Delivery
 from router.core.attempt import (
     DELIVERY_SOURCE,
@@ -37,6 +37,7 @@ from router.core.attempt import (
     run_attempt,
 )
 from router.core.destination_record import build_record
+from router.core.failures import FailedEvents
 from router.core.history import HistoryRecorder
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit
 from router.core.retry import EVENT_AGE_EXCEEDED, SUCCESS, Action, Uniform, backoff_delay
@@ -79,10 +80,14 @@ class AsyncWorker:
         metrics: Metrics,
         clock: Clock,
         uniform: Uniform = random.uniform,
+        failures: FailedEvents | None = None,
+        settings: Callable[[], AsyncConfig] | None = None,
         history: HistoryRecorder | None = None,
     ) -> None:
         self.name = name
-        self._async = config.async_
+        # ``settings``: the function's ``async`` settings now (retries and event age changed at run time
+        # through PutFunctionEventInvokeConfig: ``router.core.controls``); default the config's.
+        self._settings = settings or (lambda: config.async_)
         self._lease = config.timeout + LEASE_MARGIN
         self._arn = arn
         self.queue = queue
@@ -94,6 +99,7 @@ class AsyncWorker:
         self._metrics = metrics
         self._clock = clock
         self._uniform = uniform
+        self._failures = failures
         self._history = history
         self.inflight: set[asyncio.Task[None]] = set()
 
@@ -175,7 +181,7 @@ class AsyncWorker:
                 ev.request_id):  # cancelled while in RabbitMQ: completed without invoking
             await self._settle(work, work.delivery.complete())
             return
-        done = await run_attempt(ev, name=self.name, cfg=self._async, clock=self._clock,
+        done = await run_attempt(ev, name=self.name, cfg=self._settings(), clock=self._clock,
                                  execute=self._execute, uniform=self._uniform, metrics=self._metrics)
         d = done.decision
         if d is None:
@@ -192,6 +198,13 @@ class AsyncWorker:
         delivery = work.delivery
         ev = delivery.event
         which = "on_success" if condition == SUCCESS else "on_failure"
+        if which == "on_failure" and self._failures is not None:  # kept for `router failures`
+            await self._failures.keep(
+                function=self.name, route=ev.route, source=ev.source, request_id=ev.request_id,
+                condition=condition, attempts=attempts, payload=ev.payload, result=result,
+                record=build_record(request_id=ev.request_id, function_arn=self._arn, condition=condition,
+                                    approximate_invoke_count=attempts, payload=ev.payload, result=result,
+                                    now=self._clock.time()))
         if self._history is not None:
             self._history.finished(self.name, ev.request_id, "succeeded" if condition == SUCCESS
                                    else "dropped" if result is None else "failed")
@@ -241,8 +254,8 @@ class AsyncWorker:
         if await deliver_record(dest, record, metrics=self._metrics, extra=self._extra(ev, ev.attempts)):
             await self._settle(work, delivery.complete())
             return
-        delay = backoff_delay(ev.attempts + 1, self._async.backoff.initial, self._async.backoff.max,
-                              self._uniform)
+        backoff = self._settings().backoff
+        delay = backoff_delay(ev.attempts + 1, backoff.initial, backoff.max, self._uniform)
         await self._retry(work, delay, ev.attempts + 1, None)
 
     def _extra(self, ev: AsyncEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from router.clock import Clock, SystemClock
 from router.config.models import RouterConfig
 from router.core.async_queue import AsyncQueue
 from router.core.async_worker import AsyncWorker
+from router.core.controls import HELD_SYNC, Controls
 from router.core.history import HistoryRecorder
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
@@ -45,8 +46,17 @@ class Dispatch(Protocol):
         """Sync path that waits for a concurrency slot instead of raising Throttled."""
         ...
 
-    def slot(self, function: str, source: str) -> AbstractAsyncContextManager[None]:
-        """Hold one concurrency slot of ``function`` (pollers: take it before they receive)."""
+    def slot(self, function: str, source: str, route: str | None = None) -> AbstractAsyncContextManager[None]:
+        """Hold one concurrency slot of ``function`` (pollers: take it before they receive); with
+        ``route``, first wait while that route is paused."""
+        ...
+
+    def route_enabled(self, route: str) -> bool:
+        """Whether ``route`` runs (False while paused: webhooks answer 503, schedules skip the tick)."""
+        ...
+
+    def held(self, what: str, name: str) -> None:
+        """Count one thing pausing held back (``router.core.controls.HELD_*``)."""
         ...
 
     async def invoke_in_slot(self, inv: Invocation) -> Result:
@@ -78,6 +88,7 @@ class Dispatcher:
         clock: Clock | None = None,
         depth_interval: float = 5.0,
         account_limit: int | None = None,
+        controls: Controls | None = None,
     ) -> None:
         missing = sorted(set(config.functions) - set(invokers))
         if missing:
@@ -90,17 +101,26 @@ class Dispatcher:
         self._depth_interval = depth_interval
         self._limits = Limits({name: fn.concurrency for name, fn in config.functions.items()}, account_limit)
         metrics.account_concurrent_executions.set_function(lambda: self._limits.account.in_use)
-        self._async_limits: dict[str, FunctionLimit] = {}
-        for name in config.functions:
-            shared = self._limits[name]
-            self._async_limits[name] = (shared if shared.cap is not None
-                                        else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, self._limits.account))
+        self._async_limits = {name: self._async_limit_of(self._limits[name]) for name in config.functions}
+        self.controls = controls or Controls(config, metrics=metrics, account_limit=account_limit)
+        self.controls.on_reserved(self._set_reserved)
         self._queues: list[AsyncQueue] = [queue]
         self._workers: dict[str, AsyncWorker] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._worker_loops: dict[str, asyncio.Task[None]] = {}  # worker key -> its taking loop
+        self._retired_workers: set[AsyncWorker] = set()  # replaced by a reload, events still in flight
+        self._tg: asyncio.TaskGroup | None = None  # ``run``'s: where workers added by a reload run
+        self._calls: dict[Invoker, int] = {}  # invocations in flight per invoker (for a reload's drain)
+        self._idle: dict[Invoker, asyncio.Event] = {}  # set when a retired invoker's last call ends
         self._stopping = False
         self._drained = asyncio.Event()
         self.history: HistoryRecorder | None = None  # set by the app: invocations are recorded there
+
+    @staticmethod
+    def _async_limit_of(shared: FunctionLimit) -> FunctionLimit:
+        # Under the function's own limit (which is under the account's), so a reserved concurrency set
+        # at run time (0: paused) caps async events too.
+        return shared if shared.cap is not None else FunctionLimit(DEFAULT_ASYNC_PARALLELISM, shared)
 
     def async_limit(self, function: str) -> FunctionLimit:
         """The slots ``function``'s async events run in: its ``concurrency`` cap (shared with its sync
@@ -111,9 +131,87 @@ class Dispatcher:
         """The async workers ``run`` runs, each taking one function's events from one queue (and the
         queues they take from); before ``run``."""
         for worker in workers:
-            self._workers[f"async-{worker.queue.kind}:{worker.name}"] = worker
+            self._workers[_worker_key(worker)] = worker
             if worker.queue not in self._queues:
                 self._queues.append(worker.queue)
+
+    @property
+    def queues(self) -> list[AsyncQueue]:
+        """Every queue the workers take from (the state store's first)."""
+        return list(self._queues)
+
+    # --- reload -----------------------------------------------------------------------------------------
+
+    def reconfigure(self, config: RouterConfig, invokers: Mapping[str, Invoker], *,
+                    removed: Iterable[str]) -> dict[str, Invoker]:
+        """Switch to ``config`` while running (a reload): ``invokers`` serve the functions added or changed,
+        ``removed`` functions are gone. Invocations already running finish on the invoker they started
+        on; new ones use the new. The async workers of those functions stop taking at once (their events
+        in flight finish); ``start_workers`` then starts the new ones, with no await in between. Returns
+        the invokers replaced or removed: the caller closes each once ``retire`` says it is idle.
+        Unchanged functions are not touched."""
+        removed = set(removed)
+        retired = {name: self._invokers[name] for name in [*invokers, *removed] if name in self._invokers}
+        self._config = config
+        for name in removed:
+            self._invokers.pop(name, None)
+        self._invokers.update(invokers)
+        self.controls.reconfigure(config)  # before the caps: a run-time reservation outlives the reload
+        for name in [*invokers, *removed]:
+            if name not in config.functions:
+                self._limits.remove(name)
+                self._async_limits.pop(name, None)
+                continue
+            cap = self.controls.reserved(name)
+            limit = self._limits.get(name)
+            if limit is None:
+                self._async_limits[name] = self._async_limit_of(self._limits.set(name, cap))
+            elif limit.cap != cap:  # the same limit: slots held and waiters stay counted
+                limit.set_cap(cap)
+        for key in [k for k, w in self._workers.items() if w.name in invokers or w.name in removed]:
+            worker = self._workers.pop(key)
+            self._retired_workers.add(worker)
+            task = self._worker_loops.pop(key, None)
+            if task is not None:
+                task.cancel()  # stops taking; its events in flight go on (``_inflight`` still sees them)
+        return retired
+
+    def start_workers(self, workers: Iterable[AsyncWorker]) -> None:
+        """Add ``workers`` (over queues already running) and start them now, when ``run`` is running."""
+        self.add_workers(workers)
+        if self._tg is not None and not self._stopping:
+            for key, worker in self._workers.items():
+                if key not in self._worker_loops:
+                    self._start_worker(self._tg, key, worker)
+
+    async def retire(self, invoker: Invoker, timeout: float) -> bool:  # noqa: ASYNC109 (a drain bound)
+        """Wait until no invocation runs on ``invoker`` (one ``reconfigure`` replaced), at most
+        ``timeout``; False when some were still running then."""
+        if self._calls.get(invoker, 0) == 0:
+            return True
+        idle = self._idle.setdefault(invoker, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout):
+                await idle.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._idle.pop(invoker, None)
+        return True
+
+    def _start_worker(self, tg: asyncio.TaskGroup, key: str, worker: AsyncWorker) -> None:
+        task = tg.create_task(worker.run(), name=key)
+        self._worker_loops[key] = task
+        self._loops.append(task)
+    def _set_reserved(self, function: str, reserved: int | None) -> None:
+        """A function's reserved concurrency changed at run time: its limit's cap follows (0: paused)."""
+        self._limits[function].set_cap(reserved)
+
+    def route_enabled(self, route: str) -> bool:
+        return self.controls.route_enabled(route)
+
+    def held(self, what: str, name: str) -> None:
+        self.controls.held(what, name)
 
     # --- lookups ----------------------------------------------------------------------------------------
 
@@ -141,6 +239,8 @@ class Dispatcher:
             self._metrics.invocations.labels(inv.function, inv.source, Outcome.THROTTLED.value).inc()
             if limit.full():
                 assert limit.cap is not None
+                if limit.cap == 0:
+                    self.controls.held(HELD_SYNC, inv.function)
                 raise Throttled(inv.function, limit.cap)
             assert self._limits.account.cap is not None
             raise Throttled(inv.function, self._limits.account.cap, Throttled.ACCOUNT)
@@ -162,13 +262,16 @@ class Dispatcher:
             limit.release()
 
     @contextlib.asynccontextmanager
-    async def slot(self, function: str, source: str) -> AsyncIterator[None]:
+    async def slot(self, function: str, source: str, route: str | None = None) -> AsyncIterator[None]:
         """Hold one concurrency slot of ``function`` for the block, waiting while all are busy.
 
         For pollers (STYLE: capacity before work): take the slot, then receive, then
-        ``invoke_in_slot``; while the function is at its cap no receive happens at all.
+        ``invoke_in_slot``; while the function is at its cap (or paused) no receive happens at all. With
+        ``route``, first wait while the route is paused: the one gate of every poller.
         """
         self._check(function)
+        if route is not None:
+            await self.controls.wait_route_enabled(route)
         limit = self._limits[function]
         if not limit.try_acquire():
             self._metrics.throttles.labels(function, source).inc()
@@ -196,8 +299,11 @@ class Dispatcher:
         if history is not None and inv.invocation_type == "async":
             history.attempt_started(inv)
         started = self._clock.monotonic()
+        invoker = self._invokers[fn]
+        calls = self._calls
+        calls[invoker] = calls.get(invoker, 0) + 1
         try:
-            result = await self._invokers[fn].invoke(inv)
+            result = await invoker.invoke(inv)
         except Exception as exc:
             log.exception("invoker failed", extra={"function": fn, "route": inv.route,
                                                    "request_id": inv.request_id, "attempt": inv.attempt})
@@ -207,6 +313,14 @@ class Dispatcher:
             )
         finally:
             gauge.dec()
+            left = calls[invoker] - 1
+            if left:
+                calls[invoker] = left
+            else:
+                del calls[invoker]
+                idle = self._idle.get(invoker)
+                if idle is not None:
+                    idle.set()
         duration = self._clock.monotonic() - started
         if history is not None:
             if inv.invocation_type == "sync":
@@ -248,12 +362,14 @@ class Dispatcher:
                     return
                 for queue in self._queues:  # connects, retrying; the workers of a queue wait for it
                     self._loops.append(tg.create_task(queue.run(), name=f"async-queue-{queue.kind}"))
-                for task_name, worker in self._workers.items():
-                    self._loops.append(tg.create_task(worker.run(), name=task_name))
+                for key, worker in self._workers.items():
+                    self._start_worker(tg, key, worker)
                 self._loops.append(tg.create_task(self._depth_loop(), name="async-queue-depth"))
+                self._tg = tg
             if self._stopping:
                 await self._drained.wait()  # drain() is finishing the in-flight events
         finally:
+            self._tg = None
             await self._cancel_inflight()
             for queue in self._queues:
                 await queue.close()
@@ -277,7 +393,8 @@ class Dispatcher:
             self._drained.set()
 
     def _inflight(self) -> set[asyncio.Task[None]]:
-        return {t for w in self._workers.values() for t in w.inflight}
+        self._retired_workers = {w for w in self._retired_workers if w.inflight}
+        return {t for w in (*self._workers.values(), *self._retired_workers) for t in w.inflight}
 
     async def _cancel_inflight(self) -> None:
         tasks = self._inflight()
@@ -300,3 +417,7 @@ class Dispatcher:
                 for name in self._config.functions:
                     gauge.labels(name).set(depth.get(name, 0))
             await self._clock.sleep(self._depth_interval)
+
+
+def _worker_key(worker: AsyncWorker) -> str:
+    return f"async-{worker.queue.kind}:{worker.name}"

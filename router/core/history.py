@@ -60,9 +60,7 @@ class HistoryRecorder:
                  clock: Clock | None = None, capacity: int = BUFFER, batch: int = BATCH,
                  flush_interval: float = 0.2, prune_interval: float = 300.0) -> None:
         self._store = store
-        self._history = {name: fn.history for name, fn in config.functions.items()}
-        self._on = {name for name, h in self._history.items() if h.enabled}
-        self._amqp = config.async_queue is not None  # async events go to RabbitMQ
+        self.reconfigure(config)
         self._metrics = metrics
         self._clock: Clock = clock or SystemClock()
         self._buffer: collections.deque[Change] = collections.deque()
@@ -75,6 +73,12 @@ class HistoryRecorder:
         self._task: asyncio.Task[None] | None = None
         self._cancelled: set[str] = set()  # cancelled on this replica (RabbitMQ: the worker skips them)
         self._last_error = -math.inf  # when the last write error was logged (at most one a minute)
+
+    def reconfigure(self, config: RouterConfig) -> None:
+        """Take the functions' ``history:`` settings of ``config`` (at start, and at a reload)."""
+        self._history = {name: fn.history for name, fn in config.functions.items()}
+        self._on = {name for name, h in self._history.items() if h.enabled}
+        self._amqp = config.async_queue is not None  # async events go to RabbitMQ
 
     def enabled(self, function: str) -> bool:
         return function in self._on
@@ -124,7 +128,7 @@ class HistoryRecorder:
         create = {"route": inv.route, "source": inv.source, "invocation_type": "async",
                   "started_at": inv.enqueued_at, **self._payload(inv.function, inv.payload)}
         self._add(Change(inv.request_id, inv.function, now, RUNNING, create,
-                         attempt={"attempt": inv.attempt, "startedAt": now}))
+                         attempt={"attempt": inv.attempt, "started_at": now}))
 
     def attempt_ended(self, inv: Invocation, result: Result, duration: float) -> None:
         """An async event's attempt ended; its status follows with ``retrying`` or ``finished``."""
@@ -302,10 +306,10 @@ def _outcome(result: Result, duration: float) -> dict[str, Any]:
 
 
 def _attempt(number: int, started: float, ended: float, result: Result) -> dict[str, Any]:
-    entry: dict[str, Any] = {"attempt": number, "startedAt": started, "endedAt": ended,
+    entry: dict[str, Any] = {"attempt": number, "started_at": started, "ended_at": ended,
                              "outcome": result.outcome.value}
     if not result.ok:
         body = result._error_object() or {}
-        entry["errorType"] = str(body.get("errorType") or result.outcome.value)[:128]
-        entry["errorMessage"] = result.error_message(1000)
+        entry["error_type"] = str(body.get("errorType") or result.outcome.value)[:128]
+        entry["error_message"] = result.error_message(1000)
     return entry

@@ -29,7 +29,7 @@ class FunctionLimit:
 
     def free(self) -> int | None:
         """Slots free now, the parent's counted too (None when unbounded)."""
-        own = None if self.cap is None else self.cap - self.in_use
+        own = None if self.cap is None else max(0, self.cap - self.in_use)
         parent = self.parent.free() if self.parent is not None else None
         if own is None:
             return parent
@@ -77,6 +77,19 @@ class FunctionLimit:
             if fut in self._waiters:
                 self._waiters.remove(fut)
 
+    def set_cap(self, cap: int | None) -> None:
+        """Change the cap at run time (reserved concurrency set through the control API): 0 pauses (every
+        caller waits, sync callers are throttled), a higher cap hands the new slots to waiters at once.
+        Slots held above a lower cap are kept until released."""
+        if cap is not None and cap < 0:
+            raise ValueError(f"FunctionLimit: cap must be 0 or more, got {cap}")
+        self.cap = cap
+        while self._waiters and (cap is None or self.in_use < cap):
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_use += 1  # the new slot moves to the waiter
+                fut.set_result(None)
+
     def release(self) -> None:
         """Give a slot back (and the parent's); hands it straight to the first live waiter, if any."""
         self._release_own()
@@ -84,7 +97,7 @@ class FunctionLimit:
             self.parent.release()
 
     def _release_own(self) -> None:
-        while self._waiters:
+        while self._waiters and (self.cap is None or self.in_use <= self.cap):  # not above a lowered cap
             fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)  # the slot moves to the waiter: in_use unchanged
@@ -107,3 +120,15 @@ class Limits:
 
     def __getitem__(self, function: str) -> FunctionLimit:
         return self._limits[function]
+
+    def get(self, function: str) -> FunctionLimit | None:
+        return self._limits.get(function)
+
+    def set(self, function: str, cap: int | None) -> FunctionLimit:
+        """A new limit of ``cap`` for ``function`` (a reload added it)."""
+        self._limits[function] = limit = FunctionLimit(None, self.account)
+        limit.set_cap(cap)  # 0 (paused) too
+        return limit
+
+    def remove(self, function: str) -> None:
+        self._limits.pop(function, None)

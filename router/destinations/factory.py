@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,15 +91,17 @@ class DestinationBuilder:
 
 def build_destinations(
     config: RouterConfig, *, session: aiohttp.ClientSession, submit: Submit,
-    builder: DestinationBuilder | None = None,
+    builder: DestinationBuilder | None = None, functions: Iterable[str] | None = None,
 ) -> dict[str, FunctionDestinations]:
-    """The async destinations of every function. Raises ``ConfigError`` listing every unusable one.
+    """The async destinations of every function (or of ``functions``). Raises ``ConfigError`` listing
+    every unusable one.
 
     File paths are relative to the config file's directory. Pass ``builder`` to ``close()`` it later.
     """
     builder = builder or DestinationBuilder(config, session=session, submit=submit)
     out: dict[str, FunctionDestinations] = {}
-    for name, fn in config.functions.items():
+    for name in config.functions if functions is None else functions:
+        fn = config.functions[name]
         dests = FunctionDestinations()
         if fn.async_.on_success is not None:
             dests.on_success = builder.build(f"functions.{name}.async.on_success", fn.async_.on_success)

@@ -13,7 +13,7 @@ import binascii
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -59,8 +59,10 @@ def build_event(
     account_id: str,
     api_id: str,
     now: float | None = None,
+    path_parameters: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The payload format 2.0 event for ``request`` whose body is ``body``."""
+    """The payload format 2.0 event for ``request`` whose body is ``body``; ``path_parameters``: what the
+    route's ``{name}`` parts matched (default: the request's own ``match_info``)."""
     now = time.time() if now is None else now
     headers: list[tuple[str, str]] = []
     cookies: list[str] = []
@@ -102,8 +104,9 @@ def build_event(
         "time": _clf_time(now),
         "timeEpoch": int(now * 1000),
     }
-    if request.match_info:
-        event["pathParameters"] = dict(request.match_info)
+    params = request.match_info if path_parameters is None else path_parameters
+    if params:
+        event["pathParameters"] = dict(params)
     if body:
         if _is_text(request.headers.get("Content-Type", "")):
             try:

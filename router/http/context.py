@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from router.config.diff import ReloadOutcome
 from router.config.models import RouterConfig
+from router.core.controls import Controls
 from router.core.dispatcher import Dispatch
 from router.core.history import HistoryRecorder
 from router.metrics import Metrics
@@ -21,6 +24,8 @@ class HttpContext:
     dispatcher: Dispatch
     metrics: Metrics
     readiness: Readiness = field(default_factory=Readiness)
+    reload: Callable[[], Awaitable[ReloadOutcome]] | None = None  # the running router's, for /admin/reload
+    controls: Controls | None = None  # run-time controls (pause, reserved concurrency): the control API
     history: HistoryRecorder | None = None  # invocation history and the status API (None: off)
 
 

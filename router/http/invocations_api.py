@@ -5,7 +5,7 @@
 - ``DELETE /invocations/{id}``: cancel an async event that is queued or waiting for a retry (409 while
   it runs or once it has finished);
 - ``GET /admin/invocations?function=&route=&status=&limit=&before=``: recent invocations, newest first,
-  paged with ``next``; ``GET /admin/invocations/{id}``: one with its logs tail and payload.
+  paged with ``next_before``; ``GET /admin/invocations/{id}``: one with its logs tail and payload.
 
 Present when ``server.invoke_api`` is true; the records are ``router.core.history``'s.
 """
@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from router.core.history import HistoryRecorder
+from router.errors import StateStoreError
 from router.http.context import CTX
 from router.http.invoke_auth import authenticate
 from router.invocation import new_request_id
@@ -50,34 +51,31 @@ def _bytes_view(data: bytes | None) -> Any:
 
 
 def view(row: dict[str, Any], *, detail: bool) -> dict[str, Any]:
-    """An invocation as the API answers it; ``detail`` adds result or error, logs and payload."""
+    """An invocation as the API answers it (snake_case, ISO 8601 times, durations in seconds, as
+    ``/admin/failures``); ``detail`` adds the result or error object, logs and payload."""
     attempts = [
-        {k: (_time(v) if k in ("startedAt", "endedAt") else v) for k, v in entry.items()}
+        {k: (_time(v) if k in ("started_at", "ended_at") else v) for k, v in entry.items()}
         for entry in attempt_log(row)
     ]
     out: dict[str, Any] = {
-        "requestId": row["request_id"], "function": row["function"], "route": row["route"],
-        "source": row["source"], "invocationType": row["invocation_type"], "status": row["status"],
-        "attemptCount": row["attempts"], "attempts": attempts, "startedAt": _time(row["started_at"]),
-        "finishedAt": _time(row["finished_at"]),
-        "durationMs": None if row["duration"] is None else round(row["duration"] * 1000, 3),
+        "request_id": row["request_id"], "function": row["function"], "route": row["route"],
+        "source": row["source"], "invocation_type": row["invocation_type"], "status": row["status"],
+        "attempt_count": row["attempts"], "attempts": attempts, "started_at": _time(row["started_at"]),
+        "finished_at": _time(row["finished_at"]), "duration": row["duration"],
+        "error_type": row["error_type"], "error_message": row["error_message"],
     }
-    if row["error_type"] is not None:
-        out["error"] = {"errorType": row["error_type"], "errorMessage": row["error_message"]}
     if not detail:
         return out
     if row["status"] == "succeeded":
         out["result"] = _bytes_view(row["result"])
-        if row["result_truncated"]:
-            out["resultTruncated"] = True
-    elif row["status"] in ("failed", "dropped") and row["result"]:
-        out["errorResult"] = _bytes_view(row["result"])
-    if row["logs"]:
-        out["logs"] = row["logs"]
+        out["result_truncated"] = bool(row["result_truncated"])
+    elif row["error_type"] is not None and row["result"]:
+        out["error"] = _bytes_view(row["result"])  # Lambda's error object
+    out["logs"] = row["logs"]
     if row["payload"] is not None:
         out["payload"] = (row["payload"].decode(errors="replace") if row["payload_truncated"]
                           else _bytes_view(row["payload"]))
-        out["payloadTruncated"] = bool(row["payload_truncated"])
+        out["payload_truncated"] = bool(row["payload_truncated"])
     return out
 
 
@@ -100,7 +98,10 @@ async def get_invocation(request: web.Request) -> web.Response:
     if isinstance(history, web.Response):
         return history
     request_id = request.match_info["id"]
-    row = await history.lookup(request_id)
+    try:
+        row = await history.lookup(request_id)
+    except StateStoreError as exc:
+        return _error(503, str(exc))
     if row is None:
         return _error(404, f"invocation '{request_id}' not found (unknown, or pruned from the history)")
     return web.json_response(view(row, detail=True))
@@ -111,7 +112,10 @@ async def cancel_invocation(request: web.Request) -> web.Response:
     if isinstance(history, web.Response):
         return history
     request_id = request.match_info["id"]
-    outcome, row = await history.cancel(request_id)
+    try:
+        outcome, row = await history.cancel(request_id)
+    except StateStoreError as exc:
+        return _error(503, str(exc))
     if row is None:
         return _error(404, f"invocation '{request_id}' not found (unknown, or pruned from the history)")
     if outcome == "cancelled":
@@ -147,12 +151,15 @@ async def list_invocations(request: web.Request) -> web.Response:
         try:
             before = (float(at), rid)
         except ValueError:
-            return _error(400, f"before: the 'next' of a previous page, got '{q['before']}'")
-    rows = await history.invocations(function=q.get("function") or None, route=q.get("route") or None,
-                                     status=status, limit=limit, before=before)
+            return _error(400, f"before: the 'next_before' of a previous page, got '{q['before']}'")
+    try:
+        rows = await history.invocations(function=q.get("function") or None, route=q.get("route") or None,
+                                         status=status, limit=limit, before=before)
+    except StateStoreError as exc:
+        return _error(503, str(exc))
     return web.json_response({
-        "invocations": [view(r, detail=False) for r in rows],
-        "next": _cursor(rows[-1]) if len(rows) == limit else None,
+        "invocations": [view(r, detail=False) for r in rows], "count": len(rows),
+        "next_before": _cursor(rows[-1]) if len(rows) == limit else None,
     })
 
 

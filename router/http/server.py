@@ -14,7 +14,11 @@ from aiohttp import web
 
 from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
 from router.core.dispatcher import Dispatch
+from router.http.admin_api import add_control_and_admin_routes
+from router.http.admin_failures import add_failure_routes
+from router.http.admin_reload import add_reload_route
 from router.http.connections import ConnectionGuard, GuardedAppRunner
+from router.http.console import add_console_routes
 from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
 from router.http.invocations_api import add_invocation_routes
@@ -74,7 +78,13 @@ def build_app(ctx: HttpContext) -> web.Application:
     add_monitoring_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)
-        add_invocation_routes(app)
+        add_invocation_routes(app)  # /invocations, /admin/invocations (issue 12: history, status API)
+        add_reload_route(app)
+        if server.console:
+            add_console_routes(app)
+        add_failure_routes(app)  # /admin/failures (issue 12: failed events)
+    if server.invoke_api and ctx.controls is not None:  # issue 12: pause/resume, Lambda's control API
+        add_control_and_admin_routes(app)
     register_webhook_routes(app, ctx)
     return app
 

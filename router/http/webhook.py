@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from router.config.checks import aiohttp_path
-from router.config.models import RouteConfig, WebhookSourceConfig
+from router.config.models import RouteConfig, RouterConfig, WebhookSourceConfig
+from router.core.controls import HELD_WEBHOOK
 from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http import apigw
 from router.http.context import HttpContext
@@ -25,6 +27,8 @@ from router.invocation import Invocation, new_request_id
 log = logging.getLogger("router.sources.webhook")
 
 TYPE = "webhook"
+PAUSED_RETRY_AFTER = 30
+"""Seconds a paused webhook route asks its sender to wait (``Retry-After`` of its 503)."""
 
 
 class WebhookSource:
@@ -40,10 +44,12 @@ class WebhookSource:
         m = ctx.metrics
         self._events = m.source_events.labels(route=route.name, type=TYPE)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request,
+                     params: Mapping[str, str] | None = None) -> web.StreamResponse:
+        """Answer ``request``; ``params``: what the route's ``{name}`` path parts matched."""
         request_id = new_request_id()
         try:
-            response = await self._handle(request, request_id)
+            response = await self._handle(request, request_id, params)
         except (RouterError, OSError) as exc:
             response = _not_dispatched(exc, self.route.name, self.route.function, request_id)
         response.headers["apigw-requestid"] = request_id
@@ -74,7 +80,8 @@ class WebhookSource:
         metrics.child(metrics.webhook_requests, self.route.name, str(response.status)).inc()
         return response
 
-    async def _handle(self, request: web.Request, request_id: str) -> web.Response:
+    async def _handle(self, request: web.Request, request_id: str,
+                      params: Mapping[str, str] | None) -> web.Response:
         ctx = self._ctx
         route = self.route
         extra = {"route": route.name, "function": route.function, "request_id": request_id}
@@ -91,6 +98,10 @@ class WebhookSource:
             return exc.response()
         if self._auth is not None and not self._auth.verify(request.headers, body):
             return self._unauthorized(extra)
+        if not ctx.dispatcher.route_enabled(route.name):  # paused: the sender retries later
+            ctx.dispatcher.held(HELD_WEBHOOK, route.name)
+            return web.json_response({"message": f"route '{route.name}' is paused; retry later"}, status=503,
+                                     headers={"Retry-After": str(PAUSED_RETRY_AFTER)})
         self._events.inc()
 
         if route.input is not None:
@@ -100,6 +111,7 @@ class WebhookSource:
                 request, body,
                 route_key=apigw.route_key(self.source.methods, request.method, self.source.path),
                 request_id=request_id, account_id=ctx.config.aws.account_id, api_id=route.name,
+                path_parameters=params,
             )
         inv = Invocation(
             function=route.function,
@@ -168,22 +180,72 @@ def _not_dispatched(exc: BaseException, route: str | None, function: str, reques
     return apigw.internal_error()
 
 
-def register_webhook_routes(app: web.Application, ctx: HttpContext) -> list[WebhookSource]:
-    """Add an aiohttp route per method of every webhook route (``ANY`` = every method)."""
-    sources: list[WebhookSource] = []
-    for route in ctx.config.routes:
-        if not isinstance(route.source, WebhookSourceConfig):
-            continue
-        source = WebhookSource(route, ctx)
-        path = aiohttp_path(route.source.path)
-        methods = ["*"] if "ANY" in route.source.methods else route.source.methods
-        for method in methods:
-            try:
-                app.router.add_route(method, path, source.handle, name=None)
-            except (RuntimeError, ValueError) as exc:
-                raise RouterError(
-                    f"route '{route.name}': cannot serve {method} {route.source.path}, {exc}; "
-                    "give each webhook route its own path or methods"
-                ) from None
-        sources.append(source)
-    return sources
+class WebhookTable:
+    """The webhook routes being served, swappable while the router runs (a reload).
+
+    The app has one catch-all route (``register_webhook_routes``) that resolves each request against the
+    current table: an aiohttp ``UrlDispatcher`` holding one route per method of every webhook route, so
+    paths, ``{name}`` parameters, 404 and 405 (with ``Allow``) behave as they did as routes of the app.
+    """
+
+    def __init__(self, ctx: HttpContext) -> None:
+        self._ctx = ctx
+        self._urls = web.UrlDispatcher()
+        self._served_by: dict[web.AbstractRoute, WebhookSource] = {}
+        self.resource: web.AbstractResource | None = None  # the app's catch-all route's
+
+    def build(self, config: RouterConfig) -> Table:
+        """The table of ``config``'s webhook routes, not yet served (``install`` serves it). Raises
+        ``RouterError`` when two routes would answer the same method and path."""
+        urls = web.UrlDispatcher()
+        served_by: dict[web.AbstractRoute, WebhookSource] = {}
+        for route in config.routes:
+            if not isinstance(route.source, WebhookSourceConfig):
+                continue
+            source = WebhookSource(route, self._ctx)
+            path = aiohttp_path(route.source.path)
+            methods = ["*"] if "ANY" in route.source.methods else route.source.methods
+            for method in methods:
+                try:
+                    served_by[urls.add_route(method, path, source.handle, name=None)] = source
+                except (RuntimeError, ValueError) as exc:
+                    raise RouterError(
+                        f"route '{route.name}': cannot serve {method} {route.source.path}, {exc}; "
+                        "give each webhook route its own path or methods"
+                    ) from None
+        urls.freeze()
+        return urls, served_by
+
+    def install(self, built: Table) -> None:
+        """Serve a table ``build`` made; requests already being answered finish on the old one."""
+        self._urls, self._served_by = built
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        match = await self._urls.resolve(request)
+        error = match.http_exception
+        if error is None:
+            return await self._served_by[match.route].handle(request, dict(match))
+        if isinstance(error, web.HTTPNotFound):  # another route of the app's may know the path
+            allowed: set[str] = set()
+            for resource in request.app.router.resources():
+                if resource is not self.resource:
+                    allowed |= (await resource.resolve(request))[1]
+            if allowed:
+                raise web.HTTPMethodNotAllowed(request.method, allowed)
+        raise error
+
+
+Table = tuple[web.UrlDispatcher, dict[web.AbstractRoute, WebhookSource]]
+CATCH_ALL = "/{webhook_path:.*}"
+"""The app's last route: every request no other route took goes to the webhook table."""
+WEBHOOKS = web.AppKey("router_webhooks", WebhookTable)
+
+
+def register_webhook_routes(app: web.Application, ctx: HttpContext) -> WebhookTable:
+    """Serve ``ctx.config``'s webhook routes through a ``WebhookTable`` (``app[WEBHOOKS]``), on a
+    catch-all route that must be the app's last. Raises ``RouterError`` for clashing routes."""
+    table = WebhookTable(ctx)
+    table.install(table.build(ctx.config))
+    app[WEBHOOKS] = table
+    table.resource = app.router.add_route("*", CATCH_ALL, table.handle).resource
+    return table

@@ -7,7 +7,7 @@ Webhook routes are not here: the HTTP front serves them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ from router.sources.base import Poller
 if TYPE_CHECKING:
     from router.config.models import RouteConfig, RouterConfig
     from router.core.dispatcher import Dispatch
+    from router.core.failures import FailedEvents
     from router.destinations.base import Destination
     from router.metrics import Metrics
     from router.readiness import Readiness
@@ -32,6 +33,7 @@ class SourceParts:
     readiness: Readiness
     store: StateStore
     on_failure: Mapping[str, Destination] = field(default_factory=dict)
+    failures: FailedEvents | None = None  # where failed events are kept (``router failures``)
 
 
 def _sqs(route: RouteConfig, parts: SourceParts) -> Poller:
@@ -54,7 +56,7 @@ def _stream(route: RouteConfig, parts: SourceParts) -> Poller:
     return StreamSource(route, dispatcher=parts.dispatcher, metrics=parts.metrics, readiness=parts.readiness,
                         aws=parts.config.aws, store=parts.store, on_failure=parts.on_failure.get(route.name),
                         lease_duration=parts.config.state.shard_lease_duration,
-                        replica_id=parts.config.state.replica_id)
+                        replica_id=parts.config.state.replica_id, failures=parts.failures)
 
 
 POLLERS: dict[str, Callable[[RouteConfig, SourceParts], Poller]] = {
@@ -72,6 +74,8 @@ class Sources:
 
     schedule: Poller
     pollers: list[tuple[str, Poller]]
+    _schedule_routes: set[str] = field(default_factory=set)
+    _schedule_stopped: bool = False
 
     def all(self) -> list[tuple[str, Poller]]:
         return [("schedule", self.schedule), *self.pollers]
@@ -81,16 +85,54 @@ class Sources:
         await self.schedule.stop(timeout)
         await asyncio.gather(*(p.stop(timeout) for _, p in self.pollers))
 
+    async def stop_routes(self, routes: Iterable[str], new: RouterConfig,
+                          timeout: float) -> None:  # noqa: ASYNC109 (the shutdown contract)
+        """A reload, first half: stop the pollers of ``routes`` gracefully (each given ``timeout``; what
+        they took finishes); the schedule source too when one of them is a schedule route, before or in
+        ``new``."""
+        touched = set(routes)
+        new_schedules = {r.name for r in new.routes if r.source.type == "schedule"}
+        stopping = [p for name, p in self.pollers if name.partition(":")[2] in touched]
+        self.pollers = [(name, p) for name, p in self.pollers if name.partition(":")[2] not in touched]
+        self._schedule_stopped = bool(touched & (self._schedule_routes | new_schedules))
+        if self._schedule_stopped:
+            await self.schedule.stop(timeout)
+        await asyncio.gather(*(p.stop(timeout) for p in stopping))
+
+    def start_routes(self, parts: SourceParts, routes: Iterable[str],
+                     start: Callable[[str, Poller], None]) -> None:
+        """A reload, second half: build the pollers of those of ``routes`` in ``parts.config`` and start
+        each with ``start(task name, poller)``; the schedule source again when ``stop_routes`` stopped it
+        (its ticks are claimed in the state store: none fires twice, missed ones are caught up). Other
+        routes' pollers are not touched."""
+        new_routes = {r.name: r for r in parts.config.routes}
+        touched = set(routes)
+        for name in sorted(touched):
+            route = new_routes.get(name)
+            if route is not None and route.source.type in POLLERS:
+                poller = POLLERS[route.source.type](route, parts)
+                task = f"{route.source.type}:{route.name}"
+                self.pollers.append((task, poller))
+                start(task, poller)
+        if self._schedule_stopped:
+            self.schedule, self._schedule_routes = _schedule_source(parts)
+            start("schedule", self.schedule)
+            self._schedule_stopped = False
+
+
+def _schedule_source(parts: SourceParts) -> tuple[Poller, set[str]]:
+    from router.sources.schedule.source import ScheduleSource
+
+    routes = [r for r in parts.config.routes if r.source.type == "schedule"]
+    source = ScheduleSource(routes, parts.dispatcher, parts.metrics, parts.config.aws,
+                            close_timeout=parts.config.server.shutdown_timeout, claims=parts.store)
+    return source, {r.name for r in routes}
+
 
 def build_sources(parts: SourceParts) -> Sources:
     """The schedule source of every schedule route, and a poller per polling route. Raises
     ``ConfigError`` for a schedule that cannot be built."""
-    from router.sources.schedule.source import ScheduleSource
-
-    routes = parts.config.routes
-    schedule = ScheduleSource([r for r in routes if r.source.type == "schedule"], parts.dispatcher,
-                              parts.metrics, parts.config.aws,
-                              close_timeout=parts.config.server.shutdown_timeout, claims=parts.store)
+    schedule, schedule_routes = _schedule_source(parts)
     pollers = [(f"{r.source.type}:{r.name}", POLLERS[r.source.type](r, parts))
-               for r in routes if r.source.type in POLLERS]
-    return Sources(schedule, pollers)
+               for r in parts.config.routes if r.source.type in POLLERS]
+    return Sources(schedule, pollers, schedule_routes)

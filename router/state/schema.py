@@ -20,7 +20,10 @@ SCHEMA_VERSION = 4
    then raised to 2 by ``create_tables``.
 3: ``router_shard_leases`` (which replica reads each shard of a stream route). A new table only: a
    version-2 database migrates by opening it, the same way.
-4: ``router_invocations`` (invocation history, ``router.state.history``). A new table only."""
+4: ``router_failed_events`` (failed events kept for inspection and redrive), ``router_controls``
+   (routes paused, functions' reserved concurrency and event invoke overrides set at run time) and
+   ``router_invocations`` (invocation history, ``router.state.history``). New tables only: a version-3
+   database migrates by opening it, the same way."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -88,6 +91,39 @@ shard_leases = sa.Table(  # stream routes: which replica reads each shard (``rou
     sa.Column("handoff", sa.String(256), nullable=True),  # a replica that asked the owner to hand it over
 )
 
+failed_events = sa.Table(  # async events and stream records given up, kept to inspect and redrive
+    "router_failed_events",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("function", sa.String(64), nullable=False),
+    sa.Column("route", sa.String(128), nullable=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False),  # the original invocation's
+    sa.Column("condition", sa.String(64), nullable=False),  # RetriesExhausted, EventAgeExceeded, ...
+    sa.Column("record", sa.Text(), nullable=False),  # the destination / failure record as JSON
+    sa.Column("payload", sa.LargeBinary(), nullable=False),  # what a redrive invokes the function with
+    sa.Column("failed_at", sa.Double(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("error_type", sa.String(128), nullable=True),
+    sa.Column("error_message", sa.Text(), nullable=True),
+    sa.Column("redriven_as", sa.String(64), nullable=True),  # the redrive's request id; NULL: not redriven
+    sa.Column("redriven_at", sa.Double(), nullable=True),  # when the redrive was accepted (NULL: pending)
+    sa.Index("router_failed_events_failed_at", "failed_at"),
+    sa.Index("router_failed_events_function", "function", "failed_at"),
+)
+
+
+controls = sa.Table(  # what operators changed at run time (``router.state.controls``); NULL: as the config
+    "router_controls",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),  # "route" or "function"
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("enabled", sa.Boolean(), nullable=True),  # routes: False while paused
+    sa.Column("reserved_concurrency", sa.Integer(), nullable=True),  # functions: 0 pauses
+    sa.Column("maximum_retry_attempts", sa.Integer(), nullable=True),  # functions: async retries
+    sa.Column("maximum_event_age", sa.Double(), nullable=True),  # functions: seconds
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)
 
 invocations = sa.Table(  # invocation history: one row per request id (``router.state.history``)
     "router_invocations",

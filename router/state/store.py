@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from router.errors import StateStoreError
-from router.state import checkpoints, history, leases, schedule_fires
+from router.state import checkpoints, controls, failures, history, leases, schedule_fires
 from router.state.errors import describe
+from router.state.failures import FailedEvent, FailureFilter
 from router.state.leases import Lease, LeaseToken
 from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
 from router.state.schema import async_events, create_tables
@@ -406,6 +407,52 @@ class StateStore:
     async def forget_leases(self, route: str) -> int:
         """Delete every lease of ``route``; how many there were."""
         return await self._transact("forget shard leases", lambda conn: leases.forget(conn, route))
+
+    # --- failed events (``router.state.failures``; issue 12: failed events, redrive) -----------------------
+
+    async def keep_failure(self, row: dict[str, Any]) -> int:
+        """Keep one failed event (the columns of ``router_failed_events`` but ``id``); its id."""
+        return await self._transact("keep a failed event", lambda conn: failures.insert(conn, row))
+
+    async def list_failures(self, f: FailureFilter, limit: int) -> list[FailedEvent]:
+        """Kept failed events matching ``f``, newest first, without record and payload."""
+        return await self._transact("list failed events", lambda conn: failures.select(conn, f, limit))
+
+    async def get_failure(self, event_id: int) -> FailedEvent | None:
+        """One kept failed event, whole."""
+        return await self._transact("read a failed event", lambda conn: failures.get(conn, event_id))
+
+    async def claim_failures(self, f: FailureFilter, limit: int, new_ids: list[str]) -> list[FailedEvent]:
+        """Claim failed events never redriven for a redrive (``redriven_as`` = the next of ``new_ids``)."""
+        return await self._transact("claim failed events for a redrive",
+                                    lambda conn: failures.claim(conn, f, limit, new_ids))
+
+    async def failure_redriven(self, event_id: int, new_id: str, *, now: float) -> None:
+        """The redrive ``new_id`` of failed event ``event_id`` was accepted."""
+        await self._transact("mark a failed event redriven",
+                             lambda conn: failures.accepted(conn, event_id, new_id, now))
+
+    async def unclaim_failures(self, claims: list[tuple[int, str]]) -> int:
+        """Undo redrive claims never submitted (``(event id, redrive id)`` pairs); how many."""
+        return await self._transact("release redrive claims", lambda conn: failures.unclaim(conn, claims))
+
+    async def purge_failures(self, f: FailureFilter) -> int:
+        """Delete the kept failed events matching ``f``; how many."""
+        return await self._transact("purge failed events", lambda conn: failures.delete(conn, f))
+
+    async def prune_failures(self, *, older_than: float, keep: int) -> int:
+        """Delete failed events older than ``older_than`` and beyond the newest ``keep``; how many."""
+        return await self._transact("prune failed events",
+                                    lambda conn: failures.prune(conn, older_than=older_than, keep=keep))
+    # --- run-time controls (issue 12, pause/resume and Lambda's control API: ``router.state.controls``) ---
+
+    async def load_controls(self) -> list[controls.ControlRow]:
+        """Every route's and function's run-time settings stored."""
+        return await self._transact("load controls", controls.load)
+
+    async def save_control(self, row: controls.ControlRow) -> None:
+        """Insert or replace one route's or function's run-time settings; committed when this returns."""
+        await self._transact("save controls", lambda conn: controls.save(conn, row))
 
 
     # --- invocation history (issue 12, part h1: ``router.state.history``) -------------------------------

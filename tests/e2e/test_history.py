@@ -112,7 +112,7 @@ def test_sync_and_async_invocations_are_recorded_with_status_logs_and_result(run
     assert status == 200
     status, headers, body = http("POST", running.url + "/echo-async", b'{"n": 2}')
     assert status == 202
-    request_id = json.loads(body)["requestId"]
+    request_id = json.loads(body)["requestId"]  # the webhook's 202 body
     assert headers["location"] == f"/invocations/{request_id}"
     # Right after the 202: known already (the recorder's buffer or the queue's row answers).
     assert _status(running, request_id) in ("queued", "running", "succeeded")
@@ -120,13 +120,13 @@ def test_sync_and_async_invocations_are_recorded_with_status_logs_and_result(run
     _, done = _get(running, headers["location"])
     assert done["function"] == "echo"
     assert done["route"] == "echo-async"
-    assert done["invocationType"] == "async"
-    assert done["attemptCount"] == 1
+    assert done["invocation_type"] == "async"
+    assert done["attempt_count"] == 1
     assert done["attempts"][0]["outcome"] == "success"
-    assert done["attempts"][0]["startedAt"] <= done["attempts"][0]["endedAt"]
+    assert done["attempts"][0]["started_at"] <= done["attempts"][0]["ended_at"]
     assert done["result"]["event"]["body"] == '{"n": 2}'
     assert "echo says hello" in done["logs"]
-    assert done["payloadTruncated"] is False
+    assert done["payload_truncated"] is False
 
     event_id = _event(running, "echo", {"n": 3})
     until_sync(lambda: _status(running, event_id) == "succeeded", what="the Event invoke to succeed")
@@ -139,17 +139,17 @@ def test_sync_and_async_invocations_are_recorded_with_status_logs_and_result(run
         return list(_get(running, "/admin/invocations?function=echo")[1]["invocations"])
 
     rows = until_sync(lambda: len(listed()) == 3 and listed(), what="three echo invocations listed")
-    assert [r["requestId"] for r in rows][:2] == [event_id, request_id]  # newest first
+    assert [r["request_id"] for r in rows][:2] == [event_id, request_id]  # newest first
     assert {r["status"] for r in rows} == {"succeeded"}
     sync_row = rows[2]
-    assert (sync_row["invocationType"], sync_row["route"], sync_row["source"]) == ("sync", "echo-sync",
+    assert (sync_row["invocation_type"], sync_row["route"], sync_row["source"]) == ("sync", "echo-sync",
                                                                                    "webhook")
     status, page = _get(running, "/admin/invocations?function=echo&limit=2")
     assert len(page["invocations"]) == 2
-    assert page["next"]
-    _, rest = _get(running, f"/admin/invocations?function=echo&limit=2&before={page['next']}")
-    assert [r["requestId"] for r in rest["invocations"]] == [sync_row["requestId"]]
-    status, detail = _get(running, f"/admin/invocations/{sync_row['requestId']}")
+    assert page["next_before"]
+    _, rest = _get(running, f"/admin/invocations?function=echo&limit=2&before={page['next_before']}")
+    assert [r["request_id"] for r in rest["invocations"]] == [sync_row["request_id"]]
+    status, detail = _get(running, f"/admin/invocations/{sync_row['request_id']}")
     assert status == 200
     assert detail["payload"]["body"] == '{"n": 1}'
 
@@ -158,7 +158,7 @@ def test_payload_is_kept_only_when_the_function_asks(running: RouterProcess) -> 
     assert http("POST", running.url + "/plain", b'{"secret": "card"}')[0] == 200
     rows = until_sync(lambda: _get(running, "/admin/invocations?function=plain")[1]["invocations"],
                       what="the plain invocation listed")
-    _, detail = _get(running, f"/invocations/{rows[0]['requestId']}")
+    _, detail = _get(running, f"/invocations/{rows[0]['request_id']}")
     assert detail["status"] == "succeeded"
     assert "payload" not in detail
     assert "echo says hello" in detail["logs"]
@@ -170,11 +170,11 @@ def test_a_failing_async_event_fails_with_each_attempt_and_its_error(running: Ro
     request_id = _event(running, "flaky", {"x": 1})
     until_sync(lambda: _status(running, request_id) == "failed", what="the flaky event to fail", deadline=20)
     _, body = _get(running, f"/invocations/{request_id}")
-    assert body["attemptCount"] == 2
-    assert [a["errorMessage"] for a in body["attempts"]] == ["broken on purpose"] * 2
-    assert [a["errorType"] for a in body["attempts"]] == ["ValueError"] * 2
-    assert body["error"] == {"errorType": "ValueError", "errorMessage": "broken on purpose"}
-    assert body["errorResult"]["errorType"] == "ValueError"
+    assert body["attempt_count"] == 2
+    assert [a["error_message"] for a in body["attempts"]] == ["broken on purpose"] * 2
+    assert [a["error_type"] for a in body["attempts"]] == ["ValueError"] * 2
+    assert (body["error_type"], body["error_message"]) == ("ValueError", "broken on purpose")
+    assert body["error"]["errorType"] == "ValueError"  # Lambda's error object
     status, _, answer = http("DELETE", running.url + f"/invocations/{request_id}")
     assert status == 409
     assert "cannot be cancelled: it has finished (failed)" in json.loads(answer)["message"]
@@ -208,12 +208,12 @@ def test_delete_cancels_a_queued_or_retrying_event_and_refuses_a_running_one(
     retrying = _event(running, "slowretry", {})
     until_sync(lambda: _status(running, retrying) == "retrying", what="the first attempt to fail")
     _, between = _get(running, f"/invocations/{retrying}")
-    assert [a["errorMessage"] for a in between["attempts"]] == ["broken on purpose"]
+    assert [a["error_message"] for a in between["attempts"]] == ["broken on purpose"]
     status, _, body = http("DELETE", running.url + f"/invocations/{retrying}")
     assert status == 200, body
     cancelled = json.loads(body)
     assert cancelled["status"] == "cancelled"
-    assert cancelled["attemptCount"] == 1
+    assert cancelled["attempt_count"] == 1
     assert http("DELETE", running.url + f"/invocations/{retrying}")[0] == 409
     status, _, body = http("DELETE", running.url + "/invocations/no-such-id")
     assert status == 404
@@ -228,7 +228,7 @@ def test_history_is_pruned_to_max_count_per_function(running: RouterProcess) -> 
         return list(_get(running, "/admin/invocations?function=echo&limit=100")[1]["invocations"])
 
     rows = until_sync(lambda: len(kept()) == 4 and kept(), what="echo's history pruned to 4 rows")
-    bodies = [_get(running, f"/admin/invocations/{r['requestId']}")[1]["payload"]["body"] for r in rows]
+    bodies = [_get(running, f"/admin/invocations/{r['request_id']}")[1]["payload"]["body"] for r in rows]
     assert bodies == [json.dumps({"n": n}) for n in (6, 5, 4, 3)]
 
 

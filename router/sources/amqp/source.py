@@ -304,7 +304,7 @@ class AmqpSource:
             while not self._gate.stopping and not self._draining:
                 self._phase[me] = Phase.IDLE
                 try:
-                    async with self._dispatcher.slot(self.route.function, TYPE):
+                    async with self._dispatcher.slot(self.route.function, TYPE, self.route.name):
                         async with self._gather_lock:  # one batch fills at a time, in order
                             batch = await self._gather(me)
                         if batch and not self._draining:

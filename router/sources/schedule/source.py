@@ -50,6 +50,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from router.clock import Clock, SystemClock
 from router.config.cron import cron_trigger, zone
 from router.config.models import AwsConfig, RouteConfig, ScheduleSourceConfig
+from router.core.controls import HELD_SCHEDULE
 from router.core.dispatcher import Dispatch
 from router.errors import ConfigError
 from router.invocation import Invocation
@@ -288,6 +289,11 @@ class ScheduleSource:
         if nominal is None:
             nominal = self._nominal.pop(name, None) or datetime.fromtimestamp(now, UTC)
         if not await self._claim(name, route, nominal, now):
+            return
+        if not self._dispatcher.route_enabled(name):  # paused: the tick is skipped (claimed: not caught
+            self._dispatcher.held(HELD_SCHEDULE, name)  # up later), and counted
+            self._metrics.schedule_runs.labels(route=name, outcome="paused").inc()
+            log.info("schedule: route paused, tick skipped", extra={"route": name})
             return
         self._metrics.schedule_lag.labels(route=name).observe(max(0.0, now - nominal.timestamp()))
         self._metrics.source_events.labels(route=name, type=TYPE).inc()

@@ -171,7 +171,7 @@ class SqsSource:
                 self._phase[me] = Phase.IDLE
                 try:
                     info = await self._ensure_info()
-                    async with self._dispatcher.slot(self.route.function, TYPE):
+                    async with self._dispatcher.slot(self.route.function, TYPE, self.route.name):
                         if gate.stopping:
                             return
                         self._phase[me] = Phase.RECEIVING
@@ -204,6 +204,9 @@ class SqsSource:
         first = await queue.receive(ask, self._wait)
         self._health.healthy()
         if not first:
+            return 0
+        if not self._dispatcher.route_enabled(self.route.name):  # paused during the long poll
+            await self._hand_back({m["MessageId"]: m["ReceiptHandle"] for m in first}, why="(route paused)")
             return 0
         batch: dict[str, dict[str, Any]] = {}  # message id -> message (a duplicate keeps its last receipt)
         held: dict[str, str] = {}  # message id -> receipt handle, kept visible while the batch runs

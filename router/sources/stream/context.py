@@ -13,6 +13,7 @@ from router.aws import describe_error
 from router.clock import Clock
 from router.config.models import DynamodbStreamSourceConfig, KinesisSourceConfig
 from router.core.dispatcher import Dispatch
+from router.core.failures import FailedEvents
 from router.destinations.base import Destination
 from router.errors import StateStoreError
 from router.filters import Filter
@@ -48,6 +49,7 @@ class ShardContext:
     poll_interval: float
     min_call_interval: float
     retry_backoff: tuple[float, float]
+    failures: FailedEvents | None = None  # given-up batches are kept there (``router failures``)
     clock: Clock = field(init=False)
     extra: dict[str, Any] = field(init=False)
     filtered: int = 0  # records skipped because no filter matched

@@ -32,6 +32,7 @@ from router.aws import create_client, keep_epoch_timestamps, region_of
 from router.clock import Clock
 from router.config.models import AwsConfig, DynamodbStreamSourceConfig, KinesisSourceConfig, RouteConfig
 from router.core.dispatcher import Dispatch
+from router.core.failures import FailedEvents
 from router.destinations.base import Destination
 from router.errors import StateStoreError
 from router.filters import compile_filters
@@ -93,6 +94,7 @@ class StreamSource:
         lease_duration: float = LEASE_DURATION,
         replica_id: str | None = None,
         exclusive: bool | None = None,
+        failures: FailedEvents | None = None,
     ) -> None:
         if not isinstance(route.source, KinesisSourceConfig | DynamodbStreamSourceConfig):
             raise TypeError(f"StreamSource: route '{route.name}' is not a kinesis or dynamodb_stream route")
@@ -111,7 +113,7 @@ class StreamSource:
             filter=compile_filters(route.filters),  # the loader has checked the patterns
             on_failure=on_failure, function_arn=dispatcher.arn(route.function),
             batch_info_key=BATCH_INFO[self._type], poll_interval=poll_interval,
-            min_call_interval=min_call_interval, retry_backoff=retry_backoff,
+            min_call_interval=min_call_interval, retry_backoff=retry_backoff, failures=failures,
         )
         self._extra = self._health.extra
         self._aws = aws

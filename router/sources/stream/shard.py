@@ -416,7 +416,7 @@ class _Lane:
                 raise _Abandoned
             inv = Invocation(function=ctx.function, payload=payload(attempt.records), source=ctx.type,
                              route=ctx.route_name, attempt=attempt.invokes + 1)
-            async with ctx.dispatcher.slot(ctx.function, ctx.type):
+            async with ctx.dispatcher.slot(ctx.function, ctx.type, ctx.route_name):
                 if shard.stopping:  # waited for capacity until the shard stopped: start nothing new
                     raise _Abandoned
                 result = await ctx.dispatcher.invoke_in_slot(inv)
@@ -490,6 +490,11 @@ class _Lane:
         where = (f"route '{ctx.route_name}': shard {shard.shard_id}: {len(records)} records "
                  f"{records[0].sequence_number}..{records[-1].sequence_number} given up ({condition}, "
                  f"{attempt.invokes} invocations)")
+        if ctx.failures is not None:  # kept for `router failures`; a redrive invokes the batch's event
+            await ctx.failures.keep(
+                function=ctx.function, route=ctx.route_name, source=ctx.type,
+                request_id=attempt.request_id or "", condition=condition, record=record,
+                payload=payload(records), attempts=attempt.invokes, result=attempt.result)
         if ctx.on_failure is None:
             log.error("%s; no source.on_failure destination: they are skipped", where,
                       extra={**shard._extra, "request_id": attempt.request_id})

@@ -125,3 +125,42 @@ async def test_a_waiter_cancelled_while_the_account_is_full_holds_nothing() -> N
     assert (account.in_use, b.in_use) == (1, 0)
     a.release()
     assert account.in_use == 0
+
+
+async def test_set_cap_zero_pauses_and_a_higher_cap_wakes_waiters() -> None:
+    lim = FunctionLimit(2)
+    assert lim.try_acquire()
+    lim.set_cap(0)  # paused: nobody gets a slot; the held one stays held
+    assert not lim.try_acquire()
+    assert lim.full()
+    waiters = [asyncio.create_task(lim.acquire()) for _ in range(3)]
+    await asyncio.sleep(0)
+    lim.release()  # above the lowered cap: not handed on
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    assert lim.in_use == 0
+    lim.set_cap(2)  # resumed with room for two: two waiters get theirs at once
+    await asyncio.sleep(0)
+    assert sum(w.done() for w in waiters) == 2
+    assert lim.in_use == 2
+    lim.set_cap(None)
+    await asyncio.gather(*waiters)
+    assert lim.in_use == 3
+    with pytest.raises(ValueError, match="0 or more"):
+        lim.set_cap(-1)
+
+
+async def test_child_waits_for_a_paused_parent() -> None:
+    """The async limit of a function without a cap sits under the function's own: pausing it holds both."""
+    fn = FunctionLimit(None)
+    async_limit = FunctionLimit(64, fn)
+    fn.set_cap(0)
+    assert not async_limit.try_acquire()
+    waiting = asyncio.create_task(async_limit.acquire())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    fn.set_cap(None)  # resumed: the waiter gets its slot, counted in both limits
+    await asyncio.wait_for(waiting, 5)
+    assert (async_limit.in_use, fn.in_use) == (1, 1)
+    async_limit.release()
+    assert (async_limit.in_use, fn.in_use) == (0, 0)

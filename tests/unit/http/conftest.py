@@ -43,9 +43,17 @@ class FakeDispatcher:
     invoke_error: Exception | None = None
     invoked: list[Invocation] = field(default_factory=list)
     submitted: list[Invocation] = field(default_factory=list)
+    paused_routes: set[str] = field(default_factory=set)
+    held_back: list[tuple[str, str]] = field(default_factory=list)
 
     def has_function(self, name: str) -> bool:
         return name in self.functions
+
+    def route_enabled(self, route: str) -> bool:
+        return route not in self.paused_routes
+
+    def held(self, what: str, name: str) -> None:
+        self.held_back.append((what, name))
 
     def function_names(self) -> list[str]:
         return sorted(self.functions)

@@ -28,16 +28,16 @@ def queued(rid: str, at: float, function: str = "f") -> Change:
 async def test_changes_of_one_invocation_make_one_row_with_its_attempts(store: StateStore) -> None:
     touched = await store.record_history([
         queued("a", 10.0),
-        Change("a", "f", 11.0, "running", attempt={"attempt": 1, "startedAt": 11.0}),
+        Change("a", "f", 11.0, "running", attempt={"attempt": 1, "started_at": 11.0}),
         Change("a", "f", 12.0, None, update={"error_type": "ValueError", "error_message": "no"},
-               attempt={"attempt": 1, "endedAt": 12.0, "errorType": "ValueError"}),
+               attempt={"attempt": 1, "ended_at": 12.0, "error_type": "ValueError"}),
         Change("a", "f", 12.0, "retrying"),
     ])
     assert touched == {"f"}
     await store.record_history([  # a later batch: the second attempt succeeds
-        Change("a", "f", 20.0, "running", attempt={"attempt": 2, "startedAt": 20.0}),
+        Change("a", "f", 20.0, "running", attempt={"attempt": 2, "started_at": 20.0}),
         Change("a", "f", 21.0, None, update={"error_type": None, "result": b'{"ok":1}'},
-               attempt={"attempt": 2, "endedAt": 21.0}),
+               attempt={"attempt": 2, "ended_at": 21.0}),
         Change("a", "f", 21.0, "succeeded", update={"finished_at": 21.0}),
     ])
     row, queue_row = await store.invocation("a", "destination")
@@ -45,8 +45,8 @@ async def test_changes_of_one_invocation_make_one_row_with_its_attempts(store: S
     assert row is not None
     assert (row["status"], row["attempts"], row["route"], row["started_at"]) == ("succeeded", 2, "r", 10.0)
     assert json.loads(row["attempt_log"]) == [
-        {"attempt": 1, "startedAt": 11.0, "endedAt": 12.0, "errorType": "ValueError"},
-        {"attempt": 2, "startedAt": 20.0, "endedAt": 21.0},
+        {"attempt": 1, "started_at": 11.0, "ended_at": 12.0, "error_type": "ValueError"},
+        {"attempt": 2, "started_at": 20.0, "ended_at": 21.0},
     ]
     assert row["result"] == b'{"ok":1}'
 

@@ -24,9 +24,17 @@ class Dispatcher:
         self.result: Callable[[Invocation], Result] = lambda inv: Result(payload=b"null")
         self.fail_submit = False
         self.changed = asyncio.Condition()
+        self.paused_routes: set[str] = set()
+        self.held_back: list[tuple[str, str]] = []
 
     def has_function(self, name: str) -> bool:
         return True
+
+    def route_enabled(self, route: str) -> bool:
+        return route not in self.paused_routes
+
+    def held(self, what: str, name: str) -> None:
+        self.held_back.append((what, name))
 
     def function_names(self) -> list[str]:
         return ["job"]

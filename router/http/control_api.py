@@ -1,0 +1,451 @@
+"""Lambda's control API on the Invoke port, so the AWS CLI and SDKs manage a running router: functions
+(ListFunctions, GetFunction, GetFunctionConfiguration), reserved concurrency
+(Put/Get/DeleteFunctionConcurrency; 0 pauses a function), event source mappings
+(List/Get/UpdateEventSourceMapping: ``Enabled`` pauses or resumes a polling route) and event invoke
+configs (Get/PutFunctionEventInvokeConfig: retries and event age at run time).
+
+Paths and JSON shapes are those of botocore's Lambda service model; errors go through ``aws_errors`` so
+botocore raises the right class. Authentication is the Invoke API's (``invoke_auth.authenticate``).
+The config file owns everything else: a change of another field is InvalidParameterValueException
+saying so. Changes are kept in the state store (``router.core.controls``) and survive a restart.
+
+Event source mappings are the routes with a polling source (sqs, kinesis, dynamodb_stream, amqp), each
+with a UUID derived from its name (stable across restarts); webhook and schedule routes are paused through
+the admin API (``router.http.admin_api``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from router.config.models import (
+    AmqpSourceConfig,
+    DestinationConfig,
+    DynamodbStreamSourceConfig,
+    KinesisSourceConfig,
+    RouteConfig,
+    RouterConfig,
+    SqsSourceConfig,
+)
+from router.core.controls import ControlError, Controls
+from router.http import aws_errors
+from router.http.context import CTX
+from router.http.invoke_api import parse_function_name
+from router.http.invoke_auth import authenticate
+from router.invocation import new_request_id
+from router.urls import safe_url
+
+MAPPING_NAMESPACE = uuid.UUID("6f1d0c52-3c7e-5b8a-9a57-7a6f3e0c2b11")
+"""uuid5 namespace of event source mapping UUIDs: the same route name gives the same UUID, always."""
+POLLER_TYPES = ("sqs", "kinesis", "dynamodb_stream", "amqp")
+BODY_LIMIT = 64 * 1024
+"""Largest control request body read (they are small JSON objects)."""
+MAX_ITEMS = 50
+"""Page size of ListFunctions and ListEventSourceMappings when MaxItems is not given (Lambda's 50)."""
+LAMBDA_RETRIES = (0, 2)
+LAMBDA_EVENT_AGE = (60, 21600)
+"""Bounds of MaximumRetryAttempts and MaximumEventAgeInSeconds in PutFunctionEventInvokeConfig."""
+OWNED = "the config file owns it"
+
+_FN = "/{FunctionName}"
+
+
+def mapping_uuid(route: str) -> str:
+    """The event source mapping UUID of ``route``: uuid5 of its name in a fixed namespace."""
+    return str(uuid.uuid5(MAPPING_NAMESPACE, route))
+
+
+def sqs_queue_arn(queue_url: str, region: str) -> str:
+    """``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`` -> ``arn:aws:sqs:REGION:ACCOUNT:NAME`` (a local
+    endpoint's host gives no region: ``region``)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(queue_url)
+    path = [p for p in parts.path.split("/") if p]
+    host = parts.hostname or ""
+    if host.startswith("sqs.") and host.count(".") >= 2:
+        region = host.split(".")[1]
+    if len(path) >= 2:
+        return f"arn:aws:sqs:{region}:{path[-2]}:{path[-1]}"
+    return safe_url(queue_url)
+
+
+def invalid(message: str, request_id: str) -> web.Response:
+    return aws_errors.aws_error(400, "InvalidParameterValueException", message, request_id)
+
+
+def _not_found(message: str, request_id: str) -> web.Response:
+    return aws_errors.aws_error(404, "ResourceNotFoundException", message, request_id, message_key="Message")
+
+
+def _json(body: Any, request_id: str, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, headers={"x-amzn-RequestId": request_id})
+
+
+class ControlApi:
+    """The handlers; ``started``: epoch seconds shown as the functions' LastModified."""
+
+    def __init__(self, config: RouterConfig, controls: Controls, started: float) -> None:
+        self.config = config
+        self.controls = controls
+        self.started = started
+        self.pollers = {r.name: r for r in config.routes if r.source.type in POLLER_TYPES}
+        self.by_uuid = {mapping_uuid(name): r for name, r in self.pollers.items()}
+
+    # --- shapes -----------------------------------------------------------------------------------------
+
+    def function_configuration(self, name: str) -> dict[str, Any]:
+        fn = self.config.functions[name]
+        out: dict[str, Any] = {
+            "FunctionName": name,
+            "FunctionArn": self.config.aws.function_arn(name),
+            "Description": fn.description,
+            "Timeout": math.ceil(fn.timeout),
+            "MemorySize": fn.memory,
+            "LastModified": datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+            "CodeSize": 0,
+            "Version": "$LATEST",
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Architectures": ["arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"],
+        }
+        if fn.runtime is not None:
+            out["Runtime"] = fn.runtime
+        if fn.handler is not None:
+            out["Handler"] = fn.handler
+        return out
+
+    def destination_arn(self, dest: DestinationConfig) -> str:
+        """What a destination is, in ARN form where it has one (functions, SQS queues)."""
+        match dest.type:
+            case "function":
+                return self.config.aws.function_arn(dest.function)
+            case "sqs":
+                return sqs_queue_arn(dest.queue_url, self.config.aws.region)
+            case "file":
+                return f"file:{dest.path}"
+            case _:
+                return safe_url(dest.url)
+
+    def event_invoke_config(self, name: str) -> dict[str, Any]:
+        settings = self.controls.async_config(name)
+        out: dict[str, Any] = {
+            "LastModified": self.controls.function(name).updated_at or self.started,
+            "FunctionArn": self.config.aws.function_arn(name),
+            "MaximumRetryAttempts": settings.retries,
+            "MaximumEventAgeInSeconds": int(settings.max_event_age),
+        }
+        dests: dict[str, Any] = {}
+        if settings.on_success is not None:
+            dests["OnSuccess"] = {"Destination": self.destination_arn(settings.on_success)}
+        if settings.on_failure is not None:
+            dests["OnFailure"] = {"Destination": self.destination_arn(settings.on_failure)}
+        if dests:
+            out["DestinationConfig"] = dests
+        return out
+
+    def mapping(self, route: RouteConfig) -> dict[str, Any]:
+        """The EventSourceMappingConfiguration of a polling route."""
+        src = route.source
+        enabled = self.controls.route_enabled(route.name)
+        out: dict[str, Any] = {
+            "UUID": mapping_uuid(route.name),
+            "FunctionArn": self.config.aws.function_arn(route.function),
+            "LastModified": self.controls.route_updated(route.name) or self.started,
+            "State": "Enabled" if enabled else "Disabled",
+            "StateTransitionReason": "USER_INITIATED",
+            "LastProcessingResult": "No records processed",
+        }
+        if isinstance(src, SqsSourceConfig):
+            out.update(EventSourceArn=sqs_queue_arn(src.queue_url, self.config.aws.region),
+                       BatchSize=src.batch_size, MaximumBatchingWindowInSeconds=int(src.batch_window),
+                       ScalingConfig={"MaximumConcurrency": src.max_concurrency})
+            if src.report_batch_item_failures:
+                out["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
+        elif isinstance(src, KinesisSourceConfig | DynamodbStreamSourceConfig):
+            out.update(EventSourceArn=src.stream_arn, BatchSize=src.batch_size,
+                       MaximumBatchingWindowInSeconds=int(src.batch_window),
+                       StartingPosition=src.starting_position, ParallelizationFactor=src.parallelization,
+                       BisectBatchOnFunctionError=src.bisect_on_error,
+                       MaximumRetryAttempts=src.max_retry_attempts,
+                       MaximumRecordAgeInSeconds=int(src.max_record_age))
+            if src.report_batch_item_failures:
+                out["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
+            if src.on_failure is not None:
+                failure = {"Destination": self.destination_arn(src.on_failure)}
+                out["DestinationConfig"] = {"OnFailure": failure}
+        elif isinstance(src, AmqpSourceConfig):
+            out.update(EventSourceArn=safe_url(src.url), BatchSize=src.batch_size,
+                       MaximumBatchingWindowInSeconds=int(src.batch_window), Queues=[src.queue])
+        return out
+
+    # --- lookups ----------------------------------------------------------------------------------------
+
+    def function_name(self, request: web.Request, request_id: str) -> str | web.Response:
+        """The function the path names (name, partial or full ARN), or the error answer."""
+        raw = request.match_info["FunctionName"]
+        ref = parse_function_name(raw)
+        qualifier = request.query.get("Qualifier")
+        if ref is None:
+            return invalid(f"FunctionName: not a function name or ARN, got {raw!r}", request_id)
+        if (ref.qualifier or qualifier or "$LATEST") != "$LATEST":
+            return _not_found(f"Function not found: {self.config.aws.function_arn(ref.name)}:"
+                              f"{ref.qualifier or qualifier} (the router has no versions or aliases)",
+                              request_id)
+        if ref.name not in self.config.functions:
+            return aws_errors.not_found(self.config.aws.function_arn(ref.name), request_id)
+        return ref.name
+
+
+async def _begin(request: web.Request) -> tuple[ControlApi, str, bytes | web.Response]:
+    """The API, a request id, and the body once the caller is authenticated (or the refusal)."""
+    request_id = new_request_id()
+    api = request.app[CONTROL_API]
+    return api, request_id, await authenticate(request, request_id, BODY_LIMIT)
+
+
+def _body_json(body: bytes, request_id: str) -> dict[str, Any] | web.Response:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as exc:
+        return aws_errors.bad_content(str(exc), request_id)
+    if not isinstance(data, dict):
+        return aws_errors.bad_content("expected a JSON object", request_id)
+    return data
+
+
+def _page(items: list[dict[str, Any]], request: web.Request, key: str, request_id: str) -> web.Response:
+    """One page of ``items`` (``Marker``: the index to start at, ``MaxItems``: the page size)."""
+    try:
+        start = int(request.query.get("Marker", "0"))
+        size = int(request.query.get("MaxItems", str(MAX_ITEMS)))
+    except ValueError:
+        return invalid("Marker and MaxItems must be whole numbers", request_id)
+    if start < 0 or not 1 <= size <= 10000:
+        return invalid("Marker must be 0 or more and MaxItems 1 to 10000", request_id)
+    out: dict[str, Any] = {key: items[start:start + size]}
+    if start + size < len(items):
+        out["NextMarker"] = str(start + size)
+    return _json(out, request_id)
+
+
+# --- functions ------------------------------------------------------------------------------------------
+
+
+async def list_functions(request: web.Request) -> web.Response:
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    items = [api.function_configuration(name) for name in sorted(api.config.functions)]
+    return _page(items, request, "Functions", rid)
+
+
+async def get_function(request: web.Request) -> web.Response:
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    name = api.function_name(request, rid)
+    if isinstance(name, web.Response):
+        return name
+    out: dict[str, Any] = {"Configuration": api.function_configuration(name), "Tags": {}}
+    reserved = api.controls.reserved(name)
+    if reserved is not None:
+        out["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
+    return _json(out, rid)
+
+
+async def get_function_configuration(request: web.Request) -> web.Response:
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    name = api.function_name(request, rid)
+    if isinstance(name, web.Response):
+        return name
+    return _json(api.function_configuration(name), rid)
+
+
+# --- concurrency ----------------------------------------------------------------------------------------
+
+
+async def get_concurrency(request: web.Request) -> web.Response:
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    name = api.function_name(request, rid)
+    if isinstance(name, web.Response):
+        return name
+    reserved = api.controls.reserved(name)
+    return _json({} if reserved is None else {"ReservedConcurrentExecutions": reserved}, rid)
+
+
+async def put_concurrency(request: web.Request) -> web.Response:
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    name = api.function_name(request, rid)
+    if isinstance(name, web.Response):
+        return name
+    data = _body_json(body, rid)
+    if isinstance(data, web.Response):
+        return data
+    value = data.get("ReservedConcurrentExecutions")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return invalid(f"ReservedConcurrentExecutions: a whole number 0 or more is required, got {value!r}",
+                       rid)
+    try:
+        await api.controls.set_reserved(name, value)
+    except ControlError as exc:
+        return invalid(str(exc), rid)
+    return _json({"ReservedConcurrentExecutions": value}, rid)
+
+
+async def delete_concurrency(request: web.Request) -> web.Response:
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    name = api.function_name(request, rid)
+    if isinstance(name, web.Response):
+        return name
+    await api.controls.set_reserved(name, None)  # back to the config's concurrency (if any)
+    return web.Response(status=204, headers={"x-amzn-RequestId": rid})
+
+
+# --- event invoke config --------------------------------------------------------------------------------
+
+
+async def get_event_invoke_config(request: web.Request) -> web.Response:
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    name = api.function_name(request, rid)
+    if isinstance(name, web.Response):
+        return name
+    return _json(api.event_invoke_config(name), rid)
+
+
+async def put_event_invoke_config(request: web.Request) -> web.Response:
+    """Replaces the run-time overrides, as Lambda's Put replaces the whole config: a field left out goes
+    back to the config file's value. Destinations stay the config file's."""
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    name = api.function_name(request, rid)
+    if isinstance(name, web.Response):
+        return name
+    data = _body_json(body, rid)
+    if isinstance(data, web.Response):
+        return data
+    if data.get("DestinationConfig"):
+        return invalid(f"DestinationConfig: {OWNED}; set functions.{name}.async.on_success / on_failure "
+                       "there", rid)
+    retries = data.get("MaximumRetryAttempts")
+    age = data.get("MaximumEventAgeInSeconds")
+    lo, hi = LAMBDA_RETRIES
+    if retries is not None and (not isinstance(retries, int) or not lo <= retries <= hi):
+        return invalid(f"MaximumRetryAttempts: must be {lo} to {hi}, got {retries!r}", rid)
+    lo, hi = LAMBDA_EVENT_AGE
+    if age is not None and (not isinstance(age, int) or not lo <= age <= hi):
+        return invalid(f"MaximumEventAgeInSeconds: must be {lo} to {hi}, got {age!r}", rid)
+    await api.controls.set_invoke_config(name, retries=retries, max_age=None if age is None else float(age))
+    return _json(api.event_invoke_config(name), rid)
+
+
+# --- event source mappings ------------------------------------------------------------------------------
+
+
+async def list_mappings(request: web.Request) -> web.Response:
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    routes = list(api.pollers.values())
+    wanted_fn = request.query.get("FunctionName")
+    if wanted_fn is not None:
+        ref = parse_function_name(wanted_fn)
+        if ref is None:
+            return invalid(f"FunctionName: not a function name or ARN, got {wanted_fn!r}", rid)
+        routes = [r for r in routes if r.function == ref.name]
+    items = [api.mapping(r) for r in routes]
+    wanted_arn = request.query.get("EventSourceArn")
+    if wanted_arn is not None:
+        items = [m for m in items if m["EventSourceArn"] == wanted_arn]
+    return _page(items, request, "EventSourceMappings", rid)
+
+
+def _route_of(api: ControlApi, request: web.Request, rid: str) -> RouteConfig | web.Response:
+    key = request.match_info["UUID"]
+    route = api.by_uuid.get(key)
+    if route is None:
+        return _not_found(f"The resource you requested does not exist. (Service: Lambda, event source "
+                          f"mapping {key}; `aws lambda list-event-source-mappings` lists them)", rid)
+    return route
+
+
+async def get_mapping(request: web.Request) -> web.Response:
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    route = _route_of(api, request, rid)
+    if isinstance(route, web.Response):
+        return route
+    return _json(api.mapping(route), rid)
+
+
+async def update_mapping(request: web.Request) -> web.Response:
+    """``Enabled`` pauses (false) or resumes (true) the route; other fields belong to the config file."""
+    api, rid, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    route = _route_of(api, request, rid)
+    if isinstance(route, web.Response):
+        return route
+    data = _body_json(body, rid)
+    if isinstance(data, web.Response):
+        return data
+    fn = data.pop("FunctionName", None)
+    if fn is not None:
+        ref = parse_function_name(str(fn))
+        if ref is None or ref.name != route.function:
+            return invalid(f"FunctionName: route '{route.name}' runs function '{route.function}'; {OWNED} "
+                           "(routes[].function)", rid)
+    enabled = data.pop("Enabled", None)
+    if data:
+        return invalid(f"{', '.join(sorted(data))}: route '{route.name}': {OWNED}; change routes[].source "
+                       "there (only Enabled changes at run time)", rid)
+    if enabled is not None:
+        if not isinstance(enabled, bool):
+            return invalid(f"Enabled: true or false, got {enabled!r}", rid)
+        await api.controls.set_route_enabled(route.name, enabled)
+    return _json(api.mapping(route), rid, status=202)
+
+
+CONTROL_API = web.AppKey("router_control_api", ControlApi)
+
+
+def add_control_routes(app: web.Application) -> None:
+    """Lambda's control operations on ``app`` (with the Invoke API: ``server.invoke_api``)."""
+    ctx = app[CTX]
+    assert ctx.controls is not None, "the control API needs the router's Controls"
+    app[CONTROL_API] = ControlApi(ctx.config, ctx.controls, time.time())
+    r = app.router
+    r.add_get("/2015-03-31/functions", list_functions)
+    r.add_get("/2015-03-31/functions/", list_functions)
+    r.add_get("/2015-03-31/functions" + _FN, get_function)
+    r.add_get("/2015-03-31/functions" + _FN + "/configuration", get_function_configuration)
+    r.add_put("/2017-10-31/functions" + _FN + "/concurrency", put_concurrency)
+    r.add_delete("/2017-10-31/functions" + _FN + "/concurrency", delete_concurrency)
+    r.add_get("/2019-09-30/functions" + _FN + "/concurrency", get_concurrency)
+    r.add_get("/2019-09-25/functions" + _FN + "/event-invoke-config", get_event_invoke_config)
+    r.add_put("/2019-09-25/functions" + _FN + "/event-invoke-config", put_event_invoke_config)
+    r.add_get("/2015-03-31/event-source-mappings", list_mappings)
+    r.add_get("/2015-03-31/event-source-mappings/", list_mappings)
+    r.add_get("/2015-03-31/event-source-mappings/{UUID}", get_mapping)
+    r.add_put("/2015-03-31/event-source-mappings/{UUID}", update_mapping)
