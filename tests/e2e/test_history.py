@@ -301,3 +301,58 @@ def test_another_replica_sharing_postgresql_knows_an_event_at_once(
     assert body["result"] == "slept"
     assert a.stop() == 0
     assert b.stop() == 0
+
+
+def test_a_poller_s_invocations_are_recorded_with_their_route(router_factory: RouterFactory,
+                                                               tmp_path: Path) -> None:
+    router_factory.write_function("tick", """
+        def handler(event, context):
+            print("tick", event.get("source"))
+            return "ticked"
+    """)
+    rp = router_factory(f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@}}
+        state: sqlite:///{tmp_path / 'state.db'}
+        functions:
+          tick: {{runtime: python3.11, handler: app.handler, code: {tmp_path / 'functions' / 'tick'}}}
+        routes:
+          - {{name: every-second, source: {{type: schedule, rate: 1s}}, function: tick}}
+    """)
+    rows = until_sync(lambda: _get(rp, "/admin/invocations?route=every-second")[1]["invocations"],
+                      what="a schedule tick recorded", deadline=15)
+    _, tick = _get(rp, f"/invocations/{rows[0]['request_id']}")
+    assert (tick["function"], tick["source"], tick["invocation_type"]) == ("tick", "schedule", "sync")
+    assert tick["status"] == "succeeded"
+    assert tick["result"] == "ticked"
+    assert "tick aws.events" in tick["logs"]
+    assert rp.stop() == 0
+
+
+def test_history_settings_follow_a_reload(router_factory: RouterFactory, tmp_path: Path) -> None:
+    router_factory.write_function("echo", """
+        def handler(event, context):
+            return "echoed"
+    """)
+    config = f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@}}
+        state: sqlite:///{tmp_path / 'state.db'}
+        functions:
+          echo: {{runtime: python3.11, handler: app.handler, code: {tmp_path / 'functions' / 'echo'},
+                 history: {{enabled: @ON@}}}}
+    """
+    rp = router_factory(config.replace("@ON@", "false"))
+    status, headers, _ = http("POST", rp.url + "/2015-03-31/functions/echo/invocations", b"{}")
+    assert status == 200
+    assert http("GET", rp.url + f"/invocations/{headers['x-amzn-requestid']}")[0] == 404  # not recorded
+    rp.config_path.write_text(rp.config_path.read_text().replace("enabled: false", "enabled: true"))
+    status, _, body = http("POST", rp.url + "/admin/reload", b"", timeout=60)
+    assert status == 200, body
+    assert json.loads(body)["result"] == "applied"
+    recorded = _event(rp, "echo", {})  # taken by the function's new async worker
+    until_sync(lambda: _status(rp, recorded) == "succeeded", what="the event after the reload recorded")
+    _, body_after = _get(rp, f"/invocations/{recorded}")
+    assert body_after["attempt_count"] == 1
+    assert body_after["attempts"][0]["outcome"] == "success"
+    assert rp.stop() == 0
