@@ -71,7 +71,9 @@ class HistoryRecorder:
         self._writing: list[Change] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._cancelled: set[str] = set()  # cancelled on this replica (RabbitMQ: the worker skips them)
+        # Cancelled on this replica, newest last, at most BUFFER (RabbitMQ: the worker skips them; the
+        # store answers for the others).
+        self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._last_error = -math.inf  # when the last write error was logged (at most one a minute)
 
     def reconfigure(self, config: RouterConfig) -> None:
@@ -192,13 +194,15 @@ class HistoryRecorder:
         if outcome is None:  # not in the state store's queue: in RabbitMQ, or just taken by a worker
             if not self._amqp or row["status"] == RUNNING:
                 return ("running", row) if row["status"] == RUNNING else ("finished", row)
-            self._cancelled.add(request_id)
+            self._cancelled[request_id] = None
+            if len(self._cancelled) > BUFFER:
+                self._cancelled.popitem(last=False)
             await self._store.mark_invocation(change)
         return "cancelled", await self.lookup(request_id)
 
     async def is_cancelled(self, request_id: str) -> bool:
         """Whether ``request_id`` was cancelled (RabbitMQ's events: checked before each attempt)."""
-        if request_id in self._cancelled:
+        if self._cancelled.pop(request_id, False) is None:  # taken now: the worker completes it
             return True
         row = (await self._store.invocation(request_id, DELIVERY_SOURCE))[0]
         return row is not None and row["status"] == CANCELLED
