@@ -43,6 +43,8 @@ def function_state(controls: Controls, request: web.Request, name: str) -> dict[
     settings = controls.async_config(name)
     return {
         "name": name, "arn": config.aws.function_arn(name),
+        "kind": config.functions[name].kind,  # local, http or lambda
+        "runtime": config.functions[name].runtime if config.functions[name].kind == "local" else None,
         "state": "paused" if controls.paused(name) else "enabled",
         "reserved_concurrency": controls.reserved(name),
         "config_concurrency": config.functions[name].concurrency,

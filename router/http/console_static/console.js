@@ -178,15 +178,12 @@ function rates(fn) {
     const dt = h[i].t - h[i - 1].t;
     series.push(dt > 0 ? Math.max(0, h[i].calls - h[i - 1].calls) / dt : 0);
   }
-  if (h.length < 2) return { rate: null, errors: null, duration: null, series };
-  const a = h[h.length - 2], b = h[h.length - 1], dt = b.t - a.t;
-  const calls = b.durCount - a.durCount;
-  return {
-    rate: Math.max(0, b.calls - a.calls) / dt,
-    errors: Math.max(0, b.errors - a.errors) / dt,
-    duration: calls > 0 ? (b.durSum - a.durSum) / calls : null,
-    series,
-  };
+  const last = h[h.length - 1];
+  const totals = last ? { calls: last.calls, errors: last.errors,
+    duration: last.durCount > 0 ? last.durSum / last.durCount : null } : { calls: null, errors: null, duration: null };
+  if (h.length < 2) return { rate: null, series, totals };
+  const a = h[h.length - 2], dt = last.t - a.t;
+  return { rate: Math.max(0, last.calls - a.calls) / dt, series, totals };
 }
 
 function sparkline(series, label) {
@@ -216,12 +213,13 @@ async function overviewPage() {
     const paused = f.paused === true || f.state === "paused";
     return el("tr", { "data-function": f.name },
       el("td", {}, el("a", { href: "#/functions/" + encodeURIComponent(f.name) }, f.name)),
-      el("td", {}, f.kind || f.runtime || ""),
+      el("td", {}, f.runtime || f.kind || ""),
       el("td", {}, statusPill(paused ? "paused" : "active")),
-      el("td", { class: "num" }, f.reserved_concurrency ?? f.concurrency ?? ""),
+      el("td", { class: "num" }, f.reserved_concurrency ?? ""),
+      el("td", { class: "num invocations" }, r.totals.calls ?? 0),
+      el("td", { class: "num errors" }, r.totals.errors ?? 0),
+      el("td", { class: "num" }, r.totals.duration === null ? "" : ms(r.totals.duration)),
       el("td", { class: "num" }, r.rate === null ? "" : r.rate.toFixed(2)),
-      el("td", { class: "num" }, r.errors === null ? "" : r.errors.toFixed(2)),
-      el("td", { class: "num" }, r.duration === null ? "" : ms(r.duration)),
       el("td", {}, sparkline(r.series, `invocations per second of ${f.name}`)),
       el("td", {}, el("button", {
         class: "toggle", onclick: () => act("POST", `/admin/functions/${encodeURIComponent(f.name)}/${paused ? "resume" : "pause"}`),
@@ -239,7 +237,7 @@ async function overviewPage() {
   });
   main().replaceChildren(
     el("h2", {}, "Functions"),
-    table(["Function", "Kind", "State", "Reserved", "Invocations/s", "Errors/s", "Avg duration", "Rate", ""], fnRows, { id: "functions" }),
+    table(["Function", "Runtime", "State", "Reserved", "Invocations", "Errors", "Avg duration", "Now /s", "Last 5 min", ""], fnRows, { id: "functions" }),
     el("h2", {}, "Routes"),
     table(["Route", "Source", "Function", "State", ""], routeRows, { id: "routes" }));
 }

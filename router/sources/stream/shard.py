@@ -49,6 +49,9 @@ from router.state.leases import LeaseLost, LeaseToken
 
 log = logging.getLogger("router.sources.stream")
 
+PAUSED_CHECK = 1.0
+"""Seconds between looks at a paused route's state by its shard readers (no GetRecords meanwhile)."""
+
 MAX_PER_CALL = {"kinesis": 10000, "dynamodb_stream": 1000}
 """GetRecords' own maximum per call (DynamoDB Streams: 1,000; larger batches are gathered)."""
 FINAL_SAVE_TIMEOUT = 10.0
@@ -173,6 +176,10 @@ class ShardWorker:
             if delay > 0 and not await gate.pause(delay):
                 return
             await self._wait_room()
+            if not ctx.dispatcher.route_enabled(ctx.route_name):  # paused: no GetRecords until resumed
+                if not await gate.pause(PAUSED_CHECK):
+                    return
+                continue
             next_call = clock.monotonic() + ctx.min_call_interval
             try:
                 page = await self.api.get_records(self._iterator, limit)

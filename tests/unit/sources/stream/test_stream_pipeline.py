@@ -158,3 +158,33 @@ async def test_timestamps_stay_epoch_numbers(moto_server: str) -> None:
         assert abs(raw - parsed.timestamp()) < 0.001
         other = (await fast.describe_stream_summary(StreamName=name))["StreamDescriptionSummary"]
         assert isinstance(other["StreamCreationTimestamp"], float)  # every timestamp of this client
+
+
+async def test_a_paused_route_makes_no_get_records_until_resumed(
+    stream_harness: StreamHarness, monkeypatch: Any,
+) -> None:
+    from router.sources.stream import shard
+
+    monkeypatch.setattr(shard, "PAUSED_CHECK", 0.005)
+    stream = FakeStream(1)
+    stream.put(S0, "before")
+    fn = RecordingFunction()
+    paused = {"on": False, "checks": 0}
+
+    def route_enabled(route: str) -> bool:
+        if paused["on"]:
+            paused["checks"] += 1
+        return not paused["on"]
+
+    async with stream_harness.source(fn, api=fake_api(stream), batch_size=10) as src:
+        src._ctx.dispatcher.route_enabled = route_enabled  # type: ignore[method-assign]
+        await until(lambda: fn.seen() == ["before"], what="the first record")
+        paused["on"] = True
+        await until(lambda: paused["checks"] >= 2, what="the reader seeing the pause")
+        calls = len([c for c in stream.calls if c.startswith("get_records")])
+        stream.put(S0, "while paused")
+        await until(lambda: paused["checks"] >= 50, what="50 more looks at the paused route")
+        assert len([c for c in stream.calls if c.startswith("get_records")]) == calls
+        assert fn.seen() == ["before"]
+        paused["on"] = False
+        await until(lambda: fn.seen() == ["before", "while paused"], what="read after the resume")
