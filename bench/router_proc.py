@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ import yaml
 from bench.harness import BENCH_DIR, HOST, PYTHON, REPO_DIR, Ctx, ServerProcess, free_port
 
 OK_CODE = BENCH_DIR / "functions" / "ok"
+HISTORY_ENV = "BENCH_HISTORY"
+"""``on`` (the router's default) or ``off``: whether the bench functions record their invocation history
+(``bench/run.py --history off`` sets it), to measure what recording costs scenarios 1 and 5."""
 LOG_LEVEL = "info"  # what config/example.yaml uses; the router writes Lambda's START/END/REPORT lines
 
 
@@ -24,8 +28,13 @@ def router_config(port: int, state_dir: Path, extra_routes: list[dict[str, Any]]
     ``sink`` is capped at 2 so that the async scenario measures accepting, not spawning environments.
     ``extra_functions`` (name -> config) and ``extra_routes`` are added beside them.
     """
-    fn = {"runtime": "python3.11", "handler": "app.handler", "code": str(OK_CODE), "timeout": "10s",
-          "memory": 256}
+    fn: dict[str, Any] = {"runtime": "python3.11", "handler": "app.handler", "code": str(OK_CODE),
+                          "timeout": "10s", "memory": 256}
+    history = os.environ.get(HISTORY_ENV, "on")
+    if history not in ("on", "off"):
+        raise ValueError(f"{HISTORY_ENV}: on or off, got {history!r}")
+    if history == "off":
+        fn["history"] = {"enabled": False}
     return {
         "version": 1,
         "server": {"host": HOST, "port": port, "shutdown_timeout": "5s"},

@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                 # all scenarios, full length (a few minutes)
     .venv/bin/python bench/run.py --quick 1 2     # only scenarios 1 and 2, short runs
     .venv/bin/python bench/run.py --write         # ... and record the table in bench/RESULTS.md
+    .venv/bin/python bench/run.py --quick --history off 1 5   # the same with invocation history off
 
 Only 127.0.0.1 is used; every server is started here on a free port and stopped with SIGTERM at the end.
 serverless-offline (the peer of scenarios 1, 12, 13) is installed from npm into bench/.peers/ on first use.
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import BenchError, Ctx, machine_info
 from bench.load import WRK_MISSING, wrk_path
+from bench.router_proc import HISTORY_ENV
 from bench.report import Row, results_block, text_table, write_results
 from bench.scenarios import (
     accept,
@@ -113,12 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--keep", action="store_true", help="keep the scratch dir (configs, server logs)")
+    p.add_argument("--history", choices=("on", "off"), default=None,
+                   help="the bench functions' invocation history (default: on, the router's default; "
+                   "compare scenarios 1 and 5 with on and off)")
     args = p.parse_args(argv)
     if args.list:
         for sid, (title, _m) in SCENARIOS.items():
             print(f"{sid}  {title}")
         return 0
     selected = select(args.scenarios)
+    if args.history is not None:
+        os.environ[HISTORY_ENV] = args.history
     machine = machine_info()
     machine["load client"] = "wrk (-t1)" if wrk_path() else "aiohttp (wrk missing)"
     if not wrk_path():
@@ -139,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
+    ctx.notes.append(f"invocation history: {os.environ.get(HISTORY_ENV, 'on')} ({HISTORY_ENV})")
     if ctx.leaked:
         ctx.notes.append("processes left behind after SIGTERM (killed by the harness): "
                          + "; ".join(ctx.leaked))

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from router.core.controls import Controls
     from router.core.dispatcher import Dispatcher
     from router.core.failures import FailedEvents
+    from router.core.history import HistoryRecorder
     from router.core.retry import Uniform
     from router.destinations.base import Destination
     from router.destinations.factory import DestinationBuilder
@@ -87,6 +88,7 @@ def build_dispatcher(
     poll_interval: float = 1.0, depth_interval: float = 5.0, account_limit: int | None = None,
     failures: FailedEvents | None = None,
     controls: Controls | None = None,
+    history: HistoryRecorder | None = None,
 ) -> tuple[Dispatcher, DestinationBuilder]:
     """The dispatcher, its async queue, the functions' destinations and one async worker per function and
     queue; and the destination builder (``close`` it after the dispatcher has stopped).
@@ -111,13 +113,14 @@ def build_dispatcher(
                                 publish_timeout=config.state.write_timeout))
     dispatcher = Dispatcher(config=config, invokers=invokers, metrics=metrics, queue=queues[-1], clock=clock,
                             depth_interval=depth_interval, account_limit=account_limit, controls=controls)
+    dispatcher.history = history
     builder = DestinationBuilder(config, session=session, submit=dispatcher.submit)
     destinations = build_destinations(config, session=session, submit=dispatcher.submit, builder=builder)
     dispatcher.add_workers(
         AsyncWorker(name=name, config=fn, arn=dispatcher.arn(name), queue=queue, keep=kept,
                     limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
                     destinations=destinations[name], metrics=metrics, clock=clock, uniform=uniform,
-                    failures=failures,
+                    failures=failures, history=history,
                     settings=functools.partial(dispatcher.controls.async_config, name))
         for name, fn in config.functions.items() for queue in queues
     )
@@ -273,6 +276,11 @@ class Router:
                 released = await store.release_all_leases()
                 if released:
                     log.info("re-queued %d async events left in flight by the previous run", released)
+            from router.core.history import HistoryRecorder
+
+            history = HistoryRecorder(store, config, self.metrics)  # closed before the store: flushed
+            history.start()
+            stack.push_async_callback(history.close)
             # HTTP functions and http destinations share one pool; its cap must not be a hidden limit
             # below the ones users set: every invocation may hold a connection (the account-wide limit
             # bounds them), and destinations get room of their own.
@@ -305,6 +313,7 @@ class Router:
             dispatcher, destinations = build_dispatcher(
                 config, invokers, store=store, metrics=self.metrics, session=http_session,
                 account_limit=account_concurrency(config), failures=failures, controls=controls,
+                history=history,
             )
             stack.push_async_callback(destinations.close)  # amqp destination connections
             stream_failures = stream_failure_destinations(config, destinations)
@@ -313,7 +322,8 @@ class Router:
             if config.async_queue:
                 readiness.add_check("async_queue", dispatcher.queue.ping)
             ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
-                              reload=self.reload if self.path is not None else None, controls=controls)
+                              reload=self.reload if self.path is not None else None, controls=controls,
+                              history=history)
 
             app = build_app(ctx)
             app[FAILED_EVENTS] = failures  # the admin API's /admin/failures
@@ -458,9 +468,11 @@ class Router:
             AsyncWorker(name=name, config=new.functions[name], arn=dispatcher.arn(name), queue=queue,
                         keep=kept, limit=dispatcher.async_limit(name), execute=dispatcher.invoke_in_slot,
                         destinations=destinations[name], metrics=self.metrics, clock=SystemClock(),
-                        failures=running.failures,
+                        failures=running.failures, history=dispatcher.history,
                         settings=functools.partial(dispatcher.controls.async_config, name))
             for name in functions for queue in dispatcher.queues)
+        if dispatcher.history is not None:
+            dispatcher.history.reconfigure(new)
         running.webhooks.install(webhooks)
         running.ctx.config = new
         running.parts = parts

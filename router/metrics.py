@@ -226,6 +226,11 @@ class Metrics:
             "router_paused_held_total",
             "What pausing held back, by what (webhook_request: answered 503; schedule_tick: skipped; "
             "sync_invoke: answered 429) and the paused route or function", ["what", "name"], registry=r)
+        # --- invocation history (issue 12, part h1) ---
+        self.history_dropped = Counter(
+            "router_history_dropped_total",
+            "Invocation history changes not recorded: buffer_full (oldest dropped), store_error, shutdown",
+            ["reason"], registry=r)
 
     def child(self, metric: _M, *values: str) -> _M:
         """``metric.labels(*values)``, remembered: the hot path asks for the same few children per

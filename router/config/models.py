@@ -342,6 +342,17 @@ class AsyncConfig(Model):
     on_failure: DestinationConfig | None = None
 
 
+class HistoryConfig(Model):
+    """A function's invocation history (``router.core.history``): kept in the state store, pruned."""
+
+    enabled: bool = Field(True, description="record this function's invocations")
+    payloads: bool = Field(False, description="also keep each invocation's event (payload)")
+    max_payload: Size = Field(64 * 1024, ge=0, le=PAYLOAD_LIMIT,
+                              description="longest payload kept; a longer one is cut and marked truncated")
+    max_age: Duration = Field(86400.0, ge=60.0, description="rows older than this are pruned")
+    max_count: int = Field(1000, ge=1, le=1_000_000, description="rows kept per function, the newest")
+
+
 class HttpTargetConfig(Model):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -403,6 +414,7 @@ class FunctionConfig(Model):
         ":group) the function's workers run as; give each function a user of its own to keep "
         "functions apart from each other and from the router (environments are then exec'd, not forked)")
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")  # type: ignore[arg-type]
+    history: HistoryConfig = Field(default_factory=HistoryConfig)  # type: ignore[arg-type]
 
     @field_validator("environment", mode="before")
     @classmethod

@@ -38,6 +38,7 @@ from router.core.attempt import (
 )
 from router.core.destination_record import build_record
 from router.core.failures import FailedEvents
+from router.core.history import HistoryRecorder
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit
 from router.core.retry import EVENT_AGE_EXCEEDED, SUCCESS, Action, Uniform, backoff_delay
 from router.destinations.factory import FunctionDestinations
@@ -81,6 +82,7 @@ class AsyncWorker:
         uniform: Uniform = random.uniform,
         failures: FailedEvents | None = None,
         settings: Callable[[], AsyncConfig] | None = None,
+        history: HistoryRecorder | None = None,
     ) -> None:
         self.name = name
         # ``settings``: the function's ``async`` settings now (retries and event age changed at run time
@@ -98,6 +100,7 @@ class AsyncWorker:
         self._clock = clock
         self._uniform = uniform
         self._failures = failures
+        self._history = history
         self.inflight: set[asyncio.Task[None]] = set()
 
     # --- taking -----------------------------------------------------------------------------------------
@@ -174,12 +177,18 @@ class AsyncWorker:
         if ev.source == DELIVERY_SOURCE:
             await self._redeliver(work)
             return
+        if self._history is not None and self.queue.kind != "sql" and await self._history.is_cancelled(
+                ev.request_id):  # cancelled while in RabbitMQ: completed without invoking
+            await self._settle(work, work.delivery.complete())
+            return
         done = await run_attempt(ev, name=self.name, cfg=self._settings(), clock=self._clock,
                                  execute=self._execute, uniform=self._uniform, metrics=self._metrics)
         d = done.decision
         if d is None:
             await self._finish(work, EVENT_AGE_EXCEEDED, ev.attempts, None)
         elif d.action is Action.RETRY:
+            if self._history is not None:
+                self._history.retrying(self.name, ev.request_id)
             await self._retry(work, d.delay, d.attempts, done.result)
         else:
             await self._finish(work, d.condition, d.attempts, done.result)
@@ -196,6 +205,9 @@ class AsyncWorker:
                 record=build_record(request_id=ev.request_id, function_arn=self._arn, condition=condition,
                                     approximate_invoke_count=attempts, payload=ev.payload, result=result,
                                     now=self._clock.time()))
+        if self._history is not None:
+            self._history.finished(self.name, ev.request_id, "succeeded" if condition == SUCCESS
+                                   else "dropped" if result is None else "failed")
         dest = self._dests.get(which)
         if dest is None:
             if which == "on_failure":

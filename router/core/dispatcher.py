@@ -18,6 +18,7 @@ from router.config.models import RouterConfig
 from router.core.async_queue import AsyncQueue
 from router.core.async_worker import AsyncWorker
 from router.core.controls import HELD_SYNC, Controls
+from router.core.history import HistoryRecorder
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.invocation import ErrorType, Invocation, Outcome, Result
@@ -113,6 +114,7 @@ class Dispatcher:
         self._idle: dict[Invoker, asyncio.Event] = {}  # set when a retired invoker's last call ends
         self._stopping = False
         self._drained = asyncio.Event()
+        self.history: HistoryRecorder | None = None  # set by the app: invocations are recorded there
 
     @staticmethod
     def _async_limit_of(shared: FunctionLimit) -> FunctionLimit:
@@ -293,6 +295,9 @@ class Dispatcher:
         metrics = self._metrics
         gauge = metrics.child(metrics.concurrent_executions, fn)
         gauge.inc()
+        history = self.history
+        if history is not None and inv.invocation_type == "async":
+            history.attempt_started(inv)
         started = self._clock.monotonic()
         invoker = self._invokers[fn]
         calls = self._calls
@@ -317,6 +322,11 @@ class Dispatcher:
                 if idle is not None:
                     idle.set()
         duration = self._clock.monotonic() - started
+        if history is not None:
+            if inv.invocation_type == "sync":
+                history.sync_done(inv, result, duration)
+            else:
+                history.attempt_ended(inv, result, duration)
         metrics.child(metrics.invocations, fn, inv.source, result.outcome.value).inc()
         metrics.child(metrics.invocation_duration, fn).observe(duration)
         if not result.ok and inv.invocation_type == "sync":
@@ -338,6 +348,8 @@ class Dispatcher:
             raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
         await self.queue.publish(inv.function, request_id=inv.request_id, payload=inv.payload,
                                  source=inv.source, route=inv.route, now=self._clock.time())
+        if self.history is not None:
+            self.history.accepted(inv)
         self._metrics.async_events_received.labels(inv.function).inc()
         return inv.request_id
 

@@ -11,6 +11,7 @@ from router.config.diff import ReloadOutcome
 from router.config.models import RouterConfig
 from router.core.controls import Controls
 from router.core.dispatcher import Dispatch
+from router.core.history import HistoryRecorder
 from router.metrics import Metrics
 from router.readiness import Readiness
 
@@ -25,6 +26,7 @@ class HttpContext:
     readiness: Readiness = field(default_factory=Readiness)
     reload: Callable[[], Awaitable[ReloadOutcome]] | None = None  # the running router's, for /admin/reload
     controls: Controls | None = None  # run-time controls (pause, reserved concurrency): the control API
+    history: HistoryRecorder | None = None  # invocation history and the status API (None: off)
 
 
 CTX = web.AppKey("router_http_context", HttpContext)

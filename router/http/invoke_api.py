@@ -160,7 +160,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     try:
         if kind == "Event":
             await ctx.dispatcher.submit(inv)
-            return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
+            return web.Response(status=202, headers={"x-amzn-RequestId": request_id,
+                                                     "Location": f"/invocations/{request_id}"})
         result = await ctx.dispatcher.invoke(inv)
     except REFUSED as exc:
         return InvokeApiRefusals(base_arn).answer(exc, inv)

@@ -21,6 +21,7 @@ from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.console import add_console_routes
 from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
+from router.http.invocations_api import add_invocation_routes
 from router.http.invoke_api import add_invoke_routes
 from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
 from router.http.monitoring import add_monitoring_routes
@@ -77,6 +78,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     add_monitoring_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)
+        add_invocation_routes(app)  # /invocations, /admin/invocations (issue 12: history, status API)
         add_reload_route(app)
         if server.console:
             add_console_routes(app)

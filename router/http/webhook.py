@@ -124,7 +124,8 @@ class WebhookSource:
         try:
             if route.invocation_type == "async":
                 await ctx.dispatcher.submit(inv)
-                return web.json_response({"requestId": request_id}, status=202)
+                return web.json_response({"requestId": request_id}, status=202,
+                                         headers={"Location": f"/invocations/{request_id}"})
             result = await ctx.dispatcher.invoke(inv)
         except REFUSED as exc:
             return _REFUSALS.answer(exc, inv)

@@ -20,9 +20,10 @@ SCHEMA_VERSION = 4
    then raised to 2 by ``create_tables``.
 3: ``router_shard_leases`` (which replica reads each shard of a stream route). A new table only: a
    version-2 database migrates by opening it, the same way.
-4: ``router_failed_events`` (failed events kept for inspection and redrive) and ``router_controls``
-   (routes paused, functions' reserved concurrency and event invoke overrides set at run time). New
-   tables only: a version-3 database migrates by opening it, the same way."""
+4: ``router_failed_events`` (failed events kept for inspection and redrive), ``router_controls``
+   (routes paused, functions' reserved concurrency and event invoke overrides set at run time) and
+   ``router_invocations`` (invocation history, ``router.state.history``). New tables only: a version-3
+   database migrates by opening it, the same way."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -123,6 +124,33 @@ controls = sa.Table(  # what operators changed at run time (``router.state.contr
     sa.Column("maximum_event_age", sa.Double(), nullable=True),  # functions: seconds
     sa.Column("updated_at", sa.Double(), nullable=False),
 )
+
+invocations = sa.Table(  # invocation history: one row per request id (``router.state.history``)
+    "router_invocations",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("function", sa.String(64), nullable=False),
+    sa.Column("route", sa.String(128), nullable=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("invocation_type", sa.String(8), nullable=False),  # sync | async
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("attempt_log", sa.Text(), nullable=False),  # JSON list: each attempt's times and error
+    sa.Column("started_at", sa.Double(), nullable=False),  # accepted (async) or started (sync), epoch s
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Column("duration", sa.Double(), nullable=True),  # seconds, the last attempt's
+    sa.Column("error_type", sa.String(128), nullable=True),
+    sa.Column("error_message", sa.Text(), nullable=True),
+    sa.Column("logs", sa.Text(), nullable=True),  # the last 4 KB, redacted
+    sa.Column("payload", sa.LargeBinary(), nullable=True),  # only with history.payloads
+    sa.Column("payload_truncated", sa.Boolean(), nullable=False, default=False),
+    sa.Column("result", sa.LargeBinary(), nullable=True),  # the response, capped
+    sa.Column("result_truncated", sa.Boolean(), nullable=False, default=False),
+    sa.Index("router_invocations_recent", "function", "started_at"),
+    sa.Index("router_invocations_time", "started_at"),
+)
+
 
 def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> None:
     """Create missing tables in one transaction and check or write the schema version.

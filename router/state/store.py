@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from router.errors import StateStoreError
-from router.state import checkpoints, controls, failures, leases, schedule_fires
+from router.state import checkpoints, controls, failures, history, leases, schedule_fires
 from router.state.errors import describe
 from router.state.failures import FailedEvent, FailureFilter
 from router.state.leases import Lease, LeaseToken
@@ -453,6 +453,50 @@ class StateStore:
     async def save_control(self, row: controls.ControlRow) -> None:
         """Insert or replace one route's or function's run-time settings; committed when this returns."""
         await self._transact("save controls", lambda conn: controls.save(conn, row))
+
+
+    # --- invocation history (issue 12, part h1: ``router.state.history``) -------------------------------
+
+    async def record_history(self, changes: list[history.Change],
+                             prune: dict[str, tuple[float, int]] | None = None) -> set[str]:
+        """Apply ``changes`` to their history rows in one transaction, then prune the functions in
+        ``prune`` (name -> (older than, rows kept)); the functions the changes touched."""
+        def transaction(conn: sa.Connection) -> set[str]:
+            touched = history.write(conn, changes)
+            for function, (older_than, keep) in (prune or {}).items():
+                history.prune(conn, function, older_than=older_than, keep=keep)
+            return touched
+
+        return await self._transact("record invocation history", transaction)
+
+    async def prune_history(self, limits: dict[str, tuple[float, int]]) -> int:
+        """Prune each function's history rows (name -> (older than, rows kept)); how many were deleted."""
+        return await self._transact("prune invocation history", lambda conn: sum(
+            history.prune(conn, f, older_than=o, keep=k) for f, (o, k) in limits.items()))
+
+    async def invocation(self, request_id: str, skip_source: str
+                         ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The history row and the async queue row of ``request_id`` (either may be None)."""
+        return await self._transact("read an invocation",
+                                    lambda conn: history.lookup(conn, request_id, skip_source))
+
+    async def invocations(self, *, function: str | None = None, route: str | None = None,
+                          status: str | None = None, limit: int = 50,
+                          before: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+        """History rows newest first, filtered and paged (``history.recent``)."""
+        return await self._transact("list invocations", lambda conn: history.recent(
+            conn, function=function, route=route, status=status, limit=limit, before=before))
+
+    async def cancel_queued(self, request_id: str, *, now: float, skip_source: str,
+                            change: history.Change) -> str | None:
+        """Cancel a waiting async event of the state store's queue with its history row, atomically:
+        ``"cancelled"``, ``"running"`` (a worker holds it) or None (not in the queue)."""
+        return await self._transact("cancel an async event", lambda conn: history.cancel_queued(
+            conn, request_id, now=now, skip_source=skip_source, change=change))
+
+    async def mark_invocation(self, change: history.Change) -> dict[str, Any]:
+        """Apply one history change at once (not batched); the row after it."""
+        return await self._transact("mark an invocation", lambda conn: history.mark(conn, change))
 
 
 def _release_claimed(events: list[QueuedEvent]) -> Transaction[object] | None:

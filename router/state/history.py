@@ -1,0 +1,224 @@
+"""Invocation history as SQL transactions: one row per request id in ``router_invocations``, changed by
+batches of ``Change`` (merged into the stored row in Python, written back in the same transaction), read
+by id or newest first, pruned by age and count per function; and the cancellation of an async event
+still waiting in the state store's queue, with its history row, in one transaction.
+
+``StateStore`` runs these transactions; the recorder that batches the changes is ``router.core.history``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from router.state.schema import async_events, invocations
+
+QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
+SUCCEEDED, FAILED, DROPPED, CANCELLED = "succeeded", "failed", "dropped", "cancelled"
+STATUSES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, DROPPED, CANCELLED)
+FINAL = frozenset({SUCCEEDED, FAILED, DROPPED, CANCELLED})
+"""Statuses a row keeps: later changes (a replica's late flush) do not move it again."""
+
+_t = invocations
+_q = async_events
+_COLUMNS = [c.name for c in _t.columns]
+_READ_CHUNK = 500  # request ids per SELECT ... IN
+
+
+@dataclass(slots=True)
+class Change:
+    """One change of an invocation's row, recorded in memory and written in a batch.
+
+    ``create``: columns of a row not stored yet (ignored for a stored one, except those it lacks);
+    ``update``: columns overwritten; ``status``: the new status (``queued`` only creates);
+    ``attempt``: merged into the ``attempt_log`` entry with the same ``attempt`` number (appended when new);
+    ``whole``: the change makes the whole row (a sync invocation's): no stored row is read for it.
+    """
+
+    request_id: str
+    function: str
+    at: float
+    status: str | None = None
+    create: dict[str, Any] = field(default_factory=dict)
+    update: dict[str, Any] = field(default_factory=dict)
+    attempt: dict[str, Any] | None = None
+    whole: bool = False
+
+
+def new_row(change: Change) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "request_id": change.request_id, "function": change.function, "route": None, "source": "",
+        "invocation_type": "async", "status": QUEUED, "attempts": 0, "attempt_log": [],
+        "started_at": change.at, "updated_at": change.at, "finished_at": None, "duration": None,
+        "error_type": None, "error_message": None, "logs": None, "payload": None,
+        "payload_truncated": False, "result": None, "result_truncated": False,
+    }
+    row.update(change.create)
+    return row
+
+
+def merge(row: dict[str, Any] | None, change: Change) -> dict[str, Any]:
+    """``row`` (None: not stored yet) with ``change`` applied; a row in a final status is kept as it is.
+    The result's ``attempt_log`` is a list (``write`` stores it as JSON)."""
+    if row is None:
+        row = new_row(change)
+    else:
+        if row["status"] in FINAL:
+            return row
+        row = dict(row)
+        for key, value in change.create.items():
+            if row.get(key) is None:
+                row[key] = value
+    row.update(change.update)
+    if change.status is not None and change.status != QUEUED:
+        row["status"] = change.status
+    if change.attempt is not None:
+        log = attempt_log(row)
+        number = change.attempt["attempt"]
+        for entry in log:
+            if entry.get("attempt") == number:
+                entry.update(change.attempt)
+                break
+        else:
+            log.append(dict(change.attempt))
+        row["attempt_log"] = log
+        row["attempts"] = max(int(row["attempts"]), int(number))
+    row["updated_at"] = max(float(row["updated_at"]), change.at)
+    return row
+
+
+def attempt_log(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's attempts: a list, whether read from the store (JSON text) or merged already."""
+    log = row["attempt_log"]
+    if isinstance(log, list):
+        return log
+    parsed: list[dict[str, Any]] = json.loads(log or "[]")
+    return parsed
+
+
+def _upsert(dialect: str) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(_t)
+    return stmt.on_conflict_do_update(
+        index_elements=[_t.c.request_id],
+        set_={name: stmt.excluded[name] for name in _COLUMNS if name != "request_id"},
+    )
+
+
+_UPSERT = {"sqlite": _upsert("sqlite"), "postgresql": _upsert("postgresql")}
+_SELECT_MANY = sa.select(_t).where(_t.c.request_id.in_(sa.bindparam("p_ids", expanding=True)))
+_SELECT_ONE = sa.select(_t).where(_t.c.request_id == sa.bindparam("p_id"))
+_QUEUED = (
+    sa.select(_q.c.function, _q.c.route, _q.c.source, _q.c.attempts, _q.c.enqueued_at, _q.c.available_at,
+              _q.c.lease_until)
+    .where(_q.c.request_id == sa.bindparam("p_id"), _q.c.source != sa.bindparam("p_skip"))
+    .limit(1)
+)
+_CANCEL = sa.delete(_q).where(
+    _q.c.request_id == sa.bindparam("p_id"), _q.c.source != sa.bindparam("p_skip"),
+    sa.or_(_q.c.lease_until.is_(None), _q.c.lease_until <= sa.bindparam("p_now")),
+)
+
+
+def _rows(result: Iterable[Any]) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in result]
+
+
+def write(conn: sa.Connection, changes: Sequence[Change]) -> set[str]:
+    """Apply ``changes`` in order to their rows (read, merged, written back); the functions touched."""
+    ids = list(dict.fromkeys(c.request_id for c in changes if not c.whole))
+    stored: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(ids), _READ_CHUNK):
+        for row in _rows(conn.execute(_SELECT_MANY, {"p_ids": ids[i:i + _READ_CHUNK]})):
+            stored[row["request_id"]] = row
+    merged: dict[str, dict[str, Any]] = {}
+    for change in changes:
+        rid = change.request_id
+        merged[rid] = merge(merged.get(rid, stored.get(rid)), change)
+    for row in merged.values():
+        if isinstance(row["attempt_log"], list):
+            row["attempt_log"] = json.dumps(row["attempt_log"], separators=(",", ":"))
+    if merged:
+        conn.execute(_UPSERT[conn.dialect.name], list(merged.values()))
+    return {row["function"] for row in merged.values()}
+
+
+def get(conn: sa.Connection, request_id: str) -> dict[str, Any] | None:
+    """The stored row of ``request_id``, or None."""
+    rows = _rows(conn.execute(_SELECT_ONE, {"p_id": request_id}))
+    return rows[0] if rows else None
+
+
+def queued(conn: sa.Connection, request_id: str, skip_source: str) -> dict[str, Any] | None:
+    """The state store queue's row of the async event ``request_id`` (not its kept destination record,
+    whose source is ``skip_source``), or None when it is not (or no longer) there."""
+    rows = _rows(conn.execute(_QUEUED, {"p_id": request_id, "p_skip": skip_source}))
+    return rows[0] if rows else None
+
+
+def lookup(conn: sa.Connection, request_id: str, skip_source: str
+           ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The history row and the queue row of ``request_id`` (either may be None), read together."""
+    return get(conn, request_id), queued(conn, request_id, skip_source)
+
+
+def cancel_queued(conn: sa.Connection, request_id: str, *, now: float, skip_source: str,
+                  change: Change) -> str | None:
+    """Delete the async event ``request_id`` from the queue while no worker holds it, and apply
+    ``change`` (its cancellation) to its history row, in this one transaction. ``"cancelled"``, or
+    ``"running"`` when a worker holds it now, or None when it is not in the queue."""
+    if queued(conn, request_id, skip_source) is None:
+        return None
+    if conn.execute(_CANCEL, {"p_id": request_id, "p_skip": skip_source, "p_now": now}).rowcount == 0:
+        return RUNNING
+    write(conn, [change])
+    return CANCELLED
+
+
+def mark(conn: sa.Connection, change: Change) -> dict[str, Any]:
+    """Apply one change now (not batched); the row as it is after it."""
+    write(conn, [change])
+    row = get(conn, change.request_id)
+    assert row is not None
+    return row
+
+
+def recent(conn: sa.Connection, *, function: str | None, route: str | None, status: str | None,
+           limit: int, before: tuple[float, str] | None) -> list[dict[str, Any]]:
+    """Rows newest first (by ``started_at``, then request id), filtered; ``before``: the cursor of the
+    last row of the previous page."""
+    query = sa.select(_t)
+    if function is not None:
+        query = query.where(_t.c.function == function)
+    if route is not None:
+        query = query.where(_t.c.route == route)
+    if status is not None:
+        query = query.where(_t.c.status == status)
+    if before is not None:
+        at, rid = before
+        query = query.where(sa.or_(_t.c.started_at < at,
+                                   sa.and_(_t.c.started_at == at, _t.c.request_id < rid)))
+    query = query.order_by(_t.c.started_at.desc(), _t.c.request_id.desc()).limit(limit)
+    return _rows(conn.execute(query))
+
+
+def prune(conn: sa.Connection, function: str, *, older_than: float, keep: int) -> int:
+    """Delete the rows of ``function`` started before ``older_than`` and all but its newest ``keep``;
+    how many were deleted."""
+    deleted = conn.execute(
+        sa.delete(_t).where(_t.c.function == function, _t.c.started_at < older_than)
+    ).rowcount
+    cutoff = (
+        sa.select(_t.c.started_at).where(_t.c.function == function)
+        .order_by(_t.c.started_at.desc()).limit(1).offset(keep).scalar_subquery()
+    )
+    deleted += conn.execute(
+        sa.delete(_t).where(_t.c.function == function, _t.c.started_at <= cutoff)
+    ).rowcount
+    return int(deleted)
