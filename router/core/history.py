@@ -51,6 +51,9 @@ BUFFER = 10_000
 """Changes held in memory at most before the oldest are dropped."""
 BATCH = 500
 """Changes written in one transaction at most."""
+PRUNE_EVERY = 2.0
+"""Seconds between two prunes of one function's rows while it is written (a busy function's table holds
+at most its ``max_count`` plus what it ran in this time)."""
 
 
 class HistoryRecorder:
@@ -75,6 +78,7 @@ class HistoryRecorder:
         # store answers for the others).
         self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._last_error = -math.inf  # when the last write error was logged (at most one a minute)
+        self._pruned_at: dict[str, float] = {}  # function -> when its rows were last pruned (monotonic)
 
     def reconfigure(self, config: RouterConfig) -> None:
         """Take the functions' ``history:`` settings of ``config`` (at start, and at a reload)."""
@@ -267,7 +271,8 @@ class HistoryRecorder:
                 change.update["logs"] = redact(logs)[-LOG_TAIL:]
         self._writing = batch
         try:
-            await self._store.record_history(batch, prune=self._limits({c.function for c in batch}))
+            prune = self._limits(self._due({c.function for c in batch}))
+            await self._store.record_history(batch, prune=prune)
         except asyncio.CancelledError:
             self._buffer.extendleft(reversed(batch))  # written again by close (rewriting one is harmless)
             raise
@@ -280,6 +285,15 @@ class HistoryRecorder:
         finally:
             self._writing = []
         return len(batch)
+
+    def _due(self, functions: set[str]) -> set[str]:
+        """Those of ``functions`` not pruned in the last ``PRUNE_EVERY`` seconds: a busy function's rows
+        are pruned as they are written, but not at every flush (a prune costs about a flush's writes)."""
+        now = self._clock.monotonic()
+        due = {f for f in functions if now - self._pruned_at.get(f, -math.inf) >= PRUNE_EVERY}
+        for f in due:
+            self._pruned_at[f] = now
+        return due
 
     async def _prune_all(self) -> None:
         try:

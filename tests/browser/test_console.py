@@ -119,6 +119,15 @@ def test_the_console_end_to_end(router_factory: RouterFactory, tmp_path: Path, b
     assert "START RequestId:" in logs.text
     assert "REPORT RequestId:" in logs.text
     _shot(browser, "function")
+    # The invocation shows in the function's recent invocations (written in batches, shown at the next
+    # refresh), and its page has its status, attempt and logs.
+    request_id = browser.find_element(By.ID, "invoke-request-id").text
+    _click(browser, "#recent-refresh")
+    _click(browser, f"#recent tr[data-request-id='{request_id}'] a")
+    _wait(browser, "#logs", "hello from the console test: browser")
+    assert "succeeded" in browser.find_element(By.CSS_SELECTOR, "h2 .pill").text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")) == 1
+    _shot(browser, "invocation")
 
     # The overview counts it from /metrics (read by the page every 5 s).
     browser.get(rp.url + "/console#/")

@@ -305,9 +305,13 @@ async function functionPage(name) {
           } }, "Save"), " ",
           el("button", { id: "invoke", onclick: invoke }, "Invoke")),
         result),
-      el("section", {}, el("h3", {}, "Recent invocations"), recent)));
+      el("section", {}, el("h3", {}, "Recent invocations ",
+        el("button", { id: "recent-refresh", onclick: refreshRecent }, "Refresh")), recent)));
+  pageRefresh = refreshRecent;  // the history is written in batches: the 5 s tick shows new rows
   refreshRecent();
 }
+
+let pageRefresh = null;  // what the current page redraws at each tick, besides the overview
 
 function decodeLogs(b64) {
   try { return new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))); } catch (e) { return b64; }
@@ -389,6 +393,7 @@ async function redrive(ids) {
 // --- navigation ----------------------------------------------------------------------------------------
 
 async function render() {
+  pageRefresh = null;
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, qs] = hash.split("?");
   const params = new URLSearchParams(qs || "");
@@ -435,6 +440,7 @@ function setupLogin() {
 async function tick() {
   try { await scrapeMetrics(); } catch (e) { /* /metrics may be on its own port: charts stay empty */ }
   if ((location.hash || "#/") === "#/") render();
+  else if (pageRefresh) pageRefresh();
 }
 
 window.addEventListener("hashchange", render);
