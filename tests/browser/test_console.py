@@ -127,6 +127,8 @@ def test_the_console_end_to_end(router_factory: RouterFactory, tmp_path: Path, b
     _wait(browser, "#logs", "hello from the console test: browser")
     assert "succeeded" in browser.find_element(By.CSS_SELECTOR, "h2 .pill").text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")) == 1
+    assert json.loads(browser.find_element(By.ID, "result").text) == {"greeting": "hello browser"}
+    assert "[object" not in browser.find_element(By.ID, "main").text
     _shot(browser, "invocation")
 
     # The overview counts it from /metrics (read by the page every 5 s).

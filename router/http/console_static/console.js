@@ -205,6 +205,8 @@ function sparkline(series, label) {
 // --- pages ---------------------------------------------------------------------------------------------
 
 const main = () => document.getElementById("main");
+// Put ``parts`` (elements, or arrays of them for optional sections) in place of ``node``'s children.
+function show(node, ...parts) { node.replaceChildren(...parts.flat(Infinity).filter((p) => p !== null && p !== undefined && p !== false)); }
 
 async function overviewPage() {
   const [fns, routes] = await Promise.all([api("GET", "/admin/functions"), api("GET", "/admin/routes")]);
@@ -235,7 +237,7 @@ async function overviewPage() {
         class: "toggle", onclick: () => act("POST", `/admin/routes/${encodeURIComponent(r.name)}/${enabled ? "pause" : "resume"}`),
       }, enabled ? "Pause" : "Resume")));
   });
-  main().replaceChildren(
+  show(main(), 
     el("h2", {}, "Functions"),
     table(["Function", "Runtime", "State", "Reserved", "Invocations", "Errors", "Avg duration", "Now /s", "Last 5 min", ""], fnRows, { id: "functions" }),
     el("h2", {}, "Routes"),
@@ -257,7 +259,7 @@ function storeEvents(fn, events) { localStorage.setItem("router.console.events."
 async function functionPage(name) {
   const fns = await api("GET", "/admin/functions");
   const f = items(fns.body, "functions", "Functions").find((x) => x.name === name);
-  if (!f) { main().replaceChildren(el("p", { class: "error", id: "error" }, `no function '${name}'`)); return; }
+  if (!f) { show(main(), el("p", { class: "error", id: "error" }, `no function '${name}'`)); return; }
   const events = savedEvents(name);
   const select = el("select", { id: "event-name" }, Object.keys(events).map((k) => el("option", { value: k }, k)));
   const eventName = el("input", { id: "event-save-name", placeholder: "event name" });
@@ -289,7 +291,7 @@ async function functionPage(name) {
       recent.replaceChildren(invocationsTable(items(r.body, "invocations", "items")));
     } catch (err) { showError(recent, err); }
   };
-  main().replaceChildren(
+  show(main(), 
     el("h2", {}, "Function ", el("span", { id: "function-name" }, name), " ", statusPill(f.paused || f.state === "paused" ? "paused" : "active")),
     el("pre", { id: "function-config" }, JSON.stringify(f, null, 2)),
     el("div", { class: "row" },
@@ -333,14 +335,14 @@ function invocationsTable(list) {
 
 async function invocationsPage(params) {
   const r = await api("GET", "/admin/invocations", { query: { function: params.get("function"), status: params.get("status"), limit: 100 } });
-  main().replaceChildren(el("h2", {}, "Invocations"), invocationsTable(items(r.body, "invocations", "items")));
+  show(main(), el("h2", {}, "Invocations"), invocationsTable(items(r.body, "invocations", "items")));
 }
 
 async function invocationPage(id) {
   const r = await api("GET", "/admin/invocations/" + encodeURIComponent(id));
   const inv = r.body || {};
   const attempts = Array.isArray(inv.attempts) ? inv.attempts : [];
-  main().replaceChildren(
+  show(main(), 
     el("h2", {}, "Invocation ", el("code", {}, id), " ", statusPill(inv.status || "")),
     el("p", {}, `function ${inv.function || ""}`, inv.route ? ` · route ${inv.route}` : "", inv.source ? ` · source ${inv.source}` : ""),
     el("h3", {}, "Attempts"),
@@ -365,7 +367,7 @@ async function failuresPage(params) {
     el("td", {}, when(f.failed_at)),
     el("td", {}, f.redriven_as ? el("span", { class: "redriven" }, "redriven as ", f.redriven_as) : el("button", {
       class: "redrive", onclick: () => redrive([f.id]) }, "Redrive"))));
-  main().replaceChildren(
+  show(main(), 
     el("h2", {}, "Failed events"),
     el("p", {}, el("button", { id: "redrive-selected", onclick: () => redrive(
       Array.from(document.querySelectorAll("input.pick:checked"), (c) => Number(c.value) || c.value)) }, "Redrive selected")),
@@ -375,7 +377,7 @@ async function failuresPage(params) {
 
 async function failurePage(id) {
   const r = await api("GET", "/admin/failures/" + encodeURIComponent(id));
-  main().replaceChildren(el("h2", {}, "Failed event ", el("code", {}, id)),
+  show(main(), el("h2", {}, "Failed event ", el("code", {}, id)),
     el("p", {}, el("button", { class: "redrive", onclick: () => redrive([Number(id) || id]) }, "Redrive")),
     el("pre", { id: "failure" }, JSON.stringify(r.body, null, 2)));
 }
