@@ -57,6 +57,7 @@ log = logging.getLogger("router.sources.amqp")
 
 TYPE = "amqp"
 CONSUMER_CHECK = 1.0  # seconds between checks that the broker still knows our consumer
+PAUSE_CHECK = 0.5  # seconds between looks at whether the route is paused (no consumer while it is)
 
 
 class ConsumerCancelled(Exception):
@@ -201,9 +202,11 @@ class AmqpSource:
                         self._phase[task] = Phase.IDLE
                     watch = tg.create_task(self._watch_consumer(channel),
                                            name=f"amqp-watch:{self.route.name}")
+                    pause = tg.create_task(self._follow_pause(queue), name=f"amqp-pause:{self.route.name}")
                     await self._end_session.wait()
                     self._draining = True
                     watch.cancel()
+                    pause.cancel()
                     await self._cancel_consumer()
                     for task, phase in list(self._phase.items()):
                         if phase is not Phase.BUSY:
@@ -240,6 +243,25 @@ class AmqpSource:
                 self._health.not_ready("the broker cancelled the consumer")
                 self._end_session.set()
                 return
+
+    async def _follow_pause(self, queue: Any) -> None:
+        """While the route is paused (``router pause``, UpdateEventSourceMapping ``Enabled: false``) it has
+        no consumer at all: the broker keeps its messages ready for other consumers and none wait unacked
+        here; those delivered and not started yet go back to the queue. Resumed, it consumes again."""
+        route = self.route.name
+        while True:
+            await self._clock.sleep(PAUSE_CHECK)
+            if self._dispatcher.route_enabled(route) or self._consumer_tag is None:
+                continue
+            await self._cancel_consumer()
+            await asyncio.shield(self._hand_back_buffer())
+            log.info("%s: paused: not consuming queue '%s' until resumed", self._where, self._cfg.queue,
+                     extra=self._extra)
+            while not self._dispatcher.route_enabled(route):
+                await self._clock.sleep(PAUSE_CHECK)
+            self._consumer_tag = await queue.consume(self._on_message)
+            log.info("%s: resumed: consuming queue '%s' again", self._where, self._cfg.queue,
+                     extra=self._extra)
 
     async def _connect(self) -> Any:
         """The robust connection, or None when ``stop`` came first. Raises the first attempt's error."""

@@ -325,3 +325,41 @@ async def test_stop_while_bisecting_hands_back_the_parts_not_yet_run(harness: Ha
     assert harness.sample("router_amqp_messages_total", outcome="returned") == 2
     assert harness.sample("router_amqp_messages_total", outcome="rejected") == 0
     assert await harness.count(queue) == 2  # bad and d, for the next consumer
+
+
+async def test_a_paused_route_has_no_consumer_and_its_messages_stay_ready(harness: Harness) -> None:
+    """Paused (``router pause``, UpdateEventSourceMapping): the consumer is cancelled, so the broker keeps
+    the messages ready (none wait unacked here); resumed, it consumes them."""
+    fn = FunctionInvoker()
+    queue = harness.queue()
+    paused = {"on": False}
+
+    async def consumers() -> int:
+        conn = await aio_pika.connect(harness.url)
+        async with conn:
+            channel = await conn.channel()
+            q = await channel.declare_queue(queue, passive=True)
+            return int(q.declaration_result.consumer_count or 0)
+
+    async with harness.source(fn, queue=queue, prefetch=10, batch_size=1) as src:
+        src._dispatcher.route_enabled = lambda route: not paused["on"]  # type: ignore[method-assign]
+        await until(harness.ready, what="ready")
+        await harness.publish(queue, b"before")
+        await until(lambda: len(fn.events) == 1, what="the first message")
+        paused["on"] = True
+
+        async def no_consumer() -> bool:
+            return await consumers() == 0
+
+        await until(no_consumer, what="the consumer cancelled")
+        await harness.publish(queue, *(f"p{i}".encode() for i in range(5)))
+
+        async def ready_on_the_broker() -> bool:
+            return await harness.count(queue) == 5
+
+        await until(ready_on_the_broker, what="5 messages ready on the broker")
+        assert len(fn.events) == 1
+        paused["on"] = False
+        await until(lambda: len(fn.events) == 6, what="consumed after the resume")
+    assert sorted(b for e in fn.events for b in data(e)) == [b"before", b"p0", b"p1", b"p2", b"p3", b"p4"]
+    assert await harness.count(queue) == 0
