@@ -61,7 +61,7 @@ class HistoryRecorder:
 
     def __init__(self, store: StateStore, config: RouterConfig, metrics: Metrics, *,
                  clock: Clock | None = None, capacity: int = BUFFER, batch: int = BATCH,
-                 flush_interval: float = 0.2, prune_interval: float = 300.0) -> None:
+                 flush_interval: float = 0.5, prune_interval: float = 300.0) -> None:
         self._store = store
         self.reconfigure(config)
         self._metrics = metrics

@@ -148,7 +148,8 @@ invocations = sa.Table(  # invocation history: one row per request id (``router.
     sa.Column("result", sa.LargeBinary(), nullable=True),  # the response, capped
     sa.Column("result_truncated", sa.Boolean(), nullable=False, default=False),
     sa.Index("router_invocations_recent", "function", "started_at"),
-    sa.Index("router_invocations_time", "started_at"),
+    # No index on started_at alone: every row written pays for each index, and only the unfiltered
+    # newest-first list (bounded by retention) would use it.
 )
 
 
