@@ -213,6 +213,18 @@ async def _begin(request: web.Request) -> tuple[ControlApi, str, bytes | web.Res
     return api, request_id, await authenticate(request, request_id, BODY_LIMIT)
 
 
+async def _begin_function(request: web.Request) -> tuple[ControlApi, str, str, bytes] | web.Response:
+    """``_begin``, then the function the path names: the API, a request id, the function's name and the
+    body; or the refusal (credentials, an unknown function)."""
+    api, request_id, body = await _begin(request)
+    if isinstance(body, web.Response):
+        return body
+    name = api.function_name(request, request_id)
+    if isinstance(name, web.Response):
+        return name
+    return api, request_id, name, body
+
+
 def _body_json(body: bytes, request_id: str) -> dict[str, Any] | web.Response:
     try:
         data = json.loads(body or b"{}")
@@ -250,12 +262,10 @@ async def list_functions(request: web.Request) -> web.Response:
 
 
 async def get_function(request: web.Request) -> web.Response:
-    api, rid, body = await _begin(request)
-    if isinstance(body, web.Response):
-        return body
-    name = api.function_name(request, rid)
-    if isinstance(name, web.Response):
-        return name
+    begun = await _begin_function(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, rid, name, _body = begun
     out: dict[str, Any] = {"Configuration": api.function_configuration(name), "Tags": {}}
     reserved = api.controls.reserved(name)
     if reserved is not None:
@@ -264,12 +274,10 @@ async def get_function(request: web.Request) -> web.Response:
 
 
 async def get_function_configuration(request: web.Request) -> web.Response:
-    api, rid, body = await _begin(request)
-    if isinstance(body, web.Response):
-        return body
-    name = api.function_name(request, rid)
-    if isinstance(name, web.Response):
-        return name
+    begun = await _begin_function(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, rid, name, _body = begun
     return _json(api.function_configuration(name), rid)
 
 
@@ -277,23 +285,19 @@ async def get_function_configuration(request: web.Request) -> web.Response:
 
 
 async def get_concurrency(request: web.Request) -> web.Response:
-    api, rid, body = await _begin(request)
-    if isinstance(body, web.Response):
-        return body
-    name = api.function_name(request, rid)
-    if isinstance(name, web.Response):
-        return name
+    begun = await _begin_function(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, rid, name, _body = begun
     reserved = api.controls.reserved(name)
     return _json({} if reserved is None else {"ReservedConcurrentExecutions": reserved}, rid)
 
 
 async def put_concurrency(request: web.Request) -> web.Response:
-    api, rid, body = await _begin(request)
-    if isinstance(body, web.Response):
-        return body
-    name = api.function_name(request, rid)
-    if isinstance(name, web.Response):
-        return name
+    begun = await _begin_function(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, rid, name, body = begun
     data = _body_json(body, rid)
     if isinstance(data, web.Response):
         return data
@@ -309,12 +313,10 @@ async def put_concurrency(request: web.Request) -> web.Response:
 
 
 async def delete_concurrency(request: web.Request) -> web.Response:
-    api, rid, body = await _begin(request)
-    if isinstance(body, web.Response):
-        return body
-    name = api.function_name(request, rid)
-    if isinstance(name, web.Response):
-        return name
+    begun = await _begin_function(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, rid, name, _body = begun
     await api.controls.set_reserved(name, None)  # back to the config's concurrency (if any)
     return web.Response(status=204, headers={"x-amzn-RequestId": rid})
 
@@ -323,24 +325,20 @@ async def delete_concurrency(request: web.Request) -> web.Response:
 
 
 async def get_event_invoke_config(request: web.Request) -> web.Response:
-    api, rid, body = await _begin(request)
-    if isinstance(body, web.Response):
-        return body
-    name = api.function_name(request, rid)
-    if isinstance(name, web.Response):
-        return name
+    begun = await _begin_function(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, rid, name, _body = begun
     return _json(api.event_invoke_config(name), rid)
 
 
 async def put_event_invoke_config(request: web.Request) -> web.Response:
     """Replaces the run-time overrides, as Lambda's Put replaces the whole config: a field left out goes
     back to the config file's value. Destinations stay the config file's."""
-    api, rid, body = await _begin(request)
-    if isinstance(body, web.Response):
-        return body
-    name = api.function_name(request, rid)
-    if isinstance(name, web.Response):
-        return name
+    begun = await _begin_function(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, rid, name, body = begun
     data = _body_json(body, rid)
     if isinstance(data, web.Response):
         return data
