@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import BenchError, Ctx, machine_info
 from bench.load import WRK_MISSING, wrk_path
-from bench.router_proc import HISTORY_ENV
 from bench.report import Row, results_block, text_table, write_results
+from bench.router_proc import HISTORY_ENV
 from bench.scenarios import (
     accept,
     amqp,
