@@ -207,7 +207,9 @@ class AsyncWorker:
                                     now=self._clock.time()))
         if self._history is not None:
             self._history.finished(self.name, ev.request_id, "succeeded" if condition == SUCCESS
-                                   else "dropped" if result is None else "failed")
+                                   else "dropped" if result is None else "failed",
+                                   route=ev.route, source=ev.source, enqueued_at=ev.enqueued_at,
+                                   payload=ev.payload)
         dest = self._dests.get(which)
         if dest is None:
             if which == "on_failure":

@@ -1,12 +1,18 @@
 """The invocation history recorder: what ran, when, how each attempt ended, kept in the state store.
 
 Recording never waits for the store: each call (``accepted``, ``sync_done``, ``attempt_started``, ...)
-appends a ``Change`` to a bounded in-memory buffer and returns. One background task, owned by the
-recorder (``start`` / ``close``), writes the buffer in batches, one transaction per batch, and prunes
-each function's rows by age and count (``history:`` of the function) as it writes, and every
-``prune_interval`` all functions. A full buffer drops its oldest change and counts it
+adds a ``Change`` to its invocation's entry in a bounded in-memory buffer and returns. One background
+task, owned by the recorder (``start`` / ``close``), writes the entries in batches, one transaction per
+batch, and prunes each function's rows by age and count (``history:`` of the function) as it writes, and
+every ``prune_interval`` all functions. A full buffer drops its oldest entry and counts its changes
 (``router_history_dropped_total{reason="buffer_full"}``); a batch the store refuses is dropped and counted
 (``reason="store_error"``). ``close`` writes what is buffered, within its grace time.
+
+An invocation is written once where it can be: its entry is held until it is final or ``flush_interval``
+old, and an entry that began with the whole row (a sync call, an async event accepted or first attempted
+here) is written without reading the stored row back. An async event waiting in the state store's queue
+is not written while it only waits: the queue's row says so (``lookup`` and ``invocations`` read it);
+its history row is written once it runs (or ends without running).
 
 Reads (``lookup``) go through the buffer: a change not written yet is already visible on this replica.
 An async event still in the state store's queue is visible to every replica sharing the store, from the
@@ -20,6 +26,7 @@ import collections
 import contextlib
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from router.clock import Clock, SystemClock
@@ -48,12 +55,26 @@ LOG_TAIL = 4096
 RESULT_LIMIT = 64 * 1024
 """Bytes of a function's response kept; a longer one is cut and marked truncated."""
 BUFFER = 10_000
-"""Changes held in memory at most before the oldest are dropped."""
+"""Invocations held in memory at most before the oldest are dropped."""
 BATCH = 500
-"""Changes written in one transaction at most."""
+"""Invocations written in one transaction at most."""
 PRUNE_EVERY = 2.0
 """Seconds between two prunes of one function's rows while it is written (a busy function's table holds
 at most its ``max_count`` plus what it ran in this time)."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    """The changes of one invocation not written yet."""
+
+    changes: list[Change]
+    since: float  # monotonic time of the first one
+    whole: bool  # they make the whole row: the stored one (if any) need not be read
+    final: bool  # the invocation has ended: write it at the next flush
+
+    def waits_only(self) -> bool:
+        """Nothing but its acceptance: an async event that has not run yet."""
+        return all(c.status == QUEUED and c.update == {} and c.attempt is None for c in self.changes)
 
 
 class HistoryRecorder:
@@ -66,12 +87,14 @@ class HistoryRecorder:
         self.reconfigure(config)
         self._metrics = metrics
         self._clock: Clock = clock or SystemClock()
-        self._buffer: collections.deque[Change] = collections.deque()
+        # request id -> changes not written, oldest first; the ids of those that ended (written next)
+        self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        self._ended: dict[str, None] = {}
         self._capacity = capacity
         self._batch = batch
         self._flush_interval = flush_interval
         self._prune_interval = prune_interval
-        self._writing: list[Change] = []
+        self._writing: dict[str, _Entry] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Cancelled on this replica, newest last, at most BUFFER (RabbitMQ: the worker skips them; the
@@ -91,11 +114,23 @@ class HistoryRecorder:
 
     # --- recording (never waits, never raises) ----------------------------------------------------------
 
-    def _add(self, change: Change) -> None:
-        if len(self._buffer) >= self._capacity:
-            self._buffer.popleft()
-            self._metrics.history_dropped.labels("buffer_full").inc()
-        self._buffer.append(change)
+    def _add(self, change: Change, *, creates: bool = False) -> None:
+        """Add ``change`` to its invocation's entry; ``creates``: it holds the whole row as created."""
+        entries = self._entries
+        entry = entries.get(change.request_id)
+        if entry is None:
+            if len(entries) >= self._capacity:
+                rid, oldest = entries.popitem(last=False)
+                self._ended.pop(rid, None)
+                if not (oldest.waits_only() and not self._amqp):  # else the queue's row still says it
+                    self._metrics.history_dropped.labels("buffer_full").inc(len(oldest.changes))
+            entry = entries[change.request_id] = _Entry(
+                [change], self._clock.monotonic(), creates or change.whole, change.whole)
+        else:
+            entry.changes.append(change)
+        if change.whole or change.status in FINAL:
+            entry.final = True
+            self._ended[change.request_id] = None
         if not self._wake.is_set():
             self._wake.set()
 
@@ -111,7 +146,7 @@ class HistoryRecorder:
             return
         create = {"route": inv.route, "source": inv.source, "invocation_type": "async",
                   "started_at": inv.enqueued_at, **self._payload(inv.function, inv.payload)}
-        self._add(Change(inv.request_id, inv.function, self._clock.time(), QUEUED, create))
+        self._add(Change(inv.request_id, inv.function, self._clock.time(), QUEUED, create), creates=True)
 
     def sync_done(self, inv: Invocation, result: Result, duration: float) -> None:
         """A sync invocation (a caller waiting, or a poller's batch) ended with ``result``."""
@@ -134,7 +169,7 @@ class HistoryRecorder:
         create = {"route": inv.route, "source": inv.source, "invocation_type": "async",
                   "started_at": inv.enqueued_at, **self._payload(inv.function, inv.payload)}
         self._add(Change(inv.request_id, inv.function, now, RUNNING, create,
-                         attempt={"attempt": inv.attempt, "started_at": now}))
+                         attempt={"attempt": inv.attempt, "started_at": now}), creates=inv.attempt == 1)
 
     def attempt_ended(self, inv: Invocation, result: Result, duration: float) -> None:
         """An async event's attempt ended; its status follows with ``retrying`` or ``finished``."""
@@ -149,16 +184,26 @@ class HistoryRecorder:
         if function in self._on:
             self._add(Change(request_id, function, self._clock.time(), RETRYING))
 
-    def finished(self, function: str, request_id: str, status: str) -> None:
-        """An async event's end: ``succeeded``, ``failed`` or ``dropped``."""
+    def finished(self, function: str, request_id: str, status: str, *, route: str | None = None,
+                 source: str = "", enqueued_at: float | None = None, payload: bytes = b"") -> None:
+        """An async event's end: ``succeeded``, ``failed`` or ``dropped``. ``route`` ... ``payload``: the
+        event's, for a row not written yet (an event dropped before it ever ran)."""
         if function in self._on:
             now = self._clock.time()
-            self._add(Change(request_id, function, now, status, update={"finished_at": now}))
+            create = {"route": route, "source": source, "invocation_type": "async",
+                      "started_at": now if enqueued_at is None else enqueued_at,
+                      **self._payload(function, payload)}
+            self._add(Change(request_id, function, now, status, create, update={"finished_at": now}))
 
     # --- reading and cancelling -------------------------------------------------------------------------
 
     def _buffered(self, request_id: str) -> list[Change]:
-        return [c for c in (*self._writing, *self._buffer) if c.request_id == request_id]
+        changes: list[Change] = []
+        for entries in (self._writing, self._entries):
+            entry = entries.get(request_id)
+            if entry is not None:
+                changes += entry.changes
+        return changes
 
     async def lookup(self, request_id: str) -> dict[str, Any] | None:
         """The invocation ``request_id`` as stored, with the changes not written yet and, while it waits
@@ -178,8 +223,10 @@ class HistoryRecorder:
         return row
 
     async def invocations(self, **filters: Any) -> list[dict[str, Any]]:
-        """Stored rows newest first (``StateStore.invocations``); changes still buffered are not in it."""
-        return await self._store.invocations(**filters)
+        """Stored rows newest first (``StateStore.invocations``), with the async events waiting in the
+        state store's queue; changes still buffered are not in it."""
+        return await self._store.invocations(**filters, queued_source=DELIVERY_SOURCE,
+                                             now=self._clock.time())
 
     async def cancel(self, request_id: str) -> tuple[str, dict[str, Any] | None]:
         """Cancel a queued or retrying async event: ``("cancelled", row)``; ``("running", row)`` or
@@ -228,31 +275,35 @@ class HistoryRecorder:
                 await task
         try:
             async with asyncio.timeout(grace):
-                while self._buffer:
-                    await self._flush()
+                while self._entries:
+                    await self._flush(everything=True)
         except TimeoutError:
             pass
-        if self._buffer:
-            self._metrics.history_dropped.labels("shutdown").inc(len(self._buffer))
-            log.warning("invocation history: %d changes not written at shutdown", len(self._buffer))
-            self._buffer.clear()
+        if self._entries:
+            left = sum(len(e.changes) for e in self._entries.values())
+            self._metrics.history_dropped.labels("shutdown").inc(left)
+            log.warning("invocation history: %d changes not written at shutdown", left)
+            self._entries.clear()
+            self._ended.clear()
 
     async def _run(self) -> None:
         next_prune = self._clock.monotonic()
         while True:
-            if not self._buffer:
-                self._wake.clear()
-                wait = max(0.0, next_prune - self._clock.monotonic())
+            wait = next_prune - self._clock.monotonic()
+            if self._entries:  # the oldest is written (or let go) when it is flush_interval old
+                oldest = next(iter(self._entries.values())).since
+                wait = min(wait, oldest + self._flush_interval - self._clock.monotonic())
+            self._wake.clear()
+            if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
-            if self._buffer:
+            if self._entries:
                 await self._clock.sleep(self._flush_interval)  # gather a batch
-                # What is there now, in batches; what arrives meanwhile waits for the next round (one
+                # What is due now, in batches; what arrives meanwhile waits for the next round (one
                 # commit per interval, not a stream of small ones).
-                left = len(self._buffer)
-                while left > 0 and self._buffer:
-                    left -= await self._flush()
+                while await self._flush() == self._batch:
+                    pass
             if self._clock.monotonic() >= next_prune:
                 await self._prune_all()
                 next_prune = self._clock.monotonic() + self._prune_interval
@@ -262,29 +313,71 @@ class HistoryRecorder:
         return {f: (now - self._history[f].max_age, self._history[f].max_count)
                 for f in functions if f in self._history}
 
-    async def _flush(self) -> int:
-        """Write the oldest changes (one batch) in one transaction; how many were taken."""
-        batch = [self._buffer.popleft() for _ in range(min(self._batch, len(self._buffer)))]
-        for change in batch:
-            logs = change.update.get("logs")
-            if logs:
-                change.update["logs"] = redact(logs)[-LOG_TAIL:]
+    def _take(self, everything: bool) -> tuple[dict[str, _Entry], int]:
+        """Up to a batch of the entries due, oldest first: those ``flush_interval`` old (all when
+        ``everything``), then the ended ones. An event that only waits in the state store's queue is let
+        go unwritten (the queue's row says it waits). Also how many entries left the buffer."""
+        entries, ended = self._entries, self._ended
+        old = self._clock.monotonic() - self._flush_interval
+        skip_waiting = not self._amqp
+        taken: dict[str, _Entry] = {}
+        removed = 0
+
+        def take(rid: str) -> None:
+            nonlocal removed
+            removed += 1
+            entry = entries.pop(rid)
+            ended.pop(rid, None)
+            if not (skip_waiting and entry.waits_only()):
+                taken[rid] = entry
+
+        while entries and removed < self._batch:
+            rid, entry = next(iter(entries.items()))
+            if not (everything or entry.since <= old):
+                break
+            take(rid)
+        for rid in list(ended)[:self._batch - removed]:
+            take(rid)
+        return taken, removed
+
+    async def _flush(self, everything: bool = False) -> int:
+        """Write a batch of the entries due in one transaction; how many left the buffer."""
+        batch, removed = self._take(everything)
+        if not batch:
+            return removed
+        changes: list[Change] = []
+        whole: set[str] = set()
+        for rid, entry in batch.items():
+            if entry.whole:
+                whole.add(rid)
+            for change in entry.changes:
+                logs = change.update.get("logs")
+                if logs:
+                    change.update["logs"] = redact(logs)[-LOG_TAIL:]
+                changes.append(change)
         self._writing = batch
         try:
-            prune = self._limits(self._due({c.function for c in batch}))
-            await self._store.record_history(batch, prune=prune)
+            prune = self._limits(self._due({e.changes[0].function for e in batch.values()}))
+            await self._store.record_history(changes, prune=prune, whole=whole)
         except asyncio.CancelledError:
-            self._buffer.extendleft(reversed(batch))  # written again by close (rewriting one is harmless)
+            for rid, entry in reversed(batch.items()):  # written again by close (rewriting one is harmless)
+                newer = self._entries.pop(rid, None)
+                if newer is not None:
+                    entry.changes += newer.changes
+                self._entries[rid] = entry
+                self._entries.move_to_end(rid, last=False)
+                if entry.final or (newer is not None and newer.final):
+                    self._ended[rid] = None
             raise
         except Exception as exc:
-            self._metrics.history_dropped.labels("store_error").inc(len(batch))
+            self._metrics.history_dropped.labels("store_error").inc(len(changes))
             if self._clock.monotonic() - self._last_error > 60.0:
                 self._last_error = self._clock.monotonic()
                 log.error("invocation history: cannot write %d changes, they are dropped: %s",
-                          len(batch), exc)
+                          len(changes), exc)
         finally:
-            self._writing = []
-        return len(batch)
+            self._writing = {}
+        return removed
 
     def _due(self, functions: set[str]) -> set[str]:
         """Those of ``functions`` not pruned in the last ``PRUNE_EVERY`` seconds: a busy function's rows

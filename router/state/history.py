@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,8 @@ def _upsert(dialect: str) -> Any:
     return stmt.on_conflict_do_update(
         index_elements=[_t.c.request_id],
         set_={name: stmt.excluded[name] for name in _COLUMNS if name != "request_id"},
+        # a final row stays (a whole row is not merged with it); the statuses inline (executemany)
+        where=_t.c.status.not_in([sa.literal_column(f"'{status}'") for status in sorted(FINAL)]),
     )
 
 
@@ -131,9 +133,10 @@ def _rows(result: Iterable[Any]) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in result]
 
 
-def write(conn: sa.Connection, changes: Sequence[Change]) -> set[str]:
-    """Apply ``changes`` in order to their rows (read, merged, written back); the functions touched."""
-    ids = list(dict.fromkeys(c.request_id for c in changes if not c.whole))
+def write(conn: sa.Connection, changes: Sequence[Change], whole: Set[str] = frozenset()) -> set[str]:
+    """Apply ``changes`` in order to their rows (read, merged, written back); the functions touched.
+    ``whole``: request ids whose changes make the whole row (their first creates it): not read."""
+    ids = list(dict.fromkeys(c.request_id for c in changes if not c.whole and c.request_id not in whole))
     stored: dict[str, dict[str, Any]] = {}
     for i in range(0, len(ids), _READ_CHUNK):
         for row in _rows(conn.execute(_SELECT_MANY, {"p_ids": ids[i:i + _READ_CHUNK]})):
@@ -161,8 +164,9 @@ _SQLITE_ROWS = 500
 def _sqlite_upsert_sql(rows: int) -> str:
     one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
     updates = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS if name != "request_id")
+    final = ", ".join(f"'{status}'" for status in sorted(FINAL))
     return (f"INSERT INTO {_t.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([one] * rows)} "
-            f"ON CONFLICT (request_id) DO UPDATE SET {updates}")
+            f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE {_t.name}.status NOT IN ({final})")
 
 
 def _sqlite_upsert(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
@@ -217,9 +221,12 @@ def mark(conn: sa.Connection, change: Change) -> dict[str, Any]:
 
 
 def recent(conn: sa.Connection, *, function: str | None, route: str | None, status: str | None,
-           limit: int, before: tuple[float, str] | None) -> list[dict[str, Any]]:
+           limit: int, before: tuple[float, str] | None, queued_source: str | None = None,
+           now: float = 0.0) -> list[dict[str, Any]]:
     """Rows newest first (by ``started_at``, then request id), filtered; ``before``: the cursor of the
-    last row of the previous page."""
+    last row of the previous page. ``queued_source`` (the source of the queue's kept destination
+    records): also the async events waiting in the state store's queue that have no row yet (their row
+    is written once they run), with the status the queue gives them at ``now``."""
     query = sa.select(_t)
     if function is not None:
         query = query.where(_t.c.function == function)
@@ -232,7 +239,53 @@ def recent(conn: sa.Connection, *, function: str | None, route: str | None, stat
         query = query.where(sa.or_(_t.c.started_at < at,
                                    sa.and_(_t.c.started_at == at, _t.c.request_id < rid)))
     query = query.order_by(_t.c.started_at.desc(), _t.c.request_id.desc()).limit(limit)
-    return _rows(conn.execute(query))
+    rows = _rows(conn.execute(query))
+    if queued_source is None or status not in (None, QUEUED, RUNNING, RETRYING):
+        return rows
+    waiting = _waiting(conn, function=function, route=route, status=status, limit=limit, before=before,
+                       skip_source=queued_source, now=now)
+    if not waiting:
+        return rows
+    both = sorted([*rows, *waiting], key=lambda r: (r["started_at"], r["request_id"]), reverse=True)
+    return both[:limit]
+
+
+def _waiting(conn: sa.Connection, *, function: str | None, route: str | None, status: str | None,
+             limit: int, before: tuple[float, str] | None, skip_source: str, now: float
+             ) -> list[dict[str, Any]]:
+    """The queue's events without a history row, as history rows, newest first (``recent``)."""
+    leased = sa.and_(_q.c.lease_until.is_not(None), _q.c.lease_until > now)
+    query = (
+        sa.select(_q.c.function, _q.c.request_id, _q.c.route, _q.c.source, _q.c.attempts, _q.c.enqueued_at,
+                  _q.c.lease_until)
+        .where(_q.c.source != skip_source,
+               ~sa.exists().where(_t.c.request_id == _q.c.request_id))
+    )
+    if function is not None:
+        query = query.where(_q.c.function == function)
+    if route is not None:
+        query = query.where(_q.c.route == route)
+    if status == RUNNING:
+        query = query.where(leased)
+    elif status == QUEUED:
+        query = query.where(~leased, _q.c.attempts == 0)
+    elif status == RETRYING:
+        query = query.where(~leased, _q.c.attempts > 0)
+    if before is not None:
+        at, rid = before
+        query = query.where(sa.or_(_q.c.enqueued_at < at,
+                                   sa.and_(_q.c.enqueued_at == at, _q.c.request_id < rid)))
+    query = query.order_by(_q.c.enqueued_at.desc(), _q.c.request_id.desc()).limit(limit)
+    out = []
+    for q in _rows(conn.execute(query)):
+        row = new_row(Change(q["request_id"], q["function"], q["enqueued_at"], QUEUED, {
+            "route": q["route"], "source": q["source"], "invocation_type": "async"}))
+        lease = q["lease_until"]
+        row["status"] = (RUNNING if lease is not None and lease > now
+                         else RETRYING if q["attempts"] > 0 else QUEUED)
+        row["attempts"] = q["attempts"]
+        out.append(row)
+    return out
 
 
 def prune(conn: sa.Connection, function: str, *, older_than: float, keep: int) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -458,11 +459,13 @@ class StateStore:
     # --- invocation history (issue 12, part h1: ``router.state.history``) -------------------------------
 
     async def record_history(self, changes: list[history.Change],
-                             prune: dict[str, tuple[float, int]] | None = None) -> set[str]:
+                             prune: dict[str, tuple[float, int]] | None = None,
+                             whole: Set[str] = frozenset()) -> set[str]:
         """Apply ``changes`` to their history rows in one transaction, then prune the functions in
-        ``prune`` (name -> (older than, rows kept)); the functions the changes touched."""
+        ``prune`` (name -> (older than, rows kept)); the functions the changes touched. ``whole``: the
+        request ids whose changes make their whole row (``history.write``)."""
         def transaction(conn: sa.Connection) -> set[str]:
-            touched = history.write(conn, changes)
+            touched = history.write(conn, changes, whole)
             for function, (older_than, keep) in (prune or {}).items():
                 history.prune(conn, function, older_than=older_than, keep=keep)
             return touched
@@ -482,10 +485,14 @@ class StateStore:
 
     async def invocations(self, *, function: str | None = None, route: str | None = None,
                           status: str | None = None, limit: int = 50,
-                          before: tuple[float, str] | None = None) -> list[dict[str, Any]]:
-        """History rows newest first, filtered and paged (``history.recent``)."""
+                          before: tuple[float, str] | None = None, queued_source: str | None = None,
+                          now: float | None = None) -> list[dict[str, Any]]:
+        """History rows newest first, filtered and paged, with the queue's waiting events when
+        ``queued_source`` is given (``history.recent``)."""
+        at = time.time() if now is None else now
         return await self._transact("list invocations", lambda conn: history.recent(
-            conn, function=function, route=route, status=status, limit=limit, before=before))
+            conn, function=function, route=route, status=status, limit=limit, before=before,
+            queued_source=queued_source, now=at))
 
     async def cancel_queued(self, request_id: str, *, now: float, skip_source: str,
                             change: history.Change) -> str | None:

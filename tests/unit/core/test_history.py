@@ -5,7 +5,9 @@ writes what is buffered, the logs tail is redacted and cut, payloads only when a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -41,16 +43,94 @@ async def test_reads_see_buffered_changes_and_close_writes_them(store: StateStor
     inv = Invocation(function="kept", payload=b'{"long": "payload"}', source="webhook", route="r",
                      invocation_type="async")
     rec.accepted(inv)
+    rec.attempt_started(inv)
     row = await rec.lookup(inv.request_id)
     assert row is not None
-    assert row["status"] == "queued"
+    assert row["status"] == "running"
     assert (await store.invocation(inv.request_id, "destination"))[0] is None  # not written yet
     assert row["payload"] == b'{"long":'
     assert row["payload_truncated"]
     await rec.close()
     stored, _ = await store.invocation(inv.request_id, "destination")
     assert stored is not None
-    assert stored["status"] == "queued"
+    assert (stored["status"], stored["route"], stored["attempts"]) == ("running", "r", 1)
+
+
+class CountingStore:
+    """The real store, with the history batches it was given kept for the test to look at."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.batches: list[tuple[list[str], set[str]]] = []
+
+    async def record_history(self, changes: list[Any], prune: Any = None,
+                             whole: Any = frozenset()) -> set[str]:
+        self.batches.append(([c.request_id for c in changes], set(whole)))
+        return await self.store.record_history(changes, prune, whole)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_an_async_event_that_ends_within_the_flush_interval_is_written_once_whole(
+        store: StateStore, metrics: Metrics) -> None:
+    counting = CountingStore(store)
+    rec = HistoryRecorder(counting, CONFIG, metrics, flush_interval=3600.0)  # type: ignore[arg-type]
+    inv = Invocation(function="bare", payload=b"{}", source="webhook", route="r", invocation_type="async")
+    rec.accepted(inv)
+    rec.attempt_started(inv)
+    rec.attempt_ended(inv, Result(payload=b'"done"', logs="START\nEND\n"), 0.01)
+    rec.finished("bare", inv.request_id, "succeeded")
+    retried = Invocation(function="bare", payload=b"{}", source="webhook", route="r", invocation_type="async",
+                         attempt=2)  # its first attempt was written earlier: that row is read and merged
+    rec.attempt_started(retried)
+    await rec.close()
+    assert counting.batches == [([inv.request_id] * 4 + [retried.request_id], {inv.request_id})]
+    row, _ = await store.invocation(inv.request_id, "destination")
+    assert row is not None
+    assert (row["status"], row["route"], row["attempts"], row["result"], row["logs"]) == (
+        "succeeded", "r", 1, b'"done"', "START\nEND\n")
+
+
+async def test_an_event_waiting_in_the_store_queue_is_not_written_until_it_runs(
+        store: StateStore, metrics: Metrics) -> None:
+    counting = CountingStore(store)
+    rec = HistoryRecorder(counting, CONFIG, metrics, flush_interval=0.01)  # type: ignore[arg-type]
+    rec.start()
+    try:
+        waiting = Invocation(function="bare", payload=b"{}", source="webhook", route="r",
+                             invocation_type="async")
+        await store.enqueue(function="bare", request_id=waiting.request_id, payload=b"{}", source="webhook",
+                            route="r", now=1.0)
+        rec.accepted(waiting)
+        dropped_unrun = Invocation(function="bare", payload=b"{}", source="schedule", route="s",
+                                   invocation_type="async")
+        rec.accepted(dropped_unrun)
+        await until(lambda: not rec._entries, what="the waiting entries let go")
+        assert counting.batches == []
+        # the listing shows it from the queue all the same
+        listed = await rec.invocations(function="bare")
+        assert [(r["request_id"], r["status"]) for r in listed] == [(waiting.request_id, "queued")]
+        # an event that ends without running (too old) is written with what it was
+        enqueued_at = time.time() - 5.0
+        rec.finished("bare", dropped_unrun.request_id, "dropped", route="s", source="schedule",
+                     enqueued_at=enqueued_at)
+        rows = await until(lambda: store.invocations(function="bare", status="dropped"), what="the drop")
+        assert (rows[0]["route"], rows[0]["source"], rows[0]["started_at"]) == ("s", "schedule", enqueued_at)
+    finally:
+        await rec.close()
+
+
+async def test_with_a_rabbitmq_async_queue_a_waiting_event_is_written(store: StateStore,
+                                                                     metrics: Metrics) -> None:
+    config = make_config({"bare": {}}, async_queue="amqp://guest:guest@127.0.0.1:5672/")
+    rec = HistoryRecorder(store, config, metrics, flush_interval=3600.0)
+    inv = Invocation(function="bare", payload=b"{}", source="webhook", route="r", invocation_type="async")
+    rec.accepted(inv)
+    await rec.close()
+    row, _ = await store.invocation(inv.request_id, "destination")
+    assert row is not None
+    assert row["status"] == "queued"
 
 
 async def test_functions_without_history_are_not_recorded(recorder: HistoryRecorder) -> None:
@@ -112,7 +192,7 @@ class StalledStore:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def record_history(self, changes: object, prune: object = None) -> set[str]:
+    async def record_history(self, changes: object, prune: object = None, whole: object = None) -> set[str]:
         self.calls += 1
         await asyncio.Event().wait()
         return set()

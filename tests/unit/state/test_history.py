@@ -131,3 +131,68 @@ async def test_version_3_database_migrates_by_opening(tmp_path: Path) -> None:
         version = conn.execute(sa.text("SELECT value FROM router_meta WHERE key = 'schema_version'")).scalar()
     engine.dispose()
     assert version == str(SCHEMA_VERSION) == "4"
+
+
+async def test_a_whole_row_is_written_without_reading_the_stored_one(store: StateStore) -> None:
+    await store.record_history([queued("a", 1.0), Change("a", "f", 2.0, None, update={"logs": "old"})])
+    # The changes of "a" make the whole row (its first creates it): what is stored is replaced, not read.
+    await store.record_history([
+        Change("a", "f", 5.0, "running", {"route": "r2", "source": "webhook", "started_at": 1.0},
+               attempt={"attempt": 1, "started_at": 5.0}),
+        Change("a", "f", 6.0, "succeeded", update={"finished_at": 6.0}),
+    ], whole={"a"})
+    row, _ = await store.invocation("a", "destination")
+    assert row is not None
+    assert (row["status"], row["route"], row["logs"], row["attempts"]) == ("succeeded", "r2", None, 1)
+    # Without ``whole`` the stored row is read and merged (the route the row was created with stays).
+    await store.record_history([queued("b", 1.0), Change("b", "f", 2.0, None, update={"logs": "kept"})])
+    await store.record_history([Change("b", "f", 6.0, "succeeded", {"route": "r2"}, {"finished_at": 6.0})])
+    row, _ = await store.invocation("b", "destination")
+    assert row is not None
+    assert (row["status"], row["route"], row["logs"]) == ("succeeded", "r", "kept")
+
+
+async def test_the_listing_shows_events_waiting_in_the_queue_that_have_no_row(store: StateStore) -> None:
+    for rid, at in (("w1", 10.0), ("w2", 30.0), ("gone", 5.0)):
+        await store.enqueue(function="f", request_id=rid, payload=b"{}", source="webhook", route="r", now=at)
+    await store.enqueue(function="f", request_id="kept", payload=b"{}", source="destination", route=None,
+                        now=40.0)  # a kept destination record: not an event
+    await store.enqueue(function="g", request_id="other", payload=b"{}", source="webhook", route="s",
+                        now=35.0)
+    await store.record_history([queued("h1", 20.0), Change("h1", "f", 21.0, "succeeded")])
+    await store.record_history([queued("w2", 30.0), Change("w2", "f", 31.0, "retrying",
+                                                          attempt={"attempt": 1, "started_at": 31.0})])
+    [gone] = await store.claim("f", 1, now=50.0, lease=60.0)  # the oldest: leased (running) until 110
+    assert gone.request_id == "gone"
+
+    rows = await store.invocations(function="f", queued_source="destination", now=60.0)
+    assert [(r["request_id"], r["status"]) for r in rows] == [
+        ("w2", "retrying"), ("h1", "succeeded"), ("w1", "queued"), ("gone", "running")]
+    w1 = rows[2]
+    assert (w1["route"], w1["source"], w1["started_at"], w1["invocation_type"]) == (
+        "r", "webhook", 10.0, "async")
+    # paged by the same cursor as the stored rows; filtered by status and route
+    page = await store.invocations(function="f", queued_source="destination", now=60.0, limit=2)
+    assert [r["request_id"] for r in page] == ["w2", "h1"]
+    rest = await store.invocations(function="f", queued_source="destination", now=60.0,
+                                   before=(page[-1]["started_at"], page[-1]["request_id"]))
+    assert [r["request_id"] for r in rest] == ["w1", "gone"]
+    assert [r["request_id"] for r in await store.invocations(status="queued", queued_source="destination",
+                                                             now=60.0)] == ["other", "w1"]
+    assert [r["request_id"] for r in await store.invocations(status="running", queued_source="destination",
+                                                             now=60.0)] == ["gone"]
+    assert [r["request_id"] for r in await store.invocations(status="succeeded", queued_source="destination",
+                                                             now=60.0)] == ["h1"]
+    assert [r["request_id"] for r in await store.invocations(route="s", queued_source="destination",
+                                                             now=60.0)] == ["other"]
+    # without queued_source: the stored rows only
+    assert [r["request_id"] for r in await store.invocations(function="f")] == ["w2", "h1"]
+
+
+async def test_a_whole_row_does_not_replace_a_final_one(store: StateStore) -> None:
+    await store.record_history([queued("a", 1.0), Change("a", "f", 2.0, "cancelled")])
+    await store.record_history([queued("a", 1.0), Change("a", "f", 3.0, "running", attempt={"attempt": 1})],
+                               whole={"a"})  # e.g. a replica's late write of what it held in memory
+    row, _ = await store.invocation("a", "destination")
+    assert row is not None
+    assert (row["status"], row["attempts"]) == ("cancelled", 0)
