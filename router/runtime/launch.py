@@ -18,8 +18,8 @@ from router.config.models import AwsConfig, FunctionConfig
 from router.config.node import find_node, runtime_major
 from router.errors import EnvironmentStartError
 from router.runtime.memory import address_space_limit
-from router.runtime.platform_log import TEXT, PlatformLog, application_level
 from router.runtime.nodejs import node_flags
+from router.runtime.platform_log import TEXT, PlatformLog, application_level
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 PYTHON_BOOTSTRAP = BOOTSTRAP_DIR / "python_bootstrap.py"

@@ -27,7 +27,8 @@ def test_default_is_text_without_levels(tmp_path: Path) -> None:
     config = tmp_path / "router.yaml"
     config.write_text("version: 1\nfunctions:\n  api: {runtime: python3.11, handler: app.handler, code: .}\n")
     logging = load_config(config, env={}).functions["api"].logging
-    assert (logging.log_format, logging.application_log_level, logging.system_log_level) == ("Text", None, None)
+    assert logging.log_format == "Text"
+    assert (logging.application_log_level, logging.system_log_level) == (None, None)
 
 
 def test_json_with_levels(tmp_path: Path) -> None:
@@ -46,8 +47,9 @@ def test_a_level_with_text_is_refused_with_file_and_line(tmp_path: Path) -> None
             "add log_format: JSON or remove the level") in str(caught.value)
 
 
-@pytest.mark.parametrize("logging", ["{log_format: json}", "{log_format: JSON, application_log_level: VERBOSE}",
-                                     "{log_format: JSON, system_log_level: ERROR}", "{format: JSON}"])
+@pytest.mark.parametrize("logging", [
+    "{log_format: json}", "{log_format: JSON, application_log_level: VERBOSE}",
+    "{log_format: JSON, system_log_level: ERROR}", "{format: JSON}"])
 def test_unknown_values_are_refused_with_file_and_line(tmp_path: Path, logging: str) -> None:
     config = write(tmp_path, logging)
     with pytest.raises(ConfigError, match=rf"{config}:7:\d+: functions\.api\.logging"):

@@ -98,7 +98,8 @@ async def test_python_json_at_debug_and_system_debug(
         "platform.start", "DEBUG", "INFO", "WARNING", "ERROR", "DEBUG", "ERROR",
         "platform.runtimeDone", "platform.report"]
     done = check_platform(parsed[-2], "platform.runtimeDone", rid)
-    assert done["status"] == "success" and set(done["metrics"]) == {"durationMs"}
+    assert done["status"] == "success"
+    assert set(done["metrics"]) == {"durationMs"}
 
 
 async def test_python_json_at_error_and_system_warn(
@@ -116,12 +117,14 @@ async def test_python_json_at_error_and_system_warn(
     assert failure["level"] == "ERROR"
     assert (failure["errorType"], failure["errorMessage"], failure["requestId"]) == (
         "ValueError", "failing on purpose", rid)
-    assert isinstance(failure["stackTrace"], list) and failure["stackTrace"]
+    assert isinstance(failure["stackTrace"], list)
+    assert failure["stackTrace"]
 
 
 async def test_python_json_report_of_a_failed_invocation(
         make_invoker: MakeInvoker, caplog: pytest.LogCaptureFixture) -> None:
-    _, lines, rid = await run(make_invoker, caplog, "log_levels", {"fail": True}, logging={"log_format": "JSON"})
+    _, lines, rid = await run(make_invoker, caplog, "log_levels", {"fail": True},
+                              logging={"log_format": "JSON"})
     report = check_platform(json.loads(lines[-1]), "platform.report", rid)
     assert (report["status"], report["errorType"]) == ("error", "ValueError")
 
@@ -161,7 +164,8 @@ async def test_node_json_at_levels(make_invoker: MakeInvoker, caplog: pytest.Log
     console = records(app[:len(expected)])
     assert [r["level"] for r in console] == expected
     for record in console:
-        assert TIME_MS.fullmatch(record["timestamp"]) and record["requestId"] == rid, record
+        assert TIME_MS.fullmatch(record["timestamp"]), record
+        assert record["requestId"] == rid
         assert record["message"].endswith(" record")
     own = app[len(expected):-1]  # the handler's own JSON debug line: dropped by the platform above DEBUG
     assert own == (['{"level":"DEBUG","message":"own json debug"}'] if level == "TRACE" else [])
@@ -177,9 +181,46 @@ async def test_node_json_error_record(make_invoker: MakeInvoker, caplog: pytest.
     assert errors[0]["message"] == "error record"
     # the runtime's record of the error, as the Node RIC writes it: the error object is the message
     failure = errors[-1]
-    assert failure["level"] == "ERROR" and failure["requestId"] == rid
+    assert failure["level"] == "ERROR"
+    assert failure["requestId"] == rid
     assert (failure["message"]["errorType"], failure["message"]["errorMessage"]) == (
         "TypeError", "failing on purpose")
     assert failure["message"]["stackTrace"][0] == "TypeError: failing on purpose"
     report = check_platform(json.loads(lines[-1]), "platform.report", rid)
     assert (report["status"], report["errorType"]) == ("error", "TypeError")
+
+
+# --- parity with awslambdaric ---------------------------------------------------------------------------
+
+
+def _comparable(lines: list[str]) -> list[dict[str, Any]]:
+    """The application records of an invocation, without what differs run to run (times, paths)."""
+    out = []
+    for record in records([line for line in lines if line.startswith('{"timestamp"')]):
+        record.pop("timestamp")
+        record.pop("location", None)
+        if "stackTrace" in record:
+            record["stackTrace"] = len(record["stackTrace"])
+        out.append(record)
+    return out
+
+
+@pytest.mark.parametrize("event", [{}, {"fail": True}])
+async def test_python_json_records_match_awslambdaric(
+        make_invoker: MakeInvoker, caplog: pytest.LogCaptureFixture, event: dict[str, Any]) -> None:
+    pytest.importorskip("awslambdaric")
+    import sys
+
+    fields = {"logging": {"log_format": "JSON", "application_log_level": "DEBUG"}, "handler": "app.logs"}
+    _, ours, _ = await run(make_invoker, caplog, "provided", event, name="ours-logs", **fields)
+    _, theirs, _ = await run(make_invoker, caplog, "provided", event, name="ric-logs", runtime="provided",
+                             environment={"PYTHON": sys.executable}, **fields)
+    mine = _comparable(ours)
+    expected = ["DEBUG", "INFO", "WARNING", "ERROR"] + (["ERROR"] if event else [])
+    assert [r["level"] for r in mine] == expected
+    for record in mine:
+        record.pop("requestId")
+    ric = _comparable(theirs)
+    for record in ric:
+        record.pop("requestId")
+    assert mine == ric

@@ -60,11 +60,14 @@ def test_json_start_and_report() -> None:
 def test_json_report_of_failures_and_restores() -> None:
     log = platform(log_format="JSON")
     timeout = parsed(log.report(RID, 3.0, 128, 40, None, "timeout"))["record"]
-    assert timeout["status"] == "timeout" and "errorType" not in timeout  # type: ignore[operator,index]
+    assert timeout["status"] == "timeout"
+    assert "errorType" not in timeout
     died = parsed(log.report(RID, 0.1, 128, 40, None, "error", "Runtime.ExitError"))["record"]
-    assert died["status"] == "error" and died["errorType"] == "Runtime.ExitError"  # type: ignore[index]
+    assert died["status"] == "error"
+    assert died["errorType"] == "Runtime.ExitError"
     raised = parsed(log.report(RID, 0.1, 128, 40, None, function_error="ValueError"))["record"]
-    assert raised["status"] == "error" and raised["errorType"] == "ValueError"  # type: ignore[index]
+    assert raised["status"] == "error"
+    assert raised["errorType"] == "ValueError"
     restored = parsed(log.report(RID, 0.1, 128, 40, RestoreDuration(0.0301)))["record"]
     assert restored["metrics"]["restoreDurationMs"] == 30.1  # type: ignore[index]
     assert restored["metrics"]["billedRestoreDurationMs"] == 31  # type: ignore[index]
@@ -79,7 +82,8 @@ def test_system_log_level_filters_platform_records() -> None:
     assert done["type"] == "platform.runtimeDone"
     assert done["record"] == {"requestId": RID, "status": "error", "errorType": "TypeError",
                               "metrics": {"durationMs": 12.5}}
-    assert debug.start(RID) is not None and debug.report(RID, 0.01, 128, 1, None) is not None
+    assert debug.start(RID) is not None
+    assert debug.report(RID, 0.01, 128, 1, None) is not None
     warn = platform(log_format="JSON", system_log_level="WARN")
     assert warn.start(RID) is None
     assert warn.end(RID, 0.01, None) is None
@@ -114,7 +118,8 @@ def test_application_level_drops_json_lines_below_it(level: str, kept: set[str])
 def test_application_level_defaults_to_info_in_json_and_is_none_in_text() -> None:
     assert application_level(FunctionLoggingConfig()) is None
     assert application_level(FunctionLoggingConfig(log_format="JSON")) == "INFO"
-    assert application_level(FunctionLoggingConfig(log_format="JSON", application_log_level="ERROR")) == "ERROR"
+    errors_only = FunctionLoggingConfig(log_format="JSON", application_log_level="ERROR")
+    assert application_level(errors_only) == "ERROR"
     keep = platform(log_format="JSON").keep
     assert keep is not None
     assert keep(json.dumps({"level": "DEBUG"})) is False
