@@ -87,6 +87,13 @@ def test_python_and_node_in_text_and_json(router_factory: RouterFactory, tmp_pat
         ("ERROR", "own json error"), "platform.runtimeDone", "platform.report"]
     assert parsed[1]["requestId"] == rid
     assert parsed[1]["logger"] == "root"
+    # the invocation history keeps the same lines (its tail of the logs)
+    def recorded() -> Any:
+        status, _, body = http("GET", f"{rp.url}/invocations/{rid}")
+        return status == 200 and json.loads(body).get("logs") and json.loads(body)
+
+    history = until_sync(recorded, deadline=20, what="the invocation in the history")
+    assert history["logs"].split("\n") == lines
     report = parsed[-1]["record"]
     assert report["requestId"] == rid
     assert report["status"] == "success"
