@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ _SYSTEM_LEVELS = {"DEBUG": 2, "INFO": 3, "WARN": 4}
 _APPLICATION_LEVELS = {"TRACE": 1, "DEBUG": 2, "INFO": 3, "WARN": 4, "ERROR": 5, "FATAL": 6}
 # Level names as runtimes and libraries write them (Python's WARNING and CRITICAL, lower case ...).
 _LEVEL_ALIASES = {**_APPLICATION_LEVELS, "WARNING": 4, "CRITICAL": 6}
+
+_BELOW_INFO = re.compile(r'"(?i:trace|debug)"')
+"""A quoted level name below INFO: a line without one cannot be below an INFO (or lower) minimum."""
 
 _dumps: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -125,8 +129,9 @@ class PlatformLog:
         info = _APPLICATION_LEVELS["INFO"]
         if minimum <= info:
             def keep(line: str) -> bool:
-                # Only a JSON object naming a level below INFO can be below the minimum.
-                if not line.startswith("{") or '"level"' not in line:
+                # Only a JSON object naming a level below INFO can be below the minimum: most lines
+                # (INFO and above) are told apart without parsing them.
+                if not line.startswith("{") or '"level"' not in line or _BELOW_INFO.search(line) is None:
                     return True
                 return _level(line) >= minimum
         else:

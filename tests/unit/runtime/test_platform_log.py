@@ -124,3 +124,12 @@ def test_application_level_defaults_to_info_in_json_and_is_none_in_text() -> Non
     assert keep is not None
     assert keep(json.dumps({"level": "DEBUG"})) is False
     assert keep(json.dumps({"level": "INFO"})) is True
+
+
+def test_lines_at_info_and_above_are_kept_whatever_they_say() -> None:
+    keep = platform(log_format="JSON", application_log_level="INFO").keep
+    assert keep is not None
+    assert keep('{"level": "INFO", "message": "debug"}') is True  # "debug" in the text, not the level
+    assert keep('{"message": {"level": "debug"}, "level": "ERROR"}') is True
+    assert keep('{"level": "debug", "message": "x"}') is False
+    assert keep('{"level":"Trace"}') is False
