@@ -224,3 +224,13 @@ async def test_python_json_records_match_awslambdaric(
     for record in ric:
         record.pop("requestId")
     assert mine == ric
+
+
+async def test_json_report_of_a_timeout(make_invoker: MakeInvoker, caplog: pytest.LogCaptureFixture) -> None:
+    result, lines, rid = await run(make_invoker, caplog, "sleep", {"seconds": 30}, timeout=1.0,
+                                   logging={"log_format": "JSON"})
+    assert json.loads(result.payload)["errorType"] == "Sandbox.Timedout"
+    check_platform(json.loads(lines[0]), "platform.start", rid)
+    assert re.fullmatch(rf"\S+Z {rid} Task timed out after 1\.00 seconds", lines[-2])
+    report = check_platform(json.loads(lines[-1]), "platform.report", rid)
+    assert report["status"] == "timeout"
