@@ -353,6 +353,34 @@ class HistoryConfig(Model):
     max_count: int = Field(1000, ge=1, le=1_000_000, description="rows kept per function, the newest")
 
 
+class FunctionLoggingConfig(Model):
+    """A function's logging controls, as Lambda's LoggingConfig (LogFormat, ApplicationLogLevel,
+    SystemLogLevel): the format of the START/END/REPORT lines and of the runtime's log records, and the
+    levels below which records are dropped (JSON only, as on Lambda)."""
+
+    log_format: Literal["Text", "JSON"] = Field(
+        "Text", description="Text: START/END/REPORT lines and plain runtime output, as today; JSON: "
+        "platform.start/platform.report objects and JSON records from the runtime's logger (Lambda's "
+        "LogFormat); the runtimes see it as AWS_LAMBDA_LOG_FORMAT")
+    application_log_level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"] | None = Field(
+        None, description="JSON only: records of the function's logger (and JSON lines with a \"level\") "
+        "below this level are dropped; default INFO (Lambda's ApplicationLogLevel, AWS_LAMBDA_LOG_LEVEL)")
+    system_log_level: Literal["DEBUG", "INFO", "WARN"] | None = Field(
+        None, description="JSON only: platform records below this level are dropped: INFO keeps "
+        "platform.start and platform.report, DEBUG adds platform.runtimeDone, WARN drops them "
+        "(Lambda's SystemLogLevel); default INFO")
+
+    @model_validator(mode="after")
+    def _levels_need_json(self) -> FunctionLoggingConfig:
+        if self.log_format == "Text":
+            given = [k for k in ("application_log_level", "system_log_level") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} need log_format: JSON (Lambda filters log levels only in JSON "
+                    "format), got log_format: Text; add log_format: JSON or remove the level")
+        return self
+
+
 class HttpTargetConfig(Model):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -415,6 +443,9 @@ class FunctionConfig(Model):
         "functions apart from each other and from the router (environments are then exec'd, not forked)")
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")  # type: ignore[arg-type]
     history: HistoryConfig = Field(default_factory=HistoryConfig)  # type: ignore[arg-type]
+    logging: FunctionLoggingConfig = Field(
+        default_factory=FunctionLoggingConfig,  # type: ignore[arg-type]
+        description="Lambda's logging controls: log_format, application_log_level, system_log_level")
 
     @field_validator("environment", mode="before")
     @classmethod

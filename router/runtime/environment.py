@@ -116,6 +116,7 @@ class Environment:
         self._max_memory = 0
         self._status: ProcStatus | None = None
         self._killed = False
+        self._keep = spec.log.keep  # the platform's level filter of application lines (JSON), or None
 
     @property
     def alive(self) -> bool:
@@ -227,8 +228,10 @@ class Environment:
         """
         assert self._channel is not None
         rid = invocation.request_id
-        start_line = f"START RequestId: {rid} Version: $LATEST"
-        function_log.line(start_line, self.spec.function, rid)
+        platform = self.spec.log
+        start_line = platform.start(rid)
+        if start_line is not None:
+            function_log.line(start_line, self.spec.function, rid)
         lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
         self._track(rid, lines)
         now = time.time()
@@ -285,7 +288,7 @@ class Environment:
             self._untrack(rid)
             return None
         self._drain()
-        status = error_name = None
+        status = error_name = function_error = None
         if reply is None:
             result = results.timeout_error(rid, time_limit)
             timed_out = results.timeout_log_line(rid, time_limit)
@@ -296,6 +299,7 @@ class Environment:
             result = Result(payload=reply.body)
         elif reply.kind is ReplyKind.ERROR:
             result = results.handler_error(reply.body, reply.error_type)
+            function_error = reply.error_type or "Unhandled"
         elif reply.kind is ReplyKind.TOO_LARGE:
             result = results.too_large_error()
         elif reply.kind is ReplyKind.EXITED and self.alive:  # one runtime worker of several died
@@ -312,14 +316,17 @@ class Environment:
             self._read_max_memory()
         init = self.init_duration if self.pending_init_report else None
         self.pending_init_report = False
-        end_line = f"END RequestId: {rid}"
-        report = results.report_line(
-            rid, duration, self.spec.memory, self._max_memory, init, status, error_name)
-        function_log.line(end_line, self.spec.function, rid)
-        function_log.line(report, self.spec.function, rid)
+        end_line = platform.end(rid, duration, status, error_name, function_error)
+        report = platform.report(
+            rid, duration, self.spec.memory, self._max_memory, init, status, error_name, function_error)
+        if end_line is not None:
+            function_log.line(end_line, self.spec.function, rid)
+        if report is not None:
+            function_log.line(report, self.spec.function, rid)
         if not late:
             self._untrack(rid)
-        result.logs = "\n".join((start_line, *lines, end_line, report))
+        result.logs = "\n".join(
+            line for line in (start_line, *lines, end_line, report) if line is not None)
         result.duration = duration
         return result
 
@@ -358,6 +365,8 @@ class Environment:
         text = raw[:MAX_LINE].decode("utf-8", "replace")
         if text.endswith("\r"):
             text = text[:-1]
+        if self._keep is not None and not self._keep(text):
+            return  # below the function's application_log_level
         lines, request_id = self._lines, self._request_id
         if len(self._running) > 1:
             # Several invocations at once: a line is theirs when it names their request id, as the

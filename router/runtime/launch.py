@@ -19,6 +19,7 @@ from router.config.node import find_node, runtime_major
 from router.errors import EnvironmentStartError
 from router.runtime.memory import address_space_limit
 from router.runtime.nodejs import node_flags
+from router.runtime.platform_log import TEXT, PlatformLog, application_level
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 PYTHON_BOOTSTRAP = BOOTSTRAP_DIR / "python_bootstrap.py"
@@ -65,6 +66,7 @@ class LaunchSpec:
     # and arms the parent-death signal in a preexec_fn (a fork of the router instead of a vfork).
     prctl_in_child: bool = False
     user: tuple[int, int] | None = None  # (uid, gid) the worker runs as (``run_as``), else the router's
+    log: PlatformLog = TEXT  # the function's log format and levels (``logging``): START/END/REPORT lines
 
     def environment(self, *, runtime_api: str, scratch: str, init_type: str,
                     watched: bool = False) -> dict[str, str]:
@@ -149,6 +151,10 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     }
     if config.handler:
         reserved["_HANDLER"] = config.handler
+    log_level = application_level(config.logging)
+    if log_level is not None:  # JSON, as Lambda tells the runtimes (their loggers honour both)
+        reserved["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        reserved["AWS_LAMBDA_LOG_LEVEL"] = log_level
     if config.per_environment_concurrency > 1:  # as Lambda Managed Instances tell the runtime
         reserved["AWS_LAMBDA_MAX_CONCURRENCY"] = str(config.per_environment_concurrency)
     if runtime == "provided":
@@ -182,7 +188,8 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     user = _run_as(name, config.run_as) if config.run_as else None
     return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory,
                       concurrency=config.per_environment_concurrency, self_limits=runtime != "provided",
-                      user=user, prctl_in_child=runtime_major(runtime) is not None)
+                      user=user, prctl_in_child=runtime_major(runtime) is not None,
+                      log=PlatformLog.of(config.logging))
 
 
 def _run_as(name: str, run_as: str) -> tuple[int, int]:

@@ -287,7 +287,12 @@ def _error_from_exception(exc, request_id=None):
 
 
 def _log_error(error):
-    """Write the error to stdout as awslambdaric does: one record, lines joined by CR."""
+    """Write the error to stdout as awslambdaric does: one record, lines joined by CR (in JSON format,
+    one object: timestamp, level ERROR and the error's fields)."""
+    if _json_format():
+        record = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "level": "ERROR", **error}
+        sys.stdout.write(_to_json(record) + "\n")
+        return
     description = "[ERROR]"
     if error.get("errorType"):
         description += " " + error["errorType"]
@@ -318,6 +323,53 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+def _json_format():
+    """AWS_LAMBDA_LOG_FORMAT=JSON (the function's log_format), read as awslambdaric does."""
+    return (os.environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
+
+
+# LogRecord attributes that are not extra fields (awslambdaric's _RESERVED_FIELDS).
+_RESERVED_FIELDS = frozenset((
+    "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module", "exc_info",
+    "exc_text", "stack_info", "lineno", "funcName", "created", "msecs", "relativeCreated", "thread",
+    "threadName", "processName", "process", "aws_request_id", "tenant_id", "_frame_type",
+))
+
+
+class _JsonFormatter(logging.Formatter):
+    """awslambdaric's JsonFormatter: timestamp, level (WARNING, CRITICAL as Python names them), message,
+    logger, requestId; stackTrace, errorType, errorMessage and location with an exception; then the
+    record's extra fields; None values left out."""
+
+    def format(self, record):
+        import traceback
+
+        levelno = min(50, max(0, record.levelno)) // 10 * 10
+        record.levelno = levelno
+        record.levelname = logging.getLevelName(levelno)
+        created = record.created
+        result = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+            + f".{int(created * 1000) % 1000:03d}Z",
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+        }
+        exc = record.exc_info
+        if exc:
+            result["stackTrace"] = traceback.format_tb(exc[2])
+            result["errorType"] = exc[0].__name__
+            result["errorMessage"] = str(exc[1])
+        result["requestId"] = getattr(record, "aws_request_id", None)
+        if exc:
+            result["location"] = f"{record.pathname}:{record.funcName}:{record.lineno}"
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED_FIELDS and key not in result:
+                result[key] = value
+        return json.dumps({k: v for k, v in result.items() if v is not None}, ensure_ascii=False,
+                          default=str) + "\n"
+
+
 class _StdoutHandler(logging.Handler):
     def emit(self, record):
         try:
@@ -329,7 +381,7 @@ class _StdoutHandler(logging.Handler):
 def _setup_logging():
     logging.Formatter.converter = time.gmtime
     handler = _StdoutHandler()
-    handler.setFormatter(logging.Formatter(
+    handler.setFormatter(_JsonFormatter() if _json_format() else logging.Formatter(
         "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
         "%Y-%m-%dT%H:%M:%S",
     ))
