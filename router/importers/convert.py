@@ -61,9 +61,9 @@ def runtime(value: Any, notes: Notes, loc: Loc) -> str | None:
         return _node_runtime(text, int(node.group(1)), notes, loc)
     if _PYTHON.match(text):
         own = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        if text != own and shutil.which(text) is None:
-            notes.add(loc, f"runtime {text}: no {text} on this machine's PATH; written as {own} (the router's "
-                           f"own); install {text} and set it back to run the function as on Lambda")
+        if text != own and not _runs(text):
+            notes.add(loc, f"runtime {text}: no working {text} on this machine's PATH; written as {own} (the "
+                           f"router's own); install {text} and set it back to run the function as on Lambda")
             return own
         return text
     if text == "provided":
@@ -74,6 +74,19 @@ def runtime(value: Any, notes: Notes, loc: Loc) -> str | None:
     notes.add(loc, f"runtime {text or '(none)'}: not supported by the router (python3.X, nodejsNN.x, "
                    "provided); function left out")
     return None
+
+
+def _runs(interpreter: str) -> bool:
+    """Whether ``interpreter`` is on PATH and starts (a pyenv shim for a version not selected does not)."""
+    import subprocess
+
+    found = shutil.which(interpreter)
+    if found is None:
+        return False
+    try:
+        return subprocess.run([found, "-c", "pass"], capture_output=True, timeout=30, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def _node_runtime(text: str, major: int, notes: Notes, loc: Loc) -> str:
