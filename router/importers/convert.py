@@ -84,7 +84,8 @@ def _runs(interpreter: str) -> bool:
     if found is None:
         return False
     try:
-        return subprocess.run([found, "-c", "pass"], capture_output=True, timeout=30, check=False).returncode == 0
+        done = subprocess.run([found, "-c", "pass"], capture_output=True, timeout=30, check=False)
+        return done.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -102,7 +103,8 @@ def _node_runtime(text: str, major: int, notes: Notes, loc: Loc) -> str:
                        "check the code runs on it")
         return f"nodejs{here}.x"
     if major < NODE_MIN:
-        notes.add(loc, f"runtime {text}: the router runs Node.js {NODE_MIN} or later; written as {NODE_OLD_TO} "
+        notes.add(loc, f"runtime {text}: the router runs Node.js {NODE_MIN} or later; written as "
+                       f"{NODE_OLD_TO} "
                        f"(install Node.js 20 and check the code runs on it)")
         return NODE_OLD_TO
     notes.add(loc, f"runtime {text}: needs node {major} on PATH to run (found {version or 'none'})")
@@ -189,6 +191,11 @@ def stream_arn(value: Any, kind: str, notes: Notes, loc: Loc, what: str) -> str:
     notes.add(loc, f"{what}: the template's {kind} {value.logical}: set {variable} to its stream ARN; "
                    f"written as ${{{variable}:-{text}}}")
     return placeholder(variable, text)
+
+
+def broker_name(arn: str) -> str:
+    """``orders`` for ``arn:aws:mq:REGION:ACCOUNT:broker:orders:b-1``."""
+    return arn.split(":broker:", 1)[1].split(":")[0] if ":broker:" in arn else "broker"
 
 
 def amqp_url(name: str, notes: Notes, loc: Loc, what: str) -> str:

@@ -32,6 +32,7 @@ _STREAM_KEYS = {"Stream", "StartingPosition", "StartingPositionTimestamp", "Batc
                 "DestinationConfig", "Enabled", "FilterCriteria"}
 _MQ_KEYS = {"Broker", "Queues", "BatchSize", "MaximumBatchingWindowInSeconds", "Enabled", "FilterCriteria",
             "SourceAccessConfigurations", "SecretsManagerKmsKeyId"}
+_EVENT_TYPES = {"Api", "HttpApi", "Schedule", "ScheduleV2", "SQS", "Kinesis", "DynamoDB", "MQ"}
 _SCHEDULE_KEYS = {"Schedule", "ScheduleExpression", "ScheduleExpressionTimezone", "Input", "Enabled",
                   "State", "Name", "Description"}
 
@@ -49,10 +50,12 @@ def convert(template: Template, out_dir: Path, notes: Notes) -> dict[str, Any]:
         raise TemplateError(f"{template.path}: not a SAM or CloudFormation template (no Resources); "
                             "for a serverless.yml use `router import serverless`")
     resources = data.get("Resources") or {}
-    functions = {k: v for k, v in resources.items() if isinstance(v, dict) and v.get("Type") in FUNCTION_TYPES}
+    functions = {k: v for k, v in resources.items()
+                 if isinstance(v, dict) and v.get("Type") in FUNCTION_TYPES}
     for logical, res in resources.items():
-        if isinstance(res, dict) and res.get("Type") not in FUNCTION_TYPES and str(res.get("Type", "")).startswith(
-                ("AWS::Serverless::", "AWS::Lambda::EventSourceMapping")):
+        type_ = str(res.get("Type", "")) if isinstance(res, dict) else ""
+        if type_ not in FUNCTION_TYPES and type_.startswith(("AWS::Serverless::",
+                                                             "AWS::Lambda::EventSourceMapping")):
             notes.add(("Resources", logical), f"Resources.{logical} ({res.get('Type')}): not imported")
     names = {logical: _function_name(res, logical) for logical, res in functions.items()}
     resolver = Resolver(data, template.path.stem, "us-east-1", "000000000000", names)
@@ -71,7 +74,8 @@ def convert(template: Template, out_dir: Path, notes: Notes) -> dict[str, Any]:
             continue
         out_functions[names[logical]] = fn
         for event_id, event in (props.get("Events") or {}).items():
-            route = _route(event, (*loc, "Events", event_id), names[logical], event_id, resolver, lookup, notes)
+            route = _route(event, (*loc, "Events", event_id), names[logical], event_id, resolver, lookup,
+                           notes)
             if route is not None:
                 routes.append(route)
     dropped = set(names.values()) - set(out_functions)
@@ -189,8 +193,8 @@ def _async(invoke: dict[str, Any], loc: Loc, resolver: Resolver, functions: dict
                                      f"{loc[1]} {key}")
             if dest_value is None:
                 continue
-        dest = c.destination(dest_value, str(entry.get("Type", "")), functions, notes, where,
-                             f"{loc[1]} {key}")
+        at = (*where, "Destination") if "Destination" in entry else where
+        dest = c.destination(dest_value, str(entry.get("Type", "")), functions, notes, at, f"{loc[1]} {key}")
         if dest is not None:
             out[target] = dest
     return out
@@ -201,6 +205,10 @@ def _route(event: Any, loc: Loc, function: str, event_id: str, resolver: Resolve
     if not isinstance(event, dict):
         return None
     kind = str(event.get("Type", ""))
+    if kind not in _EVENT_TYPES:
+        notes.add(loc, f"{function} event {event_id}: {kind or 'this'} events are not supported by the "
+                       "router (webhook, schedule, sqs, kinesis, dynamodb_stream, amqp); route left out")
+        return None
     props = try_resolve(resolver, event.get("Properties") or {}, notes, (*loc, "Properties"), event_id)
     if props is None:
         return None
@@ -215,8 +223,8 @@ def _route(event: Any, loc: Loc, function: str, event_id: str, resolver: Resolve
                        notes, where, what)
         for key in ("Auth", "RequestModel"):
             if key in props:
-                notes.add((*where, key), f"{what}.{key}: API Gateway authorizers and models are not imported; "
-                                         "use the route's auth (hmac, bearer, api_key)")
+                notes.add((*where, key), f"{what}.{key}: API Gateway authorizers and models are not "
+                                         "imported; use the route's auth (hmac, bearer, api_key)")
         if kind == "HttpApi" and "Path" not in props:
             route["source"] = c.webhook_source("/{proxy+}", "ANY")
             notes.add(loc, f"{what}: the catch-all $default route is written as ANY /{{proxy+}} (it does "
@@ -256,7 +264,8 @@ def _route(event: Any, loc: Loc, function: str, event_id: str, resolver: Resolve
         source = {"type": stream_kind, "stream_arn": c.stream_arn(props.get("Stream"), kind + " stream",
                                                                   notes, (*where, "Stream"), what)}
         _copy(props, source, {
-            "StartingPosition": "starting_position", "StartingPositionTimestamp": "starting_position_timestamp",
+            "StartingPosition": "starting_position",
+            "StartingPositionTimestamp": "starting_position_timestamp",
             "BatchSize": "batch_size", "MaximumBatchingWindowInSeconds": "batch_window",
             "ParallelizationFactor": "parallelization", "BisectBatchOnFunctionError": "bisect_on_error",
             "MaximumRetryAttempts": "max_retry_attempts", "MaximumRecordAgeInSeconds": "max_record_age"})
@@ -266,8 +275,9 @@ def _route(event: Any, loc: Loc, function: str, event_id: str, resolver: Resolve
         if isinstance(on_failure, dict):
             target = on_failure.get("Destination")
             kind_of = str(on_failure.get("Type", ""))
-            dest = c.destination(target, kind_of, functions, notes, (*where, "DestinationConfig", "OnFailure"),
-                                 f"{what} OnFailure")
+            at = (*where, "DestinationConfig", "OnFailure")
+            at = (*at, "Destination") if "Destination" in on_failure else at
+            dest = c.destination(target, kind_of, functions, notes, at, f"{what} OnFailure")
             if dest is not None:
                 source["on_failure"] = dest
         route["source"] = source
@@ -275,7 +285,7 @@ def _route(event: Any, loc: Loc, function: str, event_id: str, resolver: Resolve
         c.unknown_keys(props, _MQ_KEYS, set(), notes, where, what)
         queues = props.get("Queues") or []
         broker = props.get("Broker")
-        broker_name = getattr(broker, "logical", "") or str(broker).rsplit(":", 1)[-1] or "broker"
+        broker_name = getattr(broker, "logical", "") or c.broker_name(str(broker))
         source = {"type": "amqp", "url": c.amqp_url(broker_name, notes, (*where, "Broker"), what),
                   "queue": str(queues[0]) if queues else "queue", "declare": False}
         if len(queues) > 1:
@@ -284,9 +294,7 @@ def _route(event: Any, loc: Loc, function: str, event_id: str, resolver: Resolve
         if "batch_size" in source:
             source["prefetch"] = max(int(source["batch_size"]), 10)
         route["source"] = source
-    else:
-        notes.add(loc, f"{what}: {kind or 'this'} events are not supported by the router (webhook, schedule, "
-                       "sqs, kinesis, dynamodb_stream, amqp); route left out")
+    else:  # pragma: no cover - _EVENT_TYPES lists the kinds handled above
         return None
     if props.get("FilterCriteria"):
         route["filters"] = c.filters(props["FilterCriteria"], notes, (*where, "FilterCriteria"))

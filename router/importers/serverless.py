@@ -15,11 +15,13 @@ from router.importers.variables import Variables
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MEMORY_DEFAULT, TIMEOUT_DEFAULT = 1024, 6  # the Serverless Framework's own defaults
-_FUNCTION_KEYS = {"handler", "runtime", "memorySize", "timeout", "environment", "layers", "reservedConcurrency",
+_FUNCTION_KEYS = {"handler", "runtime", "memorySize", "timeout", "environment", "layers",
+                  "reservedConcurrency",
                   "maximumRetryAttempts", "maximumEventAge", "destinations", "events", "description", "name",
                   "image", "package", "snapStart"}
 _FUNCTION_IGNORED = {"role", "iamRoleStatements", "architecture", "tags", "tracing", "vpc", "kmsKeyArn",
-                     "layersTarget", "provisionedConcurrency", "url", "logRetentionInDays", "ephemeralStorage"}
+                     "layersTarget", "provisionedConcurrency", "url", "logRetentionInDays",
+                     "ephemeralStorage"}
 _STREAM = {"batchSize": "batch_size", "startingPosition": "starting_position",
            "startingPositionTimestamp": "starting_position_timestamp", "batchWindow": "batch_window",
            "maximumBatchingWindow": "batch_window", "parallelizationFactor": "parallelization",
@@ -34,7 +36,8 @@ class _Context:
         self.template, self.notes = template, notes
         self.variables = Variables(template.data)
         functions = template.data.get("functions") or {}
-        # CloudFormation logical id of each function, as the framework names it (hello -> HelloLambdaFunction).
+        # The CloudFormation logical id of each function, as the framework names it
+        # (hello -> HelloLambdaFunction).
         names = {_logical_id(k): k for k in functions}
         resources = ((template.data.get("resources") or {}).get("Resources")) or {}
         resources = {**resources, **{lid: {"Type": "AWS::Lambda::Function"} for lid in names}}
@@ -99,7 +102,8 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
         notes.add((*loc, "image"), f"functions.{name}: container image functions are not supported; left out")
         return None
     where = (*loc, "runtime") if "runtime" in raw else ("provider", "runtime")
-    runtime = c.runtime(ctx.value(raw.get("runtime", provider.get("runtime")), where, "runtime"), notes, where)
+    runtime = c.runtime(ctx.value(raw.get("runtime", provider.get("runtime")), where, "runtime"), notes,
+                        where)
     if runtime is None:
         return None
     if (raw.get("package") or {}).get("artifact"):
@@ -114,7 +118,8 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
         del fn["handler"]
     if raw.get("description"):
         fn["description"] = str(ctx.value(raw["description"], (*loc, "description"), "description") or "")
-    for key, target, default in (("memorySize", "memory", MEMORY_DEFAULT), ("timeout", "timeout", TIMEOUT_DEFAULT)):
+    for key, target, default in (("memorySize", "memory", MEMORY_DEFAULT),
+                                 ("timeout", "timeout", TIMEOUT_DEFAULT)):
         chosen_loc = (*loc, key) if key in raw else ("provider", key)
         value = ctx.value(raw.get(key, provider.get(key, default)), chosen_loc, key)
         fn[target] = int(value) if value is not None else default
@@ -149,6 +154,7 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
         dloc = (*loc, "destinations", key)
         kind = ""
         if isinstance(entry, dict):
+            dloc = (*dloc, "arn") if "arn" in entry else dloc
             kind, entry = str(entry.get("type", "")), entry.get("arn")
         resolved = ctx.value(entry, dloc, f"{name} {key}")
         if resolved is None:
@@ -189,8 +195,8 @@ def _route(ctx: _Context, function: str, index: int, event: Any, loc: Loc) -> di
             method, path = str(options.get("method", "ANY")), str(options.get("path", "/"))
         for key in ("authorizer", "private"):
             if options.get(key):
-                notes.add((*loc, kind, key), f"{what}.{key}: not imported; use the route's auth (hmac, bearer, "
-                                             "api_key)")
+                notes.add((*loc, kind, key), f"{what}.{key}: not imported; use the route's auth (hmac, "
+                                             "bearer, api_key)")
         if kind == "http":
             notes.add(loc, f"{what}: a REST API (payload 1.0) event; the router sends the HTTP API payload "
                            "2.0 shape")
@@ -231,9 +237,9 @@ def _route(ctx: _Context, function: str, index: int, event: Any, loc: Loc) -> di
             source["report_batch_item_failures"] = True
         on_failure = (options.get("destinations") or {}).get("onFailure")
         if on_failure is not None:
-            kind_of, target = ("", on_failure) if not isinstance(on_failure, dict) else \
-                (str(on_failure.get("type", "")), on_failure.get("arn"))
-            dest = c.destination(target, kind_of, ctx.functions, notes, (*loc, kind, "destinations"),
+            failure_arn = on_failure.get("arn") if isinstance(on_failure, dict) else on_failure
+            kind_of = str(on_failure.get("type", "")) if isinstance(on_failure, dict) else ""
+            dest = c.destination(failure_arn, kind_of, ctx.functions, notes, (*loc, kind, "destinations"),
                                  f"{what} onFailure")
             if dest is not None:
                 source["on_failure"] = dest
@@ -242,7 +248,7 @@ def _route(ctx: _Context, function: str, index: int, event: Any, loc: Loc) -> di
         if kind == "activemq":
             notes.add(loc, f"{what}: ActiveMQ speaks AMQP 1.0 / OpenWire; the router's amqp source speaks "
                            "AMQP 0-9-1 (RabbitMQ): point it at a RabbitMQ queue")
-        broker = str(options.get("arn", "broker")).rsplit(":", 1)[-1] or "broker"
+        broker = c.broker_name(str(options.get("arn", "")))
         source = {"type": "amqp", "url": c.amqp_url(broker, notes, (*loc, kind, "arn"), what),
                   "queue": str(options.get("queue", "queue")), "declare": False}
         for key, target in (("batchSize", "batch_size"), ("maximumBatchingWindow", "batch_window")):

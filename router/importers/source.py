@@ -7,6 +7,7 @@ both. Nothing is interpolated here: ``${...}`` belongs to ``Fn::Sub`` and to ser
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,8 @@ class _Walker:
         if isinstance(node, SequenceNode):
             return [self.value(item, (*loc, i)) for i, item in enumerate(node.value)]
         if isinstance(node, MappingNode):
-            try:
+            with contextlib.suppress(yaml.constructor.ConstructorError):
                 self.constructor.flatten_mapping(node)  # "<<: *defaults"
-            except yaml.constructor.ConstructorError:
-                pass
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 key = str(key_node.value) if isinstance(key_node, ScalarNode) else str(key_node)

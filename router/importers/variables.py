@@ -138,7 +138,8 @@ def _closing(text: str, start: int) -> int:
 def _split_top(body: str) -> list[str]:
     """``a, b, 'c, d'`` -> the alternatives at the top level (not inside quotes or a nested ${})."""
     out: list[str] = []
-    depth, quote, current = 0, "", []
+    depth, quote = 0, ""
+    current: list[str] = []
     for ch in body:
         if quote:
             quote = "" if ch == quote else quote

@@ -22,7 +22,8 @@ CASES = [
      ":65: DestinationLambda: InlineCode"),
     ("sam", "sam-api_backend/template.yaml", 3, 3, ":19: GetFunction event GetResource (Api): a REST API"),
     ("sam", "sam-schedule/template.yaml", 1, 1, ":9: runtime nodejs12.x"),
-    ("sam", "sam-stream_processor/template.yaml", 1, 1, ":24: StreamProcessor event Stream (Kinesis) OnFailure"),
+    ("sam", "sam-stream_processor/template.yaml", 1, 1,
+     ":25: StreamProcessor event Stream (Kinesis) OnFailure"),
     ("sam", "sam-sqs/template.yaml", 1, 1, ":15: MySQSQueueFunction event MySQSEvent (SQS)"),
     ("serverless", "sls-aws-python-http-api-with-dynamodb/serverless.yml", 5, 5, None),
     ("serverless", "sls-aws-python-scheduled-cron/serverless.yml", 2, 2, None),
@@ -39,7 +40,8 @@ def test_imported_public_template_validates(tmp_path: Path, kind: str, source: s
     assert r.returncode == 0, r.stderr
     assert f"wrote {functions} functions and {routes} routes" in r.stderr
     if listed is not None:
-        assert any(line.startswith(str(FIXTURES / source) + listed) for line in r.stderr.splitlines()), r.stderr
+        lines = r.stderr.splitlines()
+        assert any(line.startswith(str(FIXTURES / source) + listed) for line in lines), r.stderr
         assert f"#   {Path(source).name}{listed}" in out.read_text()
     v = router("validate", str(out))
     assert v.returncode == 0, v.stderr
@@ -65,7 +67,8 @@ def test_import_refuses_an_unreadable_or_wrong_file(tmp_path: Path) -> None:
     assert "missing.yaml: cannot read the file" in r.stderr
     r = router("import", "serverless", str(FIXTURES / "sam-sqs" / "template.yaml"))
     assert r.returncode == 1
-    assert "not a serverless.yml" in r.stderr and "router import sam" in r.stderr
+    assert "not a serverless.yml" in r.stderr
+    assert "router import sam" in r.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("Resources:\n  A: [1,\n")
     r = router("import", "sam", str(bad))
