@@ -21,7 +21,7 @@ _FUNCTION_KEYS = {
 }
 _FUNCTION_IGNORED = {
     "Policies", "Role", "Architectures", "Tags", "PermissionsBoundary", "KmsKeyArn", "CodeSigningConfigArn",
-    "AssumeRolePolicyDocument", "PropagateTags", "RolePath", "EphemeralStorage",
+    "AssumeRolePolicyDocument", "PropagateTags", "RolePath", "EphemeralStorage", "VpcConfig", "Tracing",
 }
 _API_KEYS = {"Path", "Method", "RestApiId", "ApiId", "PayloadFormatVersion", "TimeoutInMillis"}
 _SQS_KEYS = {"Queue", "BatchSize", "MaximumBatchingWindowInSeconds", "FunctionResponseTypes", "Enabled",

@@ -61,6 +61,16 @@ def test_import_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert "rate: 5m" in out.read_text()
 
 
+def test_import_writes_to_stdout_with_code_relative_to_the_current_directory() -> None:
+    r = router("import", "serverless", "serverless.yml", cwd=FIXTURES / "sls-aws-python-scheduled-cron")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("# Imported from serverless.yml by `router import serverless`.")
+    config = yaml.safe_load(r.stdout)
+    assert config["functions"]["cronHandler"]["code"] == "."
+    assert config["routes"][1]["source"] == {"type": "schedule", "cron": "0/2 * * * mon-fri"}
+    assert "wrote 2 functions and 2 routes to stdout" in r.stderr
+
+
 def test_import_refuses_an_unreadable_or_wrong_file(tmp_path: Path) -> None:
     r = router("import", "sam", str(tmp_path / "missing.yaml"))
     assert r.returncode == 1
