@@ -135,9 +135,10 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
         fn["environment"] = env
     layers = raw.get("layers", provider.get("layers"))
     if layers:
+        listed = ", ".join(_layer(ctx, layer, out_dir) for layer in layers) if isinstance(layers, list) else ""
         notes.add((*loc, "layers") if "layers" in raw else ("provider", "layers"),
-                  f"functions.{name}: layers: needs layers support in the router (not there yet); put the "
-                  "layer's code in the function's code dir meanwhile")
+                  f"functions.{name}: layers: needs layers support in the router (not there yet); the "
+                  f"layers: {listed}; put their code in the function's code dir meanwhile")
     if raw.get("reservedConcurrency") is not None:
         value = ctx.value(raw["reservedConcurrency"], (*loc, "reservedConcurrency"), "reservedConcurrency")
         if value:
@@ -167,6 +168,20 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
     if async_:
         fn["async"] = async_
     return fn
+
+
+def _layer(ctx: _Context, layer: Any, out_dir: Path) -> str:
+    """A layer of this service (``{Ref: CommonLambdaLayer}`` for ``layers.common``) as its local path
+    relative to the output; anything else (an ARN) as written."""
+    import os
+
+    ref = layer.get("Ref") if isinstance(layer, dict) else None
+    if isinstance(ref, str) and ref.endswith("LambdaLayer"):
+        for key, spec in (ctx.template.data.get("layers") or {}).items():
+            if _logical_id(key).removesuffix("LambdaFunction") + "LambdaLayer" == ref and isinstance(spec, dict):
+                path = (ctx.template.path.parent / str(spec.get("path", "."))).resolve()
+                return os.path.relpath(path, out_dir.resolve())
+    return str(ref or layer)
 
 
 def _route(ctx: _Context, function: str, index: int, event: Any, loc: Loc) -> dict[str, Any] | None:

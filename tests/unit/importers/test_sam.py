@@ -290,6 +290,8 @@ Resources:
     Type: AWS::SQS::Queue
   Common:
     Type: AWS::Serverless::LayerVersion
+    Properties:
+      ContentUri: layers/common/
 """)
     assert status == 0, err
     config = load(tmp_path)
@@ -301,7 +303,7 @@ Resources:
     assert main.on_failure.queue_url == "https://sqs.us-east-1.amazonaws.com/000000000000/Failed"
     assert "queue_url: ${FAILED_URL:-https://sqs.us-east-1.amazonaws.com/000000000000/Failed}" in text
     notes = listed(err)
-    assert "needs layers support" in notes[10]
+    assert "needs layers support in the router (not there yet); the layers: layers/common;" in notes[10]
     assert "set FAILED_URL" in notes[20]
     assert "AWS::Serverless::LayerVersion" in notes[31]
 

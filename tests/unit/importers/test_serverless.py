@@ -141,7 +141,7 @@ functions:
     reservedConcurrency: 5
     maximumRetryAttempts: 1
     maximumEventAge: 300
-    layers: [arn:aws:lambda:us-east-1:123456789012:layer:common:1]
+    layers: [arn:aws:lambda:us-east-1:123456789012:layer:common:1, {{Ref: SharedLibsLambdaLayer}}]
     destinations:
       onSuccess: audit
       onFailure:
@@ -151,6 +151,9 @@ functions:
     handler: h.audit
     destinations:
       onFailure: arn:aws:sns:us-east-1:123456789012:alerts
+layers:
+  sharedLibs:
+    path: libs/shared
 """, name="serverless.yml")
     assert status == 0, err
     config = load(tmp_path)
@@ -162,7 +165,8 @@ functions:
     assert isinstance(main.async_.on_failure, m.SqsDestinationConfig)
     assert config.functions["audit"].async_.on_failure is None
     notes = listed(err)
-    assert "needs layers support" in notes[9]
+    assert ("the layers: arn:aws:lambda:us-east-1:123456789012:layer:common:1, libs/shared;"
+            in notes[9])
     assert "set FAILED_URL" in notes[14]
     assert "SNS destinations are not supported" in notes[18]
 
