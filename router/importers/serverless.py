@@ -135,7 +135,8 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
         fn["environment"] = env
     layers = raw.get("layers", provider.get("layers"))
     if layers:
-        listed = ", ".join(_layer(ctx, layer, out_dir) for layer in layers) if isinstance(layers, list) else ""
+        layer_list = layers if isinstance(layers, list) else []
+        listed = ", ".join(_layer(ctx, layer, out_dir) for layer in layer_list)
         notes.add((*loc, "layers") if "layers" in raw else ("provider", "layers"),
                   f"functions.{name}: layers: needs layers support in the router (not there yet); the "
                   f"layers: {listed}; put their code in the function's code dir meanwhile")
@@ -178,7 +179,8 @@ def _layer(ctx: _Context, layer: Any, out_dir: Path) -> str:
     ref = layer.get("Ref") if isinstance(layer, dict) else None
     if isinstance(ref, str) and ref.endswith("LambdaLayer"):
         for key, spec in (ctx.template.data.get("layers") or {}).items():
-            if _logical_id(key).removesuffix("LambdaFunction") + "LambdaLayer" == ref and isinstance(spec, dict):
+            layer_id = _logical_id(key).removesuffix("LambdaFunction") + "LambdaLayer"
+            if layer_id == ref and isinstance(spec, dict):
                 path = (ctx.template.path.parent / str(spec.get("path", "."))).resolve()
                 return os.path.relpath(path, out_dir.resolve())
     return str(ref or layer)
