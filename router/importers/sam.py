@@ -17,7 +17,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FUNCTION_KEYS = {
     "Runtime", "Handler", "CodeUri", "Code", "InlineCode", "MemorySize", "Timeout", "Environment", "Layers",
     "ReservedConcurrentExecutions", "EventInvokeConfig", "Events", "FunctionName", "Description",
-    "PackageType", "SnapStart",
+    "PackageType", "SnapStart", "ProvisionedConcurrencyConfig",
 }
 _FUNCTION_IGNORED = {
     "Policies", "Role", "Architectures", "Tags", "PermissionsBoundary", "KmsKeyArn", "CodeSigningConfigArn",
@@ -137,6 +137,12 @@ def _function(template: Template, props: dict[str, Any], loc: Loc, resolver: Res
             value = try_resolve(resolver, props[key], notes, (*loc, key), key)
             if value is not None:
                 fn[target] = value if target == "description" else int(value)
+    provisioned = (props.get("ProvisionedConcurrencyConfig") or {}).get("ProvisionedConcurrentExecutions")
+    if provisioned is not None:
+        value = try_resolve(resolver, provisioned, notes, (*loc, "ProvisionedConcurrencyConfig"),
+                            "ProvisionedConcurrencyConfig")
+        if value is not None:
+            fn["provisioned"] = int(value)  # environments kept warm (Lambda: on the published alias)
     if fn.get("concurrency") == 0:
         notes.add((*loc, "ReservedConcurrentExecutions"), f"{name}: reserved concurrency 0 (throttled) "
                                                           "cannot be written; left out")

@@ -16,11 +16,11 @@ from router.importers.variables import Variables
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MEMORY_DEFAULT, TIMEOUT_DEFAULT = 1024, 6  # the Serverless Framework's own defaults
 _FUNCTION_KEYS = {"handler", "runtime", "memorySize", "timeout", "environment", "layers",
-                  "reservedConcurrency",
+                  "reservedConcurrency", "provisionedConcurrency",
                   "maximumRetryAttempts", "maximumEventAge", "destinations", "events", "description", "name",
                   "image", "package", "snapStart"}
 _FUNCTION_IGNORED = {"role", "iamRoleStatements", "architecture", "tags", "tracing", "vpc", "kmsKeyArn",
-                     "layersTarget", "provisionedConcurrency", "url", "logRetentionInDays",
+                     "layersTarget", "url", "logRetentionInDays",
                      "ephemeralStorage"}
 _STREAM = {"batchSize": "batch_size", "startingPosition": "starting_position",
            "startingPositionTimestamp": "starting_position_timestamp", "batchWindow": "batch_window",
@@ -144,6 +144,11 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
         value = ctx.value(raw["reservedConcurrency"], (*loc, "reservedConcurrency"), "reservedConcurrency")
         if value:
             fn["concurrency"] = int(value)
+    if raw.get("provisionedConcurrency"):
+        value = ctx.value(raw["provisionedConcurrency"], (*loc, "provisionedConcurrency"),
+                          "provisionedConcurrency")
+        if value:
+            fn["provisioned"] = int(value)
     async_: dict[str, Any] = {}
     if raw.get("maximumRetryAttempts") is not None:
         async_["retries"] = int(raw["maximumRetryAttempts"])

@@ -79,13 +79,16 @@ Resources:
       CodeUri: src
       Timeout: 10
       ReservedConcurrentExecutions: 3
+      ProvisionedConcurrencyConfig:
+        ProvisionedConcurrentExecutions: 2
       Environment:
         Variables:
           B: mine
 """)
     assert status == 0, err
     fn = load(tmp_path).functions["One"]
-    assert (fn.runtime, fn.handler, fn.timeout, fn.memory, fn.concurrency) == (PY, "app.one", 10.0, 512, 3)
+    assert (fn.runtime, fn.handler, fn.timeout, fn.memory) == (PY, "app.one", 10.0, 512)
+    assert (fn.concurrency, fn.provisioned) == (3, 2)
     assert fn.environment == {"A": "global", "B": "mine"}
     assert fn.code == "src"
 

@@ -139,6 +139,7 @@ functions:
   main:
     handler: h.main
     reservedConcurrency: 5
+    provisionedConcurrency: 1
     maximumRetryAttempts: 1
     maximumEventAge: 300
     layers: [arn:aws:lambda:us-east-1:123456789012:layer:common:1, {{Ref: SharedLibsLambdaLayer}}]
@@ -158,7 +159,7 @@ layers:
     assert status == 0, err
     config = load(tmp_path)
     main = config.functions["main"]
-    assert main.concurrency == 5
+    assert (main.concurrency, main.provisioned) == (5, 1)
     assert (main.async_.retries, main.async_.max_event_age) == (1, 300.0)
     assert isinstance(main.async_.on_success, m.FunctionDestinationConfig)
     assert main.async_.on_success.function == "audit"
@@ -166,9 +167,9 @@ layers:
     assert config.functions["audit"].async_.on_failure is None
     notes = listed(err)
     assert ("the layers: arn:aws:lambda:us-east-1:123456789012:layer:common:1, libs/shared;"
-            in notes[9])
-    assert "set FAILED_URL" in notes[14]
-    assert "SNS destinations are not supported" in notes[18]
+            in notes[10])
+    assert "set FAILED_URL" in notes[15]
+    assert "SNS destinations are not supported" in notes[19]
 
 
 def test_refuses_other_providers_and_sam_templates(tmp_path: Path) -> None:
