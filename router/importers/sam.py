@@ -69,6 +69,7 @@ def convert(template: Template, out_dir: Path, notes: Notes) -> dict[str, Any]:
     for logical, res in functions.items():
         loc: Loc = ("Resources", logical, "Properties")
         props = _merge(globals_, res.get("Properties") or {})
+        template.aliases[loc] = ("Globals", "Function")  # a note on a global setting names its line
         fn = _function(template, props, loc, resolver, out_dir, lookup, notes)
         if fn is None:
             continue

@@ -37,13 +37,27 @@ class Template:
     data: dict[str, Any]
     lines: dict[Loc, int] = field(default_factory=dict)
 
+    aliases: dict[Loc, Loc] = field(default_factory=dict)
+    """Where else values under a path may be written: a SAM function's ``Properties`` also come from
+    ``Globals.Function``."""
+
     def line(self, loc: Loc) -> int:
-        """The line of ``loc``, or of its nearest ancestor that has one."""
+        """The line of ``loc``, or of its nearest ancestor that has one (looking in the aliased place too,
+        when that holds more of the path)."""
+        depth, line = self._deepest(loc)
+        for prefix, other in self.aliases.items():
+            if loc[:len(prefix)] == prefix:
+                alt_depth, alt_line = self._deepest((*other, *loc[len(prefix):]))
+                if alt_depth - len(other) > depth - len(prefix):
+                    return alt_line
+        return line
+
+    def _deepest(self, loc: Loc) -> tuple[int, int]:
         for n in range(len(loc), -1, -1):
             found = self.lines.get(loc[:n])
             if found is not None:
-                return found
-        return 1
+                return n, found
+        return 0, 1
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ Globals:
   Function:
     Runtime: {PY}
     Timeout: 30
+    Layers: [arn:aws:lambda:us-east-1:123456789012:layer:common:1]
     MemorySize: 512
     Environment:
       Variables:
@@ -91,6 +92,7 @@ Resources:
     assert (fn.concurrency, fn.provisioned) == (3, 2)
     assert fn.environment == {"A": "global", "B": "mine"}
     assert fn.code == "src"
+    assert "One: Layers: needs layers support" in listed(err)[7]  # the line in Globals
 
 
 def test_http_events_become_webhook_routes(tmp_path: Path) -> None:
