@@ -270,3 +270,21 @@ def unknown_keys(props: dict[str, Any], known: set[str], ignored: set[str], note
     for key in props:
         if key not in known and key not in ignored:
             notes.add((*loc, key), f"{what}.{key}: not imported (no router equivalent)")
+
+
+def add_route(routes: list[dict[str, Any]], route: dict[str, Any], notes: Notes, loc: Loc) -> None:
+    """Append ``route`` unless a webhook route already serves one of its methods on its path (two
+    events on one path and method, e.g. an Api and an HttpApi event): that one is listed, not added."""
+    source = route["source"]
+    if source.get("type") == "webhook":
+        for other in routes:
+            theirs = other["source"]
+            if theirs.get("type") != "webhook" or theirs["path"] != source["path"]:
+                continue
+            shared = set(theirs["methods"]) & set(source["methods"]) or \
+                ({"ANY"} if "ANY" in theirs["methods"] + source["methods"] else set())
+            if shared:
+                notes.add(loc, f"{route['function']}: {' '.join(sorted(shared))} {source['path']} is already "
+                               f"served by route {other['name']}; route left out")
+                return
+    routes.append(route)

@@ -117,6 +117,11 @@ class Resolver:
                 resolved = None
             return str(resolved) if isinstance(resolved, str | int) else logical
 
+        known = {"AWS::SQS::Queue": ("", "Arn", "QueueName", "QueueUrl"), "AWS::Kinesis::Stream": ("", "Arn"),
+                 "AWS::DynamoDB::Table": ("", "Arn", "StreamArn"),
+                 "AWS::Serverless::SimpleTable": ("", "Arn", "StreamArn")}
+        if attribute not in known.get(type_, ("", "Arn")) and type_ not in ("AWS::SNS::Topic",):
+            raise Unresolved(f"{logical}.{attribute} (an attribute of a deployed {type_ or 'resource'})")
         if type_ in FUNCTION_TYPES:
             name = self.function_names.get(logical, logical)
             value = f"arn:aws:lambda:{r}:{a}:function:{name}" if attribute == "Arn" else name

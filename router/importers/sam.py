@@ -78,7 +78,7 @@ def convert(template: Template, out_dir: Path, notes: Notes) -> dict[str, Any]:
             route = _route(event, (*loc, "Events", event_id), names[logical], event_id, resolver, lookup,
                            notes)
             if route is not None:
-                routes.append(route)
+                c.add_route(routes, route, notes, (*loc, "Events", event_id))
     dropped = set(names.values()) - set(out_functions)
     _drop_references(out_functions, routes, dropped, notes)
     return {"version": 1, "functions": out_functions, "routes": routes}

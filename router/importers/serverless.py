@@ -90,7 +90,7 @@ def convert(template: Template, out_dir: Path, notes: Notes) -> dict[str, Any]:
         for i, event in enumerate(raw.get("events") or []):
             route = _route(ctx, name, i, event, (*loc, "events", i))
             if route is not None:
-                routes.append(route)
+                c.add_route(routes, route, notes, (*loc, "events", i))
     return {"version": 1, "functions": functions, "routes": routes}
 
 

@@ -131,6 +131,27 @@ functions:
     assert "s3 events are not supported by the router" in notes[37]
 
 
+def test_a_second_route_on_the_same_path_and_method_is_listed(tmp_path: Path) -> None:
+    _, err, status = do_import(tmp_path, "serverless", f"""\
+service: s
+provider: {{name: aws, runtime: {PY}}}
+functions:
+  one:
+    handler: h.one
+    events:
+      - httpApi: 'GET /items'
+  two:
+    handler: h.two
+    events:
+      - httpApi: 'POST /items'
+      - httpApi: 'GET /items'
+""", name="serverless.yml")
+    assert status == 0, err
+    config = load(tmp_path)  # it validates: no two routes serve GET /items
+    assert [(r.function, r.source.methods) for r in config.routes] == [("one", ["GET"]), ("two", ["POST"])]
+    assert "two: GET /items is already served by route one-httpApi-0; route left out" in listed(err)[12]
+
+
 def test_destinations_and_async_settings(tmp_path: Path) -> None:
     _, err, status = do_import(tmp_path, "serverless", f"""\
 service: s
