@@ -1,5 +1,5 @@
 """Command line: ``router run | validate | schema | invoke | routes | reload | failures | pause | resume
-| status``."""
+| status | import``."""
 
 from __future__ import annotations
 
@@ -68,10 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("kind", choices=["route", "function"])
         p.add_argument("name", help="route or function name from the config")
         _add_admin(p)
+    _add_import_parser(sub)
     p = sub.add_parser("status", help="list the running router's routes and functions with their state")
     p.add_argument("--json", action="store_true", help="print the admin API's JSON")
     _add_admin(p)
     return parser
+
+
+def _add_import_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``router import sam|serverless FILE [-o OUT] [--force]``: a router config from a template."""
+    p = sub.add_parser("import", help="write a router config from a SAM template or a serverless.yml, "
+                       "listing what it could not import")
+    p.add_argument("format", choices=["sam", "serverless"], help="the kind of file")
+    p.add_argument("source", metavar="FILE", help="template.yaml (sam) or serverless.yml (serverless)")
+    p.add_argument("-o", "--output", default=None, metavar="OUT",
+                   help="write the config to OUT (code dirs relative to it) instead of stdout")
+    p.add_argument("--force", action="store_true", help="overwrite OUT when it exists")
 
 
 def _add_failures_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -351,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     out, err = sys.stdout, sys.stderr
     if args.command == "schema":
         return cmd_schema(out)
+    if args.command == "import":
+        from router.importers.output import run_import
+
+        return run_import(args.format, args.source, args.output, args.force, out, err)
     path = getattr(args, "file", None) or args.config or _default_config()
     if args.command == "validate":
         return cmd_validate(path, out, err)
