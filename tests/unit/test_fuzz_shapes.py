@@ -28,14 +28,17 @@ FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-token = st.text(st.sampled_from("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"),
-                min_size=1, max_size=16)
+_TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+token = st.text(st.sampled_from(_TCHARS), min_size=1, max_size=16)
 header_value = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=30)
-path_segment = st.text(st.characters(whitelist_categories=("L", "N"), whitelist_characters="-._~"), max_size=10)
-query_part = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#"), max_size=30)
+path_segment = st.text(st.characters(whitelist_categories=("L", "N"), whitelist_characters="-._~"),
+                       max_size=10)
+query_part = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#"),
+                     max_size=30)
 content_types = st.sampled_from(["", "application/json", "text/plain; charset=utf-8", "image/png",
                                  "application/octet-stream", "application/vnd.api+json"])
-hostile_text = st.lists(st.sampled_from(["a", " ", "\r", "\n", "\x00", "\x7f", ":", "é"]), max_size=6).map("".join)
+hostile_text = st.lists(st.sampled_from(["a", " ", "\r", "\n", "\x00", "\x7f", ":", "é"]),
+                        max_size=6).map("".join)
 json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40),
                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
 json_value = st.recursive(json_scalar, lambda inner: st.one_of(
@@ -127,13 +130,16 @@ def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 response_args = {
     "status": status_code,
     "description": _maybe(st.one_of(st.text(max_size=12), hostile_text, json_scalar)),
-    "headers": _maybe(st.one_of(st.dictionaries(st.one_of(token, hostile_text),
-                                                st.one_of(header_value, hostile_text, json_scalar), max_size=3),
-                                json_scalar)),
-    "multi": _maybe(st.one_of(st.dictionaries(token, st.one_of(st.lists(st.one_of(header_value, hostile_text),
-                                                                        max_size=3), json_scalar), max_size=3),
-                              json_scalar)),
-    "body": _maybe(st.one_of(json_value, st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()))),
+    "headers": _maybe(st.one_of(
+        st.dictionaries(st.one_of(token, hostile_text), st.one_of(header_value, hostile_text, json_scalar),
+                        max_size=3),
+        json_scalar)),
+    "multi": _maybe(st.one_of(
+        st.dictionaries(token, st.one_of(st.lists(st.one_of(header_value, hostile_text), max_size=3),
+                                         json_scalar), max_size=3),
+        json_scalar)),
+    "body": _maybe(st.one_of(json_value,
+                             st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()))),
     "b64": _maybe(st.one_of(st.booleans(), json_scalar)),
     "outcome": st.sampled_from(list(Outcome)),
     "function_error": st.sampled_from([None, None, "Unhandled"]),
