@@ -199,3 +199,4 @@ def test_alb_function_error_is_502_and_throttle_503() -> None:
     error = Result(outcome=Outcome.SUCCESS, payload=b'{"errorMessage":"x"}', function_error="Unhandled")
     assert alb.map_result(error, multi_value=False).status == 502
     assert alb.map_result(Result(outcome=Outcome.THROTTLED, payload=b""), multi_value=False).status == 503
+
