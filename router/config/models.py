@@ -575,7 +575,8 @@ class WebhookSourceConfig(Model):
     def _path(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError(f"path must start with '/', got {v!r}")
-        if v.startswith("/2015-03-31/") or v in ("/metrics", "/livez", "/healthz", "/readyz"):
+        reserved = ("/metrics", "/livez", "/healthz", "/readyz", "/lambda-url")
+        if v.startswith(("/2015-03-31/", "/lambda-url/")) or v in reserved:
             raise ValueError(f"path {v!r} is reserved by the router")
         problem = webhook_path_problem(v)
         if problem is not None:
@@ -832,6 +833,15 @@ class RouterConfig(Model):
             if not _NAME.match(name):
                 raise ValueError(f"function name must be 1-64 of A-Z a-z 0-9 _ -, got {name!r}")
         return v
+
+    @model_validator(mode="after")
+    def _iam_urls_need_keys(self) -> RouterConfig:
+        for name, fn in self.functions.items():
+            if fn.url is not None and fn.url.auth == "AWS_IAM" and not self.server.invoke_keys:
+                raise ValueError(
+                    f"functions.{name}.url.auth: AWS_IAM needs server.invoke_keys (the access keys SigV4 "
+                    "signatures are checked with); add them, or set auth: NONE to open the URL to anyone")
+        return self
 
     @field_validator("state", mode="before")
     @classmethod
