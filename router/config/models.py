@@ -363,6 +363,16 @@ class FunctionUrlCorsConfig(Model):
     max_age: int = Field(0, ge=0, le=86400, description="seconds a browser may cache a preflight answer")
     allow_credentials: bool = Field(False, description="cookies and authorization headers allowed")
 
+    @field_validator("allow_methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        allowed = ("GET", "PUT", "HEAD", "POST", "PATCH", "DELETE", "*")  # Lambda's AllowMethods values
+        out = [m.upper() for m in v]
+        bad = [m for m in out if m not in allowed]
+        if bad:
+            raise ValueError(f"unknown method {bad[0]!r}; use some of {', '.join(allowed)}")
+        return out
+
 
 class FunctionUrlConfig(Model):
     """A function URL: the function answers any method and path under its own base URL."""
