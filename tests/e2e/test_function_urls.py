@@ -23,6 +23,7 @@ from tests.waiting import until_sync
 
 REGION = "us-east-1"
 KEY_ID, SECRET = "AKIDURLTEST", "url-test-secret"
+RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"  # the router's own interpreter
 
 APP = """
 import json
@@ -53,7 +54,7 @@ state: sqlite:///{tmp_path / 'state.db'}
 aws: {{region: {REGION}, account_id: "123456789012"}}
 functions:
   open:
-    runtime: python3.{sys.version_info.minor}
+    runtime: {RUNTIME}
     handler: app.echo
     code: {code}
     url:
@@ -65,11 +66,11 @@ functions:
         expose_headers: [X-From]
         max_age: 300
         allow_credentials: true
-  bare: {{runtime: python3.{sys.version_info.minor}, handler: app.bare, code: {code}, url: {{auth: NONE}}}}
-  broken: {{runtime: python3.{sys.version_info.minor}, handler: app.broken, code: {code}, url: {{auth: NONE}}}}
-  fails: {{runtime: python3.{sys.version_info.minor}, handler: app.fails, code: {code}, url: {{auth: NONE}}}}
-  private: {{runtime: python3.{sys.version_info.minor}, handler: app.echo, code: {code}, url: {{auth: AWS_IAM}}}}
-  nourl: {{runtime: python3.{sys.version_info.minor}, handler: app.echo, code: {code}}}
+  bare: {{runtime: {RUNTIME}, handler: app.bare, code: {code}, url: {{auth: NONE}}}}
+  broken: {{runtime: {RUNTIME}, handler: app.broken, code: {code}, url: {{auth: NONE}}}}
+  fails: {{runtime: {RUNTIME}, handler: app.fails, code: {code}, url: {{auth: NONE}}}}
+  private: {{runtime: {RUNTIME}, handler: app.echo, code: {code}, url: {{auth: AWS_IAM}}}}
+  nourl: {{runtime: {RUNTIME}, handler: app.echo, code: {code}}}
 routes: []
 """)
 
@@ -148,7 +149,8 @@ def test_cors_preflight_is_answered_by_the_router_and_responses_carry_cors(urls:
     assert status == 200
     assert not [h for h in headers if h.startswith("access-control-")]  # not allowed: the browser refuses
 
-    status, headers, _ = http("GET", urls.url + "/lambda-url/open/shop", headers={"Origin": "https://app.example"})
+    status, headers, _ = http("GET", urls.url + "/lambda-url/open/shop",
+                              headers={"Origin": "https://app.example"})
     assert status == 200
     assert headers["access-control-allow-origin"] == "https://app.example"  # not the function's own
     assert headers["access-control-expose-headers"] == "X-From"

@@ -19,8 +19,8 @@ routes: []
 
 
 def test_url_is_read(load: Any) -> None:
-    url = load(CONFIG.format(keys="{}", url="      auth: NONE\n      cors: {allow_origins: ['*'], max_age: 60}"
-                             )).functions["f"].url
+    text = CONFIG.format(keys="{}", url="      auth: NONE\n      cors: {allow_origins: ['*'], max_age: 60}")
+    url = load(text).functions["f"].url
     assert (url.auth, url.invoke_mode, url.cors.allow_origins, url.cors.max_age) == ("NONE", "BUFFERED",
                                                                                      ["*"], 60)
     iam = load(CONFIG.format(keys="{AKID: s}", url="      auth: AWS_IAM")).functions["f"].url
