@@ -4,6 +4,9 @@ payload 2.0 response mapping.
 
 On AWS a function URL is ``https://URL_ID.lambda-url.REGION.on.aws/``; here the function's name in the path
 picks it, and what follows ``/lambda-url/FUNCTION`` is the event's ``rawPath`` (``/`` when nothing does).
+A request whose ``Host`` is ``URL_ID.lambda-url.REGION.on.aws`` (the function's URL id and the router's
+``aws.region``; a name pointed at the router, or ``curl -H Host:...``) reaches the same function with its
+whole path as ``rawPath``, as on AWS.
 The event's ``domainName`` and ``domainPrefix``, and ``apiId``, are built from a URL id derived from the
 function, its account and region (the same in every run), as Lambda builds them from its URL id.
 
@@ -23,6 +26,8 @@ import base64
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -44,8 +49,27 @@ SOURCE = "function_url"
 def url_id(config: RouterConfig, function: str) -> str:
     """The function's URL id: 32 lower-case letters and digits, as Lambda's, stable for a function, its
     account and region."""
-    digest = hashlib.sha256(f"{config.aws.account_id}/{config.aws.region}/{function}".encode()).digest()
+    return _url_id(config.aws.account_id, config.aws.region, function)
+
+
+@lru_cache(maxsize=4096)
+def _url_id(account: str, region: str, function: str) -> str:
+    digest = hashlib.sha256(f"{account}/{region}/{function}".encode()).digest()
     return base64.b32encode(digest).decode("ascii").lower()[:32]
+
+
+def function_of_host(config: RouterConfig, host: str) -> str | None:
+    """The function whose URL host ``host`` is (``URL_ID.lambda-url.REGION.on.aws``, a port allowed),
+    or None."""
+    if host.count(":") > 1:
+        return None  # an IPv6 literal: no URL host
+    parts = host.rsplit(":", 1)[0].lower().split(".")
+    if len(parts) != 5 or parts[1:] != ["lambda-url", config.aws.region, "on", "aws"]:
+        return None
+    for name, fn in config.functions.items():
+        if fn.url is not None and url_id(config, name) == parts[0]:
+            return name
+    return None
 
 
 def domain_name(config: RouterConfig, function: str) -> str:
@@ -187,16 +211,33 @@ def _forbidden(request_id: str, why: str) -> web.Response:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Answer a request to ``/lambda-url/{function}{tail}``."""
+    name = request.match_info["function"]
+    raw = request.rel_url.raw_path
+    return await serve(request, name, raw[len(PREFIX) + 1 + len(raw.split("/", 3)[2]):] or "/")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def url_hosts(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request to a function's URL host goes to the function, whatever its path."""
+    if ".lambda-url." in request.host:
+        name = function_of_host(request.app[CTX].config, request.host)
+        if name is not None:
+            return await serve(request, name, request.rel_url.raw_path or "/")
+    return await handler(request)
+
+
+async def serve(request: web.Request, name: str, raw_path: str) -> web.StreamResponse:
+    """Answer ``request`` as function ``name``'s URL, the event's ``rawPath`` being ``raw_path``."""
     ctx = request.app[CTX]
     config = ctx.config  # the running config: a reload changes which functions have URLs
-    name = request.match_info["function"]
     fn = config.functions.get(name)
     request_id = new_request_id()
     if fn is None or fn.url is None:
         return _message(404, "Not Found")  # as a URL id that names no function URL
     url = fn.url
-    raw = request.rel_url.raw_path
-    raw_path = raw[len(PREFIX) + 1 + len(raw.split("/", 3)[2]):] or "/"
     headers = {"x-amzn-RequestId": request_id}
 
     origin = request.headers.get("Origin")

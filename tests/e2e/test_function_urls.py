@@ -222,3 +222,22 @@ def test_aws_cli_get_function_url_config(urls: RouterProcess, tmp_path: Path) ->
     done = cli("get-function-url-config", "--function-name", "nourl")
     assert done.returncode != 0
     assert "ResourceNotFoundException" in done.stderr
+
+
+def test_the_url_host_form_reaches_the_function_with_its_whole_path(urls: RouterProcess) -> None:
+    _, _, body = http("GET", urls.url + "/lambda-url/open/")
+    domain = json.loads(body)["requestContext"]["domainName"]
+    status, _, body = http("GET", urls.url + "/shop/items?id=1", headers={"Host": f"{domain}:{urls.port}"})
+    assert status == 200, body
+    event = json.loads(body)
+    assert event["rawPath"] == "/shop/items"
+    assert event["requestContext"]["domainName"] == domain
+    # Any path, even one the router serves itself, is the function's on its URL host.
+    status, _, body = http("GET", urls.url + "/metrics", headers={"Host": domain})
+    assert (status, json.loads(body)["rawPath"]) == (200, "/metrics")
+    # Another URL id, or another region, is not a function URL.
+    other = "a" * 32 + domain[32:]
+    status, _, _ = http("GET", urls.url + "/shop", headers={"Host": other})
+    assert status == 404
+    status, _, _ = http("GET", urls.url + "/metrics", headers={"Host": domain.replace(REGION, "eu-west-1")})
+    assert status == 200  # the router's own /metrics: the host named no function

@@ -200,3 +200,26 @@ def test_alb_function_error_is_502_and_throttle_503() -> None:
     assert alb.map_result(error, multi_value=False).status == 502
     assert alb.map_result(Result(outcome=Outcome.THROTTLED, payload=b""), multi_value=False).status == 503
 
+
+
+# --- function URL hosts ---------------------------------------------------------------------------------
+
+
+def test_function_url_host_names_only_a_function_with_a_url() -> None:
+    from router.config.models import RouterConfig
+    from router.http.function_url import domain_name, function_of_host, url_id
+
+    config = RouterConfig.model_validate({
+        "aws": {"region": "eu-west-1", "account_id": "123456789012"},
+        "functions": {"api": {"runtime": "python3.11", "handler": "app.h", "code": ".",
+                              "url": {"auth": "NONE"}},
+                      "plain": {"runtime": "python3.11", "handler": "app.h", "code": "."}},
+        "routes": []})
+    host = domain_name(config, "api")
+    assert host == f"{url_id(config, 'api')}.lambda-url.eu-west-1.on.aws"
+    assert function_of_host(config, host) == "api"
+    assert function_of_host(config, host.upper() + ":8080") == "api"
+    assert function_of_host(config, domain_name(config, "plain")) is None  # no url
+    assert function_of_host(config, host.replace("eu-west-1", "us-east-1")) is None
+    assert function_of_host(config, "[::1]:8080") is None
+    assert function_of_host(config, "127.0.0.1:8080") is None
