@@ -844,15 +844,6 @@ class RouterConfig(Model):
                 raise ValueError(f"function name must be 1-64 of A-Z a-z 0-9 _ -, got {name!r}")
         return v
 
-    @model_validator(mode="after")
-    def _iam_urls_need_keys(self) -> RouterConfig:
-        for name, fn in self.functions.items():
-            if fn.url is not None and fn.url.auth == "AWS_IAM" and not self.server.invoke_keys:
-                raise ValueError(
-                    f"functions.{name}.url.auth: AWS_IAM needs server.invoke_keys (the access keys SigV4 "
-                    "signatures are checked with); add them, or set auth: NONE to open the URL to anyone")
-        return self
-
     @field_validator("state", mode="before")
     @classmethod
     def _state_url(cls, v: Any) -> Any:

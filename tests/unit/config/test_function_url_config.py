@@ -42,5 +42,4 @@ def test_bad_url_settings_say_where(problems: Any) -> None:
     lines = problems(CONFIG.format(keys="{}", url="      auth: NONE\n      cors: {allow_methods: [TRACE]}"))
     assert any("allow_methods" in ln and "TRACE" in ln for ln in lines), lines
     (line,) = problems(CONFIG.format(keys="{}", url="      auth: AWS_IAM"))
-    assert "functions.f.url.auth: AWS_IAM needs server.invoke_keys" in line
-    assert line.startswith("router.yaml:"), line
+    assert line.startswith("router.yaml:8:13: functions.f.url.auth: AWS_IAM needs server.invoke_keys"), line

@@ -30,3 +30,9 @@ def test_bad_payload_settings_say_where(problems: Any) -> None:
     (line,) = problems(ROUTE_CONFIG.format(source="payload: v1, alb_multi_value_headers: true"))
     assert line.startswith("router.yaml:5:"), line
     assert "alb_multi_value_headers is for payload: alb, got payload: v1" in line
+
+
+def test_lambda_url_paths_are_reserved_for_function_urls(problems: Any) -> None:
+    (line,) = problems(ROUTE_CONFIG.format(source="payload: v2").replace("/hook", "/lambda-url/x"))
+    assert line.startswith("router.yaml:5:"), line
+    assert "'/lambda-url/x' is reserved by the router" in line
