@@ -43,6 +43,7 @@ def cross_check(doc: Document, config_dir: Path) -> list[Problem]:
     problems += _filters(doc, routes)
     problems += _ports(doc)
     problems += _open_invoke_api(doc)
+    problems += _iam_urls_without_keys(doc, functions if isinstance(functions, dict) else {})
     if isinstance(functions, dict):
         problems += _code_dirs(doc, functions, config_dir)
         problems += _node_runtimes(doc, functions)
@@ -286,6 +287,23 @@ def _open_invoke_api(doc: Document) -> list[Problem]:
         "(e.g. invoke_token: ${INVOKE_TOKEN}), or listen on 127.0.0.1, or turn it off with "
         "invoke_api: false, or accept the risk with allow_unauthenticated_invoke: true",
     )]
+
+
+def _iam_urls_without_keys(doc: Document, functions: dict[str, Any]) -> list[Problem]:
+    """A function URL with ``auth: AWS_IAM`` checks SigV4 with ``server.invoke_keys``: without keys no
+    request could ever pass."""
+    server = doc.data.get("server")
+    if isinstance(server, dict) and server.get("invoke_keys"):
+        return []
+    out: list[Problem] = []
+    for name, fn in functions.items():
+        url = fn.get("url") if isinstance(fn, dict) else None
+        if isinstance(url, dict) and url.get("auth") == "AWS_IAM":
+            loc: Loc = ("functions", name, "url", "auth")
+            out.append(Problem(doc.position(loc), format_loc(loc),
+                               "AWS_IAM needs server.invoke_keys (the access keys SigV4 signatures are "
+                               "checked with); add them, or set auth: NONE to open the URL to anyone"))
+    return out
 
 
 def _at(doc: Document, loc: Loc, message: str) -> Problem:

@@ -381,6 +381,46 @@ class FunctionLoggingConfig(Model):
         return self
 
 
+class FunctionUrlCorsConfig(Model):
+    """CORS of a function URL, as Lambda's ``Cors`` of ``CreateFunctionUrlConfig``."""
+
+    allow_origins: list[str] = Field(default_factory=list, description="origins allowed, or ['*']")
+    allow_methods: list[str] = Field(default_factory=list, description="methods allowed, or ['*']")
+    allow_headers: list[str] = Field(default_factory=list, description="request headers allowed, or ['*']")
+    expose_headers: list[str] = Field(default_factory=list, description="response headers a browser may read")
+    max_age: int = Field(0, ge=0, le=86400, description="seconds a browser may cache a preflight answer")
+    allow_credentials: bool = Field(False, description="cookies and authorization headers allowed")
+
+    @field_validator("allow_methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        allowed = ("GET", "PUT", "HEAD", "POST", "PATCH", "DELETE", "*")  # Lambda's AllowMethods values
+        out = [m.upper() for m in v]
+        bad = [m for m in out if m not in allowed]
+        if bad:
+            raise ValueError(f"unknown method {bad[0]!r}; use some of {', '.join(allowed)}")
+        return out
+
+
+class FunctionUrlConfig(Model):
+    """A function URL: the function answers any method and path under its own base URL."""
+
+    auth: Literal["NONE", "AWS_IAM"] = Field(
+        description="NONE: anyone who reaches the port may call it; AWS_IAM: a SigV4 signature with a key "
+                    "of server.invoke_keys, as the Invoke API checks it")
+    cors: FunctionUrlCorsConfig | None = None
+    invoke_mode: str = Field("BUFFERED", description="BUFFERED (RESPONSE_STREAM is not supported yet)")
+
+    @field_validator("invoke_mode")
+    @classmethod
+    def _buffered_only(cls, v: str) -> str:
+        if v == "RESPONSE_STREAM":
+            raise ValueError("invoke_mode RESPONSE_STREAM is not supported yet; use BUFFERED (the default)")
+        if v != "BUFFERED":
+            raise ValueError(f"invoke_mode must be BUFFERED, got {v!r}")
+        return v
+
+
 class HttpTargetConfig(Model):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -446,6 +486,8 @@ class FunctionConfig(Model):
     logging: FunctionLoggingConfig = Field(
         default_factory=FunctionLoggingConfig,  # type: ignore[arg-type]
         description="Lambda's logging controls: log_format, application_log_level, system_log_level")
+    url: FunctionUrlConfig | None = Field(
+        None, description="a function URL: http://HOST:PORT/lambda-url/FUNCTION/ answers any method and path")
 
     @field_validator("environment", mode="before")
     @classmethod
@@ -555,13 +597,27 @@ class WebhookSourceConfig(Model):
     path: str
     methods: list[str] = Field(default_factory=lambda: ["POST"])
     auth: WebhookAuthConfig | None = None
+    payload: Literal["v2", "v1", "alb"] = Field(
+        "v2", description="the event shape and response mapping: v2 (API Gateway HTTP API, payload format "
+        "2.0), v1 (API Gateway REST API proxy integration) or alb (Application Load Balancer target)")
+    alb_multi_value_headers: bool = Field(
+        False, description="payload: alb only: multiValueHeaders and multiValueQueryStringParameters in "
+        "the event and the response, as the target group attribute lambda.multi_value_headers.enabled")
+
+    @model_validator(mode="after")
+    def _multi_value_is_for_alb(self) -> WebhookSourceConfig:
+        if self.alb_multi_value_headers and self.payload != "alb":
+            raise ValueError(f"alb_multi_value_headers is for payload: alb, got payload: {self.payload}; "
+                             "remove alb_multi_value_headers or set payload: alb")
+        return self
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError(f"path must start with '/', got {v!r}")
-        if v.startswith("/2015-03-31/") or v in ("/metrics", "/livez", "/healthz", "/readyz"):
+        reserved = ("/metrics", "/livez", "/healthz", "/readyz", "/lambda-url")
+        if v.startswith(("/2015-03-31/", "/lambda-url/")) or v in reserved:
             raise ValueError(f"path {v!r} is reserved by the router")
         problem = webhook_path_problem(v)
         if problem is not None:

@@ -2,7 +2,8 @@
 (ListFunctions, GetFunction, GetFunctionConfiguration), reserved concurrency
 (Put/Get/DeleteFunctionConcurrency; 0 pauses a function), event source mappings
 (List/Get/UpdateEventSourceMapping: ``Enabled`` pauses or resumes a polling route) and event invoke
-configs (Get/PutFunctionEventInvokeConfig: retries and event age at run time).
+configs (Get/PutFunctionEventInvokeConfig: retries and event age at run time) and function URLs
+(GetFunctionUrlConfig, ListFunctionUrlConfigs: what the config's ``url`` says, read only).
 
 Paths and JSON shapes are those of botocore's Lambda service model; errors go through ``aws_errors`` so
 botocore raises the right class. Authentication is the Invoke API's (``invoke_auth.authenticate``).
@@ -38,6 +39,7 @@ from router.config.models import (
 from router.core.controls import ControlError, Controls
 from router.http import aws_errors
 from router.http.context import CTX
+from router.http.function_url import function_url
 from router.http.invoke_api import parse_function_name
 from router.http.invoke_auth import authenticate
 from router.invocation import new_request_id
@@ -425,6 +427,52 @@ async def update_mapping(request: web.Request) -> web.Response:
     return _json(api.mapping(route), rid, status=202)
 
 
+# --- function URLs --------------------------------------------------------------------------------------
+
+
+def _url_config(api: ControlApi, request: web.Request, name: str) -> dict[str, Any] | None:
+    """The function's URL config in Lambda's shape (``FunctionUrl`` on this router), or None."""
+    url = api.config.functions[name].url
+    if url is None:
+        return None
+    when = datetime.fromtimestamp(api.started, UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    out: dict[str, Any] = {
+        "FunctionUrl": function_url(f"{request.scheme}://{request.host}", name),
+        "FunctionArn": api.config.aws.function_arn(name),
+        "AuthType": url.auth,
+        "CreationTime": when,
+        "LastModifiedTime": when,
+        "InvokeMode": url.invoke_mode,
+    }
+    if url.cors is not None:
+        c = url.cors
+        out["Cors"] = {"AllowCredentials": c.allow_credentials, "AllowHeaders": c.allow_headers,
+                       "AllowMethods": c.allow_methods, "AllowOrigins": c.allow_origins,
+                       "ExposeHeaders": c.expose_headers, "MaxAge": c.max_age}
+    return out
+
+
+async def get_function_url_config(request: web.Request) -> web.Response:
+    begun = await _begin_function(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, rid, name, _body = begun
+    out = _url_config(api, request, name)
+    if out is None:
+        return _not_found(f"The resource you requested does not exist: function '{name}' has no url in the "
+                          "router's config", rid)
+    return _json(out, rid)
+
+
+async def list_function_url_configs(request: web.Request) -> web.Response:
+    begun = await _begin_function(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, rid, name, _body = begun
+    out = _url_config(api, request, name)
+    return _page([] if out is None else [out], request, "FunctionUrlConfigs", rid)
+
+
 CONTROL_API = web.AppKey("router_control_api", ControlApi)
 
 
@@ -443,6 +491,8 @@ def add_control_routes(app: web.Application) -> None:
     r.add_get("/2019-09-30/functions" + _FN + "/concurrency", get_concurrency)
     r.add_get("/2019-09-25/functions" + _FN + "/event-invoke-config", get_event_invoke_config)
     r.add_put("/2019-09-25/functions" + _FN + "/event-invoke-config", put_event_invoke_config)
+    r.add_get("/2021-10-31/functions" + _FN + "/url", get_function_url_config)
+    r.add_get("/2021-10-31/functions" + _FN + "/urls", list_function_url_configs)
     r.add_get("/2015-03-31/event-source-mappings", list_mappings)
     r.add_get("/2015-03-31/event-source-mappings/", list_mappings)
     r.add_get("/2015-03-31/event-source-mappings/{UUID}", get_mapping)

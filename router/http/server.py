@@ -21,6 +21,7 @@ from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.console import add_console_routes
 from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
+from router.http.function_url import add_function_url_routes, log_open_urls, url_hosts
 from router.http.invocations_api import add_invocation_routes
 from router.http.invoke_api import add_invoke_routes
 from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
@@ -70,7 +71,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     gauge = ctx.metrics.http_body_buffer
     app = web.Application(
         client_max_size=max(server.max_body, server.max_async_body) + BODY_SLACK,
-        middlewares=[json_errors, json_error_pages],
+        middlewares=[json_errors, json_error_pages, url_hosts],  # url_hosts: function URL hosts
     )
     app[CTX] = ctx
     app.on_response_prepare.append(close_when_draining)
@@ -85,6 +86,8 @@ def build_app(ctx: HttpContext) -> web.Application:
         add_failure_routes(app)  # /admin/failures (issue 12: failed events)
     if server.invoke_api and ctx.controls is not None:  # issue 12: pause/resume, Lambda's control API
         add_control_and_admin_routes(app)
+    add_function_url_routes(app)  # function URLs: /lambda-url/{function}/...
+    log_open_urls(ctx.config)
     register_webhook_routes(app, ctx)
     return app
 

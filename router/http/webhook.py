@@ -1,6 +1,7 @@
-"""The webhook source: one aiohttp route per ``type: webhook`` route, events in API Gateway 2.0 shape.
+"""The webhook source: one aiohttp route per ``type: webhook`` route, events in the shape its ``payload``
+names (API Gateway HTTP API 2.0 by default, REST API 1.0 or ALB: ``router.http.shapes``).
 
-Sync routes invoke and map the result as API Gateway does; async routes answer 202 with the request
+Sync routes invoke and map the result as that gateway does; async routes answer 202 with the request
 id only after ``dispatcher.submit`` returned, that is after the event is persisted.
 """
 
@@ -16,10 +17,10 @@ from router.config.checks import aiohttp_path
 from router.config.models import RouteConfig, RouterConfig, WebhookSourceConfig
 from router.core.controls import HELD_WEBHOOK
 from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable
-from router.http import apigw
 from router.http.context import HttpContext
 from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
 from router.http.refusals import REFUSED, Refusals
+from router.http.shapes import Shape, shape_for
 from router.http.webhook_auth import build_auth, headers_pass
 from router.invocation import Invocation, new_request_id
 
@@ -41,6 +42,8 @@ class WebhookSource:
         self.source: WebhookSourceConfig = route.source
         self._ctx = ctx
         self._auth = build_auth(route.source.auth)
+        self._shape = shape_for(route, ctx.config)
+        self._refusals = WebhookRefusals(self._shape)
         m = ctx.metrics
         self._events = m.source_events.labels(route=route.name, type=TYPE)
 
@@ -51,8 +54,9 @@ class WebhookSource:
         try:
             response = await self._handle(request, request_id, params)
         except (RouterError, OSError) as exc:
-            response = _not_dispatched(exc, self.route.name, self.route.function, request_id)
-        response.headers["apigw-requestid"] = request_id
+            response = _not_dispatched(exc, self.route.name, self.route.function, request_id, self._shape)
+        if self._shape.request_id_header is not None:
+            response.headers[self._shape.request_id_header] = request_id
         return await self._send(request, response, request_id)
 
     async def _send(self, request: web.Request, response: web.Response,
@@ -68,8 +72,9 @@ class WebhookSource:
             except ValueError as exc:  # a header aiohttp will not write; nothing has been sent yet
                 log.error("webhook: the response could not be written (%s); answered 500 instead",
                           type(exc).__name__, extra={**extra, "error_type": "handler"})
-                response = apigw.internal_error()
-                response.headers["apigw-requestid"] = request_id
+                response = self._shape.internal_error()
+                if self._shape.request_id_header is not None:
+                    response.headers[self._shape.request_id_header] = request_id
                 await response.prepare(request)
             await response.write_eof()
         except ConnectionError as exc:  # the client went away: the transport closed under the write
@@ -92,7 +97,7 @@ class WebhookSource:
         try:
             body = await read_body(request, ctx.config.server.max_body)
         except BodyTooLarge:
-            return apigw.payload_too_large()
+            return self._shape.too_large()
         except BodyUnavailable as exc:  # too slow (408) or no room for it in server.max_body_buffer (503)
             log.info("webhook: request body not read, %s", exc.reason, extra={**extra, "status": exc.status})
             return exc.response()
@@ -107,12 +112,7 @@ class WebhookSource:
         if route.input is not None:
             event: object = route.input
         else:
-            event = apigw.build_event(
-                request, body,
-                route_key=apigw.route_key(self.source.methods, request.method, self.source.path),
-                request_id=request_id, account_id=ctx.config.aws.account_id, api_id=route.name,
-                path_parameters=params,
-            )
+            event = self._shape.event(request, body, request_id, params)
         inv = Invocation(
             function=route.function,
             payload=json.dumps(event, separators=(",", ":")).encode(),
@@ -128,10 +128,11 @@ class WebhookSource:
                                          headers={"Location": f"/invocations/{request_id}"})
             result = await ctx.dispatcher.invoke(inv)
         except REFUSED as exc:
-            return _REFUSALS.answer(exc, inv)
-        return apigw.map_result(result, lambda reason: log.error(
-            "webhook: the function's response is malformed, answered 500: %s; return statusCode, "
-            "headers, cookies and body as API Gateway's payload format 2.0 expects", reason,
+            return self._refusals.answer(exc, inv)
+        shape = self._shape
+        return shape.response(result, lambda reason: log.error(
+            "webhook: the function's response is malformed, answered %s: %s; %s (payload: %s)",
+            shape.malformed_status, reason, shape.hint, shape.name,
             extra={**extra, "error_type": "handler"}))
 
 
@@ -142,21 +143,24 @@ class WebhookSource:
 
 
 class WebhookRefusals(Refusals):
-    """The dispatcher's refusals answered as API Gateway answers a failed Lambda integration."""
+    """The dispatcher's refusals answered as the route's gateway answers a failed Lambda integration."""
 
-    __slots__ = ()
+    __slots__ = ("_shape",)
+
+    def __init__(self, shape: Shape) -> None:
+        self._shape = shape
 
     def not_found(self, inv: Invocation) -> web.Response:
         log.error("webhook: the route's function is not configured",
                   extra={**_extra(inv), "error_type": "config"})
-        return apigw.internal_error()
+        return self._shape.internal_error()
 
     def throttled(self, inv: Invocation, exc: Throttled) -> web.Response:
         log.info("webhook: throttled", extra={**_extra(inv), "error_type": "throttled"})
-        return apigw.too_many_requests()
+        return self._shape.throttled()
 
     def too_large(self, inv: Invocation, exc: PayloadTooLarge) -> web.Response:
-        return apigw.payload_too_large()
+        return self._shape.too_large()
 
     def unavailable(self, inv: Invocation, exc: Unavailable) -> web.Response:
         log.warning("webhook: event not accepted: %s", exc, extra={**_extra(inv), "error_type": "connection"})
@@ -164,20 +168,18 @@ class WebhookRefusals(Refusals):
                                  headers={"Retry-After": str(exc.retry_after)})
 
     def failed(self, inv: Invocation, exc: RouterError | OSError) -> web.Response:
-        return _not_dispatched(exc, inv.route, inv.function, inv.request_id)
-
-
-_REFUSALS = WebhookRefusals()
+        return _not_dispatched(exc, inv.route, inv.function, inv.request_id, self._shape)
 
 
 def _extra(inv: Invocation) -> dict[str, str | None]:
     return {"route": inv.route, "function": inv.function, "request_id": inv.request_id}
 
 
-def _not_dispatched(exc: BaseException, route: str | None, function: str, request_id: str) -> web.Response:
+def _not_dispatched(exc: BaseException, route: str | None, function: str, request_id: str,
+                    shape: Shape) -> web.Response:
     log.error("webhook: could not dispatch the event: %s", type(exc).__name__,
               extra={"route": route, "function": function, "request_id": request_id})
-    return apigw.internal_error()
+    return shape.internal_error()
 
 
 class WebhookTable:
