@@ -414,6 +414,11 @@ class FunctionConfig(Model):
         ":group) the function's workers run as; give each function a user of its own to keep "
         "functions apart from each other and from the router (environments are then exec'd, not forked)")
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")  # type: ignore[arg-type]
+    recursive_loop: Literal["Terminate", "Allow"] = Field(
+        "Terminate",
+        description="Lambda's recursive loop detection: Terminate stops an event whose chain (counted in "
+        "the X-Ray trace header's Lineage, carried through destinations, sqs and amqp) has already invoked "
+        "this function 16 times; Allow lets it run on")
     history: HistoryConfig = Field(default_factory=HistoryConfig)  # type: ignore[arg-type]
 
     @field_validator("environment", mode="before")

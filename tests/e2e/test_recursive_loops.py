@@ -1,0 +1,171 @@
+"""Recursive loop detection end to end: a real router, moto's SQS server and RabbitMQ.
+
+A loop is a function whose output comes back to it: a handler that sends to the queue its route reads
+(boto3 inside the handler), an async function whose ``on_success`` destination is itself, an amqp
+destination that feeds the queue the function's amqp route reads. Lambda stops the 17th invocation of a
+chain (``recursive_loop: Terminate``, the default), counts it and logs it; ``Allow`` runs on; a chain
+shorter than the limit is untouched. The chain's count rides in the X-Ray trace header's ``Lineage``
+(``_X_AMZN_TRACE_ID`` in the function; ``AWSTraceHeader`` on SQS; ``x-amzn-trace-id`` on AMQP).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from router import lineage
+from tests.router_process import RouterFactory, RouterProcess, http
+from tests.waiting import until_sync
+
+REGION = "us-east-1"
+LIMIT = lineage.LIMIT
+
+
+def metric(rp: RouterProcess, name: str, **labels: str) -> float:
+    """The value of one sample on ``/metrics`` (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = http("GET", rp.url + "/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return 0.0
+
+
+def seen(path: Path) -> list[dict[str, Any]]:
+    """The invocations a handler recorded, one JSON line each."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def loop_logs(rp: RouterProcess) -> list[dict[str, Any]]:
+    return [r for r in rp.log_records() if "recursive loop detected" in r.get("message", "")]
+
+
+@pytest.fixture
+def sqs_client(moto_server: str) -> Any:
+    client = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server)
+    yield client
+    client.close()
+
+
+# A handler that sends each message's number + 1 back to the queue it reads, with boto3, until ``STOP``.
+# botocore copies _X_AMZN_TRACE_ID into X-Amzn-Trace-Id (AWS_LAMBDA_FUNCTION_NAME is set), and real SQS
+# keeps that header as the message's AWSTraceHeader; moto's SQS does not (it keeps only the
+# MessageSystemAttributes parameter), so the handler passes the header there too, and records the header
+# botocore put on the request to show the SDK carries the count by itself.
+SQS_HANDLER = """
+    import json, os
+    from urllib.parse import unquote
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="{region}", endpoint_url="{endpoint}")
+    sent_headers = []
+    sqs.meta.events.register("before-send.sqs.SendMessage",
+                             lambda request, **kw: sent_headers.append(request.headers["X-Amzn-Trace-Id"]))
+
+    def handler(event, context):
+        for record in event["Records"]:
+            n = int(record["body"])
+            trace = os.environ["_X_AMZN_TRACE_ID"]
+            with open("{seen}", "a") as f:
+                f.write(json.dumps({{"n": n, "trace": trace,
+                                     "received": record["attributes"].get("AWSTraceHeader")}}) + "\\n")
+            if {stop} and n >= {stop}:
+                continue
+            sqs.send_message(QueueUrl="{queue}", MessageBody=str(n + 1), MessageSystemAttributes={{
+                "AWSTraceHeader": {{"DataType": "String", "StringValue": trace}}}})
+            sent = unquote(sent_headers.pop().decode())
+            with open("{seen}.sdk", "a") as f:
+                f.write(json.dumps({{"n": n, "trace": trace, "sdk": sent}}) + "\\n")
+"""
+
+
+def _sqs_loop(router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any, *,
+              recursive_loop: str, stop: int) -> tuple[RouterProcess, Path]:
+    queue_url = sqs_client.create_queue(QueueName=f"loop-{uuid.uuid4().hex[:8]}",
+                                        Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    record = tmp_path / "seen.jsonl"
+    router_factory.write_function("loop", SQS_HANDLER.format(
+        region=REGION, endpoint=moto_server, seen=record, stop=stop, queue=queue_url))
+    rp = router_factory(f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@, shutdown_timeout: 5s}}
+        state: sqlite:///{tmp_path / 'state.db'}
+        aws: {{region: {REGION}, endpoint_url: "{moto_server}"}}
+        functions:
+          loop:
+            runtime: python3.11
+            handler: app.handler
+            code: {tmp_path / 'functions' / 'loop'}
+            timeout: 20s
+            recursive_loop: {recursive_loop}
+        routes:
+          - name: loop-queue
+            source: {{type: sqs, queue_url: "{queue_url}", batch_size: 1}}
+            function: loop
+    """)
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="1")
+    return rp, record
+
+
+@pytest.mark.timeout(120)
+def test_a_handler_sending_to_its_own_queue_stops_after_16(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
+) -> None:
+    rp, record = _sqs_loop(router_factory, tmp_path, moto_server, sqs_client, recursive_loop="Terminate",
+                           stop=0)
+    until_sync(lambda: metric(rp, "router_recursive_loops_total", function="loop") >= 1,
+               "the 17th invocation refused", deadline=60)
+    runs = seen(record)
+    assert [r["n"] for r in runs] == list(range(1, LIMIT + 1))  # 16 ran, the 17th did not
+    key = lineage.function_key(f"arn:aws:lambda:{REGION}:000000000000:function:loop")
+    assert [lineage.hops(r["trace"], key) for r in runs] == list(range(1, LIMIT + 1))
+    assert len({lineage.root(r["trace"]) for r in runs}) == 1  # one chain
+    assert runs[0]["received"] is None
+    assert all(lineage.hops(r["received"], key) == r["n"] - 1 for r in runs[1:])
+    # The SDK itself put the function's trace header (with the count) on its SendMessage.
+    sdk = seen(Path(f"{record}.sdk"))
+    assert sdk and all(r["sdk"] == r["trace"] for r in sdk)
+    logs = loop_logs(rp)
+    assert len(logs) == 1, logs
+    assert logs[0]["function"] == "loop" and logs[0]["route"] == "loop-queue"
+    assert f"this chain has invoked the function {LIMIT} times" in logs[0]["message"]
+    assert metric(rp, "router_invocations_total", function="loop", source="sqs", outcome="success") == LIMIT
+
+
+@pytest.mark.timeout(120)
+def test_allow_keeps_going(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
+) -> None:
+    stop = LIMIT + 4  # the handler ends the loop itself
+    rp, record = _sqs_loop(router_factory, tmp_path, moto_server, sqs_client, recursive_loop="Allow",
+                           stop=stop)
+    until_sync(lambda: len(seen(record)) >= stop, f"{stop} invocations", deadline=60)
+    until_sync(lambda: metric(rp, "router_invocations_total", function="loop", source="sqs",
+                              outcome="success") == stop, "the last invocation counted")
+    assert [r["n"] for r in seen(record)] == list(range(1, stop + 1))
+    assert metric(rp, "router_recursive_loops_total", function="loop") == 0
+    assert loop_logs(rp) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_chain_shorter_than_the_limit_is_untouched(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
+) -> None:
+    stop = LIMIT - 6
+    rp, record = _sqs_loop(router_factory, tmp_path, moto_server, sqs_client, recursive_loop="Terminate",
+                           stop=stop)
+    until_sync(lambda: metric(rp, "router_invocations_total", function="loop", source="sqs",
+                              outcome="success") == stop, f"{stop} invocations", deadline=60)
+    assert [r["n"] for r in seen(record)] == list(range(1, stop + 1))
+    assert metric(rp, "router_recursive_loops_total", function="loop") == 0
+    assert loop_logs(rp) == []
