@@ -134,10 +134,12 @@ def test_a_handler_sending_to_its_own_queue_stops_after_16(
     assert all(lineage.hops(r["received"], key) == r["n"] - 1 for r in runs[1:])
     # The SDK itself put the function's trace header (with the count) on its SendMessage.
     sdk = seen(Path(f"{record}.sdk"))
-    assert sdk and all(r["sdk"] == r["trace"] for r in sdk)
+    assert sdk
+    assert all(r["sdk"] == r["trace"] for r in sdk)
     logs = loop_logs(rp)
     assert len(logs) == 1, logs
-    assert logs[0]["function"] == "loop" and logs[0]["route"] == "loop-queue"
+    assert logs[0]["function"] == "loop"
+    assert logs[0]["route"] == "loop-queue"
     assert f"this chain has invoked the function {LIMIT} times" in logs[0]["message"]
     assert metric(rp, "router_invocations_total", function="loop", source="sqs", outcome="success") == LIMIT
 

@@ -25,7 +25,9 @@ def _header(name: str, hops: int) -> str | None:
     return header
 
 
-async def test_the_chain_is_counted_into_the_header_the_function_gets(make_dispatcher: MakeDispatcher) -> None:
+async def test_the_chain_is_counted_into_the_header_the_function_gets(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     invoker = ScriptedInvoker()
     d = make_dispatcher(make_config({"loop": {}}), {"loop": invoker})
     inv = Invocation(function="loop", payload=b"{}", source="sqs", trace_id=_header("loop", 3))
