@@ -353,7 +353,8 @@ class Dispatcher:
         if len(inv.payload) > limit:
             raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
         await self.queue.publish(inv.function, request_id=inv.request_id, payload=inv.payload,
-                                 source=inv.source, route=inv.route, now=self._clock.time())
+                                 source=inv.source, route=inv.route, now=self._clock.time(),
+                                 trace=inv.trace_id)
         if self.history is not None:
             self.history.accepted(inv)
         self._metrics.async_events_received.labels(inv.function).inc()

@@ -34,6 +34,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from router import lineage
 from router.amqp import connect, describe_error, host_of, redact, user_of, vhost_of
 from router.clock import Clock
 from router.config.models import AmqpSourceConfig, AwsConfig, RouteConfig
@@ -418,7 +419,7 @@ class AmqpSource:
             payload = batch_payload_of([i.encoded for i in part], arn=self._arn, queue=self._cfg.queue,
                                        vhost=self._vhost)
             inv = Invocation(function=self.route.function, payload=payload, source=TYPE,
-                             route=self.route.name)
+                             route=self.route.name, trace_id=_trace(part))
             result = await self._dispatcher.invoke_in_slot(inv)
             messages = [i.message for i in part]
             if result.ok:
@@ -511,3 +512,12 @@ def _is_broker_error(exc: BaseException) -> bool:
     return isinstance(exc, aiormq.exceptions.AMQPError | pamqp.exceptions.PAMQPException | OSError
                       | TimeoutError | ConnectionError | ConsumerCancelled)
 
+
+def _trace(items: list[Item]) -> str | None:
+    """The trace header the batch carries (``x-amzn-trace-id``: the recursive loop count, ``lineage``)."""
+    headers: list[str | None] = []
+    for item in items:
+        value = (item.message.headers or {}).get(lineage.HEADER)
+        headers.append(value.decode("utf-8", "replace") if isinstance(value, bytes) else
+                       value if isinstance(value, str) else None)
+    return lineage.deepest(headers)
