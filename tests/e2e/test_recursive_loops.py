@@ -171,3 +171,169 @@ def test_a_chain_shorter_than_the_limit_is_untouched(
     assert [r["n"] for r in seen(record)] == list(range(1, stop + 1))
     assert metric(rp, "router_recursive_loops_total", function="loop") == 0
     assert loop_logs(rp) == []
+
+
+# --- a function whose on_success destination is itself ------------------------------------------------
+
+FUNCTION_HANDLER = """
+    import json, os
+
+    def handler(event, context):
+        trace = os.environ["_X_AMZN_TRACE_ID"]
+        with open("{seen}", "a") as f:
+            f.write(json.dumps({{"trace": trace, "record": "requestContext" in event}}) + "\\n")
+        hops = max(int(e.split(":")[1]) for e in trace.split("Lineage=")[1].split("|"))
+        if {stop} and hops >= {stop}:
+            raise RuntimeError("the handler ends the loop")  # no on_success: the chain ends here
+        return {{"hops": hops}}
+"""
+
+
+def _function_loop(router_factory: RouterFactory, tmp_path: Path, *, recursive_loop: str,
+                   stop: int) -> tuple[RouterProcess, Path]:
+    record = tmp_path / "seen.jsonl"
+    router_factory.write_function("loop", FUNCTION_HANDLER.format(seen=record, stop=stop))
+    rp = router_factory(f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@, shutdown_timeout: 5s}}
+        state: sqlite:///{tmp_path / 'state.db'}
+        aws: {{region: {REGION}}}
+        functions:
+          loop:
+            runtime: python3.11
+            handler: app.handler
+            code: {tmp_path / 'functions' / 'loop'}
+            recursive_loop: {recursive_loop}
+            async:
+              retries: 0
+              on_success: {{type: function, function: loop}}
+              on_failure: {{type: file, path: {tmp_path / 'failed.jsonl'}}}
+    """)
+    status, _, body = http("POST", f"{rp.url}/2015-03-31/functions/loop/invocations", b'{"n": 1}',
+                           {"X-Amz-Invocation-Type": "Event"})
+    assert status == 202, body
+    return rp, record
+
+
+@pytest.mark.timeout(120)
+def test_a_function_destination_to_itself_stops_after_16_and_goes_to_on_failure(
+    router_factory: RouterFactory, tmp_path: Path,
+) -> None:
+    rp, record = _function_loop(router_factory, tmp_path, recursive_loop="Terminate", stop=0)
+    failed = tmp_path / "failed.jsonl"
+    until_sync(failed.exists, "the refused event's on_failure record", deadline=60)
+    runs = seen(record)
+    key = lineage.function_key(f"arn:aws:lambda:{REGION}:000000000000:function:loop")
+    assert [lineage.hops(r["trace"], key) for r in runs] == list(range(1, LIMIT + 1))
+    assert [r["record"] for r in runs] == [False] + [True] * (LIMIT - 1)  # then each the last's record
+    assert len({lineage.root(r["trace"]) for r in runs}) == 1
+    # Lambda sends the event it stopped to the on-failure destination: here the 16th's success record.
+    (refused,) = seen(failed)
+    assert refused["requestContext"]["condition"] == "RetriesExhausted"
+    assert refused["responsePayload"]["errorType"] == "RecursiveInvocationException"
+    assert refused["requestPayload"]["responsePayload"] == {"hops": LIMIT}
+    assert metric(rp, "router_recursive_loops_total", function="loop") == 1
+    logs = loop_logs(rp)
+    assert len(logs) == 1, logs
+    assert logs[0]["function"] == "loop"
+    assert "source function" in logs[0]["message"]
+
+
+@pytest.mark.timeout(120)
+def test_allow_lets_a_function_destination_loop_run_on(router_factory: RouterFactory, tmp_path: Path) -> None:
+    stop = LIMIT + 4  # the handler fails at this hop, which ends the chain (no on_success)
+    rp, record = _function_loop(router_factory, tmp_path, recursive_loop="Allow", stop=stop)
+    failed = tmp_path / "failed.jsonl"
+    until_sync(failed.exists, "the handler's own failure", deadline=60)
+    assert len(seen(record)) == stop
+    (last,) = seen(failed)
+    assert last["responsePayload"]["errorMessage"] == "the handler ends the loop"
+    assert metric(rp, "router_recursive_loops_total", function="loop") == 0
+
+
+# --- an amqp route whose function publishes back to the queue it reads --------------------------------
+
+# No AMQP client passes the trace header on by itself (the AWS SDKs do, for AWS services): the handler
+# copies _X_AMZN_TRACE_ID into the x-amzn-trace-id header, as the router's amqp destination does.
+AMQP_HANDLER = """
+    import asyncio, json, os
+    import aio_pika
+
+    async def publish(body, trace):
+        conn = await aio_pika.connect("{url}", timeout=10)
+        try:
+            channel = await conn.channel(publisher_confirms=True)
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, headers={{"x-amzn-trace-id": trace}}), routing_key="{queue}")
+        finally:
+            await conn.close()
+
+    def handler(event, context):
+        trace = os.environ["_X_AMZN_TRACE_ID"]
+        with open("{seen}", "a") as f:
+            f.write(json.dumps({{"trace": trace}}) + "\\n")
+        asyncio.run(publish(b"again", trace))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_an_amqp_loop_stops_after_16(router_factory: RouterFactory, tmp_path: Path, amqp_url: str) -> None:
+    import asyncio
+
+    import aio_pika
+
+    queue, dead = f"test-loop-{uuid.uuid4().hex[:8]}", f"test-loop-dead-{uuid.uuid4().hex[:8]}"
+
+    async def broker(fn: Any) -> Any:
+        conn = await aio_pika.connect(amqp_url, timeout=10)
+        try:
+            return await fn(await conn.channel())
+        finally:
+            await conn.close()
+
+    async def declare(channel: Any) -> None:
+        await channel.declare_queue(dead, durable=True)
+        await channel.declare_queue(queue, durable=True, arguments={
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
+
+    async def delete(channel: Any) -> None:
+        for name in (queue, dead, queue + ".router-delay"):
+            await channel.queue_delete(name)
+
+    async def dead_count(channel: Any) -> int:
+        q = await channel.declare_queue(dead, passive=True)
+        return int(q.declaration_result.message_count)
+
+    asyncio.run(broker(declare))
+    try:
+        record = tmp_path / "seen.jsonl"
+        router_factory.write_function("loop", AMQP_HANDLER.format(url=amqp_url, queue=queue, seen=record))
+        rp = router_factory(f"""
+            version: 1
+            server: {{host: 127.0.0.1, port: @PORT@, shutdown_timeout: 5s}}
+            state: sqlite:///{tmp_path / 'state.db'}
+            functions:
+              loop:
+                runtime: python3.11
+                handler: app.handler
+                code: {tmp_path / 'functions' / 'loop'}
+                timeout: 20s
+            routes:
+              - name: loop-queue
+                source: {{type: amqp, url: "{amqp_url}", queue: {queue}, batch_size: 1, batch_window: 0s,
+                          declare: false}}
+                function: loop
+        """)
+        asyncio.run(broker(lambda ch: ch.default_exchange.publish(aio_pika.Message(b"first"),
+                                                                   routing_key=queue)))
+        until_sync(lambda: metric(rp, "router_recursive_loops_total", function="loop") >= 1,
+                   "the 17th invocation refused", deadline=60)
+        key = lineage.function_key("arn:aws:lambda:us-east-1:000000000000:function:loop")
+        assert [lineage.hops(r["trace"], key) for r in seen(record)] == list(range(1, LIMIT + 1))
+        # The refused message took the route's on_error path: the queue's dead-letter exchange.
+        until_sync(lambda: asyncio.run(broker(dead_count)) == 1, "the refused message dead-lettered")
+        logs = loop_logs(rp)
+        assert len(logs) == 1, logs
+        assert logs[0]["route"] == "loop-queue"
+    finally:
+        asyncio.run(broker(delete))
