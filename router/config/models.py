@@ -677,12 +677,16 @@ class AmqpSourceConfig(Model):
         description="a batch whose invocation fails (error, timeout) is split in halves and retried, "
                     "down to the messages that fail alone; only those take the on_error path",
     )
-    declare: bool = Field(True, description="declare the queue (false: it must exist)")
-    durable: bool = True
-    queue_type: Literal["classic", "quorum"] = "classic"
+    declare: bool = Field(
+        False, description="false (default, as Lambda): consume the queue as it exists (a passive check; "
+        "a missing queue is an error naming it); true: the router declares it with durable, queue_type "
+        "and arguments")
+    durable: bool = Field(True, description="with declare: true")
+    queue_type: Literal["classic", "quorum"] = Field("classic", description="with declare: true")
     arguments: dict[str, Any] = Field(
         default_factory=dict,
-        description="queue arguments, e.g. x-dead-letter-exchange, x-delivery-limit, x-max-length",
+        description="with declare: true: queue arguments, e.g. x-dead-letter-exchange, x-delivery-limit, "
+        "x-max-length",
     )
 
     @field_validator("url")
@@ -704,6 +708,12 @@ class AmqpSourceConfig(Model):
                 f"batch_size ({self.batch_size}) cannot exceed prefetch ({self.prefetch}): a batch is "
                 "gathered from the messages the broker lets the router hold; raise prefetch"
             )
+        shape = sorted({"durable", "queue_type", "arguments"} & self.model_fields_set)
+        if shape and not self.declare:
+            raise ValueError(
+                f"{', '.join(shape)} describe{'s' if len(shape) == 1 else ''} the queue the router "
+                "declares, and it declares none unless declare: true (an existing queue is consumed as "
+                "it is); add declare: true, or remove " + ", ".join(shape))
         if "x-queue-type" in self.arguments:
             raise ValueError("arguments: set queue_type instead of x-queue-type")
         if self.queue_type == "quorum" and not self.durable:
