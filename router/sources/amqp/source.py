@@ -20,7 +20,8 @@ Faults: an unreachable broker, refused login, missing queue (unless ``declare: t
 queue arguments (``declare: true``) or a consumer the broker cancelled (queue deleted) are logged (never
 the password), counted in ``router_source_errors_total``, mark the route not ready and are retried with
 exponential backoff (capped at 30 s). Once connected, the robust connection re-establishes itself after
-a loss (every second) and the robust channel re-applies qos and the consumer; meanwhile the route is not ready.
+a loss (every second) and the robust channel re-applies qos and the consumer; meanwhile the route is
+not ready.
 Messages delivered on the lost channel cannot be acked any more: the broker redelivers them
 (``redelivered: true``); buffered ones are dropped unstarted.
 ``stop``: basic.cancel, batches being gathered are handed back (nack with requeue) at once, running
