@@ -337,3 +337,97 @@ def test_an_amqp_loop_stops_after_16(router_factory: RouterFactory, tmp_path: Pa
         assert logs[0]["route"] == "loop-queue"
     finally:
         asyncio.run(broker(delete))
+
+
+# --- a destination that feeds the queue the function's own route reads --------------------------------
+
+RECORDING_HANDLER = """
+    import json, os
+
+    def handler(event, context):
+        with open("{seen}", "a") as f:
+            f.write(json.dumps({{"trace": os.environ["_X_AMZN_TRACE_ID"],
+                                 "record": "Records" in event or "rmqMessagesByQueue" in event}}) + "\\n")
+        return {{"ok": True}}
+"""
+
+
+def _destination_config(tmp_path: Path, *, destination: str, route: str, aws: str = "") -> str:
+    return f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@, shutdown_timeout: 5s}}
+        state: sqlite:///{tmp_path / 'state.db'}
+        {aws}
+        functions:
+          loop:
+            runtime: python3.11
+            handler: app.handler
+            code: {tmp_path / 'functions' / 'loop'}
+            async:
+              on_success: {destination}
+        routes:
+          - name: back
+            source: {route}
+            function: loop
+    """
+
+
+def _chain_of_two(rp: RouterProcess, record: Path) -> None:
+    """The async invocation (hop 1) sent its record through the destination; the route read it back and
+    invoked the function again as hop 2 of the same chain (pollers are sync: no destination, the end)."""
+    status, _, body = http("POST", f"{rp.url}/2015-03-31/functions/loop/invocations", b'{"n": 1}',
+                           {"X-Amz-Invocation-Type": "Event"})
+    assert status == 202, body
+    until_sync(lambda: len(seen(record)) == 2, "the async invocation and the route's", deadline=60)
+    first, second = seen(record)
+    key = lineage.function_key(f"arn:aws:lambda:{REGION}:000000000000:function:loop")
+    assert (first["record"], second["record"]) == (False, True)
+    assert (lineage.hops(first["trace"], key), lineage.hops(second["trace"], key)) == (1, 2)
+    assert lineage.root(first["trace"]) == lineage.root(second["trace"])
+
+
+@pytest.mark.timeout(120)
+def test_an_sqs_destination_carries_the_count_to_the_route_that_reads_it(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
+) -> None:
+    queue_url = sqs_client.create_queue(QueueName=f"back-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    record = tmp_path / "seen.jsonl"
+    router_factory.write_function("loop", RECORDING_HANDLER.format(seen=record))
+    rp = router_factory(_destination_config(
+        tmp_path, destination=f'{{type: sqs, queue_url: "{queue_url}"}}',
+        route=f'{{type: sqs, queue_url: "{queue_url}", batch_size: 1}}',
+        aws=f'aws: {{region: {REGION}, endpoint_url: "{moto_server}"}}'))
+    _chain_of_two(rp, record)
+
+
+@pytest.mark.timeout(120)
+def test_an_amqp_destination_carries_the_count_to_the_route_that_reads_it(
+    router_factory: RouterFactory, tmp_path: Path, amqp_url: str,
+) -> None:
+    import asyncio
+
+    import aio_pika
+
+    queue = f"test-back-{uuid.uuid4().hex[:8]}"
+
+    async def broker(declare: bool) -> None:
+        conn = await aio_pika.connect(amqp_url, timeout=10)
+        try:
+            channel = await conn.channel()
+            if declare:
+                await channel.declare_queue(queue, durable=True)
+            else:
+                await channel.queue_delete(queue)
+        finally:
+            await conn.close()
+
+    asyncio.run(broker(True))
+    try:
+        record = tmp_path / "seen.jsonl"
+        router_factory.write_function("loop", RECORDING_HANDLER.format(seen=record))
+        rp = router_factory(_destination_config(
+            tmp_path, destination=f'{{type: amqp, url: "{amqp_url}", exchange: "", routing_key: {queue}}}',
+            route=f'{{type: amqp, url: "{amqp_url}", queue: {queue}, batch_size: 1, batch_window: 0s}}'))
+        _chain_of_two(rp, record)
+    finally:
+        asyncio.run(broker(False))
