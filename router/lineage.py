@@ -54,7 +54,8 @@ def lineage(header: str | None) -> dict[str, int]:
     for key, value in _fields(header):
         if key != "Lineage":
             continue
-        for entry in value.split("|"):
+        # botocore URL-quotes the header it copies from _X_AMZN_TRACE_ID ('|' becomes %7C).
+        for entry in value.replace("%7C", "|").replace("%7c", "|").split("|"):
             m = _ENTRY.match(entry.strip())
             if m is not None:
                 counts[m.group(1)] = max(counts.get(m.group(1), 0), int(m.group(2)))

@@ -16,6 +16,7 @@ takes the route's ``on_error`` path). ``recursive_loop: Allow`` counts on and ne
 from __future__ import annotations
 
 import collections
+import json
 import logging
 
 from router import lineage
@@ -29,6 +30,20 @@ EXCEPTION = "RecursiveInvocationException"
 _LOGGED_CHAINS = 1024
 """Chains remembered as already logged (a refused SQS message comes back until the redrive policy takes
 it: its chain is logged once, each refusal counted)."""
+
+
+def refusal_message(result: Result) -> str | None:
+    """The message of a result ``LoopGuard.admit`` refused, None for any other result (the Invoke API
+    answers a refused sync call with Lambda's 400 ``RecursiveInvocationException``)."""
+    if result.ok or result.error_type is not ErrorType.CONFIG:
+        return None
+    try:
+        body = json.loads(result.payload)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("errorType") != EXCEPTION:
+        return None
+    return str(body.get("errorMessage", ""))
 
 
 class LoopGuard:

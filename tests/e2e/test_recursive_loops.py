@@ -431,3 +431,66 @@ def test_an_amqp_destination_carries_the_count_to_the_route_that_reads_it(
         _chain_of_two(rp, record)
     finally:
         asyncio.run(broker(False))
+
+
+# --- a function that invokes itself through the Invoke API with boto3 ---------------------------------
+
+# botocore adds X-Amzn-Trace-Id (the function's _X_AMZN_TRACE_ID) to every call by itself.
+INVOKE_HANDLER = """
+    import json, os
+    import boto3
+
+    client = boto3.client("lambda", endpoint_url=os.environ["ROUTER_URL"], region_name="{region}")
+
+    def handler(event, context):
+        with open("{seen}", "a") as f:
+            f.write(json.dumps({{"trace": os.environ["_X_AMZN_TRACE_ID"]}}) + "\\n")
+        client.invoke(FunctionName="loop", InvocationType="Event", Payload=b"{{}}")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_function_invoking_itself_through_the_invoke_api_stops_after_16(
+    router_factory: RouterFactory, tmp_path: Path,
+) -> None:
+    record = tmp_path / "seen.jsonl"
+    router_factory.write_function("loop", INVOKE_HANDLER.format(region=REGION, seen=record))
+    rp = router_factory(f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@, shutdown_timeout: 5s}}
+        state: sqlite:///{tmp_path / 'state.db'}
+        aws: {{region: {REGION}}}
+        functions:
+          loop:
+            runtime: python3.11
+            handler: app.handler
+            code: {tmp_path / 'functions' / 'loop'}
+            timeout: 20s
+            environment: {{ROUTER_URL: "http://127.0.0.1:@PORT@", AWS_ACCESS_KEY_ID: x,
+                           AWS_SECRET_ACCESS_KEY: x}}
+            async:
+              retries: 0
+              on_failure: {{type: file, path: {tmp_path / 'failed.jsonl'}}}
+    """)
+    client = boto3.client("lambda", endpoint_url=rp.url, region_name=REGION, aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    client.invoke(FunctionName="loop", InvocationType="Event", Payload=b"{}")
+    failed = tmp_path / "failed.jsonl"
+    until_sync(failed.exists, "the refused event's on_failure record", deadline=60)
+    key = lineage.function_key(f"arn:aws:lambda:{REGION}:000000000000:function:loop")
+    assert [lineage.hops(r["trace"], key) for r in seen(record)] == list(range(1, LIMIT + 1))
+    (refused,) = seen(failed)
+    assert refused["responsePayload"]["errorType"] == "RecursiveInvocationException"
+    assert metric(rp, "router_recursive_loops_total", function="loop") == 1
+
+    # A synchronous call past the limit is Lambda's 400 RecursiveInvocationException, as botocore knows it.
+    trace = seen(record)[-1]["trace"]  # the 16th invocation's: a call from it is the 17th
+
+    def from_the_16th(request: Any, **_: Any) -> None:
+        request.headers["X-Amzn-Trace-Id"] = trace
+
+    client.meta.events.register("before-send.lambda.Invoke", from_the_16th)
+    with pytest.raises(client.exceptions.RecursiveInvocationException, match="invoked it 16 times"):
+        client.invoke(FunctionName="loop", Payload=b"{}")
+    assert len(seen(record)) == LIMIT
+    client.close()

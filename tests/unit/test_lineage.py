@@ -56,3 +56,8 @@ def test_deepest_picks_the_longest_chain_of_a_batch() -> None:
     long = lineage.next_header(lineage.next_header(short, KEY), KEY)
     assert lineage.deepest([None, short, long, ""]) == long
     assert lineage.deepest([None, None]) is None
+
+
+def test_reads_the_header_botocore_quoted() -> None:
+    # botocore URL-quotes _X_AMZN_TRACE_ID into X-Amzn-Trace-Id: '|' arrives as %7C.
+    assert lineage.lineage("Root=1-x;Lineage=12326a9d:3%7Cabcdef01:2") == {"12326a9d": 3, "abcdef01": 2}

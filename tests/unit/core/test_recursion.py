@@ -67,3 +67,15 @@ async def test_allow_runs_on(make_dispatcher: MakeDispatcher, metrics: Metrics) 
     assert (await d.invoke(inv)).ok
     assert lineage.hops(inv.trace_id, _key("loop")) == 41
     assert metrics.registry.get_sample_value("router_recursive_loops_total", {"function": "loop"}) is None
+
+
+async def test_refusal_message_tells_a_refusal_from_other_errors(make_dispatcher: MakeDispatcher) -> None:
+    from router.core.recursion import refusal_message
+    from tests.unit.core.helpers import fail
+
+    d = make_dispatcher(make_config({"loop": {}}), {"loop": ScriptedInvoker(script=[fail("boom")])})
+    refused = await d.invoke(Invocation(function="loop", payload=b"{}", source="invoke_api",
+                                        trace_id=_header("loop", lineage.LIMIT)))
+    assert (refusal_message(refused) or "").startswith(
+        "function 'loop': not invoked: this chain of events has invoked it 16 times")
+    assert refusal_message(await d.invoke(Invocation(function="loop", payload=b"{}", source="x"))) is None
