@@ -47,3 +47,29 @@ async def test_version_4_database_gains_the_trace_column(tmp_path: Path) -> None
     engine.dispose()
     assert version == str(SCHEMA_VERSION) == "5"
     assert "trace" in columns
+
+
+async def test_version_4_postgres_schema_gains_the_trace_column(tmp_path: Path, postgres_dsn: str) -> None:
+    import uuid
+
+    import asyncpg
+
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    store = StateStore.from_url(postgres_dsn, tmp_path, schema=schema)
+    await store.open()
+    await store.close()
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(f'ALTER TABLE "{schema}".router_async_events DROP COLUMN trace')
+        await conn.execute(f"UPDATE \"{schema}\".router_meta SET value = '4' WHERE key = 'schema_version'")
+        store = StateStore.from_url(postgres_dsn, tmp_path, schema=schema)
+        await store.open()
+        try:
+            await _round_trip(store)
+        finally:
+            await store.close()
+        assert await conn.fetchval(
+            f"SELECT value FROM \"{schema}\".router_meta WHERE key = 'schema_version'") == "5"
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
