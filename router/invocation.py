@@ -63,6 +63,9 @@ class Invocation:
     log_tail: bool = False
     client_context: str | None = None  # base64 JSON, as X-Amz-Client-Context
     enqueued_at: float = field(default_factory=time.time)  # wall clock, for event age
+    # The X-Ray trace header the event came with (``router.lineage``: its ``Lineage`` counts the chain's
+    # hops); the dispatcher replaces it with the header of this invocation before the invoker runs.
+    trace_id: str | None = None
 
     def event(self) -> Any:
         return json.loads(self.payload)

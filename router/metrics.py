@@ -120,6 +120,10 @@ class Metrics:
         self.account_concurrent_executions = Gauge(
             "router_account_concurrent_executions",
             "Invocations running now across all functions (limits.concurrent_executions caps it)", registry=r)
+        self.recursive_loops = Counter(
+            "router_recursive_loops_total",
+            "Invocations not run because their chain of events had already invoked the function 16 "
+            "times (recursive loop detection, recursive_loop: Terminate)", ["function"], registry=r)
         self.source_events = Counter(
             "router_source_events_total", "Events received from sources", ["route", "type"], registry=r)
         self.source_events_filtered = Counter(

@@ -482,6 +482,11 @@ class FunctionConfig(Model):
         ":group) the function's workers run as; give each function a user of its own to keep "
         "functions apart from each other and from the router (environments are then exec'd, not forked)")
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")  # type: ignore[arg-type]
+    recursive_loop: Literal["Terminate", "Allow"] = Field(
+        "Terminate",
+        description="Lambda's recursive loop detection: Terminate stops an event whose chain (counted in "
+        "the X-Ray trace header's Lineage, carried through destinations, sqs and amqp) has already invoked "
+        "this function 16 times; Allow lets it run on")
     history: HistoryConfig = Field(default_factory=HistoryConfig)  # type: ignore[arg-type]
     logging: FunctionLoggingConfig = Field(
         default_factory=FunctionLoggingConfig,  # type: ignore[arg-type]
@@ -759,12 +764,16 @@ class AmqpSourceConfig(Model):
         description="a batch whose invocation fails (error, timeout) is split in halves and retried, "
                     "down to the messages that fail alone; only those take the on_error path",
     )
-    declare: bool = Field(True, description="declare the queue (false: it must exist)")
-    durable: bool = True
-    queue_type: Literal["classic", "quorum"] = "classic"
+    declare: bool = Field(
+        False, description="false (default, as Lambda): consume the queue as it exists (a passive check; "
+        "a missing queue is an error naming it); true: the router declares it with durable, queue_type "
+        "and arguments")
+    durable: bool = Field(True, description="with declare: true")
+    queue_type: Literal["classic", "quorum"] = Field("classic", description="with declare: true")
     arguments: dict[str, Any] = Field(
         default_factory=dict,
-        description="queue arguments, e.g. x-dead-letter-exchange, x-delivery-limit, x-max-length",
+        description="with declare: true: queue arguments, e.g. x-dead-letter-exchange, x-delivery-limit, "
+        "x-max-length",
     )
 
     @field_validator("url")
@@ -786,6 +795,12 @@ class AmqpSourceConfig(Model):
                 f"batch_size ({self.batch_size}) cannot exceed prefetch ({self.prefetch}): a batch is "
                 "gathered from the messages the broker lets the router hold; raise prefetch"
             )
+        shape = sorted({"durable", "queue_type", "arguments"} & self.model_fields_set)
+        if shape and not self.declare:
+            raise ValueError(
+                f"{', '.join(shape)} describe{'s' if len(shape) == 1 else ''} the queue the router "
+                "declares, and it declares none unless declare: true (an existing queue is consumed as "
+                "it is); add declare: true, or remove " + ", ".join(shape))
         if "x-queue-type" in self.arguments:
             raise ValueError("arguments: set queue_type instead of x-queue-type")
         if self.queue_type == "quorum" and not self.durable:

@@ -33,6 +33,10 @@ class AsyncEvent(Protocol):
     def enqueued_at(self) -> float:
         """Epoch seconds of first acceptance (for ``max_event_age``)."""
         ...
+    @property
+    def trace(self) -> str | None:
+        """The X-Ray trace header the event came with (``router.lineage``: a chain's hop count)."""
+        ...
 
 
 class Delivery(Protocol):
@@ -81,10 +85,11 @@ class AsyncQueue(Protocol):
     """The transport's name in task names and logs: ``sql`` or ``amqp``."""
 
     async def publish(
-        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float
+        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float,
+        trace: str | None = None,
     ) -> None:
         """Accept a new event for ``function``; durable when this returns. Raises ``Unavailable`` when it
-        was not accepted."""
+        was not accepted. ``trace``: the X-Ray trace header it came with, kept with it."""
         ...
 
     async def deliveries(self, function: str, *, prefetch: int, lease: float) -> Deliveries:

@@ -185,16 +185,18 @@ class AsyncWorker:
                                  execute=self._execute, uniform=self._uniform, metrics=self._metrics)
         d = done.decision
         if d is None:
-            await self._finish(work, EVENT_AGE_EXCEEDED, ev.attempts, None)
+            await self._finish(work, EVENT_AGE_EXCEEDED, ev.attempts, None, done.trace)
         elif d.action is Action.RETRY:
             if self._history is not None:
                 self._history.retrying(self.name, ev.request_id)
             await self._retry(work, d.delay, d.attempts, done.result)
         else:
-            await self._finish(work, d.condition, d.attempts, done.result)
+            await self._finish(work, d.condition, d.attempts, done.result, done.trace)
 
-    async def _finish(self, work: _Settling, condition: str, attempts: int, result: Result | None) -> None:
-        """Send the destination record of a finished event (or count the drop), then complete it."""
+    async def _finish(self, work: _Settling, condition: str, attempts: int, result: Result | None,
+                      trace: str | None) -> None:
+        """Send the destination record of a finished event (or count the drop), then complete it.
+        ``trace``: the header of its last invocation, which the record carries (recursive loops)."""
         delivery = work.delivery
         ev = delivery.event
         which = "on_success" if condition == SUCCESS else "on_failure"
@@ -223,11 +225,11 @@ class AsyncWorker:
             approximate_invoke_count=attempts, payload=ev.payload, result=result, now=self._clock.time(),
         )
         extra = self._extra(ev, attempts, result)
-        if not await deliver_record(dest, record, metrics=self._metrics, extra=extra):
+        if not await deliver_record(dest, record, metrics=self._metrics, extra=extra, trace=trace):
             try:
                 await asyncio.shield(self._keep.publish(
                     self.name, request_id=ev.request_id, payload=delivery_payload(which, record),
-                    source=DELIVERY_SOURCE, route=ev.route, now=self._clock.time(),
+                    source=DELIVERY_SOURCE, route=ev.route, now=self._clock.time(), trace=trace,
                 ))
             except Exception as exc:
                 log.error("cannot keep the undelivered record in the state store (%s: %s); the event goes "
@@ -253,7 +255,8 @@ class AsyncWorker:
                         which or "such", extra=self._extra(ev, ev.attempts))
             await self._settle(work, delivery.complete())
             return
-        if await deliver_record(dest, record, metrics=self._metrics, extra=self._extra(ev, ev.attempts)):
+        if await deliver_record(dest, record, metrics=self._metrics, extra=self._extra(ev, ev.attempts),
+                                trace=ev.trace):
             await self._settle(work, delivery.complete())
             return
         backoff = self._settings().backoff

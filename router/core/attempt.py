@@ -33,6 +33,7 @@ class Attempted:
     result: Result | None
     decision: Decision | None
     at: float
+    trace: str | None = None  # the invocation's trace header (destination records carry it on)
 
 
 async def run_attempt(ev: AsyncEvent, *, name: str, cfg: AsyncConfig, clock: Clock, execute: Execute,
@@ -43,11 +44,11 @@ async def run_attempt(ev: AsyncEvent, *, name: str, cfg: AsyncConfig, clock: Clo
     if is_too_old(now, ev.enqueued_at, cfg.max_event_age):
         log.warning("async event is older than max_event_age (%gs): not invoked", cfg.max_event_age,
                     extra=event_extra(name, ev, ev.attempts))
-        return Attempted(None, None, now)
+        return Attempted(None, None, now, ev.trace)
     metrics.async_event_age.labels(name).observe(max(0.0, now - ev.enqueued_at))
     inv = Invocation(
         function=name, payload=ev.payload, source=ev.source, route=ev.route, request_id=ev.request_id,
-        invocation_type="async", attempt=ev.attempts + 1, enqueued_at=ev.enqueued_at,
+        invocation_type="async", attempt=ev.attempts + 1, enqueued_at=ev.enqueued_at, trace_id=ev.trace,
     )
     result = await execute(inv)
     now = clock.time()
@@ -67,7 +68,7 @@ async def run_attempt(ev: AsyncEvent, *, name: str, cfg: AsyncConfig, clock: Clo
     elif d.action is Action.FAIL:
         log.warning("async event failed for good (%s) after %d attempts: %s", d.condition, d.attempts,
                     result.error_summary(), extra=event_extra(name, ev, inv.attempt, result))
-    return Attempted(result, d, now)
+    return Attempted(result, d, now, inv.trace_id)
 
 
 def event_extra(function: str, ev: AsyncEvent, attempt: int, result: Result | None = None) -> dict[str, Any]:
@@ -86,12 +87,14 @@ def delivery_payload(which: str, record: dict[str, Any]) -> bytes:
 
 
 async def deliver_record(
-    dest: Destination, record: dict[str, Any], *, metrics: Metrics, extra: dict[str, Any]
+    dest: Destination, record: dict[str, Any], *, metrics: Metrics, extra: dict[str, Any],
+    trace: str | None = None,
 ) -> bool:
-    """Send ``record``; count and log the outcome. False when it failed (the caller keeps the record)."""
+    """Send ``record`` (with ``trace``, the invocation's trace header); count and log the outcome. False
+    when it failed (the caller keeps the record)."""
     function = str(extra["function"])
     try:
-        await dest.send(record)
+        await dest.send(record, trace=trace)
     except Exception as exc:
         metrics.destination_deliveries.labels(function, dest.kind, "error").inc()
         log.warning("%s destination failed, the record is kept and retried: %s", dest.kind, exc,

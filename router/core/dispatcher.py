@@ -20,6 +20,7 @@ from router.core.async_worker import AsyncWorker
 from router.core.controls import HELD_SYNC, Controls
 from router.core.history import HistoryRecorder
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
+from router.core.recursion import LoopGuard
 from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
 from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.invokers.base import Invoker
@@ -103,6 +104,7 @@ class Dispatcher:
         metrics.account_concurrent_executions.set_function(lambda: self._limits.account.in_use)
         self._async_limits = {name: self._async_limit_of(self._limits[name]) for name in config.functions}
         self.controls = controls or Controls(config, metrics=metrics, account_limit=account_limit)
+        self._loops_guard = LoopGuard(config, metrics)  # recursive loop detection (router.lineage)
         self.controls.on_reserved(self._set_reserved)
         self._queues: list[AsyncQueue] = [queue]
         self._workers: dict[str, AsyncWorker] = {}
@@ -157,6 +159,7 @@ class Dispatcher:
             self._invokers.pop(name, None)
         self._invokers.update(invokers)
         self.controls.reconfigure(config)  # before the caps: a run-time reservation outlives the reload
+        self._loops_guard.reconfigure(config)
         for name in [*invokers, *removed]:
             if name not in config.functions:
                 self._limits.remove(name)
@@ -291,6 +294,9 @@ class Dispatcher:
 
     async def _execute(self, inv: Invocation) -> Result:
         """Run the invoker (the caller holds a slot) and count the attempt. Never raises but cancellation."""
+        refused = self._loops_guard.admit(inv)
+        if refused is not None:
+            return refused
         fn = inv.function
         metrics = self._metrics
         gauge = metrics.child(metrics.concurrent_executions, fn)
@@ -347,7 +353,8 @@ class Dispatcher:
         if len(inv.payload) > limit:
             raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
         await self.queue.publish(inv.function, request_id=inv.request_id, payload=inv.payload,
-                                 source=inv.source, route=inv.route, now=self._clock.time())
+                                 source=inv.source, route=inv.route, now=self._clock.time(),
+                                 trace=inv.trace_id)
         if self.history is not None:
             self.history.accepted(inv)
         self._metrics.async_events_received.labels(inv.function).inc()

@@ -19,7 +19,7 @@ import logging
 import os
 from typing import Any
 
-from router import amqp
+from router import amqp, lineage
 from router.errors import DestinationError
 
 log = logging.getLogger("router.destinations.amqp")
@@ -82,23 +82,25 @@ class AmqpDestination:
                 self._channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
             return self._channel
 
-    def message(self, record: dict[str, Any]) -> Any:
+    def message(self, record: dict[str, Any], trace: str | None = None) -> Any:
         """The persistent JSON message of ``record``; its message id is ``requestId:condition`` (the same
-        for a record re-sent after a failure, so consumers can deduplicate)."""
+        for a record re-sent after a failure, so consumers can deduplicate); ``trace`` rides in its
+        ``x-amzn-trace-id`` header (``router.lineage``), which the amqp source reads back."""
         import aio_pika
 
         ctx = record.get("requestContext") or {}
         return aio_pika.Message(
             json.dumps(record, separators=(",", ":")).encode(),
+            headers={lineage.HEADER: trace} if trace else None,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=f"{ctx.get('requestId', '')}:{ctx.get('condition', '')}",
             type="lambda.destination-record",
         )
 
-    async def send(self, record: dict[str, Any]) -> None:
+    async def send(self, record: dict[str, Any], trace: str | None = None) -> None:
         """Publish and wait for the broker's confirm; raises ``DestinationError`` otherwise."""
-        message = self.message(record)
+        message = self.message(record, trace)
 
         async def publish() -> Any:
             channel = await self._get_channel()

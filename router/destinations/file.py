@@ -20,7 +20,7 @@ class FileDestination:
         self.path = path
         self._lock = lock
 
-    async def send(self, record: dict[str, Any]) -> None:
+    async def send(self, record: dict[str, Any], trace: str | None = None) -> None:
         line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         async with self._lock:
             try:

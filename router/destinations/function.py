@@ -19,8 +19,7 @@ class FunctionDestination:
         self.function = function
         self._submit = submit
 
-    async def send(self, record: dict[str, Any]) -> None:
+    async def send(self, record: dict[str, Any], trace: str | None = None) -> None:
         payload = json.dumps(record, separators=(",", ":")).encode()
-        await self._submit(
-            Invocation(function=self.function, payload=payload, source="function", invocation_type="async")
-        )
+        await self._submit(Invocation(function=self.function, payload=payload, source="function",
+                                      invocation_type="async", trace_id=trace))

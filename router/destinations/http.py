@@ -22,10 +22,12 @@ class HttpDestination:
         self._session = session
         self._where = f"http destination POST {safe_url(url)}"
 
-    async def send(self, record: dict[str, Any]) -> None:
+    async def send(self, record: dict[str, Any], trace: str | None = None) -> None:
+        # X-Amzn-Trace-Id: the invocation's trace header, as an AWS SDK call from the function carries it.
+        headers = {**self._headers, "X-Amzn-Trace-Id": trace} if trace else self._headers
         try:
             async with self._session.post(
-                self.url, json=record, headers=self._headers, timeout=self._timeout, allow_redirects=False
+                self.url, json=record, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
                 if 200 <= resp.status < 300:
                     return

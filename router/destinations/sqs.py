@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from router import lineage
 from router.aws import create_client, describe_error, is_fifo
 from router.config.models import AwsConfig
 from router.errors import DestinationError
@@ -29,9 +30,13 @@ class SqsDestination:
         self._fifo = is_fifo(queue_url)
         self._where = f"sqs destination {redact(queue_url)}"
 
-    def message(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The SendMessage arguments for ``record``."""
+    def message(self, record: dict[str, Any], trace: str | None = None) -> dict[str, Any]:
+        """The SendMessage arguments for ``record``; ``trace`` becomes its ``AWSTraceHeader``, as SQS keeps
+        the X-Amzn-Trace-Id of a call from a Lambda function (``router.lineage``)."""
         kw: dict[str, Any] = {"QueueUrl": self.queue_url, "MessageBody": json.dumps(record)}
+        if trace:
+            kw["MessageSystemAttributes"] = {
+                lineage.SQS_ATTRIBUTE: {"DataType": "String", "StringValue": trace}}
         if self._fifo:
             ctx = record.get("requestContext") or {}
             arn = str(ctx.get("functionArn") or "")
@@ -41,11 +46,11 @@ class SqsDestination:
             kw["MessageDeduplicationId"] = dedup[:128]
         return kw
 
-    async def send(self, record: dict[str, Any]) -> None:
+    async def send(self, record: dict[str, Any], trace: str | None = None) -> None:
         """Raises ``DestinationError`` when SQS does not take the message (the engine retries)."""
         try:
             async with create_client("sqs", self._aws) as client:
-                await client.send_message(**self.message(record))
+                await client.send_message(**self.message(record, trace))
         except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
             message, _ = describe_error(exc, what="queue",
                                         hint_not_found="check its queue_url and aws.region")

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from router.core.recursion import refusal_message
 from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http import aws_errors
 from router.http.context import CTX, HttpContext
@@ -156,6 +157,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         invocation_type="async" if kind == "Event" else "sync",
         log_tail=request.headers.get("X-Amz-Log-Type") == "Tail",
         client_context=client_context,
+        # The AWS SDKs send the calling function's _X_AMZN_TRACE_ID: a chain's hops (recursive loops).
+        trace_id=request.headers.get("X-Amzn-Trace-Id") or None,
     )
     try:
         if kind == "Event":
@@ -168,6 +171,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
 
     if result.outcome is Outcome.THROTTLED:  # no execution environment could be had (memory budget)
         return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)
+    refused = refusal_message(result)
+    if refused is not None:  # recursive loop detection stopped it: Lambda's 400, not a function error
+        return aws_errors.aws_error(400, "RecursiveInvocationException", refused, request_id)
     headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": result.executed_version}
     if result.function_error:
         headers["X-Amz-Function-Error"] = result.function_error

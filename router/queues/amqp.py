@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from router import amqp
+from router import amqp, lineage
 from router.clock import Clock
 from router.errors import AsyncQueueError
 
@@ -93,6 +93,7 @@ class AmqpEvent:
     route: str | None
     attempts: int  # attempts already made
     enqueued_at: float  # epoch seconds of first acceptance (for max_event_age)
+    trace: str | None = None  # the X-Ray trace header it came with (router.lineage)
 
     def next(self, attempts: int) -> AmqpEvent:
         return replace(self, attempts=attempts)
@@ -107,6 +108,8 @@ def to_message(ev: AmqpEvent) -> Any:
     }
     if ev.route is not None:
         headers[H_ROUTE] = ev.route
+    if ev.trace is not None:
+        headers[lineage.HEADER] = ev.trace
     return aio_pika.Message(
         ev.payload, headers=headers, content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=ev.request_id,
@@ -135,7 +138,7 @@ def from_message(message: Any, now: float) -> AmqpEvent:
     return AmqpEvent(
         request_id=text(H_REQUEST_ID) or message.message_id or str(uuid.uuid4()),
         payload=bytes(message.body), source=text(H_SOURCE) or "amqp", route=text(H_ROUTE),
-        attempts=attempts, enqueued_at=enqueued_at,
+        attempts=attempts, enqueued_at=enqueued_at, trace=text(lineage.HEADER),
     )
 
 
@@ -229,12 +232,14 @@ class AmqpQueue:
     # --- publishing -------------------------------------------------------------------------------------
 
     async def publish(
-        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float
+        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float,
+        trace: str | None = None,
     ) -> None:
         """Publish a new event to the function queue; returns once the broker confirmed it. Raises
         ``AsyncQueueError``."""
         await self.publish_event(function, AmqpEvent(
-            request_id=request_id, payload=payload, source=source, route=route, attempts=0, enqueued_at=now))
+            request_id=request_id, payload=payload, source=source, route=route, attempts=0, enqueued_at=now,
+            trace=trace))
 
     async def publish_event(self, function: str, ev: AmqpEvent, delay: float = 0.0) -> None:
         """Publish ``ev`` to the function queue, or through the delay queue of ``delay`` seconds; returns

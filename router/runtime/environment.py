@@ -240,8 +240,10 @@ class Environment:
             "Lambda-Runtime-Aws-Request-Id": rid,
             "Lambda-Runtime-Deadline-Ms": str(int((now + time_limit) * 1000)),
             "Lambda-Runtime-Invoked-Function-Arn": self.arn,
+            # The dispatcher's header (router.lineage: the chain's hop count rides in it); else a new one.
             # X-Ray ids need to be unique, not secret: no getrandom(2) call per invocation.
-            "Lambda-Runtime-Trace-Id": f"Root=1-{int(now):08x}-{random.getrandbits(96):024x};Sampled=0",
+            "Lambda-Runtime-Trace-Id": invocation.trace_id
+            or f"Root=1-{int(now):08x}-{random.getrandbits(96):024x};Sampled=0",
         }
         if invocation.client_context:
             decoded = _client_context_json(invocation.client_context)

@@ -11,7 +11,7 @@ from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from router.errors import StateStoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bump when a table changes, and add the migration from the previous version to ``create_tables``.
 
 2: ``router_checkpoints`` (stream checkpoints), ``router_schedule_fires`` (one claim per schedule tick).
@@ -23,7 +23,10 @@ SCHEMA_VERSION = 4
 4: ``router_failed_events`` (failed events kept for inspection and redrive), ``router_controls``
    (routes paused, functions' reserved concurrency and event invoke overrides set at run time) and
    ``router_invocations`` (invocation history, ``router.state.history``). New tables only: a version-3
-   database migrates by opening it, the same way."""
+   database migrates by opening it, the same way.
+5: ``router_async_events.trace`` (the X-Ray trace header an async event came with: the hop count of
+   recursive loop detection, ``router.lineage``). A version-4 database migrates by opening it: the
+   column is added (``_add_columns``)."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -54,6 +57,7 @@ async_events = sa.Table(
     sa.Column("enqueued_at", sa.Double(), nullable=False),
     sa.Column("available_at", sa.Double(), nullable=False),
     sa.Column("lease_until", sa.Double(), nullable=True),  # NULL: not handed out
+    sa.Column("trace", sa.String(512), nullable=True),  # X-Ray trace header (router.lineage)
     sa.Index("router_async_events_claim", "function", "available_at"),
 )
 _leased = async_events.c.lease_until.is_not(None)
@@ -177,9 +181,23 @@ def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> Non
             f"({SCHEMA_VERSION}); upgrade the router or point state: at another database"
         )
     if int(stored) < SCHEMA_VERSION:  # the missing tables were created above: that is the migration
+        if int(stored) < 5:
+            _add_columns(conn, schema)
         conn.execute(
             sa.update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
         )
+
+
+def _add_columns(conn: sa.Connection, schema: str | None) -> None:
+    """Version 5: ``router_async_events.trace``, added to a table created by an older router."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(async_events.name, schema=schema)}
+    if "trace" in columns:
+        return
+    prep = conn.dialect.identifier_preparer
+    table = prep.quote(async_events.name)
+    if schema is not None:
+        table = f"{prep.quote_schema(schema)}.{table}"
+    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN trace VARCHAR(512)"))
 
 
 def _insert_for(dialect: str) -> Any:

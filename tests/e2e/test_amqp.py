@@ -111,6 +111,8 @@ def broker(amqp_url: str) -> Iterator[Broker]:
 
 def _config(tmp_path: Path, url: str, source: str, *, concurrency: int = 4, max_body: str = "6MB",
             filters: str = "", route: str = "orders") -> str:
+    if "declare:" not in source:  # these tests' queues are the router's to declare, unless they say
+        source = "declare: true, " + source
     return f"""
         version: 1
         server: {{host: 127.0.0.1, port: @PORT@, shutdown_timeout: 5s, max_body: {max_body}}}

@@ -89,6 +89,7 @@ def test_amqp_route_broker_restarted_three_times_loses_nothing(
         routes:
           - name: orders
             source: {{type: amqp, url: "{rabbit_node.url}", queue: {queue}, prefetch: 40, batch_size: 10,
+                      declare: true,
                       batch_window: 50ms}}
             function: record
     """)

@@ -124,6 +124,7 @@ def amqp(tmp_path: Path, effects: SideEffects, request: pytest.FixtureRequest) -
         routes:
           - name: orders
             source: {{type: amqp, url: "{amqp_url}", queue: {queue}, prefetch: 40, batch_size: 10,
+                      declare: true,
                       batch_window: 50ms}}
             function: record
     """

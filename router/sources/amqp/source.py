@@ -12,11 +12,16 @@ A throttled or unreachable function is not the messages' fault: they are handed 
 A message too large for the payload limit is dead-lettered with a reason; messages no filter matches are
 acked uninvoked.
 
-Faults: an unreachable broker, refused login, missing queue (``declare: false``), mismatching queue
-arguments or a consumer the broker cancelled (queue deleted) are logged (never the password), counted
-in ``router_source_errors_total``, mark the route not ready and are retried with exponential backoff
-(capped at 30 s). Once connected, the robust connection re-establishes itself after a loss (every
-second) and the robust channel re-applies qos and the consumer; meanwhile the route is not ready.
+The queue is consumed as it exists (a passive declare, on a channel of its own first, so a missing
+queue closes only that one), as Lambda never declares one; with ``declare: true`` the router declares it
+with ``durable`` / ``queue_type`` / ``arguments``.
+
+Faults: an unreachable broker, refused login, missing queue (unless ``declare: true``), mismatching
+queue arguments (``declare: true``) or a consumer the broker cancelled (queue deleted) are logged (never
+the password), counted in ``router_source_errors_total``, mark the route not ready and are retried with
+exponential backoff (capped at 30 s). Once connected, the robust connection re-establishes itself after
+a loss (every second) and the robust channel re-applies qos and the consumer; meanwhile the route is
+not ready.
 Messages delivered on the lost channel cannot be acked any more: the broker redelivers them
 (``redelivered: true``); buffered ones are dropped unstarted.
 ``stop``: basic.cancel, batches being gathered are handed back (nack with requeue) at once, running
@@ -34,6 +39,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from router import lineage
 from router.amqp import connect, describe_error, host_of, redact, user_of, vhost_of
 from router.clock import Clock
 from router.config.models import AmqpSourceConfig, AwsConfig, RouteConfig
@@ -182,6 +188,8 @@ class AmqpSource:
         try:
             conn.close_callbacks.add(self._on_connection_lost)
             conn.reconnect_callbacks.add(self._on_reconnected)
+            if not self._cfg.declare:
+                await self._check_queue(conn)
             channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=self._cfg.prefetch)
             queue = await self._declare(channel)
@@ -271,9 +279,19 @@ class AmqpSource:
             return None
         return attempt.result()
 
+    async def _check_queue(self, conn: Any) -> None:
+        """The queue exists: a passive declare on a short-lived channel of its own (the broker closes the
+        channel of a passive declare that finds nothing; the consuming channel is opened after this)."""
+        check = await conn.channel()
+        try:
+            await check.declare_queue(self._cfg.queue, passive=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await check.close()
+
     async def _declare(self, channel: Any) -> Any:
         cfg = self._cfg
-        if not cfg.declare:
+        if not cfg.declare:  # checked by ``_check_queue``; passive again so the robust channel restores it
             return await channel.declare_queue(cfg.queue, passive=True)
         arguments = dict(cfg.arguments)
         if cfg.queue_type == "quorum":
@@ -418,7 +436,7 @@ class AmqpSource:
             payload = batch_payload_of([i.encoded for i in part], arn=self._arn, queue=self._cfg.queue,
                                        vhost=self._vhost)
             inv = Invocation(function=self.route.function, payload=payload, source=TYPE,
-                             route=self.route.name)
+                             route=self.route.name, trace_id=_trace(part))
             result = await self._dispatcher.invoke_in_slot(inv)
             messages = [i.message for i in part]
             if result.ok:
@@ -498,8 +516,10 @@ class AmqpSource:
     # --- faults ------------------------------------------------------------------------------------
 
     def _fault(self, exc: BaseException) -> None:
-        hint = ("create the queue, or set declare: true" if not self._cfg.declare
-                else "check source.queue")
+        hint = ("the route consumes an existing queue: create it on the broker (with the arguments it "
+                "needs: dead-letter exchange, queue type, ...), or set source.declare: true (with "
+                "source.queue_type / source.arguments) to have the router declare it"
+                if not self._cfg.declare else "check source.queue")
         message, error_type = describe_error(exc, self._cfg.url, queue=self._cfg.queue, hint_not_found=hint)
         self._health.fault(message, error_type.value, exc_info=None if _is_broker_error(exc) else exc)
 
@@ -511,3 +531,12 @@ def _is_broker_error(exc: BaseException) -> bool:
     return isinstance(exc, aiormq.exceptions.AMQPError | pamqp.exceptions.PAMQPException | OSError
                       | TimeoutError | ConnectionError | ConsumerCancelled)
 
+
+def _trace(items: list[Item]) -> str | None:
+    """The trace header the batch carries (``x-amzn-trace-id``: the recursive loop count, ``lineage``)."""
+    headers: list[str | None] = []
+    for item in items:
+        value = (item.message.headers or {}).get(lineage.HEADER)
+        headers.append(value.decode("utf-8", "replace") if isinstance(value, bytes) else
+                       value if isinstance(value, str) else None)
+    return lineage.deepest(headers)

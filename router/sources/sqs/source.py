@@ -26,6 +26,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from router import lineage
 from router.aws import create_client, describe_error, is_not_found, region_of
 from router.clock import Clock
 from router.config.models import AwsConfig, RouteConfig, SqsSourceConfig
@@ -276,7 +277,8 @@ class SqsSource:
             records = kept
         if not records:
             return delete
-        inv = Invocation(function=self.route.function, payload=payload, source=TYPE, route=self.route.name)
+        inv = Invocation(function=self.route.function, payload=payload, source=TYPE, route=self.route.name,
+                         trace_id=_trace(records))
         result = await self._dispatcher.invoke_in_slot(inv)
         verdict = batch_verdict(result, records, report_batch_item_failures=self._reported, fifo=info.fifo)
         if verdict.whole and self._cfg.bisect_on_error and len(records) > 1:
@@ -319,7 +321,7 @@ class SqsSource:
                 if not part:
                     continue
             inv = Invocation(function=self.route.function, payload=batch_payload(part), source=TYPE,
-                             route=self.route.name)
+                             route=self.route.name, trace_id=_trace(part))
             result = await self._dispatcher.invoke_in_slot(inv)
             verdict = batch_verdict(result, part, report_batch_item_failures=self._reported, fifo=info.fifo)
             if result.throttle:
@@ -391,3 +393,8 @@ def _approx_size(message: dict[str, Any]) -> int:
 def _group(record: dict[str, Any]) -> str:
     group: str = record["attributes"].get("MessageGroupId", "")
     return group
+
+
+def _trace(records: list[dict[str, Any]]) -> str | None:
+    """The trace header the batch carries (``AWSTraceHeader``: the recursive loop count, ``lineage``)."""
+    return lineage.deepest([r["attributes"].get(lineage.SQS_ATTRIBUTE) for r in records])

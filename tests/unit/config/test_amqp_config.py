@@ -20,7 +20,7 @@ def test_defaults() -> None:
     cfg = make()
     assert (cfg.prefetch, cfg.batch_size, cfg.batch_window) == (10, 10, 0.5)  # batch: min(100, prefetch)
     assert cfg.on_error == "dead_letter"
-    assert cfg.declare
+    assert not cfg.declare  # as Lambda: an existing queue is consumed as it is
     assert cfg.durable
     assert cfg.queue_type == "classic"
     assert cfg.bisect_on_error  # one poison message does not take its batch with it (issue 9)
@@ -29,9 +29,13 @@ def test_defaults() -> None:
 
 @pytest.mark.parametrize(("kw", "message"), [
     ({"prefetch": 10, "batch_size": 20}, r"batch_size \(20\) cannot exceed prefetch \(10\)"),
-    ({"arguments": {"x-queue-type": "quorum"}}, "set queue_type instead"),
-    ({"queue_type": "quorum", "durable": False}, "quorum queue is always durable"),
-    ({"arguments": {"x-delivery-limit": 3}}, "x-delivery-limit works on quorum queues only"),
+    ({"declare": True, "arguments": {"x-queue-type": "quorum"}}, "set queue_type instead"),
+    ({"declare": True, "queue_type": "quorum", "durable": False}, "quorum queue is always durable"),
+    ({"declare": True, "arguments": {"x-delivery-limit": 3}}, "x-delivery-limit works on quorum queues only"),
+    ({"queue_type": "quorum"}, "queue_type describes the queue the router declares, and it declares none "
+                               r"unless declare: true \(an existing queue is consumed as it is\); add "
+                               "declare: true, or remove queue_type"),
+    ({"durable": False, "arguments": {"x-max-length": 5}}, "arguments, durable describe the queue"),
     ({"url": "http://h/"}, "must be an amqp:// or amqps:// URL"),
     ({"requeue_delay": 0}, "greater than 0"),
     ({"on_error": "drop"}, "dead_letter"),
@@ -42,7 +46,8 @@ def test_invalid(kw: dict[str, Any], message: str) -> None:
 
 
 def test_quorum_with_delivery_limit() -> None:
-    cfg = make(queue_type="quorum", arguments={"x-delivery-limit": 5, "x-dead-letter-exchange": "dlx"})
+    cfg = make(declare=True, queue_type="quorum",
+               arguments={"x-delivery-limit": 5, "x-dead-letter-exchange": "dlx"})
     assert cfg.arguments["x-delivery-limit"] == 5
 
 

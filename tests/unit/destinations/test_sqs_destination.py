@@ -52,6 +52,16 @@ async def test_record_arrives_as_json_body(aws: AwsConfig, client: Any) -> None:
     assert json.loads(msg["Body"]) == RECORD
 
 
+async def test_the_trace_header_becomes_the_aws_trace_header_attribute(aws: AwsConfig, client: Any) -> None:
+    """As SQS keeps a Lambda function's X-Amzn-Trace-Id: the sqs source reads the loop count back."""
+    url = (await client.create_queue(QueueName=f"dest-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0;Lineage=12326a9d:4"
+    await SqsDestination(url, aws=aws).send(RECORD, trace=trace)
+    await SqsDestination(url, aws=aws).send(RECORD)
+    traces = [m.get("Attributes", {}).get("AWSTraceHeader") for m in await _receive(client, url)]
+    assert sorted(traces, key=str) == sorted([trace, None], key=str)
+
+
 async def test_fifo_queue_gets_group_and_deduplication_ids(aws: AwsConfig, client: Any) -> None:
     name = f"dest-{uuid.uuid4().hex[:8]}.fifo"
     url = (await client.create_queue(QueueName=name, Attributes={"FifoQueue": "true"}))["QueueUrl"]

@@ -52,7 +52,8 @@ class Harness:
                                 metrics=self.metrics)
         route = RouteConfig.model_validate({
             "name": "orders", "function": "fn", "filters": filters or [],
-            "source": {"type": "amqp", "url": url or self.url, **source},
+            # The harness's queues are the router's to declare (the default consumes an existing one).
+            "source": {"type": "amqp", "url": url or self.url, "declare": True, **source},
         })
         src = AmqpSource(route, dispatcher=dispatcher, metrics=self.metrics, readiness=self.readiness,
                          aws=AwsConfig(), max_body=6 * 1024 * 1024, backoff=(0.05, 0.2))

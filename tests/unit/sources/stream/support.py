@@ -165,7 +165,7 @@ class RecordingDestination:
         self.failing = False
         self.attempts = 0
 
-    async def send(self, record: dict[str, Any]) -> None:
+    async def send(self, record: dict[str, Any], trace: str | None = None) -> None:
         self.attempts += 1
         if self.failing:
             raise OSError("destination down")
