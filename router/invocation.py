@@ -63,6 +63,9 @@ class Invocation:
     log_tail: bool = False
     client_context: str | None = None  # base64 JSON, as X-Amz-Client-Context
     enqueued_at: float = field(default_factory=time.time)  # wall clock, for event age
+    qualifier: str | None = None  # a version number or alias asked for (None: $LATEST)
+    version: str | None = None  # the published version that runs, set by the dispatcher (None: $LATEST)
+    invoked_arn: str | None = None  # the qualified ARN the function was invoked by (None: unqualified)
 
     def event(self) -> Any:
         return json.loads(self.payload)

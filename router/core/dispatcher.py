@@ -20,7 +20,8 @@ from router.core.async_worker import AsyncWorker
 from router.core.controls import HELD_SYNC, Controls
 from router.core.history import HistoryRecorder
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
-from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
+from router.core.versions import Versions
+from router.errors import FunctionNotFound, PayloadTooLarge, QualifierNotFound, Throttled, VersionError
 from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.invokers.base import Invoker
 from router.metrics import Metrics
@@ -115,6 +116,7 @@ class Dispatcher:
         self._stopping = False
         self._drained = asyncio.Event()
         self.history: HistoryRecorder | None = None  # set by the app: invocations are recorded there
+        self.versions: Versions | None = None  # set by the app: published versions and aliases
 
     @staticmethod
     def _async_limit_of(shared: FunctionLimit) -> FunctionLimit:
@@ -153,6 +155,8 @@ class Dispatcher:
         removed = set(removed)
         retired = {name: self._invokers[name] for name in [*invokers, *removed] if name in self._invokers}
         self._config = config
+        if self.versions is not None:
+            self.versions.reconfigure(config)
         for name in removed:
             self._invokers.pop(name, None)
         self._invokers.update(invokers)
@@ -232,6 +236,8 @@ class Dispatcher:
 
     async def invoke(self, inv: Invocation) -> Result:
         """Run ``inv`` now. Raises ``FunctionNotFound``, or ``Throttled`` at once at the cap."""
+        if inv.qualifier is not None or ":" in inv.function:
+            await self._qualify(inv)
         self._check(inv.function)
         limit = self._limits[inv.function]
         if not limit.try_acquire():
@@ -251,6 +257,8 @@ class Dispatcher:
 
     async def invoke_waiting(self, inv: Invocation) -> Result:
         """Run ``inv``, waiting for a free slot at the cap (backpressure for pollers and schedules)."""
+        if inv.qualifier is not None or ":" in inv.function:
+            await self._qualify(inv)
         self._check(inv.function)
         limit = self._limits[inv.function]
         if not limit.try_acquire():
@@ -269,6 +277,7 @@ class Dispatcher:
         ``invoke_in_slot``; while the function is at its cap (or paused) no receive happens at all. With
         ``route``, first wait while the route is paused: the one gate of every poller.
         """
+        function = function.partition(":")[0]  # a route's name:qualifier shares the function's slots
         self._check(function)
         if route is not None:
             await self.controls.wait_route_enabled(route)
@@ -283,8 +292,34 @@ class Dispatcher:
 
     async def invoke_in_slot(self, inv: Invocation) -> Result:
         """Run ``inv`` in a slot the caller holds through ``slot()``; never raises for function errors."""
+        if inv.qualifier is not None or ":" in inv.function:
+            await self._qualify(inv)
         self._check(inv.function)
         return await self._execute(inv)
+
+    async def _qualify(self, inv: Invocation) -> None:
+        """Resolve ``inv``'s qualifier (``name:qualifier`` of a route, or ``inv.qualifier``) to the version
+        that runs (``inv.version``, None for $LATEST) and make that version's invoker ready. Raises
+        ``QualifierNotFound``."""
+        name, _, derived = inv.function.partition(":")
+        if derived:
+            inv.function = name
+            inv.qualifier = derived
+        qualifier = inv.qualifier
+        if qualifier is None or qualifier == "$LATEST":
+            inv.qualifier = None
+            return
+        self._check(name)
+        versions = self.versions
+        if versions is None:
+            raise QualifierNotFound(name, qualifier, "this router runs no versions")
+        version = versions.resolve(name, qualifier)
+        if version is None:
+            inv.qualifier = None
+            return
+        await versions.invoker(name, version)
+        inv.version = version
+        inv.invoked_arn = versions.arn(name, qualifier)
 
     def _count_throttle(self, inv: Invocation) -> None:
         self._metrics.throttles.labels(inv.function, inv.source).inc()
@@ -299,7 +334,12 @@ class Dispatcher:
         if history is not None and inv.invocation_type == "async":
             history.attempt_started(inv)
         started = self._clock.monotonic()
-        invoker = self._invokers[fn]
+        version = inv.version
+        if version is None:
+            invoker = self._invokers[fn]
+        else:
+            assert self.versions is not None
+            invoker = self.versions.invoker_now(fn, version)
         calls = self._calls
         calls[invoker] = calls.get(invoker, 0) + 1
         try:
@@ -328,6 +368,11 @@ class Dispatcher:
             else:
                 history.attempt_ended(inv, result, duration)
         metrics.child(metrics.invocations, fn, inv.source, result.outcome.value).inc()
+        if version is not None:
+            assert self.versions is not None
+            result.executed_version = version
+            metrics.child(metrics.version_invocations, fn, self.versions.metric_label(fn, version),
+                          result.outcome.value).inc()
         metrics.child(metrics.invocation_duration, fn).observe(duration)
         if not result.ok and inv.invocation_type == "sync":
             log.info("sync invocation ended with %s", result.outcome.value, extra={
@@ -342,6 +387,10 @@ class Dispatcher:
 
         Raises ``FunctionNotFound`` or ``PayloadTooLarge`` (over ``server.max_async_body``).
         """
+        if inv.qualifier not in (None, "$LATEST") or ":" in inv.function:
+            raise VersionError(
+                f"function '{inv.function}': asynchronous invocation of a version or alias is not supported "
+                "yet; invoke it synchronously, or asynchronously without a qualifier ($LATEST)")
         self._check(inv.function)
         limit = self._config.server.max_async_body
         if len(inv.payload) > limit:

@@ -227,7 +227,7 @@ class Environment:
         """
         assert self._channel is not None
         rid = invocation.request_id
-        start_line = f"START RequestId: {rid} Version: $LATEST"
+        start_line = f"START RequestId: {rid} Version: {self.spec.version}"
         function_log.line(start_line, self.spec.function, rid)
         lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
         self._track(rid, lines)
@@ -236,7 +236,7 @@ class Environment:
             "Content-Type": "application/json",
             "Lambda-Runtime-Aws-Request-Id": rid,
             "Lambda-Runtime-Deadline-Ms": str(int((now + time_limit) * 1000)),
-            "Lambda-Runtime-Invoked-Function-Arn": self.arn,
+            "Lambda-Runtime-Invoked-Function-Arn": invocation.invoked_arn or self.arn,
             # X-Ray ids need to be unique, not secret: no getrandom(2) call per invocation.
             "Lambda-Runtime-Trace-Id": f"Root=1-{int(now):08x}-{random.getrandbits(96):024x};Sampled=0",
         }

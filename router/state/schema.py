@@ -11,7 +11,7 @@ from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from router.errors import StateStoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bump when a table changes, and add the migration from the previous version to ``create_tables``.
 
 2: ``router_checkpoints`` (stream checkpoints), ``router_schedule_fires`` (one claim per schedule tick).
@@ -23,7 +23,9 @@ SCHEMA_VERSION = 4
 4: ``router_failed_events`` (failed events kept for inspection and redrive), ``router_controls``
    (routes paused, functions' reserved concurrency and event invoke overrides set at run time) and
    ``router_invocations`` (invocation history, ``router.state.history``). New tables only: a version-3
-   database migrates by opening it, the same way."""
+   database migrates by opening it, the same way.
+5: ``router_function_versions`` (published versions: code zip and config, ``router.state.versions``). A
+   new table only: a version-4 database migrates by opening it, the same way."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -150,6 +152,20 @@ invocations = sa.Table(  # invocation history: one row per request id (``router.
     sa.Index("router_invocations_recent", "function", "started_at"),
     # No index on started_at alone: every row written pays for each index, and only the unfiltered
     # newest-first list (bounded by retention) would use it.
+)
+
+
+function_versions = sa.Table(  # published versions (``router.state.versions``): immutable once written
+    "router_function_versions",
+    metadata,
+    sa.Column("function", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),  # 1, 2, ...
+    sa.Column("code_sha256", sa.String(64), nullable=False),  # base64 SHA-256 of ``code`` (CodeSha256)
+    sa.Column("code_size", sa.Integer(), nullable=False),
+    sa.Column("config", sa.Text(), nullable=False),  # the function's config as JSON, at publish time
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("code", sa.LargeBinary(), nullable=False),  # the deterministic zip of the code directory
+    sa.Column("published_at", sa.Double(), nullable=False),
 )
 
 

@@ -21,6 +21,7 @@ from router.state.leases import Lease, LeaseToken
 from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
 from router.state.schema import async_events, create_tables
 from router.state.url import POSTGRESQL, SQLITE, dialect_of, engine_url, redact
+from router.state.versions import VersionRow
 from router.state.writer import GroupCommitWriter, Seal
 
 log = logging.getLogger("router.state")
@@ -454,6 +455,35 @@ class StateStore:
         """Insert or replace one route's or function's run-time settings; committed when this returns."""
         await self._transact("save controls", lambda conn: controls.save(conn, row))
 
+
+    # --- published function versions (issue 13: ``router.state.versions``) ---------------------------
+
+    async def publish_version(self, *, function: str, code: bytes, code_sha256: str, config: str,
+                              description: str, now: float) -> tuple[VersionRow, bool]:
+        """Store the next version of ``function`` (or return the latest, unchanged); (row, created)."""
+        from router.state import versions
+
+        return await self._transact("publish a version", lambda conn: versions.publish(
+            conn, function=function, code=code, code_sha256=code_sha256, config=config,
+            description=description, now=now))
+
+    async def list_versions(self, function: str | None = None) -> list[VersionRow]:
+        """The published versions of ``function`` (of every function when None), oldest first."""
+        from router.state import versions
+
+        return await self._transact("list versions", lambda conn: versions.list_versions(conn, function))
+
+    async def get_version(self, function: str, version: int) -> VersionRow | None:
+        from router.state import versions
+
+        return await self._transact("read a version", lambda conn: versions.get(conn, function, version))
+
+    async def version_code(self, function: str, version: int) -> bytes | None:
+        """The code zip of a version, or None when there is none."""
+        from router.state import versions
+
+        return await self._transact("read a version's code",
+                                    lambda conn: versions.code(conn, function, version))
 
     # --- invocation history (issue 12, part h1: ``router.state.history``) -------------------------------
 

@@ -102,4 +102,4 @@ async def test_version_3_database_migrates_by_opening(tmp_path: Path) -> None:
     with engine.begin() as conn:
         version = conn.execute(sa.text("SELECT value FROM router_meta WHERE key = 'schema_version'")).scalar()
     engine.dispose()
-    assert version == str(SCHEMA_VERSION) == "4"
+    assert version == str(SCHEMA_VERSION) == "5"
