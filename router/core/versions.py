@@ -156,7 +156,7 @@ class Versions:
             where = f"function '{function}' version {version}"
             code_dir = await asyncio.to_thread(package.extract, code, row.code_sha256, self._cache, where)
             try:
-                fn = FunctionConfig.model_validate(json.loads(row.config))
+                fn = FunctionConfig.model_validate({**json.loads(row.config), "code": str(code_dir)})
             except ValueError as exc:
                 raise VersionError(f"{where}: its stored config no longer loads ({exc}); publish a new "
                                    "version") from None

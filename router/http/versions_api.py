@@ -46,7 +46,7 @@ def _timestamp(epoch: float) -> str:
 def version_configuration(api: ControlApi, name: str, row: VersionRow) -> dict[str, Any]:
     """The FunctionConfiguration of a published version: its own config, code hash and qualified ARN."""
     out = api.function_configuration(name)
-    fn = FunctionConfig.model_validate(json.loads(row.config))
+    fn = FunctionConfig.model_validate({**json.loads(row.config), "code": "."})
     out.update(
         FunctionArn=f"{api.config.aws.function_arn(name)}:{row.version}", Version=str(row.version),
         Description=row.description, Timeout=int(-(-fn.timeout // 1)), MemorySize=fn.memory,
