@@ -446,6 +446,12 @@ class Router:
             return ReloadOutcome("refused", self.generation, problems=(change.refusal(),))
         if change.empty:
             return ReloadOutcome("unchanged", self.generation)
+        versions = running.dispatcher.versions
+        if versions is not None:  # aliases must name published versions, as at start
+            try:
+                await versions.check_aliases(new)
+            except RouterError as exc:
+                return ReloadOutcome("refused", self.generation, problems=(str(exc),))
         install(new.secrets)
         # Everything new is built before anything is switched: a failure leaves the running config whole.
         webhooks = running.webhooks.build(new)

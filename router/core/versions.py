@@ -206,15 +206,17 @@ class Versions:
     async def get(self, function: str, version: int) -> VersionRow | None:
         return await self._store.get_version(function, version)
 
-    async def check_aliases(self) -> None:
-        """At start: every version an alias names is published, else a ``RouterError`` saying which."""
-        if not self._aliases:
+    async def check_aliases(self, config: RouterConfig | None = None) -> None:
+        """At start (and before a reload, with the new ``config``): every version an alias names is
+        published, else a ``RouterError`` saying which."""
+        table = self._aliases if config is None else alias_table(config)
+        if not table:
             return
         published: dict[str, set[str]] = {}
         for row in await self._store.list_versions():
             published.setdefault(row.function, set()).add(str(row.version))
         problems = []
-        for function, aliases in self._aliases.items():
+        for function, aliases in table.items():
             have = published.get(function, set())
             for alias, routing in aliases.items():
                 for version in routing.versions():

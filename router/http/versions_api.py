@@ -87,9 +87,10 @@ async def _begin_versions(request: web.Request) -> Begun | web.Response:
     ref = parse_function_name(raw)
     if ref is None:
         return invalid(f"FunctionName: not a function name or ARN, got {raw!r}", rid)
-    if ref.name not in api.config.functions:
+    ctx = request.app[CTX]
+    if ref.name not in ctx.config.functions:  # the running config (a reload changes it)
         return aws_errors.not_found(api.config.aws.function_arn(ref.name), rid)
-    versions = request.app[CTX].versions
+    versions = ctx.versions
     if versions is None:
         return aws_errors.service_error("this router runs no versions (no state store)", rid)
     return api, versions, rid, ref.name, body
@@ -135,7 +136,7 @@ async def list_aliases(request: web.Request) -> web.Response:
         return begun
     api, versions, rid, name, _body = begun
     wanted = request.query.get("FunctionVersion")
-    specs = api.config.functions[name].aliases
+    specs = request.app[CTX].config.functions[name].aliases
     items = [alias_configuration(api, name, alias, routing, specs[alias].description)
              for alias, routing in sorted(versions.aliases(name).items())
              if alias in specs and (wanted is None or routing.version == wanted)]
@@ -149,7 +150,7 @@ async def get_alias(request: web.Request) -> web.Response:
     api, versions, rid, name, _body = begun
     alias = request.match_info["Name"]
     routing = versions.aliases(name).get(alias)
-    specs = api.config.functions[name].aliases
+    specs = request.app[CTX].config.functions[name].aliases
     if routing is None or alias not in specs:
         return _not_found(f"Alias not found: {api.config.aws.function_arn(name)}:{alias}", rid)
     return _json(alias_configuration(api, name, alias, routing, specs[alias].description), rid)

@@ -158,6 +158,15 @@ def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tm
 
     ran = _metric(rp, 'router_version_invocations_total{function="greet",outcome="success",version="1"}')
     assert ran is not None and ran >= 2
+
+    # A reload whose alias names a version never published is refused; the running aliases stay.
+    rp.config_path.write_text(rp.config_path.read_text().replace("weights: {2: 0.5}", "weights: {9: 0.5}"))
+    done = _admin(rp, "reload")
+    assert done.returncode != 0
+    assert "functions.greet.aliases.live: version 9 is not published (published: 1, 2)" in (
+        done.stdout + done.stderr)
+    assert client.get_alias(FunctionName="greet", Name="live")["RoutingConfig"] == {
+        "AdditionalVersionWeights": {"2": 0.5}}
     assert rp.stop() == 0
 
 
