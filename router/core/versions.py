@@ -224,7 +224,7 @@ class Versions:
                         listed = ", ".join(sorted(have, key=int)) or "none"
                         problems.append(
                             f"functions.{function}.aliases.{alias}: version {version} is not published "
-                            f"(published: {listed}); run `router publish {function}` or name a published "
+                            f"(published: {listed}); run 'router publish {function}' or name a published "
                             "version")
         if problems:
             raise RouterError("; ".join(problems))

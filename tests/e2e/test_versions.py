@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +80,9 @@ def _metric(rp: RouterProcess, prefix: str) -> float | None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield (f"sqlite:///{tmp_path / 'state.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_database"))
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return str(f"sqlite:///{tmp_path / 'state.db'}" if request.param == "sqlite"
+               else request.getfixturevalue("pg_database"))
 
 
 def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tmp_path: Path,
@@ -101,7 +100,8 @@ def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tm
 
     router_factory.write_function("greet", HANDLER.format(tag="two"))  # the code changes after publish
     second = client.publish_version(FunctionName="greet", Description="second")
-    assert second["Version"] == "2" and second["CodeSha256"] != again["CodeSha256"]
+    assert second["Version"] == "2"
+    assert second["CodeSha256"] != again["CodeSha256"]
 
     assert _invoke(client, FunctionName="greet", Qualifier="1") == (
         "1", {"code": "one", "version": "1", "arn": f"{ARN}:1", "env": "1"})
@@ -110,7 +110,7 @@ def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tm
     assert _invoke(client, FunctionName=f"{ARN}:1")[1]["code"] == "one"
     assert _invoke(client, FunctionName="greet") == (
         "$LATEST", {"code": "two", "version": "$LATEST", "arn": ARN, "env": "$LATEST"})
-    status, headers, _ = http("POST", rp.url + "/hook", b"{}")
+    status, _, _ = http("POST", rp.url + "/hook", b"{}")
     assert status == 200
 
     with pytest.raises(client.exceptions.ResourceNotFoundException, match=f"Function not found: {ARN}:7"):
@@ -133,7 +133,8 @@ def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tm
     until_sync(lambda: "Version: 1" in rp.logs() and "Version: 2" in rp.logs(), "START lines naming versions",
                deadline=10)
     starts = [r["message"] for r in rp.log_records() if str(r.get("message", "")).startswith("START ")]
-    assert any(m.endswith("Version: 1") for m in starts) and any(m.endswith("Version: $LATEST") for m in starts)
+    assert any(m.endswith("Version: 1") for m in starts)
+    assert any(m.endswith("Version: $LATEST") for m in starts)
     assert rp.stop() == 0
 
     # Restart with aliases (they name versions the store now holds) and a route naming one.
@@ -142,8 +143,9 @@ def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tm
     client = _lambda(rp.url)
     assert _invoke(client, FunctionName="greet", Qualifier="prod") == (
         "1", {"code": "one", "version": "1", "arn": f"{ARN}:prod", "env": "1"})
-    status, headers, body = http("POST", rp.url + "/hook", b"{}")
-    assert status == 200 and json.loads(body)["code"] == "one"
+    status, _headers, body = http("POST", rp.url + "/hook", b"{}")
+    assert status == 200
+    assert json.loads(body)["code"] == "one"
     seen = {_invoke(client, FunctionName="greet:live")[0] for _ in range(40)}
     assert seen == {"1", "2"}  # both sides of a 50% split in 40 draws: a miss has odds 2 * 0.5**40
 
@@ -157,7 +159,8 @@ def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tm
     assert client.get_function(FunctionName="greet", Qualifier="prod")["Configuration"]["Version"] == "1"
 
     ran = _metric(rp, 'router_version_invocations_total{function="greet",outcome="success",version="1"}')
-    assert ran is not None and ran >= 2
+    assert ran is not None
+    assert ran >= 2
 
     # A reload whose alias names a version never published is refused; the running aliases stay.
     rp.config_path.write_text(rp.config_path.read_text().replace("weights: {2: 0.5}", "weights: {9: 0.5}"))
@@ -178,7 +181,7 @@ def test_an_alias_naming_an_unpublished_version_stops_the_start(router_factory: 
     done = router("run", "--config", str(rp.config_path))
     assert done.returncode != 0
     assert ("functions.greet.aliases.prod: version 3 is not published (published: none); run "
-            "`router publish greet`") in done.stderr
+            "'router publish greet'") in done.stderr
 
 
 def test_aws_cli_publishes_and_invokes_a_version(router_factory: RouterFactory, tmp_path: Path) -> None:

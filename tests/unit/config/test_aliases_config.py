@@ -47,17 +47,32 @@ def test_weights_take_one_other_version_from_0_to_1(problems: Problems) -> None:
                    "      beta: {version: 3, weights: {3: 0.5}}\n"
                    "      gamma: {version: 3, weights: {4: 1.5}}\n")
     assert len(out) == 3
-    assert out[0].startswith("router.yaml:7:") and "weights takes one version" in out[0]
-    assert out[1].startswith("router.yaml:8:") and "version 3 is the alias's own version" in out[1]
-    assert out[2].startswith("router.yaml:9:") and "must be from 0 to 1, got 1.5" in out[2]
+    assert out[0].startswith("router.yaml:7:")
+    assert "weights takes one version" in out[0]
+    assert out[1].startswith("router.yaml:8:")
+    assert "version 3 is the alias's own version" in out[1]
+    assert out[2].startswith("router.yaml:9:")
+    assert "must be from 0 to 1, got 1.5" in out[2]
 
 
 def test_alias_names_are_lambdas(problems: Problems) -> None:
     out = problems(BASE + "    aliases:\n      '123': {version: 1}\n")
-    assert len(out) == 1 and "not all digits, got '123'" in out[0] and out[0].startswith("router.yaml:7:")
+    assert len(out) == 1
+    assert "not all digits, got '123'" in out[0]
+    assert out[0].startswith("router.yaml:7:")
 
 
 def test_aliases_are_for_local_functions(problems: Problems) -> None:
     out = problems("functions:\n  remote:\n    http: {url: 'http://example.com/'}\n"
                    "    aliases: {prod: {version: 1}}\n")
-    assert len(out) == 1 and "aliases are for local functions" in out[0]
+    assert len(out) == 1
+    assert "aliases are for local functions" in out[0]
+
+
+def test_an_async_route_cannot_name_a_version_yet(problems: Problems) -> None:
+    out = problems(BASE + "    aliases:\n      prod: {version: 1}\n"
+                   "routes:\n  - name: a\n    function: resize:prod\n    invocation: async\n"
+                   "    source: {type: webhook, path: /a}\n")
+    assert out == ["router.yaml:11:17: routes[0].invocation: asynchronous invocation of a version or alias "
+                   "(resize:prod) is not supported yet; use invocation: sync, or name the function without "
+                   "a qualifier"]

@@ -113,7 +113,8 @@ async def test_publish_numbers_versions_and_an_unchanged_function_keeps_the_late
     assert (again.version, created) == (1, False)
     (tmp_path / "fn" / "app.py").write_text("def handler(event, context):\n    return 2\n")
     second, created = await versions.publish("resize")
-    assert (second.version, created) == (2, True) and second.code_sha256 != first.code_sha256
+    assert (second.version, created) == (2, True)
+    assert second.code_sha256 != first.code_sha256
     # A config change alone makes a version too.
     changed = config.model_copy(deep=True)
     changed.functions["resize"].memory = 512
@@ -139,8 +140,11 @@ async def test_a_version_runs_its_own_code_after_the_code_changed(tmp_path: Path
     await versions.publish("resize")
     (tmp_path / "fn" / "app.py").write_text("changed")
     invoker = await versions.invoker("resize", "1")
-    assert await versions.invoker("resize", "1") is invoker and len(built) == 1  # made once
-    assert built[0].started and built[0].version == "1" and built[0].fn.handler == "app.handler"
+    assert await versions.invoker("resize", "1") is invoker
+    assert len(built) == 1
+    assert built[0].started
+    assert built[0].version == "1"
+    assert built[0].fn.handler == "app.handler"
     result = await invoker.invoke(Invocation(function="resize", payload=b"{}", source="test"))
     assert result.payload == b"def handler(event, context):\n    return 1\n"
     assert built[0].code_dir.parent == tmp_path / "cache"
@@ -156,7 +160,7 @@ async def test_aliases_naming_unpublished_versions_are_a_start_error(tmp_path: P
     config = _config(tmp_path, {"prod": {"version": 1, "weights": {2: 0.5}}})
     versions, _ = _versions(config, await new_store(), tmp_path)
     with pytest.raises(RouterError, match=r"functions\.resize\.aliases\.prod: version 1 is not published "
-                                          r"\(published: none\); run `router publish resize`"):
+                                          r"\(published: none\); run 'router publish resize'"):
         await versions.check_aliases()
     await versions.publish("resize")
     with pytest.raises(RouterError, match=r"aliases\.prod: version 2 is not published \(published: 1\)"):
@@ -176,7 +180,8 @@ def test_the_package_is_deterministic_and_keeps_the_executable_bit(tmp_path: Pat
     assert a == package.zip_directory(tmp_path / "b", "test")
     out = package.extract(a, package.code_sha256(a), tmp_path / "cache", "test")
     assert (out / "lib" / "x.py").read_text() == "x = 1\n"
-    assert os.access(out / "bootstrap", os.X_OK) and not os.access(out / "lib" / "x.py", os.X_OK)
+    assert os.access(out / "bootstrap", os.X_OK)
+    assert not os.access(out / "lib" / "x.py", os.X_OK)
     assert package.extract(a, package.code_sha256(a), tmp_path / "cache", "test") == out  # once
     with pytest.raises(VersionError, match="does not match its CodeSha256"):
         package.extract(a, "AAAA", tmp_path / "cache", "test")
