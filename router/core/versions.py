@@ -163,8 +163,10 @@ class Versions:
             invoker = self._build(function, fn, code_dir, version)
             try:
                 await invoker.start()
-            except BaseException:
+            except BaseException as exc:
                 await invoker.close()
+                if isinstance(exc, RouterError) and not isinstance(exc, VersionError):
+                    raise VersionError(f"{where}: cannot start: {exc}") from exc
                 raise
             self._invokers[key] = invoker
             log.info("function '%s': version %s ready (code %s in %s)", function, version, row.code_sha256,

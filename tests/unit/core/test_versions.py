@@ -193,3 +193,28 @@ def test_a_package_over_the_cap_is_refused(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(package, "MAX_ZIP", 1024)
     with pytest.raises(VersionError, match=r"function 'big': the zipped code of .* is over 0 MB"):
         package.zip_directory(tmp_path / "big", "function 'big'")
+
+
+async def test_a_version_that_cannot_start_says_which(tmp_path: Path, new_store: StoreFactory) -> None:
+    from router.errors import EnvironmentStartError
+
+    class Broken(Recorded):
+        async def start(self) -> None:
+            raise EnvironmentStartError("function 'resize': runtime python3.11 needs a python3.11 "
+                                        "interpreter")
+
+    config = _config(tmp_path)
+    built: list[Broken] = []
+
+    def build(name: str, fn: FunctionConfig, code_dir: Path, version: str) -> Any:
+        built.append(Broken(name, fn, code_dir, version))
+        return built[-1]
+
+    versions = Versions(config, await new_store(), build=build, cache=tmp_path / "cache")
+    await versions.publish("resize")
+    with pytest.raises(VersionError, match=r"function 'resize' version 1: cannot start: function 'resize': "
+                                           r"runtime python3\.11 needs"):
+        await versions.invoker("resize", "1")
+    assert built[0].closed
+    with pytest.raises(KeyError):
+        versions.invoker_now("resize", "1")  # not kept: the next invocation tries again
