@@ -94,11 +94,6 @@ def _function_refs(doc: Document, names: list[str], functions: dict[str, Any],
         fn = route.get("function")
         if isinstance(fn, str) and ":" in fn:  # name:alias, name:3 or name:$LATEST (versions and aliases)
             out += _qualified_ref(doc, ("routes", i, "function"), fn, names, functions)
-            if route.get("invocation") == "async" and not fn.endswith(":$LATEST"):
-                out.append(Problem(
-                    doc.position(("routes", i, "invocation")), format_loc(("routes", i, "invocation")),
-                    f"asynchronous invocation of a version or alias ({fn}) is not supported yet; use "
-                    "invocation: sync, or name the function without a qualifier"))
         elif isinstance(fn, str) and fn not in known:
             out.append(_unknown_function(doc, ("routes", i, "function"), fn, names))
         source = route.get("source")

@@ -24,6 +24,10 @@ class AsyncEvent(Protocol):
     @property
     def route(self) -> str | None: ...
     @property
+    def qualifier(self) -> str | None:
+        """The version or alias the event was invoked with (None: $LATEST)."""
+        ...
+    @property
     def request_id(self) -> str: ...
     @property
     def attempts(self) -> int:
@@ -81,7 +85,8 @@ class AsyncQueue(Protocol):
     """The transport's name in task names and logs: ``sql`` or ``amqp``."""
 
     async def publish(
-        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float
+        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float,
+        qualifier: str | None = None,
     ) -> None:
         """Accept a new event for ``function``; durable when this returns. Raises ``Unavailable`` when it
         was not accepted."""

@@ -47,7 +47,7 @@ async def run_attempt(ev: AsyncEvent, *, name: str, cfg: AsyncConfig, clock: Clo
     metrics.async_event_age.labels(name).observe(max(0.0, now - ev.enqueued_at))
     inv = Invocation(
         function=name, payload=ev.payload, source=ev.source, route=ev.route, request_id=ev.request_id,
-        invocation_type="async", attempt=ev.attempts + 1, enqueued_at=ev.enqueued_at,
+        invocation_type="async", attempt=ev.attempts + 1, enqueued_at=ev.enqueued_at, qualifier=ev.qualifier,
     )
     result = await execute(inv)
     now = clock.time()

@@ -291,9 +291,18 @@ class Dispatcher:
             limit.release()
 
     async def invoke_in_slot(self, inv: Invocation) -> Result:
-        """Run ``inv`` in a slot the caller holds through ``slot()``; never raises for function errors."""
+        """Run ``inv`` in a slot the caller holds through ``slot()``; never raises for function errors.
+        A version or alias that is gone (a reload removed the alias) or whose environments cannot start
+        is an error result that no retry mends (the async worker sends it to on_failure)."""
         if inv.qualifier is not None or ":" in inv.function:
-            await self._qualify(inv)
+            try:
+                await self._qualify(inv)
+            except (QualifierNotFound, VersionError) as exc:
+                log.warning("%s", exc, extra={"function": inv.function, "route": inv.route,
+                                              "request_id": inv.request_id, "error_type": "config"})
+                gone = isinstance(exc, QualifierNotFound)
+                kind = "ResourceNotFoundException" if gone else "Router.VersionError"
+                return Result.error(kind, str(exc), error_type=ErrorType.CONFIG, retryable=False)
         self._check(inv.function)
         return await self._execute(inv)
 
@@ -320,6 +329,25 @@ class Dispatcher:
         await versions.invoker(name, version)
         inv.version = version
         inv.invoked_arn = versions.arn(name, qualifier)
+
+    async def _check_qualifier(self, inv: Invocation) -> None:
+        """For an async event: split a route's ``name:qualifier`` and check that the alias or version
+        exists (``QualifierNotFound`` otherwise, before the event is accepted, as Lambda answers); each
+        attempt resolves the qualifier again (a weighted alias draws per attempt)."""
+        name, _, derived = inv.function.partition(":")
+        if derived:
+            inv.function, inv.qualifier = name, derived
+        if inv.qualifier in (None, "$LATEST"):
+            inv.qualifier = None
+            return
+        qualifier = inv.qualifier
+        self._check(name)
+        versions = self.versions
+        if versions is None:
+            raise QualifierNotFound(name, qualifier, "this router runs no versions")
+        version = versions.resolve(name, qualifier)  # an alias: known from the config
+        if version is not None and qualifier.isdigit() and await versions.get(name, int(version)) is None:
+            raise QualifierNotFound(name, qualifier)
 
     def _count_throttle(self, inv: Invocation) -> None:
         self._metrics.throttles.labels(inv.function, inv.source).inc()
@@ -387,16 +415,15 @@ class Dispatcher:
 
         Raises ``FunctionNotFound`` or ``PayloadTooLarge`` (over ``server.max_async_body``).
         """
-        if inv.qualifier not in (None, "$LATEST") or ":" in inv.function:
-            raise VersionError(
-                f"function '{inv.function}': asynchronous invocation of a version or alias is not supported "
-                "yet; invoke it synchronously, or asynchronously without a qualifier ($LATEST)")
+        if inv.qualifier is not None or ":" in inv.function:
+            await self._check_qualifier(inv)
         self._check(inv.function)
         limit = self._config.server.max_async_body
         if len(inv.payload) > limit:
             raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
         await self.queue.publish(inv.function, request_id=inv.request_id, payload=inv.payload,
-                                 source=inv.source, route=inv.route, now=self._clock.time())
+                                 source=inv.source, route=inv.route, now=self._clock.time(),
+                                 qualifier=inv.qualifier)
         if self.history is not None:
             self.history.accepted(inv)
         self._metrics.async_events_received.labels(inv.function).inc()

@@ -20,8 +20,7 @@ far as it can be without its body (key, date, signed headers) before the body is
 A qualifier (``Qualifier=``, or ``name:qualifier`` / a qualified ARN) runs a published version or an
 alias of the config (``router.core.versions``); the answer's ``X-Amz-Executed-Version`` names the version
 that ran. A version or alias the function does not have is ResourceNotFoundException naming the qualified
-ARN, as in Lambda. An asynchronous invocation (``Event``) with a qualifier is not supported yet:
-InvalidParameterValueException saying so.
+ARN, as in Lambda (for ``Event`` too, before the event is accepted).
 An empty payload reaches the function as ``{}``, as in Lambda. ``X-Amz-Client-Context`` must be at most
 3,583 bytes of base64 JSON object, else InvalidRequestContentException, as in Lambda.
 """
@@ -155,12 +154,6 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             return aws_errors.aws_error(400, "InvalidRequestContentException", problem, request_id)
     if kind == "DryRun":
         return web.Response(status=204, headers={"x-amzn-RequestId": request_id})
-    if kind == "Event" and qualifier is not None:
-        return aws_errors.aws_error(
-            400, "InvalidParameterValueException",
-            f"function '{ref.name}': asynchronous invocation of a version or alias ({qualifier}) is not "
-            "supported by this router yet; invoke it with RequestResponse, or invoke $LATEST asynchronously",
-            request_id)
 
     if not body.strip():
         body = b"{}"

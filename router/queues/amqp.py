@@ -59,6 +59,7 @@ H_ATTEMPTS = "x-router-attempts"
 H_ENQUEUED_AT = "x-router-enqueued-at-ms"
 H_SOURCE = "x-router-source"
 H_ROUTE = "x-router-route"
+H_QUALIFIER = "x-router-qualifier"
 
 
 def queue_name(function: str) -> str:
@@ -93,6 +94,7 @@ class AmqpEvent:
     route: str | None
     attempts: int  # attempts already made
     enqueued_at: float  # epoch seconds of first acceptance (for max_event_age)
+    qualifier: str | None = None  # the version or alias it was invoked with (None: $LATEST)
 
     def next(self, attempts: int) -> AmqpEvent:
         return replace(self, attempts=attempts)
@@ -107,6 +109,8 @@ def to_message(ev: AmqpEvent) -> Any:
     }
     if ev.route is not None:
         headers[H_ROUTE] = ev.route
+    if ev.qualifier is not None:
+        headers[H_QUALIFIER] = ev.qualifier
     return aio_pika.Message(
         ev.payload, headers=headers, content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=ev.request_id,
@@ -135,7 +139,7 @@ def from_message(message: Any, now: float) -> AmqpEvent:
     return AmqpEvent(
         request_id=text(H_REQUEST_ID) or message.message_id or str(uuid.uuid4()),
         payload=bytes(message.body), source=text(H_SOURCE) or "amqp", route=text(H_ROUTE),
-        attempts=attempts, enqueued_at=enqueued_at,
+        attempts=attempts, enqueued_at=enqueued_at, qualifier=text(H_QUALIFIER),
     )
 
 
@@ -229,12 +233,14 @@ class AmqpQueue:
     # --- publishing -------------------------------------------------------------------------------------
 
     async def publish(
-        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float
+        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float,
+        qualifier: str | None = None,
     ) -> None:
         """Publish a new event to the function queue; returns once the broker confirmed it. Raises
         ``AsyncQueueError``."""
         await self.publish_event(function, AmqpEvent(
-            request_id=request_id, payload=payload, source=source, route=route, attempts=0, enqueued_at=now))
+            request_id=request_id, payload=payload, source=source, route=route, attempts=0, enqueued_at=now,
+            qualifier=qualifier))
 
     async def publish_event(self, function: str, ev: AmqpEvent, delay: float = 0.0) -> None:
         """Publish ``ev`` to the function queue, or through the delay queue of ``delay`` seconds; returns

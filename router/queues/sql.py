@@ -41,12 +41,13 @@ class SqlQueue:
         return wake
 
     async def publish(
-        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float
+        self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float,
+        qualifier: str | None = None,
     ) -> None:
         """Persist a new event (committed when this returns) and wake the function's worker. Raises
         ``StateStoreError`` (``StateStoreUnavailable``: not accepted)."""
         await self.store.enqueue(function=function, request_id=request_id, payload=payload, source=source,
-                                 route=route, now=now)
+                                 route=route, now=now, qualifier=qualifier)
         self._wake(function).set()
 
     async def deliveries(self, function: str, *, prefetch: int, lease: float) -> SqlDeliveries:

@@ -24,8 +24,9 @@ SCHEMA_VERSION = 5
    (routes paused, functions' reserved concurrency and event invoke overrides set at run time) and
    ``router_invocations`` (invocation history, ``router.state.history``). New tables only: a version-3
    database migrates by opening it, the same way.
-5: ``router_function_versions`` (published versions: code zip and config, ``router.state.versions``). A
-   new table only: a version-4 database migrates by opening it, the same way."""
+5: ``router_function_versions`` (published versions: code zip and config, ``router.state.versions``), and
+   ``router_async_events.qualifier`` (the version or alias an async event was invoked with). Opening a
+   version-4 database creates the table and adds the column (``_add_missing_columns``)."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -56,6 +57,7 @@ async_events = sa.Table(
     sa.Column("enqueued_at", sa.Double(), nullable=False),
     sa.Column("available_at", sa.Double(), nullable=False),
     sa.Column("lease_until", sa.Double(), nullable=True),  # NULL: not handed out
+    sa.Column("qualifier", sa.String(128), nullable=True),  # a version or alias (NULL: $LATEST); schema 5
     sa.Index("router_async_events_claim", "function", "available_at"),
 )
 _leased = async_events.c.lease_until.is_not(None)
@@ -193,9 +195,29 @@ def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> Non
             f"({SCHEMA_VERSION}); upgrade the router or point state: at another database"
         )
     if int(stored) < SCHEMA_VERSION:  # the missing tables were created above: that is the migration
+        _add_missing_columns(conn, schema)
         conn.execute(
             sa.update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
         )
+
+
+_ADDED_COLUMNS = ((async_events, "qualifier"),)
+"""Columns added to existing tables after their creation (schema 5): added when missing."""
+
+
+def _add_missing_columns(conn: sa.Connection, schema: str | None) -> None:
+    """ALTER TABLE ... ADD COLUMN for each of ``_ADDED_COLUMNS`` a table of an older schema lacks."""
+    inspector = sa.inspect(conn)
+    quote = conn.dialect.identifier_preparer
+    for table, name in _ADDED_COLUMNS:
+        have = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
+        if name in have:
+            continue
+        kind = table.c[name].type.compile(dialect=conn.dialect)
+        where = quote.quote(table.name)
+        if schema is not None:
+            where = f"{quote.quote_schema(schema)}.{where}"
+        conn.execute(sa.text(f"ALTER TABLE {where} ADD COLUMN {quote.quote(name)} {kind}"))
 
 
 def _insert_for(dialect: str) -> Any:

@@ -46,12 +46,13 @@ class QueuedEvent:
     attempts: int  # attempts already made (0 when new)
     enqueued_at: float  # epoch seconds of first acceptance (for max_event_age)
     available_at: float  # epoch seconds when it may be claimed
+    qualifier: str | None = None  # the version or alias it was invoked with (None: $LATEST)
 
 
 _t = async_events
 _EVENT_COLUMNS = (
     _t.c.id, _t.c.function, _t.c.request_id, _t.c.payload, _t.c.source, _t.c.route, _t.c.attempts,
-    _t.c.enqueued_at, _t.c.available_at,
+    _t.c.enqueued_at, _t.c.available_at, _t.c.qualifier,
 )
 
 # Statements are built once, with bound parameters: each call only looks up the compiled form.
@@ -213,7 +214,7 @@ class StateStore:
 
     async def enqueue(
         self, *, function: str, request_id: str, payload: bytes, source: str, route: str | None,
-        now: float,
+        now: float, qualifier: str | None = None,
     ) -> None:
         """Persist one new event; durable (committed) when this returns. Raises ``StateStoreError``:
         ``StateStoreUnavailable`` when it was not committed within ``write_timeout`` (it was then
@@ -223,6 +224,7 @@ class StateStore:
         await self._writer.submit({
             "function": function, "request_id": request_id, "payload": payload, "source": source,
             "route": route, "attempts": 0, "enqueued_at": now, "available_at": now, "lease_until": None,
+            "qualifier": qualifier,
         })
 
     async def claim(self, function: str, limit: int, now: float, lease: float) -> list[QueuedEvent]:
@@ -244,6 +246,7 @@ class StateStore:
                     id=int(r.id), function=r.function, request_id=r.request_id, payload=bytes(r.payload),
                     source=r.source, route=r.route, attempts=int(r.attempts),
                     enqueued_at=float(r.enqueued_at), available_at=float(r.available_at),
+                    qualifier=r.qualifier,
                 )
                 for r in conn.execute(_CLAIM, params)
             ]

@@ -49,6 +49,7 @@ def _config(tmp_path: Path, state: str, aliases: str = "", route: str = "greet")
             runtime: python3.11
             handler: app.handler
             code: {tmp_path / 'functions' / 'greet'}
+            async: {{on_success: {{type: file, path: {tmp_path / 'success.jsonl'}}}}}
             {aliases}
         routes:
           - {{name: hook, source: {{type: webhook, path: /hook}}, function: "{route}"}}
@@ -119,8 +120,16 @@ def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tm
         client.invoke(FunctionName="greet:prod")
     with pytest.raises(client.exceptions.InvalidParameterValueException, match="derived qualifier"):
         client.invoke(FunctionName="greet:1", Qualifier="2")
-    with pytest.raises(client.exceptions.InvalidParameterValueException, match="asynchronous invocation"):
-        client.invoke(FunctionName="greet", Qualifier="1", InvocationType="Event")
+    with pytest.raises(client.exceptions.ResourceNotFoundException, match=f"Function not found: {ARN}:8"):
+        client.invoke(FunctionName="greet", Qualifier="8", InvocationType="Event")
+    # An async event keeps its qualifier: version 1 runs it, and the destination record names it.
+    assert client.invoke(FunctionName="greet", Qualifier="1", InvocationType="Event")["StatusCode"] == 202
+    success = tmp_path / "success.jsonl"
+    until_sync(lambda: success.exists() and success.read_text().strip(), "the on_success record", deadline=30)
+    record = json.loads(success.read_text().splitlines()[0])
+    assert record["requestContext"]["functionArn"] == f"{ARN}:1"
+    assert record["responseContext"]["executedVersion"] == "1"
+    assert record["responsePayload"] == {"code": "one", "version": "1", "arn": f"{ARN}:1", "env": "1"}
 
     versions = client.list_versions_by_function(FunctionName="greet")["Versions"]
     assert [(v["Version"], v["Description"]) for v in versions] == [

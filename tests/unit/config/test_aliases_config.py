@@ -69,10 +69,9 @@ def test_aliases_are_for_local_functions(problems: Problems) -> None:
     assert "aliases are for local functions" in out[0]
 
 
-def test_an_async_route_cannot_name_a_version_yet(problems: Problems) -> None:
-    out = problems(BASE + "    aliases:\n      prod: {version: 1}\n"
-                   "routes:\n  - name: a\n    function: resize:prod\n    invocation: async\n"
-                   "    source: {type: webhook, path: /a}\n")
-    assert out == ["router.yaml:11:17: routes[0].invocation: asynchronous invocation of a version or alias "
-                   "(resize:prod) is not supported yet; use invocation: sync, or name the function without "
-                   "a qualifier"]
+
+def test_an_async_route_may_name_an_alias(load: Load) -> None:
+    config = load(BASE + "    aliases:\n      prod: {version: 1}\n"
+                  "routes:\n  - name: a\n    function: resize:prod\n    invocation: async\n"
+                  "    source: {type: webhook, path: /a}\n")
+    assert config.routes[0].invocation == "async"
