@@ -3,8 +3,11 @@ schema-4 database migrates by opening it."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+import asyncpg
+import pytest
 import sqlalchemy as sa
 
 from router.state import StateStore
@@ -71,3 +74,35 @@ async def test_version_4_database_migrates_by_opening(tmp_path: Path) -> None:
         version = conn.execute(sa.text("SELECT value FROM router_meta WHERE key = 'schema_version'")).scalar()
     engine.dispose()
     assert version == str(SCHEMA_VERSION) == "5"
+
+
+@pytest.mark.postgres
+async def test_version_4_postgres_schema_migrates_by_opening(tmp_path: Path, postgres_dsn: str) -> None:
+    """The same on PostgreSQL, in a schema of the test's own (the ALTER TABLE names the schema)."""
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    store = StateStore.from_url(postgres_dsn, tmp_path, schema=schema)
+    await store.open()
+    await store.close()
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(f'ALTER TABLE "{schema}".router_async_events DROP COLUMN qualifier')
+        await conn.execute(f'DROP TABLE "{schema}".router_function_versions')
+        await conn.execute(f"UPDATE \"{schema}\".router_meta SET value = '4' WHERE key = 'schema_version'")
+        store = StateStore.from_url(postgres_dsn, tmp_path, schema=schema)
+        await store.open()
+        try:
+            await store.enqueue(function="f", request_id="new", payload=b"{}", source="test", route=None,
+                                now=2.0, qualifier="prod")
+            claimed = await store.claim("f", 10, now=3.0, lease=30.0)
+            assert [(e.request_id, e.qualifier) for e in claimed] == [("new", "prod")]
+            row, _ = await store.publish_version(function="f", code=b"z", code_sha256="h", config="{}",
+                                                 description="", now=4.0)
+            assert row.version == 1
+        finally:
+            await store.close()
+        stored = await conn.fetchval(
+            f"SELECT value FROM \"{schema}\".router_meta WHERE key = 'schema_version'")
+        assert stored == "5"
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
