@@ -326,7 +326,8 @@ class Dispatcher:
         if version is None:
             inv.qualifier = None
             return
-        await versions.invoker(name, version)
+        if not versions.ready(name, version):  # only the first invocation of a version on this replica
+            await versions.invoker(name, version)
         inv.version = version
         inv.invoked_arn = versions.arn(name, qualifier)
 

@@ -131,6 +131,10 @@ class Versions:
 
     # --- invokers ---------------------------------------------------------------------------------------
 
+    def ready(self, function: str, version: str) -> bool:
+        """Whether the invoker of that version is made and started."""
+        return (function, version) in self._invokers
+
     def invoker_now(self, function: str, version: str) -> Invoker:
         """The invoker of a version ``invoker`` has made ready."""
         return self._invokers[(function, version)]
