@@ -1,5 +1,5 @@
 """Command line: ``router run | validate | schema | invoke | routes | reload | failures | pause | resume
-| status``."""
+| status | publish``."""
 
 from __future__ import annotations
 

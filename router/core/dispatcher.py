@@ -347,7 +347,8 @@ class Dispatcher:
         if versions is None:
             raise QualifierNotFound(name, qualifier, "this router runs no versions")
         version = versions.resolve(name, qualifier)  # an alias: known from the config
-        if version is not None and qualifier.isdigit() and await versions.get(name, int(version)) is None:
+        if (version is not None and qualifier.isdigit() and not versions.ready(name, version)
+                and await versions.get(name, int(version)) is None):  # read once a version runs here
             raise QualifierNotFound(name, qualifier)
 
     def _count_throttle(self, inv: Invocation) -> None:
