@@ -83,16 +83,27 @@ def cache_root() -> Path:
     return Path(tempfile.gettempdir()) / f"router-versions-{os.getuid()}"
 
 
+def _check_private(root: Path, where: str) -> None:
+    """The cache must be this user's and writable by no one else: code found there is run as it is."""
+    info = root.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise VersionError(
+            f"{where}: the versions cache {str(root)!r} is not a directory of this user's that only it can "
+            "write (code found there would be run); remove it, or set ROUTER_VERSIONS_CACHE to a private "
+            "directory")
+
+
 def extract(data: bytes, sha256: str, root: Path, where: str) -> Path:
     """``data`` extracted into ``root/<hex of the hash>`` (once: an existing one is reused). The bytes
     are checked against ``sha256`` first."""
     if code_sha256(data) != sha256:
         raise VersionError(f"{where}: the stored code does not match its CodeSha256 {sha256}; publish a "
                            "new version")
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(root, where)
     target = root / hashlib.sha256(data).hexdigest()
     if target.is_dir():
         return target
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:

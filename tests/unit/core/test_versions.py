@@ -218,3 +218,15 @@ async def test_a_version_that_cannot_start_says_which(tmp_path: Path, new_store:
     assert built[0].closed
     with pytest.raises(KeyError):
         versions.invoker_now("resize", "1")  # not kept: the next invocation tries again
+
+
+def test_a_cache_others_can_write_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "app.py").write_text("x = 1\n")
+    data = package.zip_directory(tmp_path / "code", "test")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(VersionError, match=r"the versions cache .* is not a directory of this user's that "
+                                           r"only it can write .* set ROUTER_VERSIONS_CACHE"):
+        package.extract(data, package.code_sha256(data), shared, "test")
