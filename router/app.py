@@ -23,6 +23,7 @@ from router import __version__
 from router.clock import Clock, SystemClock
 from router.config.models import (
     DynamodbStreamSourceConfig,
+    FunctionConfig,
     KinesisSourceConfig,
     RouterConfig,
 )
@@ -316,6 +317,16 @@ class Router:
                 history=history,
             )
             stack.push_async_callback(destinations.close)  # amqp destination connections
+            from router.core.versions import Versions
+            from router.invokers.factory import build_version_invoker
+
+            def build_version(name: str, fn: FunctionConfig, code_dir: Path, version: str) -> Invoker:
+                return build_version_invoker(name, fn, code_dir, version, parts)
+
+            versions = Versions(config, store, build=build_version)
+            await versions.check_aliases()  # an alias naming a version never published: a start error
+            stack.push_async_callback(versions.close)
+            dispatcher.versions = versions
             stream_failures = stream_failure_destinations(config, destinations)
             readiness = Readiness()
             readiness.add_check("state_store", store.ping)
@@ -323,7 +334,7 @@ class Router:
                 readiness.add_check("async_queue", dispatcher.queue.ping)
             ctx = HttpContext(config=config, dispatcher=dispatcher, metrics=self.metrics, readiness=readiness,
                               reload=self.reload if self.path is not None else None, controls=controls,
-                              history=history)
+                              history=history, versions=versions)
 
             app = build_app(ctx)
             app[FAILED_EVENTS] = failures  # the admin API's /admin/failures
@@ -435,6 +446,12 @@ class Router:
             return ReloadOutcome("refused", self.generation, problems=(change.refusal(),))
         if change.empty:
             return ReloadOutcome("unchanged", self.generation)
+        versions = running.dispatcher.versions
+        if versions is not None:  # aliases must name published versions, as at start
+            try:
+                await versions.check_aliases(new)
+            except RouterError as exc:
+                return ReloadOutcome("refused", self.generation, problems=(str(exc),))
         install(new.secrets)
         # Everything new is built before anything is switched: a failure leaves the running config whole.
         webhooks = running.webhooks.build(new)

@@ -1,5 +1,5 @@
 """Command line: ``router run | validate | schema | invoke | routes | reload | failures | pause | resume
-| status | import``."""
+| status | import | publish``."""
 
 from __future__ import annotations
 
@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import_parser(sub)
     p = sub.add_parser("status", help="list the running router's routes and functions with their state")
     p.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    _add_admin(p)
+    # Versions (issue 13): PublishVersion on the running router's control API.
+    p = sub.add_parser("publish", help="publish the function's code and config as its next version, in the "
+                       "running router (as Lambda's PublishVersion)")
+    p.add_argument("function", help="function name from the config")
+    p.add_argument("--description", default="", help="the version's description")
+    p.add_argument("--json", action="store_true", help="print the FunctionConfiguration JSON")
     _add_admin(p)
     return parser
 
@@ -352,6 +359,32 @@ def cmd_control(path: str, args: argparse.Namespace, out: TextIO, err: TextIO) -
     return 0
 
 
+def cmd_publish(path: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``router publish FUNCTION``: PublishVersion on the running router."""
+    from urllib.parse import quote
+
+    from router.admin_client import AdminClient, AdminError
+    from router.config.models import RouterConfig
+
+    config = _load(path, err)
+    if config is None:
+        return 1
+    assert isinstance(config, RouterConfig)
+    try:
+        body = AdminClient(config, url=args.url).request(
+            "POST", f"/2015-03-31/functions/{quote(args.function, safe='')}/versions",
+            body={"Description": args.description}).body
+    except AdminError as exc:
+        print(f"router publish: {exc}", file=err)
+        return 1
+    if args.json:
+        print(json.dumps(body, indent=2), file=out)
+    else:
+        print(f"function {args.function}: version {body['Version']} (CodeSha256 {body['CodeSha256']})",
+              file=out)
+    return 0
+
+
 def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -380,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_failures(path, args, out, err)
     if args.command in ("pause", "resume", "status"):
         return cmd_control(path, args, out, err)
+    if args.command == "publish":
+        return cmd_publish(path, args, out, err)
     if args.command == "run":
         from router.app import run
 

@@ -30,6 +30,19 @@ class FunctionNotFound(RouterError):
         super().__init__(msg)
 
 
+class QualifierNotFound(FunctionNotFound):
+    """Raised when an invocation names a version or alias (``name:qualifier``) the function does not have."""
+
+    def __init__(self, name: str, qualifier: str, hint: str = "") -> None:
+        super().__init__(f"{name}:{qualifier}", hint)
+        self.function = name
+        self.qualifier = qualifier
+
+
+class VersionError(RouterError):
+    """Raised when a version cannot be published or run: what is wrong and how to fix it."""
+
+
 class Throttled(RouterError):
     """Raised when a sync invocation finds its function at its concurrency cap, or the router at its
     account-wide limit (``limits.concurrent_executions``): ``reason`` is Lambda's TooManyRequestsException

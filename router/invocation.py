@@ -66,6 +66,9 @@ class Invocation:
     # The X-Ray trace header the event came with (``router.lineage``: its ``Lineage`` counts the chain's
     # hops); the dispatcher replaces it with the header of this invocation before the invoker runs.
     trace_id: str | None = None
+    qualifier: str | None = None  # a version number or alias asked for (None: $LATEST)
+    version: str | None = None  # the published version that runs, set by the dispatcher (None: $LATEST)
+    invoked_arn: str | None = None  # the qualified ARN the function was invoked by (None: unqualified)
 
     def event(self) -> Any:
         return json.loads(self.payload)

@@ -67,6 +67,11 @@ class Metrics:
         self.invocations = Counter(
             "router_invocations_total", "Invocations by final outcome of each attempt",
             ["function", "source", "outcome"], registry=r)
+        self.version_invocations = Counter(
+            "router_version_invocations_total",
+            "Invocations of published versions (Lambda's ExecutedVersion) by final outcome of each attempt; "
+            "version is the number when an alias of the config names it, else 'other' (a bounded set)",
+            ["function", "version", "outcome"], registry=r)
         self.invocation_duration = Histogram(
             "router_invocation_duration_seconds", "Invocation duration", ["function"],
             buckets=DURATION_BUCKETS, registry=r)

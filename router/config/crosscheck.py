@@ -65,6 +65,26 @@ def _unknown_function(doc: Document, loc: Loc, name: str, names: list[str]) -> P
     return Problem(doc.position(loc), format_loc(loc), f"unknown function {show(doc, loc, name)}{hint}")
 
 
+def _qualified_ref(doc: Document, loc: Loc, value: str, names: list[str],
+                   functions: dict[str, Any]) -> list[Problem]:
+    """``name:qualifier`` in a route: a known function, and ``$LATEST``, a version number or one of its
+    aliases (whether a version number was published is known only once the router runs)."""
+    name, _, qualifier = value.partition(":")
+    if name not in names:
+        return [_unknown_function(doc, loc, name, names)]
+    if qualifier == "$LATEST" or (qualifier.isdigit() and int(qualifier) >= 1):
+        return []
+    fn = functions.get(name)
+    aliases = fn.get("aliases") if isinstance(fn, dict) else None
+    known = [a for a in aliases if isinstance(a, str)] if isinstance(aliases, dict) else []
+    if qualifier in known:
+        return []
+    have = ", ".join(known) if known else "none"
+    return [Problem(doc.position(loc), format_loc(loc),
+                    f"function '{name}' has no alias {qualifier!r} (its aliases: {have}); write name:ALIAS "
+                    f"with an alias under functions.{name}.aliases, name:VERSION or name:$LATEST")]
+
+
 def _function_refs(doc: Document, names: list[str], functions: dict[str, Any],
                    routes: list[Any]) -> list[Problem]:
     known = set(names)
@@ -73,7 +93,9 @@ def _function_refs(doc: Document, names: list[str], functions: dict[str, Any],
         if not isinstance(route, dict):
             continue
         fn = route.get("function")
-        if isinstance(fn, str) and fn not in known:
+        if isinstance(fn, str) and ":" in fn:  # name:alias, name:3 or name:$LATEST (versions and aliases)
+            out += _qualified_ref(doc, ("routes", i, "function"), fn, names, functions)
+        elif isinstance(fn, str) and fn not in known:
             out.append(_unknown_function(doc, ("routes", i, "function"), fn, names))
         source = route.get("source")
         if isinstance(source, dict) and isinstance(source.get("on_failure"), dict):

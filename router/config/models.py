@@ -445,6 +445,36 @@ class LambdaTargetConfig(Model):
         return v
 
 
+ALIAS_NAME = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,128}$")
+"""Lambda's alias names: letters, digits, ``-`` and ``_``, up to 128, not all digits."""
+
+
+class AliasConfig(Model):
+    """An alias of published versions (Lambda's alias with RoutingConfig), e.g.
+    ``prod: {version: 3, weights: {4: 0.1}}``: 10% of the invocations run version 4, the rest version 3."""
+
+    version: int = Field(ge=1, description="the published version the alias points to (router publish)")
+    weights: dict[int, float] = Field(
+        default_factory=dict,
+        description="AdditionalVersionWeights: at most one other version and the share of invocations, "
+        "0 to 1, that run it; chosen per invocation")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_extra_version(self) -> AliasConfig:
+        if len(self.weights) > 1:
+            raise ValueError(f"weights takes one version (as Lambda's AdditionalVersionWeights), got "
+                             f"{len(self.weights)}; keep one")
+        for extra, weight in self.weights.items():
+            if extra < 1:
+                raise ValueError(f"weights: versions are numbers from 1, got {extra}")
+            if extra == self.version:
+                raise ValueError(f"weights: version {extra} is the alias's own version; name another one")
+            if not 0.0 <= weight <= 1.0:
+                raise ValueError(f"weights: the weight of version {extra} must be from 0 to 1, got {weight}")
+        return self
+
+
 class FunctionConfig(Model):
     # local function
     runtime: str | None = Field(None, description="python3.X | nodejsNN.x | provided")
@@ -493,6 +523,19 @@ class FunctionConfig(Model):
         description="Lambda's logging controls: log_format, application_log_level, system_log_level")
     url: FunctionUrlConfig | None = Field(
         None, description="a function URL: http://HOST:PORT/lambda-url/FUNCTION/ answers any method and path")
+    aliases: dict[str, AliasConfig] = Field(
+        default_factory=dict,
+        description="local functions: aliases of published versions (router publish), invoked as "
+        "name:alias; each with version and optional weights")
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, v: dict[str, AliasConfig]) -> dict[str, AliasConfig]:
+        for name in v:
+            if not ALIAS_NAME.match(name):
+                raise ValueError(f"alias name must be 1-128 letters, digits, '-' or '_' and not all digits, "
+                                 f"got {name!r}")
+        return v
 
     @field_validator("environment", mode="before")
     @classmethod
@@ -554,6 +597,9 @@ class FunctionConfig(Model):
                 raise ValueError(f"a {kind} function needs 'handler' ({form})")
             if self.handler and self.runtime != "provided" and "." not in self.handler:
                 raise ValueError(f"handler must be {form.partition(',')[0]}, got {self.handler!r}")
+        if self.aliases and self.runtime is None:
+            raise ValueError("aliases are for local functions (versions snapshot local code); remove "
+                             "aliases or give the function a runtime")
         if self.provisioned and self.concurrency is not None and self.provisioned > self.concurrency:
             raise ValueError(
                 f"provisioned ({self.provisioned}) cannot exceed concurrency ({self.concurrency})"

@@ -24,6 +24,10 @@ class AsyncEvent(Protocol):
     @property
     def route(self) -> str | None: ...
     @property
+    def qualifier(self) -> str | None:
+        """The version or alias the event was invoked with (None: $LATEST)."""
+        ...
+    @property
     def request_id(self) -> str: ...
     @property
     def attempts(self) -> int:
@@ -87,6 +91,7 @@ class AsyncQueue(Protocol):
     async def publish(
         self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float,
         trace: str | None = None,
+        qualifier: str | None = None,
     ) -> None:
         """Accept a new event for ``function``; durable when this returns. Raises ``Unavailable`` when it
         was not accepted. ``trace``: the X-Ray trace header it came with, kept with it."""

@@ -49,6 +49,7 @@ async def run_attempt(ev: AsyncEvent, *, name: str, cfg: AsyncConfig, clock: Clo
     inv = Invocation(
         function=name, payload=ev.payload, source=ev.source, route=ev.route, request_id=ev.request_id,
         invocation_type="async", attempt=ev.attempts + 1, enqueued_at=ev.enqueued_at, trace_id=ev.trace,
+        qualifier=ev.qualifier,
     )
     result = await execute(inv)
     now = clock.time()

@@ -21,7 +21,8 @@ from router.core.controls import HELD_SYNC, Controls
 from router.core.history import HistoryRecorder
 from router.core.limits import DEFAULT_ASYNC_PARALLELISM, FunctionLimit, Limits
 from router.core.recursion import LoopGuard
-from router.errors import FunctionNotFound, PayloadTooLarge, Throttled
+from router.core.versions import Versions
+from router.errors import FunctionNotFound, PayloadTooLarge, QualifierNotFound, Throttled, VersionError
 from router.invocation import ErrorType, Invocation, Outcome, Result
 from router.invokers.base import Invoker
 from router.metrics import Metrics
@@ -117,6 +118,7 @@ class Dispatcher:
         self._stopping = False
         self._drained = asyncio.Event()
         self.history: HistoryRecorder | None = None  # set by the app: invocations are recorded there
+        self.versions: Versions | None = None  # set by the app: published versions and aliases
 
     @staticmethod
     def _async_limit_of(shared: FunctionLimit) -> FunctionLimit:
@@ -155,6 +157,8 @@ class Dispatcher:
         removed = set(removed)
         retired = {name: self._invokers[name] for name in [*invokers, *removed] if name in self._invokers}
         self._config = config
+        if self.versions is not None:
+            self.versions.reconfigure(config)
         for name in removed:
             self._invokers.pop(name, None)
         self._invokers.update(invokers)
@@ -235,6 +239,8 @@ class Dispatcher:
 
     async def invoke(self, inv: Invocation) -> Result:
         """Run ``inv`` now. Raises ``FunctionNotFound``, or ``Throttled`` at once at the cap."""
+        if inv.qualifier is not None or ":" in inv.function:
+            await self._qualify(inv)
         self._check(inv.function)
         limit = self._limits[inv.function]
         if not limit.try_acquire():
@@ -254,6 +260,8 @@ class Dispatcher:
 
     async def invoke_waiting(self, inv: Invocation) -> Result:
         """Run ``inv``, waiting for a free slot at the cap (backpressure for pollers and schedules)."""
+        if inv.qualifier is not None or ":" in inv.function:
+            await self._qualify(inv)
         self._check(inv.function)
         limit = self._limits[inv.function]
         if not limit.try_acquire():
@@ -272,6 +280,7 @@ class Dispatcher:
         ``invoke_in_slot``; while the function is at its cap (or paused) no receive happens at all. With
         ``route``, first wait while the route is paused: the one gate of every poller.
         """
+        function = function.partition(":")[0]  # a route's name:qualifier shares the function's slots
         self._check(function)
         if route is not None:
             await self.controls.wait_route_enabled(route)
@@ -285,9 +294,65 @@ class Dispatcher:
             limit.release()
 
     async def invoke_in_slot(self, inv: Invocation) -> Result:
-        """Run ``inv`` in a slot the caller holds through ``slot()``; never raises for function errors."""
+        """Run ``inv`` in a slot the caller holds through ``slot()``; never raises for function errors.
+        A version or alias that is gone (a reload removed the alias) or whose environments cannot start
+        is an error result that no retry mends (the async worker sends it to on_failure)."""
+        if inv.qualifier is not None or ":" in inv.function:
+            try:
+                await self._qualify(inv)
+            except (QualifierNotFound, VersionError) as exc:
+                log.warning("%s", exc, extra={"function": inv.function, "route": inv.route,
+                                              "request_id": inv.request_id, "error_type": "config"})
+                gone = isinstance(exc, QualifierNotFound)
+                kind = "ResourceNotFoundException" if gone else "Router.VersionError"
+                return Result.error(kind, str(exc), error_type=ErrorType.CONFIG, retryable=False)
         self._check(inv.function)
         return await self._execute(inv)
+
+    async def _qualify(self, inv: Invocation) -> None:
+        """Resolve ``inv``'s qualifier (``name:qualifier`` of a route, or ``inv.qualifier``) to the version
+        that runs (``inv.version``, None for $LATEST) and make that version's invoker ready. Raises
+        ``QualifierNotFound``."""
+        name, _, derived = inv.function.partition(":")
+        if derived:
+            inv.function = name
+            inv.qualifier = derived
+        qualifier = inv.qualifier
+        if qualifier is None or qualifier == "$LATEST":
+            inv.qualifier = None
+            return
+        self._check(name)
+        versions = self.versions
+        if versions is None:
+            raise QualifierNotFound(name, qualifier, "this router runs no versions")
+        version = versions.resolve(name, qualifier)
+        if version is None:
+            inv.qualifier = None
+            return
+        if not versions.ready(name, version):  # only the first invocation of a version on this replica
+            await versions.invoker(name, version)
+        inv.version = version
+        inv.invoked_arn = versions.arn(name, qualifier)
+
+    async def _check_qualifier(self, inv: Invocation) -> None:
+        """For an async event: split a route's ``name:qualifier`` and check that the alias or version
+        exists (``QualifierNotFound`` otherwise, before the event is accepted, as Lambda answers); each
+        attempt resolves the qualifier again (a weighted alias draws per attempt)."""
+        name, _, derived = inv.function.partition(":")
+        if derived:
+            inv.function, inv.qualifier = name, derived
+        if inv.qualifier in (None, "$LATEST"):
+            inv.qualifier = None
+            return
+        qualifier = inv.qualifier
+        self._check(name)
+        versions = self.versions
+        if versions is None:
+            raise QualifierNotFound(name, qualifier, "this router runs no versions")
+        version = versions.resolve(name, qualifier)  # an alias: known from the config
+        if (version is not None and qualifier.isdigit() and not versions.ready(name, version)
+                and await versions.get(name, int(version)) is None):  # read once a version runs here
+            raise QualifierNotFound(name, qualifier)
 
     def _count_throttle(self, inv: Invocation) -> None:
         self._metrics.throttles.labels(inv.function, inv.source).inc()
@@ -305,7 +370,12 @@ class Dispatcher:
         if history is not None and inv.invocation_type == "async":
             history.attempt_started(inv)
         started = self._clock.monotonic()
-        invoker = self._invokers[fn]
+        version = inv.version
+        if version is None:
+            invoker = self._invokers[fn]
+        else:
+            assert self.versions is not None
+            invoker = self.versions.invoker_now(fn, version)
         calls = self._calls
         calls[invoker] = calls.get(invoker, 0) + 1
         try:
@@ -334,6 +404,11 @@ class Dispatcher:
             else:
                 history.attempt_ended(inv, result, duration)
         metrics.child(metrics.invocations, fn, inv.source, result.outcome.value).inc()
+        if version is not None:
+            assert self.versions is not None
+            result.executed_version = version
+            metrics.child(metrics.version_invocations, fn, self.versions.metric_label(fn, version),
+                          result.outcome.value).inc()
         metrics.child(metrics.invocation_duration, fn).observe(duration)
         if not result.ok and inv.invocation_type == "sync":
             log.info("sync invocation ended with %s", result.outcome.value, extra={
@@ -348,13 +423,15 @@ class Dispatcher:
 
         Raises ``FunctionNotFound`` or ``PayloadTooLarge`` (over ``server.max_async_body``).
         """
+        if inv.qualifier is not None or ":" in inv.function:
+            await self._check_qualifier(inv)
         self._check(inv.function)
         limit = self._config.server.max_async_body
         if len(inv.payload) > limit:
             raise PayloadTooLarge(f"function '{inv.function}': async event", len(inv.payload), limit)
         await self.queue.publish(inv.function, request_id=inv.request_id, payload=inv.payload,
                                  source=inv.source, route=inv.route, now=self._clock.time(),
-                                 trace=inv.trace_id)
+                                 trace=inv.trace_id, qualifier=inv.qualifier)
         if self.history is not None:
             self.history.accepted(inv)
         self._metrics.async_events_received.labels(inv.function).inc()

@@ -116,6 +116,8 @@ def add_admin_routes(app: web.Application) -> None:
 def add_control_and_admin_routes(app: web.Application) -> None:
     """Lambda's control API and the admin API of routes and functions (``server.invoke_api``)."""
     from router.http.control_api import add_control_routes
+    from router.http.versions_api import add_version_routes
 
     add_control_routes(app)
+    add_version_routes(app)
     add_admin_routes(app)

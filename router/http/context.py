@@ -12,6 +12,7 @@ from router.config.models import RouterConfig
 from router.core.controls import Controls
 from router.core.dispatcher import Dispatch
 from router.core.history import HistoryRecorder
+from router.core.versions import Versions
 from router.metrics import Metrics
 from router.readiness import Readiness
 
@@ -27,6 +28,7 @@ class HttpContext:
     reload: Callable[[], Awaitable[ReloadOutcome]] | None = None  # the running router's, for /admin/reload
     controls: Controls | None = None  # run-time controls (pause, reserved concurrency): the control API
     history: HistoryRecorder | None = None  # invocation history and the status API (None: off)
+    versions: Versions | None = None  # published versions and aliases (PublishVersion, ListAliases, ...)
 
 
 CTX = web.AppKey("router_http_context", HttpContext)

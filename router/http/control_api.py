@@ -22,6 +22,7 @@ import math
 import platform
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -264,6 +265,9 @@ async def list_functions(request: web.Request) -> web.Response:
 
 
 async def get_function(request: web.Request) -> web.Response:
+    qualified = _qualified(request)
+    if qualified is not None:
+        return await qualified(request, "GetFunction")
     begun = await _begin_function(request)
     if isinstance(begun, web.Response):
         return begun
@@ -276,6 +280,9 @@ async def get_function(request: web.Request) -> web.Response:
 
 
 async def get_function_configuration(request: web.Request) -> web.Response:
+    qualified = _qualified(request)
+    if qualified is not None:
+        return await qualified(request, "GetFunctionConfiguration")
     begun = await _begin_function(request)
     if isinstance(begun, web.Response):
         return begun
@@ -474,6 +481,20 @@ async def list_function_url_configs(request: web.Request) -> web.Response:
 
 
 CONTROL_API = web.AppKey("router_control_api", ControlApi)
+QualifiedGet = Callable[[web.Request, str], Awaitable[web.Response]]
+QUALIFIED: web.AppKey[QualifiedGet] = web.AppKey("router_qualified_get")
+"""GetFunction / GetFunctionConfiguration of a version or alias (``router.http.versions_api``)."""
+
+
+def _qualified(request: web.Request) -> QualifiedGet | None:
+    """The handler of a request naming a version or alias, when the versions API is there."""
+    qualifier = request.query.get("Qualifier")
+    if qualifier in (None, "", "$LATEST"):
+        ref = parse_function_name(request.match_info["FunctionName"])
+        qualifier = None if ref is None else ref.qualifier
+    if qualifier in (None, "$LATEST"):
+        return None
+    return request.app.get(QUALIFIED)
 
 
 def add_control_routes(app: web.Application) -> None:

@@ -17,7 +17,10 @@ Credentials are checked before anything else (DESIGN §9a): a stranger gets 403 
 exists or not, for DryRun too, so the API is no oracle of function names. A SigV4 request is checked as
 far as it can be without its body (key, date, signed headers) before the body is read.
 
-Versions and aliases come later: a qualifier other than ``$LATEST`` is ResourceNotFoundException.
+A qualifier (``Qualifier=``, or ``name:qualifier`` / a qualified ARN) runs a published version or an
+alias of the config (``router.core.versions``); the answer's ``X-Amz-Executed-Version`` names the version
+that ran. A version or alias the function does not have is ResourceNotFoundException naming the qualified
+ARN, as in Lambda (for ``Event`` too, before the event is accepted).
 An empty payload reaches the function as ``{}``, as in Lambda. ``X-Amz-Client-Context`` must be at most
 3,583 bytes of base64 JSON object, else InvalidRequestContentException, as in Lambda.
 """
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from router.core.recursion import refusal_message
-from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable
+from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable, VersionError
 from router.http import aws_errors
 from router.http.context import CTX, HttpContext
 from router.http.invoke_auth import authenticate
@@ -50,6 +53,7 @@ LOG_TAIL_BYTES = 4096
 CLIENT_CONTEXT_LIMIT = 3583
 """Bytes of base64 ``X-Amz-Client-Context`` Lambda takes (Invoke API reference: "Up to 3,583 bytes")."""
 CLIENT_CONTEXT_INVALID = "Client context must be a valid Base64-encoded JSON object."
+_QUALIFIER = re.compile(r"^(\$LATEST|[A-Za-z0-9_-]{1,128})$")
 
 _NAME = re.compile(
     r"^(?:arn:(?P<partition>aws[a-zA-Z-]*):lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
@@ -115,10 +119,20 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         )
     aws = ctx.config.aws
     qualifier = request.query.get("Qualifier") or ref.qualifier
+    if ref.qualifier and qualifier != ref.qualifier:
+        return aws_errors.aws_error(
+            400, "InvalidParameterValueException",
+            "The derived qualifier from the function name does not match the specified qualifier.",
+            request_id)
+    if qualifier == "$LATEST":
+        qualifier = None
     base_arn = aws.function_arn(ref.name)
+    if qualifier is not None and not _QUALIFIER.match(qualifier):
+        return aws_errors.validation(
+            f"1 validation error detected: Value '{qualifier}' at 'qualifier' failed to satisfy constraint: "
+            "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)", request_id)
     if (
-        (qualifier not in (None, "$LATEST"))
-        or (ref.region is not None and ref.region != aws.region)
+        (ref.region is not None and ref.region != aws.region)
         or (ref.account is not None and ref.account != aws.account_id)
         or not ctx.dispatcher.has_function(ref.name)
     ):
@@ -159,6 +173,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         client_context=client_context,
         # The AWS SDKs send the calling function's _X_AMZN_TRACE_ID: a chain's hops (recursive loops).
         trace_id=request.headers.get("X-Amzn-Trace-Id") or None,
+        qualifier=qualifier,
     )
     try:
         if kind == "Event":
@@ -167,7 +182,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
                                                      "Location": f"/invocations/{request_id}"})
         result = await ctx.dispatcher.invoke(inv)
     except REFUSED as exc:
-        return InvokeApiRefusals(base_arn).answer(exc, inv)
+        shown_arn = base_arn if qualifier is None else f"{base_arn}:{qualifier}"
+        return InvokeApiRefusals(shown_arn).answer(exc, inv)
 
     if result.outcome is Outcome.THROTTLED:  # no execution environment could be had (memory budget)
         return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)
@@ -207,6 +223,9 @@ class InvokeApiRefusals(Refusals):
         return response
 
     def failed(self, inv: Invocation, exc: RouterError | OSError) -> web.Response:
+        if isinstance(exc, VersionError):  # a published version whose code or config cannot be used
+            log.error("invoke api: %s", exc, extra={**_extra(inv), "error_type": "config"})
+            return aws_errors.service_error(str(exc), inv.request_id)
         # The state store or the async queue could not take the event.
         log.error("invoke api: could not dispatch the invocation: %s", exc,
                   extra={**_extra(inv), "error_type": "connection"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -45,6 +46,21 @@ def _local(name: str, fn: FunctionConfig, parts: InvokerParts) -> Invoker:
         name, fn, code_dir=(config.config_dir / fn.code).resolve(), aws=config.aws, metrics=parts.metrics,
         runtime_api=parts.runtime_api, arn=config.aws.function_arn(name), capacity=parts.capacity,
         templates=parts.templates, watchdog=parts.watchdog,
+    )
+
+
+def build_version_invoker(name: str, fn: FunctionConfig, code_dir: Path, version: str,
+                          parts: InvokerParts) -> Invoker:
+    """The invoker of a published version of local function ``name``: its own environments, running the
+    version's ``fn`` config and its extracted ``code_dir``, invoked as ``ARN:version``."""
+    from router.invokers.local import LocalInvoker
+
+    assert parts.runtime_api is not None
+    config = parts.config
+    return LocalInvoker(
+        name, fn, code_dir=code_dir, aws=config.aws, metrics=parts.metrics, runtime_api=parts.runtime_api,
+        arn=f"{config.aws.function_arn(name)}:{version}", capacity=parts.capacity, templates=parts.templates,
+        watchdog=parts.watchdog, version=version,
     )
 
 

@@ -35,11 +35,12 @@ class LocalInvoker:
         capacity: Capacity | None = None,
         templates: TemplateManager | None = None,
         watchdog: Watchdog | None = None,
+        version: str = "$LATEST",
     ) -> None:
         self.name = name
         self.pool = EnvironmentPool(
             name, config, code_dir=code_dir, aws=aws, metrics=metrics, runtime_api=runtime_api, arn=arn,
-            capacity=capacity, templates=templates, watchdog=watchdog,
+            capacity=capacity, templates=templates, watchdog=watchdog, version=version,
         )
 
     async def start(self) -> None:

@@ -59,6 +59,7 @@ H_ATTEMPTS = "x-router-attempts"
 H_ENQUEUED_AT = "x-router-enqueued-at-ms"
 H_SOURCE = "x-router-source"
 H_ROUTE = "x-router-route"
+H_QUALIFIER = "x-router-qualifier"
 
 
 def queue_name(function: str) -> str:
@@ -94,6 +95,7 @@ class AmqpEvent:
     attempts: int  # attempts already made
     enqueued_at: float  # epoch seconds of first acceptance (for max_event_age)
     trace: str | None = None  # the X-Ray trace header it came with (router.lineage)
+    qualifier: str | None = None  # the version or alias it was invoked with (None: $LATEST)
 
     def next(self, attempts: int) -> AmqpEvent:
         return replace(self, attempts=attempts)
@@ -110,6 +112,8 @@ def to_message(ev: AmqpEvent) -> Any:
         headers[H_ROUTE] = ev.route
     if ev.trace is not None:
         headers[lineage.HEADER] = ev.trace
+    if ev.qualifier is not None:
+        headers[H_QUALIFIER] = ev.qualifier
     return aio_pika.Message(
         ev.payload, headers=headers, content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=ev.request_id,
@@ -138,7 +142,7 @@ def from_message(message: Any, now: float) -> AmqpEvent:
     return AmqpEvent(
         request_id=text(H_REQUEST_ID) or message.message_id or str(uuid.uuid4()),
         payload=bytes(message.body), source=text(H_SOURCE) or "amqp", route=text(H_ROUTE),
-        attempts=attempts, enqueued_at=enqueued_at, trace=text(lineage.HEADER),
+        attempts=attempts, enqueued_at=enqueued_at, trace=text(lineage.HEADER), qualifier=text(H_QUALIFIER),
     )
 
 
@@ -234,12 +238,13 @@ class AmqpQueue:
     async def publish(
         self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float,
         trace: str | None = None,
+        qualifier: str | None = None,
     ) -> None:
         """Publish a new event to the function queue; returns once the broker confirmed it. Raises
         ``AsyncQueueError``."""
         await self.publish_event(function, AmqpEvent(
             request_id=request_id, payload=payload, source=source, route=route, attempts=0, enqueued_at=now,
-            trace=trace))
+            trace=trace, qualifier=qualifier))
 
     async def publish_event(self, function: str, ev: AmqpEvent, delay: float = 0.0) -> None:
         """Publish ``ev`` to the function queue, or through the delay queue of ``delay`` seconds; returns

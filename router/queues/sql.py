@@ -43,11 +43,12 @@ class SqlQueue:
     async def publish(
         self, function: str, *, request_id: str, payload: bytes, source: str, route: str | None, now: float,
         trace: str | None = None,
+        qualifier: str | None = None,
     ) -> None:
         """Persist a new event (committed when this returns) and wake the function's worker. Raises
         ``StateStoreError`` (``StateStoreUnavailable``: not accepted)."""
         await self.store.enqueue(function=function, request_id=request_id, payload=payload, source=source,
-                                 route=route, now=now, trace=trace)
+                                 route=route, now=now, trace=trace, qualifier=qualifier)
         self._wake(function).set()
 
     async def deliveries(self, function: str, *, prefetch: int, lease: float) -> SqlDeliveries:

@@ -229,7 +229,7 @@ class Environment:
         assert self._channel is not None
         rid = invocation.request_id
         platform = self.spec.log
-        start_line = platform.start(rid)
+        start_line = platform.start(rid, self.spec.version)
         if start_line is not None:
             function_log.line(start_line, self.spec.function, rid)
         lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
@@ -239,7 +239,7 @@ class Environment:
             "Content-Type": "application/json",
             "Lambda-Runtime-Aws-Request-Id": rid,
             "Lambda-Runtime-Deadline-Ms": str(int((now + time_limit) * 1000)),
-            "Lambda-Runtime-Invoked-Function-Arn": self.arn,
+            "Lambda-Runtime-Invoked-Function-Arn": invocation.invoked_arn or self.arn,
             # The dispatcher's header (router.lineage: the chain's hop count rides in it); else a new one.
             # X-Ray ids need to be unique, not secret: no getrandom(2) call per invocation.
             "Lambda-Runtime-Trace-Id": invocation.trace_id

@@ -67,6 +67,7 @@ class LaunchSpec:
     prctl_in_child: bool = False
     user: tuple[int, int] | None = None  # (uid, gid) the worker runs as (``run_as``), else the router's
     log: PlatformLog = TEXT  # the function's log format and levels (``logging``): START/END/REPORT lines
+    version: str = "$LATEST"  # the published version run (AWS_LAMBDA_FUNCTION_VERSION)
 
     def environment(self, *, runtime_api: str, scratch: str, init_type: str,
                     watched: bool = False) -> dict[str, str]:
@@ -79,15 +80,15 @@ class LaunchSpec:
                 env[WATCHED_VAR] = "1"
         env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
         env["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
-        env["AWS_LAMBDA_LOG_STREAM_NAME"] = log_stream_name()
+        env["AWS_LAMBDA_LOG_STREAM_NAME"] = log_stream_name(self.version)
         env["TMPDIR"] = scratch
         env["HOME"] = scratch
         return env
 
 
-def log_stream_name() -> str:
-    """``YYYY/MM/DD/[$LATEST]<32 hex>`` as Lambda names an environment's log stream."""
-    return time.strftime("%Y/%m/%d", time.gmtime()) + "/[$LATEST]" + uuid.uuid4().hex
+def log_stream_name(version: str = "$LATEST") -> str:
+    """``YYYY/MM/DD/[VERSION]<32 hex>`` as Lambda names an environment's log stream."""
+    return time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{version}]" + uuid.uuid4().hex
 
 
 def _python_interpreter(name: str, runtime: str, path: str) -> str:
@@ -116,7 +117,8 @@ def _node_command(name: str, runtime: str, path: str, config: FunctionConfig,
     return command
 
 
-def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsConfig) -> LaunchSpec:
+def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsConfig,
+                   version: str = "$LATEST") -> LaunchSpec:
     """Check the function's code and runtime and build its ``LaunchSpec``.
 
     Blocking (stats files, searches PATH): call it through ``asyncio.to_thread``. Raises
@@ -137,7 +139,7 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     env.update(config.environment)
     reserved = {
         "AWS_LAMBDA_FUNCTION_NAME": name,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_VERSION": version,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory),
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
         "AWS_REGION": aws.region,
@@ -189,7 +191,7 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
     return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory,
                       concurrency=config.per_environment_concurrency, self_limits=runtime != "provided",
                       user=user, prctl_in_child=runtime_major(runtime) is not None,
-                      log=PlatformLog.of(config.logging))
+                      log=PlatformLog.of(config.logging), version=version)
 
 
 def _run_as(name: str, run_as: str) -> tuple[int, int]:

@@ -79,8 +79,12 @@ class EnvironmentPool:
         capacity: Capacity | None = None,
         templates: TemplateManager | None = None,
         watchdog: Watchdog | None = None,
+        version: str = "$LATEST",
     ) -> None:
         self.name = name
+        self.version = version  # a published version's pool: its own environments, code and config
+        # A version's environments are counted apart (function="name:N"), so $LATEST's gauges stay true.
+        label = name if version == "$LATEST" else f"{name}:{version}"
         self.watchdog = watchdog  # ends environments when the router dies (None: parent-death signal)
         self.capacity = capacity
         self.templates = templates  # fork-started environments (None: every environment is exec'd)
@@ -110,12 +114,13 @@ class EnvironmentPool:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._next_replenish = 0.0
-        self._cold_starts = metrics.cold_starts.labels(name)
-        self._init_duration = metrics.init_duration.labels(name)
+        self._label = label
+        self._cold_starts = metrics.cold_starts.labels(label)
+        self._init_duration = metrics.init_duration.labels(label)
         self._metrics = metrics
-        self._wait_seconds = metrics.environment_wait.labels(name)
+        self._wait_seconds = metrics.environment_wait.labels(label)
         self._gauges: dict[EnvState, Gauge] = {
-            s: metrics.environments.labels(name, s.value)
+            s: metrics.environments.labels(label, s.value)
             for s in (EnvState.STARTING, EnvState.IDLE, EnvState.BUSY)
         }
         for gauge in self._gauges.values():
@@ -126,7 +131,7 @@ class EnvironmentPool:
     async def _resolve(self) -> LaunchSpec:
         if self._spec is None:
             self._spec = await asyncio.to_thread(
-                resolve_launch, self.name, self.config, self.code_dir, self.aws)
+                resolve_launch, self.name, self.config, self.code_dir, self.aws, self.version)
         return self._spec
 
     async def start(self) -> None:
@@ -267,7 +272,7 @@ class EnvironmentPool:
                 raise _Throttled
             if waited_since is None:
                 waited_since = now
-                self._metrics.environment_waits.labels(self.name, reason).inc()
+                self._metrics.environment_waits.labels(self._label, reason).inc()
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:

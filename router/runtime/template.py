@@ -511,7 +511,8 @@ class TemplateManager:
             env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
             blueprint = _Blueprint(interpreter, env, spec.cwd, function=spec.function, memory=spec.memory,
                                    start_timeout=init_timeout(config.timeout))
-            return TemplateSpawner(self, _Key(interpreter, startup, spec.function), blueprint)
+            snap = spec.function if spec.version == "$LATEST" else f"{spec.function}:{spec.version}"
+            return TemplateSpawner(self, _Key(interpreter, startup, snap), blueprint)
         return TemplateSpawner(self, _Key(interpreter, startup, None),
                                _Blueprint(interpreter, dict(startup), str(BOOTSTRAP_DIR)))
 

@@ -24,9 +24,11 @@ SCHEMA_VERSION = 5
    (routes paused, functions' reserved concurrency and event invoke overrides set at run time) and
    ``router_invocations`` (invocation history, ``router.state.history``). New tables only: a version-3
    database migrates by opening it, the same way.
-5: ``router_async_events.trace`` (the X-Ray trace header an async event came with: the hop count of
-   recursive loop detection, ``router.lineage``). A version-4 database migrates by opening it: the
-   column is added (``_add_columns``)."""
+5: ``router_function_versions`` (published versions: code zip and config, ``router.state.versions``),
+   ``router_async_events.qualifier`` (the version or alias an async event was invoked with) and
+   ``router_async_events.trace`` (the X-Ray trace header an async event came with: the hop count of
+   recursive loop detection, ``router.lineage``). Opening a version-4 database creates the table and adds
+   the columns (``_add_missing_columns``)."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -57,7 +59,8 @@ async_events = sa.Table(
     sa.Column("enqueued_at", sa.Double(), nullable=False),
     sa.Column("available_at", sa.Double(), nullable=False),
     sa.Column("lease_until", sa.Double(), nullable=True),  # NULL: not handed out
-    sa.Column("trace", sa.String(512), nullable=True),  # X-Ray trace header (router.lineage)
+    sa.Column("trace", sa.String(512), nullable=True),  # X-Ray trace header (router.lineage); schema 5
+    sa.Column("qualifier", sa.String(128), nullable=True),  # a version or alias (NULL: $LATEST); schema 5
     sa.Index("router_async_events_claim", "function", "available_at"),
 )
 _leased = async_events.c.lease_until.is_not(None)
@@ -157,6 +160,20 @@ invocations = sa.Table(  # invocation history: one row per request id (``router.
 )
 
 
+function_versions = sa.Table(  # published versions (``router.state.versions``): immutable once written
+    "router_function_versions",
+    metadata,
+    sa.Column("function", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),  # 1, 2, ...
+    sa.Column("code_sha256", sa.String(64), nullable=False),  # base64 SHA-256 of ``code`` (CodeSha256)
+    sa.Column("code_size", sa.Integer(), nullable=False),
+    sa.Column("config", sa.Text(), nullable=False),  # the function's config as JSON, at publish time
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("code", sa.LargeBinary(), nullable=False),  # the deterministic zip of the code directory
+    sa.Column("published_at", sa.Double(), nullable=False),
+)
+
+
 def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> None:
     """Create missing tables in one transaction and check or write the schema version.
 
@@ -181,23 +198,29 @@ def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> Non
             f"({SCHEMA_VERSION}); upgrade the router or point state: at another database"
         )
     if int(stored) < SCHEMA_VERSION:  # the missing tables were created above: that is the migration
-        if int(stored) < 5:
-            _add_columns(conn, schema)
+        _add_missing_columns(conn, schema)
         conn.execute(
             sa.update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
         )
 
 
-def _add_columns(conn: sa.Connection, schema: str | None) -> None:
-    """Version 5: ``router_async_events.trace``, added to a table created by an older router."""
-    columns = {c["name"] for c in sa.inspect(conn).get_columns(async_events.name, schema=schema)}
-    if "trace" in columns:
-        return
-    prep = conn.dialect.identifier_preparer
-    table = prep.quote(async_events.name)
-    if schema is not None:
-        table = f"{prep.quote_schema(schema)}.{table}"
-    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN trace VARCHAR(512)"))
+_ADDED_COLUMNS = ((async_events, "qualifier"), (async_events, "trace"))
+"""Columns added to existing tables after their creation (schema 5): added when missing."""
+
+
+def _add_missing_columns(conn: sa.Connection, schema: str | None) -> None:
+    """ALTER TABLE ... ADD COLUMN for each of ``_ADDED_COLUMNS`` a table of an older schema lacks."""
+    inspector = sa.inspect(conn)
+    quote = conn.dialect.identifier_preparer
+    for table, name in _ADDED_COLUMNS:
+        have = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
+        if name in have:
+            continue
+        kind = table.c[name].type.compile(dialect=conn.dialect)
+        where = quote.quote(table.name)
+        if schema is not None:
+            where = f"{quote.quote_schema(schema)}.{where}"
+        conn.execute(sa.text(f"ALTER TABLE {where} ADD COLUMN {quote.quote(name)} {kind}"))
 
 
 def _insert_for(dialect: str) -> Any:

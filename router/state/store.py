@@ -22,6 +22,7 @@ from router.state.leases import Lease, LeaseToken
 from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
 from router.state.schema import async_events, create_tables
 from router.state.url import POSTGRESQL, SQLITE, dialect_of, engine_url, redact
+from router.state.versions import VersionRow
 from router.state.writer import GroupCommitWriter, Seal
 
 log = logging.getLogger("router.state")
@@ -47,12 +48,13 @@ class QueuedEvent:
     enqueued_at: float  # epoch seconds of first acceptance (for max_event_age)
     available_at: float  # epoch seconds when it may be claimed
     trace: str | None = None  # the X-Ray trace header it came with (router.lineage)
+    qualifier: str | None = None  # the version or alias it was invoked with (None: $LATEST)
 
 
 _t = async_events
 _EVENT_COLUMNS = (
     _t.c.id, _t.c.function, _t.c.request_id, _t.c.payload, _t.c.source, _t.c.route, _t.c.attempts,
-    _t.c.enqueued_at, _t.c.available_at, _t.c.trace,
+    _t.c.enqueued_at, _t.c.available_at, _t.c.trace, _t.c.qualifier,
 )
 
 # Statements are built once, with bound parameters: each call only looks up the compiled form.
@@ -214,7 +216,7 @@ class StateStore:
 
     async def enqueue(
         self, *, function: str, request_id: str, payload: bytes, source: str, route: str | None,
-        now: float, trace: str | None = None,
+        now: float, trace: str | None = None, qualifier: str | None = None,
     ) -> None:
         """Persist one new event; durable (committed) when this returns. Raises ``StateStoreError``:
         ``StateStoreUnavailable`` when it was not committed within ``write_timeout`` (it was then
@@ -225,6 +227,7 @@ class StateStore:
             "function": function, "request_id": request_id, "payload": payload, "source": source,
             "route": route, "attempts": 0, "enqueued_at": now, "available_at": now, "lease_until": None,
             "trace": trace,
+            "qualifier": qualifier,
         })
 
     async def claim(self, function: str, limit: int, now: float, lease: float) -> list[QueuedEvent]:
@@ -246,7 +249,7 @@ class StateStore:
                     id=int(r.id), function=r.function, request_id=r.request_id, payload=bytes(r.payload),
                     source=r.source, route=r.route, attempts=int(r.attempts),
                     enqueued_at=float(r.enqueued_at), available_at=float(r.available_at),
-                    trace=r.trace,
+                    trace=r.trace, qualifier=r.qualifier,
                 )
                 for r in conn.execute(_CLAIM, params)
             ]
@@ -458,6 +461,35 @@ class StateStore:
         """Insert or replace one route's or function's run-time settings; committed when this returns."""
         await self._transact("save controls", lambda conn: controls.save(conn, row))
 
+
+    # --- published function versions (issue 13: ``router.state.versions``) ---------------------------
+
+    async def publish_version(self, *, function: str, code: bytes, code_sha256: str, config: str,
+                              description: str, now: float) -> tuple[VersionRow, bool]:
+        """Store the next version of ``function`` (or return the latest, unchanged); (row, created)."""
+        from router.state import versions
+
+        return await self._transact("publish a version", lambda conn: versions.publish(
+            conn, function=function, code=code, code_sha256=code_sha256, config=config,
+            description=description, now=now))
+
+    async def list_versions(self, function: str | None = None) -> list[VersionRow]:
+        """The published versions of ``function`` (of every function when None), oldest first."""
+        from router.state import versions
+
+        return await self._transact("list versions", lambda conn: versions.list_versions(conn, function))
+
+    async def get_version(self, function: str, version: int) -> VersionRow | None:
+        from router.state import versions
+
+        return await self._transact("read a version", lambda conn: versions.get(conn, function, version))
+
+    async def version_code(self, function: str, version: int) -> bytes | None:
+        """The code zip of a version, or None when there is none."""
+        from router.state import versions
+
+        return await self._transact("read a version's code",
+                                    lambda conn: versions.code(conn, function, version))
 
     # --- invocation history (issue 12, part h1: ``router.state.history``) -------------------------------
 

@@ -14,6 +14,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
+from router.errors import QualifierNotFound
 from router.http.invoke_api import parse_function_name
 from router.invocation import Invocation, Outcome, Result
 
@@ -96,10 +97,20 @@ async def test_arns_and_latest_qualifier_are_accepted(serve: Any, clients: list[
     assert resp["Body"] == b"[1]"
 
 
-async def test_other_qualifier_is_not_found(serve: Any, clients: list[Lambda]) -> None:
-    _, client = await lam(serve, clients)
-    with pytest.raises(client.client.exceptions.ResourceNotFoundException, match=r"function:echo:prod"):
+async def test_a_qualifier_the_function_lacks_is_not_found(serve: Any, clients: list[Lambda]) -> None:
+    """The qualifier reaches the dispatcher, which resolves it; its QualifierNotFound names the qualified
+    ARN, as Lambda's answer does."""
+    server, client = await lam(serve, clients)
+    server.dispatcher.invoke_error = QualifierNotFound("echo", "prod")
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:echo:prod"
+    missing = client.client.exceptions.ResourceNotFoundException
+    with pytest.raises(missing, match=f"Function not found: {arn}$"):
         await client.invoke(FunctionName="echo", Qualifier="prod")
+    server.dispatcher.invoke_error = None
+    await client.invoke(FunctionName="echo:7")
+    assert server.dispatcher.invoked[-1].qualifier == "7"
+    await client.invoke(FunctionName="echo", Qualifier="$LATEST")
+    assert server.dispatcher.invoked[-1].qualifier is None
 
 
 async def test_empty_payload_reaches_the_function_as_empty_object(serve: Any, clients: list[Lambda]) -> None:

@@ -46,6 +46,15 @@ def test_event_round_trips_through_a_message() -> None:
     assert from_message(message, now=0.0) == ev
 
 
+def test_the_qualifier_of_an_event_rides_in_a_header() -> None:
+    ev = AmqpEvent(request_id="r-2", payload=b"{}", source="invoke_api", route="hook", attempts=0,
+                   enqueued_at=1700000000.0, qualifier="prod")
+    message = to_message(ev)
+    assert message.headers["x-router-qualifier"] == "prod"
+    assert from_message(message, now=0.0).qualifier == "prod"
+    assert from_message(message, now=0.0).next(1).qualifier == "prod"  # a retry keeps it
+
+
 def test_a_foreign_message_is_a_new_event() -> None:
     message = aio_pika.Message(b"hello", message_id="m-1")
     ev = from_message(message, now=50.0)
