@@ -39,7 +39,7 @@ from router.config.models import (
 )
 from router.core.controls import ControlError, Controls
 from router.http import aws_errors
-from router.http.context import CTX
+from router.http.context import CTX, HttpContext
 from router.http.function_url import function_url
 from router.http.invoke_api import parse_function_name
 from router.http.invoke_auth import authenticate
@@ -96,12 +96,22 @@ def _json(body: Any, request_id: str, status: int = 200) -> web.Response:
 class ControlApi:
     """The handlers; ``started``: epoch seconds shown as the functions' LastModified."""
 
-    def __init__(self, config: RouterConfig, controls: Controls, started: float) -> None:
-        self.config = config
+    def __init__(self, ctx: HttpContext, controls: Controls, started: float) -> None:
+        self._ctx = ctx  # its config is the running one: a reload replaces it
         self.controls = controls
         self.started = started
-        self.pollers = {r.name: r for r in config.routes if r.source.type in POLLER_TYPES}
-        self.by_uuid = {mapping_uuid(name): r for name, r in self.pollers.items()}
+
+    @property
+    def config(self) -> RouterConfig:
+        return self._ctx.config
+
+    @property
+    def pollers(self) -> dict[str, RouteConfig]:
+        return {r.name: r for r in self.config.routes if r.source.type in POLLER_TYPES}
+
+    @property
+    def by_uuid(self) -> dict[str, RouteConfig]:
+        return {mapping_uuid(name): r for name, r in self.pollers.items()}
 
     # --- shapes -----------------------------------------------------------------------------------------
 
@@ -501,7 +511,7 @@ def add_control_routes(app: web.Application) -> None:
     """Lambda's control operations on ``app`` (with the Invoke API: ``server.invoke_api``)."""
     ctx = app[CTX]
     assert ctx.controls is not None, "the control API needs the router's Controls"
-    app[CONTROL_API] = ControlApi(ctx.config, ctx.controls, time.time())
+    app[CONTROL_API] = ControlApi(ctx, ctx.controls, time.time())
     r = app.router
     r.add_get("/2015-03-31/functions", list_functions)
     r.add_get("/2015-03-31/functions/", list_functions)

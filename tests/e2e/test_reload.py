@@ -211,6 +211,7 @@ def test_sighup_reloads_and_a_removed_route_and_function_are_gone(
         router_factory: RouterFactory, tmp_path: Path) -> None:
     rp = router_factory(_config(tmp_path, router_factory, version="1"))
     assert http("POST", rp.url + "/versioned", b"{}", timeout=10)[0] == 200
+    assert http("GET", rp.url + "/2015-03-31/functions/versioned", timeout=10)[0] == 200  # control API
     _write(rp, _config(tmp_path, router_factory, version="1", with_versioned=False))
     assert rp.proc is not None
     rp.proc.send_signal(signal.SIGHUP)
@@ -221,6 +222,11 @@ def test_sighup_reloads_and_a_removed_route_and_function_are_gone(
     status, _, body = http("POST", rp.url + "/2015-03-31/functions/versioned/invocations", b"{}", timeout=10)
     assert status == 404
     assert json.loads(body)["Message"].startswith("Function not found: arn:aws:lambda:")
+    # Lambda's control API answers from the running config, not the one the router started with
+    assert http("GET", rp.url + "/2015-03-31/functions/versioned", timeout=10)[0] == 404
+    status, _, body = http("GET", rp.url + "/2015-03-31/functions", timeout=10)
+    assert status == 200, body
+    assert sorted(f["FunctionName"] for f in json.loads(body)["Functions"]) == ["sink", "steady"]
     assert rp.stop() == 0
 
 
