@@ -31,6 +31,7 @@ from bench.report import Row, results_block, text_table, write_results
 from bench.router_proc import HISTORY_ENV
 from bench.scenarios import (
     accept,
+    alias,
     amqp,
     config_load,
     http_node_io,
@@ -59,6 +60,7 @@ SCENARIOS: dict[str, tuple[str, ModuleType]] = {
     "13": ("webhook -> handlers awaiting 50 ms of I/O, 32 connections", http_node_io),
     "14": ("cold start of a node environment", invoke),
     "15": ("replicas on one PostgreSQL: Kinesis and async throughput with 1, 2, 3", replicas),
+    "16": ("webhook -> python handler through a weighted alias, 32 connections", alias),
 }
 
 
