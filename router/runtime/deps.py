@@ -196,6 +196,9 @@ def _run(argv: list[str], cwd: Path, timeout: float, where: str, manifest: Manif
         text = out.decode(errors="replace")
         package = failing_package(tool, text)
         what = f"package {package!r} could not be installed" if package else "the install failed"
+        if tool == "pip" and "No module named pip" in text:
+            what = f"{argv[0]} has no pip; install it for that interpreter ({argv[0]} -m ensurepip, or " \
+                   "the python3-pip package)"
         line = _line_of(manifest.file, package) if package else None
         file = f"{manifest.file}:{line}" if line else str(manifest.file)
         raise EnvironmentStartError(

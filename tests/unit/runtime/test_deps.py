@@ -66,3 +66,41 @@ def test_the_cache_key_follows_the_file_the_lock_and_the_runtime(tmp_path: Path)
 def test_cache_root_from_the_environment(tmp_path: Path) -> None:
     assert cache_root({"ROUTER_DEPS_CACHE": str(tmp_path / "c")}) == tmp_path / "c"
     assert cache_root({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "router" / "deps"
+
+
+def test_an_interpreter_without_pip_is_named(tmp_path: Path) -> None:
+    from router.errors import EnvironmentStartError
+    from router.runtime.deps import ensure_installed
+
+    fake = tmp_path / "python3.99"  # answers as an interpreter without pip does
+    fake.write_text("#!/bin/sh\necho \"$0: No module named pip\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "requirements.txt").write_text("inflection==0.5.1\n")
+    manifest = find_manifest(tmp_path / "code", python=True)
+    assert manifest is not None
+    with pytest.raises(EnvironmentStartError, match=(
+            rf"^function 'f': installing {tmp_path}/code/requirements.txt with pip failed \(exit 1\): "
+            rf"{fake} has no pip; install it for that interpreter \({fake} -m ensurepip")):
+        ensure_installed(manifest, runtime="python3.99", command=str(fake), where="function 'f'",
+                         cache=tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()] == []  # nothing half-built kept
+
+
+def test_credentials_in_an_index_url_are_masked(tmp_path: Path) -> None:
+    from router.errors import EnvironmentStartError
+    from router.runtime.deps import ensure_installed
+
+    fake = tmp_path / "npm"
+    fake.write_text("#!/bin/sh\n"
+                    "echo 'npm error 404 Not Found - GET https://ci:s3cret@npm.example/nope'\nexit 1\n")
+    fake.chmod(0o755)
+    (tmp_path / "package.json").write_text('{"dependencies": {"nope": "1.0.0"}}')
+    manifest = find_manifest(tmp_path, python=False)
+    assert manifest is not None
+    with pytest.raises(EnvironmentStartError) as caught:
+        ensure_installed(manifest, runtime="nodejs20.x", command=str(fake), where="function 'f'",
+                         cache=tmp_path / "cache")
+    assert "package 'nope' could not be installed" in str(caught.value)
+    assert "https://***@npm.example/nope" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
