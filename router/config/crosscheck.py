@@ -238,6 +238,11 @@ def _layer_dirs(doc: Document, functions: dict[str, Any], config_dir: Path) -> l
         layers = fn.get("layers") if isinstance(fn, dict) else None
         if not isinstance(layers, list):
             continue
+        if layers and "runtime" not in fn:
+            loc0: Loc = ("functions", name, "layers")
+            out.append(Problem(doc.position(loc0), format_loc(loc0),
+                               "layers are for local functions (with runtime and code); remove layers"))
+            continue
         for i, layer in enumerate(layers):
             if not isinstance(layer, str):
                 continue

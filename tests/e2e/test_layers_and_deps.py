@@ -336,6 +336,22 @@ def test_a_missing_layer_directory_is_a_config_error_with_its_line(tmp_path: Pat
     assert f"functions.f.layers[1]: layer directory not found: '{missing}'" in done.stderr + done.stdout
 
 
+def test_layers_on_a_function_that_is_not_local_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "layers/here").mkdir(parents=True)
+    config = write(tmp_path / "config.yaml", """\
+        version: 1
+        functions:
+          remote:
+            http: {url: "http://127.0.0.1:9/"}
+            layers: [./layers/here]
+    """)
+    done = router("validate", str(config))
+    assert done.returncode == 1
+    assert f"{config}:5:" in done.stderr + done.stdout
+    assert ("functions.remote.layers: layers are for local functions (with runtime and code); remove layers"
+            in done.stderr + done.stdout)
+
+
 def test_no_npm_needed_when_node_modules_is_already_beside_package_json(tmp_path: Path) -> None:
     """A code directory packaged as for a Lambda zip (node_modules installed) is used as it is."""
     from router.runtime.deps import find_manifest
