@@ -1,5 +1,5 @@
 """Command line: ``router run | validate | schema | invoke | routes | reload | failures | pause | resume
-| status | import | publish``."""
+| status | import | publish | build``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
 
     p = sub.add_parser("routes", help="list the routes of a config file")
+    _add_config(p)
+
+    p = sub.add_parser("build", help="install the requirements.txt / package.json of functions and their "
+                       "layers into the dependency cache ($ROUTER_DEPS_CACHE) ahead of time")
+    p.add_argument("functions", nargs="*", metavar="FUNCTION", help="functions to build (default: all)")
     _add_config(p)
 
     p = sub.add_parser("reload", help="make the running router re-read its config file (as SIGHUP does) "
@@ -385,6 +390,17 @@ def cmd_publish(path: str, args: argparse.Namespace, out: TextIO, err: TextIO) -
     return 0
 
 
+def cmd_build(path: str, functions: list[str], out: TextIO, err: TextIO) -> int:
+    from router.config.models import RouterConfig
+    from router.runtime.build import build
+
+    config = _load(path, err)
+    if config is None:
+        return 1
+    assert isinstance(config, RouterConfig)
+    return build(config, functions, out, err)
+
+
 def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -405,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_validate(path, out, err)
     if args.command == "routes":
         return cmd_routes(path, out, err)
+    if args.command == "build":
+        return cmd_build(path, args.functions, out, err)
     if args.command == "invoke":
         return cmd_invoke(path, args.function, args.event, out, err)
     if args.command == "reload":

@@ -46,6 +46,7 @@ def cross_check(doc: Document, config_dir: Path) -> list[Problem]:
     problems += _iam_urls_without_keys(doc, functions if isinstance(functions, dict) else {})
     if isinstance(functions, dict):
         problems += _code_dirs(doc, functions, config_dir)
+        problems += _layer_dirs(doc, functions, config_dir)
         problems += _node_runtimes(doc, functions)
         problems += _memory_budget(doc, functions)
     return problems
@@ -249,6 +250,31 @@ def _code_dirs(doc: Document, functions: dict[str, Any], config_dir: Path) -> li
             what = "not a directory" if path.exists() else "directory not found"
             shown = doc.origins[loc].describe() if loc in doc.origins else str(path)
             out.append(Problem(doc.position(loc), format_loc(loc), f"{what}: {shown}"))
+    return out
+
+
+def _layer_dirs(doc: Document, functions: dict[str, Any], config_dir: Path) -> list[Problem]:
+    """Every ``functions.NAME.layers`` entry is a directory (relative to the config file)."""
+    out: list[Problem] = []
+    for name, fn in functions.items():
+        layers = fn.get("layers") if isinstance(fn, dict) else None
+        if not isinstance(layers, list):
+            continue
+        if layers and "runtime" not in fn:
+            loc0: Loc = ("functions", name, "layers")
+            out.append(Problem(doc.position(loc0), format_loc(loc0),
+                               "layers are for local functions (with runtime and code); remove layers"))
+            continue
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, str):
+                continue
+            loc: Loc = ("functions", name, "layers", i)
+            path = (config_dir / Path(layer).expanduser()).resolve()
+            if not path.is_dir():
+                what = "layer is not a directory" if path.exists() else "layer directory not found"
+                out.append(Problem(doc.position(loc), format_loc(loc),
+                                   f"{what}: {str(path)!r}; give the directory holding the layer's python/, "
+                                   "nodejs/, bin/ or lib/ (relative to this config file)"))
     return out
 
 

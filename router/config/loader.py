@@ -65,6 +65,8 @@ def load_config_text(
     if config is None:  # pragma: no cover - validation failed without a problem: cannot happen
         raise ConfigError([Problem(START, TOP_LEVEL, "invalid configuration").render(filename)])
     config._config_dir = base
+    for fn in config.functions.values():  # layers resolve from the config file's directory, as code
+        fn.layers = [str((base / Path(layer).expanduser()).resolve()) for layer in fn.layers]
     config._secrets = secret_values(doc)
     return config
 

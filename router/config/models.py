@@ -523,6 +523,13 @@ class FunctionConfig(Model):
         description="Lambda's logging controls: log_format, application_log_level, system_log_level")
     url: FunctionUrlConfig | None = Field(
         None, description="a function URL: http://HOST:PORT/lambda-url/FUNCTION/ answers any method and path")
+    layers: list[str] = Field(
+        default_factory=list, max_length=5,
+        description="local functions: layer directories (relative to the config file), as Lambda's layers: "
+        "python/, python/lib/python3.X/site-packages, nodejs/node_modules, nodejs/nodeNN/node_modules, "
+        "bin/ and lib/ of each go on PYTHONPATH, NODE_PATH, PATH and LD_LIBRARY_PATH, a later layer "
+        "before an earlier one; used in place (not copied); a requirements.txt or package.json at a "
+        "layer's top is installed into the dependency cache")
     aliases: dict[str, AliasConfig] = Field(
         default_factory=dict,
         description="local functions: aliases of published versions (router publish), invoked as "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import resource
 import shutil
@@ -17,6 +18,8 @@ from pathlib import Path
 from router.config.models import AwsConfig, FunctionConfig
 from router.config.node import find_node, runtime_major
 from router.errors import EnvironmentStartError
+from router.runtime.deps import Manifest, ensure_installed, find_manifest
+from router.runtime.layers import Layer, SearchPaths, search_paths
 from router.runtime.memory import address_space_limit
 from router.runtime.nodejs import node_flags
 from router.runtime.platform_log import TEXT, PlatformLog, application_level
@@ -43,6 +46,8 @@ WATCHED_VAR = "_ROUTER_WATCHED"
 
 LAMBDA_OPEN_FILES = 1024
 """Lambda's quota of file descriptors per execution environment (soft and hard)."""
+
+log = logging.getLogger("router.runtime")
 
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -159,6 +164,7 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
         reserved["AWS_LAMBDA_LOG_LEVEL"] = log_level
     if config.per_environment_concurrency > 1:  # as Lambda Managed Instances tell the runtime
         reserved["AWS_LAMBDA_MAX_CONCURRENCY"] = str(config.per_environment_concurrency)
+    layer_dirs = _layer_dirs(name, config)
     if runtime == "provided":
         bootstrap = root / "bootstrap"
         if not bootstrap.is_file():
@@ -171,18 +177,27 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                 f"function '{name}': {str(bootstrap)!r} is not executable; run chmod +x on it"
             )
         argv: tuple[str, ...] = (str(bootstrap),)
+        paths = _search_paths(name, runtime, root, layer_dirs, None)
     elif runtime_major(runtime) is not None:
         argv = _node_command(name, runtime, path, config, env.get("NODE_OPTIONS", ""))
         reserved["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{runtime}"
         reserved["LAMBDA_RUNTIME_DIR"] = str(NODE_BOOTSTRAP_DIR)
         del reserved["PYTHONUNBUFFERED"]
+        npm = shutil.which("npm", path=path)
+        paths = _search_paths(name, runtime, root, layer_dirs, npm, node_major=runtime_major(runtime))
         if not env.get("NODE_PATH"):  # as Lambda's bootstrap: the user's NODE_PATH wins
-            reserved["NODE_PATH"] = str(root)
+            reserved["NODE_PATH"] = os.pathsep.join(paths.node)
     else:
         interpreter = _python_interpreter(name, runtime, path)
         reserved["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{runtime}"
-        reserved["PYTHONPATH"] = str(root)
+        paths = _search_paths(name, runtime, root, layer_dirs, interpreter,
+                              python_version=runtime.removeprefix("python"))
+        reserved["PYTHONPATH"] = os.pathsep.join(paths.python)
         argv = (interpreter, str(PYTHON_BOOTSTRAP))
+    if paths.bin:  # Lambda: /opt/bin last on PATH
+        reserved["PATH"] = os.pathsep.join([path, *paths.bin])
+    if paths.lib and "LD_LIBRARY_PATH" not in env:  # Lambda: ...:$LAMBDA_TASK_ROOT/lib:/opt/lib
+        reserved["LD_LIBRARY_PATH"] = os.pathsep.join([str(root), str(root / "lib"), *paths.lib])
     env.update(reserved)
     for key in ("AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_STREAM_NAME",
                 "TMPDIR", "HOME"):
@@ -192,6 +207,48 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                       concurrency=config.per_environment_concurrency, self_limits=runtime != "provided",
                       user=user, prctl_in_child=runtime_major(runtime) is not None,
                       log=PlatformLog.of(config.logging), version=version)
+
+
+def _layer_dirs(name: str, config: FunctionConfig) -> list[Path]:
+    """``functions.NAME.layers`` (made absolute by the config loader), each checked to be a directory."""
+    dirs = [Path(layer) for layer in config.layers]
+    for i, layer in enumerate(dirs):
+        if not layer.is_dir():
+            raise EnvironmentStartError(
+                f"function '{name}': layer directory not found, got {str(layer)!r}; "
+                f"check functions.{name}.layers[{i}]")
+    return dirs
+
+
+def _search_paths(name: str, runtime: str, root: Path, layer_dirs: list[Path], installer: str | None, *,
+                  python_version: str | None = None, node_major: int | None = None) -> SearchPaths:
+    """The function's search paths, installing the dependency files of its code and layers first
+    (once: ``router.runtime.deps``). ``installer`` is the runtime's interpreter (pip) or npm."""
+    where = f"function '{name}'"
+
+    def installed(directory: Path) -> tuple[Path, ...]:
+        if python_version is None and node_major is None:
+            return ()  # provided: the bootstrap brings its own
+        manifest = find_manifest(directory, python=python_version is not None)
+        if manifest is None:
+            return ()
+        return (_install(manifest, runtime, installer, where),)
+
+    layers = [Layer(d, installed(d)) for d in layer_dirs]
+    return search_paths(python_version=python_version, node_major=node_major, code_dir=root,
+                        code_installed=installed(root), layers=layers, exists=Path.is_dir)
+
+
+def _install(manifest: Manifest, runtime: str, installer: str | None, where: str) -> Path:
+    if installer is None:
+        raise EnvironmentStartError(
+            f"{where}: {manifest.file} lists dependencies to install but npm is not on PATH; install npm "
+            "(or run npm install beside package.json yourself)")
+    built = ensure_installed(manifest, runtime=runtime, command=installer, where=where)
+    if not built.reused:
+        log.info("%s: installed %s into the dependency cache %s in %.1f s", where, manifest.file,
+                 built.path.parent, built.seconds, extra={"function": where.split("'")[1]})
+    return built.path
 
 
 def _run_as(name: str, run_as: str) -> tuple[int, int]:
