@@ -158,10 +158,17 @@ def _function(template: Template, props: dict[str, Any], loc: Loc, resolver: Res
     if env:
         fn["environment"] = env
     if props.get("Layers"):
-        layers = [_layer(template, layer, out_dir) for layer in props["Layers"]]
-        notes.add((*loc, "Layers"), f"{name}: Layers: needs layers support in the router (not there yet); "
-                                    f"the layers: {', '.join(layers)}; put their code in the function's code "
-                                    "dir meanwhile")
+        local: list[str] = []
+        other: list[str] = []
+        for layer in props["Layers"]:
+            path, label = _layer(template, layer, out_dir)
+            (local if path is not None else other).append(path or label)
+        if local:
+            fn["layers"] = local
+        if other:
+            notes.add((*loc, "Layers"), f"{name}: Layers: {', '.join(other)}: not a directory of this "
+                                        "template; put the layer's content in a directory and list it "
+                                        "under layers:")
     snap = props.get("SnapStart")
     if isinstance(snap, dict) and snap.get("ApplyOn") == "PublishedVersions":
         if runtime.startswith("python"):
@@ -176,17 +183,17 @@ def _function(template: Template, props: dict[str, Any], loc: Loc, resolver: Res
     return fn
 
 
-def _layer(template: Template, layer: Any, out_dir: Path) -> str:
-    """A layer as the user would list it: the local directory of a LayerVersion of the template (relative
-    to the output), else its ARN or reference as written."""
+def _layer(template: Template, layer: Any, out_dir: Path) -> tuple[str | None, str]:
+    """A layer: (the local directory of a LayerVersion of the template, relative to the output, or None;
+    how to name it otherwise: its ARN or reference as written)."""
     if isinstance(layer, dict) and isinstance(layer.get("Ref"), str):
         resource = (template.data.get("Resources") or {}).get(layer["Ref"]) or {}
         props = resource.get("Properties") or {} if isinstance(resource, dict) else {}
         content = props.get("ContentUri", props.get("Content"))
         if isinstance(content, str) and not content.startswith("s3://"):
-            return _relative((template.path.parent / content).resolve(), out_dir)
-        return f"{layer['Ref']} (not a local directory)"
-    return str(layer)
+            return _relative((template.path.parent / content).resolve(), out_dir), layer["Ref"]
+        return None, f"{layer['Ref']} (not a local directory)"
+    return None, str(layer)
 
 
 def _relative(path: Path, out_dir: Path) -> str:

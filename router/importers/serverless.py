@@ -135,11 +135,17 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
         fn["environment"] = env
     layers = raw.get("layers", provider.get("layers"))
     if layers:
-        layer_list = layers if isinstance(layers, list) else []
-        listed = ", ".join(_layer(ctx, layer, out_dir) for layer in layer_list)
-        notes.add((*loc, "layers") if "layers" in raw else ("provider", "layers"),
-                  f"functions.{name}: layers: needs layers support in the router (not there yet); the "
-                  f"layers: {listed}; put their code in the function's code dir meanwhile")
+        local: list[str] = []
+        other: list[str] = []
+        for layer in layers if isinstance(layers, list) else []:
+            path, label = _layer(ctx, layer, out_dir)
+            (local if path is not None else other).append(path or label)
+        if local:
+            fn["layers"] = local
+        if other:
+            notes.add((*loc, "layers") if "layers" in raw else ("provider", "layers"),
+                      f"functions.{name}: layers: {', '.join(other)}: not a layer of this service; put "
+                      "the layer's content in a directory and list it under layers:")
     if raw.get("reservedConcurrency") is not None:
         value = ctx.value(raw["reservedConcurrency"], (*loc, "reservedConcurrency"), "reservedConcurrency")
         if value:
@@ -176,9 +182,9 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
     return fn
 
 
-def _layer(ctx: _Context, layer: Any, out_dir: Path) -> str:
-    """A layer of this service (``{Ref: CommonLambdaLayer}`` for ``layers.common``) as its local path
-    relative to the output; anything else (an ARN) as written."""
+def _layer(ctx: _Context, layer: Any, out_dir: Path) -> tuple[str | None, str]:
+    """A layer: (its local path relative to the output when it is a layer of this service, ``{Ref:
+    CommonLambdaLayer}`` for ``layers.common``, or None; how to name it otherwise: an ARN as written)."""
     import os
 
     ref = layer.get("Ref") if isinstance(layer, dict) else None
@@ -187,8 +193,8 @@ def _layer(ctx: _Context, layer: Any, out_dir: Path) -> str:
             layer_id = _logical_id(key).removesuffix("LambdaFunction") + "LambdaLayer"
             if layer_id == ref and isinstance(spec, dict):
                 path = (ctx.template.path.parent / str(spec.get("path", "."))).resolve()
-                return os.path.relpath(path, out_dir.resolve())
-    return str(ref or layer)
+                return os.path.relpath(path, out_dir.resolve()), ref
+    return None, str(ref or layer)
 
 
 def _route(ctx: _Context, function: str, index: int, event: Any, loc: Loc) -> dict[str, Any] | None:

@@ -92,7 +92,9 @@ Resources:
     assert (fn.concurrency, fn.provisioned) == (3, 2)
     assert fn.environment == {"A": "global", "B": "mine"}
     assert fn.code == "src"
-    assert "One: Layers: needs layers support" in listed(err)[7]  # the line in Globals
+    assert fn.layers == []
+    assert ("One: Layers: arn:aws:lambda:us-east-1:123456789012:layer:common:1: not a directory of this "
+            "template" in listed(err)[7])  # the line in Globals
 
 
 def test_http_events_become_webhook_routes(tmp_path: Path) -> None:
@@ -265,6 +267,7 @@ Resources:
 
 
 def test_async_config_and_destinations(tmp_path: Path) -> None:
+    (tmp_path / "layers" / "common").mkdir(parents=True)
     text, err, status = do_import(tmp_path, "sam", HEAD + f"""\
 Resources:
   Main:
@@ -308,7 +311,8 @@ Resources:
     assert main.on_failure.queue_url == "https://sqs.us-east-1.amazonaws.com/000000000000/Failed"
     assert "queue_url: ${FAILED_URL:-https://sqs.us-east-1.amazonaws.com/000000000000/Failed}" in text
     notes = listed(err)
-    assert "needs layers support in the router (not there yet); the layers: layers/common;" in notes[10]
+    assert config.functions["Main"].layers == [str(tmp_path / "layers" / "common")]  # local: written
+    assert 10 not in notes
     assert "set FAILED_URL" in notes[20]
     assert "AWS::Serverless::LayerVersion" in notes[31]
 

@@ -153,6 +153,7 @@ functions:
 
 
 def test_destinations_and_async_settings(tmp_path: Path) -> None:
+    (tmp_path / "libs" / "shared").mkdir(parents=True)
     _, err, status = do_import(tmp_path, "serverless", f"""\
 service: s
 provider: {{name: aws, runtime: {PY}}}
@@ -187,7 +188,8 @@ layers:
     assert isinstance(main.async_.on_failure, m.SqsDestinationConfig)
     assert config.functions["audit"].async_.on_failure is None
     notes = listed(err)
-    assert ("the layers: arn:aws:lambda:us-east-1:123456789012:layer:common:1, libs/shared;"
+    assert main.layers == [str(tmp_path / "libs" / "shared")]  # the service's own layer: written
+    assert ("layers: arn:aws:lambda:us-east-1:123456789012:layer:common:1: not a layer of this service"
             in notes[10])
     assert "set FAILED_URL" in notes[15]
     assert "SNS destinations are not supported" in notes[19]
