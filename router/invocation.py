@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from router.redaction import redact
+from router.response_stream import ResponseStream
 
 InvocationType = Literal["sync", "async"]
 
@@ -63,6 +64,7 @@ class Invocation:
     log_tail: bool = False
     client_context: str | None = None  # base64 JSON, as X-Amz-Client-Context
     enqueued_at: float = field(default_factory=time.time)  # wall clock, for event age
+    stream: ResponseStream | None = None  # the caller takes a streamed response (router.response_stream)
 
     def event(self) -> Any:
         return json.loads(self.payload)

@@ -409,16 +409,12 @@ class FunctionUrlConfig(Model):
         description="NONE: anyone who reaches the port may call it; AWS_IAM: a SigV4 signature with a key "
                     "of server.invoke_keys, as the Invoke API checks it")
     cors: FunctionUrlCorsConfig | None = None
-    invoke_mode: str = Field("BUFFERED", description="BUFFERED (RESPONSE_STREAM is not supported yet)")
-
-    @field_validator("invoke_mode")
-    @classmethod
-    def _buffered_only(cls, v: str) -> str:
-        if v == "RESPONSE_STREAM":
-            raise ValueError("invoke_mode RESPONSE_STREAM is not supported yet; use BUFFERED (the default)")
-        if v != "BUFFERED":
-            raise ValueError(f"invoke_mode must be BUFFERED, got {v!r}")
-        return v
+    invoke_mode: Literal["BUFFERED", "RESPONSE_STREAM"] = Field(
+        "BUFFERED",
+        description="BUFFERED: the function's whole response is answered at once (6 MB at most); "
+                    "RESPONSE_STREAM: a function that streams (awslambda.streamifyResponse, or a runtime "
+                    "posting in streaming mode) is answered as it writes, chunked; see README "
+                    "'Response streaming'")
 
 
 class HttpTargetConfig(Model):

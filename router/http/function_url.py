@@ -18,6 +18,11 @@ CORS as Lambda handles it for a URL with ``cors``: the router answers a prefligh
 ``Origin`` and ``Access-Control-Request-Method``) itself, without invoking the function, and puts the
 configured ``Access-Control-*`` headers on every response to a request with an allowed ``Origin``,
 replacing any the function set.
+
+``invoke_mode: RESPONSE_STREAM`` (README "Response streaming"): a function that streams is answered as it
+writes (chunked); with the content type ``application/vnd.awslambda.http-integration-response`` the
+prelude before 8 NUL bytes gives the status, headers and cookies. A function that does not stream is
+answered with its response as it is, as Lambda's URL does in that mode (no payload 2.0 mapping).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from router.http import apigw, sigv4
 from router.http.context import CTX
 from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
 from router.http.refusals import REFUSED
+from router.http.streaming import HTTP_INTEGRATION_RESPONSE, HttpPrelude, MalformedPrelude, StreamedCall
 from router.invocation import Invocation, Outcome, Result, new_request_id
 
 log = logging.getLogger("router.http.function_url")
@@ -132,7 +138,8 @@ def cors_headers(cors: FunctionUrlCorsConfig, origin: str, *, preflight: bool) -
     return out
 
 
-def _with_cors(response: web.Response, url: FunctionUrlConfig, request: web.Request) -> web.Response:
+def _with_cors(response: web.StreamResponse, url: FunctionUrlConfig,
+               request: web.Request) -> web.StreamResponse:
     origin = request.headers.get("Origin")
     if url.cors is None or origin is None:
         return response
@@ -265,6 +272,8 @@ async def serve(request: web.Request, name: str, raw_path: str) -> web.StreamRes
     inv = Invocation(function=name, payload=json.dumps(event, separators=(",", ":")).encode(), source=SOURCE,
                      request_id=request_id)
     extra = {"function": name, "request_id": request_id}
+    if url.invoke_mode == "RESPONSE_STREAM":
+        return await _serve_streamed(request, ctx.dispatcher, inv, url, headers)
     try:
         result = await ctx.dispatcher.invoke(inv)
     except REFUSED as exc:
@@ -274,6 +283,100 @@ async def serve(request: web.Request, name: str, raw_path: str) -> web.StreamRes
         response = map_result(result, _Malformed(name, request_id))
     response.headers.update(headers)
     return _with_cors(response, url, request)
+
+
+# --- RESPONSE_STREAM ------------------------------------------------------------------------------------
+
+
+async def _serve_streamed(request: web.Request, dispatcher: Any, inv: Invocation, url: FunctionUrlConfig,
+                          headers: dict[str, str]) -> web.StreamResponse:
+    """Answer as the function writes (see the module doc)."""
+    extra = {"function": inv.function, "request_id": inv.request_id}
+    async with StreamedCall(dispatcher, inv) as call:
+        try:
+            streams = await call.streams()
+            result = None if streams else await call.result()
+        except REFUSED as exc:
+            log.warning("function URL: not invoked: %s", type(exc).__name__, extra=extra)
+            refused = _message(429, "Rate Exceeded.") if isinstance(exc, Throttled) else _bad_gateway()
+            refused.headers.update(headers)
+            return _with_cors(refused, url, request)
+        if result is not None:
+            whole = _whole(result)
+            whole.headers.update(headers)
+            return _with_cors(whole, url, request)
+        stream = call.stream
+        cookies: list[str] = []
+        status, out_headers, first = 200, {"Content-Type": stream.content_type}, b""
+        if stream.content_type == HTTP_INTEGRATION_RESPONSE:
+            got = await _read_prelude(call, _Malformed(inv.function, inv.request_id))
+            if got is None:
+                return _with_cors(_bad_gateway(), url, request)
+            status, out_headers, cookies, first = got
+        response = web.StreamResponse(status=status)
+        response.headers.update(out_headers)
+        for cookie in cookies:
+            response.headers.add("Set-Cookie", cookie)
+        response.headers.update(headers)
+        _with_cors(response, url, request)
+        try:
+            await response.prepare(request)
+            if first:
+                await response.write(first)
+            async for chunk in stream:
+                await response.write(chunk)
+        except ConnectionError:
+            log.info("function URL: the client went away while the response streamed", extra=extra)
+            return response
+        result = await call.result()
+        if result.function_error or not result.ok:
+            # Lambda cuts the response short: the client sees it end without the last chunk.
+            log.warning("function URL: the function failed while its response streamed: %s",
+                        result.error_summary(), extra={**extra, "error_type": "handler"})
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+
+
+def _whole(result: Result) -> web.Response:
+    """A function that did not stream, behind a RESPONSE_STREAM URL: its response as it is."""
+    if result.outcome is Outcome.THROTTLED:
+        return _message(429, "Rate Exceeded.")
+    if result.function_error or result.outcome is not Outcome.SUCCESS:
+        return _bad_gateway()
+    return web.Response(status=200, body=result.payload, content_type="application/json")
+
+
+async def _read_prelude(call: StreamedCall, on_malformed: _Malformed
+                        ) -> tuple[int, dict[str, str], list[str], bytes] | None:
+    """Status, headers, cookies and the first body bytes from the http-integration-response prelude;
+    None (logged) when it is malformed or the function failed before it ended."""
+    prelude = HttpPrelude()
+    try:
+        async for chunk in call.stream:
+            got = prelude.feed(chunk)
+            if got is not None:
+                break
+        else:
+            result = await call.result()
+            if result.ok and not result.function_error:
+                on_malformed("the stream ended before the 8 NUL bytes that end the prelude")
+            return None
+    except MalformedPrelude as exc:
+        on_malformed(f"http-integration-response prelude: {exc}")
+        return None
+    meta, first = got
+    status = meta.get("statusCode", 200)
+    headers = meta.get("headers") or {}
+    cookies = meta.get("cookies") or []
+    if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
+            or not isinstance(headers, dict) or not isinstance(cookies, list)):
+        on_malformed("http-integration-response prelude: statusCode must be an integer from 100 to 599, "
+                     "headers an object and cookies a list")
+        return None
+    return status, {str(k): str(v) for k, v in headers.items()}, [str(c) for c in cookies], first
 
 
 def add_function_url_routes(app: web.Application) -> None:
