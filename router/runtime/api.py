@@ -231,9 +231,17 @@ class _Endpoints:
         """The invocation's stream, for a streamed POST of its response that its caller takes as it
         comes; None to buffer the body (any other request, or a caller that wants the whole response)."""
         channel = self.channel
-        if (channel is None or request.method != b"POST" or (channel.confined and not conn.admitted)
+        if (channel is None or request.method != b"POST"
                 or request.headers.get(_RESPONSE_MODE, b"").lower() != b"streaming"):
             return None
+        if channel.confined and not conn.admitted:
+            # A streamed response comes on a connection of its own (the Node runtime's): admitted here
+            # when its client is the environment's; anything else is left to ``handle`` to refuse.
+            client, server = conn.peername, conn.sockname
+            if (channel.owner is None or client is None or server is None
+                    or not peer.belongs_to(client, server, channel.owner, channel.owner_uid)):
+                return None
+            conn.admitted = True
         path = request.url.partition(b"?")[0]
         if not path.startswith(_INVOCATION) or not path.endswith(b"/response"):
             return None

@@ -1,0 +1,233 @@
+"""Response streaming through a real router (issue 13, item 4): Node handlers wrapped in
+``awslambda.streamifyResponse`` write a first chunk, then wait for a gate file the test creates only
+after it has read that chunk (so the chunk provably came before the function finished), through a
+function URL in RESPONSE_STREAM mode (chunked HTTP, the http-integration-response prelude) and through
+boto3's ``invoke_with_response_stream`` (the event stream); a mid-stream error; a buffered Python
+function through InvokeWithResponseStream. (The AWS CLI v1 has no invoke-with-response-stream.)"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests.router_process import RouterFactory, RouterProcess
+from tests.unit.runtime.node_support import NODE_RUNTIME, require_node
+
+RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+NODE_APP = r"""
+const fs = require('fs');
+
+function gateOf(event) {
+  return event.gate || (event.queryStringParameters && event.queryStringParameters.gate);
+}
+
+function waitFor(path) {
+  return new Promise((resolve) => {
+    const timer = setInterval(() => {
+      if (fs.existsSync(path)) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 10);
+  });
+}
+
+exports.plain = awslambda.streamifyResponse(async (event, responseStream, context) => {
+  responseStream.setContentType('text/plain');
+  responseStream.write('first;');
+  await waitFor(gateOf(event));
+  responseStream.write(`second:${context.functionName};`);
+  responseStream.end('last');
+});
+
+exports.http = awslambda.streamifyResponse(async (event, responseStream) => {
+  const stream = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 201,
+    headers: { 'Content-Type': 'text/event-stream', 'X-Custom': 'yes' },
+    cookies: ['a=1; Path=/', 'b=2'],
+  });
+  stream.write('data: one\n\n');
+  await waitFor(gateOf(event));
+  stream.write('data: two\n\n');
+  stream.end();
+});
+
+exports.failing = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.write('partial;');
+  await waitFor(gateOf(event));
+  throw new Error('mid-stream failure');
+});
+"""
+
+PY_APP = """
+def handler(event, context):
+    return {"buffered": True, "event": event}
+
+def fails(event, context):
+    raise ValueError("buffered failure")
+"""
+
+
+@pytest.fixture
+def streaming(router_factory: RouterFactory, tmp_path: Path) -> Iterator[RouterProcess]:
+    require_node()
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / "index.js").write_text(NODE_APP)
+    py = router_factory.write_function("py", PY_APP)
+    rp = router_factory(f"""
+version: 1
+server: {{host: 127.0.0.1, port: @PORT@}}
+state: sqlite:///{tmp_path / 'state.db'}
+functions:
+  plain: {{runtime: {NODE_RUNTIME}, handler: index.plain, code: {node},
+           url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
+  web: {{runtime: {NODE_RUNTIME}, handler: index.http, code: {node},
+         url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
+  failing: {{runtime: {NODE_RUNTIME}, handler: index.failing, code: {node},
+             url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
+  buffered: {{runtime: {RUNTIME}, handler: app.handler, code: {py},
+              url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
+  bfails: {{runtime: {RUNTIME}, handler: app.fails, code: {py}}}
+""")
+    yield rp
+    assert rp.stop() == 0
+
+
+def _client(url: str) -> Any:
+    return boto3.client("lambda", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
+                        aws_secret_access_key="x",
+                        config=Config(retries={"max_attempts": 1}, read_timeout=60))
+
+
+def _open(rp: RouterProcess, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", rp.port, timeout=60)
+    conn.request("GET", path)
+    return conn, conn.getresponse()
+
+
+def _read_until(resp: http.client.HTTPResponse, wanted: bytes) -> bytes:
+    """Read what has arrived until ``wanted`` is among it (fails on the socket timeout)."""
+    got = b""
+    while wanted not in got:
+        piece = resp.read1(65536)
+        assert piece, f"the response ended before {wanted!r}; got {got!r}"
+        got += piece
+    return got
+
+
+def test_function_url_streams_chunks_before_the_function_finishes(streaming: RouterProcess,
+                                                                  tmp_path: Path) -> None:
+    gate = tmp_path / "gate-url"
+    conn, resp = _open(streaming, f"/lambda-url/plain/?gate={quote(str(gate))}")
+    try:
+        assert resp.status == 200
+        assert resp.getheader("Transfer-Encoding") == "chunked"
+        assert resp.getheader("Content-Type", "").startswith("text/plain")
+        assert resp.getheader("x-amzn-RequestId")
+        first = _read_until(resp, b"first;")  # the handler is still waiting for the gate
+        gate.touch()
+        rest = resp.read()
+    finally:
+        conn.close()
+    assert first + rest == b"first;second:plain;last"
+
+
+def test_http_integration_response_prelude_gives_status_headers_and_cookies(streaming: RouterProcess,
+                                                                              tmp_path: Path) -> None:
+    gate = tmp_path / "gate-http"
+    conn, resp = _open(streaming, f"/lambda-url/web/?gate={quote(str(gate))}")
+    try:
+        assert resp.status == 201
+        assert resp.getheader("Content-Type") == "text/event-stream"
+        assert resp.getheader("X-Custom") == "yes"
+        assert sorted(v for k, v in resp.getheaders() if k.lower() == "set-cookie") == ["a=1; Path=/", "b=2"]
+        first = _read_until(resp, b"data: one\n\n")
+        assert b"\0" not in first  # the prelude and its delimiter are not part of the body
+        gate.touch()
+        rest = resp.read()
+    finally:
+        conn.close()
+    assert first + rest == b"data: one\n\ndata: two\n\n"
+
+
+def test_a_mid_stream_failure_cuts_the_url_response_short(streaming: RouterProcess, tmp_path: Path) -> None:
+    gate = tmp_path / "gate-fail"
+    conn, resp = _open(streaming, f"/lambda-url/failing/?gate={quote(str(gate))}")
+    try:
+        assert resp.status == 200
+        _read_until(resp, b"partial;")
+        gate.touch()
+        with pytest.raises(http.client.IncompleteRead):
+            resp.read()
+    finally:
+        conn.close()
+
+
+def test_a_buffered_function_behind_a_streaming_url_answers_its_response_as_is(
+        streaming: RouterProcess) -> None:
+    conn, resp = _open(streaming, "/lambda-url/buffered/x")
+    try:
+        assert resp.status == 200
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert body["buffered"] is True
+    assert body["event"]["rawPath"] == "/x"
+
+
+def test_boto3_invoke_with_response_stream_reads_chunks_as_they_come(streaming: RouterProcess,
+                                                                       tmp_path: Path) -> None:
+    gate = tmp_path / "gate-boto"
+    resp = _client(streaming.url).invoke_with_response_stream(
+        FunctionName="plain", Payload=json.dumps({"gate": str(gate)}).encode(), LogType="Tail")
+    assert resp["StatusCode"] == 200
+    assert resp["ExecutedVersion"] == "$LATEST"
+    assert resp["ResponseStreamContentType"] == "text/plain"
+    events = iter(resp["EventStream"])
+    first = next(events)
+    assert first == {"PayloadChunk": {"Payload": b"first;"}}  # before the handler may finish
+    gate.touch()
+    rest = list(events)
+    payload = b"first;" + b"".join(e["PayloadChunk"]["Payload"] for e in rest if "PayloadChunk" in e)
+    assert payload == b"first;second:plain;last"
+    complete = rest[-1]["InvokeComplete"]
+    assert "ErrorCode" not in complete
+    assert "LogResult" in complete
+
+
+def test_boto3_sees_a_mid_stream_error_in_invoke_complete(streaming: RouterProcess, tmp_path: Path) -> None:
+    gate = tmp_path / "gate-boto-fail"
+    resp = _client(streaming.url).invoke_with_response_stream(
+        FunctionName="failing", Payload=json.dumps({"gate": str(gate)}).encode())
+    events = iter(resp["EventStream"])
+    assert next(events) == {"PayloadChunk": {"Payload": b"partial;"}}
+    gate.touch()
+    rest = list(events)
+    complete = rest[-1]["InvokeComplete"]
+    assert complete["ErrorCode"] == "Error"
+    assert complete["ErrorDetails"] == "mid-stream failure"
+
+
+def test_a_buffered_python_function_is_one_payload_chunk(streaming: RouterProcess) -> None:
+    client = _client(streaming.url)
+    resp = client.invoke_with_response_stream(FunctionName="buffered", Payload=b'{"n": 1}')
+    assert resp["ResponseStreamContentType"] == "application/json"
+    events = list(resp["EventStream"])
+    assert len(events) == 2
+    assert json.loads(events[0]["PayloadChunk"]["Payload"]) == {"buffered": True, "event": {"n": 1}}
+    assert events[1] == {"InvokeComplete": {}}
+    failed = list(client.invoke_with_response_stream(FunctionName="bfails")["EventStream"])
+    assert failed == [{"InvokeComplete": {"ErrorCode": "ValueError", "ErrorDetails": "buffered failure"}}]
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.invoke_with_response_stream(FunctionName="nope")
