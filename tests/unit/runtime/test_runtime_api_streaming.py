@@ -93,7 +93,8 @@ async def test_without_a_stream_taker_the_streamed_body_is_buffered(runtime_api:
     await runtime_api.close_channel(channel)
 
 
-async def test_a_buffered_streamed_body_with_an_error_trailer_is_an_error(runtime_api: RuntimeApiServer) -> None:
+async def test_a_buffered_streamed_body_with_an_error_trailer_is_an_error(
+        runtime_api: RuntimeApiServer) -> None:
     channel, raw, future = await taken(runtime_api, None)
     await raw.send(HEAD.format(rid="r1", ctype="text/plain").encode() + chunk(b"x")
                    + b"0\r\nLambda-Runtime-Function-Error-Type: Custom.Failure\r\n\r\n")
