@@ -69,6 +69,44 @@ exports.failing = awslambda.streamifyResponse(async (event, responseStream) => {
 });
 """
 
+CUSTOM_RUNTIME = r"""
+# A custom runtime (runtime: provided) that streams through the Runtime API itself: chunked, in
+# streaming mode, with Lambda's error trailers when the event asks it to fail.
+import base64, http.client, json, os, socket, time
+
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].rsplit(":", 1)
+
+
+def chunk(data):
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+while True:
+    api = http.client.HTTPConnection(host, int(port))
+    api.request("GET", "/2018-06-01/runtime/invocation/next")
+    answer = api.getresponse()
+    event = json.loads(answer.read())
+    rid = answer.getheader("Lambda-Runtime-Aws-Request-Id")
+    gate = event.get("gate") or event["queryStringParameters"]["gate"]
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(("POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\nHost: %s:%s\r\n"
+                  "Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n"
+                  "Content-Type: text/csv\r\n"
+                  "Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n"
+                  % (rid, host, port)).encode() + chunk(b"custom-first;"))
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    if event.get("fail"):
+        error = json.dumps({"errorType": "Custom.Broken", "errorMessage": "custom failure"}).encode()
+        sock.sendall(b"0\r\nLambda-Runtime-Function-Error-Type: Custom.Broken\r\n"
+                     b"Lambda-Runtime-Function-Error-Body: " + base64.b64encode(error) + b"\r\n\r\n")
+    else:
+        sock.sendall(chunk(b"custom-last") + b"0\r\n\r\n")
+    reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 202"), reply
+    sock.close()
+"""
+
 PY_APP = """
 def handler(event, context):
     return {"buffered": True, "event": event}
@@ -85,6 +123,12 @@ def streaming(router_factory: RouterFactory, tmp_path: Path) -> Iterator[RouterP
     node.mkdir()
     (node / "index.js").write_text(NODE_APP)
     py = router_factory.write_function("py", PY_APP)
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    (custom / "runtime.py").write_text(CUSTOM_RUNTIME)
+    bootstrap = custom / "bootstrap"
+    bootstrap.write_text('#!/bin/sh\nexec "$PYTHON" "$LAMBDA_TASK_ROOT/runtime.py"\n')
+    bootstrap.chmod(0o755)
     rp = router_factory(f"""
 version: 1
 server: {{host: 127.0.0.1, port: @PORT@}}
@@ -99,6 +143,8 @@ functions:
   buffered: {{runtime: {RUNTIME}, handler: app.handler, code: {py},
               url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
   bfails: {{runtime: {RUNTIME}, handler: app.fails, code: {py}}}
+  custom: {{runtime: provided, handler: none, code: {custom}, environment: {{PYTHON: {sys.executable}}},
+            url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
 """)
     yield rp
     assert rp.stop() == 0
@@ -231,3 +277,25 @@ def test_a_buffered_python_function_is_one_payload_chunk(streaming: RouterProces
     assert failed == [{"InvokeComplete": {"ErrorCode": "ValueError", "ErrorDetails": "buffered failure"}}]
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.invoke_with_response_stream(FunctionName="nope")
+
+
+def test_a_custom_runtime_streams_through_the_runtime_api(streaming: RouterProcess, tmp_path: Path) -> None:
+    gate = tmp_path / "gate-custom"
+    conn, resp = _open(streaming, f"/lambda-url/custom/?gate={quote(str(gate))}")
+    try:
+        assert resp.status == 200
+        assert resp.getheader("Content-Type") == "text/csv"
+        first = _read_until(resp, b"custom-first;")
+        gate.touch()
+        rest = resp.read()
+    finally:
+        conn.close()
+    assert first + rest == b"custom-first;custom-last"
+    failing_gate = tmp_path / "gate-custom-fail"
+    out = _client(streaming.url).invoke_with_response_stream(
+        FunctionName="custom", Payload=json.dumps({"gate": str(failing_gate), "fail": True}).encode())
+    events = iter(out["EventStream"])
+    assert next(events) == {"PayloadChunk": {"Payload": b"custom-first;"}}
+    failing_gate.touch()
+    complete = {"ErrorCode": "Custom.Broken", "ErrorDetails": "custom failure"}
+    assert list(events) == [{"InvokeComplete": complete}]
