@@ -43,7 +43,7 @@ from router.http import apigw, sigv4
 from router.http.context import CTX
 from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
 from router.http.refusals import REFUSED
-from router.http.streaming import HTTP_INTEGRATION_RESPONSE, HttpPrelude, MalformedPrelude, StreamedCall
+from router.http.streaming import StreamedCall, write_streamed
 from router.invocation import Invocation, Outcome, Result, new_request_id
 
 log = logging.getLogger("router.http.function_url")
@@ -305,39 +305,14 @@ async def _serve_streamed(request: web.Request, dispatcher: Any, inv: Invocation
             whole = _whole(result)
             whole.headers.update(headers)
             return _with_cors(whole, url, request)
-        stream = call.stream
-        cookies: list[str] = []
-        status, out_headers, first = 200, {"Content-Type": stream.content_type}, b""
-        if stream.content_type == HTTP_INTEGRATION_RESPONSE:
-            got = await _read_prelude(call, _Malformed(inv.function, inv.request_id))
-            if got is None:
-                return _with_cors(_bad_gateway(), url, request)
-            status, out_headers, cookies, first = got
-        response = web.StreamResponse(status=status)
-        response.headers.update(out_headers)
-        for cookie in cookies:
-            response.headers.add("Set-Cookie", cookie)
-        response.headers.update(headers)
-        _with_cors(response, url, request)
-        try:
-            await response.prepare(request)
-            if first:
-                await response.write(first)
-            async for chunk in stream:
-                await response.write(chunk)
-        except ConnectionError:
-            log.info("function URL: the client went away while the response streamed", extra=extra)
-            return response
-        result = await call.result()
-        if result.function_error or not result.ok:
-            # Lambda cuts the response short: the client sees it end without the last chunk.
-            log.warning("function URL: the function failed while its response streamed: %s",
-                        result.error_summary(), extra={**extra, "error_type": "handler"})
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        await response.write_eof()
-        return response
+        streamed = await write_streamed(
+            request, call, headers=headers, decorate=lambda response: _with_cors(response, url, request),
+            on_malformed=_Malformed(inv.function, inv.request_id), where="function URL", extra=extra)
+        if streamed is not None:
+            return streamed
+        failed = _bad_gateway()
+        failed.headers.update(headers)
+        return _with_cors(failed, url, request)
 
 
 def _whole(result: Result) -> web.Response:
@@ -347,36 +322,6 @@ def _whole(result: Result) -> web.Response:
     if result.function_error or result.outcome is not Outcome.SUCCESS:
         return _bad_gateway()
     return web.Response(status=200, body=result.payload, content_type="application/json")
-
-
-async def _read_prelude(call: StreamedCall, on_malformed: _Malformed
-                        ) -> tuple[int, dict[str, str], list[str], bytes] | None:
-    """Status, headers, cookies and the first body bytes from the http-integration-response prelude;
-    None (logged) when it is malformed or the function failed before it ended."""
-    prelude = HttpPrelude()
-    try:
-        async for chunk in call.stream:
-            got = prelude.feed(chunk)
-            if got is not None:
-                break
-        else:
-            result = await call.result()
-            if result.ok and not result.function_error:
-                on_malformed("the stream ended before the 8 NUL bytes that end the prelude")
-            return None
-    except MalformedPrelude as exc:
-        on_malformed(f"http-integration-response prelude: {exc}")
-        return None
-    meta, first = got
-    status = meta.get("statusCode", 200)
-    headers = meta.get("headers") or {}
-    cookies = meta.get("cookies") or []
-    if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
-            or not isinstance(headers, dict) or not isinstance(cookies, list)):
-        on_malformed("http-integration-response prelude: statusCode must be an integer from 100 to 599, "
-                     "headers an object and cookies a list")
-        return None
-    return status, {str(k): str(v) for k, v in headers.items()}, [str(c) for c in cookies], first
 
 
 def add_function_url_routes(app: web.Application) -> None:

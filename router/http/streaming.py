@@ -6,6 +6,11 @@ to stream (True: iterate ``stream``) or ends without streaming (False: answer ``
 Leaving it while the invocation still runs (the caller went away) drops the rest of the stream and
 waits for the function to finish; a cancelled handler cancels the invocation too.
 
+``write_streamed`` answers an HTTP request from the stream: status, headers and cookies from the
+prelude when the content type is ``application/vnd.awslambda.http-integration-response``, else 200 with
+the stream's content type; the body chunked as it comes. A function that fails after the first byte
+cuts the answer short (the connection is closed without the last chunk), as Lambda's URL does.
+
 ``HttpPrelude`` reads the ``application/vnd.awslambda.http-integration-response`` prelude (a JSON
 object with ``statusCode``, ``headers``, ``cookies``, then 8 NUL bytes) from the first chunks.
 """
@@ -14,11 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
+from aiohttp import web
+
 from router.invocation import Invocation, Result
 from router.response_stream import ResponseStream
+
+log = logging.getLogger("router.http.streaming")
 
 HTTP_INTEGRATION_RESPONSE = "application/vnd.awslambda.http-integration-response"
 PRELUDE_DELIMITER = b"\0" * 8
@@ -117,3 +128,82 @@ class HttpPrelude:
     def unfinished(self) -> bytes:
         """What was read when the stream ended before the delimiter."""
         return self._buffer
+
+
+async def write_streamed(request: web.Request, call: StreamedCall, *, headers: Mapping[str, str],
+                         decorate: Callable[[web.StreamResponse], object],
+                         on_malformed: Callable[[str], None], where: str,
+                         extra: Mapping[str, Any]) -> web.StreamResponse | None:
+    """Answer ``request`` from ``call``'s stream (``call.streams()`` said True); ``headers`` are added to
+    the function's, then ``decorate`` sees the response before it is sent. None, with nothing sent,
+    when the prelude is malformed (``on_malformed`` says why) or the function failed before it ended:
+    the caller answers its error instead."""
+    stream = call.stream
+    cookies: list[str] = []
+    status, out_headers, first = 200, {"Content-Type": stream.content_type}, b""
+    if stream.content_type == HTTP_INTEGRATION_RESPONSE:
+        got = await _read_prelude(call, on_malformed)
+        if got is None:
+            return None
+        status, out_headers, cookies, first = got
+    response = web.StreamResponse(status=status)
+    try:
+        response.headers.update(out_headers)
+        for cookie in cookies:
+            response.headers.add("Set-Cookie", cookie)
+        response.headers.update(headers)
+        decorate(response)
+        await response.prepare(request)
+    except ValueError as exc:  # a header aiohttp will not write (CR/LF in it): nothing was sent
+        on_malformed(f"a header of the prelude cannot be sent ({exc})")
+        return None
+    except ConnectionError:
+        log.info("%s: the client went away before the response streamed", where, extra=extra)
+        return response
+    try:
+        if first:
+            await response.write(first)
+        async for chunk in stream:
+            await response.write(chunk)
+    except ConnectionError:
+        log.info("%s: the client went away while the response streamed", where, extra=extra)
+        return response
+    result = await call.result()
+    if result.function_error or not result.ok:
+        log.warning("%s: the function failed while its response streamed, the response is cut short: %s",
+                    where, result.error_summary(), extra={**extra, "error_type": "handler"})
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def _read_prelude(call: StreamedCall, on_malformed: Callable[[str], None]
+                        ) -> tuple[int, dict[str, str], list[str], bytes] | None:
+    """Status, headers, cookies and the first body bytes from the http-integration-response prelude;
+    None when it is malformed (``on_malformed`` says why) or the function failed before it ended."""
+    prelude = HttpPrelude()
+    try:
+        async for chunk in call.stream:
+            got = prelude.feed(chunk)
+            if got is not None:
+                break
+        else:
+            result = await call.result()
+            if result.ok and not result.function_error:
+                on_malformed("the stream ended before the 8 NUL bytes that end the prelude")
+            return None
+    except MalformedPrelude as exc:
+        on_malformed(f"http-integration-response prelude: {exc}")
+        return None
+    meta, first = got
+    status = meta.get("statusCode", 200)
+    headers = meta.get("headers") or {}
+    cookies = meta.get("cookies") or []
+    if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
+            or not isinstance(headers, dict) or not isinstance(cookies, list)):
+        on_malformed("http-integration-response prelude: statusCode must be an integer from 100 to 599, "
+                     "headers an object and cookies a list")
+        return None
+    return status, {str(k): str(v) for k, v in headers.items()}, [str(c) for c in cookies], first
