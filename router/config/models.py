@@ -599,6 +599,10 @@ class WebhookSourceConfig(Model):
     alb_multi_value_headers: bool = Field(
         False, description="payload: alb only: multiValueHeaders and multiValueQueryStringParameters in "
         "the event and the response, as the target group attribute lambda.multi_value_headers.enabled")
+    stream: bool = Field(
+        False, description="sync routes only: a function that streams (awslambda.streamifyResponse) is "
+        "answered as it writes, chunked, as API Gateway's response transfer mode STREAM; see README "
+        "'Response streaming'")
 
     @model_validator(mode="after")
     def _multi_value_is_for_alb(self) -> WebhookSourceConfig:
@@ -822,6 +826,13 @@ class RouteConfig(Model):
     @property
     def invocation_type(self) -> Literal["sync", "async"]:
         return self.invocation or "sync"
+
+    @model_validator(mode="after")
+    def _stream_is_sync(self) -> RouteConfig:
+        if isinstance(self.source, WebhookSourceConfig) and self.source.stream and self.invocation == "async":
+            raise ValueError("source.stream streams the function's response to the caller, which an async "
+                             "route does not wait for; remove stream or set invocation: sync")
+        return self
 
 
 # --- root ---------------------------------------------------------------------------------------------

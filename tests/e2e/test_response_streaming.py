@@ -145,6 +145,12 @@ functions:
   bfails: {{runtime: {RUNTIME}, handler: app.fails, code: {py}}}
   custom: {{runtime: provided, handler: none, code: {custom}, environment: {{PYTHON: {sys.executable}}},
             url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
+routes:
+  - {{name: live, source: {{type: webhook, path: /live, methods: [GET], stream: true}}, function: web}}
+  - {{name: live-plain, source: {{type: webhook, path: /live-plain, methods: [GET], stream: true}},
+     function: plain}}
+  - {{name: live-buffered, source: {{type: webhook, path: /live-buffered, methods: [GET], stream: true}},
+     function: buffered}}
 """)
     yield rp
     assert rp.stop() == 0
@@ -299,3 +305,34 @@ def test_a_custom_runtime_streams_through_the_runtime_api(streaming: RouterProce
     failing_gate.touch()
     complete = {"ErrorCode": "Custom.Broken", "ErrorDetails": "custom failure"}
     assert list(events) == [{"InvokeComplete": complete}]
+
+
+def test_a_streaming_webhook_route_answers_as_the_function_writes(streaming: RouterProcess,
+                                                                   tmp_path: Path) -> None:
+    gate = tmp_path / "gate-webhook"
+    conn, resp = _open(streaming, f"/live?gate={quote(str(gate))}")
+    try:
+        assert resp.status == 201
+        assert resp.getheader("X-Custom") == "yes"
+        assert resp.getheader("apigw-requestid")
+        first = _read_until(resp, b"data: one\n\n")
+        gate.touch()
+        rest = resp.read()
+    finally:
+        conn.close()
+    assert first + rest == b"data: one\n\ndata: two\n\n"
+    plain_gate = tmp_path / "gate-webhook-plain"
+    conn, resp = _open(streaming, f"/live-plain?gate={quote(str(plain_gate))}")
+    try:
+        assert resp.getheader("Content-Type", "").startswith("text/plain")
+        first = _read_until(resp, b"first;")
+        plain_gate.touch()
+        assert first + resp.read() == b"first;second:plain;last"
+    finally:
+        conn.close()
+    conn, resp = _open(streaming, "/live-buffered")  # a function that does not stream: mapped as v2
+    try:
+        assert resp.status == 200
+        assert json.loads(resp.read())["buffered"] is True
+    finally:
+        conn.close()
