@@ -145,6 +145,8 @@ functions:
   bfails: {{runtime: {RUNTIME}, handler: app.fails, code: {py}}}
   custom: {{runtime: provided, handler: none, code: {custom}, environment: {{PYTHON: {sys.executable}}},
             url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
+  slow: {{runtime: {NODE_RUNTIME}, handler: index.plain, code: {node}, timeout: 2s,
+          url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
 routes:
   - {{name: live, source: {{type: webhook, path: /live, methods: [GET], stream: true}}, function: web}}
   - {{name: live-plain, source: {{type: webhook, path: /live-plain, methods: [GET], stream: true}},
@@ -336,3 +338,28 @@ def test_a_streaming_webhook_route_answers_as_the_function_writes(streaming: Rou
         assert json.loads(resp.read())["buffered"] is True
     finally:
         conn.close()
+
+
+def test_a_timeout_mid_stream_ends_the_event_stream_with_the_timeout(streaming: RouterProcess,
+                                                                      tmp_path: Path) -> None:
+    never = tmp_path / "never-created"
+    resp = _client(streaming.url).invoke_with_response_stream(
+        FunctionName="slow", Payload=json.dumps({"gate": str(never)}).encode())
+    events = list(resp["EventStream"])
+    assert events[0] == {"PayloadChunk": {"Payload": b"first;"}}
+    complete = events[-1]["InvokeComplete"]
+    assert complete["ErrorCode"] == "Sandbox.Timedout"
+    assert "Task timed out after 2.00 seconds" in complete["ErrorDetails"]
+
+
+def test_a_client_gone_mid_stream_lets_the_function_finish(streaming: RouterProcess, tmp_path: Path) -> None:
+    gate = tmp_path / "gate-gone"
+    conn, resp = _open(streaming, f"/lambda-url/plain/?gate={quote(str(gate))}")
+    _read_until(resp, b"first;")
+    conn.close()  # the caller goes away while the function still runs
+    gate.touch()
+    # The function's environment is not stuck: the next call streams whole.
+    again = _client(streaming.url).invoke_with_response_stream(
+        FunctionName="plain", Payload=json.dumps({"gate": str(gate)}).encode())
+    chunks = [e["PayloadChunk"]["Payload"] for e in again["EventStream"] if "PayloadChunk" in e]
+    assert b"".join(chunks) == b"first;second:plain;last"
