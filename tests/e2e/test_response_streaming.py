@@ -62,6 +62,12 @@ exports.http = awslambda.streamifyResponse(async (event, responseStream) => {
   stream.end();
 });
 
+exports.piped = awslambda.streamifyResponse(async (event, responseStream) => {
+  const { Readable } = require('stream');
+  const { pipeline } = require('stream/promises');
+  await pipeline(Readable.from(['piped-1;', 'piped-2;', 'piped-3']), responseStream);
+});
+
 exports.failing = awslambda.streamifyResponse(async (event, responseStream) => {
   responseStream.write('partial;');
   await waitFor(gateOf(event));
@@ -145,6 +151,7 @@ functions:
   bfails: {{runtime: {RUNTIME}, handler: app.fails, code: {py}}}
   custom: {{runtime: provided, handler: none, code: {custom}, environment: {{PYTHON: {sys.executable}}},
             url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
+  piped: {{runtime: {NODE_RUNTIME}, handler: index.piped, code: {node}}}
   slow: {{runtime: {NODE_RUNTIME}, handler: index.plain, code: {node}, timeout: 2s,
           url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
 routes:
@@ -363,3 +370,15 @@ def test_a_client_gone_mid_stream_lets_the_function_finish(streaming: RouterProc
         FunctionName="plain", Payload=json.dumps({"gate": str(gate)}).encode())
     chunks = [e["PayloadChunk"]["Payload"] for e in again["EventStream"] if "PayloadChunk" in e]
     assert b"".join(chunks) == b"first;second:plain;last"
+
+
+def test_stream_pipeline_into_the_response_stream(streaming: RouterProcess) -> None:
+    client = _client(streaming.url)
+    events = list(client.invoke_with_response_stream(FunctionName="piped")["EventStream"])
+    assert b"".join(e["PayloadChunk"]["Payload"] for e in events if "PayloadChunk" in e) == \
+        b"piped-1;piped-2;piped-3"
+    assert events[-1] == {"InvokeComplete": {}}
+    # Invoked with Invoke, a streaming function's response is buffered whole, as on Lambda.
+    whole = client.invoke(FunctionName="piped")
+    assert "FunctionError" not in whole
+    assert whole["Payload"].read() == b"piped-1;piped-2;piped-3"
