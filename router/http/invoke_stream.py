@@ -104,16 +104,20 @@ async def invoke_with_response_stream(request: web.Request) -> web.StreamRespons
             "x-amzn-RequestId": request_id, "Content-Type": content_type,
             "X-Amz-Executed-Version": result.executed_version if result is not None else "$LATEST",
         })
-        await response.prepare(request)
-        if streams:
-            async for chunk in call.stream:
-                await response.write(eventstream.payload_chunk(chunk))
-            result = await call.result()
-        elif result is not None and not result.function_error and result.ok:
-            await response.write(eventstream.payload_chunk(result.payload))
-        assert result is not None
-        await response.write(complete(result, inv))
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            if streams:
+                async for chunk in call.stream:
+                    await response.write(eventstream.payload_chunk(chunk))
+                result = await call.result()
+            elif result is not None and not result.function_error and result.ok:
+                await response.write(eventstream.payload_chunk(result.payload))
+            assert result is not None
+            await response.write(complete(result, inv))
+            await response.write_eof()
+        except ConnectionError:  # the caller went away: the function finishes, its response is dropped
+            log.info("InvokeWithResponseStream: the caller went away while the response streamed",
+                     extra={"function": inv.function, "request_id": request_id})
         return response
 
 

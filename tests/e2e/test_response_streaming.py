@@ -292,6 +292,11 @@ def test_a_buffered_python_function_is_one_payload_chunk(streaming: RouterProces
     assert failed == [{"InvokeComplete": {"ErrorCode": "ValueError", "ErrorDetails": "buffered failure"}}]
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.invoke_with_response_stream(FunctionName="nope")
+    dry = client.invoke_with_response_stream(FunctionName="buffered", InvocationType="DryRun")
+    dry["EventStream"].close()
+    assert dry["StatusCode"] == 204
+    with pytest.raises(client.exceptions.InvalidRequestContentException, match="Could not parse payload"):
+        client.invoke_with_response_stream(FunctionName="buffered", Payload=b"{not json")
 
 
 def test_a_custom_runtime_streams_through_the_runtime_api(streaming: RouterProcess, tmp_path: Path) -> None:
