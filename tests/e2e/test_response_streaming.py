@@ -68,6 +68,13 @@ exports.piped = awslambda.streamifyResponse(async (event, responseStream) => {
   await pipeline(Readable.from(['piped-1;', 'piped-2;', 'piped-3']), responseStream);
 });
 
+exports.misuse = awslambda.streamifyResponse((event, responseStream) => {
+  const which = event.case || (event.queryStringParameters && event.queryStringParameters.case);
+  if (which === 'sync') return 'not a promise';
+  if (which === 'unfinished') return Promise.resolve(responseStream.write('never ended'));
+  return Promise.reject(new TypeError('failed before any byte'));
+});
+
 exports.failing = awslambda.streamifyResponse(async (event, responseStream) => {
   responseStream.write('partial;');
   await waitFor(gateOf(event));
@@ -150,6 +157,8 @@ functions:
               url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
   bfails: {{runtime: {RUNTIME}, handler: app.fails, code: {py}}}
   custom: {{runtime: provided, handler: none, code: {custom}, environment: {{PYTHON: {sys.executable}}},
+            url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
+  misuse: {{runtime: {NODE_RUNTIME}, handler: index.misuse, code: {node},
             url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
   piped: {{runtime: {NODE_RUNTIME}, handler: index.piped, code: {node}}}
   slow: {{runtime: {NODE_RUNTIME}, handler: index.plain, code: {node}, timeout: 2s,
@@ -387,3 +396,24 @@ def test_stream_pipeline_into_the_response_stream(streaming: RouterProcess) -> N
     whole = client.invoke(FunctionName="piped")
     assert "FunctionError" not in whole
     assert whole["Payload"].read() == b"piped-1;piped-2;piped-3"
+
+
+@pytest.mark.parametrize(("case", "error_code", "details"), [
+    ("sync", "string", "Streaming does not support non-async handlers."),
+    ("unfinished", "string", "Response stream is not finished."),
+    ("early", "TypeError", "failed before any byte"),
+])
+def test_handler_misuse_is_the_errors_lambdas_client_reports(streaming: RouterProcess, case: str,
+                                                              error_code: str, details: str) -> None:
+    events = list(_client(streaming.url).invoke_with_response_stream(
+        FunctionName="misuse", Payload=json.dumps({"case": case}).encode())["EventStream"])
+    assert events[-1] == {"InvokeComplete": {"ErrorCode": error_code, "ErrorDetails": details}}
+
+
+def test_an_error_before_any_byte_is_a_502_from_the_url(streaming: RouterProcess) -> None:
+    conn, resp = _open(streaming, "/lambda-url/misuse/?case=early")
+    try:
+        assert resp.status == 502
+        assert resp.read() == b"Internal Server Error"
+    finally:
+        conn.close()
