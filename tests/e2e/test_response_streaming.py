@@ -160,6 +160,7 @@ functions:
             url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
   misuse: {{runtime: {NODE_RUNTIME}, handler: index.misuse, code: {node},
             url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
+  multi: {{runtime: {NODE_RUNTIME}, handler: index.plain, code: {node}, per_environment_concurrency: 2}}
   piped: {{runtime: {NODE_RUNTIME}, handler: index.piped, code: {node}}}
   slow: {{runtime: {NODE_RUNTIME}, handler: index.plain, code: {node}, timeout: 2s,
           url: {{auth: NONE, invoke_mode: RESPONSE_STREAM}}}}
@@ -417,3 +418,20 @@ def test_an_error_before_any_byte_is_a_502_from_the_url(streaming: RouterProcess
         assert resp.read() == b"Internal Server Error"
     finally:
         conn.close()
+
+
+def test_streams_of_a_multi_concurrent_environment(streaming: RouterProcess, tmp_path: Path) -> None:
+    client = _client(streaming.url)
+    gates = [tmp_path / "gate-multi-1", tmp_path / "gate-multi-2"]
+    streams = [iter(client.invoke_with_response_stream(
+        FunctionName="multi", Payload=json.dumps({"gate": str(gate)}).encode())["EventStream"])
+        for gate in gates]
+    for events in streams:  # both have streamed their first chunk while both handlers still wait
+        assert next(events) == {"PayloadChunk": {"Payload": b"first;"}}
+    for gate in gates:
+        gate.touch()
+    for events in streams:
+        rest = list(events)
+        chunks = [e["PayloadChunk"]["Payload"] for e in rest if "PayloadChunk" in e]
+        assert b"".join(chunks) == b"second:multi;last"
+        assert rest[-1] == {"InvokeComplete": {}}
