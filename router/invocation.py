@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from router.redaction import redact
+from router.response_stream import ResponseStream
 
 InvocationType = Literal["sync", "async"]
 
@@ -69,6 +70,7 @@ class Invocation:
     qualifier: str | None = None  # a version number or alias asked for (None: $LATEST)
     version: str | None = None  # the published version that runs, set by the dispatcher (None: $LATEST)
     invoked_arn: str | None = None  # the qualified ARN the function was invoked by (None: unqualified)
+    stream: ResponseStream | None = None  # the caller takes a streamed response (router.response_stream)
 
     def event(self) -> Any:
         return json.loads(self.payload)

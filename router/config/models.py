@@ -409,16 +409,12 @@ class FunctionUrlConfig(Model):
         description="NONE: anyone who reaches the port may call it; AWS_IAM: a SigV4 signature with a key "
                     "of server.invoke_keys, as the Invoke API checks it")
     cors: FunctionUrlCorsConfig | None = None
-    invoke_mode: str = Field("BUFFERED", description="BUFFERED (RESPONSE_STREAM is not supported yet)")
-
-    @field_validator("invoke_mode")
-    @classmethod
-    def _buffered_only(cls, v: str) -> str:
-        if v == "RESPONSE_STREAM":
-            raise ValueError("invoke_mode RESPONSE_STREAM is not supported yet; use BUFFERED (the default)")
-        if v != "BUFFERED":
-            raise ValueError(f"invoke_mode must be BUFFERED, got {v!r}")
-        return v
+    invoke_mode: Literal["BUFFERED", "RESPONSE_STREAM"] = Field(
+        "BUFFERED",
+        description="BUFFERED: the function's whole response is answered at once (6 MB at most); "
+                    "RESPONSE_STREAM: a function that streams (awslambda.streamifyResponse, or a runtime "
+                    "posting in streaming mode) is answered as it writes, chunked; see README "
+                    "'Response streaming'")
 
 
 class HttpTargetConfig(Model):
@@ -661,6 +657,10 @@ class WebhookSourceConfig(Model):
     alb_multi_value_headers: bool = Field(
         False, description="payload: alb only: multiValueHeaders and multiValueQueryStringParameters in "
         "the event and the response, as the target group attribute lambda.multi_value_headers.enabled")
+    stream: bool = Field(
+        False, description="sync routes only: a function that streams (awslambda.streamifyResponse) is "
+        "answered as it writes, chunked, as API Gateway's response transfer mode STREAM; see README "
+        "'Response streaming'")
 
     @model_validator(mode="after")
     def _multi_value_is_for_alb(self) -> WebhookSourceConfig:
@@ -894,6 +894,13 @@ class RouteConfig(Model):
     @property
     def invocation_type(self) -> Literal["sync", "async"]:
         return self.invocation or "sync"
+
+    @model_validator(mode="after")
+    def _stream_is_sync(self) -> RouteConfig:
+        if isinstance(self.source, WebhookSourceConfig) and self.source.stream and self.invocation == "async":
+            raise ValueError("source.stream streams the function's response to the caller, which an async "
+                             "route does not wait for; remove stream or set invocation: sync")
+        return self
 
 
 # --- root ---------------------------------------------------------------------------------------------

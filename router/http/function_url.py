@@ -18,6 +18,11 @@ CORS as Lambda handles it for a URL with ``cors``: the router answers a prefligh
 ``Origin`` and ``Access-Control-Request-Method``) itself, without invoking the function, and puts the
 configured ``Access-Control-*`` headers on every response to a request with an allowed ``Origin``,
 replacing any the function set.
+
+``invoke_mode: RESPONSE_STREAM`` (README "Response streaming"): a function that streams is answered as it
+writes (chunked); with the content type ``application/vnd.awslambda.http-integration-response`` the
+prelude before 8 NUL bytes gives the status, headers and cookies. A function that does not stream is
+answered with its response as it is, as Lambda's URL does in that mode (no payload 2.0 mapping).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from router.http import apigw, sigv4
 from router.http.context import CTX
 from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
 from router.http.refusals import REFUSED
+from router.http.streaming import StreamedCall, write_streamed
 from router.invocation import Invocation, Outcome, Result, new_request_id
 
 log = logging.getLogger("router.http.function_url")
@@ -132,7 +138,8 @@ def cors_headers(cors: FunctionUrlCorsConfig, origin: str, *, preflight: bool) -
     return out
 
 
-def _with_cors(response: web.Response, url: FunctionUrlConfig, request: web.Request) -> web.Response:
+def _with_cors(response: web.StreamResponse, url: FunctionUrlConfig,
+               request: web.Request) -> web.StreamResponse:
     origin = request.headers.get("Origin")
     if url.cors is None or origin is None:
         return response
@@ -265,6 +272,8 @@ async def serve(request: web.Request, name: str, raw_path: str) -> web.StreamRes
     inv = Invocation(function=name, payload=json.dumps(event, separators=(",", ":")).encode(), source=SOURCE,
                      request_id=request_id)
     extra = {"function": name, "request_id": request_id}
+    if url.invoke_mode == "RESPONSE_STREAM":
+        return await _serve_streamed(request, ctx.dispatcher, inv, url, headers)
     try:
         result = await ctx.dispatcher.invoke(inv)
     except REFUSED as exc:
@@ -274,6 +283,45 @@ async def serve(request: web.Request, name: str, raw_path: str) -> web.StreamRes
         response = map_result(result, _Malformed(name, request_id))
     response.headers.update(headers)
     return _with_cors(response, url, request)
+
+
+# --- RESPONSE_STREAM ------------------------------------------------------------------------------------
+
+
+async def _serve_streamed(request: web.Request, dispatcher: Any, inv: Invocation, url: FunctionUrlConfig,
+                          headers: dict[str, str]) -> web.StreamResponse:
+    """Answer as the function writes (see the module doc)."""
+    extra = {"function": inv.function, "request_id": inv.request_id}
+    async with StreamedCall(dispatcher, inv) as call:
+        try:
+            streams = await call.streams()
+            result = None if streams else await call.result()
+        except REFUSED as exc:
+            log.warning("function URL: not invoked: %s", type(exc).__name__, extra=extra)
+            refused = _message(429, "Rate Exceeded.") if isinstance(exc, Throttled) else _bad_gateway()
+            refused.headers.update(headers)
+            return _with_cors(refused, url, request)
+        if result is not None:
+            whole = _whole(result)
+            whole.headers.update(headers)
+            return _with_cors(whole, url, request)
+        streamed = await write_streamed(
+            request, call, headers=headers, decorate=lambda response: _with_cors(response, url, request),
+            on_malformed=_Malformed(inv.function, inv.request_id), where="function URL", extra=extra)
+        if streamed is not None:
+            return streamed
+        failed = _bad_gateway()
+        failed.headers.update(headers)
+        return _with_cors(failed, url, request)
+
+
+def _whole(result: Result) -> web.Response:
+    """A function that did not stream, behind a RESPONSE_STREAM URL: its response as it is."""
+    if result.outcome is Outcome.THROTTLED:
+        return _message(429, "Rate Exceeded.")
+    if result.function_error or result.outcome is not Outcome.SUCCESS:
+        return _bad_gateway()
+    return web.Response(status=200, body=result.payload, content_type="application/json")
 
 
 def add_function_url_routes(app: web.Application) -> None:

@@ -24,6 +24,7 @@ from router.http.error_pages import json_error_pages
 from router.http.function_url import add_function_url_routes, log_open_urls, url_hosts
 from router.http.invocations_api import add_invocation_routes
 from router.http.invoke_api import add_invoke_routes
+from router.http.invoke_stream import add_invoke_stream_routes
 from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
 from router.http.monitoring import add_monitoring_routes
 from router.http.webhook import register_webhook_routes
@@ -79,6 +80,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     add_monitoring_routes(app, with_metrics=server.metrics_port is None)
     if server.invoke_api:
         add_invoke_routes(app)
+        add_invoke_stream_routes(app)  # InvokeWithResponseStream (issue 13: response streaming)
         add_invocation_routes(app)  # /invocations, /admin/invocations (issue 12: history, status API)
         add_reload_route(app)
         if server.console:

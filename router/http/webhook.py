@@ -21,6 +21,7 @@ from router.http.context import HttpContext
 from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
 from router.http.refusals import REFUSED, Refusals
 from router.http.shapes import Shape, shape_for
+from router.http.streaming import StreamedCall, write_streamed
 from router.http.webhook_auth import build_auth, headers_pass
 from router.invocation import Invocation, new_request_id
 
@@ -55,11 +56,11 @@ class WebhookSource:
             response = await self._handle(request, request_id, params)
         except (RouterError, OSError) as exc:
             response = _not_dispatched(exc, self.route.name, self.route.function, request_id, self._shape)
-        if self._shape.request_id_header is not None:
+        if self._shape.request_id_header is not None and not response.prepared:
             response.headers[self._shape.request_id_header] = request_id
         return await self._send(request, response, request_id)
 
-    async def _send(self, request: web.Request, response: web.Response,
+    async def _send(self, request: web.Request, response: web.StreamResponse,
                     request_id: str) -> web.StreamResponse:
         """Write the response here, so ``router_webhook_requests_total`` counts the status the client was
         sent: a response aiohttp refuses to serialize becomes a 500, and a reply the connection lost
@@ -86,7 +87,7 @@ class WebhookSource:
         return response
 
     async def _handle(self, request: web.Request, request_id: str,
-                      params: Mapping[str, str] | None) -> web.Response:
+                      params: Mapping[str, str] | None) -> web.StreamResponse:
         ctx = self._ctx
         route = self.route
         extra = {"route": route.name, "function": route.function, "request_id": request_id}
@@ -121,6 +122,8 @@ class WebhookSource:
             request_id=request_id,
             invocation_type=route.invocation_type,
         )
+        if self.source.stream:
+            return await self._streamed(request, inv, extra)
         try:
             if route.invocation_type == "async":
                 await ctx.dispatcher.submit(inv)
@@ -135,6 +138,37 @@ class WebhookSource:
             shape.malformed_status, reason, shape.hint, shape.name,
             extra={**extra, "error_type": "handler"}))
 
+
+    async def _streamed(self, request: web.Request, inv: Invocation,
+                        extra: dict[str, str]) -> web.StreamResponse:
+        """``stream: true``: a function that streams is answered as it writes (README "Response
+        streaming"); one that does not is mapped as any response of the route's payload format."""
+        shape = self._shape
+
+        def malformed(reason: str) -> None:
+            log.error("webhook: the function's response is malformed, answered %s: %s; %s (payload: %s)",
+                      shape.malformed_status, reason, shape.hint, shape.name,
+                      extra={**extra, "error_type": "handler"})
+
+        async with StreamedCall(self._ctx.dispatcher, inv) as call:
+            try:
+                streams = await call.streams()
+                result = None if streams else await call.result()
+            except REFUSED as exc:
+                return self._refusals.answer(exc, inv)
+            if result is not None:
+                return shape.response(result, malformed)
+            request_id = {} if shape.request_id_header is None else {shape.request_id_header: inv.request_id}
+            streamed = await write_streamed(request, call, headers=request_id, decorate=lambda _: None,
+                                            on_malformed=malformed, where="webhook", extra=extra)
+            if streamed is not None:
+                return streamed
+            result = await call.result()
+            if result.function_error or not result.ok:
+                return shape.response(result, malformed)  # the function's error, as the route answers it
+            failed = shape.internal_error()
+            failed.set_status(shape.malformed_status)
+            return failed
 
     @staticmethod
     def _unauthorized(extra: dict[str, str]) -> web.Response:

@@ -24,21 +24,31 @@ Endpoints (as AWS's Runtime API): GET ``/2018-06-01/runtime/invocation/next``, P
 ``/2018-06-01/runtime/init/error`` (202); an unknown or finished request id answers 400
 ``InvalidRequestID``, a response over 6 MB answers 413 and fails the invocation with
 ``Function.ResponseSizeTooLarge``.
+
+Response streaming: a POST to ``.../invocation/{id}/response`` with ``Lambda-Runtime-Function-Response-Mode:
+streaming`` (a chunked body) is handed on as it arrives to the invocation's ``ResponseStream`` when its
+caller takes one (a function URL in RESPONSE_STREAM mode, InvokeWithResponseStream), else buffered as any
+response. An error the runtime reports mid-stream comes in the trailers ``Lambda-Runtime-Function-Error-Type``
+and ``Lambda-Runtime-Function-Error-Body`` (base64 of the error JSON): the invocation ends with that error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import collections
 import enum
 import json
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote
 
 from router.invocation import PAYLOAD_LIMIT
+from router.response_stream import ResponseStream
 from router.runtime import peer
 from router.runtime.http11 import Connection, Listener, Request
 
@@ -53,6 +63,8 @@ _NEXT = (_PREFIX + "/invocation/next").encode()
 _INVOCATION = (_PREFIX + "/invocation/").encode()
 _INIT_ERROR = (_PREFIX + "/init/error").encode()
 _ERROR_TYPE = b"lambda-runtime-function-error-type"
+_ERROR_BODY = b"lambda-runtime-function-error-body"  # a trailer of a streamed response: base64 JSON
+_RESPONSE_MODE = b"lambda-runtime-function-response-mode"
 _T = TypeVar("_T")
 
 
@@ -82,6 +94,7 @@ class PendingEvent:
     payload: bytes
     headers: dict[str, str]
     future: asyncio.Future[Reply]
+    stream: ResponseStream | None = None  # the caller takes a streamed response as it comes
     taken_by: Connection | None = None  # the connection whose /next took it
 
 
@@ -214,6 +227,37 @@ class _Endpoints:
                 del channel.running[event.request_id]
                 _settle(event.future, Reply(ReplyKind.EXITED))
 
+    def stream(self, conn: Connection, request: Request, resume: Callable[[], None]) -> ResponseStream | None:
+        """The invocation's stream, for a streamed POST of its response that its caller takes as it
+        comes; None to buffer the body (any other request, or a caller that wants the whole response)."""
+        channel = self.channel
+        if (channel is None or request.method != b"POST"
+                or request.headers.get(_RESPONSE_MODE, b"").lower() != b"streaming"):
+            return None
+        if channel.confined and not conn.admitted:
+            # A streamed response comes on a connection of its own (the Node runtime's): admitted here
+            # when its client is the environment's; anything else is left to ``handle`` to refuse.
+            client, server = conn.peername, conn.sockname
+            if (channel.owner is None or client is None or server is None
+                    or not peer.belongs_to(client, server, channel.owner, channel.owner_uid)):
+                return None
+            conn.admitted = True
+        path = request.url.partition(b"?")[0]
+        if not path.startswith(_INVOCATION) or not path.endswith(b"/response"):
+            return None
+        request_id = path[len(_INVOCATION):-len(b"/response")].decode("utf-8", "replace")
+        if "%" in request_id:
+            request_id = unquote(request_id)
+        event = channel.running.get(request_id)
+        stream = event.stream if event is not None else None
+        if event is None or stream is None or stream.opened:
+            return None
+        content_type = request.headers.get(b"content-type", b"application/octet-stream")
+        stream.open(content_type.decode("latin-1"), resume)
+        # However the invocation ends (timeout, exit, shutdown), its stream ends with it.
+        event.future.add_done_callback(lambda _: stream.end(failed=True))
+        return stream
+
     def handle(self, conn: Connection, request: Request) -> None:
         channel = self.channel
         assert channel is not None
@@ -313,8 +357,12 @@ class _Endpoints:
             error_type = request.headers.get(_ERROR_TYPE)
             reply = Reply(ReplyKind.ERROR, body,
                           error_type.decode("utf-8", "replace") if error_type is not None else None)
+        elif _ERROR_TYPE in request.headers:  # a streamed response that failed (its trailers)
+            reply = _stream_error(request.headers)
         else:
             reply = Reply(ReplyKind.RESPONSE, body)
+        if event.stream is not None and event.stream.opened:
+            event.stream.end(failed=reply.kind is not ReplyKind.RESPONSE)
         _settle(event.future, reply)
         conn.respond(202, _ACCEPTED, _JSON)
 
@@ -335,6 +383,19 @@ class _Endpoints:
         _settle(channel.ready, InitError(
             error_type.decode("utf-8", "replace") if error_type else "Runtime.Unknown", request.body))
         conn.respond(202, _ACCEPTED, _JSON)
+
+
+def _stream_error(headers: dict[bytes, bytes]) -> Reply:
+    """The error a runtime reported in a streamed response's trailers (the body is base64 JSON)."""
+    error_type = headers[_ERROR_TYPE].decode("utf-8", "replace")
+    try:
+        body = base64.b64decode(headers.get(_ERROR_BODY, b""), validate=True)
+    except binascii.Error:
+        body = b""
+    if not body:
+        body = json.dumps({"errorMessage": "the function's streamed response failed",
+                           "errorType": error_type}).encode()
+    return Reply(ReplyKind.ERROR, body, error_type)
 
 
 class RuntimeApiServer:

@@ -251,7 +251,7 @@ class Environment:
                 headers["Lambda-Runtime-Client-Context"] = decoded
         future: asyncio.Future[Reply] = self._loop.create_future()
         started = self._loop.time()
-        self._channel.send(PendingEvent(rid, invocation.payload, headers, future))
+        self._channel.send(PendingEvent(rid, invocation.payload, headers, future, stream=invocation.stream))
         reply: Reply | None = None
         late = False
         try:

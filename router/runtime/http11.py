@@ -9,6 +9,13 @@ chunked bodies, keep-alive, ``Connection: close``, HTTP/1.0, ``Expect: 100-conti
 ``max_body`` is not kept: the handler sees ``body=None`` as soon as the size is known, the answer
 closes the connection, and the rest of the body is read and dropped for at most ``LINGER_SECONDS``.
 A malformed request is answered 400 and the connection closed.
+
+Streamed bodies (Lambda's response streaming): a request carrying ``Lambda-Runtime-Function-Response-Mode``
+is offered to the handler's ``stream`` when its head is complete; a ``BodySink`` it returns takes the
+body piece by piece as it arrives (no size limit, nothing kept here), may pause reading (back pressure:
+``push`` returns True, reading resumes when the sink calls back), and the request then goes to
+``handle`` as usual with an empty body and its trailers among its headers. Other requests never reach
+that code: the buffered path costs one dictionary lookup more per request.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import collections
 import logging
 import select
 import socket
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
@@ -38,6 +46,7 @@ _REASONS = {
     431: "Request Header Fields Too Large", 500: "Internal Server Error",
 }
 _TEXT = "Content-Type: text/plain; charset=utf-8\r\n"
+_STREAM_MODE = b"lambda-runtime-function-response-mode"
 
 
 class Request:
@@ -62,6 +71,20 @@ class Handler(Protocol):
 
     def lost(self, conn: Connection) -> None:
         """``conn`` is closed (a pending answer will never be sent)."""
+
+    def stream(self, conn: Connection, request: Request, resume: Callable[[], None]) -> BodySink | None:
+        """Whether to take the body of ``request`` (head only, ``body`` None) as it arrives: a sink,
+        or None to have it buffered as any other; ``resume`` restarts reading after ``push`` paused it."""
+
+
+class BodySink(Protocol):
+    """Takes a streamed request body as it arrives (see the module doc)."""
+
+    def push(self, data: bytes) -> bool:
+        """The next bytes of the body; True: stop reading the connection until resumed."""
+
+    def end(self, *, failed: bool = False) -> None:
+        """No more bytes: ``failed`` when the connection was lost before the body was complete."""
 
 
 class Connection(asyncio.Protocol):
@@ -95,6 +118,8 @@ class Connection(asyncio.Protocol):
         self._in_head = False
         self._head_bytes = 0
         self._discard = False  # answered early (too large): drop the rest of this request's body
+        self._sink: BodySink | None = None  # takes the body being read (a streamed response)
+        self._sink_paused = False
         self.admitted = False  # the handler's check of the client passed (kept for the connection)
         self.peername: tuple[str, int] | None = None  # the client's address and port
         self.sockname: tuple[str, int] | None = None  # the server's
@@ -122,6 +147,9 @@ class Connection(asyncio.Protocol):
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.end(failed=True)
         self._listener.lost(self)
         self._handler.lost(self)
 
@@ -199,6 +227,8 @@ class Connection(asyncio.Protocol):
         expect = headers.get(b"expect")
         expects = expect is not None and expect.lower() == b"100-continue" and not self._http_10()
         idle = not self._busy and not self._queue
+        if _STREAM_MODE in headers and idle and not self._too_large:
+            self._offer_stream()
         if self._too_large and idle:
             self._answer_early(client_waits=expects)
         elif expects and idle:
@@ -208,6 +238,11 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self._too_large or self._closing:
+            return
+        if self._sink is not None:
+            if self._sink.push(body) and not self._sink_paused:
+                self._sink_paused = True
+                self._update_reading()
             return
         self._size += len(body)
         if self._size > self._max_body:
@@ -226,6 +261,9 @@ class Connection(asyncio.Protocol):
             if not self._busy:  # answered already (with Connection: close)
                 self.close()
             return
+        if self._sink is not None:
+            self._sink = None
+            self._sink_paused = False  # the handler ends the sink when it answers the request
         parts = self._body
         body = None if self._too_large else (parts[0] if len(parts) == 1 else b"".join(parts))
         self._body = []
@@ -365,6 +403,20 @@ class Connection(asyncio.Protocol):
         if client_waits and not self._busy:
             self.close()  # the client sends no body after a final answer to Expect: 100-continue
 
+    def _offer_stream(self) -> None:
+        """Offer the request whose head is complete to the handler's ``stream`` (see the module doc)."""
+        stream = getattr(self._handler, "stream", None)
+        if stream is None:
+            return
+        head = Request(self._parser.get_method(), self._url, self._headers, None,
+                       self._parser.should_keep_alive(), self._http_10())
+        self._sink = stream(self, head, self._resume_sink)
+
+    def _resume_sink(self) -> None:
+        if self._sink_paused:
+            self._sink_paused = False
+            self._update_reading()
+
     def _refuse(self, status: int) -> None:
         if self.transport is None or self._closing:
             return
@@ -375,7 +427,7 @@ class Connection(asyncio.Protocol):
     def _update_reading(self) -> None:
         if self._closing or self.transport is None:
             return
-        pause = self._write_paused or (self._busy and bool(self._queue))
+        pause = self._write_paused or (self._busy and bool(self._queue)) or self._sink_paused
         if pause != self._read_paused:
             self._read_paused = pause
             if pause:

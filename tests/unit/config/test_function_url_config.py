@@ -1,4 +1,4 @@
-"""A function's ``url:``: read, and bad values refused with file:line (RESPONSE_STREAM not supported yet,
+"""A function's ``url:``: read, and bad values refused with file:line (an unknown invoke_mode,
 AWS_IAM without keys to check signatures with)."""
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ def test_url_is_read(load: Any) -> None:
     assert iam.cors is None
 
 
-def test_response_stream_is_not_supported_yet_and_says_where(problems: Any) -> None:
-    (line,) = problems(CONFIG.format(keys="{}", url="      auth: NONE\n      invoke_mode: RESPONSE_STREAM"))
+def test_response_stream_is_read_and_a_bad_mode_says_where(load: Any, problems: Any) -> None:
+    text = CONFIG.format(keys="{}", url="      auth: NONE\n      invoke_mode: RESPONSE_STREAM")
+    url = load(text).functions["f"].url
+    assert url.invoke_mode == "RESPONSE_STREAM"
+    (line,) = problems(CONFIG.format(keys="{}", url="      auth: NONE\n      invoke_mode: STREAM"))
     assert line.startswith("router.yaml:9:"), line
     assert "functions.f.url.invoke_mode" in line
-    assert "RESPONSE_STREAM is not supported yet; use BUFFERED" in line
+    assert "should be one of 'BUFFERED', 'RESPONSE_STREAM'" in line, line
 
 
 def test_bad_url_settings_say_where(problems: Any) -> None:

@@ -65,6 +65,7 @@ acceptBuiltinCodeCache();
 const { API, ERROR_TYPE_HEADER, Lane, errorPath, responsePath } = require('./rapid.cjs');
 const { patchConsole } = require('./logging.cjs');
 const { CallbackHandlerDeprecated, loadHandler } = require('./loader.cjs');
+const streaming = require('./streaming.cjs');
 
 const REQUEST_ID = Symbol.for('aws.lambda.runtime.requestId');
 
@@ -478,6 +479,82 @@ async function modernInvoke(handler, invocation, response, onEvent) {
   else sendResult(invocation, result, onEvent);
 }
 
+// --- streaming (awslambda.streamifyResponse; see streaming.cjs) -----------------------------------------
+
+function streamingLoop(handler) {
+  const onEvent = (lane, response) => {
+    if (response.status !== 200) {
+      notAnEvent(response);
+      return;
+    }
+    const headers = response.headers;
+    const id = headers['lambda-runtime-aws-request-id'];
+    const invocation = { id, lane, settled: false };
+    if (storage !== null) {
+      storage.run(id, () => streamingInvoke(handler, invocation, response, onEvent));
+      return;
+    }
+    if (failedEarlier(lane, id)) return;
+    global[REQUEST_ID] = id;
+    forwardXRay(headers);
+    current = invocation;
+    beforeExit = noop; // the open response keeps the event loop alive until the stream ends
+    streamingInvoke(handler, invocation, response, onEvent);
+  };
+  return onEvent;
+}
+
+function streamingInvoke(handler, invocation, response, onEvent) {
+  const lane = invocation.lane;
+  const { stream, done } = streaming.openResponseStream({
+    host: lane.host,
+    port: lane.port,
+    path: responsePath(invocation.id),
+    hostHeader: lane.hostLine.slice('Host: '.length, -2),
+    highWaterMark: handler[streaming.HANDLER_HIGHWATERMARK],
+  });
+  let waitForEmptyEventLoop = true;
+  const context = Object.assign({
+    get callbackWaitsForEmptyEventLoop() {
+      return waitForEmptyEventLoop;
+    },
+    set callbackWaitsForEmptyEventLoop(value) {
+      waitForEmptyEventLoop = value;
+    },
+  }, contextData(response.headers));
+  const next = () => {
+    if (invocation.settled) return;
+    invocation.settled = true;
+    if (current === invocation) current = null;
+    whenFlushed(() => lane.next().then((r) => onEvent(lane, r), nextFailed));
+  };
+  const failWith = (err) => {
+    logError('Invoke Error', err);
+    whenFlushed(() => streaming.fail(stream, toRapidResponse(err)));
+    done.then(next);
+  };
+  let result;
+  try {
+    result = handler(JSON.parse(response.body), stream, context);
+  } catch (err) {
+    failWith(err);
+    return;
+  }
+  if (!result || typeof result.then !== 'function') {
+    failWith('Streaming does not support non-async handlers.');
+    return;
+  }
+  result.then(async (value) => {
+    if (value !== undefined) console.warn('Streaming handlers ignore return values.');
+    if (!stream.writableFinished && !stream.writableEnded) {
+      failWith('Response stream is not finished.');
+      return;
+    }
+    await done;
+    next();
+  }, failWith);
+}
+
 // --- the process ------------------------------------------------------------------------------------------
 
 /**
@@ -542,10 +619,8 @@ function setupGlobals() {
   if (off === '1' || off === 'true') return;
   globalThis.awslambda = {
     ...globalThis.awslambda,
-    streamifyResponse() {
-      throw new Error('awslambda.streamifyResponse: response streaming is not supported by the router; '
-        + 'return the whole response from an async handler instead');
-    },
+    streamifyResponse: streaming.streamifyResponse,
+    HttpResponseStream: streaming.HttpResponseStream,
   };
 }
 
@@ -570,7 +645,7 @@ async function main() {
   let handler;
   try {
     handler = await loadHandler(env.LAMBDA_TASK_ROOT || process.cwd(), env._HANDLER || '', modern);
-    if (modern && handler.length >= 3) {
+    if (modern && handler.length >= 3 && !streaming.isStreaming(handler)) {
       throw new CallbackHandlerDeprecated(runtimeMajor >= 24
         ? CALLBACK_ERROR_NODEJS24
         : callbackErrorManagedInstances(runtimeMajor));
@@ -584,7 +659,9 @@ async function main() {
   }
   if (phase !== 'init') return; // an uncaught error during init has already been reported
   phase = 'ready';
-  const onEvent = modern ? modernLoop(handler) : classicLoop(handler);
+  let onEvent;
+  if (streaming.isStreaming(handler)) onEvent = streamingLoop(handler);
+  else onEvent = modern ? modernLoop(handler) : classicLoop(handler);
   for (let i = 1; i < maxConcurrency; i++) lanes.push(new Lane(address));
   for (const lane of lanes) lane.next().then((r) => onEvent(lane, r), nextFailed);
 }

@@ -1,0 +1,142 @@
+"""Lambda's InvokeWithResponseStream: ``POST /2021-11-15/functions/{name}/response-streaming-invocations``,
+answered as an AWS event stream (``router.http.eventstream``) that boto3's ``invoke_with_response_stream``
+reads: ``PayloadChunk`` events as the function writes, then one ``InvokeComplete`` (with ``ErrorCode``
+and ``ErrorDetails`` when the function failed, ``LogResult`` with ``LogType: Tail``).
+
+A function that streams (``awslambda.streamifyResponse``, a runtime posting in streaming mode) is
+answered as it writes; a buffered function's whole response is one ``PayloadChunk``, as Lambda does.
+The answer's ``Content-Type`` is the function's (botocore's ``ResponseStreamContentType``).
+Credentials, names and payloads are checked as the Invoke API checks them (``router.http.invoke_api``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from router.errors import Throttled
+from router.http import aws_errors, eventstream
+from router.http.context import CTX, HttpContext
+from router.http.invoke_api import (
+    InvokeApiRefusals,
+    _json_error,
+    _log_result,
+    client_context_problem,
+    parse_function_name,
+)
+from router.http.invoke_auth import authenticate
+from router.http.refusals import REFUSED
+from router.http.streaming import StreamedCall
+from router.invocation import Invocation, Outcome, Result, new_request_id
+
+log = logging.getLogger("router.http.invoke_stream")
+
+PATH = "/2021-11-15/functions/{name}/response-streaming-invocations"
+SOURCE = "invoke_api"
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+
+
+async def invoke_with_response_stream(request: web.Request) -> web.StreamResponse:
+    ctx: HttpContext = request.app[CTX]
+    request_id = new_request_id()
+    authenticated = await authenticate(request, request_id, ctx.config.server.max_body)
+    if isinstance(authenticated, web.Response):
+        return authenticated
+    body = authenticated
+
+    raw_name = request.match_info["name"]
+    ref = parse_function_name(raw_name)
+    if ref is None:
+        return aws_errors.validation(
+            f"1 validation error detected: Value '{raw_name}' at 'functionName' failed to satisfy "
+            "constraint: must be a function name, a partial ARN or a function ARN",
+            request_id,
+        )
+    aws = ctx.config.aws
+    qualifier = request.query.get("Qualifier") or ref.qualifier
+    base_arn = aws.function_arn(ref.name)
+    if (
+        (qualifier not in (None, "$LATEST"))
+        or (ref.region is not None and ref.region != aws.region)
+        or (ref.account is not None and ref.account != aws.account_id)
+        or not ctx.dispatcher.has_function(ref.name)
+    ):
+        shown = raw_name if raw_name.startswith("arn:") else base_arn
+        if qualifier and not shown.endswith(f":{qualifier}"):
+            shown += f":{qualifier}"
+        return aws_errors.not_found(shown, request_id)
+
+    kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    if kind not in ("RequestResponse", "DryRun"):
+        return aws_errors.validation(
+            f"1 validation error detected: Value '{kind}' at 'invocationType' failed to satisfy "
+            "constraint: Member must satisfy enum value set: [RequestResponse, DryRun]",
+            request_id,
+        )
+    client_context = request.headers.get("X-Amz-Client-Context") or None
+    if client_context is not None:
+        problem = client_context_problem(client_context)
+        if problem is not None:
+            return aws_errors.aws_error(400, "InvalidRequestContentException", problem, request_id)
+    if kind == "DryRun":
+        return web.Response(status=204, headers={"x-amzn-RequestId": request_id})
+    if not body.strip():
+        body = b"{}"
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        return aws_errors.bad_content(_json_error(exc), request_id)
+
+    inv = Invocation(function=ref.name, payload=body, source=SOURCE, request_id=request_id,
+                     log_tail=request.headers.get("X-Amz-Log-Type") == "Tail", client_context=client_context)
+    async with StreamedCall(ctx.dispatcher, inv) as call:
+        try:
+            streams = await call.streams()
+            result = None if streams else await call.result()
+        except REFUSED as exc:
+            return InvokeApiRefusals(base_arn).answer(exc, inv)
+        if result is not None and result.outcome is Outcome.THROTTLED:
+            return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)
+        content_type = call.stream.content_type if streams else "application/json"
+        response = web.StreamResponse(status=200, headers={
+            "x-amzn-RequestId": request_id, "Content-Type": content_type,
+            "X-Amz-Executed-Version": result.executed_version if result is not None else "$LATEST",
+        })
+        try:
+            await response.prepare(request)
+            if streams:
+                async for chunk in call.stream:
+                    await response.write(eventstream.payload_chunk(chunk))
+                result = await call.result()
+            elif result is not None and not result.function_error and result.ok:
+                await response.write(eventstream.payload_chunk(result.payload))
+            assert result is not None
+            await response.write(complete(result, inv))
+            await response.write_eof()
+        except ConnectionError:  # the caller went away: the function finishes, its response is dropped
+            log.info("InvokeWithResponseStream: the caller went away while the response streamed",
+                     extra={"function": inv.function, "request_id": request_id})
+        return response
+
+
+def complete(result: Result, inv: Invocation) -> bytes:
+    """The ``InvokeComplete`` event for ``result``: the error's type and message when it failed."""
+    log_result = _log_result(result.logs) if inv.log_tail else None
+    if result.ok and not result.function_error:
+        return eventstream.invoke_complete(log_result=log_result)
+    try:
+        error = json.loads(result.payload)
+    except ValueError:
+        error = None
+    if not isinstance(error, dict):
+        error = {}
+    return eventstream.invoke_complete(
+        str(error.get("errorType") or result.function_error or "Unhandled"),
+        str(error.get("errorMessage") or result.error_summary()),
+        log_result)
+
+
+def add_invoke_stream_routes(app: web.Application) -> None:
+    app.router.add_post(PATH, invoke_with_response_stream)
