@@ -101,7 +101,23 @@ def client_context_problem(value: str) -> str | None:
     return None if isinstance(parsed, dict) else CLIENT_CONTEXT_INVALID
 
 
-async def invoke(request: web.Request) -> web.StreamResponse:
+@dataclass(slots=True)
+class InvokeRequest:
+    """An Invoke request that passed the checks both Invoke operations make (``begin``)."""
+
+    request_id: str
+    body: bytes  # the payload: JSON, ``{}`` when empty
+    name: str  # the function
+    qualifier: str | None  # a version or alias (None: $LATEST)
+    arn: str  # the function's ARN as answers name it (qualified when a qualifier was given)
+    kind: str  # RequestResponse | Event
+    client_context: str | None
+
+
+async def begin(request: web.Request, kinds: tuple[str, ...]) -> InvokeRequest | web.Response:
+    """Credentials, the function name and qualifier, the invocation type (one of ``kinds`` or DryRun),
+    the client context and the payload, checked as Lambda checks them: the request, or the answer
+    (an error, or DryRun's 204)."""
     ctx: HttpContext = request.app[CTX]
     request_id = new_request_id()
     authenticated = await authenticate(request, request_id, ctx.config.server.max_body)
@@ -142,10 +158,10 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         return aws_errors.not_found(shown, request_id)
 
     kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
-    if kind not in ("RequestResponse", "Event", "DryRun"):
+    if kind not in (*kinds, "DryRun"):
         return aws_errors.validation(
             f"1 validation error detected: Value '{kind}' at 'invocationType' failed to satisfy "
-            "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
+            f"constraint: Member must satisfy enum value set: [{', '.join([*sorted(kinds), 'DryRun'])}]",
             request_id,
         )
     client_context = request.headers.get("X-Amz-Client-Context") or None  # empty is as absent
@@ -162,18 +178,27 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         json.loads(body)
     except (ValueError, RecursionError) as exc:
         return aws_errors.bad_content(_json_error(exc), request_id)
+    arn = base_arn if qualifier is None else f"{base_arn}:{qualifier}"
+    return InvokeRequest(request_id, body, ref.name, qualifier, arn, kind, client_context)
 
+
+async def invoke(request: web.Request) -> web.StreamResponse:
+    ctx: HttpContext = request.app[CTX]
+    begun = await begin(request, ("RequestResponse", "Event"))
+    if isinstance(begun, web.Response):
+        return begun
+    request_id, kind = begun.request_id, begun.kind
     inv = Invocation(
-        function=ref.name,
-        payload=body,
+        function=begun.name,
+        payload=begun.body,
         source=SOURCE,
         request_id=request_id,
         invocation_type="async" if kind == "Event" else "sync",
         log_tail=request.headers.get("X-Amz-Log-Type") == "Tail",
-        client_context=client_context,
+        client_context=begun.client_context,
         # The AWS SDKs send the calling function's _X_AMZN_TRACE_ID: a chain's hops (recursive loops).
         trace_id=request.headers.get("X-Amzn-Trace-Id") or None,
-        qualifier=qualifier,
+        qualifier=begun.qualifier,
     )
     try:
         if kind == "Event":
@@ -182,8 +207,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
                                                      "Location": f"/invocations/{request_id}"})
         result = await ctx.dispatcher.invoke(inv)
     except REFUSED as exc:
-        shown_arn = base_arn if qualifier is None else f"{base_arn}:{qualifier}"
-        return InvokeApiRefusals(shown_arn).answer(exc, inv)
+        return InvokeApiRefusals(begun.arn).answer(exc, inv)
 
     if result.outcome is Outcome.THROTTLED:  # no execution environment could be had (memory budget)
         return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)

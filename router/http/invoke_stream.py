@@ -19,17 +19,10 @@ from aiohttp import web
 from router.errors import Throttled
 from router.http import aws_errors, eventstream
 from router.http.context import CTX, HttpContext
-from router.http.invoke_api import (
-    InvokeApiRefusals,
-    _json_error,
-    _log_result,
-    client_context_problem,
-    parse_function_name,
-)
-from router.http.invoke_auth import authenticate
+from router.http.invoke_api import InvokeApiRefusals, _log_result, begin
 from router.http.refusals import REFUSED
 from router.http.streaming import StreamedCall
-from router.invocation import Invocation, Outcome, Result, new_request_id
+from router.invocation import Invocation, Outcome, Result
 
 log = logging.getLogger("router.http.invoke_stream")
 
@@ -40,69 +33,27 @@ EVENT_STREAM = "application/vnd.amazon.eventstream"
 
 async def invoke_with_response_stream(request: web.Request) -> web.StreamResponse:
     ctx: HttpContext = request.app[CTX]
-    request_id = new_request_id()
-    authenticated = await authenticate(request, request_id, ctx.config.server.max_body)
-    if isinstance(authenticated, web.Response):
-        return authenticated
-    body = authenticated
-
-    raw_name = request.match_info["name"]
-    ref = parse_function_name(raw_name)
-    if ref is None:
-        return aws_errors.validation(
-            f"1 validation error detected: Value '{raw_name}' at 'functionName' failed to satisfy "
-            "constraint: must be a function name, a partial ARN or a function ARN",
-            request_id,
-        )
-    aws = ctx.config.aws
-    qualifier = request.query.get("Qualifier") or ref.qualifier
-    base_arn = aws.function_arn(ref.name)
-    if (
-        (qualifier not in (None, "$LATEST"))
-        or (ref.region is not None and ref.region != aws.region)
-        or (ref.account is not None and ref.account != aws.account_id)
-        or not ctx.dispatcher.has_function(ref.name)
-    ):
-        shown = raw_name if raw_name.startswith("arn:") else base_arn
-        if qualifier and not shown.endswith(f":{qualifier}"):
-            shown += f":{qualifier}"
-        return aws_errors.not_found(shown, request_id)
-
-    kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
-    if kind not in ("RequestResponse", "DryRun"):
-        return aws_errors.validation(
-            f"1 validation error detected: Value '{kind}' at 'invocationType' failed to satisfy "
-            "constraint: Member must satisfy enum value set: [RequestResponse, DryRun]",
-            request_id,
-        )
-    client_context = request.headers.get("X-Amz-Client-Context") or None
-    if client_context is not None:
-        problem = client_context_problem(client_context)
-        if problem is not None:
-            return aws_errors.aws_error(400, "InvalidRequestContentException", problem, request_id)
-    if kind == "DryRun":
-        return web.Response(status=204, headers={"x-amzn-RequestId": request_id})
-    if not body.strip():
-        body = b"{}"
-    try:
-        json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        return aws_errors.bad_content(_json_error(exc), request_id)
-
-    inv = Invocation(function=ref.name, payload=body, source=SOURCE, request_id=request_id,
-                     log_tail=request.headers.get("X-Amz-Log-Type") == "Tail", client_context=client_context)
+    begun = await begin(request, ("RequestResponse",))
+    if isinstance(begun, web.Response):
+        return begun
+    request_id = begun.request_id
+    inv = Invocation(function=begun.name, payload=begun.body, source=SOURCE, request_id=request_id,
+                     log_tail=request.headers.get("X-Amz-Log-Type") == "Tail",
+                     client_context=begun.client_context, qualifier=begun.qualifier,
+                     trace_id=request.headers.get("X-Amzn-Trace-Id") or None)
     async with StreamedCall(ctx.dispatcher, inv) as call:
         try:
             streams = await call.streams()
             result = None if streams else await call.result()
         except REFUSED as exc:
-            return InvokeApiRefusals(base_arn).answer(exc, inv)
+            return InvokeApiRefusals(begun.arn).answer(exc, inv)
         if result is not None and result.outcome is Outcome.THROTTLED:
             return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)
         content_type = call.stream.content_type if streams else "application/json"
         response = web.StreamResponse(status=200, headers={
             "x-amzn-RequestId": request_id, "Content-Type": content_type,
-            "X-Amz-Executed-Version": result.executed_version if result is not None else "$LATEST",
+            "X-Amz-Executed-Version": (result.executed_version if result is not None
+                                       else inv.version or "$LATEST"),
         })
         try:
             await response.prepare(request)

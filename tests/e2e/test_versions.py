@@ -109,6 +109,13 @@ def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tm
     assert _invoke(client, FunctionName="greet:2") == (
         "2", {"code": "two", "version": "2", "arn": f"{ARN}:2", "env": "2"})
     assert _invoke(client, FunctionName=f"{ARN}:1")[1]["code"] == "one"
+    # InvokeWithResponseStream takes the qualifier too (a buffered function: one PayloadChunk)
+    streamed = client.invoke_with_response_stream(FunctionName="greet", Qualifier="1")
+    assert streamed["ExecutedVersion"] == "1"
+    chunks = [e["PayloadChunk"]["Payload"] for e in streamed["EventStream"] if "PayloadChunk" in e]
+    assert json.loads(b"".join(chunks))["code"] == "one"
+    with pytest.raises(client.exceptions.ResourceNotFoundException, match=f"Function not found: {ARN}:9"):
+        client.invoke_with_response_stream(FunctionName="greet:9")
     assert _invoke(client, FunctionName="greet") == (
         "$LATEST", {"code": "two", "version": "$LATEST", "arn": ARN, "env": "$LATEST"})
     status, _, _ = http("POST", rp.url + "/hook", b"{}")
