@@ -260,9 +260,12 @@ def _route(event: Any, loc: Loc, function: str, event_id: str, resolver: Resolve
                            "not match /)")
         else:
             route["source"] = c.webhook_source(props.get("Path"), props.get("Method"))
-        if kind == "Api" or str(props.get("PayloadFormatVersion", "2.0")) == "1.0":
-            notes.add(loc, f"{what}: a REST API (payload 1.0) event; the router sends the HTTP API "
-                           "payload 2.0 shape")
+        if kind == "Api":
+            route["source"]["payload"] = "v1"  # the REST API proxy event
+        elif str(props.get("PayloadFormatVersion", "2.0")) == "1.0":
+            route["source"]["payload"] = "v1"
+            notes.add(loc, f"{what}: HTTP API payload 1.0 is written as payload: v1, the REST API proxy "
+                           "event it follows (requestContext differs in a few fields)")
         return route
     if kind in ("Schedule", "ScheduleV2"):
         c.unknown_keys(props, _SCHEDULE_KEYS, set(), notes, where, what)

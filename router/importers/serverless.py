@@ -225,10 +225,9 @@ def _route(ctx: _Context, function: str, index: int, event: Any, loc: Loc) -> di
             if options.get(key):
                 notes.add((*loc, kind, key), f"{what}.{key}: not imported; use the route's auth (hmac, "
                                              "bearer, api_key)")
-        if kind == "http":
-            notes.add(loc, f"{what}: a REST API (payload 1.0) event; the router sends the HTTP API payload "
-                           "2.0 shape")
         route["source"] = c.webhook_source(path.strip(), method.strip())
+        if kind == "http":
+            route["source"]["payload"] = "v1"  # the REST API proxy event
         return route
     if kind == "schedule":
         rates = options.get("rate", props) if isinstance(props, dict) else props

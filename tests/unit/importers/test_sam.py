@@ -119,19 +119,28 @@ Resources:
             Method: any
         Default:
           Type: HttpApi
+        Old:
+          Type: HttpApi
+          Properties:
+            Path: /old
+            Method: get
+            PayloadFormatVersion: "1.0"
 """)
     assert status == 0, err
     config = load(tmp_path)
     item = route(config, "Api-Item").source
     assert isinstance(item, m.WebhookSourceConfig)
     assert (item.path, item.methods) == ("/items/{id}", ["GET"])
+    assert item.payload == "v2"
     proxy = route(config, "Api-Proxy").source
-    assert (proxy.path, proxy.methods) == ("/files/{proxy+}", ["ANY"])
+    assert (proxy.path, proxy.methods, proxy.payload) == ("/files/{proxy+}", ["ANY"], "v1")  # REST API
+    assert route(config, "Api-Old").source.payload == "v1"
     assert (route(config, "Api-Default").source.path, route(config, "Api-Default").invocation_type) == \
         ("/{proxy+}", "sync")
     notes = listed(err)
-    assert "REST API (payload 1.0)" in notes[17]
+    assert 17 not in notes  # a REST API event is written as it is: payload v1
     assert "catch-all $default" in notes[22]
+    assert "HTTP API payload 1.0 is written as payload: v1" in notes[24]
 
 
 def test_schedules_rate_cron_and_v2_with_time_zone(tmp_path: Path) -> None:
