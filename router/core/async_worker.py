@@ -204,6 +204,7 @@ class AsyncWorker:
             await self._failures.keep(
                 function=self.name, route=ev.route, source=ev.source, request_id=ev.request_id,
                 condition=condition, attempts=attempts, payload=ev.payload, result=result,
+                qualifier=ev.qualifier,
                 record=build_record(request_id=ev.request_id, function_arn=self._arn, condition=condition,
                                     approximate_invoke_count=attempts, payload=ev.payload, result=result,
                                     now=self._clock.time()))

@@ -88,8 +88,10 @@ class FailedEvents:
     # --- keeping ----------------------------------------------------------------------------------------
 
     async def keep(self, *, function: str, route: str | None, source: str, request_id: str, condition: str,
-                   record: dict[str, Any], payload: bytes, attempts: int, result: Result | None) -> None:
-        """Keep one failed event; never raises but ``CancelledError`` (a failure is logged and counted)."""
+                   record: dict[str, Any], payload: bytes, attempts: int, result: Result | None,
+                   qualifier: str | None = None) -> None:
+        """Keep one failed event; never raises but ``CancelledError`` (a failure is logged and counted).
+        ``qualifier``: the version or alias the event was invoked with (its redrive is invoked so too)."""
         error_type = error_message = None
         if result is not None and not result.ok:
             error_type = result.error_type.value if result.error_type else result.outcome.value
@@ -98,7 +100,7 @@ class FailedEvents:
             "function": function, "route": route, "source": source, "request_id": request_id,
             "condition": condition, "record": json.dumps(record, default=str), "payload": payload,
             "failed_at": self._clock.time(), "attempts": attempts, "error_type": error_type,
-            "error_message": error_message, "redriven_as": None, "redriven_at": None,
+            "error_message": error_message, "redriven_as": None, "redriven_at": None, "qualifier": qualifier,
         }
         extra = {"function": function, "route": route, "request_id": request_id}
         try:
@@ -149,7 +151,8 @@ class FailedEvents:
         assert self._submit is not None
         extra = {"function": event.function, "route": event.route, "request_id": new_id}
         inv = Invocation(function=event.function, payload=event.payload, source=REDRIVE_SOURCE,
-                         route=event.route, request_id=new_id, invocation_type="async")
+                         route=event.route, request_id=new_id, invocation_type="async",
+                         qualifier=event.qualifier)
         try:
             await self._submit(inv)
         except Exception as exc:

@@ -149,6 +149,7 @@ def summary(event: FailedEvent) -> dict[str, Any]:
         "error_type": event.error_type, "error_message": event.error_message,
         "redriven_as": event.redriven_as,
         "redriven_at": None if event.redriven_at is None else iso_timestamp(event.redriven_at),
+        "qualifier": event.qualifier,
     }
 
 

@@ -39,6 +39,7 @@ class FailedEvent:
     error_message: str | None
     redriven_as: str | None
     redriven_at: float | None
+    qualifier: str | None = None  # the version or alias it was invoked with (a redrive keeps it)
     record: str = ""
     payload: bytes = b""
 
@@ -65,7 +66,7 @@ class FailureFilter:
 
 _SUMMARY = (
     _t.c.id, _t.c.function, _t.c.route, _t.c.source, _t.c.request_id, _t.c.condition, _t.c.failed_at,
-    _t.c.attempts, _t.c.error_type, _t.c.error_message, _t.c.redriven_as, _t.c.redriven_at,
+    _t.c.attempts, _t.c.error_type, _t.c.error_message, _t.c.redriven_as, _t.c.redriven_at, _t.c.qualifier,
 )
 _INSERT = sa.insert(_t).returning(_t.c.id)
 
@@ -94,7 +95,7 @@ def _row(r: Any, *, whole: bool) -> FailedEvent:
         id=int(r.id), function=r.function, route=r.route, source=r.source, request_id=r.request_id,
         condition=r.condition, failed_at=float(r.failed_at), attempts=int(r.attempts),
         error_type=r.error_type, error_message=r.error_message, redriven_as=r.redriven_as,
-        redriven_at=None if r.redriven_at is None else float(r.redriven_at),
+        redriven_at=None if r.redriven_at is None else float(r.redriven_at), qualifier=r.qualifier,
     )
     if whole:
         event.record, event.payload = str(r.record), bytes(r.payload)

@@ -25,7 +25,8 @@ SCHEMA_VERSION = 5
    ``router_invocations`` (invocation history, ``router.state.history``). New tables only: a version-3
    database migrates by opening it, the same way.
 5: ``router_function_versions`` (published versions: code zip and config, ``router.state.versions``),
-   ``router_async_events.qualifier`` (the version or alias an async event was invoked with) and
+   ``router_async_events.qualifier`` and ``router_failed_events.qualifier`` (the version or alias an
+   async event was invoked with, kept for a redrive) and
    ``router_async_events.trace`` (the X-Ray trace header an async event came with: the hop count of
    recursive loop detection, ``router.lineage``). Opening a version-4 database creates the table and adds
    the columns (``_add_missing_columns``)."""
@@ -115,6 +116,7 @@ failed_events = sa.Table(  # async events and stream records given up, kept to i
     sa.Column("error_message", sa.Text(), nullable=True),
     sa.Column("redriven_as", sa.String(64), nullable=True),  # the redrive's request id; NULL: not redriven
     sa.Column("redriven_at", sa.Double(), nullable=True),  # when the redrive was accepted (NULL: pending)
+    sa.Column("qualifier", sa.String(128), nullable=True),  # the version or alias it ran as; schema 5
     sa.Index("router_failed_events_failed_at", "failed_at"),
     sa.Index("router_failed_events_function", "function", "failed_at"),
 )
@@ -204,7 +206,7 @@ def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> Non
         )
 
 
-_ADDED_COLUMNS = ((async_events, "qualifier"), (async_events, "trace"))
+_ADDED_COLUMNS = ((async_events, "qualifier"), (async_events, "trace"), (failed_events, "qualifier"))
 """Columns added to existing tables after their creation (schema 5): added when missing."""
 
 

@@ -26,10 +26,10 @@ def _failures(store: StateStore, metrics: Metrics, **kw: float) -> FailedEvents:
                         prune_interval=kw.get("prune_interval", 60.0))
 
 
-async def _keep(failures: FailedEvents, n: int = 1) -> None:
+async def _keep(failures: FailedEvents, n: int = 1, qualifier: str | None = None) -> None:
     await failures.keep(function="resize", route="uploads", source="webhook", request_id=f"req-{n}",
                         condition="RetriesExhausted", record={"requestContext": {}}, payload=b'{"n": %d}' % n,
-                        attempts=3, result=Result.error("ValueError", "bad input"))
+                        attempts=3, result=Result.error("ValueError", "bad input"), qualifier=qualifier)
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ async def test_kept_with_error_then_redriven_once_at_the_rate(store: StateStore)
     metrics = Metrics()
     failures = _failures(store, metrics)
     for n in range(3):
-        await _keep(failures, n)
+        await _keep(failures, n, qualifier="prod" if n == 1 else None)  # one was invoked as resize:prod
     [kept, *_] = await store.list_failures(FailureFilter(), 10)
     assert (kept.error_type, kept.error_message) == ("handler", "ValueError: bad input")
     submitted: list[Invocation] = []
@@ -70,6 +70,7 @@ async def test_kept_with_error_then_redriven_once_at_the_rate(store: StateStore)
         kinds = {(i.source, i.route, i.invocation_type) for i in submitted}
         assert kinds == {("redrive", "uploads", "async")}
         assert [i.payload for i in submitted] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+        assert [i.qualifier for i in submitted] == [None, "prod", None]  # a redrive runs as it was invoked
         assert {i.request_id for i in submitted} == {e.redriven_as for e in claimed}
         await until(lambda: _all_accepted(store), "redrives marked accepted")
     finally:
