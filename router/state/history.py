@@ -30,6 +30,7 @@ _t = invocations
 _q = async_events
 _COLUMNS = [c.name for c in _t.columns]
 _READ_CHUNK = 500  # request ids per SELECT ... IN
+_to_json = json.JSONEncoder(separators=(",", ":")).encode  # made once: json.dumps with options makes one a call
 
 
 @dataclass(slots=True)
@@ -147,7 +148,7 @@ def write(conn: sa.Connection, changes: Sequence[Change], whole: Set[str] = froz
         merged[rid] = merge(merged.get(rid, stored.get(rid)), change)
     for row in merged.values():
         if isinstance(row["attempt_log"], list):
-            row["attempt_log"] = json.dumps(row["attempt_log"], separators=(",", ":"))
+            row["attempt_log"] = _to_json(row["attempt_log"])
     if merged:
         if conn.dialect.name == "sqlite":
             _sqlite_upsert(conn, list(merged.values()))
