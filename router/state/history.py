@@ -30,7 +30,7 @@ _t = invocations
 _q = async_events
 _COLUMNS = [c.name for c in _t.columns]
 _READ_CHUNK = 500  # request ids per SELECT ... IN
-_to_json = json.JSONEncoder(separators=(",", ":")).encode  # made once: json.dumps with options makes one a call
+_to_json = json.JSONEncoder(separators=(",", ":")).encode  # once: json.dumps with options makes one a call
 
 
 @dataclass(slots=True)
