@@ -15,7 +15,6 @@ A function error, a timeout and a response the load balancer cannot use (not an 
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.http.apigw import MalformedResponse, _is_text
+from router.http.apigw import MalformedResponse, body_field
 from router.http.apigw_v1 import response_body, response_headers
 from router.invocation import Outcome, Result
 
@@ -103,14 +102,7 @@ def build_event(
     event["body"] = ""
     event["isBase64Encoded"] = False
     if body:
-        if _is_text(request.headers.get("Content-Type", "")):
-            try:
-                event["body"] = body.decode("utf-8")
-                return event
-            except UnicodeDecodeError:
-                pass
-        event["body"] = base64.b64encode(body).decode("ascii")
-        event["isBase64Encoded"] = True
+        event["body"], event["isBase64Encoded"] = body_field(body, request.headers.get("Content-Type", ""))
     return event
 
 

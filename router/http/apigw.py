@@ -24,7 +24,7 @@ from router.invocation import Outcome, Result
 
 _TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "application/yaml",
                "application/x-yaml", "application/graphql", "application/ld+json")
-_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
 def route_key(methods: list[str], method: str, path: str) -> str:
@@ -32,7 +32,18 @@ def route_key(methods: list[str], method: str, path: str) -> str:
     return f"{'ANY' if 'ANY' in methods else method} {path}"
 
 
-def _is_text(content_type: str) -> bool:
+def body_field(body: bytes, content_type: str) -> tuple[str, bool]:
+    """An event's ``body`` and ``isBase64Encoded`` for a request body: the text of a text content type
+    (and of none) that is valid UTF-8, base64 otherwise (as API Gateway and ALB pass bodies on)."""
+    if is_text(content_type):
+        try:
+            return body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(body).decode("ascii"), True
+
+
+def is_text(content_type: str) -> bool:
     ct = content_type.split(";", 1)[0].strip().lower()
     if not ct:
         return True
@@ -46,7 +57,7 @@ def _joined(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-def _clf_time(epoch: float) -> str:
+def clf_time(epoch: float) -> str:
     return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(epoch))
 
 
@@ -101,22 +112,14 @@ def build_event(
         "requestId": request_id,
         "routeKey": route_key,
         "stage": "$default",
-        "time": _clf_time(now),
+        "time": clf_time(now),
         "timeEpoch": int(now * 1000),
     }
     params = request.match_info if path_parameters is None else path_parameters
     if params:
         event["pathParameters"] = dict(params)
     if body:
-        if _is_text(request.headers.get("Content-Type", "")):
-            try:
-                event["body"] = body.decode("utf-8")
-                event["isBase64Encoded"] = False
-                return event
-            except UnicodeDecodeError:
-                pass
-        event["body"] = base64.b64encode(body).decode("ascii")
-        event["isBase64Encoded"] = True
+        event["body"], event["isBase64Encoded"] = body_field(body, request.headers.get("Content-Type", ""))
     else:
         event["isBase64Encoded"] = False
     return event
@@ -189,14 +192,14 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def _name(name: object, field: str) -> str:
+def header_name(name: object, field: str) -> str:
     if not isinstance(name, str) or not _TOKEN.fullmatch(name):
         shown = repr(name)[:64] if isinstance(name, str) else type(name).__name__
         raise MalformedResponse(f"{field}: header name {shown} is not a valid HTTP header name")
     return name
 
 
-def _value(name: str, v: object, field: str) -> str:
+def header_value(name: str, v: object, field: str) -> str:
     if isinstance(v, bool):
         text = "true" if v else "false"
     elif isinstance(v, str | int | float):
@@ -225,15 +228,15 @@ def _structured(value: dict[str, Any]) -> web.Response:
             raise MalformedResponse(f"{field} must be {'an object' if want is dict else 'a list'}, "
                                     f"got {type(got).__name__}")
     for name, v in raw_headers.items():
-        name = _name(name, "headers")
-        text = _value(name, v, "headers")
-        if name.lower() not in _HOP_BY_HOP:
+        name = header_name(name, "headers")
+        text = header_value(name, v, "headers")
+        if name.lower() not in HOP_BY_HOP:
             headers[name] = text
     for name, values in multi.items():
-        name = _name(name, "multiValueHeaders")
-        texts = [_value(name, v, "multiValueHeaders") for v in (values if isinstance(values, list)
+        name = header_name(name, "multiValueHeaders")
+        texts = [header_value(name, v, "multiValueHeaders") for v in (values if isinstance(values, list)
                                                                 else [values])]
-        if name.lower() in _HOP_BY_HOP:
+        if name.lower() in HOP_BY_HOP:
             continue
         if name in headers:
             del headers[name]

@@ -26,12 +26,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from router.http.apigw import (
-    _HOP_BY_HOP,
+    HOP_BY_HOP,
     MalformedResponse,
-    _clf_time,
-    _is_text,
-    _name,
-    _value,
+    body_field,
+    clf_time,
+    header_name,
+    header_value,
 )
 from router.invocation import Outcome, Result
 
@@ -91,7 +91,7 @@ def build_event(
             "path": request.path,
             "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
             "requestId": request_id,
-            "requestTime": _clf_time(now),
+            "requestTime": clf_time(now),
             "requestTimeEpoch": int(now * 1000),
             "resourceId": api_id,
             "resourcePath": resource,
@@ -101,14 +101,7 @@ def build_event(
         "isBase64Encoded": False,
     }
     if body:
-        if _is_text(request.headers.get("Content-Type", "")):
-            try:
-                event["body"] = body.decode("utf-8")
-                return event
-            except UnicodeDecodeError:
-                pass
-        event["body"] = base64.b64encode(body).decode("ascii")
-        event["isBase64Encoded"] = True
+        event["body"], event["isBase64Encoded"] = body_field(body, request.headers.get("Content-Type", ""))
     return event
 
 
@@ -197,18 +190,18 @@ def response_headers(single: object, multi: object, *, merge: bool = True) -> CI
         raise MalformedResponse(f"multiValueHeaders must be an object, got {type(multi).__name__}")
     out: CIMultiDict[str] = CIMultiDict()
     for name, values in multi.items():
-        name = _name(name, "multiValueHeaders")
+        name = header_name(name, "multiValueHeaders")
         if not isinstance(values, list):
             raise MalformedResponse(
                 f"multiValueHeaders[{name!r}] must be a list, got {type(values).__name__}")
         for v in values:
-            text = _value(name, v, "multiValueHeaders")
-            if name.lower() not in _HOP_BY_HOP:
+            text = header_value(name, v, "multiValueHeaders")
+            if name.lower() not in HOP_BY_HOP:
                 out.add(name, text)
     for name, v in single.items():
-        name = _name(name, "headers")
-        text = _value(name, v, "headers")
-        if name.lower() in _HOP_BY_HOP or (name in out and (not merge or text in out.getall(name))):
+        name = header_name(name, "headers")
+        text = header_value(name, v, "headers")
+        if name.lower() in HOP_BY_HOP or (name in out and (not merge or text in out.getall(name))):
             continue
         out.add(name, text)
     return out
