@@ -20,7 +20,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "import"
 CASES = [
     ("sam", "sam-function_lambda_event_destinations/template.yaml", 2, 0,
      ":65: DestinationLambda: InlineCode"),
-    ("sam", "sam-api_backend/template.yaml", 3, 3, ":19: GetFunction event GetResource (Api): a REST API"),
+    ("sam", "sam-api_backend/template.yaml", 3, 3, ":63: Resources.Table (AWS::Serverless::SimpleTable)"),
     ("sam", "sam-schedule/template.yaml", 1, 1, ":9: runtime nodejs12.x"),
     ("sam", "sam-stream_processor/template.yaml", 1, 1,
      ":25: StreamProcessor event Stream (Kinesis) OnFailure"),
