@@ -141,8 +141,9 @@ class HistoryRecorder:
         return {"payload": payload[:h.max_payload], "payload_truncated": len(payload) > h.max_payload}
 
     def accepted(self, inv: Invocation) -> None:
-        """An async event was accepted (queued)."""
-        if inv.function not in self._on:
+        """An async event was accepted (queued). Only recorded when RabbitMQ holds async events: the state
+        store's queue holds an event's row from its 202 on, which is its record while it waits."""
+        if inv.function not in self._on or not self._amqp:
             return
         create = {"route": inv.route, "source": inv.source, "invocation_type": "async",
                   "started_at": inv.enqueued_at, **self._payload(inv.function, inv.payload)}

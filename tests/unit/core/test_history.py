@@ -85,7 +85,7 @@ async def test_an_async_event_that_ends_within_the_flush_interval_is_written_onc
                          attempt=2)  # its first attempt was written earlier: that row is read and merged
     rec.attempt_started(retried)
     await rec.close()
-    assert counting.batches == [([inv.request_id] * 4 + [retried.request_id], {inv.request_id})]
+    assert counting.batches == [([inv.request_id] * 3 + [retried.request_id], {inv.request_id})]
     row, _ = await store.invocation(inv.request_id, "destination")
     assert row is not None
     assert (row["status"], row["route"], row["attempts"], row["result"], row["logs"]) == (
