@@ -43,6 +43,7 @@ from router.state.history import (
     RUNNING,
     Change,
     merge,
+    whole_row,
 )
 
 if TYPE_CHECKING:
@@ -347,19 +348,23 @@ class HistoryRecorder:
         if not batch:
             return removed
         changes: list[Change] = []
-        whole: set[str] = set()
-        for rid, entry in batch.items():
-            if entry.whole:
-                whole.add(rid)
+        rows: list[dict[str, Any]] = []
+        for entry in batch.values():
             for change in entry.changes:
                 logs = change.update.get("logs")
                 if logs:
                     change.update["logs"] = redact(logs)[-LOG_TAIL:]
-                changes.append(change)
+            if entry.whole:
+                # Made here, on the event loop: in the store's thread this Python work would hold the
+                # GIL in long stretches, and on a busy router each is a stall of the loop (measured:
+                # ~+35 us of the loop's CPU a sync invocation, against ~6 us for the work itself).
+                rows.append(whole_row(entry.changes))
+            else:
+                changes += entry.changes
         self._writing = batch
         try:
             prune = self._limits(self._due({e.changes[0].function for e in batch.values()}))
-            await self._store.record_history(changes, prune=prune, whole=whole)
+            await self._store.record_history(changes, prune=prune, rows=rows)
         except asyncio.CancelledError:
             for rid, entry in reversed(batch.items()):  # written again by close (rewriting one is harmless)
                 newer = self._entries.pop(rid, None)
@@ -371,11 +376,11 @@ class HistoryRecorder:
                     self._ended[rid] = None
             raise
         except Exception as exc:
-            self._metrics.history_dropped.labels("store_error").inc(len(changes))
+            lost = sum(len(entry.changes) for entry in batch.values())
+            self._metrics.history_dropped.labels("store_error").inc(lost)
             if self._clock.monotonic() - self._last_error > 60.0:
                 self._last_error = self._clock.monotonic()
-                log.error("invocation history: cannot write %d changes, they are dropped: %s",
-                          len(changes), exc)
+                log.error("invocation history: cannot write %d changes, they are dropped: %s", lost, exc)
         finally:
             self._writing = {}
         return removed

@@ -134,15 +134,29 @@ def _rows(result: Iterable[Any]) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in result]
 
 
-def write(conn: sa.Connection, changes: Sequence[Change], whole: Set[str] = frozenset()) -> set[str]:
-    """Apply ``changes`` in order to their rows (read, merged, written back); the functions touched.
-    ``whole``: request ids whose changes make the whole row (their first creates it): not read."""
+def whole_row(changes: Sequence[Change]) -> dict[str, Any]:
+    """The row ``changes`` of one invocation make when the first creates it (nothing stored is read),
+    ready to write (``write``'s ``rows``): pure, so the recorder makes it where it likes."""
+    row: dict[str, Any] | None = None
+    for change in changes:
+        row = merge(row, change)
+    assert row is not None
+    if isinstance(row["attempt_log"], list):
+        row["attempt_log"] = _to_json(row["attempt_log"])
+    return row
+
+
+def write(conn: sa.Connection, changes: Sequence[Change], whole: Set[str] = frozenset(),
+          rows: Sequence[dict[str, Any]] = ()) -> set[str]:
+    """Apply ``changes`` in order to their rows (read, merged, written back), and write ``rows`` (whole
+    rows, ``whole_row``) as they are; the functions touched. ``whole``: request ids whose changes make
+    the whole row (their first creates it): not read."""
     ids = list(dict.fromkeys(c.request_id for c in changes if not c.whole and c.request_id not in whole))
     stored: dict[str, dict[str, Any]] = {}
     for i in range(0, len(ids), _READ_CHUNK):
         for row in _rows(conn.execute(_SELECT_MANY, {"p_ids": ids[i:i + _READ_CHUNK]})):
             stored[row["request_id"]] = row
-    merged: dict[str, dict[str, Any]] = {}
+    merged: dict[str, dict[str, Any]] = {row["request_id"]: row for row in rows}
     for change in changes:
         rid = change.request_id
         merged[rid] = merge(merged.get(rid, stored.get(rid)), change)

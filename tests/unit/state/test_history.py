@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from router.state import StateStore
-from router.state.history import Change
+from router.state.history import Change, whole_row
 from router.state.schema import SCHEMA_VERSION
 from tests.stores import StoreFactory, older_sqlite_database
 
@@ -196,3 +196,20 @@ async def test_a_whole_row_does_not_replace_a_final_one(store: StateStore) -> No
     row, _ = await store.invocation("a", "destination")
     assert row is not None
     assert (row["status"], row["attempts"]) == ("cancelled", 0)
+
+
+async def test_rows_made_whole_beforehand_are_written_as_they_are(store: StateStore) -> None:
+    made = whole_row([
+        Change("s", "f", 1.0, "succeeded", {"route": "r", "source": "webhook", "invocation_type": "sync"},
+               {"finished_at": 1.5, "result": b"1"}, {"attempt": 1, "started_at": 1.0, "ended_at": 1.5},
+               whole=True)])
+    assert made["attempt_log"] == '[{"attempt":1,"started_at":1.0,"ended_at":1.5}]'  # JSON already
+    await store.record_history([], rows=[made])
+    row, _ = await store.invocation("s", "destination")
+    assert row is not None
+    assert (row["status"], row["route"], row["attempts"], row["result"]) == ("succeeded", "r", 1, b"1")
+    await store.record_history([queued("c", 1.0), Change("c", "f", 2.0, "cancelled")])
+    await store.record_history([], rows=[whole_row([queued("c", 1.0)])])  # a final row stays
+    row, _ = await store.invocation("c", "destination")
+    assert row is not None
+    assert row["status"] == "cancelled"
