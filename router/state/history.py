@@ -171,8 +171,10 @@ def write(conn: sa.Connection, changes: Sequence[Change], whole: Set[str] = froz
     return {row["function"] for row in merged.values()}
 
 
-_SQLITE_ROWS = 500
-"""Rows per SQLite statement: 19 columns x 500 = 9,500 variables, under SQLite's 32,766."""
+_SQLITE_ROWS = 100
+"""Rows per SQLite statement (19 variables a row; SQLite allows 32,766): binding them holds the GIL, so
+a statement of many rows is a long stall for a busy event loop, and one per row a forced switch of it
+at every row (executemany; measured)."""
 
 
 @functools.lru_cache(maxsize=8)
