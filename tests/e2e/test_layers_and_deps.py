@@ -228,6 +228,12 @@ def test_node_function_requires_from_layers_and_package_json(
           ms: require.resolve('ms'),
         });
     """)
+    write(code / "esm.mjs", """
+        import ms from 'ms';
+        import greeting from 'greeting';
+        import common from 'only-common';
+        export const handler = async () => ({greeting, common, twoDays: ms('2 days')});
+    """)
     cache = tmp_path / "cache"
     rp = started(router_factory(f"""
         version: 1
@@ -239,12 +245,18 @@ def test_node_function_requires_from_layers_and_package_json(
             handler: index.handler
             code: ./code
             layers: [./layers/common, ./layers/override]
+          layered_esm:  # an ES module importing from the layers and the dependency, as on Lambda
+            runtime: {NODE_RUNTIME}
+            handler: esm.handler
+            code: ./code
+            layers: [./layers/common, ./layers/override]
     """, env={"ROUTER_DEPS_CACHE": str(cache)}, start=False))
     answer = invoke(rp, "layered")
     assert answer["greeting"] == "override"  # the later layer wins
     assert answer["common"] == "common only"
     assert answer["twoDays"] == 172800000
     assert answer["ms"].startswith(str(cache))
+    assert invoke(rp, "layered_esm") == {"greeting": "override", "common": "common only", "twoDays": 172800000}
     assert not (code / "node_modules").exists()  # installed in a copy, not in the user's directory
     entry = next(p for p in cache.iterdir() if p.is_dir())
     assert sorted(p.name for p in (entry / "node_modules").iterdir() if not p.name.startswith(".")) == ["ms"]

@@ -67,6 +67,16 @@ const { patchConsole } = require('./logging.cjs');
 const { CallbackHandlerDeprecated, loadHandler } = require('./loader.cjs');
 const streaming = require('./streaming.cjs');
 
+// `import` of a package from a layer or the dependency cache (NODE_PATH beyond the code directory), as
+// Lambda's Node.js 18+ runtimes resolve ES module dependencies from layers: a resolve hook (esm_paths.mjs).
+(function registerEsmPaths() {
+  const dirs = (process.env.NODE_PATH || '').split(require('path').delimiter).filter(Boolean);
+  const register = require('module').register;
+  if (dirs.length > 1 && typeof register === 'function') {
+    register(require('url').pathToFileURL(require('path').join(__dirname, 'esm_paths.mjs')).href);
+  }
+})();
+
 const REQUEST_ID = Symbol.for('aws.lambda.runtime.requestId');
 
 const CALLBACK_ERROR_NODEJS24 = 'ERROR: AWS Lambda has removed support for callback-based function handlers '
