@@ -256,7 +256,8 @@ def test_node_function_requires_from_layers_and_package_json(
     assert answer["common"] == "common only"
     assert answer["twoDays"] == 172800000
     assert answer["ms"].startswith(str(cache))
-    assert invoke(rp, "layered_esm") == {"greeting": "override", "common": "common only", "twoDays": 172800000}
+    assert invoke(rp, "layered_esm") == {"greeting": "override", "common": "common only",
+                                         "twoDays": 172800000}
     assert not (code / "node_modules").exists()  # installed in a copy, not in the user's directory
     entry = next(p for p in cache.iterdir() if p.is_dir())
     assert sorted(p.name for p in (entry / "node_modules").iterdir() if not p.name.startswith(".")) == ["ms"]
