@@ -119,13 +119,15 @@ class KinesisApi:
 
     async def _next_shards(self, token: str, size: dict[str, int]) -> dict[str, Any]:
         """The page after ``token``. Kinesis refuses the stream ARN together with NextToken
-        (InvalidArgumentException); moto wants it, and says so with InvalidToken."""
+        (InvalidArgumentException); moto wants it, and says so with InvalidToken (moto 5.2.6 and later:
+        ResourceNotFoundException, "Stream None ... not found"): then the ARN is sent with the token from
+        here on (a stream really gone fails that call too, and its error is the one raised)."""
         if not self._token_needs_arn:
             try:
                 page: dict[str, Any] = await self.client.list_shards(NextToken=token, **size)
                 return page
             except ClientError as exc:
-                if error_code(exc) != "InvalidToken":
+                if error_code(exc) not in ("InvalidToken", "ResourceNotFoundException"):
                     raise
                 self._token_needs_arn = True
         page = await self.client.list_shards(NextToken=token, StreamARN=self.stream_arn, **size)
