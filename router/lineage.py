@@ -76,6 +76,9 @@ def next_header(header: str | None, key: str, *, now: float | None = None) -> st
     """The trace header of the next invocation of the function ``key`` in the chain of ``header`` (a new
     chain when None): the same ``Root`` (a new one when absent), a new ``Parent``, ``Sampled=0``, and the
     function's count one more. Other fields of ``header`` are dropped."""
+    if not header:  # the first hop (every webhook call): no fields to read
+        root = _new_root(time.time() if now is None else now)
+        return f"Root={root};Parent={random.getrandbits(64):016x};Sampled=0;Lineage={key}:1"
     fields = dict(_fields(header))
     root = fields.get("Root") or _new_root(time.time() if now is None else now)
     counts = lineage(header)
