@@ -15,7 +15,6 @@ A function error, a timeout and a response the load balancer cannot use (not an 
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from router.http.apigw import MalformedResponse, body_field
-from router.http.apigw_v1 import response_body, response_headers
+from router.http.apigw_v1 import response_body, response_headers, response_object
 from router.invocation import Outcome, Result
 
 
@@ -136,13 +135,9 @@ def map_result(result: Result, *, multi_value: bool,
         return service_unavailable()
     if result.function_error or result.outcome is not Outcome.SUCCESS:
         return bad_gateway()
-    try:
-        value = json.loads(result.payload) if result.payload.strip() else None
-    except (ValueError, RecursionError):
-        return _malformed("the response is not valid JSON", on_malformed)
-    if not isinstance(value, dict):
-        return _malformed(f"the response must be an object with statusCode, got {type(value).__name__}",
-                          on_malformed)
+    value = response_object(result.payload)
+    if isinstance(value, str):
+        return _malformed(value, on_malformed)
     try:
         return _structured(value, multi_value)
     except MalformedResponse as exc:

@@ -119,14 +119,6 @@ def bad_gateway() -> web.Response:
     return _message(502, "Internal server error")
 
 
-def service_unavailable() -> web.Response:
-    return _message(503, "Service Unavailable")
-
-
-def payload_too_large() -> web.Response:
-    return _message(413, "Request Entity Too Large")
-
-
 def map_result(result: Result, on_malformed: Callable[[str], None] | None = None) -> web.Response:
     """Turn a function's result into the HTTP response, as a REST API's Lambda proxy integration does.
 
@@ -138,16 +130,24 @@ def map_result(result: Result, on_malformed: Callable[[str], None] | None = None
         return internal_error()
     if result.function_error or result.outcome is not Outcome.SUCCESS:
         return bad_gateway()
-    try:
-        value = json.loads(result.payload) if result.payload.strip() else None
-    except (ValueError, RecursionError):
-        return _malformed("the response is not valid JSON", on_malformed)
-    if not isinstance(value, dict):
-        return _malformed(f"the response must be an object with statusCode, got {_kind(value)}", on_malformed)
+    value = response_object(result.payload)
+    if isinstance(value, str):
+        return _malformed(value, on_malformed)
     try:
         return _structured(value)
     except MalformedResponse as exc:
         return _malformed(exc.reason, on_malformed)
+
+
+def response_object(payload: bytes) -> dict[str, Any] | str:
+    """A proxy response (REST API, ALB): the function's JSON object, or what is wrong with it."""
+    try:
+        value = json.loads(payload) if payload.strip() else None
+    except (ValueError, RecursionError):
+        return "the response is not valid JSON"
+    if not isinstance(value, dict):
+        return f"the response must be an object with statusCode, got {_kind(value)}"
+    return value
 
 
 def _kind(value: object) -> str:

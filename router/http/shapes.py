@@ -75,7 +75,7 @@ class RestShape(Shape):
         return apigw_v1.internal_error()  # the Lambda API refused the invocation: API Gateway's 500
 
     def too_large(self) -> web.Response:
-        return apigw_v1.payload_too_large()
+        return apigw.payload_too_large()  # the same answer as the HTTP API's
 
 
 class AlbShape(Shape):
