@@ -450,7 +450,9 @@ function classicLoop(handler) {
 
 // --- modern (RIC 4.x: nodejs24.x, Managed Instances) -------------------------------------------------
 
-function modernLoop(handler) {
+// One event at a time per lane, each in its own request-id scope: `invoke` runs it, `onExit(invocation,
+// onEvent)` is what a process exit while it runs does (the modern and the streaming loop differ only there).
+function laneLoop(invoke, onExit) {
   const onEvent = (lane, response) => {
     if (response.status !== 200) {
       notAnEvent(response);
@@ -460,17 +462,22 @@ function modernLoop(handler) {
     const id = headers['lambda-runtime-aws-request-id'];
     const invocation = { id, lane, settled: false };
     if (storage !== null) {
-      storage.run(id, () => modernInvoke(handler, invocation, response, onEvent));
+      storage.run(id, () => invoke(invocation, response, onEvent));
       return;
     }
     if (failedEarlier(lane, id)) return;
     global[REQUEST_ID] = id;
     forwardXRay(headers);
     current = invocation;
-    beforeExit = () => sendError(invocation, new NodeJsExit(), onEvent);
-    modernInvoke(handler, invocation, response, onEvent);
+    beforeExit = onExit(invocation, onEvent);
+    invoke(invocation, response, onEvent);
   };
   return onEvent;
+}
+
+function modernLoop(handler) {
+  return laneLoop((invocation, response, onEvent) => modernInvoke(handler, invocation, response, onEvent),
+    (invocation, onEvent) => () => sendError(invocation, new NodeJsExit(), onEvent));
 }
 
 async function modernInvoke(handler, invocation, response, onEvent) {
@@ -492,26 +499,9 @@ async function modernInvoke(handler, invocation, response, onEvent) {
 // --- streaming (awslambda.streamifyResponse; see streaming.cjs) -----------------------------------------
 
 function streamingLoop(handler) {
-  const onEvent = (lane, response) => {
-    if (response.status !== 200) {
-      notAnEvent(response);
-      return;
-    }
-    const headers = response.headers;
-    const id = headers['lambda-runtime-aws-request-id'];
-    const invocation = { id, lane, settled: false };
-    if (storage !== null) {
-      storage.run(id, () => streamingInvoke(handler, invocation, response, onEvent));
-      return;
-    }
-    if (failedEarlier(lane, id)) return;
-    global[REQUEST_ID] = id;
-    forwardXRay(headers);
-    current = invocation;
-    beforeExit = noop; // the open response keeps the event loop alive until the stream ends
-    streamingInvoke(handler, invocation, response, onEvent);
-  };
-  return onEvent;
+  // the open response keeps the event loop alive until the stream ends: nothing to do at exit
+  return laneLoop((invocation, response, onEvent) => streamingInvoke(handler, invocation, response, onEvent),
+    () => noop);
 }
 
 function streamingInvoke(handler, invocation, response, onEvent) {
