@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -42,7 +43,10 @@ from router.state.history import (
     RETRYING,
     RUNNING,
     Change,
+    Row,
     merge,
+    row_dict,
+    sync_row,
     whole_row,
 )
 
@@ -93,6 +97,10 @@ class HistoryRecorder:
         # request id -> changes not written, oldest first; the ids of those that ended (written next)
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self._ended: dict[str, None] = {}
+        # Sync invocations, ended: request id -> what their row is made of, oldest first (written at the
+        # next flush)
+        self._done: dict[str, _Ended] = {}
+        self._writing_rows: dict[str, _Ended] = {}
         self._capacity = capacity
         self._batch = batch
         self._flush_interval = flush_interval
@@ -110,6 +118,7 @@ class HistoryRecorder:
         """Take the functions' ``history:`` settings of ``config`` (at start, and at a reload)."""
         self._history = {name: fn.history for name, fn in config.functions.items()}
         self._on = {name for name, h in self._history.items() if h.enabled}
+        self._payloads = {name: h.max_payload for name, h in self._history.items() if h.payloads}
         self._amqp = config.async_queue is not None  # async events go to RabbitMQ
 
     def enabled(self, function: str) -> bool:
@@ -122,11 +131,7 @@ class HistoryRecorder:
         entries = self._entries
         entry = entries.get(change.request_id)
         if entry is None:
-            if len(entries) >= self._capacity:
-                rid, oldest = entries.popitem(last=False)
-                self._ended.pop(rid, None)
-                if not (oldest.waits_only() and not self._amqp):  # else the queue's row still says it
-                    self._metrics.history_dropped.labels("buffer_full").inc(len(oldest.changes))
+            self._make_room()
             entry = entries[change.request_id] = _Entry(
                 [change], self._clock.monotonic(), creates or change.whole, change.whole)
         else:
@@ -136,6 +141,20 @@ class HistoryRecorder:
             self._ended[change.request_id] = None
         if not self._wake.is_set():
             self._wake.set()
+
+    def _make_room(self) -> None:
+        """A full buffer drops its oldest ended sync row, else its oldest entry, and counts it."""
+        entries, done = self._entries, self._done
+        if len(entries) + len(done) < self._capacity:
+            return
+        if done:
+            del done[next(iter(done))]
+            self._metrics.history_dropped.labels("buffer_full").inc()
+            return
+        rid, oldest = entries.popitem(last=False)
+        self._ended.pop(rid, None)
+        if not (oldest.waits_only() and not self._amqp):  # else the queue's row still says it
+            self._metrics.history_dropped.labels("buffer_full").inc(len(oldest.changes))
 
     def _payload(self, function: str, payload: bytes) -> dict[str, Any]:
         h = self._history[function]
@@ -153,17 +172,26 @@ class HistoryRecorder:
         self._add(Change(inv.request_id, inv.function, self._clock.time(), QUEUED, create), creates=True)
 
     def sync_done(self, inv: Invocation, result: Result, duration: float) -> None:
-        """A sync invocation (a caller waiting, or a poller's batch) ended with ``result``."""
-        if inv.function not in self._on:
+        """A sync invocation (a caller waiting, or a poller's batch) ended with ``result``. Only its values
+        are taken here (``_Ended``: plain values, nothing for the garbage collector to trace); its row is
+        made with the others of its batch when they are written (measured: the same work costs a busy
+        router several times more done one invocation at a time, between requests, than in a batch)."""
+        function = inv.function
+        if function not in self._on:
             return
-        ended = self._clock.time()
-        started = ended - duration
-        create = {"route": inv.route, "source": inv.source, "invocation_type": "sync", "started_at": started,
-                  **self._payload(inv.function, inv.payload)}
-        change = Change(inv.request_id, inv.function, ended, _final(result), create,
-                        {"finished_at": ended, **_outcome(result, duration)},
-                        _attempt(inv.attempt, started, ended, result), whole=True)
-        self._add(change)
+        error_type = error_message = None
+        ok = result.ok
+        if not ok:
+            error_type, error_message = _error(result)
+        max_payload = self._payloads.get(function)
+        if len(self._entries) + len(self._done) >= self._capacity:
+            self._make_room()
+        self._done[inv.request_id] = (
+            inv.request_id, function, inv.route, inv.source, inv.attempt, self._clock.time(), duration, ok,
+            result.outcome.value, result.payload, result.logs, error_type, error_message,
+            None if max_payload is None else inv.payload, max_payload)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def attempt_started(self, inv: Invocation) -> None:
         """An async event's attempt ``inv.attempt`` begins (status running)."""
@@ -213,6 +241,9 @@ class HistoryRecorder:
         """The invocation ``request_id`` as stored, with the changes not written yet and, while it waits
         in the state store's queue, its status there; None when unknown (or pruned)."""
         row, queued = await self._store.invocation(request_id, DELIVERY_SOURCE)
+        done = self._done.get(request_id) or self._writing_rows.get(request_id)
+        if done is not None and (row is None or row["status"] not in FINAL):
+            row = row_dict(_sync_row(done))
         for change in self._buffered(request_id):
             row = merge(row, change)
         if queued is not None and (row is None or row["status"] not in FINAL):
@@ -279,21 +310,24 @@ class HistoryRecorder:
                 await task
         try:
             async with asyncio.timeout(grace):
-                while self._entries:
+                while self._entries or self._done:
                     await self._flush(everything=True)
         except TimeoutError:
             pass
-        if self._entries:
-            left = sum(len(e.changes) for e in self._entries.values())
+        if self._entries or self._done:
+            left = sum(len(e.changes) for e in self._entries.values()) + len(self._done)
             self._metrics.history_dropped.labels("shutdown").inc(left)
             log.warning("invocation history: %d changes not written at shutdown", left)
             self._entries.clear()
             self._ended.clear()
+            self._done.clear()
 
     async def _run(self) -> None:
         next_prune = self._clock.monotonic()
         while True:
             wait = next_prune - self._clock.monotonic()
+            if self._done:  # ended: written at the next flush
+                wait = min(wait, self._flush_interval)
             if self._entries:  # the oldest is written (or let go) when it is flush_interval old
                 oldest = next(iter(self._entries.values())).since
                 wait = min(wait, oldest + self._flush_interval - self._clock.monotonic())
@@ -302,7 +336,7 @@ class HistoryRecorder:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
-            if self._entries:
+            if self._entries or self._done:
                 await self._clock.sleep(self._flush_interval)  # gather a batch
                 # What is due now, in batches; what arrives meanwhile waits for the next round (one
                 # commit per interval, not a stream of small ones).
@@ -347,12 +381,26 @@ class HistoryRecorder:
     async def _flush(self, everything: bool = False) -> int:
         """Write a batch of the entries due in one transaction; how many left the buffer."""
         batch, removed = self._take(everything)
-        if not batch:
+        done, room = self._done, self._batch - removed
+        whole: dict[str, _Ended]
+        if len(done) <= room:  # all of them (the usual case): the dict itself is taken
+            whole, self._done = done, {}
+        else:  # the oldest (taken whole, not popped one by one from the front: that is quadratic)
+            whole = dict(itertools.islice(done.items(), room))
+            for rid in whole:
+                del done[rid]
+        removed += len(whole)
+        if not batch and not whole:
             return removed
         self._writing = batch
+        self._writing_rows = whole
         try:
             changes: list[Change] = []
-            rows: list[dict[str, Any]] = []
+            rows: list[Row] = []
+            for n, ended in enumerate(whole.values(), 1):
+                rows.append(_sync_row(ended))
+                if n % SLICE == 0:  # made on the event loop in slices: not held up for a whole batch
+                    await asyncio.sleep(0)
             for n, entry in enumerate(batch.values(), 1):
                 for change in entry.changes:
                     logs = change.update.get("logs")
@@ -368,9 +416,11 @@ class HistoryRecorder:
                     changes += entry.changes
                 if n % SLICE == 0:
                     await asyncio.sleep(0)
-            prune = self._limits(self._due({e.changes[0].function for e in batch.values()}))
+            prune = self._limits(self._due({e.changes[0].function for e in batch.values()}
+                                           | {r[1] for r in whole.values()}))
             await self._store.record_history(changes, prune=prune, rows=rows)
         except asyncio.CancelledError:
+            self._done = {**whole, **self._done}  # written again by close
             for rid, entry in reversed(batch.items()):  # written again by close (rewriting one is harmless)
                 newer = self._entries.pop(rid, None)
                 if newer is not None:
@@ -381,13 +431,14 @@ class HistoryRecorder:
                     self._ended[rid] = None
             raise
         except Exception as exc:
-            lost = sum(len(entry.changes) for entry in batch.values())
+            lost = sum(len(entry.changes) for entry in batch.values()) + len(whole)
             self._metrics.history_dropped.labels("store_error").inc(lost)
             if self._clock.monotonic() - self._last_error > 60.0:
                 self._last_error = self._clock.monotonic()
                 log.error("invocation history: cannot write %d changes, they are dropped: %s", lost, exc)
         finally:
             self._writing = {}
+            self._writing_rows = {}
         return removed
 
     def _due(self, functions: set[str]) -> set[str]:
@@ -406,6 +457,26 @@ class HistoryRecorder:
             log.warning("invocation history: cannot prune: %s", exc)
 
 
+_Ended = tuple[str, str, str | None, str, int, float, float, bool, str, bytes, str, str | None, str | None,
+               bytes | None, int | None]
+"""A sync invocation as ``sync_done`` takes it: request id, function, route, source, attempt, ended (epoch
+seconds), duration, ok, outcome, response, logs, error type, error message, event payload and its cap
+(None: payloads not kept)."""
+
+
+def _sync_row(ended: _Ended) -> Row:
+    """The row of a sync invocation ``sync_done`` took (``history.sync_row``)."""
+    (rid, function, route, source, attempt, at, duration, ok, outcome, out, logs, error_type, error_message,
+     payload, max_payload) = ended
+    if logs:
+        logs = redact(logs[-2 * LOG_TAIL:])[-LOG_TAIL:]
+    return sync_row(rid, function, route, source, "succeeded" if ok else "failed", attempt, outcome,
+                    at - duration, at, duration, error_type, error_message, logs or None,
+                    None if payload is None else payload[:max_payload],
+                    payload is not None and max_payload is not None and len(payload) > max_payload,
+                    out[:RESULT_LIMIT], len(out) > RESULT_LIMIT)
+
+
 def _final(result: Result) -> str:
     return "succeeded" if result.ok else "failed"
 
@@ -421,17 +492,19 @@ def _outcome(result: Result, duration: float) -> dict[str, Any]:
     if result.logs:
         out["logs"] = result.logs[-2 * LOG_TAIL:]  # redacted, then cut to LOG_TAIL, when written
     if not result.ok:
-        body = result._error_object() or {}
-        out["error_type"] = str(body.get("errorType") or result.outcome.value)[:128]
-        out["error_message"] = result.error_message(1000)
+        out["error_type"], out["error_message"] = _error(result)
     return out
+
+
+def _error(result: Result) -> tuple[str, str]:
+    """A failed result's error type and message, as the history keeps them."""
+    body = result._error_object() or {}
+    return str(body.get("errorType") or result.outcome.value)[:128], result.error_message(1000)
 
 
 def _attempt(number: int, started: float, ended: float, result: Result) -> dict[str, Any]:
     entry: dict[str, Any] = {"attempt": number, "started_at": started, "ended_at": ended,
                              "outcome": result.outcome.value}
     if not result.ok:
-        body = result._error_object() or {}
-        entry["error_type"] = str(body.get("errorType") or result.outcome.value)[:128]
-        entry["error_message"] = result.error_message(1000)
+        entry["error_type"], entry["error_message"] = _error(result)
     return entry

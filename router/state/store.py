@@ -496,7 +496,7 @@ class StateStore:
     async def record_history(self, changes: list[history.Change],
                              prune: dict[str, tuple[float, int]] | None = None,
                              whole: Set[str] = frozenset(),
-                             rows: Sequence[dict[str, Any]] = ()) -> set[str]:
+                             rows: Sequence[history.Row] = ()) -> set[str]:
         """Apply ``changes`` to their history rows in one transaction, then prune the functions in
         ``prune`` (name -> (older than, rows kept)); the functions the changes touched. ``whole``: the
         request ids whose changes make their whole row; ``rows``: whole rows made already

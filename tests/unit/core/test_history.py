@@ -5,6 +5,7 @@ writes what is buffered, the logs tail is redacted and cut, payloads only when a
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -65,8 +66,9 @@ class CountingStore:
 
     async def record_history(self, changes: list[Any], prune: Any = None, whole: Any = frozenset(),
                              rows: Any = ()) -> set[str]:
-        # (the request ids of the changes merged with what is stored, those of the whole rows written)
-        self.batches.append(([c.request_id for c in changes], {r["request_id"] for r in rows}))
+        # (the request ids of the changes merged with what is stored, those of the whole rows written: a
+        # whole row is a tuple in column order, request id first)
+        self.batches.append(([c.request_id for c in changes], {r[0] for r in rows}))
         return await self.store.record_history(changes, prune, whole, rows)
 
     def __getattr__(self, name: str) -> Any:
@@ -210,3 +212,32 @@ async def test_close_is_bounded_in_time_and_counts_what_it_could_not_write(metri
         await rec.close(grace=0.1)
     assert store.calls == 1
     assert dropped(metrics, "shutdown") == 3
+
+
+async def test_a_sync_invocation_is_held_and_written_as_one_whole_row(store: StateStore,
+                                                                     metrics: Metrics) -> None:
+    counting = CountingStore(store)
+    rec = HistoryRecorder(counting, CONFIG, metrics, flush_interval=3600.0)  # type: ignore[arg-type]
+    inv = Invocation(function="kept", payload=b'{"long": "payload"}', source="webhook", route="r", attempt=1)
+    result = Result.error("ValueError", "bad input", logs="START\nboom\nEND\n")
+    before = time.time()
+    rec.sync_done(inv, result, 0.25)
+    seen = await rec.lookup(inv.request_id)  # read through the buffer before it is written
+    await rec.close()
+    assert counting.batches == [([], {inv.request_id})]  # one whole row, nothing read back
+    stored, _ = await store.invocation(inv.request_id, "destination")
+    assert stored is not None
+    assert seen is not None
+    for row in (seen, stored):
+        assert (row["function"], row["route"], row["source"], row["invocation_type"], row["status"]) == (
+            "kept", "r", "webhook", "sync", "failed")
+        assert (row["error_type"], row["error_message"], row["logs"]) == ("ValueError", "bad input",
+                                                                          "START\nboom\nEND\n")
+        assert (row["payload"], row["payload_truncated"]) == (b'{"long":', True)
+        assert row["duration"] == 0.25
+        assert row["finished_at"] - row["started_at"] == pytest.approx(0.25)
+        assert before <= row["finished_at"] <= time.time()
+        assert row["attempts"] == 1
+        assert not row["result_truncated"]
+    attempts = json.loads(stored["attempt_log"])
+    assert [(a["attempt"], a["outcome"], a["error_type"]) for a in attempts] == [(1, "error", "ValueError")]

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router.state import StateStore
-from router.state.history import Change, whole_row
+from router.state.history import Change, attempt_json, row_dict, whole_row
 from router.state.schema import SCHEMA_VERSION
 from tests.stores import StoreFactory, older_sqlite_database
 
@@ -203,7 +205,7 @@ async def test_rows_made_whole_beforehand_are_written_as_they_are(store: StateSt
         Change("s", "f", 1.0, "succeeded", {"route": "r", "source": "webhook", "invocation_type": "sync"},
                {"finished_at": 1.5, "result": b"1"}, {"attempt": 1, "started_at": 1.0, "ended_at": 1.5},
                whole=True)])
-    assert made["attempt_log"] == '[{"attempt":1,"started_at":1.0,"ended_at":1.5}]'  # JSON already
+    assert row_dict(made)["attempt_log"] == '[{"attempt":1,"started_at":1.0,"ended_at":1.5}]'  # JSON already
     await store.record_history([], rows=[made])
     row, _ = await store.invocation("s", "destination")
     assert row is not None
@@ -213,3 +215,25 @@ async def test_rows_made_whole_beforehand_are_written_as_they_are(store: StateSt
     row, _ = await store.invocation("c", "destination")
     assert row is not None
     assert row["status"] == "cancelled"
+
+
+async def test_changes_in_the_same_batch_as_a_whole_row_apply_after_it(store: StateStore) -> None:
+    await store.record_history([Change("w", "f", 2.0, "running", attempt={"attempt": 1, "started_at": 2.0})],
+                               rows=[whole_row([queued("w", 1.0)])])
+    row, _ = await store.invocation("w", "destination")
+    assert row is not None
+    assert (row["status"], row["attempts"], row["started_at"], row["updated_at"]) == ("running", 1, 1.0, 2.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 10_000), st.floats(), st.floats(), st.sampled_from(["success", "error", "timeout"]),
+       st.none() | st.text(max_size=20), st.none() | st.text(max_size=40))
+def test_one_attempt_s_log_is_the_json_encoder_s_text(attempt: int, started: float, ended: float,
+                                                       outcome: str, error_type: str | None,
+                                                       error_message: str | None) -> None:
+    entry: dict[str, object] = {"attempt": attempt, "started_at": started, "ended_at": ended,
+                                "outcome": outcome}
+    if error_type is not None or error_message is not None:
+        entry["error_type"], entry["error_message"] = error_type, error_message
+    made = attempt_json(attempt, started, ended, outcome, error_type, error_message)
+    assert made == json.JSONEncoder(separators=(",", ":")).encode([entry])
