@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from router.logs import FunctionLog, JsonFormatter, LoopBufferedHandler, TextFormatter
+from router.logs import FLUSH_LINES, FunctionLog, JsonFormatter, LoopBufferedHandler, TextFormatter
+from tests.waiting import until
 
 
 class Recording(io.StringIO):
@@ -60,22 +61,32 @@ def test_fast_function_line_is_exactly_the_formatted_record(
         formatter.format(record)
 
 
-async def test_lines_of_one_loop_iteration_go_out_in_one_write(
+async def test_lines_logged_together_go_out_in_one_write(
     root_handler: tuple[LoopBufferedHandler, Recording],
 ) -> None:
     _, stream = root_handler
     log = FunctionLog()
     log.line("START RequestId: r1 Version: $LATEST", "f", "r1")
+    await asyncio.sleep(0)  # another loop iteration: still waiting for company, at most FLUSH_DELAY
     logging.getLogger("router.test").info("in between")
     log.line("END RequestId: r1", "f", "r1")
     assert stream.writes == []
-    await asyncio.sleep(0)
+    await until(lambda: stream.writes, what="the lines written")
     assert len(stream.writes) == 1
     lines = [json.loads(line) for line in stream.writes[0].splitlines()]
     assert [line["message"] for line in lines] == [
         "START RequestId: r1 Version: $LATEST", "in between", "END RequestId: r1"]
     assert lines[0]["function"] == "f"
     assert lines[0]["request_id"] == "r1"
+
+
+async def test_a_full_buffer_is_written_at_once(root_handler: tuple[LoopBufferedHandler, Recording]) -> None:
+    _, stream = root_handler
+    log = FunctionLog()
+    for n in range(FLUSH_LINES):
+        log.line(f"line {n}", "f", "r1")
+    assert len(stream.writes) == 1
+    assert len(stream.writes[0].splitlines()) == FLUSH_LINES
 
 
 async def test_warnings_are_written_at_once_after_what_came_before(
