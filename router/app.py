@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import functools
 import logging
@@ -371,6 +372,7 @@ class Router:
                     webhooks=app[WEBHOOKS], sources=sources, tg=tg, source_parts=source_parts,
                     failures=failures)
                 stack.push_async_callback(self._close_reloaded)  # before the components it uses close
+                _return_free_memory()
                 readiness.set_started()
                 log.info(
                     "router %s listening on http://%s:%d (%d functions, %d routes)",
@@ -630,3 +632,14 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
             ) from None
         return None
     return uvloop.new_event_loop
+
+
+def _return_free_memory() -> None:
+    """Give the C heap's free pages back to the system once start-up is done: glibc keeps what the
+    imports and the config's loading freed (~1 MB of the idle router's resident memory, measured). A
+    no-op where the C library has no ``malloc_trim``."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)

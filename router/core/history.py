@@ -1,7 +1,9 @@
 """The invocation history recorder: what ran, when, how each attempt ended, kept in the state store.
 
-Recording never waits for the store: each call (``accepted``, ``sync_done``, ``attempt_started``, ...)
-adds a ``Change`` to its invocation's entry in a bounded in-memory buffer and returns. One background
+Recording never waits for the store: each call (``accepted``, ``attempt_started``, ...) adds a ``Change``
+to its invocation's entry in a bounded in-memory buffer and returns; ``sync_done``, the call the router
+makes most, keeps the ended invocation's values as one tuple, whose row is made in the batch it is
+written with. One background
 task, owned by the recorder (``start`` / ``close``), writes the entries in batches, one transaction per
 batch, and prunes each function's rows by age and count (``history:`` of the function) as it writes, and
 every ``prune_interval`` all functions. A full buffer drops its oldest entry and counts its changes
