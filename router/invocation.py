@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,8 +41,37 @@ class ErrorType(enum.StrEnum):
     CONFIG = "config"
 
 
-def new_request_id() -> str:
-    return str(uuid.uuid4())
+_RANDOM = 4096
+"""Random bytes drawn from the OS at a time for request ids (256 ids a ``getrandom`` call, not one each)."""
+
+
+class _RequestIds:
+    """Version 4 UUIDs as ``uuid.uuid4`` makes them (122 random bits from ``os.urandom``), drawn from a
+    buffer of random bytes and formatted without a ``UUID`` object: the router makes one an invocation.
+    A forked child starts with a buffer of its own (it must not hand out its parent's ids)."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool, self._at = b"", 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(_RANDOM), 0
+        self._at = at + 16
+        h = self._pool[at:at + 16].hex()
+        # the version nibble (4) and the variant's two top bits (10), as uuid.UUID(version=4) sets them
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {f"{n:x}": f"{8 | (n & 3):x}" for n in range(16)}
+
+new_request_id = _RequestIds()
+"""A new request id: a random (version 4) UUID in its usual text form."""
 
 
 @dataclass(slots=True)
