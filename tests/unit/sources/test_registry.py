@@ -3,6 +3,7 @@ under its task name, and the shutdown order (the schedule before the pollers).""
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 from router.config.models import RouterConfig
@@ -62,3 +63,31 @@ async def test_stop_ends_the_schedule_before_the_pollers() -> None:
     sources = Sources(Recorder("schedule"), [("a", Recorder("a")), ("b", Recorder("b"))])
     await sources.stop(7)
     assert order == ["schedule 7", "a 7", "b 7"]
+
+
+async def test_without_schedule_routes_no_scheduler_runs_until_a_reload_adds_one() -> None:
+    def config(*routes: dict[str, object]) -> RouterConfig:
+        return RouterConfig.model_validate({
+            "functions": {"fn": {"http": {"url": "http://127.0.0.1:9/"}}},
+            "routes": [{"name": "hook", "function": "fn", "source": {"type": "webhook", "path": "/hook"}},
+                       *routes]})
+
+    def parts(cfg: RouterConfig) -> SourceParts:
+        return SourceParts(config=cfg, dispatcher=cast(Dispatch, _Dispatch()), metrics=Metrics(),
+                           readiness=Readiness(), store=cast(StateStore, None))
+
+    bare = config()
+    sources = build_sources(parts(bare))
+    assert not isinstance(sources.schedule, ScheduleSource)  # nothing to fire: APScheduler not started
+    idle = asyncio.create_task(sources.schedule.run())
+    await asyncio.sleep(0)
+    assert not idle.done()  # it runs until stopped, as every source does
+
+    ticking = config({"name": "tick", "function": "fn", "source": {"type": "schedule", "rate": "1h"}})
+    await sources.stop_routes(["tick"], ticking, 1.0)
+    await asyncio.wait_for(idle, 5)  # the reload stopped it
+    started: list[str] = []
+    sources.start_routes(parts(ticking), ["tick"], lambda name, poller: started.append(name))
+    assert started == ["schedule"]
+    assert isinstance(sources.schedule, ScheduleSource)
+    assert sources.schedule.route_names == ["tick"]
