@@ -134,11 +134,10 @@ class HistoryRecorder:
         entry = entries.get(change.request_id)
         if entry is None:
             self._make_room()
-            entry = entries[change.request_id] = _Entry(
-                [change], self._clock.monotonic(), creates or change.whole, change.whole)
+            entry = entries[change.request_id] = _Entry([change], self._clock.monotonic(), creates, False)
         else:
             entry.changes.append(change)
-        if change.whole or change.status in FINAL:
+        if change.status in FINAL:
             entry.final = True
             self._ended[change.request_id] = None
         if not self._wake.is_set():
@@ -159,10 +158,10 @@ class HistoryRecorder:
             self._metrics.history_dropped.labels("buffer_full").inc(len(oldest.changes))
 
     def _payload(self, function: str, payload: bytes) -> dict[str, Any]:
-        h = self._history[function]
-        if not h.payloads:
+        cap = self._payloads.get(function)
+        if cap is None:
             return {}
-        return {"payload": payload[:h.max_payload], "payload_truncated": len(payload) > h.max_payload}
+        return {"payload": payload[:cap], "payload_truncated": len(payload) > cap}
 
     def accepted(self, inv: Invocation) -> None:
         """An async event was accepted (queued). Only recorded when RabbitMQ holds async events: the state
@@ -186,8 +185,7 @@ class HistoryRecorder:
         if not ok:
             error_type, error_message = _error(result)
         max_payload = self._payloads.get(function)
-        if len(self._entries) + len(self._done) >= self._capacity:
-            self._make_room()
+        self._make_room()
         self._done[inv.request_id] = (
             inv.request_id, function, inv.route, inv.source, inv.attempt, self._clock.time(), duration, ok,
             result.outcome.value, result.payload, result.logs, error_type, error_message,
@@ -475,12 +473,8 @@ def _sync_row(ended: _Ended) -> Row:
     return sync_row(rid, function, route, source, "succeeded" if ok else "failed", attempt, outcome,
                     at - duration, at, duration, error_type, error_message, logs or None,
                     None if payload is None else payload[:max_payload],
-                    payload is not None and max_payload is not None and len(payload) > max_payload,
+                    payload is not None and len(payload) > (max_payload or 0),
                     out[:RESULT_LIMIT], len(out) > RESULT_LIMIT)
-
-
-def _final(result: Result) -> str:
-    return "succeeded" if result.ok else "failed"
 
 
 def _outcome(result: Result, duration: float) -> dict[str, Any]:

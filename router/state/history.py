@@ -12,7 +12,7 @@ import functools
 import itertools
 import json
 import math
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +41,7 @@ class Change:
 
     ``create``: columns of a row not stored yet (ignored for a stored one, except those it lacks);
     ``update``: columns overwritten; ``status``: the new status (``queued`` only creates);
-    ``attempt``: merged into the ``attempt_log`` entry with the same ``attempt`` number (appended when new);
-    ``whole``: the change makes the whole row (a sync invocation's): no stored row is read for it.
+    ``attempt``: merged into the ``attempt_log`` entry with the same ``attempt`` number (appended when new).
     """
 
     request_id: str
@@ -52,7 +51,6 @@ class Change:
     create: dict[str, Any] = field(default_factory=dict)
     update: dict[str, Any] = field(default_factory=dict)
     attempt: dict[str, Any] | None = None
-    whole: bool = False
 
 
 def new_row(change: Change) -> dict[str, Any]:
@@ -191,12 +189,12 @@ def whole_row(changes: Sequence[Change]) -> Row:
     return tuple(row[name] for name in COLUMNS)
 
 
-def write(conn: sa.Connection, changes: Sequence[Change], whole: Set[str] = frozenset(),
-          rows: Sequence[Row] = ()) -> set[str]:
-    """Apply ``changes`` in order to their rows (read, merged, written back), and write ``rows`` (whole
-    rows, ``whole_row``/``sync_row``) as they are; the functions touched. ``whole``: request ids whose
-    changes make the whole row (their first creates it): not read."""
-    ids = list(dict.fromkeys(c.request_id for c in changes if not c.whole and c.request_id not in whole))
+def write(conn: sa.Connection, changes: Sequence[Change], rows: Sequence[Row] = ()) -> set[str]:
+    """Write ``rows`` (whole rows, ``whole_row``/``sync_row``: nothing stored is read for them) and apply
+    ``changes`` in order to their rows (read, merged, written back; after the whole row of their
+    invocation when ``rows`` has it); the functions touched."""
+    made = {r[0] for r in rows}
+    ids = [rid for rid in dict.fromkeys(c.request_id for c in changes) if rid not in made]
     stored: dict[str, dict[str, Any]] = {}
     for i in range(0, len(ids), _READ_CHUNK):
         for row in _rows(conn.execute(_SELECT_MANY, {"p_ids": ids[i:i + _READ_CHUNK]})):

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Sequence, Set
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -495,14 +495,12 @@ class StateStore:
 
     async def record_history(self, changes: list[history.Change],
                              prune: dict[str, tuple[float, int]] | None = None,
-                             whole: Set[str] = frozenset(),
                              rows: Sequence[history.Row] = ()) -> set[str]:
-        """Apply ``changes`` to their history rows in one transaction, then prune the functions in
-        ``prune`` (name -> (older than, rows kept)); the functions the changes touched. ``whole``: the
-        request ids whose changes make their whole row; ``rows``: whole rows made already
-        (``history.write``)."""
+        """Write ``rows`` (whole rows made already) and apply ``changes`` to their history rows in one
+        transaction (``history.write``), then prune the functions in ``prune`` (name -> (older than,
+        rows kept)); the functions touched."""
         def transaction(conn: sa.Connection) -> set[str]:
-            touched = history.write(conn, changes, whole, rows)
+            touched = history.write(conn, changes, rows)
             for function, (older_than, keep) in (prune or {}).items():
                 history.prune(conn, function, older_than=older_than, keep=keep)
             return touched

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from router import logs
 from router.logs import FLUSH_LINES, FunctionLog, JsonFormatter, LoopBufferedHandler, TextFormatter
 from tests.waiting import until
 
@@ -62,22 +63,32 @@ def test_fast_function_line_is_exactly_the_formatted_record(
 
 
 async def test_lines_logged_together_go_out_in_one_write(
-    root_handler: tuple[LoopBufferedHandler, Recording],
+    root_handler: tuple[LoopBufferedHandler, Recording], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _, stream = root_handler
+    handler, stream = root_handler
+    monkeypatch.setattr(logs, "FLUSH_DELAY", 3600.0)  # the batch is written by the flush below, not by time
     log = FunctionLog()
     log.line("START RequestId: r1 Version: $LATEST", "f", "r1")
-    await asyncio.sleep(0)  # another loop iteration: still waiting for company, at most FLUSH_DELAY
+    await asyncio.sleep(0)  # another loop iteration: the line still waits for company
     logging.getLogger("router.test").info("in between")
     log.line("END RequestId: r1", "f", "r1")
     assert stream.writes == []
-    await until(lambda: stream.writes, what="the lines written")
+    handler.flush()
     assert len(stream.writes) == 1
     lines = [json.loads(line) for line in stream.writes[0].splitlines()]
     assert [line["message"] for line in lines] == [
         "START RequestId: r1 Version: $LATEST", "in between", "END RequestId: r1"]
     assert lines[0]["function"] == "f"
     assert lines[0]["request_id"] == "r1"
+
+
+async def test_a_waiting_line_is_written_without_more_coming(
+    root_handler: tuple[LoopBufferedHandler, Recording],
+) -> None:
+    _, stream = root_handler
+    FunctionLog().line("REPORT RequestId: r1", "f", "r1")
+    await until(lambda: stream.writes, what="the line written after FLUSH_DELAY")
+    assert json.loads(stream.writes[0])["message"] == "REPORT RequestId: r1"
 
 
 async def test_a_full_buffer_is_written_at_once(root_handler: tuple[LoopBufferedHandler, Recording]) -> None:

@@ -64,12 +64,11 @@ class CountingStore:
         self.store = store
         self.batches: list[tuple[list[str], set[str]]] = []
 
-    async def record_history(self, changes: list[Any], prune: Any = None, whole: Any = frozenset(),
-                             rows: Any = ()) -> set[str]:
+    async def record_history(self, changes: list[Any], prune: Any = None, rows: Any = ()) -> set[str]:
         # (the request ids of the changes merged with what is stored, those of the whole rows written: a
         # whole row is a tuple in column order, request id first)
         self.batches.append(([c.request_id for c in changes], {r[0] for r in rows}))
-        return await self.store.record_history(changes, prune, whole, rows)
+        return await self.store.record_history(changes, prune, rows)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

@@ -138,15 +138,15 @@ async def test_version_3_database_migrates_by_opening(tmp_path: Path) -> None:
 async def test_a_whole_row_is_written_without_reading_the_stored_one(store: StateStore) -> None:
     await store.record_history([queued("a", 1.0), Change("a", "f", 2.0, None, update={"logs": "old"})])
     # The changes of "a" make the whole row (its first creates it): what is stored is replaced, not read.
-    await store.record_history([
+    await store.record_history([], rows=[whole_row([
         Change("a", "f", 5.0, "running", {"route": "r2", "source": "webhook", "started_at": 1.0},
                attempt={"attempt": 1, "started_at": 5.0}),
         Change("a", "f", 6.0, "succeeded", update={"finished_at": 6.0}),
-    ], whole={"a"})
+    ])])
     row, _ = await store.invocation("a", "destination")
     assert row is not None
     assert (row["status"], row["route"], row["logs"], row["attempts"]) == ("succeeded", "r2", None, 1)
-    # Without ``whole`` the stored row is read and merged (the route the row was created with stays).
+    # Changes (not a whole row): the stored row is read and merged (the route the row was created with stays).
     await store.record_history([queued("b", 1.0), Change("b", "f", 2.0, None, update={"logs": "kept"})])
     await store.record_history([Change("b", "f", 6.0, "succeeded", {"route": "r2"}, {"finished_at": 6.0})])
     row, _ = await store.invocation("b", "destination")
@@ -193,8 +193,8 @@ async def test_the_listing_shows_events_waiting_in_the_queue_that_have_no_row(st
 
 async def test_a_whole_row_does_not_replace_a_final_one(store: StateStore) -> None:
     await store.record_history([queued("a", 1.0), Change("a", "f", 2.0, "cancelled")])
-    await store.record_history([queued("a", 1.0), Change("a", "f", 3.0, "running", attempt={"attempt": 1})],
-                               whole={"a"})  # e.g. a replica's late write of what it held in memory
+    await store.record_history([], rows=[whole_row([  # e.g. a replica's late write of what it held in memory
+        queued("a", 1.0), Change("a", "f", 3.0, "running", attempt={"attempt": 1})])])
     row, _ = await store.invocation("a", "destination")
     assert row is not None
     assert (row["status"], row["attempts"]) == ("cancelled", 0)
@@ -203,8 +203,7 @@ async def test_a_whole_row_does_not_replace_a_final_one(store: StateStore) -> No
 async def test_rows_made_whole_beforehand_are_written_as_they_are(store: StateStore) -> None:
     made = whole_row([
         Change("s", "f", 1.0, "succeeded", {"route": "r", "source": "webhook", "invocation_type": "sync"},
-               {"finished_at": 1.5, "result": b"1"}, {"attempt": 1, "started_at": 1.0, "ended_at": 1.5},
-               whole=True)])
+               {"finished_at": 1.5, "result": b"1"}, {"attempt": 1, "started_at": 1.0, "ended_at": 1.5})])
     assert row_dict(made)["attempt_log"] == '[{"attempt":1,"started_at":1.0,"ended_at":1.5}]'  # JSON already
     await store.record_history([], rows=[made])
     row, _ = await store.invocation("s", "destination")
