@@ -65,6 +65,9 @@ _INIT_ERROR = (_PREFIX + "/init/error").encode()
 _ERROR_TYPE = b"lambda-runtime-function-error-type"
 _ERROR_BODY = b"lambda-runtime-function-error-body"  # a trailer of a streamed response: base64 JSON
 _RESPONSE_MODE = b"lambda-runtime-function-response-mode"
+_MEMORY = b"router-memory"
+"""Sent by the router's own bootstraps with a result: the worker's ``VmHWM`` (kB) and ``Threads`` from
+its /proc/self/status, read as it posts (``Reply.memory``)."""
 _T = TypeVar("_T")
 
 
@@ -84,6 +87,7 @@ class Reply(NamedTuple):
     body: bytes = b""
     error_type: str | None = None
     returncode: int | None = None
+    memory: bytes | None = None  # the worker's own figures (``_MEMORY``), when it sent them
 
 
 @dataclass(slots=True, eq=False)
@@ -353,14 +357,16 @@ class _Endpoints:
                 f"Response payload size exceeded maximum allowed payload size ({PAYLOAD_LIMIT} bytes).",
             )
             return
+        memory = request.headers.get(_MEMORY)
         if error:
             error_type = request.headers.get(_ERROR_TYPE)
             reply = Reply(ReplyKind.ERROR, body,
-                          error_type.decode("utf-8", "replace") if error_type is not None else None)
+                          error_type.decode("utf-8", "replace") if error_type is not None else None,
+                          memory=memory)
         elif _ERROR_TYPE in request.headers:  # a streamed response that failed (its trailers)
             reply = _stream_error(request.headers)
         else:
-            reply = Reply(ReplyKind.RESPONSE, body)
+            reply = Reply(ReplyKind.RESPONSE, body, memory=memory)
         if event.stream is not None and event.stream.opened:
             event.stream.end(failed=reply.kind is not ReplyKind.RESPONSE)
         _settle(event.future, reply)

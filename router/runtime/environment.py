@@ -315,7 +315,9 @@ class Environment:
             result = results.closed_error(rid)
             status, error_name = "error", "Runtime.ExitError"
         if self.alive:
-            self._read_max_memory()
+            # A single-worker environment's bootstrap sends its own figures with its result (the
+            # worker is the process whose peak this is); else they are read here.
+            self._read_max_memory(reply.memory if reply is not None and self.capacity == 1 else None)
         init = self.init_duration if self.pending_init_report else None
         self.pending_init_report = False
         end_line = platform.end(rid, duration, status, error_name, function_error)
@@ -402,16 +404,17 @@ class Environment:
             channel.finish(Reply(ReplyKind.EXITED, returncode=returncode))
         self._on_exit(self)
 
-    def _read_max_memory(self) -> None:
+    def _read_max_memory(self, reported: bytes | None = None) -> None:
         """Max Memory Used: the cgroup's peak (every process of the environment), else the summed peak
-        resident sets of the worker and the processes below it (``ProcStatus.max_memory_mb``)."""
+        resident sets of the worker and the processes below it (``ProcStatus.max_memory_mb``; the
+        worker's own figures from ``reported``, what its bootstrap sent with the result, when given)."""
         if self._cgroup_dir is not None:
             peak = CgroupV2.peak_mb(self._cgroup_dir)
             if peak is not None:
                 self._max_memory = max(self._max_memory, peak)
                 return
         if self._status is not None:
-            self._max_memory = max(self._max_memory, self._status.max_memory_mb() or 0)
+            self._max_memory = max(self._max_memory, self._status.max_memory_mb(reported) or 0)
 
     def run_and_wait_ns(self) -> tuple[int, int] | None:
         """CPU time the worker has run and waited runnable, in ns (None when unknown): the pool tells

@@ -259,13 +259,44 @@ function forwardXRay(headers) {
 
 // --- results ---------------------------------------------------------------------------------------------
 
+let statusFd;  // /proc/self/status, opened at the first result (undefined: not yet; null: none)
+const statusBuf = Buffer.alloc(8192);
+
+/**
+ * This process's peak resident set and thread count (`VmHWM` kB and `Threads` of /proc/self/status)
+ * as the `Router-Memory` header's value, or null: the router takes Max Memory Used from it instead of
+ * reading the file on its event loop after every invocation.
+ */
+function ownMemory() {
+  if (statusFd === undefined) {
+    try {
+      statusFd = require('fs').openSync('/proc/self/status', 'r');
+    } catch {
+      statusFd = null;
+    }
+  }
+  if (statusFd === null) return null;
+  try {
+    const text = statusBuf.toString('latin1', 0, require('fs').readSync(statusFd, statusBuf, 0, 8192, 0));
+    const hwm = /VmHWM:\s*(\d+) kB/.exec(text);
+    const threads = /Threads:\s*(\d+)/.exec(text);
+    return hwm && threads ? `${hwm[1]} ${threads[1]}` : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Post the result of `invocation` (after its output is flushed) and ask its lane for the next event. */
 function send(invocation, path, body, headers, onEvent) {
   if (invocation.settled) return;
   invocation.settled = true;
   if (current === invocation) current = null;
   const lane = invocation.lane;
-  whenFlushed(() => lane.postThenNext(path, body, headers).then((r) => onEvent(lane, r), nextFailed));
+  whenFlushed(() => {
+    const memory = ownMemory();
+    const sent = memory === null ? headers : { ...headers, 'Router-Memory': memory };
+    lane.postThenNext(path, body, sent).then((r) => onEvent(lane, r), nextFailed);
+  });
 }
 
 function sendResult(invocation, result, onEvent) {
