@@ -3,12 +3,12 @@ decision, logged and counted; and the destination record's delivery."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from router import compact_json
 from router.clock import Clock
 from router.config.models import AsyncConfig
 from router.core.async_queue import AsyncEvent
@@ -84,7 +84,7 @@ def event_extra(function: str, ev: AsyncEvent, attempt: int, result: Result | No
 
 def delivery_payload(which: str, record: dict[str, Any]) -> bytes:
     """The payload of a delivery event: the record and the destination (on_success / on_failure)."""
-    return json.dumps({"destination": which, "record": record}, separators=(",", ":")).encode()
+    return compact_json.dumpb({"destination": which, "record": record})
 
 
 async def deliver_record(

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 from typing import Any
 
-from router import amqp, lineage
+from router import amqp, compact_json, lineage
 from router.errors import DestinationError
 
 log = logging.getLogger("router.destinations.amqp")
@@ -90,7 +89,7 @@ class AmqpDestination:
 
         ctx = record.get("requestContext") or {}
         return aio_pika.Message(
-            json.dumps(record, separators=(",", ":")).encode(),
+            compact_json.dumpb(record),
             headers={lineage.HEADER: trace} if trace else None,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

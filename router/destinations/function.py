@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from router import compact_json
 from router.invocation import Invocation
 
 Submit = Callable[[Invocation], Awaitable[str]]
@@ -20,6 +20,6 @@ class FunctionDestination:
         self._submit = submit
 
     async def send(self, record: dict[str, Any], trace: str | None = None) -> None:
-        payload = json.dumps(record, separators=(",", ":")).encode()
+        payload = compact_json.dumpb(record)
         await self._submit(Invocation(function=self.function, payload=payload, source="function",
                                       invocation_type="async", trace_id=trace))

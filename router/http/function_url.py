@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
@@ -37,6 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
+from router import compact_json
 from router.config.models import FunctionUrlConfig, FunctionUrlCorsConfig, RouterConfig
 from router.errors import Throttled
 from router.http import apigw, sigv4
@@ -269,7 +269,7 @@ async def serve(request: web.Request, name: str, raw_path: str) -> web.StreamRes
 
     event = build_event(request, body, raw_path=raw_path, config=config, function=name,
                         request_id=request_id, caller=caller)
-    inv = Invocation(function=name, payload=json.dumps(event, separators=(",", ":")).encode(), source=SOURCE,
+    inv = Invocation(function=name, payload=compact_json.dumpb(event), source=SOURCE,
                      request_id=request_id)
     extra = {"function": name, "request_id": request_id}
     if url.invoke_mode == "RESPONSE_STREAM":

@@ -7,12 +7,12 @@ id only after ``dispatcher.submit`` returned, that is after the event is persist
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 
 from aiohttp import web
 
+from router import compact_json
 from router.config.checks import aiohttp_path
 from router.config.models import RouteConfig, RouterConfig, WebhookSourceConfig
 from router.core.controls import HELD_WEBHOOK
@@ -116,7 +116,7 @@ class WebhookSource:
             event = self._shape.event(request, body, request_id, params)
         inv = Invocation(
             function=route.function,
-            payload=json.dumps(event, separators=(",", ":")).encode(),
+            payload=compact_json.dumpb(event),
             source=TYPE,
             route=route.name,
             request_id=request_id,

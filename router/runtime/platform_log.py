@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from router import compact_json
 from router.config.models import FunctionLoggingConfig
 from router.runtime import results
 
@@ -33,7 +34,7 @@ _LEVEL_ALIASES = {**_APPLICATION_LEVELS, "WARNING": 4, "CRITICAL": 6}
 _BELOW_INFO = re.compile(r'"(?i:trace|debug)"')
 """A quoted level name below INFO: a line without one cannot be below an INFO (or lower) minimum."""
 
-_dumps: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
+_dumps: Callable[[Any], str] = compact_json.dumps
 
 
 def log_time(now: float) -> str:

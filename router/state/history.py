@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from router import compact_json
 from router.state.schema import async_events, invocations
 
 QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
@@ -32,7 +33,7 @@ _t = invocations
 _q = async_events
 _COLUMNS = [c.name for c in _t.columns]
 _READ_CHUNK = 500  # request ids per SELECT ... IN
-_to_json = json.JSONEncoder(separators=(",", ":")).encode  # once: json.dumps with options makes one a call
+_to_json = compact_json.dumps
 
 
 @dataclass(slots=True)

@@ -20,6 +20,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from router import compact_json
+
 EVENT_SOURCE = "aws:rmq"
 REDELIVERIES_HEADER = "x-router-redeliveries"  # the router's own count of delayed requeues
 REASON_HEADER = "x-router-reject-reason"  # why the router dead-lettered a message itself
@@ -123,7 +125,7 @@ def _expiration(value: Any) -> str | None:
 def encode_record(record: dict[str, Any]) -> bytes:
     """The record as it appears in the event's JSON: encoded once, when the message arrives, then both
     measured (payload limit) and joined into the event (``batch_payload_of``)."""
-    return json.dumps(record, separators=(",", ":")).encode()
+    return compact_json.dumpb(record)
 
 
 def record_size(record: dict[str, Any]) -> int:

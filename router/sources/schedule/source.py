@@ -28,7 +28,6 @@ Ticks missed while no router ran are found at start from the route's newest clai
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import uuid
@@ -47,6 +46,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from router import compact_json
 from router.clock import Clock, SystemClock
 from router.config.cron import cron_trigger, zone
 from router.config.models import AwsConfig, RouteConfig, ScheduleSourceConfig
@@ -300,7 +300,7 @@ class ScheduleSource:
         event = route.input if route.input is not None else scheduled_event(name, nominal, self._aws)
         inv = Invocation(
             function=route.function,
-            payload=json.dumps(event, separators=(",", ":")).encode(),
+            payload=compact_json.dumpb(event),
             source=TYPE,
             route=name,
             invocation_type=route.invocation_type,

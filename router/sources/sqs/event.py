@@ -9,10 +9,10 @@ ids to leave on the queue, Lambda's ``ReportBatchItemFailures`` rules and FIFO o
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from router import compact_json
 from router.invocation import PAYLOAD_LIMIT, Result
 from router.sources.batch_response import BatchResponseError, reported_failures
 
@@ -67,7 +67,7 @@ def to_record(message: dict[str, Any], *, arn: str, region: str) -> dict[str, An
 
 
 def batch_payload(records: Sequence[dict[str, Any]]) -> bytes:
-    return json.dumps({"Records": list(records)}, separators=(",", ":")).encode()
+    return compact_json.dumpb({"Records": list(records)})
 
 
 def fit_payload(records: Sequence[dict[str, Any]], limit: int = PAYLOAD_LIMIT,
@@ -77,7 +77,7 @@ def fit_payload(records: Sequence[dict[str, Any]], limit: int = PAYLOAD_LIMIT,
     alone it is the smallest batch there can be."""
     size = len(b'{"Records":[]}')
     for i, record in enumerate(records):
-        size += len(json.dumps(record, separators=(",", ":")).encode()) + (1 if i else 0)
+        size += len(compact_json.dumpb(record)) + (1 if i else 0)
         if size > limit and i:
             return list(records[:i]), list(records[i:])
     return list(records), []

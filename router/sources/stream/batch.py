@@ -6,13 +6,13 @@ decimal strings compared as numbers (``seq_key``).
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from router import compact_json
 from router.core.destination_record import iso_timestamp
 from router.invocation import Result
 from router.sources.batch_bisect import halves as bisect  # the one split, shared with sqs and amqp
@@ -39,7 +39,7 @@ def record_bytes(record: StreamRecord) -> int:
 
 def payload(records: Sequence[StreamRecord]) -> bytes:
     """The function's event: ``{"Records": [...]}`` as JSON bytes."""
-    return json.dumps({"Records": [r.event for r in records]}, separators=(",", ":")).encode()
+    return compact_json.dumpb({"Records": [r.event for r in records]})
 
 
 def first_failed(result: Result, records: Sequence[StreamRecord]) -> int | None:

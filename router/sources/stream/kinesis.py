@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
+from router import compact_json
 from router.aws import error_code
 from router.filters import kinesis_filter_data
 from router.sources.stream.api import IteratorType, RecordsPage, ShardInfo, StreamRecord
@@ -61,7 +62,7 @@ def epoch_seconds(value: Any) -> float:
 
 def record_size(event: dict[str, Any]) -> int:
     """Bytes ``event`` takes in the invocation payload (compact JSON)."""
-    return len(json.dumps(event, separators=(",", ":")).encode())
+    return len(compact_json.dumpb(event))
 
 
 def check_iterator_args(
