@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from router import compact_json
 from router.state.schema import async_events, invocations
@@ -105,18 +103,6 @@ def attempt_log(row: dict[str, Any]) -> list[dict[str, Any]]:
     return parsed
 
 
-def _upsert(dialect: str) -> Any:
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(_t)
-    return stmt.on_conflict_do_update(
-        index_elements=[_t.c.request_id],
-        set_={name: stmt.excluded[name] for name in _COLUMNS if name != "request_id"},
-        # a final row stays (a whole row is not merged with it); the statuses inline (executemany)
-        where=_t.c.status.not_in([sa.literal_column(f"'{status}'") for status in sorted(FINAL)]),
-    )
-
-
-_UPSERT = {"sqlite": _upsert("sqlite"), "postgresql": _upsert("postgresql")}
 _SELECT_MANY = sa.select(_t).where(_t.c.request_id.in_(sa.bindparam("p_ids", expanding=True)))
 _SELECT_ONE = sa.select(_t).where(_t.c.request_id == sa.bindparam("p_id"))
 _QUEUED = (
@@ -214,7 +200,7 @@ def write(conn: sa.Connection, changes: Sequence[Change], rows: Sequence[Row] = 
         if conn.dialect.name == "sqlite":
             _sqlite_upsert(conn, values)
         else:
-            conn.execute(_UPSERT[conn.dialect.name], [row_dict(r) for r in values])
+            _postgresql_upsert(conn, values)
     return {r[1] for r in values}
 
 
@@ -242,6 +228,25 @@ def _sqlite_upsert(conn: sa.Connection, rows: list[Row]) -> None:
         chunk = rows[i:i + _SQLITE_ROWS]
         params = tuple(itertools.chain.from_iterable(chunk))
         conn.exec_driver_sql(_sqlite_upsert_sql(len(chunk)), params)
+
+
+@functools.lru_cache(maxsize=8)
+def _postgresql_upsert_sql(table: str) -> str:
+    values = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+    updates = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS if name != "request_id")
+    final = ", ".join(f"'{status}'" for status in sorted(FINAL))
+    return (f"INSERT INTO {table} AS t ({', '.join(_COLUMNS)}) VALUES ({values}) "
+            f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE t.status NOT IN ({final})")
+
+
+def _postgresql_upsert(conn: sa.Connection, rows: list[Row]) -> None:
+    """The rows as asyncpg's executemany of one prepared upsert, their tuples passed as they are: through
+    a compiled insert statement every row became a dict that SQLAlchemy turned back into
+    positional values, on the event loop (measured: ~3 % of a busy router's loop with history on)."""
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    quote = conn.dialect.identifier_preparer
+    table = quote.quote(_t.name) if schema is None else f"{quote.quote_schema(schema)}.{quote.quote(_t.name)}"
+    conn.exec_driver_sql(_postgresql_upsert_sql(table), rows)
 
 
 def get(conn: sa.Connection, request_id: str) -> dict[str, Any] | None:
