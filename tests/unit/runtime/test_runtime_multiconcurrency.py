@@ -105,7 +105,10 @@ async def test_python_workers_see_the_max_concurrency(make_invoker: MakeInvoker)
 async def test_a_python_worker_that_dies_fails_only_its_own_invocation(
     make_invoker: MakeInvoker, tmp_path: Path
 ) -> None:
-    invoker = await make_invoker("exit", per_environment_concurrency=2)
+    # Three runtime workers: two deaths in a row stay under the supervisor's rule that ends an
+    # environment whose every worker died within a second (with two workers, that rule ended it right
+    # after the second death, and this test passed only while the router had not seen that exit yet).
+    invoker = await make_invoker("exit", per_environment_concurrency=3)
     died = await invoker.invoke(invocation({"code": 3}))
     assert payload(died)["errorType"] == "Runtime.ExitError"
     assert "the runtime worker running the invocation exited" in payload(died)["errorMessage"]
