@@ -65,16 +65,16 @@ def bare(path: Path, rows: list[history.Row], per_commit: int, prune: bool) -> f
     prune_first = ("DELETE FROM router_invocations WHERE function = ? AND started_at < ?")
     prune_count = ("DELETE FROM router_invocations WHERE function = ? AND started_at <= (SELECT started_at "
                    "FROM router_invocations WHERE function = ? ORDER BY started_at DESC LIMIT 1 OFFSET ?)")
-    statement = history._sqlite_upsert_sql(history._SQLITE_ROWS)
+    statement = history.sqlite_upsert_sql(history.SQLITE_ROWS)
     every = int(PRUNE_EVERY * RATE)
     pruned_at = 0
     started = time.thread_time()
     for first in range(0, len(rows), per_commit):
         batch = rows[first:first + per_commit]
         conn.execute("BEGIN")
-        for i in range(0, len(batch), history._SQLITE_ROWS):
-            chunk = batch[i:i + history._SQLITE_ROWS]
-            sql = statement if len(chunk) == history._SQLITE_ROWS else history._sqlite_upsert_sql(len(chunk))
+        for i in range(0, len(batch), history.SQLITE_ROWS):
+            chunk = batch[i:i + history.SQLITE_ROWS]
+            sql = statement if len(chunk) == history.SQLITE_ROWS else history.sqlite_upsert_sql(len(chunk))
             conn.execute(sql, tuple(itertools.chain.from_iterable(chunk)))
         if prune and first + len(batch) - pruned_at >= every:
             pruned_at = first + len(batch)

@@ -204,39 +204,41 @@ def write(conn: sa.Connection, changes: Sequence[Change], rows: Sequence[Row] = 
     return {r[1] for r in values}
 
 
-_SQLITE_ROWS = 100
+SQLITE_ROWS = 100
 """Rows per SQLite statement (19 variables a row; SQLite allows 32,766): binding them holds the GIL, so
 a statement of many rows is a long stall for a busy event loop, and one per row a forced switch of it
 at every row (executemany; measured)."""
 
 
-@functools.lru_cache(maxsize=8)
-def _sqlite_upsert_sql(rows: int) -> str:
-    one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+def _upsert_sql(table: str, values: str) -> str:
+    """``INSERT ... VALUES values ON CONFLICT`` replacing every column of a row not in a final status."""
     updates = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS if name != "request_id")
     final = ", ".join(f"'{status}'" for status in sorted(FINAL))
-    return (f"INSERT INTO {_t.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([one] * rows)} "
-            f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE {_t.name}.status NOT IN ({final})")
+    return (f"INSERT INTO {table} AS t ({', '.join(_COLUMNS)}) VALUES {values} "
+            f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE t.status NOT IN ({final})")
+
+
+@functools.lru_cache(maxsize=8)
+def sqlite_upsert_sql(rows: int) -> str:
+    """The SQLite upsert of ``rows`` whole rows in one statement (``?`` parameters, row after row)."""
+    one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+    return _upsert_sql(_t.name, ", ".join([one] * rows))
 
 
 def _sqlite_upsert(conn: sa.Connection, rows: list[Row]) -> None:
-    """The rows in one multi-row statement per ``_SQLITE_ROWS``, not one statement per row: Python's
+    """The rows in one multi-row statement per ``SQLITE_ROWS``, not one statement per row: Python's
     sqlite3 lets go of the GIL around every statement step, and on a busy router each of those hand-overs
     costs the event loop thread a forced switch (measured: ~100 us of the loop's CPU per row written with
     executemany)."""
-    for i in range(0, len(rows), _SQLITE_ROWS):
-        chunk = rows[i:i + _SQLITE_ROWS]
+    for i in range(0, len(rows), SQLITE_ROWS):
+        chunk = rows[i:i + SQLITE_ROWS]
         params = tuple(itertools.chain.from_iterable(chunk))
-        conn.exec_driver_sql(_sqlite_upsert_sql(len(chunk)), params)
+        conn.exec_driver_sql(sqlite_upsert_sql(len(chunk)), params)
 
 
 @functools.lru_cache(maxsize=8)
 def _postgresql_upsert_sql(table: str) -> str:
-    values = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
-    updates = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS if name != "request_id")
-    final = ", ".join(f"'{status}'" for status in sorted(FINAL))
-    return (f"INSERT INTO {table} AS t ({', '.join(_COLUMNS)}) VALUES ({values}) "
-            f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE t.status NOT IN ({final})")
+    return _upsert_sql(table, "(" + ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1)) + ")")
 
 
 def _postgresql_upsert(conn: sa.Connection, rows: list[Row]) -> None:

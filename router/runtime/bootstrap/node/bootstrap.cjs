@@ -260,7 +260,8 @@ function forwardXRay(headers) {
 // --- results ---------------------------------------------------------------------------------------------
 
 let statusFd;  // /proc/self/status, opened at the first result (undefined: not yet; null: none)
-const statusBuf = Buffer.alloc(8192);
+let statusBuf = null;
+let fs = null;
 
 /**
  * This process's peak resident set and thread count (`VmHWM` kB and `Threads` of /proc/self/status)
@@ -269,15 +270,17 @@ const statusBuf = Buffer.alloc(8192);
  */
 function ownMemory() {
   if (statusFd === undefined) {
+    fs = require('fs');
+    statusBuf = Buffer.alloc(8192);
     try {
-      statusFd = require('fs').openSync('/proc/self/status', 'r');
+      statusFd = fs.openSync('/proc/self/status', 'r');
     } catch {
       statusFd = null;
     }
   }
   if (statusFd === null) return null;
   try {
-    const text = statusBuf.toString('latin1', 0, require('fs').readSync(statusFd, statusBuf, 0, 8192, 0));
+    const text = statusBuf.toString('latin1', 0, fs.readSync(statusFd, statusBuf, 0, 8192, 0));
     const hwm = /VmHWM:\s*(\d+) kB/.exec(text);
     const threads = /Threads:\s*(\d+)/.exec(text);
     return hwm && threads ? `${hwm[1]} ${threads[1]}` : null;
