@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from router import compact_json
 from router.state.schema import async_events, invocations
@@ -359,17 +360,36 @@ def _waiting(conn: sa.Connection, *, function: str | None, route: str | None, st
     return out
 
 
+_PRUNE_BY_AGE = sa.delete(_t).where(_t.c.function == sa.bindparam("p_function"),
+                                    _t.c.started_at < sa.bindparam("p_older_than"))
+_PRUNE_BY_COUNT = sa.delete(_t).where(
+    _t.c.function == sa.bindparam("p_function"),
+    _t.c.started_at <= (
+        sa.select(_t.c.started_at).where(_t.c.function == sa.bindparam("p_function"))
+        .order_by(_t.c.started_at.desc()).limit(sa.literal_column("1"))
+        .offset(sa.bindparam("p_keep", type_=sa.Integer))
+        .scalar_subquery()
+    ),
+)
+
+
 def prune(conn: sa.Connection, function: str, *, older_than: float, keep: int) -> int:
     """Delete the rows of ``function`` started before ``older_than`` and all but its newest ``keep``;
     how many were deleted."""
-    deleted = conn.execute(
-        sa.delete(_t).where(_t.c.function == function, _t.c.started_at < older_than)
-    ).rowcount
-    cutoff = (
-        sa.select(_t.c.started_at).where(_t.c.function == function)
-        .order_by(_t.c.started_at.desc()).limit(1).offset(keep).scalar_subquery()
-    )
-    deleted += conn.execute(
-        sa.delete(_t).where(_t.c.function == function, _t.c.started_at <= cutoff)
-    ).rowcount
+    deleted = conn.execute(_PRUNE_BY_AGE, {"p_function": function, "p_older_than": older_than}).rowcount
+    deleted += conn.execute(_PRUNE_BY_COUNT, {"p_function": function, "p_keep": keep}).rowcount
     return int(deleted)
+
+
+def sqlite_statements() -> dict[str, Any]:
+    """The SQLite text of the whole-row upsert (head, one row's group, tail) and of ``prune``'s two
+    statements (named parameters), for a writer that runs them without SQLAlchemy
+    (``router.state.history_process``)."""
+    head, tail = _upsert_sql(_t.name, "\0").split("\0")
+    dialect = sqlite_dialect.dialect(paramstyle="named")
+    return {
+        "upsert_head": head, "upsert_group": "(" + ", ".join("?" * len(_COLUMNS)) + ")",
+        "upsert_tail": tail, "rows_per_statement": SQLITE_ROWS,
+        "prune_by_age": str(_PRUNE_BY_AGE.compile(dialect=dialect)),
+        "prune_by_count": str(_PRUNE_BY_COUNT.compile(dialect=dialect)),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from router.errors import StateStoreError
 from router.state import checkpoints, controls, failures, history, leases, schedule_fires
 from router.state.errors import describe
 from router.state.failures import FailedEvent, FailureFilter
+from router.state.history_process import HistoryProcess, HistoryProcessFailed, Statements
 from router.state.leases import Lease, LeaseToken
 from router.state.runner import AsyncEngineRunner, Runner, SqliteRunner, Transaction, Undo
 from router.state.schema import async_events, create_tables
@@ -135,6 +137,11 @@ class StateStore:
         self._write_timeout = write_timeout
         self._runner: Runner | None = None
         self._writer: GroupCommitWriter | None = None
+        self._history_process: HistoryProcess | None = None
+        # The SQLite file another process can open for the history's writes (not an in-memory database)
+        database = url.database or ""
+        self._history_file = (os.path.abspath(database) if self._dialect == SQLITE and database
+                              and database != ":memory:" and not database.startswith("file:") else None)
 
     @classmethod
     def from_url(
@@ -184,6 +191,11 @@ class StateStore:
 
         self._writer = GroupCommitWriter(insert, where=self._where, timeout=self._write_timeout)
         self._writer.start()
+        if self._history_file is not None:
+            self._history_process = HistoryProcess(Statements(
+                database=self._history_file, synchronous=self._synchronous,
+                busy_timeout_ms=int(_SQLITE_BUSY_TIMEOUT * 1000), **history.sqlite_statements(),
+            ), where=self._where)
 
     async def close(self, *, grace: float | None = None) -> None:
         """Commit queued enqueues and disconnect.
@@ -193,12 +205,17 @@ class StateStore:
         """
         runner, self._runner = self._runner, None
         writer, self._writer = self._writer, None
+        history_process, self._history_process = self._history_process, None
         try:
             if writer is not None:
                 await writer.stop(self._close_timeout if grace is None else grace)
         finally:
-            if runner is not None:
-                await runner.close()
+            try:
+                if history_process is not None:
+                    await history_process.close(self._close_timeout if grace is None else grace)
+            finally:
+                if runner is not None:
+                    await runner.close()
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query (for /readyz)."""
@@ -498,7 +515,20 @@ class StateStore:
                              rows: Sequence[history.Row] = ()) -> set[str]:
         """Write ``rows`` (whole rows made already) and apply ``changes`` to their history rows in one
         transaction (``history.write``), then prune the functions in ``prune`` (name -> (older than,
-        rows kept)); the functions touched."""
+        rows kept)); the functions touched.
+
+        On SQLite, a batch of whole rows and prunes alone goes to the history's own writer process
+        (``history_process``: no GIL shared with the event loop); written here when that process
+        cannot take it."""
+        if self._history_process is not None and not changes:
+            try:
+                await self._history_process.write(
+                    rows, [(f, older, keep) for f, (older, keep) in (prune or {}).items()])
+            except HistoryProcessFailed:
+                pass  # written below (a whole row's upsert is idempotent)
+            else:
+                return {r[1] for r in rows}
+
         def transaction(conn: sa.Connection) -> set[str]:
             touched = history.write(conn, changes, rows)
             for function, (older_than, keep) in (prune or {}).items():

@@ -5,7 +5,11 @@ and credentials."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,3 +360,56 @@ def test_history_settings_follow_a_reload(router_factory: RouterFactory, tmp_pat
     assert body_after["attempt_count"] == 1
     assert body_after["attempts"][0]["outcome"] == "success"
     assert rp.stop() == 0
+
+
+def _history_writers(router_pid: int) -> list[int]:
+    """The router's children running the history's writer process (router.state.history_writer)."""
+    pids = []
+    for tid in os.listdir(f"/proc/{router_pid}/task"):
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in Path(f"/proc/{router_pid}/task/{tid}/children").read_text().split()]
+    found = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if b"history_writer.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_sqlite_history_is_written_by_a_process_of_its_own_that_ends_with_the_router(
+        router_factory: RouterFactory, tmp_path: Path, sig: int) -> None:
+    router_factory.write_function("echo", "def handler(event, context):\n    return event\n")
+    db = tmp_path / "state.db"
+    rp = router_factory(f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@}}
+        state: "sqlite:///{db}"
+        functions:
+          echo: {{runtime: python3.11, handler: app.handler, code: {tmp_path / 'functions' / 'echo'}}}
+        routes:
+          - {{name: echo, source: {{type: webhook, path: /echo}}, function: echo}}
+    """)
+    assert rp.proc is not None
+    assert http("POST", rp.url + "/echo", b'{"n": 0}')[0] == 200
+    writers = until_sync(lambda: _history_writers(rp.proc.pid), what="the history writer process")
+    assert len(writers) == 1
+    until_sync(lambda: _get(rp, "/admin/invocations?function=echo")[1]["invocations"],
+               what="the first invocation, written by it")
+    for n in range(1, 20):  # held in the recorder's buffer for up to half a second
+        assert http("POST", rp.url + "/echo", json.dumps({"n": n}).encode())[0] == 200
+    code = rp.stop(sig)
+    until_sync(lambda: _gone(writers[0]), what="the history writer to exit with the router")
+    if sig == signal.SIGTERM:  # the buffered rows were written at shutdown
+        assert code == 0
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("SELECT count(*) FROM router_invocations WHERE function = 'echo'"
+                                " AND status = 'succeeded'").fetchone() == (20,)
