@@ -54,6 +54,14 @@ async def run(ctx: Ctx) -> list[Row]:
         # Forked processes keep the template's command line: the template is the first of them started.
         forked = sorted((p for p in new if "python_template.py" in cmdline(p)), key=_start_time)
         templates = forked[:1]
+        # The invocation history's writer (SQLite), started at the first write: the router's, not the
+        # environment's; reported on its own.
+        writers = [p for p in new if "history_writer.py" in cmdline(p)]
+        new = [p for p in new if p not in writers]
+        if writers:
+            notes.append(f"the invocation history's writer process: RSS "
+                         f"{sum(rss_kb(p) for p in writers) / 1024:.1f} MB, PSS "
+                         f"{sum(pss_kb(p) for p in writers) / 1024:.1f} MB")
         envs = [p for p in new if p not in templates and PYTHON in cmdline(p)] or \
             [p for p in new if p not in templates]
         if templates:

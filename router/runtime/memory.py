@@ -41,12 +41,14 @@ def address_space_limit(memory_mb: int) -> int:
     return (memory_mb + HEADROOM_MB) * 1024 * 1024
 
 
-def rlimit_preexec(memory_mb: int) -> Callable[[], None]:
-    """A ``preexec_fn`` that caps the worker's address space at memory + headroom."""
+def rlimit_preexec(memory_mb: int, *, data: bool = False) -> Callable[[], None]:
+    """A ``preexec_fn`` that caps the worker's address space at memory + headroom (``data``: its private
+    writable memory, RLIMIT_DATA, instead)."""
     limit = address_space_limit(memory_mb)
+    which = resource.RLIMIT_DATA if data else resource.RLIMIT_AS
 
     def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(which, (limit, limit))
 
     return apply
 

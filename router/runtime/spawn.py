@@ -121,7 +121,7 @@ class ExecSpawner:
         if spec.user is not None:
             steps.append(functools.partial(_become, *spec.user))
         if not spec.self_limits and request.cgroup_dir is None:
-            steps.append(rlimit_preexec(spec.memory))
+            steps.append(rlimit_preexec(spec.memory, data=spec.limit_data))
         preexec: Callable[[], None] | None = None
         if steps or not spec.self_limits or spec.prctl_in_child:
             preexec = with_parent_death_signal(functools.partial(_run_all, steps), watched=request.watched)

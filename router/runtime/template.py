@@ -625,7 +625,8 @@ class TemplateSpawner:
                 "exec": list(spec.argv),
                 "env": env,
                 "cwd": spec.cwd,
-                "rlimit_as": address_space_limit(spec.memory) if rlimit else 0,
+                "rlimit_as": address_space_limit(spec.memory) if rlimit and not spec.limit_data else 0,
+                "rlimit_data": address_space_limit(spec.memory) if rlimit and spec.limit_data else 0,
                 "cgroup": str(request.cgroup_dir) if request.cgroup_dir is not None else "",
                 "watched": request.watched,
             }).encode()

@@ -126,6 +126,9 @@ def _become_process(control, request, output_fd, router_pid):
     elif request.get("rlimit_as"):
         limit = int(request["rlimit_as"])
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    elif request.get("rlimit_data"):  # Node.js: its private writable memory (V8 reserves much address space)
+        limit = int(request["rlimit_data"])
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     os.close(output_fd)

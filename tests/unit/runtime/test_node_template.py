@@ -15,6 +15,7 @@ from pathlib import Path
 
 from router.invocation import Outcome
 from router.invokers.local import LocalInvoker
+from router.runtime.memory import HEADROOM_MB, CgroupV2
 from router.runtime.spawn import EXEC
 from router.runtime.template import TemplateManager, TemplateSpawner
 
@@ -62,6 +63,11 @@ async def test_a_node_worker_started_through_the_template_is_what_an_exec_one_is
     assert by_template["env"]["FN_COLOUR"] == "blue"
     for key in ("cwd", "argv", "execArgv", "limits", "signals"):
         assert by_template[key] == by_exec[key], key
+    if CgroupV2.detect() is None:  # else the cgroup limits memory
+        # private writable memory of memory + headroom, set before the exec; the address space unlimited
+        limits = {line[:25].strip(): line[25:].split() for line in by_template["limits"]}
+        assert limits["Max data size"][:2] == [str((256 + HEADROOM_MB) << 20)] * 2, limits
+        assert limits["Max address space"][:2] == ["unlimited", "unlimited"], limits
     # stdin /dev/null, stdout and stderr the router's pipe, the Runtime API socket: nothing of the
     # template's (its control socket, the status socket) leaks through the exec
     assert fd_kinds(by_template) == fd_kinds(by_exec)
