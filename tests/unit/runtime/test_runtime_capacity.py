@@ -254,3 +254,17 @@ async def test_busy_cpus_are_seen_as_saturated() -> None:
         for p in spinners:
             p.kill()
             await p.wait()
+
+
+def test_the_router_stays_saturated_through_windows_a_little_under_the_threshold() -> None:
+    # The router's own CPU a window of 0.1 s (a fake process clock): an event loop that is the
+    # bottleneck shows some windows under 0.9; the verdict holds until one under ROUTER_HOLD (0.8).
+    now, used = [0.0], [0.0]
+    load = CpuLoad(window=0.05, clock=lambda: now[0], own_cpu=lambda: used[0])  # each step a window
+    verdicts = []
+    for share in (0.95, 0.86, 0.82, 0.7, 0.86, 0.92, 0.88):
+        now[0] += 0.1
+        used[0] += share * 0.1
+        load.saturated()
+        verdicts.append(load.router_saturated)
+    assert verdicts == [True, True, True, False, False, True, True]
