@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 DEADLINE = 10.0
@@ -47,3 +48,12 @@ def until_sync(check: Callable[[], Any], what: str = "condition", *, deadline: f
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {deadline}s waiting for {what}; last value: {last!r}")
         time.sleep(interval)
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended: no longer exists, or is a zombie waiting for its reaper."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat[stat.rindex(")") + 2:].startswith("Z")

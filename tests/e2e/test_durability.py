@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.router_process import RouterFactory, http
-from tests.waiting import until_sync
+from tests.waiting import process_gone, until_sync
 
 EVENTS = 1000
 
@@ -95,13 +94,6 @@ def test_workers_die_with_a_killed_router(router_factory: RouterFactory, tmp_pat
     pid = int(until_sync(lambda: pid_file.exists() and pid_file.read_text(), what="worker pid", deadline=20))
     rp.kill()
 
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # A zombie waiting for its reaper counts as gone.
-        stat = Path(f"/proc/{pid}/stat")
-        return not stat.exists() or stat.read_text().split(") ")[1].startswith("Z")
 
-    until_sync(gone, deadline=10, what=f"worker {pid} to exit after the router was killed")
+    until_sync(lambda: process_gone(pid), deadline=10,
+               what=f"worker {pid} to exit after the router was killed")

@@ -22,7 +22,7 @@ from botocore.config import Config
 from tests.e2e.test_amqp_async import Broker, async_config, broker, invoke_event, seen_dir
 from tests.fault import conftest as fault
 from tests.router_process import RouterFactory, RouterProcess, http
-from tests.waiting import until_sync
+from tests.waiting import process_gone, until_sync
 
 pg_database = fault.pg_database  # a database of the test's own, dropped afterwards
 __all__ = ["broker"]  # RabbitMQ queues of the test's own, deleted afterwards (a fixture)
@@ -376,14 +376,6 @@ def _history_writers(router_pid: int) -> list[int]:
     return found
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_sqlite_history_is_written_by_a_process_of_its_own_that_ends_with_the_router(
         router_factory: RouterFactory, tmp_path: Path, sig: int) -> None:
@@ -407,7 +399,7 @@ def test_sqlite_history_is_written_by_a_process_of_its_own_that_ends_with_the_ro
     for n in range(1, 20):  # held in the recorder's buffer for up to half a second
         assert http("POST", rp.url + "/echo", json.dumps({"n": n}).encode())[0] == 200
     code = rp.stop(sig)
-    until_sync(lambda: _gone(writers[0]), what="the history writer to exit with the router")
+    until_sync(lambda: process_gone(writers[0]), what="the history writer to exit with the router")
     if sig == signal.SIGTERM:  # the buffered rows were written at shutdown
         assert code == 0
         with contextlib.closing(sqlite3.connect(db)) as conn:

@@ -17,19 +17,12 @@ import pytest
 
 from tests.router_process import RouterFactory, RouterProcess, http
 from tests.unit.runtime.node_support import NODE_MAJOR, NODE_RUNTIME, require_node
-from tests.waiting import until_sync
+from tests.waiting import process_gone, until_sync
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "functions"
 SECRET = "s3cr3t-0f-the-r0uter-4c1d"
 _CAP_SYS_PTRACE = 19
 _PR_CAPBSET_DROP = 24
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
 
 
 def _has_cap_sys_ptrace() -> bool:
@@ -151,9 +144,9 @@ def test_what_a_function_started_ends_when_the_router_is_sigkilled(
     pids = json.loads(body)
     started = [pids["pid"], pids["daemon"], pids["child"]]
     leftovers.update(started)
-    assert not any(_gone(pid) for pid in started)
+    assert not any(process_gone(pid) for pid in started)
     rp.kill()  # SIGKILL: no shutdown of the router's own
-    until_sync(lambda: all(_gone(pid) for pid in started), deadline=20,
+    until_sync(lambda: all(process_gone(pid) for pid in started), deadline=20,
                what="the worker, its child and its double-forked daemon to end with the router")
 
 

@@ -16,6 +16,7 @@ import pytest
 from router.state import StateStore, history_process
 from router.state.history import Change, whole_row
 from tests.stores import SQLITE_URL
+from tests.waiting import process_gone
 
 
 def sync_row(rid: str, at: float, function: str = "f") -> tuple[object, ...]:
@@ -41,14 +42,6 @@ def writer(store: StateStore) -> history_process.HistoryProcess:
     return process
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 async def ids(store: StateStore, function: str = "f") -> list[str]:
     return [r["request_id"] for r in await store.invocations(function=function, limit=100)]
 
@@ -58,7 +51,7 @@ async def test_whole_rows_and_prunes_are_committed_by_the_process(store: StateSt
     pid = writer(store).pid
     assert pid is not None
     assert pid != os.getpid()
-    assert alive(pid)
+    assert not process_gone(pid)
     row, _ = await store.invocation("a-5", "destination")  # readable as soon as the write returned
     assert row is not None
     assert (row["status"], row["result"], row["invocation_type"]) == ("succeeded", b'{"ok":1}', "sync")
@@ -78,7 +71,7 @@ async def test_the_process_ends_with_the_store(tmp_path: Path) -> None:
     pid = writer(store).pid
     assert pid is not None
     await store.close()  # waits for it: it has exited and been reaped
-    assert not alive(pid)
+    assert process_gone(pid)
     again = StateStore.from_url(SQLITE_URL, tmp_path)
     await again.open()
     try:
@@ -97,7 +90,7 @@ async def test_a_killed_process_loses_no_row_and_is_started_again(
     with caplog.at_level(logging.WARNING, logger="router.state"):
         await store.record_history([], rows=[sync_row("during", 2.0)])  # the store writes it itself
     assert "history writer process stopped" in caplog.text
-    assert not alive(pid)
+    assert process_gone(pid)
     assert sorted(await ids(store)) == ["before", "during"]
     await store.record_history([], rows=[sync_row("after", 3.0)])  # a new process
     new = writer(store).pid
