@@ -149,9 +149,11 @@ class HistoryProcess:
             raise HistoryProcessFailed("restarted too recently")
         self._started_at = now
         try:
+            # In a session of its own: a signal to the router's process group (Ctrl-C, an init that
+            # signals the group) does not end it before the router has sent its last batches.
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-S", _PROGRAM,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             log.warning("%s: cannot start the history writer process (%s); the history is written in "
                         "the router", self._where, exc)

@@ -65,8 +65,9 @@ def _write_batch(db: sqlite3.Connection, sql: _Sql, rows: list[tuple[object, ...
 
 
 def main() -> int:
-    # The router's own Ctrl-C reaches its process group; this process ends when its input does, after
-    # the batch it holds (the router sends the last ones as it shuts down).
+    # It runs in a session of its own, so a terminal's Ctrl-C does not reach it; ignored all the same:
+    # this process ends when its input does, after the batch it holds (the router sends the last ones
+    # as it shuts down).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     assert isinstance(stdin, io.BufferedReader)
