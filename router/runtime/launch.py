@@ -55,7 +55,7 @@ class LaunchSpec:
     env: dict[str, str]
     memory: int  # MB
     concurrency: int = 1  # invocations an environment takes at once (AWS_LAMBDA_MAX_CONCURRENCY)
-    # The router's own bootstrap applies the memory limit and the parent-death signal itself (see
+    # The router's own Python bootstrap applies the memory limit and the parent-death signal itself (see
     # SELF_LIMIT_VARS): then the worker is spawned without a preexec_fn, which lets Python use vfork
     # (~0.5 ms of event loop) instead of fork (~8 ms for a router of ~75 MB).
     self_limits: bool = False

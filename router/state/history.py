@@ -219,11 +219,14 @@ def _upsert_sql(table: str, values: str) -> str:
             f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE t.status NOT IN ({final})")
 
 
+_SQLITE_GROUP = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+"""One row's parameters in a SQLite upsert's VALUES."""
+
+
 @functools.lru_cache(maxsize=8)
 def sqlite_upsert_sql(rows: int) -> str:
     """The SQLite upsert of ``rows`` whole rows in one statement (``?`` parameters, row after row)."""
-    one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-    return _upsert_sql(_t.name, ", ".join([one] * rows))
+    return _upsert_sql(_t.name, ", ".join([_SQLITE_GROUP] * rows))
 
 
 def _sqlite_upsert(conn: sa.Connection, rows: list[Row]) -> None:
@@ -388,7 +391,7 @@ def sqlite_statements() -> dict[str, Any]:
     head, tail = _upsert_sql(_t.name, "\0").split("\0")
     dialect = sqlite_dialect.dialect(paramstyle="named")
     return {
-        "upsert_head": head, "upsert_group": "(" + ", ".join("?" * len(_COLUMNS)) + ")",
+        "upsert_head": head, "upsert_group": _SQLITE_GROUP,
         "upsert_tail": tail, "rows_per_statement": SQLITE_ROWS,
         "prune_by_age": str(_PRUNE_BY_AGE.compile(dialect=dialect)),
         "prune_by_count": str(_PRUNE_BY_COUNT.compile(dialect=dialect)),

@@ -99,7 +99,7 @@ class HistoryProcess:
                         self._owed -= 1
                     reply = await proc.stdout.readline()
                     self._owed -= 1
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a reply past readline's limit
                 await self._end(f"cannot send it a batch ({type(exc).__name__}: {exc})")
                 raise HistoryProcessFailed(str(exc)) from None
             if reply == b"ok\n":
@@ -114,21 +114,21 @@ class HistoryProcess:
 
     async def close(self, grace: float = 10.0) -> None:
         """End the process: it finishes the batch it holds and exits when its input ends; killed after
-        ``grace`` seconds."""
+        ``grace`` seconds (also when a batch still in the pipe holds it that long)."""
         self._closed = True
-        async with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is None:
-                return
-            assert proc.stdin is not None
-            proc.stdin.close()
-            try:
-                async with asyncio.timeout(grace):
-                    await proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace), self._lock:
+                proc = self._proc
+                if proc is None:
+                    return
+                assert proc.stdin is not None
+                proc.stdin.close()
                 await proc.wait()
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
     @property
     def pid(self) -> int | None:

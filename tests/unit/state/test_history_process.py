@@ -5,10 +5,12 @@ later); the process ends with the store."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from router.state import StateStore, history_process
 from router.state.history import Change, whole_row
 from tests.stores import SQLITE_URL
-from tests.waiting import process_gone
+from tests.waiting import process_gone, until
 
 
 def sync_row(rid: str, at: float, function: str = "f") -> tuple[object, ...]:
@@ -124,3 +126,25 @@ async def test_a_batch_the_process_refuses_is_written_by_the_store(
     assert "no_such_table" in caplog.text
     assert await ids(store) == ["b-2", "b-1"]  # rows and prune, by the store: b-0 started before 1.0
     assert process.pid is not None  # still running: it refused one batch, it did not end
+
+
+async def test_close_ends_a_process_stuck_on_a_batch_within_its_grace(store: StateStore,
+                                                                     tmp_path: Path) -> None:
+    process = writer(store)
+    await store.record_history([], rows=[sync_row("first", 1.0)])
+    pid = process.pid
+    assert pid is not None
+    blocker = sqlite3.connect(tmp_path / "state" / "router.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the process waits for it (busy timeout)
+    try:
+        stuck = asyncio.create_task(process.write([sync_row("second", 2.0)]))
+        await until(lambda: process._owed == 1, what="the batch in the pipe, its reply awaited")
+        # Ends within its grace, not after the process's 30 s busy timeout (the deadline is 10 s)
+        async with asyncio.timeout(10):
+            await process.close(grace=0.5)
+        assert process_gone(pid)
+        with pytest.raises(history_process.HistoryProcessFailed):
+            await stuck
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
