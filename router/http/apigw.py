@@ -57,8 +57,17 @@ def _joined(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
+_clf_last: tuple[int, str] = (-1, "")
+
+
 def clf_time(epoch: float) -> str:
-    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(epoch))
+    """``epoch`` as API Gateway's ``requestContext.time`` (``06/Dec/2026:00:23:33 +0000``). The text of the
+    last second asked for is kept: under load every request of a second asks for the same one."""
+    global _clf_last
+    second = int(epoch)
+    if second != _clf_last[0]:
+        _clf_last = (second, time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)))
+    return _clf_last[1]
 
 
 def build_event(

@@ -217,6 +217,8 @@ def _keep(request: web.Request, body: bytes, reservation: Reservation) -> bytes:
     """``body`` is the request's (as request.read() keeps it: a second read gets it again); its room in
     the budget is given back when the request's task ends."""
     request._read_bytes = body
+    if not reservation.size:  # nothing taken from the budget (an empty body): nothing to give back
+        return body
     task = asyncio.current_task()
     if task is None:  # pragma: no cover - a request is always handled in a task
         reservation.release()

@@ -27,6 +27,16 @@ def test_form_bodies_are_base64_like_api_gateway() -> None:
     assert event["requestContext"]["timeEpoch"] == 1_583_348_638_390
 
 
+def test_request_time_follows_the_clock_second_by_second() -> None:
+    # The text of the last second is kept (every request of a busy second asks for it): a new second,
+    # or an earlier one, gets its own.
+    first = "04/Mar/2020:19:03:58 +0000"
+    assert apigw.clf_time(1_583_348_638.0) == apigw.clf_time(1_583_348_638.999) == first
+    assert apigw.clf_time(1_583_348_639.001) == "04/Mar/2020:19:03:59 +0000"
+    assert apigw.clf_time(1_583_348_638.5) == "04/Mar/2020:19:03:58 +0000"
+    assert apigw.clf_time(0) == "01/Jan/1970:00:00:00 +0000"
+
+
 def test_text_type_with_bad_utf8_is_base64() -> None:
     req = make_mocked_request("POST", "/f", headers={"Content-Type": "text/plain"})
     event = apigw.build_event(req, b"\xff", route_key="POST /f", request_id="r", account_id="1", api_id="f")

@@ -68,10 +68,24 @@ async def test_saturated_cpus_make_invocations_wait_for_a_warm_environment(
     await until(lambda: started(tmp_path) == 1, what="the first invocation to start")
     await until(lambda: waits(metrics, "gate", "cpu") + waits(metrics, "gate", "starting") == 3,
                 what="three invocations to wait")
+    # Each waiter looks again every RECHECK (0.1 s); after several looks the queue still holds three.
+    pool = invoker.pool
+    looks = 0
+    gate = pool._cpu_gate
+
+    def counted() -> str | None:
+        nonlocal looks
+        looks += 1
+        return gate()
+
+    pool._cpu_gate = counted  # type: ignore[method-assign]
+    await until(lambda: looks >= 9, what="three rechecks of each waiter")
+    assert len(pool._waiters) == 3
     (tmp_path / "gate").touch()
     results = await asyncio.gather(*calls)
     assert all(r.ok for r in results), [r.payload for r in results]
     assert len({payload(r)["pid"] for r in results}) == 1  # one environment served all four
+    assert not pool._waiters
     value = metrics.registry.get_sample_value
     assert value("router_cold_starts_total", {"function": "gate"}) == 1
     assert value("router_environment_wait_seconds_count", {"function": "gate"}) == 3
