@@ -91,6 +91,79 @@ async def test_saturated_cpus_make_invocations_wait_for_a_warm_environment(
     assert value("router_environment_wait_seconds_count", {"function": "gate"}) == 3
 
 
+async def _one_environment_and_waiters(make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path, n: int
+                                       ) -> tuple[LocalInvoker, list[asyncio.Task[Result]]]:
+    """One environment on saturated CPUs running a gated invocation, and ``n`` more waiting for it, each
+    queued after the one before (so their order is known)."""
+    capacity = Capacity(cpu=WindowCpu(True), environment_wait=30.0, max_starting=1, min_environments=1)
+    invoker = await make_invoker("gate", timeout=60, capacity=capacity)
+    event = {"dir": str(tmp_path), "gate": str(tmp_path / "gate")}
+    calls = [asyncio.create_task(invoker.invoke(invocation(event)))]
+    await until(lambda: started(tmp_path) == 1, what="the first invocation to start")
+    for i in range(n):
+        calls.append(asyncio.create_task(invoker.invoke(invocation(event))))
+        await until(lambda i=i: waits(metrics, "gate", "cpu") + waits(metrics, "gate", "starting") == i + 1,
+                    what=f"invocation {i + 2} to wait")
+    return invoker, calls
+
+
+async def test_a_freed_environment_goes_straight_to_the_longest_waiting_invocation(
+    make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
+) -> None:
+    invoker, calls = await _one_environment_and_waiters(make_invoker, metrics, tmp_path, 3)
+    pool = invoker.pool
+    states: list[str] = []
+    set_state = pool._set_state
+
+    def recorded(env: Any, state: Any) -> None:
+        states.append(state.value)
+        set_state(env, state)
+
+    pool._set_state = recorded  # type: ignore[method-assign]
+    finished: list[int] = []
+    for i, call in enumerate(calls):
+        call.add_done_callback(lambda _, i=i: finished.append(i))
+    (tmp_path / "gate").touch()
+    results = await asyncio.gather(*calls)
+    assert all(r.ok for r in results), [r.payload for r in results]
+    assert finished == [0, 1, 2, 3]  # first come, first served
+    # Each freed slot went to the next waiter as it was: the environment stayed busy until the last.
+    assert states == ["idle"], states
+    assert pool._in_flight == 0
+    assert not pool._waiters
+    assert value_of(metrics, "router_environment_wait_seconds_count", function="gate") == 3
+
+
+async def test_a_waiter_cancelled_with_a_slot_in_hand_passes_it_on(
+    make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
+) -> None:
+    invoker, calls = await _one_environment_and_waiters(make_invoker, metrics, tmp_path, 2)
+    pool = invoker.pool
+    hand_over = pool._hand_over
+
+    def then_cancel(env: Any) -> bool:
+        handed = hand_over(env)
+        if handed and not calls[1].done():
+            calls[1].cancel()  # its caller gives up before it takes the slot
+        return handed
+
+    pool._hand_over = then_cancel  # type: ignore[method-assign]
+    (tmp_path / "gate").touch()
+    first, third = await calls[0], await calls[2]
+    assert first.ok, first.payload
+    assert third.ok, third.payload
+    assert payload(first)["pid"] == payload(third)["pid"]  # the slot reached the third, in the same one
+    assert calls[1].cancelled()
+    assert pool._in_flight == 0
+    assert not pool._waiters
+    assert all(env.in_flight == 0 for env in pool._live)
+    assert (await invoker.invoke(invocation({"dir": str(tmp_path), "gate": str(tmp_path / "gate")}))).ok
+
+
+def value_of(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
 async def test_idle_cpus_start_an_environment_per_concurrent_invocation(
     make_invoker: MakeInvoker, metrics: Metrics, tmp_path: Path
 ) -> None:
