@@ -18,6 +18,7 @@ from pathlib import Path
 from router.config.models import AwsConfig, FunctionConfig
 from router.config.node import find_node, runtime_major
 from router.errors import EnvironmentStartError
+from router.runtime import node_bundle
 from router.runtime.deps import Manifest, ensure_installed, find_manifest
 from router.runtime.layers import Layer, SearchPaths, search_paths
 from router.runtime.memory import address_space_limit
@@ -115,7 +116,9 @@ def _node_command(name: str, runtime: str, path: str, config: FunctionConfig,
         raise EnvironmentStartError(f"function '{name}': {exc}") from None
     # node itself, exec'd by the spawner, which sets its limits and prctls (``limit_data``,
     # ``prctl_in_child``) between fork and exec: no shell in between (it cost ~1.3 ms of each cold start)
-    return (node, *node_flags(version, config.memory, node_options), str(NODE_BOOTSTRAP))
+    # the bootstrap's modules joined into one file (``node_bundle``: ~1 ms less a cold start)
+    bootstrap = node_bundle.path(NODE_BOOTSTRAP_DIR)
+    return (node, *node_flags(version, config.memory, node_options), str(bootstrap))
 
 
 def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsConfig,

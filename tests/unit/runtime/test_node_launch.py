@@ -14,7 +14,8 @@ import pytest
 
 from router.config.models import AwsConfig, FunctionConfig
 from router.errors import EnvironmentStartError
-from router.runtime.launch import NODE_BOOTSTRAP, NODE_BOOTSTRAP_DIR, resolve_launch
+from router.runtime import node_bundle
+from router.runtime.launch import NODE_BOOTSTRAP_DIR, resolve_launch
 from router.runtime.memory import CgroupV2
 from router.runtime.nodejs import node_flags
 
@@ -56,7 +57,7 @@ def test_command_and_environment() -> None:
     assert argv[0] == node  # no shell, no setpriv: the spawner sets limits and prctls before the exec
     assert spec.prctl_in_child is True
     assert spec.limit_data is True  # RLIMIT_DATA, not RLIMIT_AS (V8 reserves much address space)
-    assert argv[-1] == str(NODE_BOOTSTRAP)
+    assert argv[-1] == str(node_bundle.path(NODE_BOOTSTRAP_DIR))  # the bootstrap as one file
     assert "--max-old-space-size=461" in argv
     assert spec.self_limits is False
     env = spec.env
