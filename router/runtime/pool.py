@@ -113,8 +113,9 @@ class EnvironmentPool:
         self._busy_time = 0.0  # seconds invocations ran in environments since the last look (ended ones)
         self._running_since: dict[object, float] = {}  # invocations running: when they started
         self._reserved: set[Environment] = set()  # holding memory in the capacity's budget
-        # True: woken (a start ended, the pool closes); False: the recheck timer fired; an environment:
-        # one of its slots, handed over by the invocation that freed it (``_release``)
+        # True: woken to look again (an environment freed but not handed over, a start ended, the pool
+        # closes); False: the recheck timer fired; an environment: one of its slots, handed over by the
+        # invocation that freed it (``_release``)
         self._waiters: collections.deque[asyncio.Future[bool | Environment]] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
