@@ -445,6 +445,23 @@ class RuntimeApiServer:
         self._channels[port] = channel
         return channel
 
+    async def worker_socket(self, channel: RuntimeChannel) -> socket.socket:
+        """One end of a new connected socket pair, for ``channel``'s worker to be handed when it starts
+        (the caller closes this copy once the worker has it); the router serves the other end as one of
+        the channel's connections, admitted as the worker's own: only the processes it is handed to
+        hold it, so no client check is needed, and there is no connection to make."""
+        if channel.closed:
+            raise RuntimeError(f"runtime API {channel.address}: channel closed")
+        router_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn = await channel.listener.adopt(router_end)
+        except BaseException:
+            router_end.close()
+            worker_end.close()
+            raise
+        conn.admitted = True
+        return worker_end
+
     async def close_channel(self, channel: RuntimeChannel) -> None:
         """Stop listening for ``channel``; a pending invocation ends with ``ReplyKind.CLOSED``."""
         if channel.closed:

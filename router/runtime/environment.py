@@ -159,11 +159,14 @@ class Environment:
         self, request_id: str, time_limit: float, env: dict[str, str], init_lines: collections.deque[str],
     ) -> Result | None:
         started = self._loop.time()
+        assert self._channel is not None
+        worker_socket = await self.api.worker_socket(self._channel) if self.spec.runtime_fd else None
         self._output, output_w = OutputPipe.open(self._line)
         try:
             async with asyncio.timeout(time_limit):
                 self._proc = await self._spawner.spawn(
-                    SpawnRequest(self.spec, env, output_w, self._cgroup_dir, self._watched),
+                    SpawnRequest(self.spec, env, output_w, self._cgroup_dir, self._watched,
+                                 runtime_fd=worker_socket.fileno() if worker_socket is not None else -1),
                     self._process_exited)
         except SpawnFailed as exc:
             self._set_exit(None)
@@ -175,6 +178,8 @@ class Environment:
             return results.timeout_error(request_id, time_limit, phase="Init phase")
         finally:
             os.close(output_w)
+            if worker_socket is not None:
+                worker_socket.close()
         failure = await self._wait_ready(request_id, time_limit, started)
         if failure is not None:
             failure.logs = "\n".join(init_lines)

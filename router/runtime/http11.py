@@ -439,18 +439,28 @@ class Connection(asyncio.Protocol):
 class Listener:
     """One listening socket and its connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, handler: Handler, max_body: int) -> None:
         self.connections: set[Connection] = set()
+        self._handler = handler
+        self._max_body = max_body
         self._server: asyncio.Server | None = None
         self._all_lost: asyncio.Future[None] | None = None
 
     @classmethod
     async def start(cls, sock: socket.socket, handler: Handler, max_body: int) -> Listener:
-        listener = cls()
+        listener = cls(handler, max_body)
         loop = asyncio.get_running_loop()
-        listener._server = await loop.create_server(
-            lambda: Connection(handler, listener, max_body), sock=sock)
+        listener._server = await loop.create_server(listener._connection, sock=sock)
         return listener
+
+    def _connection(self) -> Connection:
+        return Connection(self._handler, self, self._max_body)
+
+    async def adopt(self, sock: socket.socket) -> Connection:
+        """Serve ``sock``, a socket connected by other means than this listener (e.g. one end of a
+        socketpair whose other end a worker was handed), as one of its connections."""
+        _, conn = await asyncio.get_running_loop().connect_accepted_socket(self._connection, sock)
+        return conn
 
     def lost(self, conn: Connection) -> None:
         self.connections.discard(conn)

@@ -21,7 +21,7 @@ from router.errors import EnvironmentStartError
 from router.runtime import node_bundle
 from router.runtime.deps import Manifest, ensure_installed, find_manifest
 from router.runtime.layers import Layer, SearchPaths, search_paths
-from router.runtime.memory import address_space_limit
+from router.runtime.memory import address_space_limit, data_limit
 from router.runtime.nodejs import node_flags
 from router.runtime.platform_log import TEXT, PlatformLog, application_level
 
@@ -36,6 +36,9 @@ NODE_BOOTSTRAP = NODE_BOOTSTRAP_DIR / "bootstrap.cjs"
 RLIMIT_AS_VAR = "_ROUTER_RLIMIT_AS"
 PARENT_PID_VAR = "_ROUTER_PARENT_PID"
 """Read (and removed from the environment) by the Python bootstrap before anything else runs."""
+RUNTIME_FD_VAR = "_ROUTER_RUNTIME_FD"
+"""Set by the spawner for a worker handed its Runtime API socket at start (``LaunchSpec.runtime_fd``):
+the descriptor's number in the worker. Read (and removed from the environment) by the Node bootstrap."""
 WATCHED_VAR = "_ROUTER_WATCHED"
 """Set for a worker the router's watchdog watches (``router.runtime.proctree``): no parent-death signal."""
 
@@ -69,9 +72,19 @@ class LaunchSpec:
     # allocates), not RLIMIT_AS (Node: V8 reserves far more address space than it uses), between fork
     # and exec, when no cgroup limits it.
     limit_data: bool = False
+    # The worker is handed one end of a connected socket at start (``RUNTIME_FD_VAR``), which the router
+    # serves as the environment's Runtime API connection (the router's Node bootstrap with one invocation
+    # at a time: no ``net`` module to load and no connection to make at a cold start).
+    runtime_fd: bool = False
     user: tuple[int, int] | None = None  # (uid, gid) the worker runs as (``run_as``), else the router's
     log: PlatformLog = TEXT  # the function's log format and levels (``logging``): START/END/REPORT lines
     version: str = "$LATEST"  # the published version run (AWS_LAMBDA_FUNCTION_VERSION)
+
+    @property
+    def memory_limit(self) -> int:
+        """The worker's memory limit in bytes when no cgroup limits it: RLIMIT_DATA (``limit_data``) or
+        RLIMIT_AS."""
+        return data_limit(self.memory, self.env) if self.limit_data else address_space_limit(self.memory)
 
     def environment(self, *, runtime_api: str, scratch: str, init_type: str,
                     watched: bool = False) -> dict[str, str]:
@@ -209,6 +222,8 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                       self_limits=runtime != "provided" and runtime_major(runtime) is None,
                       user=user, prctl_in_child=runtime_major(runtime) is not None,
                       limit_data=runtime_major(runtime) is not None,
+                      runtime_fd=(runtime_major(runtime) is not None
+                                  and config.per_environment_concurrency == 1),
                       log=PlatformLog.of(config.logging), version=version)
 
 

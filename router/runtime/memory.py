@@ -6,7 +6,8 @@ worker goes into a child cgroup with ``memory.max`` = the function's memory and 
 kills a worker that exceeds it (reported as ``Runtime.OutOfMemory``); the cgroup holds every process of
 the environment, and its ``memory.peak`` is Max Memory Used. Otherwise the worker gets ``RLIMIT_AS`` =
 memory + ``HEADROOM_MB``: allocations past it fail (Python raises ``MemoryError``, which the handler sees
-like any exception). That limit is per process (each child the function forks gets its own), and Max
+like any exception); a Node.js worker gets ``RLIMIT_DATA`` instead (``data_limit``: V8 reserves far more
+address space than it uses). That limit is per process (each child the function forks gets its own), and Max
 Memory Used sums the peak resident sets of the worker and of the processes below it still running.
 
 Headroom, measured on CPython 3.11 (x86_64, glibc, ``MALLOC_ARENA_MAX=2``): a bare interpreter with the
@@ -24,12 +25,17 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from router.runtime import proctree
 
 HEADROOM_MB = 64
+LIBUV_THREAD_STACK_MB = 8
+"""The stack libuv gives each thread of its pool (node's deps/uv/src/threadpool.c): a private writable
+mapping, which RLIMIT_DATA counts in full from the moment the pool starts, though little of it is used."""
+LIBUV_POOL_THREADS = (4, 1024)
+"""libuv's thread pool size: by default, and at most (``UV_THREADPOOL_SIZE``)."""
 TREE_SCAN_INTERVAL = 0.05
 """Seconds between scans for the processes below a multi-threaded worker (Max Memory Used)."""
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -41,10 +47,22 @@ def address_space_limit(memory_mb: int) -> int:
     return (memory_mb + HEADROOM_MB) * 1024 * 1024
 
 
-def rlimit_preexec(memory_mb: int, *, data: bool = False) -> Callable[[], None]:
-    """A ``preexec_fn`` that caps the worker's address space at memory + headroom (``data``: its private
+def data_limit(memory_mb: int, env: Mapping[str, str]) -> int:
+    """RLIMIT_DATA of a Node.js worker, in bytes: memory + headroom + the stacks of libuv's thread pool
+    (``UV_THREADPOOL_SIZE`` in ``env``, 4 threads by default), which node starts at its first
+    asynchronous file, DNS, crypto or zlib call, and the router's bootstrap at its first ``/next`` read.
+    Without them the pool's reservations alone would take 32 MB of the function's memory."""
+    default, most = LIBUV_POOL_THREADS
+    try:
+        threads = min(max(int(env.get("UV_THREADPOOL_SIZE", default)), 1), most)
+    except ValueError:
+        threads = default
+    return address_space_limit(memory_mb) + threads * LIBUV_THREAD_STACK_MB * 1024 * 1024
+
+
+def rlimit_preexec(limit: int, *, data: bool = False) -> Callable[[], None]:
+    """A ``preexec_fn`` that caps the worker's address space at ``limit`` bytes (``data``: its private
     writable memory, RLIMIT_DATA, instead)."""
-    limit = address_space_limit(memory_mb)
     which = resource.RLIMIT_DATA if data else resource.RLIMIT_AS
 
     def apply() -> None:

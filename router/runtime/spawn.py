@@ -27,7 +27,7 @@ from typing import Protocol, cast
 
 from router.invocation import Result
 from router.runtime import results
-from router.runtime.launch import RLIMIT_AS_VAR, LaunchSpec, with_parent_death_signal
+from router.runtime.launch import RLIMIT_AS_VAR, RUNTIME_FD_VAR, LaunchSpec, with_parent_death_signal
 from router.runtime.memory import CgroupV2, rlimit_preexec
 
 ExitCallback = Callable[[int | None], None]
@@ -51,6 +51,8 @@ class SpawnRequest:
     output_fd: int  # write end of the output pipe: the worker's fds 1 and 2 (the caller closes it)
     cgroup_dir: Path | None  # the worker's own cgroup, else RLIMIT_AS limits its memory
     watched: bool = False  # the router's watchdog ends its tree when the router dies: no parent-death signal
+    runtime_fd: int = -1  # the worker's end of its Runtime API socket (``LaunchSpec.runtime_fd``; the caller
+    # closes it): inherited at the same number, named in ``RUNTIME_FD_VAR``
 
 
 class Worker(Protocol):
@@ -121,15 +123,20 @@ class ExecSpawner:
         if spec.user is not None:
             steps.append(functools.partial(_become, *spec.user))
         if not spec.self_limits and request.cgroup_dir is None:
-            steps.append(rlimit_preexec(spec.memory, data=spec.limit_data))
+            steps.append(rlimit_preexec(spec.memory_limit, data=spec.limit_data))
         preexec: Callable[[], None] | None = None
         if steps or not spec.self_limits or spec.prctl_in_child:
             preexec = with_parent_death_signal(functools.partial(_run_all, steps), watched=request.watched)
+        pass_fds: tuple[int, ...] = ()
+        if request.runtime_fd >= 0:
+            pass_fds = (request.runtime_fd,)
+            env = {**env, RUNTIME_FD_VAR: str(request.runtime_fd)}
         protocol = ExitProtocol(on_exit)
         try:
             transport, _ = await asyncio.get_running_loop().subprocess_exec(
                 lambda: protocol, *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=request.output_fd,
                 stderr=request.output_fd, cwd=spec.cwd, env=env, start_new_session=True, preexec_fn=preexec,
+                pass_fds=pass_fds,
             )
         except OSError as exc:
             raise SpawnFailed(str(exc), functools.partial(results.spawn_error, argv0=spec.argv[0], exc=exc)) \

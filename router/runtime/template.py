@@ -327,16 +327,18 @@ class _Template:
     # --- fork -----------------------------------------------------------------------------------------
 
     async def fork(self, payload: bytes, output_fd: int, owner: TemplateManager, *,
-                   restored: bool, argv0: str | None = None) -> ForkedWorker:
+                   restored: bool, argv0: str | None = None, runtime_fd: int = -1) -> ForkedWorker:
         """Ask the template for one environment; returns it once it is set up (own session, limits...).
 
         Raises ``_TemplateDied`` when the template died before forking it, ``SpawnFailed`` when the
         clone or the set-up failed. When the caller is cancelled, an environment forked anyway is killed
         (the wait for it goes on in a task the manager owns). ``argv0``: an exec request (the payload
-        has ``exec``), whose command is named so in a failed exec's error."""
+        has ``exec``), whose command is named so in a failed exec's error; ``runtime_fd``: the worker's
+        end of its Runtime API socket, handed on to the exec'd command (``SpawnRequest.runtime_fd``)."""
         status, status_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fds = [output_fd, status_w.fileno()] + ([runtime_fd] if runtime_fd >= 0 else [])
         try:
-            await self._send(payload, [output_fd, status_w.fileno()])
+            await self._send(payload, fds)
         except BaseException:
             status.close()
             raise
@@ -599,7 +601,8 @@ class TemplateSpawner:
                 try:
                     worker = await template.fork(payload, request.output_fd, manager,
                                                  restored=self._blueprint.snap,
-                                                 argv0=request.spec.argv[0] if self._exec_mode else None)
+                                                 argv0=request.spec.argv[0] if self._exec_mode else None,
+                                                 runtime_fd=request.runtime_fd if self._exec_mode else -1)
                 except _CloneFailed as exc:
                     manager._mark_unavailable(key, exc)
                     break
@@ -625,8 +628,8 @@ class TemplateSpawner:
                 "exec": list(spec.argv),
                 "env": env,
                 "cwd": spec.cwd,
-                "rlimit_as": address_space_limit(spec.memory) if rlimit and not spec.limit_data else 0,
-                "rlimit_data": address_space_limit(spec.memory) if rlimit and spec.limit_data else 0,
+                "rlimit_as": spec.memory_limit if rlimit and not spec.limit_data else 0,
+                "rlimit_data": spec.memory_limit if rlimit and spec.limit_data else 0,
                 "cgroup": str(request.cgroup_dir) if request.cgroup_dir is not None else "",
                 "watched": request.watched,
             }).encode()
@@ -637,7 +640,7 @@ class TemplateSpawner:
             "env": env,
             "cwd": spec.cwd,
             "path": [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p],
-            "rlimit_as": 0 if request.cgroup_dir is not None else address_space_limit(spec.memory),
+            "rlimit_as": 0 if request.cgroup_dir is not None else spec.memory_limit,
             "cgroup": str(request.cgroup_dir) if request.cgroup_dir is not None else "",
             "restore": self._blueprint.snap,
             "watched": request.watched,

@@ -11,7 +11,8 @@ Messages to the router on the control socket: ``booted`` (snap: about to run the
 ``ready``, or ``init-error\\n<errorType>\\n<error JSON>`` (snap: the init failed; the template then exits).
 
 A request is one message: JSON ``{env, cwd, path, rlimit_as, cgroup, restore, watched, exec}`` with two file
-descriptors: the write end of the environment's output pipe (its fds 1 and 2) and a status socket.
+descriptors: the write end of the environment's output pipe (its fds 1 and 2) and a status socket; an
+``exec`` request may add a third, the worker's end of its Runtime API socket, kept open across the exec.
 The environment is cloned with ``CLONE_PARENT``: it is the router's child, not the template's, so the
 router reaps it and sees its exit status, the parent-death signal ties it to the router, a template that
 dies takes no environment with it and never holds a zombie. The child writes ``pid N`` on the status
@@ -157,11 +158,12 @@ def _become_environment(control, request, output_fd, router_pid):
 
 def _fork(control, message, fds, router_pid):
     """Serve one request; returns the request in the forked child, None in the template."""
-    if len(fds) != 2:
+    if len(fds) not in (2, 3):
         for fd in fds:
             os.close(fd)
         return None
-    output_fd, status_fd = fds
+    output_fd, status_fd = fds[:2]
+    runtime_fd = fds[2] if len(fds) == 3 else -1
     try:
         request = json.loads(message)
         sys.stdout.flush()
@@ -173,13 +175,17 @@ def _fork(control, message, fds, router_pid):
     if pid != 0:
         os.close(output_fd)
         os.close(status_fd)
+        if runtime_fd >= 0:
+            os.close(runtime_fd)
         return None
     try:
         os.write(status_fd, b"pid %d" % os.getpid())
     except OSError:
         os._exit(1)  # the router gave up on this start
     if request.get("exec"):
-        _exec(control, request, output_fd, router_pid, status_fd)  # never returns
+        _exec(control, request, output_fd, router_pid, status_fd, runtime_fd)  # never returns
+    if runtime_fd >= 0:
+        os.close(runtime_fd)  # only an exec'd command is handed one
     try:
         _become_environment(control, request, output_fd, router_pid)
     except BaseException as e:
@@ -190,12 +196,16 @@ def _fork(control, message, fds, router_pid):
     return request
 
 
-def _exec(control, request, output_fd, router_pid, status_fd):
+def _exec(control, request, output_fd, router_pid, status_fd, runtime_fd):
     """Exec mode (Node.js, ``provided``): set up the process as the router's spawn would, then exec the
     command line. The status socket closes on exec, which tells the router it succeeded; a failed
-    exec is answered ``error exec ERRNO STRERROR``."""
+    exec is answered ``error exec ERRNO STRERROR``. A Runtime API socket sent with the request
+    (``runtime_fd`` >= 0) is kept open across the exec, its number in ``_ROUTER_RUNTIME_FD``."""
     try:
         _become_process(control, request, output_fd, router_pid)
+        if runtime_fd >= 0:
+            os.set_inheritable(runtime_fd, True)
+            request["env"]["_ROUTER_RUNTIME_FD"] = str(runtime_fd)
         # What subprocess does before an exec (restore_signals): Python ignores these; exec keeps that.
         for name in ("SIGPIPE", "SIGXFSZ"):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
@@ -212,7 +222,7 @@ def _exec(control, request, output_fd, router_pid, status_fd):
 def _serve_template(control, router_pid):
     """Fork environments until the router closes the control socket; returns only in a child."""
     while True:
-        message, fds, flags, _ = socket.recv_fds(control, _MAX_REQUEST, 2)
+        message, fds, flags, _ = socket.recv_fds(control, _MAX_REQUEST, 3)
         if not message and not fds:
             os._exit(0)  # the router closed the socket: stop
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):

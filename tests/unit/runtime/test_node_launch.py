@@ -84,17 +84,22 @@ def test_missing_node_names_the_function_and_the_fix(monkeypatch: pytest.MonkeyP
         spec_for()
 
 
-async def test_data_limit_without_cgroup(make_invoker: MakeInvoker) -> None:
+@pytest.mark.parametrize(("pool_size", "pool_mb"), [(None, 4 * 8), ("2", 2 * 8), ("nonsense", 4 * 8)])
+async def test_data_limit_without_cgroup(
+        make_invoker: MakeInvoker, pool_size: str | None, pool_mb: int) -> None:
+    """memory + 64 MB of headroom + the stacks of libuv's thread pool (8 MB a thread, UV_THREADPOOL_SIZE)."""
     require_node()
     if CgroupV2.detect() is not None:
         pytest.skip("a delegated cgroup v2 limits the environment's memory instead")
-    invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.context", memory=128)
+    environment = {"UV_THREADPOOL_SIZE": pool_size} if pool_size is not None else {}
+    invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.context", memory=128,
+                                 environment=environment)
     result = await invoker.invoke(invocation())
     assert result.ok
     (pid,) = environment_pids(invoker)
     limits = Path(f"/proc/{pid}/limits").read_text()  # noqa: ASYNC240 - procfs, no disk
     data = next(line for line in limits.splitlines() if line.startswith("Max data size"))
-    assert data.split()[3:5] == [str((128 + 64) << 20)] * 2
+    assert data.split()[3:5] == [str((128 + 64 + pool_mb) << 20)] * 2
 
 
 def test_a_node_worker_dies_with_the_router(tmp_path: Path) -> None:

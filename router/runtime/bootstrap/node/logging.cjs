@@ -78,20 +78,20 @@ function toFormatted(error, toRapidResponse) {
 
 /**
  * Replace console.* and return `logError(message, err)` (the RIC's structuredConsole.logError).
- * `requestId()` names the invocation a record belongs to.
+ * `requestId()` names the invocation a record belongs to; `writeOut(text)` writes a record to stdout.
  */
-function patchConsole(requestId, toRapidResponse) {
+function patchConsole(requestId, toRapidResponse, writeOut) {
   const json = (process.env.AWS_LAMBDA_LOG_FORMAT || '').toUpperCase() === 'JSON';
   const minimum = LEVELS[(process.env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase()] || LEVELS.TRACE;
   const write = json
     ? (level, message, params) => {
       const line = jsonRecord(requestId(), new Date().toISOString(), level, [message, ...params]);
-      process.stdout.write(line.replace(NEWLINES, '\r') + '\n');
+      writeOut(line.replace(NEWLINES, '\r') + '\n');
     }
     : (level, message, params) => {
       const text = util.format(message, ...params);
       const line = `${new Date().toISOString()}\t${requestId()}\t${level.name}\t${text}`;
-      process.stdout.write(line.replace(NEWLINES, '\r') + '\n');
+      writeOut(line.replace(NEWLINES, '\r') + '\n');
     };
   const nop = () => {};
   // (message, ...params) as the RIC: console.log() prints "undefined", as on Lambda.

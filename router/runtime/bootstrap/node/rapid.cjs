@@ -1,16 +1,25 @@
 'use strict';
 /**
- * The Lambda Runtime API client of the router's Node bootstrap: HTTP/1.1 over one keep-alive `net`
- * socket per lane, no `http` module (it costs start-up time and a few microseconds per request).
+ * The Lambda Runtime API client of the router's Node bootstrap: HTTP/1.1, no `http` module (it costs
+ * start-up time and a few microseconds per request), over one of two transports:
+ * - `FdLane`: a socket the router handed to this process when it started it (fd `_ROUTER_RUNTIME_FD`),
+ *   already connected and already known to the router as this environment's: no connection to make,
+ *   and no `net` module to load before the first result is written (~4 ms of a cold start). Until then,
+ *   requests are written synchronously (as Lambda's client posts a result) and answers read on libuv's
+ *   thread pool (`fs.read`, as Lambda's client waits for `/next`: an AsyncWorker).
+ * - `Lane`: one keep-alive `net` socket to AWS_LAMBDA_RUNTIME_API (each lane of a multi-concurrent
+ *   environment, a runtime started without the fd).
  *
  * A lane sends requests in order and reads their answers in order, so a result and the next
- * `/invocation/next` go out in one write (`postThenNext`): one round trip per invocation. The socket
- * is referenced only while an answer is awaited: while a handler runs it does not keep the event
- * loop alive, so Node's `beforeExit` fires when the function's own work is done (Lambda's
- * callbackWaitsForEmptyEventLoop). The router's Runtime API always answers with Content-Length.
+ * `/invocation/next` go out in one write (`postThenNext`): one round trip per invocation. The lane keeps
+ * the event loop alive only while an answer is awaited: while a handler runs it does not, so Node's
+ * `beforeExit` fires when the function's own work is done (Lambda's callbackWaitsForEmptyEventLoop).
+ * The router's Runtime API always answers with Content-Length.
  */
 
-const net = require('net');
+const fs = require('fs');
+
+let net = null; // loaded by the first TCP lane only (~2-3 ms of a cold start)
 
 const API = '/2018-06-01/runtime';
 const HEAD_END = Buffer.from('\r\n\r\n');
@@ -74,13 +83,19 @@ class Lane {
   }
 
   _connect() {
+    if (net === null) net = require('net');
     const sock = net.connect({ host: this.host, port: this.port, noDelay: true });
+    this._attach(sock);
+    sock.unref();
+  }
+
+  /** Read answers from `sock`, this lane's connection from now on. */
+  _attach(sock) {
     sock.on('data', (data) => this._data(sock, data));
     sock.on('error', (err) => {
       sock.lastError = err;
     });
     sock.on('close', () => this._detach(sock));
-    sock.unref();
     this.sock = sock;
     this.chunks = [];
     this.size = 0;
@@ -146,11 +161,16 @@ class Lane {
       const body = this._take(head.length);
       this.head = null;
       const request = this.pending.shift();
-      if (this.pending.length === 0) sock.unref();
+      if (this.pending.length === 0) this._idle(sock);
       if (head.close) this._detach(sock);
       request.resolve({ status: head.status, headers: head.headers, body });
       if (this.sock !== sock) return;
     }
+  }
+
+  /** No answer is awaited any more: let the event loop end without this lane. */
+  _idle(sock) {
+    sock.unref();
   }
 
   _joined() {
@@ -188,6 +208,106 @@ class Lane {
   }
 }
 
+const READ_SIZE = 65536;
+
+/**
+ * A lane over the socket the router handed to this process at its start (see the module doc).
+ *
+ * Until the first event has come, requests are written synchronously and answers read on libuv's thread
+ * pool (`fs.read`, a read in flight keeps the event loop alive), so a cold start loads no `net`. With the
+ * first result, written at once, the fd becomes a `net` socket like a TCP lane's (the event loop reads
+ * it, a thread pool hop less per invocation; `net` loads once the result is on its way). When that
+ * connection ends (the router closes it after refusing a response, or a write fails), the lane goes on
+ * over TCP as a `Lane`, resending what may be resent.
+ */
+class FdLane extends Lane {
+  constructor(address, fd) {
+    super(address);
+    this.fd = fd; // -1 once closed or handed to a `net` socket
+    this.sock = this; // the connection `_data` and `_detach` are told about: this, then a `net` socket
+    this.reading = false;
+    this.answered = false; // an answer came over the thread pool (the init's /next)
+  }
+
+  connect() {
+    if (this.sock !== this) super.connect();
+  }
+
+  _write(requests, text) {
+    if (this.sock !== this) { // a `net` socket over the fd, or TCP once that connection ended
+      super._write(requests, text);
+      return;
+    }
+    for (const request of requests) this.pending.push(request);
+    const data = Buffer.from(text, 'utf8');
+    let offset = 0;
+    try {
+      while (offset < data.length) offset += fs.writeSync(this.fd, data, offset);
+    } catch (err) {
+      this.lastError = err;
+      this._detach(this);
+      return;
+    }
+    if (this.answered && !this.reading) {
+      if (net === null) net = require('net');
+      const sock = new net.Socket({ fd: this.fd, readable: true, writable: true });
+      this.fd = -1;
+      this._attach(sock); // referenced: an answer is awaited
+    } else {
+      this._read();
+    }
+  }
+
+  _read() {
+    if (this.reading || this.fd < 0 || this.pending.length === 0) return;
+    this.reading = true;
+    const buf = Buffer.allocUnsafe(READ_SIZE);
+    fs.read(this.fd, buf, 0, READ_SIZE, null, (err, n) => {
+      this.reading = false;
+      if (this.sock !== this) {
+        this._close(); // the connection ended while this read was in flight
+      } else if (err && err.code === 'EINTR') {
+        this._read();
+      } else if (err || n === 0) {
+        if (err) this.lastError = err;
+        this._detach(this);
+      } else {
+        this.answered = true;
+        this._data(this, buf.subarray(0, n));
+        this._read();
+      }
+    });
+  }
+
+  _idle(sock) {
+    if (sock !== this) super._idle(sock);
+  }
+
+  /** Called by `_detach` when the connection over the thread pool ends. */
+  destroy() {
+    if (!this.reading) this._close(); // else when the read in flight returns: its fd stays ours till then
+  }
+
+  _close() {
+    if (this.fd < 0) return;
+    const fd = this.fd;
+    this.fd = -1;
+    try {
+      fs.closeSync(fd);
+    } catch (_err) { /* closed already */ }
+  }
+}
+
+/**
+ * The lane of a runtime with one invocation at a time: over the socket the router handed over
+ * (`_ROUTER_RUNTIME_FD`, removed from the environment the function sees), else over TCP.
+ */
+function firstLane(address, fdText) {
+  const fd = Number(fdText);
+  if (fdText && Number.isInteger(fd) && fd > 2) return new FdLane(address, fd);
+  return new Lane(address);
+}
+
 function noop() {}
 
 function responsePath(id) {
@@ -201,9 +321,11 @@ function errorPath(id) {
 module.exports = {
   API,
   ERROR_TYPE_HEADER,
+  FdLane,
   Lane,
   RuntimeApiError,
   errorPath,
+  firstLane,
   parseAddress,
   responsePath,
 };

@@ -1,0 +1,101 @@
+"""How a Node.js environment reaches its Runtime API: with one invocation at a time, over a socket the
+router hands it at start (no connection to make, no ``net`` module to load at a cold start); when the
+router ends that connection, over TCP from then on; the lanes of a multi-concurrent environment over
+TCP, each its own connection."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from router.invocation import Outcome
+
+from .conftest import MakeInvoker, invocation
+from .node_support import NODE_RUNTIME, require_node
+from .template_support import needs_fork, payload
+
+
+async def _transport(invoker: Any) -> dict[str, Any]:
+    result = await invoker.invoke(invocation())
+    assert result.ok, result.payload
+    assert "a line before the result" in result.logs
+    got: dict[str, Any] = payload(result)
+    return got
+
+
+def _sockets_of(pid: int) -> list[str]:
+    """The kinds of the sockets process ``pid`` holds (unix, tcp), from procfs."""
+
+    def inodes(table: str) -> set[str]:
+        with open(f"/proc/{pid}/net/{table}") as f:
+            rows = [line.split() for line in f.read().splitlines()[1:]]
+        column = 6 if table == "unix" else 9  # the inode
+        return {cols[column] for cols in rows if len(cols) > column}
+
+    unix, tcp = inodes("unix"), inodes("tcp") | inodes("tcp6")
+    kinds = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inode = target[len("socket:["):-1]
+            kinds.append("unix" if inode in unix else "tcp" if inode in tcp else "other")
+    return sorted(kinds)
+
+
+@pytest.mark.parametrize("kind", ["exec", pytest.param("template", marks=needs_fork)])
+async def test_the_runtime_api_comes_over_the_socket_handed_over_at_start(
+        kind: str, make_invoker: MakeInvoker, make_forked: MakeInvoker) -> None:
+    """The environment's only socket is a unix one (the router's), no TCP connection, and nothing of the
+    router's in its environment. Until its first result, no `net` module although the function logged;
+    from then on the same socket is read by node's event loop (`net` loaded after the result went out)."""
+    require_node()
+    make = make_forked if kind == "template" else make_invoker
+    invoker = await make("node_basic", name=f"transport-{kind}", runtime=NODE_RUNTIME,
+                         handler="index.transport")
+    cold = await _transport(invoker)
+    warm = await _transport(invoker)
+    again = await _transport(invoker)
+    assert warm["pid"] == again["pid"] == cold["pid"]
+    for got in (cold, warm, again):
+        assert got["sockets"] == ["unix"], got
+        assert got["routerVars"] == [], got
+    assert cold["netLoaded"] is False
+    assert warm["netLoaded"] is True
+
+
+async def test_after_the_router_ends_the_handed_over_connection_the_environment_goes_on_over_tcp(
+        make_invoker: MakeInvoker) -> None:
+    """A response over 6 MB is refused and its connection closed (the router does not read the rest):
+    the same process takes its next event over a TCP connection of its own."""
+    require_node()
+    invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.bigResult", memory=512)
+    within = await invoker.invoke(invocation({"bytes": 10}))
+    assert within.ok
+    (environment,) = invoker.pool._all
+    assert _sockets_of(environment.pid) == ["unix"]
+    over = await invoker.invoke(invocation({"bytes": 7 * 1024 * 1024}))
+    assert over.outcome is Outcome.ERROR
+    assert json.loads(over.payload)["errorType"] == "Function.ResponseSizeTooLarge"
+    again = await invoker.invoke(invocation({"bytes": 10}))
+    assert again.ok
+    assert json.loads(again.payload) == "x" * 10
+    assert "Init Duration" not in again.logs
+    assert invoker.pool._all == {environment}
+    assert _sockets_of(environment.pid) == ["tcp"]
+
+
+async def test_a_multi_concurrent_environment_keeps_its_tcp_lanes(make_invoker: MakeInvoker) -> None:
+    """AWS_LAMBDA_MAX_CONCURRENCY > 1: each lane is a TCP connection of its own; no socket is handed over."""
+    require_node()
+    invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.transport",
+                                 per_environment_concurrency=2)
+    got = await _transport(invoker)
+    assert got["sockets"] == ["tcp", "tcp"], got
+    assert got["netLoaded"] is True
+    assert got["routerVars"] == []
