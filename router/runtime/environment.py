@@ -161,7 +161,12 @@ class Environment:
         started = self._loop.time()
         assert self._channel is not None
         worker_socket = await self.api.worker_socket(self._channel) if self.spec.runtime_fd else None
-        self._output, output_w = OutputPipe.open(self._line)
+        try:
+            self._output, output_w = OutputPipe.open(self._line)
+        except BaseException:
+            if worker_socket is not None:
+                worker_socket.close()
+            raise
         try:
             async with asyncio.timeout(time_limit):
                 self._proc = await self._spawner.spawn(

@@ -1,31 +1,52 @@
-"""The Node.js bootstrap as one file: what ``node`` runs for every Node environment.
+"""The Node.js bootstrap as one file, and the V8 code cache of it: what ``node`` runs for every Node
+environment.
 
-The bootstrap is kept as readable modules (``bootstrap/node``: ``bootstrap.cjs`` and the ``rapid``,
-``logging``, ``loader`` and ``streaming`` modules it requires). At a cold start each file node loads
-costs its own resolution, read and compile: ~0.35-0.55 ms a file after the first (measured on node 20,
-bench/RESULTS.md 2026-12-06), ~1 ms of every cold start for the four. So the router joins them into one
-file, once per router process, in a directory of its own (removed at exit): each module becomes a
-function called at its first ``require``, exactly as node's loader would call it (``module``,
-``exports``, ``require``, ``__dirname`` of the sources, so ``esm_paths.mjs`` is found where it is).
-``require`` of anything else (node's built-ins, the function's own code) is node's own.
+The bootstrap is kept as readable modules (``bootstrap/node``: ``bootstrap.cjs`` and the ``v8_flags``,
+``rapid``, ``logging``, ``loader`` and ``streaming`` modules it requires). At a cold start each file node
+loads costs its own resolution, read and compile: ~0.35-0.55 ms a file after the first (measured on node
+20, bench/RESULTS.md 2026-12-06), ~1 ms of every cold start for the four. So the router joins them into
+one file (``bundle.cjs``), once per router process, in a directory of its own (removed at exit): each
+module becomes a function called at its first ``require``, exactly as node's loader would call it
+(``module``, ``exports``, ``require``, ``__dirname`` of the sources, so ``esm_paths.mjs`` is found where it
+is). ``require`` of anything else (node's built-ins, the function's own code) is node's own.
+
+Node runs ``entry.cjs`` (written next to it, with ``v8_flags.cjs`` inlined), which compiles the bundle from
+a V8 code cache the router makes once per router process and ``node`` binary, by running the entry in a
+mode that compiles every function and writes the cache (no function's code or variables in it). A cold
+start then neither pre-parses the ~50 KB nor compiles each function at its first call: ~1.5 ms
+(bench/RESULTS.md, 2026-12-06 second session). V8 checks a cache against its version, the source's length
+and its flags, and compiles as usual when one does not match.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
-MODULES = ("rapid.cjs", "logging.cjs", "loader.cjs", "streaming.cjs")
+MODULES = ("v8_flags.cjs", "rapid.cjs", "logging.cjs", "loader.cjs", "streaming.cjs")
 """The modules ``bootstrap.cjs`` requires as ``./NAME``, joined into the one file."""
 ENTRY = "bootstrap.cjs"
+"""The bootstrap's own entry among its sources."""
+NODE_ENTRY = "entry.cjs"
+"""What node runs: compiles the bundle (``BUNDLE``) from the code cache."""
+BUNDLE = "bundle.cjs"
+_INLINED = ("v8_flags.cjs", "const { acceptBuiltinCodeCache } = require('./v8_flags.cjs');")
+"""The module ``NODE_ENTRY`` requires, and the line that does: inlined, so node loads one file, not two."""
+CODE_CACHE_TIMEOUT = 30.0
+"""Seconds ``node`` may take to make the code cache (~0.1 s)."""
+
+log = logging.getLogger("router.runtime")
 
 _lock = threading.Lock()
 _written: dict[Path, Path] = {}
+_caches: set[tuple[Path, str]] = set()  # (entry, node) whose code cache was made, or tried
 
 
 def source(directory: Path) -> str:
@@ -63,19 +84,66 @@ __require.cache = __nodeRequire.cache;
     return "\n".join(parts) + "\n"
 
 
-def path(directory: Path) -> Path:
-    """The one-file bootstrap of ``directory``, written at the first call (in a thread: it writes a
-    file) and reused by the router process; readable by every user (a ``run_as`` worker runs it)."""
+def entry_source(directory: Path) -> str:
+    """``NODE_ENTRY`` of ``directory`` with the module it requires inlined."""
+    text = (directory / NODE_ENTRY).read_text(encoding="utf-8")
+    module, line = _INLINED
+    if line not in text:
+        raise ValueError(f"{directory / NODE_ENTRY}: expected the line {line!r}")
+    inlined = (f"const {{ acceptBuiltinCodeCache }} = (function () {{ // {module}, inlined\n"
+               "const module = { exports: {} };\n"
+               f"{(directory / module).read_text(encoding='utf-8')}\n"
+               "return module.exports;\n})();")
+    return text.replace(line, inlined)
+
+
+def path(directory: Path, node: str | None = None) -> Path:
+    """The file node runs for ``directory``'s bootstrap (``NODE_ENTRY``, next to the one-file ``BUNDLE``),
+    written at the first call and reused by the router process; readable by every user (a ``run_as``
+    worker runs it). With ``node``, the code cache for that binary is made too, once (blocking: call it
+    in a thread). A cache that cannot be made is logged and done without."""
     with _lock:
-        written = _written.get(directory)
-        if written is not None and written.exists():
-            return written
-        text = source(directory)
-        where = Path(tempfile.mkdtemp(prefix="router-node-"))
-        atexit.register(shutil.rmtree, where, True)
-        os.chmod(where, 0o755)
-        target = where / ENTRY
-        target.write_text(text, encoding="utf-8")
-        os.chmod(target, 0o644)
-        _written[directory] = target
-        return target
+        entry = _written.get(directory)
+        if entry is None or not entry.exists() or not (entry.parent / BUNDLE).exists():
+            where = Path(tempfile.mkdtemp(prefix="router-node-"))
+            atexit.register(shutil.rmtree, where, True)
+            os.chmod(where, 0o755)
+            for name, text in ((BUNDLE, source(directory)), (NODE_ENTRY, entry_source(directory))):
+                (where / name).write_text(text, encoding="utf-8")
+                os.chmod(where / name, 0o644)
+            entry = where / NODE_ENTRY
+            _written[directory] = entry
+        if node is not None and (entry, node) not in _caches:
+            _caches.add((entry, node))
+            _make_code_cache(entry, node)
+        return entry
+
+
+def _make_code_cache(entry: Path, node: str) -> None:
+    """Run ``node`` on ``entry`` in its cache-making mode, then check that V8 accepts the cache (it checks a
+    cache's header, not its body: a damaged body would crash every start), with nothing of the router's
+    or a function's environment but ``PATH``."""
+    done = _run_entry(entry, node, "make")
+    if isinstance(done, subprocess.CompletedProcess) and done.returncode == 0:
+        done = _run_entry(entry, node, "check")
+        checked = done if isinstance(done, subprocess.CompletedProcess) else None
+        if checked is not None and (checked.returncode, checked.stdout) == (0, b"accepted\n"):
+            return
+        for cache in entry.parent.glob("bundle-*.cache"):
+            cache.unlink(missing_ok=True)
+    if isinstance(done, subprocess.CompletedProcess):
+        tail = (done.stdout + done.stderr).decode("utf-8", "replace").strip().splitlines()[-3:]
+        why = f"{' '.join(map(str, done.args))} exited {done.returncode}: {' / '.join(tail)}"
+    else:
+        why = str(done)
+    log.warning("node bootstrap: no code cache for %s (cold starts compile the bootstrap, ~1.5 ms more): %s",
+                node, why)
+
+
+def _run_entry(entry: Path, node: str, mode: str) -> subprocess.CompletedProcess[bytes] | Exception:
+    try:
+        return subprocess.run([node, str(entry), "--router-code-cache", mode], cwd=entry.parent,
+                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=CODE_CACHE_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return exc

@@ -13,6 +13,11 @@ const fs = require('fs');
 const path = require('path');
 const { pathToFileURL } = require('url');
 
+// `import()` of the one-file bootstrap is the entry's (entry.cjs): a script compiled by `vm`, as the entry
+// compiles it from the router's code cache, has no module loader of its own. From the sources: node's.
+// eslint-disable-next-line no-undef
+const importModule = typeof __routerImport === 'function' ? __routerImport : (url) => import(url);
+
 function runtimeError(name) {
   const cls = class extends Error {};
   Object.defineProperty(cls, 'name', { value: name });
@@ -29,7 +34,7 @@ const CallbackHandlerDeprecated = runtimeError('CallbackHandlerDeprecated');
 const FUNCTION_EXPR = /^([^.]*)\.(.*)$/;
 
 function importFile(file) {
-  return import(pathToFileURL(file).href);
+  return importModule(pathToFileURL(file).href);
 }
 
 function requireIfExists(file) {
