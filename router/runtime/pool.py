@@ -320,10 +320,11 @@ class EnvironmentPool:
         wait = self.capacity.environment_wait if self.capacity is not None else self.config.timeout
         return min(wait, self.config.timeout)
 
-    def _cpu_gate(self) -> str | None:
+    def _cpu_gate(self, *, for_waiter: bool = False) -> str | None:
         """Why this invocation must wait for the function's running invocations to stay within what the
         CPUs can serve (``_limit``): ``"cpu"`` (they are saturated) or ``"scaling"`` (the limit is
-        still growing); None when it may run.
+        still growing); None when it may run. ``for_waiter``: asked for the longest waiting invocation
+        (an ending one hands its slot over), which ``_waiters`` counts already.
 
         The limit follows the CPU verdict once per sampling window, additive increase, multiplicative
         decrease. It shrinks (to no fewer than one invocation per usable CPU) while another process
@@ -347,7 +348,7 @@ class EnvironmentPool:
             if held_back:
                 self._limit = max(float(capacity.min_environments), self._limit * 0.8)
             elif self._starting == 0:
-                demand = self._in_flight + len(self._waiters) + 1  # this invocation included
+                demand = self._in_flight + len(self._waiters) + (0 if for_waiter else 1)  # this one included
                 if demand > self._limit:
                     self._limit = min(self._limit + capacity.max_starting, demand)
         if self._in_flight < self._limit:
@@ -401,7 +402,7 @@ class EnvironmentPool:
         self._in_flight = sum(e.in_flight for e in self._live)
         if not env.alive or self._closing or env.state is EnvState.DEAD:
             self._discard(env)
-        elif (self._waiters and env.in_flight < env.capacity and self._cpu_gate() is None
+        elif (self._waiters and env.in_flight < env.capacity and self._cpu_gate(for_waiter=True) is None
               and self._hand_over(env)):
             return
         else:

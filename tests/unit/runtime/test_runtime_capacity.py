@@ -73,10 +73,10 @@ async def test_saturated_cpus_make_invocations_wait_for_a_warm_environment(
     looks = 0
     gate = pool._cpu_gate
 
-    def counted() -> str | None:
+    def counted(*, for_waiter: bool = False) -> str | None:
         nonlocal looks
         looks += 1
-        return gate()
+        return gate(for_waiter=for_waiter)
 
     pool._cpu_gate = counted  # type: ignore[method-assign]
     await until(lambda: looks >= 9, what="three rechecks of each waiter")
@@ -355,3 +355,24 @@ def test_the_router_stays_saturated_through_windows_a_little_under_the_threshold
         load.saturated()
         verdicts.append(load.router_saturated)
     assert verdicts == [True, True, True, False, False, True, True]
+
+
+async def test_the_limit_grows_to_the_demand_a_release_sees_not_one_more(make_invoker: MakeInvoker) -> None:
+    """At a new CPU window with the CPUs idle, the limit grows to the demand: the invocations running and
+    those waiting, plus the one asking. An ending invocation asks for the longest waiter, which the
+    waiters count already: one environment more would start than invocations need."""
+    cpu = WindowCpu(False)
+    capacity = Capacity(cpu=cpu, environment_wait=30.0, max_starting=4, min_environments=1)
+    invoker = await make_invoker("gate", timeout=60, capacity=capacity)
+    pool = invoker.pool
+    waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    pool._waiters.append(waiter)
+    try:
+        for asking, for_waiter, demand in (("a new invocation", False, 3), ("a release", True, 2)):
+            pool._in_flight, pool._limit = 1, 1.0
+            cpu.generation += 1  # a new window: the limit follows the verdict
+            pool._cpu_gate(for_waiter=for_waiter)
+            assert pool._limit == demand, asking
+    finally:
+        pool._waiters.clear()
+        pool._in_flight = 0
