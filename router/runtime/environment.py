@@ -160,31 +160,25 @@ class Environment:
     ) -> Result | None:
         started = self._loop.time()
         assert self._channel is not None
-        worker_socket = await self.api.worker_socket(self._channel) if self.spec.runtime_fd else None
-        try:
+        with contextlib.ExitStack() as closing:  # the worker's copies of its fds: closed once it has them
+            runtime_fd = -1
+            if self.spec.runtime_fd:
+                runtime_fd = closing.enter_context(await self.api.worker_socket(self._channel)).fileno()
             self._output, output_w = OutputPipe.open(self._line)
-        except BaseException:
-            if worker_socket is not None:
-                worker_socket.close()
-            raise
-        try:
-            async with asyncio.timeout(time_limit):
-                self._proc = await self._spawner.spawn(
-                    SpawnRequest(self.spec, env, output_w, self._cgroup_dir, self._watched,
-                                 runtime_fd=worker_socket.fileno() if worker_socket is not None else -1),
-                    self._process_exited)
-        except SpawnFailed as exc:
-            self._set_exit(None)
-            spawn_failure = exc.result(request_id)
-            spawn_failure.logs = exc.logs or "\n".join(init_lines)
-            return spawn_failure
-        except TimeoutError:  # e.g. a snap_start template's init took the whole init phase
-            self._set_exit(None)
-            return results.timeout_error(request_id, time_limit, phase="Init phase")
-        finally:
-            os.close(output_w)
-            if worker_socket is not None:
-                worker_socket.close()
+            closing.callback(os.close, output_w)
+            try:
+                async with asyncio.timeout(time_limit):
+                    self._proc = await self._spawner.spawn(
+                        SpawnRequest(self.spec, env, output_w, self._cgroup_dir, self._watched, runtime_fd),
+                        self._process_exited)
+            except SpawnFailed as exc:
+                self._set_exit(None)
+                spawn_failure = exc.result(request_id)
+                spawn_failure.logs = exc.logs or "\n".join(init_lines)
+                return spawn_failure
+            except TimeoutError:  # e.g. a snap_start template's init took the whole init phase
+                self._set_exit(None)
+                return results.timeout_error(request_id, time_limit, phase="Init phase")
         failure = await self._wait_ready(request_id, time_limit, started)
         if failure is not None:
             failure.logs = "\n".join(init_lines)

@@ -131,8 +131,8 @@ def _node_command(name: str, runtime: str, path: str, config: FunctionConfig,
         raise EnvironmentStartError(f"function '{name}': {exc}") from None
     # node itself, exec'd by the spawner, which sets its limits and prctls (``limit_data``,
     # ``prctl_in_child``) between fork and exec: no shell in between (it cost ~1.3 ms of each cold
-    # start). It runs the bootstrap's modules joined into one file, compiled from a code cache made for this
-    # node (``node_bundle``: ~1-1.5 ms and ~1.5 ms less).
+    # start). It runs the bootstrap's modules joined into one file (~1-1.5 ms less), compiled from a code
+    # cache made for this node (~1.5 ms less): ``node_bundle``.
     bootstrap = node_bundle.path(NODE_BOOTSTRAP_DIR, node)
     return (node, *node_flags(version, config.memory, node_options), str(bootstrap))
 

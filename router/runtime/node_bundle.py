@@ -119,31 +119,35 @@ def path(directory: Path, node: str | None = None) -> Path:
         return entry
 
 
+class _NoCache(Exception):
+    """Raised when node could not make the code cache, or V8 would not accept the one it made."""
+
+
 def _make_code_cache(entry: Path, node: str) -> None:
     """Run ``node`` on ``entry`` in its cache-making mode, then check that V8 accepts the cache (it checks a
     cache's header, not its body: a damaged body would crash every start), with nothing of the router's
     or a function's environment but ``PATH``."""
-    done = _run_entry(entry, node, "make")
-    if isinstance(done, subprocess.CompletedProcess) and done.returncode == 0:
-        done = _run_entry(entry, node, "check")
-        checked = done if isinstance(done, subprocess.CompletedProcess) else None
-        if checked is not None and (checked.returncode, checked.stdout) == (0, b"accepted\n"):
-            return
-        for cache in entry.parent.glob("bundle-*.cache"):
-            cache.unlink(missing_ok=True)
-    if isinstance(done, subprocess.CompletedProcess):
-        tail = (done.stdout + done.stderr).decode("utf-8", "replace").strip().splitlines()[-3:]
-        why = f"{' '.join(map(str, done.args))} exited {done.returncode}: {' / '.join(tail)}"
-    else:
-        why = str(done)
-    log.warning("node bootstrap: no code cache for %s (cold starts compile the bootstrap, ~1.5 ms more): %s",
-                node, why)
-
-
-def _run_entry(entry: Path, node: str, mode: str) -> subprocess.CompletedProcess[bytes] | Exception:
     try:
-        return subprocess.run([node, str(entry), "--router-code-cache", mode], cwd=entry.parent,
-                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=CODE_CACHE_TIMEOUT, check=False)
+        made = _run_entry(entry, node, "make")  # the cache's path (named by node's version)
+        verdict = _run_entry(entry, node, "check")
+        if verdict != "accepted":
+            Path(made).unlink(missing_ok=True)
+            raise _NoCache(f"{node} {entry} --router-code-cache check: {verdict!r}, not 'accepted'")
+    except _NoCache as exc:
+        log.warning("node bootstrap: no code cache for %s, so each cold start compiles the bootstrap "
+                    "(~1.5 ms more): %s", node, exc)
+
+
+def _run_entry(entry: Path, node: str, mode: str) -> str:
+    """What ``node ENTRY --router-code-cache MODE`` printed; raises ``_NoCache`` if it failed."""
+    argv = [node, str(entry), "--router-code-cache", mode]
+    try:
+        done = subprocess.run(argv, cwd=entry.parent, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=CODE_CACHE_TIMEOUT,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return exc
+        raise _NoCache(f"{' '.join(argv)}: {exc}") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise _NoCache(f"{' '.join(argv)} exited {done.returncode}: {' / '.join(tail)}")
+    return done.stdout.decode("utf-8", "replace").strip()

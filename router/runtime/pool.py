@@ -348,7 +348,8 @@ class EnvironmentPool:
             if held_back:
                 self._limit = max(float(capacity.min_environments), self._limit * 0.8)
             elif self._starting == 0:
-                demand = self._in_flight + len(self._waiters) + (0 if for_waiter else 1)  # this one included
+                # running, waiting, and the one asking unless it is a waiter (counted already)
+                demand = self._in_flight + len(self._waiters) + (0 if for_waiter else 1)
                 if demand > self._limit:
                     self._limit = min(self._limit + capacity.max_starting, demand)
         if self._in_flight < self._limit:

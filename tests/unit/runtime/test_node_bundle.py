@@ -5,11 +5,14 @@ node's own loader would run them; the entry node runs compiles it from a code ca
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from router.runtime import node_bundle
 from router.runtime.launch import NODE_BOOTSTRAP_DIR
@@ -145,3 +148,35 @@ async def _cold_start(make_invoker: MakeInvoker, name: str) -> object:
     assert result.ok, result.payload
     assert "Init Duration" in result.logs  # a cold start
     return json.loads(result.payload)
+
+
+def test_a_cache_node_cannot_make_is_logged_and_others_are_left_alone(
+        caplog: pytest.LogCaptureFixture) -> None:
+    entry = node_bundle.path(NODE_BOOTSTRAP_DIR)
+    caches = sorted(entry.parent.glob("bundle-*.cache"))  # the machine's node's, if made already
+    caplog.set_level(logging.WARNING, "router.runtime")
+    node_bundle._make_code_cache(entry, "/bin/false")  # runs, and fails: a warning naming it
+    assert "no code cache for /bin/false" in caplog.text
+    assert "--router-code-cache make exited 1" in caplog.text
+    assert sorted(entry.parent.glob("bundle-*.cache")) == caches  # nothing made, nothing else removed
+
+
+def test_a_cache_v8_would_not_accept_is_removed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A node that makes a cache, then says V8 rejects it: the router removes that file, and only it."""
+    entry = node_bundle.path(NODE_BOOTSTRAP_DIR)
+    made = entry.parent / "bundle-vfake.cache"
+    fake = tmp_path / "node"
+    fake.write_text(f"""#!/bin/sh
+case "$2 $3" in
+  "--router-code-cache make") printf x > {made}; echo {made} ;;
+  "--router-code-cache check") echo rejected ;;
+  *) exit 2 ;;
+esac
+""")
+    fake.chmod(0o755)
+    others = sorted(set(entry.parent.glob("bundle-*.cache")) - {made})
+    caplog.set_level(logging.WARNING, "router.runtime")
+    node_bundle._make_code_cache(entry, str(fake))
+    assert not made.exists()
+    assert sorted(entry.parent.glob("bundle-*.cache")) == others
+    assert "'rejected', not 'accepted'" in caplog.text

@@ -8,8 +8,9 @@
  * bootstrap compiles as any script does.
  *
  * `node entry.cjs --router-code-cache make` (the router runs it once per node, with nothing of a
- * function's: no user code, no NODE_OPTIONS) compiles the bootstrap with every function compiled and
- * writes the cache, atomically. `... check` prints what V8 makes of the cache: accepted, rejected or none.
+ * function's: no user code, no NODE_OPTIONS) compiles the bootstrap with every function compiled, writes
+ * the cache, atomically, and prints its path. `... check` prints what V8 makes of the cache: accepted,
+ * rejected or none.
  */
 
 const { acceptBuiltinCodeCache } = require('./v8_flags.cjs');
@@ -46,6 +47,7 @@ function makeCache() {
   const temporary = `${CACHE}.${process.pid}`;
   fs.writeFileSync(temporary, script.createCachedData(), { mode: 0o644 });
   fs.renameSync(temporary, CACHE);
+  process.stdout.write(`${CACHE}\n`);
 }
 
 const mode = process.argv[2] === '--router-code-cache' ? process.argv[3] : undefined;
