@@ -38,7 +38,8 @@ PARENT_PID_VAR = "_ROUTER_PARENT_PID"
 """Read (and removed from the environment) by the Python bootstrap before anything else runs."""
 RUNTIME_FD_VAR = "_ROUTER_RUNTIME_FD"
 """Set by the spawner for a worker handed its Runtime API socket at start (``LaunchSpec.runtime_fd``):
-the descriptor's number in the worker. Read (and removed from the environment) by the Node bootstrap."""
+the descriptor's number in the worker. Read (and removed from the environment) by the Python and Node
+bootstraps."""
 WATCHED_VAR = "_ROUTER_WATCHED"
 """Set for a worker the router's watchdog watches (``router.runtime.proctree``): no parent-death signal."""
 
@@ -72,9 +73,10 @@ class LaunchSpec:
     # allocates), not RLIMIT_AS (Node: V8 reserves far more address space than it uses), between fork
     # and exec, when no cgroup limits it.
     limit_data: bool = False
-    # The worker is handed one end of a connected socket at start (``RUNTIME_FD_VAR``), which the router
-    # serves as the environment's Runtime API connection (the router's Node bootstrap with one invocation
-    # at a time: no ``net`` module to load and no connection to make at a cold start).
+    # The worker is handed one end of a connected unix socket at start (``RUNTIME_FD_VAR``), which the
+    # router serves as the environment's Runtime API connection (the router's own Python and Node
+    # bootstraps with one invocation at a time): no connection to make at a cold start (nor, for Node, a
+    # ``net`` module to load), and each round trip costs less than over loopback TCP.
     runtime_fd: bool = False
     user: tuple[int, int] | None = None  # (uid, gid) the worker runs as (``run_as``), else the router's
     log: PlatformLog = TEXT  # the function's log format and levels (``logging``): START/END/REPORT lines
@@ -223,8 +225,7 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                       self_limits=runtime != "provided" and runtime_major(runtime) is None,
                       user=user, prctl_in_child=runtime_major(runtime) is not None,
                       limit_data=runtime_major(runtime) is not None,
-                      runtime_fd=(runtime_major(runtime) is not None
-                                  and config.per_environment_concurrency == 1),
+                      runtime_fd=runtime != "provided" and config.per_environment_concurrency == 1,
                       log=PlatformLog.of(config.logging), version=version)
 
 

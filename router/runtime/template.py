@@ -334,7 +334,8 @@ class _Template:
         clone or the set-up failed. When the caller is cancelled, an environment forked anyway is killed
         (the wait for it goes on in a task the manager owns). ``argv0``: an exec request (the payload
         has ``exec``), whose command is named so in a failed exec's error; ``runtime_fd``: the worker's
-        end of its Runtime API socket, handed on to the exec'd command (``SpawnRequest.runtime_fd``)."""
+        end of its Runtime API socket (``SpawnRequest.runtime_fd``), which the forked environment's
+        bootstrap (or the exec'd command) is handed."""
         status, status_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = [output_fd, status_w.fileno()] + ([runtime_fd] if runtime_fd >= 0 else [])
         try:
@@ -602,7 +603,7 @@ class TemplateSpawner:
                     worker = await template.fork(payload, request.output_fd, manager,
                                                  restored=self._blueprint.snap,
                                                  argv0=request.spec.argv[0] if self._exec_mode else None,
-                                                 runtime_fd=request.runtime_fd if self._exec_mode else -1)
+                                                 runtime_fd=request.runtime_fd)
                 except _CloneFailed as exc:
                     manager._mark_unavailable(key, exc)
                     break

@@ -27,6 +27,7 @@ _MEMORY_HEADER = "Router-Memory"
 """The worker's own peak resident set and thread count (``VmHWM`` kB and ``Threads`` of
 /proc/self/status), posted with each result: the router reads Max Memory Used from it instead of
 reading the file itself after every invocation, on its busy event loop."""
+RUNTIME_FD_VAR = "_ROUTER_RUNTIME_FD"  # router.runtime.launch.RUNTIME_FD_VAR (this file runs standalone)
 _ENSURE_ASCII = sys.version_info < (3, 12)  # awslambdaric keeps unicode as-is from python3.12 on
 _ERROR_LOG_LINE_TERMINATE = "\r"
 _ERROR_LOG_IDENT = "\u00a0"
@@ -96,6 +97,13 @@ class RuntimeClient:
         except (OSError, ValueError):
             return None
         return f"{kb} {threads}"
+
+    def adopt(self, fd):
+        """Talk over ``fd``, a connected socket the router handed this process at start, until the
+        router ends it; then over TCP (``_connect``) like any other client."""
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)  # the function's child processes do not get it
+        self._sock, self._buf, self._connected = sock, b"", True
 
     def _connect(self):
         sock = socket.create_connection(self._address)
@@ -650,6 +658,17 @@ def _run_workers(count):
             return
 
 
+def runtime_client():
+    """The client of this process's Runtime API: over the socket the router handed it at start
+    (``RUNTIME_FD_VAR``, removed from the environment: the function does not see it), else over TCP to
+    ``AWS_LAMBDA_RUNTIME_API``."""
+    fd = os.environ.pop(RUNTIME_FD_VAR, None)
+    client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    if fd:
+        client.adopt(int(fd))
+    return client
+
+
 def init_and_serve():
     """Init, then the invoke loop (an init error is posted and ends the process)."""
     try:
@@ -658,7 +677,7 @@ def init_and_serve():
         workers = 1
     if workers > 1:
         _run_workers(workers)
-    client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    client = runtime_client()
     add_task_root()
     request_handler, error = load_handler()
     if error is not None:

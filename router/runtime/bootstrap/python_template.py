@@ -184,10 +184,10 @@ def _fork(control, message, fds, router_pid):
         os._exit(1)  # the router gave up on this start
     if request.get("exec"):
         _exec(control, request, output_fd, router_pid, status_fd, runtime_fd)  # never returns
-    if runtime_fd >= 0:
-        os.close(runtime_fd)  # only an exec'd command is handed one
     try:
         _become_environment(control, request, output_fd, router_pid)
+        if runtime_fd >= 0:  # the bootstrap's Runtime API client takes it (bootstrap.runtime_client)
+            os.environ[bootstrap.RUNTIME_FD_VAR] = str(runtime_fd)
     except BaseException as e:
         _write(status_fd, f"error {type(e).__name__}: {e}".encode()[:4000])
         os._exit(127)
@@ -267,7 +267,7 @@ def _snapshot_init(control):
 
 def _restore_and_serve(handler):
     """In a forked snap environment: the after-restore hooks (order of registration), then the loop."""
-    client = bootstrap.RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    client = bootstrap.runtime_client()
     hooks = sys.modules.get("snapshot_restore_py")
     if hooks is not None:
         try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -37,6 +38,28 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return "\nState:\tZ" in status
+
+
+def socket_kinds(pid: int) -> list[str]:
+    """The kinds of the sockets process ``pid`` holds (unix, tcp), from procfs."""
+
+    def inodes(table: str) -> set[str]:
+        with open(f"/proc/{pid}/net/{table}") as f:
+            rows = [line.split() for line in f.read().splitlines()[1:]]
+        column = 6 if table == "unix" else 9  # the inode
+        return {cols[column] for cols in rows if len(cols) > column}
+
+    unix, tcp = inodes("unix"), inodes("tcp") | inodes("tcp6")
+    kinds = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inode = target[len("socket:["):-1]
+            kinds.append("unix" if inode in unix else "tcp" if inode in tcp else "other")
+    return sorted(kinds)
 
 
 def environment_pids(invoker: LocalInvoker) -> set[int]:

@@ -6,14 +6,13 @@ TCP, each its own connection."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
 
 from router.invocation import Outcome
 
-from .conftest import MakeInvoker, invocation
+from .conftest import MakeInvoker, invocation, socket_kinds
 from .node_support import NODE_RUNTIME, require_node
 from .template_support import needs_fork, payload
 
@@ -24,28 +23,6 @@ async def _transport(invoker: Any) -> dict[str, Any]:
     assert "a line before the result" in result.logs
     got: dict[str, Any] = payload(result)
     return got
-
-
-def _sockets_of(pid: int) -> list[str]:
-    """The kinds of the sockets process ``pid`` holds (unix, tcp), from procfs."""
-
-    def inodes(table: str) -> set[str]:
-        with open(f"/proc/{pid}/net/{table}") as f:
-            rows = [line.split() for line in f.read().splitlines()[1:]]
-        column = 6 if table == "unix" else 9  # the inode
-        return {cols[column] for cols in rows if len(cols) > column}
-
-    unix, tcp = inodes("unix"), inodes("tcp") | inodes("tcp6")
-    kinds = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inode = target[len("socket:["):-1]
-            kinds.append("unix" if inode in unix else "tcp" if inode in tcp else "other")
-    return sorted(kinds)
 
 
 @pytest.mark.parametrize("kind", ["exec", pytest.param("template", marks=needs_fork)])
@@ -78,7 +55,7 @@ async def test_after_the_router_ends_the_handed_over_connection_the_environment_
     within = await invoker.invoke(invocation({"bytes": 10}))
     assert within.ok
     (environment,) = invoker.pool._all
-    assert _sockets_of(environment.pid) == ["unix"]
+    assert socket_kinds(environment.pid) == ["unix"]
     over = await invoker.invoke(invocation({"bytes": 7 * 1024 * 1024}))
     assert over.outcome is Outcome.ERROR
     assert json.loads(over.payload)["errorType"] == "Function.ResponseSizeTooLarge"
@@ -87,7 +64,7 @@ async def test_after_the_router_ends_the_handed_over_connection_the_environment_
     assert json.loads(again.payload) == "x" * 10
     assert "Init Duration" not in again.logs
     assert invoker.pool._all == {environment}
-    assert _sockets_of(environment.pid) == ["tcp"]
+    assert socket_kinds(environment.pid) == ["tcp"]
 
 
 async def test_a_multi_concurrent_environment_keeps_its_tcp_lanes(make_invoker: MakeInvoker) -> None:
