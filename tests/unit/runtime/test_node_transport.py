@@ -1,18 +1,15 @@
 """How a Node.js environment reaches its Runtime API: with one invocation at a time, over a socket the
-router hands it at start (no connection to make, no ``net`` module to load at a cold start); when the
-router ends that connection, over TCP from then on; the lanes of a multi-concurrent environment over
-TCP, each its own connection."""
+router hands it at start (no connection to make, no ``net`` module to load at a cold start); the lanes
+of a multi-concurrent environment over TCP, each its own connection. (When the router ends the handed-over
+connection, over TCP from then on: test_runtime_transport.py, for both runtimes.)"""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
-from router.invocation import Outcome
-
-from .conftest import MakeInvoker, invocation, socket_kinds
+from .conftest import MakeInvoker, invocation
 from .node_support import NODE_RUNTIME, require_node
 from .template_support import needs_fork, payload
 
@@ -44,27 +41,6 @@ async def test_the_runtime_api_comes_over_the_socket_handed_over_at_start(
         assert got["routerVars"] == [], got
     assert cold["netLoaded"] is False
     assert warm["netLoaded"] is True
-
-
-async def test_after_the_router_ends_the_handed_over_connection_the_environment_goes_on_over_tcp(
-        make_invoker: MakeInvoker) -> None:
-    """A response over 6 MB is refused and its connection closed (the router does not read the rest):
-    the same process takes its next event over a TCP connection of its own."""
-    require_node()
-    invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.bigResult", memory=512)
-    within = await invoker.invoke(invocation({"bytes": 10}))
-    assert within.ok
-    (environment,) = invoker.pool._all
-    assert socket_kinds(environment.pid) == ["unix"]
-    over = await invoker.invoke(invocation({"bytes": 7 * 1024 * 1024}))
-    assert over.outcome is Outcome.ERROR
-    assert json.loads(over.payload)["errorType"] == "Function.ResponseSizeTooLarge"
-    again = await invoker.invoke(invocation({"bytes": 10}))
-    assert again.ok
-    assert json.loads(again.payload) == "x" * 10
-    assert "Init Duration" not in again.logs
-    assert invoker.pool._all == {environment}
-    assert socket_kinds(environment.pid) == ["tcp"]
 
 
 async def test_a_multi_concurrent_environment_keeps_its_tcp_lanes(make_invoker: MakeInvoker) -> None:

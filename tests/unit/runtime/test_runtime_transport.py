@@ -1,8 +1,8 @@
 """How a Python environment reaches its Runtime API: with one invocation at a time, over a unix socket
 the router hands it at start (no connection to make at a cold start, cheaper round trips than loopback
-TCP), which neither the function's variables nor its child processes see; when the router ends that
-connection, over TCP from then on; the runtime workers of a multi-concurrent environment over TCP, each
-its own connection. (The Node.js runtime's side: test_node_transport.py.)"""
+TCP), which neither the function's variables nor its child processes see; the runtime workers of a
+multi-concurrent environment over TCP, each its own connection. When the router ends the handed-over
+connection, a Python or Node.js environment goes on over TCP. (Node's own side: test_node_transport.py.)"""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from router.runtime import launch
 from router.runtime.bootstrap import python_bootstrap
 
 from .conftest import MakeInvoker, invocation, socket_kinds
+from .node_support import NODE_RUNTIME, require_node
 from .template_support import needs_fork, payload
 
 
@@ -23,6 +24,7 @@ async def _transport(invoker: Any) -> dict[str, Any]:
     result = await invoker.invoke(invocation())
     assert "a line before the result" in result.logs
     got: dict[str, Any] = payload(result)
+    got["sockets"] = socket_kinds(got["pid"])  # the environment is warm and idle: its sockets now
     return got
 
 
@@ -51,14 +53,21 @@ async def test_the_runtime_api_comes_over_the_socket_handed_over_at_start(
         assert got["childSockets"] == 0, got
 
 
+@pytest.mark.parametrize("runtime", ["python", "node"])
 async def test_after_the_router_ends_the_handed_over_connection_the_environment_goes_on_over_tcp(
-        make_invoker: MakeInvoker) -> None:
+        runtime: str, make_invoker: MakeInvoker) -> None:
     """A response over 6 MB is refused and its connection closed (the router does not read the rest):
     the same process takes its next event over a TCP connection of its own."""
-    invoker = await make_invoker("big_response", memory=512)
+    if runtime == "node":
+        require_node()
+        invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.bigResult",
+                                     memory=512)
+    else:
+        invoker = await make_invoker("big_response", memory=512)
     within = await invoker.invoke(invocation({"bytes": 10}))
     assert within.ok
     (environment,) = invoker.pool._all
+    assert environment.pid is not None
     assert socket_kinds(environment.pid) == ["unix"]
     over = await invoker.invoke(invocation({"bytes": 7 * 1024 * 1024}))
     assert over.outcome is Outcome.ERROR
