@@ -29,6 +29,7 @@ on the exec (``error exec ERRNO STRERROR`` if it failed). A clone that fails is 
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import random
@@ -200,10 +201,12 @@ def _exec(control, request, output_fd, router_pid, status_fd, runtime_fd):
     """Exec mode (Node.js, ``provided``): set up the process as the router's spawn would, then exec the
     command line. The status socket closes on exec, which tells the router it succeeded; a failed
     exec is answered ``error exec ERRNO STRERROR``. A Runtime API socket sent with the request
-    (``runtime_fd`` >= 0) is kept open across the exec, its number in ``_ROUTER_RUNTIME_FD``."""
+    (``runtime_fd`` >= 0) is kept open across the exec, at the lowest free number (``_low``), its number
+    in ``_ROUTER_RUNTIME_FD``."""
     try:
         _become_process(control, request, output_fd, router_pid)
         if runtime_fd >= 0:
+            runtime_fd = _low(runtime_fd)
             os.set_inheritable(runtime_fd, True)
             request["env"]["_ROUTER_RUNTIME_FD"] = str(runtime_fd)
         # What subprocess does before an exec (restore_signals): Python ignores these; exec keeps that.
@@ -217,6 +220,19 @@ def _exec(control, request, output_fd, router_pid, status_fd, runtime_fd):
     except BaseException as e:
         _write(status_fd, f"error {type(e).__name__}: {e}".encode()[:4000])
     os._exit(127)
+
+
+def _low(fd):
+    """``fd`` at the lowest free number from 3 (the other copy closed). node marks the descriptors it
+    inherits close-on-exec at start, every one below 16 and those above up to the first free number
+    (libuv's ``uv_disable_stdio_inheritance``): a low one is not passed on to the processes a Node
+    function starts."""
+    low = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)
+    if low > fd:
+        os.close(low)
+        return fd
+    os.close(fd)
+    return low
 
 
 def _serve_template(control, router_pid):

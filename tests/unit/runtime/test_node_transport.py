@@ -43,6 +43,20 @@ async def test_the_runtime_api_comes_over_the_socket_handed_over_at_start(
     assert warm["netLoaded"] is True
 
 
+@needs_fork
+async def test_a_child_process_of_the_function_does_not_get_the_handed_over_socket(
+        make_forked: MakeInvoker) -> None:
+    """node cannot set close-on-exec itself, but it marks the low descriptors it inherits so at start: the
+    template hands the socket over at the lowest free number, and a process the function starts holds no
+    socket of the worker's. (An exec'd worker, ``fork_start: false`` or ``run_as``, has it at the router's
+    number, which node leaves inheritable: README, security model.)"""
+    require_node()
+    invoker = await make_forked("node_basic", runtime=NODE_RUNTIME, handler="index.childSockets")
+    for _ in range(2):  # cold (the lane reads the fd) and warm (a net socket on it)
+        got = payload(await invoker.invoke(invocation()))
+        assert got["childSockets"] == 0, got
+
+
 async def test_a_multi_concurrent_environment_keeps_its_tcp_lanes(make_invoker: MakeInvoker) -> None:
     """AWS_LAMBDA_MAX_CONCURRENCY > 1: each lane is a TCP connection of its own; no socket is handed over."""
     require_node()
