@@ -129,10 +129,15 @@ def _make_code_cache(entry: Path, node: str) -> None:
     or a function's environment but ``PATH``."""
     try:
         made = _run_entry(entry, node, "make")  # the cache's path (named by node's version)
-        verdict = _run_entry(entry, node, "check")
+        try:
+            verdict = _run_entry(entry, node, "check")
+        except _NoCache:
+            verdict = ""  # could not be checked: not kept either
         if verdict != "accepted":
-            Path(made).unlink(missing_ok=True)
-            raise _NoCache(f"{node} {entry} --router-code-cache check: {verdict!r}, not 'accepted'")
+            if made:
+                Path(made).unlink(missing_ok=True)
+            raise _NoCache(f"{node} {entry} --router-code-cache check: {verdict or 'failed'!r}, "
+                           "not 'accepted'")
     except _NoCache as exc:
         log.warning("node bootstrap: no code cache for %s, so each cold start compiles the bootstrap "
                     "(~1.5 ms more): %s", node, exc)

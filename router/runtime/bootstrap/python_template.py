@@ -208,7 +208,7 @@ def _exec(control, request, output_fd, router_pid, status_fd, runtime_fd):
         if runtime_fd >= 0:
             runtime_fd = _low(runtime_fd)
             os.set_inheritable(runtime_fd, True)
-            request["env"]["_ROUTER_RUNTIME_FD"] = str(runtime_fd)
+            request["env"][bootstrap.RUNTIME_FD_VAR] = str(runtime_fd)
         # What subprocess does before an exec (restore_signals): Python ignores these; exec keeps that.
         for name in ("SIGPIPE", "SIGXFSZ"):
             signal.signal(getattr(signal, name), signal.SIG_DFL)

@@ -161,15 +161,18 @@ def test_a_cache_node_cannot_make_is_logged_and_others_are_left_alone(
     assert sorted(entry.parent.glob("bundle-*.cache")) == caches  # nothing made, nothing else removed
 
 
-def test_a_cache_v8_would_not_accept_is_removed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A node that makes a cache, then says V8 rejects it: the router removes that file, and only it."""
+@pytest.mark.parametrize(("check", "said"), [("echo rejected", "'rejected'"), ("exit 3", "'failed'")])
+def test_a_cache_v8_would_not_accept_or_that_cannot_be_checked_is_removed(
+        check: str, said: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A node that makes a cache, then says V8 rejects it, or fails to check it: the router removes that
+    file (an unchecked cache could crash every start), and only it."""
     entry = node_bundle.path(NODE_BOOTSTRAP_DIR)
     made = entry.parent / "bundle-vfake.cache"
     fake = tmp_path / "node"
     fake.write_text(f"""#!/bin/sh
 case "$2 $3" in
   "--router-code-cache make") printf x > {made}; echo {made} ;;
-  "--router-code-cache check") echo rejected ;;
+  "--router-code-cache check") {check} ;;
   *) exit 2 ;;
 esac
 """)
@@ -179,4 +182,4 @@ esac
     node_bundle._make_code_cache(entry, str(fake))
     assert not made.exists()
     assert sorted(entry.parent.glob("bundle-*.cache")) == others
-    assert "'rejected', not 'accepted'" in caplog.text
+    assert f"{said}, not 'accepted'" in caplog.text

@@ -49,7 +49,7 @@ async def test_a_child_process_of_the_function_does_not_get_the_handed_over_sock
     """node cannot set close-on-exec itself, but it marks the low descriptors it inherits so at start: the
     template hands the socket over at the lowest free number, and a process the function starts holds no
     socket of the worker's. (An exec'd worker, ``fork_start: false`` or ``run_as``, has it at the router's
-    number, which node leaves inheritable: README, security model.)"""
+    number, which node leaves inheritable: README, the Node.js runtime's Runtime API connection.)"""
     require_node()
     invoker = await make_forked("node_basic", runtime=NODE_RUNTIME, handler="index.childSockets")
     for _ in range(2):  # cold (the lane reads the fd) and warm (a net socket on it)
