@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("router.history")
 
 LOG_TAIL = 4096
-"""Characters of an invocation's logs kept: the last ones."""
+"""Bytes (UTF-8) of an invocation's logs kept: the last ones, cut at a character's start."""
 RESULT_LIMIT = 64 * 1024
 """Bytes of a function's response kept; a longer one is cut and marked truncated."""
 BUFFER = 10_000
@@ -405,7 +405,7 @@ class HistoryRecorder:
                 for change in entry.changes:
                     logs = change.update.get("logs")
                     if logs:
-                        change.update["logs"] = redact(logs)[-LOG_TAIL:]
+                        change.update["logs"] = tail_bytes(redact(logs))
                 if entry.whole:
                     # Made here, on the event loop: in the store's thread this Python work held the GIL
                     # in long stretches that the busy loop stalled on (measured: ~+35 us of the loop's
@@ -464,12 +464,25 @@ seconds), duration, ok, outcome, response, logs, error type, error message, even
 (None: payloads not kept)."""
 
 
+def tail_bytes(logs: str) -> str:
+    """The last ``LOG_TAIL`` bytes of ``logs`` in UTF-8, from the first whole character in them (a lone
+    surrogate, which undecodable output can hold, counts as its 3 bytes)."""
+    logs = logs[-LOG_TAIL:]  # a character is at least one byte
+    if logs.isascii():
+        return logs
+    tail = logs.encode("utf-8", "surrogatepass")[-LOG_TAIL:]
+    start = 0
+    while start < len(tail) and tail[start] & 0xC0 == 0x80:  # a continuation byte: a character cut
+        start += 1
+    return tail[start:].decode("utf-8", "surrogatepass")
+
+
 def _sync_row(ended: _Ended) -> Row:
     """The row of a sync invocation ``sync_done`` took (``history.sync_row``)."""
     (rid, function, route, source, attempt, at, duration, ok, outcome, out, logs, error_type, error_message,
      payload, max_payload) = ended
     if logs:
-        logs = redact(logs[-2 * LOG_TAIL:])[-LOG_TAIL:]
+        logs = tail_bytes(redact(logs[-2 * LOG_TAIL:]))
     return sync_row(rid, function, route, source, "succeeded" if ok else "failed", attempt, outcome,
                     at - duration, at, duration, error_type, error_message, logs or None,
                     None if payload is None else payload[:max_payload],

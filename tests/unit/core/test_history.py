@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from router.core.history import LOG_TAIL, HistoryRecorder
+from router.core.history import LOG_TAIL, HistoryRecorder, tail_bytes
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.redaction import REDACTOR, install
@@ -186,6 +188,32 @@ async def test_logs_are_redacted_and_cut_to_their_tail(store: StateStore, metric
     assert len(row["logs"]) == LOG_TAIL
     assert row["logs"].endswith("key=${API_KEY} end\n")
     assert "s3cr3t" not in row["logs"]
+
+
+async def test_the_log_tail_kept_is_4_kb_of_utf_8_not_4096_characters(store: StateStore,
+                                                                       metrics: Metrics) -> None:
+    rec = HistoryRecorder(store, CONFIG, metrics, flush_interval=3600.0)
+    inv = Invocation(function="bare", payload=b"{}", source="webhook")
+    logs = "d\u00e9but " + "\u00e9t\u00e9 \u2603 " * 2_000 + "fin\n"  # 2 and 3 bytes a character
+    rec.sync_done(inv, Result(payload=b"1", logs=logs), 0.01)
+    await rec.close()
+    row, _ = await store.invocation(inv.request_id, "destination")
+    assert row is not None
+    kept = row["logs"].encode()
+    assert LOG_TAIL - 3 <= len(kept) <= LOG_TAIL
+    assert logs.endswith(row["logs"])
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8") | st.characters(categories=["Cs"]),
+               max_size=3 * LOG_TAIL))
+def test_tail_bytes_is_the_longest_suffix_of_whole_characters_within_the_limit(logs: str) -> None:
+    tail = tail_bytes(logs)
+    size = len(tail.encode("utf-8", "surrogatepass"))
+    assert logs.endswith(tail)
+    assert size <= LOG_TAIL
+    longer = logs[-len(tail) - 1:] if len(tail) < len(logs) else None
+    if longer is not None:  # one more character would not fit
+        assert len(longer.encode("utf-8", "surrogatepass")) > LOG_TAIL
 
 
 class StalledStore:
