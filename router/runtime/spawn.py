@@ -106,8 +106,26 @@ class _ExecWorker:
         self._transport.close()
 
 
+LOW_DESCRIPTORS = 16
+"""node marks the descriptors it inherits below this number close-on-exec when it starts (libuv's
+``uv_disable_stdio_inheritance``), so the processes a Node function starts do not inherit them."""
+
+
 class ExecSpawner:
-    """A new process running the spec's command line (``loop.subprocess_exec``) in its own session."""
+    """A new process running the spec's command line (``loop.subprocess_exec``) in its own session.
+
+    A worker handed its Runtime API socket gets it at the router's number for it, or, when the worker is
+    started with a ``preexec_fn`` anyway (Node, ``run_as``, a cgroup), at a low number the spawner holds
+    for that (``low_fd``), where node marks it close-on-exec (``LOW_DESCRIPTORS``)."""
+
+    def __init__(self) -> None:
+        # Reserved while the process has few descriptors open (this module is imported at start), and
+        # never closed: no pipe subprocess makes for a spawn can get its number (see ``_renumber``).
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if fd >= LOW_DESCRIPTORS:
+            os.close(fd)
+            fd = -1
+        self.low_fd = fd
 
     async def spawn(self, request: SpawnRequest, on_exit: ExitCallback) -> Worker:
         spec, env = request.spec, request.env
@@ -125,12 +143,16 @@ class ExecSpawner:
         if not spec.self_limits and request.cgroup_dir is None:
             steps.append(rlimit_preexec(spec.memory_limit, data=spec.limit_data))
         preexec: Callable[[], None] | None = None
-        if steps or not spec.self_limits or spec.prctl_in_child:
-            preexec = with_parent_death_signal(functools.partial(_run_all, steps), watched=request.watched)
         pass_fds: tuple[int, ...] = ()
-        if request.runtime_fd >= 0:
-            pass_fds = (request.runtime_fd,)
-            env = {**env, RUNTIME_FD_VAR: str(request.runtime_fd)}
+        runtime_fd = request.runtime_fd
+        if steps or not spec.self_limits or spec.prctl_in_child:
+            if runtime_fd >= 0 and self.low_fd >= 0:  # a preexec_fn runs anyway: renumbered there
+                steps.append(functools.partial(_renumber, runtime_fd, self.low_fd))
+                runtime_fd = self.low_fd
+            preexec = with_parent_death_signal(functools.partial(_run_all, steps), watched=request.watched)
+        if runtime_fd >= 0:
+            pass_fds = (runtime_fd,)
+            env = {**env, RUNTIME_FD_VAR: str(runtime_fd)}
         protocol = ExitProtocol(on_exit)
         try:
             transport, _ = await asyncio.get_running_loop().subprocess_exec(
@@ -150,6 +172,13 @@ EXEC = ExecSpawner()
 def _run_all(steps: list[Callable[[], None]]) -> None:
     for step in steps:
         step()
+
+
+def _renumber(fd: int, low: int) -> None:
+    """In the child, before subprocess closes what it was not asked to pass: ``fd`` (the Runtime API
+    socket, closed then) becomes ``low`` (passed), in place of the child's copy of the spawner's
+    reserved descriptor. (subprocess's own error pipe cannot have that number: the parent holds it.)"""
+    os.dup2(fd, low)  # inheritable, as a descriptor dup2 makes always is
 
 
 def _become(uid: int, gid: int) -> None:

@@ -43,15 +43,17 @@ async def test_the_runtime_api_comes_over_the_socket_handed_over_at_start(
     assert warm["netLoaded"] is True
 
 
-@needs_fork
+@pytest.mark.parametrize("kind", ["exec", pytest.param("template", marks=needs_fork)])
 async def test_a_child_process_of_the_function_does_not_get_the_handed_over_socket(
-        make_forked: MakeInvoker) -> None:
+        kind: str, make_invoker: MakeInvoker, make_forked: MakeInvoker) -> None:
     """node cannot set close-on-exec itself, but it marks the low descriptors it inherits so at start: the
-    template hands the socket over at the lowest free number, and a process the function starts holds no
-    socket of the worker's. (An exec'd worker, ``fork_start: false`` or ``run_as``, has it at the router's
-    number, which node leaves inheritable: README, the Node.js runtime's Runtime API connection.)"""
+    template hands the socket over at the lowest free number, the exec spawner (``fork_start: false``,
+    ``run_as``) at the low number it reserves, and a process the function starts holds no socket of the
+    worker's."""
     require_node()
-    invoker = await make_forked("node_basic", runtime=NODE_RUNTIME, handler="index.childSockets")
+    make = make_forked if kind == "template" else make_invoker
+    invoker = await make("node_basic", name=f"children-{kind}", runtime=NODE_RUNTIME,
+                         handler="index.childSockets")
     for _ in range(2):  # cold (the lane reads the fd) and warm (a net socket on it)
         got = payload(await invoker.invoke(invocation()))
         assert got["childSockets"] == 0, got
