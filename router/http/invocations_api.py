@@ -7,6 +7,10 @@
 - ``GET /admin/invocations?function=&route=&status=&limit=&before=``: recent invocations, newest first,
   paged with ``next_before``; ``GET /admin/invocations/{id}``: one with its logs tail and payload.
 
+The answer for one invocation of a redrive (source ``redrive``) has ``redrive_of``: the request id and
+the id of the failed event it redrives (read from the kept event's ``redriven_as``), null once that event
+is purged or pruned; other invocations cost no extra read.
+
 Present when ``server.invoke_api`` is true; the records are ``router.core.history``'s.
 """
 
@@ -19,8 +23,10 @@ from typing import Any
 
 from aiohttp import web
 
+from router.core.failures import REDRIVE_SOURCE
 from router.core.history import HistoryRecorder
 from router.errors import StateStoreError
+from router.http.admin_failures import FAILED_EVENTS
 from router.http.context import CTX
 from router.http.invoke_auth import authenticate
 from router.invocation import new_request_id
@@ -93,6 +99,14 @@ async def _recorder(request: web.Request) -> HistoryRecorder | web.Response:
     return history
 
 
+async def _redrive_of(request: web.Request, request_id: str) -> dict[str, Any] | None:
+    """``redrive_of`` of the redrive ``request_id``: the failed event it redrives, or None when it is no
+    longer kept. Raises ``StateStoreError``."""
+    failures = request.app.get(FAILED_EVENTS)
+    event = None if failures is None else await failures.store.failure_redriven_as(request_id)
+    return None if event is None else {"request_id": event.request_id, "failed_event": event.id}
+
+
 async def get_invocation(request: web.Request) -> web.Response:
     history = await _recorder(request)
     if isinstance(history, web.Response):
@@ -100,11 +114,14 @@ async def get_invocation(request: web.Request) -> web.Response:
     request_id = request.match_info["id"]
     try:
         row = await history.lookup(request_id)
+        if row is None:
+            return _error(404, f"invocation '{request_id}' not found (unknown, or pruned from the history)")
+        answer = view(row, detail=True)
+        if row["source"] == REDRIVE_SOURCE:
+            answer["redrive_of"] = await _redrive_of(request, request_id)
     except StateStoreError as exc:
         return _error(503, str(exc))
-    if row is None:
-        return _error(404, f"invocation '{request_id}' not found (unknown, or pruned from the history)")
-    return web.json_response(view(row, detail=True))
+    return web.json_response(answer)
 
 
 async def cancel_invocation(request: web.Request) -> web.Response:

@@ -120,6 +120,13 @@ def get(conn: sa.Connection, event_id: int) -> FailedEvent | None:
     return None if r is None else _row(r, whole=True)
 
 
+def redrive_of(conn: sa.Connection, request_id: str) -> FailedEvent | None:
+    """The kept event whose redrive is ``request_id`` (``redriven_as``), without record and payload;
+    None when ``request_id`` is no redrive, or its event is no longer kept."""
+    r = conn.execute(sa.select(*_SUMMARY).where(_t.c.redriven_as == request_id).limit(1)).one_or_none()
+    return None if r is None else _row(r, whole=False)
+
+
 def claim(conn: sa.Connection, f: FailureFilter, limit: int, new_ids: list[str]) -> list[FailedEvent]:
     """Mark up to ``limit`` events ``f`` matches that were never redriven as redriven, each with the next
     of ``new_ids`` (at least ``limit`` of them); those claimed, whole, oldest first. An event already

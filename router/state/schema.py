@@ -29,7 +29,11 @@ SCHEMA_VERSION = 5
    async event was invoked with, kept for a redrive) and
    ``router_async_events.trace`` (the X-Ray trace header an async event came with: the hop count of
    recursive loop detection, ``router.lineage``). Opening a version-4 database creates the table and adds
-   the columns (``_add_missing_columns``)."""
+   the columns (``_add_missing_columns``).
+
+An index added to an existing table needs no bump: ``create_tables`` creates the missing ones (CREATE
+INDEX IF NOT EXISTS) at every open, as ``router_failed_events_redriven_as`` was on schema 5 (the table is
+bounded by ``state.failures.max_count``, so the build is short), and an older router ignores it."""
 
 # Any constant: serialises table creation between replicas opening the same PostgreSQL database at once
 # (concurrent CREATE TABLE IF NOT EXISTS can fail there on the catalog's unique index).
@@ -119,6 +123,7 @@ failed_events = sa.Table(  # async events and stream records given up, kept to i
     sa.Column("qualifier", sa.String(128), nullable=True),  # the version or alias it ran as; schema 5
     sa.Index("router_failed_events_failed_at", "failed_at"),
     sa.Index("router_failed_events_function", "function", "failed_at"),
+    sa.Index("router_failed_events_redriven_as", "redriven_as"),  # a redrive's event: GET /invocations/{id}
 )
 
 

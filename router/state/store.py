@@ -446,6 +446,11 @@ class StateStore:
         """One kept failed event, whole."""
         return await self._transact("read a failed event", lambda conn: failures.get(conn, event_id))
 
+    async def failure_redriven_as(self, request_id: str) -> FailedEvent | None:
+        """The kept failed event redriven as ``request_id``, without record and payload; None: none."""
+        return await self._transact("read a redriven failed event",
+                                    lambda conn: failures.redrive_of(conn, request_id))
+
     async def claim_failures(self, f: FailureFilter, limit: int, new_ids: list[str]) -> list[FailedEvent]:
         """Claim failed events never redriven for a redrive (``redriven_as`` = the next of ``new_ids``)."""
         return await self._transact("claim failed events for a redrive",

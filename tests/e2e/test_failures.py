@@ -147,6 +147,14 @@ def test_kept_listed_shown_redriven_once_and_purged(running: RouterProcess, tmp_
     assert any(r.get("request_id") == done[0]["redriven_as"]  # the log links both ids
                and f"(request {item['request_id']}) redriven as request" in r.get("message", "")
                for r in rp.log_records())
+    new_id = done[0]["redriven_as"]
+    for path in (f"/invocations/{new_id}", f"/admin/invocations/{new_id}"):  # the redrive links back
+        status, redrive = api(rp, "GET", path)
+        assert (status, redrive["source"]) == (200, "redrive"), redrive
+        assert redrive["redrive_of"] == {"request_id": item["request_id"], "failed_event": item["id"]}
+    status, original = api(rp, "GET", f"/invocations/{item['request_id']}")
+    assert (status, original["source"]) == (200, "webhook")
+    assert "redrive_of" not in original
 
     code, _, err = cli(rp, "purge")
     assert code == 2
@@ -157,6 +165,7 @@ def test_kept_listed_shown_redriven_once_and_purged(running: RouterProcess, tmp_
     code, out, err = cli(rp, "purge", "--ids", str(item["id"]))
     assert (code, out.strip()) == (0, "1 failed events purged"), err
     assert listed(rp, "function=flaky") == []
+    assert api(rp, "GET", f"/invocations/{new_id}")[1]["redrive_of"] is None  # its event is gone
     code, _, err = cli(rp, "show", str(item["id"]))
     assert code == 1
     assert err.strip().endswith("not found (purged, pruned, or never kept); `router failures list` shows "

@@ -68,6 +68,34 @@ async def test_claim_is_once_even_when_concurrent(new_store: StoreFactory) -> No
     assert (seen.redriven_as, seen.redriven_at) == (event.redriven_as, 500.0)
 
 
+async def test_the_event_a_redrive_came_from(new_store: StoreFactory) -> None:
+    store = await new_store()
+    a = await store.keep_failure(_row(request_id="old-a"))
+    await store.keep_failure(_row(request_id="old-b"))
+    await store.claim_failures(FailureFilter(ids=(a,)), 1, ["new-a"])
+    other = await new_store()  # another replica answers the status API
+    event = await other.failure_redriven_as("new-a")
+    assert event is not None
+    assert (event.id, event.request_id, event.redriven_as) == (a, "old-a", "new-a")
+    assert await other.failure_redriven_as("old-a") is None  # not a redrive
+    assert await other.failure_redriven_as("nope") is None
+    await store.purge_failures(FailureFilter(ids=(a,)))
+    assert await other.failure_redriven_as("new-a") is None  # its event is gone
+
+
+async def test_existing_database_gets_the_redriven_as_index(tmp_path: Path) -> None:
+    engine = await older_sqlite_database(tmp_path, "sqlite:///old.db", drop=[], version=SCHEMA_VERSION)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX router_failed_events_redriven_as"))
+    store = StateStore.from_url("sqlite:///old.db", tmp_path)
+    await store.open()
+    await store.close()
+    with engine.begin() as conn:
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("router_failed_events")}
+    engine.dispose()
+    assert "router_failed_events_redriven_as" in indexes
+
+
 async def test_unclaim_hands_back_only_what_was_not_accepted(new_store: StoreFactory) -> None:
     store = await new_store()
     a = await store.keep_failure(_row())
