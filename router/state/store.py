@@ -164,6 +164,12 @@ class StateStore:
         """``"sqlite"`` or ``"postgresql"``."""
         return self._dialect
 
+    @property
+    def shared(self) -> bool:
+        """Whether other routers may write to this store (replicas on PostgreSQL). A SQLite file serves
+        one router (``replica_lock``): what is in it, this process wrote."""
+        return self._dialect != SQLITE
+
     # --- lifecycle ------------------------------------------------------------------------------------
 
     async def open(self) -> None:
