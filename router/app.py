@@ -622,8 +622,14 @@ def run(path: str) -> int:
     from router.config.loader import load_config
     from router.redaction import install
     from router.runtime.secrecy import protect_router_process
+    from router.runtime.spawn import EXEC, LOW_DESCRIPTORS
 
     protect_router_process()  # the environment holds the secrets the config interpolates
+    # Imported first, so that the exec spawner reserves its low descriptor while few are open (a Node
+    # environment's Runtime API socket goes there: ``ExecSpawner``); it says so if none was free.
+    if EXEC.low_fd < 0:
+        print(f"router: no descriptor below {LOW_DESCRIPTORS} free at start; a Node function's child "
+              "processes started without a template inherit its Runtime API socket", file=sys.stderr)
     try:
         config = load_config(path)
     except ConfigError as exc:
