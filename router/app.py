@@ -36,6 +36,7 @@ from router.metrics import Metrics
 
 if TYPE_CHECKING:
     from router.config.diff import ReloadOutcome
+    from router.config.watch import Stamp
     from router.core.async_queue import AsyncQueue
     from router.core.controls import Controls
     from router.core.dispatcher import Dispatcher
@@ -222,11 +223,14 @@ async def close_invokers(invokers: Mapping[str, Invoker]) -> None:
 
 class Router:
     """One running router: owns every component and shuts them down in order. ``path``: the config file
-    it was loaded from, which ``reload`` reads again (None: no reload)."""
+    it was loaded from, which ``reload`` reads again (None: no reload); ``stamp``: that file's stamp taken
+    before it was read (``config.watch.initial_stamp``), what ``server.watch_config`` compares with (None:
+    taken when ``serve`` begins)."""
 
-    def __init__(self, config: RouterConfig, path: str | None = None) -> None:
+    def __init__(self, config: RouterConfig, path: str | None = None, stamp: Stamp | None = None) -> None:
         self.config = config
         self.path = path
+        self._stamp = stamp
         self.metrics = Metrics()
         self.metrics.build_info.labels(__version__).set(1)
         self.metrics.config_generation.set(1)
@@ -239,6 +243,7 @@ class Router:
         self._reloads: set[asyncio.Task[Any]] = set()  # SIGHUP reloads and invoker retirements in flight
 
     async def serve(self) -> None:
+        from router.config.watch import initial_stamp, watch
         from router.http.admin_failures import FAILED_EVENTS
         from router.http.nofile import connection_cap, raise_nofile_limit
         from router.http.server import (
@@ -262,6 +267,10 @@ class Router:
 
         config = self.config
         server = config.server
+        watched = self.path if server.watch_config else None  # no path (a config built in code): no watch
+        first = self._stamp
+        if watched is not None and first is None:
+            first = await asyncio.to_thread(initial_stamp, watched)
         if server.invoke_api_exposed:  # load_config refuses it with file:line; a config built in code too
             raise RouterError(
                 f"server.host: the Invoke API would run any function for anyone who can reach {server.host}; "
@@ -396,10 +405,18 @@ class Router:
                     "router %s listening on http://%s:%d (%d functions, %d routes)",
                     __version__, server.host, server.port, len(config.functions), len(config.routes),
                 )
+                watch_task = None
+                if watched is not None:  # server.watch_config: a changed file is reloaded as SIGHUP does
+                    log.info("watching %s for changes (server.watch_config)", watched)
+                    watch_task = tg.create_task(
+                        watch(watched, self._reload_for_watch, first=first), name="watch_config")
                 await self.stopping.wait()
 
                 # The graceful half: not ready at once, keep serving for the drain delay, stop sources,
                 # finish in-flight work; the exit stack then closes the rest.
+                if watch_task is not None:  # no reload starts from a change made during shutdown
+                    watch_task.cancel()
+                    await asyncio.wait([watch_task])
                 await self._drain_delay(readiness)
                 async with self._reload_lock:  # a reload in progress finishes first; none starts after
                     self._running = None
@@ -416,11 +433,19 @@ class Router:
 
     # --- hot reload -------------------------------------------------------------------------------------
 
-    def request_reload(self) -> None:
-        """SIGHUP: reload in the background (one at a time; the outcome is logged)."""
+    def request_reload(self) -> asyncio.Task[ReloadOutcome]:
+        """SIGHUP (and ``server.watch_config``): reload in the background (one at a time; the outcome is
+        logged). The task is the router's: at shutdown a reload in progress finishes before anything
+        stops."""
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
+        return task
+
+    async def _reload_for_watch(self) -> None:
+        """The file watch's reload: SIGHUP's, waited for, so that the watch looks again once it is done.
+        Cancelling the watch does not cancel the reload (shutdown waits for it, as for SIGHUP's)."""
+        await asyncio.shield(self.request_reload())
 
     async def reload(self) -> ReloadOutcome:
         """Read the config file again and apply what changed: functions and routes that changed are
@@ -589,8 +614,8 @@ class Router:
             self.cut_drain.set()
 
 
-async def _main(config: RouterConfig, path: str | None = None) -> int:
-    router = Router(config, path)
+async def _main(config: RouterConfig, path: str | None = None, stamp: Stamp | None = None) -> int:
+    router = Router(config, path, stamp)
     loop = asyncio.get_running_loop()
     from router.http.nofile import FaultLog
 
@@ -620,6 +645,7 @@ async def _main(config: RouterConfig, path: str | None = None) -> int:
 def run(path: str) -> int:
     """``router run``: load, validate and serve ``path`` until SIGTERM/SIGINT."""
     from router.config.loader import load_config
+    from router.config.watch import initial_stamp
     from router.redaction import install
     from router.runtime.secrecy import protect_router_process
     from router.runtime.spawn import EXEC, LOW_DESCRIPTORS
@@ -630,6 +656,7 @@ def run(path: str) -> int:
     if EXEC.low_fd < 0:
         print(f"router: no descriptor below {LOW_DESCRIPTORS} free at start; a Node function's child "
               "processes started without a template inherit its Runtime API socket", file=sys.stderr)
+    stamp = initial_stamp(path)  # before reading it: server.watch_config reloads a change made meanwhile
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -639,7 +666,7 @@ def run(path: str) -> int:
     install(config.secrets)  # before anything can log or answer: secrets are redacted everywhere
     setup_logging(config.logging.level, config.logging.format)
     with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
-        return runner.run(_main(config, path))
+        return runner.run(_main(config, path, stamp))
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -22,7 +22,8 @@ from router.errors import ConfigError
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> RouterConfig:
     """Read and validate the config file at ``path``; ``env`` defaults to ``os.environ``.
 
-    Relative paths in the config are relative to the file's directory (``config.config_dir``).
+    Relative paths in the config are relative to the directory ``path`` names (``config.config_dir``;
+    its own symlinks resolved, not the file's).
     """
     filename = str(path)
     try:
@@ -35,7 +36,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Route
         raise ConfigError([f"{filename}:1:1: {TOP_LEVEL}: not UTF-8 text ({exc.reason})"]) from None
     except OSError as exc:
         raise ConfigError([f"{filename}:1:1: {TOP_LEVEL}: cannot read the file ({exc.strerror})"]) from None
-    return load_config_text(text, filename, env, config_dir=Path(path).resolve().parent)
+    # The directory the path names, not the one a symlinked file points into: a Kubernetes ConfigMap's
+    # file is a link into a directory each update replaces, and a reload must not see it move.
+    return load_config_text(text, filename, env, config_dir=Path(path).absolute().parent)
 
 
 def load_config_text(

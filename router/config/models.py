@@ -124,6 +124,12 @@ class ServerConfig(Model):
         128 * 1024 * 1024,
         description="request-body bytes held in memory at once across all requests; a request that cannot "
         "get room within 1 s gets 503 (must be at least max_body and max_async_body)")
+    watch_config: bool = Field(
+        False,
+        description="while serving, look at the config file the router was started from every second "
+        "(following symlinks: a Kubernetes ConfigMap's swap and an editor's rename are seen) and reload it "
+        "as SIGHUP does once a change has held still for a second; a file with errors is refused and the "
+        "running config kept. Like the other server settings, only a restart changes it")
 
     @field_validator("invoke_token")
     @classmethod

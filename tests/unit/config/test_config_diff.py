@@ -76,3 +76,13 @@ def test_logging_can_change_while_running(load: Load) -> None:
     assert not change.empty
     assert change.restart_only == ()
     assert change.summary() == "logging changed"
+
+
+def test_turning_the_file_watch_on_or_off_needs_a_restart(load: Load) -> None:
+    watching = EXAMPLE.replace("  max_body: 6MB\n", "  max_body: 6MB\n  watch_config: true\n")
+    for old, new in ((EXAMPLE, watching), (watching, EXAMPLE)):
+        change = diff(load(old, EXAMPLE_ENV), load(new, EXAMPLE_ENV))
+        assert change.restart_only == ("server",)
+        assert not change.applicable
+    assert load(watching, EXAMPLE_ENV).server.watch_config
+    assert not load(EXAMPLE, EXAMPLE_ENV).server.watch_config
