@@ -38,7 +38,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Route
         raise ConfigError([f"{filename}:1:1: {TOP_LEVEL}: cannot read the file ({exc.strerror})"]) from None
     # The directory the path names, not the one a symlinked file points into: a Kubernetes ConfigMap's
     # file is a link into a directory each update replaces, and a reload must not see it move.
-    return load_config_text(text, filename, env, config_dir=Path(path).absolute().parent)
+    return load_config_text(text, filename, env, config_dir=Path(path).absolute().parent.resolve())
 
 
 def load_config_text(
