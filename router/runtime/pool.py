@@ -279,7 +279,7 @@ class EnvironmentPool:
                 raise _Throttled
             if waited_since is None:
                 waited_since = now
-                self._metrics.environment_waits.labels(self._label, reason).inc()
+                self._metrics.child(self._metrics.environment_waits, self._label, reason).inc()
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
