@@ -24,6 +24,9 @@ from router.invocation import PAYLOAD_LIMIT
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; accepts ``30``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"6h"``."""
 
+SQS_MAX_WAIT = 20
+"""Seconds: the longest long poll SQS allows (``WaitTimeSeconds``), and Lambda's."""
+
 Size = Annotated[int, BeforeValidator(parse_size)]
 """Bytes; accepts ``1048576``, ``"6MB"``, ``"256KiB"``."""
 
@@ -720,6 +723,15 @@ class SqsSourceConfig(Model):
     queue_url: str
     batch_size: int = Field(10, ge=1, le=10000)
     batch_window: Duration = 0.0
+    wait_time: Duration = Field(
+        float(SQS_MAX_WAIT),
+        json_schema_extra={"minimum": 0, "maximum": SQS_MAX_WAIT, "multipleOf": 1},
+        description="the long poll's wait (SQS's WaitTimeSeconds): whole seconds, 0s to 20s (default 20s, "
+                    "as Lambda). A stop or a reload of the route lets a long poll under way finish, so a "
+                    "shorter wait makes them quicker, at the cost of more ReceiveMessage calls while the "
+                    "queue is empty (one per poller per wait_time; SQS bills each request); 0s is short "
+                    "polling",
+    )
     max_concurrency: int = Field(2, ge=2, le=1000)
     report_batch_item_failures: bool = False
     bisect_on_error: bool = Field(
@@ -730,6 +742,25 @@ class SqsSourceConfig(Model):
     )
 
     _queue_url = field_validator("queue_url")(_http_url)
+
+    @field_validator("wait_time", mode="before")
+    @classmethod
+    def _wait_time_sign(cls, v: Any) -> Any:
+        if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
+            raise ValueError(_wait_time_range(v))  # before the duration's own "cannot be negative"
+        return v
+
+    @field_validator("wait_time")
+    @classmethod
+    def _wait_time(cls, v: float) -> float:
+        if not (v <= SQS_MAX_WAIT and v.is_integer()):
+            raise ValueError(_wait_time_range(v))
+        return v
+
+
+def _wait_time_range(v: float) -> str:
+    got = int(v) if float(v).is_integer() else v
+    return f"should be whole seconds from 0s to {SQS_MAX_WAIT}s (SQS's WaitTimeSeconds), got {got}s"
 
 
 class StreamSourceBase(Model):

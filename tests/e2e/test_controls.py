@@ -83,7 +83,7 @@ def setup(router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_c
             async: {{retries: 1}}
         routes:
           - name: jobs
-            source: {{type: sqs, queue_url: "{queue_url}", batch_size: 10}}
+            source: {{type: sqs, queue_url: "{queue_url}", batch_size: 10, wait_time: 1s}}
             function: record
           - name: hook
             source: {{type: webhook, path: /hook}}

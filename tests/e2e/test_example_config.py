@@ -46,6 +46,11 @@ def test_example_sqs_route_uncommented_runs_against_an_sqs_endpoint(
 ) -> None:
     config = uncommented_example()
     assert "\n  - name: uploads\n" in config, config  # the route is really uncommented
+    # As a user developing against a local endpoint might: a 1 s long poll, so that the stop at the end
+    # does not wait out the default 20 s one (tests/e2e/test_sqs.py keeps the default).
+    source = "{type: sqs, queue_url: \"${UPLOADS_QUEUE_URL}\", batch_size: 10,"
+    assert config.count(source) == 1, config
+    config = config.replace(source, source + " wait_time: 1s,")
     (tmp_path / "config").mkdir()
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     sqs: Any = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_server)

@@ -67,7 +67,7 @@ def test_powertools_batch_partial_response_on_an_sqs_route(
                 timeout: 10s
             routes:
               - name: jobs
-                source: {{type: sqs, queue_url: "{queue_url}", batch_size: 10,
+                source: {{type: sqs, queue_url: "{queue_url}", batch_size: 10, wait_time: 1s,
                          report_batch_item_failures: true}}
                 function: orders
         """)

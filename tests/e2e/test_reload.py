@@ -252,7 +252,8 @@ def _sqs_config(tmp_path: Path, code: Path, moto_server: str, queue_url: str, *,
                    environment: {{OUT: "{tmp_path / 'out.txt'}", VERSION: "{version}"}}}}
         routes:
           - name: jobs
-            source: {{type: sqs, queue_url: "{queue_url}", batch_size: {batch}, max_concurrency: 4}}
+            source: {{type: sqs, queue_url: "{queue_url}", batch_size: {batch}, max_concurrency: 4,
+                     wait_time: 1s}}
             function: record
     """
 

@@ -49,7 +49,10 @@ def _send(client: Any, url: str, bodies: list[str]) -> None:
         assert not resp.get("Failed"), resp["Failed"]
 
 
-def _config(tmp_path: Path, moto_server: str, queue_url: str) -> str:
+def _config(tmp_path: Path, moto_server: str, queue_url: str, wait_time: str | None = "1s") -> str:
+    """The route long-polls 1 s (``wait_time``: a stop waits for the long polls under way); ``wait_time=None``
+    leaves SQS's and Lambda's 20 s, the default (test_sqs_route_event_and_readiness)."""
+    source = "batch_size: 10, max_concurrency: 8" + ("" if wait_time is None else f", wait_time: {wait_time}")
     return f"""
         version: 1
         server: {{host: 127.0.0.1, port: @PORT@, shutdown_timeout: 5s}}
@@ -64,7 +67,7 @@ def _config(tmp_path: Path, moto_server: str, queue_url: str) -> str:
             concurrency: 8
         routes:
           - name: jobs
-            source: {{type: sqs, queue_url: "{queue_url}", batch_size: 10, max_concurrency: 8}}
+            source: {{type: sqs, queue_url: "{queue_url}", {source}}}
             function: record
     """
 
@@ -185,7 +188,9 @@ def test_sqs_route_event_and_readiness(
                 json.dump(event, f)
     """)
     queue_url = sqs_client.create_queue(QueueName=f"one-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    rp = router_factory(_config(tmp_path, moto_server, queue_url))  # waits for /readyz: queue connected
+    config = _config(tmp_path, moto_server, queue_url, wait_time=None)  # the default: 20 s, as Lambda
+    assert "wait_time" not in config
+    rp = router_factory(config)  # waits for /readyz: queue connected
     sqs_client.send_message(QueueUrl=queue_url, MessageBody="plain, not JSON")
     until_sync(out.exists, deadline=30, what="the function ran")
     event = json.loads(out.read_text())
@@ -233,7 +238,7 @@ def test_bisect_on_error_one_poison_message_alone_reaches_the_dlq(
     config = _config(tmp_path, moto_server, queue_url).replace(
         "batch_size: 10, max_concurrency: 8", "batch_size: 10, batch_window: 2s, bisect_on_error: true"
     ).replace("concurrency: 8", "concurrency: 1")
-    assert "bisect_on_error" in config
+    assert "bisect_on_error: true, wait_time: 1s" in config
     assert "concurrency: 1" in config
     rp = router_factory(config)
 

@@ -109,7 +109,7 @@ def test_sqs_moto_killed_and_restarted(own_moto: MotoProcess, router_factory: Ro
             {"Id": str(n), "MessageBody": i} for n, i in enumerate(ids)])
         assert not resp.get("Failed"), resp["Failed"]
 
-    source = f'{{type: sqs, queue_url: "{url}", batch_size: 10, max_concurrency: 4}}'
+    source = f'{{type: sqs, queue_url: "{url}", batch_size: 10, max_concurrency: 4, wait_time: 1s}}'
     rp = router_factory(_config(tmp_path, own_moto, effects, source, 0.5))
     sender = Sender(_aws_send(call), history, limit=100_000, group=10, workers=1, rate=40,
                     deadline=time.monotonic() + 180)

@@ -165,7 +165,7 @@ def sqs(tmp_path: Path, effects: SideEffects, request: pytest.FixtureRequest) ->
         functions:{recorder("record", effects, concurrency=4, sleep=1.0, timeout="5s")}
         routes:
           - name: jobs
-            source: {{type: sqs, queue_url: "{url}", batch_size: 10, max_concurrency: 4}}
+            source: {{type: sqs, queue_url: "{url}", batch_size: 10, max_concurrency: 4, wait_time: 1s}}
             function: record
     """
 

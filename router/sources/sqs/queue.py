@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from router.aws import is_fifo
 from router.clock import Clock, SystemClock
+from router.config.models import SQS_MAX_WAIT
 
 log = logging.getLogger("router.sources.sqs")
 
@@ -60,7 +61,7 @@ class SqsQueue:
         resp = await self.client.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
-            WaitTimeSeconds=max(0, min(20, wait_seconds)),
+            WaitTimeSeconds=max(0, min(SQS_MAX_WAIT, wait_seconds)),
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )

@@ -12,8 +12,9 @@ Pollers start at 2 and scale up to ``max_concurrency`` while receives come back 
 Faults (queue not found, credentials, throttling, network) are logged, counted in
 ``router_source_errors_total``, mark the route not ready in ``/readyz``, and are retried with
 exponential backoff (capped at 30 s) until the queue answers again; the source never crashes the app.
-``stop`` lets in-flight receives and batches finish (an abandoned long poll would still hide messages),
-hands back what was received but not started (visibility 0) and acknowledges nothing that did not succeed.
+``stop`` lets in-flight receives (each up to ``wait_time``) and batches finish (an abandoned long poll
+would still hide messages), hands back what was received but not started (visibility 0) and acknowledges
+nothing that did not succeed.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ class Phase(enum.Enum):
 class SqsSource:
     """One ``type: sqs`` route; implements ``router.sources.base.Poller``.
 
-    ``wait_seconds`` is the long-poll wait (SQS maximum and Lambda's: 20); ``backoff`` the first and
-    largest delay after a fault; ``clock`` the time of batch windows, backoff and the fault log.
+    The long-poll wait is the route's ``wait_time`` (default 20 s: SQS's maximum and Lambda's); ``backoff``
+    the first and largest delay after a fault; ``clock`` the time of batch windows, backoff and the fault log.
     """
 
     def __init__(
@@ -73,7 +74,6 @@ class SqsSource:
         metrics: Metrics,
         readiness: Readiness,
         aws: AwsConfig,
-        wait_seconds: int = 20,
         backoff: tuple[float, float] = BACKOFF,
         clock: Clock | None = None,
     ) -> None:
@@ -83,7 +83,7 @@ class SqsSource:
         self._cfg: SqsSourceConfig = route.source
         self._dispatcher = dispatcher
         self._aws = aws
-        self._wait = wait_seconds
+        self._wait = int(self._cfg.wait_time)  # whole seconds, 0..20: the loader has checked
         self._filter = compile_filters(route.filters)  # the loader has checked the patterns
         self._gate = StopGate(clock)
         self._clock = self._gate.clock

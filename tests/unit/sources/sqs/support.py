@@ -96,10 +96,11 @@ class Harness:
     @contextlib.asynccontextmanager
     async def source(
         self, queue_url: str, fn: FunctionInvoker, *, concurrency: int | None = None,
-        filters: list[dict[str, Any]] | None = None, wait_seconds: int = 1,
+        filters: list[dict[str, Any]] | None = None, wait_time: int | str = 1,
         backoff: tuple[float, float] = (0.05, 0.2), stop_timeout: float = 10.0, **source: Any,
     ) -> AsyncIterator[SqsSource]:
-        """Run an SqsSource for ``queue_url`` calling ``fn`` for the block; stop it after."""
+        """Run an SqsSource for ``queue_url`` calling ``fn`` for the block; stop it after. ``source``: more
+        settings of the route's source; ``wait_time`` 1 s unless given (20 s would slow every stop)."""
         function: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
         config = make_config({"fn": function}, config_dir=self.tmp_path, aws=self.aws.model_dump())
         if self.store is None:
@@ -109,10 +110,10 @@ class Harness:
                                 metrics=self.metrics)
         route = RouteConfig.model_validate({
             "name": "uploads", "function": "fn", "filters": filters or [],
-            "source": {"type": "sqs", "queue_url": queue_url, **source},
+            "source": {"type": "sqs", "queue_url": queue_url, "wait_time": wait_time, **source},
         })
         src = SqsSource(route, dispatcher=dispatcher, metrics=self.metrics, readiness=self.readiness,
-                        aws=self.aws, wait_seconds=wait_seconds, backoff=backoff)
+                        aws=self.aws, backoff=backoff)
         task = asyncio.create_task(src.run())
         try:
             yield src

@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+from router.aws import session
 from router.invocation import Result
 from router.sources.sqs.source import Phase
 from tests.unit.sources.functions import FunctionInvoker, fail, ok
@@ -267,7 +272,7 @@ async def test_visibility_is_extended_while_a_batch_runs(harness: Harness, sqs: 
 async def test_stop_hands_back_messages_received_but_not_started(harness: Harness, sqs: Sqs) -> None:
     url = await sqs.create(visibility=60)
     fn = FunctionInvoker()
-    async with harness.source(url, fn, wait_seconds=5) as src:
+    async with harness.source(url, fn, wait_time=5) as src:
         def all_receiving() -> bool:
             return len(src._phase) >= 2 and all(p is Phase.RECEIVING for p in src._phase.values())
 
@@ -279,6 +284,56 @@ async def test_stop_hands_back_messages_received_but_not_started(harness: Harnes
     assert fn.events == []
     assert await sqs.counts(url) == (2, 0)  # visible again at once, not after 60 s
     assert harness.events() >= 2  # moto may deliver one message to both long polls
+
+
+@pytest.fixture(name="waits")
+def waits_fixture() -> Iterator[list[tuple[str, int]]]:
+    """(QueueUrl, WaitTimeSeconds) of every ReceiveMessage sent by a client created during the test, as
+    botocore builds the request (an event hook on the process-wide session, which new clients copy)."""
+    seen: list[tuple[str, int]] = []
+
+    def hook(params: dict[str, Any], **_: Any) -> None:
+        seen.append((params["QueueUrl"], params["WaitTimeSeconds"]))
+
+    event = "before-parameter-build.sqs.ReceiveMessage"
+    session().register(event, hook, unique_id="test-sqs-waits")
+    try:
+        yield seen
+    finally:
+        session().unregister(event, unique_id="test-sqs-waits")
+
+
+@pytest.mark.parametrize(("wait_time", "seconds"), [("2s", 2), (0, 0)])
+async def test_receives_wait_the_routes_wait_time(
+    harness: Harness, sqs: Sqs, waits: list[tuple[str, int]], wait_time: Any, seconds: int,
+) -> None:
+    """``wait_time`` is the WaitTimeSeconds of every receive (0: short polling)."""
+    url = await sqs.create()
+    await sqs.send(url, "m")
+    fn = FunctionInvoker()
+    async with harness.source(url, fn, wait_time=wait_time):
+        await until(lambda: fn.bodies() == ["m"], what="the message")
+        await until(lambda: sum(queue == url for queue, _ in waits) >= 3, what="more receives")
+    assert {wait for queue, wait in waits if queue == url} == {seconds}
+    assert await sqs.counts(url) == (0, 0)
+
+
+async def test_stop_waits_only_for_a_long_poll_of_wait_time(
+    harness: Harness, sqs: Sqs, waits: list[tuple[str, int]], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every poller in a long poll at the stop: with wait_time 1s they all finish by themselves, well
+    within a stop timeout (10 s) that a long poll of 20 s would overrun (it would be cancelled, and
+    logged so)."""
+    url = await sqs.create()
+    caplog.set_level(logging.INFO, logger="router.sources.sqs")
+    async with harness.source(url, FunctionInvoker(), wait_time="1s", stop_timeout=10) as src:
+        def all_receiving() -> bool:
+            return len(src._phase) >= 2 and all(p is Phase.RECEIVING for p in src._phase.values())
+
+        await until(all_receiving, what="pollers in a long poll")
+    assert src._phase == {}  # run() has ended: every poller too
+    assert [r.getMessage() for r in caplog.records if "did not finish" in r.getMessage()] == []
+    assert {wait for queue, wait in waits if queue == url} == {1}
 
 
 async def test_filtered_out_messages_are_deleted_without_invoking(harness: Harness, sqs: Sqs) -> None:

@@ -1,0 +1,90 @@
+"""The sqs source's config: Lambda's defaults, and ``wait_time`` (the long poll's wait) in users' words."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from router.config.diff import diff
+from router.config.models import RouterConfig, SqsSourceConfig
+from router.config.schema import json_schema
+
+from .conftest import BASE, EXAMPLE, EXAMPLE_ENV
+
+Problems = Callable[..., list[str]]
+Load = Callable[..., RouterConfig]
+
+QUEUE = "http://localhost:4566/000000000000/jobs"
+
+
+def make(**kw: Any) -> SqsSourceConfig:
+    return SqsSourceConfig.model_validate({"type": "sqs", "queue_url": QUEUE, **kw})
+
+
+def route(wait_time: str) -> str:
+    return BASE + f"""\
+routes:
+  - name: jobs
+    function: resize
+    source:
+      type: sqs
+      queue_url: {QUEUE}
+      wait_time: {wait_time}
+"""
+
+
+def test_defaults_are_lambdas() -> None:
+    cfg = make()
+    assert (cfg.batch_size, cfg.batch_window, cfg.max_concurrency) == (10, 0, 2)
+    assert cfg.wait_time == 20  # Lambda long-polls with the longest wait SQS allows
+    assert not cfg.report_batch_item_failures
+    assert not cfg.bisect_on_error
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("0s", 0), (0, 0), ("1s", 1), (5, 5), ("20s", 20), ("20", 20), (20.0, 20), ("0m", 0),
+])
+def test_wait_time_in_whole_seconds_from_0_to_20(value: Any, seconds: int) -> None:
+    assert make(wait_time=value).wait_time == seconds
+
+
+@pytest.mark.parametrize(("value", "got"), [
+    ("1.5s", "1.5s"),
+    ("500ms", "0.5s"),  # SQS's WaitTimeSeconds is whole seconds
+    ("21s", "21s"),
+    ("1m", "60s"),
+    ("-1", "-1s"),
+])
+def test_wait_time_outside_0_to_20_or_a_fraction_is_refused_at_its_line(
+    problems: Problems, value: str, got: str,
+) -> None:
+    assert problems(route(value)) == [
+        "router.yaml:12:18: routes[0].source.wait_time: should be whole seconds from 0s to "
+        f"20s (SQS's WaitTimeSeconds), got {got}"
+    ]
+
+
+def test_wait_time_must_be_a_duration(problems: Problems) -> None:
+    assert problems(route("soon")) == [
+        "router.yaml:12:18: routes[0].source.wait_time: expected a duration such as 30s, "
+        "500ms or 5m, got 'soon'"
+    ]
+
+
+def test_the_schema_knows_the_range() -> None:
+    prop = json_schema()["definitions"]["SqsSourceConfig"]["properties"]["wait_time"]
+    assert (prop["minimum"], prop["maximum"], prop["multipleOf"], prop["default"]) == (0, 20, 1, 20)
+    assert "SQS bills each request" in prop["description"]
+
+
+def test_a_changed_wait_time_restarts_the_route_alone(load: Load) -> None:
+    old = "batch_window: 0s, max_concurrency: 5,"
+    assert old in EXAMPLE
+    new = EXAMPLE.replace(old, "batch_window: 0s, wait_time: 1s, max_concurrency: 5,")
+    change = diff(load(EXAMPLE, EXAMPLE_ENV), load(new, EXAMPLE_ENV))
+    assert change.routes_changed == ("uploads",)
+    assert change.functions_changed == change.restart_only == ()
+    assert change.applicable
+    assert change.summary() == "routes changed: uploads"
