@@ -725,12 +725,12 @@ class SqsSourceConfig(Model):
     batch_window: Duration = 0.0
     wait_time: Duration = Field(
         float(SQS_MAX_WAIT),
-        json_schema_extra={"minimum": 0, "maximum": SQS_MAX_WAIT, "multipleOf": 1},
-        description="the long poll's wait (SQS's WaitTimeSeconds): whole seconds, 0s to 20s (default 20s, "
+        json_schema_extra={"minimum": 1, "maximum": SQS_MAX_WAIT, "multipleOf": 1},
+        description="the long poll's wait (SQS's WaitTimeSeconds): whole seconds, 1s to 20s (default 20s, "
                     "as Lambda). A stop or a reload of the route lets a long poll under way finish, so a "
                     "shorter wait makes them quicker, at the cost of more ReceiveMessage calls while the "
-                    "queue is empty (one per poller per wait_time; SQS bills each request); 0s is short "
-                    "polling",
+                    "queue is empty (one per poller per wait_time; SQS bills each request). Not 0s: short "
+                    "polling would have the pollers of an empty queue ask without pause",
     )
     max_concurrency: int = Field(2, ge=2, le=1000)
     report_batch_item_failures: bool = False
@@ -746,21 +746,22 @@ class SqsSourceConfig(Model):
     @field_validator("wait_time", mode="before")
     @classmethod
     def _wait_time_sign(cls, v: Any) -> Any:
-        if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
+        if isinstance(v, int | float) and not isinstance(v, bool) and v < 1:
             raise ValueError(_wait_time_range(v))  # before the duration's own "cannot be negative"
         return v
 
     @field_validator("wait_time")
     @classmethod
     def _wait_time(cls, v: float) -> float:
-        if not (v <= SQS_MAX_WAIT and v.is_integer()):
+        if not (1 <= v <= SQS_MAX_WAIT and v.is_integer()):
             raise ValueError(_wait_time_range(v))
         return v
 
 
 def _wait_time_range(v: float) -> str:
     got = int(v) if float(v).is_integer() else v
-    return f"should be whole seconds from 0s to {SQS_MAX_WAIT}s (SQS's WaitTimeSeconds), got {got}s"
+    return (f"should be whole seconds from 1s to {SQS_MAX_WAIT}s (SQS's WaitTimeSeconds; 0s, short polling, "
+            f"would have the pollers of an empty queue ask without pause), got {got}s")
 
 
 class StreamSourceBase(Model):

@@ -44,9 +44,9 @@ def test_defaults_are_lambdas() -> None:
 
 
 @pytest.mark.parametrize(("value", "seconds"), [
-    ("0s", 0), (0, 0), ("1s", 1), (5, 5), ("20s", 20), ("20", 20), (20.0, 20), ("0m", 0),
+    ("1s", 1), (1, 1), (5, 5), ("20s", 20), ("20", 20), (20.0, 20),
 ])
-def test_wait_time_in_whole_seconds_from_0_to_20(value: Any, seconds: int) -> None:
+def test_wait_time_in_whole_seconds_from_1_to_20(value: Any, seconds: int) -> None:
     assert make(wait_time=value).wait_time == seconds
 
 
@@ -56,13 +56,16 @@ def test_wait_time_in_whole_seconds_from_0_to_20(value: Any, seconds: int) -> No
     ("21s", "21s"),
     ("1m", "60s"),
     ("-1", "-1s"),
+    ("0s", "0s"),  # short polling: the pollers of an empty queue would ask without pause
+    (0, "0s"),
 ])
-def test_wait_time_outside_0_to_20_or_a_fraction_is_refused_at_its_line(
+def test_wait_time_outside_1_to_20_or_a_fraction_is_refused_at_its_line(
     problems: Problems, value: str, got: str,
 ) -> None:
     assert problems(route(value)) == [
-        "router.yaml:12:18: routes[0].source.wait_time: should be whole seconds from 0s to "
-        f"20s (SQS's WaitTimeSeconds), got {got}"
+        "router.yaml:12:18: routes[0].source.wait_time: should be whole seconds from 1s to "
+        "20s (SQS's WaitTimeSeconds; 0s, short polling, would have the pollers of an empty queue ask "
+        f"without pause), got {got}"
     ]
 
 
@@ -75,7 +78,7 @@ def test_wait_time_must_be_a_duration(problems: Problems) -> None:
 
 def test_the_schema_knows_the_range() -> None:
     prop = json_schema()["definitions"]["SqsSourceConfig"]["properties"]["wait_time"]
-    assert (prop["minimum"], prop["maximum"], prop["multipleOf"], prop["default"]) == (0, 20, 1, 20)
+    assert (prop["minimum"], prop["maximum"], prop["multipleOf"], prop["default"]) == (1, 20, 1, 20)
     assert "SQS bills each request" in prop["description"]
 
 

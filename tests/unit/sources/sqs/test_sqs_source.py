@@ -303,11 +303,11 @@ def waits_fixture() -> Iterator[list[tuple[str, int]]]:
         session().unregister(event, unique_id="test-sqs-waits")
 
 
-@pytest.mark.parametrize(("wait_time", "seconds"), [("2s", 2), (0, 0)])
+@pytest.mark.parametrize(("wait_time", "seconds"), [("2s", 2), (1, 1)])
 async def test_receives_wait_the_routes_wait_time(
     harness: Harness, sqs: Sqs, waits: list[tuple[str, int]], wait_time: Any, seconds: int,
 ) -> None:
-    """``wait_time`` is the WaitTimeSeconds of every receive (0: short polling)."""
+    """``wait_time`` is the WaitTimeSeconds of every receive."""
     url = await sqs.create()
     await sqs.send(url, "m")
     fn = FunctionInvoker()
