@@ -83,7 +83,7 @@ class SqsSource:
         self._cfg: SqsSourceConfig = route.source
         self._dispatcher = dispatcher
         self._aws = aws
-        self._wait = int(self._cfg.wait_time)  # whole seconds, 0..20: the loader has checked
+        self._wait = int(self._cfg.wait_time)  # whole seconds, 1..20: the loader has checked
         self._filter = compile_filters(route.filters)  # the loader has checked the patterns
         self._gate = StopGate(clock)
         self._clock = self._gate.clock
