@@ -53,6 +53,16 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
+def metric_sample(url: str, sample: str) -> float | None:
+    """The value of one sample of the router's ``/metrics`` at ``url`` (the base URL), given as printed
+    before its value (``router_config_generation``, ``name{label="value"}``); None if absent."""
+    _, _, body = http("GET", url + "/metrics", timeout=10)
+    for line in body.decode().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 @dataclass
 class RouterProcess:
     config_path: Path

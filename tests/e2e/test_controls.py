@@ -18,7 +18,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.router_process import RouterFactory, RouterProcess, http, router
+from tests.router_process import RouterFactory, RouterProcess, http, metric_sample, router
 from tests.unavailable import unavailable
 from tests.waiting import until_sync
 
@@ -35,13 +35,6 @@ def _lambda(url: str) -> Any:
 def _lines(path: Path) -> list[Any]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
-
-def _metric(rp: RouterProcess, prefix: str) -> float | None:
-    _, _, body = http("GET", rp.url + "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(prefix + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 @pytest.fixture
@@ -145,11 +138,11 @@ def test_update_event_source_mapping_pauses_an_sqs_route(running: RouterProcess,
         return len(seen) >= 20 and seen[-1] == 5  # in-flight long polls handed theirs back
 
     until_sync(stayed, "messages stay on the queue while the route is disabled", interval=0.25)
-    assert _metric(running, 'router_route_enabled{route="jobs"}') == 0
+    assert metric_sample(running.url, 'router_route_enabled{route="jobs"}') == 0
 
     assert client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=True)["State"] == "Enabled"
     until_sync(lambda: sum(len(e["Records"]) for e in _lines(record)) == 5, "the 5 messages delivered")
-    assert _metric(running, 'router_route_enabled{route="jobs"}') == 1
+    assert metric_sample(running.url, 'router_route_enabled{route="jobs"}') == 1
 
 
 def test_reserved_concurrency_zero_pauses_a_function(running: RouterProcess, setup: dict[str, Any]) -> None:
@@ -171,21 +164,21 @@ def test_reserved_concurrency_zero_pauses_a_function(running: RouterProcess, set
 
     def held() -> bool:  # the async events stay queued (observed over many polls)
         assert len(_lines(sink)) == before, "an async event ran while the function was paused"
-        depth = _metric(running, 'router_async_queue_depth{function="sink"}')
+        depth = metric_sample(running.url, 'router_async_queue_depth{function="sink"}')
         held.polls += 1  # type: ignore[attr-defined]
         return held.polls >= 12 and depth == 3  # type: ignore[attr-defined]
 
     held.polls = 0  # type: ignore[attr-defined]
     until_sync(held, "async events held while paused", interval=0.25)
-    assert _metric(running, 'router_function_paused{function="sink"}') == 1
-    assert _metric(running, 'router_paused_held_total{name="sink",what="sync_invoke"}') == 1
+    assert metric_sample(running.url, 'router_function_paused{function="sink"}') == 1
+    assert metric_sample(running.url, 'router_paused_held_total{name="sink",what="sync_invoke"}') == 1
 
     client.delete_function_concurrency(FunctionName="sink")
     assert "ReservedConcurrentExecutions" not in client.get_function_concurrency(FunctionName="sink")
     until_sync(lambda: sorted(e.get("async", -1) for e in _lines(sink)[before:]) == [0, 1, 2],
                "the held async events run after delete_function_concurrency")
     assert client.invoke(FunctionName="sink", Payload=b'{"sync": 2}')["StatusCode"] == 200
-    assert _metric(running, 'router_function_paused{function="sink"}') == 0
+    assert metric_sample(running.url, 'router_function_paused{function="sink"}') == 0
 
 
 def test_concurrency_above_the_account_limit_is_refused(running: RouterProcess) -> None:
@@ -241,10 +234,11 @@ def test_paused_webhook_and_schedule_then_cli_status_and_restart(
     assert status == 503, body
     assert headers["retry-after"] == "30"
     assert b"paused" in body
-    assert _metric(rp, 'router_paused_held_total{name="hook",what="webhook_request"}') == 1
+    assert metric_sample(rp.url, 'router_paused_held_total{name="hook",what="webhook_request"}') == 1
 
     assert _admin(rp, "pause", "route", "tick").returncode == 0
-    until_sync(lambda: (_metric(rp, 'router_paused_held_total{name="tick",what="schedule_tick"}') or 0) >= 2,
+    held = 'router_paused_held_total{name="tick",what="schedule_tick"}'
+    until_sync(lambda: (metric_sample(rp.url, held) or 0) >= 2,
                "schedule ticks skipped and counted")
     assert _admin(rp, "pause", "function", "record").returncode == 0
 
@@ -275,13 +269,13 @@ def test_paused_webhook_and_schedule_then_cli_status_and_restart(
     assert routes["tick"]["state"] == "paused"
     assert routes["jobs"]["state"] == "enabled"
     assert routes["jobs"]["uuid"] == uuids[0]
-    assert _metric(rp, 'router_function_paused{function="record"}') == 1
+    assert metric_sample(rp.url, 'router_function_paused{function="record"}') == 1
 
     assert _admin(rp, "resume", "route", "hook").returncode == 0
     assert _admin(rp, "resume", "function", "record").returncode == 0
     status, _, _ = http("POST", rp.url + "/hook", body=b'{"after": "resume"}')
     assert status == 200
-    assert _metric(rp, 'router_function_paused{function="record"}') == 0
+    assert metric_sample(rp.url, 'router_function_paused{function="record"}') == 0
 
 
 def _aws_cli() -> str:
@@ -350,7 +344,7 @@ def test_aws_cli_against_the_router(running: RouterProcess, setup: dict[str, Any
     # A sync webhook route answers Lambda's throttle as API Gateway's HTTP API maps it (payload v2: 429).
     status, _, body = http("POST", running.url + "/hook", body=b'{"sync": 3}')
     assert (status, json.loads(body)) == (429, {"message": "Too Many Requests"})
-    assert _metric(running, 'router_paused_held_total{name="sink",what="sync_invoke"}') == 3
+    assert metric_sample(running.url, 'router_paused_held_total{name="sink",what="sync_invoke"}') == 3
 
     # An async webhook route's event is accepted and held until the function resumes.
     sink = setup["out"] / "sink.jsonl"
@@ -365,7 +359,7 @@ def test_aws_cli_against_the_router(running: RouterProcess, setup: dict[str, Any
 
     def held() -> bool:  # observed over many polls
         assert not ran(), "the async webhook's event ran while the function was paused"
-        depths.append(_metric(running, 'router_async_queue_depth{function="sink"}'))
+        depths.append(metric_sample(running.url, 'router_async_queue_depth{function="sink"}'))
         return len(depths) >= 12 and depths[-1] == 1
 
     until_sync(held, "the async webhook's event held while paused", interval=0.25)

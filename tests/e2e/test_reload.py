@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.router_process import RouterFactory, RouterProcess, http
+from tests.router_process import RouterFactory, RouterProcess, http, metric_sample
 from tests.waiting import until_sync
 
 STEADY = """
@@ -74,13 +74,6 @@ def _reload(rp: RouterProcess) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "router", "reload", "--config", str(rp.config_path), "--url", rp.url],
         capture_output=True, text=True, timeout=120, check=False)
 
-
-def _metric(rp: RouterProcess, line_start: str) -> float | None:
-    _, _, body = http("GET", rp.url + "/metrics", timeout=5)
-    for line in body.decode().splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 class _Load:
@@ -166,8 +159,8 @@ def test_reload_under_load_loses_nothing_and_keeps_what_did_not_change(
     until_sync(lambda: set(load.accepted) <= delivered(), deadline=60, what="every accepted event delivered")
     status, _, body = http("POST", rp.url + "/added", b"{}", timeout=10)
     assert (status, body.decode() in steady_after | steady_before) == (200, True)
-    assert _metric(rp, "router_config_generation") == 2
-    assert _metric(rp, 'router_config_reloads_total{result="applied"}') == 1
+    assert metric_sample(rp.url, "router_config_generation") == 2
+    assert metric_sample(rp.url, 'router_config_reloads_total{result="applied"}') == 1
     assert rp.stop() == 0
 
 
@@ -197,8 +190,8 @@ def test_a_broken_file_or_a_restart_only_change_is_refused_and_the_router_keeps_
         "  server changed: only a restart applies this setting; the running config is kept (restart the "
         "router, or undo the change to reload the rest)"], refused.stderr
     assert http("POST", rp.url + "/versioned", b"{}", timeout=10)[2] == b"1"
-    assert _metric(rp, 'router_config_reloads_total{result="refused"}') == 2
-    assert _metric(rp, "router_config_generation") == 1
+    assert metric_sample(rp.url, 'router_config_reloads_total{result="refused"}') == 2
+    assert metric_sample(rp.url, "router_config_generation") == 1
     rp.config_path.write_text(good)
     same = _reload(rp)
     assert (same.returncode, same.stdout.strip()) == (0, "no change (generation 1)")
@@ -215,7 +208,8 @@ def test_sighup_reloads_and_a_removed_route_and_function_are_gone(
     _write(rp, _config(tmp_path, router_factory, version="1", with_versioned=False))
     assert rp.proc is not None
     rp.proc.send_signal(signal.SIGHUP)
-    until_sync(lambda: _metric(rp, "router_config_generation") == 2, deadline=60, what="generation 2")
+    until_sync(lambda: metric_sample(rp.url, "router_config_generation") == 2, deadline=60,
+               what="generation 2")
     status, _, body = http("POST", rp.url + "/versioned", b"{}", timeout=10)
     assert status == 404, body
     assert http("POST", rp.url + "/steady", b"{}", timeout=10)[0] == 200

@@ -19,7 +19,7 @@ import pytest
 from botocore.config import Config
 
 from tests.fault import conftest as fault
-from tests.router_process import RouterFactory, RouterProcess, http, router
+from tests.router_process import RouterFactory, RouterProcess, http, metric_sample, router
 from tests.unavailable import unavailable
 from tests.waiting import until_sync
 
@@ -71,13 +71,6 @@ def _admin(rp: RouterProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return router(*args, "--config", str(rp.config_path), "--url", rp.url,
                   env={"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET})
 
-
-def _metric(rp: RouterProcess, prefix: str) -> float | None:
-    _, _, body = http("GET", rp.url + "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(prefix + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -174,7 +167,8 @@ def test_publish_invoke_by_qualifier_and_alias(router_factory: RouterFactory, tm
         client.get_alias(FunctionName="greet", Name="beta")
     assert client.get_function(FunctionName="greet", Qualifier="prod")["Configuration"]["Version"] == "1"
 
-    ran = _metric(rp, 'router_version_invocations_total{function="greet",outcome="success",version="1"}')
+    ran = metric_sample(
+        rp.url, 'router_version_invocations_total{function="greet",outcome="success",version="1"}')
     assert ran is not None
     assert ran >= 2
 

@@ -5,12 +5,13 @@ file waits for SIGHUP; shutdown with the watch running is clean."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import textwrap
 from pathlib import Path
 
-from tests.router_process import RouterFactory, RouterProcess, http
+from tests.router_process import RouterFactory, RouterProcess, http, metric_sample
 from tests.waiting import until_sync
 
 VERSIONED = """
@@ -41,20 +42,16 @@ def _text(rp: RouterProcess, text: str) -> str:
     return textwrap.dedent(text).replace("@PORT@", str(rp.port))
 
 
-def _metric(rp: RouterProcess, line_start: str) -> float | None:
-    _, _, body = http("GET", rp.url + "/metrics", timeout=5)
-    for line in body.decode().splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def _generation(rp: RouterProcess) -> float | None:
-    return _metric(rp, "router_config_generation")
+    return metric_sample(rp.url, "router_config_generation")
+
+
+def _at_generation(rp: RouterProcess, generation: int) -> bool:
+    return _generation(rp) == generation
 
 
 def _reloads(rp: RouterProcess, result: str) -> float | None:
-    return _metric(rp, f'router_config_reloads_total{{result="{result}"}}')
+    return metric_sample(rp.url, f'router_config_reloads_total{{result="{result}"}}')
 
 
 def _answer(rp: RouterProcess) -> str:
@@ -150,7 +147,7 @@ def test_without_watch_config_a_changed_file_waits_for_sighup(
     plain.config_path.write_text(_text(plain, _config(plain_dir, router_factory, version="2", watch=False)))
     for generation, version in ((2, "2"), (3, "3")):
         watched.config_path.write_text(_text(watched, _config(watched_dir, router_factory, version=version)))
-        until_sync(lambda g=generation: _generation(watched) == g, deadline=DEADLINE,
+        until_sync(functools.partial(_at_generation, watched, generation), deadline=DEADLINE,
                    what=f"the watched router at generation {generation}")
     assert _generation(plain) == 1
     assert _answer(plain) == "1"
