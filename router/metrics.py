@@ -147,6 +147,10 @@ class Metrics:
         self.webhook_requests = Counter(
             "router_webhook_requests_total", "Webhook requests by HTTP status", ["route", "status"],
             registry=r)
+        self.webhook_fast_path = Counter(
+            "router_webhook_fast_path_requests_total",
+            "Webhook requests answered on the fast path (whole in one read, to a route already routed by "
+            "aiohttp once); the others are aiohttp's", registry=r)
         self.build_info = Gauge("router_build_info", "Build information", ["version"], registry=r)
         # hot reload (SIGHUP, `router reload`)
         self.config_generation = Gauge(

@@ -226,27 +226,38 @@ class GuardedRequestHandler(RequestHandler):
 
 
 class GuardedServer(web.Server):
-    """aiohttp's low-level server, building ``GuardedRequestHandler``s."""
+    """aiohttp's low-level server, building ``GuardedRequestHandler``s (or ``protocol``, a subclass,
+    given ``protocol_kwargs`` too)."""
 
-    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, guard: ConnectionGuard,
+                 protocol: type[GuardedRequestHandler] = GuardedRequestHandler,
+                 protocol_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
+        self._protocol = protocol
+        self._protocol_kwargs = protocol_kwargs or {}
 
     def __call__(self) -> RequestHandler:
-        return GuardedRequestHandler(self, loop=self._loop, guard=self.guard, **self._kwargs)
+        return self._protocol(self, loop=self._loop, guard=self.guard, **self._protocol_kwargs,
+                              **self._kwargs)
 
 
 class GuardedAppRunner(web.AppRunner):
     """``web.AppRunner`` whose server is a ``GuardedServer``: everything else (startup, ordered
     cleanup, shutdown timeout) is aiohttp's own."""
 
-    def __init__(self, app: web.Application, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, *, guard: ConnectionGuard,
+                 protocol: type[GuardedRequestHandler] = GuardedRequestHandler,
+                 protocol_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.guard = guard
+        self._protocol = protocol
+        self._protocol_kwargs = protocol_kwargs
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's startup and freezes it
         return GuardedServer(
             plain.request_handler, request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation, guard=self.guard, **plain._kwargs,
+            handler_cancellation=plain.handler_cancellation, guard=self.guard, protocol=self._protocol,
+            protocol_kwargs=self._protocol_kwargs, **plain._kwargs,
         )

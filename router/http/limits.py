@@ -179,14 +179,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         if len(body) > limit:
             raise BodyTooLarge(limit)
         if body and not await reservation.grow_to(len(body), limits.wait):
-            raise _no_room(limits)
+            raise no_room(limits)
         return _keep(request, body, reservation)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout
     try:
         async with asyncio.timeout_at(deadline):
             if length and not await reservation.grow_to(length, min(limits.wait, deadline - loop.time())):
-                raise _no_room(limits)
+                raise no_room(limits)
             chunks: list[bytes] = []
             total = 0
             while True:
@@ -199,7 +199,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
                 if total > reservation.size:
                     want = min(limit, max(total, reservation.size + GROW_STEP))
                     if not await reservation.grow_to(want, min(limits.wait, deadline - loop.time())):
-                        raise _no_room(limits)
+                        raise no_room(limits)
                 chunks.append(chunk)
     except TimeoutError:
         reservation.release()
@@ -227,7 +227,7 @@ def _keep(request: web.Request, body: bytes, reservation: Reservation) -> bytes:
     return body
 
 
-def _no_room(limits: BodyLimits) -> BodyUnavailable:
+def no_room(limits: BodyLimits) -> BodyUnavailable:
     limits.count_refusal("body_budget")
     return BodyUnavailable(
         503, "Service Unavailable: too many request bodies are being received at once; retry later",

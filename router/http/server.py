@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -21,13 +22,14 @@ from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.console import add_console_routes
 from router.http.context import CTX, HttpContext
 from router.http.error_pages import json_error_pages
+from router.http.fast_webhook import FastRequestHandler, FastWebhooks
 from router.http.function_url import add_function_url_routes, log_open_urls, url_hosts
 from router.http.invocations_api import add_invocation_routes
 from router.http.invoke_api import add_invoke_routes
 from router.http.invoke_stream import add_invoke_stream_routes
 from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
 from router.http.monitoring import add_monitoring_routes
-from router.http.webhook import register_webhook_routes
+from router.http.webhook import WEBHOOKS, register_webhook_routes
 from router.readiness import Readiness
 
 __all__ = ["Dispatch", "HttpContext", "Readiness", "build_app", "build_metrics_app", "build_runner",
@@ -115,11 +117,17 @@ METRICS_LISTENER_CAP = 64
 
 
 def build_runner(app: web.Application, ctx: HttpContext, *, listener: str, cap: int) -> GuardedAppRunner:
-    """The runner of one listener: aiohttp's, with ``server``'s idle and header timeouts and ``cap``."""
+    """The runner of one listener: aiohttp's, with ``server``'s idle and header timeouts and ``cap``; an app
+    with webhook routes (the main one) answers whole webhook requests on the fast path
+    (``router.http.fast_webhook``)."""
     server = ctx.config.server
     guard = ConnectionGuard(listener, cap, ctx.metrics, server.header_timeout, server.body_timeout)
+    fast: dict[str, Any] = {}
+    if WEBHOOKS in app:
+        fast = {"protocol": FastRequestHandler,
+                "protocol_kwargs": {"fast": FastWebhooks(app[WEBHOOKS], ctx, app[LIMITS])}}
     return GuardedAppRunner(app, guard=guard, shutdown_timeout=server.shutdown_timeout, access_log=None,
-                            keepalive_timeout=server.idle_timeout, read_bufsize=READ_BUFSIZE)
+                            keepalive_timeout=server.idle_timeout, read_bufsize=READ_BUFSIZE, **fast)
 
 
 def exposure(config: RouterConfig, port: int, *, metrics_only: bool = False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 
@@ -18,12 +19,15 @@ from router.config.models import RouteConfig, RouterConfig, WebhookSourceConfig
 from router.core.controls import HELD_WEBHOOK
 from router.errors import PayloadTooLarge, RouterError, Throttled, Unavailable
 from router.http.context import HttpContext
-from router.http.limits import BodyTooLarge, BodyUnavailable, read_body
+from router.http.limits import BodyLimits, BodyTooLarge, BodyUnavailable, Reservation, no_room, read_body
 from router.http.refusals import REFUSED, Refusals
 from router.http.shapes import Shape, shape_for
 from router.http.streaming import StreamedCall, write_streamed
 from router.http.webhook_auth import build_auth, headers_pass
 from router.invocation import Invocation, new_request_id
+
+if TYPE_CHECKING:
+    from router.http.fast_webhook import FastRequest
 
 # Named for the source type, as every source's logger is (router.sources.sqs, ...): log filters keep working.
 log = logging.getLogger("router.sources.webhook")
@@ -60,37 +64,81 @@ class WebhookSource:
             response.headers[self._shape.request_id_header] = request_id
         return await self._send(request, response, request_id)
 
+    async def answer(self, request: FastRequest, body: bytes,
+                     limits: BodyLimits) -> tuple[web.Response, str]:
+        """The answer to a request that came whole, the fast path's (``router.http.fast_webhook``: it
+        writes it, then calls ``sent`` or ``lost``), and its request id. ``body`` is within
+        ``server.max_body`` (a larger one is aiohttp's); it is held in ``limits``' budget while it is
+        answered, as ``read_body`` holds one."""
+        request_id = new_request_id()
+        response: web.StreamResponse
+        reservation = Reservation(limits.budget)
+        try:
+            if not headers_pass(self.source.auth, request.headers):
+                response = self._unauthorized(self._extra(request_id))
+            elif body and not await reservation.grow_to(len(body), limits.wait):
+                refusal = no_room(limits)
+                log.info("webhook: request body not read, %s", refusal.reason,
+                         extra={**self._extra(request_id), "status": refusal.status})
+                response = refusal.response()
+            else:
+                response = await self._dispatch(request, body, request_id, None)
+        except (RouterError, OSError) as exc:
+            response = _not_dispatched(exc, self.route.name, self.route.function, request_id, self._shape)
+        finally:
+            reservation.release()
+        if not isinstance(response, web.Response):  # the fast path takes no stream route
+            raise TypeError(f"route '{self.route.name}': a whole response was expected")
+        if self._shape.request_id_header is not None:
+            response.headers[self._shape.request_id_header] = request_id
+        return response, request_id
+
+    def _extra(self, request_id: str) -> dict[str, str]:
+        return {"route": self.route.name, "function": self.route.function, "request_id": request_id}
+
     async def _send(self, request: web.Request, response: web.StreamResponse,
                     request_id: str) -> web.StreamResponse:
         """Write the response here, so ``router_webhook_requests_total`` counts the status the client was
         sent: a response aiohttp refuses to serialize becomes a 500, and a reply the connection lost
         counts as a source error, not as a status."""
-        metrics = self._ctx.metrics
-        extra = {"route": self.route.name, "function": self.route.function, "request_id": request_id}
         try:
             try:
                 await response.prepare(request)
             except ValueError as exc:  # a header aiohttp will not write; nothing has been sent yet
-                log.error("webhook: the response could not be written (%s); answered 500 instead",
-                          type(exc).__name__, extra={**extra, "error_type": "handler"})
-                response = self._shape.internal_error()
-                if self._shape.request_id_header is not None:
-                    response.headers[self._shape.request_id_header] = request_id
+                response = self.unwritable(exc, request_id)
                 await response.prepare(request)
             await response.write_eof()
         except ConnectionError as exc:  # the client went away: the transport closed under the write
-            log.info("webhook: the client did not get the response (%s)", type(exc).__name__,
-                     extra={**extra, "error_type": "connection"})
-            metrics.child(metrics.source_errors, self.route.name, TYPE).inc()
+            self.lost(exc, request_id)
             return response
-        metrics.child(metrics.webhook_requests, self.route.name, str(response.status)).inc()
+        self.sent(response.status)
         return response
+
+    def unwritable(self, exc: Exception, request_id: str) -> web.Response:
+        """The 500 that replaces a response whose headers cannot be written."""
+        log.error("webhook: the response could not be written (%s); answered 500 instead",
+                  type(exc).__name__, extra={**self._extra(request_id), "error_type": "handler"})
+        response = self._shape.internal_error()
+        if self._shape.request_id_header is not None:
+            response.headers[self._shape.request_id_header] = request_id
+        return response
+
+    def sent(self, status: int) -> None:
+        """A response with ``status`` was written: counted by status."""
+        metrics = self._ctx.metrics
+        metrics.child(metrics.webhook_requests, self.route.name, str(status)).inc()
+
+    def lost(self, exc: Exception, request_id: str) -> None:
+        """The client went away before its response was written: a source error."""
+        log.info("webhook: the client did not get the response (%s)", type(exc).__name__,
+                 extra={**self._extra(request_id), "error_type": "connection"})
+        metrics = self._ctx.metrics
+        metrics.child(metrics.source_errors, self.route.name, TYPE).inc()
 
     async def _handle(self, request: web.Request, request_id: str,
                       params: Mapping[str, str] | None) -> web.StreamResponse:
         ctx = self._ctx
-        route = self.route
-        extra = {"route": route.name, "function": route.function, "request_id": request_id}
+        extra = self._extra(request_id)
         # What needs only the headers is checked before a byte of the body is read or buffered
         # (DESIGN §9a): a stranger's body costs no memory. Content-Length over the limit is read_body's.
         if not headers_pass(self.source.auth, request.headers):
@@ -102,8 +150,16 @@ class WebhookSource:
         except BodyUnavailable as exc:  # too slow (408) or no room for it in server.max_body_buffer (503)
             log.info("webhook: request body not read, %s", exc.reason, extra={**extra, "status": exc.status})
             return exc.response()
+        return await self._dispatch(request, body, request_id, params)
+
+    async def _dispatch(self, request: web.Request | FastRequest, body: bytes, request_id: str,
+                        params: Mapping[str, str] | None) -> web.StreamResponse:
+        """The rest of the answer once the body is read: its signature, the route's pause, the event, the
+        invocation and its mapped result."""
+        ctx = self._ctx
+        route = self.route
         if self._auth is not None and not self._auth.verify(request.headers, body):
-            return self._unauthorized(extra)
+            return self._unauthorized(self._extra(request_id))
         if not ctx.dispatcher.route_enabled(route.name):  # paused: the sender retries later
             ctx.dispatcher.held(HELD_WEBHOOK, route.name)
             return web.json_response({"message": f"route '{route.name}' is paused; retry later"}, status=503,
@@ -113,7 +169,8 @@ class WebhookSource:
         if route.input is not None:
             event: object = route.input
         else:
-            event = self._shape.event(request, body, request_id, params)
+            # (the fast path's request has what the shapes read of aiohttp's: router.http.fast_webhook)
+            event = self._shape.event(cast(web.Request, request), body, request_id, params)
         inv = Invocation(
             function=route.function,
             payload=compact_json.dumpb(event),
@@ -123,7 +180,8 @@ class WebhookSource:
             invocation_type=route.invocation_type,
         )
         if self.source.stream:
-            return await self._streamed(request, inv, extra)
+            assert isinstance(request, web.Request)  # the fast path takes no stream route
+            return await self._streamed(request, inv, self._extra(request_id))
         try:
             if route.invocation_type == "async":
                 await ctx.dispatcher.submit(inv)
@@ -136,7 +194,7 @@ class WebhookSource:
         return shape.response(result, lambda reason: log.error(
             "webhook: the function's response is malformed, answered %s: %s; %s (payload: %s)",
             shape.malformed_status, reason, shape.hint, shape.name,
-            extra={**extra, "error_type": "handler"}))
+            extra={**self._extra(request_id), "error_type": "handler"}))
 
 
     async def _streamed(self, request: web.Request, inv: Invocation,
@@ -222,6 +280,10 @@ class WebhookTable:
     The app has one catch-all route (``register_webhook_routes``) that resolves each request against the
     current table: an aiohttp ``UrlDispatcher`` holding one route per method of every webhook route, so
     paths, ``{name}`` parameters, 404 and 405 (with ``Allow``) behave as they did as routes of the app.
+
+    ``fast`` holds the (method, raw path) pairs that aiohttp's routing, middlewares and this table took to a
+    route without ``{name}`` parameters: requests the fast path (``router.http.fast_webhook``) may answer
+    itself, the routing being settled. Learned as requests come, forgotten at a reload, bounded.
     """
 
     def __init__(self, ctx: HttpContext) -> None:
@@ -229,6 +291,7 @@ class WebhookTable:
         self._urls = web.UrlDispatcher()
         self._served_by: dict[web.AbstractRoute, WebhookSource] = {}
         self.resource: web.AbstractResource | None = None  # the app's catch-all route's
+        self.fast: dict[tuple[bytes, bytes], WebhookSource] = {}
 
     def build(self, config: RouterConfig) -> Table:
         """The table of ``config``'s webhook routes, not yet served (``install`` serves it). Raises
@@ -255,12 +318,29 @@ class WebhookTable:
     def install(self, built: Table) -> None:
         """Serve a table ``build`` made; requests already being answered finish on the old one."""
         self._urls, self._served_by = built
+        self.fast = {}
+
+    def _learn(self, request: web.Request, source: WebhookSource) -> None:
+        """``request``'s method and raw path lead to ``source`` (see the class doc)."""
+        if (source.source.stream or request.method == "HEAD" or len(self.fast) >= FAST_PATHS
+                or request.host is None or ".lambda-url." in request.host):
+            return
+        try:
+            key = (request.method.encode("ascii"), request.rel_url.raw_path.encode("ascii"))
+        except UnicodeEncodeError:
+            return
+        if request.raw_path.split("?", 1)[0].encode("ascii", "replace") == key[1]:
+            self.fast[key] = source
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         match = await self._urls.resolve(request)
         error = match.http_exception
         if error is None:
-            return await self._served_by[match.route].handle(request, dict(match))
+            source = self._served_by[match.route]
+            params = dict(match)
+            if not params:
+                self._learn(request, source)
+            return await source.handle(request, params)
         if isinstance(error, web.HTTPNotFound):  # another route of the app's may know the path
             allowed: set[str] = set()
             for resource in request.app.router.resources():
@@ -273,6 +353,9 @@ class WebhookTable:
 
 Table = tuple[web.UrlDispatcher, dict[web.AbstractRoute, WebhookSource]]
 CATCH_ALL = "/{webhook_path:.*}"
+FAST_PATHS = 1024
+"""(method, raw path) pairs the fast path learns at most (percent-encoded spellings of a path are pairs of
+their own)."""
 """The app's last route: every request no other route took goes to the webhook table."""
 WEBHOOKS = web.AppKey("router_webhooks", WebhookTable)
 
