@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from http.cookies import SimpleCookie
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -29,10 +28,10 @@ from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_re
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion, HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from router.http.connections import GuardedRequestHandler
 from router.http.limits import BodyLimits
+from router.http.whole_request import FastRequest
 
 if TYPE_CHECKING:
     from router.http.context import HttpContext
@@ -46,41 +45,8 @@ aiohttp's to refuse, as it would without this path."""
 MAX_HEADERS = 128
 PENDING_LIMIT = 64 * 1024
 """Bytes a client may send while its request is answered here before the connection stops reading."""
-_NO_PARAMS: MappingProxyType[str, str] = MappingProxyType({})
 _HANDED_OVER = ("content-encoding", "expect", "upgrade")
 """Headers that make a request aiohttp's: it decompresses bodies, answers ``100-continue``, upgrades."""
-
-
-class FastRequest:
-    """What the webhook path reads of a request (the part of ``web.Request`` the event shapes use)."""
-
-    __slots__ = ("headers", "host", "keep_alive", "method", "raw_path", "rel_url", "remote", "transport",
-                 "version")
-    scheme = "http"
-    match_info = _NO_PARAMS
-
-    def __init__(self, method: str, target: str, headers: CIMultiDictProxy[str], host: str,
-                 remote: str | None, version: HttpVersion, transport: asyncio.Transport,
-                 keep_alive: bool) -> None:
-        self.method = method
-        self.raw_path = target
-        path, _, query = target.partition("?")
-        self.rel_url = URL.build(path=path, query_string=query, encoded=True)
-        self.headers = headers
-        self.host = host
-        self.remote = remote
-        self.version = version
-        self.transport = transport
-        self.keep_alive = keep_alive
-
-    @property
-    def path(self) -> str:
-        return self.rel_url.path
-
-    @property
-    def content_length(self) -> int | None:
-        value = self.headers.get(hdrs.CONTENT_LENGTH)
-        return int(value) if value is not None else None
 
 
 class _Message:

@@ -27,7 +27,7 @@ from router.http.webhook_auth import build_auth, headers_pass
 from router.invocation import Invocation, new_request_id
 
 if TYPE_CHECKING:
-    from router.http.fast_webhook import FastRequest
+    from router.http.whole_request import FastRequest
 
 # Named for the source type, as every source's logger is (router.sources.sqs, ...): log filters keep working.
 log = logging.getLogger("router.sources.webhook")
