@@ -1,7 +1,7 @@
 """The webhook fast path: a request that came whole in one read (request line, headers and body) to a
 webhook route aiohttp has already routed there once is answered on the connection's own protocol, without
-aiohttp's request, per-request task and response machinery, which cost a saturated router about a fifth of
-its event loop (bench/RESULTS.md, 2026-12-06, sixth session).
+aiohttp's request, per-request task and response machinery, which cost a saturated router a sixth to a
+fifth of its event loop (bench/RESULTS.md, 2026-12-06, sixth session).
 
 The same ``WebhookSource`` answers it (auth, body limit and budget, pause, event shape, invocation,
 response mapping, metrics, logs); only the HTTP framing differs, and it is aiohttp's own where it shows:
