@@ -295,12 +295,14 @@ def test_a_request_sent_while_another_is_answered_waits_its_turn(fast_router: Ro
     slow = request("GET", "/v2?slow=1", "X-Sleep: 0.5")
     quick = request("GET", "/v2?quick=1")
     exchange(fast_router, slow, quick)  # both learned (/v2 GET)
+    before = fast_count(fast_router)
     with _connect(fast_router) as sock:
         sock.sendall(slow)
-        until_sync(lambda: fast_count(fast_router) > 0, "the slow request taken")
-        sock.sendall(quick)  # arrives while the slow one is being answered
+        until_sync(lambda: fast_count(fast_router) == before + 1, "the slow request taken")
+        sock.sendall(quick)  # arrives while the slow one is being answered: held, then answered here
         buf = bytearray()
         first, second = _read_response(sock, buf), _read_response(sock, buf)
+    assert fast_count(fast_router) == before + 2
     assert json.loads(first.body)["rawQueryString"] == "slow=1"
     assert json.loads(second.body)["rawQueryString"] == "quick=1"
 
