@@ -358,3 +358,16 @@ async def test_a_body_holds_its_room_until_the_request_is_answered(front: Any, d
     assert (await read_response(reader))[0] == 202
     await until(lambda: f.sample("router_http_body_buffer_bytes") == 0, "the body budget given back")
     writer.close()
+
+
+def test_the_fast_path_knows_every_middleware_and_response_hook(dispatcher: FakeDispatcher) -> None:
+    """The webhook fast path (router/http/fast_webhook.py) answers without aiohttp's middlewares and
+    ``on_response_prepare`` hooks, doing what these do itself (a function URL host goes to aiohttp; errors
+    answer 500 JSON; a draining router closes). A new middleware or hook must be mirrored there, or the
+    fast path must leave its requests to aiohttp: this test names the ones it mirrors."""
+    from router.http.server import close_when_draining
+
+    ctx = HttpContext(make_config(routes=[hook("h", "/h")]), dispatcher, Metrics(), Readiness())
+    app = build_app(ctx)
+    assert [m.__name__ for m in app.middlewares] == ["json_errors", "json_error_pages", "url_hosts"]  # type: ignore[attr-defined]
+    assert list(app.on_response_prepare) == [close_when_draining]
