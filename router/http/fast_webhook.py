@@ -154,17 +154,17 @@ def response_bytes(response: web.Response, method: str, version: HttpVersion, ke
     if response.chunked or response.compression or not (body is None or isinstance(body, bytes | bytearray)):
         raise TypeError(f"the fast path writes whole byte bodies only, not {type(response).__name__}")
     headers = response.headers
-    cookies: SimpleCookie = response.cookies
-    for cookie in cookies.values():
-        headers.add(hdrs.SET_COOKIE, cookie.output(header="")[1:])
     status = response.status
-    if hdrs.CONTENT_LENGTH in headers:
+    if hdrs.CONTENT_LENGTH in headers:  # Response._start, then StreamResponse._prepare_headers
         if should_remove_content_length(method, status):
             del headers[hdrs.CONTENT_LENGTH]
     else:
         length = len(body) if body else 0
         if length or (status != 304 and method != hdrs.METH_HEAD):
             headers[hdrs.CONTENT_LENGTH] = str(length)
+    cookies: SimpleCookie = response.cookies
+    for cookie in cookies.values():
+        headers.add(hdrs.SET_COOKIE, cookie.output(header="")[1:])
     empty = must_be_empty_body(method, status)
     if empty:
         if hdrs.CONTENT_LENGTH in headers and should_remove_content_length(method, status):
