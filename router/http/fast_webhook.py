@@ -49,13 +49,30 @@ _HANDED_OVER = ("content-encoding", "expect", "upgrade")
 """Headers that make a request aiohttp's: it decompresses bodies, answers ``100-continue``, upgrades."""
 
 
-class _Message:
-    """httptools' callbacks: one request's parts (reset before each)."""
+class _Boundaries:
+    """httptools' callbacks counting the requests begun and complete: in what aiohttp's parser was given
+    (equal: its parser is between requests), and in one read (``_Message``)."""
 
-    __slots__ = ("begun", "body", "complete", "headers", "keep_alive", "method", "parser", "refused", "url",
-                 "version")
+    __slots__ = ("begun", "complete")
 
     def __init__(self) -> None:
+        self.begun = 0
+        self.complete = 0
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+class _Message(_Boundaries):
+    """httptools' callbacks: one request's parts (reset before each)."""
+
+    __slots__ = ("body", "headers", "keep_alive", "method", "parser", "refused", "url", "version")
+
+    def __init__(self) -> None:
+        super().__init__()
         self.parser: httptools.HttpRequestParser | None = None
         self.reset()
 
@@ -69,9 +86,6 @@ class _Message:
         self.method = b""
         self.version = ""
         self.keep_alive = False
-
-    def on_message_begin(self) -> None:
-        self.begun += 1
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -98,25 +112,6 @@ class _Message:
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
-    def on_message_complete(self) -> None:
-        self.complete += 1
-
-
-class _Boundaries:
-    """httptools' callbacks counting the requests begun and complete in what aiohttp's parser was given:
-    equal, its parser is between requests."""
-
-    __slots__ = ("begun", "complete")
-
-    def __init__(self) -> None:
-        self.begun = 0
-        self.complete = 0
-
-    def on_message_begin(self) -> None:
-        self.begun += 1
-
-    def on_message_complete(self) -> None:
-        self.complete += 1
 
 
 class FastWebhooks:

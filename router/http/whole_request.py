@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from types import MappingProxyType
 
-from aiohttp import hdrs
 from aiohttp.http import HttpVersion
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -39,8 +38,3 @@ class FastRequest:
     @property
     def path(self) -> str:
         return self.rel_url.path
-
-    @property
-    def content_length(self) -> int | None:
-        value = self.headers.get(hdrs.CONTENT_LENGTH)
-        return int(value) if value is not None else None

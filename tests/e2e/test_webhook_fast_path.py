@@ -389,22 +389,20 @@ def test_the_rest_of_a_request_aiohttp_began_to_read_is_never_taken_for_a_new_on
     request the fast path answers: the two parsers must not disagree on where requests begin."""
     exchange(fast_router, request("GET", "/v2"), request("POST", "/v2", body=b"x"))  # both learned
     slow = request("GET", "/v2?first=1", "Content-Encoding: identity", "X-Sleep: 0.5")  # aiohttp's
-    cut = b"POST /v2 HTTP/1.1\r\nContent-Length: 4\r\nX-Foo: "
+    cut = b"POST /v2 HTTP/1.1\r\nX-Foo: "  # pipelined behind it: aiohttp's parser holds it, no timer
     before = fast_count(fast_router)
     with _connect(fast_router) as sock:
         buf = bytearray()
         sock.sendall(slow + cut)
         first = _read_response(sock, buf)
+        # the rest of the POST's headers, which on its own is a whole GET request
         sock.sendall(b"GET /v2?smuggled=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        threading.Event().wait(0.2)  # a read of its own on the server (not a synchronisation)
-        sock.sendall(b"body")
         second = _read_response(sock, buf)
     assert json.loads(first.body)["rawQueryString"] == "first=1"
     event = json.loads(second.body)
     assert event["requestContext"]["http"]["method"] == "POST"
     assert event["rawQueryString"] == ""
     assert event["headers"]["x-foo"] == "GET /v2?smuggled=1 HTTP/1.1"
-    assert event["body"] == "body"
     assert fast_count(fast_router) == before
 
 
