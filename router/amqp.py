@@ -143,6 +143,28 @@ async def _quiet_close(conn: Any) -> None:
         await conn.close()
 
 
+CHANNEL_CLOSE_TIMEOUT = 5.0
+
+
+async def close_settled(conn: Any, *channels: Any, timeout: float = CHANNEL_CLOSE_TIMEOUT) -> None:  # noqa: ASYNC109
+    """Close ``channels`` with the broker's handshake, then ``conn``; never raises.
+
+    The broker answers ``channel.close`` once it has handled every frame sent on the channel before it,
+    so the acks and nacks already written are settled when this returns. Closing the connection alone
+    does not promise that: aiormq stops reading, writes ``connection.close`` and closes the socket without
+    waiting for the answer, and a socket closed with bytes unread sends a TCP reset, which can make the
+    broker drop frames it had not read yet (RabbitMQ then logs "client unexpectedly closed TCP
+    connection" and redelivers the messages whose ack was lost).
+    """
+    for channel in channels:
+        if channel is None or getattr(channel, "is_closed", True):
+            continue
+        with contextlib.suppress(Exception):  # gone already: the broker requeued its unacked messages
+            async with asyncio.timeout(timeout):
+                await channel.close()
+    await _quiet_close(conn)
+
+
 def describe_error(exc: BaseException, url: str, *, queue: str | None = None,
                    hint_not_found: str = "", setting: str = "source.url") -> tuple[str, ErrorType]:
     """A broker error as ``(message, error_type)`` naming the broker (never its password); ``setting``

@@ -178,6 +178,7 @@ class AmqpQueue:
         self._name = f"router-async pid={os.getpid()}"
         self._conn: Any = None
         self._channel: Any = None
+        self._consuming: list[Any] = []  # the consumers' channels, closed before the connection
         self._ready = asyncio.Event()
         self.problem: str | None = "not connected yet"
 
@@ -212,9 +213,9 @@ class AmqpQueue:
 
     async def _drop(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+        consuming, self._consuming = self._consuming, []
+        if conn is not None:  # the consumers' acks reach the broker before the connection closes
+            await amqp.close_settled(conn, *consuming)
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -293,6 +294,7 @@ class AmqpQueue:
         await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.declare_queue(queue_name(function), durable=True)
         tag = await queue.consume(on_message)
+        self._consuming.append(channel)
         return Consumer(channel, queue, tag)
 
     async def depth(self) -> dict[str, int]:
@@ -335,11 +337,6 @@ class Consumer:
         """Stop deliveries; messages delivered but unacked stay with the caller to ack or nack."""
         with contextlib.suppress(Exception):
             await self.queue.cancel(self.tag)
-
-    async def close(self) -> None:
-        """Close the channel: the broker requeues every message of it that was not acked."""
-        with contextlib.suppress(Exception):
-            await self.channel.close()
 
 
 class AmqpDeliveries:

@@ -1,7 +1,7 @@
 """An async event the router cannot persist in time is refused with 503 and Retry-After, and never
 persisted behind the caller's back (issue 9 defect 6 and the async_queue login item of 11).
 
-The stalled database is real: PostgreSQL behind a TCP proxy in this test that stops forwarding bytes
+The stalled database is real: PostgreSQL behind a TCP proxy (tests/tcp_proxy.py) that stops forwarding bytes
 (the connection stays open, nothing is refused), as a hung network path or database does.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from sqlalchemy.engine import make_url
 from yarl import URL
 
 from tests.router_process import RouterFactory, http
+from tests.tcp_proxy import TcpProxy
 from tests.waiting import until_sync
 
 RECORDER = """
@@ -30,70 +30,6 @@ def handler(event, context):
     pathlib.Path(os.environ["SEEN_DIR"], body["id"]).write_text(context.aws_request_id)
     return "ok"
 """
-
-
-class StallingProxy:
-    """A TCP proxy on 127.0.0.1 to ``upstream`` whose forwarding can be paused: while paused, bytes are
-    read from both sides and held, so each end sees an open connection that never answers."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._upstream = (host, port)
-        self._loop = asyncio.new_event_loop()
-        self._flowing = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="stalling-proxy", daemon=True)
-        self._thread.start()
-        self.port = self._call(self._start())
-
-    def _call(self, coro):  # type: ignore[no-untyped-def]
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
-    async def _start(self) -> int:
-        self._flowing.set()
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        except OSError:
-            writer.close()
-            return
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                await self._flowing.wait()
-                dst.write(data)
-                await dst.drain()
-        except OSError:
-            pass
-        finally:
-            dst.close()
-
-    def pause(self) -> None:
-        self._loop.call_soon_threadsafe(self._flowing.clear)
-
-    def resume(self) -> None:
-        self._loop.call_soon_threadsafe(self._flowing.set)
-
-    def close(self) -> None:
-        async def stop() -> None:
-            assert self._server is not None
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-        self._call(stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
 
 @pytest.fixture
@@ -132,7 +68,7 @@ def test_stalled_postgres_answers_503_and_never_persists_the_event_later(
     router_factory: RouterFactory, tmp_path: Path, database: str,
 ) -> None:
     url = make_url(database)
-    proxy = StallingProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     try:
         seen = tmp_path / "seen"
         seen.mkdir()

@@ -82,6 +82,13 @@ class Broker:
 
         return int(self._run(fn))
 
+    def consumers(self, queue: str) -> int:
+        async def fn(_: Any, channel: Any) -> int:
+            q = await channel.declare_queue(queue, passive=True)
+            return int(q.declaration_result.consumer_count)
+
+        return int(self._run(fn))
+
     def get_all(self, queue: str) -> list[Any]:
         """Every message now ready in ``queue`` (acked: they are taken)."""
 
@@ -563,11 +570,49 @@ def test_sigterm_finishes_the_running_batch_and_hands_back_the_rest(
     assert 1 <= len(done) < 10
     logs = rp.logs()
     assert "handed back" in logs
-    assert broker.count(queue) == 10 - len(done)  # the finished one was acked, the rest are ready again
+    # The finished one was acked, the rest are ready again. (CI saw 10 once, 2026-12-06, not reproduced
+    # in 80 runs with the CPU loaded: the router's log is in the message for the next time.)
+    assert broker.count(queue) == 10 - len(done), logs[-6000:]
     rp2 = router_factory(config, port=rp.port)
     until_sync(lambda: len(_ids(seen)) >= 10, deadline=60, what="the rest")
     assert rp2.stop() == 0
     assert sorted(_ids(seen)) == sorted(bodies)  # each exactly once: nothing started was handed back
+
+
+def test_sigterm_acks_reach_the_broker_before_the_connection_closes(
+    router_factory: RouterFactory, tmp_path: Path, broker: Broker, amqp_url: str,
+) -> None:
+    """The router's bytes reach the broker 0.3 s late through a proxy that loses what it still holds
+    when the router closes its end (as a TCP reset loses bytes the broker has not read yet). The ack of
+    the batch that finished during the stop, and the hand-backs, are settled all the same: the router
+    closes its channel with the broker's handshake (which answers once it has handled what came before)
+    before the connection. CI saw the plain case lose that ack once (2026-12-06); this one lost it 3 of 3
+    without the handshake."""
+    from yarl import URL
+
+    from tests.tcp_proxy import TcpProxy
+
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    _bulk_recorder(router_factory, seen, pause=0.3)
+    url = URL(amqp_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5672, upload_delay=0.3, drop_on_close=True)
+    try:
+        queue = broker.name("slow-link")
+        through = str(url.with_host("127.0.0.1").with_port(proxy.port))
+        config = _config(tmp_path, through,
+                         f"queue: {queue}, prefetch: 10, batch_size: 1, batch_window: 0s", concurrency=1)
+        rp = router_factory(config)
+        bodies = [f"m{i}" for i in range(10)]
+        broker.publish(queue, [b.encode() for b in bodies])
+        until_sync(lambda: _ids(seen), deadline=30, what="the first invocation")
+        assert rp.stop() == 0
+        done = _ids(seen)
+        assert 1 <= len(done) < 10
+        until_sync(lambda: broker.consumers(queue) == 0, deadline=30, what="the router's consumer gone")
+        assert broker.count(queue) == 10 - len(done), rp.logs()[-6000:]
+    finally:
+        proxy.close()
 
 
 def test_unreachable_broker_starts_anyway_not_ready(router_factory: RouterFactory, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router import lineage
-from router.amqp import connect, describe_error, host_of, redact, user_of, vhost_of
+from router.amqp import close_settled, connect, describe_error, host_of, redact, user_of, vhost_of
 from router.clock import Clock
 from router.config.models import AmqpSourceConfig, AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatch
@@ -230,9 +230,8 @@ class AmqpSource:
                     await asyncio.wait(set(self._settling))
         finally:
             self._closing = True
-            self._channel = self._queue = self._consumer_tag = None
-            with contextlib.suppress(Exception):
-                await asyncio.shield(conn.close())
+            channel, self._channel, self._queue, self._consumer_tag = self._channel, None, None, None
+            await asyncio.shield(close_settled(conn, channel))  # the acks above reach the broker
 
     async def _watch_consumer(self, channel: Any) -> None:
         """The broker cancels a consumer whose queue is deleted, and aio-pika then just stops
