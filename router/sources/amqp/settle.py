@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from router.amqp import channel_open
 from router.config.models import AmqpSourceConfig
 from router.metrics import Metrics
 from router.sources.amqp.event import REASON_HEADER, REDELIVERIES_HEADER, redelivery_count
@@ -30,15 +31,6 @@ def delay_queue_of(queue: str) -> str:
 
 def delay_queue_arguments(queue: str) -> dict[str, Any]:
     return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
-
-
-def channel_open(message: Any) -> bool:
-    """False for a message delivered on a channel that has closed since (its ack cannot be sent)."""
-    try:
-        channel = message.channel
-    except Exception:  # aio-pika raises ChannelInvalidStateError for a closed channel
-        return False
-    return not bool(getattr(channel, "is_closed", False))
 
 
 class AmqpSettler:

@@ -40,7 +40,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from router import lineage
-from router.amqp import close_settled, connect, describe_error, host_of, redact, user_of, vhost_of
+from router.amqp import (
+    channel_open,
+    close_settled,
+    connect,
+    describe_error,
+    host_of,
+    redact,
+    user_of,
+    vhost_of,
+)
 from router.clock import Clock
 from router.config.models import AmqpSourceConfig, AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatch
@@ -55,7 +64,7 @@ from router.sources.amqp.event import (
     encode_record,
     to_record,
 )
-from router.sources.amqp.settle import AmqpSettler, channel_open, delay_queue_arguments, delay_queue_of
+from router.sources.amqp.settle import AmqpSettler, delay_queue_arguments, delay_queue_of
 from router.sources.batch_bisect import Bisection
 from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate, pause_unless, until_set
 
