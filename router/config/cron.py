@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import zoneinfo
 from functools import cache
-
-from apscheduler.triggers.cron import CronTrigger
+from typing import TYPE_CHECKING
 
 from router.suggest import closest
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 _NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
@@ -54,6 +56,8 @@ def cron_trigger(expr: str, timezone: str = "UTC") -> CronTrigger:
     if len(fields) == 5:
         fields.insert(0, "0")
     second, minute, hour, day, month, weekday = fields
+    from apscheduler.triggers.cron import CronTrigger  # here: a config without a cron never loads it
+
     try:
         return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
                            day_of_week=crontab_weekdays(weekday), timezone=tz)

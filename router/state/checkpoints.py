@@ -9,15 +9,14 @@ checked in the same transaction (``router.state.leases.hold``). ``StateStore`` r
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from router.state import leases
 from router.state.leases import LeaseToken
-from router.state.schema import checkpoints
+from router.state.schema import checkpoints, dialect_insert
 
 SHARD_END = "SHARD_END"
 """Checkpoint value of a closed shard that has been read to its end and processed whole."""
@@ -27,8 +26,9 @@ _SELECT = sa.select(_t.c.shard_id, _t.c.sequence_number).where(_t.c.route == sa.
 _DELETE = sa.delete(_t).where(_t.c.route == sa.bindparam("p_route"))
 
 
+@functools.cache  # made at first use: the PostgreSQL one only on PostgreSQL (schema.dialect_insert)
 def _upsert(dialect: str) -> Any:
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = dialect_insert(dialect)
     stmt = insert(_t).values(
         route=sa.bindparam("p_route"), shard_id=sa.bindparam("p_shard"),
         sequence_number=sa.bindparam("p_seq"), updated_at=sa.bindparam("p_now"),
@@ -37,9 +37,6 @@ def _upsert(dialect: str) -> Any:
         index_elements=[_t.c.route, _t.c.shard_id],
         set_={"sequence_number": stmt.excluded.sequence_number, "updated_at": stmt.excluded.updated_at},
     )
-
-
-_UPSERT = {"sqlite": _upsert("sqlite"), "postgresql": _upsert("postgresql")}
 
 
 def load(conn: sa.Connection, route: str) -> dict[str, str]:
@@ -55,7 +52,7 @@ def save(conn: sa.Connection, route: str, shard_id: str, sequence_number: str, n
         leases.finish(conn, route, shard_id, token)
     elif token is not None:
         leases.hold(conn, route, shard_id, token)
-    conn.execute(_UPSERT[conn.dialect.name], {
+    conn.execute(_upsert(conn.dialect.name), {
         "p_route": route, "p_shard": shard_id, "p_seq": sequence_number, "p_now": now,
     })
 

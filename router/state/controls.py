@@ -8,14 +8,13 @@ or function at most). ``StateStore`` runs these transactions.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from router.state.schema import controls
+from router.state.schema import controls, dialect_insert
 
 ROUTE = "route"
 FUNCTION = "function"
@@ -41,8 +40,9 @@ _SELECT = sa.select(
 )
 
 
+@functools.cache  # made at first use: the PostgreSQL one only on PostgreSQL (schema.dialect_insert)
 def _upsert(dialect: str) -> Any:
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = dialect_insert(dialect)
     stmt = insert(_t).values(
         kind=sa.bindparam("p_kind"), name=sa.bindparam("p_name"), enabled=sa.bindparam("p_enabled"),
         reserved_concurrency=sa.bindparam("p_reserved"), maximum_retry_attempts=sa.bindparam("p_retries"),
@@ -53,9 +53,6 @@ def _upsert(dialect: str) -> Any:
         set_={c: getattr(stmt.excluded, c) for c in (
             "enabled", "reserved_concurrency", "maximum_retry_attempts", "maximum_event_age", "updated_at")},
     )
-
-
-_UPSERT = {"sqlite": _upsert("sqlite"), "postgresql": _upsert("postgresql")}
 
 
 def load(conn: sa.Connection) -> list[ControlRow]:
@@ -75,7 +72,7 @@ def load(conn: sa.Connection) -> list[ControlRow]:
 
 def save(conn: sa.Connection, row: ControlRow) -> None:
     """Insert or replace the row of (``row.kind``, ``row.name``)."""
-    conn.execute(_UPSERT[conn.dialect.name], {
+    conn.execute(_upsert(conn.dialect.name), {
         "p_kind": row.kind, "p_name": row.name, "p_enabled": row.enabled,
         "p_reserved": row.reserved_concurrency, "p_retries": row.maximum_retry_attempts,
         "p_age": row.maximum_event_age, "p_now": row.updated_at,

@@ -20,11 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from router.errors import RouterError
-from router.state.schema import shard_leases
+from router.state.schema import dialect_insert, shard_leases
 
 
 class LeaseLost(RouterError):
@@ -116,7 +114,8 @@ _FORGET = sa.delete(_t).where(_t.c.route == sa.bindparam("p_route"))
 
 
 def _insert(conn: sa.Connection) -> sa.Insert:
-    return pg_insert(_t) if conn.dialect.name == "postgresql" else sqlite_insert(_t)
+    insert: sa.Insert = dialect_insert(conn.dialect.name)(_t)
+    return insert
 
 
 def ensure(conn: sa.Connection, route: str, shard_ids: list[str]) -> int:

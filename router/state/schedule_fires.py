@@ -8,13 +8,12 @@ Rows older than a day (and older than the route's catch-up window) are pruned as
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from router.state.schema import schedule_fires
+from router.state.schema import dialect_insert, schedule_fires
 
 KEEP = 24 * 3600.0
 """Seconds of fires kept beyond the route's catch-up window (for operators reading the table)."""
@@ -24,20 +23,18 @@ _LAST = sa.select(sa.func.max(_t.c.fire_time)).where(_t.c.route == sa.bindparam(
 _PRUNE = sa.delete(_t).where(_t.c.route == sa.bindparam("p_route"), _t.c.fire_time < sa.bindparam("p_before"))
 
 
+@functools.cache  # made at first use: the PostgreSQL one only on PostgreSQL (schema.dialect_insert)
 def _claim(dialect: str) -> Any:
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = dialect_insert(dialect)
     return insert(_t).values(
         route=sa.bindparam("p_route"), fire_time=sa.bindparam("p_fire"), fired_at=sa.bindparam("p_now"),
     ).on_conflict_do_nothing(index_elements=[_t.c.route, _t.c.fire_time])
 
 
-_CLAIM = {"sqlite": _claim("sqlite"), "postgresql": _claim("postgresql")}
-
-
 def claim(conn: sa.Connection, route: str, fire_time: float, now: float, keep: float) -> bool:
     """Claim the tick of ``route`` at ``fire_time``; True when this caller won it. Prunes rows of the
     route older than ``keep`` seconds before ``fire_time`` (never the newest)."""
-    won = conn.execute(_CLAIM[conn.dialect.name], {
+    won = conn.execute(_claim(conn.dialect.name), {
         "p_route": route, "p_fire": fire_time, "p_now": now}).rowcount == 1
     if won:
         conn.execute(_PRUNE, {"p_route": route, "p_before": fire_time - keep})

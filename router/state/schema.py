@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
@@ -69,10 +68,10 @@ async_events = sa.Table(
     sa.Index("router_async_events_claim", "function", "available_at"),
 )
 _leased = async_events.c.lease_until.is_not(None)
-sa.Index(  # only the leased rows (few: those in flight), for when the next lease runs out
+_LEASED_INDEX = sa.Index(  # only the leased rows (few: those in flight), for when the next lease runs out
     "router_async_events_leased",
     async_events.c.function, async_events.c.lease_until, async_events.c.available_at,  # covering
-    sqlite_where=_leased, postgresql_where=_leased,
+    sqlite_where=_leased,  # postgresql_where: set by create_tables (see there)
 )
 
 checkpoints = sa.Table(  # stream routes: the last sequence number processed of each shard (or SHARD_END)
@@ -187,6 +186,9 @@ def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> Non
     ``conn`` must be inside a transaction; ``where`` prefixes error messages.
     """
     if conn.dialect.name == "postgresql":
+        # Given here, not where the index is defined: a postgresql_* argument loads SQLAlchemy's
+        # PostgreSQL dialect, ~2 MB of a router on SQLite's idle memory.
+        _LEASED_INDEX.dialect_kwargs["postgresql_where"] = _leased
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_CREATE_LOCK)))
         if schema is not None:
             conn.execute(CreateSchema(schema, if_not_exists=True))
@@ -194,7 +196,7 @@ def create_tables(conn: sa.Connection, *, schema: str | None, where: str) -> Non
         conn.execute(CreateTable(table, if_not_exists=True))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             conn.execute(CreateIndex(index, if_not_exists=True))
-    insert = _insert_for(conn.dialect.name)
+    insert = dialect_insert(conn.dialect.name)
     conn.execute(
         insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing()
     )
@@ -230,6 +232,12 @@ def _add_missing_columns(conn: sa.Connection, schema: str | None) -> None:
         conn.execute(sa.text(f"ALTER TABLE {where} ADD COLUMN {quote.quote(name)} {kind}"))
 
 
-def _insert_for(dialect: str) -> Any:
-    """The dialect's INSERT construct, which has ``on_conflict_do_nothing``."""
-    return pg_insert if dialect == "postgresql" else sqlite_insert
+def dialect_insert(dialect: str) -> Any:
+    """The dialect's INSERT construct (it has ``on_conflict_do_nothing`` and ``on_conflict_do_update``).
+    PostgreSQL's is imported when it is asked for: a router on SQLite never loads that dialect (~2 MB of
+    its idle memory)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert
+    return sqlite_insert

@@ -367,3 +367,51 @@ async def test_sqlite_acknowledged_enqueues_survive_sigkill(tmp_path: Path) -> N
     finally:
         await store.close()
     assert acknowledged <= stored
+
+
+async def test_the_index_of_leased_events_is_partial_on_both_dialects(new_store: StoreFactory) -> None:
+    """Only the leased rows are indexed: on PostgreSQL the index's WHERE is given when the tables are
+    created (not where the index is defined, which would load the PostgreSQL dialect on SQLite too)."""
+    import sqlalchemy as sa
+
+    store = await new_store()
+
+    def definition(conn: sa.Connection) -> str:
+        if conn.dialect.name == "sqlite":
+            query = "SELECT sql FROM sqlite_master WHERE name = 'router_async_events_leased'"
+            return str(conn.execute(sa.text(query)).scalar_one())
+        query = ("SELECT indexdef FROM pg_indexes WHERE indexname = 'router_async_events_leased' "
+                 "AND schemaname = :schema")
+        return str(conn.execute(sa.text(query), {"schema": store._schema}).scalar_one())
+
+    sql = await store._transact("read the index", definition)
+    assert "WHERE" in sql.upper(), sql
+    assert "lease_until IS NOT NULL" in sql.replace("(", "").replace(")", ""), sql
+
+
+def test_a_store_on_sqlite_does_not_load_the_postgresql_dialect(tmp_path: Path) -> None:
+    """~2 MB of a router's idle memory (bench scenario 6): opening and using a SQLite store, as the
+    router does, leaves SQLAlchemy's PostgreSQL dialect unimported."""
+    import subprocess
+
+    script = """
+import asyncio, sys
+from pathlib import Path
+from router.state import StateStore
+
+async def main():
+    store = StateStore.from_url("sqlite:///state.db", Path(sys.argv[1]))
+    await store.open()
+    await store.enqueue(function="f", request_id="r1", payload=b"{}", source="test", route=None, now=1.0)
+    await store.save_checkpoint("route", "shard", "1", now=1.0)  # upserts of each kind
+    await store.ensure_leases("route", ["shard"])
+    await store.claim_fire("schedule", 60.0, now=61.0, keep=3600.0)
+    await store.close()
+
+asyncio.run(main())
+loaded = sorted(m for m in sys.modules if m.startswith("sqlalchemy.dialects.postgresql"))
+print(loaded)
+"""
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
