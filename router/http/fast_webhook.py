@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 
@@ -123,9 +124,9 @@ class FastWebhooks:
         self.limits = limits
         self.answered = ctx.metrics.webhook_fast_path
 
-    def source_for(self, data: bytes) -> WebhookSource | None:
-        """The route of the request at the start of ``data`` when it may be answered here (its request
-        line only is looked at); None when it is aiohttp's."""
+    def source_for(self, data: bytes) -> tuple[WebhookSource, Mapping[str, str] | None] | None:
+        """The route of the request at the start of ``data`` and what its ``{name}`` parts matched, when
+        it may be answered here (its request line only is looked at); None when it is aiohttp's."""
         sp = data.find(b" ", 0, 24)
         if sp <= 0:
             return None
@@ -138,7 +139,15 @@ class FastWebhooks:
         query = path.find(b"?")
         if query >= 0:
             path = path[:query]
-        return self.table.fast.get((data[:sp], path))
+        key = (data[:sp], path)
+        table = self.table
+        source = table.fast.get(key)
+        if source is not None:
+            return source, None
+        learned = table.fast_params.get(key)
+        if learned is not None:
+            table.fast_params.move_to_end(key)
+        return learned
 
 
 def response_bytes(response: web.Response, method: str, version: HttpVersion, keep_alive: bool) -> bytes:
@@ -239,8 +248,8 @@ class FastRequestHandler(GuardedRequestHandler):
         if not super().between_requests():
             return False
         fast = self._fast
-        source = fast.source_for(data)
-        if source is None or b"\r\n\r\n" not in data or fast.ctx.readiness.shutting_down:
+        routed = fast.source_for(data)
+        if routed is None or b"\r\n\r\n" not in data or fast.ctx.readiness.shutting_down:
             return False
         message = self._fast_message
         message.reset()
@@ -288,14 +297,16 @@ class FastRequestHandler(GuardedRequestHandler):
             self._keepalive_handle.cancel()
             self._keepalive_handle = None
         self._request_in_progress = True
-        self._fast_task = self._loop.create_task(self._answer(source, request, body))
+        source, params = routed
+        self._fast_task = self._loop.create_task(self._answer(source, params, request, body))
         return True
 
-    async def _answer(self, source: WebhookSource, request: FastRequest, body: bytes) -> None:
+    async def _answer(self, source: WebhookSource, params: Mapping[str, str] | None, request: FastRequest,
+                      body: bytes) -> None:
         keep_alive = False
         try:
             try:
-                response, request_id = await source.answer(request, body, self._fast.limits)
+                response, request_id = await source.answer(request, body, self._fast.limits, params)
             except Exception:
                 log.exception("unhandled error in HTTP handler", extra={"event": request.method})
                 request_id = ""

@@ -7,8 +7,10 @@ id only after ``dispatcher.submit`` returned, that is after the event is persist
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
@@ -64,12 +66,12 @@ class WebhookSource:
             response.headers[self._shape.request_id_header] = request_id
         return await self._send(request, response, request_id)
 
-    async def answer(self, request: FastRequest, body: bytes,
-                     limits: BodyLimits) -> tuple[web.Response, str]:
+    async def answer(self, request: FastRequest, body: bytes, limits: BodyLimits,
+                     params: Mapping[str, str] | None = None) -> tuple[web.Response, str]:
         """The answer to a request that came whole, the fast path's (``router.http.fast_webhook``: it
         writes it, then calls ``sent`` or ``lost``), and its request id. ``body`` is within
         ``server.max_body`` (a larger one is aiohttp's); it is held in ``limits``' budget while it is
-        answered, as ``read_body`` holds one."""
+        answered, as ``read_body`` holds one. ``params``: what the route's ``{name}`` parts matched."""
         request_id = new_request_id()
         response: web.StreamResponse
         reservation = Reservation(limits.budget)
@@ -82,7 +84,7 @@ class WebhookSource:
                          extra={**self._extra(request_id), "status": refusal.status})
                 response = refusal.response()
             else:
-                response = await self._dispatch(request, body, request_id, None)
+                response = await self._dispatch(request, body, request_id, params)
         except (RouterError, OSError) as exc:
             response = _not_dispatched(exc, self.route.name, self.route.function, request_id, self._shape)
         finally:
@@ -283,7 +285,10 @@ class WebhookTable:
 
     ``fast`` holds the (method, raw path) pairs that aiohttp's routing, middlewares and this table took to a
     route without ``{name}`` parameters: requests the fast path (``router.http.fast_webhook``) may answer
-    itself, the routing being settled. Learned as requests come, forgotten at a reload, bounded.
+    itself, the routing being settled. ``fast_params`` holds those taken to a route with parameters, with
+    what they matched (``/orders/{id}``: one entry per path seen, the least recently used let go first, so
+    that paths of many values neither grow it nor push out the routes without parameters). Learned as
+    requests come, forgotten at a reload, bounded.
     """
 
     def __init__(self, ctx: HttpContext) -> None:
@@ -292,6 +297,8 @@ class WebhookTable:
         self._served_by: dict[web.AbstractRoute, WebhookSource] = {}
         self.resource: web.AbstractResource | None = None  # the app's catch-all route's
         self.fast: dict[tuple[bytes, bytes], WebhookSource] = {}
+        self.fast_params: collections.OrderedDict[
+            tuple[bytes, bytes], tuple[WebhookSource, Mapping[str, str]]] = collections.OrderedDict()
 
     def build(self, config: RouterConfig) -> Table:
         """The table of ``config``'s webhook routes, not yet served (``install`` serves it). Raises
@@ -319,18 +326,27 @@ class WebhookTable:
         """Serve a table ``build`` made; requests already being answered finish on the old one."""
         self._urls, self._served_by = built
         self.fast = {}
+        self.fast_params = collections.OrderedDict()
 
-    def _learn(self, request: web.Request, source: WebhookSource) -> None:
-        """``request``'s method and raw path lead to ``source`` (see the class doc)."""
-        if (source.source.stream or request.method == "HEAD" or len(self.fast) >= FAST_PATHS
+    def _learn(self, request: web.Request, source: WebhookSource, params: dict[str, str]) -> None:
+        """``request``'s method and raw path lead to ``source``, its ``{name}`` parts matching ``params``
+        (see the class doc)."""
+        if (source.source.stream or request.method == "HEAD" or (not params and len(self.fast) >= FAST_PATHS)
                 or request.host is None or ".lambda-url." in request.host):
             return
         try:
             key = (request.method.encode("ascii"), request.rel_url.raw_path.encode("ascii"))
         except UnicodeEncodeError:
             return
-        if request.raw_path.split("?", 1)[0].encode("ascii", "replace") == key[1]:
+        if request.raw_path.split("?", 1)[0].encode("ascii", "replace") != key[1]:
+            return
+        if not params:
             self.fast[key] = source
+            return
+        learned = self.fast_params
+        if key not in learned and len(learned) >= FAST_PATHS:
+            learned.popitem(last=False)
+        learned[key] = (source, MappingProxyType(params))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         match = await self._urls.resolve(request)
@@ -338,8 +354,7 @@ class WebhookTable:
         if error is None:
             source = self._served_by[match.route]
             params = dict(match)
-            if not params:
-                self._learn(request, source)
+            self._learn(request, source, params)
             return await source.handle(request, params)
         if isinstance(error, web.HTTPNotFound):  # another route of the app's may know the path
             allowed: set[str] = set()
@@ -354,8 +369,8 @@ class WebhookTable:
 Table = tuple[web.UrlDispatcher, dict[web.AbstractRoute, WebhookSource]]
 CATCH_ALL = "/{webhook_path:.*}"
 FAST_PATHS = 1024
-"""(method, raw path) pairs the fast path learns at most (percent-encoded spellings of a path are pairs of
-their own)."""
+"""(method, raw path) pairs the fast path learns at most, for routes without and for routes with
+parameters each (percent-encoded spellings of a path are pairs of their own)."""
 """The app's last route: every request no other route took goes to the webhook table."""
 WEBHOOKS = web.AppKey("router_webhooks", WebhookTable)
 

@@ -86,6 +86,11 @@ routes:
   - name: keyed
     source: {{type: webhook, path: /keyed, methods: [GET], auth: {{type: api_key, key: k3y}}}}
     function: echo
+  - {{name: orders, source: {{type: webhook, path: "/orders/{{id}}", methods: [GET, POST]}}, function: echo}}
+  - name: v1orders
+    source: {{type: webhook, path: "/v1/orders/{{id}}/items/{{item}}", methods: [GET], payload: v1}}
+    function: echo
+  - {{name: files, source: {{type: webhook, path: "/files/{{proxy+}}", methods: [GET]}}, function: echo}}
 """
 
 
@@ -223,6 +228,12 @@ CASES: dict[str, bytes] = {
     "a gzip body": request("POST", "/v2", "Content-Encoding: gzip", "Content-Type: text/plain",
                            body=gzip.compress(b"unzipped by aiohttp")),
     "expect 100-continue": request("POST", "/v2", "Expect: 100-continue", body=b'{"e": 1}'),
+    "a path parameter": request("GET", "/orders/123?x=1"),
+    "a path parameter, post": request("POST", "/orders/a-1", "Content-Type: application/json",
+                                      body=b'{"o": 1}'),
+    "a percent-encoded path parameter": request("GET", "/orders/caf%C3%A9%20au%2Flait"),
+    "path parameters, payload v1": request("GET", "/v1/orders/7/items/x%20y?q=1"),
+    "a greedy path parameter": request("GET", "/files/a/b/c.txt"),
 }
 AIOHTTP_ONLY = {"over max_body", "a fragment", "a gzip body", "expect 100-continue"}
 """Requests the fast path leaves to aiohttp every time (too large, a fragment, a body aiohttp decompresses,
@@ -270,6 +281,52 @@ def test_the_event_is_the_one_aiohttps_path_gives(fast_router: RouterProcess) ->
     assert event["requestContext"]["http"] == {
         "method": "POST", "path": "/v2", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
         "userAgent": ""}
+
+
+def test_path_parameters_are_the_ones_aiohttps_path_gives(fast_router: RouterProcess) -> None:
+    """A route with ``{name}`` parts: each path is learned with what its parts matched, decoded."""
+    raw = request("GET", "/orders/caf%C3%A9%2F1?x=1")
+    first, second = exchange(fast_router, raw, raw)
+    event = json.loads(second.body)
+    assert event == json.loads(first.body)
+    assert event["pathParameters"] == {"id": "caf\u00e9/1"}
+    assert event["routeKey"] == "GET /orders/{id}"
+    other = exchange(fast_router, request("GET", "/orders/2"))[0]  # another value: aiohttp's, then learned
+    assert json.loads(other.body)["pathParameters"] == {"id": "2"}
+    v1 = request("GET", "/v1/orders/7/items/x%20y")
+    first, second = exchange(fast_router, v1, v1)
+    event = json.loads(second.body)
+    assert event == json.loads(first.body)
+    assert event["pathParameters"] == {"id": "7", "item": "x y"}
+    assert event["resource"] == "/v1/orders/{id}/items/{item}"
+    greedy = request("GET", "/files/a/b%20c/d.txt")
+    first, second = exchange(fast_router, greedy, greedy)
+    assert json.loads(second.body) == json.loads(first.body)
+    assert json.loads(second.body)["pathParameters"] == {"proxy": "a/b c/d.txt"}
+
+
+def test_paths_of_many_values_neither_grow_the_table_nor_push_out_the_others(
+    fast_router: RouterProcess,
+) -> None:
+    """The paths of routes with parameters are kept apart, the 1,024 used last: 1,100 different order ids
+    leave the route without parameters on the fast path, the oldest ids forgotten, the last ones kept."""
+    static = request("GET", "/v2?s=1")
+    exchange(fast_router, static)  # learned
+    ids = range(1100)
+    with _connect(fast_router) as sock:  # one keep-alive connection, one request at a time
+        buf = bytearray()
+        for i in ids:
+            sock.sendall(request("GET", f"/orders/{i}"))
+            assert _read_response(sock, buf).status == 200
+    before = fast_count(fast_router)
+    exchange(fast_router, static)
+    assert fast_count(fast_router) == before + 1, "the route without parameters is still learned"
+    exchange(fast_router, request("GET", "/orders/1099"))
+    assert fast_count(fast_router) == before + 2, "the last order ids are learned"
+    exchange(fast_router, request("GET", "/orders/0"))
+    assert fast_count(fast_router) == before + 2, "the oldest were let go (aiohttp answers, learns again)"
+    exchange(fast_router, request("GET", "/orders/0"))
+    assert fast_count(fast_router) == before + 3
 
 
 def test_one_connection_mixes_both_paths_in_order(fast_router: RouterProcess) -> None:
