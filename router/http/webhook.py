@@ -346,7 +346,7 @@ class WebhookTable:
         learned = self.fast_params
         if key not in learned and len(learned) >= FAST_PATHS:
             learned.popitem(last=False)
-        learned[key] = (source, MappingProxyType(params))
+        learned[key] = (source, MappingProxyType(dict(params)))  # a copy: the caller's dict goes on
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         match = await self._urls.resolve(request)
@@ -368,10 +368,10 @@ class WebhookTable:
 
 Table = tuple[web.UrlDispatcher, dict[web.AbstractRoute, WebhookSource]]
 CATCH_ALL = "/{webhook_path:.*}"
+"""The app's last route: every request no other route took goes to the webhook table."""
 FAST_PATHS = 1024
 """(method, raw path) pairs the fast path learns at most, for routes without and for routes with
 parameters each (percent-encoded spellings of a path are pairs of their own)."""
-"""The app's last route: every request no other route took goes to the webhook table."""
 WEBHOOKS = web.AppKey("router_webhooks", WebhookTable)
 
 
