@@ -114,7 +114,6 @@ class _Message(_Boundaries):
         self.body.append(body)
 
 
-
 class FastWebhooks:
     """The listener's part: which route a request is for, when it may take the fast path."""
 
@@ -139,15 +138,7 @@ class FastWebhooks:
         query = path.find(b"?")
         if query >= 0:
             path = path[:query]
-        key = (data[:sp], path)
-        table = self.table
-        source = table.fast.get(key)
-        if source is not None:
-            return source, None
-        learned = table.fast_params.get(key)
-        if learned is not None:
-            table.fast_params.move_to_end(key)
-        return learned
+        return self.table.learned((data[:sp], path))
 
 
 def response_bytes(response: web.Response, method: str, version: HttpVersion, keep_alive: bool) -> bytes:

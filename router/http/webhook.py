@@ -79,10 +79,7 @@ class WebhookSource:
             if not headers_pass(self.source.auth, request.headers):
                 response = self._unauthorized(self._extra(request_id))
             elif body and not await reservation.grow_to(len(body), limits.wait):
-                refusal = no_room(limits)
-                log.info("webhook: request body not read, %s", refusal.reason,
-                         extra={**self._extra(request_id), "status": refusal.status})
-                response = refusal.response()
+                response = self._body_refused(no_room(limits), request_id)
             else:
                 response = await self._dispatch(request, body, request_id, params)
         except (RouterError, OSError) as exc:
@@ -94,6 +91,11 @@ class WebhookSource:
         if self._shape.request_id_header is not None:
             response.headers[self._shape.request_id_header] = request_id
         return response, request_id
+
+    def _body_refused(self, refusal: BodyUnavailable, request_id: str) -> web.Response:
+        log.info("webhook: request body not read, %s", refusal.reason,
+                 extra={**self._extra(request_id), "status": refusal.status})
+        return refusal.response()
 
     def _extra(self, request_id: str) -> dict[str, str]:
         return {"route": self.route.name, "function": self.route.function, "request_id": request_id}
@@ -139,19 +141,16 @@ class WebhookSource:
 
     async def _handle(self, request: web.Request, request_id: str,
                       params: Mapping[str, str] | None) -> web.StreamResponse:
-        ctx = self._ctx
-        extra = self._extra(request_id)
         # What needs only the headers is checked before a byte of the body is read or buffered
         # (DESIGN §9a): a stranger's body costs no memory. Content-Length over the limit is read_body's.
         if not headers_pass(self.source.auth, request.headers):
-            return self._unauthorized(extra)
+            return self._unauthorized(self._extra(request_id))
         try:
-            body = await read_body(request, ctx.config.server.max_body)
+            body = await read_body(request, self._ctx.config.server.max_body)
         except BodyTooLarge:
             return self._shape.too_large()
         except BodyUnavailable as exc:  # too slow (408) or no room for it in server.max_body_buffer (503)
-            log.info("webhook: request body not read, %s", exc.reason, extra={**extra, "status": exc.status})
-            return exc.response()
+            return self._body_refused(exc, request_id)
         return await self._dispatch(request, body, request_id, params)
 
     async def _dispatch(self, request: web.Request | FastRequest, body: bytes, request_id: str,
@@ -347,6 +346,17 @@ class WebhookTable:
         if key not in learned and len(learned) >= FAST_PATHS:
             learned.popitem(last=False)
         learned[key] = (source, MappingProxyType(dict(params)))  # a copy: the caller's dict goes on
+
+    def learned(self, key: tuple[bytes, bytes]) -> tuple[WebhookSource, Mapping[str, str] | None] | None:
+        """The route a (method, raw path) pair was learned to lead to, with what its ``{name}`` parts
+        matched (None for a route without parameters); None when it was not learned."""
+        source = self.fast.get(key)
+        if source is not None:
+            return source, None
+        learned = self.fast_params.get(key)
+        if learned is not None:
+            self.fast_params.move_to_end(key)  # used last: let go last
+        return learned
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         match = await self._urls.resolve(request)

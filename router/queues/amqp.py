@@ -295,7 +295,7 @@ class AmqpQueue:
         queue = await channel.declare_queue(queue_name(function), durable=True)
         tag = await queue.consume(on_message)
         self._consuming.append(channel)
-        return Consumer(channel, queue, tag)
+        return Consumer(queue, tag)
 
     async def depth(self) -> dict[str, int]:
         """Messages ready per function queue (passive declares; delayed retries are not counted); none
@@ -329,7 +329,6 @@ class AmqpQueue:
 
 @dataclass(slots=True)
 class Consumer:
-    channel: Any
     queue: Any
     tag: str
 

@@ -75,19 +75,18 @@ class Broker:
 
         self._run(fn)
 
-    def count(self, queue: str) -> int:
-        async def fn(_: Any, channel: Any) -> int:
-            q = await channel.declare_queue(queue, passive=True)
-            return int(q.declaration_result.message_count)
+    def _declared(self, queue: str) -> Any:
+        """The broker's answer to a passive declare of ``queue`` (its message and consumer counts)."""
+        async def fn(_: Any, channel: Any) -> Any:
+            return (await channel.declare_queue(queue, passive=True)).declaration_result
 
-        return int(self._run(fn))
+        return self._run(fn)
+
+    def count(self, queue: str) -> int:
+        return int(self._declared(queue).message_count)
 
     def consumers(self, queue: str) -> int:
-        async def fn(_: Any, channel: Any) -> int:
-            q = await channel.declare_queue(queue, passive=True)
-            return int(q.declaration_result.consumer_count)
-
-        return int(self._run(fn))
+        return int(self._declared(queue).consumer_count)
 
     def get_all(self, queue: str) -> list[Any]:
         """Every message now ready in ``queue`` (acked: they are taken)."""

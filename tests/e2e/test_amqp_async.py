@@ -70,25 +70,21 @@ class Broker:
 
         return list(_run(go()))
 
-    def depth(self, queue: str) -> int:
-        async def go() -> int:
+    def _declared(self, queue: str) -> Any:
+        """The broker's answer to a passive declare of ``queue`` (its message and consumer counts)."""
+        async def go() -> Any:
             conn = await aio_pika.connect(self.url)
             async with conn:
                 ch = await conn.channel()
-                q = await ch.declare_queue(queue, passive=True)
-                return int(q.declaration_result.message_count or 0)
+                return (await ch.declare_queue(queue, passive=True)).declaration_result
 
-        return int(_run(go()))
+        return _run(go())
+
+    def depth(self, queue: str) -> int:
+        return int(self._declared(queue).message_count or 0)
 
     def consumers(self, queue: str) -> int:
-        async def go() -> int:
-            conn = await aio_pika.connect(self.url)
-            async with conn:
-                ch = await conn.channel()
-                q = await ch.declare_queue(queue, passive=True)
-                return int(q.declaration_result.consumer_count or 0)
-
-        return int(_run(go()))
+        return int(self._declared(queue).consumer_count or 0)
 
     def forget_function(self, function: str) -> None:
         self.queues.append((self.url, f"router.async.{function}"))
