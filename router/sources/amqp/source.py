@@ -70,6 +70,9 @@ from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate, pause_unles
 
 log = logging.getLogger("router.sources.amqp")
 
+SETTLE_TIMEOUT = 5.0
+"""How long a session's end waits for acks and hand-backs under way before it lets them go."""
+
 TYPE = "amqp"
 CONSUMER_CHECK = 1.0  # seconds between checks that the broker still knows our consumer
 PAUSE_CHECK = 0.5  # seconds between looks at whether the route is paused (no consumer while it is)
@@ -235,8 +238,15 @@ class AmqpSource:
             finally:
                 self._tg = None
                 await asyncio.shield(self._hand_back_buffer())
-                if self._settling:
-                    await asyncio.wait(set(self._settling))
+                if self._settling:  # bounded: an ack on a connection that is gone never gets written
+                    _, stuck = await asyncio.wait(set(self._settling), timeout=SETTLE_TIMEOUT)
+                    for task in stuck:
+                        task.cancel()
+                    if stuck:
+                        await asyncio.wait(stuck)
+                        log.warning("%s: %d settlements not written within %gs: the broker redelivers "
+                                    "their messages", self._where, len(stuck), SETTLE_TIMEOUT,
+                                    extra=self._extra)
         finally:
             self._closing = True
             channel, self._channel, self._queue, self._consumer_tag = self._channel, None, None, None
