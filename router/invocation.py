@@ -125,7 +125,10 @@ class Result:
     status_code: int = 200
     executed_version: str = "$LATEST"
     logs: str = ""  # this invocation's log lines (for X-Amz-Log-Type: Tail)
-    duration: float = 0.0
+    duration: float = 0.0  # seconds from handing the event over to reading its result, by the router's clock
+    # Seconds the function's runtime held the event by its own clock (the router's own bootstraps say;
+    # None otherwise): unlike ``duration``, without the time a result waited for a busy router to read it.
+    runtime_duration: float | None = None
 
     @property
     def ok(self) -> bool:

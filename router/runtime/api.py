@@ -68,6 +68,10 @@ _RESPONSE_MODE = b"lambda-runtime-function-response-mode"
 _MEMORY = b"router-memory"
 """Sent by the router's own bootstraps with a result: the worker's ``VmHWM`` (kB) and ``Threads`` from
 its /proc/self/status, read as it posts (``Reply.memory``)."""
+_DURATION = b"router-duration"
+"""Sent by the router's own bootstraps with a result: the microseconds from taking the event to posting
+its result, by the runtime's own clock (``Reply.duration``). The router's clock cannot tell that time
+apart from the time a result waits for the router's busy event loop to read it."""
 _T = TypeVar("_T")
 
 
@@ -88,6 +92,7 @@ class Reply(NamedTuple):
     error_type: str | None = None
     returncode: int | None = None
     memory: bytes | None = None  # the worker's own figures (``_MEMORY``), when it sent them
+    duration: float | None = None  # seconds the runtime held the event by its own clock (``_DURATION``)
 
 
 @dataclass(slots=True, eq=False)
@@ -358,15 +363,16 @@ class _Endpoints:
             )
             return
         memory = request.headers.get(_MEMORY)
+        duration = _runtime_duration(request.headers.get(_DURATION))
         if error:
             error_type = request.headers.get(_ERROR_TYPE)
             reply = Reply(ReplyKind.ERROR, body,
                           error_type.decode("utf-8", "replace") if error_type is not None else None,
-                          memory=memory)
+                          memory=memory, duration=duration)
         elif _ERROR_TYPE in request.headers:  # a streamed response that failed (its trailers)
             reply = _stream_error(request.headers)
         else:
-            reply = Reply(ReplyKind.RESPONSE, body, memory=memory)
+            reply = Reply(ReplyKind.RESPONSE, body, memory=memory, duration=duration)
         if event.stream is not None and event.stream.opened:
             event.stream.end(failed=reply.kind is not ReplyKind.RESPONSE)
         _settle(event.future, reply)
@@ -389,6 +395,14 @@ class _Endpoints:
         _settle(channel.ready, InitError(
             error_type.decode("utf-8", "replace") if error_type else "Runtime.Unknown", request.body))
         conn.respond(202, _ACCEPTED, _JSON)
+
+
+def _runtime_duration(value: bytes | None) -> float | None:
+    """``_DURATION``'s microseconds as seconds; None when absent or not a count (a runtime of the user's
+    own may send anything)."""
+    if value is None or not value.isdigit():
+        return None
+    return int(value) / 1e6
 
 
 def _stream_error(headers: dict[bytes, bytes]) -> Reply:

@@ -336,6 +336,8 @@ class Environment:
         result.logs = "\n".join(
             line for line in (start_line, *lines, end_line, report) if line is not None)
         result.duration = duration
+        if reply is not None:
+            result.runtime_duration = reply.duration
         return result
 
     def _outlive(self, future: asyncio.Future[Reply], request_id: str) -> None:

@@ -110,7 +110,7 @@ class EnvironmentPool:
         self._held_back = False  # the last window's verdict: saturated CPUs, environments not asleep
         self._sched: dict[Environment, tuple[int, int]] = {}  # last run/wait ns of busy environments
         self._sched_at = 0.0
-        self._busy_time = 0.0  # seconds invocations ran in environments since the last look (ended ones)
+        self._busy_time = 0.0  # seconds invocations held environments since the last look (ended ones)
         self._running_since: dict[object, float] = {}  # invocations running: when they started
         self._reserved: set[Environment] = set()  # holding memory in the capacity's budget
         # True: woken to look again (an environment freed but not handed over, a start ended, the pool
@@ -235,10 +235,16 @@ class EnvironmentPool:
         loop = asyncio.get_running_loop()
         token = object()
         self._running_since[token] = loop.time()
+        result: Result | None = None
         try:
-            return await env.invoke(invocation, self.config.timeout)
+            result = await env.invoke(invocation, self.config.timeout)
+            return result
         finally:
-            self._busy_time += loop.time() - max(self._running_since.pop(token), self._sched_at)
+            held = loop.time() - max(self._running_since.pop(token), self._sched_at)
+            if result is not None and result.runtime_duration is not None:
+                # the runtime's own time: the router's includes the wait for its loop to read the result
+                held = min(held, result.runtime_duration)
+            self._busy_time += held
             self._release(env)
 
     async def _acquire(self) -> Environment | None:
@@ -359,7 +365,10 @@ class EnvironmentPool:
     def _waiting_on_io(self) -> bool:
         """Since the last look: were the ready environments kept busy by invocations (at least 80 % of
         the time) while their processes mostly slept (ran or waited for a CPU less than half of it),
-        by the kernel's run and run-queue times? Then another environment adds throughput."""
+        by the kernel's run and run-queue times? Then another environment adds throughput. An ended
+        invocation's busy time is its runtime's own (``Result.runtime_duration``) where it says: by the
+        router's clock a trivial handler's result that waits for a busy event loop to read it would look
+        like a handler asleep on I/O, and the limit would grow by an environment a window."""
         now = asyncio.get_running_loop().time()
         look = self._sched_at
         busy = self._busy_time + sum(now - max(since, look) for since in self._running_since.values())

@@ -54,6 +54,29 @@ async def test_next_response_round_trip_and_unknown_id(runtime_api: RuntimeApiSe
     await runtime_api.close_channel(channel)
 
 
+@pytest.mark.parametrize(("sent", "duration"), [
+    ("1500", 0.0015), ("0", 0.0), (None, None), ("-3", None), ("1.5", None), ("soon", None)])
+async def test_a_runtimes_own_duration_is_read_from_its_result(
+    runtime_api: RuntimeApiServer, sent: str | None, duration: float | None
+) -> None:
+    # Router-Duration: microseconds, from the router's own bootstraps; anything else (a runtime of the
+    # user's own may send what it likes) is no duration.
+    channel = await runtime_api.open_channel()
+    base = BASE.format(channel.address)
+    future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    async with aiohttp.ClientSession() as session:
+        pending_next = asyncio.ensure_future(session.get(base + "/invocation/next"))
+        await asyncio.wait_for(asyncio.shield(channel.ready), 5)
+        channel.send(PendingEvent("req-1", b"{}", {"Lambda-Runtime-Aws-Request-Id": "req-1"}, future))
+        async with await pending_next as resp:
+            assert resp.status == 200
+        headers = {} if sent is None else {"Router-Duration": sent}
+        async with session.post(base + "/invocation/req-1/response", data=b"1", headers=headers) as resp:
+            assert resp.status == 202
+    assert future.result() == Reply(ReplyKind.RESPONSE, b"1", duration=duration)
+    await runtime_api.close_channel(channel)
+
+
 async def test_oversized_response_is_refused_with_413(runtime_api: RuntimeApiServer) -> None:
     channel = await runtime_api.open_channel()
     base = BASE.format(channel.address)

@@ -11,13 +11,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from router.invocation import Outcome, Result
 from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
+from router.runtime import api as runtime_api_module
+from router.runtime.api import Reply, ReplyKind
 from router.runtime.capacity import Capacity, CpuLoad, MemoryBudget
 from tests.waiting import until
 
 from .conftest import MakeInvoker, invocation
+from .node_support import NODE_RUNTIME, require_node
 
 
 class FakeCpu:
@@ -230,6 +235,57 @@ async def test_environments_waiting_on_io_grow_even_on_a_busy_machine(
     (tmp_path / "gate").touch()
     results = await asyncio.gather(*calls)
     assert len({payload(r)["pid"] for r in results}) == 4
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+async def test_a_slow_router_does_not_make_quick_handlers_look_like_waiting_on_io(
+    make_invoker: MakeInvoker, monkeypatch: pytest.MonkeyPatch, runtime: str
+) -> None:
+    """A trivial handler on saturated CPUs while the router is slow to take in results (each waits 5 ms
+    here, as for a busy event loop serving many connections): by the router's clock the environment
+    holds every invocation for milliseconds while its process sleeps, which is what waiting on I/O looks
+    like. Its runtime's own clock (``Router-Duration``) says the handler took a fraction of that: the
+    environment is CPU-light and another would add nothing, so the pool stays at one environment."""
+    if runtime == "node":
+        require_node()
+        fields: dict[str, Any] = {"runtime": NODE_RUNTIME, "handler": "index.counter"}
+        code = "node_basic"
+    else:
+        fields, code = {}, "counter"
+    loop = asyncio.get_running_loop()
+    settle = runtime_api_module._settle
+
+    def late(future: asyncio.Future[Any], value: Any) -> None:
+        if isinstance(value, Reply) and value.kind is ReplyKind.RESPONSE:
+            loop.call_later(0.005, settle, future, value)  # the result waits to be read
+        else:
+            settle(future, value)
+
+    monkeypatch.setattr(runtime_api_module, "_settle", late)
+    cpu = WindowCpu(True)
+    capacity = Capacity(cpu=cpu, environment_wait=30.0, max_starting=1, min_environments=1)
+    invoker = await make_invoker(code, timeout=60, capacity=capacity, **fields)
+    durations: list[float] = []
+    pids: set[int] = set()
+    done = 0
+
+    async def caller() -> None:
+        nonlocal done
+        for _ in range(20):
+            result = await invoker.invoke(invocation({}))
+            assert result.ok, result.payload
+            pids.add(payload(result)["pid"])
+            if result.runtime_duration is not None:
+                durations.append(result.runtime_duration)
+            done += 1
+            if done % 8 == 0:
+                cpu.generation += 1  # a new CPU window every 8 results: the limit follows the verdict
+
+    # 32 callers: ~0.16 s from queueing to running at one environment, past the waiters' RECHECK (0.1 s),
+    # when they look at the CPU gate again (where a grown limit would start another environment)
+    await asyncio.gather(*(caller() for _ in range(32)))
+    assert len(durations) == 640, "the runtime reports its own duration with every result"
+    assert len(pids) == 1, f"{len(pids)} environments for a CPU-light handler on saturated CPUs"
 
 
 async def test_a_wait_past_its_bound_starts_an_environment_anyway(
