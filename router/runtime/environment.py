@@ -324,9 +324,12 @@ class Environment:
             self._read_max_memory(reply.memory if reply is not None and self.capacity == 1 else None)
         init = self.init_duration if self.pending_init_report else None
         self.pending_init_report = False
-        end_line = platform.end(rid, duration, status, error_name, function_error)
+        # Lambda's Duration is the function's time: the runtime's own clock where it says (the router's
+        # adds the time a result waited for the router's busy event loop to read it)
+        ran = duration if reply is None or reply.duration is None else min(duration, reply.duration)
+        end_line = platform.end(rid, ran, status, error_name, function_error)
         report = platform.report(
-            rid, duration, self.spec.memory, self._max_memory, init, status, error_name, function_error)
+            rid, ran, self.spec.memory, self._max_memory, init, status, error_name, function_error)
         if end_line is not None:
             function_log.line(end_line, self.spec.function, rid)
         if report is not None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -16,7 +17,8 @@ from router.config.models import AwsConfig, FunctionConfig
 from router.invocation import Invocation
 from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
-from router.runtime.api import RuntimeApiServer
+from router.runtime import api as runtime_api_module
+from router.runtime.api import Reply, ReplyKind, RuntimeApiServer
 from router.runtime.template import TemplateManager
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "fixtures" / "functions"
@@ -60,6 +62,20 @@ def socket_kinds(pid: int) -> list[str]:
             inode = target[len("socket:["):-1]
             kinds.append("unix" if inode in unix else "tcp" if inode in tcp else "other")
     return sorted(kinds)
+
+
+def read_results_late(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
+    """Make the Runtime API take in each function response ``delay`` seconds after it arrived, as a
+    router whose event loop is busy with other connections would read it late."""
+    settle = runtime_api_module._settle
+
+    def late(future: asyncio.Future[Any], value: Any) -> None:
+        if isinstance(value, Reply) and value.kind is ReplyKind.RESPONSE:
+            asyncio.get_running_loop().call_later(delay, settle, future, value)
+        else:
+            settle(future, value)
+
+    monkeypatch.setattr(runtime_api_module, "_settle", late)
 
 
 def environment_pids(invoker: LocalInvoker) -> set[int]:

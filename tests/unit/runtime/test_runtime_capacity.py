@@ -16,12 +16,10 @@ import pytest
 from router.invocation import Outcome, Result
 from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
-from router.runtime import api as runtime_api_module
-from router.runtime.api import Reply, ReplyKind
 from router.runtime.capacity import Capacity, CpuLoad, MemoryBudget
 from tests.waiting import until
 
-from .conftest import MakeInvoker, invocation
+from .conftest import MakeInvoker, invocation, read_results_late
 from .node_support import NODE_RUNTIME, require_node
 
 
@@ -252,16 +250,7 @@ async def test_a_slow_router_does_not_make_quick_handlers_look_like_waiting_on_i
         code = "node_basic"
     else:
         fields, code = {}, "counter"
-    loop = asyncio.get_running_loop()
-    settle = runtime_api_module._settle
-
-    def late(future: asyncio.Future[Any], value: Any) -> None:
-        if isinstance(value, Reply) and value.kind is ReplyKind.RESPONSE:
-            loop.call_later(0.005, settle, future, value)  # the result waits to be read
-        else:
-            settle(future, value)
-
-    monkeypatch.setattr(runtime_api_module, "_settle", late)
+    read_results_late(monkeypatch, 0.005)
     cpu = WindowCpu(True)
     capacity = Capacity(cpu=cpu, environment_wait=30.0, max_starting=1, min_environments=1)
     invoker = await make_invoker(code, timeout=60, capacity=capacity, **fields)

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from .conftest import MakeInvoker, invocation
+from .conftest import MakeInvoker, invocation, read_results_late
+from .node_support import NODE_RUNTIME, require_node
 
 
 async def test_invocation_lines_and_output_carry_the_request_id(
@@ -48,3 +49,26 @@ async def test_init_duration_only_on_the_cold_start(make_invoker: MakeInvoker) -
     assert "Init Duration:" not in warm.logs
     assert warm.logs.split("\n")[-1].startswith("REPORT RequestId: ")
     assert "hello from print" in warm.logs
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+async def test_duration_is_the_functions_time_not_the_wait_for_the_router_to_read_its_result(
+    make_invoker: MakeInvoker, monkeypatch: pytest.MonkeyPatch, runtime: str
+) -> None:
+    # Lambda's Duration is the function's time; a busy router reads a result late (here 0.5 s late):
+    # that wait is the router's, not the function's.
+    if runtime == "node":
+        require_node()
+        invoker = await make_invoker("node_basic", name="sleep", runtime=NODE_RUNTIME, handler="index.sleep")
+    else:
+        invoker = await make_invoker("sleep")
+    assert (await invoker.invoke(invocation({"seconds": 0}))).ok  # the cold start
+    read_results_late(monkeypatch, 0.5)
+    result = await invoker.invoke(invocation({"seconds": 0.05}))
+    assert result.ok, result.payload
+    assert result.duration >= 0.5
+    report = result.logs.split("\n")[-1]
+    found = re.search(r"\tDuration: (\d+\.\d\d) ms\tBilled Duration: (\d+) ms", report)
+    assert found is not None, report
+    assert 50 <= float(found[1]) < 500, report
+    assert 50 <= int(found[2]) < 500, report
