@@ -158,7 +158,8 @@ class Environment:
     async def _start(
         self, request_id: str, time_limit: float, env: dict[str, str], init_lines: collections.deque[str],
     ) -> Result | None:
-        started = self._loop.time()
+        started = self._loop.time()  # for the init phase's deadline
+        began = time.monotonic()  # for Init Duration (the loop's clock may tick in whole milliseconds)
         assert self._channel is not None
         with contextlib.ExitStack() as closing:  # the worker's copies of its fds: closed once it has them
             runtime_fd = -1
@@ -179,12 +180,13 @@ class Environment:
             except TimeoutError:  # e.g. a snap_start template's init took the whole init phase
                 self._set_exit(None)
                 return results.timeout_error(request_id, time_limit, phase="Init phase")
-        failure = await self._wait_ready(request_id, time_limit, started)
+        failure = await self._wait_ready(request_id, time_limit, started, began)
         if failure is not None:
             failure.logs = "\n".join(init_lines)
         return failure
 
-    async def _wait_ready(self, request_id: str, time_limit: float, started: float) -> Result | None:
+    async def _wait_ready(self, request_id: str, time_limit: float, started: float,
+                          began: float) -> Result | None:
         assert self._channel is not None
         channel = self._channel
         assert self._proc is not None
@@ -206,7 +208,7 @@ class Environment:
             self.kill()
             raise
         if init is None:
-            elapsed = self._loop.time() - started
+            elapsed = time.monotonic() - began
             # A snap_start environment was restored, not initialised: its REPORT says Restore Duration.
             self.init_duration = results.RestoreDuration(elapsed) if self._proc.restored else elapsed
             return None
@@ -254,7 +256,7 @@ class Environment:
             if decoded is not None:
                 headers["Lambda-Runtime-Client-Context"] = decoded
         future: asyncio.Future[Reply] = self._loop.create_future()
-        started = self._loop.time()
+        started = time.monotonic()  # not the loop's clock: uvloop's ticks in whole milliseconds
         self._channel.send(PendingEvent(rid, invocation.payload, headers, future, stream=invocation.stream))
         reply: Reply | None = None
         late = False
@@ -289,7 +291,7 @@ class Environment:
         finally:
             if not late:
                 self.in_flight -= 1  # the slot the pool took for this invocation
-        duration = self._loop.time() - started
+        duration = time.monotonic() - started
         if reply is not None and reply.kind is ReplyKind.UNDELIVERED:
             self._untrack(rid)
             return None

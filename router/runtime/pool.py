@@ -36,6 +36,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -232,15 +233,14 @@ class EnvironmentPool:
             if env.in_flight < env.capacity:  # its other slots serve waiting invocations at once
                 self._available.append(env)
                 self._wake_waiter()
-        loop = asyncio.get_running_loop()
         token = object()
-        self._running_since[token] = loop.time()
+        self._running_since[token] = time.monotonic()
         result: Result | None = None
         try:
             result = await env.invoke(invocation, self.config.timeout)
             return result
         finally:
-            held = loop.time() - max(self._running_since.pop(token), self._sched_at)
+            held = time.monotonic() - max(self._running_since.pop(token), self._sched_at)
             if result is not None and result.runtime_duration is not None:
                 # the runtime's own time: the router's includes the wait for its loop to read the result
                 held = min(held, result.runtime_duration)
@@ -253,7 +253,7 @@ class EnvironmentPool:
         loop = asyncio.get_running_loop()
         waited_since: float | None = None
         while not self._closing:
-            now = loop.time()
+            now = time.monotonic()
             bound_passed = waited_since is not None and now - waited_since >= self._wait_bound()
             reason = None if bound_passed else self._cpu_gate()
             if reason is None and waited_since is None and self._waiters:
@@ -270,18 +270,18 @@ class EnvironmentPool:
                     self._wake_waiter()  # more free slots here: pass the wake-up on
                 self._set_state(env, EnvState.BUSY)
                 self._in_flight += 1
-                self._end_wait(waited_since, loop)
+                self._end_wait(waited_since)
                 return env
             if reason is None:
                 reason = self._must_wait()
             if reason is None:
-                self._end_wait(waited_since, loop)
+                self._end_wait(waited_since)
                 env = self._new_env(provisioned=False)
                 env.in_flight += 1
                 self._in_flight += 1
                 return env
             if reason == "memory" and bound_passed:
-                self._end_wait(waited_since, loop)
+                self._end_wait(waited_since)
                 raise _Throttled
             if waited_since is None:
                 waited_since = now
@@ -318,7 +318,7 @@ class EnvironmentPool:
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)
             if isinstance(got, Environment):
-                self._end_wait(waited_since, loop)
+                self._end_wait(waited_since)
                 return got
         return None
 
@@ -369,7 +369,7 @@ class EnvironmentPool:
         invocation's busy time is its runtime's own (``Result.runtime_duration``) where it says: by the
         router's clock a trivial handler's result that waits for a busy event loop to read it would look
         like a handler asleep on I/O, and the limit would grow by an environment a window."""
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         look = self._sched_at
         busy = self._busy_time + sum(now - max(since, look) for since in self._running_since.values())
         elapsed, self._sched_at, self._busy_time = now - self._sched_at, now, 0.0
@@ -402,9 +402,9 @@ class EnvironmentPool:
             return "memory"
         return None
 
-    def _end_wait(self, waited_since: float | None, loop: asyncio.AbstractEventLoop) -> None:
+    def _end_wait(self, waited_since: float | None) -> None:
         if waited_since is not None:
-            self._wait_seconds.observe(loop.time() - waited_since)
+            self._wait_seconds.observe(time.monotonic() - waited_since)
 
     def _release(self, env: Environment) -> None:
         """An invocation of ``env`` ended (or a timed-out one's handler returned at last): its slot is

@@ -47,6 +47,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,7 +198,7 @@ class _Template:
         self._control = router_end
         router_end.setblocking(False)
         self._output, output_w = OutputPipe.open(self._line)
-        started = loop.time()
+        started = time.monotonic()  # for Init Duration (uvloop's clock ticks in whole milliseconds)
         try:
             transport, _ = await loop.subprocess_exec(
                 lambda: ExitProtocol(self._exited), bp.interpreter, str(PYTHON_TEMPLATE),
@@ -243,7 +244,7 @@ class _Template:
         except TimeoutError:
             self.kill()
             if booted:
-                self._init_report(loop.time() - started, "Status: timeout")
+                self._init_report(time.monotonic() - started, "Status: timeout")
                 limit = bp.start_timeout
                 raise SpawnFailed(
                     f"{bp.describe()}: init timed out",
@@ -252,7 +253,7 @@ class _Template:
                 f"{bp.describe()}: not ready within {bp.start_timeout:g} s" + self._last_lines()) from None
         self._drain()
         if bp.snap:
-            self._init_report(loop.time() - started)
+            self._init_report(time.monotonic() - started)
         self._init_lines = None
         self.state = _State.READY
         self.ready.set_result(None)
@@ -264,9 +265,8 @@ class _Template:
         _, error_type, body = message.split(b"\n", 2)
         await asyncio.wait([self._exit], timeout=5.0)
         self._drain()
-        loop = asyncio.get_running_loop()
         init = InitError(error_type.decode("utf-8", "replace"), body)
-        self._init_report(loop.time() - started, f"Status: error\tError Type: {init.error_type}")
+        self._init_report(time.monotonic() - started, f"Status: error\tError Type: {init.error_type}")
         raise SpawnFailed(f"{self.blueprint.describe()}: init failed: {init.error_type}",
                           lambda _rid: results.init_error(init), self._logs())
 
