@@ -109,6 +109,7 @@ class EnvironmentPool:
         self._limit = float(capacity.min_environments if capacity is not None else 1)  # see _cpu_gate
         self._window: int | None = None  # the CPU sampling window the limit last followed
         self._held_back = False  # the last window's verdict: saturated CPUs, environments not asleep
+        self._limit_reached = False  # an invocation found the limit reached since the last window
         self._sched: dict[Environment, tuple[int, int]] = {}  # last run/wait ns of busy environments
         self._sched_at = 0.0
         self._busy_time = 0.0  # seconds invocations held environments since the last look (ended ones)
@@ -337,8 +338,13 @@ class EnvironmentPool:
         would add no throughput, only memory and context switches: while the router itself uses a
         whole CPU (it cannot hand events out any faster), or while the CPUs are saturated and the
         function's environments are not all kept busy by invocations that sleep (waiting on I/O). It
-        grows, by as many environments as may start at once, while invocations wait and no environment
-        is starting (a start's CPU work is not in the verdict yet). So environments that wait on I/O
+        grows, by as many environments as may start at once, while invocations wait, no environment
+        is starting (a start's CPU work is not in the verdict yet) and the limit is what holds them:
+        it was reached since the last window. A limit the invocations did not reach is not grown
+        (a trivial handler's few environments, fed as fast as a busy router can, leave the CPUs a little
+        under the threshold in some windows: the limit climbed there a step a window to ten times what
+        was running, and the next burst of requests after a pause started that many environments at
+        once, 20 for 32 connections on a Node handler that 2 serve). So environments that wait on I/O
         run up to ``concurrency`` even on a machine busy with other work; CPU-bound ones run about as
         many as the CPUs can serve."""
         capacity = self.capacity
@@ -351,15 +357,17 @@ class EnvironmentPool:
             self._window = window
             held_back = getattr(cpu, "router_saturated", False) or (saturated and not self._waiting_on_io())
             self._held_back = held_back
+            reached, self._limit_reached = self._limit_reached, False
             if held_back:
                 self._limit = max(float(capacity.min_environments), self._limit * 0.8)
-            elif self._starting == 0:
+            elif self._starting == 0 and (reached or self._in_flight >= self._limit):
                 # running, waiting, and the one asking unless it is a waiter (counted already)
                 demand = self._in_flight + len(self._waiters) + (0 if for_waiter else 1)
                 if demand > self._limit:
                     self._limit = min(self._limit + capacity.max_starting, demand)
         if self._in_flight < self._limit:
             return None
+        self._limit_reached = True
         return "cpu" if self._held_back else "scaling"
 
     def _waiting_on_io(self) -> bool:

@@ -421,3 +421,36 @@ async def test_the_limit_grows_to_the_demand_a_release_sees_not_one_more(make_in
     finally:
         pool._waiters.clear()
         pool._in_flight = 0
+
+
+async def test_a_limit_the_invocations_did_not_reach_does_not_grow(make_invoker: MakeInvoker) -> None:
+    """A trivial handler's environments, fed as fast as a busy router can: two run, the other callers
+    wait their turn and are handed a freed environment at once, so the limit (4 here) is never what
+    holds them. Windows with the CPUs a little under the threshold came often; in each the limit grew
+    by ``max_starting`` towards the demand (33), and the next burst of requests after a pause started
+    that many environments at once (20 for a Node handler that 2 serve: bench scenario 12). It grows
+    only once an invocation found it reached."""
+    cpu = WindowCpu(False)
+    capacity = Capacity(cpu=cpu, environment_wait=30.0, max_starting=2, min_environments=2)
+    invoker = await make_invoker("gate", timeout=60, capacity=capacity)
+    pool = invoker.pool
+    loop = asyncio.get_running_loop()
+    pool._waiters.extend(loop.create_future() for _ in range(30))
+    try:
+        pool._in_flight, pool._limit = 2, 4.0
+        for _ in range(10):  # ten windows, the CPUs not saturated, two running, thirty waiting
+            cpu.generation += 1
+            assert pool._cpu_gate() is None
+        assert pool._limit == 4.0
+        pool._in_flight = 4  # now an invocation finds the limit reached: the next window grows it
+        assert pool._cpu_gate() == "scaling"
+        pool._in_flight = 2
+        cpu.generation += 1
+        pool._cpu_gate()
+        assert pool._limit == 6.0
+        cpu.generation += 1  # and not again in the window after, which did not reach it
+        pool._cpu_gate()
+        assert pool._limit == 6.0
+    finally:
+        pool._waiters.clear()
+        pool._in_flight = 0
