@@ -327,8 +327,12 @@ class Environment:
         init = self.init_duration if self.pending_init_report else None
         self.pending_init_report = False
         # Lambda's Duration is the function's time: the runtime's own clock where it says (the router's
-        # adds the time a result waited for the router's busy event loop to read it)
-        ran = duration if reply is None or reply.duration is None else min(duration, reply.duration)
+        # adds the time a result waited for the router's busy event loop to read it); a timed-out one
+        # ran (and Lambda bills) exactly its time limit, not the router's few milliseconds more to notice
+        if reply is None:
+            ran = time_limit
+        else:
+            ran = duration if reply.duration is None else min(duration, reply.duration)
         end_line = platform.end(rid, ran, status, error_name, function_error)
         report = platform.report(
             rid, ran, self.spec.memory, self._max_memory, init, status, error_name, function_error)

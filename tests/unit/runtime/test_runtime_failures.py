@@ -33,7 +33,10 @@ async def test_timeout_kills_the_process_group(make_invoker: MakeInvoker) -> Non
     child = int(match.group(1))
     await until(lambda: process_gone(child), what="the handler's child process to die")
     assert f"{inv.request_id} Task timed out after 1.00 seconds" in result.logs
-    assert "Status: timeout" in result.logs.splitlines()[-1]
+    report = result.logs.splitlines()[-1]
+    assert "Status: timeout" in report
+    # Lambda reports and bills a timed-out invocation its time limit, not the moments after it
+    assert "\tDuration: 1000.00 ms\tBilled Duration: 1000 ms\t" in report, report
     # the next invocation gets a fresh environment
     after = await invoker.invoke(invocation({"seconds": 0}))
     assert after.ok, after.payload
