@@ -106,7 +106,7 @@ class PlatformLog:
         ms = duration * 1000
         metrics: dict[str, Any] = {
             "durationMs": round(ms, 2),
-            "billedDurationMs": max(1, math.ceil(ms)),
+            "billedDurationMs": results.billed_ms(duration, init_duration),
             "memorySizeMB": memory,
             "maxMemoryUsedMB": max_memory,
         }

@@ -132,6 +132,17 @@ class RestoreDuration(float):
     Lambda's SnapStart REPORT lines do."""
 
 
+def billed_ms(duration: float, init_duration: float | None) -> int:
+    """REPORT's Billed Duration: the invocation and, on a cold start, its init, rounded up to the
+    millisecond (at least 1). Lambda bills the INIT phase of every on-demand function since 1 August 2025
+    (before, only of custom runtimes and container images, whose REPORT lines showed it the same way); a
+    SnapStart restore is billed apart, as Billed Restore Duration."""
+    ms = duration * 1000
+    if init_duration is not None and not isinstance(init_duration, RestoreDuration):
+        ms += init_duration * 1000
+    return max(1, math.ceil(ms))
+
+
 def report_line(
     request_id: str,
     duration: float,
@@ -143,7 +154,8 @@ def report_line(
 ) -> str:
     ms = duration * 1000
     line = (
-        f"REPORT RequestId: {request_id}\tDuration: {ms:.2f} ms\tBilled Duration: {max(1, math.ceil(ms))} ms"
+        f"REPORT RequestId: {request_id}\tDuration: {ms:.2f} ms"
+        f"\tBilled Duration: {billed_ms(duration, init_duration)} ms"
         f"\tMemory Size: {memory} MB\tMax Memory Used: {max_memory} MB"
     )
     if isinstance(init_duration, RestoreDuration):

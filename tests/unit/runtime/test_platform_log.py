@@ -33,8 +33,9 @@ def test_text_is_todays_lines() -> None:
     assert log.start(RID) == f"START RequestId: {RID} Version: $LATEST"
     assert log.end(RID, 0.01, None) == f"END RequestId: {RID}"
     assert log.report(RID, 0.0123, 128, 40, 0.2) == (
-        f"REPORT RequestId: {RID}\tDuration: 12.30 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB"
-        "\tMax Memory Used: 40 MB\tInit Duration: 200.00 ms")
+        f"REPORT RequestId: {RID}\tDuration: 12.30 ms\tBilled Duration: 213 ms\tMemory Size: 128 MB"
+        "\tMax Memory Used: 40 MB\tInit Duration: 200.00 ms")  # the init is billed (Lambda, since 2025-08)
+    assert "\tBilled Duration: 13 ms\t" in log.report(RID, 0.0123, 128, 40, None)  # a warm one: its own time
     # a handler error does not show on Text lines, as on Lambda
     assert "Status" not in (log.report(RID, 0.01, 128, 40, None, function_error="ValueError") or "")
     assert log.keep is None
@@ -49,7 +50,7 @@ def test_json_start_and_report() -> None:
     assert report["type"] == "platform.report"
     assert report["record"] == {
         "requestId": RID, "status": "success",
-        "metrics": {"durationMs": 12.3, "billedDurationMs": 13, "memorySizeMB": 256, "maxMemoryUsedMB": 40,
+        "metrics": {"durationMs": 12.3, "billedDurationMs": 213, "memorySizeMB": 256, "maxMemoryUsedMB": 40,
                     "initDurationMs": 200.0},
     }
     warm = parsed(log.report(RID, 0.0004, 256, 40, None))
@@ -72,6 +73,7 @@ def test_json_report_of_failures_and_restores() -> None:
     assert restored["metrics"]["restoreDurationMs"] == 30.1  # type: ignore[index]
     assert restored["metrics"]["billedRestoreDurationMs"] == 31  # type: ignore[index]
     assert "initDurationMs" not in restored["metrics"]  # type: ignore[index]
+    assert restored["metrics"]["billedDurationMs"] == 100  # type: ignore[index]  # the restore is billed apart
 
 
 def test_system_log_level_filters_platform_records() -> None:
