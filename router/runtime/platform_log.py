@@ -15,7 +15,6 @@ Everything is decided once per function (``PlatformLog.of``), not per line.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Callable
@@ -113,7 +112,7 @@ class PlatformLog:
         if isinstance(init_duration, results.RestoreDuration):
             restore = init_duration * 1000
             metrics["restoreDurationMs"] = round(restore, 2)
-            metrics["billedRestoreDurationMs"] = max(1, math.ceil(restore))
+            metrics["billedRestoreDurationMs"] = results.whole_ms(init_duration)
         elif init_duration is not None:
             metrics["initDurationMs"] = round(init_duration * 1000, 2)
         record = _outcome(request_id, status, error_type, function_error)

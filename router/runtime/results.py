@@ -137,10 +137,15 @@ def billed_ms(duration: float, init_duration: float | None) -> int:
     millisecond (at least 1). Lambda bills the INIT phase of every on-demand function since 1 August 2025
     (before, only of custom runtimes and container images, whose REPORT lines showed it the same way); a
     SnapStart restore is billed apart, as Billed Restore Duration."""
-    ms = duration * 1000
     if init_duration is not None and not isinstance(init_duration, RestoreDuration):
-        ms += init_duration * 1000
-    return max(1, math.ceil(ms))
+        duration += init_duration
+    return whole_ms(duration)
+
+
+def whole_ms(seconds: float) -> int:
+    """Milliseconds as Lambda bills them: rounded up, at least 1 (Billed Duration, Billed Restore
+    Duration)."""
+    return max(1, math.ceil(seconds * 1000))
 
 
 def report_line(
@@ -161,7 +166,7 @@ def report_line(
     if isinstance(init_duration, RestoreDuration):
         restore = init_duration * 1000
         line += (f"\tRestore Duration: {restore:.2f} ms"
-                 f"\tBilled Restore Duration: {max(1, math.ceil(restore))} ms")
+                 f"\tBilled Restore Duration: {whole_ms(init_duration)} ms")
     elif init_duration is not None:
         line += f"\tInit Duration: {init_duration * 1000:.2f} ms"
     if status is not None:
