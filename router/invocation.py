@@ -148,6 +148,13 @@ class Result:
         text = body.get("errorMessage") if body is not None else None
         return str(text)[:limit] if text else self.outcome.value
 
+    def error_name(self) -> str | None:
+        """The ``errorType`` of Lambda's error object in ``payload`` (``Runtime.ImportModuleError``), or
+        None when the payload is not one or names none."""
+        body = self._error_object()
+        name = body.get("errorType") if body is not None else None
+        return name if isinstance(name, str) and name else None
+
     def error_summary(self, limit: int = 200) -> str:
         """``errorType: errorMessage`` of an error result (first ``limit`` characters), or the outcome's
         name when the payload is not Lambda's error object."""

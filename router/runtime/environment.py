@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from router.invocation import Invocation, Result
+from router.invocation import Invocation, Outcome, Result
 from router.logs import FunctionLog
 from router.runtime import proctree, results
 from router.runtime.api import NO_INIT_ERROR, PendingEvent, Reply, ReplyKind, RuntimeApiServer, RuntimeChannel
@@ -174,16 +174,52 @@ class Environment:
                         self._process_exited)
             except SpawnFailed as exc:
                 self._set_exit(None)
-                spawn_failure = exc.result(request_id)
-                spawn_failure.logs = exc.logs or "\n".join(init_lines)
-                return spawn_failure
+                failure = exc.result(request_id)
+                self._failed_init(request_id, failure, time.monotonic() - began,
+                                  exc.logs or "\n".join(init_lines), reported=exc.init_reported)
+                return failure
             except TimeoutError:  # e.g. a snap_start template's init took the whole init phase
                 self._set_exit(None)
-                return results.timeout_error(request_id, time_limit, phase="Init phase")
-        failure = await self._wait_ready(request_id, time_limit, started, began)
-        if failure is not None:
-            failure.logs = "\n".join(init_lines)
-        return failure
+                failure = results.timeout_error(request_id, time_limit, phase="Init phase")
+                self._failed_init(request_id, failure, time_limit, "\n".join(init_lines))
+                return failure
+        not_ready = await self._wait_ready(request_id, time_limit, started, began)
+        if not_ready is not None:
+            timed_out = not_ready.outcome is Outcome.TIMEOUT
+            self._failed_init(request_id, not_ready, time_limit if timed_out else time.monotonic() - began,
+                              "\n".join(init_lines))
+        return not_ready
+
+    def _failed_init(self, request_id: str, failure: Result, elapsed: float, init_logs: str, *,
+                     reported: bool = False) -> None:
+        """Lambda's platform lines of an init that failed or timed out, written to the function's log and
+        put on ``failure.logs`` after the init's own output: ``INIT_REPORT`` (Phase: invoke when an
+        invocation waited on the cold start, else init; unless the init's spawner ``reported`` it, as a
+        snap_start template does), then the waiting invocation's START, END and a REPORT whose Duration
+        includes the failed init (Status: error and its Error Type, or Status: timeout).
+
+        Lambda retries a failed init once inside the invoke phase and so logs two INIT_REPORT lines
+        (Phase: init, then Phase: invoke); the router inits on the invocation's behalf once: one line."""
+        platform = self.spec.log
+        status = "timeout" if failure.outcome is Outcome.TIMEOUT else "error"
+        error_type = failure.error_name() if status == "error" else None
+        lines = [init_logs] if init_logs else []
+
+        def write(line: str | None, rid: str | None) -> None:
+            if line is not None:
+                function_log.line(line, self.spec.function, rid)
+                lines.append(line)
+
+        if not reported:
+            write(platform.init_report(
+                elapsed, phase="invoke" if request_id else "init", status=status, error_type=error_type,
+                initialization_type="provisioned-concurrency" if self.provisioned else "on-demand"), None)
+        if request_id:
+            write(platform.start(request_id, self.spec.version), request_id)
+            write(platform.end(request_id, elapsed, status, error_type), request_id)
+            write(platform.report(request_id, elapsed, self.spec.memory, self._max_memory, None, status,
+                                  error_type), request_id)
+        failure.logs = "\n".join(lines)
 
     async def _wait_ready(self, request_id: str, time_limit: float, started: float,
                           began: float) -> Result | None:
@@ -202,6 +238,7 @@ class Environment:
             async with asyncio.timeout_at(started + time_limit):
                 init = await asyncio.shield(channel.ready)
         except TimeoutError:
+            self._read_max_memory()
             self.kill()
             return results.timeout_error(request_id, time_limit, phase="Init phase")
         except BaseException:
@@ -213,6 +250,7 @@ class Environment:
             self.init_duration = results.RestoreDuration(elapsed) if self._proc.restored else elapsed
             return None
         self._drain()
+        self._read_max_memory()
         self.kill()
         if init is NO_INIT_ERROR:
             await asyncio.wait([self._exit], timeout=1.0)

@@ -1,10 +1,11 @@
 """The log lines the platform writes for each invocation, in the function's log format (Lambda's
 LoggingConfig), and the platform's filter of application records by level.
 
-Text (the default): ``START RequestId: ...``, ``END RequestId: ...`` and the ``REPORT`` line, as today.
-JSON: the Telemetry API's platform events as Lambda writes them to the log stream, one object a line,
-``{"time": ..., "type": "platform.start", "record": {...}}``: ``platform.start`` and ``platform.report``
-at INFO, ``platform.runtimeDone`` (in place of END) at DEBUG; ``system_log_level`` drops those below it.
+Text (the default): ``START RequestId: ...``, ``END RequestId: ...``, the ``REPORT`` line and, for an
+init that failed, ``INIT_REPORT``. JSON: the Telemetry API's platform events as Lambda writes them to the
+log stream, one object a line, ``{"time": ..., "type": "platform.start", "record": {...}}``:
+``platform.start``, ``platform.report`` and ``platform.initReport`` at INFO, ``platform.runtimeDone`` (in
+place of END) at DEBUG; ``system_log_level`` drops those below it.
 In JSON, application records below ``application_log_level`` are dropped too: the runtimes do it
 themselves (AWS_LAMBDA_LOG_LEVEL), and the platform drops any other JSON line whose ``"level"`` is
 below it, as Lambda does for libraries that write JSON of their own (Powertools).
@@ -71,6 +72,26 @@ class PlatformLog:
         if _SYSTEM_LEVELS[level] < self.system_level:
             return None
         return _dumps({"time": log_time(time.time()), "type": kind, "record": record})
+
+    def init_report(self, duration: float, *, phase: str = "init", status: str | None = None,
+                    error_type: str | None = None, initialization_type: str = "on-demand") -> str | None:
+        """Lambda's INIT_REPORT: of an init that failed (``status`` error, with its ``error_type``) or
+        timed out, in the ``phase`` it ran in (``invoke`` when an invocation waited on it); or, with
+        no ``status``, of a snapshot's init (Text: Init Duration alone, as Lambda's SnapStart line).
+        JSON: ``platform.initReport``, as the Telemetry API's record."""
+        if not self.json:
+            line = f"INIT_REPORT Init Duration: {duration * 1000:.2f} ms"
+            if status is not None:
+                line += f"\tPhase: {phase}\tStatus: {status}"
+                if error_type is not None:
+                    line += f"\tError Type: {error_type}"
+            return line
+        record: dict[str, Any] = {
+            "initializationType": initialization_type, "phase": phase, "status": status or "success"}
+        if error_type is not None:
+            record["errorType"] = error_type
+        record["metrics"] = {"durationMs": round(duration * 1000, 3)}
+        return self._event("INFO", "platform.initReport", record)
 
     def start(self, request_id: str, version: str = "$LATEST") -> str | None:
         if not self.json:

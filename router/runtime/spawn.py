@@ -38,10 +38,12 @@ class SpawnFailed(Exception):
     """Raised when a worker could not be started: ``result(request_id)`` is the error of the invocation
     waiting on the cold start, ``logs`` what the start wrote (e.g. a snap_start init's output)."""
 
-    def __init__(self, message: str, result: Callable[[str], Result], logs: str = "") -> None:
+    def __init__(self, message: str, result: Callable[[str], Result], logs: str = "", *,
+                 init_reported: bool = False) -> None:
         super().__init__(message)
         self.result = result
         self.logs = logs
+        self.init_reported = init_reported  # the init's INIT_REPORT is logged (a snap_start template's)
 
 
 @dataclass(frozen=True, slots=True)

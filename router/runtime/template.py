@@ -68,6 +68,7 @@ from router.runtime.launch import (
 )
 from router.runtime.memory import address_space_limit
 from router.runtime.output import MAX_LINE, OutputPipe
+from router.runtime.platform_log import TEXT, PlatformLog
 from router.runtime.spawn import (
     EXEC,
     ExitCallback,
@@ -122,6 +123,7 @@ class _Blueprint:
     cwd: str
     function: str | None = None  # snap_start: the function whose init runs in the template
     memory: int = 0  # snap_start: MB, the init's memory limit (RLIMIT_AS, soft)
+    platform_log: PlatformLog = TEXT  # snap_start: the function's log format (its init's INIT_REPORT)
     start_timeout: float = TEMPLATE_START_TIMEOUT
 
     @property
@@ -236,19 +238,22 @@ class _Template:
                         self._drain()
                         text = results.exit_text(self._returncode())
                         if booted:
+                            self._init_report(time.monotonic() - started, "error", "Runtime.ExitError")
                             raise SpawnFailed(
                                 f"{bp.describe()}: init ended: {text}",
-                                lambda rid: results.exit_error(rid, self._returncode()), self._logs())
+                                lambda rid: results.exit_error(rid, self._returncode()), self._logs(),
+                                init_reported=bp.snap)
                         raise _TemplateUnavailable(
                             f"{bp.describe()}: exited before it was ready ({text})" + self._last_lines())
         except TimeoutError:
             self.kill()
             if booted:
-                self._init_report(time.monotonic() - started, "Status: timeout")
                 limit = bp.start_timeout
+                self._init_report(limit, "timeout")
                 raise SpawnFailed(
                     f"{bp.describe()}: init timed out",
-                    lambda rid: results.timeout_error(rid, limit, phase="Init phase"), self._logs()) from None
+                    lambda rid: results.timeout_error(rid, limit, phase="Init phase"), self._logs(),
+                    init_reported=bp.snap) from None
             raise _TemplateUnavailable(
                 f"{bp.describe()}: not ready within {bp.start_timeout:g} s" + self._last_lines()) from None
         self._drain()
@@ -266,18 +271,19 @@ class _Template:
         await asyncio.wait([self._exit], timeout=5.0)
         self._drain()
         init = InitError(error_type.decode("utf-8", "replace"), body)
-        self._init_report(time.monotonic() - started, f"Status: error\tError Type: {init.error_type}")
+        self._init_report(time.monotonic() - started, "error", init.error_type or None)
         raise SpawnFailed(f"{self.blueprint.describe()}: init failed: {init.error_type}",
-                          lambda _rid: results.init_error(init), self._logs())
+                          lambda _rid: results.init_error(init), self._logs(), init_reported=True)
 
-    def _init_report(self, seconds: float, status: str | None = None) -> None:
-        """Lambda's INIT_REPORT line of a snapshot's init (its REPORT lines then say Restore Duration)."""
-        function = self.blueprint.function
-        if function is not None:
-            line = f"INIT_REPORT Init Duration: {seconds * 1000:.2f} ms"
-            if status is not None:
-                line += f"\tPhase: init\t{status}"
-            function_log.line(line, function, None)
+    def _init_report(self, seconds: float, status: str | None = None, error_type: str | None = None) -> None:
+        """Lambda's INIT_REPORT of a snapshot's init (its REPORT lines then say Restore Duration), in the
+        function's log format; ``status``: error or timeout, of an init that failed."""
+        bp = self.blueprint
+        if bp.function is not None:
+            line = bp.platform_log.init_report(seconds, status=status, error_type=error_type,
+                                           initialization_type="snap-start")
+            if line is not None:
+                function_log.line(line, bp.function, None)
 
     # --- output and exit ------------------------------------------------------------------------------
 
@@ -513,7 +519,7 @@ class TemplateManager:
             env = dict(spec.env)
             env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
             blueprint = _Blueprint(interpreter, env, spec.cwd, function=spec.function, memory=spec.memory,
-                                   start_timeout=init_timeout(config.timeout))
+                                   platform_log=spec.log, start_timeout=init_timeout(config.timeout))
             snap = spec.function if spec.version == "$LATEST" else f"{spec.function}:{spec.version}"
             return TemplateSpawner(self, _Key(interpreter, startup, snap), blueprint)
         return TemplateSpawner(self, _Key(interpreter, startup, None),

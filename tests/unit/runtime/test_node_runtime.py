@@ -313,6 +313,13 @@ async def test_init_errors_every_time_with_a_fresh_environment(
         init_log = "Init Error" if NODE_MAJOR is not None and NODE_MAJOR >= 24 else "Uncaught Exception"
         assert re.search(rf"\tundefined\tERROR\t{init_log} \t\{{\"errorType\":\"{re.escape(error_type)}\"",
                          result.logs), result.logs
+        # then Lambda's platform lines of a failed init: INIT_REPORT, and START/END/REPORT with its status
+        platform = [line for line in result.logs.splitlines()
+                    if line.startswith(("INIT_REPORT", "START", "END", "REPORT"))]
+        assert len(platform) == 4, platform
+        assert re.fullmatch(rf"INIT_REPORT Init Duration: \d+\.\d\d ms\tPhase: invoke\tStatus: error"
+                            rf"\tError Type: {re.escape(error_type)}", platform[0]), platform[0]
+        assert platform[3].endswith(f"\tStatus: error\tError Type: {error_type}"), platform[3]
 
 
 async def test_init_output_is_in_the_failed_invocations_logs(make_invoker: MakeInvoker) -> None:

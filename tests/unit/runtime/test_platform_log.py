@@ -41,6 +41,27 @@ def test_text_is_todays_lines() -> None:
     assert log.keep is None
 
 
+def test_init_report_in_both_formats() -> None:
+    failed = TEXT.init_report(0.08049, phase="invoke", status="error", error_type="Runtime.ImportModuleError")
+    assert failed == ("INIT_REPORT Init Duration: 80.49 ms\tPhase: invoke\tStatus: error"
+                      "\tError Type: Runtime.ImportModuleError")
+    assert TEXT.init_report(10.0, status="timeout") == (
+        "INIT_REPORT Init Duration: 10000.00 ms\tPhase: init\tStatus: timeout")
+    assert TEXT.init_report(0.5) == "INIT_REPORT Init Duration: 500.00 ms"  # a snapshot's init that went well
+    log = platform(log_format="JSON")
+    record = parsed(log.init_report(0.080493, phase="invoke", status="error", error_type="Runtime.ExitError",
+                                    initialization_type="provisioned-concurrency"))
+    assert record["type"] == "platform.initReport"
+    assert record["record"] == {
+        "initializationType": "provisioned-concurrency", "phase": "invoke", "status": "error",
+        "errorType": "Runtime.ExitError", "metrics": {"durationMs": 80.493}}
+    snapshot = parsed(log.init_report(0.125, initialization_type="snap-start"))
+    assert snapshot["record"] == {
+        "initializationType": "snap-start", "phase": "init", "status": "success",
+        "metrics": {"durationMs": 125.0}}
+    assert platform(log_format="JSON", system_log_level="WARN").init_report(0.1, status="error") is None
+
+
 def test_json_start_and_report() -> None:
     log = platform(log_format="JSON")
     start = parsed(log.start(RID))

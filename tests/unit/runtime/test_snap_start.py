@@ -119,6 +119,11 @@ async def test_an_init_error_is_reported_like_any_and_the_template_rebuilt(
         assert error["errorMessage"] == "Unable to import module 'app': No module named 'does_not_exist'"
         assert "[ERROR] Runtime.ImportModuleError: Unable to import module 'app'" in result.logs
         assert len(count.read_text().splitlines()) == attempt  # a fresh template ran the init again
+        # the template logged the init's INIT_REPORT (Phase: init, below); the invocation has its own lines
+        report = result.logs.splitlines()[-1]
+        assert report.startswith("REPORT RequestId: "), report
+        assert report.endswith("\tStatus: error\tError Type: Runtime.ImportModuleError"), report
+        assert "Phase: invoke" not in result.logs
     messages = [r.getMessage() for r in caplog.records]
     assert sum(1 for m in messages if m.startswith(
         "function 'snap_init_error': environment failed to start: Unable to import module 'app'")) == 2
