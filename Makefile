@@ -8,6 +8,7 @@ PYTHON      ?= python3
 VENV        ?= .venv
 CONFIG      ?= config/example.yaml
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 IMAGE       ?= localhost/router:dev
 export IMAGE
 
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.installed
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
-	@echo "  variables: VENV=$(VENV) CONFIG=$(CONFIG) PYTEST_ARGS=... IMAGE=$(IMAGE)"
+	@echo "  variables: VENV=$(VENV) CONFIG=$(CONFIG) PYTEST_ARGS=... TEST_WORKERS=$(TEST_WORKERS) IMAGE=$(IMAGE)"
 
 # The virtualenv is (re)installed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -34,8 +35,11 @@ venv: $(STAMP) ## create or update the virtualenv (.venv)
 run: $(STAMP) ## run the router with CONFIG (default config/example.yaml)
 	$(VENV)/bin/router run --config $(CONFIG)
 
-test: $(STAMP) ## run the test suite (PYTEST_ARGS=... to pass options)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to a process: most tests wait on
+# real processes and sockets, so two workers take ~0.6x the time of one on two cores. TEST_WORKERS=0 runs
+# it in this process (e.g. for a debugger or `-s`).
+test: $(STAMP) ## run the test suite (TEST_WORKERS=2 processes; PYTEST_ARGS=... to pass options)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy and the layers contract (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check router tests

@@ -19,6 +19,26 @@ from tests.unavailable import unavailable
 POSTGRES_DSN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_DSN_FALLBACK = "postgresql://root@127.0.0.1:5432/test"
 
+# --- the fault suite's end-of-run section --------------------------------------------------------------
+
+_FAULT_LINES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect the ``("fault", line)`` user properties of the fault suite's tests (tests/fault/conftest.py:
+    ``fault_log``) from their reports: in the run's main process, where pytest-xdist sends the reports of
+    the tests its workers ran, as a plain run's own."""
+    if report.when == "teardown":
+        name = report.nodeid.rsplit("::", 1)[-1]
+        _FAULT_LINES.extend(f"{name}: {value}" for key, value in report.user_properties if key == "fault")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FAULT_LINES:
+        terminalreporter.section("fault suite")
+        for line in _FAULT_LINES:
+            terminalreporter.write_line(line)
+
 
 async def _postgres_problem(dsn: str) -> str | None:
     """Connect once to ``dsn``; return why it failed, or None when the server answers."""

@@ -112,6 +112,7 @@ class InitError(NamedTuple):
 
     error_type: str
     body: bytes
+    memory: bytes | None = None  # the worker's own figures (``_MEMORY``), when it sent them
 
 
 NO_INIT_ERROR = InitError("", b"")
@@ -393,7 +394,8 @@ class _Endpoints:
         channel.init_ended = True
         error_type = request.headers.get(_ERROR_TYPE)
         _settle(channel.ready, InitError(
-            error_type.decode("utf-8", "replace") if error_type else "Runtime.Unknown", request.body))
+            error_type.decode("utf-8", "replace") if error_type else "Runtime.Unknown", request.body,
+            request.headers.get(_MEMORY)))
         conn.respond(202, _ACCEPTED, _JSON)
 
 

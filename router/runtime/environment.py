@@ -250,7 +250,7 @@ class Environment:
             self.init_duration = results.RestoreDuration(elapsed) if self._proc.restored else elapsed
             return None
         self._drain()
-        self._read_max_memory()
+        self._read_max_memory(init.memory)  # the worker's own figures when it sent them (it is exiting)
         self.kill()
         if init is NO_INIT_ERROR:
             await asyncio.wait([self._exit], timeout=1.0)

@@ -2,8 +2,9 @@
 function, the total-queue checker, and services the tests may break without disturbing anyone else: a
 RabbitMQ node of their own, a moto_server of their own, a PostgreSQL database of their own.
 
-Each test's figures (the checker's counts, recovery times) are printed in a "fault suite" section at the
-end of the pytest run and kept as the test's ``user_properties`` (junit XML).
+Each test's figures (the checker's counts, recovery times) are kept as the test's ``user_properties``
+(junit XML) and printed in a "fault suite" section at the end of the pytest run (tests/conftest.py's
+hooks: they see the reports in the run's main process, also when pytest-xdist runs the tests elsewhere).
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ RECORDER = Path(__file__).resolve().parent / "functions" / "recorder"
 # ROUTER_FAULT_SCALE=10 for a longer run before a release.
 SCALE = float(os.environ.get("ROUTER_FAULT_SCALE", "1"))
 
-_LINES: list[str] = []
-
-
 
 
 def free_port() -> int:
@@ -54,22 +52,13 @@ class FaultLog:
         self.node = node
 
     def __call__(self, line: str) -> None:
-        text = f"{self.node.name}: {line}"
-        print(text)
-        _LINES.append(text)
+        print(f"{self.node.name}: {line}")
         self.node.user_properties.append(("fault", line))
 
 
 @pytest.fixture
 def fault_log(request: pytest.FixtureRequest) -> FaultLog:
     return FaultLog(request.node)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _LINES:
-        terminalreporter.section("fault suite")
-        for line in _LINES:
-            terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -218,9 +218,11 @@ class RuntimeClient:
 
     def post_init_error(self, error, error_type=None):
         """Post an init error; ``error_type`` overrides the header (e.g. Runtime.AfterRestoreError)."""
-        self._call("POST", _API + "/init/error", _to_json(error).encode(),
-                   {"Content-Type": "application/json",
-                    _ERROR_TYPE_HEADER: error_type or error["errorType"]})
+        headers = {"Content-Type": "application/json", _ERROR_TYPE_HEADER: error_type or error["errorType"]}
+        memory = self._memory()  # the init's peak: the process exits right after the post
+        if memory is not None:
+            headers[_MEMORY_HEADER] = memory
+        self._call("POST", _API + "/init/error", _to_json(error).encode(), headers)
 
 
 # --- the context object (as awslambdaric's LambdaContext) ---------------------------------------------

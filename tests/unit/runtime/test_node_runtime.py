@@ -320,6 +320,7 @@ async def test_init_errors_every_time_with_a_fresh_environment(
         assert re.fullmatch(rf"INIT_REPORT Init Duration: \d+\.\d\d ms\tPhase: invoke\tStatus: error"
                             rf"\tError Type: {re.escape(error_type)}", platform[0]), platform[0]
         assert platform[3].endswith(f"\tStatus: error\tError Type: {error_type}"), platform[3]
+        assert "\tMax Memory Used: 0 MB" not in platform[3]  # the bootstrap sent the init's peak
 
 
 async def test_init_output_is_in_the_failed_invocations_logs(make_invoker: MakeInvoker) -> None:

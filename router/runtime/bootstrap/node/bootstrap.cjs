@@ -623,8 +623,12 @@ let initLane = null;
 function postInitError(err, code) {
   phase = 'failed';
   const { body, headers } = errorRequest(err);
-  whenFlushed(() => initLane.post(`${API}/init/error`, body, headers)
-    .then(() => exitAfterFlush(code), () => exitAfterFlush(code)));
+  whenFlushed(() => {
+    const memory = ownMemory();  // the init's peak: the process exits right after the post
+    const sent = memory === null ? headers : { ...headers, 'Router-Memory': memory };
+    initLane.post(`${API}/init/error`, body, sent)
+      .then(() => exitAfterFlush(code), () => exitAfterFlush(code));
+  });
 }
 
 let runtimeFd; // the Runtime API socket the router handed over at the start, if any
