@@ -25,7 +25,7 @@ def test_script_is_executable_bash_that_parses(script: Path) -> None:
 def _make_dry_run(*args: str) -> str:
     if shutil.which("make") is None:
         pytest.skip("GNU make is not installed")
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "VENV", "CONFIG")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "VENV", "CONFIG", "TEST_WORKERS")}
     # `-o` treats the venv stamp as up to date, so a dry run never plans a pip install.
     proc = subprocess.run(
         ["make", "--dry-run", "-o", ".venv/.installed", *args],
@@ -41,7 +41,10 @@ def test_make_run_uses_the_example_config() -> None:
 
 
 def test_make_test_passes_pytest_args() -> None:
-    assert ".venv/bin/python -m pytest -k smoke -x" in _make_dry_run("test", "PYTEST_ARGS=-k smoke -x")
+    assert ".venv/bin/python -m pytest -n 2 --dist loadfile -k smoke -x" in _make_dry_run(
+        "test", "PYTEST_ARGS=-k smoke -x")
+    assert ".venv/bin/python -m pytest -n 0 --dist loadfile -x" in _make_dry_run(
+        "test", "PYTEST_ARGS=-x", "TEST_WORKERS=0")
 
 
 def test_make_lint_runs_ruff_and_mypy() -> None:
