@@ -25,7 +25,8 @@ def test_script_is_executable_bash_that_parses(script: Path) -> None:
 def _make_dry_run(*args: str) -> str:
     if shutil.which("make") is None:
         pytest.skip("GNU make is not installed")
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "VENV", "CONFIG", "TEST_WORKERS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "VENV", "CONFIG", "TEST_WORKERS")}
     # `-o` treats the venv stamp as up to date, so a dry run never plans a pip install.
     proc = subprocess.run(
         ["make", "--dry-run", "-o", ".venv/.installed", *args],
