@@ -92,16 +92,16 @@ def spawn_error(request_id: str, argv0: str, exc: OSError) -> Result:
 
 
 def init_error(init: InitError) -> Result:
-    """The error the runtime posted to /init/error, returned as the invocation's result."""
+    """The error the runtime posted to /init/error, returned as the invocation's result: its body as the
+    runtime sent it (Lambda's invoke response is those bytes), unless it is not a JSON object."""
     try:
-        body = json.loads(init.body)
+        valid = isinstance(json.loads(init.body), dict)
     except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        body = {"errorMessage": init.body.decode("utf-8", "replace"), "errorType": init.error_type}
+        valid = False
+    payload = init.body if valid else json.dumps(
+        {"errorMessage": init.body.decode("utf-8", "replace"), "errorType": init.error_type}).encode()
     return Result(
-        payload=json.dumps(body).encode(), outcome=Outcome.ERROR, function_error="Unhandled",
-        error_type=ErrorType.HANDLER,
+        payload=payload, outcome=Outcome.ERROR, function_error="Unhandled", error_type=ErrorType.HANDLER,
     )
 
 

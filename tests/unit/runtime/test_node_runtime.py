@@ -310,6 +310,8 @@ async def test_init_errors_every_time_with_a_fresh_environment(
         assert error["errorType"] == error_type
         assert error["errorMessage"].startswith(message), error["errorMessage"]
         assert isinstance(error["trace"], list)
+        # the bytes the runtime posted (JSON.stringify's), as Lambda's invoke response: not re-encoded
+        assert result.payload.startswith(b'{"errorType":"' + error_type.encode() + b'","errorMessage":')
         init_log = "Init Error" if NODE_MAJOR is not None and NODE_MAJOR >= 24 else "Uncaught Exception"
         assert re.search(rf"\tundefined\tERROR\t{init_log} \t\{{\"errorType\":\"{re.escape(error_type)}\"",
                          result.logs), result.logs
