@@ -56,8 +56,9 @@ MAX_TAIL_LINES = 500  # function lines kept per invocation for Result.logs (all 
 
 
 def init_timeout(function_timeout: float) -> float:
-    """Init may take Lambda's 10 s, or the function's timeout when that is longer (Lambda re-runs a slow
-    init inside the invoke phase, under the function timeout)."""
+    """Init may take Lambda's 10 s, or the function's timeout when that is longer: Lambda re-runs an init
+    that passed 10 s inside the invoke phase, under the function timeout, so an on-demand cold start whose
+    init takes longer spends the invocation's own time (``Environment.init_in_invoke``)."""
     return max(INIT_TIMEOUT, function_timeout)
 
 
@@ -94,6 +95,9 @@ class Environment:
         self.init_duration: float | None = None
         self.idle_since = 0.0
         self.pending_init_report = not provisioned  # Init Duration goes on the cold invocation's REPORT
+        # An on-demand init that passed INIT_TIMEOUT: Lambda runs it again in the invoke phase, so the cold
+        # invocation's time limit, Duration and Billed Duration include it (seconds; 0: not so).
+        self.init_in_invoke = 0.0
         self._on_exit = on_exit
         self._cgroup = cgroup
         self._cgroup_dir: Path | None = None
@@ -184,7 +188,16 @@ class Environment:
                 self._failed_init(request_id, failure, time_limit, "\n".join(init_lines))
                 return failure
         not_ready = await self._wait_ready(request_id, time_limit, started, began)
-        if not_ready is not None:
+        if not_ready is None:
+            if (request_id and self.init_duration is not None and self.init_duration > INIT_TIMEOUT
+                    and not isinstance(self.init_duration, results.RestoreDuration)):
+                # Lambda's init phase ended at its limit and the init ran again in the invoke phase:
+                # the invocation pays for it (see ``invoke``), and the log says why
+                self.init_in_invoke, self.pending_init_report = self.init_duration, False
+                line = self.spec.log.init_report(INIT_TIMEOUT, phase="init", status="timeout")
+                if line is not None:
+                    function_log.line(line, self.spec.function, None)
+        else:
             timed_out = not_ready.outcome is Outcome.TIMEOUT
             self._failed_init(request_id, not_ready, time_limit if timed_out else time.monotonic() - began,
                               "\n".join(init_lines))
@@ -278,11 +291,14 @@ class Environment:
             function_log.line(start_line, self.spec.function, rid)
         lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
         self._track(rid, lines)
+        # A cold start whose init ran in the invoke phase (``init_in_invoke``) spent part of the time limit
+        carried, self.init_in_invoke = self.init_in_invoke, 0.0
+        budget = max(time_limit - carried, 0.001)
         now = time.time()
         headers = {
             "Content-Type": "application/json",
             "Lambda-Runtime-Aws-Request-Id": rid,
-            "Lambda-Runtime-Deadline-Ms": str(int((now + time_limit) * 1000)),
+            "Lambda-Runtime-Deadline-Ms": str(int((now + budget) * 1000)),
             "Lambda-Runtime-Invoked-Function-Arn": invocation.invoked_arn or self.arn,
             # The dispatcher's header (router.lineage: the chain's hop count rides in it); else a new one.
             # X-Ray ids need to be unique, not secret: no getrandom(2) call per invocation.
@@ -302,7 +318,7 @@ class Environment:
             if self.capacity == 1:
                 # One timer handle that settles the future (the Runtime API settles it only if not done)
                 # costs less than a timeout scope around the await, once per invocation.
-                timer = self._loop.call_later(time_limit, _settle, future, _TIMED_OUT)
+                timer = self._loop.call_later(budget, _settle, future, _TIMED_OUT)
                 try:
                     reply = await future
                 finally:
@@ -310,7 +326,7 @@ class Environment:
                 if reply is _TIMED_OUT:
                     raise TimeoutError
             else:
-                async with asyncio.timeout(time_limit):
+                async with asyncio.timeout(budget):
                     # A timed-out invocation of a multi-concurrent environment keeps its future (and
                     # slot) until its handler returns: the timeout must not cancel it.
                     reply = await asyncio.shield(future)
@@ -370,7 +386,7 @@ class Environment:
         if reply is None:
             ran = time_limit
         else:
-            ran = duration if reply.duration is None else min(duration, reply.duration)
+            ran = carried + (duration if reply.duration is None else min(duration, reply.duration))
         end_line = platform.end(rid, ran, status, error_name, function_error)
         report = platform.report(
             rid, ran, self.spec.memory, self._max_memory, init, status, error_name, function_error)

@@ -150,3 +150,52 @@ async def test_a_provisioned_environment_that_fails_logs_phase_init_alone(
     assert (matched["phase"], matched["status"], matched["error"]) == (
         "init", "error", "Runtime.ImportModuleError")
     assert not [m for m in reports() if m.startswith("START")]  # no invocation waited on it
+
+
+SLOW_INIT = '''import os, time
+time.sleep(float(os.environ["INIT_SECONDS"]))
+
+
+def handler(event, context):
+    remaining = context.get_remaining_time_in_millis()
+    time.sleep(event.get("sleep", 0))
+    return {"remaining": remaining}
+'''
+
+
+async def test_an_init_past_the_init_phase_spends_the_invocations_time(
+        make_invoker: MakeInvoker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Lambda ends the init phase at 10 s (here 0.3 s) and runs the init again inside the invoke phase,
+    under the function's timeout: the cold invocation's time limit, Duration and Billed Duration include
+    it, its REPORT has no Init Duration, and the log says the init phase timed out."""
+    caplog.set_level(logging.INFO, logger="router.function")
+    monkeypatch.setattr(environment, "INIT_TIMEOUT", 0.3)
+    (tmp_path / "app.py").write_text(SLOW_INIT)
+    invoker = await make_invoker(str(tmp_path), name="slow_init", timeout=1.5,
+                                 environment={"INIT_SECONDS": "0.6"})
+    cold = invocation({})
+    result = await invoker.invoke(cold)
+    assert result.ok, result.payload
+    assert json.loads(result.payload)["remaining"] <= 900  # 1.5 s less the 0.6 s init, not 1.5 s
+    report = result.logs.splitlines()[-1]
+    matched = re.fullmatch(r"REPORT RequestId: \S+\tDuration: (\d+\.\d\d) ms\tBilled Duration: (\d+) ms"
+                           r"\tMemory Size: 128 MB\tMax Memory Used: \d+ MB", report)
+    assert matched is not None, report  # no Init Duration: the init is in Duration
+    assert float(matched[1]) >= 600
+    assert math.ceil(float(matched[1]) - 0.005) <= int(matched[2]) <= math.ceil(float(matched[1]) + 0.005)
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("INIT_REPORT")] == [
+        "INIT_REPORT Init Duration: 300.00 ms\tPhase: init\tStatus: timeout"]
+    warm = await invoker.invoke(invocation({}))  # the next invocation has its whole time limit
+    assert json.loads(warm.payload)["remaining"] > 1400
+
+    # the init and the handler together past the time limit: the invocation times out
+    second = await make_invoker(str(tmp_path), name="slow_init_timeout", timeout=1.5,
+                                environment={"INIT_SECONDS": "0.6"})
+    late = invocation({"sleep": 1.2})
+    timed_out = await second.invoke(late)
+    assert timed_out.outcome is Outcome.TIMEOUT
+    assert json.loads(timed_out.payload)["errorMessage"] == (
+        f"RequestId: {late.request_id} Error: Task timed out after 1.50 seconds")
+    assert timed_out.logs.splitlines()[-1].startswith(
+        f"REPORT RequestId: {late.request_id}\tDuration: 1500.00 ms\tBilled Duration: 1500 ms\t")
