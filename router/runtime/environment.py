@@ -184,7 +184,7 @@ class Environment:
                 return failure
             except TimeoutError:  # e.g. a snap_start template's init took the whole init phase
                 self._set_exit(None)
-                failure = results.timeout_error(request_id, time_limit, phase="Init phase")
+                failure = _init_timeout_error(request_id, time_limit)
                 self._failed_init(request_id, failure, time_limit, "\n".join(init_lines))
                 return failure
         not_ready = await self._wait_ready(request_id, time_limit, started, began)
@@ -212,23 +212,30 @@ class Environment:
         includes the failed init (Status: error and its Error Type, or Status: timeout).
 
         Lambda retries a failed init once inside the invoke phase and so logs two INIT_REPORT lines
-        (Phase: init, then Phase: invoke); the router inits on the invocation's behalf once: one line."""
+        (Phase: init, then Phase: invoke); the router inits on the invocation's behalf once: one line. An
+        init that timed out after the init phase's limit (a function timeout over 10 s) was in the invoke
+        phase, as on Lambda: the init phase's own timeout first, and the task's timeout line."""
         platform = self.spec.log
         status = "timeout" if failure.outcome is Outcome.TIMEOUT else "error"
         error_type = failure.error_name() if status == "error" else None
         lines = [init_logs] if init_logs else []
+        task_timeout = status == "timeout" and bool(request_id) and elapsed > INIT_TIMEOUT
 
         def write(line: str | None, rid: str | None) -> None:
             if line is not None:
                 function_log.line(line, self.spec.function, rid)
                 lines.append(line)
 
+        if task_timeout and not reported:
+            write(platform.init_report(INIT_TIMEOUT, phase="init", status="timeout"), None)
         if not reported:
             write(platform.init_report(
                 elapsed, phase="invoke" if request_id else "init", status=status, error_type=error_type,
                 initialization_type="provisioned-concurrency" if self.provisioned else "on-demand"), None)
         if request_id:
             write(platform.start(request_id, self.spec.version), request_id)
+            if task_timeout:
+                write(results.timeout_log_line(request_id, elapsed), request_id)
             write(platform.end(request_id, elapsed, status, error_type), request_id)
             write(platform.report(request_id, elapsed, self.spec.memory, self._max_memory, None, status,
                                   error_type), request_id)
@@ -253,7 +260,7 @@ class Environment:
         except TimeoutError:
             self._read_max_memory()
             self.kill()
-            return results.timeout_error(request_id, time_limit, phase="Init phase")
+            return _init_timeout_error(request_id, time_limit)
         except BaseException:
             self.kill()
             raise
@@ -546,6 +553,13 @@ class Environment:
         if self._cgroup_dir is not None:
             await asyncio.to_thread(CgroupV2.remove, self._cgroup_dir)
             self._cgroup_dir = None
+
+
+def _init_timeout_error(request_id: str, time_limit: float) -> Result:
+    """An init that ran out of time: past Lambda's init phase (a function timeout over 10 s, for an
+    invocation waiting on it) it ran in the invoke phase, and Lambda says the task timed out."""
+    in_invoke = bool(request_id) and time_limit > INIT_TIMEOUT
+    return results.timeout_error(request_id, time_limit, phase="Task" if in_invoke else "Init phase")
 
 
 _TIMED_OUT = Reply(ReplyKind.CLOSED)

@@ -199,3 +199,29 @@ async def test_an_init_past_the_init_phase_spends_the_invocations_time(
         f"RequestId: {late.request_id} Error: Task timed out after 1.50 seconds")
     assert timed_out.logs.splitlines()[-1].startswith(
         f"REPORT RequestId: {late.request_id}\tDuration: 1500.00 ms\tBilled Duration: 1500 ms\t")
+
+
+async def test_an_init_past_the_function_timeout_is_a_task_timeout(
+        make_invoker: MakeInvoker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the init phase (10 s, here 0.3 s) the init runs in the invoke phase: running past the function's
+    timeout too, the invocation's task timed out, as Lambda words it (`Task timed out after 45.05 seconds`
+    after `INIT_REPORT ... Phase: init Status: timeout`)."""
+    monkeypatch.setattr(environment, "INIT_TIMEOUT", 0.3)
+    (tmp_path / "app.py").write_text(SLOW_INIT)
+    invoker = await make_invoker(str(tmp_path), name="slower_init", timeout=0.8,
+                                 environment={"INIT_SECONDS": "30"})
+    event = invocation({})
+    result = await invoker.invoke(event)
+    assert result.outcome is Outcome.TIMEOUT
+    assert json.loads(result.payload)["errorMessage"] == (
+        f"RequestId: {event.request_id} Error: Task timed out after 0.80 seconds")
+    lines = result.logs.splitlines()
+    assert lines[:3] == [
+        "INIT_REPORT Init Duration: 300.00 ms\tPhase: init\tStatus: timeout",
+        "INIT_REPORT Init Duration: 800.00 ms\tPhase: invoke\tStatus: timeout",
+        f"START RequestId: {event.request_id} Version: $LATEST"]
+    assert re.fullmatch(rf"\S+Z {event.request_id} Task timed out after 0\.80 seconds", lines[3]), lines[3]
+    assert lines[4] == f"END RequestId: {event.request_id}"
+    assert lines[5].startswith(
+        f"REPORT RequestId: {event.request_id}\tDuration: 800.00 ms\tBilled Duration: 800 ms")
+    assert lines[5].endswith("\tStatus: timeout")
