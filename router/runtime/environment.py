@@ -189,7 +189,7 @@ class Environment:
                 return failure
         not_ready = await self._wait_ready(request_id, time_limit, started, began)
         if not_ready is None:
-            if (request_id and self.init_duration is not None and self.init_duration > INIT_TIMEOUT
+            if (self.init_duration is not None and _past_init_phase(request_id, self.init_duration)
                     and not isinstance(self.init_duration, results.RestoreDuration)):
                 # Lambda's init phase ended at its limit and the init ran again in the invoke phase:
                 # the invocation pays for it (see ``invoke``), and the log says why
@@ -219,7 +219,7 @@ class Environment:
         status = "timeout" if failure.outcome is Outcome.TIMEOUT else "error"
         error_type = failure.error_name() if status == "error" else None
         lines = [init_logs] if init_logs else []
-        task_timeout = status == "timeout" and bool(request_id) and elapsed > INIT_TIMEOUT
+        task_timeout = status == "timeout" and _past_init_phase(request_id, elapsed)
 
         def write(line: str | None, rid: str | None) -> None:
             if line is not None:
@@ -555,11 +555,17 @@ class Environment:
             self._cgroup_dir = None
 
 
+def _past_init_phase(request_id: str, seconds: float) -> bool:
+    """An init that ran ``seconds`` for the invocation ``request_id`` waits on (not a provisioned one) and
+    outlasted Lambda's init phase: Lambda runs it in the invoke phase, under the function's timeout."""
+    return bool(request_id) and seconds > INIT_TIMEOUT
+
+
 def _init_timeout_error(request_id: str, time_limit: float) -> Result:
     """An init that ran out of time: past Lambda's init phase (a function timeout over 10 s, for an
     invocation waiting on it) it ran in the invoke phase, and Lambda says the task timed out."""
-    in_invoke = bool(request_id) and time_limit > INIT_TIMEOUT
-    return results.timeout_error(request_id, time_limit, phase="Task" if in_invoke else "Init phase")
+    phase = "Task" if _past_init_phase(request_id, time_limit) else "Init phase"
+    return results.timeout_error(request_id, time_limit, phase=phase)
 
 
 _TIMED_OUT = Reply(ReplyKind.CLOSED)

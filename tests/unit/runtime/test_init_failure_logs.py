@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from router.invocation import Outcome
+from router.invokers.local import LocalInvoker
 from router.runtime import environment
 from tests.waiting import until
 
@@ -163,6 +164,15 @@ def handler(event, context):
 '''
 
 
+async def slow_init(make_invoker: MakeInvoker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                    *, function_timeout: float, init_seconds: float) -> LocalInvoker:
+    """A function whose init sleeps ``init_seconds``, with Lambda's 10 s init phase shortened to 0.3 s."""
+    monkeypatch.setattr(environment, "INIT_TIMEOUT", 0.3)
+    (tmp_path / "app.py").write_text(SLOW_INIT)
+    return await make_invoker(str(tmp_path), name=name, timeout=function_timeout,
+                              environment={"INIT_SECONDS": str(init_seconds)})
+
+
 async def test_an_init_past_the_init_phase_spends_the_invocations_time(
         make_invoker: MakeInvoker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -170,10 +180,8 @@ async def test_an_init_past_the_init_phase_spends_the_invocations_time(
     under the function's timeout: the cold invocation's time limit, Duration and Billed Duration include
     it, its REPORT has no Init Duration, and the log says the init phase timed out."""
     caplog.set_level(logging.INFO, logger="router.function")
-    monkeypatch.setattr(environment, "INIT_TIMEOUT", 0.3)
-    (tmp_path / "app.py").write_text(SLOW_INIT)
-    invoker = await make_invoker(str(tmp_path), name="slow_init", timeout=1.5,
-                                 environment={"INIT_SECONDS": "0.6"})
+    invoker = await slow_init(make_invoker, tmp_path, monkeypatch, "slow_init", function_timeout=1.5,
+                              init_seconds=0.6)
     cold = invocation({})
     result = await invoker.invoke(cold)
     assert result.ok, result.payload
@@ -186,12 +194,12 @@ async def test_an_init_past_the_init_phase_spends_the_invocations_time(
     assert math.ceil(float(matched[1]) - 0.005) <= int(matched[2]) <= math.ceil(float(matched[1]) + 0.005)
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("INIT_REPORT")] == [
         "INIT_REPORT Init Duration: 300.00 ms\tPhase: init\tStatus: timeout"]
-    warm = await invoker.invoke(invocation({}))  # the next invocation has its whole time limit
-    assert json.loads(warm.payload)["remaining"] > 1400
+    warm = await invoker.invoke(invocation({}))  # the next invocation has its whole time limit again
+    assert json.loads(warm.payload)["remaining"] > 1000  # (not <= 900; 500 ms of slack for a busy host)
 
     # the init and the handler together past the time limit: the invocation times out
-    second = await make_invoker(str(tmp_path), name="slow_init_timeout", timeout=1.5,
-                                environment={"INIT_SECONDS": "0.6"})
+    second = await slow_init(make_invoker, tmp_path, monkeypatch, "slow_init_timeout", function_timeout=1.5,
+                             init_seconds=0.6)
     late = invocation({"sleep": 1.2})
     timed_out = await second.invoke(late)
     assert timed_out.outcome is Outcome.TIMEOUT
@@ -206,10 +214,8 @@ async def test_an_init_past_the_function_timeout_is_a_task_timeout(
     """Past the init phase (10 s, here 0.3 s) the init runs in the invoke phase: running past the function's
     timeout too, the invocation's task timed out, as Lambda words it (`Task timed out after 45.05 seconds`
     after `INIT_REPORT ... Phase: init Status: timeout`)."""
-    monkeypatch.setattr(environment, "INIT_TIMEOUT", 0.3)
-    (tmp_path / "app.py").write_text(SLOW_INIT)
-    invoker = await make_invoker(str(tmp_path), name="slower_init", timeout=0.8,
-                                 environment={"INIT_SECONDS": "30"})
+    invoker = await slow_init(make_invoker, tmp_path, monkeypatch, "slower_init", function_timeout=0.8,
+                              init_seconds=30)
     event = invocation({})
     result = await invoker.invoke(event)
     assert result.outcome is Outcome.TIMEOUT
