@@ -48,7 +48,7 @@ def check_text_lines(logs: str, request_id: str, status: str, error_type: str | 
     assert (matched["rid"], matched["status"], matched["error"]) == (request_id, status, error_type)
     # Duration includes the failed init (no Init Duration field); billed is it rounded up
     assert "Init Duration" not in report
-    assert float(matched["duration"]) >= float(init["init"])
+    assert float(matched["duration"]) >= float(init["init"]) - 0.01  # each rounded to 1/100 ms
     # (Duration is printed rounded to 1/100 ms, Billed is the exact time rounded up: 18.003 ms bills 19)
     assert math.ceil(float(matched["duration"]) - 0.005) <= int(matched["billed"]) <= max(
         1, math.ceil(float(matched["duration"]) + 0.005))
@@ -97,7 +97,8 @@ async def test_a_json_format_function_gets_platform_init_report(make_invoker: Ma
         assert (record["requestId"], record["status"], record["errorType"]) == (
             event.request_id, "error", "Runtime.ImportModuleError")
     assert "initDurationMs" not in report["metrics"]
-    assert report["metrics"]["durationMs"] >= round(init["metrics"]["durationMs"], 2)  # 3 places vs 2
+    # the same span printed to 2 places vs 3: 46.795 (3 places) of 46.79499.. ms is 46.79 at 2 places
+    assert report["metrics"]["durationMs"] >= init["metrics"]["durationMs"] - 0.01
     duration = report["metrics"]["durationMs"]  # rounded to 1/100 ms; billed is the exact time rounded up
     assert math.ceil(duration - 0.005) <= report["metrics"]["billedDurationMs"] <= max(
         1, math.ceil(duration + 0.005))
