@@ -98,6 +98,10 @@ class Environment:
         # An on-demand init that passed INIT_TIMEOUT: Lambda runs it again in the invoke phase, so the cold
         # invocation's time limit, Duration and Billed Duration include it (seconds; 0: not so).
         self.init_in_invoke = 0.0
+        # The init's lines (INIT_START, its output, the platform's closing lines), for the LogType Tail of
+        # the invocation that waited on this cold start (its first), as Lambda's tail holds them.
+        self._init_log: list[str] | None = None
+        self._instance = ""  # the environment's log stream name (AWS_LAMBDA_LOG_STREAM_NAME)
         self._on_exit = on_exit
         self._cgroup = cgroup
         self._cgroup_dir: Path | None = None
@@ -154,13 +158,38 @@ class Environment:
                             self.spec.function, exc, extra={"function": self.spec.function})
         init_lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
         self._lines = init_lines
+        self._instance = env["AWS_LAMBDA_LOG_STREAM_NAME"]
+        restores = self._spawner.restores
+        if not restores:  # else known once spawned: a restore, or an init when the snapshot was unavailable
+            self._platform_line(self._init_start(restore=False), init_lines)
         try:
-            return await self._start(request_id, time_limit, env, init_lines)
+            failure = await self._start(request_id, time_limit, env, init_lines, restores)
         finally:
             self._lines = None
+        if failure is None and request_id:
+            self._init_log = list(init_lines)
+        return failure
+
+    def _init_start(self, *, restore: bool) -> str | None:
+        spec = self.spec
+        return spec.log.init_start(
+            spec.runtime_version, spec.runtime_arn, spec.function, spec.version, self._instance, spec.memory,
+            initialization_type="provisioned-concurrency" if self.provisioned else "on-demand",
+            restore=restore)
+
+    def _platform_line(self, line: str | None, init_lines: collections.deque[str], *,
+                       first: bool = False) -> None:
+        """A platform line of the init phase: to the function's log and the init's lines."""
+        if line is not None:
+            function_log.line(line, self.spec.function, None)
+            if first:
+                init_lines.appendleft(line)
+            else:
+                init_lines.append(line)
 
     async def _start(
         self, request_id: str, time_limit: float, env: dict[str, str], init_lines: collections.deque[str],
+        restores: bool,
     ) -> Result | None:
         started = self._loop.time()  # for the init phase's deadline
         began = time.monotonic()  # for Init Duration (the loop's clock may tick in whole milliseconds)
@@ -187,6 +216,8 @@ class Environment:
                 failure = _init_timeout_error(request_id, time_limit)
                 self._failed_init(request_id, failure, time_limit, "\n".join(init_lines))
                 return failure
+            if restores:  # first of the init's lines (any output read while spawning comes after it)
+                self._platform_line(self._init_start(restore=self._proc.restored), init_lines, first=True)
         not_ready = await self._wait_ready(request_id, time_limit, started, began)
         if not_ready is None:
             if (self.init_duration is not None and _past_init_phase(request_id, self.init_duration)
@@ -194,9 +225,13 @@ class Environment:
                 # Lambda's init phase ended at its limit and the init ran again in the invoke phase:
                 # the invocation pays for it (see ``invoke``), and the log says why
                 self.init_in_invoke, self.pending_init_report = self.init_duration, False
-                line = self.spec.log.init_report(INIT_TIMEOUT, phase="init", status="timeout")
-                if line is not None:
-                    function_log.line(line, self.spec.function, None)
+                self._platform_line(self.spec.log.init_report(INIT_TIMEOUT, phase="init", status="timeout"),
+                                    init_lines)
+            elif self.init_duration is not None:
+                for line in self.spec.log.init_done(
+                        self.init_duration, restore=isinstance(self.init_duration, results.RestoreDuration),
+                        initialization_type="provisioned-concurrency" if self.provisioned else "on-demand"):
+                    self._platform_line(line, init_lines)
         else:
             timed_out = not_ready.outcome is Outcome.TIMEOUT
             self._failed_init(request_id, not_ready, time_limit if timed_out else time.monotonic() - began,
@@ -293,6 +328,9 @@ class Environment:
         assert self._channel is not None
         rid = invocation.request_id
         platform = self.spec.log
+        init_log = self._init_log
+        if init_log is not None:  # the first invocation of a cold start: the init's lines lead its tail
+            self._init_log = None
         start_line = platform.start(rid, self.spec.version)
         if start_line is not None:
             function_log.line(start_line, self.spec.function, rid)
@@ -404,7 +442,7 @@ class Environment:
         if not late:
             self._untrack(rid)
         result.logs = "\n".join(
-            line for line in (start_line, *lines, end_line, report) if line is not None)
+            line for line in (*(init_log or ()), start_line, *lines, end_line, report) if line is not None)
         result.duration = duration
         if reply is not None:
             result.runtime_duration = reply.duration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 import resource
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from router import __version__
 from router.config.models import AwsConfig, FunctionConfig
 from router.config.node import find_node, runtime_major
 from router.errors import EnvironmentStartError
@@ -81,6 +83,9 @@ class LaunchSpec:
     user: tuple[int, int] | None = None  # (uid, gid) the worker runs as (``run_as``), else the router's
     log: PlatformLog = TEXT  # the function's log format and levels (``logging``): START/END/REPORT lines
     version: str = "$LATEST"  # the published version run (AWS_LAMBDA_FUNCTION_VERSION)
+    # INIT_START's "Runtime Version" and "Runtime Version ARN" (``runtime_version``)
+    runtime_version: str = ""
+    runtime_arn: str = ""
 
     @property
     def memory_limit(self) -> int:
@@ -111,6 +116,23 @@ def log_stream_name(version: str = "$LATEST") -> str:
     return time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{version}]" + uuid.uuid4().hex
 
 
+def runtime_version(runtime: str, release: str, region: str) -> tuple[str, str]:
+    """INIT_START's ``Runtime Version`` and ``Runtime Version ARN`` of ``runtime`` run by an interpreter
+    of ``release``. Lambda names its own builds (``python:3.11.v29``, an ARN
+    ``arn:aws:lambda:REGION::runtime:`` and 64 hex digits); the router names what runs: the runtime
+    family and the interpreter's release (``python:3.11.7``, ``nodejs:20.20.2``; ``provided``, whose
+    bootstrap is the user's), and an ARN of that shape whose digest is of the name and the router's
+    version, so that it changes when the runtime that runs does."""
+    if runtime.startswith("python"):
+        name = f"python:{release or runtime.removeprefix('python')}"
+    elif runtime.startswith("nodejs"):
+        name = f"nodejs:{release.removeprefix('v') or runtime.removeprefix('nodejs')}"
+    else:
+        name = runtime
+    digest = hashlib.sha256(f"{name} router {__version__}".encode()).hexdigest()
+    return name, f"arn:aws:lambda:{region}::runtime:{digest}"
+
+
 def _python_interpreter(name: str, runtime: str, path: str) -> str:
     version = runtime.removeprefix("python")
     if version == f"{sys.version_info.major}.{sys.version_info.minor}":
@@ -126,7 +148,7 @@ def _python_interpreter(name: str, runtime: str, path: str) -> str:
 
 
 def _node_command(name: str, runtime: str, path: str, config: FunctionConfig,
-                  node_options: str) -> tuple[str, ...]:
+                  node_options: str) -> tuple[tuple[str, ...], str]:
     try:
         node, version = find_node(runtime, path)
     except ValueError as exc:
@@ -136,7 +158,7 @@ def _node_command(name: str, runtime: str, path: str, config: FunctionConfig,
     # start). It runs the bootstrap's modules joined into one file (~1-1.5 ms less), compiled from a code
     # cache made for this node (~1.5 ms less): ``node_bundle``.
     bootstrap = node_bundle.path(NODE_BOOTSTRAP_DIR, node)
-    return (node, *node_flags(version, config.memory, node_options), str(bootstrap))
+    return (node, *node_flags(version, config.memory, node_options), str(bootstrap)), version
 
 
 def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsConfig,
@@ -194,9 +216,10 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                 f"function '{name}': {str(bootstrap)!r} is not executable; run chmod +x on it"
             )
         argv: tuple[str, ...] = (str(bootstrap),)
+        release = ""
         paths = _search_paths(name, runtime, root, layer_dirs, None)
     elif runtime_major(runtime) is not None:
-        argv = _node_command(name, runtime, path, config, env.get("NODE_OPTIONS", ""))
+        argv, release = _node_command(name, runtime, path, config, env.get("NODE_OPTIONS", ""))
         reserved["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{runtime}"
         reserved["LAMBDA_RUNTIME_DIR"] = str(NODE_BOOTSTRAP_DIR)
         del reserved["PYTHONUNBUFFERED"]
@@ -211,6 +234,8 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                               python_version=runtime.removeprefix("python"))
         reserved["PYTHONPATH"] = os.pathsep.join(paths.python)
         argv = (interpreter, str(PYTHON_BOOTSTRAP))
+        # the release of the router's own interpreter; of another python3.X on PATH, only its name's
+        release = ".".join(map(str, sys.version_info[:3])) if interpreter == sys.executable else ""
     if paths.bin:  # Lambda: /opt/bin last on PATH
         reserved["PATH"] = os.pathsep.join([path, *paths.bin])
     if paths.lib and "LD_LIBRARY_PATH" not in env:  # Lambda: ...:$LAMBDA_TASK_ROOT/lib:/opt/lib
@@ -220,13 +245,15 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
                 "TMPDIR", "HOME"):
         env.pop(key, None)  # set per environment
     user = _run_as(name, config.run_as) if config.run_as else None
+    runtime_name, runtime_arn = runtime_version(runtime, release, aws.region)
     return LaunchSpec(function=name, argv=argv, cwd=str(root), env=env, memory=config.memory,
                       concurrency=config.per_environment_concurrency,
                       self_limits=runtime != "provided" and runtime_major(runtime) is None,
                       user=user, prctl_in_child=runtime_major(runtime) is not None,
                       limit_data=runtime_major(runtime) is not None,
                       runtime_fd=runtime != "provided" and config.per_environment_concurrency == 1,
-                      log=PlatformLog.of(config.logging), version=version)
+                      log=PlatformLog.of(config.logging), version=version,
+                      runtime_version=runtime_name, runtime_arn=runtime_arn)
 
 
 def _layer_dirs(name: str, config: FunctionConfig) -> list[Path]:

@@ -1,11 +1,13 @@
 """The log lines the platform writes for each invocation, in the function's log format (Lambda's
 LoggingConfig), and the platform's filter of application records by level.
 
-Text (the default): ``START RequestId: ...``, ``END RequestId: ...``, the ``REPORT`` line and, for an
-init that failed, ``INIT_REPORT``. JSON: the Telemetry API's platform events as Lambda writes them to the
-log stream, one object a line, ``{"time": ..., "type": "platform.start", "record": {...}}``:
-``platform.start``, ``platform.report`` and ``platform.initReport`` at INFO, ``platform.runtimeDone`` (in
-place of END) at DEBUG; ``system_log_level`` drops those below it.
+Text (the default): ``INIT_START`` (``RESTORE_START`` and ``RESTORE_REPORT`` of a snap_start restore) once
+an environment, ``START RequestId: ...``, ``END RequestId: ...``, the ``REPORT`` line and, for an init that
+failed, ``INIT_REPORT``. JSON: the Telemetry API's platform events as Lambda writes them to the log stream,
+one object a line, ``{"time": ..., "type": "platform.start", "record": {...}}``: ``platform.initStart``,
+``platform.start``, ``platform.report`` and a failed init's ``platform.initReport`` at INFO;
+``platform.initRuntimeDone``, a successful init's ``platform.initReport`` and ``platform.runtimeDone``
+(in place of END) at DEBUG; ``system_log_level`` drops those below it.
 In JSON, application records below ``application_log_level`` are dropped too: the runtimes do it
 themselves (AWS_LAMBDA_LOG_LEVEL), and the platform drops any other JSON line whose ``"level"`` is
 below it, as Lambda does for libraries that write JSON of their own (Powertools).
@@ -72,6 +74,43 @@ class PlatformLog:
         if _SYSTEM_LEVELS[level] < self.system_level:
             return None
         return _dumps({"time": log_time(time.time()), "type": kind, "record": record})
+
+    def init_start(self, runtime_version: str, runtime_arn: str, function: str, version: str,
+                   instance: str, memory: int, *, initialization_type: str = "on-demand",
+                   restore: bool = False) -> str | None:
+        """Lambda's first line of an environment's init: ``INIT_START Runtime Version: ...<TAB>Runtime
+        Version ARN: ...``, or ``RESTORE_START`` of one restored from a snapshot (snap_start). JSON:
+        ``platform.initStart`` / ``platform.restoreStart`` at INFO, with the function, its version, the
+        environment's log stream (``instanceId``) and its memory in bytes (``instanceMaxMemory``)."""
+        if not self.json:
+            name = "RESTORE_START" if restore else "INIT_START"
+            return f"{name} Runtime Version: {runtime_version}\tRuntime Version ARN: {runtime_arn}"
+        record: dict[str, Any] = {} if restore else {
+            "initializationType": initialization_type, "phase": "init"}
+        record.update(runtimeVersion=runtime_version, runtimeVersionArn=runtime_arn, functionName=function,
+                      functionVersion=version, instanceId=instance, instanceMaxMemory=memory * 1024 * 1024)
+        return self._event("INFO", "platform.restoreStart" if restore else "platform.initStart", record)
+
+    def init_done(self, duration: float, *, initialization_type: str = "on-demand",
+                  restore: bool = False) -> list[str]:
+        """The lines that close an init that succeeded. Text: none (Init Duration is on the REPORT line),
+        ``RESTORE_REPORT Restore Duration: X ms`` of a restore. JSON: ``platform.initRuntimeDone`` and
+        ``platform.initReport`` (status success) at DEBUG, as Lambda writes them to the log stream (a
+        log at the default INFO has ``platform.initStart`` alone before the first ``platform.start``);
+        of a restore ``platform.restoreRuntimeDone`` (DEBUG) and ``platform.restoreReport`` (INFO, as
+        its Text line is written by default)."""
+        ms = round(duration * 1000, 3)
+        if not self.json:
+            return [f"RESTORE_REPORT Restore Duration: {duration * 1000:.2f} ms"] if restore else []
+        if restore:
+            lines = [self._event("DEBUG", "platform.restoreRuntimeDone", {"status": "success"}),
+                     self._event("INFO", "platform.restoreReport",
+                                 {"status": "success", "metrics": {"durationMs": ms}})]
+        else:
+            phase = {"initializationType": initialization_type, "phase": "init", "status": "success"}
+            lines = [self._event("DEBUG", "platform.initRuntimeDone", phase),
+                     self._event("DEBUG", "platform.initReport", {**phase, "metrics": {"durationMs": ms}})]
+        return [line for line in lines if line is not None]
 
     def init_report(self, duration: float, *, phase: str = "init", status: str | None = None,
                     error_type: str | None = None, initialization_type: str = "on-demand") -> str | None:

@@ -74,6 +74,11 @@ class Worker(Protocol):
 
 
 class Spawner(Protocol):
+    @property
+    def restores(self) -> bool:
+        """Its workers are restored from a snapshot of the function's init (snap_start), when it can."""
+        ...
+
     async def spawn(self, request: SpawnRequest, on_exit: ExitCallback) -> Worker:
         """Start the worker; raises ``SpawnFailed``."""
         ...
@@ -119,6 +124,8 @@ class ExecSpawner:
     A worker handed its Runtime API socket gets it at the router's number for it, or, when the worker is
     started with a ``preexec_fn`` anyway (Node, ``run_as``, a cgroup), at a low number the spawner holds
     for that (``low_fd``), where node marks it close-on-exec (``LOW_DESCRIPTORS``)."""
+
+    restores = False
 
     def __init__(self) -> None:
         # Reserved while the process has few descriptors open (this module is imported at start), and

@@ -65,6 +65,7 @@ from router.runtime.launch import (
     RLIMIT_AS_VAR,
     WATCHED_VAR,
     LaunchSpec,
+    log_stream_name,
 )
 from router.runtime.memory import address_space_limit
 from router.runtime.output import MAX_LINE, OutputPipe
@@ -124,6 +125,7 @@ class _Blueprint:
     function: str | None = None  # snap_start: the function whose init runs in the template
     memory: int = 0  # snap_start: MB, the init's memory limit (RLIMIT_AS, soft)
     platform_log: PlatformLog = TEXT  # snap_start: the function's log format (its init's INIT_REPORT)
+    spec: LaunchSpec | None = None  # snap_start: the function's (INIT_START's runtime version, its version)
     start_timeout: float = TEMPLATE_START_TIMEOUT
 
     @property
@@ -196,6 +198,14 @@ class _Template:
             env.update(TMPDIR=self._scratch, HOME=self._scratch)
             env[RLIMIT_AS_VAR] = str(address_space_limit(bp.memory))
             self._init_lines = []
+            if bp.spec is not None:  # the snapshot's init, as Lambda's at publish: INIT_START ... INIT_REPORT
+                spec = bp.spec
+                line = bp.platform_log.init_start(
+                    spec.runtime_version, spec.runtime_arn, spec.function, spec.version,
+                    log_stream_name(spec.version), spec.memory, initialization_type="snap-start")
+                if line is not None:
+                    function_log.line(line, spec.function, None)
+                    self._init_lines.append(line)
         router_end, template_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = router_end
         router_end.setblocking(False)
@@ -519,7 +529,8 @@ class TemplateManager:
             env = dict(spec.env)
             env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
             blueprint = _Blueprint(interpreter, env, spec.cwd, function=spec.function, memory=spec.memory,
-                                   platform_log=spec.log, start_timeout=init_timeout(config.timeout))
+                                   platform_log=spec.log, spec=spec,
+                                   start_timeout=init_timeout(config.timeout))
             snap = spec.function if spec.version == "$LATEST" else f"{spec.function}:{spec.version}"
             return TemplateSpawner(self, _Key(interpreter, startup, snap), blueprint)
         return TemplateSpawner(self, _Key(interpreter, startup, None),
@@ -594,6 +605,10 @@ class TemplateSpawner:
         self._key = key
         self._blueprint = blueprint
         self._exec_mode = exec_mode  # fork, set up, then exec the spec's command line (not Python's loop)
+
+    @property
+    def restores(self) -> bool:
+        return self._blueprint.snap and not self._manager._unavailable(self._key)
 
     async def spawn(self, request: SpawnRequest, on_exit: ExitCallback) -> Worker:
         manager, key = self._manager, self._key

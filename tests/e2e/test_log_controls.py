@@ -23,10 +23,16 @@ from tests.waiting import until_sync
 PYTHON_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def function_lines(rp: Any, function: str, request_id: str) -> list[str]:
+def function_lines(rp: Any, function: str, request_id: str | None) -> list[str]:
     return [r["message"] for r in rp.log_records()
             if r.get("logger") == "router.function" and r.get("function") == function
             and r.get("request_id") == request_id]
+
+
+def init_lines(rp: Any, function: str) -> list[str]:
+    """The lines of the function's one cold start: logged without a request id, and heading the tail of
+    the invocation that waited on it (INIT_START, the init's output, what closed the init)."""
+    return function_lines(rp, function, None)
 
 
 def invoke(rp: Any, function: str, event: Any) -> tuple[Any, list[str], str]:
@@ -70,7 +76,9 @@ def test_python_and_node_in_text_and_json(router_factory: RouterFactory, tmp_pat
     payload, tail, rid = invoke(rp, "py-text", {})
     assert payload == {"format": None, "level": None, "root_level": "WARNING"}
     lines = printed(rp, "py-text", rid, 8)
-    assert lines == tail
+    init = init_lines(rp, "py-text")
+    assert tail == init + lines
+    assert init[0].startswith("INIT_START Runtime Version: python:")
     assert lines[0] == f"START RequestId: {rid} Version: $LATEST"
     assert lines[-2] == f"END RequestId: {rid}"
     assert lines[-1].startswith(f"REPORT RequestId: {rid}\tDuration: ")
@@ -79,7 +87,10 @@ def test_python_and_node_in_text_and_json(router_factory: RouterFactory, tmp_pat
     payload, tail, rid = invoke(rp, "py-json", {})
     assert payload == {"format": "JSON", "level": "WARN", "root_level": "WARNING"}
     lines = printed(rp, "py-json", rid, 7)
-    assert lines == tail
+    init = init_lines(rp, "py-json")
+    assert tail == init + lines
+    assert [json.loads(line)["type"] for line in init] == [
+        "platform.initStart", "platform.initRuntimeDone", "platform.initReport"]  # system_log_level DEBUG
     assert lines[3] == "plain print"
     parsed = [json.loads(line) for line in lines if line != "plain print"]
     assert [r.get("type") or (r["level"], r["message"]) for r in parsed] == [
@@ -93,7 +104,7 @@ def test_python_and_node_in_text_and_json(router_factory: RouterFactory, tmp_pat
         return status == 200 and json.loads(body).get("logs") and json.loads(body)
 
     history = until_sync(recorded, deadline=20, what="the invocation in the history")
-    assert history["logs"].split("\n") == lines
+    assert history["logs"].split("\n") == init + lines
     report = parsed[-1]["record"]
     assert report["requestId"] == rid
     assert report["status"] == "success"
@@ -104,7 +115,9 @@ def test_python_and_node_in_text_and_json(router_factory: RouterFactory, tmp_pat
     payload, tail, rid = invoke(rp, "node-json", {})
     assert payload == {"format": "JSON", "level": "DEBUG"}
     lines = printed(rp, "node-json", rid, 9)
-    assert lines == tail
+    init = init_lines(rp, "node-json")
+    assert [json.loads(line)["type"] for line in init] == ["platform.initStart"]  # system_log_level INFO
+    assert tail == init + lines
     assert lines[-2] == "plain write"
     parsed = [json.loads(line) for line in lines[:-2] + lines[-1:]]
     assert [r.get("type") or r["level"] for r in parsed] == [

@@ -87,8 +87,11 @@ async def test_a_json_format_function_gets_platform_init_report(make_invoker: Ma
         json.loads(line) for line in result.logs.splitlines()
         if line.startswith('{"time"') and '"type":"platform.' in line.replace(" ", "")]
     assert [r["type"] for r in records] == [
-        "platform.initReport", "platform.start", "platform.runtimeDone", "platform.report"]
-    init, _, done, report = (r["record"] for r in records)
+        "platform.initStart", "platform.initReport", "platform.start", "platform.runtimeDone",
+        "platform.report"]
+    started, init, _, done, report = (r["record"] for r in records)
+    assert (started["functionName"], started["phase"], started["initializationType"]) == (
+        "init_error", "init", "on-demand")
     assert {k: v for k, v in init.items() if k != "metrics"} == {
         "initializationType": "on-demand", "phase": "invoke", "status": "error",
         "errorType": "Runtime.ImportModuleError"}
@@ -116,7 +119,9 @@ async def test_a_provided_bootstrap_that_exits_at_init(make_invoker: MakeInvoker
     assert error["errorMessage"] == (
         f"RequestId: {event.request_id} Error: Runtime exited with error: exit status 3")
     check_text_lines(result.logs, event.request_id, "error", "Runtime.ExitError")
-    assert result.logs.splitlines()[0] == "cannot start: missing config"
+    assert result.logs.splitlines()[0].startswith(
+        "INIT_START Runtime Version: provided\tRuntime Version ARN: ")
+    assert result.logs.splitlines()[1] == "cannot start: missing config"
 
 
 async def test_an_init_timeout_says_status_timeout_and_the_time_limit(
@@ -223,6 +228,7 @@ async def test_an_init_past_the_function_timeout_is_a_task_timeout(
     assert json.loads(result.payload)["errorMessage"] == (
         f"RequestId: {event.request_id} Error: Task timed out after 0.80 seconds")
     lines = result.logs.splitlines()
+    assert lines.pop(0).startswith("INIT_START Runtime Version: python:")
     assert lines[:3] == [
         "INIT_REPORT Init Duration: 300.00 ms\tPhase: init\tStatus: timeout",
         "INIT_REPORT Init Duration: 800.00 ms\tPhase: invoke\tStatus: timeout",

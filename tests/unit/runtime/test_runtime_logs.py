@@ -35,10 +35,18 @@ async def test_invocation_lines_and_output_carry_the_request_id(
         r"\tMemory Size: 256 MB\tMax Memory Used: \d+ MB\tInit Duration: \d+\.\d\d ms",
         ours[-1],
     )
-    # Result.logs: this invocation's lines only, START first, REPORT last
+    # Result.logs: the cold start's INIT_START and the init's output first, as Lambda's tail of the
+    # invocation that waited on a cold start; then this invocation's lines, START first, REPORT last
     lines = result.logs.split("\n")
-    assert lines == ours
-    assert "init output" not in result.logs
+    assert re.fullmatch(r"INIT_START Runtime Version: python:\d+\.\d+\.\d+\tRuntime Version ARN: "
+                        r"arn:aws:lambda:us-east-1::runtime:[0-9a-f]{64}", lines[0]), lines[0]
+    assert lines[1:] == ["init output", *ours]
+    # a warm invocation: its own lines only
+    again = invocation({})
+    warm = await invoker.invoke(again)
+    assert warm.logs.split("\n")[0] == f"START RequestId: {again.request_id} Version: $LATEST"
+    assert "init output" not in warm.logs
+    assert "INIT_START" not in warm.logs
 
 
 async def test_init_duration_only_on_the_cold_start(make_invoker: MakeInvoker) -> None:
