@@ -249,7 +249,8 @@ class Environment:
         Lambda retries a failed init once inside the invoke phase and so logs two INIT_REPORT lines
         (Phase: init, then Phase: invoke); the router inits on the invocation's behalf once: one line. An
         init that timed out after the init phase's limit (a function timeout over 10 s) was in the invoke
-        phase, as on Lambda: the init phase's own timeout first, and the task's timeout line."""
+        phase, as on Lambda: the init phase's own timeout first, and the task's timeout line. A restore
+        (snap_start) that failed says ``RESTORE_REPORT ... Status: error`` instead, as Lambda's."""
         platform = self.spec.log
         status = "timeout" if failure.outcome is Outcome.TIMEOUT else "error"
         error_type = failure.error_name() if status == "error" else None
@@ -261,9 +262,12 @@ class Environment:
                 function_log.line(line, self.spec.function, rid)
                 lines.append(line)
 
-        if task_timeout and not reported:
+        restored = self._proc is not None and self._proc.restored  # an after-restore hook failed or hung
+        if task_timeout and not reported and not restored:
             write(platform.init_report(INIT_TIMEOUT, phase="init", status="timeout"), None)
-        if not reported:
+        if restored:
+            write(platform.restore_report(elapsed, status=status, error_type=error_type), None)
+        elif not reported:
             write(platform.init_report(
                 elapsed, phase="invoke" if request_id else "init", status=status, error_type=error_type,
                 initialization_type="provisioned-concurrency" if self.provisioned else "on-demand"), None)

@@ -99,18 +99,34 @@ class PlatformLog:
         log at the default INFO has ``platform.initStart`` alone before the first ``platform.start``);
         of a restore ``platform.restoreRuntimeDone`` (DEBUG) and ``platform.restoreReport`` (INFO, as
         its Text line is written by default)."""
-        ms = round(duration * 1000, 3)
-        if not self.json:
-            return [f"RESTORE_REPORT Restore Duration: {duration * 1000:.2f} ms"] if restore else []
         if restore:
-            lines = [self._event("DEBUG", "platform.restoreRuntimeDone", {"status": "success"}),
-                     self._event("INFO", "platform.restoreReport",
-                                 {"status": "success", "metrics": {"durationMs": ms}})]
-        else:
+            lines = [self._event("DEBUG", "platform.restoreRuntimeDone", {"status": "success"})
+                     if self.json else None, self.restore_report(duration)]
+        elif self.json:
             phase = {"initializationType": initialization_type, "phase": "init", "status": "success"}
+            ms = round(duration * 1000, 3)
             lines = [self._event("DEBUG", "platform.initRuntimeDone", phase),
                      self._event("DEBUG", "platform.initReport", {**phase, "metrics": {"durationMs": ms}})]
+        else:
+            return []
         return [line for line in lines if line is not None]
+
+    def restore_report(self, duration: float, *, status: str | None = None,
+                       error_type: str | None = None) -> str | None:
+        """Lambda's ``RESTORE_REPORT Restore Duration: X ms`` (and ``Status``, ``Error Type`` of a restore
+        that failed, as Lambda's SnapStart docs show them); JSON ``platform.restoreReport`` at INFO."""
+        if not self.json:
+            line = f"RESTORE_REPORT Restore Duration: {duration * 1000:.2f} ms"
+            if status is not None:
+                line += f"\tStatus: {status}"
+                if error_type is not None:
+                    line += f"\tError Type: {error_type}"
+            return line
+        record: dict[str, Any] = {"status": status or "success"}
+        if error_type is not None:
+            record["errorType"] = error_type
+        record["metrics"] = {"durationMs": round(duration * 1000, 3)}
+        return self._event("INFO", "platform.restoreReport", record)
 
     def init_report(self, duration: float, *, phase: str = "init", status: str | None = None,
                     error_type: str | None = None, initialization_type: str = "on-demand") -> str | None:

@@ -62,6 +62,42 @@ def test_init_report_in_both_formats() -> None:
     assert platform(log_format="JSON", system_log_level="WARN").init_report(0.1, status="error") is None
 
 
+def test_init_start_and_restore_lines_in_both_formats() -> None:
+    arn = "arn:aws:lambda:us-east-1::runtime:" + "ab" * 32
+    assert TEXT.init_start("python:3.11.7", arn, "fn", "$LATEST", "stream", 128) == (
+        f"INIT_START Runtime Version: python:3.11.7\tRuntime Version ARN: {arn}")
+    assert TEXT.init_start("python:3.11.7", arn, "fn", "3", "stream", 128, restore=True) == (
+        f"RESTORE_START Runtime Version: python:3.11.7\tRuntime Version ARN: {arn}")
+    assert TEXT.init_done(0.2) == []  # Text: a successful init's duration is on REPORT
+    assert TEXT.init_done(0.0031, restore=True) == ["RESTORE_REPORT Restore Duration: 3.10 ms"]
+    assert TEXT.restore_report(1.23604, status="error", error_type="Runtime.ExitError") == (
+        "RESTORE_REPORT Restore Duration: 1236.04 ms\tStatus: error\tError Type: Runtime.ExitError")
+    log = platform(log_format="JSON", system_log_level="DEBUG")
+    started = parsed(log.init_start("nodejs:20.20.2", arn, "fn", "$LATEST", "2026/12/07/[$LATEST]ab", 256,
+                                    initialization_type="provisioned-concurrency"))
+    assert started["type"] == "platform.initStart"
+    assert started["record"] == {
+        "initializationType": "provisioned-concurrency", "phase": "init", "runtimeVersion": "nodejs:20.20.2",
+        "runtimeVersionArn": arn, "functionName": "fn", "functionVersion": "$LATEST",
+        "instanceId": "2026/12/07/[$LATEST]ab", "instanceMaxMemory": 268435456}
+    restore = parsed(log.init_start("python:3.11.7", arn, "fn", "3", "s", 128, restore=True))
+    assert restore["type"] == "platform.restoreStart"
+    assert "initializationType" not in restore["record"]
+    done, report = (parsed(line) for line in log.init_done(0.2))
+    assert (done["type"], report["type"]) == ("platform.initRuntimeDone", "platform.initReport")
+    assert report["record"] == {"initializationType": "on-demand", "phase": "init", "status": "success",
+                                "metrics": {"durationMs": 200.0}}
+    failed = parsed(log.restore_report(0.5, status="error", error_type="Runtime.ExitError"))
+    assert failed["record"] == {"status": "error", "errorType": "Runtime.ExitError",
+                                "metrics": {"durationMs": 500.0}}
+    # at the default INFO only what Lambda writes at INFO: initStart; restoreReport
+    info = platform(log_format="JSON")
+    assert info.init_done(0.2) == []
+    assert [parsed(line)["type"] for line in info.init_done(0.2, restore=True)] == ["platform.restoreReport"]
+    warn = platform(log_format="JSON", system_log_level="WARN")
+    assert warn.init_start("python:3.11.7", arn, "fn", "$LATEST", "s", 128) is None
+
+
 def test_json_start_and_report() -> None:
     log = platform(log_format="JSON")
     start = parsed(log.start(RID))

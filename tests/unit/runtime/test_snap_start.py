@@ -146,6 +146,13 @@ async def test_a_failing_hook_fails_the_start(
     error = json.loads(result.payload)
     assert (error["errorType"], error["errorMessage"]) == ("RuntimeError", message)
     assert f"[ERROR] RuntimeError: {message}" in result.logs
+    if hook == "after":  # the restore failed: Lambda's RESTORE_REPORT with its status, no INIT_REPORT
+        lines = result.logs.splitlines()
+        assert lines[0].startswith("RESTORE_START Runtime Version: python:")
+        assert "INIT_REPORT" not in result.logs
+        assert re.fullmatch(r"RESTORE_REPORT Restore Duration: \d+\.\d\d ms\tStatus: error"
+                            r"\tError Type: RuntimeError",  # the errorType the invocation gets
+                            next(line for line in lines if line.startswith("RESTORE_REPORT"))), result.logs
     await until(lambda: not zombie_children(), what="no zombie children")
 
 
