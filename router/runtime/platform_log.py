@@ -103,10 +103,9 @@ class PlatformLog:
             lines = [self._event("DEBUG", "platform.restoreRuntimeDone", {"status": "success"})
                      if self.json else None, self.restore_report(duration)]
         elif self.json:
-            phase = {"initializationType": initialization_type, "phase": "init", "status": "success"}
-            ms = round(duration * 1000, 3)
-            lines = [self._event("DEBUG", "platform.initRuntimeDone", phase),
-                     self._event("DEBUG", "platform.initReport", {**phase, "metrics": {"durationMs": ms}})]
+            phase = {"initializationType": initialization_type, "phase": "init"}
+            lines = [self._event("DEBUG", "platform.initRuntimeDone", {**phase, "status": "success"}),
+                     self._event("DEBUG", "platform.initReport", _phase_record(phase, duration, None, None))]
         else:
             return []
         return [line for line in lines if line is not None]
@@ -117,16 +116,8 @@ class PlatformLog:
         that failed, as Lambda's SnapStart docs show them); JSON ``platform.restoreReport`` at INFO."""
         if not self.json:
             line = f"RESTORE_REPORT Restore Duration: {duration * 1000:.2f} ms"
-            if status is not None:
-                line += f"\tStatus: {status}"
-                if error_type is not None:
-                    line += f"\tError Type: {error_type}"
-            return line
-        record: dict[str, Any] = {"status": status or "success"}
-        if error_type is not None:
-            record["errorType"] = error_type
-        record["metrics"] = {"durationMs": round(duration * 1000, 3)}
-        return self._event("INFO", "platform.restoreReport", record)
+            return _with_status(line, status, error_type)
+        return self._event("INFO", "platform.restoreReport", _phase_record({}, duration, status, error_type))
 
     def init_report(self, duration: float, *, phase: str = "init", status: str | None = None,
                     error_type: str | None = None, initialization_type: str = "on-demand") -> str | None:
@@ -136,16 +127,9 @@ class PlatformLog:
         JSON: ``platform.initReport``, as the Telemetry API's record."""
         if not self.json:
             line = f"INIT_REPORT Init Duration: {duration * 1000:.2f} ms"
-            if status is not None:
-                line += f"\tPhase: {phase}\tStatus: {status}"
-                if error_type is not None:
-                    line += f"\tError Type: {error_type}"
-            return line
-        record: dict[str, Any] = {
-            "initializationType": initialization_type, "phase": phase, "status": status or "success"}
-        if error_type is not None:
-            record["errorType"] = error_type
-        record["metrics"] = {"durationMs": round(duration * 1000, 3)}
+            return line if status is None else _with_status(f"{line}\tPhase: {phase}", status, error_type)
+        record = _phase_record({"initializationType": initialization_type, "phase": phase}, duration, status,
+                               error_type)
         return self._event("INFO", "platform.initReport", record)
 
     def start(self, request_id: str, version: str = "$LATEST") -> str | None:
@@ -232,6 +216,27 @@ def _level(line: str) -> int:
     if not isinstance(level, str):
         return _APPLICATION_LEVELS["INFO"]
     return _LEVEL_ALIASES.get(level.upper(), _APPLICATION_LEVELS["INFO"])
+
+
+def _with_status(line: str, status: str | None, error_type: str | None) -> str:
+    """A Text INIT_REPORT/RESTORE_REPORT line with the ``Status`` and ``Error Type`` of a phase that
+    failed or timed out (none of one that went well)."""
+    if status is not None:
+        line += f"\tStatus: {status}"
+        if error_type is not None:
+            line += f"\tError Type: {error_type}"
+    return line
+
+
+def _phase_record(record: dict[str, Any], duration: float, status: str | None,
+                  error_type: str | None) -> dict[str, Any]:
+    """A ``platform.initReport``/``restoreReport`` record: ``record``'s fields, then status, errorType?
+    and metrics.durationMs."""
+    record["status"] = status or "success"
+    if error_type is not None:
+        record["errorType"] = error_type
+    record["metrics"] = {"durationMs": round(duration * 1000, 3)}
+    return record
 
 
 def _outcome(request_id: str, status: str | None, error_type: str | None,

@@ -69,7 +69,6 @@ from router.runtime.launch import (
 )
 from router.runtime.memory import address_space_limit
 from router.runtime.output import MAX_LINE, OutputPipe
-from router.runtime.platform_log import TEXT, PlatformLog
 from router.runtime.spawn import (
     EXEC,
     ExitCallback,
@@ -122,15 +121,18 @@ class _Blueprint:
     interpreter: str
     env: dict[str, str]  # the template's own environment (the router adds only its pid, then removes it)
     cwd: str
-    function: str | None = None  # snap_start: the function whose init runs in the template
-    memory: int = 0  # snap_start: MB, the init's memory limit (RLIMIT_AS, soft)
-    platform_log: PlatformLog = TEXT  # snap_start: the function's log format (its init's INIT_REPORT)
-    spec: LaunchSpec | None = None  # snap_start: the function's (INIT_START's runtime version, its version)
+    # snap_start: the function whose init runs in the template (its memory limit, RLIMIT_AS, soft; its
+    # log format and runtime version for INIT_START and INIT_REPORT)
+    spec: LaunchSpec | None = None
     start_timeout: float = TEMPLATE_START_TIMEOUT
 
     @property
     def snap(self) -> bool:
-        return self.function is not None
+        return self.spec is not None
+
+    @property
+    def function(self) -> str | None:
+        return None if self.spec is None else self.spec.function
 
     def describe(self) -> str:
         if self.function is not None:
@@ -193,19 +195,19 @@ class _Template:
         loop = asyncio.get_running_loop()
         env = dict(bp.env)
         env[PARENT_PID_VAR] = str(os.getpid())
-        if bp.snap:
-            self._scratch = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"router-{bp.function}-snap-")
+        spec = bp.spec
+        if spec is not None:  # snap_start
+            self._scratch = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"router-{spec.function}-snap-")
             env.update(TMPDIR=self._scratch, HOME=self._scratch)
-            env[RLIMIT_AS_VAR] = str(address_space_limit(bp.memory))
+            env[RLIMIT_AS_VAR] = str(address_space_limit(spec.memory))
             self._init_lines = []
-            if bp.spec is not None:  # the snapshot's init, as Lambda's at publish: INIT_START ... INIT_REPORT
-                spec = bp.spec
-                line = bp.platform_log.init_start(
-                    spec.runtime_version, spec.runtime_arn, spec.function, spec.version,
-                    log_stream_name(spec.version), spec.memory, initialization_type="snap-start")
-                if line is not None:
-                    function_log.line(line, spec.function, None)
-                    self._init_lines.append(line)
+            # the snapshot's init, as Lambda logs a SnapStart version's at publish: INIT_START ... INIT_REPORT
+            line = spec.log.init_start(
+                spec.runtime_version, spec.runtime_arn, spec.function, spec.version,
+                log_stream_name(spec.version), spec.memory, initialization_type="snap-start")
+            if line is not None:
+                function_log.line(line, spec.function, None)
+                self._init_lines.append(line)
         router_end, template_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = router_end
         router_end.setblocking(False)
@@ -288,12 +290,12 @@ class _Template:
     def _init_report(self, seconds: float, status: str | None = None, error_type: str | None = None) -> None:
         """Lambda's INIT_REPORT of a snapshot's init (its REPORT lines then say Restore Duration), in the
         function's log format; ``status``: error or timeout, of an init that failed."""
-        bp = self.blueprint
-        if bp.function is not None:
-            line = bp.platform_log.init_report(seconds, status=status, error_type=error_type,
-                                           initialization_type="snap-start")
+        spec = self.blueprint.spec
+        if spec is not None:
+            line = spec.log.init_report(seconds, status=status, error_type=error_type,
+                                        initialization_type="snap-start")
             if line is not None:
-                function_log.line(line, bp.function, None)
+                function_log.line(line, spec.function, None)
 
     # --- output and exit ------------------------------------------------------------------------------
 
@@ -528,8 +530,7 @@ class TemplateManager:
         if config.snap_start:
             env = dict(spec.env)
             env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
-            blueprint = _Blueprint(interpreter, env, spec.cwd, function=spec.function, memory=spec.memory,
-                                   platform_log=spec.log, spec=spec,
+            blueprint = _Blueprint(interpreter, env, spec.cwd, spec=spec,
                                    start_timeout=init_timeout(config.timeout))
             snap = spec.function if spec.version == "$LATEST" else f"{spec.function}:{spec.version}"
             return TemplateSpawner(self, _Key(interpreter, startup, snap), blueprint)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,7 +122,7 @@ async def test_a_provisioned_environment_logs_its_init_and_its_first_invocation_
 
 
 async def test_a_snap_start_restore_logs_restore_start_and_restore_report(
-        make_forked: MakeInvoker, caplog: pytest.LogCaptureFixture, tmp_path: Any) -> None:
+        make_forked: MakeInvoker, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     caplog.set_level(logging.INFO, logger="router.function")
     invoker = await make_forked("snap_hooks", snap_start=True, timeout=30,
                                 environment={"SNAP_LOG": str(tmp_path / "snap.jsonl")})
