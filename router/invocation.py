@@ -15,8 +15,11 @@ from router.response_stream import ResponseStream
 InvocationType = Literal["sync", "async"]
 
 PAYLOAD_LIMIT = 6 * 1024 * 1024
-"""Lambda's 6 MB: the largest request and response of a synchronous invocation, and of a batch an event
-source hands a function; the default of ``server.max_body``."""
+"""Lambda's 6 MB: the largest request of a synchronous invocation, and of a batch an event source hands a
+function; the default of ``server.max_body``."""
+RESPONSE_LIMIT = PAYLOAD_LIMIT + 100
+"""The largest response a function may return: Lambda's is 100 bytes over its request limit ("Response
+payload size exceeded maximum allowed payload size (6291556 bytes).")."""
 
 
 class Outcome(enum.StrEnum):

@@ -15,7 +15,7 @@ import aiohttp
 
 from router.clock import Clock, SystemClock
 from router.config.models import FunctionConfig
-from router.invocation import PAYLOAD_LIMIT, ErrorType, Invocation, Outcome, Result
+from router.invocation import RESPONSE_LIMIT, ErrorType, Invocation, Outcome, Result
 from router.urls import safe_url
 
 """Largest response body accepted from a target (Lambda's 6 MB sync response limit)."""
@@ -53,7 +53,7 @@ class HttpInvoker:
         *,
         session: aiohttp.ClientSession,
         clock: Clock | None = None,
-        max_response: int = PAYLOAD_LIMIT,
+        max_response: int = RESPONSE_LIMIT,
     ) -> None:
         if config.http is None:
             raise ValueError(f"HttpInvoker: function '{name}' has no http target")

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote
 
-from router.invocation import PAYLOAD_LIMIT
+from router.invocation import RESPONSE_LIMIT
 from router.response_stream import ResponseStream
 from router.runtime import peer
 from router.runtime.http11 import Connection, Listener, Request
@@ -78,7 +78,7 @@ _T = TypeVar("_T")
 class ReplyKind(enum.Enum):
     RESPONSE = "response"  # body is the function's response
     ERROR = "error"  # body is the error JSON, error_type from the header
-    TOO_LARGE = "too_large"  # the response was over PAYLOAD_LIMIT
+    TOO_LARGE = "too_large"  # the response was over RESPONSE_LIMIT
     EXITED = "exited"  # the process ended while running the event; returncode set
     UNDELIVERED = "undelivered"  # the process ended before it took the event: safe to run elsewhere
     CLOSED = "closed"  # the channel was closed (router shutting down)
@@ -360,7 +360,7 @@ class _Endpoints:
             _settle(event.future, Reply(ReplyKind.TOO_LARGE))
             _json_error(
                 conn, 413, "RequestEntityTooLarge",
-                f"Response payload size exceeded maximum allowed payload size ({PAYLOAD_LIMIT} bytes).",
+                f"Response payload size exceeded maximum allowed payload size ({RESPONSE_LIMIT} bytes).",
             )
             return
         memory = request.headers.get(_MEMORY)
@@ -389,7 +389,7 @@ class _Endpoints:
             return
         if request.body is None:
             _json_error(conn, 413, "RequestEntityTooLarge",
-                        f"Init error size exceeded maximum allowed size ({PAYLOAD_LIMIT} bytes).")
+                        f"Init error size exceeded maximum allowed size ({RESPONSE_LIMIT} bytes).")
             return
         channel.init_ended = True
         error_type = request.headers.get(_ERROR_TYPE)
@@ -447,7 +447,7 @@ class RuntimeApiServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, 0))
             port = sock.getsockname()[1]
-            listener = await Listener.start(sock, endpoints, PAYLOAD_LIMIT)
+            listener = await Listener.start(sock, endpoints, RESPONSE_LIMIT)
         except BaseException:
             sock.close()
             raise

@@ -7,7 +7,7 @@ import math
 import signal
 import time
 
-from router.invocation import PAYLOAD_LIMIT, ErrorType, Outcome, Result
+from router.invocation import RESPONSE_LIMIT, ErrorType, Outcome, Result
 from router.runtime.api import InitError
 
 # Go's names for signals, as Lambda prints them in "Runtime exited with error: signal: killed".
@@ -69,7 +69,7 @@ def timeout_error(request_id: str, seconds: float, *, phase: str = "Task") -> Re
 def too_large_error() -> Result:
     return Result.error(
         "Function.ResponseSizeTooLarge",
-        f"Response payload size exceeded maximum allowed payload size ({PAYLOAD_LIMIT} bytes).",
+        f"Response payload size exceeded maximum allowed payload size ({RESPONSE_LIMIT} bytes).",
     )
 
 

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from router.invocation import ErrorType, Outcome
+from router.invocation import RESPONSE_LIMIT, ErrorType, Outcome
 from router.runtime.output import MAX_LINE
 from tests.waiting import until
 
@@ -87,6 +87,44 @@ async def test_uncaught_errors_fail_the_invocation_and_end_the_environment(
     assert "Init Duration" in again.logs.split("\n")[-1]
 
 
+async def test_a_rejection_left_beside_a_result_ends_the_environment_after_the_result(
+        make_invoker: MakeInvoker) -> None:
+    """As Lambda's client: a promise the handler left rejected comes out in the turn of its result, before
+    the next event is asked for. The result stands, the rejection is logged in its invocation, the process
+    exits (128) without taking another event, and the next invocation runs in a new environment: it is
+    not failed with an error that was not its own."""
+    invoker = await make(make_invoker, "index.rejectsAfterResult")
+    inv = invocation()
+    first = await invoker.invoke(inv)
+    assert first.ok, first.payload
+    pid = json.loads(first.payload)["pid"]
+    assert re.search(rf"\t{inv.request_id}\tERROR\tUnhandled Promise Rejection \t\{{", first.logs), first.logs
+    await until(lambda: process_gone(pid), what="the environment to exit after its result")
+    second = await invoker.invoke(invocation())
+    assert second.ok, second.payload
+    assert json.loads(second.payload)["pid"] != pid
+    assert "Init Duration" in second.logs.split("\n")[-1]
+
+
+async def test_a_timer_that_throws_after_the_result_fails_the_next_invocation(
+        make_invoker: MakeInvoker) -> None:
+    """A timer left running fires after the result went out: on Lambda the environment is frozen by then
+    and the timer fires when the next invocation thaws it, failing that one; so here (README, Node.js
+    functions). The environment then ends and the one after runs in a new environment."""
+    invoker = await make(make_invoker, "index.throwsAfterResult")
+    first = await invoker.invoke(invocation())
+    assert first.ok, first.payload
+    pid = json.loads(first.payload)["pid"]
+    second = await invoker.invoke(invocation())
+    assert second.outcome is Outcome.ERROR
+    error = json.loads(second.payload)
+    assert (error["errorType"], error["errorMessage"]) == ("Error", "timer boom")
+    await until(lambda: process_gone(pid), what="the environment to end")
+    third = await invoker.invoke(invocation())
+    assert third.ok, third.payload
+    assert "Init Duration" in third.logs.split("\n")[-1]
+
+
 async def test_ten_megabytes_of_stdout_arrive_before_the_result(make_invoker: MakeInvoker) -> None:
     invoker = await make(make_invoker, "index.bigStdout")
     size = 10 * 1024 * 1024
@@ -108,7 +146,10 @@ async def test_ten_megabytes_of_stdout_arrive_before_the_result(make_invoker: Ma
 
 async def test_a_result_over_6_mb_is_refused_and_the_environment_goes_on(make_invoker: MakeInvoker) -> None:
     invoker = await make(make_invoker, "index.bigResult", memory=512)
-    over = await invoker.invoke(invocation({"bytes": 7 * 1024 * 1024}))
+    at_limit = await invoker.invoke(invocation({"bytes": RESPONSE_LIMIT - 2}))  # Lambda's 6291556 bytes
+    assert at_limit.ok
+    assert len(at_limit.payload) == RESPONSE_LIMIT
+    over = await invoker.invoke(invocation({"bytes": RESPONSE_LIMIT - 1}))
     assert over.outcome is Outcome.ERROR
     assert json.loads(over.payload)["errorType"] == "Function.ResponseSizeTooLarge"
     within = await invoker.invoke(invocation({"bytes": 1000}))

@@ -191,6 +191,15 @@ async def test_callback_result_waits_for_the_event_loop(make_invoker: MakeInvoke
     assert any(line.endswith(f"\t{inv.request_id}\tINFO\ttimer fired") for line in lines), result.logs
 
 
+async def test_beforeexit_listener_is_lambdas_global_symbol(make_invoker: MakeInvoker) -> None:
+    """Tracing libraries wrap ``global[Symbol.for('aws.lambda.beforeExit')]`` after the callback, as
+    Lambda's client keeps its listener there: the wrapper runs, then the result goes out."""
+    inv, result = await run(make_invoker, "index.wrapsBeforeExit")
+    assert payload(result) == "wrapped result"
+    assert any(line.endswith(f"\t{inv.request_id}\tINFO\tbeforeExit wrapper ran, listener was a function")
+               for line in function_lines(result)), result.logs
+
+
 async def test_callback_without_waiting_answers_at_once(make_invoker: MakeInvoker) -> None:
     invoker = await make_invoker("node_basic", runtime=NODE_RUNTIME, handler="index.doesNotWait")
     first = await invoker.invoke(invocation())

@@ -10,7 +10,7 @@ import json
 import aiohttp
 import pytest
 
-from router.invocation import PAYLOAD_LIMIT
+from router.invocation import RESPONSE_LIMIT
 from router.runtime import http11
 from router.runtime.api import (
     NO_INIT_ERROR,
@@ -85,7 +85,7 @@ async def test_oversized_response_is_refused_with_413(runtime_api: RuntimeApiSer
     async with aiohttp.ClientSession() as session:
         async with session.get(base + "/invocation/next") as resp:
             assert resp.status == 200
-        big = io.BytesIO(b"x" * (PAYLOAD_LIMIT + 1))
+        big = io.BytesIO(b"x" * (RESPONSE_LIMIT + 1))
         async with session.post(base + "/invocation/big/response", data=big) as resp:
             assert resp.status == 413
     assert future.result().kind is ReplyKind.TOO_LARGE
@@ -363,7 +363,7 @@ async def test_chunked_body_over_the_limit_is_refused(runtime_api: RuntimeApiSer
     await raw.send(f"POST {PREFIX}/invocation/big/response HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                    .encode())
     chunk = b"x" * (1024 * 1024)
-    for _ in range(PAYLOAD_LIMIT // len(chunk) + 1):
+    for _ in range(RESPONSE_LIMIT // len(chunk) + 1):
         await raw.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
     await raw.send(b"0\r\n\r\n")
     status, headers, body = await raw.answer()
@@ -402,7 +402,7 @@ async def test_expect_100_continue_with_a_body_over_the_limit_gets_413_at_once(
     await raw.send(NEXT)
     assert (await raw.answer())[0] == 200
     await raw.send(f"POST {PREFIX}/invocation/e2/response HTTP/1.1\r\nContent-Length: "
-                   f"{PAYLOAD_LIMIT + 1}\r\nExpect: 100-continue\r\n\r\n".encode())
+                   f"{RESPONSE_LIMIT + 1}\r\nExpect: 100-continue\r\n\r\n".encode())
     status, headers, _ = await raw.answer()  # no 100 Continue first, and no body sent
     assert status == 413
     assert headers["connection"] == "close"

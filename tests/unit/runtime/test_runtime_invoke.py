@@ -6,7 +6,7 @@ import base64
 import json
 import re
 
-from router.invocation import PAYLOAD_LIMIT, ErrorType, Outcome
+from router.invocation import RESPONSE_LIMIT, ErrorType, Outcome
 from router.metrics import Metrics
 from router.runtime.launch import BOOTSTRAP_DIR
 
@@ -161,12 +161,19 @@ async def test_unserialisable_result_is_a_marshal_error(make_invoker: MakeInvoke
 
 
 async def test_response_over_6mb_is_function_response_size_too_large(make_invoker: MakeInvoker) -> None:
+    """Lambda's response limit is 6291556 bytes, 100 over its request limit: a response of exactly that
+    many bytes is returned, one byte more is Function.ResponseSizeTooLarge with Lambda's message."""
+    assert RESPONSE_LIMIT == 6_291_556
     invoker = await make_invoker("big_response", memory=512)
-    result = await invoker.invoke(invocation({"bytes": PAYLOAD_LIMIT + 10}))
+    at_limit = await invoker.invoke(invocation({"bytes": RESPONSE_LIMIT - 2}))  # a JSON string: 2 quotes
+    assert at_limit.ok, at_limit.payload[:200]
+    assert len(at_limit.payload) == RESPONSE_LIMIT
+    result = await invoker.invoke(invocation({"bytes": RESPONSE_LIMIT - 1}))
     assert result.outcome is Outcome.ERROR
     error = json.loads(result.payload)
-    assert error["errorType"] == "Function.ResponseSizeTooLarge"
-    assert str(PAYLOAD_LIMIT) in error["errorMessage"]
+    assert error == {"errorType": "Function.ResponseSizeTooLarge",
+                     "errorMessage": "Response payload size exceeded maximum allowed payload size "
+                                     "(6291556 bytes)."}
     small = await invoker.invoke(invocation({"bytes": 1000}))
     assert small.ok
     assert json.loads(small.payload) == "x" * 1000

@@ -43,6 +43,9 @@ const clock = process.hrtime.bigint;
 })();
 
 const REQUEST_ID = Symbol.for('aws.lambda.runtime.requestId');
+// What the event loop running empty means for the invocation in progress, where Lambda's client keeps it
+// (BeforeExitListener.js): tracing libraries wrap the function they find there.
+const BEFORE_EXIT = Symbol.for('aws.lambda.beforeExit');
 
 const CALLBACK_ERROR_NODEJS24 = 'ERROR: AWS Lambda has removed support for callback-based function handlers '
   + 'starting with Node.js 24. You need to modify this function to use a supported handler signature to '
@@ -109,7 +112,7 @@ const modern = runtimeMajor >= 24 || concurrent;
 
 let phase = 'init'; // then 'ready' once the handler is loaded
 let current = null; // the invocation in progress (single-invocation modes): {id, lane, settled}
-let beforeExit = noop; // what the event loop running empty means for the invocation in progress
+global[BEFORE_EXIT] = noop;
 let logError = null;
 let storage = null; // AsyncLocalStorage of request ids (concurrent mode)
 
@@ -277,18 +280,44 @@ function ownMemory() {
   }
 }
 
-/** Post the result of `invocation` (after its output is flushed) and ask its lane for the next event. */
+/**
+ * A settled invocation whose result is not posted yet (one invocation at a time): {exitCode} is set when
+ * an uncaught error comes first (see `fatal`).
+ */
+let unposted = null;
+
+/**
+ * Post the result of `invocation` (after its output is flushed) and ask its lane for the next event.
+ * One invocation at a time, the post waits for the end of this turn of the event loop: Lambda's client
+ * posts the result, then asks for the next event from a `setImmediate`, so an unhandled rejection or an
+ * uncaught exception of the same turn (a promise the handler left rejected) comes before that ask. It
+ * then exits the process (128, 129) without asking: the result stands, and the next event goes to a new
+ * environment. Here the result is posted alone in that case, then the process exits.
+ */
 function send(invocation, path, body, headers, onEvent) {
   if (invocation.settled) return;
   invocation.settled = true;
   if (current === invocation) current = null;
   const lane = invocation.lane;
-  whenFlushed(() => {
+  const post = (pending) => whenFlushed(() => {
+    if (unposted === pending) unposted = null;
     const memory = ownMemory();
     const sent = { ...headers, 'Router-Duration': String((clock() - invocation.at) / 1000n) };
     if (memory !== null) sent['Router-Memory'] = memory;
+    if (pending !== null && pending.exitCode !== null) {
+      const code = pending.exitCode;
+      lane.post(path, body, sent).then(() => exitAfterFlush(code), () => exitAfterFlush(code));
+      return;
+    }
     lane.postThenNext(path, body, sent).then((r) => onEvent(lane, r), nextFailed);
   });
+  if (storage !== null) {
+    post(null);
+    return;
+  }
+  const pending = { exitCode: null };
+  unposted = pending;
+  setImmediate(() => post(pending));
 }
 
 function sendResult(invocation, result, onEvent) {
@@ -418,13 +447,13 @@ function classicLoop(handler) {
     };
     const postError = (err) => sendError(invocation, err, onEvent);
     const callback = (err, result) => {
-      beforeExit = noop;
+      global[BEFORE_EXIT] = noop;
       if (err !== undefined && err !== null) postError(err);
       else if (!waitForEmptyEventLoop) complete(result);
-      else beforeExit = () => setImmediate(() => complete(result));
+      else global[BEFORE_EXIT] = () => setImmediate(() => complete(result));
     };
     const done = (err, result) => {
-      beforeExit = noop;
+      global[BEFORE_EXIT] = noop;
       if (err !== undefined && err !== null) postError(err);
       else complete(result);
     };
@@ -450,7 +479,7 @@ function classicLoop(handler) {
     const firstCallback = once(callback);
     // The event loop ran empty and no result came: an async handler's promise never settled (an
     // error); a plain function that never called back returns null.
-    beforeExit = () => {
+    global[BEFORE_EXIT] = () => {
       completed = true;
       if (isAsync) {
         sendError(invocation, new NodeJsExit(), onEvent);
@@ -492,7 +521,7 @@ function laneLoop(invoke, onExit) {
     global[REQUEST_ID] = id;
     forwardXRay(headers);
     current = invocation;
-    beforeExit = onExit(invocation, onEvent);
+    global[BEFORE_EXIT] = onExit(invocation, onEvent);
     invoke(invocation, response, onEvent);
   };
   return onEvent;
@@ -514,7 +543,7 @@ async function modernInvoke(handler, invocation, response, onEvent) {
     failure = err;
   }
   await new Promise(setImmediate);
-  if (current === invocation) beforeExit = noop;
+  if (current === invocation) global[BEFORE_EXIT] = noop;
   if (failed) sendError(invocation, failure, onEvent);
   else sendResult(invocation, result, onEvent);
 }
@@ -582,18 +611,22 @@ function streamingInvoke(handler, invocation, response, onEvent) {
 
 /**
  * An uncaught exception or unhandled rejection: report it for init or for the invocation in progress,
- * then exit. Between invocations (a timer left behind by the previous one) it is kept for the next
- * event, which it fails: Lambda's client blocks the event loop while it waits for the next event, so
- * there the timer fires during the next invocation, and the error becomes that invocation's.
+ * then exit. Right after a result, before it is posted (the same turn of the event loop: see `send`),
+ * the result is posted and the process exits without asking for the next event, as Lambda's client
+ * does. Later between invocations (a timer left behind by the previous one) it is kept for the next
+ * event, which it fails: Lambda freezes an environment between invocations, so there the timer fires
+ * when the next invocation thaws it, and the error becomes that invocation's.
  */
 function fatal(err, message, code) {
-  beforeExit = noop;
+  global[BEFORE_EXIT] = noop;
   logError(message, err);
   const invocation = current;
   if (phase === 'init') {
     postInitError(err, code);
   } else if (invocation !== null && !invocation.settled) {
     failAndExit(invocation, err, code);
+  } else if (unposted !== null) {
+    if (unposted.exitCode === null) unposted.exitCode = code;
   } else if (phase === 'ready' && storage === null) {
     if (pendingFatal === null) pendingFatal = { err, code };
   } else {
@@ -667,7 +700,7 @@ async function main() {
   process.on('unhandledRejection', (reason, promise) => {
     fatal(new UnhandledPromiseRejection(reason, promise), 'Unhandled Promise Rejection', 128);
   });
-  process.on('beforeExit', () => beforeExit());
+  process.on('beforeExit', () => global[BEFORE_EXIT]());
   const address = env.AWS_LAMBDA_RUNTIME_API;
   // One invocation at a time: over the socket the router handed over, if it did (rapid.cjs).
   const lanes = [concurrent ? new Lane(address) : firstLane(address, runtimeFd)];
@@ -684,7 +717,7 @@ async function main() {
     }
   } catch (err) {
     if (phase !== 'init') return; // an uncaught error during init has been reported already
-    beforeExit = noop;
+    global[BEFORE_EXIT] = noop;
     logError(modern ? 'Init Error' : 'Uncaught Exception', err);
     postInitError(err, 129);
     return;
