@@ -12,6 +12,7 @@ import math
 import random
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -537,6 +538,10 @@ class Router:
             dispatcher.history.reconfigure(new)
         running.webhooks.install(webhooks)
         running.ctx.config = new
+        changed_at = time.time()  # the functions' LastModified in the control API
+        running.ctx.modified.update(dict.fromkeys(functions, changed_at))
+        for name in change.functions_removed:
+            running.ctx.modified.pop(name, None)
         running.parts = parts
         running.builders.append(builder)
         for name in functions:

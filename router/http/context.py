@@ -29,6 +29,7 @@ class HttpContext:
     controls: Controls | None = None  # run-time controls (pause, reserved concurrency): the control API
     history: HistoryRecorder | None = None  # invocation history and the status API (None: off)
     versions: Versions | None = None  # published versions and aliases (PublishVersion, ListAliases, ...)
+    modified: dict[str, float] = field(default_factory=dict)  # function -> when a reload changed it (epoch s)
 
 
 CTX = web.AppKey("router_http_context", HttpContext)

@@ -38,6 +38,7 @@ from router.config.models import (
     SqsSourceConfig,
 )
 from router.core.controls import ControlError, Controls
+from router.core.versions import Versions, config_snapshot
 from router.http import aws_errors
 from router.http.context import CTX, HttpContext
 from router.http.function_url import function_url
@@ -59,6 +60,15 @@ LAMBDA_EVENT_AGE = (60, 21600)
 OWNED = "the config file owns it"
 
 _FN = "/{FunctionName}"
+
+
+REVISION_NAMESPACE = uuid.UUID("0b6c5a51-8d0e-5c57-b7a2-3f4e2d1c9a88")
+"""uuid5 namespace of a function's RevisionId: the same config gives the same id, a change a new one."""
+
+
+def lambda_timestamp(epoch: float) -> str:
+    """A FunctionConfiguration's LastModified as Lambda writes it: ``2024-05-01T12:00:00.123+0000``."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
 
 
 def mapping_uuid(route: str) -> str:
@@ -106,6 +116,10 @@ class ControlApi:
         return self._ctx.config
 
     @property
+    def versions(self) -> Versions | None:
+        return self._ctx.versions
+
+    @property
     def pollers(self) -> dict[str, RouteConfig]:
         return {r.name: r for r in self.config.routes if r.source.type in POLLER_TYPES}
 
@@ -116,20 +130,30 @@ class ControlApi:
     # --- shapes -----------------------------------------------------------------------------------------
 
     def function_configuration(self, name: str) -> dict[str, Any]:
+        """$LATEST's FunctionConfiguration: LastModified is when the router started or a reload changed
+        the function, RevisionId changes with its config."""
         fn = self.config.functions[name]
+        modified = self._ctx.modified.get(name, self.started)
+        logging_config: dict[str, Any] = {"LogFormat": fn.logging.log_format,
+                                          "LogGroup": f"/aws/lambda/{name}"}
+        if fn.logging.log_format == "JSON":  # Lambda's defaults: INFO
+            logging_config["ApplicationLogLevel"] = fn.logging.application_log_level or "INFO"
+            logging_config["SystemLogLevel"] = fn.logging.system_log_level or "INFO"
         out: dict[str, Any] = {
             "FunctionName": name,
             "FunctionArn": self.config.aws.function_arn(name),
             "Description": fn.description,
             "Timeout": math.ceil(fn.timeout),
             "MemorySize": fn.memory,
-            "LastModified": datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+            "LastModified": lambda_timestamp(modified),
             "CodeSize": 0,
             "Version": "$LATEST",
             "State": "Active",
             "LastUpdateStatus": "Successful",
             "PackageType": "Zip",
             "Architectures": ["arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"],
+            "RevisionId": str(uuid.uuid5(REVISION_NAMESPACE, f"{name}\n{config_snapshot(fn)}")),
+            "LoggingConfig": logging_config,
         }
         if fn.runtime is not None:
             out["Runtime"] = fn.runtime
@@ -149,11 +173,14 @@ class ControlApi:
             case _:
                 return safe_url(dest.url)
 
-    def event_invoke_config(self, name: str) -> dict[str, Any]:
+    def event_invoke_config(self, name: str, qualifier: str | None = None) -> dict[str, Any]:
+        """The function's event invoke config; with ``qualifier`` (a version or alias, which run with
+        their function's) under that qualifier's ARN."""
         settings = self.controls.async_config(name)
+        arn = self.config.aws.function_arn(name)
         out: dict[str, Any] = {
             "LastModified": self.controls.function(name).updated_at or self.started,
-            "FunctionArn": self.config.aws.function_arn(name),
+            "FunctionArn": arn if qualifier is None else f"{arn}:{qualifier}",
             "MaximumRetryAttempts": settings.retries,
             "MaximumEventAgeInSeconds": int(settings.max_event_age),
         }
@@ -203,20 +230,30 @@ class ControlApi:
 
     # --- lookups ----------------------------------------------------------------------------------------
 
-    def function_name(self, request: web.Request, request_id: str) -> str | web.Response:
-        """The function the path names (name, partial or full ARN), or the error answer."""
+    def function_ref(self, request: web.Request, request_id: str) -> tuple[str, str | None] | web.Response:
+        """The function the path names (name, partial or full ARN) and its qualifier (``:q`` or
+        ``?Qualifier=``; None for $LATEST), or the error answer."""
         raw = request.match_info["FunctionName"]
         ref = parse_function_name(raw)
-        qualifier = request.query.get("Qualifier")
         if ref is None:
             return invalid(f"FunctionName: not a function name or ARN, got {raw!r}", request_id)
-        if (ref.qualifier or qualifier or "$LATEST") != "$LATEST":
-            return _not_found(f"Function not found: {self.config.aws.function_arn(ref.name)}:"
-                              f"{ref.qualifier or qualifier} (the router has no versions or aliases)",
-                              request_id)
+        given = request.query.get("Qualifier") or None
+        if ref.qualifier and given and ref.qualifier != given:
+            return invalid(f"The derived qualifier from the function name does not match the specified "
+                           f"qualifier ({ref.qualifier} and {given})", request_id)
+        qualifier = ref.qualifier or given
         if ref.name not in self.config.functions:
             return aws_errors.not_found(self.config.aws.function_arn(ref.name), request_id)
-        return ref.name
+        return ref.name, None if qualifier == "$LATEST" else qualifier
+
+    async def has_qualifier(self, name: str, qualifier: str) -> bool:
+        """Whether ``qualifier`` is a published version or an alias of function ``name``."""
+        versions = self.versions
+        if versions is None:
+            return False
+        if qualifier.isdigit():
+            return await versions.get(name, int(qualifier)) is not None
+        return qualifier in versions.aliases(name) and qualifier in self.config.functions[name].aliases
 
 
 async def _begin(request: web.Request) -> tuple[ControlApi, str, bytes | web.Response]:
@@ -226,16 +263,38 @@ async def _begin(request: web.Request) -> tuple[ControlApi, str, bytes | web.Res
     return api, request_id, await authenticate(request, request_id, BODY_LIMIT)
 
 
-async def _begin_function(request: web.Request) -> tuple[ControlApi, str, str, bytes] | web.Response:
-    """``_begin``, then the function the path names: the API, a request id, the function's name and the
-    body; or the refusal (credentials, an unknown function)."""
+_FUNCTION_ONLY = ("{operation} takes the function's unqualified name or ARN: it applies to the function "
+                  "'{name}', not to its version or alias '{qualifier}'")
+
+
+async def _begin_function(request: web.Request, operation: str, refusal: str = _FUNCTION_ONLY
+                          ) -> tuple[ControlApi, str, str, bytes] | web.Response:
+    """``_begin``, then the unqualified function the path names: the API, a request id, the function's
+    name and the body; or the refusal (credentials, an unknown function, and ``refusal`` for a version or
+    alias named to an ``operation`` of the function itself)."""
+    begun = await _begin_qualified(request)
+    if isinstance(begun, web.Response):
+        return begun
+    api, request_id, name, qualifier, body = begun
+    if qualifier is not None:
+        return invalid(refusal.format(operation=operation, name=name, qualifier=qualifier), request_id)
+    return api, request_id, name, body
+
+
+async def _begin_qualified(request: web.Request
+                           ) -> tuple[ControlApi, str, str, str | None, bytes] | web.Response:
+    """``_begin``, then the function the path names and its qualifier (None: $LATEST), which must be one
+    of its published versions or aliases: the API, a request id, the name, the qualifier and the body."""
     api, request_id, body = await _begin(request)
     if isinstance(body, web.Response):
         return body
-    name = api.function_name(request, request_id)
-    if isinstance(name, web.Response):
-        return name
-    return api, request_id, name, body
+    found = api.function_ref(request, request_id)
+    if isinstance(found, web.Response):
+        return found
+    name, qualifier = found
+    if qualifier is not None and not await api.has_qualifier(name, qualifier):
+        return _not_found(f"Function not found: {api.config.aws.function_arn(name)}:{qualifier}", request_id)
+    return api, request_id, name, qualifier, body
 
 
 def _body_json(body: bytes, request_id: str) -> dict[str, Any] | web.Response:
@@ -267,10 +326,19 @@ def _page(items: list[dict[str, Any]], request: web.Request, key: str, request_i
 
 
 async def list_functions(request: web.Request) -> web.Response:
+    """Every function's $LATEST; with ``FunctionVersion=ALL`` each one's published versions after it."""
     api, rid, body = await _begin(request)
     if isinstance(body, web.Response):
         return body
-    items = [api.function_configuration(name) for name in sorted(api.config.functions)]
+    every = request.query.get("FunctionVersion")
+    if every not in (None, "ALL"):
+        return invalid(f"FunctionVersion: the only value is ALL, got {every!r}", rid)
+    published = request.app.get(PUBLISHED) if every == "ALL" else None
+    items: list[dict[str, Any]] = []
+    for name in sorted(api.config.functions):
+        items.append(api.function_configuration(name))
+        if published is not None:
+            items += await published(api, name)
     return _page(items, request, "Functions", rid)
 
 
@@ -278,7 +346,7 @@ async def get_function(request: web.Request) -> web.Response:
     qualified = _qualified(request)
     if qualified is not None:
         return await qualified(request, "GetFunction")
-    begun = await _begin_function(request)
+    begun = await _begin_function(request, "GetFunction")
     if isinstance(begun, web.Response):
         return begun
     api, rid, name, _body = begun
@@ -293,7 +361,7 @@ async def get_function_configuration(request: web.Request) -> web.Response:
     qualified = _qualified(request)
     if qualified is not None:
         return await qualified(request, "GetFunctionConfiguration")
-    begun = await _begin_function(request)
+    begun = await _begin_function(request, "GetFunctionConfiguration")
     if isinstance(begun, web.Response):
         return begun
     api, rid, name, _body = begun
@@ -304,7 +372,7 @@ async def get_function_configuration(request: web.Request) -> web.Response:
 
 
 async def get_concurrency(request: web.Request) -> web.Response:
-    begun = await _begin_function(request)
+    begun = await _begin_function(request, "GetFunctionConcurrency")
     if isinstance(begun, web.Response):
         return begun
     api, rid, name, _body = begun
@@ -313,7 +381,7 @@ async def get_concurrency(request: web.Request) -> web.Response:
 
 
 async def put_concurrency(request: web.Request) -> web.Response:
-    begun = await _begin_function(request)
+    begun = await _begin_function(request, "PutFunctionConcurrency")
     if isinstance(begun, web.Response):
         return begun
     api, rid, name, body = begun
@@ -332,7 +400,7 @@ async def put_concurrency(request: web.Request) -> web.Response:
 
 
 async def delete_concurrency(request: web.Request) -> web.Response:
-    begun = await _begin_function(request)
+    begun = await _begin_function(request, "DeleteFunctionConcurrency")
     if isinstance(begun, web.Response):
         return begun
     api, rid, name, _body = begun
@@ -344,17 +412,21 @@ async def delete_concurrency(request: web.Request) -> web.Response:
 
 
 async def get_event_invoke_config(request: web.Request) -> web.Response:
-    begun = await _begin_function(request)
+    """The function's; a version's or alias's is its function's (the router keeps one a function)."""
+    begun = await _begin_qualified(request)
     if isinstance(begun, web.Response):
         return begun
-    api, rid, name, _body = begun
-    return _json(api.event_invoke_config(name), rid)
+    api, rid, name, qualifier, _body = begun
+    return _json(api.event_invoke_config(name, qualifier), rid)
 
 
 async def put_event_invoke_config(request: web.Request) -> web.Response:
     """Replaces the run-time overrides, as Lambda's Put replaces the whole config: a field left out goes
-    back to the config file's value. Destinations stay the config file's."""
-    begun = await _begin_function(request)
+    back to the config file's value. Destinations stay the config file's. One config a function: its
+    versions and aliases run with it, so a Qualifier is refused."""
+    begun = await _begin_function(
+        request, "PutFunctionEventInvokeConfig", "Qualifier '{qualifier}': the router keeps one event invoke "
+        "config a function, for $LATEST and every version and alias of it; put it on '{name}' unqualified")
     if isinstance(begun, web.Response):
         return begun
     api, rid, name, body = begun
@@ -389,12 +461,21 @@ async def list_mappings(request: web.Request) -> web.Response:
         ref = parse_function_name(wanted_fn)
         if ref is None:
             return invalid(f"FunctionName: not a function name or ARN, got {wanted_fn!r}", rid)
-        routes = [r for r in routes if r.function == ref.name]
+        # A mapping runs one target: the function itself or one of its versions or aliases; the name
+        # lists the mappings of exactly that target, as Lambda's does.
+        wanted = (ref.name, ref.qualifier or "$LATEST")
+        routes = [r for r in routes if _target(r.function) == wanted]
     items = [api.mapping(r) for r in routes]
     wanted_arn = request.query.get("EventSourceArn")
     if wanted_arn is not None:
         items = [m for m in items if m["EventSourceArn"] == wanted_arn]
     return _page(items, request, "EventSourceMappings", rid)
+
+
+def _target(function: str) -> tuple[str, str]:
+    """A route's ``function`` (``name`` or ``name:qualifier``) as (name, qualifier or $LATEST)."""
+    name, _, qualifier = function.partition(":")
+    return name, qualifier or "$LATEST"
 
 
 def _route_of(api: ControlApi, request: web.Request, rid: str) -> RouteConfig | web.Response:
@@ -430,7 +511,7 @@ async def update_mapping(request: web.Request) -> web.Response:
     fn = data.pop("FunctionName", None)
     if fn is not None:
         ref = parse_function_name(str(fn))
-        if ref is None or ref.name != route.function:
+        if ref is None or (ref.name, ref.qualifier or "$LATEST") != _target(route.function):
             return invalid(f"FunctionName: route '{route.name}' runs function '{route.function}'; {OWNED} "
                            "(routes[].function)", rid)
     enabled = data.pop("Enabled", None)
@@ -470,11 +551,14 @@ def _url_config(api: ControlApi, request: web.Request, name: str) -> dict[str, A
 
 
 async def get_function_url_config(request: web.Request) -> web.Response:
-    begun = await _begin_function(request)
+    begun = await _begin_qualified(request)
     if isinstance(begun, web.Response):
         return begun
-    api, rid, name, _body = begun
+    api, rid, name, qualifier, _body = begun
     out = _url_config(api, request, name)
+    if qualifier is not None:
+        return _not_found(f"The resource you requested does not exist: a function URL of the router is on "
+                          f"'{name}' itself ({name}:{qualifier} has none)", rid)
     if out is None:
         return _not_found(f"The resource you requested does not exist: function '{name}' has no url in the "
                           "router's config", rid)
@@ -482,7 +566,7 @@ async def get_function_url_config(request: web.Request) -> web.Response:
 
 
 async def list_function_url_configs(request: web.Request) -> web.Response:
-    begun = await _begin_function(request)
+    begun = await _begin_function(request, "ListFunctionUrlConfigs")
     if isinstance(begun, web.Response):
         return begun
     api, rid, name, _body = begun
@@ -494,6 +578,9 @@ CONTROL_API = web.AppKey("router_control_api", ControlApi)
 QualifiedGet = Callable[[web.Request, str], Awaitable[web.Response]]
 QUALIFIED: web.AppKey[QualifiedGet] = web.AppKey("router_qualified_get")
 """GetFunction / GetFunctionConfiguration of a version or alias (``router.http.versions_api``)."""
+Published = Callable[[ControlApi, str], Awaitable[list[dict[str, Any]]]]
+PUBLISHED: web.AppKey[Published] = web.AppKey("router_published_versions")
+"""The FunctionConfigurations of a function's published versions (``router.http.versions_api``)."""
 
 
 def _qualified(request: web.Request) -> QualifiedGet | None:

@@ -15,13 +15,14 @@ from aiohttp import web
 
 from router.config.models import RouterConfig, WebhookSourceConfig, is_loopback
 from router.core.dispatcher import Dispatch
+from router.http import aws_errors
 from router.http.admin_api import add_control_and_admin_routes
 from router.http.admin_failures import add_failure_routes
 from router.http.admin_reload import add_reload_route
 from router.http.connections import ConnectionGuard, GuardedAppRunner
 from router.http.console import add_console_routes
 from router.http.context import CTX, HttpContext
-from router.http.error_pages import json_error_pages
+from router.http.error_pages import AWS_API, json_error_pages
 from router.http.fast_webhook import FastRequestHandler, FastWebhooks
 from router.http.function_url import add_function_url_routes, log_open_urls, url_hosts
 from router.http.invocations_api import add_invocation_routes
@@ -30,6 +31,7 @@ from router.http.invoke_stream import add_invoke_stream_routes
 from router.http.limits import LIMITS, BodyLimits, BodyUnavailable, ByteBudget
 from router.http.monitoring import add_monitoring_routes
 from router.http.webhook import WEBHOOKS, register_webhook_routes
+from router.invocation import new_request_id
 from router.readiness import Readiness
 
 __all__ = ["Dispatch", "HttpContext", "Readiness", "build_app", "build_metrics_app", "build_runner",
@@ -56,6 +58,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
     except Exception:
         log.exception("unhandled error in HTTP handler", extra={"event": request.method})
+        if AWS_API.match(request.path):  # an SDK's client parses it (and retries it, as a ServiceException)
+            return aws_errors.service_error("Internal error of the router; its log says what failed",
+                                            new_request_id())
         return web.json_response({"message": "Internal Server Error"}, status=500)
 
 

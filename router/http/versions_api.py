@@ -9,7 +9,6 @@ offered. Paths and shapes are botocore's; authentication is the Invoke API's.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from router.http import aws_errors
 from router.http.context import CTX
 from router.http.control_api import (
     CONTROL_API,
+    PUBLISHED,
     QUALIFIED,
     ControlApi,
     _begin,
@@ -28,6 +28,7 @@ from router.http.control_api import (
     _json,
     _page,
     invalid,
+    lambda_timestamp,
 )
 from router.http.invoke_api import parse_function_name
 from router.state.versions import VersionRow
@@ -39,10 +40,6 @@ def _not_found(message: str, request_id: str) -> web.Response:
     return aws_errors.aws_error(404, "ResourceNotFoundException", message, request_id, message_key="Message")
 
 
-def _timestamp(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
-
-
 def version_configuration(api: ControlApi, name: str, row: VersionRow) -> dict[str, Any]:
     """The FunctionConfiguration of a published version: its own config, code hash and qualified ARN."""
     out = api.function_configuration(name)
@@ -50,7 +47,7 @@ def version_configuration(api: ControlApi, name: str, row: VersionRow) -> dict[s
     out.update(
         FunctionArn=f"{api.config.aws.function_arn(name)}:{row.version}", Version=str(row.version),
         Description=row.description, Timeout=int(-(-fn.timeout // 1)), MemorySize=fn.memory,
-        CodeSha256=row.code_sha256, CodeSize=row.code_size, LastModified=_timestamp(row.published_at))
+        CodeSha256=row.code_sha256, CodeSize=row.code_size, LastModified=lambda_timestamp(row.published_at))
     out.pop("Runtime", None)
     out.pop("Handler", None)
     if fn.runtime is not None:
@@ -184,10 +181,20 @@ async def get_qualified(request: web.Request, operation: str) -> web.Response:
     return _json({"Configuration": config, "Tags": {}}, rid)
 
 
+async def published_configurations(api: ControlApi, name: str) -> list[dict[str, Any]]:
+    """The FunctionConfigurations of ``name``'s published versions, oldest first (ListFunctions with
+    ``FunctionVersion=ALL``)."""
+    versions = api.versions
+    if versions is None:
+        return []
+    return [version_configuration(api, name, row) for row in await versions.list(name)]
+
+
 def add_version_routes(app: web.Application) -> None:
     """The version and alias operations on ``app`` (after ``control_api.add_control_routes``)."""
     assert CONTROL_API in app, "add the control API's routes first"
     app[QUALIFIED] = get_qualified
+    app[PUBLISHED] = published_configurations
     r = app.router
     r.add_post(_FN + "/versions", publish_version)
     r.add_get(_FN + "/versions", list_versions)

@@ -219,3 +219,76 @@ def test_aws_cli_publishes_and_invokes_a_version(router_factory: RouterFactory, 
     listed = cli("list-versions-by-function", "--function-name", "greet")["Versions"]
     assert [v["Version"] for v in listed] == ["$LATEST", "1"]
     assert rp.stop() == 0
+
+
+def test_control_operations_on_versions_aliases_and_a_reload(router_factory: RouterFactory, tmp_path: Path,
+                                                             amqp_url: str) -> None:
+    """The control API with versions and aliases: ListFunctions with FunctionVersion=ALL, event source
+    mappings listed by their exact target (a route on ``greet:prod`` is not one of ``greet``'s), the event
+    invoke config of a qualifier, qualified names refused where Lambda's operation is the function's,
+    LoggingConfig, and a RevisionId and LastModified that a reload changing the function moves."""
+    router_factory.write_function("greet", HANDLER.format(tag="one"))
+    rp = router_factory(_config(tmp_path, f"sqlite:///{tmp_path / 'state.db'}"))
+    client = _lambda(rp.url)
+    assert client.publish_version(FunctionName="greet")["Version"] == "1"
+    assert rp.stop() == 0
+
+    queue = f"versions-{os.getpid()}-{tmp_path.name}"[:100]
+    amqp = f'type: amqp, url: "{amqp_url}", queue: {queue}, declare: true, durable: false'
+    config = _config(tmp_path, f"sqlite:///{tmp_path / 'state.db'}",
+                     aliases="aliases: {prod: {version: 1}}\n            logging: {log_format: JSON}")
+    config += f"""
+          - {{name: to-prod, source: {{{amqp}}}, function: "greet:prod"}}
+          - {{name: to-latest, source: {{{amqp}}}, function: greet}}
+    """
+    rp = router_factory(config)
+    client = _lambda(rp.url)
+
+    every = client.list_functions(FunctionVersion="ALL")["Functions"]
+    assert [(f["FunctionName"], f["Version"]) for f in every] == [("greet", "$LATEST"), ("greet", "1")]
+    assert [f["Version"] for f in client.list_functions()["Functions"]] == ["$LATEST"]
+    with pytest.raises(client.exceptions.InvalidParameterValueException, match="only value is ALL"):
+        client.list_functions(FunctionVersion="LATEST")
+
+    def routes(name: str) -> list[str]:
+        mappings = client.list_event_source_mappings(FunctionName=name)["EventSourceMappings"]
+        return sorted(m["FunctionArn"] for m in mappings)
+
+    assert routes("greet") == [ARN]
+    assert routes("greet:prod") == routes(f"{ARN}:prod") == [f"{ARN}:prod"]
+    assert routes("greet:1") == []
+    prod = client.list_event_source_mappings(FunctionName="greet:prod")["EventSourceMappings"][0]
+    paused = client.update_event_source_mapping(UUID=prod["UUID"], FunctionName="greet:prod", Enabled=False)
+    assert paused["State"] == "Disabled"
+    with pytest.raises(client.exceptions.InvalidParameterValueException, match="config file owns it"):
+        client.update_event_source_mapping(UUID=prod["UUID"], FunctionName="greet", Enabled=True)
+
+    cfg = client.get_function_event_invoke_config(FunctionName="greet", Qualifier="prod")
+    assert cfg["FunctionArn"] == f"{ARN}:prod"
+    assert cfg["MaximumRetryAttempts"] == client.get_function_event_invoke_config(
+        FunctionName="greet")["MaximumRetryAttempts"]
+    assert client.get_function_event_invoke_config(FunctionName="greet:1")["FunctionArn"] == f"{ARN}:1"
+    with pytest.raises(client.exceptions.ResourceNotFoundException, match=f"Function not found: {ARN}:beta"):
+        client.get_function_event_invoke_config(FunctionName="greet", Qualifier="beta")
+    with pytest.raises(client.exceptions.InvalidParameterValueException, match="one event invoke config"):
+        client.put_function_event_invoke_config(FunctionName="greet:prod", MaximumRetryAttempts=0)
+    with pytest.raises(client.exceptions.InvalidParameterValueException, match="unqualified name"):
+        client.put_function_concurrency(FunctionName="greet:prod", ReservedConcurrentExecutions=1)
+
+    before = client.get_function_configuration(FunctionName="greet")
+    assert before["LoggingConfig"] == {"LogFormat": "JSON", "LogGroup": "/aws/lambda/greet",
+                                       "ApplicationLogLevel": "INFO", "SystemLogLevel": "INFO"}
+    assert client.get_function_configuration(FunctionName="greet")["RevisionId"] == before["RevisionId"]
+    rp.config_path.write_text(rp.config_path.read_text().replace("log_format: JSON", "log_format: Text"))
+    done = _admin(rp, "reload")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = client.get_function_configuration(FunctionName="greet")
+    assert after["LoggingConfig"] == {"LogFormat": "Text", "LogGroup": "/aws/lambda/greet"}
+    assert after["RevisionId"] != before["RevisionId"]
+    assert after["LastModified"] > before["LastModified"]  # milliseconds, as Lambda's
+
+    # An operation the router does not serve says which it does, in an error boto3 parses.
+    with pytest.raises(client.exceptions.ClientError, match="control operations: ListFunctions") as info:
+        client.get_policy(FunctionName="greet")
+    assert info.value.response["Error"]["Code"] == "UnknownOperationException"
+    assert rp.stop() == 0
