@@ -47,10 +47,15 @@ def too_many_requests(
     return aws_error(429, "TooManyRequestsException", "Rate Exceeded.", request_id, extra={"Reason": reason})
 
 
-def too_large(limit: int, request_id: str) -> web.Response:
-    return aws_error(413, "RequestTooLargeException",
-                     f"Request must be smaller than {limit} bytes for the InvokeFunction operation",
-                     request_id)
+def too_large(limit: int, request_id: str, *, event_size: int | None = None) -> web.Response:
+    """Lambda's answer to a payload over its limit: 413 ``RequestEntityTooLargeException`` (what Lambda
+    sends, though botocore's model names only ``RequestTooLargeException``: boto3 raises a ``ClientError``
+    with that code). ``event_size``: an Event invocation's payload over the async limit, which Lambda words
+    apart."""
+    message = (f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
+               if event_size is None else
+               f"{event_size} byte payload is too large for the Event invocation type (limit {limit} bytes)")
+    return aws_error(413, "RequestEntityTooLargeException", message, request_id, message_key="Message")
 
 
 def bad_content(detail: str, request_id: str) -> web.Response:

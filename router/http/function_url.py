@@ -156,6 +156,13 @@ def _message(status: int, message: str) -> web.Response:
     return web.json_response({"Message": message}, status=status)
 
 
+def _too_large(limit: int) -> web.Response:
+    """Lambda's URL answer to a body over the limit (``server.max_body``, 6 MB by default)."""
+    response = _message(413, f"Request must be smaller than {limit} bytes for the InvokeFunction operation")
+    response.headers["x-amzn-ErrorType"] = "RequestEntityTooLargeException"
+    return response
+
+
 def _bad_gateway() -> web.Response:
     """A function error or a response that cannot be sent: Lambda's URL answer."""
     return web.Response(status=502, text="Internal Server Error", content_type="text/plain")
@@ -199,7 +206,7 @@ async def _iam_caller(request: web.Request, keys: dict[str, str], body_limit: in
     try:
         body = await read_body(request, body_limit)
     except BodyTooLarge:
-        return _message(413, "Request must be smaller than the router's server.max_body.")
+        return _too_large(body_limit)
     try:
         key = sigv4.verify(sigv4.SignedRequest(request.method, request.raw_path, request.headers, body), keys)
     except sigv4.SignatureError as exc:
@@ -263,7 +270,7 @@ async def serve(request: web.Request, name: str, raw_path: str) -> web.StreamRes
         else:
             body = await read_body(request, config.server.max_body)
     except BodyTooLarge:
-        return _message(413, "Request must be smaller than the router's server.max_body.")
+        return _too_large(config.server.max_body)
     except BodyUnavailable as exc:
         return exc.response()
 

@@ -42,7 +42,7 @@ from router.http import aws_errors
 from router.http.context import CTX, HttpContext
 from router.http.invoke_auth import authenticate
 from router.http.refusals import REFUSED, Refusals
-from router.invocation import Invocation, Outcome, new_request_id
+from router.invocation import Invocation, Outcome, Result, new_request_id
 from router.redaction import redact
 
 log = logging.getLogger("router.http.invoke_api")
@@ -209,17 +209,28 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     except REFUSED as exc:
         return InvokeApiRefusals(begun.arn).answer(exc, inv)
 
-    if result.outcome is Outcome.THROTTLED:  # no execution environment could be had (memory budget)
-        return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)
-    refused = refusal_message(result)
-    if refused is not None:  # recursive loop detection stopped it: Lambda's 400, not a function error
-        return aws_errors.aws_error(400, "RecursiveInvocationException", refused, request_id)
+    refused = refused_result(result, request_id)
+    if refused is not None:
+        return refused
     headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": result.executed_version}
     if result.function_error:
         headers["X-Amz-Function-Error"] = result.function_error
     if inv.log_tail:
         headers["X-Amz-Log-Result"] = _log_result(result.logs)
     return web.Response(status=200, body=result.payload, content_type="application/json", headers=headers)
+
+
+def refused_result(result: Result, request_id: str) -> web.Response | None:
+    """The answer to a sync invocation that ran no function, as Lambda's error: no execution environment
+    could be had (429, the memory budget), or recursive loop detection stopped it (400
+    ``RecursiveInvocationException``, not a function error); None for any other result."""
+    if result.outcome is Outcome.THROTTLED:
+        return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)
+    refused = refusal_message(result)
+    if refused is not None:
+        return aws_errors.aws_error(400, "RecursiveInvocationException", refused, request_id,
+                                    message_key="Message")
+    return None
 
 
 class InvokeApiRefusals(Refusals):
@@ -238,7 +249,8 @@ class InvokeApiRefusals(Refusals):
         return aws_errors.too_many_requests(inv.request_id, exc.reason)
 
     def too_large(self, inv: Invocation, exc: PayloadTooLarge) -> web.Response:
-        return aws_errors.too_large(exc.limit, inv.request_id)
+        event_size = exc.size if inv.invocation_type == "async" else None
+        return aws_errors.too_large(exc.limit, inv.request_id, event_size=event_size)
 
     def unavailable(self, inv: Invocation, exc: Unavailable) -> web.Response:
         response = self.failed(inv, exc)

@@ -16,13 +16,12 @@ import logging
 
 from aiohttp import web
 
-from router.errors import Throttled
-from router.http import aws_errors, eventstream
+from router.http import eventstream
 from router.http.context import CTX, HttpContext
-from router.http.invoke_api import InvokeApiRefusals, _log_result, begin
+from router.http.invoke_api import InvokeApiRefusals, _log_result, begin, refused_result
 from router.http.refusals import REFUSED
 from router.http.streaming import StreamedCall
-from router.invocation import Invocation, Outcome, Result
+from router.invocation import Invocation, Result
 
 log = logging.getLogger("router.http.invoke_stream")
 
@@ -47,8 +46,9 @@ async def invoke_with_response_stream(request: web.Request) -> web.StreamRespons
             result = None if streams else await call.result()
         except REFUSED as exc:
             return InvokeApiRefusals(begun.arn).answer(exc, inv)
-        if result is not None and result.outcome is Outcome.THROTTLED:
-            return aws_errors.too_many_requests(request_id, Throttled.ACCOUNT)
+        refused = None if result is None else refused_result(result, request_id)
+        if refused is not None:
+            return refused
         content_type = call.stream.content_type if streams else "application/json"
         response = web.StreamResponse(status=200, headers={
             "x-amzn-RequestId": request_id, "Content-Type": content_type,

@@ -232,7 +232,10 @@ def resolve_launch(name: str, config: FunctionConfig, code_dir: Path, aws: AwsCo
         reserved["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{runtime}"
         paths = _search_paths(name, runtime, root, layer_dirs, interpreter,
                               python_version=runtime.removeprefix("python"))
-        reserved["PYTHONPATH"] = os.pathsep.join(paths.python)
+        # The function's own PYTHONPATH (its environment) is kept, after the code directory (whose
+        # sub-folders it usually names) and before the layers and installed dependencies.
+        own = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        reserved["PYTHONPATH"] = os.pathsep.join([*paths.python[:1], *own, *paths.python[1:]])
         argv = (interpreter, str(PYTHON_BOOTSTRAP))
         # the release of the router's own interpreter; of another python3.X on PATH, only its name's
         release = ".".join(map(str, sys.version_info[:3])) if interpreter == sys.executable else ""

@@ -123,6 +123,12 @@ def test_errors_and_missing_urls(urls: RouterProcess) -> None:
     assert "x-injected" not in headers
     status, _, body = http("GET", urls.url + "/lambda-url/fails/")
     assert (status, body) == (502, b"Internal Server Error")
+    # A body over the limit (server.max_body, Lambda's 6 MB by default): Lambda's URL answer
+    status, headers, body = http("POST", urls.url + "/lambda-url/open/", b"x" * (6 * 1024 * 1024 + 1))
+    assert status == 413
+    assert headers["x-amzn-errortype"] == "RequestEntityTooLargeException"
+    assert json.loads(body) == {
+        "Message": "Request must be smaller than 6291456 bytes for the InvokeFunction operation"}
     for path in ("/lambda-url/nourl/", "/lambda-url/unknown/x"):
         status, _, body = http("GET", urls.url + path)
         assert status == 404, path

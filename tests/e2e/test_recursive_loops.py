@@ -490,7 +490,12 @@ def test_a_function_invoking_itself_through_the_invoke_api_stops_after_16(
         request.headers["X-Amzn-Trace-Id"] = trace
 
     client.meta.events.register("before-send.lambda.Invoke", from_the_16th)
-    with pytest.raises(client.exceptions.RecursiveInvocationException, match="invoked it 16 times"):
+    with pytest.raises(client.exceptions.RecursiveInvocationException, match="invoked it 16 times") as info:
         client.invoke(FunctionName="loop", Payload=b"{}")
+    assert "invoked it 16 times" in info.value.response["Message"]  # the model's member
+    # InvokeWithResponseStream declares the same error, not a 200 whose stream ends with it
+    client.meta.events.register("before-send.lambda.InvokeWithResponseStream", from_the_16th)
+    with pytest.raises(client.exceptions.RecursiveInvocationException, match="invoked it 16 times"):
+        client.invoke_with_response_stream(FunctionName="loop", Payload=b"{}")
     assert len(seen(record)) == LIMIT
     client.close()

@@ -303,16 +303,41 @@ def _parse_json_header(value, name):
 # --- marshalling and errors ---------------------------------------------------------------------------
 
 
+# Lambda's Python runtime encodes results with simplejson (awslambdaric's lambda_runtime_marshaller): a
+# Decimal as its exact digits (NaN as NaN), bytes as UTF-8 text, an object with ``_asdict()`` as that dict.
+# The same here with the standard library: a Decimal is first written as a marker string, whose JSON form
+# is then replaced with the digits (the marker holds a random tag no result can hold by chance).
+_RAW_MARK = f"\x00raw-{os.urandom(8).hex()}:"
+_raw_numbers = []
+
+
 def _default(obj):
     import decimal
 
     if isinstance(obj, decimal.Decimal):
-        return int(obj) if obj == obj.to_integral_value() else float(obj)
+        if obj.is_nan():
+            return float("nan")
+        _raw_numbers.append(str(obj))
+        return f"{_RAW_MARK}{len(_raw_numbers) - 1}"
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8")
+    as_dict = getattr(obj, "_asdict", None)
+    if callable(as_dict):
+        return as_dict()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+_ENCODER = json.JSONEncoder(default=_default, ensure_ascii=_ENSURE_ASCII)
+
+
 def _to_json(obj):
-    return json.dumps(obj, default=_default, ensure_ascii=_ENSURE_ASCII)
+    try:
+        text = _ENCODER.encode(obj)
+        for i, digits in enumerate(_raw_numbers):
+            text = text.replace(_ENCODER.encode(f"{_RAW_MARK}{i}"), digits, 1)
+        return text
+    finally:
+        _raw_numbers.clear()
 
 
 def _make_error(message, error_type, stack_trace, request_id=None):
@@ -327,9 +352,11 @@ def _make_error(message, error_type, stack_trace, request_id=None):
 def _error_from_exception(exc, request_id=None):
     import traceback
 
-    frames = list(traceback.extract_tb(exc.__traceback__))
+    # As awslambdaric: the frames as plain (file, line, name, text) tuples, so no column markers (the
+    # ``~~~^^^`` lines of Python 3.11+) in the stack trace.
+    frames = [(f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(exc.__traceback__)]
     here = os.path.abspath(__file__)
-    while frames and os.path.abspath(frames[0].filename) == here:
+    while frames and os.path.abspath(frames[0][0]) == here:
         frames = frames[1:]
     return _make_error(str(exc), type(exc).__name__, traceback.format_list(frames), request_id)
 
@@ -338,7 +365,7 @@ def _log_error(error):
     """Write the error to stdout as awslambdaric does: one record, lines joined by CR (in JSON format,
     one object: timestamp, level ERROR and the error's fields)."""
     if _json_format():
-        record = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "level": "ERROR", **error}
+        record = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": "ERROR", **error}
         sys.stdout.write(_to_json(record) + "\n")
         return
     description = "[ERROR]"
@@ -395,12 +422,11 @@ class _JsonFormatter(logging.Formatter):
         levelno = min(50, max(0, record.levelno)) // 10 * 10
         record.levelno = levelno
         record.levelname = logging.getLevelName(levelno)
-        created = record.created
+        message = record.msg  # a dict logged alone stays an object
         result = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-            + f".{int(created * 1000) % 1000:03d}Z",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),  # whole seconds
             "level": record.levelname,
-            "message": record.getMessage(),
+            "message": message if isinstance(message, dict) and not record.args else record.getMessage(),
             "logger": record.name,
         }
         exc = record.exc_info

@@ -82,8 +82,8 @@ INVOKE_API: dict[str, tuple[int, tuple[bytes, dict[str, str]], Line | None]] = {
     "throttled_account": (429, _lambda_error("TooManyRequestsException", {
         "message": "Rate Exceeded.", "Reason": "ConcurrentInvocationLimitExceeded"}),
         (logging.INFO, "invoke api: throttled", "throttled")),
-    "too_large": (413, _lambda_error("RequestTooLargeException", {
-        "message": "Request must be smaller than 10 bytes for the InvokeFunction operation"}), None),
+    "too_large": (413, _lambda_error("RequestEntityTooLargeException", {
+        "Message": "Request must be smaller than 10 bytes for the InvokeFunction operation"}), None),
     "unavailable": (503, _lambda_error("ServiceException", {"Message": NOT_ACCEPTED},
                                        **{"Retry-After": "7"}),
                     (logging.ERROR, "invoke api: could not dispatch the invocation: the async queue did not "
@@ -147,6 +147,9 @@ async def test_invoke_api_answers_a_refusal_as_lambda(serve: Any, caplog: pytest
         assert r.headers["Content-Type"] == "application/json"
         request_id = r.headers["x-amzn-RequestId"]
     status, (body, headers), line = INVOKE_API[refusal]
+    if refusal == "too_large" and kind == "Event":  # Lambda words an Event's limit apart
+        body, headers = _lambda_error("RequestEntityTooLargeException", {
+            "Message": "20 byte payload is too large for the Event invocation type (limit 10 bytes)"})
     assert got == (status, body, headers)
     assert _logged(caplog) == ([] if line is None else [line])
     assert all(r.request_id == request_id for r in caplog.records if r.name in LOGGERS)  # type: ignore[attr-defined]

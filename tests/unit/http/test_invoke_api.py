@@ -214,16 +214,24 @@ async def test_throttled_result_is_429(serve: Any, clients: list[Lambda]) -> Non
 
 async def test_too_large(serve: Any, clients: list[Lambda]) -> None:
     server, client = await lam(serve, clients, make_config(server={"max_body": 1024}))
-    with pytest.raises(client.client.exceptions.RequestTooLargeException, match="smaller than 1024 bytes"):
+    """Lambda's code (not the model's RequestTooLargeException: boto3 raises a ClientError) and text."""
+    with pytest.raises(client.client.exceptions.ClientError) as info:
         await client.invoke(FunctionName="echo", Payload=json.dumps({"x": "a" * 5000}).encode())
+    assert info.value.response["Error"] == {
+        "Code": "RequestEntityTooLargeException",
+        "Message": "Request must be smaller than 1024 bytes for the InvokeFunction operation"}
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
     assert server.dispatcher.invoked == []
 
 
 async def test_async_event_over_async_limit(serve: Any, clients: list[Lambda]) -> None:
     server, client = await lam(serve, clients)
     server.dispatcher.max_async = 10
-    with pytest.raises(client.client.exceptions.RequestTooLargeException):
+    with pytest.raises(client.client.exceptions.ClientError) as info:
         await client.invoke(FunctionName="echo", InvocationType="Event", Payload=b'{"x": "0123456789"}')
+    assert info.value.response["Error"] == {
+        "Code": "RequestEntityTooLargeException",
+        "Message": "19 byte payload is too large for the Event invocation type (limit 10 bytes)"}
     assert server.dispatcher.submitted == []
 
 

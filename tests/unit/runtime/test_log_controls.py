@@ -17,7 +17,8 @@ from router.invocation import Result
 from .conftest import MakeInvoker, invocation
 from .node_support import NODE_RUNTIME, require_node
 
-TIME_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+TIME_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # Node's records
+TIME_S = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")  # Python's: awslambdaric's whole seconds
 
 
 async def run(make_invoker: MakeInvoker, caplog: pytest.LogCaptureFixture, code: str, event: Any = None,
@@ -82,7 +83,7 @@ async def test_python_json_at_info(make_invoker: MakeInvoker, caplog: pytest.Log
     app = lines[1:-1]
     info, warning, error = records(app[:3])
     for record in (info, warning, error):
-        assert TIME_MS.fullmatch(record.pop("timestamp")), record
+        assert TIME_S.fullmatch(record.pop("timestamp")), record
     # awslambdaric's fields: level, message, logger, requestId, then the record's extra fields
     assert info == {"level": "INFO", "message": "info record", "logger": "root", "requestId": rid,
                     "orderId": "o-1"}
@@ -118,7 +119,7 @@ async def test_python_json_at_error_and_system_warn(
     assert (error["level"], error["message"]) == ("ERROR", "error record")
     assert own == {"level": "ERROR", "message": "own json error"}
     # the runtime's error record, as awslambdaric writes it in JSON
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", failure.pop("timestamp"))
+    assert TIME_S.fullmatch(failure.pop("timestamp"))
     assert failure["level"] == "ERROR"
     assert (failure["errorType"], failure["errorMessage"], failure["requestId"]) == (
         "ValueError", "failing on purpose", rid)
@@ -202,7 +203,7 @@ def _comparable(lines: list[str]) -> list[dict[str, Any]]:
     """The application records of an invocation, without what differs run to run (times, paths)."""
     out = []
     for record in records([line for line in lines if line.startswith('{"timestamp"')]):
-        record.pop("timestamp")
+        assert TIME_S.fullmatch(record.pop("timestamp")), record
         record.pop("location", None)
         if "stackTrace" in record:
             record["stackTrace"] = len(record["stackTrace"])
@@ -221,8 +222,9 @@ async def test_python_json_records_match_awslambdaric(
     _, theirs, _ = await run(make_invoker, caplog, "provided", event, name="ric-logs", runtime="provided",
                              environment={"PYTHON": sys.executable}, **fields)
     mine = _comparable(ours)
-    expected = ["DEBUG", "INFO", "WARNING", "ERROR"] + (["ERROR"] if event else [])
+    expected = ["DEBUG", "INFO", "WARNING", "INFO", "ERROR"] + (["ERROR"] if event else [])
     assert [r["level"] for r in mine] == expected
+    assert mine[3]["message"] == {"order": "o-2", "items": 3}  # a dict logged alone stays an object
     for record in mine:
         record.pop("requestId")
     ric = _comparable(theirs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 
 from router.invocation import RESPONSE_LIMIT, ErrorType, Outcome
 from router.metrics import Metrics
@@ -184,3 +185,20 @@ async def test_apigw_response_dict_passes_through(make_invoker: MakeInvoker) -> 
     body = json.loads((await invoker.invoke(invocation({"rawPath": "/hooks/x", "body": "hi"}))).payload)
     assert body["statusCode"] == 201
     assert json.loads(body["body"]) == {"path": "/hooks/x", "body": "hi"}
+
+
+async def test_the_functions_own_pythonpath_is_kept(make_invoker: MakeInvoker, tmp_path: Path) -> None:
+    """A PYTHONPATH in the function's environment (a src/ layout) is searched, after the code directory,
+    as on Lambda; not replaced by the router's."""
+    code = tmp_path / "layout"
+    (code / "src" / "shop").mkdir(parents=True)
+    (code / "src" / "shop" / "__init__.py").write_text("NAME = 'shop from src'\n")
+    (code / "app.py").write_text(
+        "import sys\nimport shop\n\n"
+        "def handler(event, context):\n    return {'name': shop.NAME, 'path': sys.path}\n")
+    invoker = await make_invoker(str(code), name="pythonpath", environment={"PYTHONPATH": str(code / "src")})
+    result = await invoker.invoke(invocation())
+    assert result.ok, result.payload
+    got = json.loads(result.payload)
+    assert got["name"] == "shop from src"
+    assert got["path"].index(str(code)) < got["path"].index(str(code / "src"))

@@ -45,6 +45,25 @@ async def test_error_parity(make_invoker: MakeInvoker) -> None:
     assert ours_error_line == ric_error_line
 
 
+async def test_marshalling_parity(make_invoker: MakeInvoker) -> None:
+    """Results are encoded as Lambda's runtime does (simplejson): a Decimal as its exact digits, bytes as
+    UTF-8 text, an object with _asdict() as that dict, the same bytes out."""
+    ours, ric = await _both(make_invoker, "app.marshal", invocation())
+    assert ours.ok, ours.payload
+    assert ric.ok, ric.payload
+    assert ours.payload == ric.payload
+    assert b'"price": 10.50' in ours.payload
+    assert b'"precise": 0.12345678901234567890123' in ours.payload
+
+
+async def test_stack_trace_parity(make_invoker: MakeInvoker) -> None:
+    """The error's stackTrace has no column markers (Python 3.11+'s ~~~^^^ lines), as awslambdaric's."""
+    ours, ric = await _both(make_invoker, "app.subscript", invocation())
+    assert ours.outcome is ric.outcome is Outcome.ERROR
+    assert json.loads(ours.payload) == json.loads(ric.payload)
+    assert not any("^" in line for line in json.loads(ours.payload)["stackTrace"])
+
+
 async def test_timeout_parity(make_invoker: MakeInvoker) -> None:
     inv = invocation({"seconds": 30})
     ours, ric = await _both(make_invoker, "app.sleep", inv, timeout=1)
