@@ -308,7 +308,7 @@ def _parse_json_header(value, name):
 # The same here with the standard library: a Decimal is first written as a marker string, whose JSON form
 # is then replaced with the digits (the marker holds a random tag no result can hold by chance).
 _RAW_MARK = f"\x00raw-{os.urandom(8).hex()}:"
-_raw_numbers = []
+_raw_numbers: "list[str]" = []  # the Decimals' digits of the result being encoded
 
 
 def _default(obj):
@@ -358,7 +358,8 @@ def _error_from_exception(exc, request_id=None):
     here = os.path.abspath(__file__)
     while frames and os.path.abspath(frames[0][0]) == here:
         frames = frames[1:]
-    return _make_error(str(exc), type(exc).__name__, traceback.format_list(frames), request_id)
+    trace = traceback.format_list(frames)  # type: ignore[arg-type]  # a line number may be None, as there
+    return _make_error(str(exc), type(exc).__name__, trace, request_id)
 
 
 def _log_error(error):
