@@ -173,6 +173,13 @@ class ControlApi:
             case _:
                 return safe_url(dest.url)
 
+    def has_event_invoke_config(self, name: str) -> bool:
+        """Whether the function has one: an ``async:`` block in the config, or retries or an event age
+        put at run time (without either, Lambda's defaults apply and Get answers that there is none)."""
+        state = self.controls.function(name)
+        return ("async_" in self.config.functions[name].model_fields_set
+                or state.maximum_retry_attempts is not None or state.maximum_event_age is not None)
+
     def event_invoke_config(self, name: str, qualifier: str | None = None) -> dict[str, Any]:
         """The function's event invoke config; with ``qualifier`` (a version or alias, which run with
         their function's) under that qualifier's ARN."""
@@ -417,6 +424,11 @@ async def get_event_invoke_config(request: web.Request) -> web.Response:
     if isinstance(begun, web.Response):
         return begun
     api, rid, name, qualifier, _body = begun
+    if not api.has_event_invoke_config(name):
+        arn = api.config.aws.function_arn(name)
+        return _not_found(f"The function {arn}:{qualifier or '$LATEST'} doesn't have an EventInvokeConfig "
+                          f"(functions.{name}.async in the config sets one; so does "
+                          "PutFunctionEventInvokeConfig)", rid)
     return _json(api.event_invoke_config(name, qualifier), rid)
 
 

@@ -204,6 +204,12 @@ def test_functions_and_event_invoke_config(running: RouterProcess) -> None:
         client.get_function(FunctionName="nope")
     cfg = client.get_function_event_invoke_config(FunctionName="sink")
     assert (cfg["MaximumRetryAttempts"], cfg["MaximumEventAgeInSeconds"]) == (1, 21600)
+    # no async block in the config and nothing put: Lambda's answer, there is none (its defaults apply)
+    with pytest.raises(client.exceptions.ResourceNotFoundException,
+                       match=f"The function {arn}:\\$LATEST doesn't have an EventInvokeConfig"):
+        client.get_function_event_invoke_config(FunctionName="record")
+    client.put_function_event_invoke_config(FunctionName="record", MaximumRetryAttempts=1)
+    assert client.get_function_event_invoke_config(FunctionName="record")["MaximumRetryAttempts"] == 1
     cfg = client.put_function_event_invoke_config(FunctionName="sink", MaximumRetryAttempts=0,
                                                   MaximumEventAgeInSeconds=120)
     assert (cfg["MaximumRetryAttempts"], cfg["MaximumEventAgeInSeconds"]) == (0, 120)
