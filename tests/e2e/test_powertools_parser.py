@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 
 from tests.router_process import RouterFactory, http
 from tests.unavailable import unavailable
@@ -111,7 +110,8 @@ def test_powertools_parser_models_accept_every_event_shape(router_factory: Route
         queue_url = sqs.create_queue(QueueName=f"parse-{uuid.uuid4().hex[:8]}")["QueueUrl"]
         stream = f"parse-{uuid.uuid4().hex[:8]}"
         kinesis.create_stream(StreamName=stream, ShardCount=1)
-        stream_arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+        summary = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+        stream_arn = summary["StreamARN"]
         table = f"parse-{uuid.uuid4().hex[:8]}"
         table_stream = ddb.create_table(
             TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
