@@ -115,7 +115,8 @@ def test_powertools_parser_models_accept_every_event_shape(router_factory: Route
         table = f"parse-{uuid.uuid4().hex[:8]}"
         table_stream = ddb.create_table(
             TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
         )["TableDescription"]["LatestStreamArn"]
 
@@ -138,10 +139,16 @@ functions:
   ddb: {fn("ddb")}
 routes:
   - {{name: v2, source: {{type: webhook, path: "/v2/{{id}}", methods: [GET, POST]}}, function: v2}}
-  - {{name: v1, source: {{type: webhook, path: "/v1/{{id}}", methods: [GET, POST], payload: v1}}, function: v1}}
-  - {{name: alb, source: {{type: webhook, path: /alb, methods: [GET, POST], payload: alb}}, function: alb}}
+  - name: v1
+    source: {{type: webhook, path: "/v1/{{id}}", methods: [GET, POST], payload: v1}}
+    function: v1
+  - name: alb
+    source: {{type: webhook, path: /alb, methods: [GET, POST], payload: alb}}
+    function: alb
   - {{name: tick, source: {{type: schedule, rate: 1s}}, function: schedule}}
-  - {{name: jobs, source: {{type: sqs, queue_url: "{queue_url}", batch_size: 10, wait_time: 1s}}, function: sqs}}
+  - name: jobs
+    source: {{type: sqs, queue_url: "{queue_url}", batch_size: 10, wait_time: 1s}}
+    function: sqs
   - name: clicks
     source: {{type: kinesis, stream_arn: "{stream_arn}", starting_position: TRIM_HORIZON}}
     function: kinesis
