@@ -184,8 +184,8 @@ routes:
         errors = [s for s in seen if "error" in s]
         assert not errors, json.dumps(errors, indent=1)[:4000]
         assert wanted <= {s["kind"] for s in seen}
-        assert [s["data"] for s in seen if s["kind"] == "kinesis"][0] == ["click-1"]
-        assert [s["bodies"] for s in seen if s["kind"] == "sqs"][0] == ["job-1"]
+        assert next(s["data"] for s in seen if s["kind"] == "kinesis") == ["click-1"]
+        assert next(s["bodies"] for s in seen if s["kind"] == "sqs") == ["job-1"]
         until_sync(lambda: sum(len(s["keys"]) for s in _seen(out) if s["kind"] == "ddb") >= 3,
                    "the table's three changes", deadline=30)
         assert rp.stop() == 0
