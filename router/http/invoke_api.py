@@ -48,6 +48,8 @@ from router.redaction import redact
 log = logging.getLogger("router.http.invoke_api")
 
 PATH = "/2015-03-31/functions/{name}/invocations"
+ASYNC_PATH = "/2014-11-13/functions/{name}/invoke-async"
+"""InvokeAsync, deprecated by Lambda but still in the SDKs and the CLI (``aws lambda invoke-async``)."""
 SOURCE = "invoke_api"
 LOG_TAIL_BYTES = 4096
 CLIENT_CONTEXT_LIMIT = 3583
@@ -114,10 +116,11 @@ class InvokeRequest:
     client_context: str | None
 
 
-async def begin(request: web.Request, kinds: tuple[str, ...]) -> InvokeRequest | web.Response:
-    """Credentials, the function name and qualifier, the invocation type (one of ``kinds`` or DryRun),
-    the client context and the payload, checked as Lambda checks them: the request, or the answer
-    (an error, or DryRun's 204)."""
+async def begin(request: web.Request, kinds: tuple[str, ...],
+                invocation_type: str | None = None) -> InvokeRequest | web.Response:
+    """Credentials, the function name and qualifier, the invocation type (one of ``kinds`` or DryRun;
+    ``invocation_type`` for an operation that has one of its own), the client context and the payload,
+    checked as Lambda checks them: the request, or the answer (an error, or DryRun's 204)."""
     ctx: HttpContext = request.app[CTX]
     request_id = new_request_id()
     authenticated = await authenticate(request, request_id, ctx.config.server.max_body)
@@ -157,7 +160,7 @@ async def begin(request: web.Request, kinds: tuple[str, ...]) -> InvokeRequest |
             shown += f":{qualifier}"
         return aws_errors.not_found(shown, request_id)
 
-    kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    kind = invocation_type or request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
     if kind not in (*kinds, "DryRun"):
         return aws_errors.validation(
             f"1 validation error detected: Value '{kind}' at 'invocationType' failed to satisfy "
@@ -182,24 +185,44 @@ async def begin(request: web.Request, kinds: tuple[str, ...]) -> InvokeRequest |
     return InvokeRequest(request_id, body, ref.name, qualifier, arn, kind, client_context)
 
 
-async def invoke(request: web.Request) -> web.StreamResponse:
-    ctx: HttpContext = request.app[CTX]
-    begun = await begin(request, ("RequestResponse", "Event"))
-    if isinstance(begun, web.Response):
-        return begun
-    request_id, kind = begun.request_id, begun.kind
-    inv = Invocation(
+def _invocation(request: web.Request, begun: InvokeRequest) -> Invocation:
+    return Invocation(
         function=begun.name,
         payload=begun.body,
         source=SOURCE,
-        request_id=request_id,
-        invocation_type="async" if kind == "Event" else "sync",
+        request_id=begun.request_id,
+        invocation_type="async" if begun.kind == "Event" else "sync",
         log_tail=request.headers.get("X-Amz-Log-Type") == "Tail",
         client_context=begun.client_context,
         # The AWS SDKs send the calling function's _X_AMZN_TRACE_ID: a chain's hops (recursive loops).
         trace_id=request.headers.get("X-Amzn-Trace-Id") or None,
         qualifier=begun.qualifier,
     )
+
+
+async def invoke_async(request: web.Request) -> web.StreamResponse:
+    """InvokeAsync: the payload as an ``Event`` invocation (same checks, limit and errors), answered
+    ``202 {"Status": 202}`` once the event is persisted."""
+    ctx: HttpContext = request.app[CTX]
+    begun = await begin(request, ("Event",), invocation_type="Event")
+    if isinstance(begun, web.Response):
+        return begun
+    inv = _invocation(request, begun)
+    try:
+        await ctx.dispatcher.submit(inv)
+    except REFUSED as exc:
+        return InvokeApiRefusals(begun.arn).answer(exc, inv)
+    return web.json_response({"Status": 202}, status=202, headers={
+        "x-amzn-RequestId": begun.request_id, "Location": f"/invocations/{begun.request_id}"})
+
+
+async def invoke(request: web.Request) -> web.StreamResponse:
+    ctx: HttpContext = request.app[CTX]
+    begun = await begin(request, ("RequestResponse", "Event"))
+    if isinstance(begun, web.Response):
+        return begun
+    request_id, kind = begun.request_id, begun.kind
+    inv = _invocation(request, begun)
     try:
         if kind == "Event":
             await ctx.dispatcher.submit(inv)
@@ -284,3 +307,5 @@ def _json_error(exc: ValueError | RecursionError) -> str:
 
 def add_invoke_routes(app: web.Application) -> None:
     app.router.add_post(PATH, invoke)
+    app.router.add_post(ASYNC_PATH, invoke_async)
+    app.router.add_post(ASYNC_PATH + "/", invoke_async)  # botocore's path ends with a slash

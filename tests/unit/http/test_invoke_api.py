@@ -212,6 +212,23 @@ async def test_throttled_result_is_429(serve: Any, clients: list[Lambda]) -> Non
     assert info.value.response["Reason"] == "ConcurrentInvocationLimitExceeded"
 
 
+async def test_invoke_async_is_an_event(serve: Any, clients: list[Lambda]) -> None:
+    """InvokeAsync (deprecated, still in boto3 and the CLI): the payload persisted as an Event invocation,
+    answered 202; an unknown function and a payload over the async limit as for Invoke."""
+    server, client = await lam(serve, clients)
+    resp = await asyncio.to_thread(client.client.invoke_async, FunctionName="echo", InvokeArgs=b'{"x": 1}')
+    assert resp["Status"] == 202
+    (inv,) = server.dispatcher.submitted
+    assert (inv.function, inv.payload, inv.invocation_type) == ("echo", b'{"x": 1}', "async")
+    assert resp["ResponseMetadata"]["RequestId"] == inv.request_id
+    with pytest.raises(client.client.exceptions.ResourceNotFoundException):
+        await asyncio.to_thread(client.client.invoke_async, FunctionName="nope", InvokeArgs=b"{}")
+    server.dispatcher.max_async = 10
+    with pytest.raises(client.client.exceptions.ClientError, match="too large for the Event invocation"):
+        await asyncio.to_thread(client.client.invoke_async, FunctionName="echo", InvokeArgs=b'{"x": "long"}')
+    assert len(server.dispatcher.submitted) == 1
+
+
 async def test_too_large(serve: Any, clients: list[Lambda]) -> None:
     server, client = await lam(serve, clients, make_config(server={"max_body": 1024}))
     """Lambda's code (not the model's RequestTooLargeException: boto3 raises a ClientError) and text."""
