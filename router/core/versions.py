@@ -209,6 +209,14 @@ class Versions:
     async def list(self, function: str) -> list[VersionRow]:
         return await self._store.list_versions(function)
 
+    async def exists(self, function: str, qualifier: str) -> bool:
+        """Whether ``qualifier`` names a published version or an alias of ``function`` ($LATEST always)."""
+        if qualifier == LATEST:
+            return True
+        if qualifier.isdigit():
+            return await self.get(function, int(qualifier)) is not None
+        return qualifier in self._aliases.get(function, {})
+
     async def get(self, function: str, version: int) -> VersionRow | None:
         return await self._store.get_version(function, version)
 

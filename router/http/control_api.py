@@ -256,11 +256,7 @@ class ControlApi:
     async def has_qualifier(self, name: str, qualifier: str) -> bool:
         """Whether ``qualifier`` is a published version or an alias of function ``name``."""
         versions = self.versions
-        if versions is None:
-            return False
-        if qualifier.isdigit():
-            return await versions.get(name, int(qualifier)) is not None
-        return qualifier in versions.aliases(name) and qualifier in self.config.functions[name].aliases
+        return versions is not None and await versions.exists(name, qualifier)
 
 
 async def _begin(request: web.Request) -> tuple[ControlApi, str, bytes | web.Response]:

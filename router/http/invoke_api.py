@@ -172,7 +172,10 @@ async def begin(request: web.Request, kinds: tuple[str, ...],
         problem = client_context_problem(client_context)
         if problem is not None:
             return aws_errors.aws_error(400, "InvalidRequestContentException", problem, request_id)
-    if kind == "DryRun":
+    if kind == "DryRun":  # the checks an invocation makes before it runs: the qualifier's too
+        if qualifier is not None and not (ctx.versions is not None
+                                          and await ctx.versions.exists(ref.name, qualifier)):
+            return aws_errors.not_found(f"{base_arn}:{qualifier}", request_id)
         return web.Response(status=204, headers={"x-amzn-RequestId": request_id})
 
     if not body.strip():

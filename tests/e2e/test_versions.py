@@ -244,6 +244,14 @@ def test_control_operations_on_versions_aliases_and_a_reload(router_factory: Rou
     rp = router_factory(config)
     client = _lambda(rp.url)
 
+    # DryRun checks what an invocation would: a qualifier that names nothing is not found
+    assert client.invoke(FunctionName="greet", Qualifier="prod", InvocationType="DryRun")["StatusCode"] == 204
+    assert client.invoke(FunctionName="greet:1", InvocationType="DryRun")["StatusCode"] == 204
+    with pytest.raises(client.exceptions.ResourceNotFoundException, match=f"Function not found: {ARN}:beta"):
+        client.invoke(FunctionName="greet", Qualifier="beta", InvocationType="DryRun")
+    with pytest.raises(client.exceptions.ResourceNotFoundException, match=f"Function not found: {ARN}:9"):
+        client.invoke(FunctionName="greet:9", InvocationType="DryRun")
+
     every = client.list_functions(FunctionVersion="ALL")["Functions"]
     assert [(f["FunctionName"], f["Version"]) for f in every] == [("greet", "$LATEST"), ("greet", "1")]
     assert [f["Version"] for f in client.list_functions()["Functions"]] == ["$LATEST"]
