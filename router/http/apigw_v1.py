@@ -60,6 +60,12 @@ def build_event(
     configured (``/users/{id}``, ``/{proxy+}``); ``path_parameters``: what its ``{name}`` parts matched."""
     now = time.time() if now is None else now
     header_pairs = list(request.headers.items())
+    raw = getattr(request, "raw_headers", None)  # aiohttp's request: its names as they were sent
+    if raw is not None and len(raw) == len(header_pairs):
+        # aiohttp's headers give the names it knows in their canonical case (COOKIE -> Cookie); API
+        # Gateway, and the fast path, keep the case the client sent
+        header_pairs = [(name.decode("utf-8", "surrogateescape"), value)
+                        for (name, _), (_, value) in zip(raw, header_pairs, strict=True)]
     multi_headers = _multi(header_pairs)
     query = parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True)
     multi_query = _multi(query)

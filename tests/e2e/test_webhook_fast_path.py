@@ -215,6 +215,8 @@ CASES: dict[str, bytes] = {
     "a function error": request("GET", "/fail"),
     "payload v1": request("GET", "/v1?x=1&x=2&y=3", "X-Dup: 1", "X-Dup: 2", "X-Multi: 1"),
     "payload v1 post": request("POST", "/v1", "Content-Type: application/octet-stream", body=_BINARY[:700]),
+    "payload v1, header names in the case sent": request("GET", "/v1", "COOKIE: a=1",
+                                                         "content-type: text/plain", "X-Mixed-case: 1"),
     "payload alb": request("GET", "/alb?q=a%20b", "X-Dup: 1", "X-Dup: 2"),
     "payload alb post": request("POST", "/alb", "Content-Type: application/json", body=b'{"a": 1}'),
     "an ANY route": request("PATCH", "/any", body=b"patch"),
@@ -260,6 +262,8 @@ def test_the_fast_path_answers_as_aiohttps_path(fast_router: RouterProcess, case
         assert first.status == 413
     if case == "a gzip body":
         assert json.loads(first.body)["body"] == "unzipped by aiohttp"
+    if case == "payload v1, header names in the case sent":  # as API Gateway's REST API keeps them
+        assert {"COOKIE", "content-type", "X-Mixed-case"} <= set(json.loads(first.body)["headers"])
     for response in (first, second):
         if case not in ("async", "hmac wrong", "api key missing", "over max_body", "a function error"):
             assert response.header("X-Echo") == "1"
