@@ -563,10 +563,10 @@ async def get_function_url_config(request: web.Request) -> web.Response:
     if isinstance(begun, web.Response):
         return begun
     api, rid, name, qualifier, _body = begun
-    out = _url_config(api, request, name)
     if qualifier is not None:
         return _not_found(f"The resource you requested does not exist: a function URL of the router is on "
                           f"'{name}' itself ({name}:{qualifier} has none)", rid)
+    out = _url_config(api, request, name)
     if out is None:
         return _not_found(f"The resource you requested does not exist: function '{name}' has no url in the "
                           "router's config", rid)

@@ -158,6 +158,8 @@ def _message(status: int, message: str) -> web.Response:
 
 def _too_large(limit: int) -> web.Response:
     """Lambda's URL answer to a body over the limit (``server.max_body``, 6 MB by default)."""
+    log.info("function url: request body over %d bytes refused (413); server.max_body raises the limit",
+             limit)
     response = _message(413, f"Request must be smaller than {limit} bytes for the InvokeFunction operation")
     response.headers["x-amzn-ErrorType"] = "RequestEntityTooLargeException"
     return response

@@ -276,6 +276,9 @@ class InvokeApiRefusals(Refusals):
 
     def too_large(self, inv: Invocation, exc: PayloadTooLarge) -> web.Response:
         event_size = exc.size if inv.invocation_type == "async" else None
+        setting = "server.max_async_body" if event_size is not None else "server.max_body"
+        log.info("invoke api: payload of %d bytes over %d refused (413); %s raises the limit", exc.size,
+                 exc.limit, setting, extra=_extra(inv))
         return aws_errors.too_large(exc.limit, inv.request_id, event_size=event_size)
 
     def unavailable(self, inv: Invocation, exc: Unavailable) -> web.Response:

@@ -64,6 +64,8 @@ async def authenticate(request: web.Request, request_id: str, limit: int) -> byt
     try:
         body = await read_body(request, limit)
     except BodyTooLarge:
+        log.info("invoke api: request body over %d bytes refused (413); server.max_body raises the limit",
+                 limit, extra={"source": SOURCE})
         return aws_errors.too_large(limit, request_id)
     if check_signature:
         try:

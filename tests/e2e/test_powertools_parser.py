@@ -58,36 +58,12 @@ def _check(kind, event):
     return {{"statusCode": 200, "body": kind}}
 
 
-def v2(event, context):
-    return _check("v2", event)
+def _handler(kind):
+    return lambda event, context: _check(kind, event)
 
 
-def v1(event, context):
-    return _check("v1", event)
-
-
-def alb(event, context):
-    return _check("alb", event)
-
-
-def url(event, context):
-    return _check("url", event)
-
-
-def schedule(event, context):
-    return _check("schedule", event)
-
-
-def sqs(event, context):
-    return _check("sqs", event)
-
-
-def kinesis(event, context):
-    return _check("kinesis", event)
-
-
-def ddb(event, context):
-    return _check("ddb", event)
+for _kind in MODELS:  # one handler a kind: app.v2, app.v1, ..., app.ddb
+    globals()[_kind] = _handler(_kind)
 """
 
 
