@@ -304,7 +304,8 @@ def _parse_json_header(value, name):
 
 
 # Lambda's Python runtime encodes results with simplejson (awslambdaric's lambda_runtime_marshaller): a
-# Decimal as its exact digits (NaN as NaN), bytes as UTF-8 text, an object with ``_asdict()`` as that dict.
+# Decimal as its exact digits (NaN as NaN), bytes as UTF-8 text, an object with ``_asdict()`` (a namedtuple
+# too) as that dict.
 # The same here with the standard library: a Decimal is first written as a marker string, whose JSON form
 # is then replaced with the digits (the marker holds a random tag no result can hold by chance).
 _RAW_MARK = f"\x00raw-{os.urandom(8).hex()}:"
@@ -323,16 +324,63 @@ def _default(obj):
         return obj.decode("utf-8")
     as_dict = getattr(obj, "_asdict", None)
     if callable(as_dict):
-        return as_dict()
+        return _namedtuples_as_objects(as_dict())
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 _ENCODER = json.JSONEncoder(default=_default, ensure_ascii=_ENSURE_ASCII)
+_LEAVES = (str, int, float, bool, type(None))
+
+
+def _namedtuples_as_objects(obj, path=None):
+    """``obj`` with each namedtuple (a tuple with ``_asdict()``) in it as that dict, as simplejson's
+    ``namedtuple_as_object`` writes it (the standard library's encoder writes any tuple as an array before
+    ``default`` sees it). Containers without one are the same objects, not copies; a container met again
+    on its own path (a cycle) is left for the encoder to refuse as it would."""
+    if isinstance(obj, _LEAVES):
+        return obj
+    if path is None:
+        path = set()
+    key = id(obj)
+    if key in path:
+        return obj
+    if isinstance(obj, dict):
+        path.add(key)
+        changed = None
+        for k, v in obj.items():
+            if not isinstance(v, _LEAVES):
+                w = _namedtuples_as_objects(v, path)
+                if w is not v:
+                    if changed is None:
+                        changed = dict(obj)
+                    changed[k] = w
+        path.discard(key)
+        return obj if changed is None else changed
+    if isinstance(obj, (list, tuple)):
+        as_dict = getattr(obj, "_asdict", None) if isinstance(obj, tuple) else None
+        if callable(as_dict):
+            path.add(key)
+            try:
+                return _namedtuples_as_objects(as_dict(), path)
+            finally:
+                path.discard(key)
+        path.add(key)
+        items = None
+        for i, v in enumerate(obj):
+            if not isinstance(v, _LEAVES):
+                w = _namedtuples_as_objects(v, path)
+                if w is not v:
+                    if items is None:
+                        items = list(obj)
+                    items[i] = w
+        path.discard(key)
+        return obj if items is None else items
+    return obj
 
 
 def _to_json(obj):
     try:
-        text = _ENCODER.encode(obj)
+        text = _ENCODER.encode(_namedtuples_as_objects(obj))
         for i, digits in enumerate(_raw_numbers):
             text = text.replace(_ENCODER.encode(f"{_RAW_MARK}{i}"), digits, 1)
         return text

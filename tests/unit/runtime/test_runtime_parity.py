@@ -47,13 +47,28 @@ async def test_error_parity(make_invoker: MakeInvoker) -> None:
 
 async def test_marshalling_parity(make_invoker: MakeInvoker) -> None:
     """Results are encoded as Lambda's runtime does (simplejson): a Decimal as its exact digits, bytes as
-    UTF-8 text, an object with _asdict() as that dict, the same bytes out."""
+    UTF-8 text, an object with _asdict() as that dict, a namedtuple as an object (simplejson's
+    namedtuple_as_object) wherever it is and a plain tuple as an array, the same bytes out."""
     ours, ric = await _both(make_invoker, "app.marshal", invocation())
     assert ours.ok, ours.payload
     assert ric.ok, ric.payload
     assert ours.payload == ric.payload
     assert b'"price": 10.50' in ours.payload
     assert b'"precise": 0.12345678901234567890123' in ours.payload
+    result = json.loads(ours.payload)
+    assert result["point"] == {"x": 1, "y": 2.5}
+    assert result["pair"] == [{"x": 9, "y": {"deep": {"x": 1, "y": 1}}}, "text"]
+    assert result["points"] == [{"x": 5, "y": 6}, [7, 8]]
+
+
+async def test_a_result_that_holds_itself_is_the_same_marshal_error(make_invoker: MakeInvoker) -> None:
+    """A result that holds itself (a cycle, here beside a namedtuple) is refused as awslambdaric refuses
+    it: Runtime.MarshalError, the same message."""
+    ours, ric = await _both(make_invoker, "app.cycle", invocation())
+    assert ours.outcome is ric.outcome is Outcome.ERROR
+    error = json.loads(ours.payload)
+    assert error["errorType"] == "Runtime.MarshalError"
+    assert error == json.loads(ric.payload)
 
 
 async def test_stack_trace_parity(make_invoker: MakeInvoker) -> None:
