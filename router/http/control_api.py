@@ -506,7 +506,8 @@ async def get_mapping(request: web.Request) -> web.Response:
 
 
 async def update_mapping(request: web.Request) -> web.Response:
-    """``Enabled`` pauses (false) or resumes (true) the route; other fields belong to the config file."""
+    """``Enabled`` pauses (false) or resumes (true) the route; other fields belong to the config file:
+    sent with the values they have, they are accepted as no change, with others refused."""
     api, rid, body = await _begin(request)
     if isinstance(body, web.Response):
         return body
@@ -523,8 +524,10 @@ async def update_mapping(request: web.Request) -> web.Response:
             return invalid(f"FunctionName: route '{route.name}' runs function '{route.function}'; {OWNED} "
                            "(routes[].function)", rid)
     enabled = data.pop("Enabled", None)
-    if data:
-        return invalid(f"{', '.join(sorted(data))}: route '{route.name}': {OWNED}; change routes[].source "
+    current = api.mapping(route)
+    changed = sorted(k for k, v in data.items() if k not in current or current[k] != v)
+    if changed:  # a field sent with the value it has already is no change (tools send the whole mapping)
+        return invalid(f"{', '.join(changed)}: route '{route.name}': {OWNED}; change routes[].source "
                        "there (only Enabled changes at run time)", rid)
     if enabled is not None:
         if not isinstance(enabled, bool):

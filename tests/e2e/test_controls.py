@@ -117,8 +117,16 @@ def test_update_event_source_mapping_pauses_an_sqs_route(running: RouterProcess,
     got = client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
     assert got["State"] == "Disabled"
     assert client.get_event_source_mapping(UUID=mapping["UUID"])["State"] == "Disabled"
-    with pytest.raises(client.exceptions.InvalidParameterValueException, match="config file owns it"):
-        client.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=5)
+    with pytest.raises(client.exceptions.InvalidParameterValueException,
+                       match=r"\): BatchSize: route 'jobs': the config file owns it"):
+        client.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=5, MaximumBatchingWindowInSeconds=0)
+    # the whole mapping sent back with its own values (as deployment tools send it) is no change
+    same = client.update_event_source_mapping(
+        UUID=mapping["UUID"], Enabled=False, BatchSize=10,
+        MaximumBatchingWindowInSeconds=mapping["MaximumBatchingWindowInSeconds"],
+        ScalingConfig=mapping["ScalingConfig"])
+    assert same["State"] == "Disabled"
+    assert same["BatchSize"] == 10
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.get_event_source_mapping(UUID=str(uuid.uuid4()))
 
