@@ -119,7 +119,8 @@ def test_update_event_source_mapping_pauses_an_sqs_route(running: RouterProcess,
     assert client.get_event_source_mapping(UUID=mapping["UUID"])["State"] == "Disabled"
     with pytest.raises(client.exceptions.InvalidParameterValueException,
                        match=r"\): BatchSize: route 'jobs': the config file owns it"):
-        client.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=5, MaximumBatchingWindowInSeconds=0)
+        client.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=5,
+                                           MaximumBatchingWindowInSeconds=0)
     # the whole mapping sent back with its own values (as deployment tools send it) is no change
     same = client.update_event_source_mapping(
         UUID=mapping["UUID"], Enabled=False, BatchSize=10,
