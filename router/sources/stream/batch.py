@@ -6,6 +6,7 @@ decimal strings compared as numbers (``seq_key``).
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ ENVELOPE = len(b'{"Records":[]}')
 
 RETRIES_EXHAUSTED = "RetryAttemptsExhausted"
 AGE_EXCEEDED = "RecordAgeExceeded"
+DYNAMODB_BATCH_INFO = "DDBStreamBatchInfo"
+"""The failure record's key of a DynamoDB stream's batch (``KinesisBatchInfo`` for Kinesis)."""
 
 
 def lane_of(key: str, lanes: int) -> int:
@@ -79,35 +82,52 @@ def failure_record(
     attempt: Attempt, *, condition: str, function_arn: str, shard_id: str, stream_arn: str,
     batch_info_key: str, request_id: str, now: float,
 ) -> dict[str, Any]:
-    """Lambda's on-failure record for a stream batch: metadata of the records, never the records."""
+    """Lambda's on-failure record for a stream batch: metadata of the records, never the records.
+
+    As Lambda writes it (records it sent, as captured from AWS in LocalStack's validated snapshots): a
+    ``RecordAgeExceeded`` record has no ``responseContext``; after a function that returned (its batch
+    failed by ``batchItemFailures``) ``functionError`` is null; DynamoDB Streams' arrival times are to
+    the second (``2019-11-14T00:13:19Z``), Kinesis' to the millisecond; the request id is the last
+    invocation's, else ``request_id`` (a new one: Lambda's record always has one).
+    """
     records = attempt.records
     result = attempt.result
-    response: dict[str, Any] = {}
-    if result is not None:
-        response["statusCode"] = result.status_code
-    response["executedVersion"] = result.executed_version if result is not None else "$LATEST"
-    if result is not None and result.function_error:
-        response["functionError"] = result.function_error
-    return {
+    arrival = _to_the_second if batch_info_key == DYNAMODB_BATCH_INFO else iso_timestamp
+    out: dict[str, Any] = {
         "requestContext": {
             "requestId": attempt.request_id or request_id,
             "functionArn": function_arn,
             "condition": condition,
             "approximateInvokeCount": attempt.invokes,
         },
-        "responseContext": response,
+    }
+    if condition != AGE_EXCEEDED:
+        response: dict[str, Any] = {}
+        if result is not None:
+            response["statusCode"] = result.status_code
+        response["executedVersion"] = result.executed_version if result is not None else "$LATEST"
+        if result is not None:
+            response["functionError"] = result.function_error or None
+        out["responseContext"] = response
+    out.update({
         "version": "1.0",
         "timestamp": iso_timestamp(now),
         batch_info_key: {
             "shardId": shard_id,
             "startSequenceNumber": records[0].sequence_number,
             "endSequenceNumber": records[-1].sequence_number,
-            "approximateArrivalOfFirstRecord": iso_timestamp(records[0].arrival),
-            "approximateArrivalOfLastRecord": iso_timestamp(records[-1].arrival),
+            "approximateArrivalOfFirstRecord": arrival(records[0].arrival),
+            "approximateArrivalOfLastRecord": arrival(records[-1].arrival),
             "batchSize": len(records),
             "streamArn": stream_arn,
         },
-    }
+    })
+    return out
+
+
+def _to_the_second(epoch: float) -> str:
+    """``2019-11-14T00:13:19Z``: DynamoDB Streams' arrival times in a failure record."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 @dataclass(slots=True)

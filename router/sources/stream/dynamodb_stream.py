@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from router.filters import dynamodb_filter_data
 from router.sources.stream.api import IteratorType, RecordsPage, ShardInfo, StreamRecord
+from router.sources.stream.batch import DYNAMODB_BATCH_INFO
 from router.sources.stream.kinesis import arn_part, check_iterator_args, epoch_seconds, record_size
 
 MAX_LIMIT: Final = 1_000
@@ -44,7 +45,7 @@ class DynamodbStreamApi:
     service's default, 100)."""
 
     type = "dynamodb_stream"
-    batch_info_key = "DDBStreamBatchInfo"
+    batch_info_key = DYNAMODB_BATCH_INFO
 
     def __init__(self, client: Any, stream_arn: str, *, region: str, page_size: int | None = None) -> None:
         self.client = client

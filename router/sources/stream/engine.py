@@ -40,6 +40,7 @@ from router.metrics import Metrics
 from router.readiness import Readiness
 from router.sources.lifecycle import BACKOFF, RouteHealth, StopGate, until_set
 from router.sources.stream.api import IteratorType, ShardInfo, StreamApi
+from router.sources.stream.batch import DYNAMODB_BATCH_INFO
 from router.sources.stream.context import ShardContext
 from router.sources.stream.leases import ShardLeases, default_replica_id
 from router.sources.stream.shard import ShardWorker
@@ -50,7 +51,7 @@ from router.state.store import StateStore
 log = logging.getLogger("router.sources.stream")
 
 MAX_SHARDS = 1000  # shard workers of one route at once; more wait for the next discovery
-BATCH_INFO = {"kinesis": "KinesisBatchInfo", "dynamodb_stream": "DDBStreamBatchInfo"}
+BATCH_INFO = {"kinesis": "KinesisBatchInfo", "dynamodb_stream": DYNAMODB_BATCH_INFO}
 SERVICE = {"kinesis": "kinesis", "dynamodb_stream": "dynamodbstreams"}
 
 ApiFactory = Callable[[], AbstractAsyncContextManager[StreamApi]]

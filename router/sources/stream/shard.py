@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import uuid
 
 from router.aws import error_code
 from router.errors import StateStoreError
@@ -491,7 +492,7 @@ class _Lane:
         discarded.inc(len(records))
         record = failure_record(
             attempt, condition=condition, function_arn=ctx.function_arn, shard_id=shard.shard_id,
-            stream_arn=ctx.cfg.stream_arn, batch_info_key=ctx.batch_info_key, request_id="",
+            stream_arn=ctx.cfg.stream_arn, batch_info_key=ctx.batch_info_key, request_id=str(uuid.uuid4()),
             now=ctx.clock.time(),
         )
         where = (f"route '{ctx.route_name}': shard {shard.shard_id}: {len(records)} records "

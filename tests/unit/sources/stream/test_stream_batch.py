@@ -83,13 +83,41 @@ def test_failure_record_shape() -> None:
         "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
         "version": "1.0",
         "timestamp": "1970-01-01T00:00:00.000Z",
-        "DDBStreamBatchInfo": {
+        "DDBStreamBatchInfo": {  # DynamoDB Streams: to the second, as Lambda writes it
             "shardId": "shardId-1", "startSequenceNumber": "5", "endSequenceNumber": "6",
-            "approximateArrivalOfFirstRecord": "1970-01-01T00:00:01.500Z",
-            "approximateArrivalOfLastRecord": "1970-01-01T00:00:02.250Z", "batchSize": 2,
+            "approximateArrivalOfFirstRecord": "1970-01-01T00:00:01Z",
+            "approximateArrivalOfLastRecord": "1970-01-01T00:00:02Z", "batchSize": 2,
             "streamArn": "arn:stream",
         },
     }
+
+
+def test_failure_record_of_a_batch_the_function_failed_by_its_response() -> None:
+    """A function that returned (its batchItemFailures failed the batch): functionError is null, as in
+    Lambda's records; Kinesis' arrival times to the millisecond."""
+    attempt = Attempt([rec("5", arrival=1.5)], retries=1, invokes=2,
+                      result=Result(payload=b'{"batchItemFailures": [{"itemIdentifier": "5"}]}'),
+                      request_id="req-2")
+    record = failure_record(attempt, condition="RetryAttemptsExhausted", function_arn="arn:fn",
+                            shard_id="shardId-1", stream_arn="arn:stream", batch_info_key="KinesisBatchInfo",
+                            request_id="unused", now=0.0)
+    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",
+                                         "functionError": None}
+    assert record["KinesisBatchInfo"]["approximateArrivalOfFirstRecord"] == "1970-01-01T00:00:01.500Z"
+
+
+def test_failure_record_of_records_too_old_has_no_response_context() -> None:
+    """RecordAgeExceeded: Lambda's record has no responseContext, whether the records ran or not; the
+    request id given is used when no invocation ran."""
+    for attempt in (Attempt([rec("5")]),
+                    Attempt([rec("5")], invokes=3, result=Result.error("E", "m", outcome=Outcome.ERROR),
+                            request_id="req-3")):
+        record = failure_record(attempt, condition="RecordAgeExceeded", function_arn="arn:fn",
+                                shard_id="shardId-1", stream_arn="arn:stream",
+                                batch_info_key="KinesisBatchInfo", request_id="new-id", now=0.0)
+        assert "responseContext" not in record
+        assert record["requestContext"]["requestId"] == (attempt.request_id or "new-id")
+        assert record["requestContext"]["approximateInvokeCount"] == attempt.invokes
 
 
 def test_payload() -> None:
