@@ -89,6 +89,10 @@ class Metrics:
         self.async_events_dropped = Counter(
             "router_async_events_dropped_total", "Async events dropped without a destination",
             ["function", "reason"], registry=r)
+        self.dead_letter_errors = Counter(
+            "router_dead_letter_errors_total",
+            "Failed async events a dead-letter queue did not take (Lambda's DeadLetterErrors)", ["function"],
+            registry=r)
         self.async_queue_depth = Gauge(
             "router_async_queue_depth",
             "Async events waiting: in the state store, and with async_queue also ready in RabbitMQ",

@@ -343,12 +343,32 @@ class BackoffConfig(Model):
         return self
 
 
+class DeadLetterConfig(Model):
+    """Lambda's dead-letter queue (``DeadLetterConfig``) for a function's async events: an event that
+    fails (retries exhausted, too old) is sent there as it came, its error in message attributes."""
+
+    queue_url: str = Field(description="URL of an SQS standard queue")
+
+    _queue_url = field_validator("queue_url")(_http_url)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _standard_queue(cls, v: str) -> str:
+        if v.rstrip("/").endswith(".fifo"):
+            raise ValueError("a dead-letter queue is an SQS standard queue here (a FIFO queue needs a "
+                             "message group a failed event does not have); async.on_failure takes a FIFO "
+                             "queue")
+        return v
+
+
 class AsyncConfig(Model):
     retries: int = Field(2, ge=0, le=100, description="retries after the first attempt (Lambda: 0..2)")
     max_event_age: Duration = Field(6 * 3600.0, ge=1.0, le=6 * 3600.0)
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     on_success: DestinationConfig | None = None
     on_failure: DestinationConfig | None = None
+    dead_letter: DeadLetterConfig | None = Field(
+        None, description="an SQS queue that receives each failed event as it came (Lambda's DLQ)")
 
 
 class HistoryConfig(Model):

@@ -213,9 +213,10 @@ class AsyncWorker:
                                    else "dropped" if result is None else "failed",
                                    route=ev.route, source=ev.source, enqueued_at=ev.enqueued_at,
                                    payload=ev.payload)
+        dead_lettered = which == "on_failure" and await self._dead_letter(ev, attempts, result, trace)
         dest = self._dests.get(which)
         if dest is None:
-            if which == "on_failure":
+            if which == "on_failure" and not dead_lettered:
                 self._metrics.async_events_dropped.labels(self.name, condition).inc()
                 log.warning("async event dropped (%s): no on_failure destination", condition,
                             extra=self._extra(ev, attempts, result))
@@ -239,6 +240,23 @@ class AsyncWorker:
                 await self._settle(work, self._release(delivery))
                 return
         await self._settle(work, delivery.complete())
+
+    async def _dead_letter(self, ev: AsyncEvent, attempts: int, result: Result | None,
+                           trace: str | None) -> bool:
+        """Send a failed event to the function's dead-letter queue, if it has one; whether it went there.
+        A queue that refuses it is counted and logged (Lambda's ``DeadLetterErrors``); the event is among
+        the failed events all the same."""
+        dlq = self._dests.dead_letter
+        if dlq is None:
+            return False
+        try:
+            await asyncio.shield(dlq.send(request_id=ev.request_id, payload=ev.payload, result=result,
+                                          trace=trace))
+        except Exception as exc:
+            self._metrics.dead_letter_errors.labels(self.name).inc()
+            log.error("async event not dead-lettered: %s", exc, extra=self._extra(ev, attempts, result))
+            return False
+        return True
 
     async def _redeliver(self, work: _Settling) -> None:
         """A kept destination record: send it again, retried with backoff until it is delivered."""

@@ -1,4 +1,4 @@
-"""Builds the on_success / on_failure destinations of every function from the config."""
+"""Builds the on_success / on_failure destinations and dead-letter queues of the functions from config."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ from router.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from router.destinations.amqp import AmqpConnections
+    from router.destinations.dead_letter import DeadLetterQueue
 
 
 @dataclass(slots=True)
 class FunctionDestinations:
     on_success: Destination | None = None
     on_failure: Destination | None = None
+    dead_letter: DeadLetterQueue | None = None
 
     def get(self, which: str) -> Destination | None:
         return self.on_success if which == "on_success" else self.on_failure
@@ -107,6 +109,10 @@ def build_destinations(
             dests.on_success = builder.build(f"functions.{name}.async.on_success", fn.async_.on_success)
         if fn.async_.on_failure is not None:
             dests.on_failure = builder.build(f"functions.{name}.async.on_failure", fn.async_.on_failure)
+        if fn.async_.dead_letter is not None:
+            from router.destinations.dead_letter import DeadLetterQueue
+
+            dests.dead_letter = DeadLetterQueue(fn.async_.dead_letter.queue_url, aws=config.aws)
         out[name] = dests
     builder.check()
     return out

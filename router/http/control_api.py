@@ -159,6 +159,9 @@ class ControlApi:
             out["Runtime"] = fn.runtime
         if fn.handler is not None:
             out["Handler"] = fn.handler
+        if fn.async_.dead_letter is not None:
+            out["DeadLetterConfig"] = {
+                "TargetArn": sqs_queue_arn(fn.async_.dead_letter.queue_url, self.config.aws.region)}
         return out
 
     def destination_arn(self, dest: DestinationConfig) -> str:

@@ -89,3 +89,22 @@ async def test_unreachable_endpoint_raises(aws: AwsConfig) -> None:
     dead = aws.model_copy(update={"endpoint_url": "http://127.0.0.1:9"})
     with pytest.raises(DestinationError, match=r": cannot reach AWS \(EndpointConnectionError"):
         await SqsDestination("http://127.0.0.1:9/123456789012/q", aws=dead).send(RECORD)
+
+
+def test_dead_letter_message_is_the_event_as_it_came_with_lambdas_attributes() -> None:
+    from router.destinations.dead_letter import MESSAGE_LIMIT, dead_letter_message
+    from router.invocation import Outcome, Result
+
+    long = Result.error("ValueError", "\u00e9" * 2000, outcome=Outcome.ERROR)
+    kw = dead_letter_message("https://sqs.example/1/dlq", request_id="r-1", payload=b'{"a": "\xe2\x82\xac"}',
+                             result=long, trace="Root=1-abc")
+    assert kw["MessageBody"] == '{"a": "\u20ac"}'
+    attrs = kw["MessageAttributes"]
+    assert attrs["RequestID"] == {"DataType": "String", "StringValue": "r-1"}
+    assert attrs["ErrorCode"] == {"DataType": "Number", "StringValue": "200"}
+    message = attrs["ErrorMessage"]["StringValue"]
+    assert message == "\u00e9" * (MESSAGE_LIMIT // 2)  # 1 KB of UTF-8, cut at a character's start
+    assert kw["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"] == "Root=1-abc"
+    # an event that aged out before any invocation: only its request id is known
+    none_ran = dead_letter_message("https://sqs.example/1/dlq", request_id="r-2", payload=b"{}", result=None)
+    assert none_ran["MessageAttributes"] == {"RequestID": {"DataType": "String", "StringValue": "r-2"}}

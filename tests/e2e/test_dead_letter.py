@@ -1,0 +1,126 @@
+"""A function's dead-letter queue (``async.dead_letter``, Lambda's ``DeadLetterConfig``) end to end: a real
+router, moto's SQS server, boto3. A failed async event reaches the queue as it came, its request id and
+error in Lambda's message attributes, beside its on_failure record; a queue that does not take it is
+counted (Lambda's ``DeadLetterErrors``) and the event is still among the failed events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests.router_process import RouterFactory, RouterProcess, http, metric_sample, router
+from tests.waiting import until_sync
+
+REGION = "us-east-1"
+KEY_ID, SECRET = "AKIDROUTERTEST", "router-test-secret"
+EVENT = b'{"order": 7, "note": "caf\\u00e9 \xe2\x82\xac"}'
+
+
+@pytest.fixture
+def sqs_client(moto_server: str) -> Iterator[Any]:
+    client = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server, aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    yield client
+    client.close()
+
+
+def _router(router_factory: RouterFactory, tmp_path: Path, moto_server: str, dlq_url: str) -> RouterProcess:
+    router_factory.write_function("fails", """
+        import json
+
+        def handler(event, context):
+            order = json.loads(event["body"])["order"]
+            raise ValueError(f"order {order} cannot be packed")
+    """)
+    return router_factory(f"""
+        version: 1
+        server: {{host: 127.0.0.1, port: @PORT@, shutdown_timeout: 5s, invoke_keys: {{{KEY_ID}: {SECRET}}}}}
+        state: sqlite:///{tmp_path / 'state.db'}
+        aws: {{region: {REGION}, endpoint_url: "{moto_server}", account_id: "123456789012"}}
+        functions:
+          fails:
+            runtime: python3.11
+            handler: app.handler
+            code: {tmp_path / 'functions' / 'fails'}
+            async:
+              retries: 0
+              dead_letter: {{queue_url: "{dlq_url}"}}
+              on_failure: {{type: file, path: {tmp_path / 'failed.jsonl'}}}
+        routes:
+          - name: orders
+            source: {{type: webhook, path: /orders}}
+            function: fails
+            invocation: async
+    """)
+
+
+def _post(rp: RouterProcess) -> str:
+    status, _, body = http("POST", rp.url + "/orders", EVENT, {"Content-Type": "application/json"})
+    assert status == 202, body
+    return str(json.loads(body)["requestId"])  # the webhook's 202 body
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_event_reaches_the_dead_letter_queue_as_it_came(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
+) -> None:
+    dlq_url = sqs_client.create_queue(QueueName=f"dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    rp = _router(router_factory, tmp_path, moto_server, dlq_url)
+    request_id = _post(rp)
+    messages: list[dict[str, Any]] = []
+
+    def received() -> bool:
+        messages.extend(sqs_client.receive_message(
+            QueueUrl=dlq_url, MessageAttributeNames=["All"], WaitTimeSeconds=1).get("Messages", []))
+        return bool(messages)
+
+    until_sync(received, "the event in the dead-letter queue", deadline=60)
+    (message,) = messages
+    event = json.loads(message["Body"])
+    assert event["body"] == EVENT.decode()  # the webhook's event, unchanged: the body as it was posted
+    assert event["requestContext"]["requestId"] == request_id
+    assert message["MessageAttributes"] == {
+        "RequestID": {"DataType": "String", "StringValue": request_id},
+        "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+        "ErrorMessage": {"DataType": "String", "StringValue": "order 7 cannot be packed"},
+    }
+    # the on_failure destination gets its record as well
+    until_sync((tmp_path / "failed.jsonl").exists, "the on_failure record")
+    record = json.loads((tmp_path / "failed.jsonl").read_text().splitlines()[0])
+    assert record["requestContext"]["requestId"] == request_id
+    assert metric_sample(rp.url, 'router_dead_letter_errors_total{function="fails"}') in (None, 0)
+
+    # GetFunctionConfiguration shows it as Lambda's DeadLetterConfig
+    client = boto3.client("lambda", endpoint_url=rp.url, region_name=REGION, aws_access_key_id=KEY_ID,
+                          aws_secret_access_key=SECRET,
+                          config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    queue_name = dlq_url.rstrip("/").rsplit("/", 1)[1]
+    assert client.get_function_configuration(FunctionName="fails")["DeadLetterConfig"] == {
+        "TargetArn": f"arn:aws:sqs:{REGION}:123456789012:{queue_name}"}
+    client.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_dead_letter_queue_that_refuses_is_counted_and_the_event_kept(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str,
+) -> None:
+    missing = f"{moto_server}/123456789012/no-such-queue-{uuid.uuid4().hex[:8]}"
+    rp = _router(router_factory, tmp_path, moto_server, missing)
+    request_id = _post(rp)
+    until_sync(lambda: (metric_sample(rp.url, 'router_dead_letter_errors_total{function="fails"}') or 0) == 1,
+               "the refusal counted", deadline=60)
+    logged = [r for r in rp.log_records() if "not dead-lettered" in r.get("message", "")]
+    assert len(logged) == 1, logged
+    assert logged[0]["request_id"] == request_id
+    assert "no-such-queue" in logged[0]["message"]
+    listed = router("failures", "list", "--config", str(rp.config_path), "--url", rp.url, "--json",
+                    env={"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET})
+    assert listed.returncode == 0, listed.stderr
+    assert [f["request_id"] for f in json.loads(listed.stdout)["failures"]] == [request_id]
