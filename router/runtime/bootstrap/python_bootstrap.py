@@ -346,48 +346,34 @@ def _namedtuples_as_objects(obj, path=None):
     if key in path:
         return obj
     if isinstance(obj, dict):
-        changed = None
-        entered = False
-        for k, v in obj.items():
-            if type(v) in _LEAVES:
-                continue
-            if not entered:
-                path.add(key)
-                entered = True
-            w = _namedtuples_as_objects(v, path)
-            if w is not v:
-                if changed is None:
-                    changed = dict(obj)
-                changed[k] = w
-        if entered:
-            path.discard(key)
-        return obj if changed is None else changed
-    if isinstance(obj, (list, tuple)):
-        if isinstance(obj, tuple):
-            as_dict = getattr(obj, "_asdict", None)
-            if callable(as_dict):
-                path.add(key)
-                try:
-                    return _namedtuples_as_objects(as_dict(), path)
-                finally:
-                    path.discard(key)
-        items = None
-        entered = False
-        for i, v in enumerate(obj):
-            if type(v) in _LEAVES:
-                continue
-            if not entered:
-                path.add(key)
-                entered = True
-            w = _namedtuples_as_objects(v, path)
-            if w is not v:
-                if items is None:
-                    items = list(obj)
-                items[i] = w
-        if entered:
-            path.discard(key)
-        return obj if items is None else items
-    return obj
+        pairs, copy = obj.items(), dict
+    elif isinstance(obj, (list, tuple)):
+        as_dict = getattr(obj, "_asdict", None) if isinstance(obj, tuple) else None
+        if callable(as_dict):
+            path.add(key)
+            try:
+                return _namedtuples_as_objects(as_dict(), path)
+            finally:
+                path.discard(key)
+        pairs, copy = enumerate(obj), list
+    else:
+        return obj
+    changed = None
+    entered = False
+    for k, v in pairs:
+        if type(v) in _LEAVES:
+            continue
+        if not entered:
+            path.add(key)
+            entered = True
+        w = _namedtuples_as_objects(v, path)
+        if w is not v:
+            if changed is None:
+                changed = copy(obj)
+            changed[k] = w
+    if entered:
+        path.discard(key)
+    return obj if changed is None else changed
 
 
 def _to_json(obj):
