@@ -355,7 +355,7 @@ def _namedtuples_as_objects(obj, path=None):
                 return _namedtuples_as_objects(as_dict(), path)
             finally:
                 path.discard(key)
-        pairs, copy = enumerate(obj), list
+        pairs, copy = enumerate(obj), list  # type: ignore[assignment]  # both: (key, value) and a copier
     else:
         return obj
     changed = None
