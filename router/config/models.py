@@ -26,6 +26,10 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 SQS_MAX_WAIT = 20
 """Seconds: the longest long poll SQS allows (``WaitTimeSeconds``), and Lambda's."""
+SQS_MAX_RECEIVE = 10
+"""Messages one ReceiveMessage returns at most: an SQS batch over it is gathered in a batch window."""
+MAX_BATCH_WINDOW = 300.0
+"""Lambda's MaximumBatchingWindowInSeconds for SQS, at most."""
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 """Bytes; accepts ``1048576``, ``"6MB"``, ``"256KiB"``."""
@@ -762,6 +766,28 @@ class SqsSourceConfig(Model):
     )
 
     _queue_url = field_validator("queue_url")(_http_url)
+
+    @model_validator(mode="after")
+    def _lambdas_batching_limits(self) -> SqsSourceConfig:
+        # Lambda's limits for an SQS event source mapping (developer guide, "Lambda parameters for Amazon
+        # SQS event source mappings"): a FIFO queue takes batches of at most 10 and no batching window;
+        # a standard queue's window is 0..300 s, and a batch over 10 needs one (gathered across receives)
+        if self.queue_url.rstrip("/").endswith(".fifo"):
+            if self.batch_size > SQS_MAX_RECEIVE:
+                raise ValueError(f"batch_size: a FIFO queue takes at most {SQS_MAX_RECEIVE} messages a batch "
+                                 f"(as on Lambda), got {self.batch_size}")
+            if self.batch_window:
+                raise ValueError(f"batch_window: a FIFO queue has no batching window (as on Lambda), got "
+                                 f"{self.batch_window:g}s; remove it")
+            return self
+        if self.batch_window > MAX_BATCH_WINDOW:
+            raise ValueError(f"batch_window: at most {MAX_BATCH_WINDOW:g}s (Lambda's "
+                             f"MaximumBatchingWindowInSeconds), got {self.batch_window:g}s")
+        if self.batch_size > SQS_MAX_RECEIVE and not self.batch_window:
+            raise ValueError(f"batch_size: more than {SQS_MAX_RECEIVE} needs a batch_window to gather them "
+                             f"in (as on Lambda: at least 1s), got batch_size {self.batch_size} and no "
+                             "batch_window")
+        return self
 
     @field_validator("wait_time", mode="before")
     @classmethod

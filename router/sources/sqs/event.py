@@ -53,13 +53,14 @@ def to_record(message: dict[str, Any], *, arn: str, region: str) -> dict[str, An
         "body": message.get("Body", ""),
         "attributes": dict(message.get("Attributes") or {}),
         "messageAttributes": message_attributes(message.get("MessageAttributes")),
+        # always there, null without message attributes, before md5OfBody: as in the records Lambda
+        # sends (captured from AWS in LocalStack's validated snapshots)
+        "md5OfMessageAttributes": message.get("MD5OfMessageAttributes") or None,
         "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": EVENT_SOURCE,
+        "eventSourceARN": arn,
+        "awsRegion": region,
     }
-    if message.get("MD5OfMessageAttributes"):
-        record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
-    record["eventSource"] = EVENT_SOURCE
-    record["eventSourceARN"] = arn
-    record["awsRegion"] = region
     return record
 
 

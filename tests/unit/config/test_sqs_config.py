@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -91,3 +92,24 @@ def test_a_changed_wait_time_restarts_the_route_alone(load: Load) -> None:
     assert change.functions_changed == change.restart_only == ()
     assert change.applicable
     assert change.summary() == "routes changed: uploads"
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"queue_url": QUEUE + ".fifo", "batch_size": 11, "batch_window": "1s"},
+     "batch_size: a FIFO queue takes at most 10 messages a batch (as on Lambda), got 11"),
+    ({"queue_url": QUEUE + ".fifo", "batch_window": "1s"},
+     "batch_window: a FIFO queue has no batching window (as on Lambda), got 1s; remove it"),
+    ({"batch_window": "301s"},
+     "batch_window: at most 300s (Lambda's MaximumBatchingWindowInSeconds), got 301s"),
+    ({"batch_size": 100}, "batch_size: more than 10 needs a batch_window to gather them in (as on Lambda: at "
+                          "least 1s), got batch_size 100 and no batch_window"),
+])
+def test_lambdas_batching_limits_are_refused_with_what_to_change(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make(**kw)
+
+
+def test_lambdas_batching_limits_accepted_at_their_edges() -> None:
+    assert make(queue_url=QUEUE + ".fifo", batch_size=10).batch_size == 10
+    assert make(batch_size=10_000, batch_window="300s").batch_window == 300
+    assert make(batch_size=10).batch_window == 0

@@ -188,7 +188,7 @@ async def test_fifo_bisect_keeps_the_later_messages_of_a_failed_group(harness: H
     await sqs.send(url, "B0", "B1", group="B")
     done: list[str] = []
     fn = FunctionInvoker(poison_handler({"A1"}, done))
-    async with harness.source(url, fn, concurrency=1, batch_size=10, batch_window="1s", bisect_on_error=True):
+    async with harness.source(url, fn, concurrency=1, batch_size=10, bisect_on_error=True):  # no window: FIFO
         await until(lambda: {"A0", "B0", "B1"} <= set(done), what="A0, B0 and B1 done")
         await until(lambda: fn.running == 0, what="idle")
     assert sorted(done) == ["A0", "B0", "B1"]

@@ -115,9 +115,13 @@ def test_message_attributes_in_lambda_shape() -> None:
 def test_record_keys_in_lambda_order() -> None:
     msg = {"MessageId": "m", "ReceiptHandle": "r", "Body": "x", "MD5OfBody": "h", "Attributes": {}}
     rec = to_record(msg, arn="arn:aws:sqs:eu-west-1:1:q", region="eu-west-1")
-    assert list(rec) == ["messageId", "receiptHandle", "body", "attributes", "messageAttributes", "md5OfBody",
-                         "eventSource", "eventSourceARN", "awsRegion"]
+    assert list(rec) == ["messageId", "receiptHandle", "body", "attributes", "messageAttributes",
+                         "md5OfMessageAttributes", "md5OfBody", "eventSource", "eventSourceARN", "awsRegion"]
     assert rec["eventSource"] == "aws:sqs"
+    assert rec["md5OfMessageAttributes"] is None  # no message attributes: null, as Lambda sends it
+    with_attributes = to_record({**msg, "MD5OfMessageAttributes": "a1"}, arn="arn:aws:sqs:eu-west-1:1:q",
+                                region="eu-west-1")
+    assert with_attributes["md5OfMessageAttributes"] == "a1"
 
 
 def test_region_of_arn() -> None:
