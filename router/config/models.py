@@ -310,6 +310,22 @@ class SqsDestinationConfig(Model):
     _queue_url = field_validator("queue_url")(_http_url)
 
 
+class SnsDestinationConfig(Model):
+    """Publishes the record as JSON to an SNS topic, as Lambda's SNS destination (a FIFO topic gets the
+    function's name as message group, ``requestId:condition`` as deduplication id)."""
+
+    type: Literal["sns"]
+    topic_arn: str = Field(description="arn:aws:sns:REGION:ACCOUNT:NAME")
+
+    @field_validator("topic_arn")
+    @classmethod
+    def _topic_arn(cls, v: str) -> str:
+        problem = arn_problem(v, "sns", "SNS topic")
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+
 class AmqpDestinationConfig(Model):
     """Publishes the record as JSON to ``exchange`` with ``routing_key`` (persistent, publisher confirms,
     mandatory: a record no queue receives is a failed delivery, kept and retried)."""
@@ -326,6 +342,7 @@ DestinationConfig = Annotated[
     | HttpDestinationConfig
     | FunctionDestinationConfig
     | SqsDestinationConfig
+    | SnsDestinationConfig
     | AmqpDestinationConfig,
     Field(discriminator="type"),
 ]
@@ -349,16 +366,37 @@ class BackoffConfig(Model):
 
 class DeadLetterConfig(Model):
     """Lambda's dead-letter queue (``DeadLetterConfig``) for a function's async events: an event that
-    fails (retries exhausted, too old) is sent there as it came, its error in message attributes."""
+    fails (retries exhausted, too old) is sent there as it came, its error in message attributes. An SQS
+    standard queue (``queue_url``) or an SNS topic (``topic_arn``), as on Lambda."""
 
-    queue_url: str = Field(description="URL of an SQS standard queue")
+    queue_url: str | None = Field(None, description="URL of an SQS standard queue")
+    topic_arn: str | None = Field(None, description="ARN of an SNS standard topic")
 
-    _queue_url = field_validator("queue_url")(_http_url)
+    _queue_url = field_validator("queue_url")(_optional_http_url)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> DeadLetterConfig:
+        if (self.queue_url is None) == (self.topic_arn is None):
+            raise ValueError("a dead-letter queue needs exactly one of queue_url (SQS) or topic_arn (SNS)")
+        return self
+
+    @field_validator("topic_arn")
+    @classmethod
+    def _standard_topic(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        problem = arn_problem(v, "sns", "SNS topic")
+        if problem is not None:
+            raise ValueError(problem)
+        if v.endswith(".fifo"):
+            raise ValueError("a dead-letter topic is an SNS standard topic here (a FIFO topic needs a "
+                             "message group a failed event does not have); async.on_failure takes one")
+        return v
 
     @field_validator("queue_url")
     @classmethod
-    def _standard_queue(cls, v: str) -> str:
-        if v.rstrip("/").endswith(".fifo"):
+    def _standard_queue(cls, v: str | None) -> str | None:
+        if v is not None and v.rstrip("/").endswith(".fifo"):
             raise ValueError("a dead-letter queue is an SQS standard queue here (a FIFO queue needs a "
                              "message group a failed event does not have); async.on_failure takes a FIFO "
                              "queue")
@@ -372,7 +410,7 @@ class AsyncConfig(Model):
     on_success: DestinationConfig | None = None
     on_failure: DestinationConfig | None = None
     dead_letter: DeadLetterConfig | None = Field(
-        None, description="an SQS queue that receives each failed event as it came (Lambda's DLQ)")
+        None, description="an SQS queue or SNS topic that gets each failed event as it came (Lambda's DLQ)")
 
 
 class HistoryConfig(Model):

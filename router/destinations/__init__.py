@@ -1,1 +1,1 @@
-"""Destinations of async invocation records: file, http, function, sqs, amqp."""
+"""Destinations of async invocation records: file, http, function, sqs, sns, amqp; and dead-letter queues."""

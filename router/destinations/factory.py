@@ -67,6 +67,10 @@ class DestinationBuilder:
             from router.destinations.sqs import SqsDestination
 
             return SqsDestination(cfg.queue_url, aws=config.aws)
+        if cfg.type == "sns":
+            from router.destinations.sns import SnsDestination
+
+            return SnsDestination(cfg.topic_arn, aws=config.aws)
         if cfg.type == "amqp":
             from router.destinations.amqp import AmqpConnections, AmqpDestination
 
@@ -76,7 +80,7 @@ class DestinationBuilder:
                                    connections=self._amqp, timeout=cfg.timeout)
         self.problems.append(
             f"{where}.type: destination type {cfg.type!r} is not supported; "
-            "use file, http, function, sqs or amqp"
+            "use file, http, function, sqs, sns or amqp"
         )
         return None
 
@@ -112,7 +116,7 @@ def build_destinations(
         if fn.async_.dead_letter is not None:
             from router.destinations.dead_letter import DeadLetterQueue
 
-            dests.dead_letter = DeadLetterQueue(fn.async_.dead_letter.queue_url, aws=config.aws)
+            dests.dead_letter = DeadLetterQueue(fn.async_.dead_letter, aws=config.aws)
         out[name] = dests
     builder.check()
     return out

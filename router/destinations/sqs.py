@@ -21,6 +21,15 @@ from router.errors import DestinationError
 from router.redaction import redact
 
 
+def fifo_ids(record: dict[str, Any]) -> tuple[str, str]:
+    """A destination record's message group (its function's name: one function's records stay in order)
+    and deduplication id (``requestId:condition``) on a FIFO queue or topic."""
+    ctx = record.get("requestContext") or {}
+    arn = str(ctx.get("functionArn") or "")
+    function = arn.partition(":function:")[2].split(":")[0] or "router"
+    return function[:128], f"{ctx.get('requestId', '')}:{ctx.get('condition', '')}"[:128]
+
+
 class SqsDestination:
     kind = "sqs"
 
@@ -38,12 +47,7 @@ class SqsDestination:
             kw["MessageSystemAttributes"] = {
                 lineage.SQS_ATTRIBUTE: {"DataType": "String", "StringValue": trace}}
         if self._fifo:
-            ctx = record.get("requestContext") or {}
-            arn = str(ctx.get("functionArn") or "")
-            function = arn.partition(":function:")[2].split(":")[0] or "router"
-            kw["MessageGroupId"] = function[:128]
-            dedup = f"{ctx.get('requestId', '')}:{ctx.get('condition', '')}"
-            kw["MessageDeduplicationId"] = dedup[:128]
+            kw["MessageGroupId"], kw["MessageDeduplicationId"] = fifo_ids(record)
         return kw
 
     async def send(self, record: dict[str, Any], trace: str | None = None) -> None:

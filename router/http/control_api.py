@@ -159,9 +159,10 @@ class ControlApi:
             out["Runtime"] = fn.runtime
         if fn.handler is not None:
             out["Handler"] = fn.handler
-        if fn.async_.dead_letter is not None:
-            out["DeadLetterConfig"] = {
-                "TargetArn": sqs_queue_arn(fn.async_.dead_letter.queue_url, self.config.aws.region)}
+        dlq = fn.async_.dead_letter
+        if dlq is not None:
+            out["DeadLetterConfig"] = {"TargetArn": dlq.topic_arn if dlq.queue_url is None
+                                       else sqs_queue_arn(dlq.queue_url, self.config.aws.region)}
         return out
 
     def destination_arn(self, dest: DestinationConfig) -> str:
@@ -171,6 +172,8 @@ class ControlApi:
                 return self.config.aws.function_arn(dest.function)
             case "sqs":
                 return sqs_queue_arn(dest.queue_url, self.config.aws.region)
+            case "sns":
+                return dest.topic_arn
             case "file":
                 return f"file:{dest.path}"
             case _:

@@ -28,6 +28,7 @@ _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)
 _CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE)
 _AT = re.compile(r"^at\(", re.IGNORECASE)
 _SQS_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:([a-z0-9-]+):(\d{12}):(.+)$")
+_SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+$")
 _VAR_CHARS = re.compile(r"[^A-Za-z0-9]+")
 _WEEKDAY_NUMBER = re.compile(r"\d+")
 
@@ -259,8 +260,38 @@ def destination(target: Any, kind: str, functions: dict[str, str], notes: Notes,
                            f"of yours; written as ${{{variable}:-{default}}}")
             return {"type": "sqs", "queue_url": placeholder(variable, default)}
         return {"type": "sqs", "queue_url": queue_url(target, notes, loc, what)}
+    if kind == "sns":
+        return {"type": "sns", "topic_arn": topic_arn(target, notes, loc, what)}
     notes.add(loc, f"{what}: {kind.upper() or 'this'} destinations are not supported by the router "
-                   "(function, sqs, amqp, http, file); destination left out")
+                   "(function, sqs, sns, amqp, http, file); destination left out")
+    return None
+
+
+def topic_arn(value: Any, notes: Notes, loc: Loc, what: str) -> str:
+    """The SNS topic ARN as written, or a placeholder when it stands for a topic the template creates
+    (or a bare name)."""
+    text = "" if value is None else str(value)
+    if _SNS_ARN.match(text) and not isinstance(value, ResourceValue):
+        return text
+    logical = value.logical if isinstance(value, ResourceValue) else ""
+    name = logical or text or "topic"
+    default = text if _SNS_ARN.match(text) else f"arn:aws:sns:us-east-1:000000000000:{name}"
+    variable = variable_name(name, "topic_arn")
+    origin = f"the template's topic {logical}" if logical else f"topic {name}"
+    notes.add(loc, f"{what}: {origin}: set {variable} to its ARN; written as ${{{variable}:-{default}}}")
+    return placeholder(variable, default)
+
+
+def dead_letter(target: Any, kind: str, notes: Notes, loc: Loc, what: str) -> dict[str, Any] | None:
+    """The router's ``async.dead_letter`` for Lambda's ``DeadLetterConfig`` target (an SQS queue or SNS
+    topic; ``kind`` SQS / SNS, or "" to tell from the ARN)."""
+    text = "" if target is None else str(target)
+    kind = kind.lower() or (text.split(":")[2] if text.count(":") >= 5 else "")
+    if kind == "sqs":
+        return {"queue_url": queue_url(target, notes, loc, what)}
+    if kind == "sns":
+        return {"topic_arn": topic_arn(target, notes, loc, what)}
+    notes.add(loc, f"{what}: a dead-letter target is an SQS queue or an SNS topic; left out")
     return None
 
 

@@ -17,7 +17,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FUNCTION_KEYS = {
     "Runtime", "Handler", "CodeUri", "Code", "InlineCode", "MemorySize", "Timeout", "Environment", "Layers",
     "ReservedConcurrentExecutions", "EventInvokeConfig", "Events", "FunctionName", "Description",
-    "PackageType", "SnapStart", "ProvisionedConcurrencyConfig",
+    "PackageType", "SnapStart", "ProvisionedConcurrencyConfig", "DeadLetterQueue", "DeadLetterConfig",
 }
 _FUNCTION_IGNORED = {
     "Policies", "Role", "Architectures", "Tags", "PermissionsBoundary", "KmsKeyArn", "CodeSigningConfigArn",
@@ -180,6 +180,15 @@ def _function(template: Template, props: dict[str, Any], loc: Loc, resolver: Res
         fn_async = _async(invoke, (*loc, "EventInvokeConfig"), resolver, functions, notes)
         if fn_async:
             fn["async"] = fn_async
+    for key in ("DeadLetterQueue", "DeadLetterConfig"):  # SAM's, and AWS::Lambda::Function's
+        dlq = props.get(key)
+        if isinstance(dlq, dict) and dlq.get("TargetArn") is not None:
+            at = (*loc, key, "TargetArn")
+            target = try_resolve(resolver, dlq["TargetArn"], notes, at, f"{name} {key}")
+            dead = None if target is None else c.dead_letter(target, str(dlq.get("Type", "")), notes, at,
+                                                             f"{name} {key}")
+            if dead is not None:
+                fn.setdefault("async", {})["dead_letter"] = dead
     return fn
 
 

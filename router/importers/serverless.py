@@ -18,7 +18,7 @@ MEMORY_DEFAULT, TIMEOUT_DEFAULT = 1024, 6  # the Serverless Framework's own defa
 _FUNCTION_KEYS = {"handler", "runtime", "memorySize", "timeout", "environment", "layers",
                   "reservedConcurrency", "provisionedConcurrency",
                   "maximumRetryAttempts", "maximumEventAge", "destinations", "events", "description", "name",
-                  "image", "package", "snapStart"}
+                  "image", "package", "snapStart", "onError"}
 _FUNCTION_IGNORED = {"role", "iamRoleStatements", "architecture", "tags", "tracing", "vpc", "kmsKeyArn",
                      "layersTarget", "url", "logRetentionInDays",
                      "ephemeralStorage"}
@@ -177,6 +177,12 @@ def _function(ctx: _Context, name: str, raw: dict[str, Any], provider: dict[str,
         dest = c.destination(resolved, kind, ctx.functions, notes, dloc, f"{name} {key}")
         if dest is not None:
             async_[target] = dest
+    if raw.get("onError") is not None:  # the function's DeadLetterConfig target (an SNS or SQS ARN)
+        resolved = ctx.value(raw["onError"], (*loc, "onError"), f"{name} onError")
+        dead = None if resolved is None else c.dead_letter(resolved, "", notes, (*loc, "onError"),
+                                                           f"{name} onError")
+        if dead is not None:
+            async_["dead_letter"] = dead
     if async_:
         fn["async"] = async_
     return fn

@@ -31,7 +31,8 @@ def sqs_client(moto_server: str) -> Iterator[Any]:
     client.close()
 
 
-def _router(router_factory: RouterFactory, tmp_path: Path, moto_server: str, dlq_url: str) -> RouterProcess:
+def _router(router_factory: RouterFactory, tmp_path: Path, moto_server: str, dlq_url: str, *,
+            dead_letter: str | None = None, on_failure: str | None = None) -> RouterProcess:
     router_factory.write_function("fails", """
         import json
 
@@ -51,8 +52,8 @@ def _router(router_factory: RouterFactory, tmp_path: Path, moto_server: str, dlq
             code: {tmp_path / 'functions' / 'fails'}
             async:
               retries: 0
-              dead_letter: {{queue_url: "{dlq_url}"}}
-              on_failure: {{type: file, path: {tmp_path / 'failed.jsonl'}}}
+              dead_letter: {dead_letter or f'{{queue_url: "{dlq_url}"}}'}
+              on_failure: {on_failure or f"{{type: file, path: {tmp_path / 'failed.jsonl'}}}"}
         routes:
           - name: orders
             source: {{type: webhook, path: /orders}}
@@ -124,3 +125,59 @@ def test_a_dead_letter_queue_that_refuses_is_counted_and_the_event_kept(
                     env={"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET})
     assert listed.returncode == 0, listed.stderr
     assert [f["request_id"] for f in json.loads(listed.stdout)["failures"]] == [request_id]
+
+
+def _subscribed_queue(moto_server: str, sqs_client: Any, name: str) -> tuple[str, str]:
+    """An SNS topic and the URL of an SQS queue subscribed to it with raw delivery (the message and its
+    attributes as they were published)."""
+    sns = boto3.client("sns", region_name=REGION, endpoint_url=moto_server, aws_access_key_id="x",
+                       aws_secret_access_key="x")
+    topic = sns.create_topic(Name=f"{name}-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    url = sqs_client.create_queue(QueueName=f"{name}-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    sns.close()
+    return topic, url
+
+
+def _one_message(sqs_client: Any, url: str, what: str) -> dict[str, Any]:
+    got: list[dict[str, Any]] = []
+
+    def received() -> bool:
+        got.extend(sqs_client.receive_message(QueueUrl=url, MessageAttributeNames=["All"],
+                                              WaitTimeSeconds=1).get("Messages", []))
+        return bool(got)
+
+    until_sync(received, what, deadline=60)
+    (message,) = got
+    return message
+
+
+@pytest.mark.timeout(120)
+def test_sns_as_the_dead_letter_topic_and_the_on_failure_destination(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
+) -> None:
+    """Lambda's other target kind: an SNS topic as the dead-letter target (the event as it came, the same
+    attributes) and as the on_failure destination (the record as the message)."""
+    dlq_topic, dlq_url = _subscribed_queue(moto_server, sqs_client, "dlq")
+    failed_topic, failed_url = _subscribed_queue(moto_server, sqs_client, "failed")
+    rp = _router(router_factory, tmp_path, moto_server, "", dead_letter=f'{{topic_arn: "{dlq_topic}"}}',
+                 on_failure=f'{{type: sns, topic_arn: "{failed_topic}"}}')
+    request_id = _post(rp)
+    message = _one_message(sqs_client, dlq_url, "the event through the dead-letter topic")
+    assert json.loads(message["Body"])["body"] == EVENT.decode()
+    attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attributes == {"RequestID": request_id, "ErrorCode": "200",
+                          "ErrorMessage": "order 7 cannot be packed"}
+    record = json.loads(_one_message(sqs_client, failed_url, "the record through the on_failure topic")
+                        ["Body"])
+    assert record["requestContext"]["requestId"] == request_id
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["responsePayload"]["errorMessage"] == "order 7 cannot be packed"
+    client = boto3.client("lambda", endpoint_url=rp.url, region_name=REGION, aws_access_key_id=KEY_ID,
+                          aws_secret_access_key=SECRET)
+    configuration = client.get_function_configuration(FunctionName="fails")
+    assert configuration["DeadLetterConfig"] == {"TargetArn": dlq_topic}
+    invoke_config = client.get_function_event_invoke_config(FunctionName="fails")
+    assert invoke_config["DestinationConfig"]["OnFailure"] == {"Destination": failed_topic}
+    client.close()

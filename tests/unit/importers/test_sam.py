@@ -353,3 +353,49 @@ Resources:
     notes = listed(err)
     assert "InlineCode" in notes[9]
     assert "runtime java21: not supported by the router" in notes[17]
+
+
+def test_sns_destination_and_dead_letter_queues(tmp_path: Path) -> None:
+    """SAM's DeadLetterQueue (and AWS::Lambda::Function's DeadLetterConfig) becomes async.dead_letter; an
+    SNS destination an sns destination; a topic the template creates a placeholder to set."""
+    text, err, status = do_import(tmp_path, "sam", HEAD + f"""\
+Resources:
+  Main:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: {PY}
+      Handler: app.handler
+      CodeUri: src
+      DeadLetterQueue:
+        Type: SQS
+        TargetArn: arn:aws:sqs:eu-west-1:123456789012:main-dlq
+      EventInvokeConfig:
+        DestinationConfig:
+          OnFailure:
+            Type: SNS
+            Destination: !Ref Alerts
+  Plain:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: {PY}
+      Handler: app.handler
+      Code: src
+      DeadLetterConfig:
+        TargetArn: arn:aws:sns:eu-west-1:123456789012:plain-dlq
+  Alerts:
+    Type: AWS::SNS::Topic
+""")
+    assert status == 0, err
+    config = load(tmp_path)
+    main = config.functions["Main"].async_
+    assert main.dead_letter is not None
+    assert main.dead_letter.queue_url == "https://sqs.eu-west-1.amazonaws.com/123456789012/main-dlq"
+    assert isinstance(main.on_failure, m.SnsDestinationConfig)
+    assert main.on_failure.topic_arn == "arn:aws:sns:us-east-1:000000000000:Alerts"
+    assert "topic_arn: ${ALERTS_TOPIC_ARN:-arn:aws:sns:us-east-1:000000000000:Alerts}" in text
+    assert any("set ALERTS_TOPIC_ARN" in note for note in listed(err).values())
+    plain = config.functions["Plain"].async_.dead_letter
+    assert plain is not None
+    assert plain.topic_arn == "arn:aws:sns:eu-west-1:123456789012:plain-dlq"
+    assert "set MAIN_DLQ_URL to its URL" in err  # a queue: its URL to set, as for any queue
+    assert "no router equivalent" not in err  # the dead-letter keys are imported, not left out

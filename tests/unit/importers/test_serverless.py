@@ -173,6 +173,7 @@ functions:
         arn: arn:aws:sqs:us-east-1:123456789012:failed
   audit:
     handler: h.audit
+    onError: arn:aws:sqs:us-east-1:123456789012:audit-dlq
     destinations:
       onFailure: arn:aws:sns:us-east-1:123456789012:alerts
 layers:
@@ -187,13 +188,18 @@ layers:
     assert isinstance(main.async_.on_success, m.FunctionDestinationConfig)
     assert main.async_.on_success.function == "audit"
     assert isinstance(main.async_.on_failure, m.SqsDestinationConfig)
-    assert config.functions["audit"].async_.on_failure is None
+    audit = config.functions["audit"].async_
+    assert isinstance(audit.on_failure, m.SnsDestinationConfig)
+    assert audit.on_failure.topic_arn == "arn:aws:sns:us-east-1:123456789012:alerts"
+    assert audit.dead_letter is not None  # onError: the function's DeadLetterConfig
+    assert audit.dead_letter.queue_url == "https://sqs.us-east-1.amazonaws.com/123456789012/audit-dlq"
     notes = listed(err)
     assert main.layers == [str(tmp_path / "libs" / "shared")]  # the service's own layer: written
     assert ("layers: arn:aws:lambda:us-east-1:123456789012:layer:common:1: not a layer of this service"
             in notes[10])
     assert "set FAILED_URL" in notes[15]
-    assert "SNS destinations are not supported" in notes[19]
+    assert "set AUDIT_DLQ_URL" in notes[18]
+    assert 20 not in notes  # the SNS destination is imported as it is
 
 
 def test_refuses_other_providers_and_sam_templates(tmp_path: Path) -> None:
