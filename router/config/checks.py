@@ -17,6 +17,7 @@ _ARN = re.compile(
 _KINESIS_STREAM = re.compile(r"^stream/[A-Za-z0-9_.-]{1,128}$")
 _DYNAMODB_STREAM = re.compile(r"^table/[A-Za-z0-9_.-]{1,255}/stream/[^/]+$")
 _SNS_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+_EVENT_BUS = re.compile(r"^event-bus/[A-Za-z0-9/_.-]{1,256}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _LAMBDA_NAME = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:[a-z]{2}(?:-[a-z]+)+-\d+:\d{12}:function:|\d{12}:function:)?"
@@ -70,17 +71,19 @@ def url_problem(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str |
 
 def arn_problem(arn: str, service: str, kind: str) -> str | None:
     """Why ``arn`` is not the ARN of a ``kind`` of ``service`` (``kinesis`` stream, ``dynamodb`` stream,
-    ``sns`` topic)."""
+    ``sns`` topic, ``events`` event bus)."""
     if service == "kinesis":
         example, resource = "arn:aws:kinesis:REGION:ACCOUNT:stream/NAME", _KINESIS_STREAM
     elif service == "sns":
         example, resource = "arn:aws:sns:REGION:ACCOUNT:NAME", _SNS_TOPIC
+    elif service == "events":
+        example, resource = "arn:aws:events:REGION:ACCOUNT:event-bus/NAME", _EVENT_BUS
     else:
         example, resource = "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL", _DYNAMODB_STREAM
     m = _ARN.match(arn)
     if (m is None or m["service"] != service or not _REGION.match(m["region"]) or not m["account"]
             or not resource.match(m["resource"])):
-        article = "an" if kind.startswith(("SNS", "A", "E", "I", "O", "U")) else "a"
+        article = "an" if kind.startswith(("SNS", "EventBridge", "A", "I", "O", "U")) else "a"
         return f"not {article} {kind} ARN; expected {example} (ACCOUNT: 12 digits)"
     return None
 

@@ -326,6 +326,23 @@ class SnsDestinationConfig(Model):
         return v
 
 
+class EventBridgeDestinationConfig(Model):
+    """Puts the record on an EventBridge event bus as Lambda's EventBridge destination does: source
+    ``lambda``, detail-type ``Lambda Function Invocation Result - Success`` (or ``- Failure``), the
+    record as its detail, the bus and the function as its resources."""
+
+    type: Literal["eventbridge"]
+    event_bus_arn: str = Field(description="arn:aws:events:REGION:ACCOUNT:event-bus/NAME")
+
+    @field_validator("event_bus_arn")
+    @classmethod
+    def _bus_arn(cls, v: str) -> str:
+        problem = arn_problem(v, "events", "EventBridge event bus")
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+
 class AmqpDestinationConfig(Model):
     """Publishes the record as JSON to ``exchange`` with ``routing_key`` (persistent, publisher confirms,
     mandatory: a record no queue receives is a failed delivery, kept and retried)."""
@@ -343,6 +360,7 @@ DestinationConfig = Annotated[
     | FunctionDestinationConfig
     | SqsDestinationConfig
     | SnsDestinationConfig
+    | EventBridgeDestinationConfig
     | AmqpDestinationConfig,
     Field(discriminator="type"),
 ]

@@ -1,1 +1,2 @@
-"""Destinations of async invocation records: file, http, function, sqs, sns, amqp; and dead-letter queues."""
+"""Destinations of async invocation records (file, http, function, sqs, sns, eventbridge, amqp), and
+dead-letter queues."""

@@ -71,6 +71,10 @@ class DestinationBuilder:
             from router.destinations.sns import SnsDestination
 
             return SnsDestination(cfg.topic_arn, aws=config.aws)
+        if cfg.type == "eventbridge":
+            from router.destinations.eventbridge import EventBridgeDestination
+
+            return EventBridgeDestination(cfg.event_bus_arn, aws=config.aws)
         if cfg.type == "amqp":
             from router.destinations.amqp import AmqpConnections, AmqpDestination
 
@@ -80,7 +84,7 @@ class DestinationBuilder:
                                    connections=self._amqp, timeout=cfg.timeout)
         self.problems.append(
             f"{where}.type: destination type {cfg.type!r} is not supported; "
-            "use file, http, function, sqs, sns or amqp"
+            "use file, http, function, sqs, sns, eventbridge or amqp"
         )
         return None
 

@@ -174,6 +174,8 @@ class ControlApi:
                 return sqs_queue_arn(dest.queue_url, self.config.aws.region)
             case "sns":
                 return dest.topic_arn
+            case "eventbridge":
+                return dest.event_bus_arn
             case "file":
                 return f"file:{dest.path}"
             case _:

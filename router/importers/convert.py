@@ -29,6 +29,7 @@ _CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE)
 _AT = re.compile(r"^at\(", re.IGNORECASE)
 _SQS_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:([a-z0-9-]+):(\d{12}):(.+)$")
 _SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+$")
+_EVENT_BUS_ARN = re.compile(r"^arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/[A-Za-z0-9/_.-]+$")
 _VAR_CHARS = re.compile(r"[^A-Za-z0-9]+")
 _WEEKDAY_NUMBER = re.compile(r"\d+")
 
@@ -262,8 +263,10 @@ def destination(target: Any, kind: str, functions: dict[str, str], notes: Notes,
         return {"type": "sqs", "queue_url": queue_url(target, notes, loc, what)}
     if kind == "sns":
         return {"type": "sns", "topic_arn": topic_arn(target, notes, loc, what)}
+    if kind in ("eventbridge", "events"):
+        return {"type": "eventbridge", "event_bus_arn": event_bus_arn(target, notes, loc, what)}
     notes.add(loc, f"{what}: {kind.upper() or 'this'} destinations are not supported by the router "
-                   "(function, sqs, sns, amqp, http, file); destination left out")
+                   "(function, sqs, sns, eventbridge, amqp, http, file); destination left out")
     return None
 
 
@@ -278,6 +281,21 @@ def topic_arn(value: Any, notes: Notes, loc: Loc, what: str) -> str:
     default = text if _SNS_ARN.match(text) else f"arn:aws:sns:us-east-1:000000000000:{name}"
     variable = variable_name(name, "topic_arn")
     origin = f"the template's topic {logical}" if logical else f"topic {name}"
+    notes.add(loc, f"{what}: {origin}: set {variable} to its ARN; written as ${{{variable}:-{default}}}")
+    return placeholder(variable, default)
+
+
+def event_bus_arn(value: Any, notes: Notes, loc: Loc, what: str) -> str:
+    """The event bus ARN as written, or a placeholder when it stands for a bus the template creates."""
+    text = "" if value is None else str(value)
+    if _EVENT_BUS_ARN.match(text) and not isinstance(value, ResourceValue):
+        return text
+    logical = value.logical if isinstance(value, ResourceValue) else ""
+    name = logical or text.rsplit("/", 1)[-1] or "default"
+    default = (text if _EVENT_BUS_ARN.match(text)
+               else f"arn:aws:events:us-east-1:000000000000:event-bus/{name}")
+    variable = variable_name(name, "event_bus_arn")
+    origin = f"the template's event bus {logical}" if logical else f"event bus {name}"
     notes.add(loc, f"{what}: {origin}: set {variable} to its ARN; written as ${{{variable}:-{default}}}")
     return placeholder(variable, default)
 

@@ -181,3 +181,33 @@ def test_sns_as_the_dead_letter_topic_and_the_on_failure_destination(
     invoke_config = client.get_function_event_invoke_config(FunctionName="fails")
     assert invoke_config["DestinationConfig"]["OnFailure"] == {"Destination": failed_topic}
     client.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_eventbridge_destination_puts_lambdas_event_on_the_bus(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
+) -> None:
+    """Lambda's EventBridge destination: source lambda, detail-type "Lambda Function Invocation Result -
+    Failure", the record as detail, the bus and the function as resources (read back through a rule
+    whose target is a queue)."""
+    events = boto3.client("events", region_name=REGION, endpoint_url=moto_server, aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    bus = events.create_event_bus(Name=f"results-{uuid.uuid4().hex[:8]}")["EventBusArn"]
+    url = sqs_client.create_queue(QueueName=f"results-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bus_name = bus.rsplit("/", 1)[1]
+    events.put_rule(Name="from-lambda", EventBusName=bus_name,
+                    EventPattern=json.dumps({"source": ["lambda"]}))
+    events.put_targets(Rule="from-lambda", EventBusName=bus_name, Targets=[{"Id": "queue", "Arn": arn}])
+    events.close()
+    dlq_url = sqs_client.create_queue(QueueName=f"dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    rp = _router(router_factory, tmp_path, moto_server, dlq_url,
+                 on_failure=f'{{type: eventbridge, event_bus_arn: "{bus}"}}')
+    request_id = _post(rp)
+    event = json.loads(_one_message(sqs_client, url, "the record through the event bus")["Body"])
+    assert event["source"] == "lambda"
+    assert event["detail-type"] == "Lambda Function Invocation Result - Failure"
+    assert event["resources"] == [bus, "arn:aws:lambda:us-east-1:123456789012:function:fails:$LATEST"]
+    assert event["detail"]["requestContext"]["requestId"] == request_id
+    assert event["detail"]["requestContext"]["condition"] == "RetriesExhausted"
+    assert event["detail"]["responsePayload"]["errorMessage"] == "order 7 cannot be packed"

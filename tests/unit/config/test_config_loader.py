@@ -273,7 +273,7 @@ def test_unknown_destination_and_auth_types(problems: Problems) -> None:
         "  source: {type: webhook, path: /a, auth: {type: basic}}\n"
     ) == [
         "router.yaml:6:32: functions.resize.async.on_failure.type: unknown type 's3'; "
-        "valid types: file, http, function, sqs, sns, amqp",
+        "valid types: file, http, function, sqs, sns, eventbridge, amqp",
         "router.yaml:10:50: routes[0].source.auth.type: unknown type 'basic'; "
         "valid types: hmac, standard_webhooks, bearer, api_key",
     ]

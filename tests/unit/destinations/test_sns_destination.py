@@ -1,4 +1,4 @@
-"""The sns destination's Publish arguments, and the dead-letter message as SNS takes it."""
+"""The sns and eventbridge destinations' calls, and the dead-letter message as SNS takes it."""
 
 from __future__ import annotations
 
@@ -49,3 +49,16 @@ def test_the_dead_letter_message_for_sns_has_the_same_body_and_attributes() -> N
 def test_a_dead_letter_target_is_refused_with_why(dead_letter: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         AsyncConfig.model_validate({"dead_letter": dead_letter})
+
+
+def test_the_eventbridge_entry_is_lambdas() -> None:
+    from router.destinations.eventbridge import EventBridgeDestination
+
+    bus = "arn:aws:events:us-east-1:123456789012:event-bus/results"
+    dest = EventBridgeDestination(bus, aws=AwsConfig())
+    entry = dest.entry(RECORD)
+    assert entry == {"Source": "lambda", "DetailType": "Lambda Function Invocation Result - Failure",
+                     "Detail": json.dumps(RECORD), "EventBusName": bus,
+                     "Resources": [bus, RECORD["requestContext"]["functionArn"]]}
+    success = {**RECORD, "requestContext": {**RECORD["requestContext"], "condition": "Success"}}
+    assert dest.entry(success)["DetailType"] == "Lambda Function Invocation Result - Success"

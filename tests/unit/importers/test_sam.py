@@ -355,9 +355,9 @@ Resources:
     assert "runtime java21: not supported by the router" in notes[17]
 
 
-def test_sns_destination_and_dead_letter_queues(tmp_path: Path) -> None:
-    """SAM's DeadLetterQueue (and AWS::Lambda::Function's DeadLetterConfig) becomes async.dead_letter; an
-    SNS destination an sns destination; a topic the template creates a placeholder to set."""
+def test_sns_and_eventbridge_destinations_and_dead_letter_queues(tmp_path: Path) -> None:
+    """SAM's DeadLetterQueue (and AWS::Lambda::Function's DeadLetterConfig) becomes async.dead_letter; SNS
+    and EventBridge destinations their router kinds; a topic the template creates a placeholder to set."""
     text, err, status = do_import(tmp_path, "sam", HEAD + f"""\
 Resources:
   Main:
@@ -374,6 +374,9 @@ Resources:
           OnFailure:
             Type: SNS
             Destination: !Ref Alerts
+          OnSuccess:
+            Type: EventBridge
+            Destination: arn:aws:events:eu-west-1:123456789012:event-bus/results
   Plain:
     Type: AWS::Lambda::Function
     Properties:
@@ -394,6 +397,8 @@ Resources:
     assert main.on_failure.topic_arn == "arn:aws:sns:us-east-1:000000000000:Alerts"
     assert "topic_arn: ${ALERTS_TOPIC_ARN:-arn:aws:sns:us-east-1:000000000000:Alerts}" in text
     assert any("set ALERTS_TOPIC_ARN" in note for note in listed(err).values())
+    assert isinstance(main.on_success, m.EventBridgeDestinationConfig)
+    assert main.on_success.event_bus_arn == "arn:aws:events:eu-west-1:123456789012:event-bus/results"
     plain = config.functions["Plain"].async_.dead_letter
     assert plain is not None
     assert plain.topic_arn == "arn:aws:sns:eu-west-1:123456789012:plain-dlq"
