@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,6 +50,16 @@ def _http_url(v: str) -> str:
 
 def _optional_http_url(v: str | None) -> str | None:
     return None if not v else _http_url(v)
+
+
+def _arn_of(service: str, kind: str) -> Callable[[str], str]:
+    """A field check: the value is the ARN of a ``kind`` of ``service`` (``checks.arn_problem``)."""
+    def check(v: str) -> str:
+        problem = arn_problem(v, service, kind)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+    return check
 
 
 class Model(BaseModel):
@@ -317,13 +328,7 @@ class SnsDestinationConfig(Model):
     type: Literal["sns"]
     topic_arn: str = Field(description="arn:aws:sns:REGION:ACCOUNT:NAME")
 
-    @field_validator("topic_arn")
-    @classmethod
-    def _topic_arn(cls, v: str) -> str:
-        problem = arn_problem(v, "sns", "SNS topic")
-        if problem is not None:
-            raise ValueError(problem)
-        return v
+    _topic_arn = field_validator("topic_arn")(_arn_of("sns", "SNS topic"))
 
 
 class EventBridgeDestinationConfig(Model):
@@ -334,13 +339,7 @@ class EventBridgeDestinationConfig(Model):
     type: Literal["eventbridge"]
     event_bus_arn: str = Field(description="arn:aws:events:REGION:ACCOUNT:event-bus/NAME")
 
-    @field_validator("event_bus_arn")
-    @classmethod
-    def _bus_arn(cls, v: str) -> str:
-        problem = arn_problem(v, "events", "EventBridge event bus")
-        if problem is not None:
-            raise ValueError(problem)
-        return v
+    _bus_arn = field_validator("event_bus_arn")(_arn_of("events", "EventBridge event bus"))
 
 
 class AmqpDestinationConfig(Model):
@@ -403,9 +402,7 @@ class DeadLetterConfig(Model):
     def _standard_topic(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        problem = arn_problem(v, "sns", "SNS topic")
-        if problem is not None:
-            raise ValueError(problem)
+        _arn_of("sns", "SNS topic")(v)
         if v.endswith(".fifo"):
             raise ValueError("a dead-letter topic is an SNS standard topic here (a FIFO topic needs a "
                              "message group a failed event does not have); async.on_failure takes one")
@@ -902,25 +899,13 @@ class StreamSourceBase(Model):
 class KinesisSourceConfig(StreamSourceBase):
     type: Literal["kinesis"]
 
-    @field_validator("stream_arn")
-    @classmethod
-    def _stream_arn(cls, v: str) -> str:
-        problem = arn_problem(v, "kinesis", "Kinesis stream")
-        if problem is not None:
-            raise ValueError(problem)
-        return v
+    _stream_arn = field_validator("stream_arn")(_arn_of("kinesis", "Kinesis stream"))
 
 
 class DynamodbStreamSourceConfig(StreamSourceBase):
     type: Literal["dynamodb_stream"]
 
-    @field_validator("stream_arn")
-    @classmethod
-    def _stream_arn(cls, v: str) -> str:
-        problem = arn_problem(v, "dynamodb", "DynamoDB stream")
-        if problem is not None:
-            raise ValueError(problem)
-        return v
+    _stream_arn = field_validator("stream_arn")(_arn_of("dynamodb", "DynamoDB stream"))
 
     @field_validator("starting_position")
     @classmethod
