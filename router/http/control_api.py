@@ -209,38 +209,50 @@ class ControlApi:
         return out
 
     def mapping(self, route: RouteConfig) -> dict[str, Any]:
-        """The EventSourceMappingConfiguration of a polling route."""
+        """The EventSourceMappingConfiguration of a polling route, with the keys Lambda's answers have
+        (as captured from AWS in LocalStack's validated snapshots): ``FunctionResponseTypes`` always
+        (``[]`` without ReportBatchItemFailures), ``FilterCriteria`` with filters; for SQS no
+        ``LastProcessingResult`` and ``ScalingConfig`` only when set; for streams ``DestinationConfig``
+        always (``{"OnFailure": {}}`` without one), ``TumblingWindowInSeconds`` 0 and "User action"."""
         src = route.source
         enabled = self.controls.route_enabled(route.name)
+        aws = self.config.aws
+        uuid_ = mapping_uuid(route.name)
         out: dict[str, Any] = {
-            "UUID": mapping_uuid(route.name),
-            "FunctionArn": self.config.aws.function_arn(route.function),
+            "UUID": uuid_,
+            "EventSourceMappingArn": (f"arn:aws:lambda:{aws.region}:{aws.account_id}:"
+                                      f"event-source-mapping:{uuid_}"),
+            "FunctionArn": aws.function_arn(route.function),
             "LastModified": self.controls.route_updated(route.name) or self.started,
             "State": "Enabled" if enabled else "Disabled",
             "StateTransitionReason": "USER_INITIATED",
-            "LastProcessingResult": "No records processed",
         }
+        if route.filters:
+            out["FilterCriteria"] = {"Filters": [{"Pattern": json.dumps(p)} for p in route.filters]}
         if isinstance(src, SqsSourceConfig):
-            out.update(EventSourceArn=sqs_queue_arn(src.queue_url, self.config.aws.region),
-                       BatchSize=src.batch_size, MaximumBatchingWindowInSeconds=int(src.batch_window),
-                       ScalingConfig={"MaximumConcurrency": src.max_concurrency})
-            if src.report_batch_item_failures:
-                out["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
+            out.update(EventSourceArn=sqs_queue_arn(src.queue_url, aws.region), BatchSize=src.batch_size,
+                       MaximumBatchingWindowInSeconds=int(src.batch_window),
+                       FunctionResponseTypes=["ReportBatchItemFailures"] if src.report_batch_item_failures
+                       else [])
+            if "max_concurrency" in src.model_fields_set:
+                out["ScalingConfig"] = {"MaximumConcurrency": src.max_concurrency}
         elif isinstance(src, KinesisSourceConfig | DynamodbStreamSourceConfig):
+            failure = ({} if src.on_failure is None
+                       else {"Destination": self.destination_arn(src.on_failure)})
             out.update(EventSourceArn=src.stream_arn, BatchSize=src.batch_size,
                        MaximumBatchingWindowInSeconds=int(src.batch_window),
                        StartingPosition=src.starting_position, ParallelizationFactor=src.parallelization,
                        BisectBatchOnFunctionError=src.bisect_on_error,
                        MaximumRetryAttempts=src.max_retry_attempts,
-                       MaximumRecordAgeInSeconds=int(src.max_record_age))
-            if src.report_batch_item_failures:
-                out["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
-            if src.on_failure is not None:
-                failure = {"Destination": self.destination_arn(src.on_failure)}
-                out["DestinationConfig"] = {"OnFailure": failure}
+                       MaximumRecordAgeInSeconds=int(src.max_record_age),
+                       FunctionResponseTypes=["ReportBatchItemFailures"] if src.report_batch_item_failures
+                       else [],
+                       DestinationConfig={"OnFailure": failure}, TumblingWindowInSeconds=0,
+                       StateTransitionReason="User action", LastProcessingResult="No records processed")
         elif isinstance(src, AmqpSourceConfig):
             out.update(EventSourceArn=safe_url(src.url), BatchSize=src.batch_size,
-                       MaximumBatchingWindowInSeconds=int(src.batch_window), Queues=[src.queue])
+                       MaximumBatchingWindowInSeconds=int(src.batch_window), Queues=[src.queue],
+                       FunctionResponseTypes=[])
         return out
 
     # --- lookups ----------------------------------------------------------------------------------------

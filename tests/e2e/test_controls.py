@@ -114,6 +114,13 @@ def test_update_event_source_mapping_pauses_an_sqs_route(running: RouterProcess,
     assert mapping["EventSourceArn"].startswith("arn:aws:sqs:us-east-1:")
     assert mapping["FunctionArn"] == "arn:aws:lambda:us-east-1:123456789012:function:record"
     assert mapping["BatchSize"] == 10
+    # the keys of Lambda's SQS mapping: response types always, no ScalingConfig unless set, no
+    # LastProcessingResult (a stream's), the mapping's own ARN
+    assert mapping["FunctionResponseTypes"] == []
+    assert "ScalingConfig" not in mapping
+    assert "LastProcessingResult" not in mapping
+    assert mapping["EventSourceMappingArn"] == (
+        f"arn:aws:lambda:us-east-1:123456789012:event-source-mapping:{mapping['UUID']}")
     got = client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
     assert got["State"] == "Disabled"
     assert client.get_event_source_mapping(UUID=mapping["UUID"])["State"] == "Disabled"
@@ -125,7 +132,7 @@ def test_update_event_source_mapping_pauses_an_sqs_route(running: RouterProcess,
     same = client.update_event_source_mapping(
         UUID=mapping["UUID"], Enabled=False, BatchSize=10,
         MaximumBatchingWindowInSeconds=mapping["MaximumBatchingWindowInSeconds"],
-        ScalingConfig=mapping["ScalingConfig"])
+        FunctionResponseTypes=mapping["FunctionResponseTypes"])
     assert same["State"] == "Disabled"
     assert same["BatchSize"] == 10
     with pytest.raises(client.exceptions.ResourceNotFoundException):
