@@ -17,9 +17,11 @@ class BatchResponseError(ValueError):
 def reported_failures(payload: bytes, batch_ids: set[str]) -> set[str]:
     """The message ids a function reported in ``{"batchItemFailures": [{"itemIdentifier": id}]}``.
 
-    Success of every message: an empty or null response, no or a null or an empty ``batchItemFailures``.
-    Raises ``BatchResponseError`` (the whole batch failed, as Lambda treats it) for a response that is not
-    JSON or not an object, a ``batchItemFailures`` that is not a list, or an entry whose
+    Success of every message: an empty or null response, an empty JSON string or list (a handler that
+    returned ``""`` or ``[]``: Lambda's stream mappings take both as success, as captured from AWS in
+    LocalStack's validated snapshots), no or a null or an empty ``batchItemFailures``. Raises
+    ``BatchResponseError`` (the whole batch failed, as Lambda treats it) for a response that is not JSON
+    or another non-object, a ``batchItemFailures`` that is not a list, or an entry whose
     ``itemIdentifier`` is missing, null, empty or not a message of the batch.
     """
     if not payload.strip():
@@ -28,7 +30,7 @@ def reported_failures(payload: bytes, batch_ids: set[str]) -> set[str]:
         response = json.loads(payload)
     except ValueError as exc:
         raise BatchResponseError("the response is not JSON") from exc
-    if response is None:
+    if response is None or response == "" or response == []:
         return set()
     if not isinstance(response, dict):
         raise BatchResponseError(f"the response is a JSON {type(response).__name__}, not an object")
