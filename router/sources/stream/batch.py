@@ -20,7 +20,6 @@ from router.sources.batch_bisect import halves as bisect  # the one split, share
 from router.sources.batch_response import BatchResponseError, reported_failures
 from router.sources.stream.api import StreamRecord, seq_key
 
-"""Lambda's synchronous request limit: a batch's event never exceeds it."""
 ENVELOPE = len(b'{"Records":[]}')
 """Bytes of the event around its records."""
 
