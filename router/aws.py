@@ -141,11 +141,6 @@ def region_of(arn: str, default: str) -> str:
     return parts[3] if len(parts) >= 5 and parts[0] == "arn" and parts[3] else default
 
 
-def is_fifo(queue_url: str) -> bool:
-    """Whether an SQS queue URL names a FIFO queue (its name ends in ``.fifo``)."""
-    return queue_url.rstrip("/").endswith(".fifo")
-
-
 def _epoch_or_parsed(value: Any) -> Any:
     """botocore's timestamp parser, except that epoch numbers (what the JSON protocols return) stay
     numbers: the stream adapters want epoch seconds, and botocore's conversion to a ``datetime`` in the

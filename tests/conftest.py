@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -170,6 +171,17 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture
+def sqs_client(moto_server: str) -> Iterator[Any]:
+    """A boto3 SQS client of the session's moto server (us-east-1)."""
+    import boto3
+
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_server, aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    yield client
+    client.close()
 
 
 def moto_reset(url: str) -> None:

@@ -69,9 +69,14 @@ def url_problem(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str |
     return None
 
 
+def is_fifo(name: str) -> bool:
+    """Whether an SQS queue URL or an SNS topic ARN names a FIFO one (its name ends in ``.fifo``)."""
+    return name.rstrip("/").endswith(".fifo")
+
+
 def arn_problem(arn: str, service: str, kind: str) -> str | None:
-    """Why ``arn`` is not the ARN of a ``kind`` of ``service`` (``kinesis`` stream, ``dynamodb`` stream,
-    ``sns`` topic, ``events`` event bus)."""
+    """Why ``arn`` is not the ARN of ``kind`` (``"a Kinesis stream"``, with its article) of ``service``
+    (``kinesis``, ``dynamodb`` stream, ``sns`` topic, ``events`` event bus)."""
     if service == "kinesis":
         example, resource = "arn:aws:kinesis:REGION:ACCOUNT:stream/NAME", _KINESIS_STREAM
     elif service == "sns":
@@ -83,8 +88,7 @@ def arn_problem(arn: str, service: str, kind: str) -> str | None:
     m = _ARN.match(arn)
     if (m is None or m["service"] != service or not _REGION.match(m["region"]) or not m["account"]
             or not resource.match(m["resource"])):
-        article = "an" if kind.startswith(("SNS", "EventBridge", "A", "I", "O", "U")) else "a"
-        return f"not {article} {kind} ARN; expected {example} (ACCOUNT: 12 digits)"
+        return f"not {kind} ARN; expected {example} (ACCOUNT: 12 digits)"
     return None
 
 

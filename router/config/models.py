@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from router.config.checks import arn_problem, lambda_name_problem, url_problem, webhook_path_problem
+from router.config.checks import arn_problem, is_fifo, lambda_name_problem, url_problem, webhook_path_problem
 from router.config.units import parse_duration, parse_size
 from router.invocation import PAYLOAD_LIMIT
 
@@ -53,7 +53,8 @@ def _optional_http_url(v: str | None) -> str | None:
 
 
 def _arn_of(service: str, kind: str) -> Callable[[str], str]:
-    """A field check: the value is the ARN of a ``kind`` of ``service`` (``checks.arn_problem``)."""
+    """A field check: the value is the ARN of ``kind`` (``"a Kinesis stream"``) of ``service``
+    (``checks.arn_problem``)."""
     def check(v: str) -> str:
         problem = arn_problem(v, service, kind)
         if problem is not None:
@@ -328,7 +329,7 @@ class SnsDestinationConfig(Model):
     type: Literal["sns"]
     topic_arn: str = Field(description="arn:aws:sns:REGION:ACCOUNT:NAME")
 
-    _topic_arn = field_validator("topic_arn")(_arn_of("sns", "SNS topic"))
+    _topic_arn = field_validator("topic_arn")(_arn_of("sns", "an SNS topic"))
 
 
 class EventBridgeDestinationConfig(Model):
@@ -339,7 +340,7 @@ class EventBridgeDestinationConfig(Model):
     type: Literal["eventbridge"]
     event_bus_arn: str = Field(description="arn:aws:events:REGION:ACCOUNT:event-bus/NAME")
 
-    _bus_arn = field_validator("event_bus_arn")(_arn_of("events", "EventBridge event bus"))
+    _bus_arn = field_validator("event_bus_arn")(_arn_of("events", "an EventBridge event bus"))
 
 
 class AmqpDestinationConfig(Model):
@@ -402,8 +403,8 @@ class DeadLetterConfig(Model):
     def _standard_topic(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        _arn_of("sns", "SNS topic")(v)
-        if v.endswith(".fifo"):
+        _arn_of("sns", "an SNS topic")(v)
+        if is_fifo(v):
             raise ValueError("a dead-letter topic is an SNS standard topic here (a FIFO topic needs a "
                              "message group a failed event does not have); async.on_failure takes one")
         return v
@@ -411,7 +412,7 @@ class DeadLetterConfig(Model):
     @field_validator("queue_url")
     @classmethod
     def _standard_queue(cls, v: str | None) -> str | None:
-        if v is not None and v.rstrip("/").endswith(".fifo"):
+        if v is not None and is_fifo(v):
             raise ValueError("a dead-letter queue is an SQS standard queue here (a FIFO queue needs a "
                              "message group a failed event does not have); async.on_failure takes a FIFO "
                              "queue")
@@ -825,7 +826,7 @@ class SqsSourceConfig(Model):
         # Lambda's limits for an SQS event source mapping (developer guide, "Lambda parameters for Amazon
         # SQS event source mappings"): a FIFO queue takes batches of at most 10 and no batching window;
         # a standard queue's window is 0..300 s, and a batch over 10 needs one (gathered across receives)
-        if self.queue_url.rstrip("/").endswith(".fifo"):
+        if is_fifo(self.queue_url):
             if self.batch_size > SQS_MAX_RECEIVE:
                 raise ValueError(f"batch_size: a FIFO queue takes at most {SQS_MAX_RECEIVE} messages a batch "
                                  f"(as on Lambda), got {self.batch_size}")
@@ -899,13 +900,13 @@ class StreamSourceBase(Model):
 class KinesisSourceConfig(StreamSourceBase):
     type: Literal["kinesis"]
 
-    _stream_arn = field_validator("stream_arn")(_arn_of("kinesis", "Kinesis stream"))
+    _stream_arn = field_validator("stream_arn")(_arn_of("kinesis", "a Kinesis stream"))
 
 
 class DynamodbStreamSourceConfig(StreamSourceBase):
     type: Literal["dynamodb_stream"]
 
-    _stream_arn = field_validator("stream_arn")(_arn_of("dynamodb", "DynamoDB stream"))
+    _stream_arn = field_validator("stream_arn")(_arn_of("dynamodb", "a DynamoDB stream"))
 
     @field_validator("starting_position")
     @classmethod

@@ -245,13 +245,13 @@ class AsyncWorker:
                            trace: str | None) -> bool:
         """Send a failed event to the function's dead-letter queue, if it has one; whether it went there.
         A queue that refuses it is counted and logged (Lambda's ``DeadLetterErrors``); the event is among
-        the failed events all the same."""
+        the failed events all the same. Not shielded: a stop meanwhile leaves the event unsettled, so it
+        runs again later (at least once, as every async event)."""
         dlq = self._dests.dead_letter
         if dlq is None:
             return False
         try:
-            await asyncio.shield(dlq.send(request_id=ev.request_id, payload=ev.payload, result=result,
-                                          trace=trace))
+            await dlq.send(request_id=ev.request_id, payload=ev.payload, result=result, trace=trace)
         except Exception as exc:
             self._metrics.dead_letter_errors.labels(self.name).inc()
             log.error("async event not dead-lettered: %s", exc, extra=self._extra(ev, attempts, result))

@@ -31,63 +31,58 @@ MESSAGE_LIMIT = 1024
 """Bytes of the error message kept (Lambda: truncated to 1 KB)."""
 
 
-def dead_letter_message(queue_url: str, *, request_id: str, payload: bytes, result: Result | None,
-                        trace: str | None = None) -> dict[str, Any]:
-    """The SendMessage arguments for a failed event; ``result`` is its last invocation's (None when
-    none ran: then only ``RequestID`` is known). ``dead_letter_publish`` makes SNS's from them."""
+def dead_letter_attributes(request_id: str, result: Result | None) -> dict[str, Any]:
+    """The message attributes of a failed event; ``result`` is its last invocation's (None when none ran:
+    then only ``RequestID`` is known). SQS and SNS take them in the same form."""
     attributes: dict[str, Any] = {"RequestID": {"DataType": "String", "StringValue": request_id}}
     if result is not None:
         attributes["ErrorCode"] = {"DataType": "Number", "StringValue": str(result.status_code)}
         message = result.error_message(MESSAGE_LIMIT).encode("utf-8")[:MESSAGE_LIMIT]
         attributes["ErrorMessage"] = {"DataType": "String", "StringValue": message.decode("utf-8", "ignore")}
-    kw: dict[str, Any] = {"QueueUrl": queue_url, "MessageBody": payload.decode("utf-8", "replace"),
-                          "MessageAttributes": attributes}
-    if trace:
-        kw["MessageSystemAttributes"] = {lineage.SQS_ATTRIBUTE: {"DataType": "String", "StringValue": trace}}
-    return kw
-
-
-def dead_letter_publish(topic_arn: str, sqs_message: dict[str, Any]) -> dict[str, Any]:
-    """The Publish arguments of the same message for an SNS topic (its attributes as SNS takes them; SNS
-    has no system attribute for the trace header)."""
-    return {"TopicArn": topic_arn, "Message": sqs_message["MessageBody"],
-            "MessageAttributes": sqs_message["MessageAttributes"]}
+    return attributes
 
 
 class DeadLetterQueue:
     """Sends failed async events of one function to its dead-letter queue or topic."""
 
     def __init__(self, cfg: DeadLetterConfig, *, aws: AwsConfig) -> None:
-        self._cfg = cfg
         self._aws = aws
         if cfg.queue_url is not None:
-            self._where = f"dead-letter queue {redact(cfg.queue_url)}"
+            self.service, self.target = "sqs", cfg.queue_url
+            self._where, self._field = f"dead-letter queue {redact(cfg.queue_url)}", "queue_url"
         else:
-            self._where = f"dead-letter topic {cfg.topic_arn}"
+            assert cfg.topic_arn is not None  # DeadLetterConfig holds exactly one
+            self.service, self.target = "sns", cfg.topic_arn
+            self._where, self._field = f"dead-letter topic {cfg.topic_arn}", "topic_arn"
+
+    def call(self, *, request_id: str, payload: bytes, result: Result | None,
+             trace: str | None = None) -> dict[str, Any]:
+        """The SendMessage (SQS) or Publish (SNS) arguments: the event's payload as it came, the
+        attributes, and on SQS the trace header as ``AWSTraceHeader`` (SNS has no system attribute)."""
+        body, attributes = payload.decode("utf-8", "replace"), dead_letter_attributes(request_id, result)
+        if self.service == "sns":
+            return {"TopicArn": self.target, "Message": body, "MessageAttributes": attributes}
+        kw: dict[str, Any] = {"QueueUrl": self.target, "MessageBody": body, "MessageAttributes": attributes}
+        if trace:
+            kw["MessageSystemAttributes"] = {
+                lineage.SQS_ATTRIBUTE: {"DataType": "String", "StringValue": trace}}
+        return kw
 
     async def send(self, *, request_id: str, payload: bytes, result: Result | None,
                    trace: str | None = None) -> None:
         """Raises ``DestinationError`` when SQS or SNS refused the message ``ATTEMPTS`` times."""
-        cfg = self._cfg
-        kw = dead_letter_message(cfg.queue_url or "", request_id=request_id, payload=payload, result=result,
-                                 trace=trace)
-        service, what = ("sqs", "queue") if cfg.queue_url is not None else ("sns", "topic")
-        if cfg.topic_arn is not None:
-            kw = dead_letter_publish(cfg.topic_arn, kw)
+        kw = self.call(request_id=request_id, payload=payload, result=result, trace=trace)
         delay = RETRY_DELAY
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                async with create_client(service, self._aws) as client:
-                    if service == "sqs":
-                        await client.send_message(**kw)
-                    else:
-                        await client.publish(**kw)
+                async with create_client(self.service, self._aws) as client:
+                    await (client.send_message(**kw) if self.service == "sqs" else client.publish(**kw))
                 return
             except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
                 if attempt == ATTEMPTS:
-                    field = "queue_url" if service == "sqs" else "topic_arn"
-                    message, _ = describe_error(exc, what=what, hint_not_found=f"check async.dead_letter."
-                                                                               f"{field} and aws.region")
+                    message, _ = describe_error(
+                        exc, what="queue" if self.service == "sqs" else "topic",
+                        hint_not_found=f"check async.dead_letter.{self._field} and aws.region")
                     raise DestinationError(f"{self._where}: {message}") from exc
             await asyncio.sleep(delay)
             delay *= 2

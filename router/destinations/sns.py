@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from router.aws import create_client, describe_error
+from router.config.checks import is_fifo
 from router.config.models import AwsConfig
 from router.destinations.sqs import fifo_ids
 from router.errors import DestinationError
@@ -24,7 +25,7 @@ class SnsDestination:
     def __init__(self, topic_arn: str, *, aws: AwsConfig) -> None:
         self.topic_arn = topic_arn
         self._aws = aws
-        self._fifo = topic_arn.endswith(".fifo")
+        self._fifo = is_fifo(topic_arn)
         self._where = f"sns destination {topic_arn}"
 
     def message(self, record: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from router import lineage
-from router.aws import create_client, describe_error, is_fifo
+from router.aws import create_client, describe_error
+from router.config.checks import is_fifo
 from router.config.models import AwsConfig
 from router.errors import DestinationError
 from router.redaction import redact

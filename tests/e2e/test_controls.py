@@ -38,14 +38,6 @@ def _lines(path: Path) -> list[Any]:
 
 
 @pytest.fixture
-def sqs_client(moto_server: str) -> Iterator[Any]:
-    client = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server, aws_access_key_id="x",
-                          aws_secret_access_key="x")
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def setup(router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any) -> dict[str, Any]:
     out = tmp_path / "out"
     out.mkdir()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ from tests.waiting import until_sync
 REGION = "us-east-1"
 KEY_ID, SECRET = "AKIDROUTERTEST", "router-test-secret"
 EVENT = b'{"order": 7, "note": "caf\\u00e9 \xe2\x82\xac"}'
-
-
-@pytest.fixture
-def sqs_client(moto_server: str) -> Iterator[Any]:
-    client = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server, aws_access_key_id="x",
-                          aws_secret_access_key="x")
-    yield client
-    client.close()
 
 
 def _router(router_factory: RouterFactory, tmp_path: Path, moto_server: str, dlq_url: str, *,
@@ -72,7 +63,7 @@ def _post(rp: RouterProcess) -> str:
 def test_a_failed_event_reaches_the_dead_letter_queue_as_it_came(
     router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
 ) -> None:
-    dlq_url = sqs_client.create_queue(QueueName=f"dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    dlq_url, _ = _queue(sqs_client, "dlq")
     rp = _router(router_factory, tmp_path, moto_server, dlq_url)
     request_id = _post(rp)
     messages: list[dict[str, Any]] = []
@@ -127,14 +118,20 @@ def test_a_dead_letter_queue_that_refuses_is_counted_and_the_event_kept(
     assert [f["request_id"] for f in json.loads(listed.stdout)["failures"]] == [request_id]
 
 
+def _queue(sqs_client: Any, name: str) -> tuple[str, str]:
+    """A new queue's URL and ARN."""
+    url = sqs_client.create_queue(QueueName=f"{name}-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
 def _subscribed_queue(moto_server: str, sqs_client: Any, name: str) -> tuple[str, str]:
     """An SNS topic and the URL of an SQS queue subscribed to it with raw delivery (the message and its
     attributes as they were published)."""
     sns = boto3.client("sns", region_name=REGION, endpoint_url=moto_server, aws_access_key_id="x",
                        aws_secret_access_key="x")
     topic = sns.create_topic(Name=f"{name}-{uuid.uuid4().hex[:8]}")["TopicArn"]
-    url = sqs_client.create_queue(QueueName=f"{name}-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    arn = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url, arn = _queue(sqs_client, name)
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
     sns.close()
     return topic, url
@@ -193,14 +190,13 @@ def test_an_eventbridge_destination_puts_lambdas_event_on_the_bus(
     events = boto3.client("events", region_name=REGION, endpoint_url=moto_server, aws_access_key_id="x",
                           aws_secret_access_key="x")
     bus = events.create_event_bus(Name=f"results-{uuid.uuid4().hex[:8]}")["EventBusArn"]
-    url = sqs_client.create_queue(QueueName=f"results-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    arn = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url, arn = _queue(sqs_client, "results")
     bus_name = bus.rsplit("/", 1)[1]
     events.put_rule(Name="from-lambda", EventBusName=bus_name,
                     EventPattern=json.dumps({"source": ["lambda"]}))
     events.put_targets(Rule="from-lambda", EventBusName=bus_name, Targets=[{"Id": "queue", "Arn": arn}])
     events.close()
-    dlq_url = sqs_client.create_queue(QueueName=f"dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    dlq_url, _ = _queue(sqs_client, "dlq")
     rp = _router(router_factory, tmp_path, moto_server, dlq_url,
                  on_failure=f'{{type: eventbridge, event_bus_arn: "{bus}"}}')
     request_id = _post(rp)

@@ -50,13 +50,6 @@ def loop_logs(rp: RouterProcess) -> list[dict[str, Any]]:
     return [r for r in rp.log_records() if "recursive loop detected" in r.get("message", "")]
 
 
-@pytest.fixture
-def sqs_client(moto_server: str) -> Any:
-    client = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server)
-    yield client
-    client.close()
-
-
 # A handler that sends each message's number + 1 back to the queue it reads, with boto3, until ``STOP``.
 # botocore copies _X_AMZN_TRACE_ID into X-Amzn-Trace-Id (AWS_LAMBDA_FUNCTION_NAME is set), and real SQS
 # keeps that header as the message's AWSTraceHeader; moto's SQS does not (it keeps only the

@@ -34,13 +34,6 @@ PRELOAD = min(300, MESSAGES)
 REGION = "us-east-1"
 
 
-@pytest.fixture
-def sqs_client(moto_server: str) -> Any:
-    client = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server)
-    yield client
-    client.close()
-
-
 def _send(client: Any, url: str, bodies: list[str]) -> None:
     for i in range(0, len(bodies), 10):
         chunk = bodies[i:i + 10]

@@ -15,8 +15,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from router.aws import is_fifo
 from router.clock import Clock, SystemClock
+from router.config.checks import is_fifo
 from router.config.models import SQS_MAX_WAIT
 
 log = logging.getLogger("router.sources.sqs")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from router.config.models import AsyncConfig, AwsConfig
-from router.destinations.dead_letter import dead_letter_message, dead_letter_publish
+from router.config.models import AsyncConfig, AwsConfig, DeadLetterConfig
+from router.destinations.dead_letter import DeadLetterQueue
 from router.destinations.sns import SnsDestination
 from router.invocation import Outcome, Result
 
@@ -29,12 +29,15 @@ def test_a_fifo_topic_gets_the_functions_group_and_a_deduplication_id() -> None:
 
 
 def test_the_dead_letter_message_for_sns_has_the_same_body_and_attributes() -> None:
+    topic = "arn:aws:sns:us-east-1:123456789012:dlq"
+    dlq = DeadLetterQueue(DeadLetterConfig(topic_arn=topic), aws=AwsConfig())
     result = Result.error("ValueError", "bad", outcome=Outcome.ERROR)
-    sqs = dead_letter_message("", request_id="r-2", payload=b'{"a": 1}', result=result, trace="Root=1-x")
-    kw = dead_letter_publish("arn:aws:sns:us-east-1:123456789012:dlq", sqs)
-    assert kw == {"TopicArn": "arn:aws:sns:us-east-1:123456789012:dlq", "Message": '{"a": 1}',
-                  "MessageAttributes": sqs["MessageAttributes"]}
-    assert set(kw["MessageAttributes"]) == {"RequestID", "ErrorCode", "ErrorMessage"}
+    kw = dlq.call(request_id="r-2", payload=b'{"a": 1}', result=result, trace="Root=1-x")
+    assert dlq.service == "sns"
+    assert kw == {"TopicArn": topic, "Message": '{"a": 1}', "MessageAttributes": {
+        "RequestID": {"DataType": "String", "StringValue": "r-2"},
+        "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+        "ErrorMessage": {"DataType": "String", "StringValue": "bad"}}}
 
 
 @pytest.mark.parametrize(("dead_letter", "message"), [

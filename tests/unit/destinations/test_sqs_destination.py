@@ -92,13 +92,14 @@ async def test_unreachable_endpoint_raises(aws: AwsConfig) -> None:
 
 
 def test_dead_letter_message_is_the_event_as_it_came_with_lambdas_attributes() -> None:
-    from router.destinations.dead_letter import MESSAGE_LIMIT, dead_letter_message
+    from router.config.models import AwsConfig, DeadLetterConfig
+    from router.destinations.dead_letter import MESSAGE_LIMIT, DeadLetterQueue
     from router.invocation import Outcome, Result
 
+    dlq = DeadLetterQueue(DeadLetterConfig(queue_url="https://sqs.example/1/dlq"), aws=AwsConfig())
     long = Result.error("ValueError", "\u00e9" * 2000, outcome=Outcome.ERROR)
-    kw = dead_letter_message("https://sqs.example/1/dlq", request_id="r-1", payload=b'{"a": "\xe2\x82\xac"}',
-                             result=long, trace="Root=1-abc")
-    assert kw["MessageBody"] == '{"a": "\u20ac"}'
+    kw = dlq.call(request_id="r-1", payload=b'{"a": "\xe2\x82\xac"}', result=long, trace="Root=1-abc")
+    assert (kw["QueueUrl"], kw["MessageBody"]) == ("https://sqs.example/1/dlq", '{"a": "\u20ac"}')
     attrs = kw["MessageAttributes"]
     assert attrs["RequestID"] == {"DataType": "String", "StringValue": "r-1"}
     assert attrs["ErrorCode"] == {"DataType": "Number", "StringValue": "200"}
@@ -106,5 +107,5 @@ def test_dead_letter_message_is_the_event_as_it_came_with_lambdas_attributes() -
     assert message == "\u00e9" * (MESSAGE_LIMIT // 2)  # 1 KB of UTF-8, cut at a character's start
     assert kw["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"] == "Root=1-abc"
     # an event that aged out before any invocation: only its request id is known
-    none_ran = dead_letter_message("https://sqs.example/1/dlq", request_id="r-2", payload=b"{}", result=None)
+    none_ran = dlq.call(request_id="r-2", payload=b"{}", result=None)
     assert none_ran["MessageAttributes"] == {"RequestID": {"DataType": "String", "StringValue": "r-2"}}
