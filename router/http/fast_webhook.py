@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 from aiohttp import hdrs, web
+from aiohttp import http_parser as aiohttp_http_parser
 from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_remove_content_length
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion, HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers
@@ -48,6 +49,9 @@ PENDING_LIMIT = 64 * 1024
 """Bytes a client may send while its request is answered here before the connection stops reading."""
 _HANDED_OVER = ("content-encoding", "expect", "upgrade")
 """Headers that make a request aiohttp's: it decompresses bodies, answers ``100-continue``, upgrades."""
+_SINGLETONS: frozenset[str] = getattr(aiohttp_http_parser, "SINGLETON_HEADERS", frozenset())
+"""Headers (lower case) aiohttp refuses twice in a request with 400 (RFC 9110's singletons: aiohttp 3.14 and
+later; none before): a request that repeats one is aiohttp's to refuse."""
 
 
 class _Boundaries:
@@ -70,7 +74,8 @@ class _Boundaries:
 class _Message(_Boundaries):
     """httptools' callbacks: one request's parts (reset before each)."""
 
-    __slots__ = ("body", "headers", "keep_alive", "method", "parser", "refused", "url", "version")
+    __slots__ = ("body", "headers", "keep_alive", "method", "parser", "refused", "singletons", "url",
+                 "version")
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,8 +87,9 @@ class _Message(_Boundaries):
         self.complete = 0
         self.url = b""
         self.headers: list[tuple[str, str]] = []
+        self.singletons: set[str] = set()  # the singleton headers seen (lower case)
         self.body: list[bytes] = []
-        self.refused = False  # past aiohttp's limits, or a header only aiohttp handles
+        self.refused = False  # past aiohttp's limits, a header only aiohttp handles, or one repeated
         self.method = b""
         self.version = ""
         self.keep_alive = False
@@ -98,8 +104,13 @@ class _Message(_Boundaries):
             self.refused = True
             return
         key = name.decode("utf-8", "surrogateescape")
-        if key.lower() in _HANDED_OVER:
+        lower = key.lower()
+        if lower in _HANDED_OVER:
             self.refused = True
+        elif lower in _SINGLETONS:
+            if lower in self.singletons:
+                self.refused = True
+            self.singletons.add(lower)
         self.headers.append((key, value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
