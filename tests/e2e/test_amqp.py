@@ -167,8 +167,10 @@ def test_batch_event_shape_and_ack(router_factory: RouterFactory, tmp_path: Path
     router_factory.write_function("record", f"""
         import json, os, uuid
         def handler(event, context):
-            with open(os.path.join("{out}", uuid.uuid4().hex), "w") as f:
+            part = os.path.join("{out}", "..", uuid.uuid4().hex)  # written whole, then moved in
+            with open(part, "w") as f:
                 json.dump(event, f)
+            os.replace(part, os.path.join("{out}", os.path.basename(part)))
     """)
     queue = broker.name("shape")
     rp = router_factory(_config(tmp_path, amqp_url,
@@ -385,8 +387,10 @@ def _recorder(router_factory: RouterFactory, seen: Path, *, slow_first: bool = F
             for msgs in event["rmqMessagesByQueue"].values():
                 for m in msgs:
                     lines.append(base64.b64decode(m["data"]).decode() + " " + str(m["redelivered"]))
-            with open(os.path.join("{seen}", uuid.uuid4().hex), "w") as f:
+            part = os.path.join("{seen}", "..", uuid.uuid4().hex)  # written whole, then moved in
+            with open(part, "w") as f:
                 f.write("\\n".join(lines) + "\\n")
+            os.replace(part, os.path.join("{seen}", os.path.basename(part)))
             if {slow_first!r} and not any(l.endswith("True") for l in lines):
                 open(os.path.join("{seen}", "..", "started"), "w").close()
                 time.sleep(60)  # killed meanwhile
@@ -436,8 +440,10 @@ def _bulk_recorder(router_factory: RouterFactory, seen: Path, pause: float = 0.0
         def handler(event, context):
             ids = [base64.b64decode(m["data"]).decode()
                    for msgs in event["rmqMessagesByQueue"].values() for m in msgs]
-            with open(os.path.join("{seen}", uuid.uuid4().hex), "w") as f:
+            part = os.path.join("{seen}", "..", uuid.uuid4().hex)  # written whole, then moved in
+            with open(part, "w") as f:
                 f.write("\\n".join(ids) + "\\n")
+            os.replace(part, os.path.join("{seen}", os.path.basename(part)))
             time.sleep({pause})
             gate = {str(gate) if gate else ""!r}
             deadline = time.monotonic() + 50
@@ -770,8 +776,10 @@ def test_one_poison_message_does_not_take_its_batch_to_the_dead_letter_queue(
         def handler(event, context):
             bodies = [base64.b64decode(m["data"]).decode()
                       for msgs in event["rmqMessagesByQueue"].values() for m in msgs]
-            with open(os.path.join("{calls}", uuid.uuid4().hex), "w") as f:
+            part = os.path.join("{calls}", "..", uuid.uuid4().hex)  # written whole, then moved in
+            with open(part, "w") as f:
                 f.write(" ".join(bodies))
+            os.replace(part, os.path.join("{calls}", os.path.basename(part)))
             if "poison" in bodies:
                 raise ValueError("poison message")
             for body in bodies:  # the side effect, only when the batch succeeded

@@ -208,9 +208,11 @@ def test_bisect_on_error_one_poison_message_alone_reaches_the_dlq(
         import json, os, uuid
         def handler(event, context):
             bodies = [r["body"] for r in event["Records"]]
-            with open(os.path.join("{calls}", uuid.uuid4().hex), "w") as f:
+            part = os.path.join("{calls}", "..", uuid.uuid4().hex)  # written whole, then moved in
+            with open(part, "w") as f:
                 json.dump([[r["body"], r["attributes"]["ApproximateReceiveCount"]]
                            for r in event["Records"]], f)
+            os.replace(part, os.path.join("{calls}", os.path.basename(part)))
             if "poison" in bodies:
                 raise ValueError("poison message")
             for body in bodies:  # the side effect, only when the batch succeeded
