@@ -14,7 +14,9 @@ An invocation is written once where it can be: its entry is held until it is fin
 old, and an entry that began with the whole row (a sync call, an async event accepted or first attempted
 here) is written without reading the stored row back. An async event waiting in the state store's queue
 is not written while it only waits: the queue's row says so (``lookup`` and ``invocations`` read it);
-its history row is written once it runs (or ends without running).
+its history row is written once it runs (or ends without running). Ended sync invocations beyond their
+function's ``max_count`` newest when a batch is taken are let go unwritten (``_retain``): the prune would
+delete them as soon as they were written.
 
 Reads (``lookup``) go through the buffer: a change not written yet is already visible on this replica.
 An async event still in the state store's queue is visible to every replica sharing the store, from the
@@ -121,6 +123,10 @@ class HistoryRecorder:
         self._history = {name: fn.history for name, fn in config.functions.items()}
         self._on = {name for name, h in self._history.items() if h.enabled}
         self._payloads = {name: h.max_payload for name, h in self._history.items() if h.payloads}
+        # rows kept per function (the newest); the smallest of them: fewer ended sync invocations pending
+        # than that cannot be over any function's count
+        self._keep = {name: h.max_count for name, h in self._history.items() if h.enabled}
+        self._least_kept = min(self._keep.values(), default=0)
         self._amqp = config.async_queue is not None  # async events go to RabbitMQ
 
     def enabled(self, function: str) -> bool:
@@ -381,6 +387,8 @@ class HistoryRecorder:
     async def _flush(self, everything: bool = False) -> int:
         """Write a batch of the entries due in one transaction; how many left the buffer."""
         batch, removed = self._take(everything)
+        if len(self._done) > self._least_kept:
+            self._retain()
         done, room = self._done, self._batch - removed
         whole: dict[str, _Ended]
         if len(done) <= room:  # all of them (the usual case): the dict itself is taken
@@ -441,6 +449,22 @@ class HistoryRecorder:
             self._writing_rows = {}
         return removed
 
+    def _retain(self) -> None:
+        """Let go of the ended sync invocations not written yet that are beyond their function's
+        ``max_count`` newest (by start, as the prune counts them): written, they would be among the rows the
+        next prune deletes. A function busier than ``max_count`` invocations a flush (thousands a second
+        with the defaults) then has only the rows it keeps written, not every one of them written and
+        deleted again."""
+        done = self._done
+        counts = collections.Counter(ended[1] for ended in done.values())
+        keep = self._keep
+        for function, count in counts.items():
+            extra = count - keep.get(function, count)
+            if extra > 0:
+                pending = sorted((ended for ended in done.values() if ended[1] == function), key=_started)
+                for ended in pending[:extra]:
+                    del done[ended[0]]
+
     def _due(self, functions: set[str]) -> set[str]:
         """Those of ``functions`` not pruned in the last ``PRUNE_EVERY`` seconds: a busy function's rows
         are pruned as they are written, but not at every flush (a prune costs about a flush's writes)."""
@@ -462,6 +486,11 @@ _Ended = tuple[str, str, str | None, str, int, float, float, bool, str, bytes, s
 """A sync invocation as ``sync_done`` takes it: request id, function, route, source, attempt, ended (epoch
 seconds), duration, ok, outcome, response, logs, error type, error message, event payload and its cap
 (None: payloads not kept)."""
+
+
+def _started(ended: _Ended) -> float:
+    """When a sync invocation ``sync_done`` took started (epoch seconds): its end less its duration."""
+    return ended[5] - ended[6]
 
 
 def tail_bytes(logs: str) -> str:

@@ -19,6 +19,7 @@ from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.redaction import REDACTOR, install
 from router.state import StateStore
+from tests.clocks import WallClock
 from tests.unit.core.helpers import make_config
 from tests.waiting import until
 
@@ -268,3 +269,35 @@ async def test_a_sync_invocation_is_held_and_written_as_one_whole_row(store: Sta
         assert not row["result_truncated"]
     attempts = json.loads(stored["attempt_log"])
     assert [(a["attempt"], a["outcome"], a["error_type"]) for a in attempts] == [(1, "error", "ValueError")]
+
+
+async def test_ended_sync_invocations_beyond_max_count_are_let_go_unwritten(store: StateStore,
+                                                                           metrics: Metrics) -> None:
+    """More ended sync invocations of a function pending at a flush than its ``max_count``: only its newest
+    ``max_count`` by start (what the prune keeps) are made and written; the others are not in the batch,
+    and read as unknown, as pruned rows do. Another function's rows are untouched."""
+    config = make_config({"busy": {"history": {"max_count": 3}}, "bare": {}})
+    counting = CountingStore(store)
+    now = [1_000_000.0]
+    rec = HistoryRecorder(counting, config, metrics, flush_interval=3600.0,  # type: ignore[arg-type]
+                          clock=WallClock(lambda: now[0]))
+    # (ended at, duration): started at 990, 999.5, 995, 1002, 1003.9, 1004; ended in that order
+    shapes = [(1000.0, 10.0), (1001.0, 1.5), (1002.0, 7.0), (1003.0, 1.0), (1004.0, 0.1), (1005.0, 1.0)]
+    busy = []
+    for ended, duration in shapes:
+        now[0] = 1_000_000.0 + ended
+        inv = Invocation(function="busy", payload=b"{}", source="webhook")
+        busy.append(inv)
+        rec.sync_done(inv, Result(payload=b"1"), duration)
+    other = [Invocation(function="bare", payload=b"{}", source="webhook") for _ in range(5)]
+    for inv in other:
+        rec.sync_done(inv, Result(payload=b"1"), 0.01)
+    await rec.close()
+    kept = {busy[i].request_id for i in (3, 4, 5)}  # the three that started last
+    assert counting.batches == [([], kept | {i.request_id for i in other})]
+    stored = await store.invocations(function="busy")
+    assert {r["request_id"] for r in stored} == kept
+    for inv in busy[:3]:
+        assert await rec.lookup(inv.request_id) is None
+    assert len(await store.invocations(function="bare")) == 5
+    assert dropped(metrics, "buffer_full") == 0
