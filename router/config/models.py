@@ -880,6 +880,10 @@ class StreamSourceBase(Model):
         -1, description="-1: never; records older than this are not invoked (max 7 days)")
     report_batch_item_failures: bool = False
     on_failure: DestinationConfig | None = None
+    tumbling_window: Duration = Field(
+        0.0, ge=0, le=900, description="whole seconds (at most 15m; 0: none): windows aligned to the epoch "
+        "by the records' arrival times, the function's returned state passed to each invocation of a window "
+        "and a final invocation when it ends (Lambda's TumblingWindowInSeconds)")
 
     @model_validator(mode="after")
     def _stream_checks(self) -> StreamSourceBase:
@@ -894,6 +898,13 @@ class StreamSourceBase(Model):
             raise ValueError(
                 "max_record_age must be -1 (never) or more than 0s and at most 7d, "
                 f"got {self.max_record_age}")
+        if self.tumbling_window:
+            if not float(self.tumbling_window).is_integer():
+                raise ValueError(f"tumbling_window: whole seconds (Lambda's TumblingWindowInSeconds), got "
+                                 f"{self.tumbling_window:g}s")
+            if self.parallelization != 1:
+                raise ValueError(f"tumbling_window needs parallelization: 1 (a window's state is the "
+                                 f"shard's, as on Lambda), got parallelization: {self.parallelization}")
         return self
 
 

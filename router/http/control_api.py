@@ -213,7 +213,7 @@ class ControlApi:
         (as captured from AWS in LocalStack's validated snapshots): ``FunctionResponseTypes`` always
         (``[]`` without ReportBatchItemFailures), ``FilterCriteria`` with filters; for SQS no
         ``LastProcessingResult`` and ``ScalingConfig`` only when set; for streams ``DestinationConfig``
-        always (``{"OnFailure": {}}`` without one), ``TumblingWindowInSeconds`` 0 and "User action"."""
+        always (``{"OnFailure": {}}`` without one), ``TumblingWindowInSeconds`` and "User action"."""
         src = route.source
         enabled = self.controls.route_enabled(route.name)
         aws = self.config.aws
@@ -247,7 +247,8 @@ class ControlApi:
                        MaximumRecordAgeInSeconds=int(src.max_record_age),
                        FunctionResponseTypes=["ReportBatchItemFailures"] if src.report_batch_item_failures
                        else [],
-                       DestinationConfig={"OnFailure": failure}, TumblingWindowInSeconds=0,
+                       DestinationConfig={"OnFailure": failure},
+                       TumblingWindowInSeconds=int(src.tumbling_window),
                        StateTransitionReason="User action", LastProcessingResult="No records processed")
         elif isinstance(src, AmqpSourceConfig):
             out.update(EventSourceArn=safe_url(src.url), BatchSize=src.batch_size,

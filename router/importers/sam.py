@@ -29,7 +29,7 @@ _SQS_KEYS = {"Queue", "BatchSize", "MaximumBatchingWindowInSeconds", "FunctionRe
 _STREAM_KEYS = {"Stream", "StartingPosition", "StartingPositionTimestamp", "BatchSize",
                 "MaximumBatchingWindowInSeconds", "ParallelizationFactor", "BisectBatchOnFunctionError",
                 "MaximumRetryAttempts", "MaximumRecordAgeInSeconds", "FunctionResponseTypes",
-                "DestinationConfig", "Enabled", "FilterCriteria"}
+                "DestinationConfig", "Enabled", "FilterCriteria", "TumblingWindowInSeconds"}
 _MQ_KEYS = {"Broker", "Queues", "BatchSize", "MaximumBatchingWindowInSeconds", "Enabled", "FilterCriteria",
             "SourceAccessConfigurations", "SecretsManagerKmsKeyId"}
 _EVENT_TYPES = {"Api", "HttpApi", "Schedule", "ScheduleV2", "SQS", "Kinesis", "DynamoDB", "MQ"}
@@ -309,7 +309,8 @@ def _route(event: Any, loc: Loc, function: str, event_id: str, resolver: Resolve
             "StartingPositionTimestamp": "starting_position_timestamp",
             "BatchSize": "batch_size", "MaximumBatchingWindowInSeconds": "batch_window",
             "ParallelizationFactor": "parallelization", "BisectBatchOnFunctionError": "bisect_on_error",
-            "MaximumRetryAttempts": "max_retry_attempts", "MaximumRecordAgeInSeconds": "max_record_age"})
+            "MaximumRetryAttempts": "max_retry_attempts", "MaximumRecordAgeInSeconds": "max_record_age",
+            "TumblingWindowInSeconds": "tumbling_window"})
         if "ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []):
             source["report_batch_item_failures"] = True
         on_failure = ((props.get("DestinationConfig") or {}).get("OnFailure")) or None

@@ -26,7 +26,7 @@ _STREAM = {"batchSize": "batch_size", "startingPosition": "starting_position",
            "startingPositionTimestamp": "starting_position_timestamp", "batchWindow": "batch_window",
            "maximumBatchingWindow": "batch_window", "parallelizationFactor": "parallelization",
            "bisectBatchOnFunctionError": "bisect_on_error", "maximumRetryAttempts": "max_retry_attempts",
-           "maximumRecordAgeInSeconds": "max_record_age"}
+           "maximumRecordAgeInSeconds": "max_record_age", "tumblingWindowInSeconds": "tumbling_window"}
 
 
 class _Context:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -361,4 +362,55 @@ def test_data_is_base64_in_the_event(
     assert record["eventSource"] == "aws:kinesis"
     assert record["eventSourceARN"] == arn
     assert record["eventID"] == f"shardId-000000000000:{seq}"
+    assert rp.stop() == 0
+
+
+def test_tumbling_window_state_and_final_invocation(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, kinesis: Any,
+) -> None:
+    """Lambda's stateful stream processing: each invocation of a window gets the state the one before
+    returned, and the window's final invocation (no records, ``isFinalInvokeForWindow``) the whole count,
+    once the window's end has passed; the checkpoint is written once the final invocation succeeded."""
+    out = tmp_path / "windows.jsonl"
+    router_factory.write_function("record", f"""
+        import json
+        def handler(event, context):
+            n = event["state"].get("n", 0) + len(event["Records"])
+            with open({str(out)!r}, "a") as f:
+                f.write(json.dumps({{k: event[k] for k in ("window", "state", "shardId", "eventSourceARN",
+                                    "isFinalInvokeForWindow", "isWindowTerminatedEarly")}}
+                                   | {{"records": len(event["Records"])}}) + "\\n")
+            return {{"state": {{"n": n}}}}
+    """)
+    arn = create_stream(kinesis, 1)
+    seqs = [put(kinesis, arn, f"r{i}") for i in range(6)]
+    rp = router_factory(config(tmp_path, moto_server, arn, ", batch_size: 2, tumbling_window: 2s"))
+
+    def events() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+    def finals() -> list[dict[str, Any]]:
+        return [e for e in events() if e["isFinalInvokeForWindow"]]
+
+    until_sync(lambda: sum(f["state"].get("n", 0) for f in finals()) == 6, deadline=30,
+               what="the final invocations of the windows, 6 records counted in all")
+    for event in events():
+        assert (event["shardId"], event["eventSourceARN"]) == ("shardId-000000000000", arn)
+        assert not event["isWindowTerminatedEarly"]
+        assert event["window"]["start"] < event["window"]["end"]
+    for final in finals():
+        assert final["records"] == 0
+        batches = [e for e in events() if not e["isFinalInvokeForWindow"] and e["window"] == final["window"]]
+        assert sum(b["records"] for b in batches) == final["state"]["n"]
+        assert [b["state"].get("n", 0) for b in batches] == [sum(x["records"] for x in batches[:i])
+                                                             for i in range(len(batches))]
+    store = tmp_path / "state.db"
+
+    def checkpoint() -> str | None:
+        with sqlite3.connect(store) as db:
+            row = db.execute(
+                "SELECT sequence_number FROM router_checkpoints WHERE route = 'clicks'").fetchone()
+        return None if row is None else str(row[0])
+
+    until_sync(lambda: checkpoint() == seqs[-1], deadline=10, what="the checkpoint at the last record")
     assert rp.stop() == 0

@@ -6,6 +6,8 @@ decimal strings compared as numbers (``seq_key``).
 
 from __future__ import annotations
 
+import json
+import math
 import time
 import zlib
 from collections import deque
@@ -42,6 +44,72 @@ def record_bytes(record: StreamRecord) -> int:
 def payload(records: Sequence[StreamRecord]) -> bytes:
     """The function's event: ``{"Records": [...]}`` as JSON bytes."""
     return compact_json.dumpb({"Records": [r.event for r in records]})
+
+
+WINDOW_STATE_LIMIT = 1024 * 1024
+"""Bytes of a tumbling window's state (as JSON) at most; a larger one ends the window early (Lambda's
+1 MB a shard)."""
+WINDOW_ENVELOPE = 1024
+"""Bytes a windowed event may add around its records beside the state (window, shard, stream ARN, flags)."""
+
+
+@dataclass(slots=True)
+class Window:
+    """A shard's open tumbling window: ``[start, end)`` in epoch seconds, the state the function returned
+    last (``{}`` at first), and the sequence numbers settled in it, marked done (checkpointed) only once
+    its final invocation succeeded: a restart mid-window runs the window again from its first record with
+    a fresh state, so the final invocation never sees a state missing records."""
+
+    start: float
+    end: float
+    state: Any = field(default_factory=dict)
+    settled: list[str] = field(default_factory=list)
+
+    def span(self) -> str:
+        """``2020-07-30T17:00:00Z..2020-07-30T17:05:00Z``, for messages."""
+        return f"{_to_the_second(self.start)}..{_to_the_second(self.end)}"
+
+
+def window_start(arrival: float, size: float) -> float:
+    """The start of the tumbling window of ``size`` seconds (aligned to the epoch) a record arriving at
+    ``arrival`` belongs to."""
+    return math.floor(arrival / size) * size
+
+
+def window_payload(records: Sequence[StreamRecord], window: Window, *, shard_id: str, stream_arn: str,
+                   final: bool = False, early: bool = False) -> bytes:
+    """The function's event in a tumbling window, as Lambda's: the records, then ``window`` (start and
+    end to the second, UTC), ``state``, ``shardId``, ``eventSourceARN``, ``isFinalInvokeForWindow`` and
+    ``isWindowTerminatedEarly``. A final invocation has no records."""
+    return compact_json.dumpb({
+        "Records": [r.event for r in records],
+        "window": {"start": _to_the_second(window.start), "end": _to_the_second(window.end)},
+        "state": window.state,
+        "shardId": shard_id,
+        "eventSourceARN": stream_arn,
+        "isFinalInvokeForWindow": final,
+        "isWindowTerminatedEarly": early,
+    })
+
+
+def window_state(result: Result) -> Any:
+    """The ``state`` of a function's response in a tumbling window (any JSON value). Raises
+    ``BatchResponseError`` when there is none: Lambda counts a response without a ``state`` property as a
+    failed invocation."""
+    try:
+        response = json.loads(result.payload)
+    except ValueError as exc:
+        raise BatchResponseError("the response is not JSON; in a tumbling window it must be an object with "
+                                 "a \"state\"") from exc
+    if not isinstance(response, dict) or "state" not in response:
+        raise BatchResponseError("the response has no \"state\" property, which a function in a tumbling "
+                                 "window must return (e.g. {\"state\": {...}})")
+    return response["state"]
+
+
+def state_size(state: Any) -> int:
+    """Bytes of ``state`` as the next event carries it."""
+    return len(compact_json.dumpb(state))
 
 
 def first_failed(result: Result, records: Sequence[StreamRecord]) -> int | None:
@@ -159,13 +227,20 @@ __all__ = [
     "AGE_EXCEEDED",
     "ENVELOPE",
     "RETRIES_EXHAUSTED",
+    "WINDOW_ENVELOPE",
+    "WINDOW_STATE_LIMIT",
     "Attempt",
     "BatchResponseError",
     "CheckpointTracker",
+    "Window",
     "bisect",
     "failure_record",
     "first_failed",
     "lane_of",
     "payload",
     "record_bytes",
+    "state_size",
+    "window_payload",
+    "window_start",
+    "window_state",
 ]

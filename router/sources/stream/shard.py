@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import uuid
 
 from router.aws import error_code
@@ -34,15 +35,22 @@ from router.sources.stream.batch import (
     AGE_EXCEEDED,
     ENVELOPE,
     RETRIES_EXHAUSTED,
+    WINDOW_ENVELOPE,
+    WINDOW_STATE_LIMIT,
     Attempt,
     BatchResponseError,
     CheckpointTracker,
+    Window,
     bisect,
     failure_record,
     first_failed,
     lane_of,
     payload,
     record_bytes,
+    state_size,
+    window_payload,
+    window_start,
+    window_state,
 )
 from router.sources.stream.context import AWS_FAULTS, ShardContext
 from router.state.checkpoints import SHARD_END
@@ -57,6 +65,9 @@ MAX_PER_CALL = {"kinesis": 10000, "dynamodb_stream": 1000}
 """GetRecords' own maximum per call (DynamoDB Streams: 1,000; larger batches are gathered)."""
 FINAL_SAVE_TIMEOUT = 10.0
 """How long a stopping shard waits for its last checkpoint write (a state store that hangs)."""
+WINDOW_CHECK = 0.25
+"""Seconds between looks, by a lane with an open tumbling window and no records, at whether the window is
+over (its end passed and the shard read past it)."""
 
 
 class _Abandoned(Exception):
@@ -98,6 +109,11 @@ class ShardWorker:
         self._reader: asyncio.Task[None] | None = None
         self.ending_sequence: str | None = None  # set once the service lists the shard as closed
         self.finished = False  # read to its end and checkpointed SHARD_END
+        # Tumbling windows: when the last GetRecords that found the shard caught up was asked (epoch
+        # seconds; every record that arrived before is in the lanes), and whether the shard was read to
+        # its end (a closed shard ends its lanes' windows)
+        self.caught_up_at = -math.inf
+        self.read_to_end = False
         self._extra = {**ctx.extra, "shard": shard_id}
 
     async def run(self) -> None:
@@ -182,6 +198,7 @@ class ShardWorker:
                     return
                 continue
             next_call = clock.monotonic() + ctx.min_call_interval
+            asked_at = clock.time()
             try:
                 page = await self.api.get_records(self._iterator, limit)
             except Exception as exc:
@@ -204,6 +221,8 @@ class ShardWorker:
             if page.records:
                 last_read = page.records[-1].sequence_number
                 await self._dispatch(page.records)
+            if len(page.records) < limit and page.millis_behind in (0, None):
+                self.caught_up_at = asked_at  # after the page's records are in their lanes
             if page.next_iterator is None or (not page.records and self._at_end(last_read)):
                 await self._finish_shard()
                 return
@@ -271,6 +290,7 @@ class ShardWorker:
     async def _finish_shard(self) -> None:
         """The shard is closed and read to its end: once every record is done, checkpoint SHARD_END."""
         ctx = self.ctx
+        self.read_to_end = True  # the lanes' tumbling windows end (Lambda: a shard's end closes its window)
         await self._drained.wait()
         failures = 0
         async with self._save_lock:
@@ -356,13 +376,18 @@ class _Lane:
         self.busy = False
         self.task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._size = shard.ctx.cfg.tumbling_window  # seconds; 0: no tumbling windows
+        self._window: Window | None = None  # the open tumbling window
 
     async def run(self) -> None:
         while not self.shard.stopping:
             batch = await self._gather()
             self.busy = True
             try:
-                await self._process(batch)
+                if self._size:
+                    await self._windowed(batch)
+                else:
+                    await self._process(batch)
             except _Abandoned:
                 return
             finally:
@@ -370,11 +395,15 @@ class _Lane:
 
     async def _gather(self) -> list[StreamRecord]:
         """The next batch: at least one record, up to ``batch_size`` and 6 MB, waiting up to
-        ``batch_window`` for more once the first record is there."""
+        ``batch_window`` for more once the first record is there. With tumbling windows: the records of
+        one window (a later window's record starts the next batch; 1 MB of the 6 is the state's), and
+        none when a window is open and no record came within ``WINDOW_CHECK``."""
         cfg = self.shard.ctx.cfg
         clock = self.shard.ctx.clock
         batch: list[StreamRecord] = []
         size = ENVELOPE
+        limit = PAYLOAD_LIMIT - (WINDOW_STATE_LIMIT + WINDOW_ENVELOPE if self._size else 0)
+        first_window = 0.0
         deadline: float | None = None
         while len(batch) < cfg.batch_size:
             if self._carry:
@@ -383,7 +412,13 @@ class _Lane:
                 try:
                     record = self.queue.get_nowait()
                 except asyncio.QueueEmpty:
-                    if deadline is None:
+                    if deadline is None and self._window is not None:
+                        try:  # or look whether the open window is over
+                            async with asyncio.timeout(WINDOW_CHECK):
+                                record = await self.queue.get()
+                        except TimeoutError:
+                            return batch
+                    elif deadline is None:
                         record = await self.queue.get()
                     else:
                         remaining = deadline - clock.monotonic()
@@ -395,14 +430,93 @@ class _Lane:
                         except TimeoutError:
                             break
                 self.shard.took()
+            if self._size:
+                start = window_start(record.arrival, self._size)
+                if batch and start > first_window:
+                    self._carry.appendleft(record)  # a later window's: starts the next batch
+                    break
+                if not batch:
+                    first_window = start
             if deadline is None:
                 deadline = clock.monotonic() + cfg.batch_window
-            if batch and size + record_bytes(record) > PAYLOAD_LIMIT:
+            if batch and size + record_bytes(record) > limit:
                 self._carry.appendleft(record)  # starts the next batch
                 break
             batch.append(record)
             size += record_bytes(record)
         return batch
+
+    async def _windowed(self, records: list[StreamRecord]) -> None:
+        """One batch in its tumbling window (Lambda's stateful stream processing): a record of a later
+        window than the open one ends that one first (its final invocation); a state over 1 MB ends the
+        window early (a final invocation with ``isWindowTerminatedEarly``; the rest of the window starts
+        from a fresh state). No records: the open window's final invocation once it is over."""
+        window = self._window
+        if not records:
+            if window is not None and self._window_over(window):
+                await self._final(window)
+            return
+        start = window_start(records[0].arrival, self._size)
+        if window is not None and start > window.start:
+            await self._final(window)
+            window = None
+        if window is None:
+            window = self._window = Window(start, start + self._size)
+        await self._process(records)
+        if state_size(window.state) > WINDOW_STATE_LIMIT:
+            await self._final(window, early=True)
+            self._window = Window(window.start, window.end)
+
+    def _window_over(self, window: Window) -> bool:
+        """Whether ``window`` is over: no record waits for this lane, and the shard was read past the
+        window's end (a GetRecords asked after it found the shard caught up) or to its own end."""
+        shard = self.shard
+        return (not self._carry and self.queue.empty()
+                and (shard.read_to_end or shard.caught_up_at >= window.end))
+
+    async def _final(self, window: Window, *, early: bool = False) -> None:
+        """The window's final invocation (no records, its state), retried until it succeeds: as on Lambda,
+        the shard waits for it (no retry limit, no record age). Then the window's records are done."""
+        ctx, shard = self.shard.ctx, self.shard
+        failures = 0
+        while True:
+            if shard.stopping:
+                raise _Abandoned
+            inv = Invocation(function=ctx.function, source=ctx.type, route=ctx.route_name,
+                             attempt=failures + 1,
+                             payload=window_payload([], window, shard_id=shard.shard_id,
+                                                    stream_arn=ctx.cfg.stream_arn, final=True, early=early))
+            async with ctx.dispatcher.slot(ctx.function, ctx.type, ctx.route_name):
+                if shard.stopping:
+                    raise _Abandoned
+                result = await ctx.dispatcher.invoke_in_slot(inv)
+            if result.ok:
+                break
+            failures += 1
+            log.warning("route '%s': shard %s: the final invocation of the tumbling window %s failed (%s); "
+                        "retrying, the shard waits for it", ctx.route_name, shard.shard_id,
+                        window.span(), result.outcome.value,
+                        extra={**shard._extra, "request_id": inv.request_id, "attempt": inv.attempt})
+            if not await ctx.gate.pause(ctx.retry_delay(failures)):
+                raise _Abandoned
+        self._failures = 0
+        if self._window is window:
+            self._window = None
+        shard.done(window.settled)
+
+    def _settle(self, sequence_numbers: list[str]) -> None:
+        """Records this lane is through with: done now, or, in a tumbling window, when it ends."""
+        if self._window is not None:
+            self._window.settled += sequence_numbers
+        else:
+            self.shard.done(sequence_numbers)
+
+    def _event(self, records: list[StreamRecord]) -> bytes:
+        window = self._window
+        if window is None:
+            return payload(records)
+        return window_payload(records, window, shard_id=self.shard.shard_id,
+                              stream_arn=self.shard.ctx.cfg.stream_arn)
 
     async def _process(self, records: list[StreamRecord]) -> None:
         """Lambda's failure handling for one batch; its records are done when this returns."""
@@ -422,7 +536,7 @@ class _Lane:
                     attempt = attempt.part(young)
             if shard.stopping:
                 raise _Abandoned
-            inv = Invocation(function=ctx.function, payload=payload(attempt.records), source=ctx.type,
+            inv = Invocation(function=ctx.function, payload=self._event(attempt.records), source=ctx.type,
                              route=ctx.route_name, attempt=attempt.invokes + 1)
             async with ctx.dispatcher.slot(ctx.function, ctx.type, ctx.route_name):
                 if shard.stopping:  # waited for capacity until the shard stopped: start nothing new
@@ -431,9 +545,17 @@ class _Lane:
             attempt.invokes += 1
             attempt.result, attempt.request_id = result, inv.request_id
             if result.ok:
+                window = self._window
+                if window is not None:
+                    try:
+                        window.state = window_state(result)
+                    except BatchResponseError as exc:
+                        self._log_failure(inv, attempt, f"{exc}; the whole batch failed")
+                        await self._function_failed(attempt, work)
+                        continue
                 if not cfg.report_batch_item_failures:
                     self._failures = 0
-                    shard.done([r.sequence_number for r in attempt.records])
+                    self._settle([r.sequence_number for r in attempt.records])
                     continue
                 try:
                     index = first_failed(result, attempt.records)
@@ -444,10 +566,10 @@ class _Lane:
                     continue
                 if index is None:
                     self._failures = 0
-                    shard.done([r.sequence_number for r in attempt.records])
+                    self._settle([r.sequence_number for r in attempt.records])
                     continue
                 if index:
-                    shard.done([r.sequence_number for r in attempt.records[:index]])
+                    self._settle([r.sequence_number for r in attempt.records[:index]])
                 rest = attempt.part(attempt.records[index:])
                 self._log_failure(inv, rest, f"the function reported sequence number "
                                              f"{rest.records[0].sequence_number} failed; retrying from it")
@@ -512,7 +634,7 @@ class _Lane:
             if not await ctx.deliver_failure(record):
                 raise _Abandoned  # stopping: not checkpointed, so the records come back after a restart
         self._failures = 0
-        shard.done([r.sequence_number for r in records])
+        self._settle([r.sequence_number for r in records])
 
     def _log_failure(self, inv: Invocation, attempt: Attempt, why: str) -> None:
         ctx = self.shard.ctx

@@ -55,3 +55,6 @@ def test_stream_mapping() -> None:
         "on_failure": {"type": "sns", "topic_arn": "arn:aws:sns:eu-west-1:123456789012:t"}})
     assert with_failure["DestinationConfig"] == {
         "OnFailure": {"Destination": "arn:aws:sns:eu-west-1:123456789012:t"}}
+    windowed = _mapping({"type": "dynamodb_stream", "tumbling_window": "2m",
+                         "stream_arn": "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2024"})
+    assert windowed["TumblingWindowInSeconds"] == 120

@@ -262,6 +262,7 @@ Resources:
     changes = route(config, "Worker-Changes").source
     assert isinstance(changes, m.DynamodbStreamSourceConfig)
     assert changes.stream_arn == "arn:aws:dynamodb:us-east-1:000000000000:table/items/stream/imported"
+    assert changes.tumbling_window == 30
     orders = route(config, "Worker-Orders").source
     assert isinstance(orders, m.AmqpSourceConfig)
     assert (orders.url, orders.queue, orders.batch_size, orders.declare) == \
@@ -271,7 +272,7 @@ Resources:
     notes = listed(err)
     assert "set ORDERS_AMQP_URL to the RabbitMQ broker's amqp:// URL" in notes[41]
     assert "S3 events are not supported by the router" in notes[45]
-    assert "TumblingWindowInSeconds: not imported" in notes[37]
+    assert not any("TumblingWindowInSeconds" in note for note in notes.values())
     assert "set CLICKS_STREAM_ARN to its stream ARN" in notes[25]
 
 

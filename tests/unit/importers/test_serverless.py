@@ -97,6 +97,7 @@ functions:
           arn: arn:aws:kinesis:us-east-1:123456789012:stream/clicks
           batchSize: 10
           startingPosition: TRIM_HORIZON
+          tumblingWindowInSeconds: 60
       - rabbitmq:
           arn: arn:aws:mq:us-east-1:123456789012:broker:orders:b-1
           queue: orders
@@ -118,7 +119,7 @@ functions:
     assert isinstance(route(config, "work-stream-3").source, m.DynamodbStreamSourceConfig)
     kinesis = route(config, "work-stream-4").source
     assert isinstance(kinesis, m.KinesisSourceConfig)
-    assert kinesis.starting_position == "TRIM_HORIZON"
+    assert (kinesis.starting_position, kinesis.tumbling_window) == ("TRIM_HORIZON", 60)
     amqp = route(config, "work-rabbitmq-5").source
     assert isinstance(amqp, m.AmqpSourceConfig)
     assert amqp.queue == "orders"
@@ -128,8 +129,8 @@ functions:
     assert 11 not in notes  # a REST API event is written as it is: payload v1
     assert [r.source.payload for r in config.routes if r.function == "api"] == ["v2", "v2", "v1", "v2"]
     assert "only the first of 2 rates" in notes[22]
-    assert "set ORDERS_AMQP_URL" in notes[35]
-    assert "s3 events are not supported by the router" in notes[37]
+    assert "set ORDERS_AMQP_URL" in notes[36]
+    assert "s3 events are not supported by the router" in notes[38]
 
 
 def test_a_second_route_on_the_same_path_and_method_is_listed(tmp_path: Path) -> None:
