@@ -17,6 +17,7 @@ import aiohttp
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
 from router.invocation import Invocation, Result
+from router.invokers.base import Invoker
 from router.metrics import Metrics
 from router.queues.sql import SqlQueue
 from router.readiness import Readiness
@@ -202,7 +203,7 @@ class StreamHarness:
 
     @contextlib.asynccontextmanager
     async def source(
-        self, fn: RecordingFunction, *, api: ApiFactory, aws: AwsConfig | None = None,
+        self, fn: Invoker, *, api: ApiFactory, aws: AwsConfig | None = None,
         stream_arn: str = ARN, source_type: str = "kinesis", concurrency: int | None = None,
         filters: list[dict[str, Any]] | None = None, on_failure: Any = None, stop_timeout: float = 10.0,
         clock: Callable[[], float] | None = None, **source: Any,

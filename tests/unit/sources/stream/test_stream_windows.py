@@ -6,7 +6,6 @@ a response without ``state`` as a failure, and checkpoints held until the window
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,9 +13,10 @@ import pytest
 from pydantic import ValidationError
 
 from router.config.models import RouteConfig
-from router.invocation import Invocation, Result
+from router.invocation import Result
 from router.sources.stream.batch import WINDOW_STATE_LIMIT
 from router.state.checkpoints import SHARD_END
+from tests.unit.sources.functions import FunctionInvoker
 from tests.unit.sources.stream.support import ARN, FakeStream, StreamHarness, fail, fake_api, ok
 from tests.waiting import until
 
@@ -25,31 +25,21 @@ BASE = 60 * 28_333_334  # 2023-11-14T22:14:00Z, a multiple of 60: a window's sta
 EventHandler = Callable[[dict[str, Any]], Awaitable[Result]]
 
 
-class WindowFunction:
+class WindowFunction(FunctionInvoker):
     """An in-process function that keeps every event; by default it counts records into ``state.n``."""
 
     def __init__(self, handler: EventHandler | None = None) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.handler = handler
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def invoke(self, invocation: Invocation) -> Result:
-        event = json.loads(invocation.payload)
-        self.events.append(event)
-        if self.handler is not None:
-            return await self.handler(event)
-        return ok({"state": count(event)})
+        super().__init__(handler or _counting)
 
     def data(self, index: int) -> list[str]:
         return [r["kinesis"]["data"] for r in self.events[index]["Records"]]
 
     def finals(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["isFinalInvokeForWindow"]]
+
+
+async def _counting(event: dict[str, Any]) -> Result:
+    return ok({"state": count(event)})
 
 
 def count(event: dict[str, Any]) -> dict[str, Any]:
