@@ -68,6 +68,10 @@ FINAL_SAVE_TIMEOUT = 10.0
 WINDOW_CHECK = 0.25
 """Seconds between looks, by a lane with an open tumbling window and no records, at whether the window is
 over (its end passed and the shard read past it)."""
+WINDOW_GRACE = 1.0
+"""Seconds past a tumbling window's end (by this host's clock) before a caught-up read counts as having
+read all of it: a record's arrival time is the stream service's clock, and a record is readable a moment
+after it arrived."""
 
 
 class _Abandoned(Exception):
@@ -469,10 +473,11 @@ class _Lane:
 
     def _window_over(self, window: Window) -> bool:
         """Whether ``window`` is over: no record waits for this lane, and the shard was read past the
-        window's end (a GetRecords asked after it found the shard caught up) or to its own end."""
+        window's end (a GetRecords asked ``WINDOW_GRACE`` after it found the shard caught up) or to its
+        own end."""
         shard = self.shard
         return (not self._carry and self.queue.empty()
-                and (shard.read_to_end or shard.caught_up_at >= window.end))
+                and (shard.read_to_end or shard.caught_up_at >= window.end + WINDOW_GRACE))
 
     async def _final(self, window: Window, *, early: bool = False) -> None:
         """The window's final invocation (no records, its state), retried until it succeeds: as on Lambda,

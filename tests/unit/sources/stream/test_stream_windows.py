@@ -70,6 +70,11 @@ async def test_the_state_is_carried_through_a_window_and_its_final_invocation_co
                                                   type="kinesis") == 5, what="every record read")
         assert len(fn.events) == 3  # not over before its end
         assert await stream_harness.checkpoints() == {}  # held until the window's final invocation
+        now[0] = BASE + 60.5  # past the end, within the grace for records still on their way
+        polls = stream.calls.count(f"get_records {S0}")
+        await until(lambda: stream.calls.count(f"get_records {S0}") >= polls + 40,
+                    what="reads for longer than two of the lane's looks")
+        assert len(fn.events) == 3
         now[0] = BASE + 61.0
         await until(lambda: len(fn.events) == 4, what="the final invocation")
         final = fn.events[3]
@@ -145,7 +150,7 @@ async def test_a_state_over_1_mb_ends_the_window_early_and_it_goes_on_with_a_fre
         await stream_harness.wait_checkpoints(
             lambda cps: cps.get(S0) == stream.shards[S0].records[0].sequence_number,
             what="the records before the early end checkpointed")
-        now[0] = BASE + 60.0
+        now[0] = BASE + 61.0
         await until(lambda: len(fn.finals()) == 2, what="the window's final invocation")
         assert fn.finals()[1]["state"] == {"n": 1}
         assert not fn.finals()[1]["isWindowTerminatedEarly"]
@@ -183,7 +188,7 @@ async def test_a_stop_mid_window_runs_the_window_again_after_a_restart(stream_ha
         await until(lambda: len(again.events) == 1, what="the window from its first record")
         assert again.data(0) == ["r0", "r1"]
         assert again.events[0]["state"] == {}
-        now[0] = BASE + 60.0
+        now[0] = BASE + 61.0
         await until(lambda: len(again.finals()) == 1, what="the final invocation")
         assert again.finals()[0]["state"] == {"n": 2}
         await stream_harness.wait_checkpoints(lambda cps: cps == {S0: seqs[-1]}, what="the checkpoint")
