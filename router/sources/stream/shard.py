@@ -625,11 +625,12 @@ class _Lane:
         where = (f"route '{ctx.route_name}': shard {shard.shard_id}: {len(records)} records "
                  f"{records[0].sequence_number}..{records[-1].sequence_number} given up ({condition}, "
                  f"{attempt.invokes} invocations)")
-        if ctx.failures is not None:  # kept for `router failures`; a redrive invokes the batch's event
+        if ctx.failures is not None:  # kept for `router failures`; a redrive invokes the batch's event (in a
+            # tumbling window: with the window's keys and state, as the function was given it)
             await ctx.failures.keep(
                 function=ctx.function, route=ctx.route_name, source=ctx.type,
                 request_id=attempt.request_id or "", condition=condition, record=record,
-                payload=payload(records), attempts=attempt.invokes, result=attempt.result)
+                payload=self._event(records), attempts=attempt.invokes, result=attempt.result)
         if ctx.on_failure is None:
             log.error("%s; no source.on_failure destination: they are skipped", where,
                       extra={**shard._extra, "request_id": attempt.request_id})

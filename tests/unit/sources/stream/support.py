@@ -16,6 +16,7 @@ import aiohttp
 
 from router.config.models import AwsConfig, RouteConfig
 from router.core.dispatcher import Dispatcher
+from router.core.failures import FailedEvents
 from router.invocation import Invocation, Result
 from router.invokers.base import Invoker
 from router.metrics import Metrics
@@ -206,7 +207,7 @@ class StreamHarness:
         self, fn: Invoker, *, api: ApiFactory, aws: AwsConfig | None = None,
         stream_arn: str = ARN, source_type: str = "kinesis", concurrency: int | None = None,
         filters: list[dict[str, Any]] | None = None, on_failure: Any = None, stop_timeout: float = 10.0,
-        clock: Callable[[], float] | None = None, **source: Any,
+        clock: Callable[[], float] | None = None, failures: FailedEvents | None = None, **source: Any,
     ) -> AsyncIterator[StreamSource]:
         store = await self.open_store()
         aws = aws or AwsConfig(region="eu-west-1", account_id="123456789012")
@@ -220,6 +221,8 @@ class StreamHarness:
             "source": {"type": source_type, "stream_arn": stream_arn, **source},
         })
         extra: dict[str, Any] = {} if clock is None else {"clock": WallClock(clock)}
+        if failures is not None:
+            extra["failures"] = failures
         src = StreamSource(route, dispatcher=dispatcher, metrics=self.metrics, readiness=self.readiness,
                            aws=aws, store=store, on_failure=on_failure, api=api, discover_interval=0.2,
                            poll_interval=0.02, min_call_interval=0.0, backoff=(0.02, 0.1),

@@ -6,16 +6,20 @@ a response without ``state`` as a failure, and checkpoints held until the window
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from router.clock import SystemClock
 from router.config.models import RouteConfig
+from router.core.failures import FailedEvents
 from router.invocation import Result
 from router.sources.stream.batch import WINDOW_STATE_LIMIT
 from router.state.checkpoints import SHARD_END
+from router.state.failures import FailureFilter
 from tests.unit.sources.functions import FunctionInvoker
 from tests.unit.sources.stream.support import ARN, FakeStream, StreamHarness, fail, fake_api, ok
 from tests.waiting import until
@@ -215,3 +219,32 @@ def test_tumbling_window_limits_are_lambdas(extra: dict[str, Any], message: str)
     with pytest.raises(ValidationError, match=message):
         RouteConfig.model_validate({"name": "r", "function": "f", "source": {
             "type": "kinesis", "stream_arn": ARN, "starting_position": "LATEST", **extra}})
+
+
+async def test_a_batch_given_up_in_a_window_is_kept_as_the_function_was_given_it(
+        stream_harness: StreamHarness) -> None:
+    """``router failures redrive`` runs the event the function failed on: in a window, with its keys and
+    the state at the time; the given-up records are checkpointed with the window."""
+    store = await stream_harness.open_store()
+    failures = FailedEvents(store, metrics=stream_harness.metrics, clock=SystemClock(), max_age=3600.0,
+                            max_count=100, timeout=2.0, prune_interval=60.0)
+    stream = FakeStream(1)
+    stream.put(S0, "r0", arrival=BASE + 1)
+    bad = stream.put(S0, "bad", arrival=BASE + 2)
+
+    async def handler(event: dict[str, Any]) -> Result:
+        if any(r["kinesis"]["data"] == "bad" for r in event["Records"]):
+            return fail("bad record")
+        return ok({"state": count(event)})
+
+    fn = WindowFunction(handler)
+    async with stream_harness.source(fn, api=fake_api(stream), batch_size=1, tumbling_window=60,
+                                     max_retry_attempts=0, failures=failures, clock=lambda: BASE + 61.0):
+        await until(lambda: len(fn.finals()) == 1, what="the final invocation")
+        await stream_harness.wait_checkpoints(lambda cps: cps == {S0: bad}, what="the window checkpointed")
+    [kept] = await store.list_failures(FailureFilter(), 10)
+    event = json.loads((await store.get_failure(kept.id)).payload)  # type: ignore[union-attr]
+    assert [r["kinesis"]["data"] for r in event["Records"]] == ["bad"]
+    assert (event["state"], event["isFinalInvokeForWindow"]) == ({"n": 1}, False)
+    assert event["window"]["start"] == "2023-11-14T22:14:00Z"
+    assert fn.finals()[0]["state"] == {"n": 1}
