@@ -120,3 +120,47 @@ def test_at_timestamp_is_a_config_error(
     assert rp.proc is not None
     assert rp.proc.wait(30) == 1
     assert "DynamoDB Streams has no AT_TIMESTAMP starting position; use TRIM_HORIZON or LATEST" in rp.logs()
+
+
+def test_tumbling_window_counts_a_tables_changes(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, ddb: Any,
+) -> None:
+    """A DynamoDB stream in tumbling windows: the state counts the changes of a window across its
+    invocations, and the window's final invocation has the count, the stream's ARN and the shard's id."""
+    out = tmp_path / "windows.jsonl"
+    router_factory.write_function("record", f"""
+        import json
+        def handler(event, context):
+            state = dict(event["state"])
+            for r in event["Records"]:
+                state[r["eventName"]] = state.get(r["eventName"], 0) + 1
+            with open({str(out)!r}, "a") as f:
+                f.write(json.dumps({{"final": event["isFinalInvokeForWindow"], "state": event["state"],
+                                    "records": len(event["Records"]), "arn": event["eventSourceARN"],
+                                    "shard": event["shardId"], "window": event["window"]}}) + "\\n")
+            return {{"state": state}}
+    """)
+    table, arn = create_table(ddb)
+    for n in range(3):
+        ddb.put_item(TableName=table, Item={"pk": {"S": f"order-{n}"}, "status": {"S": "new"}})
+    ddb.delete_item(TableName=table, Key={"pk": {"S": "order-0"}})
+    rp = router_factory(config(tmp_path, moto_server, arn, ", batch_size: 1, tumbling_window: 2s"))
+
+    def finals() -> list[dict[str, Any]]:
+        return [e for e in events(out) if e["final"]]
+
+    def counted() -> dict[str, int]:
+        total: dict[str, int] = {}
+        for final in finals():
+            for name, n in final["state"].items():
+                total[name] = total.get(name, 0) + n
+        return total
+
+    until_sync(lambda: counted() == {"INSERT": 3, "REMOVE": 1}, deadline=30,
+               what="the windows' final invocations counting 3 inserts and 1 remove")
+    got = events(out)
+    assert all(e["arn"] == arn and e["shard"].startswith("shardId-") for e in got)
+    assert all(e["records"] == 1 for e in got if not e["final"])  # batch_size 1: the state carried them
+    assert all(e["records"] == 0 for e in finals())
+    assert all(e["window"]["start"].endswith("Z") and e["window"]["end"].endswith("Z") for e in got)
+    assert rp.stop() == 0
