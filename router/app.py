@@ -163,13 +163,17 @@ def failed_events(config: RouterConfig, store: StateStore, metrics: Metrics,
 def stream_failure_destinations(config: RouterConfig, builder: DestinationBuilder) -> dict[str, Destination]:
     """The stream routes' ``source.on_failure`` destinations by route name, built (or refused, raising
     ``ConfigError`` with every problem) before anything starts."""
+    from router.destinations.factory import mapping_prefix
+    from router.mappings import mapping_uuid
+
     built: dict[str, Destination] = {}
     for i, route in enumerate(config.routes):
         source = route.source
         if not isinstance(source, KinesisSourceConfig | DynamodbStreamSourceConfig):
             continue
         if source.on_failure is not None:
-            dest = builder.build(f"routes[{i}].source.on_failure", source.on_failure)
+            dest = builder.build(f"routes[{i}].source.on_failure", source.on_failure,
+                                 s3_prefix=mapping_prefix(mapping_uuid(route.name)))
             if dest is not None:
                 built[route.name] = dest
     builder.check()

@@ -92,6 +92,15 @@ def arn_problem(arn: str, service: str, kind: str) -> str | None:
     return None
 
 
+_S3_BUCKET_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:s3:::(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$")
+
+
+def s3_bucket_of(arn: str) -> str | None:
+    """The bucket name of an S3 bucket ARN (``arn:aws:s3:::NAME``: no region, no account), or None."""
+    m = _S3_BUCKET_ARN.match(arn)
+    return None if m is None or ".." in m["bucket"] else m["bucket"]
+
+
 def lambda_name_problem(name: str) -> str | None:
     """Why ``name`` is not what Lambda's Invoke takes as FunctionName."""
     if _LAMBDA_NAME.match(name):

@@ -18,7 +18,14 @@ from pydantic import (
     model_validator,
 )
 
-from router.config.checks import arn_problem, is_fifo, lambda_name_problem, url_problem, webhook_path_problem
+from router.config.checks import (
+    arn_problem,
+    is_fifo,
+    lambda_name_problem,
+    s3_bucket_of,
+    url_problem,
+    webhook_path_problem,
+)
 from router.config.units import parse_duration, parse_size
 from router.invocation import PAYLOAD_LIMIT
 
@@ -343,6 +350,24 @@ class EventBridgeDestinationConfig(Model):
     _bus_arn = field_validator("event_bus_arn")(_arn_of("events", "an EventBridge event bus"))
 
 
+class S3DestinationConfig(Model):
+    """Writes the record as a JSON object to an S3 bucket, as Lambda's S3 destination (on failure only):
+    a function's failed async event under ``aws/lambda/async/FUNCTION/``, a stream's discarded batch
+    (with its records as ``payload``) under ``aws/lambda/MAPPING-UUID/SHARD/``, then
+    ``YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-UUID``."""
+
+    type: Literal["s3"]
+    bucket_arn: str = Field(description="arn:aws:s3:::BUCKET")
+
+    @field_validator("bucket_arn")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if s3_bucket_of(v) is None:
+            raise ValueError("not an S3 bucket ARN; expected arn:aws:s3:::BUCKET (a bucket name: 3-63 of "
+                             "a-z 0-9 . -, no region or account)")
+        return v
+
+
 class AmqpDestinationConfig(Model):
     """Publishes the record as JSON to ``exchange`` with ``routing_key`` (persistent, publisher confirms,
     mandatory: a record no queue receives is a failed delivery, kept and retried)."""
@@ -361,6 +386,7 @@ DestinationConfig = Annotated[
     | SqsDestinationConfig
     | SnsDestinationConfig
     | EventBridgeDestinationConfig
+    | S3DestinationConfig
     | AmqpDestinationConfig,
     Field(discriminator="type"),
 ]
@@ -427,6 +453,14 @@ class AsyncConfig(Model):
     on_failure: DestinationConfig | None = None
     dead_letter: DeadLetterConfig | None = Field(
         None, description="an SQS queue or SNS topic that gets each failed event as it came (Lambda's DLQ)")
+
+    @field_validator("on_success")
+    @classmethod
+    def _no_s3_on_success(cls, v: DestinationConfig | None) -> DestinationConfig | None:
+        if v is not None and v.type == "s3":
+            raise ValueError("an S3 bucket is an on-failure destination only (as on Lambda); use it as "
+                             "on_failure, or another type for on_success")
+        return v
 
 
 class HistoryConfig(Model):

@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from router.destinations.dead_letter import DeadLetterQueue
 
 
+def async_prefix(function: str) -> str:
+    """Where Lambda's S3 destination writes a function's failed async events."""
+    return f"aws/lambda/async/{function}"
+
+
+def mapping_prefix(mapping_uuid: str) -> str:
+    """Where Lambda's S3 destination writes an event source mapping's discarded batches (a folder a shard
+    below)."""
+    return f"aws/lambda/{mapping_uuid}"
+
+
 @dataclass(slots=True)
 class FunctionDestinations:
     on_success: Destination | None = None
@@ -48,8 +59,9 @@ class DestinationBuilder:
         self._amqp: AmqpConnections | None = None  # one robust connection per broker URL, lazily
         self.problems: list[str] = []
 
-    def build(self, where: str, cfg: DestinationConfig) -> Destination | None:
-        """The destination for ``cfg`` (``where`` is its config path), or None after noting a problem."""
+    def build(self, where: str, cfg: DestinationConfig, *, s3_prefix: str = "") -> Destination | None:
+        """The destination for ``cfg`` (``where`` is its config path), or None after noting a problem.
+        ``s3_prefix``: where an ``s3`` destination writes (``async_prefix`` or ``mapping_prefix``)."""
         config = self._config
         if cfg.type == "file":
             path = (config.config_dir / cfg.path).resolve()
@@ -75,6 +87,10 @@ class DestinationBuilder:
             from router.destinations.eventbridge import EventBridgeDestination
 
             return EventBridgeDestination(cfg.event_bus_arn, aws=config.aws)
+        if cfg.type == "s3":
+            from router.destinations.s3 import S3Destination
+
+            return S3Destination(cfg.bucket_arn, prefix=s3_prefix, aws=config.aws)
         if cfg.type == "amqp":
             from router.destinations.amqp import AmqpConnections, AmqpDestination
 
@@ -84,7 +100,7 @@ class DestinationBuilder:
                                    connections=self._amqp, timeout=cfg.timeout)
         self.problems.append(
             f"{where}.type: destination type {cfg.type!r} is not supported; "
-            "use file, http, function, sqs, sns, eventbridge or amqp"
+            "use file, http, function, sqs, sns, eventbridge, s3 or amqp"
         )
         return None
 
@@ -116,7 +132,8 @@ def build_destinations(
         if fn.async_.on_success is not None:
             dests.on_success = builder.build(f"functions.{name}.async.on_success", fn.async_.on_success)
         if fn.async_.on_failure is not None:
-            dests.on_failure = builder.build(f"functions.{name}.async.on_failure", fn.async_.on_failure)
+            dests.on_failure = builder.build(f"functions.{name}.async.on_failure", fn.async_.on_failure,
+                                             s3_prefix=async_prefix(name))
         if fn.async_.dead_letter is not None:
             from router.destinations.dead_letter import DeadLetterQueue
 

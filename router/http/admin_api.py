@@ -17,9 +17,10 @@ from aiohttp import web
 
 from router.core.controls import ControlError, Controls
 from router.http.context import CTX
-from router.http.control_api import POLLER_TYPES, mapping_uuid
+from router.http.control_api import POLLER_TYPES
 from router.http.invoke_auth import authenticate
 from router.invocation import new_request_id
+from router.mappings import mapping_uuid
 
 BODY_LIMIT = 64 * 1024
 

@@ -45,10 +45,9 @@ from router.http.function_url import function_url
 from router.http.invoke_api import parse_function_name
 from router.http.invoke_auth import authenticate
 from router.invocation import new_request_id
+from router.mappings import mapping_uuid
 from router.urls import safe_url
 
-MAPPING_NAMESPACE = uuid.UUID("6f1d0c52-3c7e-5b8a-9a57-7a6f3e0c2b11")
-"""uuid5 namespace of event source mapping UUIDs: the same route name gives the same UUID, always."""
 POLLER_TYPES = ("sqs", "kinesis", "dynamodb_stream", "amqp")
 BODY_LIMIT = 64 * 1024
 """Largest control request body read (they are small JSON objects)."""
@@ -69,11 +68,6 @@ REVISION_NAMESPACE = uuid.UUID("0b6c5a51-8d0e-5c57-b7a2-3f4e2d1c9a88")
 def lambda_timestamp(epoch: float) -> str:
     """A FunctionConfiguration's LastModified as Lambda writes it: ``2024-05-01T12:00:00.123+0000``."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
-
-
-def mapping_uuid(route: str) -> str:
-    """The event source mapping UUID of ``route``: uuid5 of its name in a fixed namespace."""
-    return str(uuid.uuid5(MAPPING_NAMESPACE, route))
 
 
 def sqs_queue_arn(queue_url: str, region: str) -> str:
@@ -176,6 +170,8 @@ class ControlApi:
                 return dest.topic_arn
             case "eventbridge":
                 return dest.event_bus_arn
+            case "s3":
+                return dest.bucket_arn
             case "file":
                 return f"file:{dest.path}"
             case _:

@@ -13,6 +13,7 @@ import shutil
 import sys
 from typing import Any
 
+from router.config.checks import s3_bucket_of
 from router.config.cron import CronError, cron_trigger
 from router.config.node import node_version, version_tuple
 from router.config.problems import Loc
@@ -265,8 +266,10 @@ def destination(target: Any, kind: str, functions: dict[str, str], notes: Notes,
         return {"type": "sns", "topic_arn": topic_arn(target, notes, loc, what)}
     if kind in ("eventbridge", "events"):
         return {"type": "eventbridge", "event_bus_arn": event_bus_arn(target, notes, loc, what)}
+    if kind == "s3":
+        return {"type": "s3", "bucket_arn": bucket_arn(target, notes, loc, what)}
     notes.add(loc, f"{what}: {kind.upper() or 'this'} destinations are not supported by the router "
-                   "(function, sqs, sns, eventbridge, amqp, http, file); destination left out")
+                   "(function, sqs, sns, eventbridge, s3, amqp, http, file); destination left out")
     return None
 
 
@@ -296,6 +299,21 @@ def event_bus_arn(value: Any, notes: Notes, loc: Loc, what: str) -> str:
                else f"arn:aws:events:us-east-1:000000000000:event-bus/{name}")
     variable = variable_name(name, "event_bus_arn")
     origin = f"the template's event bus {logical}" if logical else f"event bus {name}"
+    notes.add(loc, f"{what}: {origin}: set {variable} to its ARN; written as ${{{variable}:-{default}}}")
+    return placeholder(variable, default)
+
+
+def bucket_arn(value: Any, notes: Notes, loc: Loc, what: str) -> str:
+    """The S3 bucket ARN as written, or a placeholder when it stands for a bucket the template creates."""
+    text = "" if value is None else str(value)
+    if s3_bucket_of(text) is not None and not isinstance(value, ResourceValue):
+        return text
+    logical = value.logical if isinstance(value, ResourceValue) else ""
+    name = logical or text.rsplit(":", 1)[-1] or "bucket"
+    bucket = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip(".-")[:63].ljust(3, "0")
+    default = text if s3_bucket_of(text) is not None else f"arn:aws:s3:::{bucket}"
+    variable = variable_name(name, "bucket_arn")
+    origin = f"the template's bucket {logical}" if logical else f"bucket {name}"
     notes.add(loc, f"{what}: {origin}: set {variable} to its ARN; written as ${{{variable}:-{default}}}")
     return placeholder(variable, default)
 

@@ -6,6 +6,7 @@ counted (Lambda's ``DeadLetterErrors``) and the event is still among the failed 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,30 @@ def test_an_eventbridge_destination_puts_lambdas_event_on_the_bus(
     assert event["detail"]["requestContext"]["requestId"] == request_id
     assert event["detail"]["requestContext"]["condition"] == "RetriesExhausted"
     assert event["detail"]["responsePayload"]["errorMessage"] == "order 7 cannot be packed"
+
+
+@pytest.mark.timeout(120)
+def test_an_s3_on_failure_destination_writes_the_record_where_lambda_does(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, sqs_client: Any,
+) -> None:
+    """Lambda's S3 destination (on failure only): the invocation record as a JSON object named
+    ``aws/lambda/async/FUNCTION/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-UUID``."""
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server, aws_access_key_id="x",
+                      aws_secret_access_key="x")
+    bucket = f"failures-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    dlq_url, _ = _queue(sqs_client, "dlq")
+    rp = _router(router_factory, tmp_path, moto_server, dlq_url,
+                 on_failure=f'{{type: s3, bucket_arn: "arn:aws:s3:::{bucket}"}}')
+    request_id = _post(rp)
+    keys = until_sync(lambda: [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])],
+                      deadline=30, what="the record's object")
+    [key] = keys
+    assert re.fullmatch(r"aws/lambda/async/fails/\d{4}/\d{2}/\d{2}/\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}-"
+                        r"[0-9a-f-]{36}", key), key
+    record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert record["requestContext"]["requestId"] == request_id
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["responsePayload"]["errorMessage"] == "order 7 cannot be packed"
+    s3.close()
+    assert rp.stop() == 0

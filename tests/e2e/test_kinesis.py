@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
+from router.mappings import mapping_uuid
 from tests.router_process import RouterFactory, http
 from tests.waiting import until_sync
 
@@ -207,6 +209,34 @@ def test_max_retry_attempts_without_bisect(
     assert attempts.read_text().split() == ["2", "2", "2"]  # the first try and 2 retries, whole batch
     put(kinesis, arn, "after")
     until_sync(lambda: [d for _, _, d in lines(out)] == ["after"], deadline=20, what="the shard moved on")
+    assert rp.stop() == 0
+
+
+def test_an_s3_on_failure_destination_gets_the_record_and_the_batch(
+    router_factory: RouterFactory, tmp_path: Path, moto_server: str, kinesis: Any,
+) -> None:
+    """Lambda's S3 destination for a stream mapping: the failure record with the batch's records as
+    ``payload``, named ``aws/lambda/MAPPING-UUID/SHARD/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-UUID``."""
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server, aws_access_key_id="x",
+                      aws_secret_access_key="x")
+    bucket = f"stream-failures-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    router_factory.write_function("record", RECORDER.format(out=str(tmp_path / "seen.txt")))
+    arn = create_stream(kinesis, 1)
+    seqs = [put(kinesis, arn, "poison"), put(kinesis, arn, "b")]
+    source = f', max_retry_attempts: 0, on_failure: {{type: s3, bucket_arn: "arn:aws:s3:::{bucket}"}}'
+    rp = router_factory(config(tmp_path, moto_server, arn, source))
+    [key] = until_sync(lambda: [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])],
+                       deadline=30, what="the failure record's object")
+    assert key.startswith(f"aws/lambda/{mapping_uuid('clicks')}/shardId-000000000000/"), key
+    assert re.fullmatch(r".*/\d{4}/\d{2}/\d{2}/\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}-[0-9a-f-]{36}", key), key
+    record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["KinesisBatchInfo"]["startSequenceNumber"] == seqs[0]
+    records = record["payload"]["Records"]
+    assert [r["kinesis"]["sequenceNumber"] for r in records] == seqs
+    assert base64.b64decode(records[0]["kinesis"]["data"]) == b"poison"
+    s3.close()
     assert rp.stop() == 0
 
 

@@ -4,6 +4,7 @@ the route reports a fault, a checkpoint not saved and a failure record to delive
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from router.errors import StateStoreError
 from router.filters import Filter
 from router.metrics import Metrics
 from router.sources.lifecycle import RouteHealth, StopGate, backoff_delay
+from router.sources.stream.api import StreamRecord
 from router.state.store import StateStore
 
 log = logging.getLogger("router.sources.stream")
@@ -74,11 +76,14 @@ class ShardContext:
     def retry_delay(self, failures: int) -> float:
         return backoff_delay(failures, *self.retry_backoff, jitter=False)
 
-    async def deliver_failure(self, record: dict[str, Any]) -> bool:
+    async def deliver_failure(self, record: dict[str, Any], records: Sequence[StreamRecord]) -> bool:
         """Send a failure record to ``source.on_failure``, retrying with backoff while it fails; False
-        when the route stops first (the batch is then not checkpointed)."""
+        when the route stops first (the batch is then not checkpointed). An S3 destination also gets the
+        batch's ``records`` (``payload: {"Records": [...]}``), as Lambda sends them to S3 only."""
         dest = self.on_failure
         assert dest is not None
+        if dest.kind == "s3":
+            record = {**record, "payload": {"Records": [r.event for r in records]}}
         failures = 0
         while True:
             try:

@@ -637,7 +637,7 @@ class _Lane:
         else:
             log.warning("%s; sending the failure record to source.on_failure (%s)", where,
                         ctx.on_failure.kind, extra={**shard._extra, "request_id": attempt.request_id})
-            if not await ctx.deliver_failure(record):
+            if not await ctx.deliver_failure(record, records):
                 raise _Abandoned  # stopping: not checkpointed, so the records come back after a restart
         self._failures = 0
         self._settle([r.sequence_number for r in records])

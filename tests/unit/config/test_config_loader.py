@@ -268,12 +268,12 @@ def test_missing_source_type(problems: Problems) -> None:
 
 def test_unknown_destination_and_auth_types(problems: Problems) -> None:
     assert problems(
-        BASE + "    async: {on_failure: {type: s3, bucket: b}}\n"
+        BASE + "    async: {on_failure: {type: gcs, bucket: b}}\n"
         "routes:\n- name: a\n  function: resize\n"
         "  source: {type: webhook, path: /a, auth: {type: basic}}\n"
     ) == [
-        "router.yaml:6:32: functions.resize.async.on_failure.type: unknown type 's3'; "
-        "valid types: file, http, function, sqs, sns, eventbridge, amqp",
+        "router.yaml:6:32: functions.resize.async.on_failure.type: unknown type 'gcs'; "
+        "valid types: file, http, function, sqs, sns, eventbridge, s3, amqp",
         "router.yaml:10:50: routes[0].source.auth.type: unknown type 'basic'; "
         "valid types: hmac, standard_webhooks, bearer, api_key",
     ]

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from router.config.models import RouterConfig
-from router.http.control_api import ControlApi, mapping_uuid
+from router.http.control_api import ControlApi
+from router.mappings import mapping_uuid
 
 
 def _api(routes: list[dict[str, Any]]) -> ControlApi:

@@ -405,3 +405,45 @@ Resources:
     assert plain.topic_arn == "arn:aws:sns:eu-west-1:123456789012:plain-dlq"
     assert "set MAIN_DLQ_URL to its URL" in err  # a queue: its URL to set, as for any queue
     assert "no router equivalent" not in err  # the dead-letter keys are imported, not left out
+
+
+def test_s3_on_failure_destinations(tmp_path: Path) -> None:
+    """Lambda's S3 destination (on failure, for async events and stream mappings) becomes an s3
+    destination; a bucket the template creates a placeholder to set."""
+    text, err, status = do_import(tmp_path, "sam", HEAD + f"""\
+Resources:
+  Main:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: {PY}
+      Handler: app.handler
+      CodeUri: src
+      EventInvokeConfig:
+        DestinationConfig:
+          OnFailure:
+            Type: S3
+            Destination: arn:aws:s3:::main-failures
+      Events:
+        Clicks:
+          Type: Kinesis
+          Properties:
+            Stream: arn:aws:kinesis:eu-west-1:123456789012:stream/clicks
+            StartingPosition: LATEST
+            DestinationConfig:
+              OnFailure:
+                Type: S3
+                Destination: !GetAtt Failures.Arn
+  Failures:
+    Type: AWS::S3::Bucket
+""")
+    assert status == 0, err
+    config = load(tmp_path)
+    main = config.functions["Main"].async_
+    assert isinstance(main.on_failure, m.S3DestinationConfig)
+    assert main.on_failure.bucket_arn == "arn:aws:s3:::main-failures"
+    clicks = route(config, "Main-Clicks").source
+    assert isinstance(clicks, m.KinesisSourceConfig)
+    assert isinstance(clicks.on_failure, m.S3DestinationConfig)
+    assert clicks.on_failure.bucket_arn == "arn:aws:s3:::failures"
+    assert "bucket_arn: ${FAILURES_BUCKET_ARN:-arn:aws:s3:::failures}" in text
+    assert any("set FAILURES_BUCKET_ARN" in note for note in listed(err).values())
