@@ -56,6 +56,10 @@ def test_stream_mapping() -> None:
         "on_failure": {"type": "sns", "topic_arn": "arn:aws:sns:eu-west-1:123456789012:t"}})
     assert with_failure["DestinationConfig"] == {
         "OnFailure": {"Destination": "arn:aws:sns:eu-west-1:123456789012:t"}}
+    to_s3 = _mapping({
+        "type": "kinesis", "stream_arn": "arn:aws:kinesis:eu-west-1:123456789012:stream/c",
+        "on_failure": {"type": "s3", "bucket_arn": "arn:aws:s3:::failures"}})
+    assert to_s3["DestinationConfig"] == {"OnFailure": {"Destination": "arn:aws:s3:::failures"}}
     windowed = _mapping({"type": "dynamodb_stream", "tumbling_window": "2m",
                          "stream_arn": "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2024"})
     assert windowed["TumblingWindowInSeconds"] == 120
