@@ -6,6 +6,7 @@ a response without ``state`` as a failure, and checkpoints held until the window
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from router.invocation import Result
 from router.sources.stream.batch import WINDOW_STATE_LIMIT
 from router.state.checkpoints import SHARD_END
 from router.state.failures import FailureFilter
+from tests.unavailable import unavailable
 from tests.unit.sources.functions import FunctionInvoker
 from tests.unit.sources.stream.support import ARN, FakeStream, StreamHarness, fail, fake_api, ok
 from tests.waiting import until
@@ -248,3 +250,25 @@ async def test_a_batch_given_up_in_a_window_is_kept_as_the_function_was_given_it
     assert (event["state"], event["isFinalInvokeForWindow"]) == ({"n": 1}, False)
     assert event["window"]["start"] == "2023-11-14T22:14:00Z"
     assert fn.finals()[0]["state"] == {"n": 1}
+
+
+async def test_powertools_reads_the_windowed_events(stream_harness: StreamHarness) -> None:
+    """AWS Lambda Powertools' event data classes (``KinesisStreamEvent``), as a windowed function reads
+    its event: the window, the state, the shard, the flags and the records."""
+    if importlib.util.find_spec("aws_lambda_powertools") is None:
+        unavailable("aws-lambda-powertools is not installed (pip install -e '.[test]')")
+    from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
+
+    stream = FakeStream(1)
+    stream.put(S0, "cjA=", arrival=BASE + 1)  # base64 of "r0", as Kinesis' records carry data
+    fn = WindowFunction()
+    async with stream_harness.source(fn, api=fake_api(stream), tumbling_window=60,
+                                     clock=lambda: BASE + 61.0):
+        await until(lambda: len(fn.finals()) == 1, what="the final invocation")
+    first, final = (KinesisStreamEvent(e) for e in fn.events)
+    assert first.window is not None
+    assert (first.window.start, first.window.end) == ("2023-11-14T22:14:00Z", "2023-11-14T22:15:00Z")
+    assert (first.state, first.shard_id, first.event_source_arn) == ({}, S0, ARN)
+    assert (first.is_final_invoke_for_window, first.is_window_terminated_early) == (False, False)
+    assert [r.kinesis.data_as_text() for r in first.records] == ["r0"]
+    assert (final.state, final.is_final_invoke_for_window, list(final.records)) == ({"n": 1}, True, [])
