@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from router.config.checks import s3_bucket_of
@@ -273,49 +274,54 @@ def destination(target: Any, kind: str, functions: dict[str, str], notes: Notes,
     return None
 
 
+def _arn_or_placeholder(value: Any, notes: Notes, loc: Loc, what: str, *, kind: str, key: str,
+                        valid: Callable[[str], bool], name_of: Callable[[str], str],
+                        arn_of: Callable[[str], str]) -> str:
+    """``value`` as written when it is a ``valid`` ARN, else (a resource the template creates, or a bare
+    name) a placeholder: a variable named after the resource (``name_of`` its text), defaulting to
+    ``arn_of(name)`` or the ARN written, and a note saying to set it."""
+    text = "" if value is None else str(value)
+    is_arn = valid(text)
+    if is_arn and not isinstance(value, ResourceValue):
+        return text
+    logical = value.logical if isinstance(value, ResourceValue) else ""
+    name = logical or name_of(text)
+    default = text if is_arn else arn_of(name)
+    variable = variable_name(name, key)
+    origin = f"the template's {kind} {logical}" if logical else f"{kind} {name}"
+    notes.add(loc, f"{what}: {origin}: set {variable} to its ARN; written as ${{{variable}:-{default}}}")
+    return placeholder(variable, default)
+
+
 def topic_arn(value: Any, notes: Notes, loc: Loc, what: str) -> str:
     """The SNS topic ARN as written, or a placeholder when it stands for a topic the template creates
     (or a bare name)."""
-    text = "" if value is None else str(value)
-    if _SNS_ARN.match(text) and not isinstance(value, ResourceValue):
-        return text
-    logical = value.logical if isinstance(value, ResourceValue) else ""
-    name = logical or text or "topic"
-    default = text if _SNS_ARN.match(text) else f"arn:aws:sns:us-east-1:000000000000:{name}"
-    variable = variable_name(name, "topic_arn")
-    origin = f"the template's topic {logical}" if logical else f"topic {name}"
-    notes.add(loc, f"{what}: {origin}: set {variable} to its ARN; written as ${{{variable}:-{default}}}")
-    return placeholder(variable, default)
+    return _arn_or_placeholder(value, notes, loc, what, kind="topic", key="topic_arn",
+                               valid=lambda t: _SNS_ARN.match(t) is not None,
+                               name_of=lambda t: t or "topic",
+                               arn_of=lambda n: f"arn:aws:sns:us-east-1:000000000000:{n}")
 
 
 def event_bus_arn(value: Any, notes: Notes, loc: Loc, what: str) -> str:
     """The event bus ARN as written, or a placeholder when it stands for a bus the template creates."""
-    text = "" if value is None else str(value)
-    if _EVENT_BUS_ARN.match(text) and not isinstance(value, ResourceValue):
-        return text
-    logical = value.logical if isinstance(value, ResourceValue) else ""
-    name = logical or text.rsplit("/", 1)[-1] or "default"
-    default = (text if _EVENT_BUS_ARN.match(text)
-               else f"arn:aws:events:us-east-1:000000000000:event-bus/{name}")
-    variable = variable_name(name, "event_bus_arn")
-    origin = f"the template's event bus {logical}" if logical else f"event bus {name}"
-    notes.add(loc, f"{what}: {origin}: set {variable} to its ARN; written as ${{{variable}:-{default}}}")
-    return placeholder(variable, default)
+    return _arn_or_placeholder(value, notes, loc, what, kind="event bus", key="event_bus_arn",
+                               valid=lambda t: _EVENT_BUS_ARN.match(t) is not None,
+                               name_of=lambda t: t.rsplit("/", 1)[-1] or "default",
+                               arn_of=lambda n: f"arn:aws:events:us-east-1:000000000000:event-bus/{n}")
 
 
 def bucket_arn(value: Any, notes: Notes, loc: Loc, what: str) -> str:
     """The S3 bucket ARN as written, or a placeholder when it stands for a bucket the template creates."""
-    text = "" if value is None else str(value)
-    if s3_bucket_of(text) is not None and not isinstance(value, ResourceValue):
-        return text
-    logical = value.logical if isinstance(value, ResourceValue) else ""
-    name = logical or text.rsplit(":", 1)[-1] or "bucket"
-    bucket = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip(".-")[:63].ljust(3, "0")
-    default = text if s3_bucket_of(text) is not None else f"arn:aws:s3:::{bucket}"
-    variable = variable_name(name, "bucket_arn")
-    origin = f"the template's bucket {logical}" if logical else f"bucket {name}"
-    notes.add(loc, f"{what}: {origin}: set {variable} to its ARN; written as ${{{variable}:-{default}}}")
-    return placeholder(variable, default)
+    return _arn_or_placeholder(
+        value, notes, loc, what, kind="bucket", key="bucket_arn",
+        valid=lambda t: s3_bucket_of(t) is not None,
+        name_of=lambda t: t.rsplit(":", 1)[-1] or "bucket",
+        arn_of=lambda n: "arn:aws:s3:::" + _bucket_name(n))
+
+
+def _bucket_name(name: str) -> str:
+    """``name`` made a valid S3 bucket name: lower case, 3-63 of a-z 0-9 . -."""
+    return re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip(".-")[:63].ljust(3, "0")
 
 
 def dead_letter(target: Any, kind: str, notes: Notes, loc: Loc, what: str) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ import uuid
 
 from router.aws import error_code
 from router.errors import StateStoreError
-from router.invocation import PAYLOAD_LIMIT, Invocation
+from router.invocation import PAYLOAD_LIMIT, Invocation, Result
 from router.sources.stream.api import IteratorType, StreamApi, StreamRecord, seq_key
 from router.sources.stream.batch import (
     AGE_EXCEEDED,
@@ -483,18 +483,11 @@ class _Lane:
         """The window's final invocation (no records, its state), retried until it succeeds: as on Lambda,
         the shard waits for it (no retry limit, no record age). Then the window's records are done."""
         ctx, shard = self.shard.ctx, self.shard
+        event = window_payload([], window, shard_id=shard.shard_id, stream_arn=ctx.cfg.stream_arn, final=True,
+                               early=early)
         failures = 0
         while True:
-            if shard.stopping:
-                raise _Abandoned
-            inv = Invocation(function=ctx.function, source=ctx.type, route=ctx.route_name,
-                             attempt=failures + 1,
-                             payload=window_payload([], window, shard_id=shard.shard_id,
-                                                    stream_arn=ctx.cfg.stream_arn, final=True, early=early))
-            async with ctx.dispatcher.slot(ctx.function, ctx.type, ctx.route_name):
-                if shard.stopping:
-                    raise _Abandoned
-                result = await ctx.dispatcher.invoke_in_slot(inv)
+            inv, result = await self._invoke(event, failures + 1)
             if result.ok:
                 break
             failures += 1
@@ -508,6 +501,19 @@ class _Lane:
         if self._window is window:
             self._window = None
         shard.done(window.settled)
+
+    async def _invoke(self, event: bytes, attempt: int) -> tuple[Invocation, Result]:
+        """Invoke the function with ``event`` in a concurrency slot; ``_Abandoned`` when the shard stops
+        first (also while it waited for the slot: nothing new starts then)."""
+        ctx, shard = self.shard.ctx, self.shard
+        if shard.stopping:
+            raise _Abandoned
+        inv = Invocation(function=ctx.function, payload=event, source=ctx.type, route=ctx.route_name,
+                         attempt=attempt)
+        async with ctx.dispatcher.slot(ctx.function, ctx.type, ctx.route_name):
+            if shard.stopping:
+                raise _Abandoned
+            return inv, await ctx.dispatcher.invoke_in_slot(inv)
 
     def _settle(self, sequence_numbers: list[str]) -> None:
         """Records this lane is through with: done now, or, in a tumbling window, when it ends."""
@@ -525,7 +531,7 @@ class _Lane:
 
     async def _process(self, records: list[StreamRecord]) -> None:
         """Lambda's failure handling for one batch; its records are done when this returns."""
-        ctx, shard = self.shard.ctx, self.shard
+        ctx = self.shard.ctx
         cfg = ctx.cfg
         work: collections.deque[Attempt] = collections.deque([Attempt(records)])
         while work:
@@ -539,36 +545,20 @@ class _Lane:
                     if not young:
                         continue
                     attempt = attempt.part(young)
-            if shard.stopping:
-                raise _Abandoned
-            inv = Invocation(function=ctx.function, payload=self._event(attempt.records), source=ctx.type,
-                             route=ctx.route_name, attempt=attempt.invokes + 1)
-            async with ctx.dispatcher.slot(ctx.function, ctx.type, ctx.route_name):
-                if shard.stopping:  # waited for capacity until the shard stopped: start nothing new
-                    raise _Abandoned
-                result = await ctx.dispatcher.invoke_in_slot(inv)
+            inv, result = await self._invoke(self._event(attempt.records), attempt.invokes + 1)
             attempt.invokes += 1
             attempt.result, attempt.request_id = result, inv.request_id
             if result.ok:
                 window = self._window
-                if window is not None:
-                    try:
-                        window.state = window_state(result)
-                    except BatchResponseError as exc:
-                        self._log_failure(inv, attempt, f"{exc}; the whole batch failed")
-                        await self._function_failed(attempt, work)
-                        continue
-                if not cfg.report_batch_item_failures:
-                    self._failures = 0
-                    self._settle([r.sequence_number for r in attempt.records])
-                    continue
                 try:
-                    index = first_failed(result, attempt.records)
+                    state = None if window is None else window_state(result)
+                    index = first_failed(result, attempt.records) if cfg.report_batch_item_failures else None
                 except BatchResponseError as exc:
-                    self._log_failure(inv, attempt, f"invalid batchItemFailures response: {exc}; "
-                                                    "the whole batch failed")
+                    self._log_failure(inv, attempt, f"invalid response: {exc}; the whole batch failed")
                     await self._function_failed(attempt, work)
                     continue
+                if window is not None:  # what the function made of the records it took: all, or those
+                    window.state = state  # before the one it reported failed
                 if index is None:
                     self._failures = 0
                     self._settle([r.sequence_number for r in attempt.records])

@@ -272,3 +272,25 @@ async def test_powertools_reads_the_windowed_events(stream_harness: StreamHarnes
     assert (first.is_final_invoke_for_window, first.is_window_terminated_early) == (False, False)
     assert [r.kinesis.data_as_text() for r in first.records] == ["r0"]
     assert (final.state, final.is_final_invoke_for_window, list(final.records)) == ({"n": 1}, True, [])
+
+
+async def test_the_state_is_kept_from_a_partly_failed_batch_not_from_a_failed_one(
+        stream_harness: StreamHarness) -> None:
+    """With ``report_batch_item_failures``: a response whose ``batchItemFailures`` is invalid fails the
+    whole batch, and its state is not taken; one that reports a record failed has processed those before
+    it, and its state goes to the retry from that record."""
+    stream = FakeStream(1)
+    seqs = [stream.put(S0, f"r{i}", arrival=BASE + 1 + i) for i in range(3)]
+    answers = [ok({"state": {"n": 99}, "batchItemFailures": [{"itemIdentifier": "not-in-the-batch"}]}),
+               ok({"state": {"n": 1}, "batchItemFailures": [{"itemIdentifier": seqs[1]}]})]
+
+    async def handler(event: dict[str, Any]) -> Result:
+        return answers.pop(0) if answers else ok({"state": count(event)})
+
+    fn = WindowFunction(handler)
+    async with stream_harness.source(fn, api=fake_api(stream), tumbling_window=60,
+                                     report_batch_item_failures=True, clock=lambda: BASE + 61.0):
+        await until(lambda: len(fn.finals()) == 1, what="the final invocation")
+    assert [(fn.data(i), fn.events[i]["state"]) for i in range(3)] == [
+        (["r0", "r1", "r2"], {}), (["r0", "r1", "r2"], {}), (["r1", "r2"], {"n": 1})]
+    assert fn.finals()[0]["state"] == {"n": 3}
