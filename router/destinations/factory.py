@@ -88,6 +88,10 @@ class DestinationBuilder:
 
             return EventBridgeDestination(cfg.event_bus_arn, aws=config.aws)
         if cfg.type == "s3":
+            if not s3_prefix:  # Lambda names the object after the function or the mapping
+                self.problems.append(f"{where}: an s3 destination is an on_failure of a function's async "
+                                     "events or of a stream route only (as on Lambda); use another type")
+                return None
             from router.destinations.s3 import S3Destination
 
             return S3Destination(cfg.bucket_arn, prefix=s3_prefix, aws=config.aws)

@@ -54,3 +54,19 @@ def test_the_bucket_arn_is_checked(bucket_arn: str, ok: bool) -> None:
 def test_s3_is_an_on_failure_destination_only() -> None:
     with pytest.raises(ValidationError, match="an S3 bucket is an on-failure destination only"):
         AsyncConfig.model_validate({"on_success": {"type": "s3", "bucket_arn": BUCKET}})
+
+
+def test_the_builder_refuses_an_s3_destination_with_nowhere_to_name_its_objects() -> None:
+    """Only a function's async on_failure and a stream route's on_failure name an S3 object (Lambda's
+    keys carry the function or the mapping): the builder refuses any other use, naming the config path."""
+    from router.config.models import S3DestinationConfig
+    from router.destinations.factory import DestinationBuilder
+    from tests.unit.core.helpers import make_config
+
+    builder = DestinationBuilder(make_config({"f": {}}), session=None, submit=None)  # type: ignore[arg-type]
+    cfg = S3DestinationConfig(type="s3", bucket_arn=BUCKET)
+    assert builder.build("routes[0].source.on_failure", cfg) is None
+    assert builder.problems == ["routes[0].source.on_failure: an s3 destination is an on_failure of a "
+                                "function's async events or of a stream route only (as on Lambda); use "
+                                "another type"]
+    assert builder.build("functions.f.async.on_failure", cfg, s3_prefix=async_prefix("f")) is not None
