@@ -21,16 +21,18 @@ LOG_LEVEL = "info"  # what config/example.yaml uses; the router writes Lambda's 
 
 
 def router_config(port: int, state_dir: Path, extra_routes: list[dict[str, Any]] | None = None,
-                  extra_functions: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                  extra_functions: dict[str, dict[str, Any]] | None = None,
+                  history: str | None = None) -> dict[str, Any]:
     """Two functions with the trivial handler: ``ok`` behind a sync webhook, ``sink`` behind an async one.
 
     ``ok`` has no concurrency cap (Lambda's default: every concurrent request may get an environment).
     ``sink`` is capped at 2 so that the async scenario measures accepting, not spawning environments.
-    ``extra_functions`` (name -> config) and ``extra_routes`` are added beside them.
+    ``extra_functions`` (name -> config) and ``extra_routes`` are added beside them. ``history`` (on,
+    off): theirs, whatever ``BENCH_HISTORY`` says.
     """
     fn: dict[str, Any] = {"runtime": "python3.11", "handler": "app.handler", "code": str(OK_CODE),
                           "timeout": "10s", "memory": 256}
-    history = os.environ.get(HISTORY_ENV, "on")
+    history = history or os.environ.get(HISTORY_ENV, "on")
     if history not in ("on", "off"):
         raise ValueError(f"{HISTORY_ENV}: on or off, got {history!r}")
     if history == "off":
@@ -57,14 +59,15 @@ def router_config(port: int, state_dir: Path, extra_routes: list[dict[str, Any]]
 
 @contextlib.asynccontextmanager
 async def running_router(ctx: Ctx, name: str, extra_routes: list[dict[str, Any]] | None = None,
-                         extra_functions: dict[str, dict[str, Any]] | None = None
+                         extra_functions: dict[str, dict[str, Any]] | None = None, history: str | None = None
                          ) -> AsyncIterator[tuple[ServerProcess, str]]:
     """A router serving ``router_config``; yields the process and its base URL; always stopped (SIGTERM)."""
     work = ctx.tmp / name
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cfg = work / "router.yaml"
-    cfg.write_text(yaml.safe_dump(router_config(port, work, extra_routes, extra_functions), sort_keys=False))
+    config = router_config(port, work, extra_routes, extra_functions, history)
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
     proc = ServerProcess(f"router ({name})", [PYTHON, "-m", "router", "run", "--config", str(cfg)],
                          log_path=work / "router.log")
     base = f"http://{HOST}:{port}"

@@ -34,6 +34,7 @@ from bench.scenarios import (
     alias,
     amqp,
     config_load,
+    history,
     http_node_io,
     http_sync,
     invoke,
@@ -61,6 +62,7 @@ SCENARIOS: dict[str, tuple[str, ModuleType]] = {
     "14": ("cold start of a node environment", invoke),
     "15": ("replicas on one PostgreSQL: Kinesis and async throughput with 1, 2, 3", replicas),
     "16": ("webhook -> python handler through a weighted alias, 32 connections", alias),
+    "17": ("invocation history on and off: one router, alternating runs at 32 and 1 connections", history),
 }
 
 
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                          + "; ".join(ctx.leaked))
     print()
     print(text_table(rows))
+    for row in rows:
+        if row.note:
+            print(f"note: {row.scenario} {row.measure}: {row.note}")
     for note in ctx.notes:
         print(f"note: {note}")
     misses = [f"{r.scenario}: {r.measure}" for r in rows if r.ok is False]

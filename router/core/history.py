@@ -16,7 +16,12 @@ here) is written without reading the stored row back. An async event waiting in 
 is not written while it only waits: the queue's row says so (``lookup`` and ``invocations`` read it);
 its history row is written once it runs (or ends without running). Ended sync invocations beyond their
 function's ``max_count`` newest when a batch is taken are let go unwritten (``_retain``): the prune would
-delete them as soon as they were written.
+delete them as soon as they were written. A busy function (``BUSY`` or more of them pending at a flush)
+has its rows written every ``BUSY_EVERY`` seconds, not at every flush: what the history costs is then
+bounded by the rows kept, not by the rate (a function saturating its ``max_count`` every half second
+would otherwise have each flush's rows pruned by the next). Meanwhile its pending invocations beyond
+twice its ``max_count`` are let go as they end (the oldest ended first), and a full buffer first lets go
+of the pending invocations beyond their function's ``max_count``: retention, not counted as dropped.
 
 Reads (``lookup``) go through the buffer: a change not written yet is already visible on this replica.
 An async event still in the state store's queue is visible to every replica sharing the store, from the
@@ -28,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -37,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from router.clock import Clock, SystemClock
 from router.config.models import RouterConfig
 from router.core.attempt import DELIVERY_SOURCE
-from router.invocation import Invocation, Result
+from router.invocation import Invocation, Outcome, Result
 from router.metrics import Metrics
 from router.redaction import redact
 from router.state.history import (
@@ -72,6 +76,12 @@ SLICE = 50
 PRUNE_EVERY = 2.0
 """Seconds between two prunes of one function's rows while it is written (a busy function's table holds
 at most its ``max_count`` plus what it ran in this time)."""
+BUSY = 100
+"""Ended sync invocations of one function pending at a flush (or its ``max_count``, if fewer) from which on
+it is busy: its rows are then written every ``BUSY_EVERY`` seconds, not at every flush."""
+BUSY_EVERY = 5.0
+"""Seconds between two writes of a busy function's sync rows (each write holds its newest ``max_count``;
+at more than ``max_count`` invocations in this time, what the last write held is pruned by the next)."""
 
 
 @dataclass(slots=True)
@@ -101,9 +111,11 @@ class HistoryRecorder:
         # request id -> changes not written, oldest first; the ids of those that ended (written next)
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self._ended: dict[str, None] = {}
-        # Sync invocations, ended: request id -> what their row is made of, oldest first (written at the
-        # next flush)
-        self._done: dict[str, _Ended] = {}
+        # Sync invocations, ended, per function: request id -> what their row is made of, oldest first
+        # (written at the next flush; a busy function's every BUSY_EVERY); how many in all
+        self._done: dict[str, collections.OrderedDict[str, _Ended]] = {}
+        self._done_count = 0
+        self._rows_taken_at: dict[str, float] = {}  # function -> when its sync rows were last taken
         self._writing_rows: dict[str, _Ended] = {}
         self._capacity = capacity
         self._batch = batch
@@ -123,10 +135,9 @@ class HistoryRecorder:
         self._history = {name: fn.history for name, fn in config.functions.items()}
         self._on = {name for name, h in self._history.items() if h.enabled}
         self._payloads = {name: h.max_payload for name, h in self._history.items() if h.payloads}
-        # rows kept per function (the newest); the smallest of them: fewer ended sync invocations pending
-        # than that cannot be over any function's count
+        # rows kept per function (the newest by start): more ended sync invocations of a function pending
+        # than that are let go at a flush, more than twice that as they end (the oldest ended)
         self._keep = {name: h.max_count for name, h in self._history.items() if h.enabled}
-        self._least_kept = min(self._keep.values(), default=0)
         self._amqp = config.async_queue is not None  # async events go to RabbitMQ
 
     def enabled(self, function: str) -> bool:
@@ -139,7 +150,7 @@ class HistoryRecorder:
         entries = self._entries
         entry = entries.get(change.request_id)
         if entry is None:
-            self._make_room()
+            self._make_room(change.function)
             entry = entries[change.request_id] = _Entry([change], self._clock.monotonic(), creates, False)
         else:
             entry.changes.append(change)
@@ -149,13 +160,21 @@ class HistoryRecorder:
         if not self._wake.is_set():
             self._wake.set()
 
-    def _make_room(self) -> None:
-        """A full buffer drops its oldest ended sync row, else its oldest entry, and counts it."""
-        entries, done = self._entries, self._done
-        if len(entries) + len(done) < self._capacity:
+    def _make_room(self, function: str) -> None:
+        """A full buffer lets go of the ended sync invocations beyond their function's ``max_count``
+        (``_retain``: the prune would delete them), else drops an ended sync row (``function``'s oldest,
+        else another function's oldest), else its oldest entry, and counts what it drops."""
+        entries = self._entries
+        if len(entries) + self._done_count < self._capacity:
             return
-        if done:
-            del done[next(iter(done))]
+        for name, pending in self._done.items():
+            if len(pending) > self._keep.get(name, len(pending)):
+                self._done_count -= _retain(pending, self._keep[name])
+                return
+        if self._done_count:
+            pending = self._done.get(function) or next(p for p in self._done.values() if p)
+            pending.popitem(last=False)
+            self._done_count -= 1
             self._metrics.history_dropped.labels("buffer_full").inc()
             return
         rid, oldest = entries.popitem(last=False)
@@ -184,18 +203,28 @@ class HistoryRecorder:
         made with the others of its batch when they are written (measured: the same work costs a busy
         router several times more done one invocation at a time, between requests, than in a batch)."""
         function = inv.function
-        if function not in self._on:
+        keep = self._keep.get(function)
+        if keep is None:  # not recorded
             return
-        error_type = error_message = None
-        ok = result.ok
-        if not ok:
+        outcome = result.outcome
+        if outcome is Outcome.SUCCESS:
+            error_type = error_message = None
+        else:
             error_type, error_message = _error(result)
         max_payload = self._payloads.get(function)
-        self._make_room()
-        self._done[inv.request_id] = (
-            inv.request_id, function, inv.route, inv.source, inv.attempt, self._clock.time(), duration, ok,
-            result.outcome.value, result.payload, result.logs, error_type, error_message,
+        if len(self._entries) + self._done_count >= self._capacity:
+            self._make_room(function)
+        pending = self._done.get(function)
+        if pending is None:
+            pending = self._done[function] = collections.OrderedDict()
+        pending[inv.request_id] = (
+            inv.request_id, function, inv.route, inv.source, inv.attempt, self._clock.time(), duration,
+            outcome, result.payload, result.logs, error_type, error_message,
             None if max_payload is None else inv.payload, max_payload)
+        if len(pending) > 2 * keep:  # beyond what a flush keeps: the oldest ended let go
+            pending.popitem(last=False)
+        else:
+            self._done_count += 1
         if not self._wake.is_set():
             self._wake.set()
 
@@ -247,7 +276,9 @@ class HistoryRecorder:
         """The invocation ``request_id`` as stored, with the changes not written yet and, while it waits
         in the state store's queue, its status there; None when unknown (or pruned)."""
         row, queued = await self._store.invocation(request_id, DELIVERY_SOURCE)
-        done = self._done.get(request_id) or self._writing_rows.get(request_id)
+        done = self._writing_rows.get(request_id)
+        for pending in self._done.values():
+            done = done or pending.get(request_id)
         if done is not None and (row is None or row["status"] not in FINAL):
             row = row_dict(_sync_row(done))
         for change in self._buffered(request_id):
@@ -316,23 +347,24 @@ class HistoryRecorder:
                 await task
         try:
             async with asyncio.timeout(grace):
-                while self._entries or self._done:
+                while self._entries or self._done_count:
                     await self._flush(everything=True)
         except TimeoutError:
             pass
-        if self._entries or self._done:
-            left = sum(len(e.changes) for e in self._entries.values()) + len(self._done)
+        if self._entries or self._done_count:
+            left = sum(len(e.changes) for e in self._entries.values()) + self._done_count
             self._metrics.history_dropped.labels("shutdown").inc(left)
             log.warning("invocation history: %d changes not written at shutdown", left)
             self._entries.clear()
             self._ended.clear()
             self._done.clear()
+            self._done_count = 0
 
     async def _run(self) -> None:
         next_prune = self._clock.monotonic()
         while True:
             wait = next_prune - self._clock.monotonic()
-            if self._done:  # ended: written at the next flush
+            if self._done_count:  # ended: written at the next flush (a busy function's, later)
                 wait = min(wait, self._flush_interval)
             if self._entries:  # the oldest is written (or let go) when it is flush_interval old
                 oldest = next(iter(self._entries.values())).since
@@ -342,7 +374,7 @@ class HistoryRecorder:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
-            if self._entries or self._done:
+            if self._entries or self._done_count:
                 await self._clock.sleep(self._flush_interval)  # gather a batch
                 # What is due now, in batches; what arrives meanwhile waits for the next round (one
                 # commit per interval, not a stream of small ones).
@@ -387,16 +419,7 @@ class HistoryRecorder:
     async def _flush(self, everything: bool = False) -> int:
         """Write a batch of the entries due in one transaction; how many left the buffer."""
         batch, removed = self._take(everything)
-        if len(self._done) > self._least_kept:
-            self._retain()
-        done, room = self._done, self._batch - removed
-        whole: dict[str, _Ended]
-        if len(done) <= room:  # all of them (the usual case): the dict itself is taken
-            whole, self._done = done, {}
-        else:  # the oldest (taken whole, not popped one by one from the front: that is quadratic)
-            whole = dict(itertools.islice(done.items(), room))
-            for rid in whole:
-                del done[rid]
+        whole = self._take_rows(everything, self._batch - removed)
         removed += len(whole)
         if not batch and not whole:
             return removed
@@ -428,7 +451,11 @@ class HistoryRecorder:
                                            | {r[1] for r in whole.values()}))
             await self._store.record_history(changes, prune=prune, rows=rows)
         except asyncio.CancelledError:
-            self._done = {**whole, **self._done}  # written again by close
+            for rid, ended in reversed(whole.items()):  # written again by close
+                pending = self._done.setdefault(ended[1], collections.OrderedDict())
+                pending[rid] = ended
+                pending.move_to_end(rid, last=False)
+            self._done_count += len(whole)
             for rid, entry in reversed(batch.items()):  # written again by close (rewriting one is harmless)
                 newer = self._entries.pop(rid, None)
                 if newer is not None:
@@ -449,21 +476,38 @@ class HistoryRecorder:
             self._writing_rows = {}
         return removed
 
-    def _retain(self) -> None:
-        """Let go of the ended sync invocations not written yet that are beyond their function's
-        ``max_count`` newest (by start, as the prune counts them): written, they would be among the rows the
-        next prune deletes. A function busier than ``max_count`` invocations a flush (thousands a second
-        with the defaults) then has only the rows it keeps written, not every one of them written and
-        deleted again."""
-        done = self._done
-        counts = collections.Counter(ended[1] for ended in done.values())
-        keep = self._keep
-        for function, count in counts.items():
-            extra = count - keep.get(function, count)
-            if extra > 0:
-                pending = sorted((ended for ended in done.values() if ended[1] == function), key=_started)
-                for ended in pending[:extra]:
-                    del done[ended[0]]
+    def _take_rows(self, everything: bool, room: int) -> dict[str, _Ended]:
+        """Up to ``room`` ended sync invocations to write now, each function's oldest first: all of a
+        function's pending ones, but at most its ``max_count`` newest by start (``_retain``); those of a busy
+        function only every ``BUSY_EVERY`` seconds (all when ``everything``, or when the buffer is three
+        quarters full)."""
+        now = self._clock.monotonic()
+        pressed = len(self._entries) + self._done_count >= self._capacity * 3 // 4
+        whole: dict[str, _Ended] = {}
+        for function, pending in self._done.items():
+            if room <= 0:
+                break
+            if not pending:
+                continue
+            keep = self._keep.get(function, len(pending))
+            if (not (everything or pressed) and len(pending) >= min(keep, BUSY)
+                    and now - self._rows_taken_at.get(function, -math.inf) < BUSY_EVERY):
+                continue
+            if len(pending) > keep:
+                self._done_count -= _retain(pending, keep)
+            if len(pending) <= room:  # all of them (the usual case): the dict itself is taken
+                whole.update(pending)
+                self._done[function] = collections.OrderedDict()
+                self._rows_taken_at[function] = now
+                taken = len(pending)
+            else:  # the oldest (the rest with the next batch: not held back as busy)
+                for _ in range(room):
+                    rid, ended = pending.popitem(last=False)
+                    whole[rid] = ended
+                taken = room
+            self._done_count -= taken
+            room -= taken
+        return whole
 
     def _due(self, functions: set[str]) -> set[str]:
         """Those of ``functions`` not pruned in the last ``PRUNE_EVERY`` seconds: a busy function's rows
@@ -481,16 +525,29 @@ class HistoryRecorder:
             log.warning("invocation history: cannot prune: %s", exc)
 
 
-_Ended = tuple[str, str, str | None, str, int, float, float, bool, str, bytes, str, str | None, str | None,
+_Ended = tuple[str, str, str | None, str, int, float, float, Outcome, bytes, str, str | None, str | None,
                bytes | None, int | None]
 """A sync invocation as ``sync_done`` takes it: request id, function, route, source, attempt, ended (epoch
-seconds), duration, ok, outcome, response, logs, error type, error message, event payload and its cap
-(None: payloads not kept)."""
+seconds), duration, outcome, response, logs, error type, error message, event payload and its cap (None:
+payloads not kept)."""
 
 
 def _started(ended: _Ended) -> float:
     """When a sync invocation ``sync_done`` took started (epoch seconds): its end less its duration."""
     return ended[5] - ended[6]
+
+
+def _retain(pending: collections.OrderedDict[str, _Ended], keep: int) -> int:
+    """Let go of the ended sync invocations in ``pending`` (one function's) beyond its ``keep`` newest by
+    start, as the prune counts them: written, they would be among the rows the next prune deletes. A
+    function busier than ``max_count`` invocations a flush (thousands a second with the defaults) then has
+    only the rows it keeps written, not every one of them written and deleted again. How many went."""
+    extra = len(pending) - keep
+    if extra <= 0:
+        return 0
+    for ended in sorted(pending.values(), key=_started)[:extra]:
+        del pending[ended[0]]
+    return extra
 
 
 def tail_bytes(logs: str) -> str:
@@ -508,11 +565,12 @@ def tail_bytes(logs: str) -> str:
 
 def _sync_row(ended: _Ended) -> Row:
     """The row of a sync invocation ``sync_done`` took (``history.sync_row``)."""
-    (rid, function, route, source, attempt, at, duration, ok, outcome, out, logs, error_type, error_message,
+    (rid, function, route, source, attempt, at, duration, outcome, out, logs, error_type, error_message,
      payload, max_payload) = ended
     if logs:
         logs = tail_bytes(redact(logs[-2 * LOG_TAIL:]))
-    return sync_row(rid, function, route, source, "succeeded" if ok else "failed", attempt, outcome,
+    ok = outcome is Outcome.SUCCESS
+    return sync_row(rid, function, route, source, "succeeded" if ok else "failed", attempt, outcome.value,
                     at - duration, at, duration, error_type, error_message, logs or None,
                     None if payload is None else payload[:max_payload],
                     payload is not None and len(payload) > (max_payload or 0),

@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.core.history import LOG_TAIL, HistoryRecorder, tail_bytes
+from router.clock import SystemClock
+from router.core.history import BUSY, BUSY_EVERY, LOG_TAIL, HistoryRecorder, tail_bytes
 from router.invocation import Invocation, Result
 from router.metrics import Metrics
 from router.redaction import REDACTOR, install
@@ -301,3 +302,80 @@ async def test_ended_sync_invocations_beyond_max_count_are_let_go_unwritten(stor
         assert await rec.lookup(inv.request_id) is None
     assert len(await store.invocations(function="bare")) == 5
     assert dropped(metrics, "buffer_full") == 0
+
+
+class AdvancedClock(SystemClock):
+    """The system clock, with its monotonic time moved on by what the test adds to ``ahead``."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+
+async def test_a_busy_function_has_its_sync_rows_written_every_few_seconds(store: StateStore,
+                                                                          metrics: Metrics) -> None:
+    """A function with ``BUSY`` ended sync invocations or more pending at a flush (or its ``max_count``, if
+    fewer) has them written (its newest ``max_count``), then not again, flush after flush, until
+    ``BUSY_EVERY`` has passed. Meanwhile its invocations are read through the buffer, those beyond twice
+    ``max_count`` let go as they end (oldest ended first, not counted as dropped), and a function with
+    fewer pending is written at every flush."""
+    config = make_config({"busy": {"history": {"max_count": 3}}, "hot": {}, "bare": {}})
+    clock = AdvancedClock()
+    rec = HistoryRecorder(store, config, metrics, flush_interval=0.01, clock=clock)
+    rec.start()
+
+    async def ids(function: str) -> set[str]:
+        return {r["request_id"] for r in await store.invocations(function=function, limit=1000)}
+
+    def run(function: str, n: int) -> list[str]:
+        invs = [Invocation(function=function, payload=b"{}", source="webhook") for _ in range(n)]
+        for inv in invs:
+            rec.sync_done(inv, Result(payload=b"1"), 0.01)
+        return [inv.request_id for inv in invs]
+
+    try:
+        first = run("busy", 4)
+        hot = run("hot", BUSY)
+        await until(lambda: _equal(ids("busy"), set(first[1:])), what="busy's newest 3 written")
+        await until(lambda: _equal(ids("hot"), set(hot)), what="hot's written")
+        second = run("busy", 7)  # 4 flushes' worth for a function that is not busy
+        hot_later = run("hot", BUSY)
+        marker = run("bare", 1)
+        await until(lambda: _equal(ids("bare"), set(marker)), what="a later flush")
+        assert await ids("busy") == set(first[1:])  # not written again yet
+        assert await ids("hot") == set(hot)
+        assert await rec.lookup(second[0]) is None  # beyond twice max_count: let go as it ended
+        for rid in [*second[1:], hot_later[0]]:
+            row = await rec.lookup(rid)
+            assert row is not None
+            assert row["status"] == "succeeded"
+        assert dropped(metrics, "buffer_full") == 0
+        clock.ahead += BUSY_EVERY
+        await until(lambda: _equal(ids("busy"), set(second[-3:])), what="the next write, busy's newest 3")
+        await until(lambda: _equal(ids("hot"), set(hot + hot_later)), what="the next write, hot's")
+    finally:
+        await rec.close()
+
+
+async def test_a_full_buffer_first_lets_go_of_what_is_beyond_max_count(store: StateStore,
+                                                                       metrics: Metrics) -> None:
+    """The buffer full, a function's pending sync invocations beyond its ``max_count`` newest are let go
+    (the prune would delete them) before anything is dropped and counted."""
+    config = make_config({"busy": {"history": {"max_count": 2}}, "bare": {}})
+    rec = HistoryRecorder(store, config, metrics, capacity=4, flush_interval=3600.0)
+    busy = [Invocation(function="busy", payload=b"{}", source="webhook") for _ in range(4)]
+    for inv in busy:
+        rec.sync_done(inv, Result(payload=b"1"), 0.01)
+    bare = Invocation(function="bare", payload=b"{}", source="webhook")
+    rec.sync_done(bare, Result(payload=b"1"), 0.01)  # the buffer full: busy's two oldest let go
+    assert dropped(metrics, "buffer_full") == 0
+    assert [await rec.lookup(inv.request_id) is None for inv in busy] == [True, True, False, False]
+    await rec.close()
+    assert {r["request_id"] for r in await store.invocations()} == {
+        busy[2].request_id, busy[3].request_id, bare.request_id}
+
+
+async def _equal(got: Awaitable[set[str]], want: set[str]) -> bool:
+    return await got == want
