@@ -207,7 +207,8 @@ class HistoryRecorder:
         if keep is None:  # not recorded
             return
         outcome = result.outcome
-        if outcome is Outcome.SUCCESS:
+        ok = outcome is Outcome.SUCCESS
+        if ok:
             error_type = error_message = None
         else:
             error_type, error_message = _error(result)
@@ -218,8 +219,10 @@ class HistoryRecorder:
         if pending is None:
             pending = self._done[function] = collections.OrderedDict()
         pending[inv.request_id] = (
-            inv.request_id, function, inv.route, inv.source, inv.attempt, self._clock.time(), duration,
-            outcome, result.payload, result.logs, error_type, error_message,
+            inv.request_id, function, inv.route, inv.source, inv.attempt, self._clock.time(), duration, ok,
+            outcome._value_,  # the plain str (not the member: a tuple of plain values is not GC-tracked;
+            # not ``.value``: a descriptor call, the costliest line here)
+            result.payload, result.logs, error_type, error_message,
             None if max_payload is None else inv.payload, max_payload)
         if len(pending) > 2 * keep:  # beyond what a flush keeps: the oldest ended let go
             pending.popitem(last=False)
@@ -525,11 +528,11 @@ class HistoryRecorder:
             log.warning("invocation history: cannot prune: %s", exc)
 
 
-_Ended = tuple[str, str, str | None, str, int, float, float, Outcome, bytes, str, str | None, str | None,
+_Ended = tuple[str, str, str | None, str, int, float, float, bool, str, bytes, str, str | None, str | None,
                bytes | None, int | None]
 """A sync invocation as ``sync_done`` takes it: request id, function, route, source, attempt, ended (epoch
-seconds), duration, outcome, response, logs, error type, error message, event payload and its cap (None:
-payloads not kept)."""
+seconds), duration, ok, outcome, response, logs, error type, error message, event payload and its cap
+(None: payloads not kept)."""
 
 
 def _started(ended: _Ended) -> float:
@@ -565,12 +568,11 @@ def tail_bytes(logs: str) -> str:
 
 def _sync_row(ended: _Ended) -> Row:
     """The row of a sync invocation ``sync_done`` took (``history.sync_row``)."""
-    (rid, function, route, source, attempt, at, duration, outcome, out, logs, error_type, error_message,
+    (rid, function, route, source, attempt, at, duration, ok, outcome, out, logs, error_type, error_message,
      payload, max_payload) = ended
     if logs:
         logs = tail_bytes(redact(logs[-2 * LOG_TAIL:]))
-    ok = outcome is Outcome.SUCCESS
-    return sync_row(rid, function, route, source, "succeeded" if ok else "failed", attempt, outcome.value,
+    return sync_row(rid, function, route, source, "succeeded" if ok else "failed", attempt, outcome,
                     at - duration, at, duration, error_type, error_message, logs or None,
                     None if payload is None else payload[:max_payload],
                     payload is not None and len(payload) > (max_payload or 0),

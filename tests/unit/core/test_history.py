@@ -5,6 +5,7 @@ writes what is buffered, the logs tail is redacted and cut, payloads only when a
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -379,3 +380,14 @@ async def test_a_full_buffer_first_lets_go_of_what_is_beyond_max_count(store: St
 
 async def _equal(got: Awaitable[set[str]], want: set[str]) -> bool:
     return await got == want
+
+
+async def test_a_pending_sync_invocation_holds_plain_values_only(recorder: HistoryRecorder) -> None:
+    """What ``sync_done`` keeps is a tuple of plain values, which the garbage collector stops tracking:
+    thousands of them pending for a busy function add nothing to its collections."""
+    inv = Invocation(function="bare", payload=b"{}", source="webhook")
+    recorder.sync_done(inv, Result.error("ValueError", "bad input"), 0.01)
+    gc.collect()
+    pending = [v for p in recorder._done.values() for v in p.values()]
+    assert len(pending) == 1
+    assert not gc.is_tracked(pending[0])
