@@ -19,7 +19,9 @@ Instances scale on CPU rather than one environment per request (``router.runtime
 
 Waiting invocations are served first come, first served: a slot an ending invocation frees goes
 straight to the one waiting longest when the limit lets one more run (``_hand_over``), so under load the
-environment stays busy and the waiter takes it without looking at the pool again.
+environment stays busy and the waiter takes it without looking at the pool again. When the limit has
+room for more than run and the environments sleep in their invocations, the one waiting longest is also
+woken to start another (``_nudge``).
 
 A wait is bounded by ``environment_wait`` (never past the function's timeout): after it, a saturated
 CPU no longer holds the invocation back, and a spent memory budget throttles it (429, as Lambda's
@@ -109,6 +111,7 @@ class EnvironmentPool:
         self._limit = float(capacity.min_environments if capacity is not None else 1)  # see _cpu_gate
         self._window: int | None = None  # the CPU sampling window the limit last followed
         self._held_back = False  # the last window's verdict: saturated CPUs, environments not asleep
+        self._waiting_on_io_seen = False  # the last window's: the environments sleep in their invocations
         self._limit_reached = False  # an invocation found the limit reached since the last window
         self._sched: dict[Environment, tuple[int, int]] = {}  # last run/wait ns of busy environments
         self._sched_at = 0.0
@@ -259,6 +262,7 @@ class EnvironmentPool:
             reason = None if bound_passed else self._cpu_gate()
             if reason is None and waited_since is None and self._waiters:
                 reason = "queued"  # first come, first served: behind the invocations already waiting
+                self._nudge()  # the limit lets one more run: the one waiting longest may start it
             while reason is None and self._available:
                 env = self._available[-1]
                 if not env.alive:
@@ -355,7 +359,13 @@ class EnvironmentPool:
         window = getattr(cpu, "generation", None)
         if window is None or window != self._window:
             self._window = window
-            held_back = getattr(cpu, "router_saturated", False) or (saturated and not self._waiting_on_io())
+            router_saturated = getattr(cpu, "router_saturated", False)
+            # Whether the environments sleep in their invocations: read once a window (a verdict without
+            # windows is followed on every call: read only when the CPUs are saturated, as it decides then)
+            asleep = (not router_saturated and (saturated or window is not None)
+                      and self._waiting_on_io())
+            self._waiting_on_io_seen = asleep
+            held_back = router_saturated or (saturated and not asleep)
             self._held_back = held_back
             reached, self._limit_reached = self._limit_reached, False
             if held_back:
@@ -422,6 +432,7 @@ class EnvironmentPool:
             self._discard(env)
         elif (self._waiters and env.in_flight < env.capacity and self._cpu_gate(for_waiter=True) is None
               and self._hand_over(env)):
+            self._nudge()
             return
         else:
             if env.in_flight == 0 and env.state is EnvState.BUSY:
@@ -444,6 +455,32 @@ class EnvironmentPool:
                 waiter.set_result(env)
                 return True
         return False
+
+    def _nudge(self) -> None:
+        """Wake the invocation waiting longest to look at the pool again when it would start an
+        environment: the environments sleep in their invocations (``_waiting_on_io``, the last window's
+        verdict), the limit has room for more running invocations than run (it grew since they began to
+        wait), and one may start now. Without this, waiters are handed the environments that free up
+        before their recheck, and only an ending start wakes one: a function whose invocations sleep on
+        I/O stayed at the environments it had when they began to queue (16 of 32 for 32 connections on
+        a handler awaiting 50 ms, measured), however far the limit grew. Environments that do not sleep
+        are not multiplied this way: the waiters being served by the ones there is what the CPUs allow
+        (a trivial handler behind a saturated router: 18 environments instead of 2 without that check)."""
+        if not self._waiters or not self._waiting_on_io_seen or self._in_flight >= self._limit:
+            return
+        limit = self.config.concurrency
+        if limit is not None and sum(env.capacity for env in self._live) >= limit:
+            return
+        if any(env.state is EnvState.STARTING and env.in_flight < env.capacity for env in self._live):
+            return  # a starting environment's free slot is where the next waiter goes
+        capacity = self.capacity
+        if capacity is not None:
+            if self._starting >= capacity.max_starting:
+                return  # an ending start wakes a waiter itself
+            budget = capacity.budget
+            if budget is not None and budget.reserved + self.config.memory > budget.total:
+                return  # room is made by reaping only for an invocation that asks (its recheck)
+        self._wake_waiter()
 
     def _wake_waiter(self) -> None:
         while self._waiters:

@@ -16,6 +16,7 @@ import pytest
 from router.invocation import Outcome, Result
 from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
+from router.runtime import pool as pool_module
 from router.runtime.capacity import Capacity, CpuLoad, MemoryBudget
 from tests.waiting import until
 
@@ -233,6 +234,51 @@ async def test_environments_waiting_on_io_grow_even_on_a_busy_machine(
     (tmp_path / "gate").touch()
     results = await asyncio.gather(*calls)
     assert len({payload(r)["pid"] for r in results}) == 4
+
+
+async def test_a_limit_grown_while_invocations_queue_starts_the_environments_it_allows(
+    make_invoker: MakeInvoker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Callers that invoke again as soon as a result comes, each invocation sleeping shortly: the waiters
+    are handed the environments that free up, and new invocations queue behind them. When the limit
+    then grows (the CPUs are idle), a waiter must be woken to start the environment it allows: left to
+    its recheck, it is handed a freed environment first, and the pool stays at what it had when the
+    invocations began to queue (bench scenario 13: 16 Node environments for 32 connections, 277 req/s of
+    640; here, before the fix, 2 environments with the limit grown past them). The recheck is put out of
+    reach so that only that wake-up can start them."""
+    monkeypatch.setattr(pool_module, "RECHECK", 60.0)
+    cpu = WindowCpu(False)
+    capacity = Capacity(cpu=cpu, environment_wait=60.0, max_starting=2, min_environments=2)
+    invoker = await make_invoker("sleep", timeout=60, capacity=capacity)
+    pool = invoker.pool
+    stop = asyncio.Event()
+    callers = 8
+
+    async def caller() -> None:
+        while not stop.is_set():
+            result = await invoker.invoke(invocation({"seconds": 0.02}))
+            assert result.ok, result.payload
+
+    async def windows() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.02)
+            cpu.generation += 1
+
+    tasks = [asyncio.create_task(caller()) for _ in range(callers)]
+    ticker: asyncio.Task[None] | None = None
+    try:
+        # No new CPU window yet: the limit stays at one environment per CPU and the rest queue.
+        await until(lambda: len(pool._live) == 2 and len(pool._waiters) >= callers - 3,
+                    what="two environments running and the other callers queued")
+        ticker = asyncio.create_task(windows())
+        # The limit grows to the demand a release sees (the caller whose result just came is not asking
+        # yet), so with callers that ask again at once one of them may keep waiting its turn: 7 of 8.
+        await until(lambda: len(pool._live) >= callers - 1, deadline=20.0,
+                    what="an environment for (nearly) each of the eight callers")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, *([ticker] if ticker is not None else []))
+    assert len(pool._live) <= callers  # not more than the demand
 
 
 @pytest.mark.parametrize("runtime", ["python", "node"])
