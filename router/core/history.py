@@ -279,9 +279,8 @@ class HistoryRecorder:
         """The invocation ``request_id`` as stored, with the changes not written yet and, while it waits
         in the state store's queue, its status there; None when unknown (or pruned)."""
         row, queued = await self._store.invocation(request_id, DELIVERY_SOURCE)
-        done = self._writing_rows.get(request_id)
-        for pending in self._done.values():
-            done = done or pending.get(request_id)
+        done = self._writing_rows.get(request_id) or next(
+            (pending[request_id] for pending in self._done.values() if request_id in pending), None)
         if done is not None and (row is None or row["status"] not in FINAL):
             row = row_dict(_sync_row(done))
         for change in self._buffered(request_id):

@@ -405,19 +405,26 @@ class EnvironmentPool:
         return ready > 0 and elapsed > 0 and busy >= 0.8 * ready * elapsed and ran < busy / 2
 
     def _must_wait(self) -> str | None:
-        """Why no environment may be started now (a reason label), or None to start one."""
+        """Why no environment may be started now (a reason label), or None to start one (its memory is
+        then reserved in the budget)."""
+        reason = self._start_held()
+        if reason is not None:
+            return reason
+        budget = self.capacity.budget if self.capacity is not None else None
+        if budget is not None and not budget.try_reserve(self.config.memory):
+            return "memory"
+        return None
+
+    def _start_held(self) -> str | None:
+        """Why no environment may be started now, the memory budget aside (which ``_must_wait`` asks, and
+        which may reap to make room): ``concurrency``, ``starting``, or None. Changes nothing."""
         limit = self.config.concurrency
         if limit is not None and sum(env.capacity for env in self._live) >= limit:
             return "concurrency"
         if any(env.state is EnvState.STARTING and env.in_flight < env.capacity for env in self._live):
             return "starting"  # a starting environment has a slot for this invocation
-        capacity = self.capacity
-        if capacity is None:
-            return None
-        if self._starting >= capacity.max_starting:
-            return "starting"
-        if capacity.budget is not None and not capacity.budget.try_reserve(self.config.memory):
-            return "memory"
+        if self.capacity is not None and self._starting >= self.capacity.max_starting:
+            return "starting"  # an ending start wakes a waiter itself
         return None
 
     def _end_wait(self, waited_since: float | None) -> None:
@@ -460,26 +467,19 @@ class EnvironmentPool:
         """Wake the invocation waiting longest to look at the pool again when it would start an
         environment: the environments sleep in their invocations (``_waiting_on_io``, the last window's
         verdict), the limit has room for more running invocations than run (it grew since they began to
-        wait), and one may start now. Without this, waiters are handed the environments that free up
-        before their recheck, and only an ending start wakes one: a function whose invocations sleep on
-        I/O stayed at the environments it had when they began to queue (16 of 32 for 32 connections on
-        a handler awaiting 50 ms, measured), however far the limit grew. Environments that do not sleep
+        wait), and one may start now (``_start_held``; the budget looked at without reaping). Without
+        this, waiters are handed the environments that free up before their recheck, and only an ending
+        start wakes one: a function whose invocations sleep on I/O stayed at the environments it had when
+        they began to queue (16 of 32 for 32 connections on a handler awaiting 50 ms, measured), however
+        far the limit grew. Environments that do not sleep
         are not multiplied this way: the waiters being served by the ones there is what the CPUs allow
         (a trivial handler behind a saturated router: 18 environments instead of 2 without that check)."""
-        if not self._waiters or not self._waiting_on_io_seen or self._in_flight >= self._limit:
+        if (not self._waiters or not self._waiting_on_io_seen or self._in_flight >= self._limit
+                or self._start_held() is not None):
             return
-        limit = self.config.concurrency
-        if limit is not None and sum(env.capacity for env in self._live) >= limit:
-            return
-        if any(env.state is EnvState.STARTING and env.in_flight < env.capacity for env in self._live):
-            return  # a starting environment's free slot is where the next waiter goes
-        capacity = self.capacity
-        if capacity is not None:
-            if self._starting >= capacity.max_starting:
-                return  # an ending start wakes a waiter itself
-            budget = capacity.budget
-            if budget is not None and budget.reserved + self.config.memory > budget.total:
-                return  # room is made by reaping only for an invocation that asks (its recheck)
+        budget = self.capacity.budget if self.capacity is not None else None
+        if budget is not None and budget.reserved + self.config.memory > budget.total:
+            return  # room is made by reaping only for an invocation that asks (its recheck)
         self._wake_waiter()
 
     def _wake_waiter(self) -> None:
