@@ -22,13 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from bench.harness import BENCH_DIR, HOST, PYTHON, ServerProcess, cpu_seconds, descendants, free_port
+from bench.harness import Ctx, cpu_seconds, descendants
 from bench.load import LoadResult, run_load, wrk_path
-from bench.router_proc import router_config
+from bench.router_proc import running_bare, running_router
 
 CONNECTIONS = 32
+BARE = "bare proxy -> bare function"
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -40,30 +39,6 @@ def machine_ticks() -> tuple[int, int]:
 
 def tree_cpu(pid: int) -> float:
     return cpu_seconds([pid, *descendants(pid)])
-
-
-async def router(stack: contextlib.AsyncExitStack, tmp: Path, name: str) -> tuple[ServerProcess, str]:
-    work = tmp / name
-    work.mkdir()
-    port = free_port()
-    path = work / "router.yaml"
-    path.write_text(yaml.safe_dump(router_config(port, work), sort_keys=False))
-    proc = ServerProcess(name, [PYTHON, "-m", "router", "run", "--config", str(path)],
-                         log_path=work / "router.log")
-    await stack.enter_async_context(proc)
-    await proc.wait_http(f"http://{HOST}:{port}/readyz")
-    return proc, f"http://{HOST}:{port}/ok"
-
-
-async def bare(stack: contextlib.AsyncExitStack, tmp: Path, script: str,
-               *args: str) -> tuple[ServerProcess, str]:
-    port = free_port()
-    proc = ServerProcess(script, [PYTHON, str(BENCH_DIR / "servers" / script), "--port", str(port), *args],
-                         log_path=tmp / f"{script}.log")
-    await stack.enter_async_context(proc)
-    url = f"http://{HOST}:{port}"
-    await proc.wait_http(url + "/ok")
-    return proc, url
 
 
 def reaped_cpu() -> float:
@@ -84,14 +59,17 @@ async def drive(urls: list[str], seconds: float) -> tuple[float, float, float]:
 
 
 async def measure(rounds: int, seconds: float) -> None:
-    with tempfile.TemporaryDirectory(prefix="two-fronts-") as tmp_name:
-        tmp = Path(tmp_name)
+    with tempfile.TemporaryDirectory(prefix="two-fronts-") as tmp:
+        ctx = Ctx(quick=False, tmp=Path(tmp), selected=set())
         async with contextlib.AsyncExitStack() as stack:
-            _, fn_url = await bare(stack, tmp, "bare_function.py")
-            _, proxy = await bare(stack, tmp, "bare_proxy.py", "--upstream", fn_url)
-            first, url_a = await router(stack, tmp, "router-a")
-            second, url_b = await router(stack, tmp, "router-b")
-            sides = {"bare proxy -> bare function": [proxy + "/ok"], "one router": [url_a],
+            _, fn_url = await stack.enter_async_context(
+                running_bare(ctx, "bare function", "bare_function.py"))
+            _, proxy = await stack.enter_async_context(
+                running_bare(ctx, "bare proxy", "bare_proxy.py", "--upstream", fn_url))
+            first, base_a = await stack.enter_async_context(running_router(ctx, "router-a"))
+            second, base_b = await stack.enter_async_context(running_router(ctx, "router-b"))
+            url_a, url_b = base_a + "/ok", base_b + "/ok"
+            sides = {BARE: [proxy + "/ok"], "one router": [url_a],
                      "two routers (16 + 16 connections)": [url_a, url_b]}
             for urls in sides.values():  # warm-up: environments started, code paths hot
                 await drive(urls, 2.0)
@@ -103,16 +81,18 @@ async def measure(rounds: int, seconds: float) -> None:
                     cpu = tree_cpu(first.pid) + tree_cpu(second.pid) - cpu0
                     done = max(rate * seconds, 1)
                     runs[side].append((rate, busy, cpu / done * 1e6, wrk_cpu / done * 1e6))
-            proxy_rate = statistics.median(r[0] for r in runs["bare proxy -> bare function"])
+            proxy_rate = statistics.median(r[0] for r in runs[BARE])
             for side, values in runs.items():
                 rate = statistics.median(v[0] for v in values)
                 busy = statistics.median(v[1] for v in values)
-                routers = "" if side.startswith("bare") else (
+                routers = "" if side == BARE else (
                     f"  routers + environments {statistics.median(v[2] for v in values):5.0f} us a request")
                 each = ", ".join(f"{v[0]:,.0f}" for v in values)
                 wrk = statistics.median(v[3] for v in values)
                 print(f"{side:36s} {rate:8,.0f} 2xx/s  {rate / proxy_rate:4.2f}x the bare proxy  "
                       f"machine busy {busy:4.0%}  wrk {wrk:3.0f} us a request{routers}  (runs: {each})")
+        if ctx.leaked:
+            print(f"left behind and killed: {', '.join(ctx.leaked)}", file=sys.stderr)
 
 
 def main() -> None:

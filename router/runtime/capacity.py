@@ -206,12 +206,16 @@ class MemoryBudget:
         if oldest_idle in self._reapers:
             self._reapers.remove(oldest_idle)
 
+    def fits(self, mb: int) -> bool:
+        """Whether ``mb`` more fits in the budget as it stands (nothing reaped, nothing reserved)."""
+        return self.reserved + mb <= self.total
+
     def try_reserve(self, mb: int) -> bool:
         """Reserve ``mb`` for a new environment. When the budget is spent, idle environments are reaped,
         least recently used first, until there is room (False when there is none); when the machine is
         short of memory (less than ``floor`` MB would be left available), one idle environment is
         reaped for each one started."""
-        while self.reserved + mb > self.total:
+        while not self.fits(mb):
             if self._reap_oldest() <= 0:
                 return False
         if self.floor > 0:

@@ -471,14 +471,14 @@ class EnvironmentPool:
         this, waiters are handed the environments that free up before their recheck, and only an ending
         start wakes one: a function whose invocations sleep on I/O stayed at the environments it had when
         they began to queue (16 of 32 for 32 connections on a handler awaiting 50 ms, measured), however
-        far the limit grew. Environments that do not sleep
-        are not multiplied this way: the waiters being served by the ones there is what the CPUs allow
-        (a trivial handler behind a saturated router: 18 environments instead of 2 without that check)."""
+        far the limit grew. Environments that do not sleep are not multiplied this way: the waiters being
+        served by the ones there is what the CPUs allow (a trivial handler behind a saturated router: 18
+        environments instead of 2 without that check)."""
         if (not self._waiters or not self._waiting_on_io_seen or self._in_flight >= self._limit
                 or self._start_held() is not None):
             return
         budget = self.capacity.budget if self.capacity is not None else None
-        if budget is not None and budget.reserved + self.config.memory > budget.total:
+        if budget is not None and not budget.fits(self.config.memory):
             return  # room is made by reaping only for an invocation that asks (its recheck)
         self._wake_waiter()
 
