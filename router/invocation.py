@@ -6,6 +6,7 @@ import enum
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,15 +128,32 @@ class Result:
     retry_after: float | None = None
     status_code: int = 200
     executed_version: str = "$LATEST"
-    logs: str = ""  # this invocation's log lines (for X-Amz-Log-Type: Tail)
+    log_text: str = ""  # this invocation's log lines (for X-Amz-Log-Type: Tail); read them as ``logs``
     duration: float = 0.0  # seconds from handing the event over to reading its result, by the router's clock
     # Seconds the function's runtime held the event by its own clock (the router's own bootstraps say;
     # None otherwise): unlike ``duration``, without the time a result waited for a busy router to read it.
     runtime_duration: float | None = None
+    # Set by an environment that writes the invocation's END and REPORT just after the answer instead of
+    # before it (router.runtime.environment): ``logs`` runs it first, so no reader sees them missing.
+    finish_logs: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.SUCCESS
+
+    @property
+    def logs(self) -> str:
+        """This invocation's log lines: the init's of a cold start, START, the function's output, END and
+        REPORT (what ``X-Amz-Log-Type: Tail`` returns and the history keeps)."""
+        finish = self.finish_logs
+        if finish is not None:
+            self.finish_logs = None
+            finish()
+        return self.log_text
+
+    @logs.setter
+    def logs(self, text: str) -> None:
+        self.log_text = text
 
     def _error_object(self) -> dict[str, Any] | None:
         try:

@@ -400,7 +400,9 @@ class Dispatcher:
         duration = self._clock.monotonic() - started
         if history is not None:
             if inv.invocation_type == "sync":
-                history.sync_done(inv, result, duration)
+                # In the loop turn after the caller's answer, with the invocation's END and REPORT, which
+                # its environment writes then (Result.logs); queued after theirs, so it reads them done.
+                asyncio.get_running_loop().call_soon(history.sync_done, inv, result, duration)
             else:
                 history.attempt_ended(inv, result, duration)
         metrics.child(metrics.invocations, fn, inv.source, result.outcome.value).inc()

@@ -148,13 +148,13 @@ class LambdaInvoker:
         function_error = response.get("FunctionError")
         if not function_error:
             return Result(payload=payload or b"null", status_code=status, executed_version=version,
-                          logs=logs)
+                          log_text=logs)
         outcome, error_type = Outcome.ERROR, ErrorType.HANDLER
         if _is_timeout(payload):
             outcome, error_type = Outcome.TIMEOUT, ErrorType.TIMEOUT
         return Result(
             payload=payload, outcome=outcome, function_error=str(function_error), error_type=error_type,
-            status_code=status, executed_version=version, logs=logs,
+            status_code=status, executed_version=version, log_text=logs,
         )
 
     def _map_client_error(self, exc: ClientError) -> Result:

@@ -12,7 +12,11 @@ and its Runtime API channel serves only its processes (``confined``, owner set o
 
 Ordering of logs: a runtime flushes stdout/stderr before it posts the result, so when the result
 arrives every byte of the invocation's output is already in the pipe; the environment drains it
-(synchronously) before it writes END/REPORT, so REPORT comes last.
+(synchronously) before it writes END/REPORT, so REPORT comes last. For a result the handler returned or
+raised, that closing work (drain, Max Memory Used, END, REPORT, ``Result.logs``) runs in the event loop's
+turn after the invocation returns, so the caller's answer is written first (``Environment._finish``); it
+runs at once when anything else would write or end the environment first, or a reader asks for the
+result's ``logs``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import base64
 import binascii
 import collections
 import contextlib
+import dataclasses
 import enum
 import json
 import logging
@@ -117,6 +122,7 @@ class Environment:
         self._lines: collections.deque[str] | None = None  # where output goes now (see _line)
         self._request_id: str | None = None
         self._running: dict[str, collections.deque[str]] = {}  # invocations in progress: their lines
+        self._ending: collections.deque[_Ending] = collections.deque()  # answered, END/REPORT to write
         self.capacity = spec.concurrency  # invocations at once (AWS_LAMBDA_MAX_CONCURRENCY)
         self.in_flight = 0  # slots taken (by the pool, for an invocation) and not yet freed
         self._late = 0  # timed-out invocations whose handler has not returned
@@ -330,6 +336,8 @@ class Environment:
         handler does return, and the environment is recycled only when every slot is held that way.
         """
         assert self._channel is not None
+        if self._ending:
+            self._finish()  # the previous invocation's END and REPORT before this one's START
         rid = invocation.request_id
         platform = self.spec.log
         init_log = self._init_log
@@ -398,7 +406,13 @@ class Environment:
         if reply is not None and reply.kind is ReplyKind.UNDELIVERED:
             self._untrack(rid)
             return None
-        self._drain()
+        # A result the handler returned or raised: the caller's answer need not wait for END and REPORT
+        # (and the output drain and Max Memory Used they need), written just after it (see ``_finish``)
+        # unless the caller asked for the log tail or the invocation ran out of time.
+        after = (reply is not None and not late and not invocation.log_tail
+                 and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR))
+        if not after:
+            self._drain()
         status = error_name = function_error = None
         if reply is None:
             result = results.timeout_error(rid, time_limit)
@@ -423,6 +437,38 @@ class Environment:
         else:
             result = results.closed_error(rid)
             status, error_name = "error", "Runtime.ExitError"
+        result.duration = duration
+        if reply is not None:
+            result.runtime_duration = reply.duration
+        ending = _Ending(result, rid, reply, duration, carried, time_limit, lines, start_line, init_log, late,
+                         status, error_name, function_error, drain=after)
+        if after:
+            self._ending.append(ending)
+            result.finish_logs = self._finish
+            if len(self._ending) == 1:
+                self._loop.call_soon(self._finish)
+        else:
+            self._end(ending)
+        return result
+
+    def _finish(self) -> None:
+        """Write the END and REPORT of the invocations answered before them, in order. Runs in the loop
+        turn after the answer; and at once, first, when the environment is asked for anything else that
+        writes lines or ends it (the next invocation, its exit, a kill or close) or a reader wants an
+        answered invocation's ``logs``: so an invocation's END and REPORT still come before the next
+        one's START, and no log tail or history row misses them."""
+        ending = self._ending
+        while ending:
+            self._end(ending.popleft())
+
+    def _end(self, e: _Ending) -> None:
+        """An invocation's closing bookkeeping: its remaining output, Max Memory Used, END, REPORT, its
+        log lines on the result."""
+        result, rid, reply = e.result, e.request_id, e.reply
+        result.finish_logs = None
+        if e.drain:
+            self._drain()
+        platform = self.spec.log
         if self.alive:
             # A single-worker environment's bootstrap sends its own figures with its result (the
             # worker is the process whose peak this is); else they are read here.
@@ -433,24 +479,20 @@ class Environment:
         # adds the time a result waited for the router's busy event loop to read it); a timed-out one
         # ran (and Lambda bills) exactly its time limit, not the router's few milliseconds more to notice
         if reply is None:
-            ran = time_limit
+            ran = e.time_limit
         else:
-            ran = carried + (duration if reply.duration is None else min(duration, reply.duration))
-        end_line = platform.end(rid, ran, status, error_name, function_error)
+            ran = e.carried + (e.duration if reply.duration is None else min(e.duration, reply.duration))
+        end_line = platform.end(rid, ran, e.status, e.error_name, e.function_error)
         report = platform.report(
-            rid, ran, self.spec.memory, self._max_memory, init, status, error_name, function_error)
+            rid, ran, self.spec.memory, self._max_memory, init, e.status, e.error_name, e.function_error)
         if end_line is not None:
             function_log.line(end_line, self.spec.function, rid)
         if report is not None:
             function_log.line(report, self.spec.function, rid)
-        if not late:
+        if not e.late:
             self._untrack(rid)
-        result.logs = "\n".join(
-            line for line in (*(init_log or ()), start_line, *lines, end_line, report) if line is not None)
-        result.duration = duration
-        if reply is not None:
-            result.runtime_duration = reply.duration
-        return result
+        every = (*(e.init_log or ()), e.start_line, *e.lines, end_line, report)
+        result.log_text = "\n".join(line for line in every if line is not None)
 
     def _outlive(self, future: asyncio.Future[Reply], request_id: str) -> None:
         """A timed-out invocation of a multi-concurrent environment: its slot is freed when its handler
@@ -508,6 +550,8 @@ class Environment:
             self._output.drain()
 
     def _process_exited(self, returncode: int | None) -> None:
+        if self._ending:
+            self._finish()
         self._drain()  # what it wrote before it died belongs to the invocation it ran
         self._set_exit(returncode)
         if self._watchdog is not None and self.pid is not None:
@@ -557,6 +601,8 @@ class Environment:
         the worker is their subreaper); another signal goes to the process group."""
         if self.pid is None:
             return
+        if self._ending:
+            self._finish()  # with the figures of a worker still running
         self._killed = True
         if sig == signal.SIGKILL:
             if self._cgroup_dir is not None:
@@ -568,6 +614,8 @@ class Environment:
 
     async def close(self, grace: float = TERM_GRACE) -> None:
         """Stop the process (SIGTERM, SIGKILL after ``grace``) and release the port and scratch dir."""
+        if self._ending:
+            self._finish()
         below: list[tuple[int, int | None]] = []
         if self.alive and self.pid is not None and grace > 0:
             # Once the worker exits, what it started is re-parented away from its tree: note it now.
@@ -608,6 +656,26 @@ def _init_timeout_error(request_id: str, time_limit: float) -> Result:
     invocation waiting on it) it ran in the invoke phase, and Lambda says the task timed out."""
     phase = "Task" if _past_init_phase(request_id, time_limit) else "Init phase"
     return results.timeout_error(request_id, time_limit, phase=phase)
+
+
+@dataclasses.dataclass(slots=True)
+class _Ending:
+    """What an invocation's END and REPORT are written from (``Environment._end``)."""
+
+    result: Result
+    request_id: str
+    reply: Reply | None  # None: it timed out
+    duration: float
+    carried: float  # init time that counts towards it (an init run in the invoke phase)
+    time_limit: float
+    lines: collections.deque[str]
+    start_line: str | None
+    init_log: list[str] | None
+    late: bool
+    status: str | None
+    error_name: str | None
+    function_error: str | None
+    drain: bool  # the output is still to be drained (it was not before the answer)
 
 
 _TIMED_OUT = Reply(ReplyKind.CLOSED)

@@ -156,6 +156,10 @@ def test_sync_and_async_invocations_are_recorded_with_status_logs_and_result(run
     status, detail = _get(running, f"/admin/invocations/{sync_row['request_id']}")
     assert status == 200
     assert detail["payload"]["body"] == '{"n": 1}'
+    # A webhook's answer goes out before its END and REPORT are written: the row has them all the same.
+    rid = sync_row["request_id"]
+    assert detail["logs"].split("\n")[-2:][0] == f"END RequestId: {rid}"
+    assert detail["logs"].split("\n")[-1].startswith(f"REPORT RequestId: {rid}\tDuration: ")
 
 
 def test_payload_is_kept_only_when_the_function_asks(running: RouterProcess) -> None:

@@ -86,7 +86,7 @@ async def test_an_async_event_that_ends_within_the_flush_interval_is_written_onc
     inv = Invocation(function="bare", payload=b"{}", source="webhook", route="r", invocation_type="async")
     rec.accepted(inv)
     rec.attempt_started(inv)
-    rec.attempt_ended(inv, Result(payload=b'"done"', logs="START\nEND\n"), 0.01)
+    rec.attempt_ended(inv, Result(payload=b'"done"', log_text="START\nEND\n"), 0.01)
     rec.finished("bare", inv.request_id, "succeeded")
     retried = Invocation(function="bare", payload=b"{}", source="webhook", route="r", invocation_type="async",
                          attempt=2)  # its first attempt was written earlier: that row is read and merged
@@ -182,7 +182,7 @@ async def test_logs_are_redacted_and_cut_to_their_tail(store: StateStore, metric
         rec = HistoryRecorder(store, CONFIG, metrics, flush_interval=3600.0)
         inv = Invocation(function="bare", payload=b"{}", source="webhook")
         logs = "x" * 10_000 + "key=s3cr3t-value end\n"
-        rec.sync_done(inv, Result(payload=b"1", logs=logs), 0.01)
+        rec.sync_done(inv, Result(payload=b"1", log_text=logs), 0.01)
         await rec.close()
     finally:
         REDACTOR.clear()
@@ -198,7 +198,7 @@ async def test_the_log_tail_kept_is_4_kb_of_utf_8_not_4096_characters(store: Sta
     rec = HistoryRecorder(store, CONFIG, metrics, flush_interval=3600.0)
     inv = Invocation(function="bare", payload=b"{}", source="webhook")
     logs = "d\u00e9but " + "\u00e9t\u00e9 \u2603 " * 2_000 + "fin\n"  # 2 and 3 bytes a character
-    rec.sync_done(inv, Result(payload=b"1", logs=logs), 0.01)
+    rec.sync_done(inv, Result(payload=b"1", log_text=logs), 0.01)
     await rec.close()
     row, _ = await store.invocation(inv.request_id, "destination")
     assert row is not None
@@ -249,7 +249,7 @@ async def test_a_sync_invocation_is_held_and_written_as_one_whole_row(store: Sta
     counting = CountingStore(store)
     rec = HistoryRecorder(counting, CONFIG, metrics, flush_interval=3600.0)  # type: ignore[arg-type]
     inv = Invocation(function="kept", payload=b'{"long": "payload"}', source="webhook", route="r", attempt=1)
-    result = Result.error("ValueError", "bad input", logs="START\nboom\nEND\n")
+    result = Result.error("ValueError", "bad input", log_text="START\nboom\nEND\n")
     before = time.time()
     rec.sync_done(inv, result, 0.25)
     seen = await rec.lookup(inv.request_id)  # read through the buffer before it is written

@@ -152,7 +152,7 @@ async def test_dry_run(serve: Any, clients: list[Lambda]) -> None:
 async def test_log_tail_is_the_last_4kb_base64(serve: Any, clients: list[Lambda]) -> None:
     server, client = await lam(serve, clients)
     logs = "".join(f"line {i}\n" for i in range(1000))
-    server.dispatcher.scripts["echo"] = lambda inv: Result(payload=b"null", logs=logs)
+    server.dispatcher.scripts["echo"] = lambda inv: Result(payload=b"null", log_text=logs)
     resp = await client.invoke(FunctionName="echo", LogType="Tail")
     assert base64.b64decode(resp["LogResult"]) == logs.encode()[-4096:]
     assert server.dispatcher.invoked[0].log_tail is True

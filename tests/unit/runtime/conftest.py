@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from router.config.models import AwsConfig, FunctionConfig
-from router.invocation import Invocation
+from router.invocation import Invocation, Result
 from router.invokers.local import LocalInvoker
 from router.metrics import Metrics
 from router.runtime import api as runtime_api_module
@@ -31,6 +31,17 @@ MakeInvoker = Callable[..., Awaitable[LocalInvoker]]
 def invocation(event: Any = None, **kw: Any) -> Invocation:
     return Invocation(function="f", payload=json.dumps({} if event is None else event).encode(),
                       source="test", **kw)
+
+
+async def ended(result: Result, within: float = 5.0) -> None:
+    """Poll, up to ``within`` seconds, until the environment has written ``result``'s END and REPORT: it
+    writes an answered invocation's in the event loop's turn after the answer (``Environment._finish``),
+    not before ``invoke`` returns. (Reading ``result.logs`` would write them at once.)"""
+    deadline = asyncio.get_running_loop().time() + within
+    while result.finish_logs is not None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"END and REPORT not written within {within:g}s")
+        await asyncio.sleep(0.001)  # polling interval
 
 
 def process_gone(pid: int) -> bool:

@@ -14,7 +14,7 @@ import pytest
 
 from router.invocation import Result
 
-from .conftest import MakeInvoker, invocation
+from .conftest import MakeInvoker, ended, invocation
 from .node_support import NODE_RUNTIME, require_node
 
 TIME_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # Node's records
@@ -29,6 +29,7 @@ async def run(make_invoker: MakeInvoker, caplog: pytest.LogCaptureFixture, code:
     inv = invocation(event)
     before = len(caplog.records)  # of an earlier run in the same test
     result = await invoker.invoke(inv)
+    await ended(result)
     logged = [(r.getMessage(), getattr(r, "request_id", None)) for r in caplog.records[before:]
               if r.name == "router.function"]
     lines = [message for message, rid in logged if rid == inv.request_id]

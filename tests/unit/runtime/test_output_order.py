@@ -19,7 +19,7 @@ from router.metrics import Metrics
 from router.runtime.api import RuntimeApiServer
 from router.runtime.environment import MAX_TAIL_LINES
 
-from .conftest import ARN, FUNCTIONS, PYTHON_RUNTIME, invocation
+from .conftest import ARN, FUNCTIONS, PYTHON_RUNTIME, ended, invocation
 
 try:
     import uvloop
@@ -70,6 +70,7 @@ async def _invocations(lines_logged: _Lines) -> None:
                 result = await invoker.invoke(inv)
                 assert result.ok, result.payload
                 assert json.loads(result.payload) == {"lines": lines}
+                await ended(result)
                 written = [f"{tag} line {i} {'x' * width}" for i in range(lines)] + [f"{tag} tail"]
                 # The router's log: START, every line in order (the unterminated tail flushed as a line
                 # of its own), END, REPORT, all with this request id; nothing of it under another id.

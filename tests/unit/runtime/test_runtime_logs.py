@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from .conftest import MakeInvoker, invocation, read_results_late
+from .conftest import MakeInvoker, ended, invocation, read_results_late
 from .node_support import NODE_RUNTIME, require_node
 
 
@@ -19,6 +19,7 @@ async def test_invocation_lines_and_output_carry_the_request_id(
     inv = invocation()
     result = await invoker.invoke(inv)
     assert result.ok, result.payload
+    await ended(result)
     records = [r for r in caplog.records if r.name == "router.function"]
     messages = [(r.getMessage(), getattr(r, "request_id", None), getattr(r, "function", None))
                 for r in records]
@@ -47,6 +48,69 @@ async def test_invocation_lines_and_output_carry_the_request_id(
     assert warm.logs.split("\n")[0] == f"START RequestId: {again.request_id} Version: $LATEST"
     assert "init output" not in warm.logs
     assert "INIT_START" not in warm.logs
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str | None]]:
+    return [(r.getMessage(), getattr(r, "request_id", None)) for r in caplog.records
+            if r.name == "router.function"]
+
+
+async def test_end_and_report_are_written_just_after_the_answer(
+    make_invoker: MakeInvoker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller has its result before the environment writes END and REPORT (the next loop turn);
+    ``Result.logs`` read earlier writes them first, so a tail or history row never misses them."""
+    caplog.set_level(logging.INFO, logger="router.function")
+    invoker = await make_invoker("output")
+    inv = invocation()
+    result = await invoker.invoke(inv)
+    ours = [m for m, rid in _logged(caplog) if rid == inv.request_id]
+    assert ours[0].startswith(f"START RequestId: {inv.request_id}")
+    assert not any(m.startswith(("END", "REPORT")) for m in ours)  # not yet: after the answer
+    assert result.finish_logs is not None
+    await ended(result)
+    ours = [m for m, rid in _logged(caplog) if rid == inv.request_id]
+    assert ours[-2] == f"END RequestId: {inv.request_id}"
+    assert ours[-1].startswith(f"REPORT RequestId: {inv.request_id}\tDuration: ")
+    assert result.logs.split("\n")[-2:] == ours[-2:]
+
+    # read at once: the lines are written then, in order, and the tail has them
+    early = invocation()
+    warm = await invoker.invoke(early)
+    tail = warm.logs.split("\n")
+    ours = [m for m, rid in _logged(caplog) if rid == early.request_id]
+    assert tail == ours
+    assert (tail[-2], tail[-1].split("\t")[0]) == (f"END RequestId: {early.request_id}",
+                                                   f"REPORT RequestId: {early.request_id}")
+    assert warm.finish_logs is None
+
+
+async def test_a_log_tail_invocation_has_its_report_before_the_answer(
+    make_invoker: MakeInvoker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="router.function")
+    invoker = await make_invoker("output")
+    inv = invocation(log_tail=True)
+    result = await invoker.invoke(inv)
+    assert result.finish_logs is None
+    ours = [m for m, rid in _logged(caplog) if rid == inv.request_id]
+    assert ours[-1].startswith(f"REPORT RequestId: {inv.request_id}")
+
+
+async def test_an_invocation_starts_only_after_the_previous_ones_report(
+    make_invoker: MakeInvoker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Back to back on one environment, with nothing awaited in between: each invocation's END and
+    REPORT come before the next one's START in the router's log."""
+    caplog.set_level(logging.INFO, logger="router.function")
+    invoker = await make_invoker("output")
+    invs = [invocation() for _ in range(4)]
+    results = [await invoker.invoke(inv) for inv in invs]
+    await ended(results[-1])
+    platform = [(m.split(" ")[0], rid) for m, rid in _logged(caplog)
+                if rid is not None and m.startswith(("START", "END", "REPORT"))]
+    assert platform == [(kind, inv.request_id) for inv in invs for kind in ("START", "END", "REPORT")]
+    assert all(r.finish_logs is None for r in results)
 
 
 async def test_init_duration_only_on_the_cold_start(make_invoker: MakeInvoker) -> None:
