@@ -31,7 +31,7 @@ window could hold a few deletions and a few ticks, which is how one run printed 
 (3 ticks / 1 message). Nothing here divides by an approximate or small count any more.
 
 Pairing: on a shared 2-vCPU VM the same consumer's CPU per message moves by a third between two
-drains a minute apart (the seventeenth and eighteenth sessions' runs: one side 345 then 475 us, the
+drains a minute apart (the eighteenth session's runs, bench/RESULTS.md: one side 345 then 475 us, the
 ratio of adjacent router and loop drains 0.92x in one run and 1.69x in the next), far more than the
 router's own share (one invocation per batch, ~50-80 us a message). So the sides are measured in
 rounds, each round running every side once, back to back, in an order that rotates from round to

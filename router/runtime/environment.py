@@ -550,8 +550,7 @@ class Environment:
             self._output.drain()
 
     def _process_exited(self, returncode: int | None) -> None:
-        if self._ending:
-            self._finish()
+        self._finish()  # the answered invocations' END and REPORT before what the exit writes
         self._drain()  # what it wrote before it died belongs to the invocation it ran
         self._set_exit(returncode)
         if self._watchdog is not None and self.pid is not None:
@@ -601,8 +600,7 @@ class Environment:
         the worker is their subreaper); another signal goes to the process group."""
         if self.pid is None:
             return
-        if self._ending:
-            self._finish()  # with the figures of a worker still running
+        self._finish()  # with the figures of a worker still running
         self._killed = True
         if sig == signal.SIGKILL:
             if self._cgroup_dir is not None:
@@ -614,8 +612,7 @@ class Environment:
 
     async def close(self, grace: float = TERM_GRACE) -> None:
         """Stop the process (SIGTERM, SIGKILL after ``grace``) and release the port and scratch dir."""
-        if self._ending:
-            self._finish()
+        self._finish()
         below: list[tuple[int, int | None]] = []
         if self.alive and self.pid is not None and grace > 0:
             # Once the worker exits, what it started is re-parented away from its tree: note it now.
